@@ -1,0 +1,13 @@
+/* libfasvd — spectra, effective ranks and low-rank factorisations of
+ * transformer attention weights. Umbrella header: include this one.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FASVD_H
+#define FASVD_H
+
+#include <fasvd/core.h>
+#include <fasvd/tensor.h>
+#include <fasvd/safetensors.h>
+
+#endif /* FASVD_H */

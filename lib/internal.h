@@ -1,0 +1,94 @@
+/* libfasvd — internal declarations shared by the library's modules.
+ * Never installed. Every symbol here is hidden (not in libfasvd.map). */
+#ifndef FASVD_INTERNAL_H
+#define FASVD_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <fasvd/fasvd.h>
+
+#if defined(__GNUC__)
+#define FASVD__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define FASVD__HIDDEN __attribute__((visibility("hidden")))
+#else
+#define FASVD__PRINTF(f, a)
+#define FASVD__HIDDEN
+#endif
+
+/* Largest dimension LAPACK's 32-bit integers can index. */
+#define FASVD__LAPACK_INT_MAX INT32_MAX
+
+struct fasvd_ctx {
+	fasvd_allocator allocator;
+	int64_t threads;  /* as set; 0 = online CPUs */
+	int64_t compute;  /* fasvd_compute */
+	bool is_default;
+};
+
+/* ---- errors (core.c) ---- */
+/* Record a detail message for the calling thread and return `code`. */
+int fasvd__error(int code, const char *fmt, ...) FASVD__PRINTF(2, 3);
+/* Prefix the current detail message with "prefix: " (keeps the code). */
+int fasvd__error_prefix(int code, const char *fmt, ...) FASVD__PRINTF(2, 3);
+/* Copy of the detail (used to carry worker threads' errors to the caller). */
+void fasvd__error_copy(char *dst, size_t n);
+
+/* ---- contexts and allocation (core.c) ---- */
+/* ctx, or the process-wide default context when ctx is NULL. */
+fasvd_ctx *fasvd__ctx(fasvd_ctx *ctx);
+/* Effective worker-thread count (>= 1). */
+int fasvd__threads(const fasvd_ctx *ctx);
+/* Allocate through the context; on failure records "out of memory" detail
+ * naming `what` and returns NULL (the caller returns FASVD_ENOMEM). */
+void *fasvd__alloc(fasvd_ctx *ctx, size_t size, const char *what);
+/* n * size bytes, zero-filled, with overflow check (FASVD_ENOMEM detail). */
+void *fasvd__calloc(fasvd_ctx *ctx, size_t n, size_t size, const char *what);
+void fasvd__free(fasvd_ctx *ctx, void *p);
+/* strdup through the context allocator. */
+char *fasvd__strdup(fasvd_ctx *ctx, const char *s);
+/* Overflow-checked size arithmetic: return false on overflow. */
+bool fasvd__mul_size(size_t a, size_t b, size_t *out);
+bool fasvd__mul_i64(int64_t a, int64_t b, int64_t *out);
+
+/* ---- threads (core.c) ---- */
+/* Run fn(arg, i, worker) for i in [0, n) on up to fasvd__threads(ctx)
+ * threads (the caller's thread is one of them); `worker` is in
+ * [0, threads). While workers run, BLAS is single-threaded. Stops handing
+ * out indices after the first failure; returns 0 or the first error, whose
+ * detail message is carried to the calling thread. */
+typedef int (*fasvd__task_fn)(void *arg, int64_t i, int worker);
+int fasvd__parallel_for(fasvd_ctx *ctx, int64_t n, fasvd__task_fn fn, void *arg);
+/* Number of workers fasvd__parallel_for would use for n tasks. */
+int fasvd__parallel_workers(fasvd_ctx *ctx, int64_t n);
+/* BLAS thread control (OpenBLAS when linked; no-op otherwise). The set is
+ * process-wide: libfasvd sets the context's thread count for single big
+ * problems and 1 inside parallel regions, and restores the previous value. */
+int fasvd__blas_get_threads(void);
+void fasvd__blas_set_threads(int n);
+
+/* ---- tensors (tensor.c) ---- */
+struct fasvd_tensor {
+	fasvd_ctx *ctx;
+	fasvd_dtype dtype;
+	int64_t rows, cols;
+	int64_t rs, cs;              /* strides in elements */
+	const unsigned char *data;   /* element (0, 0) */
+	void *owned;                 /* owned buffer (fasvd_tensor_new) or NULL */
+	bool is_view;
+	/* Block scales in the coordinates of the root tensor. A view element
+	 * (i, j) is root element (root_r, root_c) with
+	 * root_r = row0 + (transposed ? j : i), root_c = col0 + (transposed ? i : j). */
+	const double *scales;        /* [grid_rows x grid_cols] row-major, or NULL */
+	double *scales_owned;
+	int64_t grid_rows, grid_cols, block_rows, block_cols;
+	int64_t row0, col0;
+	bool transposed;
+	char *name;
+};
+
+/* Name for messages: "tensor 'name'" or "tensor" when unnamed. */
+const char *fasvd__tensor_label(const fasvd_tensor *t, char *buf, size_t n);
+
+#endif /* FASVD_INTERNAL_H */

@@ -1,0 +1,180 @@
+#include "test-helpers.h"
+
+#include <pthread.h>
+
+#include "internal.h"
+
+static void test_version(void **state)
+{
+	(void)state;
+	assert_int_equal(fasvd_version_number(), FASVD_VERSION_NUMBER);
+	char buf[32];
+	snprintf(buf, sizeof buf, "%d.%d.%d", FASVD_VERSION_MAJOR, FASVD_VERSION_MINOR,
+	         FASVD_VERSION_PATCH);
+	assert_string_equal(fasvd_version_string(), buf);
+}
+
+static void test_error_codes_pinned(void **state)
+{
+	(void)state;
+	/* The values are ABI: they must never change. */
+	assert_int_equal(FASVD_OK, 0);
+	assert_int_equal(FASVD_EINVAL, -1);
+	assert_int_equal(FASVD_ENOMEM, -2);
+	assert_int_equal(FASVD_EIO, -3);
+	assert_int_equal(FASVD_EFORMAT, -4);
+	assert_int_equal(FASVD_EDTYPE, -5);
+	assert_int_equal(FASVD_ESHAPE, -6);
+	assert_int_equal(FASVD_ENONFINITE, -7);
+	assert_int_equal(FASVD_ERANGE, -8);
+	assert_int_equal(FASVD_ELAPACK, -9);
+	assert_int_equal(FASVD_ENOTFOUND, -10);
+	assert_int_equal(FASVD_EARCH, -11);
+	assert_int_equal(FASVD_ECANCELED, -12);
+	assert_int_equal(FASVD_ESTATE, -13);
+	assert_int_equal(FASVD_EINTERNAL, -14);
+	for (int c = 0; c >= FASVD_EINTERNAL; c--)
+		assert_string_not_equal(fasvd_strerror(c), "unknown error");
+	assert_string_equal(fasvd_strerror(-999), "unknown error");
+	assert_string_equal(fasvd_strerror(5), "unknown error");
+}
+
+static void test_last_error(void **state)
+{
+	(void)state;
+	fasvd_clear_error();
+	assert_non_null(fasvd_last_error());
+	assert_string_equal(fasvd_last_error(), "");
+	assert_int_equal(fasvd_ctx_new(NULL, NULL), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "out"));
+	fasvd_clear_error();
+	assert_string_equal(fasvd_last_error(), "");
+}
+
+static void *thread_error(void *p)
+{
+	(void)p;
+	fasvd__error(FASVD_EIO, "in the other thread");
+	return (void *)(strcmp(fasvd_last_error(), "in the other thread") == 0 ? p : NULL);
+}
+
+static void test_last_error_thread_local(void **state)
+{
+	(void)state;
+	fasvd__error(FASVD_EINVAL, "in the main thread");
+	pthread_t t;
+	int token;
+	void *res = NULL;
+	assert_int_equal(pthread_create(&t, NULL, thread_error, &token), 0);
+	pthread_join(t, &res);
+	assert_ptr_equal(res, &token);
+	assert_string_equal(fasvd_last_error(), "in the main thread");
+}
+
+static void test_ctx_params(void **state)
+{
+	(void)state;
+	fasvd_ctx *ctx = NULL;
+	assert_ok(fasvd_ctx_new(&ctx, NULL));
+	int64_t v = -1;
+	assert_ok(fasvd_ctx_get_param(ctx, FASVD_CTX_THREADS, &v));
+	assert_true(v >= 1);
+	assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, 3));
+	assert_ok(fasvd_ctx_get_param(ctx, FASVD_CTX_THREADS, &v));
+	assert_int_equal(v, 3);
+	fasvd_bounds b = fasvd_ctx_param_bounds(FASVD_CTX_THREADS);
+	assert_int_equal(b.error, 0);
+	assert_fasvd(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, b.upper + 1), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "FASVD_CTX_THREADS"));
+	assert_fasvd(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, -1), FASVD_EINVAL);
+	assert_fasvd(fasvd_ctx_set_param(ctx, (fasvd_ctx_param)99, 1), FASVD_EINVAL);
+	assert_int_equal(fasvd_ctx_param_bounds((fasvd_ctx_param)99).error, FASVD_EINVAL);
+	assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_COMPUTE, FASVD_COMPUTE_F64));
+	assert_ok(fasvd_ctx_get_param(ctx, FASVD_CTX_COMPUTE, &v));
+	assert_int_equal(v, FASVD_COMPUTE_F64);
+	assert_fasvd(fasvd_ctx_set_param(ctx, FASVD_CTX_COMPUTE, 7), FASVD_EINVAL);
+	assert_fasvd(fasvd_ctx_set_param(NULL, FASVD_CTX_THREADS, 1), FASVD_EINVAL);
+	fasvd_ctx_free(ctx);
+	fasvd_ctx_free(NULL);
+}
+
+static void test_ctx_allocator(void **state)
+{
+	(void)state;
+	test_alloc_state st = {0};
+	fasvd_allocator a = {test_alloc_fn, test_free_fn, &st};
+	fasvd_ctx *ctx = NULL;
+	assert_ok(fasvd_ctx_new(&ctx, &a));
+	void *p = fasvd__alloc(ctx, 100, "test");
+	assert_non_null(p);
+	fasvd__free(ctx, p);
+	fasvd_ctx_free(ctx);
+	assert_int_equal(st.allocs, st.frees);
+	assert_true(st.allocs >= 2);
+
+	/* allocation failure of the context itself */
+	st = (test_alloc_state){.fail_at = 1};
+	ctx = (fasvd_ctx *)&st; /* must be reset to NULL */
+	assert_fasvd(fasvd_ctx_new(&ctx, &a), FASVD_ENOMEM);
+	assert_null(ctx);
+
+	fasvd_allocator bad = {test_alloc_fn, NULL, &st};
+	assert_fasvd(fasvd_ctx_new(&ctx, &bad), FASVD_EINVAL);
+	assert_null(ctx);
+}
+
+static void test_calloc_overflow(void **state)
+{
+	(void)state;
+	assert_null(fasvd__calloc(NULL, SIZE_MAX / 2, 4, "huge"));
+	assert_non_null(strstr(fasvd_last_error(), "huge"));
+}
+
+struct pf_arg {
+	int64_t hits[100];
+	int64_t fail_at;
+};
+
+static int pf_task(void *arg, int64_t i, int worker)
+{
+	struct pf_arg *a = arg;
+	(void)worker;
+	if (i == a->fail_at)
+		return fasvd__error(FASVD_ESHAPE, "task %lld failed", (long long)i);
+	__atomic_add_fetch(&a->hits[i], 1, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+static void test_parallel_for(void **state)
+{
+	(void)state;
+	fasvd_ctx *ctx = NULL;
+	assert_ok(fasvd_ctx_new(&ctx, NULL));
+	for (int threads = 1; threads <= 4; threads++) {
+		assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, threads));
+		struct pf_arg a = {.fail_at = -1};
+		assert_ok(fasvd__parallel_for(ctx, 100, pf_task, &a));
+		for (int i = 0; i < 100; i++)
+			assert_int_equal(a.hits[i], 1);
+		struct pf_arg b = {.fail_at = 37};
+		fasvd_clear_error();
+		assert_fasvd(fasvd__parallel_for(ctx, 100, pf_task, &b), FASVD_ESHAPE);
+		assert_string_equal(fasvd_last_error(), "task 37 failed");
+	}
+	fasvd_ctx_free(ctx);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_version),
+		cmocka_unit_test(test_error_codes_pinned),
+		cmocka_unit_test(test_last_error),
+		cmocka_unit_test(test_last_error_thread_local),
+		cmocka_unit_test(test_ctx_params),
+		cmocka_unit_test(test_ctx_allocator),
+		cmocka_unit_test(test_calloc_overflow),
+		cmocka_unit_test(test_parallel_for),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
