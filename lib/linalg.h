@@ -29,4 +29,85 @@ int fasvd__svd_s(fasvd_ctx *ctx, int64_t m, int64_t n, float *a, int64_t lda, fl
  * dsyevd, or dsyevd_2stage where it is faster. */
 int fasvd__gram_svdvals(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s);
 
+/* ---------------------------------------------------------------------
+ * Extended kernels (used by svd.c and randomized.c). Same rules as above;
+ * `dbl` selects double (true) or float (false) element type for the void
+ * pointers. */
+
+/* FASVD_ERANGE naming `what` when v > FASVD__LAPACK_INT_MAX. */
+int fasvd__check_lapack_dim(const char *what, int64_t v);
+
+/* Called before the gesvd fallback to restore `a` (destroyed by the failed
+ * gesdd) from the caller's source; returns 0 or a FASVD_E* code. */
+typedef int (*fasvd__refill_fn)(void *arg, void *a, int64_t lda);
+
+enum fasvd__svd_method {
+	FASVD__SVD_GESDD = 1, /* divide and conquer, gesvd fallback on info > 0 */
+	FASVD__SVD_GESVD = 2  /* QR iteration only */
+};
+
+/* One dense SVD of the m x n column-major matrix a (destroyed).
+ * vectors = false: values only (u, vt unused). vectors = true: thin
+ * u (m x k, ldu >= m) and vt (k x n, ldvt >= k), k = min(m, n).
+ * Values go to s (double, k of them) or, when s is NULL, to s_native
+ * (float or double per dbl). With refill == NULL a copy of `a` is kept for
+ * the fallback; otherwise refill restores it. `*fallback` (may be NULL) is
+ * set to 1 when gesdd failed to converge and gesvd produced the result. */
+typedef struct fasvd__svd_job {
+	bool dbl;
+	bool vectors;
+	enum fasvd__svd_method method;
+	int64_t m, n;
+	void *a;
+	int64_t lda;
+	double *s;
+	void *s_native;
+	void *u;
+	int64_t ldu;
+	void *vt;
+	int64_t ldvt;
+	fasvd__refill_fn refill;
+	void *refill_arg;
+	int *fallback;
+} fasvd__svd_job;
+int fasvd__svd_run(fasvd_ctx *ctx, const fasvd__svd_job *job);
+
+/* gesvdx: the singular values with indices il..iu (1-based, descending
+ * order, 1 <= il <= iu <= min(m, n)) of the m x n column-major a
+ * (destroyed), and with vectors the matching u (m x ns, ldu >= m) and
+ * vt (ns x n, ldvt >= ns). s gets ns = iu - il + 1 doubles. */
+int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, void *a,
+                  int64_t lda, int64_t il, int64_t iu, double *s, void *u, int64_t ldu,
+                  void *vt, int64_t ldvt);
+
+/* Thin QR of the m x n column-major a (m >= n >= 1): a is overwritten by
+ * Q (orthonormal columns); when r is not NULL it gets the n x n upper
+ * triangular R (ldr >= n, strictly lower part zeroed). */
+int fasvd__qr_thin(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, void *a, int64_t lda,
+                   void *r, int64_t ldr);
+
+/* Which symmetric eigensolver fasvd__gram_svdvals uses for order k with
+ * the current BLAS thread count (1: dsyevd_2stage, 0: dsyevd). Exposed for
+ * tests and benchmarks. */
+int fasvd__gram_uses_2stage(int64_t k);
+/* fasvd__gram_svdvals with the solver forced: two_stage 1 (dsyevd_2stage),
+ * 0 (dsyevd) or -1 (the automatic choice above). */
+int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s,
+                             int two_stage);
+
+/* Randomised top-k SVD (Halko, Martinsson & Tropp 2011, algorithms 4.4 and
+ * 5.1) of the m x n column-major a, which is not modified: a Gaussian sketch
+ * of l = min(k + oversample, min(m, n)) columns drawn from `seed`,
+ * power_iters power iterations re-orthonormalised by thin QR after every
+ * product, then an exact SVD of the small projection. s gets the top k
+ * values (double); u (m x k, ldu >= m) and vt (k x n, ldvt >= k) the
+ * vectors when not NULL. *err_est (may be NULL) gets the a posteriori
+ * estimate of ||A - U diag(s) Vt||_2 / s[0] (0 when s[0] == 0): block power
+ * iteration with fresh Gaussian probes on the residual, applied through A and
+ * the factors (never formed). 1 <= k <= min(m, n). */
+int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const void *a,
+                          int64_t lda, int64_t k, int64_t oversample, int64_t power_iters,
+                          uint64_t seed, double *s, void *u, int64_t ldu, void *vt,
+                          int64_t ldvt, double *err_est);
+
 #endif /* FASVD_LINALG_H */

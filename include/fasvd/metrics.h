@@ -1,0 +1,100 @@
+/* libfasvd — effective-rank metrics of a spectrum (DESIGN.md §3).
+ *
+ * SPDX-License-Identifier: MIT
+ *
+ * Pure functions on a spectrum s[0..n): singular values, finite,
+ * non-negative and descending (ties allowed), as fasvd_svdvals() returns
+ * them. Every function validates the whole spectrum first:
+ *   FASVD_EINVAL      s NULL with n > 0, n < 0, a negative value, a value
+ *                     larger than its predecessor (not descending), an out
+ *                     argument NULL, a parameter outside its range;
+ *   FASVD_ENONFINITE  a NaN or Inf value;
+ * the detail message names the function, the index and the value.
+ *
+ * All arithmetic is in double, on σ_i / σ₁ so that no square overflows or
+ * underflows for spectra of any scale; energy sums are accumulated from the
+ * small end (tail sums), so small losses such as τ = 1e-3 are resolved to
+ * rounding, not to ε times the total.
+ *
+ * Energy e_i = σ_i². τ is a fraction of squared Frobenius energy (not of the
+ * Frobenius norm): truncating to rank r loses Σ_{i>r} σ_i², exactly.
+ * An empty or all-zero spectrum (the zero matrix) has energy rank 0, loses
+ * nothing at any rank (loss 0, kept 1), and stable and entropy ranks 0.
+ *
+ * Thread-safe: no state, no allocation.
+ */
+#ifndef FASVD_METRICS_H
+#define FASVD_METRICS_H
+
+#include <fasvd/core.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Effective rank at energy error τ ∈ [0, 1]: the smallest r in [0, n] with
+ * Σ_{i>r} σ_i² / Σ σ_i² ≤ τ (1 − kept ≤ τ). τ = 0 gives the number of
+ * non-zero values; τ = 1 gives 0. The reference choices are τ = 0.01 and
+ * 0.001. */
+FASVD_API int fasvd_metric_energy_rank(const double *s, int64_t n, double tau, int64_t *out);
+
+/* Fraction of squared Frobenius energy lost by truncating to rank r >= 0:
+ * Σ_{i>r} σ_i² / Σ σ_i² (0 for r >= n), accurate to rounding relative to
+ * itself (tail sum). */
+FASVD_API int fasvd_metric_energy_loss(const double *s, int64_t n, int64_t r, double *out);
+
+/* Fraction kept at rank r >= 0: 1 − fasvd_metric_energy_loss(). */
+FASVD_API int fasvd_metric_energy_kept(const double *s, int64_t n, int64_t r, double *out);
+
+/* Components needed for an energy fraction f ∈ [0, 1] (0.6, 0.8, 0.9 …):
+ * the smallest r with fasvd_metric_energy_kept(r) ≥ f. f = 1 gives the
+ * number of non-zero values. */
+FASVD_API int fasvd_metric_components_for_energy(const double *s, int64_t n, double fraction,
+                                                 int64_t *out);
+
+/* Stable rank Σ σ_i² / σ₁² (in [1, n], 0 for an all-zero spectrum). */
+FASVD_API int fasvd_metric_stable_rank(const double *s, int64_t n, double *out);
+
+/* Entropy effective rank exp(H(p)), p_i = σ_i / Σ σ_j, H = −Σ p_i ln p_i
+ * (Roy & Vetterli 2007; p_i = 0 terms count 0). In [1, n], 0 for an
+ * all-zero spectrum. */
+FASVD_API int fasvd_metric_entropy_rank(const double *s, int64_t n, double *out);
+
+/* Norms of the matrix whose spectrum s is: spectral σ₁, Frobenius
+ * sqrt(Σ σ_i²), nuclear Σ σ_i. 0 for an empty spectrum. A result
+ * overflows to +Inf only when the true value exceeds DBL_MAX. */
+FASVD_API int fasvd_metric_spectral_norm(const double *s, int64_t n, double *out);
+FASVD_API int fasvd_metric_frobenius_norm(const double *s, int64_t n, double *out);
+FASVD_API int fasvd_metric_nuclear_norm(const double *s, int64_t n, double *out);
+
+/* Every scalar metric of one spectrum. Initialise with
+ * fasvd_metric_summary_init(): `size` lets later versions add fields. */
+typedef struct fasvd_metric_summary {
+	size_t size;          /* sizeof(fasvd_metric_summary), set by _init */
+	int64_t n;            /* number of values */
+	int64_t nonzero;      /* values > 0 */
+	double spectral;      /* σ₁ */
+	double frobenius;     /* sqrt(Σ σ²) */
+	double nuclear;       /* Σ σ */
+	double stable_rank;   /* Σ σ² / σ₁² */
+	double entropy_rank;  /* exp(H(p)), p_i = σ_i / Σ σ */
+} fasvd_metric_summary;
+
+/* Zero *m and set m->size. NULL is ignored. */
+FASVD_API void fasvd_metric_summary_init(fasvd_metric_summary *m);
+
+/* Fill *out (initialised with fasvd_metric_summary_init) with the metrics
+ * of s, and ranks[i] with fasvd_metric_energy_rank(s, n, taus[i]) for
+ * i < n_taus (taus and ranks may be NULL when n_taus is 0). Nothing is
+ * written unless every argument is valid. Errors: as above, plus
+ * FASVD_EINVAL for a τ outside [0, 1] (naming its index) or an
+ * uninitialised *out. */
+FASVD_API int fasvd_metric_summarize(const double *s, int64_t n, const double *taus,
+                                     int64_t n_taus, int64_t *ranks,
+                                     fasvd_metric_summary *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASVD_METRICS_H */

@@ -1,0 +1,164 @@
+/* libfasvd — singular value decomposition of one 2-D tensor.
+ *
+ * SPDX-License-Identifier: MIT
+ *
+ * Singular values (descending, always returned as double) and thin singular
+ * vectors of any fasvd_tensor (any dtype, strides or block scales), through a
+ * choice of backends:
+ *
+ *  GESDD       LAPACK divide and conquer (xGESDD). Exact. When it fails to
+ *              converge (rare), the matrix is decoded again and xGESVD is
+ *              used instead; fasvd_svd_report.fallback says so.
+ *  GESVD       LAPACK QR iteration (xGESVD). Exact; slower, the most robust.
+ *  GESVDX      LAPACK bisection + inverse iteration (xGESVDX) for the index
+ *              range 1..rank only. Exact for the values and vectors asked
+ *              for; cheaper than GESDD when few vectors are wanted.
+ *  GRAM        Values only: G = AᵀA or AAᵀ (the smaller side) accumulated in
+ *              double with DSYRK from the exactly decoded input, then the
+ *              symmetric eigensolver DSYEVD (or DSYEVD_2STAGE where that is
+ *              faster); σ_i = sqrt(max(λ_i, 0)). Error bound: the computed
+ *              squares satisfy |σ̂_i² − σ_i²| ≤ c·p·ε·σ₁² (p = min(m, n),
+ *              ε = 2^-53, c a small constant; observed ~ε·σ₁²·√p), so the
+ *              absolute error of σ_i is at most about √(c·p·ε)·σ₁ and is
+ *              ~ε·σ₁²/σ_i for σ_i well above that. Large values, energies
+ *              and energy ranks at τ ≥ 1e-4 are exact to rounding, but values
+ *              below ~1e-7·σ₁ are noise: use GESDD with FASVD_COMPUTE_F64
+ *              when small singular values are needed to high accuracy.
+ *  RANDOMIZED  Values (and vectors) of the top `rank` only, by the
+ *              Halko–Martinsson–Tropp randomised range finder: a Gaussian
+ *              sketch of rank + oversample columns (deterministic, from
+ *              `seed`), `power_iters` power iterations each followed by a
+ *              QR re-orthonormalisation, then an exact SVD of the small
+ *              projected matrix. Approximate: report.error_estimate holds an
+ *              a posteriori estimate of ‖A − U·diag(s)·Vᵀ‖₂ / σ₁ obtained by
+ *              a few steps of block power iteration on the residual with
+ *              fresh random probes (a lower bound of the true value in exact
+ *              arithmetic, typically within a few per cent of it). Values are
+ *              never overestimated (up to rounding); with a slowly decaying
+ *              spectrum they are underestimated: raise oversample or
+ *              power_iters.
+ *  AUTO        Exact backends only (it never picks RANDOMIZED), chosen as
+ *              follows, p = min(m, n):
+ *                values only, FASVD_COMPUTE_F32, p >= 128      -> GRAM
+ *                values only otherwise                         -> GESDD
+ *                vectors, 0 < rank <= p / 5                    -> GESVDX
+ *                vectors otherwise                             -> GESDD
+ *              (GRAM is 1.4–2.5x faster than float GESDD from p = 128 on and
+ *              more accurate than float32 for the values that matter; it is
+ *              not used for float64 compute, whose contract is 1e-10·σ₁ for
+ *              every value. GESVDX beats GESDD for vectors when rank <~ p/4.)
+ *              The backend used is reported.
+ *
+ * Compute precision: FASVD_COMPUTE_F32 decodes the input to float and runs
+ * single-precision LAPACK (GRAM always accumulates in double);
+ * FASVD_COMPUTE_F64 decodes to double. Accuracy against a float64 reference
+ * (DESIGN.md §4): within about 1e-4·σ₁ in F32, 1e-10·σ₁ in F64 (exact
+ * backends).
+ *
+ * Input: a NaN or Inf element is refused with FASVD_ENONFINITE naming the
+ * tensor and the element before any LAPACK routine runs. Each dimension must
+ * be at most 2^31 − 1 (LAPACK's 32-bit integers): FASVD_ERANGE otherwise,
+ * checked before anything is allocated or decoded.
+ *
+ * Threads and memory: one call works on one matrix, using threaded BLAS with
+ * the context's FASVD_CTX_THREADS count (the process-wide BLAS thread count
+ * is restored on return, so concurrent calls from several threads may
+ * oversubscribe the CPUs). Several threads may call these functions at once
+ * on the same or different tensors. Working memory, all through the
+ * context's allocator: one decoded copy of the matrix plus LAPACK workspace
+ * (about the size of the outputs); GRAM needs only the p x p Gram matrix
+ * plus a panel of a few megabytes, never a full copy. Memory that OpenBLAS
+ * allocates internally is not routed through the allocator.
+ */
+#ifndef FASVD_SVD_H
+#define FASVD_SVD_H
+
+#include <fasvd/core.h>
+#include <fasvd/tensor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* SVD backends. The values are pinned. */
+typedef enum fasvd_backend {
+	FASVD_BACKEND_AUTO = 0,
+	FASVD_BACKEND_GESDD = 1,
+	FASVD_BACKEND_GESVD = 2,
+	FASVD_BACKEND_GESVDX = 3,
+	FASVD_BACKEND_GRAM = 4,
+	FASVD_BACKEND_RANDOMIZED = 5
+} fasvd_backend;
+
+/* Options. Initialise with fasvd_svd_opts_init() before setting fields:
+ * `size` lets later versions add fields without breaking the ABI (fields a
+ * caller's older struct lacks take their defaults). */
+typedef struct fasvd_svd_opts {
+	size_t size;            /* sizeof(fasvd_svd_opts), set by fasvd_svd_opts_init */
+	fasvd_compute compute;  /* 0 (default): the context's FASVD_CTX_COMPUTE */
+	fasvd_backend backend;  /* default FASVD_BACKEND_AUTO */
+	int64_t rank;           /* 0 (default): all min(m, n) values; k >= 1: the top
+	                           min(k, min(m, n)) only. GESVDX and RANDOMIZED
+	                           compute only those; the other backends compute all
+	                           and truncate. RANDOMIZED requires rank >= 1. */
+	int64_t oversample;     /* RANDOMIZED: extra sketch columns, default 10, >= 0 */
+	int64_t power_iters;    /* RANDOMIZED: power iterations, default 2, 0..100 */
+	uint64_t seed;          /* RANDOMIZED: random stream, default a fixed value:
+	                           equal inputs and options give equal results */
+} fasvd_svd_opts;
+
+/* Fill *opts with the defaults above and set opts->size. NULL is ignored. */
+FASVD_API void fasvd_svd_opts_init(fasvd_svd_opts *opts);
+
+/* What a call did. Initialise with fasvd_svd_report_init(). */
+typedef struct fasvd_svd_report {
+	size_t size;            /* sizeof(fasvd_svd_report), set by fasvd_svd_report_init */
+	fasvd_backend backend;  /* the backend used (never AUTO after a successful call) */
+	int fallback;           /* 1 if GESDD did not converge and GESVD was used */
+	double error_estimate;  /* RANDOMIZED: estimate of ‖A − U·diag(s)·Vᵀ‖₂ / σ₁
+	                           (0 for a zero matrix); 0 for the exact backends */
+} fasvd_svd_report;
+
+/* Zero *r and set r->size (backend AUTO). NULL is ignored. */
+FASVD_API void fasvd_svd_report_init(fasvd_svd_report *r);
+
+/* Static name of a backend ("auto", "gesdd", "gesvd", "gesvdx", "gram",
+ * "randomized"); "?" for a value that is not a fasvd_backend. */
+FASVD_API const char *fasvd_backend_name(fasvd_backend b);
+
+/* Singular values of the m x n tensor `a`, descending, in double: k values
+ * with k = min(m, n) (opts->rank == 0) or min(rank, min(m, n)), written to
+ * s[0..k); s[k..n_s) is left untouched. n_s is the capacity of s.
+ *
+ * ctx: the context whose allocator, thread count and default compute are
+ * used; NULL means the tensor's context. opts: NULL for the defaults.
+ * report: NULL or a struct initialised with fasvd_svd_report_init(), filled
+ * on success (and its backend on failure once chosen).
+ *
+ * Errors: FASVD_EINVAL (NULL a or s, n_s < k, an option out of range or
+ * opts/report not initialised, RANDOMIZED without rank), FASVD_ENONFINITE
+ * (NaN/Inf element, naming the tensor), FASVD_ERANGE (a dimension beyond
+ * LAPACK's 32-bit integers), FASVD_ENOMEM, FASVD_ELAPACK (no convergence,
+ * even with the fallback). Thread-safe (see the file comment). */
+FASVD_API int fasvd_svdvals(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *opts,
+                            double *s, int64_t n_s, fasvd_svd_report *report);
+
+/* Thin SVD a = U·diag(s)·Vᵀ truncated to k (as for fasvd_svdvals): *u gets a
+ * new owned C-order m x k tensor, *vt a new owned C-order k x n tensor, of
+ * dtype F32 (FASVD_COMPUTE_F32) or F64 (FASVD_COMPUTE_F64), allocated through
+ * ctx; the caller frees them with fasvd_tensor_free() before freeing ctx.
+ * s gets the k values as for fasvd_svdvals. Columns of U and rows of Vᵀ are
+ * orthonormal; the sign of each singular pair is LAPACK's.
+ * On failure *u and *vt are set to NULL.
+ *
+ * Errors: as fasvd_svdvals, plus FASVD_EINVAL for NULL u or vt and for the
+ * GRAM backend (values only). */
+FASVD_API int fasvd_svd(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *opts,
+                        fasvd_tensor **u, double *s, int64_t n_s, fasvd_tensor **vt,
+                        fasvd_svd_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASVD_SVD_H */
