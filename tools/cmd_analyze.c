@@ -1,0 +1,239 @@
+/* fasvd analyze — every spectrum of every layer of a checkpoint, written to a
+ * spectra file (DESIGN.md §5), with optional JSON and CSV summaries. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	interrupted = 1;
+	signal(sig, SIG_DFL); /* a second Ctrl-C stops at once; the file stays intact */
+}
+
+struct progress_state {
+	bool tty, quiet;
+	int last_len;
+};
+
+static void fmt_time(char *buf, size_t n, double s)
+{
+	if (!(s >= 0) || s > 359999)
+		snprintf(buf, n, "--:--");
+	else if (s >= 3600)
+		snprintf(buf, n, "%d:%02d:%02d", (int)s / 3600, ((int)s / 60) % 60, (int)s % 60);
+	else
+		snprintf(buf, n, "%d:%02d", (int)s / 60, (int)s % 60);
+}
+
+static int on_progress(void *user, const fasvd_progress *p)
+{
+	struct progress_state *st = user;
+	if (interrupted)
+		return 1;
+	if (st->quiet)
+		return 0;
+	double frac = p->bytes_total ? (double)p->bytes_done / (double)p->bytes_total
+	                             : (p->steps_total ? (double)p->steps_done / p->steps_total : 1);
+	char el[32], eta[32];
+	fmt_time(el, sizeof el, p->elapsed_s);
+	/* ETA from this run's throughput (resumed steps were free). */
+	double rate = frac > 0 && p->elapsed_s > 0 ? frac / p->elapsed_s : 0;
+	fmt_time(eta, sizeof eta, rate > 0 ? (1 - frac) / rate : -1);
+	char what[160];
+	if (strcmp(p->stage, "layer") == 0)
+		snprintf(what, sizeof what, "layer %lld", (long long)p->layer);
+	else if (strcmp(p->stage, "tensor") == 0)
+		snprintf(what, sizeof what, "%.120s", p->tensor);
+	else
+		snprintf(what, sizeof what, "%s", p->stage);
+	if (st->tty) {
+		enum { W = 30 };
+		char bar[W + 1];
+		int fill = (int)(frac * W + 0.5);
+		for (int i = 0; i < W; i++)
+			bar[i] = i < fill ? '#' : '-';
+		bar[W] = '\0';
+		int len = fprintf(stderr, "\r[%s] %3d%% %lld/%lld  %s elapsed, ETA %s  %-24.24s", bar,
+		                  (int)(100 * frac), (long long)p->steps_done,
+		                  (long long)p->steps_total, el, eta, what);
+		if (strcmp(p->stage, "done") == 0)
+			fputc('\n', stderr);
+		st->last_len = len;
+		fflush(stderr);
+	} else if (strcmp(p->stage, "start") != 0) {
+		printf("%s: %lld/%lld steps, %.0f%% of %.1f MB, %s elapsed\n", what,
+		       (long long)p->steps_done, (long long)p->steps_total, 100 * frac,
+		       (double)p->bytes_total / 1e6, el);
+		fflush(stdout);
+	}
+	return 0;
+}
+
+/* "A-B", "A" or "A-" */
+static bool parse_layers(const char *s, int64_t *first, int64_t *last)
+{
+	char *end;
+	errno = 0;
+	long long a = strtoll(s, &end, 10);
+	if (errno || end == s || a < 0)
+		return false;
+	if (*end == '\0') {
+		*first = *last = a;
+		return true;
+	}
+	if (*end != '-')
+		return false;
+	const char *t = end + 1;
+	if (*t == '\0') {
+		*first = a;
+		*last = -1;
+		return true;
+	}
+	long long b = strtoll(t, &end, 10);
+	if (errno || end == t || *end || b < a)
+		return false;
+	*first = a;
+	*last = b;
+	return true;
+}
+
+static const char *const stack_norms[] = {"sigma1", "frobenius", "none", NULL};
+static const char *const computes[] = {"f32", "f64", NULL};
+
+static int run(cli *c, int argc, char **argv)
+{
+	const char *out = NULL, *layers = NULL, *json = NULL, *csv = NULL;
+	bool no_fold = false, resume = false, quiet = false;
+	int stack_norm = 0, compute = 0;
+	cli_list taus = {0}, tensors = {0};
+	const cli_opt opts[] = {
+		{"output", 'o', CLI_OPT_STRING, &out, NULL, 0, 0},
+		{"layers", 0, CLI_OPT_STRING, &layers, NULL, 0, 0},
+		{"tau", 0, CLI_OPT_LIST, &taus, NULL, 0, 0},
+		{"no-fold-norms", 0, CLI_OPT_FLAG, &no_fold, NULL, 0, 0},
+		{"stack-norm", 0, CLI_OPT_CHOICE, &stack_norm, stack_norms, 0, 0},
+		{"tensors", 0, CLI_OPT_LIST, &tensors, NULL, 0, 0},
+		{"resume", 0, CLI_OPT_FLAG, &resume, NULL, 0, 0},
+		{"json", 0, CLI_OPT_STRING, &json, NULL, 0, 0},
+		{"csv", 0, CLI_OPT_STRING, &csv, NULL, 0, 0},
+		{"compute", 0, CLI_OPT_CHOICE, &compute, computes, 0, 0},
+		{"quiet", 'q', CLI_OPT_FLAG, &quiet, NULL, 0, 0},
+		{NULL, 0, 0, NULL, NULL, 0, 0},
+	};
+	const char *pos[1];
+	int npos = 0;
+	int status = cli_parse(c, argc, argv, opts, pos, 1, 1, &npos);
+	double tau_v[64];
+	fasvd_analyze_opts ao;
+	fasvd_analyze_opts_init(&ao);
+	if (status)
+		goto done;
+	if (!out) {
+		status = cli_usage_error(c, "missing -o OUT.safetensors");
+		goto done;
+	}
+	if (layers && !parse_layers(layers, &ao.layer_first, &ao.layer_last)) {
+		status = cli_usage_error(c, "--layers: '%s' is not A-B, A or A-", layers);
+		goto done;
+	}
+	if (taus.n) {
+		if (taus.n > 64) {
+			status = cli_usage_error(c, "--tau: at most 64 values");
+			goto done;
+		}
+		for (int i = 0; i < taus.n; i++) {
+			char *end;
+			double v = strtod(taus.v[i], &end);
+			if (end == taus.v[i] || *end || !(v >= 0 && v <= 1)) {
+				status = cli_usage_error(
+				        c, "--tau: '%s' is not a number in [0, 1] (a fraction of squared "
+				           "Frobenius energy)",
+				        taus.v[i]);
+				goto done;
+			}
+			tau_v[i] = v;
+		}
+		ao.taus = tau_v;
+		ao.n_taus = taus.n;
+	}
+	ao.fold_norms = !no_fold;
+	ao.stack_norm = stack_norm == 0   ? FASVD_STACK_NORM_SIGMA1
+	                : stack_norm == 1 ? FASVD_STACK_NORM_FROBENIUS
+	                                  : FASVD_STACK_NORM_NONE;
+	ao.compute = compute == 1 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+	ao.tensor_globs = (const char *const *)tensors.v;
+	ao.n_tensor_globs = tensors.n;
+	ao.resume = resume;
+	ao.json_path = json;
+	ao.csv_path = csv;
+	struct progress_state ps = {.tty = isatty(STDERR_FILENO) == 1, .quiet = quiet};
+	ao.progress = on_progress;
+	ao.progress_user = &ps;
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	int rc = fasvd_analyze(c->ctx, pos[0], out, &ao);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	if (ps.tty && ps.last_len && rc)
+		fputc('\n', stderr);
+	if (rc == FASVD_ECANCELED) {
+		status = cli_error(cli_exit_status(rc),
+		                   "interrupted: %s holds the layers done so far; run again with "
+		                   "--resume to continue",
+		                   out);
+	} else if (rc) {
+		status = cli_lib_error(rc);
+	} else {
+		if (!quiet)
+			printf("wrote %s%s%s%s%s\n", out, json ? " " : "", json ? json : "",
+			       csv ? " " : "", csv ? csv : "");
+		status = CLI_EXIT_OK;
+	}
+done:
+	cli_list_free(&taus);
+	cli_list_free(&tensors);
+	return status;
+}
+
+const cli_cmd cli_cmd_analyze = {
+	"analyze",
+	"Every attention spectrum of every layer of a checkpoint, to a spectra file",
+	"usage: fasvd analyze MODEL_DIR -o OUT.safetensors [options]\n"
+	"\n"
+	"Computes every spectrum of DESIGN.md section 2 for every selected layer\n"
+	"(per-head Q Q_pe K V O QK KQ VO, their normalised stacks, the MLA\n"
+	"subspaces QA KVA KVA_pe) and writes them as F64 tensors L{layer}.head.NAME,\n"
+	"L{layer}.stack.NAME, L{layer}.sub.NAME and T.{tensor} (see docs/spectra-schema.md).\n"
+	"The file is rewritten atomically after every layer: it is always complete\n"
+	"and readable, and --resume continues an interrupted run.\n"
+	"\n"
+	"Options:\n"
+	"  -o, --output FILE       spectra file to write (required)\n"
+	"      --layers A-B        layers A to B inclusive (also A, or A- for A to the end)\n"
+	"      --tau T[,T...]      effective-rank thresholds for --json/--csv (default\n"
+	"                          0.01,0.001); tau is the fraction of squared Frobenius\n"
+	"                          energy lost, not of the Frobenius norm\n"
+	"      --no-fold-norms     do not fold the preceding norm weights into projections\n"
+	"      --stack-norm N      sigma1 (default), frobenius or none: how each head is\n"
+	"                          scaled before stacking\n"
+	"      --tensors GLOB[,..] also the spectra of other 2-D tensors matching the\n"
+	"                          fnmatch patterns (FFN, experts ...), written as T.{name}\n"
+	"      --compute f32|f64   compute precision (default f32)\n"
+	"      --resume            continue OUT from the last completed layer\n"
+	"      --json FILE         JSON summary (metrics and effective ranks per matrix)\n"
+	"      --csv FILE          tidy CSV table, one row per matrix (per head)\n"
+	"  -q, --quiet             no progress output\n"
+	"  -j, --threads N         worker threads (default: all CPUs)\n"
+	"\n"
+	"Progress: a bar with ETA on stderr when it is a terminal, else one line per\n"
+	"layer on stdout. Ctrl-C stops after the current layer (a second one at once);\n"
+	"the file keeps every completed layer.\n",
+	run,
+};

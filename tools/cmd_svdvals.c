@@ -1,0 +1,107 @@
+/* fasvd svdvals — singular values of one 2-D tensor of a checkpoint. */
+#include "cli.h"
+
+#include <fasvd/svd.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+        "usage: fasvd svdvals CHECKPOINT TENSOR [options]\n"
+        "\n"
+        "Print the singular values of the 2-D tensor TENSOR, one per line, descending,\n"
+        "with 17 significant digits: exactly min(rows, cols) of them (or --rank of them).\n"
+        "CHECKPOINT is a .safetensors file, a *.safetensors.index.json, or a model\n"
+        "folder. Dtypes F64, F32, F16, BF16, F8_E4M3 and F8_E5M2 are read; an FP8 tensor\n"
+        "with a sibling TENSOR_scale_inv is dequantised with its block scales.\n"
+        "\n"
+        "Options:\n"
+        "  --dtype f32|f64      compute precision (default f32); alias --compute\n"
+        "  --backend NAME       auto (default), gesdd, gesvd, gesvdx, gram\n"
+        "  --rank K             only the K largest values\n"
+        "  --block-size R[,C]   FP8 scale block size (default 128,128)\n"
+        "  --no-scales          ignore TENSOR_scale_inv (print the raw FP8 codes' spectrum)\n"
+        "  -j, --threads N      threads (default 0: all CPUs)\n"
+        "  -h, --help           this help\n"
+        "\n"
+        "Example:\n"
+        "  fasvd svdvals model.safetensors model.layers.0.self_attn.o_proj.weight --dtype f64\n";
+
+static const char *const dtype_words[] = {"f32", "f64", NULL};
+static const char *const backend_words[] = {"auto", "gesdd", "gesvd", "gesvdx", "gram", NULL};
+static const fasvd_backend backends[] = {FASVD_BACKEND_AUTO, FASVD_BACKEND_GESDD,
+                                         FASVD_BACKEND_GESVD, FASVD_BACKEND_GESVDX,
+                                         FASVD_BACKEND_GRAM};
+
+static int run(cli *c, int argc, char **argv)
+{
+	int dtype = 0, backend = 0;
+	int64_t rank = 0;
+	const char *block = NULL;
+	bool no_scales = false;
+	const cli_opt opts[] = {
+		{"dtype", 0, CLI_OPT_CHOICE, &dtype, dtype_words, 0, 0},
+		{"compute", 0, CLI_OPT_CHOICE, &dtype, dtype_words, 0, 0},
+		{"backend", 0, CLI_OPT_CHOICE, &backend, backend_words, 0, 0},
+		{"rank", 0, CLI_OPT_INT, &rank, NULL, 1, INT64_MAX},
+		{"block-size", 0, CLI_OPT_STRING, &block, NULL, 0, 0},
+		{"no-scales", 0, CLI_OPT_FLAG, &no_scales, NULL, 0, 0},
+		{NULL, 0, 0, NULL, NULL, 0, 0},
+	};
+	const char *pos[2];
+	CLI_PARSE_OR_RETURN(cli_parse(c, argc, argv, opts, pos, 2, 2, NULL));
+	int64_t br = 128, bc = 128;
+	if (block && !cli_parse_pair(block, &br, &bc))
+		return cli_usage_error(c, "--block-size: '%s' is not R,C (two positive integers)",
+		                       block);
+
+	fasvd_st *st = NULL;
+	fasvd_tensor *t = NULL;
+	double *s = NULL;
+	int rc = fasvd_st_open(&st, c->ctx, pos[0]);
+	if (!rc)
+		rc = fasvd_st_set_block_size(st, br, bc);
+	if (!rc)
+		rc = fasvd_st_tensor(&t, st, pos[1], no_scales ? FASVD_ST_NO_SCALES : 0);
+	if (rc) {
+		int status = cli_lib_error(rc);
+		fasvd_st_close(st);
+		return status;
+	}
+	int64_t m = fasvd_tensor_rows(t), n = fasvd_tensor_cols(t);
+	int64_t k = m < n ? m : n;
+	if (rank && rank < k)
+		k = rank;
+	s = malloc((size_t)k * sizeof *s);
+	if (!s) {
+		fasvd_tensor_free(t);
+		fasvd_st_close(st);
+		return cli_error(CLI_EXIT_FAIL, "out of memory for %lld singular values",
+		                 (long long)k);
+	}
+	fasvd_svd_opts o;
+	fasvd_svd_opts_init(&o);
+	o.compute = dtype == 1 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+	o.backend = backends[backend];
+	o.rank = rank;
+	fasvd_svd_report rep;
+	fasvd_svd_report_init(&rep);
+	rc = fasvd_svdvals(c->ctx, t, &o, s, k, &rep);
+	int status = CLI_EXIT_OK;
+	if (rc)
+		status = cli_lib_error(rc);
+	else
+		for (int64_t i = 0; i < k; i++)
+			printf("%.17g\n", s[i]);
+	free(s);
+	fasvd_tensor_free(t);
+	fasvd_st_close(st);
+	return status;
+}
+
+const cli_cmd cli_cmd_svdvals = {
+	"svdvals",
+	"Singular values of one 2-D tensor of a safetensors checkpoint",
+	usage,
+	run,
+};
