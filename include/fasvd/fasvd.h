@@ -8,6 +8,13 @@
 
 #include <fasvd/core.h>
 #include <fasvd/tensor.h>
+#include <fasvd/svd.h>
+#include <fasvd/metrics.h>
 #include <fasvd/safetensors.h>
+#include <fasvd/engine.h>
+#include <fasvd/model.h>
+#include <fasvd/fixture.h>
+#include <fasvd/analyze.h>
+#include <fasvd/factor.h>
 
 #endif /* FASVD_H */

@@ -1,0 +1,114 @@
+/* libfasvd — the whole analysis of a checkpoint: every spectrum of
+ * DESIGN.md §2 for every selected layer, streamed one layer at a time into a
+ * spectra file (DESIGN.md §5), resumable, with progress reporting.
+ *
+ * SPDX-License-Identifier: MIT
+ *
+ * The spectra file is a safetensors file of F64 tensors, descending:
+ *   L{layer}.head.{Q,Q_pe,K,V,O,QK,KQ,VO}  [n_heads_of_that_name, min(rows, cols)]
+ *   L{layer}.stack.{same}                  [min(rows, cols)]  (normalised stack)
+ *   L{layer}.sub.{QA,KVA,KVA_pe}           [min(rows, cols)]  (MLA)
+ *   T.{tensor name}                        [min(rows, cols)]  (extra tensors)
+ * with string metadata: format = "fasvd.spectra", schema_version = "1",
+ * model_type, fold_norms ("true"/"false"), stack_normalisation ("sigma1",
+ * "frobenius" or "none"), compute_dtype ("f32"/"f64"), library_version,
+ * config (the model's config.json text), layers (the selected range "A-B"),
+ * layers_done (comma-separated layer indices whose spectra are in the file),
+ * tensors_done (the T.* names done, comma-separated), complete ("true" once
+ * every selected layer and tensor is in), matrix_shapes (a JSON object
+ * mapping each tensor name to the [rows, cols] of the matrix one row of it
+ * describes) and tau_definition.
+ *
+ * Effective rank at τ (DESIGN.md §3) is the smallest r whose lost fraction of
+ * squared Frobenius energy, 1 − Σ_{i≤r}σ_i²/Σσ_i², is at most τ: τ is a
+ * fraction of squared Frobenius energy, not of the Frobenius norm.
+ */
+#ifndef FASVD_ANALYZE_H
+#define FASVD_ANALYZE_H
+
+#include <fasvd/core.h>
+#include <fasvd/engine.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Progress of an analysis, passed to the callback. */
+typedef struct fasvd_progress {
+	size_t size;                 /* sizeof(fasvd_progress) of the library */
+	const char *stage;           /* "start", "layer", "tensor", "done" */
+	int64_t layer;               /* layer just finished ("layer"), else -1 */
+	const char *tensor;          /* T.* tensor just finished ("tensor"), else NULL */
+	int64_t steps_done;          /* layers + extra tensors done, this run included */
+	int64_t steps_total;         /* layers + extra tensors selected */
+	uint64_t bytes_done;         /* checkpoint bytes processed (resumed steps count) */
+	uint64_t bytes_total;        /* checkpoint bytes the analysis reads in all */
+	double elapsed_s;            /* seconds since fasvd_analyze started */
+} fasvd_progress;
+
+/* Progress callback: called from the thread that called fasvd_analyze, once
+ * at the start, after every layer and every extra tensor (once the output
+ * file holds it), and at the end. Return 0 to continue; any other value
+ * cancels the analysis, which then returns FASVD_ECANCELED and leaves the
+ * output file as it was after the last completed step (resumable). */
+typedef int (*fasvd_progress_fn)(void *user, const fasvd_progress *progress);
+
+typedef struct fasvd_analyze_opts {
+	size_t size;                 /* set by fasvd_analyze_opts_init */
+	int64_t layer_first;         /* first layer (default 0) */
+	int64_t layer_last;          /* last layer, inclusive (default -1: the last) */
+	const double *taus;          /* τ values for the JSON/CSV summaries (borrowed for
+	                                the call); NULL: {0.01, 0.001} */
+	int64_t n_taus;
+	int fold_norms;              /* default 1 (DESIGN.md §2 norm folding) */
+	fasvd_stack_norm stack_norm; /* default FASVD_STACK_NORM_SIGMA1 */
+	fasvd_compute compute;       /* 0: the context's FASVD_CTX_COMPUTE */
+	/* fnmatch(3) patterns of extra 2-D tensors (FFN, experts …) whose
+	 * singular values are written as T.{name}; each pattern must match at
+	 * least one tensor. Borrowed for the call. */
+	const char *const *tensor_globs;
+	int64_t n_tensor_globs;
+	int resume;                  /* 1: continue an existing output file (same model,
+	                                options and selection) instead of replacing it */
+	const char *json_path;       /* optional JSON summary (NULL: none) */
+	const char *csv_path;        /* optional tidy CSV table (NULL: none) */
+	fasvd_progress_fn progress;  /* optional */
+	void *progress_user;
+} fasvd_analyze_opts;
+
+/* Defaults as noted above; sets size. Accepts NULL. */
+FASVD_API void fasvd_analyze_opts_init(fasvd_analyze_opts *opts);
+
+/* Analyse the model at `model_path` (a folder with config.json and a
+ * safetensors checkpoint, see fasvd_model_open) and write the spectra file
+ * `out_path`.
+ *
+ * Streaming: one layer at a time; only the tensors that layer needs are
+ * touched (mapped pages are released after the layer), so peak memory does
+ * not grow with the number of layers (the spectra themselves, a few MB per
+ * layer for the largest models, are kept).
+ * Nothing lost: after every layer (and extra tensor) the output file is
+ * rewritten atomically (temporary file + rename), so whenever it exists it
+ * is a complete, readable spectra file; with resume = 1 a run killed at any
+ * point continues and yields exactly the spectra of an uninterrupted run.
+ * Before any computation every needed tensor is checked to exist; on failure
+ * (other than cancellation) an output file this call created is removed, so
+ * no partial result is left behind; the summaries are written (atomically)
+ * only on success.
+ * Threads: the context's thread count (parallel over heads, threaded BLAS
+ * for stacks). Not reentrant on the same output path.
+ * Errors: FASVD_EINVAL (NULL, bad options, a layer range outside the model,
+ * a glob matching nothing, resume with a file written by different options
+ * or another model), FASVD_ENOTFOUND (a needed tensor is missing: the detail
+ * names it and the checkpoint), FASVD_EARCH, FASVD_EFORMAT, FASVD_ESHAPE,
+ * FASVD_EDTYPE (from fasvd_model_open / the reader), FASVD_ENONFINITE
+ * (NaN/Inf weight: tensor and element named), FASVD_EIO (output not
+ * writable), FASVD_ELAPACK, FASVD_ERANGE, FASVD_ENOMEM, FASVD_ECANCELED. */
+FASVD_API int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
+                            const fasvd_analyze_opts *opts);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASVD_ANALYZE_H */

@@ -1,0 +1,653 @@
+/* The analysis pipeline end to end: fasvd_analyze on a generated Llama (GQA)
+ * fixture and on the real stories260K checkpoint, checked against a float64
+ * reference built here from the raw tensors (materialised fused and stacked
+ * matrices, LAPACK dgesdd); the schema and metadata of the spectra file;
+ * resume after cancellation and after SIGKILL at arbitrary moments giving
+ * byte-identical files; failures leaving no file behind; flat peak memory. */
+#include "test-helpers.h"
+
+#include <fcntl.h>
+#include <stdbool.h>
+#include <lapacke.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char tmpdir[512];
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/fasvd-test-analyze-XXXXXX");
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---------------------------------------------------------- reference */
+
+/* Dense column-major matrix. */
+typedef struct {
+	int64_t r, c;
+	double *a;
+} mat;
+
+static mat mat_new(int64_t r, int64_t c)
+{
+	mat m = {r, c, calloc((size_t)(r * c), sizeof(double))};
+	assert_non_null(m.a);
+	return m;
+}
+
+#define AT(m, i, j) ((m).a[(j) * (m).r + (i)])
+
+/* Load a 2-D tensor of the checkpoint as a dense double matrix. */
+static mat load(fasvd_st *st, const char *name)
+{
+	fasvd_tensor *t = NULL;
+	assert_ok(fasvd_st_tensor(&t, st, name, 0));
+	mat m = mat_new(fasvd_tensor_rows(t), fasvd_tensor_cols(t));
+	assert_ok(fasvd_tensor_to_f64(t, m.a, m.r, FASVD_LAYOUT_COL_MAJOR, 0));
+	fasvd_tensor_free(t);
+	return m;
+}
+
+static double *load_vec(fasvd_st *st, const char *name, int64_t n)
+{
+	fasvd_st_info inf;
+	fasvd_st_info_init(&inf);
+	assert_ok(fasvd_st_info_get(st, name, &inf));
+	assert_int_equal(inf.ndim, 1);
+	assert_int_equal(inf.shape[0], n);
+	fasvd_dtype dt;
+	assert_ok(fasvd_dtype_from_name(&dt, inf.dtype));
+	const void *p;
+	uint64_t nb;
+	assert_ok(fasvd_st_raw(st, name, &p, &nb));
+	double *v = malloc(sizeof(double) * (size_t)n);
+	assert_ok(fasvd_dtype_decode(dt, p, (size_t)n, v));
+	return v;
+}
+
+static mat rows_of(mat m, int64_t r0, int64_t n)
+{
+	mat o = mat_new(n, m.c);
+	for (int64_t j = 0; j < m.c; j++)
+		for (int64_t i = 0; i < n; i++)
+			AT(o, i, j) = AT(m, r0 + i, j);
+	return o;
+}
+
+static mat transpose(mat m)
+{
+	mat o = mat_new(m.c, m.r);
+	for (int64_t j = 0; j < m.c; j++)
+		for (int64_t i = 0; i < m.r; i++)
+			AT(o, j, i) = AT(m, i, j);
+	return o;
+}
+
+/* aᵀ·b */
+static mat atb(mat a, mat b)
+{
+	assert_int_equal(a.r, b.r);
+	mat o = mat_new(a.c, b.c);
+	for (int64_t j = 0; j < b.c; j++)
+		for (int64_t i = 0; i < a.c; i++) {
+			double s = 0;
+			for (int64_t k = 0; k < a.r; k++)
+				s += AT(a, k, i) * AT(b, k, j);
+			AT(o, i, j) = s;
+		}
+	return o;
+}
+
+static void scale_cols(mat m, const double *g)
+{
+	for (int64_t j = 0; j < m.c; j++)
+		for (int64_t i = 0; i < m.r; i++)
+			AT(m, i, j) *= g[j];
+}
+
+/* Singular values (min(r, c)), descending, float64 LAPACK. */
+static double *svals(mat m)
+{
+	int64_t k = m.r < m.c ? m.r : m.c;
+	double *s = calloc((size_t)k, sizeof(double));
+	double *copy = malloc(sizeof(double) * (size_t)(m.r * m.c));
+	memcpy(copy, m.a, sizeof(double) * (size_t)(m.r * m.c));
+	assert_int_equal(LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', (int)m.r, (int)m.c, copy, (int)m.r,
+	                                s, NULL, 1, NULL, 1),
+	                 0);
+	free(copy);
+	return s;
+}
+
+/* Stack heads (each divided by its own σ₁) along rows and return σ. */
+static double *stacked(mat *heads, int64_t n)
+{
+	mat s = mat_new(heads[0].r * n, heads[0].c);
+	for (int64_t h = 0; h < n; h++) {
+		double *sv = svals(heads[h]);
+		double d = sv[0] > 0 ? sv[0] : 1;
+		free(sv);
+		for (int64_t j = 0; j < s.c; j++)
+			for (int64_t i = 0; i < heads[h].r; i++)
+				AT(s, h * heads[h].r + i, j) = AT(heads[h], i, j) / d;
+	}
+	double *r = svals(s);
+	free(s.a);
+	return r;
+}
+
+/* Compare a spectrum row of the output file with the reference. */
+static void check_row(const char *what, const double *got, const double *ref, int64_t n,
+                      double tol)
+{
+	double s1 = ref[0];
+	for (int64_t i = 0; i < n; i++)
+		if (!(fabs(got[i] - ref[i]) <= tol * s1 + 1e-300))
+			fail_msg("%s[%lld] = %.17g, reference %.17g (σ₁ %.6g, tol %.1e·σ₁)", what,
+			         (long long)i, got[i], ref[i], s1, tol);
+	for (int t = 0; t < 2; t++) {
+		double tau = t ? 0.001 : 0.01;
+		int64_t a, b;
+		assert_ok(fasvd_metric_energy_rank(got, n, tau, &a));
+		assert_ok(fasvd_metric_energy_rank(ref, n, tau, &b));
+		if (a != b)
+			fail_msg("%s: effective rank at tau %g is %lld, reference %lld", what, tau,
+			         (long long)a, (long long)b);
+	}
+}
+
+static const double *out_row(fasvd_st *out, const char *name, int64_t head, int64_t n,
+                             int64_t want_rows)
+{
+	fasvd_st_info inf;
+	fasvd_st_info_init(&inf);
+	if (fasvd_st_info_get(out, name, &inf))
+		fail_msg("output lacks %s: %s", name, fasvd_last_error());
+	assert_string_equal(inf.dtype, "F64");
+	if (want_rows) {
+		assert_int_equal(inf.ndim, 2);
+		assert_int_equal(inf.shape[0], want_rows);
+		assert_int_equal(inf.shape[1], n);
+	} else {
+		assert_int_equal(inf.ndim, 1);
+		assert_int_equal(inf.shape[0], n);
+	}
+	const void *p;
+	uint64_t nb;
+	assert_ok(fasvd_st_raw(out, name, &p, &nb));
+	return (const double *)p + head * n;
+}
+
+/* Check every spectrum of a separate-q/k/v/o model (Llama layout). */
+static void check_llama(const char *model_dir, const char *spectra, int64_t L, int64_t H,
+                        int64_t KV, int64_t hd, int64_t hidden, bool fold, double tol)
+{
+	fasvd_st *st = NULL, *out = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, model_dir));
+	assert_ok(fasvd_st_open(&out, NULL, spectra));
+	for (int64_t l = 0; l < L; l++) {
+		char n[256];
+		snprintf(n, sizeof n, "model.layers.%lld.self_attn.q_proj.weight", (long long)l);
+		mat wq = load(st, n);
+		snprintf(n, sizeof n, "model.layers.%lld.self_attn.k_proj.weight", (long long)l);
+		mat wk = load(st, n);
+		snprintf(n, sizeof n, "model.layers.%lld.self_attn.v_proj.weight", (long long)l);
+		mat wv = load(st, n);
+		snprintf(n, sizeof n, "model.layers.%lld.self_attn.o_proj.weight", (long long)l);
+		mat wo = load(st, n);
+		if (fold) {
+			snprintf(n, sizeof n, "model.layers.%lld.input_layernorm.weight", (long long)l);
+			double *g = load_vec(st, n, hidden);
+			scale_cols(wq, g);
+			scale_cols(wk, g);
+			scale_cols(wv, g);
+			free(g);
+		}
+		mat wot = transpose(wo);
+		mat Q[64], K[64], V[64], O[64], QK[64], KQ[64], VO[64];
+		for (int64_t g = 0; g < KV; g++) {
+			K[g] = rows_of(wk, g * hd, hd);
+			V[g] = rows_of(wv, g * hd, hd);
+		}
+		for (int64_t i = 0; i < H; i++) {
+			int64_t g = i / (H / KV);
+			Q[i] = rows_of(wq, i * hd, hd);
+			O[i] = rows_of(wot, i * hd, hd);
+			QK[i] = atb(Q[i], K[g]);
+			KQ[i] = atb(K[g], Q[i]);
+			VO[i] = atb(V[g], O[i]);
+		}
+		struct {
+			const char *name;
+			mat *m;
+			int64_t n;
+		} kinds[] = {{"Q", Q, H},   {"K", K, KV},   {"V", V, KV},  {"O", O, H},
+		             {"QK", QK, H}, {"KQ", KQ, H}, {"VO", VO, H}};
+		for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+			int64_t cnt = kinds[k].n;
+			mat *m = kinds[k].m;
+			int64_t w = m[0].r < m[0].c ? m[0].r : m[0].c;
+			char name[128], what[160];
+			snprintf(name, sizeof name, "L%lld.head.%s", (long long)l, kinds[k].name);
+			for (int64_t h = 0; h < cnt; h++) {
+				double *ref = svals(m[h]);
+				snprintf(what, sizeof what, "%s[%lld]", name, (long long)h);
+				check_row(what, out_row(out, name, h, w, cnt), ref, w, tol);
+				free(ref);
+			}
+			double *ref = stacked(m, cnt);
+			int64_t ws = m[0].r * cnt < m[0].c ? m[0].r * cnt : m[0].c;
+			snprintf(name, sizeof name, "L%lld.stack.%s", (long long)l, kinds[k].name);
+			check_row(name, out_row(out, name, 0, ws, 0), ref, ws, tol);
+			free(ref);
+		}
+		for (int64_t g = 0; g < KV; g++) {
+			free(K[g].a);
+			free(V[g].a);
+		}
+		for (int64_t i = 0; i < H; i++) {
+			free(Q[i].a);
+			free(O[i].a);
+			free(QK[i].a);
+			free(KQ[i].a);
+			free(VO[i].a);
+		}
+		free(wq.a);
+		free(wk.a);
+		free(wv.a);
+		free(wo.a);
+		free(wot.a);
+	}
+	fasvd_st_close(out);
+	fasvd_st_close(st);
+}
+
+static void write_llama(const char *dir, int64_t layers, int64_t hidden, int64_t heads,
+                        int64_t head_dim)
+{
+	fasvd_fixture_opts fo;
+	fasvd_fixture_opts_init(&fo);
+	fo.n_layers = layers;
+	fo.hidden = hidden;
+	fo.n_heads = heads;
+	fo.n_kv_heads = heads / 2;
+	fo.head_dim = head_dim;
+	assert_ok(fasvd_fixture_write(NULL, dir, "llama", &fo));
+}
+
+static void test_llama_fixture_vs_reference(void **state)
+{
+	(void)state;
+	char model[600], out[600];
+	snprintf(model, sizeof model, "%s/llama", tmpdir);
+	snprintf(out, sizeof out, "%s/llama.safetensors", tmpdir);
+	write_llama(model, 2, 64, 4, 16);
+	for (int compute = 0; compute < 2; compute++) {
+		for (int fold = 0; fold < 2; fold++) {
+			fasvd_analyze_opts o;
+			fasvd_analyze_opts_init(&o);
+			o.compute = compute ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+			o.fold_norms = fold;
+			assert_ok(fasvd_analyze(NULL, model, out, &o));
+			check_llama(model, out, 2, 4, 2, 16, 64, fold, compute ? 1e-10 : 1e-4);
+		}
+	}
+}
+
+static void test_stories260k_vs_reference(void **state)
+{
+	(void)state;
+	char model[600], out[600];
+	test_shared_path("models/stories260K", model, sizeof model);
+	if (access(model, R_OK) != 0) {
+		print_message("stories260K not found at %s\n", model);
+		skip();
+	}
+	snprintf(out, sizeof out, "%s/stories.safetensors", tmpdir);
+	for (int compute = 0; compute < 2; compute++) {
+		fasvd_analyze_opts o;
+		fasvd_analyze_opts_init(&o);
+		o.compute = compute ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+		assert_ok(fasvd_analyze(NULL, model, out, &o));
+		check_llama(model, out, 5, 8, 4, 8, 64, true, compute ? 1e-10 : 1e-4);
+	}
+}
+
+static void test_schema_and_metadata(void **state)
+{
+	(void)state;
+	char model[600], out[600], json[600], csv[600];
+	snprintf(model, sizeof model, "%s/schema", tmpdir);
+	snprintf(out, sizeof out, "%s/schema.safetensors", tmpdir);
+	snprintf(json, sizeof json, "%s/schema.json", tmpdir);
+	snprintf(csv, sizeof csv, "%s/schema.csv", tmpdir);
+	write_llama(model, 3, 64, 4, 16);
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o);
+	o.layer_first = 1;
+	o.layer_last = 2;
+	const char *globs[] = {"*.mlp.down_proj.weight"};
+	o.tensor_globs = globs;
+	o.n_tensor_globs = 1;
+	o.json_path = json;
+	o.csv_path = csv;
+	assert_ok(fasvd_analyze(NULL, model, out, &o));
+	fasvd_st *st = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, out));
+	assert_string_equal(fasvd_st_metadata(st, "format"), "fasvd.spectra");
+	assert_string_equal(fasvd_st_metadata(st, "schema_version"), "1");
+	assert_string_equal(fasvd_st_metadata(st, "model_type"), "llama");
+	assert_string_equal(fasvd_st_metadata(st, "fold_norms"), "true");
+	assert_string_equal(fasvd_st_metadata(st, "stack_normalisation"), "sigma1");
+	assert_string_equal(fasvd_st_metadata(st, "compute_dtype"), "f32");
+	assert_string_equal(fasvd_st_metadata(st, "library_version"), fasvd_version_string());
+	assert_string_equal(fasvd_st_metadata(st, "complete"), "true");
+	assert_string_equal(fasvd_st_metadata(st, "layers_done"), "1,2");
+	assert_non_null(strstr(fasvd_st_metadata(st, "config"), "\"llama\""));
+	int64_t idx;
+	assert_fasvd(fasvd_st_find(st, "L0.head.Q", &idx), FASVD_ENOTFOUND);
+	assert_ok(fasvd_st_find(st, "L2.stack.VO", &idx));
+	/* T.* for the three layers' down_proj (the glob ignores --layers) */
+	int64_t nt = 0;
+	for (int64_t i = 0; i < fasvd_st_count(st); i++) {
+		const char *nm = fasvd_st_name(st, i);
+		if (strncmp(nm, "T.", 2) == 0) {
+			nt++;
+			assert_non_null(strstr(nm, "mlp.down_proj.weight"));
+		} else {
+			assert_true(nm[0] == 'L' && (nm[1] == '1' || nm[1] == '2'));
+		}
+	}
+	assert_int_equal(nt, 3);
+	/* per-head VO is [heads, min(hidden, hidden)] with zeros past rank hd */
+	fasvd_st_info inf;
+	fasvd_st_info_init(&inf);
+	assert_ok(fasvd_st_info_get(st, "L1.head.VO", &inf));
+	assert_int_equal(inf.ndim, 2);
+	assert_int_equal(inf.shape[0], 4);
+	assert_int_equal(inf.shape[1], 64);
+	const void *p;
+	uint64_t nb;
+	assert_ok(fasvd_st_raw(st, "L1.head.VO", &p, &nb));
+	const double *vo = p;
+	assert_true(vo[0] > 0);
+	for (int64_t j = 16; j < 64; j++)
+		assert_true(fabs(vo[j]) <= 1e-5 * vo[0]);
+	fasvd_st_close(st);
+	/* summaries exist and say what tau is */
+	char buf[1 << 16];
+	FILE *f = fopen(json, "r");
+	assert_non_null(f);
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	buf[n] = 0;
+	fclose(f);
+	assert_non_null(strstr(buf, "squared Frobenius"));
+	assert_non_null(strstr(buf, "\"effective_rank\""));
+	f = fopen(csv, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(buf, sizeof buf, f));
+	assert_non_null(strstr(buf, "layer,kind,name,head,rows,cols,sigma1"));
+	assert_non_null(strstr(buf, "er@0.01"));
+	int lines = 0;
+	while (fgets(buf, sizeof buf, f))
+		lines++;
+	fclose(f);
+	/* per layer: heads Q,O,QK,KQ,VO (4 each) + K,V (2 each) + 7 stacks = 31;
+	 * two layers, plus 3 T rows */
+	assert_int_equal(lines, 2 * 31 + 3);
+}
+
+static int cancel_after(void *user, const fasvd_progress *p)
+{
+	int *n = user;
+	if (strcmp(p->stage, "layer") == 0 && --*n == 0)
+		return 1;
+	return 0;
+}
+
+static void read_file(const char *path, char **data, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	*data = malloc((size_t)len + 1);
+	assert_int_equal(fread(*data, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	*n = (size_t)len;
+}
+
+static void assert_same_file(const char *a, const char *b)
+{
+	char *da, *db;
+	size_t na, nb;
+	read_file(a, &da, &na);
+	read_file(b, &db, &nb);
+	assert_int_equal(na, nb);
+	assert_memory_equal(da, db, na);
+	free(da);
+	free(db);
+}
+
+static void test_resume_after_cancel(void **state)
+{
+	(void)state;
+	char model[600], full[600], part[600];
+	snprintf(model, sizeof model, "%s/resume", tmpdir);
+	snprintf(full, sizeof full, "%s/full.safetensors", tmpdir);
+	snprintf(part, sizeof part, "%s/part.safetensors", tmpdir);
+	write_llama(model, 4, 64, 4, 16);
+	assert_ok(fasvd_analyze(NULL, model, full, NULL));
+	for (int stop = 1; stop <= 3; stop++) {
+		unlink(part);
+		int n = stop;
+		fasvd_analyze_opts o;
+		fasvd_analyze_opts_init(&o);
+		o.progress = cancel_after;
+		o.progress_user = &n;
+		assert_fasvd(fasvd_analyze(NULL, model, part, &o), FASVD_ECANCELED);
+		fasvd_st *st = NULL;
+		assert_ok(fasvd_st_open(&st, NULL, part)); /* complete and readable */
+		assert_string_equal(fasvd_st_metadata(st, "complete"), "false");
+		fasvd_st_close(st);
+		fasvd_analyze_opts_init(&o);
+		o.resume = 1;
+		assert_ok(fasvd_analyze(NULL, model, part, &o));
+		assert_same_file(full, part);
+	}
+	/* resuming with other options is refused, the file is kept */
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o);
+	o.resume = 1;
+	o.fold_norms = 0;
+	assert_fasvd(fasvd_analyze(NULL, model, part, &o), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "fold_norms"));
+	assert_same_file(full, part);
+}
+
+/* Kill a child running the analysis at arbitrary moments with SIGKILL; the
+ * output is always absent or a readable spectra file, and --resume yields
+ * the uninterrupted file byte for byte. */
+static void test_resume_after_sigkill(void **state)
+{
+	(void)state;
+	char model[600], full[600], part[600];
+	snprintf(model, sizeof model, "%s/kill", tmpdir);
+	snprintf(full, sizeof full, "%s/kfull.safetensors", tmpdir);
+	snprintf(part, sizeof part, "%s/kpart.safetensors", tmpdir);
+	write_llama(model, 6, 96, 6, 16);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_ok(fasvd_analyze(NULL, model, full, NULL));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double run_us = (t1.tv_sec - t0.tv_sec) * 1e6 + (t1.tv_nsec - t0.tv_nsec) / 1e3;
+	int killed_midway = 0;
+	for (int trial = 0; trial < 8; trial++) {
+		unlink(part);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			fasvd_analyze_opts o;
+			fasvd_analyze_opts_init(&o);
+			o.resume = 1;
+			_exit(fasvd_analyze(NULL, model, part, &o) == 0 ? 0 : 1);
+		}
+		/* spread the kill over the run */
+		usleep((useconds_t)(run_us * (trial + 0.5) / 8));
+		kill(pid, SIGKILL);
+		int status;
+		waitpid(pid, &status, 0);
+		if (WIFSIGNALED(status))
+			killed_midway++;
+		if (access(part, F_OK) == 0) {
+			fasvd_st *st = NULL;
+			assert_ok(fasvd_st_open(&st, NULL, part));
+			assert_string_equal(fasvd_st_metadata(st, "format"), "fasvd.spectra");
+			fasvd_st_close(st);
+		}
+		fasvd_analyze_opts o;
+		fasvd_analyze_opts_init(&o);
+		o.resume = 1;
+		assert_ok(fasvd_analyze(NULL, model, part, &o));
+		assert_same_file(full, part);
+	}
+	print_message("# %d of 8 runs were killed mid-way\n", killed_midway);
+}
+
+static void test_failure_leaves_nothing(void **state)
+{
+	(void)state;
+	char model[600], out[600];
+	snprintf(model, sizeof model, "%s/fail", tmpdir);
+	snprintf(out, sizeof out, "%s/fail.safetensors", tmpdir);
+	write_llama(model, 2, 64, 4, 16);
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o);
+	const char *globs[] = {"no.such.tensor.*"};
+	o.tensor_globs = globs;
+	o.n_tensor_globs = 1;
+	assert_fasvd(fasvd_analyze(NULL, model, out, &o), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "no.such.tensor"));
+	assert_int_equal(access(out, F_OK), -1);
+	fasvd_analyze_opts_init(&o);
+	o.layer_first = 1;
+	o.layer_last = 5;
+	assert_fasvd(fasvd_analyze(NULL, model, out, &o), FASVD_EINVAL);
+	assert_int_equal(access(out, F_OK), -1);
+	/* an output folder that does not exist */
+	char bad[700];
+	snprintf(bad, sizeof bad, "%s/missing/dir/out.safetensors", tmpdir);
+	assert_fasvd(fasvd_analyze(NULL, model, bad, NULL), FASVD_EIO);
+	/* NaN in the last layer's o_proj: fails after writing layer 0, removes it */
+	char nanmodel[600];
+	snprintf(nanmodel, sizeof nanmodel, "%s/nan", tmpdir);
+	fasvd_fixture_opts fo;
+	fasvd_fixture_opts_init(&fo);
+	fo.dtype = FASVD_DTYPE_F32;
+	assert_ok(fasvd_fixture_write(NULL, nanmodel, "llama", &fo));
+	fasvd_st *st = NULL;
+	char file[700];
+	snprintf(file, sizeof file, "%s/model.safetensors", nanmodel);
+	assert_ok(fasvd_st_open(&st, NULL, file));
+	fasvd_st_info inf;
+	fasvd_st_info_init(&inf);
+	const char *victim = "model.layers.1.self_attn.o_proj.weight";
+	assert_ok(fasvd_st_info_get(st, victim, &inf));
+	const void *p;
+	uint64_t nb;
+	assert_ok(fasvd_st_raw(st, victim, &p, &nb));
+	/* offset of the tensor's data in the file */
+	int fd = open(file, O_RDONLY);
+	char *whole = malloc(1 << 24);
+	ssize_t len = read(fd, whole, 1 << 24);
+	close(fd);
+	assert_true(len > 0);
+	char *hit = memmem(whole, (size_t)len, p, (size_t)nb);
+	assert_non_null(hit);
+	long off = hit - whole;
+	fasvd_st_close(st);
+	float nanv = NAN;
+	fd = open(file, O_WRONLY);
+	assert_true(pwrite(fd, &nanv, 4, off + 8) == 4);
+	close(fd);
+	free(whole);
+	assert_fasvd(fasvd_analyze(NULL, nanmodel, out, NULL), FASVD_ENONFINITE);
+	assert_non_null(strstr(fasvd_last_error(), "o_proj"));
+	assert_int_equal(access(out, F_OK), -1);
+}
+
+/* Peak resident memory of a child analysing `model`, in KiB. */
+static long child_peak_kib(const char *model, const char *out)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		fasvd_ctx *ctx = NULL;
+		if (fasvd_ctx_new(&ctx, NULL) || fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, 1))
+			_exit(2);
+		_exit(fasvd_analyze(ctx, model, out, NULL) == 0 ? 0 : 1);
+	}
+	int status;
+	struct rusage ru;
+	assert_true(wait4(pid, &status, 0, &ru) == pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	return ru.ru_maxrss;
+}
+
+static void test_peak_memory_flat_in_layers(void **state)
+{
+	(void)state;
+	char m1[600], m8[600], out[600];
+	snprintf(m1, sizeof m1, "%s/mem1", tmpdir);
+	snprintf(m8, sizeof m8, "%s/mem8", tmpdir);
+	snprintf(out, sizeof out, "%s/mem.safetensors", tmpdir);
+	fasvd_fixture_opts fo;
+	fasvd_fixture_opts_init(&fo);
+	fo.hidden = 512;
+	fo.n_heads = 8;
+	fo.n_kv_heads = 8;
+	fo.head_dim = 64;
+	fo.dtype = FASVD_DTYPE_F32;
+	fo.intermediate = -1;
+	fo.n_layers = 1;
+	assert_ok(fasvd_fixture_write(NULL, m1, "llama", &fo));
+	fo.n_layers = 8;
+	assert_ok(fasvd_fixture_write(NULL, m8, "llama", &fo));
+	long p1 = child_peak_kib(m1, out);
+	long p8 = child_peak_kib(m8, out);
+	/* one layer's attention weights: 4 matrices of 512 x 512 F32 = 4 MiB; keeping
+	 * the 7 extra layers resident would add 28 MiB */
+	long layer_kib = 4 * 512 * 512 * 4 / 1024;
+	print_message("# peak RSS: 1 layer %ld KiB, 8 layers %ld KiB (one layer's weights %ld "
+	              "KiB)\n",
+	              p1, p8, layer_kib);
+	assert_true(p8 - p1 < layer_kib * 7 / 4);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_llama_fixture_vs_reference),
+		cmocka_unit_test(test_stories260k_vs_reference),
+		cmocka_unit_test(test_schema_and_metadata),
+		cmocka_unit_test(test_resume_after_cancel),
+		cmocka_unit_test(test_resume_after_sigkill),
+		cmocka_unit_test(test_failure_leaves_nothing),
+		cmocka_unit_test(test_peak_memory_flat_in_layers),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
