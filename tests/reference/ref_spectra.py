@@ -267,69 +267,75 @@ def energy_rank(s, tau):
 # ----------------------------------------------------------------- main
 
 
-def main():
-    fasvd, make_fixture, work = sys.argv[1:4]
-    archs = sys.argv[4:] or ARCHS
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    cases = [(a, c, f) for a in archs for c in ("f32", "f64") for f in (True, False)]
+def read_output(path):
+    got = SafeTensors.__new__(SafeTensors)
+    got.where = {}
+    with open(path, "rb") as f:
+        raw = f.read()
+    hl = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + hl])
+    hdr.pop("__metadata__")
+    for k, t in hdr.items():
+        got.where[k] = (raw, 8 + hl, t)
+    return got
+
+
+def check_model(fasvd, model, out, compute, fold):
+    """Run `fasvd analyze` on model and compare every spectrum with the
+    reference. Returns the number of spectra checked; raises on mismatch."""
+    cmd = [fasvd, "analyze", model, "-o", out, "--compute", compute, "-q"]
+    if not fold:
+        cmd.append("--no-fold-norms")
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError("fasvd analyze failed: " + r.stderr.strip())
+    got = read_output(out)
+    st = SafeTensors(model)
+    with open(os.path.join(model, "config.json")) as f:
+        cfg = json.load(f)
+    qc = cfg.get("quantization_config") or {}
+    if qc.get("weight_block_size"):
+        st.block = tuple(qc["weight_block_size"])
+    tc = cfg.get("text_config") or {}
+    layers = cfg_get(cfg, "num_hidden_layers", "n_layer") or tc["num_hidden_layers"]
+    tol = 1e-4 if compute == "f32" else 1e-10
+    names = set(got.names())
+    want = set()
+    for layer in range(layers):
+        ref = reference(st, cfg, layer, fold)
+        want |= set(ref)
+        for key, rs in ref.items():
+            if key not in names:
+                raise AssertionError("output lacks " + key)
+            g = got.get(key).reshape(rs.shape[0], -1)
+            if g.shape != rs.shape:
+                raise AssertionError("%s: shape %s, reference %s" % (key, g.shape, rs.shape))
+            for h in range(rs.shape[0]):
+                err = np.max(np.abs(g[h] - rs[h]))
+                if not err <= tol * rs[h][0] + 1e-300:
+                    raise AssertionError("%s[%d]: max |error| %.3g > %.0e * sigma1 %.6g"
+                                         % (key, h, err, tol, rs[h][0]))
+                for tau in (0.01, 0.001):
+                    a, b = energy_rank(g[h], tau), energy_rank(rs[h], tau)
+                    if a != b:
+                        raise AssertionError("%s[%d]: effective rank at %g is %d, reference %d"
+                                             % (key, h, tau, a, b))
+    extra = names - want
+    if extra:
+        raise AssertionError("unexpected spectra: " + ", ".join(sorted(extra)))
+    return len(want)
+
+
+def run_cases(cases, fasvd):
+    """cases: (name, model_dir, out_path, compute, fold, prepare) → TAP."""
     print("1..%d" % len(cases))
     failed = 0
-    for n, (arch, compute, fold) in enumerate(cases, 1):
-        name = "%s compute=%s fold_norms=%s" % (arch, compute, fold)
-        model = os.path.join(work, arch)
-        out = os.path.join(work, "%s-%s-%d.safetensors" % (arch, compute, fold))
+    for n, (name, model, out, compute, fold, prepare) in enumerate(cases, 1):
         try:
-            if not os.path.exists(os.path.join(model, "config.json")):
-                subprocess.run([make_fixture, arch, model, "2"], check=True)
-            cmd = [fasvd, "analyze", model, "-o", out, "--compute", compute, "-q"]
-            if not fold:
-                cmd.append("--no-fold-norms")
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise AssertionError("fasvd analyze failed: " + r.stderr.strip())
-            got = SafeTensors.__new__(SafeTensors)
-            got.where = {}
-            with open(out, "rb") as f:
-                raw = f.read()
-            hl = struct.unpack("<Q", raw[:8])[0]
-            hdr = json.loads(raw[8:8 + hl])
-            hdr.pop("__metadata__")
-            for k, t in hdr.items():
-                got.where[k] = (raw, 8 + hl, t)
-            st = SafeTensors(model)
-            with open(os.path.join(model, "config.json")) as f:
-                cfg = json.load(f)
-            qc = cfg.get("quantization_config") or {}
-            if qc.get("weight_block_size"):
-                st.block = tuple(qc["weight_block_size"])
-            tol = 1e-4 if compute == "f32" else 1e-10
-            names = set(got.names())
-            want = set()
-            layers = 2
-            for layer in range(layers):
-                ref = reference(st, cfg, layer, fold)
-                want |= set(ref)
-                for key, rs in ref.items():
-                    if key not in names:
-                        raise AssertionError("output lacks " + key)
-                    g = got.get(key).reshape(rs.shape[0], -1)
-                    if g.shape != rs.shape:
-                        raise AssertionError("%s: shape %s, reference %s" % (key, g.shape, rs.shape))
-                    for h in range(rs.shape[0]):
-                        err = np.max(np.abs(g[h] - rs[h]))
-                        if not err <= tol * rs[h][0] + 1e-300:
-                            raise AssertionError("%s[%d]: max |error| %.3g > %.0e * sigma1 %.6g"
-                                                 % (key, h, err, tol, rs[h][0]))
-                        for tau in (0.01, 0.001):
-                            a, b = energy_rank(g[h], tau), energy_rank(rs[h], tau)
-                            if a != b:
-                                raise AssertionError("%s[%d]: effective rank at %g is %d, reference %d"
-                                                     % (key, h, tau, a, b))
-            extra = names - want
-            if extra:
-                raise AssertionError("unexpected spectra: " + ", ".join(sorted(extra)))
-            print("ok %d - %s (%d spectra)" % (n, name, len(want)))
+            if prepare:
+                prepare()
+            k = check_model(fasvd, model, out, compute, fold)
+            print("ok %d - %s (%d spectra)" % (n, name, k))
         except Exception as e:  # noqa: BLE001
             failed += 1
             print("not ok %d - %s" % (n, name))
@@ -337,6 +343,26 @@ def main():
                 print("# " + line)
         sys.stdout.flush()
     return 1 if failed else 0
+
+
+def main():
+    fasvd, make_fixture, work = sys.argv[1:4]
+    archs = sys.argv[4:] or ARCHS
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    cases = []
+    for arch in archs:
+        model = os.path.join(work, arch)
+
+        def prepare(arch=arch, model=model):
+            if not os.path.exists(os.path.join(model, "config.json")):
+                subprocess.run([make_fixture, arch, model, "2"], check=True)
+        for compute in ("f32", "f64"):
+            for fold in (True, False):
+                out = os.path.join(work, "%s-%s-%d.safetensors" % (arch, compute, fold))
+                cases.append(("%s compute=%s fold_norms=%s" % (arch, compute, fold),
+                              model, out, compute, fold, prepare))
+    return run_cases(cases, fasvd)
 
 
 if __name__ == "__main__":
