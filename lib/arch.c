@@ -17,8 +17,17 @@
 		[FASVD__R_O] = "self_attn.o_proj.weight",     \
 		[FASVD__R_IN_NORM] = "input_layernorm.weight", \
 	}
-#define LLAMA_PREFIXES {"model.layers.%d.", "layers.%d."}
+/* Layer prefixes of decoder checkpoints: plain, and as multimodal wrappers
+ * (LLaVA, Mistral-3, Gemma-3) save their language model. */
+#define DECODER_PREFIXES                                                                  \
+	{"model.layers.%d.", "layers.%d.", "language_model.model.layers.%d.",            \
+	 "model.language_model.layers.%d."}
 #define LLAMA_FFN {"mlp.up_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"}
+
+/* The Llama family: separate q/k/v/o_proj, GQA, a "head_dim" key. */
+#define LLAMA_FAMILY(norm_)                                                               \
+	.layout = FASVD__LAYOUT_SEPARATE, .norm = norm_, .prefixes = DECODER_PREFIXES,    \
+	.suffix = LLAMA_SUFFIXES, .ffn = LLAMA_FFN, .head_dim_key = true, .gqa = true
 
 /* DeepSeek multi-head latent attention. q_proj is used when q_lora_rank is
  * null (no query compression), q_a_proj / q_b_proj otherwise. */
@@ -34,77 +43,48 @@
 		[FASVD__R_QA_NORM] = "self_attn.q_a_layernorm.weight",  \
 		[FASVD__R_KVA_NORM] = "self_attn.kv_a_layernorm.weight", \
 	}
+#define MLA_FAMILY                                                                        \
+	.layout = FASVD__LAYOUT_MLA, .norm = FASVD_NORM_RMS, .prefixes = DECODER_PREFIXES, \
+	.suffix = MLA_SUFFIXES, .ffn = LLAMA_FFN
 
 const fasvd__arch fasvd__archs[] = {
 	{
 		.name = "deepseek_v2",
 		.classes = "DeepseekV2ForCausalLM",
-		.layout = FASVD__LAYOUT_MLA,
-		.norm = FASVD_NORM_RMS,
-		.prefixes = LLAMA_PREFIXES,
-		.suffix = MLA_SUFFIXES,
-		.ffn = LLAMA_FFN,
+		MLA_FAMILY,
 		.fixture_dtype = FASVD_DTYPE_BF16,
 	},
 	{
 		.name = "deepseek_v3",
 		.aliases = "deepseek_r1",
 		.classes = "DeepseekV3ForCausalLM",
-		.layout = FASVD__LAYOUT_MLA,
-		.norm = FASVD_NORM_RMS,
-		.prefixes = LLAMA_PREFIXES,
-		.suffix = MLA_SUFFIXES,
-		.ffn = LLAMA_FFN,
+		MLA_FAMILY,
 		.fixture_dtype = FASVD_DTYPE_F8_E4M3,
 	},
 	{
 		/* Kimi-K2 ships DeepSeek-V3's architecture under its own model_type. */
 		.name = "kimi_k2",
-		.layout = FASVD__LAYOUT_MLA,
-		.norm = FASVD_NORM_RMS,
-		.prefixes = LLAMA_PREFIXES,
-		.suffix = MLA_SUFFIXES,
-		.ffn = LLAMA_FFN,
+		MLA_FAMILY,
 		.fixture_dtype = FASVD_DTYPE_F8_E4M3,
 	},
 	{
 		.name = "llama",
 		.classes = "LlamaForCausalLM",
-		.layout = FASVD__LAYOUT_SEPARATE,
-		.norm = FASVD_NORM_RMS,
-		.prefixes = {"model.layers.%d.", "layers.%d.", "language_model.model.layers.%d.",
-		             "model.language_model.layers.%d."},
-		.suffix = LLAMA_SUFFIXES,
-		.ffn = LLAMA_FFN,
-		.head_dim_key = true,
-		.gqa = true,
+		LLAMA_FAMILY(FASVD_NORM_RMS),
 		.fixture_dtype = FASVD_DTYPE_BF16,
 	},
 	{
 		.name = "mistral",
 		.aliases = "mixtral",
 		.classes = "MistralForCausalLM MixtralForCausalLM",
-		.layout = FASVD__LAYOUT_SEPARATE,
-		.norm = FASVD_NORM_RMS,
-		.prefixes = {"model.layers.%d.", "layers.%d.", "language_model.model.layers.%d.",
-		             "model.language_model.layers.%d."},
-		.suffix = LLAMA_SUFFIXES,
-		.ffn = LLAMA_FFN,
-		.head_dim_key = true,
-		.gqa = true,
+		LLAMA_FAMILY(FASVD_NORM_RMS),
 		.fixture_dtype = FASVD_DTYPE_F16,
 	},
 	{
 		.name = "qwen2",
 		.aliases = "qwen2_moe",
 		.classes = "Qwen2ForCausalLM Qwen2MoeForCausalLM",
-		.layout = FASVD__LAYOUT_SEPARATE,
-		.norm = FASVD_NORM_RMS,
-		.prefixes = LLAMA_PREFIXES,
-		.suffix = LLAMA_SUFFIXES,
-		.ffn = LLAMA_FFN,
-		.head_dim_key = true,
-		.gqa = true,
+		LLAMA_FAMILY(FASVD_NORM_RMS),
 		.fixture_dtype = FASVD_DTYPE_BF16,
 		.fixture_biases = 1u << FASVD__R_Q | 1u << FASVD__R_K | 1u << FASVD__R_V,
 	},
@@ -114,37 +94,19 @@ const fasvd__arch fasvd__archs[] = {
 		.name = "qwen3",
 		.aliases = "qwen3_moe",
 		.classes = "Qwen3ForCausalLM Qwen3MoeForCausalLM",
-		.layout = FASVD__LAYOUT_SEPARATE,
-		.norm = FASVD_NORM_RMS,
-		.prefixes = LLAMA_PREFIXES,
-		.suffix = LLAMA_SUFFIXES,
-		.ffn = LLAMA_FFN,
-		.head_dim_key = true,
-		.gqa = true,
+		LLAMA_FAMILY(FASVD_NORM_RMS),
 		.fixture_dtype = FASVD_DTYPE_BF16,
 	},
 	{
 		.name = "gemma",
 		.classes = "GemmaForCausalLM",
-		.layout = FASVD__LAYOUT_SEPARATE,
-		.norm = FASVD_NORM_RMS_GEMMA,
-		.prefixes = LLAMA_PREFIXES,
-		.suffix = LLAMA_SUFFIXES,
-		.ffn = LLAMA_FFN,
-		.head_dim_key = true,
-		.gqa = true,
+		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
 		.fixture_dtype = FASVD_DTYPE_F32,
 	},
 	{
 		.name = "gemma2",
 		.classes = "Gemma2ForCausalLM",
-		.layout = FASVD__LAYOUT_SEPARATE,
-		.norm = FASVD_NORM_RMS_GEMMA,
-		.prefixes = LLAMA_PREFIXES,
-		.suffix = LLAMA_SUFFIXES,
-		.ffn = LLAMA_FFN,
-		.head_dim_key = true,
-		.gqa = true,
+		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
 		.fixture_dtype = FASVD_DTYPE_BF16,
 	},
 	{
@@ -154,14 +116,7 @@ const fasvd__arch fasvd__archs[] = {
 		.name = "gemma3",
 		.aliases = "gemma3_text",
 		.classes = "Gemma3ForConditionalGeneration Gemma3ForCausalLM",
-		.layout = FASVD__LAYOUT_SEPARATE,
-		.norm = FASVD_NORM_RMS_GEMMA,
-		.prefixes = {"model.layers.%d.", "layers.%d.", "language_model.model.layers.%d.",
-		             "model.language_model.layers.%d."},
-		.suffix = LLAMA_SUFFIXES,
-		.ffn = LLAMA_FFN,
-		.head_dim_key = true,
-		.gqa = true,
+		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
 		.def_heads = 8,
 		.def_kv_heads = 4,
 		.def_head_dim = 256,
@@ -174,7 +129,7 @@ const fasvd__arch fasvd__archs[] = {
 		.classes = "Phi3ForCausalLM",
 		.layout = FASVD__LAYOUT_QKV_ROWS,
 		.norm = FASVD_NORM_RMS,
-		.prefixes = LLAMA_PREFIXES,
+		.prefixes = DECODER_PREFIXES,
 		.suffix = {[FASVD__R_QKV] = "self_attn.qkv_proj.weight",
 		           [FASVD__R_O] = "self_attn.o_proj.weight",
 		           [FASVD__R_IN_NORM] = "input_layernorm.weight"},

@@ -390,6 +390,16 @@ static int layer_name(const fx *f, int64_t layer, const char *suffix, char *buf,
 	return 0;
 }
 
+/* "x.weight" -> "x.bias" in place; false when the name has no ".weight". */
+static bool bias_name(char *name, size_t cap)
+{
+	size_t n = strlen(name);
+	if (n <= 7 || strcmp(name + n - 7, ".weight") != 0)
+		return false;
+	snprintf(name + n - 7, cap - (n - 7), ".bias");
+	return true;
+}
+
 /* Emit a weight of `role` (rows x cols as stored) from the zero-filled
  * matrix `m`, plus its bias when the architecture has one. */
 static int emit_weight(fx *f, int64_t layer, fasvd__role role, int64_t rows, int64_t cols,
@@ -399,11 +409,8 @@ static int emit_weight(fx *f, int64_t layer, fasvd__role role, int64_t rows, int
 	int rc = layer_name(f, layer, f->a->suffix[role], name, sizeof name);
 	if (rc || (rc = emit(f, name, rows, cols, m, f->dtype)))
 		return rc;
-	if (!(f->a->fixture_biases & (1u << role)))
+	if (!(f->a->fixture_biases & (1u << role)) || !bias_name(name, sizeof name))
 		return 0;
-	size_t n = strlen(name);
-	if (n > 7 && strcmp(name + n - 7, ".weight") == 0)
-		snprintf(name + n - 7, sizeof name - (n - 7), ".bias");
 	double *b = fasvd__calloc(f->ctx, (size_t)bias_len, sizeof *b, "fixture bias");
 	if (!b)
 		return FASVD_ENOMEM;
@@ -429,14 +436,10 @@ static int emit_norm(fx *f, int64_t layer, fasvd__role role, int64_t n)
 	for (int64_t i = 0; i < n; i++)
 		g[i] = base + 0.2 * normal(&r);
 	rc = emit(f, name, n, 0, g, f->norm_dtype);
-	if (!rc && f->a->norm == FASVD_NORM_LAYER) {
-		size_t len = strlen(name);
-		if (len > 7 && strcmp(name + len - 7, ".weight") == 0) {
-			snprintf(name + len - 7, sizeof name - (len - 7), ".bias");
-			for (int64_t i = 0; i < n; i++)
-				g[i] = 0.05 * normal(&r);
-			rc = emit(f, name, n, 0, g, f->norm_dtype);
-		}
+	if (!rc && f->a->norm == FASVD_NORM_LAYER && bias_name(name, sizeof name)) {
+		for (int64_t i = 0; i < n; i++)
+			g[i] = 0.05 * normal(&r);
+		rc = emit(f, name, n, 0, g, f->norm_dtype);
 	}
 	fasvd__free(f->ctx, g);
 	return rc;

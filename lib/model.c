@@ -2,6 +2,7 @@
  * → the canonical per-head views of DESIGN.md §2, one layer at a time. */
 #include "model_internal.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,6 +434,12 @@ int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsign
 	if (flags & ~FASVD_MODEL_REQUIRE_ALL)
 		return fasvd__error(FASVD_EINVAL, "fasvd_model_open: unknown flags 0x%x",
 		                    flags & ~FASVD_MODEL_REQUIRE_ALL);
+	struct stat sb;
+	if (stat(path, &sb) != 0) {
+		int e = errno;
+		return fasvd__error(e == ENOENT || e == ENOTDIR ? FASVD_ENOTFOUND : FASVD_EIO,
+		                    "%s: %s", path, strerror(e));
+	}
 	fasvd_model *m = fasvd__calloc(ctx, 1, sizeof *m, "model");
 	if (!m)
 		return FASVD_ENOMEM;
@@ -460,6 +467,17 @@ int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsign
 		m->ckpt_label = fasvd__strdup(ctx, path);
 	if (!m->ckpt_label) {
 		rc = FASVD_ENOMEM;
+		goto fail;
+	}
+	/* Every layer has at least two tensors: a larger layer count is a
+	 * config for another checkpoint (and would make the scans below run
+	 * for nothing). */
+	if (m->cfg.n_layers > fasvd_st_count(m->st)) {
+		const char *k = m->cfg.arch->key_layers ? m->cfg.arch->key_layers : "num_hidden_layers";
+		rc = fasvd__error(FASVD_EARCH,
+		                  "%s: key '%s' = %lld, but the checkpoint %s holds only %lld tensors",
+		                  m->cfg.label, k, (long long)m->cfg.n_layers, m->ckpt_label,
+		                  (long long)fasvd_st_count(m->st));
 		goto fail;
 	}
 	if ((rc = detect_prefix(m)) || (rc = build_inputs(m)))
@@ -687,9 +705,10 @@ static int load_norm(fasvd_model *m, const model_input *in, double **out)
 	bool gemma = m->cfg.arch->norm == FASVD_NORM_RMS_GEMMA;
 	for (int64_t j = 0; j < n; j++) {
 		if (!isfinite(v[j])) {
+			double bad = v[j];
 			fasvd__free(m->ctx, v);
 			return fasvd__error(FASVD_ENONFINITE, "%s: norm tensor '%s' has %g at index %lld",
-			                    in->info.file, in->name, v[j], (long long)j);
+			                    in->info.file, in->name, bad, (long long)j);
 		}
 		if (gemma)
 			v[j] += 1.0;
@@ -719,11 +738,12 @@ static int build_heads(fasvd_model_layer *l)
 			return rc;
 		break;
 	case FASVD__LAYOUT_CONV1D:
-		/* c_attn is [in, out]: its transpose is the Linear [Q ; K ; V]. */
-		if ((rc = fasvd_tensor_transpose(&l->qkv_t, r[FASVD__R_QKV])))
-			return rc;
-		/* fallthrough */
 	case FASVD__LAYOUT_QKV_ROWS: {
+		/* GPT-2's c_attn is [in, out]: its transpose is the Linear
+		 * [Q ; K ; V] of Phi-3's qkv_proj. */
+		if (c->arch->layout == FASVD__LAYOUT_CONV1D &&
+		    (rc = fasvd_tensor_transpose(&l->qkv_t, r[FASVD__R_QKV])))
+			return rc;
 		const fasvd_tensor *qkv = l->qkv_t ? l->qkv_t : r[FASVD__R_QKV];
 		if ((rc = new_heads(l, H_Q, qkv, FASVD_AXIS_ROWS, H, hd, 0, hd)) ||
 		    (rc = new_heads(l, H_K, qkv, FASVD_AXIS_ROWS, KV, hd, H * hd, hd)) ||
@@ -781,18 +801,17 @@ static int apply_folding(fasvd_model_layer *l)
 			if (qa && ((rc = fasvd_heads_set_col_scale(l->heads[H_Q], qa, c->q_lora_rank)) ||
 			           (rc = fasvd_heads_set_col_scale(l->heads[H_QPE], qa, c->q_lora_rank))))
 				return rc;
-			l->desc.qa_col_scale = in;
 		} else if (in &&
 		           ((rc = fasvd_heads_set_col_scale(l->heads[H_Q], in, c->hidden)) ||
 		            (rc = fasvd_heads_set_col_scale(l->heads[H_QPE], in, c->hidden)))) {
 			return rc;
 		}
 		const double *kv = l->norm[N_KVA];
+		/* The subspaces QA, KVA, KVA_pe read the residual stream: the
+		 * input norm is their column scale (set in the descriptor). */
 		if (kv && ((rc = fasvd_heads_set_col_scale(l->heads[H_K], kv, c->kv_lora_rank)) ||
 		           (rc = fasvd_heads_set_col_scale(l->heads[H_V], kv, c->kv_lora_rank))))
 			return rc;
-		l->desc.kva_col_scale = in;
-		l->desc.kva_pe_col_scale = in;
 		return 0;
 	}
 	if (in && ((rc = fasvd_heads_set_col_scale(l->heads[H_Q], in, c->hidden)) ||
@@ -863,9 +882,7 @@ int fasvd_model_layer_open(fasvd_model_layer **out, fasvd_model *m, int64_t laye
 		goto fail;
 
 	fasvd_layer_desc *d = &l->desc;
-	const double *qa_s = d->qa_col_scale, *kva_s = d->kva_col_scale, *pe_s = d->kva_pe_col_scale;
-	memset(d, 0, sizeof *d);
-	d->size = sizeof *d;
+	fasvd_layer_desc_init(d);
 	d->n_heads = m->dims.n_heads;
 	d->n_kv_heads = m->dims.n_kv_heads;
 	d->q = l->heads[H_Q];
@@ -876,9 +893,9 @@ int fasvd_model_layer_open(fasvd_model_layer **out, fasvd_model *m, int64_t laye
 	d->qa = l->root[FASVD__R_QA];
 	d->kva = l->kva;
 	d->kva_pe = l->kva_pe;
-	d->qa_col_scale = d->qa ? qa_s : NULL;
-	d->kva_col_scale = kva_s;
-	d->kva_pe_col_scale = pe_s;
+	d->qa_col_scale = d->qa ? l->norm[N_IN] : NULL;
+	d->kva_col_scale = d->kva ? l->norm[N_IN] : NULL;
+	d->kva_pe_col_scale = d->kva_pe ? l->norm[N_IN] : NULL;
 	*out = l;
 	return 0;
 fail:
