@@ -1,0 +1,153 @@
+"""python3 -m fasvd COMMAND ...
+
+Commands:
+  plot SPECTRA.safetensors -o DIR   render the plots of a spectra file as PNGs
+  summary SPECTRA.safetensors       print the effective ranks of the stacks
+  info MODEL_DIR [--json]           describe a model folder
+  demo DIR                          write the demo model, analyse it, plot it
+
+Exit status: 0 success, 1 a fasvd error (message on stderr), 2 usage error.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _taus(text):
+    try:
+        taus = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("--tau wants numbers separated by commas") from None
+    if not taus or any(not 0 <= t <= 1 for t in taus):
+        raise argparse.ArgumentTypeError("--tau values must be in [0, 1]")
+    return taus
+
+
+def _layers(text):
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError("layers: use A-B or A,B,C") from None
+    return out
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python3 -m fasvd",
+                                description="fasvd Python tools: plots of spectra files, "
+                                "summaries, model info, the demo.")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub.required = True
+
+    pl = sub.add_parser("plot", help="render the plots of a spectra file (PNG)",
+                        description="Render the plots of a spectra file written by "
+                        "`fasvd analyze`: layer_ranks (stacked heads and subspaces per "
+                        "layer at each tau), heads_L<l> (head-wise ranks, V/O/VO and "
+                        "Q/K/QK), spectra (singular values and cumulative energy of chosen "
+                        "layers) and grid_VO / grid_QK (all layers). tau is the fraction of "
+                        "squared Frobenius energy lost.")
+    pl.add_argument("spectra", help="spectra file (.safetensors)")
+    pl.add_argument("-o", "--output", required=True, help="folder for the PNGs")
+    pl.add_argument("--tau", type=_taus, default=[0.01, 0.001],
+                    help="tau values, comma-separated (default 0.01,0.001)")
+    pl.add_argument("--layers", type=_layers, default=None,
+                    help="layers for the head-wise plots (default all), e.g. 0-3,7")
+    pl.add_argument("--spectra-layers", type=_layers, default=None,
+                    help="layers of the spectra plot (default first, middle, last)")
+    pl.add_argument("--dpi", type=int, default=100)
+
+    sm = sub.add_parser("summary", help="print effective ranks of a spectra file")
+    sm.add_argument("spectra")
+    sm.add_argument("--tau", type=_taus, default=[0.01, 0.001])
+
+    inf = sub.add_parser("info", help="describe a model folder")
+    inf.add_argument("model")
+    inf.add_argument("--json", action="store_true", help="print JSON")
+
+    dm = sub.add_parser("demo", help="write the demo model, analyse and plot it",
+                        description="Writes the checkpoint of `fasvd demo` (DeepSeek-V3 "
+                        "layout, F8_E4M3 with 128x128 block scales, 3 shards, 4 layers, 8 "
+                        "heads) into DIR/model, analyses it into DIR/spectra.safetensors and "
+                        "renders the plots into DIR/plots.")
+    dm.add_argument("dir")
+    dm.add_argument("--arch", default="deepseek_v3",
+                    help="architecture of the model (default deepseek_v3)")
+    dm.add_argument("--layers", type=int, default=4, help="layers (default 4)")
+    dm.add_argument("--heads", type=int, default=None,
+                    help="attention heads (default 8 for deepseek_v3, else the fixture's)")
+    dm.add_argument("--seed", type=int, default=1)
+    dm.add_argument("--dpi", type=int, default=100)
+    return p
+
+
+def _summary(res, taus, out):
+    for l in res.layers:
+        parts = []
+        for kind, view in (("stack", res.stacked), ("sub", res.subspaces)):
+            for n in sorted(view.get(l, {})):
+                rk = "/".join(str(res.effective_ranks[t].stacked[l][n] if kind == "stack"
+                                  else res.effective_ranks[t].subspaces[l][n]) for t in taus)
+                parts.append("%s.%s %s (max %d)" % (kind, n, rk,
+                                                    res.max_rank("L%d.%s.%s" % (l, kind, n))))
+        out.write("layer %d: %s\n" % (l, ", ".join(parts)))
+    for n in sorted(res.tensors):
+        rk = "/".join(str(res.effective_ranks[t].tensors[n]) for t in taus)
+        out.write("T.%s: %s (max %d)\n" % (n, rk, res.max_rank("T." + n)))
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")
+    import fasvd
+    from fasvd import plot
+    try:
+        if args.cmd == "plot":
+            res = fasvd.load_spectra(args.spectra, taus=args.tau)
+            paths = plot.render_all(res, args.output, taus=args.tau, layers=args.layers,
+                                    spectra_layers=args.spectra_layers, dpi=args.dpi)
+            for p in paths:
+                print(p)
+        elif args.cmd == "summary":
+            res = fasvd.load_spectra(args.spectra, taus=args.tau)
+            print("%s, effective rank at tau = %s (%s)"
+                  % (res.model_type, "/".join("%g" % t for t in args.tau), plot.TAU_NOTE))
+            _summary(res, args.tau, sys.stdout)
+        elif args.cmd == "info":
+            with fasvd.open(args.model) as m:
+                if args.json:
+                    print(json.dumps(m.info, indent=1))
+                else:
+                    for k, v in m.info.items():
+                        print("%-14s %s" % (k, v))
+        elif args.cmd == "demo":
+            heads = args.heads
+            if heads is None and args.arch == "deepseek_v3":
+                heads = 8
+            model = fasvd.demo_model(os.path.join(args.dir, "model"), arch=args.arch,
+                                     seed=args.seed, n_layers=args.layers, n_heads=heads)
+            out = os.path.join(args.dir, "spectra.safetensors")
+            with fasvd.open(model) as m:
+                res = m.analyze(out)
+            print("model:   %s\nspectra: %s" % (model, out))
+            _summary(res, res.taus, sys.stdout)
+            for p in plot.render_all(res, os.path.join(args.dir, "plots"), dpi=args.dpi):
+                print(p)
+    except fasvd.Error as e:
+        sys.stderr.write("fasvd: %s\n" % e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

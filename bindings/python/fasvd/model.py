@@ -1,0 +1,516 @@
+"""Model folders: open, describe, analyse (fasvd/model.h, analyze.h,
+fixture.h)."""
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from . import _lib as L
+from . import errors
+from ._core import _Handle, get_context, parse_choice, parse_compute
+from .spectra import Result, read_safetensors
+
+__all__ = ["Model", "open", "demo_model", "architectures", "truncate"]
+
+
+def architectures():
+    """The canonical model_type of every supported architecture."""
+    return [L.decode(L.lib.fasvd_arch_name(i)) for i in range(L.lib.fasvd_arch_count())]
+
+
+def _s(b):
+    return L.decode(b)
+
+
+def _info_dict(i):
+    return {
+        "model_type": _s(i.model_type), "arch": _s(i.arch), "dir": _s(i.dir),
+        "config_path": _s(i.config_path), "layer_prefix": _s(i.layer_prefix),
+        "mla": bool(i.mla), "nested_config": bool(i.nested_config),
+        "norm": L.NORM_KINDS.get(i.norm, "?"), "n_layers": i.n_layers, "n_heads": i.n_heads,
+        "n_kv_heads": i.n_kv_heads, "hidden": i.hidden, "head_dim": i.head_dim,
+        "q_head": i.q_head, "q_rope": i.q_rope, "k_head": i.k_head, "v_head": i.v_head,
+        "q_in": i.q_in, "kv_in": i.kv_in, "q_lora_rank": i.q_lora_rank,
+        "kv_lora_rank": i.kv_lora_rank,
+        "block_size": (i.block_rows, i.block_cols) if i.block_rows else None,
+        "weight_dtypes": [d.strip() for d in (_s(i.weight_dtypes) or "").split(",")
+                          if d.strip()],
+        "has_bias": bool(i.has_bias), "n_shards": i.n_shards, "n_needed": i.n_needed,
+        "n_missing": i.n_missing, "bytes_needed": i.bytes_needed,
+    }
+
+
+def _input_dict(x):
+    return {
+        "layer": x.layer, "role": _s(x.role), "name": _s(x.name), "is_norm": bool(x.is_norm),
+        "present": bool(x.present), "dtype": _s(x.dtype), "file": _s(x.file),
+        "shape": tuple(x.shape[:x.ndim]), "nbytes": x.nbytes, "scale_name": _s(x.scale_name),
+        "scale_present": bool(x.scale_present), "scale_file": _s(x.scale_file),
+        "scale_nbytes": x.scale_nbytes, "has_bias": bool(x.has_bias),
+    }
+
+
+def _parse_layers(layers, n_layers):
+    """(first, last) inclusive from None, an int, "A-B" / "A" / "A-", a
+    contiguous range or list, or a (first, last) pair (inclusive)."""
+    def norm(i):
+        i = int(i)
+        return i + n_layers if i < 0 else i
+    if layers is None:
+        return 0, -1
+    if isinstance(layers, (int, np.integer)):
+        return norm(layers), norm(layers)
+    if isinstance(layers, str):
+        m = re.match(r"^\s*(\d+)\s*(?:(-)\s*(\d*)\s*)?$", layers)
+        if not m:
+            raise errors.InvalidArgument("layers=%r: use 'A-B', 'A', 'A-', an int, a range "
+                                         "or a (first, last) pair" % (layers,))
+        a = int(m.group(1))
+        if not m.group(2):
+            return a, a
+        return a, (int(m.group(3)) if m.group(3) else -1)
+    if isinstance(layers, range):
+        if layers.step != 1 or len(layers) == 0:
+            raise errors.InvalidArgument("layers=%r: the analysis takes one contiguous, "
+                                         "non-empty range of layers" % (layers,))
+        return norm(layers.start), norm(layers.stop - 1)
+    if isinstance(layers, tuple) and len(layers) == 2:
+        return norm(layers[0]), norm(layers[1])
+    try:
+        seq = sorted(norm(x) for x in layers)
+    except TypeError:
+        raise errors.InvalidArgument("layers=%r is not understood" % (layers,)) from None
+    if not seq or seq != list(range(seq[0], seq[-1] + 1)):
+        raise errors.InvalidArgument("layers=%r: the analysis takes one contiguous, non-empty "
+                                     "range of layers" % (layers,))
+    return seq[0], seq[-1]
+
+
+def _c_strings(strings):
+    """(keep-alive array, char ** or None, count) for a str or a sequence of
+    str; keep the first item alive while C reads the pointer."""
+    if isinstance(strings, str):
+        strings = [strings]
+    strings = list(strings)
+    arr = (L.c_char_p * max(1, len(strings)))(*[s.encode() for s in strings])
+    return arr, (ctypes.cast(arr, L.P(L.c_char_p)) if strings else None), len(strings)
+
+
+def _progress_printer(stream=None):
+    stream = stream or sys.stderr
+
+    def show(p):
+        if p["stage"] == "start":
+            return
+        frac = p["steps_done"] / p["steps_total"] if p["steps_total"] else 1.0
+        eta = (p["elapsed_s"] / frac - p["elapsed_s"]) if 0 < frac < 1 else 0.0
+        what = ("layer %d" % p["layer"] if p["layer"] >= 0 else
+                (p["tensor"] or p["stage"]))
+        stream.write("fasvd: %3d%% %d/%d %s, %.1f s elapsed, ETA %.1f s\n"
+                     % (round(100 * frac), p["steps_done"], p["steps_total"], what,
+                        p["elapsed_s"], eta))
+        stream.flush()
+    return show
+
+
+class Model(_Handle):
+    """A model folder opened for analysis (config.json + safetensors
+    checkpoint, single or sharded; see docs/architectures.md).
+
+    ``info``: a dict describing it (architecture, layers, heads, KV heads,
+    head dimensions, latent ranks, dtypes, tensors needed / missing, bytes
+    an analysis reads). ``config``: config.json parsed. ``inputs``: every
+    checkpoint tensor the layers read, with shape, dtype, shard and
+    presence. Use as a context manager or call :meth:`close`; the checkpoint
+    stays mapped (not read) while the Model is open.
+    """
+
+    def __init__(self, path, require_all=False, threads=None, ctx=None):
+        self.path = os.fspath(path)
+        self.ctx = get_context(threads, ctx)
+        h = L.model_p()
+        L.call("fasvd_model_open", ctypes.byref(h), self.ctx, self.path.encode(),
+               L.MODEL_REQUIRE_ALL if require_all else 0)
+        self._h = h
+        info = L.struct_init(L.ModelInfo)
+        L.call("fasvd_model_get_info", self, ctypes.byref(info))
+        self.info = _info_dict(info)
+        self.config = json.loads(L.decode(L.lib.fasvd_model_config_json(self)) or "{}")
+
+    _free_fn = "fasvd_model_close"
+
+    def _describe(self):
+        return "model %s" % self.path
+
+    @property
+    def n_layers(self):
+        return self.info["n_layers"]
+
+    @property
+    def inputs(self):
+        self._require()
+        out = []
+        for i in range(L.lib.fasvd_model_input_count(self)):
+            x = L.struct_init(L.ModelInput)
+            L.call("fasvd_model_input_get", self, i, ctypes.byref(x))
+            out.append(_input_dict(x))
+        return out
+
+    def tensor_names(self):
+        """Every tensor name of the checkpoint (sorted)."""
+        self._require()
+        st = L.lib.fasvd_model_checkpoint(self)
+        return [L.decode(L.lib.fasvd_st_name(st, i)) for i in range(L.lib.fasvd_st_count(st))]
+
+    def tensor(self, name, scales=True):
+        """A 2-D checkpoint tensor decoded to float64 (FP8 block scales
+        applied unless ``scales=False``). Raises NotFoundError, ShapeError
+        (not 2-D), DtypeError."""
+        self._require()
+        st = L.lib.fasvd_model_checkpoint(self)
+        t = L.tensor_p()
+        L.call("fasvd_st_tensor", ctypes.byref(t), st, name.encode(),
+               0 if scales else L.ST_NO_SCALES)
+        try:
+            rows, cols = L.lib.fasvd_tensor_rows(t), L.lib.fasvd_tensor_cols(t)
+            out = np.empty((rows, cols), dtype=np.float64)
+            L.call("fasvd_tensor_to_f64", t, out.ctypes.data_as(L.P(L.c_double)), cols,
+                   L.LAYOUT_ROW_MAJOR, L.DECODE_ALLOW_NONFINITE)
+            return out
+        finally:
+            L.lib.fasvd_tensor_free(t)
+
+    def layer(self, layer, fold_norms=True):
+        """The canonical per-head matrices of one layer (DESIGN.md §2),
+        decoded to float64 with the norms folded (unless ``fold_norms`` is
+        False): a dict with "Q", "Q_pe", "K", "V", "O" ([heads, rows, cols])
+        and, for MLA, "QA", "KVA", "KVA_pe" (2-D); absent parts are left out.
+        Materialises the layer's attention weights in memory."""
+        self._require()
+        opts = L.struct_init(L.ModelLayerOpts)
+        opts.fold_norms = 1 if fold_norms else 0
+        lh = L.layer_p()
+        L.call("fasvd_model_layer_open", ctypes.byref(lh), self, int(layer), ctypes.byref(opts))
+        try:
+            d = L.lib.fasvd_model_layer_desc(lh).contents
+            out = {}
+            for name, h in (("Q", d.q), ("Q_pe", d.q_pe), ("K", d.k), ("V", d.v), ("O", d.o)):
+                if not h:
+                    continue
+                n = L.lib.fasvd_heads_count(h)
+                r, c = L.lib.fasvd_heads_rows(h), L.lib.fasvd_heads_cols(h)
+                arr = np.empty((n, r, c), dtype=np.float64)
+                for i in range(n):
+                    L.call("fasvd_heads_decode_f64", h, i,
+                           arr[i].ctypes.data_as(L.P(L.c_double)), c, L.LAYOUT_ROW_MAJOR)
+                out[name] = arr
+            for name, t, sc in (("QA", d.qa, d.qa_col_scale), ("KVA", d.kva, d.kva_col_scale),
+                                ("KVA_pe", d.kva_pe, d.kva_pe_col_scale)):
+                if not t:
+                    continue
+                r, c = L.lib.fasvd_tensor_rows(t), L.lib.fasvd_tensor_cols(t)
+                arr = np.empty((r, c), dtype=np.float64)
+                L.call("fasvd_tensor_to_f64", t, arr.ctypes.data_as(L.P(L.c_double)), c,
+                       L.LAYOUT_ROW_MAJOR, 0)
+                if sc:
+                    arr *= np.ctypeslib.as_array(sc, shape=(c,))
+                out[name] = arr
+            return out
+        finally:
+            L.lib.fasvd_model_layer_close(lh)
+
+    def spectra(self, layer, fold_norms=True, stack_norm="sigma1", compute="f32"):
+        """Every spectrum of one layer, in memory (no file): a dict
+        "head.VO" -> [n_heads, k], "stack.O" -> [k], "sub.KVA" -> [k] ...,
+        computed exactly as :meth:`analyze` computes them."""
+        self._require()
+        lopts = L.struct_init(L.ModelLayerOpts)
+        lopts.fold_norms = 1 if fold_norms else 0
+        o = L.struct_init(L.LayerOpts)
+        o.compute = parse_compute(compute)
+        o.stack_norm = parse_choice(stack_norm, L.STACK_NORMS, "stack_norm")
+        lh = L.layer_p()
+        sp = L.spectra_p()
+        L.call("fasvd_model_layer_open", ctypes.byref(lh), self, int(layer),
+               ctypes.byref(lopts))
+        try:
+            L.call("fasvd_layer_spectra", self.ctx, L.lib.fasvd_model_layer_desc(lh),
+                   ctypes.byref(o), ctypes.byref(sp))
+            out = {}
+            for i in range(L.lib.fasvd_spectra_count(sp)):
+                nr, nc = L.c_int64(), L.c_int64()
+                L.call("fasvd_spectra_shape", sp, i, ctypes.byref(nr), ctypes.byref(nc),
+                       None, None)
+                name = L.decode(L.lib.fasvd_spectra_name(sp, i))
+                data = np.ctypeslib.as_array(L.lib.fasvd_spectra_data(sp, i),
+                                             shape=(nr.value * nc.value,)).copy()
+                out[name] = data.reshape(nr.value, nc.value) if name.startswith("head.") \
+                    else data
+            return out
+        finally:
+            L.lib.fasvd_spectra_free(sp)
+            L.lib.fasvd_model_layer_close(lh)
+
+    def analyze(self, out=None, layers=None, tau=(0.01, 0.001), fold_norms=True,
+                stack_norm="sigma1", tensors=(), threads=None, resume=False, compute="f32",
+                progress=None, json_path=None, csv_path=None):
+        """Run the whole analysis (``fasvd analyze``) and return a
+        :class:`fasvd.Result`.
+
+        ``out``: the spectra file to write (kept); None analyses into a
+        temporary file that is read back and removed. ``layers``: None (all),
+        an int (negative counts from the end), "A-B" / "A" / "A-" as the CLI,
+        a range, or a (first, last) pair, both inclusive. ``tau``: the τ
+        values of the result's effective ranks and of the JSON / CSV
+        summaries (fractions of squared Frobenius energy lost).
+        ``fold_norms``, ``stack_norm`` ("sigma1", "frobenius", "none"),
+        ``tensors`` (fnmatch patterns of extra 2-D tensors, written as
+        T.{name}), ``resume`` (continue ``out`` after an interrupted run),
+        ``compute`` ("f32" or "f64"), ``json_path`` / ``csv_path``: as the
+        CLI's --no-fold-norms, --stack-norm, --tensors, --resume, --compute,
+        --json, --csv. ``threads``: worker threads (default: the model's
+        context, all CPUs).
+        ``progress``: None, True (a line per step on stderr), or a callable
+        receiving a dict (stage, layer, tensor, steps_done, steps_total,
+        bytes_done, bytes_total, elapsed_s); returning True cancels. A
+        cancelled run (or Ctrl-C, or an exception in the callback) stops
+        after the current layer: ``out`` keeps every completed layer and
+        ``resume=True`` continues it; Cancelled (or the callback's
+        exception) is raised.
+        Raises InvalidArgument (bad option, layer range outside the model,
+        a pattern matching nothing, resume with other options), NotFoundError
+        (a needed tensor is missing), NonFiniteError, fasvd.IOError, ...
+        """
+        self._require()
+        taus = (float(tau),) if np.ndim(tau) == 0 else tuple(float(t) for t in tau)
+        if not taus:
+            raise errors.InvalidArgument("tau: give at least one value")
+        first, last = _parse_layers(layers, self.n_layers)
+        ctx = self.ctx if threads is None else get_context(threads)
+        o = L.struct_init(L.AnalyzeOpts)
+        o.layer_first, o.layer_last = first, last
+        tv = np.ascontiguousarray(taus, dtype=np.float64)
+        o.taus = tv.ctypes.data_as(L.P(L.c_double))
+        o.n_taus = tv.size
+        o.fold_norms = 1 if fold_norms else 0
+        o.stack_norm = parse_choice(stack_norm, L.STACK_NORMS, "stack_norm")
+        o.compute = parse_compute(compute)
+        globs, o.tensor_globs, o.n_tensor_globs = _c_strings(tensors)
+        o.resume = 1 if resume else 0
+        if json_path is not None:
+            o.json_path = os.fspath(json_path).encode()
+        if csv_path is not None:
+            o.csv_path = os.fspath(csv_path).encode()
+
+        if progress is True:
+            progress = _progress_printer()
+        elif progress is not None and not callable(progress):
+            raise errors.InvalidArgument("progress must be None, True or a callable")
+        state = {"exc": None}
+
+        def trampoline(user, p):
+            try:
+                if progress is None:
+                    return 0
+                c = p.contents
+                d = {"stage": L.decode(c.stage), "layer": c.layer,
+                     "tensor": L.decode(c.tensor), "steps_done": c.steps_done,
+                     "steps_total": c.steps_total, "bytes_done": c.bytes_done,
+                     "bytes_total": c.bytes_total, "elapsed_s": c.elapsed_s}
+                return 1 if progress(d) is True else 0
+            except BaseException as e:  # KeyboardInterrupt included: cancel, re-raise later
+                state["exc"] = e
+                return 1
+
+        cb = L.PROGRESS_FN(trampoline)
+        o.progress = cb
+
+        tmpdir = None
+        if out is None:
+            if resume:
+                raise errors.InvalidArgument("resume=True needs out= (the file to continue)")
+            tmpdir = tempfile.mkdtemp(prefix="fasvd-")
+            path = os.path.join(tmpdir, "spectra.safetensors")
+        else:
+            path = os.fspath(out)
+        try:
+            try:
+                L.call("fasvd_analyze", ctx, self.path.encode(), path.encode(),
+                       ctypes.byref(o))
+            except errors.Cancelled:
+                if state["exc"] is not None:
+                    raise state["exc"] from None
+                raise
+            if state["exc"] is not None:  # raised on the last callback: the work is done
+                raise state["exc"]
+            spectra, meta = read_safetensors(path)
+            if tmpdir is not None:
+                spectra = {k: np.array(v) for k, v in spectra.items()}
+            res = Result(spectra, meta, path=None if tmpdir else path, taus=taus)
+            for a in (res.spectra.values()):
+                a.flags.writeable = False
+            return res
+        finally:
+            del cb
+            if tmpdir is not None:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def __repr__(self):
+        i = self.info
+        return "<fasvd.Model %s (%s): %d layers, %d heads, %d KV heads>" % (
+            self.path, i["model_type"], i["n_layers"], i["n_heads"], i["n_kv_heads"])
+
+
+def open(model_dir, require_all=False, threads=None, ctx=None):  # noqa: A001 (fasvd.open)
+    """Open a model folder (config.json + safetensors checkpoint) or a
+    checkpoint file / index inside one: a :class:`Model`. ``require_all``:
+    fail with NotFoundError when a tensor the layers need is missing
+    (otherwise missing tensors are listed in ``info`` and refused by the
+    analysis). Raises NotFoundError, ArchError (unknown architecture or an
+    inconsistent config: the detail names the key), FormatError,
+    ShapeError, DtypeError, fasvd.IOError."""
+    return Model(model_dir, require_all=require_all, threads=threads, ctx=ctx)
+
+
+_FIXTURE_DTYPES = {None: 0, "f64": L.DTYPE_F64, "f32": L.DTYPE_F32, "f16": L.DTYPE_F16,
+                   "bf16": L.DTYPE_BF16, "f8_e4m3": L.DTYPE_F8_E4M3, "f8_e5m2": L.DTYPE_F8_E5M2}
+
+
+def demo_model(directory, arch="deepseek_v3", seed=1, n_layers=None, n_heads=None,
+               n_kv_heads=None, hidden=None, head_dim=None, q_lora_rank=None,
+               kv_lora_rank=None, qk_nope_head_dim=None, qk_rope_head_dim=None,
+               v_head_dim=None, intermediate=None, dtype=None, n_shards=None,
+               block_size=None, rank=None, noise=None):
+    """Write a small synthetic checkpoint of architecture ``arch`` into
+    ``directory`` (created if needed) and return its path: the model of
+    ``fasvd demo`` (default: DeepSeek-V3 layout, FP8 e4m3 with 128 x 128
+    block scales and partial edge blocks, 3 shards, 2 layers) with planted
+    low-rank structure and per-head differences (fixture.h). Every keyword
+    left None takes the library's default (fixture.h lists them;
+    ``q_lora_rank=-1`` means no query compression). Missing parent folders
+    are created. Deterministic: the same arguments give byte-identical
+    files. Raises InvalidArgument (inconsistent dimensions), ArchError
+    (unknown architecture), fasvd.IOError."""
+    o = L.struct_init(L.FixtureOpts)
+    o.seed = int(seed)
+    for k in ("n_layers", "n_heads", "n_kv_heads", "hidden", "head_dim", "q_lora_rank",
+              "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+              "intermediate", "n_shards", "block_size", "rank"):
+        v = locals()[k]
+        if v is not None:
+            setattr(o, k, int(v))
+    if noise is not None:
+        o.noise = float(noise)
+    if dtype not in _FIXTURE_DTYPES:
+        raise errors.DtypeError("dtype=%r: use one of %s"
+                                % (dtype, ", ".join(str(k) for k in _FIXTURE_DTYPES if k)))
+    o.dtype = _FIXTURE_DTYPES[dtype]
+    path = os.fspath(directory)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        os.makedirs(parent, exist_ok=True)
+    L.call("fasvd_fixture_write", get_context(), path.encode(), str(arch).encode(),
+           ctypes.byref(o))
+    return path
+
+
+_TRUNC_DTYPES = {None: 0, "f32": L.DTYPE_F32, "f16": L.DTYPE_F16, "bf16": L.DTYPE_BF16,
+                 "f64": L.DTYPE_F64}
+_DTYPE_NAMES = {L.DTYPE_F64: "F64", L.DTYPE_F32: "F32", L.DTYPE_F16: "F16",
+                L.DTYPE_BF16: "BF16", L.DTYPE_F8_E4M3: "F8_E4M3", L.DTYPE_F8_E5M2: "F8_E5M2"}
+
+
+def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, tensors=(),
+             per_head=False, shared_o=False, dtype=None, split="balanced", compute="f32",
+             backend=None, only_if_smaller=False, threads=None, progress=None):
+    """Write a low-rank copy of a checkpoint (``fasvd truncate``): every
+    selected weight W of ``model_dir`` is replaced in ``out_dir`` by
+    ``<name>.A`` and ``<name>.B`` with W ≈ A @ B, everything else copied
+    byte for byte, config.json annotated with a "fasvd_lowrank" section.
+
+    Give ``rank`` (clamped to min(rows, cols)) or ``energy_loss`` τ (the
+    smallest rank losing at most τ of the SQUARED Frobenius norm; capped by
+    ``max_rank``). ``tensors``: fnmatch patterns of the weights to replace
+    (default: every attention projection of the architecture).
+    ``per_head``: factorise each head's rows separately; ``shared_o``:
+    o_proj over one output basis shared by all heads; ``dtype``: factor
+    dtype "f32", "f16", "bf16", "f64" (None: the weight's own for F32 / F16 /
+    BF16, bf16 for FP8, f32 for F64); ``split``, ``compute``, ``backend`` as
+    :func:`fasvd.factor`; ``only_if_smaller``: keep weights whose factors
+    would not be smaller. ``progress``: a callable receiving each replaced
+    tensor's dict as it is done; returning True cancels (Cancelled; nothing
+    is left behind). ``out_dir`` must not exist or be empty.
+    Returns the list of replaced tensors: dicts with name, a_name, b_name,
+    role, skipped, in_dtype, dtype and the factor report (rank, inner,
+    energy_lost, rel_error_sq, params_before, params_after ...).
+    Raises InvalidArgument, NotFoundError, ArchError, FormatError,
+    fasvd.IOError, NonFiniteError, Cancelled ...
+    """
+    from .linalg import _factor_report
+    if rank is None and energy_loss is None:
+        raise errors.InvalidArgument("give rank= or energy_loss=")
+    o = L.struct_init(L.TruncateOpts)
+    f = L.struct_init(L.FactorOpts)  # borrowed by o for the call
+    if rank is not None:
+        if int(rank) < 0:
+            raise errors.InvalidArgument("rank=%r must be >= 0" % (rank,))
+        f.rank = int(rank)
+        if energy_loss is not None:
+            raise errors.InvalidArgument("give rank= or energy_loss=, not both")
+    else:
+        f.rank = L.FACTOR_RANK_TAU
+        f.tau = float(energy_loss)
+    if max_rank is not None:
+        f.max_rank = int(max_rank)
+    if dtype not in _TRUNC_DTYPES:
+        raise errors.DtypeError("dtype=%r: use f32, f16, bf16 or f64" % (dtype,))
+    o.dtype = _TRUNC_DTYPES[dtype]
+    f.split = parse_choice(split, L.FACTOR_SPLITS, "split")
+    f.compute = parse_compute(compute)
+    f.backend = parse_choice(backend, L.BACKENDS, "backend")
+    o.factor = ctypes.pointer(f)
+    pats, o.patterns, o.n_patterns = _c_strings(tensors)
+    o.per_head = 1 if per_head else 0
+    o.shared_o = 1 if shared_o else 0
+    o.only_if_smaller = 1 if only_if_smaller else 0
+    entries = []
+    state = {"exc": None}
+
+    def cb(user, ep):
+        try:
+            e = ep.contents
+            if e.size != ctypes.sizeof(L.TruncateEntry):
+                raise errors.InternalError("fasvd_truncate_entry: the library's size is %d "
+                                           "bytes, the binding's %d"
+                                           % (e.size, ctypes.sizeof(L.TruncateEntry)))
+            d = {"name": L.decode(e.name), "a_name": L.decode(e.a_name),
+                 "b_name": L.decode(e.b_name), "role": L.decode(e.role),
+                 "skipped": bool(e.skipped), "in_dtype": _DTYPE_NAMES.get(e.in_dtype, "?"),
+                 "dtype": _DTYPE_NAMES.get(e.dtype, "?"), "report": _factor_report(e.report)}
+            entries.append(d)
+            if progress is not None and progress(d) is True:
+                return 1
+            return 0
+        except BaseException as exc:
+            state["exc"] = exc
+            return 1
+
+    fn = L.TRUNCATE_FN(cb)
+    try:
+        L.call("fasvd_truncate", get_context(threads), os.fspath(model_dir).encode(),
+               os.fspath(out_dir).encode(), ctypes.byref(o), fn, None)
+    except errors.Cancelled:
+        if state["exc"] is not None:
+            raise state["exc"] from None
+        raise
+    finally:
+        del fn
+    if state["exc"] is not None:
+        raise state["exc"]
+    return entries

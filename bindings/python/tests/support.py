@@ -1,0 +1,225 @@
+"""Shared test support: finding the library, independent numpy decoders.
+
+The library is found through FASVD_LIBRARY or the repository's build tree
+(fasvd/_lib.py). When it is absent, every test module skips with a message
+saying so (``require_library()``); any other import failure (a version
+mismatch, a broken binding) fails the run.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PKG_ROOT = os.path.dirname(HERE)  # bindings/python
+if PKG_ROOT not in sys.path:
+    sys.path.insert(0, PKG_ROOT)
+
+try:
+    import fasvd  # noqa: F401,E402
+    SKIP_REASON = None
+except ImportError as e:
+    if type(e).__name__ != "LibraryNotFound":
+        raise
+    SKIP_REASON = str(e)
+
+
+def require_library():
+    """Skip the calling test module when libfasvd cannot be found."""
+    if SKIP_REASON is not None:
+        pytest.skip(SKIP_REASON, allow_module_level=True)
+
+
+def cli_path():
+    """The `fasvd` command-line tool of the library's build tree
+    (BUILD/lib/libfasvd.so.0 -> BUILD/tools/fasvd), or $FASVD_CLI; None if
+    there is none."""
+    env = os.environ.get("FASVD_CLI")
+    if env:
+        return env
+    import fasvd
+    lib_dir = os.path.dirname(os.path.abspath(fasvd.library_path))
+    cand = os.path.join(os.path.dirname(lib_dir), "tools", "fasvd")
+    return cand if os.access(cand, os.X_OK) else None
+
+
+# ---------------------------------------------------------------- decoders
+# Independent of the library: straight from the format definitions.
+
+def bf16_decode(codes):
+    """bfloat16 codes (uint16) -> float64: the top half of a float32."""
+    c = np.asarray(codes, dtype=np.uint16)
+    return (c.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def bf16_encode(x):
+    """float -> bfloat16 codes, round to nearest even (finite inputs)."""
+    b = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+def f8_e4m3_decode(codes):
+    """e4m3fn: sign, 4 exponent bits (bias 7), 3 mantissa bits; no
+    infinities; S.1111.111 is NaN; subnormals at exponent 0."""
+    c = np.asarray(codes, dtype=np.uint8).astype(np.int64)
+    s = np.where(c & 0x80, -1.0, 1.0)
+    e = (c >> 3) & 0xF
+    m = (c & 0x7).astype(np.float64)
+    v = np.where(e == 0, m / 8.0 * 2.0 ** -6, (1 + m / 8.0) * 2.0 ** (e - 7))
+    v = np.where((e == 15) & ((c & 7) == 7), np.nan, v)
+    return s * v
+
+
+def f8_e5m2_decode(codes):
+    """e5m2: sign, 5 exponent bits (bias 15), 2 mantissa bits, IEEE-like."""
+    c = np.asarray(codes, dtype=np.uint8).astype(np.int64)
+    s = np.where(c & 0x80, -1.0, 1.0)
+    e = (c >> 2) & 0x1F
+    m = (c & 0x3).astype(np.float64)
+    v = np.where(e == 0, m / 4.0 * 2.0 ** -14, (1 + m / 4.0) * 2.0 ** (e - 15))
+    v = np.where(e == 31, np.where(m == 0, np.inf, np.nan), v)
+    return s * v
+
+
+def apply_block_scales(x, scale_inv, br, bc):
+    """x[r, c] * scale_inv[r // br, c // bc] (partial edge blocks included)."""
+    rows, cols = x.shape
+    full = np.repeat(np.repeat(np.asarray(scale_inv, dtype=np.float64), br, axis=0), bc,
+                     axis=1)[:rows, :cols]
+    return x * full
+
+
+def svals(a):
+    return np.linalg.svd(np.asarray(a, dtype=np.float64), compute_uv=False)
+
+
+# ---------------------------------------------------------------- checkpoints
+# A minimal reader, independent of the binding's: header length, JSON, data.
+
+_ST_NP = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "F8_E4M3": "u1",
+          "F8_E5M2": "u1"}
+
+
+def read_checkpoint(model_dir):
+    """{name: float64 array} of every tensor of a model folder (single file or
+    sharded through model.safetensors.index.json), dequantised: BF16 / FP8
+    decoded by the formulas above, FP8 weights times their `_scale_inv`
+    blocks (block size from config.json, default 128)."""
+    import json
+    import struct
+    files = []
+    idx = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        with open(idx) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    raw, dtypes = {}, {}
+    for fn in files:
+        with open(os.path.join(model_dir, fn), "rb") as f:
+            buf = f.read()
+        n = struct.unpack("<Q", buf[:8])[0]
+        header = json.loads(buf[8:8 + n])
+        header.pop("__metadata__", None)
+        for name, e in header.items():
+            b, end = e["data_offsets"]
+            arr = np.frombuffer(buf[8 + n + b:8 + n + end], dtype=_ST_NP[e["dtype"]])
+            raw[name] = arr.reshape(e["shape"])
+            dtypes[name] = e["dtype"]
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    block = (cfg.get("quantization_config") or {}).get("weight_block_size", [128, 128])
+    out = {}
+    for name, arr in raw.items():
+        dt = dtypes[name]
+        if dt == "BF16":
+            v = bf16_decode(arr)
+        elif dt == "F8_E4M3":
+            v = f8_e4m3_decode(arr)
+        elif dt == "F8_E5M2":
+            v = f8_e5m2_decode(arr)
+        else:
+            v = arr.astype(np.float64)
+        if dt.startswith("F8") and name + "_scale_inv" in raw:
+            v = apply_block_scales(v, raw[name + "_scale_inv"].astype(np.float64), *block)
+        out[name] = v
+    return out, cfg
+
+
+def reference_layer(weights, cfg, layer, fold=True):
+    """Canonical per-head matrices of DESIGN.md §2 for one layer, materialised
+    in float64 from the raw checkpoint, written from the layout rules (not
+    from the library): returns {"Q": [...], "K": [...], ..., "QA": M, ...}."""
+    p = "model.layers.%d." % layer
+    W = lambda n: weights[p + n]  # noqa: E731
+    ones = lambda n: np.ones(n)  # noqa: E731
+    mt = cfg["model_type"]
+    n_h = cfg["num_attention_heads"]
+    if mt in ("deepseek_v2", "deepseek_v3", "kimi_k2"):
+        nope, rope = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"]
+        vd, kvl = cfg["v_head_dim"], cfg["kv_lora_rank"]
+        hidden = cfg["hidden_size"]
+        g_in = W("input_layernorm.weight") if fold else ones(hidden)
+        out = {}
+        if cfg.get("q_lora_rank"):
+            qa = W("self_attn.q_a_proj.weight") * g_in
+            g_qa = W("self_attn.q_a_layernorm.weight") if fold else ones(qa.shape[0])
+            qb = W("self_attn.q_b_proj.weight") * g_qa
+            out["QA"] = qa
+        else:
+            qb = W("self_attn.q_proj.weight") * g_in
+        kva = W("self_attn.kv_a_proj_with_mqa.weight") * g_in
+        out["KVA"], out["KVA_pe"] = kva[:kvl], kva[kvl:]
+        g_kv = W("self_attn.kv_a_layernorm.weight") if fold else ones(kvl)
+        kvb = W("self_attn.kv_b_proj.weight") * g_kv
+        o = W("self_attn.o_proj.weight")
+        s_q, s_kv = nope + rope, nope + vd
+        out["Q"] = [qb[i * s_q:i * s_q + nope] for i in range(n_h)]
+        out["Q_pe"] = [qb[i * s_q + nope:(i + 1) * s_q] for i in range(n_h)]
+        out["K"] = [kvb[i * s_kv:i * s_kv + nope] for i in range(n_h)]  # interleaved [k; v]
+        out["V"] = [kvb[i * s_kv + nope:(i + 1) * s_kv] for i in range(n_h)]
+        out["O"] = [o[:, i * vd:(i + 1) * vd].T for i in range(n_h)]
+        return out
+    if mt in ("llama", "mistral", "qwen2", "qwen3"):
+        n_kv = cfg.get("num_key_value_heads", n_h)
+        hd = cfg.get("head_dim") or cfg["hidden_size"] // n_h
+        g = W("input_layernorm.weight") if fold else ones(cfg["hidden_size"])
+        q = W("self_attn.q_proj.weight") * g
+        k = W("self_attn.k_proj.weight") * g
+        v = W("self_attn.v_proj.weight") * g
+        o = W("self_attn.o_proj.weight")
+        return {"Q": [q[i * hd:(i + 1) * hd] for i in range(n_h)],
+                "K": [k[i * hd:(i + 1) * hd] for i in range(n_kv)],
+                "V": [v[i * hd:(i + 1) * hd] for i in range(n_kv)],
+                "O": [o[:, i * hd:(i + 1) * hd].T for i in range(n_h)]}
+    raise ValueError("no reference for %s" % mt)
+
+
+def reference_spectra(m):
+    """Every spectrum of DESIGN.md §2/§5 from reference_layer()'s matrices,
+    each fused and stacked matrix materialised: {"head.VO": [n, k], ...}."""
+    out = {}
+    for name in ("Q", "Q_pe", "K", "V", "O"):
+        if name in m:
+            out["head." + name] = np.stack([svals(x) for x in m[name]])
+    n = len(m["Q"])
+
+    def g(lst, i):
+        return lst[i // (n // len(lst))]
+    fused = {"QK": [m["Q"][i].T @ g(m["K"], i) for i in range(n)],
+             "KQ": [g(m["K"], i).T @ m["Q"][i] for i in range(n)],
+             "VO": [g(m["V"], i).T @ m["O"][i] for i in range(n)]}
+    for name, mats in fused.items():
+        out["head." + name] = np.stack([svals(x) for x in mats])
+    for name in ("Q", "Q_pe", "K", "V", "O"):
+        if name in m:
+            out["stack." + name] = svals(np.vstack([x / svals(x)[0] for x in m[name]]))
+    for name, mats in fused.items():
+        out["stack." + name] = svals(np.vstack([x / svals(x)[0] for x in mats]))
+    for name in ("QA", "KVA", "KVA_pe"):
+        if name in m:
+            out["sub." + name] = svals(m[name])
+    return out

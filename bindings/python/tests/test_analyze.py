@@ -1,0 +1,329 @@
+"""fasvd.open(...).analyze(): against an independent float64 reference that
+materialises every fused and stacked matrix from the raw checkpoint, against
+the CLI's own spectra file, progress / cancel / resume, and errors."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+from support import (cli_path, read_checkpoint, reference_layer, reference_spectra,
+                     require_library, svals)
+
+require_library()
+
+import fasvd  # noqa: E402
+
+TAUS = (0.01, 0.001)
+CONTRACT = {"f64": 1e-10, "f32": 1e-4}  # DESIGN.md §4, relative to sigma_1
+
+
+def view(res, layer, key):
+    kind, name = key.split(".", 1)
+    return {"head": res.heads, "stack": res.stacked, "sub": res.subspaces}[kind][layer][name]
+
+
+def compare_to_reference(res, model_dir, compute, fold=True):
+    weights, cfg = read_checkpoint(model_dir)
+    tol = CONTRACT[compute]
+    n_checked = 0
+    for layer in range(cfg["num_hidden_layers"]):
+        ref = reference_spectra(reference_layer(weights, cfg, layer, fold))
+        got_keys = {"%s.%s" % (k, n) for k, v in (("head", res.heads), ("stack", res.stacked),
+                                                  ("sub", res.subspaces))
+                    for n in v.get(layer, {})}
+        assert got_keys == set(ref), (sorted(got_keys), sorted(ref))
+        for key, r in ref.items():
+            g = view(res, layer, key)
+            assert g.shape == r.shape, (layer, key, g.shape, r.shape)
+            assert res.matrix_shapes["L%d.%s" % (layer, key)]
+            rows = np.atleast_2d(g), np.atleast_2d(r)
+            for h, (gs, rs) in enumerate(zip(*rows)):
+                err = np.max(np.abs(gs - rs)) / rs[0]
+                assert err <= tol, "L%d.%s head %d: error %.3g sigma_1 > %g" % (
+                    layer, key, h, err, tol)
+                for t in TAUS:
+                    assert fasvd.effective_rank(gs, t) == fasvd.effective_rank(rs, t), \
+                        "L%d.%s head %d: rank at tau=%g differs" % (layer, key, h, t)
+                n_checked += 1
+            # the result's effective-rank views agree with the spectra
+            for t in TAUS:
+                er = res.effective_ranks[t]
+                kind, name = key.split(".", 1)
+                v = {"head": er.heads, "stack": er.stacked, "sub": er.subspaces}[kind]
+                np.testing.assert_array_equal(v[layer][name], fasvd.effective_rank(r, t))
+    return n_checked
+
+
+@pytest.mark.parametrize("compute", ["f64", "f32"])
+def test_deepseek_fp8_matches_float64_reference(deepseek_dir, compute):
+    with fasvd.open(deepseek_dir) as m:
+        assert m.info["mla"] and m.info["weight_dtypes"] == ["F8_E4M3"]
+        res = m.analyze(compute=compute, tau=TAUS)
+    assert res.complete and res.layers == [0, 1] and res.path is None
+    assert res.metadata["compute_dtype"] == compute
+    assert res.heads[0]["VO"].shape == (4, 144) and res.stacked[1]["O"].shape == (160,)
+    assert set(res.subspaces[0]) == {"QA", "KVA", "KVA_pe"}
+    assert compare_to_reference(res, deepseek_dir, compute) > 50
+
+
+@pytest.mark.parametrize("compute", ["f64", "f32"])
+@pytest.mark.parametrize("fold", [True, False])
+def test_llama_gqa_matches_float64_reference(llama_dir, compute, fold):
+    with fasvd.open(llama_dir) as m:
+        assert m.info["n_kv_heads"] == 2 and m.info["n_heads"] == 4
+        res = m.analyze(compute=compute, fold_norms=fold)
+    assert res.heads[0]["V"].shape[0] == 2 and res.heads[0]["VO"].shape[0] == 4
+    assert res.metadata["fold_norms"] == ("true" if fold else "false")
+    compare_to_reference(res, llama_dir, compute, fold)
+
+
+def test_model_layer_views_equal_the_layout_rules(deepseek_dir):
+    weights, cfg = read_checkpoint(deepseek_dir)
+    with fasvd.open(deepseek_dir) as m:
+        got = m.layer(1)
+        ref = reference_layer(weights, cfg, 1)
+        for name, r in ref.items():
+            np.testing.assert_allclose(got[name], np.stack(r) if isinstance(r, list) else r,
+                                       rtol=1e-15, atol=0)
+        # in-memory spectra of one layer are the analysis' own
+        sp = m.spectra(1)
+        res = m.analyze(layers=1)
+        assert res.layers == [1]
+        for key, arr in sp.items():
+            np.testing.assert_array_equal(arr, view(res, 1, key))
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return h, b[8 + n:]
+
+
+def test_analyze_equals_the_cli_file(deepseek_dir, tmp_path):
+    cli = cli_path()
+    if cli is None:
+        pytest.skip("the fasvd CLI is not built next to the library")
+    cli_out, py_out = str(tmp_path / "cli.safetensors"), str(tmp_path / "py.safetensors")
+    r = subprocess.run([cli, "analyze", deepseek_dir, "-o", cli_out, "--threads", "1", "-q",
+                        "--csv", str(tmp_path / "cli.csv"), "--tau", "0.01,0.001"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with fasvd.open(deepseek_dir) as m:
+        res = m.analyze(py_out, threads=1, csv_path=str(tmp_path / "py.csv"))
+    assert res.path == py_out
+    cli_res = fasvd.load_spectra(cli_out)
+    assert cli_res.metadata == res.metadata
+    assert sorted(cli_res.spectra) == sorted(res.spectra)
+    for k in res.spectra:
+        np.testing.assert_array_equal(cli_res.spectra[k], res.spectra[k], err_msg=k)
+    # same bytes: same header and data
+    assert _read(cli_out) == _read(py_out)
+    assert (tmp_path / "cli.csv").read_text() == (tmp_path / "py.csv").read_text()
+    # the Python table gives the CLI's CSV ranks
+    lines = (tmp_path / "cli.csv").read_text().strip().splitlines()
+    header = lines[0].split(",")
+    rows = res.table()
+    assert len(rows) == len(lines) - 1
+    for line, row in zip(lines[1:], rows):
+        cells = dict(zip(header, line.split(",")))
+        assert int(cells["layer"]) == row["layer"] and cells["name"].strip('"') == row["name"]
+        assert int(cells["er@0.01"]) == row["er@0.01"]
+        assert int(cells["er@0.001"]) == row["er@0.001"]
+        assert abs(float(cells["sigma1"]) - row["sigma1"]) <= 1e-15 * row["sigma1"]
+
+
+def test_load_spectra_views(deepseek_dir, tmp_path):
+    out = str(tmp_path / "s.safetensors")
+    with fasvd.open(deepseek_dir) as m:
+        res = m.analyze(out)
+    back = fasvd.load_spectra(out, taus=(0.05,))
+    assert back.model_type == "deepseek_v3" and back.config["model_type"] == "deepseek_v3"
+    assert back.layers == res.layers and back.complete
+    for l in res.layers:
+        for name, arr in res.heads[l].items():
+            np.testing.assert_array_equal(back.heads[l][name], arr)
+            assert not back.heads[l][name].flags.writeable
+    assert back.taus == (0.05,)
+    assert back.effective_ranks[0.05].stacked[0]["VO"] == fasvd.effective_rank(
+        res.stacked[0]["VO"], 0.05)
+    assert back.max_rank("L0.stack.VO") == 288 and back.max_rank("L0.head.VO") == 144
+    # not a spectra file / not a safetensors file
+    shard = os.path.join(deepseek_dir, "model-00001-of-00003.safetensors")
+    with pytest.raises(fasvd.FormatError):
+        fasvd.load_spectra(shard)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    with pytest.raises(fasvd.FormatError):
+        fasvd.load_spectra(str(bad))
+    with pytest.raises(fasvd.IOError):
+        fasvd.load_spectra(str(tmp_path / "missing.safetensors"))
+
+
+def test_progress_cancel_and_resume(deepseek_dir, tmp_path):
+    out = str(tmp_path / "run.safetensors")
+    seen = []
+
+    def cancel_after_first_layer(p):
+        seen.append(p)
+        return p["stage"] == "layer"
+
+    with fasvd.open(deepseek_dir) as m:
+        with pytest.raises(fasvd.Cancelled):
+            m.analyze(out, progress=cancel_after_first_layer, threads=1)
+        assert [p["stage"] for p in seen] == ["start", "layer"]
+        assert seen[1]["layer"] == 0 and seen[1]["steps_total"] == 2
+        part = fasvd.load_spectra(out)
+        assert not part.complete and part.layers == [0]
+        stages = []
+        res = m.analyze(out, resume=True, progress=lambda p: stages.append(p["stage"]),
+                        threads=1)
+        assert stages[0] == "start" and stages[-1] == "done" and "layer" in stages
+        assert res.complete and res.layers == [0, 1]
+        full = m.analyze(threads=1)
+    for k in full.spectra:
+        np.testing.assert_array_equal(res.spectra[k], full.spectra[k], err_msg=k)
+
+    def boom(p):
+        if p["stage"] == "layer":
+            raise ZeroDivisionError("from the callback")
+
+    with fasvd.open(deepseek_dir) as m:
+        with pytest.raises(ZeroDivisionError):
+            m.analyze(str(tmp_path / "boom.safetensors"), progress=boom)
+
+
+def test_ctrl_c_stops_after_the_layer_and_resumes(deepseek_dir, tmp_path, capsys):
+    out = str(tmp_path / "int.safetensors")
+
+    def interrupt(p):
+        if p["stage"] == "layer":
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C during the run
+
+    with fasvd.open(deepseek_dir) as m:
+        with pytest.raises(KeyboardInterrupt):
+            m.analyze(out, progress=interrupt)
+        assert fasvd.load_spectra(out).layers == [0]
+        res = m.analyze(out, resume=True, progress=True)
+    assert res.complete and res.layers == [0, 1]
+    err = capsys.readouterr().err
+    assert "2/2" in err and "layer 1" in err
+
+
+def test_layers_tensors_and_options(llama_dir):
+    weights, _ = read_checkpoint(llama_dir)
+    with fasvd.open(llama_dir) as m:
+        assert m.analyze(layers="1-1").layers == [1]
+        assert m.analyze(layers=-1).layers == [1]
+        assert m.analyze(layers=range(0, 2)).layers == [0, 1]
+        assert m.analyze(layers=(0, 0)).layers == [0]
+        with pytest.raises(fasvd.InvalidArgument):
+            m.analyze(layers="5-6")
+        with pytest.raises(fasvd.InvalidArgument):
+            m.analyze(layers=[0, 2, 3])
+        with pytest.raises(fasvd.InvalidArgument):
+            m.analyze(stack_norm="max")
+        ups = [n for n in m.tensor_names() if n.endswith("mlp.up_proj.weight")]
+        assert ups
+        res = m.analyze(tensors=["*mlp.up_proj.weight"], compute="f64")
+        assert sorted(res.tensors) == sorted(ups)
+        for n in ups:
+            r = svals(weights[n])
+            assert np.max(np.abs(res.tensors[n] - r)) <= 1e-10 * r[0]
+        with pytest.raises(fasvd.InvalidArgument):
+            m.analyze(tensors=["no.such.*"])
+        res = m.analyze(stack_norm="none", compute="f64")
+        assert res.metadata["stack_normalisation"] == "none"
+        ref = reference_layer(weights, m.config, 0)
+        r = svals(np.vstack(ref["O"]))
+        assert np.max(np.abs(res.stacked[0]["O"] - r)) <= 1e-10 * r[0]
+
+
+def test_info_and_inputs(llama_dir, deepseek_dir):
+    with fasvd.open(llama_dir) as m:
+        i = m.info
+        assert i["arch"] == "llama" and i["n_layers"] == 2 and i["head_dim"] == 16
+        assert i["weight_dtypes"] == ["BF16"] and i["n_missing"] == 0
+        roles = {x["role"] for x in m.inputs if x["layer"] == 0}
+        assert {"q_proj", "k_proj", "v_proj", "o_proj", "input_norm"} <= roles
+        assert "llama" in fasvd.architectures()
+    with fasvd.open(deepseek_dir) as m:
+        ins = [x for x in m.inputs if x["role"] == "kv_a_proj_with_mqa"]
+        assert ins[0]["shape"] == (176, 288) and ins[0]["scale_present"]
+        assert m.info["block_size"] == (128, 128) and m.info["n_shards"] == 3
+    m.close()
+    with pytest.raises(fasvd.StateError):
+        m.analyze()
+
+
+def test_open_errors(tmp_path, llama_dir):
+    with pytest.raises(fasvd.NotFoundError):
+        fasvd.open(str(tmp_path / "nothing"))
+    d = tmp_path / "badarch"
+    fasvd.demo_model(str(d), arch="llama")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_type"] = "not_a_model"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(fasvd.ArchError) as ei:
+        fasvd.open(str(d))
+    assert "not_a_model" in str(ei.value)
+    with pytest.raises(fasvd.ArchError):
+        fasvd.demo_model(str(tmp_path / "x"), arch="not_a_model")
+
+
+def test_nan_weight_raises_and_leaves_no_file(tmp_path):
+    d = str(tmp_path / "nan")
+    fasvd.demo_model(d, arch="llama", dtype="f32")
+    path = os.path.join(d, "model.safetensors")
+    with open(path, "rb") as f:
+        b = bytearray(f.read())
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    name = "model.layers.1.self_attn.v_proj.weight"
+    e = h[name]
+    cols = e["shape"][1]
+    off = 8 + n + e["data_offsets"][0] + (2 * cols + 3) * 4
+    b[off:off + 4] = struct.pack("<f", float("nan"))
+    with open(path, "wb") as f:
+        f.write(bytes(b))
+    out = str(tmp_path / "nan.safetensors")
+    with fasvd.open(d) as m:
+        with pytest.raises(fasvd.NonFiniteError) as ei:
+            m.analyze(out)
+    assert isinstance(ei.value, fasvd.Error)
+    assert name in str(ei.value)
+    assert not os.path.exists(out)
+
+
+def test_truncate_writes_exact_factors(tmp_path):
+    d = fasvd.demo_model(str(tmp_path / "m"), arch="llama", dtype="f32")
+    weights, _ = read_checkpoint(d)
+    seen = []
+    ents = fasvd.truncate(d, str(tmp_path / "out"), energy_loss=0.01, dtype="f64",
+                          progress=seen.append)
+    assert len(ents) == 8 and seen == ents  # q, k, v, o of 2 layers
+    out, _ = read_checkpoint(str(tmp_path / "out"))
+    for e in ents:
+        W, A, B = weights[e["name"]], out[e["a_name"]], out[e["b_name"]]
+        assert e["name"] not in out
+        lost = np.linalg.norm(W - A @ B) ** 2 / np.linalg.norm(W) ** 2
+        s = svals(W)
+        r = e["report"]["rank"]
+        assert r == fasvd.effective_rank(s, 0.01) and A.shape[1] == r
+        assert abs(lost - np.sum(s[r:] ** 2) / np.sum(s ** 2)) <= 1e-12
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["fasvd_lowrank"]["tensors"][ents[0]["name"]]["rank"] == ents[0]["report"]["rank"]
+    ents = fasvd.truncate(d, str(tmp_path / "ph"), rank=3, per_head=True,
+                          tensors=["*q_proj.weight"])
+    assert len(ents) == 2 and all(e["report"]["heads"] == 4 for e in ents)
+    with pytest.raises(fasvd.Cancelled):
+        fasvd.truncate(d, str(tmp_path / "cancel"), rank=2, progress=lambda e: True)
+    assert not os.path.exists(tmp_path / "cancel")
+    with pytest.raises(fasvd.InvalidArgument):
+        fasvd.truncate(d, str(tmp_path / "x"))

@@ -1,0 +1,116 @@
+"""Plots render: the functions return figures with the expected axes, the
+files exist and are PNGs, and `python3 -m fasvd plot` writes them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from support import PKG_ROOT, require_library
+
+require_library()
+
+matplotlib = pytest.importorskip("matplotlib", reason="the plots need matplotlib")
+matplotlib.use("Agg")
+
+import fasvd  # noqa: E402
+from fasvd import plot  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def spectra_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("plot")
+    model = fasvd.demo_model(str(d / "model"), n_layers=3)
+    out = str(d / "spectra.safetensors")
+    with fasvd.open(model) as m:
+        m.analyze(out)
+    return out
+
+
+def is_png(path):
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return head == PNG and os.path.getsize(path) > 1000
+
+
+def data_axes(fig):
+    return [ax for ax in fig.axes if ax.get_visible()]
+
+
+def test_layer_ranks(spectra_file, tmp_path):
+    res = fasvd.load_spectra(spectra_file)
+    p = str(tmp_path / "l.png")
+    fig = plot.layer_ranks(res, path=p)
+    axes = data_axes(fig)
+    assert len(axes) == len(res.taus) * 2  # stacks and MLA subspaces, per tau
+    assert is_png(p)
+    for ax in axes:
+        assert "fraction of squared Frobenius energy lost" in ax.get_ylabel()
+        assert ax.get_xlabel() == "layer"
+        assert len(ax.get_lines()) >= 2  # ranks and the dashed maximum
+    # one tau, stacks only: one axis; the plotted ranks are the result's
+    fig = plot.layer_ranks(spectra_file, taus=0.01, subspaces=[], names=["VO"])
+    (ax,) = data_axes(fig)
+    ranks, maxes = ax.get_lines()[0], ax.get_lines()[1]
+    assert list(ranks.get_ydata()) == [res.effective_ranks[0.01].stacked[l]["VO"]
+                                       for l in res.layers]
+    assert set(maxes.get_ydata()) == {288}
+
+
+def test_head_ranks(spectra_file, tmp_path):
+    res = fasvd.load_spectra(spectra_file)
+    p = str(tmp_path / "h.png")
+    fig = plot.head_ranks(res, 1, path=p)
+    axes = data_axes(fig)
+    assert len(axes) == 2 * len(res.taus)  # (V, O, VO) and (Q, K, QK) per tau
+    assert is_png(p)
+    assert "sorted by VO rank" in axes[0].get_xlabel()
+    assert "sorted by QK rank" in axes[1].get_xlabel()
+    # heads are shown sorted by fused rank: the fused line never decreases
+    vo = [ln for ln in axes[0].get_lines() if ln.get_label().startswith("VO")][0]
+    y = list(vo.get_ydata())
+    assert y == sorted(y) and sorted(y) == sorted(res.effective_ranks[res.taus[0]]
+                                                  .heads[1]["VO"].tolist())
+    with pytest.raises(fasvd.InvalidArgument):
+        plot.head_ranks(res, 99)
+
+
+def test_spectra_and_grid(spectra_file, tmp_path):
+    res = fasvd.load_spectra(spectra_file)
+    fig = plot.spectra(res, layers=[0, 2])
+    axes = data_axes(fig)
+    assert len(axes) == 4
+    assert axes[0].get_yscale() == "log"
+    assert "fraction of squared Frobenius energy lost" in axes[1].get_ylabel()
+    fig = plot.spectra(res, layers=0, kind="head", names=["VO"])
+    assert len(data_axes(fig)) == 2
+    assert len(data_axes(fig)[0].get_lines()) == 4  # one line per head
+    fig = plot.grid(res, path=str(tmp_path / "g.png"))
+    assert len(data_axes(fig)) == len(res.layers) and is_png(str(tmp_path / "g.png"))
+    fig = plot.grid(res, names=("Q", "K", "QK"), ncols=2)
+    assert len(data_axes(fig)) == 3
+
+
+def test_python_m_fasvd_plot(spectra_file, tmp_path):
+    out = tmp_path / "pngs"
+    env = dict(os.environ, PYTHONPATH=PKG_ROOT)
+    r = subprocess.run([sys.executable, "-m", "fasvd", "plot", spectra_file, "-o", str(out),
+                        "--layers", "2", "--spectra-layers", "0", "--dpi", "60"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    names = sorted(os.listdir(out))
+    assert names == sorted(["layer_ranks.png", "heads_L2.png", "spectra.png", "grid_VO.png",
+                            "grid_QK.png"])
+    for n in names:
+        assert is_png(str(out / n))
+    assert sorted(r.stdout.split()) == sorted(str(out / n) for n in names)
+    # a file that is not a spectra file: exit 1 and a message naming it
+    r = subprocess.run([sys.executable, "-m", "fasvd", "plot", str(tmp_path / "none"), "-o",
+                        str(out)], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "none" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "fasvd", "summary", spectra_file],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "stack.VO" in r.stdout and "layer 2" in r.stdout
