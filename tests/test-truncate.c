@@ -1,0 +1,460 @@
+/* Tests of fasvd_truncate (factor.h): a fixture checkpoint of every
+ * architecture truncated, read back with fasvd_st_open, reconstructed and
+ * compared with the input; byte identity of the other tensors; the
+ * config.json section; cancellation and failures leave no output. */
+#include "test-helpers.h"
+
+#include <dirent.h>
+#include <stdbool.h>
+#include <jansson.h>
+#include <lapacke.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/fasvd-test-truncate-XXXXXX");
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static void rm_rf(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	char p[1024];
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+		struct stat sb;
+		if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+			rm_rf(p);
+		else
+			unlink(p);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	rm_rf(tmpdir);
+	return 0;
+}
+
+static bool exists(const char *p)
+{
+	struct stat sb;
+	return stat(p, &sb) == 0;
+}
+
+/* No "<out>.tmp-*" left beside out. */
+static int leftovers(const char *out)
+{
+	const char *base = strrchr(out, '/') + 1;
+	char parent[512];
+	snprintf(parent, sizeof parent, "%.*s", (int)(base - out - 1), out);
+	DIR *d = opendir(parent);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (!strncmp(e->d_name, base, strlen(base)) && strstr(e->d_name, ".tmp-"))
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* Decode any checkpoint tensor (1..3-D float) of st to doubles. */
+static double *read_f64(fasvd_st *st, const char *name, int64_t *shape, int *ndim)
+{
+	fasvd_st_info info;
+	fasvd_st_info_init(&info);
+	assert_ok(fasvd_st_info_get(st, name, &info));
+	const void *data;
+	uint64_t nb;
+	assert_ok(fasvd_st_raw(st, name, &data, &nb));
+	fasvd_dtype dt;
+	assert_ok(fasvd_dtype_from_name(&dt, info.dtype));
+	size_t n = nb / fasvd_dtype_size(dt);
+	double *d = malloc(sizeof(double) * (n ? n : 1));
+	assert_ok(fasvd_dtype_decode(dt, data, n, d));
+	*ndim = info.ndim;
+	for (int i = 0; i < info.ndim; i++)
+		shape[i] = info.shape[i];
+	return d;
+}
+
+static double *dequant(fasvd_st *st, const char *name, int64_t *rows, int64_t *cols)
+{
+	fasvd_tensor *t;
+	assert_ok(fasvd_st_tensor(&t, st, name, 0));
+	*rows = fasvd_tensor_rows(t);
+	*cols = fasvd_tensor_cols(t);
+	double *d = malloc(sizeof(double) * (size_t)(*rows * *cols));
+	assert_ok(fasvd_tensor_to_f64(t, d, *cols, FASVD_LAYOUT_ROW_MAJOR, 0));
+	fasvd_tensor_free(t);
+	return d;
+}
+
+static double tail_of(const double *w, int64_t m, int64_t n, int64_t r, double *total)
+{
+	int64_t p = m < n ? m : n;
+	double *a = malloc(sizeof(double) * (size_t)(m * n)), *s = malloc(sizeof(double) * (size_t)p);
+	double *sup = malloc(sizeof(double) * (size_t)(p + 1));
+	memcpy(a, w, sizeof(double) * (size_t)(m * n));
+	assert_int_equal(LAPACKE_dgesvd(LAPACK_COL_MAJOR, 'N', 'N', (int)n, (int)m, a, (int)n, s,
+	                                NULL, 1, NULL, 1, sup),
+	                 0);
+	double t = 0, tot = 0;
+	for (int64_t i = p - 1; i >= 0; i--) {
+		tot += s[i] * s[i];
+		if (i >= r)
+			t += s[i] * s[i];
+	}
+	free(a);
+	free(s);
+	free(sup);
+	*total = tot;
+	return t;
+}
+
+typedef struct count_state {
+	int n, stop_at;
+	int skipped;
+	int64_t max_heads;
+} count_state;
+
+static int count_cb(void *arg, const fasvd_truncate_entry *e)
+{
+	count_state *c = arg;
+	c->n++;
+	c->skipped += e->skipped;
+	if (e->report.heads > c->max_heads)
+		c->max_heads = e->report.heads;
+	assert_non_null(e->name);
+	assert_true(e->size == sizeof *e);
+	return c->stop_at && c->n >= c->stop_at;
+}
+
+/* Check an output folder against its input: reconstruction of every
+ * replaced tensor (per head), byte identity of the others. */
+static void check_round_trip(const char *in, const char *out, double tol, int64_t *n_replaced)
+{
+	fasvd_st *si, *so;
+	assert_ok(fasvd_st_open(&si, NULL, in));
+	assert_ok(fasvd_st_open(&so, NULL, out));
+	/* the block size of FP8 checkpoints */
+	char cfgp[512];
+	snprintf(cfgp, sizeof cfgp, "%s/config.json", out);
+	json_error_t je;
+	json_t *cfg = json_load_file(cfgp, 0, &je);
+	assert_non_null(cfg);
+	json_t *sec = json_object_get(cfg, "fasvd_lowrank");
+	assert_non_null(sec);
+	assert_string_equal(json_string_value(json_object_get(sec, "format")), "fasvd.lowrank");
+	json_t *tens = json_object_get(sec, "tensors");
+	assert_true(json_is_object(tens));
+	*n_replaced = (int64_t)json_object_size(tens);
+	const char *wname;
+	json_t *e;
+	json_object_foreach(tens, wname, e) {
+		const char *an = json_string_value(json_object_get(e, "A"));
+		const char *bn = json_string_value(json_object_get(e, "B"));
+		int64_t h = json_integer_value(json_object_get(e, "heads"));
+		int64_t r = json_integer_value(json_object_get(e, "rank"));
+		int64_t inner = json_integer_value(json_object_get(e, "inner"));
+		double lost = json_real_value(json_object_get(e, "energy_lost"));
+		assert_int_equal(inner, r > 0 ? r : 1);
+		/* the weight and its scale are gone */
+		assert_fasvd(fasvd_st_find(so, wname, NULL), FASVD_ENOTFOUND);
+		char sc[600];
+		snprintf(sc, sizeof sc, "%s_scale_inv", wname);
+		assert_fasvd(fasvd_st_find(so, sc, NULL), FASVD_ENOTFOUND);
+		int64_t m, n, sa[8], sb[8];
+		int na, nb;
+		double *w = dequant(si, wname, &m, &n);
+		double *a = read_f64(so, an, sa, &na), *b = read_f64(so, bn, sb, &nb);
+		if (h > 1) {
+			assert_int_equal(na, 3);
+			assert_int_equal(sa[0], h);
+			assert_int_equal(sa[1], m / h);
+			assert_int_equal(sa[2], inner);
+			assert_int_equal(sb[0], h);
+			assert_int_equal(sb[1], inner);
+			assert_int_equal(sb[2], n);
+		} else {
+			assert_int_equal(na, 2);
+			assert_int_equal(sa[0], m);
+			assert_int_equal(sa[1], inner);
+			assert_int_equal(sb[1], n);
+		}
+		int64_t rh = m / h;
+		double err = 0, tot = 0, tail = 0;
+		for (int64_t k = 0; k < h; k++) {
+			double t1;
+			tail += tail_of(w + k * rh * n, rh, n, r, &t1);
+			for (int64_t i = 0; i < rh; i++)
+				for (int64_t j = 0; j < n; j++) {
+					double acc = 0;
+					for (int64_t q = 0; q < inner; q++)
+						acc += a[(k * rh + i) * inner + q] * b[(k * inner + q) * n + j];
+					double x = w[(k * rh + i) * n + j];
+					err += (x - acc) * (x - acc);
+					tot += x * x;
+				}
+		}
+		/* the identity: ‖W − AB‖² / ‖W‖² = Σ_{i>r} σ² / Σ σ² */
+		assert_close(err / tot, tail / tot, 0, tol);
+		assert_close(lost, tail / tot, 0, tol);
+		free(w);
+		free(a);
+		free(b);
+	}
+	/* every other tensor: same bytes */
+	for (int64_t i = 0; i < fasvd_st_count(si); i++) {
+		const char *name = fasvd_st_name(si, i);
+		char sc[600];
+		bool replaced = json_object_get(tens, name) != NULL;
+		if (!replaced && strlen(name) > 10 &&
+		    !strcmp(name + strlen(name) - 10, "_scale_inv")) {
+			snprintf(sc, sizeof sc, "%.*s", (int)(strlen(name) - 10), name);
+			replaced = json_object_get(tens, sc) != NULL;
+		}
+		if (replaced)
+			continue;
+		const void *d1, *d2;
+		uint64_t n1, n2;
+		assert_ok(fasvd_st_raw(si, name, &d1, &n1));
+		assert_ok(fasvd_st_raw(so, name, &d2, &n2));
+		assert_int_equal(n1, n2);
+		assert_memory_equal(d1, d2, n1);
+		fasvd_st_info i1, i2;
+		fasvd_st_info_init(&i1);
+		fasvd_st_info_init(&i2);
+		assert_ok(fasvd_st_info_get(si, name, &i1));
+		assert_ok(fasvd_st_info_get(so, name, &i2));
+		assert_string_equal(i1.dtype, i2.dtype);
+		assert_int_equal(i1.ndim, i2.ndim);
+		assert_string_equal(strrchr(i1.file, '/'), strrchr(i2.file, '/'));
+	}
+	assert_int_equal(fasvd_st_shard_count(si), fasvd_st_shard_count(so));
+	json_decref(cfg);
+	fasvd_st_close(si);
+	fasvd_st_close(so);
+}
+
+static void test_every_architecture(void **state)
+{
+	(void)state;
+	for (int64_t ai = 0; ai < fasvd_arch_count(); ai++) {
+		const char *arch = fasvd_arch_name(ai);
+		char in[512], out[512];
+		snprintf(in, sizeof in, "%s/%s", tmpdir, arch);
+		fasvd_fixture_opts fx;
+		fasvd_fixture_opts_init(&fx);
+		fx.n_layers = 1;
+		assert_ok(fasvd_fixture_write(NULL, in, arch, &fx));
+		for (int per_head = 0; per_head <= 1; per_head++) {
+			snprintf(out, sizeof out, "%s/%s-out%d", tmpdir, arch, per_head);
+			fasvd_truncate_opts o;
+			fasvd_truncate_opts_init(&o);
+			fasvd_factor_opts fo;
+			fasvd_factor_opts_init(&fo);
+			o.factor = &fo;
+			fo.tau = 0.05;
+			o.dtype = FASVD_DTYPE_F64;
+			fo.compute = FASVD_COMPUTE_F64;
+			o.per_head = per_head;
+			count_state cs = {0, 0, 0, 0};
+			int rc = fasvd_truncate(NULL, in, out, &o, count_cb, &cs);
+			if (rc)
+				fail_msg("%s: %s", arch, fasvd_last_error());
+			int64_t n;
+			check_round_trip(in, out, 1e-10, &n);
+			assert_int_equal(n, cs.n);
+			assert_true(n >= 2); /* gpt2, phi3, gpt_neox: fused qkv + o */
+			/* per head: every layout has some weight with row heads */
+			assert_true(per_head ? cs.max_heads > 1 : cs.max_heads == 1);
+		}
+	}
+}
+
+static void test_fp8_sharded_bf16(void **state)
+{
+	(void)state;
+	char in[512], out[512];
+	snprintf(in, sizeof in, "%s/dsv3", tmpdir);
+	fasvd_fixture_opts fx;
+	fasvd_fixture_opts_init(&fx);
+	fx.n_layers = 2;
+	assert_ok(fasvd_fixture_write(NULL, in, "deepseek_v3", &fx));
+	/* default dtype for FP8 weights: BF16 */
+	snprintf(out, sizeof out, "%s/dsv3-bf16", tmpdir);
+	fasvd_truncate_opts o;
+	fasvd_truncate_opts_init(&o);
+	fasvd_factor_opts fo;
+	fasvd_factor_opts_init(&fo);
+	o.factor = &fo;
+	fo.rank = 6;
+	assert_ok(fasvd_truncate(NULL, in, out, &o, NULL, NULL));
+	fasvd_st *so;
+	assert_ok(fasvd_st_open(&so, NULL, out));
+	fasvd_st_info info;
+	fasvd_st_info_init(&info);
+	assert_ok(fasvd_st_info_get(so, "model.layers.1.self_attn.kv_b_proj.weight.A", &info));
+	assert_string_equal(info.dtype, "BF16");
+	assert_int_equal(info.shape[1], 6);
+	fasvd_st_close(so);
+	int64_t n;
+	check_round_trip(in, out, 2e-2, &n); /* BF16 factors: their rounding */
+	assert_int_equal(n, 10);
+}
+
+static int cancel_flag(void *arg)
+{
+	return __atomic_load_n((int *)arg, __ATOMIC_SEQ_CST);
+}
+
+static void test_cancel_and_failures(void **state)
+{
+	(void)state;
+	char in[512], out[512];
+	snprintf(in, sizeof in, "%s/llama-c", tmpdir);
+	assert_ok(fasvd_fixture_write(NULL, in, "llama", NULL));
+	snprintf(out, sizeof out, "%s/llama-c-out", tmpdir);
+	fasvd_truncate_opts o;
+	fasvd_truncate_opts_init(&o);
+	fasvd_factor_opts fo;
+	fasvd_factor_opts_init(&fo);
+	o.factor = &fo;
+	fo.rank = 3;
+	/* the callback stops it after the 3rd tensor */
+	count_state cs = {0, 3, 0, 0};
+	assert_fasvd(fasvd_truncate(NULL, in, out, &o, count_cb, &cs), FASVD_ECANCELED);
+	assert_int_equal(cs.n, 3);
+	assert_false(exists(out));
+	assert_int_equal(leftovers(out), 0);
+	/* the factor options' cancel hook */
+	int flag = 1;
+	fo.cancel = cancel_flag;
+	fo.cancel_arg = &flag;
+	assert_fasvd(fasvd_truncate(NULL, in, out, &o, NULL, NULL), FASVD_ECANCELED);
+	assert_false(exists(out));
+	assert_int_equal(leftovers(out), 0);
+	flag = 0;
+	assert_ok(fasvd_truncate(NULL, in, out, &o, NULL, NULL));
+	/* out exists and is not empty now; in == out; NULLs */
+	assert_fasvd(fasvd_truncate(NULL, in, out, &o, NULL, NULL), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "not empty"));
+	assert_fasvd(fasvd_truncate(NULL, in, in, &o, NULL, NULL), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "input"));
+	assert_fasvd(fasvd_truncate(NULL, NULL, out, &o, NULL, NULL), FASVD_EINVAL);
+	char missing[512];
+	snprintf(missing, sizeof missing, "%s/nope", tmpdir);
+	snprintf(out, sizeof out, "%s/llama-c-out2", tmpdir);
+	assert_fasvd(fasvd_truncate(NULL, missing, out, &o, NULL, NULL), FASVD_ENOTFOUND);
+	/* truncating a truncated model: no attention weight left */
+	char twice[512];
+	snprintf(twice, sizeof twice, "%s/llama-c-out", tmpdir);
+	assert_fasvd(fasvd_truncate(NULL, twice, out, &o, NULL, NULL), FASVD_ENOTFOUND);
+	assert_false(exists(out));
+	/* a factor name that already exists; a folder without config.json
+	 * (no architecture: patterns name the tensors, config.json is created) */
+	char odd[512], oddst[600];
+	snprintf(odd, sizeof odd, "%s/odd", tmpdir);
+	assert_int_equal(mkdir(odd, 0777), 0);
+	snprintf(oddst, sizeof oddst, "%s/model.safetensors", odd);
+	float buf[16];
+	for (int i = 0; i < 16; i++)
+		buf[i] = (float)(i % 5) - 1.5f;
+	fasvd_st_writer *w;
+	assert_ok(fasvd_st_writer_new(&w, NULL));
+	assert_ok(fasvd_st_writer_add(w, "w", "F32", 2, (int64_t[]){4, 4}, buf, 64, FASVD_ST_COPY));
+	assert_ok(fasvd_st_writer_add(w, "v.A", "F32", 2, (int64_t[]){4, 4}, buf, 64, FASVD_ST_COPY));
+	assert_ok(fasvd_st_writer_add(w, "v", "F32", 2, (int64_t[]){4, 4}, buf, 64, FASVD_ST_COPY));
+	assert_ok(fasvd_st_writer_write(w, oddst));
+	fasvd_st_writer_free(w);
+	o.patterns = (const char *const[]){"v"};
+	o.n_patterns = 1;
+	assert_fasvd(fasvd_truncate(NULL, odd, out, &o, NULL, NULL), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "already has"));
+	assert_false(exists(out));
+	o.patterns = (const char *const[]){"w"};
+	fo.rank = 2;
+	o.dtype = FASVD_DTYPE_F64;
+	fo.compute = FASVD_COMPUTE_F64;
+	assert_ok(fasvd_truncate(NULL, odd, out, &o, NULL, NULL));
+	int64_t nrep;
+	check_round_trip(odd, out, 1e-12, &nrep);
+	assert_int_equal(nrep, 1);
+	/* per_head without an architecture */
+	o.per_head = 1;
+	snprintf(out, sizeof out, "%s/odd-out2", tmpdir);
+	assert_true(fasvd_truncate(NULL, odd, out, &o, NULL, NULL) < 0);
+	assert_false(exists(out));
+	/* per_head needs heads the architecture knows; unknown opts size */
+	o.n_patterns = 0;
+	o.size = 3;
+	assert_fasvd(fasvd_truncate(NULL, in, out, &o, NULL, NULL), FASVD_EINVAL);
+	fasvd_truncate_opts_init(&o);
+	o.dtype = FASVD_DTYPE_F8_E4M3;
+	assert_fasvd(fasvd_truncate(NULL, in, out, &o, NULL, NULL), FASVD_EINVAL);
+	assert_false(exists(out));
+}
+
+static void test_only_if_smaller(void **state)
+{
+	(void)state;
+	char in[512], out[512];
+	snprintf(in, sizeof in, "%s/dsv3-s", tmpdir);
+	fasvd_fixture_opts fx;
+	fasvd_fixture_opts_init(&fx);
+	fx.n_layers = 1;
+	assert_ok(fasvd_fixture_write(NULL, in, "deepseek_v3", &fx));
+	snprintf(out, sizeof out, "%s/dsv3-s-out", tmpdir);
+	fasvd_truncate_opts o;
+	fasvd_truncate_opts_init(&o);
+	fasvd_factor_opts fo;
+	fasvd_factor_opts_init(&fo);
+	o.factor = &fo;
+	/* rank 103: kv_b_proj [352, 144] would grow (103·496 >= 352·144), kv_a_proj
+	 * [176, 288] shrinks (103·464 < 176·288); a fixed rank decides without
+	 * an SVD */
+	fo.rank = 103;
+	o.only_if_smaller = 1;
+	count_state cs = {0, 0, 0, 0};
+	assert_ok(fasvd_truncate(NULL, in, out, &o, count_cb, &cs));
+	assert_true(cs.skipped > 0);
+	fasvd_st *so;
+	assert_ok(fasvd_st_open(&so, NULL, out));
+	/* kept weights keep their FP8 scale */
+	assert_ok(fasvd_st_find(so, "model.layers.0.self_attn.kv_b_proj.weight", NULL));
+	assert_ok(fasvd_st_find(so, "model.layers.0.self_attn.kv_b_proj.weight_scale_inv", NULL));
+	assert_fasvd(fasvd_st_find(so, "model.layers.0.self_attn.kv_b_proj.weight.A", NULL),
+	             FASVD_ENOTFOUND);
+	assert_ok(fasvd_st_find(so, "model.layers.0.self_attn.kv_a_proj_with_mqa.weight.A", NULL));
+	assert_fasvd(fasvd_st_find(so, "model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv",
+	                           NULL),
+	             FASVD_ENOTFOUND);
+	fasvd_st_close(so);
+	int64_t n;
+	check_round_trip(in, out, 2e-2, &n);
+	assert_int_equal(n, cs.n - cs.skipped);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_every_architecture),
+		cmocka_unit_test(test_fp8_sharded_bf16),
+		cmocka_unit_test(test_cancel_and_failures),
+		cmocka_unit_test(test_only_if_smaller),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

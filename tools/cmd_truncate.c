@@ -1,0 +1,209 @@
+/* fasvd truncate — write a checkpoint whose selected weights are replaced by
+ * low-rank factors (fasvd_truncate, include/fasvd/factor.h). */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+        "usage: fasvd truncate MODEL_DIR -o OUT_DIR (--rank R | --energy-loss TAU) [options]\n"
+        "\n"
+        "Write a copy of the checkpoint in MODEL_DIR to OUT_DIR in which every selected\n"
+        "weight W is replaced by two tensors W.A and W.B with W ~= W.A @ W.B, the best\n"
+        "rank-r approximation (truncated SVD). The rank is R (clamped to min(rows, cols)),\n"
+        "or the smallest rank whose energy loss is at most TAU, where the energy loss\n"
+        "sum_{i>r} sigma_i^2 / sum_i sigma_i^2 is a fraction of the SQUARED Frobenius norm.\n"
+        "\n"
+        "Every other tensor is copied byte for byte, into a shard of the same name as its\n"
+        "input shard (the index is rewritten); FP8 weights are dequantised with their\n"
+        "_scale_inv, which is removed with them. config.json gets a \"fasvd_lowrank\"\n"
+        "section listing each replaced tensor: {\"A\", \"B\", \"rank\", \"heads\", \"inner\", ...};\n"
+        "rank 0 (TAU = 1) gives zero factors of inner dimension 1. Other files of\n"
+        "MODEL_DIR (tokenizer ...) are copied; other weight formats (*.bin, *.pt ...) are\n"
+        "not. The output is written to a temporary folder renamed to OUT_DIR at the end:\n"
+        "a failure leaves nothing. OUT_DIR must not exist (or be empty).\n"
+        "\n"
+        "Options:\n"
+        "  -o, --output DIR       output model folder (required)\n"
+        "  --rank R               truncate every selected weight to rank R (>= 0)\n"
+        "  --energy-loss TAU      smallest rank losing at most TAU of the squared\n"
+        "                         Frobenius norm, TAU in [0, 1] (e.g. 0.01)\n"
+        "  --max-rank N           with --energy-loss: never more than rank N\n"
+        "  --tensors GLOB[,...]   tensors to replace (shell globs on tensor names,\n"
+        "                         repeatable; 2-D float weights only); default: every\n"
+        "                         attention projection weight of the detected architecture\n"
+        "  --per-head             factorise each head's rows separately: A [h, rows/h, r],\n"
+        "                         B [h, r, cols] (q/k/v_proj, q_b_proj, kv_b_proj, qkv)\n"
+        "  --shared-o             o_proj ~= A @ B with A the output basis shared by all\n"
+        "                         heads (orthonormal; MLA-o) and B's column block k head k's\n"
+        "                         map into it\n"
+        "  --dtype f32|f16|bf16|f64  factor dtype (default: the weight's own dtype for\n"
+        "                         F32/F16/BF16, bf16 for FP8, f32 for F64)\n"
+        "  --split balanced|left|right  where the singular values go: sqrt on both sides\n"
+        "                         (default), into A, or into B\n"
+        "  --compute f32|f64      SVD precision (default f32)\n"
+        "  --backend NAME         auto (default), gesdd, gesvd, gesvdx, randomized\n"
+        "  --only-if-smaller      keep weights whose factors would not be smaller\n"
+        "  -q, --quiet            no per-tensor report\n"
+        "  -j, --threads N        threads (default 0: all CPUs)\n"
+        "  -h, --help             this help\n"
+        "\n"
+        "Report (stdout): one line per replaced tensor with its shape, heads, rank, the\n"
+        "energy lost (optimal, from the spectrum), the measured relative squared error\n"
+        "||W - A B||_F^2 / ||W||_F^2 of the stored factors (equal up to their rounding) and\n"
+        "the parameters before and after; then the totals.\n"
+        "\n"
+        "Examples:\n"
+        "  fasvd truncate ./Llama-3.2-1B -o ./llama-lr --energy-loss 0.01 --dtype f32\n"
+        "  fasvd truncate ./DeepSeek-V3 -o ./dsv3-lr --rank 64 --tensors '*.kv_b_proj.weight'\n";
+
+static const char *const dtype_words[] = {"f32", "f16", "bf16", "f64", NULL};
+static const fasvd_dtype dtypes[] = {FASVD_DTYPE_F32, FASVD_DTYPE_F16, FASVD_DTYPE_BF16,
+                                     FASVD_DTYPE_F64};
+static const char *const split_words[] = {"balanced", "left", "right", NULL};
+static const fasvd_factor_split splits[] = {FASVD_FACTOR_SPLIT_BALANCED, FASVD_FACTOR_SPLIT_LEFT,
+                                            FASVD_FACTOR_SPLIT_RIGHT};
+static const char *const compute_words[] = {"f32", "f64", NULL};
+static const char *const backend_words[] = {"auto", "gesdd", "gesvd", "gesvdx", "randomized",
+                                            NULL};
+static const fasvd_backend backends[] = {FASVD_BACKEND_AUTO, FASVD_BACKEND_GESDD,
+                                         FASVD_BACKEND_GESVD, FASVD_BACKEND_GESVDX,
+                                         FASVD_BACKEND_RANDOMIZED};
+
+typedef struct report_state {
+	bool quiet;
+	int64_t n, skipped;
+	long double before, after;
+	double worst;
+} report_state;
+
+static int on_entry(void *arg, const fasvd_truncate_entry *e)
+{
+	report_state *st = arg;
+	const fasvd_factor_report *r = &e->report;
+	st->n++;
+	st->before += (long double)r->params_before;
+	st->after += (long double)(e->skipped ? r->params_before : r->params_after);
+	if (e->skipped)
+		st->skipped++;
+	else if (r->energy_lost > st->worst)
+		st->worst = r->energy_lost;
+	if (st->quiet)
+		return 0;
+	char shape[64];
+	if (r->heads > 1)
+		snprintf(shape, sizeof shape, "%lldx[%lld,%lld]", (long long)r->heads,
+		         (long long)(r->rows / r->heads), (long long)r->cols);
+	else
+		snprintf(shape, sizeof shape, "[%lld,%lld]", (long long)r->rows, (long long)r->cols);
+	if (e->skipped) {
+		printf("%-56s %-16s %5lld  kept (factors would have %lld >= %lld parameters)\n", e->name,
+		       shape, (long long)r->rank, (long long)(r->heads * r->inner *
+		                                             (r->rows / r->heads + r->cols)),
+		       (long long)r->params_before);
+		return 0;
+	}
+	double saved = r->params_before > 0
+	                       ? 100.0 * (1.0 - (double)r->params_after / (double)r->params_before)
+	                       : 0;
+	printf("%-56s %-16s %5lld %12.4e %12.4e %12lld %12lld %7.1f%% %-4s %s\n", e->name, shape,
+	       (long long)r->rank, r->energy_lost, r->rel_error_sq, (long long)r->params_before,
+	       (long long)r->params_after, saved, fasvd_dtype_name(e->dtype),
+	       fasvd_backend_name(r->backend));
+	return 0;
+}
+
+static int run(cli *c, int argc, char **argv)
+{
+	const char *out = NULL;
+	int64_t rank = -1, max_rank = 0;
+	double tau = NAN; /* not given */
+	cli_list tensors = {NULL, 0};
+	bool per_head = false, shared_o = false, only_smaller = false, quiet = false;
+	int dtype = -1, split = 0, compute = 0, backend = 0;
+	const cli_opt opts[] = {
+		{"output", 'o', CLI_OPT_STRING, &out, NULL, 0, 0},
+		{"rank", 0, CLI_OPT_INT, &rank, NULL, 0, INT64_MAX},
+		{"energy-loss", 0, CLI_OPT_DOUBLE, &tau, NULL, 0, 0},
+		{"max-rank", 0, CLI_OPT_INT, &max_rank, NULL, 1, INT64_MAX},
+		{"tensors", 0, CLI_OPT_LIST, &tensors, NULL, 0, 0},
+		{"per-head", 0, CLI_OPT_FLAG, &per_head, NULL, 0, 0},
+		{"shared-o", 0, CLI_OPT_FLAG, &shared_o, NULL, 0, 0},
+		{"dtype", 0, CLI_OPT_CHOICE, &dtype, dtype_words, 0, 0},
+		{"split", 0, CLI_OPT_CHOICE, &split, split_words, 0, 0},
+		{"compute", 0, CLI_OPT_CHOICE, &compute, compute_words, 0, 0},
+		{"backend", 0, CLI_OPT_CHOICE, &backend, backend_words, 0, 0},
+		{"only-if-smaller", 0, CLI_OPT_FLAG, &only_smaller, NULL, 0, 0},
+		{"quiet", 'q', CLI_OPT_FLAG, &quiet, NULL, 0, 0},
+		{NULL, 0, 0, NULL, NULL, 0, 0},
+	};
+	const char *pos[1];
+	int status = cli_parse(c, argc, argv, opts, pos, 1, 1, NULL);
+	if (status) {
+		cli_list_free(&tensors);
+		return status < 0 ? 0 : status;
+	}
+	if (!out)
+		status = cli_usage_error(c, "-o OUT_DIR is required");
+	else if ((rank >= 0) == !isnan(tau))
+		status = cli_usage_error(c, "give exactly one of --rank R and --energy-loss TAU");
+	else if (!isnan(tau) && !(tau >= 0 && tau <= 1))
+		status = cli_usage_error(c, "--energy-loss %g: must be in [0, 1] (a fraction of the "
+		                            "squared Frobenius norm)",
+		                         tau);
+	else if (max_rank && rank >= 0)
+		status = cli_usage_error(c, "--max-rank goes with --energy-loss");
+	if (status) {
+		cli_list_free(&tensors);
+		return status;
+	}
+
+	fasvd_factor_opts fo;
+	fasvd_factor_opts_init(&fo);
+	fo.rank = rank >= 0 ? rank : FASVD_FACTOR_RANK_TAU;
+	if (rank < 0)
+		fo.tau = tau;
+	fo.max_rank = max_rank;
+	fo.split = splits[split];
+	fo.compute = compute == 1 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+	fo.backend = backends[backend];
+	fasvd_truncate_opts o;
+	fasvd_truncate_opts_init(&o);
+	o.factor = &fo;
+	if (dtype >= 0)
+		o.dtype = dtypes[dtype];
+	o.patterns = (const char *const *)tensors.v;
+	o.n_patterns = tensors.n;
+	o.per_head = per_head;
+	o.shared_o = shared_o;
+	o.only_if_smaller = only_smaller;
+
+	report_state st = {quiet, 0, 0, 0, 0, 0};
+	if (!quiet) {
+		printf("# fasvd truncate %s -> %s (%s)\n", pos[0], out,
+		       rank >= 0 ? "fixed rank" : "energy loss");
+		printf("# energy_lost = sum_{i>r} sigma_i^2 / sum sigma_i^2 (fraction of the squared "
+		       "Frobenius norm); rel_err2 = ||W - A B||_F^2 / ||W||_F^2 of the stored factors\n");
+		printf("%-56s %-16s %5s %12s %12s %12s %12s %8s %-4s %s\n", "# tensor", "shape", "rank",
+		       "energy_lost", "rel_err2", "params", "params_lr", "saved", "type", "backend");
+	}
+	int rc = fasvd_truncate(c->ctx, pos[0], out, &o, on_entry, &st);
+	cli_list_free(&tensors);
+	if (rc)
+		return cli_lib_error(rc);
+	if (!quiet) {
+		double saved = st.before > 0 ? 100.0 * (1.0 - (double)(st.after / st.before)) : 0;
+		printf("# %lld tensors (%lld kept), parameters %.0Lf -> %.0Lf (%.1f%% saved in them), "
+		       "largest energy lost %.4e; written to %s\n",
+		       (long long)st.n, (long long)st.skipped, st.before, st.after, saved, st.worst, out);
+	}
+	return CLI_EXIT_OK;
+}
+
+const cli_cmd cli_cmd_truncate = {
+	"truncate",
+	"Replace weights by low-rank factors and write a new checkpoint",
+	usage,
+	run,
+};
