@@ -10,6 +10,7 @@
  */
 #include "linalg.h"
 
+#include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
 #include <string.h>
@@ -315,7 +316,8 @@ int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, 
 		if (!u || !vt || ldu < m || ldvt < want)
 			return fasvd__error(FASVD_EINVAL, "%s: bad vector outputs (ldu %lld, ldvt %lld)",
 			                    routine, (long long)ldu, (long long)ldvt);
-		if ((rc = fasvd__check_lapack_dim("ldu", ldu)) || (rc = fasvd__check_lapack_dim("ldvt", ldvt)))
+		if ((rc = fasvd__check_lapack_dim("ldu", ldu)) ||
+		    (rc = fasvd__check_lapack_dim("ldvt", ldvt)))
 			return fasvd__error_prefix(rc, "%s", routine);
 	}
 	char job = vectors ? 'V' : 'N';
@@ -329,8 +331,12 @@ int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, 
 	lapack_int idum[1] = {0};
 	size_t es = esize(dbl);
 
-	/* s is needed at full length k by LAPACK even for a partial range. */
-	void *sn = fasvd__calloc(ctx, (size_t)k, es, "singular values");
+	/* LAPACK documents s (and iwork) as k (12 k) long even for a partial
+	 * range, but xBDSVDX hands s to xSTEVX as the eigenvalue array of
+	 * 2k x 2k Golub–Kahan blocks: on a matrix whose bidiagonal splits
+	 * (e.g. the zero matrix) xSTEBZ writes past k (valgrind, OpenBLAS
+	 * 0.3.21). Give both generous room. */
+	void *sn = fasvd__calloc(ctx, 2 * (size_t)k + 8, es, "singular values");
 	if (!sn)
 		return FASVD_ENOMEM;
 	if (dbl)
@@ -348,7 +354,8 @@ int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, 
 		goto out;
 	size_t wbytes, ibytes;
 	if (!fasvd__mul_size((size_t)lwork, es, &wbytes) ||
-	    !fasvd__mul_size((size_t)k * 12u, sizeof(lapack_int), &ibytes) || wbytes > SIZE_MAX - ibytes) {
+	    !fasvd__mul_size((size_t)k * 24u + 64u, sizeof(lapack_int), &ibytes) ||
+	    wbytes > SIZE_MAX - ibytes) {
 		rc = fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
 		goto out;
 	}
@@ -454,6 +461,37 @@ out:
 	fasvd__free(ctx, work);
 	fasvd__free(ctx, tau);
 	return rc;
+}
+
+/* ------------------------------------------------------ orthonormality */
+
+int fasvd__orth_defect(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t k, const void *q,
+                       int64_t ldq, bool row_block, double *out)
+{
+	if (k < 1 || rows < 1 || !q || !out || ldq < (row_block ? k : rows))
+		return fasvd__error(FASVD_EINVAL, "orthonormality check: bad block (%lld x %lld)",
+		                    (long long)rows, (long long)k);
+	size_t es = esize(dbl);
+	void *g = fasvd__calloc(ctx, (size_t)k * (size_t)k, es, "orthonormality check");
+	if (!g)
+		return FASVD_ENOMEM;
+	enum CBLAS_TRANSPOSE tr = row_block ? CblasNoTrans : CblasTrans;
+	if (dbl)
+		cblas_dsyrk(CblasColMajor, CblasUpper, tr, (blasint)k, (blasint)rows, 1.0, q,
+		            (blasint)ldq, 0.0, g, (blasint)k);
+	else
+		cblas_ssyrk(CblasColMajor, CblasUpper, tr, (blasint)k, (blasint)rows, 1.0f, q,
+		            (blasint)ldq, 0.0f, g, (blasint)k);
+	double d = 0.0;
+	for (int64_t j = 0; j < k; j++)
+		for (int64_t i = 0; i <= j; i++) {
+			size_t at = (size_t)(j * k + i);
+			double v = dbl ? ((const double *)g)[at] : (double)((const float *)g)[at];
+			d = fmax(d, fabs(v - (i == j ? 1.0 : 0.0)));
+		}
+	fasvd__free(ctx, g);
+	*out = d;
+	return 0;
 }
 
 /* ------------------------------------------------------------------- Gram */

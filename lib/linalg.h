@@ -86,6 +86,13 @@ int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, 
 int fasvd__qr_thin(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, void *a, int64_t lda,
                    void *r, int64_t ldr);
 
+/* Orthonormality defect max |QᵀQ − I| (entries, computed in the element
+ * type) of the k columns of the rows x k column-major block q (row_block
+ * false, rows >= k), or of the k rows of the k x rows block q (row_block
+ * true: Q Qᵀ), ldq its leading dimension. */
+int fasvd__orth_defect(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t k, const void *q,
+                       int64_t ldq, bool row_block, double *out);
+
 /* Which symmetric eigensolver fasvd__gram_svdvals uses for order k with
  * the current BLAS thread count (1: dsyevd_2stage, 0: dsyevd). Exposed for
  * tests and benchmarks. */
@@ -94,6 +101,11 @@ int fasvd__gram_uses_2stage(int64_t k);
  * 0 (dsyevd) or -1 (the automatic choice above). */
 int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s,
                              int two_stage);
+
+/* Bytes of one decoded panel of the GRAM backend (svd.c; default 16 MiB,
+ * at least 64 rows or columns are decoded at a time). Tests lower it to
+ * exercise many panels on small matrices; never changed while an SVD runs. */
+extern size_t fasvd__gram_panel_bytes;
 
 /* Randomised top-k SVD (Halko, Martinsson & Tropp 2011, algorithms 4.4 and
  * 5.1) of the m x n column-major a, which is not modified: a Gaussian sketch

@@ -21,9 +21,10 @@
 #define FASVD__DEFAULT_SEED 0x6661737664535644ULL /* "fasvdSVD" */
 #define FASVD__GRAM_AUTO_MIN 128                  /* AUTO: GRAM from p = 128 */
 #define FASVD__GESVDX_AUTO_DIV 5                  /* AUTO: GESVDX for rank <= p / 5 */
-#define FASVD__GRAM_PANEL_BYTES (16u << 20)       /* decoded panel size for GRAM */
 #define FASVD__MAX_POWER_ITERS 100
 #define FASVD__MAX_OPTS_SIZE 4096
+
+size_t fasvd__gram_panel_bytes = (size_t)16 << 20;
 
 /* --------------------------------------------------------------- options */
 
@@ -295,8 +296,26 @@ static int scale_m(const struct call *c, void *m)
 	return e;
 }
 
-/* GESDD / GESVD / GESVDX / RANDOMIZED on the decoded M. */
-static int run_dense(struct call *c, double *s, void *u, void *vt)
+/* run_dense_with's request to redo the work with GESDD. */
+#define FASVD__RETRY_GESDD 1
+
+/* xGESVDX computes vectors by inverse iteration on a tridiagonal problem;
+ * for large clusters of equal values (e.g. the exact zeros of a low-rank
+ * matrix) they can come out far from orthogonal (measured: 0.24 for
+ * sgesvdx on a rank-3 150 x 130 matrix). Such results are rejected. */
+static int check_orthonormal(const struct call *c, int64_t rows, int64_t k, const void *q,
+                             int64_t ldq, bool row_block)
+{
+	double defect = 0.0;
+	int rc = fasvd__orth_defect(c->ctx, c->dbl, rows, k, q, ldq, row_block, &defect);
+	if (rc)
+		return rc;
+	double eps = c->dbl ? 0x1p-52 : 0x1p-23;
+	return defect <= 32.0 * sqrt((double)rows) * eps ? 0 : FASVD__RETRY_GESDD;
+}
+
+/* GESDD / GESVD / GESVDX / RANDOMIZED (backend b) on the decoded M. */
+static int run_dense_with(struct call *c, fasvd_backend b, double *s, void *u, void *vt)
 {
 	int rc;
 	size_t es = esz(c);
@@ -309,8 +328,7 @@ static int run_dense(struct call *c, double *s, void *u, void *vt)
 
 	/* Where the factors of M go: straight into the outputs when M = Aᵀ and
 	 * the shapes agree, else scratch. */
-	int64_t kk = c->backend == FASVD_BACKEND_GESDD || c->backend == FASVD_BACKEND_GESVD ? c->p
-	                                                                                   : c->k;
+	int64_t kk = b == FASVD_BACKEND_GESDD || b == FASVD_BACKEND_GESVD ? c->p : c->k;
 	int64_t ldvt = kk;
 	void *um = NULL, *vtm = NULL;
 	if (c->vectors) {
@@ -333,21 +351,27 @@ static int run_dense(struct call *c, double *s, void *u, void *vt)
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
-	switch (c->backend) {
+	int fell_back = 0;
+	switch (b) {
 	case FASVD_BACKEND_GESDD:
 	case FASVD_BACKEND_GESVD: {
 		fasvd__svd_job j = {.dbl = c->dbl, .vectors = c->vectors,
-		                    .method = c->backend == FASVD_BACKEND_GESDD ? FASVD__SVD_GESDD
-		                                                                : FASVD__SVD_GESVD,
+		                    .method = b == FASVD_BACKEND_GESDD ? FASVD__SVD_GESDD
+		                                                       : FASVD__SVD_GESVD,
 		                    .m = c->mm, .n = c->p, .a = m, .lda = c->mm, .s = sv, .u = um,
 		                    .ldu = c->mm, .vt = vtm, .ldvt = ldvt, .refill = decode_m,
-		                    .refill_arg = c, .fallback = &c->fallback};
+		                    .refill_arg = c, .fallback = &fell_back};
 		rc = fasvd__svd_run(c->ctx, &j);
+		c->fallback |= fell_back;
 		break;
 	}
 	case FASVD_BACKEND_GESVDX:
 		rc = fasvd__gesvdx(c->ctx, c->dbl, c->vectors, c->mm, c->p, m, c->mm, 1, c->k, sv, um,
 		                   c->mm, vtm, ldvt);
+		if (rc == 0 && c->vectors)
+			rc = check_orthonormal(c, c->mm, c->k, um, c->mm, false);
+		if (rc == 0 && c->vectors)
+			rc = check_orthonormal(c, c->p, c->k, vtm, ldvt, true);
 		break;
 	case FASVD_BACKEND_RANDOMIZED: {
 		/* LAPACK scales internally; plain BLAS products do not. */
@@ -360,7 +384,7 @@ static int run_dense(struct call *c, double *s, void *u, void *vt)
 		break;
 	}
 	default:
-		rc = fasvd__error(FASVD_EINTERNAL, "svd: unexpected backend %d", (int)c->backend);
+		rc = fasvd__error(FASVD_EINTERNAL, "svd: unexpected backend %d", (int)b);
 	}
 	if (rc)
 		goto out;
@@ -371,6 +395,16 @@ out:
 	fasvd__free(c->ctx, sv);
 	fasvd__free(c->ctx, scratch);
 	fasvd__free(c->ctx, m);
+	return rc;
+}
+
+static int run_dense(struct call *c, double *s, void *u, void *vt)
+{
+	int rc = run_dense_with(c, c->backend, s, u, vt);
+	if (rc == FASVD__RETRY_GESDD) {
+		c->fallback = 1;
+		rc = run_dense_with(c, FASVD_BACKEND_GESDD, s, u, vt);
+	}
 	return rc;
 }
 
@@ -404,7 +438,7 @@ static int run_gram(struct call *c, double *s)
 	    !fasvd__mul_size(gbytes, sizeof(double), &gbytes))
 		return fasvd__error(FASVD_ERANGE, "svdvals: Gram matrix of order %lld is too large",
 		                    (long long)p);
-	int64_t nb = (int64_t)(FASVD__GRAM_PANEL_BYTES / ((size_t)p * sizeof(double)));
+	int64_t nb = (int64_t)(fasvd__gram_panel_bytes / ((size_t)p * sizeof(double)));
 	if (nb < 64)
 		nb = 64;
 	if (nb > L)
@@ -499,10 +533,18 @@ static void report_out(fasvd_svd_report *r, const struct call *c)
 	       n - sizeof(size_t));
 }
 
+/* Threaded BLAS only pays for itself on big problems: below about 1e8
+ * (mm·p², the order of the flop count) waking the BLAS threads costs more
+ * than it saves, and idle OpenBLAS threads spin. Small problems therefore
+ * run single-threaded, which is also what a caller looping over many small
+ * matrices from its own threads wants. */
+#define FASVD__THREADED_WORK 1e8
+
 static int run(struct call *c, double *s, void *u, void *vt)
 {
 	int saved = fasvd__blas_get_threads();
-	fasvd__blas_set_threads(fasvd__threads(c->ctx));
+	double work = (double)c->mm * (double)c->p * (double)c->p;
+	fasvd__blas_set_threads(work >= FASVD__THREADED_WORK ? fasvd__threads(c->ctx) : 1);
 	int rc = c->backend == FASVD_BACKEND_GRAM ? run_gram(c, s) : run_dense(c, s, u, vt);
 	fasvd__blas_set_threads(saved);
 	return rc;

@@ -87,12 +87,12 @@ static inline void util_check_values(const double *got, const double *want, int6
 	double scale = want[0] > 0 ? want[0] : 1.0;
 	for (int64_t i = 0; i < k; i++) {
 		if (!(fabs(got[i] - want[i]) <= tol * scale)) {
-			cm_print_error("%s: s[%lld] = %.17g, expected %.17g (tol %.3g * %.3g)\n", what,
+			print_error("%s: s[%lld] = %.17g, expected %.17g (tol %.3g * %.3g)\n", what,
 			               (long long)i, got[i], want[i], tol, scale);
 			fail();
 		}
 		if (i > 0 && got[i] > got[i - 1]) {
-			cm_print_error("%s: not descending at %lld\n", what, (long long)i);
+			print_error("%s: not descending at %lld\n", what, (long long)i);
 			fail();
 		}
 	}
@@ -123,30 +123,45 @@ static inline void util_factor_errors(const double *a, int64_t lda, int64_t m, i
 	assert_non_null(vd);
 	assert_int_equal(fasvd_tensor_to_f64(u, ud, k, FASVD_LAYOUT_ROW_MAJOR, 0), 0);
 	assert_int_equal(fasvd_tensor_to_f64(vt, vd, n, FASVD_LAYOUT_ROW_MAJOR, 0), 0);
+	/* R = A - (U diag(s)) Vᵀ, all row-major */
+	double *r = malloc(sizeof(double) * (size_t)(m * n));
+	double *us = malloc(sizeof(double) * (size_t)(m * k));
+	double *gu = malloc(sizeof(double) * (size_t)(k * k));
+	double *gv = malloc(sizeof(double) * (size_t)(k * k));
+	assert_non_null(r);
+	assert_non_null(us);
+	assert_non_null(gu);
+	assert_non_null(gv);
+	for (int64_t i = 0; i < m; i++) {
+		for (int64_t j = 0; j < n; j++)
+			r[i * n + j] = a[i * lda + j];
+		for (int64_t l = 0; l < k; l++)
+			us[i * k + l] = ud[i * k + l] * s[l];
+	}
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, -1.0, us,
+	            (int)k, vd, (int)n, 1.0, r, (int)n);
 	double num = 0, den = 0;
 	for (int64_t i = 0; i < m; i++)
 		for (int64_t j = 0; j < n; j++) {
-			double acc = 0;
-			for (int64_t l = 0; l < k; l++)
-				acc += ud[i * k + l] * s[l] * vd[l * n + j];
-			double d = a[i * lda + j] - acc;
-			num += d * d;
+			num += r[i * n + j] * r[i * n + j];
 			den += a[i * lda + j] * a[i * lda + j];
 		}
 	*recon = den > 0 ? sqrt(num / den) : sqrt(num);
+	/* UᵀU and Vᵀ Vᵀᵀ */
+	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)k, (int)m, 1.0, ud, (int)k,
+	            ud, (int)k, 0.0, gu, (int)k);
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)k, (int)k, (int)n, 1.0, vd, (int)n,
+	            vd, (int)n, 0.0, gv, (int)k);
 	double ou = 0, ov = 0;
 	for (int64_t x = 0; x < k; x++)
 		for (int64_t y = 0; y < k; y++) {
-			double du = 0, dv = 0;
-			for (int64_t i = 0; i < m; i++)
-				du += ud[i * k + x] * ud[i * k + y];
-			for (int64_t j = 0; j < n; j++)
-				dv += vd[x * n + j] * vd[y * n + j];
-			du -= x == y;
-			dv -= x == y;
-			ou = fmax(ou, fabs(du));
-			ov = fmax(ov, fabs(dv));
+			ou = fmax(ou, fabs(gu[x * k + y] - (x == y)));
+			ov = fmax(ov, fabs(gv[x * k + y] - (x == y)));
 		}
+	free(r);
+	free(us);
+	free(gu);
+	free(gv);
 	*orth_u = ou;
 	*orth_v = ov;
 	free(ud);

@@ -12,7 +12,11 @@
  *  GESVD       LAPACK QR iteration (xGESVD). Exact; slower, the most robust.
  *  GESVDX      LAPACK bisection + inverse iteration (xGESVDX) for the index
  *              range 1..rank only. Exact for the values and vectors asked
- *              for; cheaper than GESDD when few vectors are wanted.
+ *              for; cheaper than GESDD when few vectors are wanted. Its
+ *              vectors can lose orthogonality inside large clusters of equal
+ *              values (the zeros of a low-rank matrix): they are checked, and
+ *              when not orthonormal to working precision the SVD is redone
+ *              with GESDD (report.fallback = 1).
  *  GRAM        Values only: G = AᵀA or AAᵀ (the smaller side) accumulated in
  *              double with DSYRK from the exactly decoded input, then the
  *              symmetric eigensolver DSYEVD (or DSYEVD_2STAGE where that is
@@ -56,19 +60,28 @@
  * backends).
  *
  * Input: a NaN or Inf element is refused with FASVD_ENONFINITE naming the
- * tensor and the element before any LAPACK routine runs. Each dimension must
+ * tensor and the element before any LAPACK routine runs (in F32 compute so
+ * is an F64 element beyond the float range, ±3.4e38: use F64 compute for
+ * such tensors). Each dimension must
  * be at most 2^31 − 1 (LAPACK's 32-bit integers): FASVD_ERANGE otherwise,
  * checked before anything is allocated or decoded.
  *
- * Threads and memory: one call works on one matrix, using threaded BLAS with
- * the context's FASVD_CTX_THREADS count (the process-wide BLAS thread count
- * is restored on return, so concurrent calls from several threads may
- * oversubscribe the CPUs). Several threads may call these functions at once
- * on the same or different tensors. Working memory, all through the
- * context's allocator: one decoded copy of the matrix plus LAPACK workspace
- * (about the size of the outputs); GRAM needs only the p x p Gram matrix
- * plus a panel of a few megabytes, never a full copy. Memory that OpenBLAS
- * allocates internally is not routed through the allocator.
+ * Threads: one call works on one matrix, using threaded BLAS with the
+ * context's FASVD_CTX_THREADS count when the matrix is large (about
+ * max(m, n)·min(m, n)² >= 1e8; smaller ones run single-threaded). The BLAS
+ * thread count is process-wide and restored on return, so concurrent calls
+ * on large matrices from several threads may oversubscribe the CPUs.
+ * Several threads may call these functions at once on the same or different
+ * tensors.
+ *
+ * Memory, all through the context's allocator: the dense backends hold one
+ * decoded copy of the matrix in the compute precision plus LAPACK's
+ * workspace and, for vectors, the factors of the working matrix (written
+ * straight into the outputs when m < n, unless GESDD/GESVD results are
+ * truncated to a rank);
+ * GRAM holds only the p x p Gram matrix and one decoded panel (16 MiB or
+ * 64 rows), never a full copy. Memory that OpenBLAS allocates internally is
+ * not routed through the allocator.
  */
 #ifndef FASVD_SVD_H
 #define FASVD_SVD_H
@@ -114,7 +127,10 @@ FASVD_API void fasvd_svd_opts_init(fasvd_svd_opts *opts);
 typedef struct fasvd_svd_report {
 	size_t size;            /* sizeof(fasvd_svd_report), set by fasvd_svd_report_init */
 	fasvd_backend backend;  /* the backend used (never AUTO after a successful call) */
-	int fallback;           /* 1 if GESDD did not converge and GESVD was used */
+	int fallback;           /* 1 if the backend's LAPACK driver failed and a more
+	                           robust one produced the result: GESDD did not
+	                           converge -> GESVD; GESVDX vectors not orthonormal
+	                           -> GESDD. `backend` still names the first. */
 	double error_estimate;  /* RANDOMIZED: estimate of ‖A − U·diag(s)·Vᵀ‖₂ / σ₁
 	                           (0 for a zero matrix); 0 for the exact backends */
 } fasvd_svd_report;

@@ -1,0 +1,354 @@
+/* Tests of the spectrum metrics (metrics.h): hand-computed values, edge
+ * cases, scale invariance, tail accuracy, validation. */
+#include "test-helpers.h"
+
+static void test_hand_computed(void **state)
+{
+	(void)state;
+	const double s[3] = {3, 2, 1}; /* energies 9, 4, 1; total 14 */
+	int64_t r;
+	double v;
+	assert_ok(fasvd_metric_energy_rank(s, 3, 0.01, &r));
+	assert_int_equal(r, 3);
+	assert_ok(fasvd_metric_energy_rank(s, 3, 0.1, &r)); /* loss(2) = 1/14 */
+	assert_int_equal(r, 2);
+	assert_ok(fasvd_metric_energy_rank(s, 3, 0.5, &r)); /* loss(1) = 5/14 */
+	assert_int_equal(r, 1);
+	assert_ok(fasvd_metric_energy_rank(s, 3, 0.3, &r));
+	assert_int_equal(r, 2);
+	assert_ok(fasvd_metric_energy_rank(s, 3, 1.0, &r));
+	assert_int_equal(r, 0);
+	assert_ok(fasvd_metric_energy_rank(s, 3, 0.0, &r));
+	assert_int_equal(r, 3);
+
+	assert_ok(fasvd_metric_energy_kept(s, 3, 1, &v));
+	assert_close(v, 9.0 / 14.0, 1e-15, 0);
+	assert_ok(fasvd_metric_energy_loss(s, 3, 1, &v));
+	assert_close(v, 5.0 / 14.0, 1e-15, 0);
+	assert_ok(fasvd_metric_energy_loss(s, 3, 2, &v));
+	assert_close(v, 1.0 / 14.0, 1e-15, 0);
+	assert_ok(fasvd_metric_energy_loss(s, 3, 0, &v));
+	assert_true(v == 1.0);
+	assert_ok(fasvd_metric_energy_loss(s, 3, 3, &v));
+	assert_true(v == 0.0);
+	assert_ok(fasvd_metric_energy_loss(s, 3, 99, &v));
+	assert_true(v == 0.0);
+	assert_ok(fasvd_metric_energy_kept(s, 3, 0, &v));
+	assert_true(v == 0.0);
+	assert_ok(fasvd_metric_energy_kept(s, 3, 3, &v));
+	assert_true(v == 1.0);
+
+	assert_ok(fasvd_metric_components_for_energy(s, 3, 0.6, &r));
+	assert_int_equal(r, 1);
+	assert_ok(fasvd_metric_components_for_energy(s, 3, 0.9, &r));
+	assert_int_equal(r, 2);
+	assert_ok(fasvd_metric_components_for_energy(s, 3, 0.95, &r));
+	assert_int_equal(r, 3);
+	assert_ok(fasvd_metric_components_for_energy(s, 3, 0.0, &r));
+	assert_int_equal(r, 0);
+	assert_ok(fasvd_metric_components_for_energy(s, 3, 1.0, &r));
+	assert_int_equal(r, 3);
+
+	assert_ok(fasvd_metric_stable_rank(s, 3, &v));
+	assert_close(v, 14.0 / 9.0, 1e-15, 0);
+	double h = -(0.5 * log(0.5) + (1.0 / 3) * log(1.0 / 3) + (1.0 / 6) * log(1.0 / 6));
+	assert_ok(fasvd_metric_entropy_rank(s, 3, &v));
+	assert_close(v, exp(h), 1e-14, 0);
+	assert_ok(fasvd_metric_spectral_norm(s, 3, &v));
+	assert_true(v == 3.0);
+	assert_ok(fasvd_metric_frobenius_norm(s, 3, &v));
+	assert_close(v, sqrt(14.0), 1e-15, 0);
+	assert_ok(fasvd_metric_nuclear_norm(s, 3, &v));
+	assert_close(v, 6.0, 1e-15, 0);
+}
+
+/* Exact boundaries: kept = 0.9 exactly at r = 1 counts as reaching 0.9, and
+ * loss = 0.1 exactly counts as within τ = 0.1. */
+static void test_boundaries(void **state)
+{
+	(void)state;
+	const double s[2] = {3, 1}; /* energies 9, 1 */
+	int64_t r;
+	assert_ok(fasvd_metric_components_for_energy(s, 2, 0.9, &r));
+	assert_int_equal(r, 1);
+	assert_ok(fasvd_metric_energy_rank(s, 2, 0.1, &r));
+	assert_int_equal(r, 1);
+	assert_ok(fasvd_metric_energy_rank(s, 2, 0.0999, &r));
+	assert_int_equal(r, 2);
+	const double eq[4] = {2, 2, 2, 2};
+	assert_ok(fasvd_metric_energy_rank(eq, 4, 0.25, &r));
+	assert_int_equal(r, 3);
+	assert_ok(fasvd_metric_energy_rank(eq, 4, 0.2499, &r));
+	assert_int_equal(r, 4);
+	double v;
+	assert_ok(fasvd_metric_entropy_rank(eq, 4, &v));
+	assert_close(v, 4.0, 1e-14, 0);
+	assert_ok(fasvd_metric_stable_rank(eq, 4, &v));
+	assert_close(v, 4.0, 1e-15, 0);
+	const double one[1] = {5};
+	assert_ok(fasvd_metric_entropy_rank(one, 1, &v));
+	assert_close(v, 1.0, 1e-15, 0);
+	assert_ok(fasvd_metric_stable_rank(one, 1, &v));
+	assert_true(v == 1.0);
+	/* trailing zeros: τ = 0 and f = 1 give the number of non-zeros */
+	const double z[5] = {3, 2, 1, 0, 0};
+	assert_ok(fasvd_metric_energy_rank(z, 5, 0.0, &r));
+	assert_int_equal(r, 3);
+	assert_ok(fasvd_metric_components_for_energy(z, 5, 1.0, &r));
+	assert_int_equal(r, 3);
+}
+
+/* Empty and all-zero spectra (the zero matrix). */
+static void test_zero_spectra(void **state)
+{
+	(void)state;
+	const double z[3] = {0, 0, 0};
+	const double *spectra[2] = {NULL, z};
+	const int64_t lens[2] = {0, 3};
+	for (int i = 0; i < 2; i++) {
+		const double *s = spectra[i];
+		int64_t n = lens[i], r = -1;
+		double v = -1;
+		assert_ok(fasvd_metric_energy_rank(s, n, 0.01, &r));
+		assert_int_equal(r, 0);
+		assert_ok(fasvd_metric_energy_rank(s, n, 0.0, &r));
+		assert_int_equal(r, 0);
+		assert_ok(fasvd_metric_components_for_energy(s, n, 1.0, &r));
+		assert_int_equal(r, 0);
+		assert_ok(fasvd_metric_energy_loss(s, n, 0, &v));
+		assert_true(v == 0.0);
+		assert_ok(fasvd_metric_energy_kept(s, n, 0, &v));
+		assert_true(v == 1.0);
+		assert_ok(fasvd_metric_stable_rank(s, n, &v));
+		assert_true(v == 0.0);
+		assert_ok(fasvd_metric_entropy_rank(s, n, &v));
+		assert_true(v == 0.0);
+		assert_ok(fasvd_metric_spectral_norm(s, n, &v));
+		assert_true(v == 0.0);
+		assert_ok(fasvd_metric_frobenius_norm(s, n, &v));
+		assert_true(v == 0.0);
+		assert_ok(fasvd_metric_nuclear_norm(s, n, &v));
+		assert_true(v == 0.0);
+	}
+}
+
+/* Ranks and fractions do not depend on the scale; norms scale without
+ * overflowing or underflowing intermediate squares. */
+static void test_scale_invariance(void **state)
+{
+	(void)state;
+	double base[50], big[50], small[50];
+	for (int i = 0; i < 50; i++) {
+		base[i] = pow(0.8, i);
+		big[i] = base[i] * 1e200;
+		small[i] = base[i] * 1e-200;
+	}
+	const double taus[4] = {0.1, 0.01, 0.001, 1e-6};
+	for (int t = 0; t < 4; t++) {
+		int64_t r0, r1, r2;
+		assert_ok(fasvd_metric_energy_rank(base, 50, taus[t], &r0));
+		assert_ok(fasvd_metric_energy_rank(big, 50, taus[t], &r1));
+		assert_ok(fasvd_metric_energy_rank(small, 50, taus[t], &r2));
+		assert_int_equal(r0, r1);
+		assert_int_equal(r0, r2);
+	}
+	double f0, f1, f2;
+	assert_ok(fasvd_metric_frobenius_norm(base, 50, &f0));
+	assert_ok(fasvd_metric_frobenius_norm(big, 50, &f1));
+	assert_ok(fasvd_metric_frobenius_norm(small, 50, &f2));
+	assert_close(f1, f0 * 1e200, 1e-14, 0);
+	assert_close(f2, f0 * 1e-200, 1e-14, 0);
+	assert_close(f0, sqrt((1 - pow(0.64, 50)) / (1 - 0.64)), 1e-14, 0);
+	assert_ok(fasvd_metric_stable_rank(big, 50, &f1));
+	assert_ok(fasvd_metric_stable_rank(small, 50, &f2));
+	assert_close(f1, (1 - pow(0.64, 50)) / (1 - 0.64), 1e-14, 0);
+	assert_close(f2, f1, 1e-14, 0);
+	assert_ok(fasvd_metric_nuclear_norm(big, 50, &f1));
+	assert_close(f1, 1e200 * (1 - pow(0.8, 50)) / 0.2, 1e-14, 0);
+}
+
+/* Tail sums from the small end resolve losses far below ε of the total. */
+static void test_tail_accuracy(void **state)
+{
+	(void)state;
+	enum { N = 1001 };
+	double s[N];
+	s[0] = 1.0;
+	for (int i = 1; i < N; i++)
+		s[i] = 1e-9; /* energy 1e-18 each, 1e-15 in all */
+	double v;
+	assert_ok(fasvd_metric_energy_loss(s, N, 1, &v));
+	assert_close(v, 1e-15 / (1 + 1e-15), 1e-12, 0);
+	assert_ok(fasvd_metric_energy_loss(s, N, 501, &v));
+	assert_close(v, 5e-16, 1e-12, 0);
+	int64_t r;
+	assert_ok(fasvd_metric_energy_rank(s, N, 2e-15, &r));
+	assert_int_equal(r, 1);
+	assert_ok(fasvd_metric_energy_rank(s, N, 5e-16, &r)); /* loss(501) = 5e-16 - ε */
+	assert_true(r >= 500 && r <= 502);
+	assert_ok(fasvd_metric_energy_rank(s, N, 1e-19, &r));
+	assert_int_equal(r, N);
+}
+
+/* Against a long-double brute force on a random spectrum: energy ranks at
+ * many τ, and components_for_energy is the smallest r with kept >= f. */
+static void test_random_consistency(void **state)
+{
+	(void)state;
+	enum { N = 400 };
+	double s[N];
+	test_rng g = {42};
+	for (int i = 0; i < N; i++)
+		s[i] = fabs(test_rng_normal(&g)) * exp(-0.02 * i);
+	for (int i = 1; i < N; i++) /* sort descending */
+		for (int j = i; j > 0 && s[j] > s[j - 1]; j--) {
+			double t = s[j];
+			s[j] = s[j - 1];
+			s[j - 1] = t;
+		}
+	long double tot = 0;
+	for (int i = 0; i < N; i++)
+		tot += (long double)s[i] * s[i];
+	for (double tau = 1e-5; tau < 1.0; tau *= 1.7) {
+		int r_ref = N;
+		long double tail = 0;
+		while (r_ref > 0 && (tail + (long double)s[r_ref - 1] * s[r_ref - 1]) / tot <= tau) {
+			tail += (long double)s[r_ref - 1] * s[r_ref - 1];
+			r_ref--;
+		}
+		int64_t r;
+		assert_ok(fasvd_metric_energy_rank(s, N, tau, &r));
+		assert_int_equal(r, r_ref);
+	}
+	for (double f = 0.05; f < 1.0; f += 0.05) {
+		int64_t r;
+		double kept, kept_before;
+		assert_ok(fasvd_metric_components_for_energy(s, N, f, &r));
+		assert_ok(fasvd_metric_energy_kept(s, N, r, &kept));
+		assert_true(kept >= f);
+		assert_true(r >= 1);
+		assert_ok(fasvd_metric_energy_kept(s, N, r - 1, &kept_before));
+		assert_true(kept_before < f);
+	}
+	double v;
+	assert_ok(fasvd_metric_entropy_rank(s, N, &v));
+	long double sum = 0, h = 0;
+	for (int i = 0; i < N; i++)
+		sum += s[i];
+	for (int i = 0; i < N; i++)
+		h -= (s[i] / sum) * logl(s[i] / sum);
+	assert_close(v, (double)expl(h), 1e-12, 0);
+	assert_true(v >= 1.0 && v <= N);
+}
+
+static void test_validation(void **state)
+{
+	(void)state;
+	int64_t r;
+	double v;
+	const double ok[3] = {3, 2, 1};
+	const double nan_s[3] = {3, NAN, 1};
+	const double inf_s[3] = {INFINITY, 2, 1};
+	const double neg[3] = {3, 2, -1};
+	const double asc[3] = {3, 2, 2.5};
+	fasvd_clear_error();
+	assert_fasvd(fasvd_metric_energy_rank(nan_s, 3, 0.1, &r), FASVD_ENONFINITE);
+	assert_non_null(strstr(fasvd_last_error(), "s[1]"));
+	assert_non_null(strstr(fasvd_last_error(), "fasvd_metric_energy_rank"));
+	assert_fasvd(fasvd_metric_stable_rank(inf_s, 3, &v), FASVD_ENONFINITE);
+	assert_non_null(strstr(fasvd_last_error(), "Inf"));
+	assert_fasvd(fasvd_metric_entropy_rank(neg, 3, &v), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "negative"));
+	assert_fasvd(fasvd_metric_nuclear_norm(asc, 3, &v), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "descending"));
+	assert_non_null(strstr(fasvd_last_error(), "s[2]"));
+	assert_fasvd(fasvd_metric_frobenius_norm(NULL, 3, &v), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_spectral_norm(ok, -1, &v), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_spectral_norm(ok, 3, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_energy_rank(ok, 3, -0.1, &r), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "tau"));
+	assert_fasvd(fasvd_metric_energy_rank(ok, 3, 1.5, &r), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_energy_rank(ok, 3, NAN, &r), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_components_for_energy(ok, 3, 1.01, &r), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "fraction"));
+	assert_fasvd(fasvd_metric_energy_kept(ok, 3, -1, &v), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_energy_loss(ok, 3, -2, &v), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_energy_loss(nan_s, 3, 1, &v), FASVD_ENONFINITE);
+	/* ties and -0.0 are fine */
+	const double ties[4] = {1, 1, 0.0, -0.0};
+	assert_ok(fasvd_metric_energy_rank(ties, 4, 0.0, &r));
+	assert_int_equal(r, 2);
+}
+
+static void test_summary(void **state)
+{
+	(void)state;
+	const double s[5] = {4, 3, 2, 1, 0};
+	const double taus[3] = {0.01, 0.001, 0.5};
+	int64_t ranks[3] = {-1, -1, -1};
+	fasvd_metric_summary m;
+	fasvd_metric_summary_init(&m);
+	assert_int_equal(m.size, sizeof m);
+	assert_ok(fasvd_metric_summarize(s, 5, taus, 3, ranks, &m));
+	for (int i = 0; i < 3; i++) {
+		int64_t r;
+		assert_ok(fasvd_metric_energy_rank(s, 5, taus[i], &r));
+		assert_int_equal(ranks[i], r);
+	}
+	assert_int_equal(m.n, 5);
+	assert_int_equal(m.nonzero, 4);
+	assert_true(m.spectral == 4.0);
+	assert_close(m.frobenius, sqrt(30.0), 1e-15, 0);
+	assert_close(m.nuclear, 10.0, 1e-15, 0);
+	assert_close(m.stable_rank, 30.0 / 16.0, 1e-15, 0);
+	double e;
+	assert_ok(fasvd_metric_entropy_rank(s, 5, &e));
+	assert_true(m.entropy_rank == e);
+	/* no taus */
+	assert_ok(fasvd_metric_summarize(s, 5, NULL, 0, NULL, &m));
+	/* errors: nothing written */
+	fasvd_metric_summary bad;
+	memset(&bad, 0, sizeof bad);
+	assert_fasvd(fasvd_metric_summarize(s, 5, taus, 3, ranks, &bad), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "fasvd_metric_summary_init"));
+	const double badtaus[2] = {0.1, 2.0};
+	ranks[0] = -7;
+	assert_fasvd(fasvd_metric_summarize(s, 5, badtaus, 2, ranks, &m), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "taus[1]"));
+	assert_int_equal(ranks[0], -7);
+	assert_fasvd(fasvd_metric_summarize(s, 5, taus, 3, NULL, &m), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_summarize(s, 5, taus, -1, ranks, &m), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_summarize(s, 5, taus, 3, ranks, NULL), FASVD_EINVAL);
+	/* an older caller's smaller struct is filled only up to its size */
+	fasvd_metric_summary small;
+	fasvd_metric_summary_init(&small);
+	small.size = offsetof(fasvd_metric_summary, frobenius);
+	small.frobenius = -5;
+	assert_ok(fasvd_metric_summarize(s, 5, NULL, 0, NULL, &small));
+	assert_true(small.spectral == 4.0);
+	assert_true(small.frobenius == -5);
+	/* all-zero */
+	const double z[2] = {0, 0};
+	assert_ok(fasvd_metric_summarize(z, 2, taus, 3, ranks, &m));
+	assert_int_equal(m.nonzero, 0);
+	assert_true(m.stable_rank == 0 && m.entropy_rank == 0 && m.frobenius == 0);
+	assert_int_equal(ranks[0], 0);
+	fasvd_metric_summary_init(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hand_computed),
+		cmocka_unit_test(test_boundaries),
+		cmocka_unit_test(test_zero_spectra),
+		cmocka_unit_test(test_scale_invariance),
+		cmocka_unit_test(test_tail_accuracy),
+		cmocka_unit_test(test_random_consistency),
+		cmocka_unit_test(test_validation),
+		cmocka_unit_test(test_summary),
+	};
+	if (getenv("FASVD_TEST_FILTER")) /* e.g. FASVD_TEST_FILTER=test_gram* */
+		cmocka_set_test_filter(getenv("FASVD_TEST_FILTER"));
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
