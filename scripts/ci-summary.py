@@ -106,10 +106,12 @@ def main():
     if args[:1] == ["--make-status"] and len(args) >= 2:
         make_status = int(args[1])
         args = args[2:]
-    if not args or len(args) % 2:
+    if len(args) % 2:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     total = Count()
+    if not args:
+        total.fail("no runs to count (make ci-logs listed none)")
     for run, path in zip(args[0::2], args[1::2]):
         c = Count()
         try:
