@@ -496,7 +496,9 @@ static void test_resume_after_sigkill(void **state)
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	double run_us = (t1.tv_sec - t0.tv_sec) * 1e6 + (t1.tv_nsec - t0.tv_nsec) / 1e3;
 	int killed_midway = 0;
-	for (int trial = 0; trial < 8; trial++) {
+	/* under valgrind a few kills are enough (each run is 50x slower) */
+	int trials = getenv("FASVD_TEST_VALGRIND") ? 2 : 8;
+	for (int trial = 0; trial < trials; trial++) {
 		unlink(part);
 		pid_t pid = fork();
 		assert_true(pid >= 0);
@@ -507,7 +509,7 @@ static void test_resume_after_sigkill(void **state)
 			_exit(fasvd_analyze(NULL, model, part, &o) == 0 ? 0 : 1);
 		}
 		/* spread the kill over the run */
-		usleep((useconds_t)(run_us * (trial + 0.5) / 8));
+		usleep((useconds_t)(run_us * (trial + 0.5) / trials));
 		kill(pid, SIGKILL);
 		int status;
 		waitpid(pid, &status, 0);
@@ -525,7 +527,7 @@ static void test_resume_after_sigkill(void **state)
 		assert_ok(fasvd_analyze(NULL, model, part, &o));
 		assert_same_file(full, part);
 	}
-	print_message("# %d of 8 runs were killed mid-way\n", killed_midway);
+	print_message("# %d of %d runs were killed mid-way\n", killed_midway, trials);
 }
 
 static void test_failure_leaves_nothing(void **state)
@@ -552,6 +554,22 @@ static void test_failure_leaves_nothing(void **state)
 	char bad[700];
 	snprintf(bad, sizeof bad, "%s/missing/dir/out.safetensors", tmpdir);
 	assert_fasvd(fasvd_analyze(NULL, model, bad, NULL), FASVD_EIO);
+	/* a writable --json with an unwritable --csv: neither summary (nor the
+	 * spectra file) is left */
+	char json[700], csv[700], plain[700];
+	snprintf(json, sizeof json, "%s/fail-summary.json", tmpdir);
+	snprintf(plain, sizeof plain, "%s/plain-file", tmpdir);
+	snprintf(csv, sizeof csv, "%s/plain-file/s.csv", tmpdir);
+	FILE *pf = fopen(plain, "w");
+	assert_non_null(pf);
+	fclose(pf);
+	fasvd_analyze_opts_init(&o);
+	o.json_path = json;
+	o.csv_path = csv;
+	assert_fasvd(fasvd_analyze(NULL, model, out, &o), FASVD_EIO);
+	assert_non_null(strstr(fasvd_last_error(), "s.csv"));
+	assert_int_equal(access(json, F_OK), -1);
+	assert_int_equal(access(out, F_OK), -1);
 	/* NaN in the last layer's o_proj: fails after writing layer 0, removes it */
 	char nanmodel[600];
 	snprintf(nanmodel, sizeof nanmodel, "%s/nan", tmpdir);
@@ -611,6 +629,11 @@ static long child_peak_kib(const char *model, const char *out)
 static void test_peak_memory_flat_in_layers(void **state)
 {
 	(void)state;
+	if (getenv("FASVD_TEST_VALGRIND")) {
+		/* memcheck's own memory and 50x slowdown make RSS meaningless */
+		print_message("# peak RSS is not measured under valgrind\n");
+		skip();
+	}
 	char m1[600], m8[600], out[600];
 	snprintf(m1, sizeof m1, "%s/mem1", tmpdir);
 	snprintf(m8, sizeof m8, "%s/mem8", tmpdir);
@@ -638,6 +661,134 @@ static void test_peak_memory_flat_in_layers(void **state)
 	assert_true(p8 - p1 < layer_kib * 7 / 4);
 }
 
+/* Rewrite the single-file fixture in `model` with extra 2-D F32 tensors
+ * (6 x 5, full rank) of the given names. */
+static void add_tensors(const char *model, const char *const *names, int n)
+{
+	char file[700];
+	snprintf(file, sizeof file, "%s/model.safetensors", model);
+	fasvd_st *st = NULL;
+	fasvd_st_writer *w = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, file));
+	assert_ok(fasvd_st_writer_new(&w, NULL));
+	for (int64_t i = 0; i < fasvd_st_count(st); i++) {
+		const char *nm = fasvd_st_name(st, i);
+		fasvd_st_info inf;
+		fasvd_st_info_init(&inf);
+		const void *p;
+		uint64_t nb;
+		assert_ok(fasvd_st_info_get(st, nm, &inf));
+		assert_ok(fasvd_st_raw(st, nm, &p, &nb));
+		assert_ok(fasvd_st_writer_add(w, nm, inf.dtype, inf.ndim, inf.shape, p, nb, 0));
+	}
+	for (int k = 0; k < n; k++) {
+		float v[30];
+		for (int i = 0; i < 30; i++)
+			v[i] = (float)sin(0.37 * i + k) + (i % 6 == i / 5 ? 2.0f : 0.0f);
+		int64_t shape[2] = {6, 5};
+		assert_ok(fasvd_st_writer_add(w, names[k], "F32", 2, shape, v, sizeof v, 0));
+	}
+	assert_ok(fasvd_st_writer_write(w, file));
+	fasvd_st_writer_free(w);
+	fasvd_st_close(st);
+}
+
+static int cancel_at_tensor(void *user, const fasvd_progress *p)
+{
+	int *n = user;
+	if (strcmp(p->stage, "tensor") == 0 && --*n == 0)
+		return 1;
+	return 0;
+}
+
+/* Extra tensors are named T.{full name}, however long; the JSON and CSV
+ * summaries are created with the mode of any new file (0666 minus the
+ * umask), not mkstemp's 0600. */
+static void test_long_names_and_summary_mode(void **state)
+{
+	(void)state;
+	char model[600], out[600], json[600], csv[600];
+	snprintf(model, sizeof model, "%s/longname", tmpdir);
+	snprintf(out, sizeof out, "%s/longname.safetensors", tmpdir);
+	snprintf(json, sizeof json, "%s/longname.json", tmpdir);
+	snprintf(csv, sizeof csv, "%s/longname.csv", tmpdir);
+	write_llama(model, 1, 64, 4, 16);
+	char longname[701];
+	memset(longname, 'w', 700);
+	memcpy(longname, "extra.", 6);
+	longname[700] = '\0';
+	const char *names[] = {longname};
+	add_tensors(model, names, 1);
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o);
+	const char *globs[] = {"extra.*"};
+	o.tensor_globs = globs;
+	o.n_tensor_globs = 1;
+	o.json_path = json;
+	o.csv_path = csv;
+	mode_t old = umask(022);
+	int rc = fasvd_analyze(NULL, model, out, &o);
+	umask(old);
+	assert_ok(rc);
+	fasvd_st *st = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, out));
+	char full[710];
+	snprintf(full, sizeof full, "T.%s", longname);
+	assert_ok(fasvd_st_find(st, full, NULL));
+	fasvd_st_close(st);
+	struct stat sb;
+	assert_int_equal(stat(out, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0644);
+	assert_int_equal(stat(json, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0644);
+	assert_int_equal(stat(csv, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0644);
+}
+
+/* Resume with extra tensors: names holding commas ("a,x" must not read as
+ * "a" and "x" done), and a narrower --tensors selection than the file's
+ * (its other spectra are dropped even when nothing is left to compute). */
+static void test_resume_extra_tensors(void **state)
+{
+	(void)state;
+	char model[600], full[600], part[600], only_x[600];
+	snprintf(model, sizeof model, "%s/rextra", tmpdir);
+	snprintf(full, sizeof full, "%s/rextra-full.safetensors", tmpdir);
+	snprintf(part, sizeof part, "%s/rextra-part.safetensors", tmpdir);
+	snprintf(only_x, sizeof only_x, "%s/rextra-x.safetensors", tmpdir);
+	write_llama(model, 1, 64, 4, 16);
+	const char *names[] = {"a,x", "x"};
+	add_tensors(model, names, 2);
+	const char *globs[] = {"a,x", "x"};
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o);
+	o.tensor_globs = globs;
+	o.n_tensor_globs = 2;
+	assert_ok(fasvd_analyze(NULL, model, full, &o));
+	/* stopped after the first extra tensor ("a,x": sorted first) */
+	int n = 1;
+	o.progress = cancel_at_tensor;
+	o.progress_user = &n;
+	assert_fasvd(fasvd_analyze(NULL, model, part, &o), FASVD_ECANCELED);
+	o.progress = NULL;
+	o.resume = 1;
+	assert_ok(fasvd_analyze(NULL, model, part, &o));
+	fasvd_st *st = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, part));
+	assert_ok(fasvd_st_find(st, "T.x", NULL));
+	assert_ok(fasvd_st_find(st, "T.a,x", NULL));
+	fasvd_st_close(st);
+	assert_same_file(full, part);
+	/* the complete file resumed with only "x" equals a fresh "x" run */
+	fasvd_analyze_opts_init(&o);
+	o.tensor_globs = globs + 1;
+	o.n_tensor_globs = 1;
+	assert_ok(fasvd_analyze(NULL, model, only_x, &o));
+	o.resume = 1;
+	assert_ok(fasvd_analyze(NULL, model, part, &o));
+	assert_same_file(only_x, part);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -648,6 +799,8 @@ int main(void)
 		cmocka_unit_test(test_resume_after_sigkill),
 		cmocka_unit_test(test_failure_leaves_nothing),
 		cmocka_unit_test(test_peak_memory_flat_in_layers),
+		cmocka_unit_test(test_long_names_and_summary_mode),
+		cmocka_unit_test(test_resume_extra_tensors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
