@@ -60,7 +60,8 @@ struct fasvd_rfactors {
 	int64_t k;      /* head rows (the shared inner dimension) */
 	int64_t m;      /* head cols */
 	int64_t r;      /* min(m, k): rows of each R */
-	void *R;        /* n blocks of r x k, column-major, ld r (upper trapezoidal) */
+	void *R;        /* n blocks of r x k, column-major, ld r, in the compute precision
+	                   (upper trapezoidal for QR factors), scaled: see rexp */
 	void *Q;        /* keep_q: n blocks, see q_trans; else NULL */
 	bool q_trans;   /* false: Q_i stored m x r col-major (ld m);
 	                   true: Q_iᵀ stored r x m col-major (ld r) */
@@ -69,6 +70,11 @@ struct fasvd_rfactors {
 	 * their singular values stay inside the float range for heads of any
 	 * magnitude. True R_i = 2^rexp[i] · stored R_i. */
 	int *rexp;
+	/* True-scale factors in double (n blocks of r x k, column-major, ld r):
+	 * what the per-head and fused spectra are computed from. */
+	double *Rd;
+	double *sv;     /* n x r singular values of the heads, descending */
+	bool gram;      /* factors from the heads' Gram matrices (see fuse.c) */
 };
 
 /* Pointer to head i's R block. */
@@ -110,6 +116,15 @@ typedef struct fasvd__stack_src {
 	                          and the number of structurally possible values) */
 	int out_exp;           /* the blocks are the true stack times 2^-out_exp */
 } fasvd__stack_src;
+
+/* Working-set sizes of the Gram path (bytes): rows of a columns-side batch
+ * and width of a rows-side chunk are chosen to fit. Tunable by white-box
+ * tests (to exercise several batches on small inputs) and benchmarks. */
+extern size_t fasvd__stack_batch_bytes;
+extern size_t fasvd__stack_chunk_bytes;
+/* Smallest Gram order solved with dsyevd_2stage by single-threaded workers
+ * (see gram_eigvals in stack.c). */
+extern int64_t fasvd__stack_2stage_min;
 
 /* Singular values of the stack described by src: s gets n_s values (zeros
  * past min(def_rows, cols) and past the solved problem's size). */

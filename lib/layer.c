@@ -346,19 +346,12 @@ static int plain_norms(struct layer *L, int p, double **out)
 	double *nv = alloc_vals(L, f->n, 1);
 	if (!nv)
 		return FASVD_ENOMEM;
-	int64_t w = min64(f->k, f->m);
 	for (int64_t i = 0; i < f->n; i++) {
-		if (L->o.stack_norm == FASVD_STACK_NORM_SIGMA1) {
-			nv[i] = L->hs[p][i * w];
-			continue;
-		}
-		const void *r = fasvd__rfac_r(f, i);
+		const double *sv = f->sv + i * f->r;
 		double ss = 0;
-		for (int64_t q = 0; q < f->r * f->k; q++) {
-			double v = f->dbl ? ((const double *)r)[q] : ((const float *)r)[q];
-			ss += v * v;
-		}
-		nv[i] = ldexp(sqrt(ss), f->rexp[i]);
+		for (int64_t q = f->r - 1; q >= 0; q--)
+			ss += sv[q] * sv[q];
+		nv[i] = L->o.stack_norm == FASVD_STACK_NORM_SIGMA1 ? sv[0] : sqrt(ss);
 	}
 	*out = nv;
 	return 0;
@@ -389,104 +382,169 @@ static int fused_norms(struct layer *L, int which, const fasvd_rfactors *a,
 	return 0;
 }
 
-static int stack_opts(struct layer *L, const double *norms, fasvd_stack_opts *so)
+/* One stacked or subspace spectrum. The layer's stacks are independent
+ * problems of very unequal size (two of them, O and VO, dominate): they run
+ * concurrently, largest first, each on its own worker with single-threaded
+ * BLAS when there are at least as many problems as threads (which keeps
+ * every core busy without oversubscription and suits the eigensolver: see
+ * gram_eigvals in stack.c), else with threads / problems BLAS threads each. */
+struct sjob {
+	const char *name;
+	const fasvd_heads *h;          /* plain stack or subspace */
+	const fasvd_rfactors *a, *b;   /* fused stack */
+	fasvd_stack_norm norm;
+	double *norms;                 /* owned, or NULL */
+	int64_t w, rows, cols;         /* values; the stacked matrix's shape */
+	double cost;                   /* for ordering */
+	double *s;                     /* result (owned until emitted) */
+};
+
+struct sjobs {
+	struct layer *L;
+	struct sjob job[16];
+	int order[16];
+	int n;
+	fasvd_ctx inner;               /* the context for each job's work */
+};
+
+/* Work of the Gram path for a solved shape: Gram + eigensolver. */
+static double gram_cost(int64_t rows, int64_t cols)
 {
-	fasvd_stack_opts_init(so);
-	so->compute = L->compute;
-	so->norm = L->o.stack_norm;
-	so->method = L->o.stack_method;
-	so->head_norms = norms;
+	double m = (double)min64(rows, cols), k = (double)(rows > cols ? rows : cols);
+	return m * m * k + 4.0 * m * m * m;
+}
+
+static int sjob_task(void *arg, int64_t idx, int worker)
+{
+	(void)worker;
+	struct sjobs *J = arg;
+	struct layer *L = J->L;
+	struct sjob *j = &J->job[J->order[idx]];
+	fasvd_stack_opts so;
+	fasvd_stack_opts_init(&so);
+	so.compute = L->compute;
+	so.norm = j->norm;
+	so.method = L->o.stack_method;
+	so.head_norms = j->norms;
+	int rc = j->a ? fasvd_stack_fused_svdvals(&J->inner, j->a, j->b, &so, j->s, j->w, NULL)
+	              : fasvd_stack_svdvals(&J->inner, j->h, &so, j->s, j->w, NULL);
+	if (rc)
+		return fasvd__error_prefix(rc, "%s", j->name);
+	return 0;
+}
+
+static const char *const stack_names[5] = {"stack.Q", "stack.Q_pe", "stack.K", "stack.V",
+                                           "stack.O"};
+
+static int add_jobs(struct layer *L, struct sjobs *J, struct fasvd_heads *subh)
+{
+	int rc;
+	if (L->o.groups & FASVD_LAYER_STACK) {
+		for (int p = 0; p < 5; p++) {
+			const fasvd_heads *h = part(L->d, p);
+			if (!h)
+				continue;
+			struct sjob *j = &J->job[J->n++];
+			j->name = stack_names[p];
+			j->h = h;
+			j->norm = L->o.stack_norm;
+			j->rows = h->n * h->rows;
+			j->cols = h->cols;
+			j->w = min64(j->rows, j->cols);
+			j->cost = gram_cost(j->rows, j->cols);
+			if ((rc = plain_norms(L, p, &j->norms)))
+				return rc;
+		}
+		struct {
+			const char *name;
+			int pa, pb, which;
+		} fused[3] = {{"stack.QK", P_Q, P_K, 0},
+		              {"stack.KQ", P_K, P_Q, 0},
+		              {"stack.VO", P_V, P_O, 1}};
+		for (int f = 0; f < 3; f++) {
+			const fasvd_rfactors *a = L->rf[fused[f].pa], *b = L->rf[fused[f].pb];
+			if (!a || !b)
+				continue;
+			struct sjob *j = &J->job[J->n++];
+			j->name = fused[f].name;
+			j->a = a;
+			j->b = b;
+			j->norm = L->o.stack_norm;
+			int64_t n = fasvd_fuse_count(a, b);
+			j->rows = n * a->m;
+			j->cols = b->m;
+			j->w = min64(j->rows, j->cols);
+			j->cost = gram_cost(n * a->r, b->m);
+			if ((rc = fused_norms(L, fused[f].which, a, b, &j->norms)))
+				return rc;
+		}
+	}
+	if (L->o.groups & FASVD_LAYER_SUB) {
+		const fasvd_tensor *t[3] = {L->d->qa, L->d->kva, L->d->kva_pe};
+		const double *sc[3] = {L->d->qa_col_scale, L->d->kva_col_scale,
+		                       L->d->kva_pe_col_scale};
+		const char *names[3] = {"sub.QA", "sub.KVA", "sub.KVA_pe"};
+		for (int i = 0; i < 3; i++) {
+			if (!t[i])
+				continue;
+			int64_t rows = fasvd_tensor_rows(t[i]), cols = fasvd_tensor_cols(t[i]);
+			if ((rc = fasvd__heads_init(&subh[i], L->ctx, t[i], FASVD_AXIS_ROWS, 1, rows, 0, 0,
+			                            sc[i])))
+				return fasvd__error_prefix(rc, "%s", names[i]);
+			struct sjob *j = &J->job[J->n++];
+			j->name = names[i];
+			j->h = &subh[i];
+			j->norm = FASVD_STACK_NORM_NONE;
+			j->rows = rows;
+			j->cols = cols;
+			j->w = min64(rows, cols);
+			j->cost = gram_cost(rows, cols);
+		}
+	}
+	for (int i = 0; i < J->n; i++)
+		if (!(J->job[i].s = alloc_vals(L, 1, J->job[i].w)))
+			return FASVD_ENOMEM;
 	return 0;
 }
 
 static int do_stacks(struct layer *L)
 {
-	char name[32];
-	int rc = 0;
-	fasvd_stack_opts so;
-	for (int p = 0; p < 5; p++) {
-		const fasvd_heads *h = part(L->d, p);
-		if (!h)
-			continue;
-		double *nv = NULL;
-		if ((rc = plain_norms(L, p, &nv)))
-			return rc;
-		stack_opts(L, nv, &so);
-		int64_t rows = h->n * h->rows, w = min64(rows, h->cols);
-		double *s = alloc_vals(L, 1, w);
-		if (!s) {
-			fasvd__free(L->ctx, nv);
-			return FASVD_ENOMEM;
+	struct sjobs J;
+	struct fasvd_heads subh[3];
+	memset(&J, 0, sizeof J);
+	J.L = L;
+	int rc = add_jobs(L, &J, subh);
+	if (!rc && J.n) {
+		/* Largest first (stable: insertion sort on a handful of jobs). */
+		for (int i = 0; i < J.n; i++) {
+			int q = i;
+			while (q > 0 && J.job[J.order[q - 1]].cost < J.job[i].cost) {
+				J.order[q] = J.order[q - 1];
+				q--;
+			}
+			J.order[q] = i;
 		}
-		rc = fasvd_stack_svdvals(L->ctx, h, &so, s, w, NULL);
-		fasvd__free(L->ctx, nv);
-		snprintf(name, sizeof name, "stack.%s", plain_names[p]);
-		if (rc) {
-			fasvd__free(L->ctx, s);
-			return fasvd__error_prefix(rc, "%s", name);
-		}
-		if ((rc = fasvd__spectra_add_owned(L->out, name, 1, w, rows, h->cols, s)))
-			return rc;
+		fasvd_ctx *c = fasvd__ctx(L->ctx);
+		int threads = fasvd__threads(c);
+		int workers = threads < J.n ? threads : J.n;
+		fasvd_ctx outer = *c;
+		outer.threads = workers;
+		outer.is_default = false;
+		J.inner = *c;
+		J.inner.threads = threads / workers;
+		J.inner.is_default = false;
+		rc = fasvd__parallel_for(&outer, J.n, sjob_task, &J);
 	}
-	/* Fused stacks: QK = [Q_iᵀ K_g / s_i], KQ = [K_gᵀ Q_i / s_i], VO. */
-	struct {
-		const char *name;
-		int pa, pb, which;
-	} fused[3] = {{"stack.QK", P_Q, P_K, 0}, {"stack.KQ", P_K, P_Q, 0}, {"stack.VO", P_V, P_O, 1}};
-	for (int f = 0; f < 3; f++) {
-		const fasvd_rfactors *a = L->rf[fused[f].pa], *b = L->rf[fused[f].pb];
-		if (!a || !b)
-			continue;
-		double *nv = NULL;
-		if ((rc = fused_norms(L, fused[f].which, a, b, &nv)))
-			return rc;
-		stack_opts(L, nv, &so);
-		int64_t n = fasvd_fuse_count(a, b), rows = n * a->m, w = min64(rows, b->m);
-		double *s = alloc_vals(L, 1, w);
-		if (!s) {
-			fasvd__free(L->ctx, nv);
-			return FASVD_ENOMEM;
-		}
-		rc = fasvd_stack_fused_svdvals(L->ctx, a, b, &so, s, w, NULL);
-		fasvd__free(L->ctx, nv);
-		if (rc) {
-			fasvd__free(L->ctx, s);
-			return fasvd__error_prefix(rc, "%s", fused[f].name);
-		}
-		if ((rc = fasvd__spectra_add_owned(L->out, fused[f].name, 1, w, rows, b->m, s)))
-			return rc;
+	for (int i = 0; i < J.n && !rc; i++) {
+		struct sjob *j = &J.job[i];
+		rc = fasvd__spectra_add_owned(L->out, j->name, 1, j->w, j->rows, j->cols, j->s);
+		j->s = NULL;
 	}
-	return 0;
-}
-
-static int do_subs(struct layer *L)
-{
-	const fasvd_tensor *t[3] = {L->d->qa, L->d->kva, L->d->kva_pe};
-	const double *sc[3] = {L->d->qa_col_scale, L->d->kva_col_scale, L->d->kva_pe_col_scale};
-	const char *names[3] = {"sub.QA", "sub.KVA", "sub.KVA_pe"};
-	for (int i = 0; i < 3; i++) {
-		if (!t[i])
-			continue;
-		struct fasvd_heads h;
-		int64_t rows = fasvd_tensor_rows(t[i]), cols = fasvd_tensor_cols(t[i]);
-		int rc = fasvd__heads_init(&h, L->ctx, t[i], FASVD_AXIS_ROWS, 1, rows, 0, 0, sc[i]);
-		if (rc)
-			return fasvd__error_prefix(rc, "%s", names[i]);
-		fasvd_stack_opts so;
-		stack_opts(L, NULL, &so);
-		so.norm = FASVD_STACK_NORM_NONE;
-		int64_t w = min64(rows, cols);
-		double *s = alloc_vals(L, 1, w);
-		if (!s)
-			return FASVD_ENOMEM;
-		if ((rc = fasvd_stack_svdvals(L->ctx, &h, &so, s, w, NULL))) {
-			fasvd__free(L->ctx, s);
-			return fasvd__error_prefix(rc, "%s", names[i]);
-		}
-		if ((rc = fasvd__spectra_add_owned(L->out, names[i], 1, w, rows, cols, s)))
-			return rc;
+	for (int i = 0; i < J.n; i++) {
+		fasvd__free(L->ctx, J.job[i].s);
+		fasvd__free(L->ctx, J.job[i].norms);
 	}
-	return 0;
+	return rc;
 }
 
 int fasvd_layer_spectra(fasvd_ctx *ctx, const fasvd_layer_desc *d, const fasvd_layer_opts *opts,
@@ -535,10 +593,8 @@ int fasvd_layer_spectra(fasvd_ctx *ctx, const fasvd_layer_desc *d, const fasvd_l
 			goto out;
 		if (heads && (rc = emit_heads(&L)))
 			goto out;
-		if (stacks && (rc = do_stacks(&L)))
-			goto out;
 	}
-	if ((L.o.groups & FASVD_LAYER_SUB) && (rc = do_subs(&L)))
+	if ((stacks || (L.o.groups & FASVD_LAYER_SUB)) && (rc = do_stacks(&L)))
 		goto out;
 out:
 	fasvd__blas_leave(saved);

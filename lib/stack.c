@@ -5,6 +5,7 @@
 #include "linalg.h"
 
 #include <cblas.h>
+#include <lapacke.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -34,6 +35,9 @@ void fasvd_stack_report_init(fasvd_stack_report *r)
 }
 
 /* ------------------------------------------------------------- engine */
+
+size_t fasvd__stack_batch_bytes = (size_t)192 << 20;
+size_t fasvd__stack_chunk_bytes = (size_t)32 << 20;
 
 struct fill_job {
 	const fasvd__stack_src *src;
@@ -69,6 +73,18 @@ static int fill_blocks(fasvd_ctx *ctx, const fasvd__stack_src *src, void *x, int
 	return fasvd__parallel_for(ctx, count, fill_task, &f);
 }
 
+/* n · size bytes, not zeroed (for buffers every element of which is
+ * written before it is read), with overflow check. */
+static void *alloc_n(fasvd_ctx *ctx, size_t n, size_t size, const char *what)
+{
+	size_t total;
+	if (!fasvd__mul_size(n, size, &total)) {
+		fasvd__error(FASVD_ENOMEM, "size of %s overflows (%zu x %zu bytes)", what, n, size);
+		return NULL;
+	}
+	return fasvd__alloc(ctx, total, what);
+}
+
 static void to_double(const float *src, double *dst, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -87,17 +103,17 @@ static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, ch
 	if (C <= R) {
 		/* Columns side: G (C x C) += X_bᵀ·X_b over batches of blocks. */
 		*inner = R;
-		int64_t target = (int64_t)(64u << 20) / (C * (int64_t)(es + 8));
-		if (target < 256)
-			target = 256;
+		int64_t target = (int64_t)fasvd__stack_batch_bytes / (C * (int64_t)(es + 8));
+		if (target < 1)
+			target = 1;
 		int64_t per = target / src->rows_b;
 		if (per < 1)
 			per = 1;
 		if (per > src->n)
 			per = src->n;
 		int64_t brows = per * src->rows_b;
-		void *xb = fasvd__calloc(ctx, (size_t)(brows * C), es, "a stack batch");
-		double *xd = src->dbl ? xb : fasvd__calloc(ctx, (size_t)(brows * C), 8, "a stack batch");
+		void *xb = alloc_n(ctx, (size_t)(brows * C), es, "a stack batch");
+		double *xd = src->dbl ? xb : alloc_n(ctx, (size_t)(brows * C), 8, "a stack batch");
 		if (!xb || !xd) {
 			rc = FASVD_ENOMEM;
 			goto out_c;
@@ -126,7 +142,7 @@ static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, ch
 	/* Rows side: G (R x R) = X·Xᵀ; X is assembled whole, then accumulated
 	 * over column chunks (converted to double chunk by chunk for f32). */
 	*inner = C;
-	void *x = fasvd__calloc(ctx, (size_t)(R * C), es, "a stacked matrix");
+	void *x = alloc_n(ctx, (size_t)(R * C), es, "a stacked matrix");
 	double *d = NULL;
 	if (!x)
 		return FASVD_ENOMEM;
@@ -142,12 +158,12 @@ static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, ch
 			            x, (blasint)R, 0.0, g, (blasint)R);
 		goto out_r;
 	}
-	int64_t w = (int64_t)(32u << 20) / (R * 8);
-	if (w < 64)
-		w = 64;
+	int64_t w = (int64_t)fasvd__stack_chunk_bytes / (R * 8);
+	if (w < 1)
+		w = 1;
 	if (w > C)
 		w = C;
-	if (!(d = fasvd__calloc(ctx, (size_t)(R * w), 8, "a stack chunk"))) {
+	if (!(d = alloc_n(ctx, (size_t)(R * w), 8, "a stack chunk"))) {
 		rc = FASVD_ENOMEM;
 		goto out_r;
 	}
@@ -171,6 +187,53 @@ out_r:
 	return rc;
 }
 
+/* Eigenvalues of the m x m Gram matrix g (upper triangle) as descending
+ * singular values. With threaded BLAS, fasvd__gram_svdvals's policy. In a
+ * single-threaded worker (the layer runs independent stacks concurrently)
+ * the one-stage reduction (dsytrd, half BLAS-2) is bound by memory bandwidth
+ * once the matrix leaves the cache, while dsyevd_2stage reduces to a band
+ * with BLAS-3 and chases bulges in cache: measured on the 2-core development
+ * machine, 2-stage wins from about n = 2048 on (1.5x at 3072), loses below. */
+int64_t fasvd__stack_2stage_min = 2048;
+
+static int gram_eigvals(fasvd_ctx *ctx, int64_t m, double *g, double *s, int threads)
+{
+	if (threads > 1 || m < fasvd__stack_2stage_min)
+		return fasvd__gram_svdvals(ctx, m, g, m, s);
+	lapack_int n = (lapack_int)m, iq = 0, info;
+	double q = 0;
+	info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, n, s, &q, -1, &iq, -1);
+	if (info)
+		return fasvd__error(FASVD_EINTERNAL, "dsyevd_2stage workspace query: info = %d",
+		                    (int)info);
+	size_t lw = (size_t)ceil(q) + 1, liw = (size_t)(iq < 1 ? 1 : iq);
+	double *work = fasvd__calloc(ctx, lw, sizeof *work, "eigensolver workspace");
+	lapack_int *iwork = fasvd__calloc(ctx, liw, sizeof *iwork, "eigensolver workspace");
+	if (!work || !iwork) {
+		fasvd__free(ctx, work);
+		fasvd__free(ctx, iwork);
+		return FASVD_ENOMEM;
+	}
+	info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, n, s, work,
+	                                  (lapack_int)lw, iwork, (lapack_int)liw);
+	fasvd__free(ctx, work);
+	fasvd__free(ctx, iwork);
+	if (info)
+		return fasvd__error(info < 0 ? FASVD_EINTERNAL : FASVD_ELAPACK,
+		                    "dsyevd_2stage failed on a %lld x %lld Gram matrix (info = %d)",
+		                    (long long)m, (long long)m, (int)info);
+	/* Ascending eigenvalues to descending singular values (clamp rounding
+	 * below zero). */
+	for (int64_t i = 0, j = m - 1; i < j; i++, j--) {
+		double t = s[i];
+		s[i] = s[j];
+		s[j] = t;
+	}
+	for (int64_t i = 0; i < m; i++)
+		s[i] = s[i] > 0 ? sqrt(s[i]) : 0.0;
+	return 0;
+}
+
 int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_method method,
                        double *s, int64_t n_s, fasvd_stack_report *rep)
 {
@@ -179,8 +242,8 @@ int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_
 		return fasvd__error(FASVD_ERANGE, "stacked matrix: row count overflows");
 	int64_t m = R < C ? R : C;
 	int64_t def_min = src->def_rows < C ? src->def_rows : C;
-	if (method == FASVD_STACK_AUTO)
-		method = src->dbl ? FASVD_STACK_DIRECT : FASVD_STACK_GRAM;
+	if (method == FASVD_STACK_AUTO) /* callers resolve it; be safe */
+		method = FASVD_STACK_GRAM;
 	if (method != FASVD_STACK_GRAM && method != FASVD_STACK_DIRECT)
 		return fasvd__error(FASVD_EINVAL, "stack: unknown method %d", (int)method);
 	int rc;
@@ -227,14 +290,14 @@ int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_
 		if ((rc = gram_build(ctx, src, g, work, &inner)))
 			goto out_threads;
 		fasvd__blas_set_threads(threads);
-		if ((rc = fasvd__gram_svdvals(ctx, m, g, m, vals)))
+		if ((rc = gram_eigvals(ctx, m, g, vals, threads)))
 			goto out_threads;
 		/* Rounding of the double Gram products and of the eigensolver:
 		 * |λ̂ − σ²| ≲ (inner + m)·ε·σ₁² (worst case in order of magnitude). */
 		bound = sqrt((double)(inner + m) * DBL_EPSILON) * vals[0];
 	} else {
 		size_t es = esz(src->dbl);
-		if (!(x = fasvd__calloc(ctx, (size_t)(R * C), es, "a stacked matrix"))) {
+		if (!(x = alloc_n(ctx, (size_t)(R * C), es, "a stacked matrix"))) {
 			rc = FASVD_ENOMEM;
 			goto out_threads;
 		}
@@ -349,7 +412,7 @@ static int plain_fill(void *arg, int64_t i, void *dst, int64_t ld, fasvd_layout 
 	return 0;
 }
 
-/* Norms of h's heads (σ₁ or Frobenius) through their R factors. */
+/* Norms of h's heads (σ₁ or Frobenius) through their factors. */
 static int head_norms(fasvd_ctx *ctx, const fasvd_heads *h, bool dbl, fasvd_stack_norm norm,
                       double *out)
 {
@@ -360,30 +423,29 @@ static int head_norms(fasvd_ctx *ctx, const fasvd_heads *h, bool dbl, fasvd_stac
 	int rc = fasvd_rfactors_new(&f, ctx, h, &ro);
 	if (rc)
 		return rc;
-	if (norm == FASVD_STACK_NORM_SIGMA1) {
-		double *sv = fasvd__calloc(ctx, (size_t)(f->n * f->r), sizeof *sv, "head spectra");
-		if (!sv) {
-			rc = FASVD_ENOMEM;
-		} else if (!(rc = fasvd_rfactors_svdvals(ctx, f, sv, f->r))) {
-			for (int64_t i = 0; i < f->n; i++)
-				out[i] = sv[i * f->r];
-		}
-		fasvd__free(ctx, sv);
-	} else {
-		size_t es = esz(dbl);
-		for (int64_t i = 0; i < f->n; i++) {
-			const char *r = fasvd__rfac_r(f, i);
+	for (int64_t i = 0; i < f->n; i++) {
+		const double *sv = f->sv + i * f->r;
+		if (norm == FASVD_STACK_NORM_SIGMA1) {
+			out[i] = sv[0];
+		} else {
 			double ss = 0;
-			for (int64_t p = 0; p < f->r * f->k; p++) {
-				double v = dbl ? ((const double *)r)[p] : ((const float *)r)[p];
-				ss += v * v;
-			}
-			(void)es;
-			out[i] = ldexp(sqrt(ss), f->rexp[i]);
+			for (int64_t q = f->r - 1; q >= 0; q--)
+				ss += sv[q] * sv[q];
+			out[i] = sqrt(ss);
 		}
 	}
 	fasvd_rfactors_free(f);
-	return rc;
+	return 0;
+}
+
+/* AUTO: the Gram path for f32 compute, a direct SVD for f64. The Gram path
+ * always assembles in double (its products are exact there); the direct
+ * path in the compute precision. */
+static fasvd_stack_method resolve_method(fasvd_stack_method m, bool dbl)
+{
+	if (m == FASVD_STACK_AUTO)
+		return dbl ? FASVD_STACK_DIRECT : FASVD_STACK_GRAM;
+	return m;
 }
 
 int fasvd_stack_svdvals(fasvd_ctx *ctx, const fasvd_heads *h, const fasvd_stack_opts *opts,
@@ -399,6 +461,7 @@ int fasvd_stack_svdvals(fasvd_ctx *ctx, const fasvd_heads *h, const fasvd_stack_
 	bool dbl;
 	if ((rc = fasvd__compute_resolve(ctx, o.compute, &dbl, fn)))
 		return rc;
+	fasvd_stack_method method = resolve_method(o.method, dbl);
 	double *norms = NULL, *inv = NULL;
 	if (o.norm != FASVD_STACK_NORM_NONE && !o.head_norms) {
 		if (!(norms = fasvd__calloc(ctx, (size_t)h->n, sizeof *norms, "head norms")))
@@ -413,19 +476,20 @@ int fasvd_stack_svdvals(fasvd_ctx *ctx, const fasvd_heads *h, const fasvd_stack_
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
-	struct plain_src ps = {h, dbl, inv};
+	bool edbl = dbl || method == FASVD_STACK_GRAM;
+	struct plain_src ps = {h, edbl, inv};
 	fasvd__stack_src src = {
 		.n = h->n,
 		.rows_b = h->rows,
 		.cols = h->cols,
-		.dbl = dbl,
+		.dbl = edbl,
 		.layout = fasvd__heads_natural(h),
 		.fill = plain_fill,
 		.arg = &ps,
 		.work_elems = 1,
 		.def_rows = h->n * h->rows,
 	};
-	rc = fasvd__stack_solve(ctx, &src, o.method, s, n_s, report);
+	rc = fasvd__stack_solve(ctx, &src, method, s, n_s, report);
 	if (rc) {
 		char lab[300];
 		fasvd__error_prefix(rc, "%s: %s", fn, fasvd__tensor_label(h->t, lab, sizeof lab));
@@ -441,11 +505,14 @@ out:
 struct fused_src {
 	const fasvd_rfactors *a, *b;
 	fasvd_layout blay; /* layout B heads are decoded in */
+	bool dbl;          /* element type of the blocks */
+	bool use_rd;       /* multiply by a's true-scale double factors (Rd) instead of
+	                      its native, 2^-rexp scaled ones */
 	const double *inv;
 	int out_exp;       /* blocks are computed scaled by 2^-out_exp */
 };
 
-/* Block i = R_{a(i)} (r x k) · B_{b(i)} (k x m_b) / s_i. */
+/* Block i = F_{a(i)} (r x k) · B_{b(i)} (k x m_b) / s_i. */
 static int fused_fill(void *arg, int64_t i, void *dst, int64_t ld, fasvd_layout layout,
                       void *work)
 {
@@ -454,36 +521,38 @@ static int fused_fill(void *arg, int64_t i, void *dst, int64_t ld, fasvd_layout 
 	int64_t ia, ib, k = a->k, mb = b->m, r = a->r;
 	fasvd__fuse_map(i, a->n, b->n, &ia, &ib);
 	bool brm = p->blay == FASVD_LAYOUT_ROW_MAJOR;
-	int rc = fasvd__heads_decode(b->h, ib, b->dbl, work, brm ? mb : k, p->blay);
+	int rc = fasvd__heads_decode(b->h, ib, p->dbl, work, brm ? mb : k, p->blay);
 	if (rc)
 		return rc;
-	const void *R = fasvd__rfac_r(a, ia);
-	/* The stored R is 2^-rexp times the true one. */
-	double alpha = ldexp(p->inv[i], a->rexp[ia] - p->out_exp);
-	enum CBLAS_TRANSPOSE bt;
+	const void *R;
+	double alpha;
+	if (p->use_rd) {
+		R = a->Rd + (size_t)(ia * r * k);
+		alpha = ldexp(p->inv[i], -p->out_exp);
+	} else {
+		R = fasvd__rfac_r(a, ia);
+		alpha = ldexp(p->inv[i], a->rexp[ia] - p->out_exp);
+	}
 	/* Row-major B (k x mb, ld mb) is column-major Bᵀ; column-major B has ld k. */
+	blasint ldb = (blasint)(brm ? mb : k);
 	if (layout == FASVD_LAYOUT_ROW_MAJOR) {
-		/* dst row-major (r x mb) = column-major dstᵀ = Bᵀ·Rᵀ (mb x r). */
-		bt = brm ? CblasNoTrans : CblasTrans;
-		if (a->dbl)
+		/* dst row-major (r x mb) = column-major dstᵀ = Bᵀ·Fᵀ (mb x r). */
+		enum CBLAS_TRANSPOSE bt = brm ? CblasNoTrans : CblasTrans;
+		if (p->dbl)
 			cblas_dgemm(CblasColMajor, bt, CblasTrans, (blasint)mb, (blasint)r, (blasint)k,
-			            alpha, work, (blasint)(brm ? mb : k), R, (blasint)r, 0.0, dst,
-			            (blasint)ld);
+			            alpha, work, ldb, R, (blasint)r, 0.0, dst, (blasint)ld);
 		else
 			cblas_sgemm(CblasColMajor, bt, CblasTrans, (blasint)mb, (blasint)r, (blasint)k,
-			            (float)alpha, work, (blasint)(brm ? mb : k), R, (blasint)r, 0.0f, dst,
-			            (blasint)ld);
+			            (float)alpha, work, ldb, R, (blasint)r, 0.0f, dst, (blasint)ld);
 	} else {
-		/* dst column-major (r x mb) = R·B. */
-		bt = brm ? CblasTrans : CblasNoTrans;
-		if (a->dbl)
+		/* dst column-major (r x mb) = F·B. */
+		enum CBLAS_TRANSPOSE bt = brm ? CblasTrans : CblasNoTrans;
+		if (p->dbl)
 			cblas_dgemm(CblasColMajor, CblasNoTrans, bt, (blasint)r, (blasint)mb, (blasint)k,
-			            alpha, R, (blasint)r, work, (blasint)(brm ? mb : k), 0.0, dst,
-			            (blasint)ld);
+			            alpha, R, (blasint)r, work, ldb, 0.0, dst, (blasint)ld);
 		else
 			cblas_sgemm(CblasColMajor, CblasNoTrans, bt, (blasint)r, (blasint)mb, (blasint)k,
-			            (float)alpha, R, (blasint)r, work, (blasint)(brm ? mb : k), 0.0f, dst,
-			            (blasint)ld);
+			            (float)alpha, R, (blasint)r, work, ldb, 0.0f, dst, (blasint)ld);
 	}
 	return 0;
 }
@@ -502,6 +571,7 @@ int fasvd_stack_fused_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *a, const fas
 	if (!s || n_s < 1)
 		return fasvd__error(FASVD_EINVAL, "%s: NULL or empty output", fn);
 	int64_t n = fasvd_fuse_count(a, b);
+	fasvd_stack_method method = resolve_method(o.method, a->dbl);
 	double *norms = NULL, *inv = NULL;
 	if (o.norm != FASVD_STACK_NORM_NONE && !o.head_norms) {
 		if (!(norms = fasvd__calloc(ctx, (size_t)n, sizeof *norms, "fused head norms")))
@@ -528,31 +598,40 @@ int fasvd_stack_fused_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *a, const fas
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
-	/* Common power of two bringing every block near unit size, so that f32
-	 * products neither overflow nor underflow whatever the heads' scale:
-	 * block i is about 2^(rexp_a + rexp_b) / norm_i in magnitude. */
-	int out_exp = INT_MIN;
-	for (int64_t i = 0; i < n; i++) {
-		int64_t ia, ib;
-		fasvd__fuse_map(i, a->n, b->n, &ia, &ib);
-		int e = a->rexp[ia] + b->rexp[ib] + ilogb(inv[i]);
-		if (e > out_exp)
-			out_exp = e;
+	/* f32 compute with the Gram path: assemble in double from the true-scale
+	 * factors (double has the range). Otherwise blocks are formed in the
+	 * compute precision from the scaled native factors, with a common power
+	 * of two bringing every block near unit size so that f32 products
+	 * neither overflow nor underflow whatever the heads' scale: block i is
+	 * about 2^(rexp_a + rexp_b) / norm_i in magnitude. */
+	struct fused_src fs = {a, b, fasvd__heads_natural(b->h), a->dbl, false, inv, 0};
+	if (!a->dbl && method == FASVD_STACK_GRAM) {
+		fs.dbl = true;
+		fs.use_rd = true;
+	} else {
+		int out_exp = INT_MIN;
+		for (int64_t i = 0; i < n; i++) {
+			int64_t ia, ib;
+			fasvd__fuse_map(i, a->n, b->n, &ia, &ib);
+			int e = a->rexp[ia] + b->rexp[ib] + ilogb(inv[i]);
+			if (e > out_exp)
+				out_exp = e;
+		}
+		fs.out_exp = out_exp;
 	}
-	struct fused_src fs = {a, b, fasvd__heads_natural(b->h), inv, out_exp};
 	fasvd__stack_src src = {
 		.n = n,
 		.rows_b = a->r,
 		.cols = b->m,
-		.dbl = a->dbl,
+		.dbl = fs.dbl,
 		.layout = fs.blay,
 		.fill = fused_fill,
 		.arg = &fs,
 		.work_elems = (size_t)(b->k * b->m),
 		.def_rows = n * a->m,
-		.out_exp = out_exp,
+		.out_exp = fs.out_exp,
 	};
-	rc = fasvd__stack_solve(ctx, &src, o.method, s, n_s, report);
+	rc = fasvd__stack_solve(ctx, &src, method, s, n_s, report);
 	if (rc) {
 		char la[300], lb[300];
 		fasvd__error_prefix(rc, "%s: %s x %s", fn, fasvd__tensor_label(a->h->t, la, sizeof la),

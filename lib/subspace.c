@@ -145,11 +145,12 @@ int fasvd_subspace_new(fasvd_subspace **out, fasvd_ctx *ctx, const fasvd_heads *
 	void *sv = fasvd__calloc(ctx, (size_t)p, es, "singular values");
 	fasvd_subspace *sp = fasvd__calloc(ctx, 1, sizeof *sp, "a subspace");
 	double *bd = NULL;
+	if (sp)
+		sp->ctx = ctx;
 	if (!w || !wt || !mu || !x || !u || !vt || !sv || !sp) {
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
-	sp->ctx = ctx;
 	sp->side = o.side;
 	sp->n = n;
 	sp->rows = k;

@@ -146,6 +146,45 @@ static inline void assert_spectra_close_(const double *got, const double *ref, i
 #define assert_spectra_close(got, ref, n, tol, ranks, what) \
 	assert_spectra_close_((got), (ref), (n), (tol), (ranks), (what), __FILE__, __LINE__)
 
+/* Fault injection: run body(ctx, arg) with a context whose allocator fails
+ * its f-th allocation, for f = 2, 3, … (1 is the context itself) until body
+ * succeeds. Every failure must be FASVD_ENOMEM, and every allocation must
+ * have been freed once body (which frees what it made) and the context are
+ * gone. `threads` sets FASVD_CTX_THREADS (0: leave the default). */
+typedef int (*alloc_body_fn)(fasvd_ctx *ctx, void *arg);
+
+static inline void check_alloc_failures_(alloc_body_fn body, void *arg, int threads,
+                                         long max_allocs, const char *file, int line)
+{
+	for (long fail = 2; fail < max_allocs; fail++) {
+		test_alloc_state st = {0, 0, fail, 0};
+		fasvd_allocator al = {test_alloc_fn, test_free_fn, &st};
+		fasvd_ctx *ctx = NULL;
+		assert_ok(fasvd_ctx_new(&ctx, &al));
+		if (threads)
+			assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, threads));
+		int rc = body(ctx, arg);
+		fasvd_ctx_free(ctx);
+		long failed = st.fail_at <= st.allocs ? 1 : 0;
+		if (st.allocs - failed != st.frees) {
+			print_error("allocation %ld failing: %ld allocations, %ld frees\n", fail, st.allocs,
+			            st.frees);
+			_fail(file, line);
+		}
+		if (rc == 0)
+			return;
+		if (rc != FASVD_ENOMEM) {
+			print_error("allocation %ld failing: error %d (%s), expected ENOMEM; detail: %s\n",
+			            fail, rc, fasvd_strerror(rc), fasvd_last_error());
+			_fail(file, line);
+		}
+	}
+	print_error("body still failing after %ld allocations\n", max_allocs);
+	_fail(file, line);
+}
+#define check_alloc_failures(body, arg, threads, max_allocs) \
+	check_alloc_failures_((body), (arg), (threads), (max_allocs), __FILE__, __LINE__)
+
 /* Tolerance of the accuracy contract (DESIGN.md §4). */
 static inline double contract_tol(fasvd_compute c)
 {
@@ -158,6 +197,119 @@ static inline fasvd_tensor *t_f64(fasvd_ctx *ctx, const double *a, int64_t m, in
 	fasvd_tensor *t = NULL;
 	assert_ok(fasvd_tensor_new_borrowed(&t, ctx, FASVD_DTYPE_F64, a, m, n, n, 1));
 	return t;
+}
+
+/* Two sets of heads: A (na heads, k x ma, rows of a row-major tensor) and
+ * B (nb heads, k x mb; rows of a tensor, or columns transposed as o_proj). */
+typedef struct {
+	int64_t na, nb, k, ma, mb;
+	bool bcols;
+	double *wa, *wb;
+	fasvd_tensor *ta, *tb;
+	fasvd_heads *a, *b;
+} pair;
+
+/* Head i of A or B as a row-major k x m matrix. */
+static inline void head_of(const pair *p, bool isb, int64_t i, double *out)
+{
+	int64_t k = p->k, m = isb ? p->mb : p->ma;
+	for (int64_t r = 0; r < k; r++)
+		for (int64_t c = 0; c < m; c++) {
+			if (!isb)
+				out[r * m + c] = p->wa[(i * k + r) * m + c];
+			else if (!p->bcols)
+				out[r * m + c] = p->wb[(i * k + r) * m + c];
+			else
+				out[r * m + c] = p->wb[c * (p->nb * k) + i * k + r];
+		}
+}
+
+static inline void set_head(pair *p, bool isb, int64_t i, const double *h)
+{
+	int64_t k = p->k, m = isb ? p->mb : p->ma;
+	for (int64_t r = 0; r < k; r++)
+		for (int64_t c = 0; c < m; c++) {
+			if (!isb)
+				p->wa[(i * k + r) * m + c] = h[r * m + c];
+			else if (!p->bcols)
+				p->wb[(i * k + r) * m + c] = h[r * m + c];
+			else
+				p->wb[c * (p->nb * k) + i * k + r] = h[r * m + c];
+		}
+}
+
+enum gen { GEN_GAUSS, GEN_LOWRANK, GEN_CLUSTER, GEN_ZERO };
+
+static inline void gen_head(test_rng *rng, enum gen g, int64_t k, int64_t m, double scale, double *h)
+{
+	int64_t q = k < m ? k : m;
+	double s[64];
+	switch (g) {
+	case GEN_GAUSS: rand_gauss(rng, k, m, scale, h); return;
+	case GEN_ZERO: memset(h, 0, (size_t)(k * m) * sizeof *h); return;
+	case GEN_LOWRANK:
+		for (int64_t j = 0; j < q; j++)
+			s[j] = j < 2 ? scale * (3.0 - 2.0 * (double)j) : 0.0;
+		break;
+	case GEN_CLUSTER:
+		for (int64_t j = 0; j < q; j++)
+			s[j] = scale * (1.0 + 1e-6 * (double)j);
+		break;
+	}
+	rand_with_spectrum(rng, k, m, s, h);
+}
+
+static inline void pair_make(pair *p, uint64_t seed, int64_t na, int64_t nb, int64_t k, int64_t ma,
+                      int64_t mb, bool bcols, enum gen ga, enum gen gb, double scale)
+{
+	memset(p, 0, sizeof *p);
+	*p = (pair){na, nb, k, ma, mb, bcols, NULL, NULL, NULL, NULL, NULL, NULL};
+	test_rng rng = {seed};
+	p->wa = calloc((size_t)(na * k * ma), sizeof(double));
+	p->wb = calloc((size_t)(nb * k * mb), sizeof(double));
+	double *h = calloc((size_t)(k * (ma > mb ? ma : mb)), sizeof(double));
+	for (int64_t i = 0; i < na; i++) {
+		gen_head(&rng, ga, k, ma, scale, h);
+		set_head(p, false, i, h);
+	}
+	for (int64_t i = 0; i < nb; i++) {
+		gen_head(&rng, gb, k, mb, scale, h);
+		set_head(p, true, i, h);
+	}
+	free(h);
+	p->ta = t_f64(NULL, p->wa, na * k, ma);
+	assert_ok(fasvd_heads_new(&p->a, NULL, p->ta, FASVD_AXIS_ROWS, na, k, 0, 0));
+	if (bcols) {
+		p->tb = t_f64(NULL, p->wb, mb, nb * k);
+		assert_ok(fasvd_heads_new(&p->b, NULL, p->tb, FASVD_AXIS_COLS, nb, k, 0, 0));
+	} else {
+		p->tb = t_f64(NULL, p->wb, nb * k, mb);
+		assert_ok(fasvd_heads_new(&p->b, NULL, p->tb, FASVD_AXIS_ROWS, nb, k, 0, 0));
+	}
+}
+
+static inline void pair_free(pair *p)
+{
+	fasvd_heads_free(p->a);
+	fasvd_heads_free(p->b);
+	fasvd_tensor_free(p->ta);
+	fasvd_tensor_free(p->tb);
+	free(p->wa);
+	free(p->wb);
+}
+
+/* Reference fused head i: A_{a(i)}ᵀ·B_{b(i)} (ma x mb). */
+static inline void ref_fused(const pair *p, int64_t i, double *f)
+{
+	int64_t n = p->na > p->nb ? p->na : p->nb;
+	int64_t ia = p->na == n ? i : i / (n / p->na), ib = p->nb == n ? i : i / (n / p->nb);
+	double *ha = malloc((size_t)(p->k * p->ma) * sizeof *ha);
+	double *hb = malloc((size_t)(p->k * p->mb) * sizeof *hb);
+	head_of(p, false, ia, ha);
+	head_of(p, true, ib, hb);
+	ref_gemm(true, false, p->ma, p->mb, p->k, ha, p->ma, hb, p->mb, f, p->mb);
+	free(ha);
+	free(hb);
 }
 
 #endif

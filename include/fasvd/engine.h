@@ -11,8 +11,9 @@
  * (GQA/MQA: g(i) = i / (n_heads / n_kv_heads)).
  *
  * Nothing here materialises a fused or stacked matrix (DESIGN.md §4):
- *  - fused per head: thin QR Aᵀ = Q_a·R_a, Bᵀ = Q_b·R_b, then the small SVD
- *    of R_a·R_bᵀ (head_dim x head_dim);
+ *  - fused per head: a square factor R of each head (Aᵀ = Q_a·R_a,
+ *    Bᵀ = Q_b·R_b, Q orthonormal), then the small SVD of R_a·R_bᵀ
+ *    (head_dim x head_dim) in double;
  *  - stacked fused: [A_{a(i)}ᵀ·B_{b(i)} / s_i]_i has the singular values of
  *    [R_{a(i)}·B_{b(i)} / s_i]_i (head_dim·n rows instead of in_dim·n);
  *  - wide stacks: Gram matrix of the smaller side accumulated in double, then
@@ -24,21 +25,27 @@
  * matrix's structural rank are returned as exact zeros (or rounding-level
  * values), as a full SVD of the materialised matrix would give.
  *
- * Gram path error bound: the Gram matrix of a stack X (p x q, smaller side
- * m = min(p, q)) is formed in double arithmetic from the decoded f32/f64
- * values, so the computed eigenvalues satisfy |λ̂_i − σ_i²| <= c·m·ε₆₄·σ₁²
- * (c a small constant, ε₆₄ = 2^-53). Hence
- * |σ̂_i − σ_i| <= min(c·m·ε₆₄·σ₁² / σ_i, sqrt(c·m·ε₆₄)·σ₁): about 1e-7·σ₁
- * for the smallest values of a 7168-wide stack — far inside the f32 contract
- * and exact enough for energy ranks at τ >= 1e-6, but not relatively accurate
- * for σ_i << 1e-7·σ₁ and not inside the f64 contract; FASVD_STACK_DIRECT
- * (a direct SVD) is used for FASVD_COMPUTE_F64 by the AUTO policy and can be
- * forced with f32 compute when small values must be relatively accurate.
+ * Gram path error bound: a stack X (p x q; order m = min(p, q), inner
+ * dimension K = max(p, q)) is assembled in double from the exactly decoded
+ * weights and its m x m Gram matrix accumulated in double (dsyrk), then the
+ * symmetric eigensolver gives λ̂_i with |λ̂_i − σ_i²| ≲ (K + m)·ε₆₄·σ₁²
+ * (ε₆₄ = 2^-53; rounding errors of random sign; the rigorous worst case has
+ * ‖X‖_F² in place of σ₁²). Hence |σ̂_i − σ_i| ≲ min((K + m)·ε₆₄·σ₁² / σ_i,
+ * sqrt((K + m)·ε₆₄)·σ₁): at most 1.6e-6·σ₁ (the smallest values of a
+ * 16384 x 7168 stack), far inside the f32 contract and exact enough for
+ * energy ranks at τ >= 1e-6, but not relatively accurate for σ_i below about
+ * 1e-6·σ₁ and not inside the f64 contract. fasvd_stack_report.error_bound
+ * returns this estimate. FASVD_STACK_DIRECT (a direct SVD) is what the AUTO
+ * policy uses for FASVD_COMPUTE_F64; force it with f32 compute when small
+ * values must be relatively accurate.
  *
  * Threads: many small problems run in parallel over heads on the context's
  * worker threads with single-threaded BLAS inside each worker; a single big
  * problem (a stack's Gram matrix and eigensolver) uses threaded BLAS with the
- * context's thread count. libfasvd never runs more threads than that count.
+ * context's thread count; fasvd_layer_spectra runs its independent stacks
+ * concurrently, largest first (see there). libfasvd never runs more threads
+ * than that count. BLAS thread counts are process-wide (OpenBLAS): do not
+ * call these functions from inside another parallel BLAS region.
  * All functions here are reentrant; handles are immutable after creation
  * (except where a setter says otherwise), so one handle may be used by several
  * threads at once.
@@ -123,24 +130,35 @@ FASVD_API int64_t fasvd_gqa_group(int64_t i, int64_t n_heads, int64_t n_kv_heads
 
 /* ============================================================ R factors */
 
-/* The thin QR of every head's transpose, W_iᵀ = Q_i·R_i (W_i: k x m,
- * R_i: min(k, m) x k upper trapezoidal), computed once and shared by every
+/* A square-root factor of every head, W_iᵀ = Q_i·R_i (W_i: k x m, R_i:
+ * min(k, m) x k, Q_i orthonormal columns), computed once and shared by every
  * quantity that uses the head: the head's own spectrum σ(W_i) = σ(R_i), the
  * fused spectra σ(A_iᵀ·B_j) = σ(R_{A,i}·R_{B,j}ᵀ), and the stacked fused
- * reduction. Q_i is kept only when asked (keep_q), for singular vectors. */
+ * reduction. Only R_iᵀ·R_i = W_i·W_iᵀ matters to all of them, so R_i is
+ *  - with FASVD_COMPUTE_F64, or when Q is kept: the R of a Householder thin
+ *    QR (LQ for heads stored as columns), backward stable to ε·‖W_i‖;
+ *  - with FASVD_COMPUTE_F32: Λ^½·Uᵀ from the eigendecomposition of the Gram
+ *    matrix W_i·W_iᵀ = U·Λ·Uᵀ accumulated in double (half the flops of a QR,
+ *    all BLAS-3): values accurate to about sqrt((m + k)·ε₆₄)·σ₁ (1e-6·σ₁ for
+ *    a 128 x 7168 head), inside the f32 contract.
+ * The per-head and fused values are then computed from R in double.
+ * Q_i is kept only when asked (keep_q), for singular vectors. */
 typedef struct fasvd_rfactors fasvd_rfactors;
 
 typedef struct fasvd_rfactors_opts {
 	size_t size;            /* set by fasvd_rfactors_opts_init */
 	fasvd_compute compute;  /* 0 (default): the context's FASVD_CTX_COMPUTE */
-	int keep_q;             /* 1: keep Q_i (m x k per head) for fasvd_fuse_svd */
+	int keep_q;             /* 1: keep Q_i (m x min(k, m) per head, in the compute
+	                           precision) for fasvd_fuse_svd; implies the QR factor */
 } fasvd_rfactors_opts;
 
 /* Defaults: compute 0 (context), keep_q 0. */
 FASVD_API void fasvd_rfactors_opts_init(fasvd_rfactors_opts *opts);
 
-/* Factor every head of h (parallel over heads on the context's threads).
- * The result borrows h (h and its tensor must outlive it). opts may be NULL.
+/* Factor every head of h (parallel over heads on the context's threads) and
+ * compute the heads' singular values. The result borrows h (h and its tensor
+ * must outlive it); it is immutable, usable from several threads. opts may
+ * be NULL.
  * Errors: FASVD_EINVAL, FASVD_ENONFINITE, FASVD_ERANGE (dimension beyond
  * LAPACK's 32-bit integers), FASVD_ELAPACK, FASVD_ENOMEM. */
 FASVD_API int fasvd_rfactors_new(fasvd_rfactors **out, fasvd_ctx *ctx, const fasvd_heads *h,
@@ -151,10 +169,9 @@ FASVD_API void fasvd_rfactors_free(fasvd_rfactors *r);
 FASVD_API const fasvd_heads *fasvd_rfactors_heads(const fasvd_rfactors *r);
 FASVD_API fasvd_compute fasvd_rfactors_compute(const fasvd_rfactors *r);
 
-/* Per-head singular values σ(W_i) = σ(R_i): s[i·lds + j] for
- * j < min(rows, cols) of a head (zeros past the structural rank);
- * lds >= min(rows, cols). Parallel over heads.
- * Errors: FASVD_EINVAL, FASVD_ELAPACK, FASVD_ENOMEM. */
+/* Per-head singular values σ(W_i) = σ(R_i) (computed by
+ * fasvd_rfactors_new): s[i·lds + j] for j < min(rows, cols) of a head;
+ * lds >= min(rows, cols). ctx is unused (may be NULL). Errors: FASVD_EINVAL. */
 FASVD_API int fasvd_rfactors_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *r, double *s,
                                      int64_t lds);
 
@@ -206,8 +223,10 @@ typedef enum fasvd_stack_norm {
 /* How the stacked spectrum is computed (values pinned). */
 typedef enum fasvd_stack_method {
 	FASVD_STACK_AUTO = 0,   /* GRAM for f32 compute, DIRECT for f64 */
-	FASVD_STACK_GRAM = 1,   /* Gram of the smaller side in double + dsyevd(_2stage) */
-	FASVD_STACK_DIRECT = 2  /* direct SVD (gesdd) of the (reduced) stack */
+	FASVD_STACK_GRAM = 1,   /* Gram of the smaller side in double + dsyevd(_2stage);
+	                           assembled in double whatever the compute precision */
+	FASVD_STACK_DIRECT = 2  /* direct SVD (gesdd) of the (reduced) stack, assembled
+	                           in the compute precision */
 } fasvd_stack_method;
 
 typedef struct fasvd_stack_opts {
@@ -231,8 +250,10 @@ typedef struct fasvd_stack_report {
 	fasvd_stack_method method;  /* GRAM or DIRECT: the one used */
 	int64_t rows, cols;         /* shape of the stacked matrix as defined (§2) */
 	int64_t solved_rows, solved_cols; /* shape of the (reduced) problem solved */
-	double error_bound;         /* a priori bound on |σ̂_i − σ_i| (absolute; 0 for DIRECT,
-	                               whose backward-stable error is ~ε·σ₁) */
+	double error_bound;         /* GRAM: the estimate sqrt((K + m)·ε₆₄)·σ̂₁ of the
+	                               largest |σ̂_i − σ_i| (see the top of this header);
+	                               0 for DIRECT (backward stable: ~ε·σ₁ in the
+	                               compute precision) */
 } fasvd_stack_report;
 
 FASVD_API void fasvd_stack_report_init(fasvd_stack_report *r);
@@ -446,7 +467,10 @@ FASVD_API void fasvd_layer_opts_init(fasvd_layer_opts *opts);
  * skipped; QK/KQ need q and k, VO needs v and o. Every value is in double,
  * descending. Each head is decoded once per use at most; the R factors of
  * Q, K, V, O are computed once and shared. opts may be NULL.
- * Threads: parallel over heads for per-head work, threaded BLAS for stacks.
+ * Threads: per-head work runs in parallel over heads; then the stacked and
+ * subspace problems (independent, of very unequal size) run concurrently,
+ * largest first, each with threads / problems BLAS threads (at least 1) —
+ * with 2 threads, stack.O and stack.VO each get one core.
  * Errors: FASVD_EINVAL (NULL d, n_heads not a multiple of n_kv_heads, a heads
  * handle with the wrong count), FASVD_ESHAPE (head sizes inconsistent: q vs k
  * rows, v vs o rows, q/q_pe columns, k/v columns), FASVD_ENONFINITE (detail
