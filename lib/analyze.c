@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -256,6 +257,27 @@ static int64_t name_layer(const char *name)
 	return l;
 }
 
+/* Index of the selected extra tensor called s[0 .. n) (r->tensors is
+ * sorted), or -1. */
+static int64_t find_tensor(const struct run *r, const char *s, size_t n)
+{
+	int64_t lo = 0, hi = r->n_tensors;
+	while (lo < hi) {
+		int64_t mid = lo + (hi - lo) / 2;
+		const char *t = r->tensors[mid];
+		int c = strncmp(t, s, n);
+		if (c == 0)
+			c = t[n] == '\0' ? 0 : 1;
+		if (c == 0)
+			return mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
 static int resume_from(struct run *r, bool *resumed)
 {
 	*resumed = false;
@@ -316,13 +338,25 @@ static int resume_from(struct run *r, bool *resumed)
 		r->layer_done[l] = true;
 		p = q ? q + 1 : p + n;
 	}
-	for (const char *p = td; *p;) {
-		const char *q = strchr(p, ',');
-		size_t n = q ? (size_t)(q - p) : strlen(p);
-		for (int64_t i = 0; i < r->n_tensors; i++)
-			if (strlen(r->tensors[i]) == n && memcmp(r->tensors[i], p, n) == 0)
-				r->tensor_done[i] = true;
-		p = q ? q + 1 : p + n;
+	/* An extra tensor is done when its spectrum is in the file (T.* entries
+	 * are only ever written complete). tensors_done is not split on its
+	 * commas: tensor names may contain commas ("a,x" would read as "a" and
+	 * "x"), so it cannot say which names it lists. */
+	for (int64_t i = 0; i < r->n_tensors && !rc; i++) {
+		size_t len = strlen(r->tensors[i]);
+		char *full = fasvd__alloc(r->ctx, len + 3, "a spectrum name");
+		if (!full) {
+			rc = FASVD_ENOMEM;
+			break;
+		}
+		memcpy(full, "T.", 2);
+		memcpy(full + 2, r->tensors[i], len + 1);
+		r->tensor_done[i] = fasvd_st_find(old, full, NULL) == 0;
+		fasvd__free(r->ctx, full);
+	}
+	if (rc) {
+		json_decref(shapes);
+		goto out;
 	}
 	/* Keep the spectra of the steps done. */
 	for (int64_t i = 0; i < fasvd_st_count(old) && !rc; i++) {
@@ -331,10 +365,10 @@ static int resume_from(struct run *r, bool *resumed)
 		bool keep = false;
 		if (l >= 0 && l < r->info.n_layers)
 			keep = r->layer_done[l];
-		else if (strncmp(name, "T.", 2) == 0)
-			for (int64_t k = 0; k < r->n_tensors; k++)
-				if (r->tensor_done[k] && strcmp(r->tensors[k], name + 2) == 0)
-					keep = true;
+		else if (strncmp(name, "T.", 2) == 0) {
+			int64_t k = find_tensor(r, name + 2, strlen(name + 2));
+			keep = k >= 0 && r->tensor_done[k];
+		}
 		if (!keep)
 			continue;
 		fasvd_st_info inf;
@@ -374,6 +408,8 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static int select_globs(struct run *r, int64_t n, bool *taken);
+
 static int select_tensors(struct run *r)
 {
 	const fasvd_analyze_opts *o = r->o;
@@ -382,8 +418,25 @@ static int select_tensors(struct run *r)
 		return 0;
 	r->tensors = fasvd__calloc(r->ctx, (size_t)n + 1, sizeof(char *), "tensor list");
 	r->tensor_done = fasvd__calloc(r->ctx, (size_t)n + 1, sizeof(bool), "tensor list");
-	if (!r->tensors || !r->tensor_done)
+	/* taken[i]: checkpoint tensor i is selected already (by an earlier
+	 * pattern); a linear scan of the selection made `--tensors '*'` on a
+	 * checkpoint of 10^5 tensors quadratic. */
+	bool *taken = fasvd__calloc(r->ctx, (size_t)n + 1, sizeof(bool), "tensor list");
+	if (!r->tensors || !r->tensor_done || !taken) {
+		fasvd__free(r->ctx, taken);
 		return FASVD_ENOMEM;
+	}
+	int rc = select_globs(r, n, taken);
+	fasvd__free(r->ctx, taken);
+	if (rc)
+		return rc;
+	qsort(r->tensors, (size_t)r->n_tensors, sizeof(char *), cmp_str);
+	return 0;
+}
+
+static int select_globs(struct run *r, int64_t n, bool *taken)
+{
+	const fasvd_analyze_opts *o = r->o;
 	for (int64_t g = 0; g < o->n_tensor_globs; g++) {
 		const char *pat = o->tensor_globs[g];
 		if (!pat)
@@ -395,11 +448,9 @@ static int select_tensors(struct run *r)
 			if (fnmatch(pat, name, 0) != 0)
 				continue;
 			matched++;
-			bool dup = false;
-			for (int64_t k = 0; k < r->n_tensors && !dup; k++)
-				dup = strcmp(r->tensors[k], name) == 0;
-			if (dup)
+			if (taken[i])
 				continue;
+			taken[i] = true;
 			fasvd_st_info inf;
 			fasvd_st_info_init(&inf);
 			int rc = fasvd_st_info_get(r->st, name, &inf);
@@ -422,7 +473,6 @@ static int select_tensors(struct run *r)
 			return fasvd__error(FASVD_EINVAL, "--tensors pattern '%s' matches no tensor of %s",
 			                    pat, r->info.dir);
 	}
-	qsort(r->tensors, (size_t)r->n_tensors, sizeof(char *), cmp_str);
 	return 0;
 }
 
@@ -561,9 +611,17 @@ static int run_tensor(struct run *r, const char *name)
 	so.compute = r->compute;
 	rc = fasvd_svdvals(r->ctx, t, &so, s, k, NULL);
 	if (!rc) {
-		char full[512];
-		snprintf(full, sizeof full, "T.%s", name);
-		rc = add_entry(r, full, -1, 1, k, t->rows, t->cols, 0, s);
+		/* Tensor names have no length limit: never truncate one. */
+		size_t len = strlen(name);
+		char *full = fasvd__alloc(r->ctx, len + 3, "a spectrum name");
+		if (!full) {
+			rc = FASVD_ENOMEM;
+		} else {
+			memcpy(full, "T.", 2);
+			memcpy(full + 2, name, len + 1);
+			rc = add_entry(r, full, -1, 1, k, t->rows, t->cols, 0, s);
+			fasvd__free(r->ctx, full);
+		}
 	}
 	fasvd__free(r->ctx, s);
 	fasvd_tensor_free(t);
@@ -572,8 +630,13 @@ static int run_tensor(struct run *r, const char *name)
 
 /* ---- summaries ---- */
 
-static int write_text_atomic(fasvd_ctx *ctx, const char *path, const char *text, size_t n)
+/* Write text[0 .. n) to a new temporary file beside `path` (with the mode
+ * of any new file), synced and closed; *tmp gets its name (free it). The
+ * caller renames it into place or unlinks it. */
+static int write_text_tmp(fasvd_ctx *ctx, const char *path, const char *text, size_t n,
+                          char **tmp_out)
 {
+	*tmp_out = NULL;
 	size_t plen = strlen(path);
 	char *tmp = fasvd__alloc(ctx, plen + 16, "a path");
 	if (!tmp)
@@ -585,28 +648,70 @@ static int write_text_atomic(fasvd_ctx *ctx, const char *path, const char *text,
 		fasvd__free(ctx, tmp);
 		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", path, strerror(e));
 	}
+	const char *step = "write";
+	int failed = 0;
 	size_t off = 0;
-	while (off < n) {
+	while (off < n && !failed) {
 		ssize_t k = write(fd, text + off, n - off);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0) {
-			int e = errno;
-			close(fd);
-			unlink(tmp);
-			fasvd__free(ctx, tmp);
-			return fasvd__error(FASVD_EIO, "%s: write failed: %s", path, strerror(e));
+			if (k == 0)
+				errno = EIO;
+			failed = 1;
+			break;
 		}
 		off += (size_t)k;
 	}
-	if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-		int e = errno;
+	/* mkstemp creates the file 0600: give it the mode of any new file. */
+	if (!failed && fchmod(fd, (mode_t)fasvd__new_file_mode()) != 0)
+		failed = 1, step = "set the mode of";
+	if (!failed && fsync(fd) != 0)
+		failed = 1, step = "sync";
+	int e = errno;
+	if (close(fd) != 0 && !failed)
+		failed = 1, step = "close", e = errno;
+	if (failed) {
 		unlink(tmp);
 		fasvd__free(ctx, tmp);
-		return fasvd__error(FASVD_EIO, "%s: cannot write: %s", path, strerror(e));
+		return fasvd__error(FASVD_EIO, "%s: cannot %s it: %s", path, step, strerror(e));
 	}
-	fasvd__free(ctx, tmp);
+	*tmp_out = tmp;
 	return 0;
+}
+
+/* Write the summaries present (JSON and / or CSV) all or nothing: both are
+ * written to temporaries first, then renamed into place. */
+static int write_texts_atomic(fasvd_ctx *ctx, const char *const *paths, const char *const *texts,
+                              const size_t *lens, int count)
+{
+	char *tmp[2] = {NULL, NULL};
+	int rc = 0, renamed = 0;
+	for (int i = 0; i < count && !rc; i++)
+		if (paths[i])
+			rc = write_text_tmp(ctx, paths[i], texts[i], lens[i], &tmp[i]);
+	for (int i = 0; i < count && !rc; i++) {
+		if (!tmp[i])
+			continue;
+		if (rename(tmp[i], paths[i]) != 0) {
+			rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s over it: %s", paths[i],
+			                  tmp[i], strerror(errno));
+			break;
+		}
+		fasvd__free(ctx, tmp[i]);
+		tmp[i] = NULL;
+		renamed |= 1 << i;
+	}
+	for (int i = 0; i < count; i++) {
+		if (tmp[i]) {
+			unlink(tmp[i]);
+			fasvd__free(ctx, tmp[i]);
+		}
+		/* a summary already in place while the other failed: no half result */
+		if (rc && (renamed & (1 << i)))
+			unlink(paths[i]);
+	}
+	return rc;
 }
 
 struct row_metrics {
@@ -665,7 +770,7 @@ static int write_summaries(struct run *r, const double *taus, int64_t nt)
 	qsort(r->e, (size_t)r->n_e, sizeof *r->e, cmp_entry);
 	int rc = 0;
 	json_t *root = json_object(), *rows = json_array(), *tj = json_array();
-	char *csv = NULL;
+	char *csv = NULL, *json_text = NULL;
 	size_t csv_len = 0, csv_cap = 0;
 	FILE *mem = NULL;
 	if (!root || !rows || !tj) {
@@ -759,22 +864,22 @@ static int write_summaries(struct run *r, const double *taus, int64_t nt)
 		tj = NULL;
 		json_object_set_new(root, "matrices", rows);
 		rows = NULL;
-		char *text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-		if (!text) {
+		json_text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+		if (!json_text) {
 			rc = fasvd__error(FASVD_ENOMEM, "out of memory writing the JSON summary");
 			goto out;
 		}
-		size_t n = strlen(text);
-		rc = write_text_atomic(r->ctx, o->json_path, text, n);
-		free(text);
-		if (rc)
-			goto out;
 	}
-	if (o->csv_path)
-		rc = write_text_atomic(r->ctx, o->csv_path, csv ? csv : "", csv ? csv_len : 0);
+	{
+		const char *paths[2] = {o->json_path, o->csv_path};
+		const char *texts[2] = {json_text, csv ? csv : ""};
+		size_t lens[2] = {json_text ? strlen(json_text) : 0, csv ? csv_len : 0};
+		rc = write_texts_atomic(r->ctx, paths, texts, lens, 2);
+	}
 out:
 	if (mem)
 		fclose(mem);
+	free(json_text);
 	free(csv);
 	json_decref(tj);
 	json_decref(rows);
@@ -879,12 +984,15 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 				r.bytes_done += inf.nbytes;
 			r.steps_done++;
 		}
-	if (!resumed) {
-		/* Fail early (and leave nothing) when the output cannot be written. */
-		if ((rc = write_snapshot(&r)))
-			goto out;
+	/* Fail early (and leave nothing) when the output cannot be written. A
+	 * resumed file is rewritten too: spectra of the old file that this run
+	 * does not select (another --tensors) are dropped, so that the file is
+	 * exactly what an uninterrupted run with these options writes even when
+	 * no step is left to do. */
+	if ((rc = write_snapshot(&r)))
+		goto out;
+	if (!resumed)
 		created = true;
-	}
 	if ((rc = report(&r, "start", -1, NULL)))
 		goto out;
 	for (int64_t l = r.first; l <= r.last; l++) {

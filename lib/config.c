@@ -5,11 +5,14 @@
 #include "model_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Dimensions above this are refused as nonsense (and keep products of two
  * of them far from int64 overflow). */
@@ -241,9 +244,15 @@ int fasvd__config_parse(fasvd_ctx *ctx, fasvd__config *out, const char *text, si
 
 	json_error_t jerr;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root)
+	if (!root) {
+		char key[256];
+		if (json_error_code(&jerr) == json_error_duplicate_key &&
+		    fasvd__json_key_before(text, len, jerr.position, key, sizeof key))
+			return fasvd__error(FASVD_EFORMAT, "%s: duplicate key '%s' (line %d)", label,
+			                    key, jerr.line);
 		return fasvd__error(FASVD_EFORMAT, "%s: not valid JSON (line %d, column %d): %s", label,
 		                    jerr.line, jerr.column, jerr.text);
+	}
 	int rc;
 	fasvd__config *cfg = out;
 	parse_state ps = {label, root, NULL};
@@ -339,11 +348,29 @@ int fasvd__config_load(fasvd_ctx *ctx, fasvd__config *out, const char *path)
 	memset(out, 0, sizeof *out);
 	if (!path)
 		return fasvd__error(FASVD_EINVAL, "config: NULL path");
-	FILE *f = fopen(path, "rb");
-	if (!f) {
+	/* O_NONBLOCK: opening a FIFO without a writer would block forever;
+	 * anything but a regular file is refused. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
 		int e = errno;
 		return fasvd__error(e == ENOENT ? FASVD_ENOTFOUND : FASVD_EIO, "%s: cannot open: %s",
 		                    path, strerror(e));
+	}
+	struct stat sb;
+	if (fstat(fd, &sb) != 0) {
+		int e = errno;
+		close(fd);
+		return fasvd__error(FASVD_EIO, "%s: cannot stat: %s", path, strerror(e));
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
+		return fasvd__error(FASVD_EIO, "%s: not a regular file", path);
+	}
+	FILE *f = fdopen(fd, "rb");
+	if (!f) {
+		int e = errno;
+		close(fd);
+		return fasvd__error(FASVD_ENOMEM, "%s: cannot read: %s", path, strerror(e));
 	}
 	/* config.json files are a few kB; refuse anything absurd. */
 	const size_t cap = (size_t)16 << 20;

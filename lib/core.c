@@ -294,6 +294,15 @@ extern void openblas_set_num_threads(int) __attribute__((weak));
 extern int openblas_get_num_threads(void) __attribute__((weak));
 
 static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Parallel regions running now, in every thread and context, and the BLAS
+ * thread count from before the first of them (both guarded by blas_lock).
+ * The BLAS setting is process-wide, so regions are counted rather than
+ * saved and restored one by one: with overlapping regions in two threads,
+ * the first to end would otherwise restore the count while the other's
+ * workers still run, and the last would "restore" the 1 it had saved,
+ * leaving BLAS single-threaded for good. */
+static int blas_regions;
+static int blas_before;
 
 int fasvd__blas_get_threads(void)
 {
@@ -302,11 +311,36 @@ int fasvd__blas_get_threads(void)
 
 void fasvd__blas_set_threads(int n)
 {
-	if (!openblas_set_num_threads || n < 1)
+	if (!openblas_set_num_threads || !openblas_get_num_threads || n < 1)
 		return;
 	pthread_mutex_lock(&blas_lock);
-	if (openblas_get_num_threads() != n)
+	/* While a parallel region runs BLAS stays single-threaded (its workers
+	 * use the threads); the region's end restores the count. */
+	if (blas_regions == 0 && openblas_get_num_threads() != n)
 		openblas_set_num_threads(n);
+	pthread_mutex_unlock(&blas_lock);
+}
+
+static void blas_region_enter(void)
+{
+	if (!openblas_set_num_threads || !openblas_get_num_threads)
+		return;
+	pthread_mutex_lock(&blas_lock);
+	if (blas_regions++ == 0) {
+		blas_before = openblas_get_num_threads();
+		if (blas_before != 1)
+			openblas_set_num_threads(1);
+	}
+	pthread_mutex_unlock(&blas_lock);
+}
+
+static void blas_region_leave(void)
+{
+	if (!openblas_set_num_threads || !openblas_get_num_threads)
+		return;
+	pthread_mutex_lock(&blas_lock);
+	if (--blas_regions == 0 && openblas_get_num_threads() != blas_before)
+		openblas_set_num_threads(blas_before);
 	pthread_mutex_unlock(&blas_lock);
 }
 
@@ -376,8 +410,7 @@ int fasvd__parallel_for(fasvd_ctx *ctx, int64_t n, fasvd__task_fn fn, void *arg)
 	pthread_mutex_init(&sh.lock, NULL);
 	pthread_t tids[1024];
 	struct pf_worker ws[1024];
-	int saved_blas = fasvd__blas_get_threads();
-	fasvd__blas_set_threads(1);
+	blas_region_enter();
 	int started = 0;
 	for (int k = 1; k < nw; k++) {
 		ws[k].sh = &sh;
@@ -391,7 +424,7 @@ int fasvd__parallel_for(fasvd_ctx *ctx, int64_t n, fasvd__task_fn fn, void *arg)
 	pf_run(&ws[0]);
 	for (int k = 1; k <= started; k++)
 		pthread_join(tids[k], NULL);
-	fasvd__blas_set_threads(saved_blas);
+	blas_region_leave();
 	pthread_mutex_destroy(&sh.lock);
 	if (sh.err)
 		return fasvd__error(sh.err, "%s", sh.msg);

@@ -60,17 +60,7 @@ static inline float bits_to_float(uint32_t u)
 
 float fasvd__f16_to_float(uint16_t h)
 {
-	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	uint32_t exp = (h >> 10) & 0x1fu;
-	uint32_t mant = h & 0x3ffu;
-	if (exp == 0) {
-		/* zero or subnormal: mant · 2^-24, exact in float */
-		float v = (float)mant * 0x1p-24f;
-		return sign ? -v : v;
-	}
-	if (exp == 31)
-		return bits_to_float(sign | 0x7f800000u | (mant << 13));
-	return bits_to_float(sign | ((exp + 112u) << 23) | (mant << 13));
+	return fasvd__f16_to_float_inline(h);
 }
 
 static float e4m3_table[256], e5m2_table[256];

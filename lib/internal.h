@@ -62,11 +62,26 @@ typedef int (*fasvd__task_fn)(void *arg, int64_t i, int worker);
 int fasvd__parallel_for(fasvd_ctx *ctx, int64_t n, fasvd__task_fn fn, void *arg);
 /* Number of workers fasvd__parallel_for would use for n tasks. */
 int fasvd__parallel_workers(fasvd_ctx *ctx, int64_t n);
-/* BLAS thread control (OpenBLAS when linked; no-op otherwise). The set is
- * process-wide: libfasvd sets the context's thread count for single big
- * problems and 1 inside parallel regions, and restores the previous value. */
+/* BLAS thread control (OpenBLAS when linked; no-op otherwise). The setting
+ * is process-wide: libfasvd sets the context's thread count for single big
+ * problems and restores the previous value. While any parallel region runs
+ * (fasvd__parallel_for, in any thread) BLAS is single-threaded and
+ * fasvd__blas_set_threads() does nothing; the end of the last region
+ * restores the count from before the first. */
 int fasvd__blas_get_threads(void);
 void fasvd__blas_set_threads(int n);
+
+/* ---- JSON (safetensors.c) ---- */
+/* The JSON string token that ends just before byte `pos` of buf[0 .. len)
+ * (where jansson reports a duplicate key), decoded, into out[0 .. n)
+ * (truncated). False when there is none. */
+bool fasvd__json_key_before(const char *buf, size_t len, int pos, char *out, size_t n);
+
+/* ---- files (st_writer.c) ---- */
+/* Mode of a new file: 0666 minus the process umask (read without changing
+ * it, which would race with other threads). For files created with
+ * mkstemp(), which uses 0600. */
+unsigned fasvd__new_file_mode(void);
 
 /* ---- tensors (tensor.c) ---- */
 struct fasvd_tensor {

@@ -142,6 +142,9 @@ struct fasvd_st {
 	int64_t n;
 	st_meta *meta;
 	int64_t n_meta, cap_meta;
+	/* While opening: the metadata keys seen (a jansson object used as a
+	 * hash set, so that n keys cost O(n), not O(n^2)). */
+	json_t *meta_seen;
 	int64_t block_rows, block_cols;
 };
 
@@ -174,6 +177,7 @@ void fasvd_st_close(fasvd_st *st)
 		fasvd__free(ctx, st->meta[i].value);
 	}
 	fasvd__free(ctx, st->meta);
+	json_decref(st->meta_seen);
 	fasvd__free(ctx, st->origin);
 	fasvd__free(ctx, st->dir);
 	fasvd__free(ctx, st);
@@ -246,9 +250,10 @@ static void fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim)
 
 static int add_meta(fasvd_st *st, const char *key, const char *value)
 {
-	for (int64_t i = 0; i < st->n_meta; i++)
-		if (strcmp(st->meta[i].key, key) == 0)
-			return 0; /* first one wins */
+	if (!st->meta_seen && !(st->meta_seen = json_object()))
+		return fasvd__error(FASVD_ENOMEM, "out of memory indexing metadata");
+	if (json_object_get(st->meta_seen, key))
+		return 0; /* first one wins */
 	if (st->n_meta == st->cap_meta) {
 		int64_t cap = st->cap_meta ? 2 * st->cap_meta : 8;
 		st_meta *m = fasvd__calloc(st->ctx, (size_t)cap, sizeof *m, "metadata");
@@ -266,6 +271,11 @@ static int add_meta(fasvd_st *st, const char *key, const char *value)
 		fasvd__free(st->ctx, k);
 		return FASVD_ENOMEM;
 	}
+	if (json_object_set_new(st->meta_seen, key, json_true())) {
+		fasvd__free(st->ctx, k);
+		fasvd__free(st->ctx, v);
+		return fasvd__error(FASVD_ENOMEM, "out of memory indexing metadata");
+	}
 	st->meta[st->n_meta].key = k;
 	st->meta[st->n_meta].value = v;
 	st->n_meta++;
@@ -277,15 +287,44 @@ static int json_error_code_of(const json_error_t *err)
 	return (int)json_error_code(err);
 }
 
-/* Report a jansson parse failure. */
-static int json_fail(const char *file, const char *what, const json_error_t *err)
+bool fasvd__json_key_before(const char *buf, size_t len, int pos, char *out, size_t n)
+{
+	if (n == 0 || pos < 2 || (size_t)pos > len || buf[pos - 1] != '"')
+		return false;
+	for (int i = pos - 2; i >= 0; i--) {
+		if (buf[i] != '"')
+			continue;
+		int bs = 0;
+		for (int k = i - 1; k >= 0 && buf[k] == '\\'; k--)
+			bs++;
+		if (bs % 2)
+			continue; /* an escaped quote inside the string */
+		json_t *str = json_loadb(buf + i, (size_t)(pos - i), JSON_DECODE_ANY, NULL);
+		bool ok = json_is_string(str);
+		if (ok)
+			snprintf(out, n, "%s", json_string_value(str));
+		json_decref(str);
+		return ok;
+	}
+	return false;
+}
+
+/* Report a jansson parse failure of buf[0 .. len). */
+static int json_fail(const char *file, const char *what, const json_error_t *err,
+                     const char *buf, size_t len)
 {
 	switch (json_error_code_of(err)) {
 	case json_error_out_of_memory:
 		return fasvd__error(FASVD_ENOMEM, "%s: out of memory parsing the %s", file, what);
-	case json_error_duplicate_key:
+	case json_error_duplicate_key: {
+		/* jansson names the key only when it is short: find it. */
+		char key[256];
+		if (fasvd__json_key_before(buf, len, err->position, key, sizeof key))
+			return fasvd__error(FASVD_EFORMAT, "%s: %s has a duplicate name '%s'", file,
+			                    what, key);
 		return fasvd__error(FASVD_EFORMAT, "%s: %s has a duplicate name: %s", file, what,
 		                    err->text);
+	}
 	case json_error_invalid_utf8:
 		return fasvd__error(FASVD_EFORMAT, "%s: %s is not valid UTF-8 (byte %d)", file,
 		                    what, err->position);
@@ -307,7 +346,9 @@ static int map_file(const char *path, unsigned char **map, size_t *len)
 {
 	*map = NULL;
 	*len = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO without a writer would block forever (it is
+	 * refused below, as is anything that is not a regular file). */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return fasvd__error(FASVD_EIO, "%s: cannot open: %s", path, strerror(errno));
 	struct stat sb;
@@ -537,7 +578,7 @@ static int parse_shard(fasvd_st *st, st_shard *sh, int64_t index)
 	json_error_t err;
 	json_t *root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &err);
 	if (!root)
-		return json_fail(file, "header", &err);
+		return json_fail(file, "header", &err, hdr, (size_t)hlen);
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return fasvd__error(FASVD_EFORMAT, "%s: header is not a JSON object", file);
@@ -709,15 +750,18 @@ static int open_index(fasvd_st *st, const char *index_file)
 	}
 	json_error_t err;
 	json_t *root = json_loadb((const char *)map, len, JSON_REJECT_DUPLICATES, &err);
+	if (!root)
+		rc = json_fail(index_file, "index", &err, (const char *)map, len);
 	munmap(map, len);
 	if (!root)
-		return json_fail(index_file, "index", &err);
+		return rc;
 
 	char *rdir = NULL;
 	idx_item *items = NULL;
 	char **names = NULL; /* unique shard names, in first-seen order */
 	int64_t n_names = 0, n_items = 0;
 	json_t *wm = NULL;
+	json_t *seen = json_object(); /* shard name -> its index in names */
 	if (!json_is_object(root)) {
 		rc = fasvd__error(FASVD_EFORMAT, "%s: index is not a JSON object", index_file);
 		goto done;
@@ -731,8 +775,8 @@ static int open_index(fasvd_st *st, const char *index_file)
 	size_t count = json_object_size(wm);
 	items = fasvd__calloc(ctx, count ? count : 1, sizeof *items, "the index");
 	names = fasvd__calloc(ctx, count ? count : 1, sizeof *names, "the shard names");
-	if (!items || !names) {
-		rc = FASVD_ENOMEM;
+	if (!items || !names || !seen) {
+		rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory reading the index", index_file);
 		goto done;
 	}
 	rdir = realpath(st->dir, NULL);
@@ -754,16 +798,23 @@ static int open_index(fasvd_st *st, const char *index_file)
 		}
 		const char *fname = json_string_value(v);
 		int64_t s = -1;
-		if (last >= 0 && strcmp(names[last], fname) == 0)
+		if (last >= 0 && strcmp(names[last], fname) == 0) {
 			s = last;
-		for (int64_t k = 0; s < 0 && k < n_names; k++)
-			if (strcmp(names[k], fname) == 0)
-				s = k;
+		} else {
+			json_t *k = json_object_get(seen, fname);
+			if (k)
+				s = (int64_t)json_integer_value(k);
+		}
 		if (s < 0) {
 			rc = check_shard_name(index_file, fname, key);
 			if (rc)
 				goto done;
 			s = n_names;
+			if (json_object_set_new(seen, fname, json_integer((json_int_t)s))) {
+				rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory reading the index",
+				                  index_file);
+				goto done;
+			}
 			names[n_names++] = (char *)fname;
 		}
 		last = s;
@@ -853,6 +904,7 @@ done:
 	free(rdir);
 	fasvd__free(ctx, items);
 	fasvd__free(ctx, names);
+	json_decref(seen);
 	json_decref(root);
 	return rc;
 }
@@ -971,6 +1023,8 @@ int fasvd_st_open(fasvd_st **out, fasvd_ctx *ctx, const char *path)
 	rc = kind == 1 ? open_index(st, st->origin) : open_single(st, st->origin);
 	if (rc)
 		goto fail;
+	json_decref(st->meta_seen);
+	st->meta_seen = NULL;
 	*out = st;
 	return 0;
 fail:
@@ -1005,6 +1059,8 @@ int fasvd__st_open_buffer(fasvd_st **out, fasvd_ctx *ctx, const void *data, size
 	rc = parse_shard(st, sh, 0);
 	if (rc)
 		goto fail;
+	json_decref(st->meta_seen);
+	st->meta_seen = NULL;
 	st->entries = sh->entries;
 	st->n = sh->n_entries;
 	sh->entries = NULL;
@@ -1230,8 +1286,9 @@ int fasvd_st_tensor(fasvd_tensor **out, fasvd_st *st, const char *name, unsigned
 		if (se) {
 			const char *file = st->shards[e->shard].path;
 			const char *sfile = st->shards[se->shard].path;
-			int64_t gr = (e->shape[0] + st->block_rows - 1) / st->block_rows;
-			int64_t gc = (e->shape[1] + st->block_cols - 1) / st->block_cols;
+			/* ceil(n / b) for n >= 1 without overflow for any block size */
+			int64_t gr = (e->shape[0] - 1) / st->block_rows + 1;
+			int64_t gc = (e->shape[1] - 1) / st->block_cols + 1;
 			if (se->ndim != 2 || se->shape[0] != gr || se->shape[1] != gc) {
 				char sbuf[200];
 				fmt_shape(sbuf, sizeof sbuf, se->shape, se->ndim);

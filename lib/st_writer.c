@@ -389,6 +389,11 @@ static mode_t current_umask(void)
 	return mask;
 }
 
+unsigned fasvd__new_file_mode(void)
+{
+	return 0666u & ~(unsigned)current_umask();
+}
+
 static void sync_dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
@@ -464,7 +469,7 @@ int fasvd_st_writer_write(fasvd_st_writer *w, const char *path)
 	int failed = write_all(fd, le, 8) || write_all(fd, header, hlen);
 	for (size_t i = 0; i < n && !failed; i++)
 		failed = write_all(fd, by_layout[i]->data, by_layout[i]->nbytes);
-	if (!failed && fchmod(fd, 0666 & ~current_umask()) != 0)
+	if (!failed && fchmod(fd, (mode_t)fasvd__new_file_mode()) != 0)
 		failed = 1, step = "set the mode of";
 	if (!failed && fsync(fd) != 0)
 		failed = 1, step = "sync";

@@ -18,9 +18,9 @@ const char *fasvd__tensor_label(const fasvd_tensor *t, char *buf, size_t n)
 
 static int abs_extent(int64_t stride, int64_t dim, int64_t *out)
 {
-	int64_t s = stride < 0 ? -stride : stride;
-	if (stride == INT64_MIN)
+	if (stride == INT64_MIN) /* checked first: -INT64_MIN overflows */
 		return -1;
+	int64_t s = stride < 0 ? -stride : stride;
 	return __builtin_mul_overflow(s, dim - 1, out) ? -1 : 0;
 }
 
@@ -196,8 +196,9 @@ int fasvd_tensor_set_block_scales(fasvd_tensor *t, const fasvd_tensor *scale_inv
 		                    "weights, not %s",
 		                    lab, fasvd_dtype_name(t->dtype));
 	}
-	int64_t gr = (t->rows + block_rows - 1) / block_rows;
-	int64_t gc = (t->cols + block_cols - 1) / block_cols;
+	/* ceil(n / b) for n >= 1 without overflow for any block size */
+	int64_t gr = (t->rows - 1) / block_rows + 1;
+	int64_t gc = (t->cols - 1) / block_cols + 1;
 	if (scale_inv->rows != gr || scale_inv->cols != gc)
 		return fasvd__error(FASVD_ESHAPE,
 		                    "%s: scale %s has shape [%lld, %lld]; weight [%lld, %lld] with "
@@ -382,45 +383,6 @@ int fasvd_tensor_get(const fasvd_tensor *t, int64_t row, int64_t col, double *ou
 	return 0;
 }
 
-/* Decode row `r` of t into dst[c * dst_step] for c in [0, cols), dequantised.
- * Returns the first column holding a non-finite value, or -1. */
-static int64_t decode_row_f64(const fasvd_tensor *t, const float *fp8, int64_t r, double *dst,
-                              int64_t dst_step, bool check)
-{
-	size_t size = fasvd_dtype_size(t->dtype);
-	const unsigned char *p = t->data + r * t->rs * (int64_t)size;
-	int64_t step = t->cs * (int64_t)size;
-	int64_t bad = -1;
-	if (!t->scales) {
-		for (int64_t c = 0; c < t->cols; c++, p += step) {
-			double v = decode_one(t, p, fp8);
-			dst[c * dst_step] = v;
-			if (check && bad < 0 && !isfinite(v))
-				bad = c;
-		}
-		return bad;
-	}
-	/* One root coordinate is fixed along a view row, the other runs with c. */
-	int64_t fixed = t->transposed ? t->col0 + r : t->row0 + r;
-	int64_t run = t->transposed ? t->row0 : t->col0;
-	int64_t fblk = t->transposed ? t->block_cols : t->block_rows;
-	int64_t rblk = t->transposed ? t->block_rows : t->block_cols;
-	int64_t fi = fixed / fblk, ri = run / rblk, next = (ri + 1) * rblk;
-	for (int64_t c = 0; c < t->cols; c++, p += step, run++) {
-		if (run == next) {
-			ri++;
-			next += rblk;
-		}
-		double s = t->transposed ? t->scales[ri * t->grid_cols + fi]
-		                         : t->scales[fi * t->grid_cols + ri];
-		double v = decode_one(t, p, fp8) * s;
-		dst[c * dst_step] = v;
-		if (check && bad < 0 && !isfinite(v))
-			bad = c;
-	}
-	return bad;
-}
-
 static int nonfinite_error(const fasvd_tensor *t, int64_t r, int64_t c, double v)
 {
 	char lab[300];
@@ -443,62 +405,327 @@ static int check_dst(const fasvd_tensor *t, const void *dst, int64_t ld, fasvd_l
 	return 0;
 }
 
+/* The decode loops. A view is walked as `n_lines` lines of `len` elements
+ * along the source's smaller stride (view rows, or view columns when the
+ * column stride is the larger one: a transposed view), so that the source
+ * is read in address order whatever the destination layout. A line that
+ * lands contiguously in the destination is decoded straight into it; else
+ * tiles of TILE_I lines x TILE_J elements are decoded into a small buffer
+ * and written transposed, TILE_I contiguous elements at a time. Values are
+ * those of fasvd_tensor_get(): the code's exact value (a float) times its
+ * block scale (a double), in double; the f32 variant rounds that double
+ * once. Non-finite values are detected on the output; the first one in the
+ * view's row-major order is then located and reported. */
+enum { TILE_I = 16, TILE_J = 128, CHUNK = 512 };
+
+struct plan {
+	fasvd_dtype dtype;
+	const float *fp8;
+	const unsigned char *base;
+	int64_t so, si;       /* byte strides between lines / along a line */
+	int64_t n_lines, len;
+	bool swapped;         /* lines are view columns */
+	/* scale(i, j) = scales[((f0 + i) / fblk) * sf + ((r0 + j) / rblk) * sr] */
+	const double *scales;
+	int64_t f0, fblk, sf, r0, rblk, sr;
+};
+
+static void make_plan(const fasvd_tensor *t, struct plan *p)
+{
+	int64_t size = (int64_t)fasvd_dtype_size(t->dtype);
+	int64_t ars = t->rs < 0 ? -t->rs : t->rs, acs = t->cs < 0 ? -t->cs : t->cs;
+	memset(p, 0, sizeof *p);
+	p->dtype = t->dtype;
+	p->fp8 = (t->dtype == FASVD_DTYPE_F8_E4M3 || t->dtype == FASVD_DTYPE_F8_E5M2)
+	                 ? fasvd__fp8_table(t->dtype)
+	                 : NULL;
+	p->base = t->data;
+	/* A single row or column is one line whatever its stride. */
+	p->swapped = t->rows > 1 && (t->cols == 1 || acs > ars);
+	p->n_lines = p->swapped ? t->cols : t->rows;
+	p->len = p->swapped ? t->rows : t->cols;
+	/* A stride along a dimension of 1 is never used and may be anything
+	 * (its byte value may not even fit in int64_t). */
+	p->so = p->n_lines > 1 ? (p->swapped ? t->cs : t->rs) * size : 0;
+	p->si = p->len > 1 ? (p->swapped ? t->rs : t->cs) * size : 0;
+	if (!t->scales)
+		return;
+	p->scales = t->scales;
+	/* Root row r depends on the view row (column when transposed); lines
+	 * are view rows (columns when swapped). */
+	if (t->transposed == p->swapped) {
+		p->f0 = t->row0, p->fblk = t->block_rows, p->sf = t->grid_cols;
+		p->r0 = t->col0, p->rblk = t->block_cols, p->sr = 1;
+	} else {
+		p->f0 = t->col0, p->fblk = t->block_cols, p->sf = 1;
+		p->r0 = t->row0, p->rblk = t->block_rows, p->sr = t->grid_cols;
+	}
+}
+
+/* Elements [j0, j0 + n) of line i, unscaled, as exact values of type T
+ * (every dtype but F64, whose values need not fit a float). */
+#define LINE_DECODE(T)                                                              \
+	do {                                                                        \
+		const unsigned char *s = p->base + i * p->so + j0 * p->si;          \
+		const int64_t st = p->si;                                           \
+		switch (p->dtype) {                                                 \
+		case FASVD_DTYPE_F32:                                               \
+			for (int64_t k = 0; k < n; k++, s += st) {                  \
+				float f;                                            \
+				memcpy(&f, s, 4);                                   \
+				out[k] = f;                                         \
+			}                                                           \
+			break;                                                      \
+		case FASVD_DTYPE_F16:                                               \
+			for (int64_t k = 0; k < n; k++, s += st) {                  \
+				uint16_t h;                                         \
+				memcpy(&h, s, 2);                                   \
+				out[k] = fasvd__f16_to_float_inline(h);             \
+			}                                                           \
+			break;                                                      \
+		case FASVD_DTYPE_BF16:                                              \
+			for (int64_t k = 0; k < n; k++, s += st) {                  \
+				uint16_t h;                                         \
+				memcpy(&h, s, 2);                                   \
+				uint32_t u = (uint32_t)h << 16;                     \
+				float f;                                            \
+				memcpy(&f, &u, 4);                                  \
+				out[k] = f;                                         \
+			}                                                           \
+			break;                                                      \
+		default: {                                                          \
+			const float *tab = p->fp8;                                  \
+			if (st == 1) {                                              \
+				for (int64_t k = 0; k < n; k++)                     \
+					out[k] = tab[s[k]];                         \
+			} else {                                                    \
+				for (int64_t k = 0; k < n; k++, s += st)            \
+					out[k] = tab[*s];                           \
+			}                                                           \
+			break;                                                      \
+		}                                                                   \
+		}                                                                   \
+	} while (0)
+
+static void line_float(const struct plan *p, int64_t i, int64_t j0, int64_t n, float *out)
+{
+	LINE_DECODE(float);
+}
+
+static void line_widened(const struct plan *p, int64_t i, int64_t j0, int64_t n, double *out)
+{
+	LINE_DECODE(double);
+}
+#undef LINE_DECODE
+
+/* Multiply elements [j0, j0 + n) of line i (in out[0 .. n)) by their block
+ * scales: constant over runs of rblk elements. */
+static void line_scale(const struct plan *p, int64_t i, int64_t j0, int64_t n, double *out)
+{
+	const double *row = p->scales + ((p->f0 + i) / p->fblk) * p->sf;
+	int64_t j = j0, end = j0 + n;
+	while (j < end) {
+		int64_t ri = (p->r0 + j) / p->rblk;
+		int64_t left = p->rblk - (p->r0 + j) % p->rblk; /* in this block */
+		int64_t stop = end - j <= left ? end : j + left;
+		const double s = row[ri * p->sr];
+		for (double *o = out + (j - j0), *e = out + (stop - j0); o < e; o++)
+			*o *= s;
+		j = stop;
+	}
+}
+
+/* FP8 codes [j0, j0 + n) of line i times their block scales, in double
+ * (T = double) or rounded once to float (T = float): the hot loop of
+ * block-scaled checkpoints. */
+#define FP8_SCALED(T)                                                                           \
+	do {                                                                                    \
+		const unsigned char *s = p->base + i * p->so + j0 * p->si;                      \
+		const int64_t st = p->si;                                                       \
+		const float *tab = p->fp8;                                                      \
+		const double *row = p->scales + ((p->f0 + i) / p->fblk) * p->sf;                \
+		int64_t j = j0, end = j0 + n;                                                   \
+		T *o = out;                                                                     \
+		while (j < end) {                                                               \
+			int64_t ri = (p->r0 + j) / p->rblk;                                     \
+			int64_t left = p->rblk - (p->r0 + j) % p->rblk;                         \
+			int64_t stop = end - j <= left ? end : j + left;                        \
+			const double sc = row[ri * p->sr];                                      \
+			int64_t m = stop - j;                                                   \
+			if (st == 1) {                                                          \
+				for (int64_t k = 0; k < m; k++)                                 \
+					o[k] = (T)((double)tab[s[k]] * sc);                     \
+				s += m;                                                         \
+			} else {                                                                \
+				for (int64_t k = 0; k < m; k++, s += st)                        \
+					o[k] = (T)((double)tab[*s] * sc);                       \
+			}                                                                       \
+			o += m;                                                                 \
+			j = stop;                                                               \
+		}                                                                               \
+	} while (0)
+
+static void line_fp8_scaled_f64(const struct plan *p, int64_t i, int64_t j0, int64_t n,
+                                double *out)
+{
+	FP8_SCALED(double);
+}
+
+static void line_fp8_scaled_f32(const struct plan *p, int64_t i, int64_t j0, int64_t n,
+                                float *out)
+{
+	FP8_SCALED(float);
+}
+#undef FP8_SCALED
+
+/* Elements [j0, j0 + n) of line i, dequantised, in double. */
+static void line_double(const struct plan *p, int64_t i, int64_t j0, int64_t n, double *out)
+{
+	if (p->fp8 && p->scales) {
+		line_fp8_scaled_f64(p, i, j0, n, out);
+		return;
+	}
+	if (p->dtype == FASVD_DTYPE_F64) {
+		const unsigned char *s = p->base + i * p->so + j0 * p->si;
+		for (int64_t k = 0; k < n; k++, s += p->si)
+			memcpy(&out[k], s, 8);
+	} else {
+		line_widened(p, i, j0, n, out);
+	}
+	if (p->scales)
+		line_scale(p, i, j0, n, out);
+}
+
+/* Elements [j0, j0 + n) of line i as the f32 variant's values. */
+static void line_to_f32(const struct plan *p, int64_t i, int64_t j0, int64_t n, float *out)
+{
+	if (!p->scales && p->dtype != FASVD_DTYPE_F64) {
+		line_float(p, i, j0, n, out); /* exact: rounding the double changes nothing */
+		return;
+	}
+	if (p->fp8) {
+		line_fp8_scaled_f32(p, i, j0, n, out);
+		return;
+	}
+	double buf[CHUNK];
+	for (int64_t k0 = 0; k0 < n; k0 += CHUNK) {
+		int64_t m = n - k0 < CHUNK ? n - k0 : CHUNK;
+		line_double(p, i, j0 + k0, m, buf);
+		for (int64_t k = 0; k < m; k++)
+			out[k0 + k] = (float)buf[k];
+	}
+}
+
+static bool any_nonfinite_f64(const double *v, int64_t n)
+{
+	uint64_t bad = 0;
+	for (int64_t k = 0; k < n; k++) {
+		uint64_t u;
+		memcpy(&u, &v[k], 8);
+		bad |= (~u & UINT64_C(0x7ff0000000000000)) == 0;
+	}
+	return bad != 0;
+}
+
+static bool any_nonfinite_f32(const float *v, int64_t n)
+{
+	uint32_t bad = 0;
+	for (int64_t k = 0; k < n; k++) {
+		uint32_t u;
+		memcpy(&u, &v[k], 4);
+		bad |= (~u & UINT32_C(0x7f800000)) == 0;
+	}
+	return bad != 0;
+}
+
+/* Report the first non-finite value of t in row-major order (f32: of the
+ * values rounded to float). */
+static int first_nonfinite(const fasvd_tensor *t, bool f32)
+{
+	for (int64_t r = 0; r < t->rows; r++)
+		for (int64_t c = 0; c < t->cols; c++) {
+			double v;
+			fasvd_tensor_get(t, r, c, &v);
+			float f = (float)v;
+			if (f32 ? !isfinite(f) : !isfinite(v))
+				return nonfinite_error(t, r, c, isfinite(v) ? (double)f : v);
+		}
+	return fasvd__error(FASVD_EINTERNAL, "decode: a non-finite value vanished");
+}
+
+static int decode(const fasvd_tensor *t, void *dst, int64_t ld, fasvd_layout layout,
+                  unsigned flags, bool f32)
+{
+	bool check = !(flags & FASVD_DECODE_ALLOW_NONFINITE);
+	struct plan p;
+	make_plan(t, &p);
+	bool direct = (layout == FASVD_LAYOUT_ROW_MAJOR) != p.swapped;
+	if (direct) {
+		/* Line i is dst[i * ld + j]. */
+		for (int64_t i = 0; i < p.n_lines; i++) {
+			if (f32) {
+				float *d = (float *)dst + i * ld;
+				line_to_f32(&p, i, 0, p.len, d);
+				if (check && any_nonfinite_f32(d, p.len))
+					return first_nonfinite(t, true);
+			} else {
+				double *d = (double *)dst + i * ld;
+				line_double(&p, i, 0, p.len, d);
+				if (check && any_nonfinite_f64(d, p.len))
+					return first_nonfinite(t, false);
+			}
+		}
+		return 0;
+	}
+	/* Element (i, j) is dst[j * ld + i]: transposing tiles. */
+	double tile[TILE_I * TILE_J];
+	float *tf = (float *)(void *)tile;
+	for (int64_t i0 = 0; i0 < p.n_lines; i0 += TILE_I) {
+		int64_t ni = p.n_lines - i0 < TILE_I ? p.n_lines - i0 : TILE_I;
+		for (int64_t j0 = 0; j0 < p.len; j0 += TILE_J) {
+			int64_t nj = p.len - j0 < TILE_J ? p.len - j0 : TILE_J;
+			for (int64_t ii = 0; ii < ni; ii++) {
+				if (f32)
+					line_to_f32(&p, i0 + ii, j0, nj, tf + ii * TILE_J);
+				else
+					line_double(&p, i0 + ii, j0, nj, tile + ii * TILE_J);
+			}
+			if (f32) {
+				for (int64_t jj = 0; jj < nj; jj++) {
+					float *d = (float *)dst + (j0 + jj) * ld + i0;
+					for (int64_t ii = 0; ii < ni; ii++)
+						d[ii] = tf[ii * TILE_J + jj];
+				}
+			} else {
+				for (int64_t jj = 0; jj < nj; jj++) {
+					double *d = (double *)dst + (j0 + jj) * ld + i0;
+					for (int64_t ii = 0; ii < ni; ii++)
+						d[ii] = tile[ii * TILE_J + jj];
+				}
+			}
+			if (check) {
+				bool bad = false;
+				for (int64_t ii = 0; ii < ni && !bad; ii++)
+					bad = f32 ? any_nonfinite_f32(tf + ii * TILE_J, nj)
+					          : any_nonfinite_f64(tile + ii * TILE_J, nj);
+				if (bad)
+					return first_nonfinite(t, f32);
+			}
+		}
+	}
+	return 0;
+}
+
 int fasvd_tensor_to_f64(const fasvd_tensor *t, double *dst, int64_t ld, fasvd_layout layout,
                         unsigned flags)
 {
 	int rc = check_dst(t, dst, ld, layout, "fasvd_tensor_to_f64");
-	if (rc)
-		return rc;
-	bool check = !(flags & FASVD_DECODE_ALLOW_NONFINITE);
-	const float *fp8 = (t->dtype == FASVD_DTYPE_F8_E4M3 || t->dtype == FASVD_DTYPE_F8_E5M2)
-	                           ? fasvd__fp8_table(t->dtype)
-	                           : NULL;
-	bool rowmajor = layout == FASVD_LAYOUT_ROW_MAJOR;
-	for (int64_t r = 0; r < t->rows; r++) {
-		double *d = rowmajor ? dst + r * ld : dst + r;
-		int64_t bad = decode_row_f64(t, fp8, r, d, rowmajor ? 1 : ld, check);
-		if (bad >= 0)
-			return nonfinite_error(t, r, bad, rowmajor ? d[bad] : d[bad * ld]);
-	}
-	return 0;
+	return rc ? rc : decode(t, dst, ld, layout, flags, false);
 }
 
 int fasvd_tensor_to_f32(const fasvd_tensor *t, float *dst, int64_t ld, fasvd_layout layout,
                         unsigned flags)
 {
 	int rc = check_dst(t, dst, ld, layout, "fasvd_tensor_to_f32");
-	if (rc)
-		return rc;
-	bool check = !(flags & FASVD_DECODE_ALLOW_NONFINITE);
-	const float *fp8 = (t->dtype == FASVD_DTYPE_F8_E4M3 || t->dtype == FASVD_DTYPE_F8_E5M2)
-	                           ? fasvd__fp8_table(t->dtype)
-	                           : NULL;
-	bool rowmajor = layout == FASVD_LAYOUT_ROW_MAJOR;
-	/* Decode a row to double (exact), round once to float. */
-	enum { CHUNK = 512 };
-	double buf[CHUNK];
-	fasvd_tensor sub = *t;
-	for (int64_t r = 0; r < t->rows; r++) {
-		for (int64_t c0 = 0; c0 < t->cols; c0 += CHUNK) {
-			int64_t n = t->cols - c0 < CHUNK ? t->cols - c0 : CHUNK;
-			size_t size = fasvd_dtype_size(t->dtype);
-			sub.data = t->data + c0 * t->cs * (int64_t)size;
-			sub.cols = n;
-			if (t->transposed)
-				sub.row0 = t->row0 + c0;
-			else
-				sub.col0 = t->col0 + c0;
-			decode_row_f64(&sub, fp8, r, buf, 1, false);
-			for (int64_t c = 0; c < n; c++) {
-				float f = (float)buf[c];
-				if (check && !isfinite(f))
-					return nonfinite_error(t, r, c0 + c, isfinite(buf[c]) ? f : buf[c]);
-				if (rowmajor)
-					dst[r * ld + c0 + c] = f;
-				else
-					dst[(c0 + c) * ld + r] = f;
-			}
-		}
-	}
-	return 0;
+	return rc ? rc : decode(t, dst, ld, layout, flags, true);
 }

@@ -3,6 +3,11 @@
  * text that is not a JSON object) with a detail naming the key and the file. */
 #include "test-helpers.h"
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "model_internal.h"
 
 #define LABEL "/models/x/config.json"
@@ -335,6 +340,11 @@ static void test_not_json(void **state)
 	expect_fail("", FASVD_EFORMAT, NULL);
 	expect_fail("{\"model_type\":\"llama\",\"model_type\":\"gpt2\"}", FASVD_EFORMAT,
 	            "duplicate", NULL);
+	/* the key is named however long it is (jansson quotes only short ones) */
+	expect_fail("{\"model_type\":\"llama\",\n\"num_attention_heads_of_the_model\":4,\n"
+	            "\"num_attention_heads_of_the_model\":8}",
+	            FASVD_EFORMAT, "duplicate key 'num_attention_heads_of_the_model'", "line 3",
+	            NULL);
 	/* Invalid UTF-8 */
 	expect_fail("{\"model_type\":\"ll\xff\"}", FASVD_EFORMAT, NULL);
 }
@@ -371,6 +381,26 @@ static void test_nested_text_config(void **state)
 	            FASVD_EARCH, "'text_config.hidden_size'", NULL);
 }
 
+struct fifo_unblocker {
+	char path[128];
+	int done;   /* set once the open returned */
+	int needed; /* set when the helper had to open the writer end */
+};
+
+static void *unblock_fifo(void *p)
+{
+	struct fifo_unblocker *u = p;
+	for (int i = 0; i < 1000 && !__atomic_load_n(&u->done, __ATOMIC_ACQUIRE); i++)
+		usleep(10000);
+	if (!__atomic_load_n(&u->done, __ATOMIC_ACQUIRE)) {
+		u->needed = 1;
+		int fd = open(u->path, O_WRONLY | O_NONBLOCK);
+		if (fd >= 0)
+			close(fd);
+	}
+	return NULL;
+}
+
 static void test_load_errors(void **state)
 {
 	(void)state;
@@ -382,6 +412,25 @@ static void test_load_errors(void **state)
 	assert_fasvd(fasvd__config_parse(NULL, NULL, "{}", 2, "x"), FASVD_EINVAL);
 	/* A directory is not a readable config. */
 	assert_true(fasvd__config_load(NULL, &cfg, "/") < 0);
+	/* Nor is a FIFO, refused at once (opening one without a writer
+	 * blocked forever); a helper opens the writer end after ten seconds so
+	 * that a blocking open fails this test rather than hanging it. */
+	char dir[] = "/tmp/fasvd-test-config-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct fifo_unblocker u = {.done = 0, .needed = 0};
+	snprintf(u.path, sizeof u.path, "%s/config.json", dir);
+	assert_int_equal(mkfifo(u.path, 0600), 0);
+	pthread_t tid;
+	assert_int_equal(pthread_create(&tid, NULL, unblock_fifo, &u), 0);
+	int rc = fasvd__config_load(NULL, &cfg, u.path);
+	__atomic_store_n(&u.done, 1, __ATOMIC_RELEASE);
+	pthread_join(tid, NULL);
+	unlink(u.path);
+	rmdir(dir);
+	assert_int_equal(u.needed, 0);
+	assert_int_equal(rc, FASVD_EIO);
+	assert_non_null(strstr(fasvd_last_error(), "not a regular file"));
+	assert_non_null(strstr(fasvd_last_error(), u.path));
 }
 
 static void test_alloc_failures(void **state)

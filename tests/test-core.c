@@ -164,6 +164,99 @@ static void test_parallel_for(void **state)
 	fasvd_ctx_free(ctx);
 }
 
+/* Two parallel regions overlapping in two threads: BLAS stays
+ * single-threaded until the last one ends (no oversubscription while the
+ * other's workers run), then gets back the count from before the first (a
+ * per-region save / restore left it at 1 for good). */
+struct gate {
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	int started, open;
+};
+
+static int gate_task(void *arg, int64_t i, int worker)
+{
+	(void)i, (void)worker;
+	struct gate *g = arg;
+	pthread_mutex_lock(&g->m);
+	g->started++;
+	pthread_cond_broadcast(&g->c);
+	while (!g->open)
+		pthread_cond_wait(&g->c, &g->m);
+	pthread_mutex_unlock(&g->m);
+	return 0;
+}
+
+struct region_job {
+	fasvd_ctx *ctx;
+	struct gate *g;
+	int rc;
+};
+
+static void *region_thread(void *p)
+{
+	struct region_job *j = p;
+	j->rc = fasvd__parallel_for(j->ctx, 2, gate_task, j->g);
+	return NULL;
+}
+
+static void gate_wait_started(struct gate *g, int n)
+{
+	pthread_mutex_lock(&g->m);
+	while (g->started < n)
+		pthread_cond_wait(&g->c, &g->m);
+	pthread_mutex_unlock(&g->m);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->m);
+	g->open = 1;
+	pthread_cond_broadcast(&g->c);
+	pthread_mutex_unlock(&g->m);
+}
+
+/* A strong reference, so that this test links OpenBLAS (the library's
+ * references to the thread functions are weak). */
+extern int openblas_get_num_threads(void);
+
+static void test_blas_threads_overlapping_regions(void **state)
+{
+	(void)state;
+	int before = openblas_get_num_threads();
+	assert_int_equal(fasvd__blas_get_threads(), before);
+	fasvd__blas_set_threads(2);
+	if (fasvd__blas_get_threads() != 2) {
+		print_message("# BLAS thread count cannot be set here\n");
+		skip();
+	}
+	fasvd_ctx *ctx = NULL;
+	assert_ok(fasvd_ctx_new(&ctx, NULL));
+	assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, 2));
+	struct gate g1 = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+	struct gate g2 = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+	struct region_job j1 = {ctx, &g1, -1}, j2 = {ctx, &g2, -1};
+	pthread_t t1, t2;
+	assert_int_equal(pthread_create(&t1, NULL, region_thread, &j1), 0);
+	gate_wait_started(&g1, 2);
+	assert_int_equal(fasvd__blas_get_threads(), 1);
+	assert_int_equal(pthread_create(&t2, NULL, region_thread, &j2), 0);
+	gate_wait_started(&g2, 2);
+	/* a request for threaded BLAS while regions run is not granted */
+	fasvd__blas_set_threads(2);
+	assert_int_equal(fasvd__blas_get_threads(), 1);
+	gate_open(&g1);
+	pthread_join(t1, NULL);
+	assert_int_equal(j1.rc, 0);
+	assert_int_equal(fasvd__blas_get_threads(), 1); /* region 2 still runs */
+	gate_open(&g2);
+	pthread_join(t2, NULL);
+	assert_int_equal(j2.rc, 0);
+	assert_int_equal(fasvd__blas_get_threads(), 2);
+	fasvd__blas_set_threads(before);
+	fasvd_ctx_free(ctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -175,6 +268,7 @@ int main(void)
 		cmocka_unit_test(test_ctx_allocator),
 		cmocka_unit_test(test_calloc_overflow),
 		cmocka_unit_test(test_parallel_for),
+		cmocka_unit_test(test_blas_threads_overlapping_regions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

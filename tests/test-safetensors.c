@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <sys/stat.h>
@@ -1040,6 +1041,13 @@ static void test_tensor_view_errors(void **state)
 		assert_int_equal(rc, strcmp(bad[i].name, "threed") == 0 ? FASVD_ESHAPE : 0);
 		fasvd_tensor_free(rc ? NULL : t);
 	}
+	/* any block size: the grid ceil(6 / b) x ceil(4 / b) = 1 x 1 must not
+	 * overflow */
+	assert_ok(fasvd_st_set_block_size(st, INT64_MAX, INT64_MAX - 1));
+	assert_ok(fasvd_st_tensor(&t, st, "ok", 0));
+	assert_ok(fasvd_tensor_get(t, 5, 3, &x));
+	assert_true(x == code * 0.5);
+	fasvd_tensor_free(t);
 	fasvd_st_close(st);
 }
 
@@ -1345,6 +1353,175 @@ static void test_concurrent_views(void **state)
 	fasvd_st_close(st);
 }
 
+/* Headers and indexes with very many metadata keys or shard names are read
+ * in time linear in their size: a quadratic scan made a 1 MB header take
+ * 17 s (a 100 MB one, within the header limit, would take days). With the
+ * sizes here the quadratic code needed minutes; the linear one a fraction
+ * of a second. Values and first-wins order are checked too. */
+static void test_many_keys_linear(void **state)
+{
+	(void)state;
+	enum { N = 150000 };
+	size_t cap = (size_t)N * 40 + 256, len = 0;
+	char *h = malloc(cap);
+	assert_non_null(h);
+	len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{");
+	for (int i = 0; i < N; i++)
+		len += (size_t)snprintf(h + len, cap - len, "%s\"key%d\":\"v%d\"", i ? "," : "", i,
+		                        i * 3);
+	len += (size_t)snprintf(h + len, cap - len,
+	                        "},\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}");
+	char path[1024];
+	write_st(tpath(path, sizeof path, "many-meta.safetensors"), h, 4);
+	fasvd_st *st = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, path));
+	assert_int_equal(fasvd_st_metadata_count(st), N);
+	assert_string_equal(fasvd_st_metadata(st, "key0"), "v0");
+	assert_string_equal(fasvd_st_metadata(st, "key149999"), "v449997");
+	assert_null(fasvd_st_metadata(st, "key150000"));
+	fasvd_st_close(st);
+
+	/* An index naming N distinct shards (none exists): refused at the first
+	 * missing one, after reading the whole weight map. */
+	char dir[512];
+	tpath(dir, sizeof dir, "many-shards");
+	assert_int_equal(mkdir(dir, 0700), 0);
+	len = 0;
+	len += (size_t)snprintf(h + len, cap - len, "{\"weight_map\":{");
+	for (int i = 0; i < N; i++)
+		len += (size_t)snprintf(h + len, cap - len, "%s\"t%d\":\"s%d.safetensors\"",
+		                        i ? "," : "", i, i);
+	len += (size_t)snprintf(h + len, cap - len, "}}");
+	snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+	write_bytes(path, h, len);
+	expect_open_fails(dir, FASVD_EIO, "s0.safetensors", "No such file", "many shards");
+	free(h);
+
+	/* Metadata of a sharded set: the first shard (index order) that has a
+	 * key wins, then the index's own "metadata". */
+	snprintf(path, sizeof path, "%s/a.safetensors", dir);
+	write_st(path,
+	         "{\"__metadata__\":{\"k\":\"from-a\",\"only_a\":\"1\"},"
+	         "\"t0\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+	         4);
+	snprintf(path, sizeof path, "%s/b.safetensors", dir);
+	write_st(path,
+	         "{\"__metadata__\":{\"k\":\"from-b\",\"only_b\":\"2\"},"
+	         "\"t1\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+	         4);
+	snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+	const char *idx = "{\"metadata\":{\"k\":\"from-index\",\"total_size\":8},"
+	                  "\"weight_map\":{\"t0\":\"a.safetensors\",\"t1\":\"b.safetensors\"}}";
+	write_bytes(path, idx, strlen(idx));
+	assert_ok(fasvd_st_open(&st, NULL, dir));
+	assert_int_equal(fasvd_st_metadata_count(st), 4);
+	assert_string_equal(fasvd_st_metadata(st, "k"), "from-a");
+	assert_string_equal(fasvd_st_metadata(st, "only_b"), "2");
+	assert_string_equal(fasvd_st_metadata(st, "total_size"), "8");
+	fasvd_st_close(st);
+}
+
+/* A FIFO where a checkpoint, a shard or an index belongs is refused at once:
+ * opening one without a writer blocked forever. The helper thread opens the
+ * writer end only if the open is still blocked after a long while (so that
+ * the old behaviour fails this test instead of hanging it). */
+struct unblocker {
+	char path[600];
+	int done;   /* set by the test once fasvd_st_open returned */
+	int needed; /* set by the helper when it had to unblock the reader */
+};
+
+static void *unblock_fifo(void *p)
+{
+	struct unblocker *u = p;
+	for (int i = 0; i < 1000 && !__atomic_load_n(&u->done, __ATOMIC_ACQUIRE); i++)
+		usleep(10000);
+	if (!__atomic_load_n(&u->done, __ATOMIC_ACQUIRE)) {
+		u->needed = 1;
+		int fd = open(u->path, O_WRONLY | O_NONBLOCK);
+		if (fd >= 0)
+			close(fd);
+	}
+	return NULL;
+}
+
+static void expect_fifo_refused(const char *open_path, const char *fifo, const char *label)
+{
+	struct unblocker u = {.done = 0, .needed = 0};
+	snprintf(u.path, sizeof u.path, "%s", fifo);
+	pthread_t tid;
+	assert_int_equal(pthread_create(&tid, NULL, unblock_fifo, &u), 0);
+	fasvd_st *st = (fasvd_st *)&st;
+	int rc = fasvd_st_open(&st, NULL, open_path);
+	__atomic_store_n(&u.done, 1, __ATOMIC_RELEASE);
+	pthread_join(tid, NULL);
+	if (u.needed || rc != FASVD_EIO || !strstr(fasvd_last_error(), fifo)) {
+		print_error("%s: rc %d, blocked %d, detail: %s\n", label, rc, u.needed,
+		            fasvd_last_error());
+		fail();
+	}
+	assert_null(st);
+}
+
+static void test_fifo_refused(void **state)
+{
+	(void)state;
+	char d[512], p[600], q[600];
+	const char *hdr = "{\"x\":{\"dtype\":\"F32\",\"shape\":[1,1],\"data_offsets\":[0,4]}}";
+	tpath(p, sizeof p, "fifo.safetensors");
+	assert_int_equal(mkfifo(p, 0600), 0);
+	expect_fifo_refused(p, p, "a FIFO as the checkpoint");
+	assert_non_null(strstr(fasvd_last_error(), "not a regular file"));
+
+	tpath(d, sizeof d, "fifo_shard");
+	assert_int_equal(mkdir(d, 0755), 0);
+	snprintf(p, sizeof p, "%s/a.safetensors", d);
+	write_st(p, hdr, 4);
+	snprintf(q, sizeof q, "%s/b.safetensors", d);
+	assert_int_equal(mkfifo(q, 0600), 0);
+	snprintf(p, sizeof p, "%s/model.safetensors.index.json", d);
+	const char *idx = "{\"weight_map\":{\"x\":\"a.safetensors\",\"y\":\"b.safetensors\"}}";
+	write_bytes(p, idx, strlen(idx));
+	expect_fifo_refused(d, q, "a FIFO as a shard");
+
+	tpath(d, sizeof d, "fifo_index");
+	assert_int_equal(mkdir(d, 0755), 0);
+	snprintf(p, sizeof p, "%s/model.safetensors.index.json", d);
+	assert_int_equal(mkfifo(p, 0600), 0);
+	expect_fifo_refused(d, p, "a FIFO as the index");
+}
+
+/* A duplicate name is named in the message, however long it is (jansson
+ * quotes only names of up to 20 bytes). */
+static void test_duplicate_name_named(void **state)
+{
+	(void)state;
+	char p[600];
+	const char *e = "{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}";
+	char hdr[600];
+	snprintf(hdr, sizeof hdr, "{\"%s\":%s, \"%s\" : %s}",
+	         "model.layers.0.self_attn.q_\\\"proj.weight", e,
+	         "model.layers.0.self_attn.q_\\\"proj.weight", e);
+	tpath(p, sizeof p, "dup-long.safetensors");
+	write_st(p, hdr, 4);
+	expect_open_fails(p, FASVD_EFORMAT, "duplicate name 'model.layers.0.self_attn.q_\"proj.weight'", p,
+	                  "long duplicate name");
+	snprintf(hdr, sizeof hdr,
+	         "{\"__metadata__\":{\"format\":\"pt\",\"format\":\"np\"},\"x\":%s}", e);
+	write_st(p, hdr, 4);
+	expect_open_fails(p, FASVD_EFORMAT, "duplicate name 'format'", NULL, "duplicate metadata key");
+	/* in an index */
+	char d[512];
+	tpath(d, sizeof d, "dup_index");
+	assert_int_equal(mkdir(d, 0755), 0);
+	snprintf(p, sizeof p, "%s/model.safetensors.index.json", d);
+	const char *idx = "{\"weight_map\":{\"a.long.tensor.name.in.the.index\":\"a.safetensors\","
+	                  "\"a.long.tensor.name.in.the.index\":\"b.safetensors\"}}";
+	write_bytes(p, idx, strlen(idx));
+	expect_open_fails(d, FASVD_EFORMAT, "duplicate name 'a.long.tensor.name.in.the.index'", p,
+	                  "duplicate index entry");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1364,6 +1541,9 @@ int main(void)
 		cmocka_unit_test(test_writer_many_tensors),
 		cmocka_unit_test(test_atomic_write),
 		cmocka_unit_test(test_concurrent_views),
+		cmocka_unit_test(test_many_keys_linear),
+		cmocka_unit_test(test_fifo_refused),
+		cmocka_unit_test(test_duplicate_name_named),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

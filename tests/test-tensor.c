@@ -41,6 +41,19 @@ static void test_borrowed_strides(void **s)
 	for (int r = 0; r < 4; r++)
 		for (int c = 0; c < 3; c++)
 			assert_true(f[r * 3 + c] == (float)a[c * 4 + r]);
+	/* the stride of a dimension of 1 is never used, whatever it is */
+	fasvd_tensor *one = NULL;
+	assert_ok(fasvd_tensor_new_borrowed(&one, NULL, FASVD_DTYPE_F64, a, 1, 4, INT64_MAX, 1));
+	assert_ok(fasvd_tensor_to_f64(one, d, 1, FASVD_LAYOUT_COL_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f32(one, f, 4, FASVD_LAYOUT_ROW_MAJOR, 0));
+	for (int c = 0; c < 4; c++)
+		assert_true(d[c] == a[c] && f[c] == (float)a[c]);
+	fasvd_tensor_free(one);
+	assert_ok(fasvd_tensor_new_borrowed(&one, NULL, FASVD_DTYPE_F64, a, 3, 1, 4, INT64_MIN + 1));
+	assert_ok(fasvd_tensor_to_f64(one, d, 1, FASVD_LAYOUT_ROW_MAJOR, 0));
+	for (int r = 0; r < 3; r++)
+		assert_true(d[r] == a[4 * r]);
+	fasvd_tensor_free(one);
 	/* stride 0 broadcast is allowed */
 	fasvd_tensor *bc = NULL;
 	assert_ok(fasvd_tensor_new_borrowed(&bc, NULL, FASVD_DTYPE_F64, a, 5, 2, 0, 1));
@@ -217,6 +230,18 @@ static void test_block_scales_partial_edges(void **s)
 	assert_ok(fasvd_tensor_new_borrowed(&ns, NULL, FASVD_DTYPE_F32, nanscale, GR, GC, GC, 1));
 	assert_fasvd(fasvd_tensor_set_block_scales(t2, ns, 128, 128), FASVD_ENONFINITE);
 	assert_int_equal(fasvd_tensor_has_block_scales(t2), 0);
+	/* one block covering everything, whatever its size: ceil(R / b) must
+	 * not overflow */
+	fasvd_tensor *one = NULL, *t3 = NULL;
+	assert_ok(fasvd_tensor_new_borrowed(&one, NULL, FASVD_DTYPE_F32, sc, 1, 1, 1, 1));
+	assert_ok(fasvd_tensor_new_borrowed(&t3, NULL, FASVD_DTYPE_F8_E4M3, w, R, C, C, 1));
+	assert_ok(fasvd_tensor_set_block_scales(t3, one, INT64_MAX, INT64_MAX - 1));
+	double x3;
+	assert_ok(fasvd_tensor_get(t3, R - 1, C - 1, &x3));
+	assert_ok(fasvd_dtype_decode(FASVD_DTYPE_F8_E4M3, &w[R * C - 1], 1, &code));
+	assert_true(x3 == code * 0.5);
+	fasvd_tensor_free(t3);
+	fasvd_tensor_free(one);
 	fasvd_tensor *f32t = NULL;
 	assert_ok(fasvd_tensor_new_borrowed(&f32t, NULL, FASVD_DTYPE_F32, sc, GR, GC, GC, 1));
 	assert_fasvd(fasvd_tensor_set_block_scales(f32t, st, 2, 2), FASVD_EDTYPE);
@@ -296,6 +321,181 @@ static void test_allocation_failure(void **s)
 	}
 }
 
+/* Random codes of `dtype` (no NaN / Inf) into buf[0 .. n). */
+static void fill_codes(test_rng *rng, fasvd_dtype dtype, void *buf, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t x = test_rng_next(rng);
+		switch (dtype) {
+		case FASVD_DTYPE_F64: ((double *)buf)[i] = test_rng_normal(rng) * 1e3; break;
+		case FASVD_DTYPE_F32: ((float *)buf)[i] = (float)test_rng_normal(rng); break;
+		case FASVD_DTYPE_F16: {
+			uint16_t h = (uint16_t)x;
+			if (((h >> 10) & 0x1f) == 0x1f)
+				h &= 0xbfff;
+			((uint16_t *)buf)[i] = h;
+			break;
+		}
+		case FASVD_DTYPE_BF16: {
+			/* exponent below 128: scaled values stay finite in float */
+			((uint16_t *)buf)[i] = (uint16_t)(x & 0xbfff);
+			break;
+		}
+		case FASVD_DTYPE_F8_E4M3: {
+			uint8_t c = (uint8_t)x;
+			((uint8_t *)buf)[i] = (c & 0x7f) == 0x7f ? 0x3a : c;
+			break;
+		}
+		default: {
+			uint8_t c = (uint8_t)x;
+			((uint8_t *)buf)[i] = ((c >> 2) & 0x1f) == 0x1f ? 0x3a : c;
+			break;
+		}
+		}
+	}
+}
+
+/* Decode v both ways in both layouts with a padded leading dimension and
+ * compare every element with fasvd_tensor_get(); the padding must stay
+ * untouched. */
+static void check_decode(const fasvd_tensor *v, const char *what)
+{
+	int64_t R = fasvd_tensor_rows(v), C = fasvd_tensor_cols(v);
+	for (int lay = 0; lay < 2; lay++) {
+		fasvd_layout layout = lay ? FASVD_LAYOUT_COL_MAJOR : FASVD_LAYOUT_ROW_MAJOR;
+		int64_t ld = (lay ? R : C) + 3, outer = lay ? C : R;
+		size_t n = (size_t)(ld * outer);
+		double *d = malloc(n * sizeof *d);
+		float *f = malloc(n * sizeof *f);
+		assert_non_null(d);
+		assert_non_null(f);
+		for (size_t k = 0; k < n; k++) {
+			d[k] = -7.5;
+			f[k] = -7.5f;
+		}
+		assert_ok(fasvd_tensor_to_f64(v, d, ld, layout, 0));
+		assert_ok(fasvd_tensor_to_f32(v, f, ld, layout, 0));
+		for (int64_t r = 0; r < R; r++)
+			for (int64_t c = 0; c < C; c++) {
+				double want;
+				assert_ok(fasvd_tensor_get(v, r, c, &want));
+				int64_t k = lay ? c * ld + r : r * ld + c;
+				if (d[k] != want || f[k] != (float)want)
+					fail_msg("%s, %s: (%lld, %lld) = %.17g / %.9g, get() = %.17g", what,
+					         lay ? "col-major" : "row-major", (long long)r, (long long)c,
+					         d[k], (double)f[k], want);
+			}
+		for (int64_t o = 0; o < outer; o++)
+			for (int64_t k = ld - 3; k < ld; k++)
+				if (d[o * ld + k] != -7.5 || f[o * ld + k] != -7.5f)
+					fail_msg("%s: padding at %lld, %lld overwritten", what, (long long)o,
+					         (long long)k);
+		free(d);
+		free(f);
+	}
+}
+
+/* The decode loops (lines along the source's smaller stride, transposing
+ * tiles, block-scale runs) against element-wise fasvd_tensor_get() for every
+ * dtype, with and without block scales, through sub-views, transposes,
+ * negative strides and both layouts, at sizes that leave partial tiles and
+ * partial scale blocks. */
+static void test_decode_matches_get(void **s)
+{
+	(void)s;
+	enum { R = 37, C = 300, LDR = C + 5, BR = 16, BC = 50 };
+	const fasvd_dtype dts[] = {FASVD_DTYPE_F64,  FASVD_DTYPE_F32,     FASVD_DTYPE_F16,
+	                           FASVD_DTYPE_BF16, FASVD_DTYPE_F8_E4M3, FASVD_DTYPE_F8_E5M2};
+	test_rng rng = {777};
+	float sc[3 * 6];
+	for (int i = 0; i < 3 * 6; i++)
+		sc[i] = (float)(0.25 + test_rng_uniform(&rng) * 4);
+	for (size_t di = 0; di < sizeof dts / sizeof dts[0]; di++) {
+		fasvd_dtype dt = dts[di];
+		size_t es = fasvd_dtype_size(dt);
+		unsigned char *buf = malloc((size_t)R * LDR * es);
+		assert_non_null(buf);
+		fill_codes(&rng, dt, buf, (size_t)R * LDR);
+		bool can_scale = dt != FASVD_DTYPE_F64 && dt != FASVD_DTYPE_F32;
+		for (int scaled = 0; scaled <= (int)can_scale; scaled++) {
+			for (int neg = 0; neg < 2; neg++) {
+				/* neg: the rows of the buffer in reverse order */
+				fasvd_tensor *t = NULL, *sct = NULL;
+				const unsigned char *base = neg ? buf + (size_t)(R - 1) * LDR * es : buf;
+				assert_ok(fasvd_tensor_new_borrowed(&t, NULL, dt, base, R, C,
+				                                    neg ? -LDR : LDR, 1));
+				if (scaled) {
+					assert_ok(fasvd_tensor_new_borrowed(&sct, NULL, FASVD_DTYPE_F32, sc,
+					                                    3, 6, 6, 1));
+					assert_ok(fasvd_tensor_set_block_scales(t, sct, BR, BC));
+				}
+				fasvd_tensor *tt = NULL, *sv = NULL, *svt = NULL, *tsv = NULL, *col = NULL,
+				             *row = NULL;
+				assert_ok(fasvd_tensor_transpose(&tt, t));
+				assert_ok(fasvd_tensor_view(&sv, t, 3, 7, 30, 283));
+				assert_ok(fasvd_tensor_transpose(&svt, sv));
+				assert_ok(fasvd_tensor_view(&tsv, tt, 20, 5, 260, 31));
+				assert_ok(fasvd_tensor_view(&col, t, 0, 111, R, 1));
+				assert_ok(fasvd_tensor_view(&row, tt, 0, 17, C, 1));
+				char what[96];
+				const fasvd_tensor *vs[] = {t, tt, sv, svt, tsv, col, row};
+				const char *nm[] = {"root", "transpose", "sub-view", "transposed sub-view",
+				                    "sub-view of transpose", "column", "transposed row"};
+				for (int k = 0; k < 7; k++) {
+					snprintf(what, sizeof what, "%s%s%s %s", fasvd_dtype_name(dt),
+					         scaled ? " scaled" : "", neg ? " reversed" : "", nm[k]);
+					check_decode(vs[k], what);
+				}
+				fasvd_tensor_free(row);
+				fasvd_tensor_free(col);
+				fasvd_tensor_free(tsv);
+				fasvd_tensor_free(svt);
+				fasvd_tensor_free(sv);
+				fasvd_tensor_free(tt);
+				fasvd_tensor_free(sct);
+				fasvd_tensor_free(t);
+			}
+		}
+		free(buf);
+	}
+}
+
+/* The first non-finite element in row-major order is the one reported,
+ * whatever order the decode loops visit the tensor in. */
+static void test_nonfinite_first_in_row_major_order(void **s)
+{
+	(void)s;
+	enum { R = 40, C = 300 };
+	uint8_t *w = malloc(R * C);
+	assert_non_null(w);
+	memset(w, 0x38, R * C);
+	w[20 * C + 3] = 0x7f;  /* NaN at (20, 3) */
+	w[5 * C + 200] = 0xff; /* NaN at (5, 200): first in row-major order */
+	fasvd_tensor *t = NULL, *tt = NULL;
+	assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F8_E4M3, w, R, C, C, 1));
+	assert_ok(fasvd_tensor_set_name(t, "w"));
+	assert_ok(fasvd_tensor_transpose(&tt, t));
+	double *d = malloc(sizeof(double) * R * C);
+	float *f = malloc(sizeof(float) * R * C);
+	for (int lay = 0; lay < 2; lay++) {
+		fasvd_layout layout = lay ? FASVD_LAYOUT_COL_MAJOR : FASVD_LAYOUT_ROW_MAJOR;
+		assert_fasvd(fasvd_tensor_to_f64(t, d, lay ? R : C, layout, 0), FASVD_ENONFINITE);
+		assert_non_null(strstr(fasvd_last_error(), "(5, 200) is NaN"));
+		assert_fasvd(fasvd_tensor_to_f32(t, f, lay ? R : C, layout, 0), FASVD_ENONFINITE);
+		assert_non_null(strstr(fasvd_last_error(), "(5, 200) is NaN"));
+		/* transposed: (3, 20) comes before (200, 5) */
+		assert_fasvd(fasvd_tensor_to_f64(tt, d, lay ? C : R, layout, 0), FASVD_ENONFINITE);
+		assert_non_null(strstr(fasvd_last_error(), "(3, 20) is NaN"));
+		assert_fasvd(fasvd_tensor_to_f32(tt, f, lay ? C : R, layout, 0), FASVD_ENONFINITE);
+		assert_non_null(strstr(fasvd_last_error(), "(3, 20) is NaN"));
+	}
+	fasvd_tensor_free(tt);
+	fasvd_tensor_free(t);
+	free(d);
+	free(f);
+	free(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -306,6 +506,8 @@ int main(void)
 		cmocka_unit_test(test_block_scales_partial_edges),
 		cmocka_unit_test(test_nonfinite_refused),
 		cmocka_unit_test(test_allocation_failure),
+		cmocka_unit_test(test_decode_matches_get),
+		cmocka_unit_test(test_nonfinite_first_in_row_major_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

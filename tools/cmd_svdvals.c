@@ -3,8 +3,12 @@
 
 #include <fasvd/svd.h>
 
+#include <fcntl.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char usage[] =
         "usage: fasvd svdvals CHECKPOINT TENSOR [options]\n"
@@ -13,13 +17,16 @@ static const char usage[] =
         "with 17 significant digits: exactly min(rows, cols) of them (or --rank of them).\n"
         "CHECKPOINT is a .safetensors file, a *.safetensors.index.json, or a model\n"
         "folder. Dtypes F64, F32, F16, BF16, F8_E4M3 and F8_E5M2 are read; an FP8 tensor\n"
-        "with a sibling TENSOR_scale_inv is dequantised with its block scales.\n"
+        "with a sibling TENSOR_scale_inv is dequantised with its block scales; when the\n"
+        "model folder's config.json declares block quantisation, an FP8 tensor without\n"
+        "one is an error (--no-scales reads the raw codes).\n"
         "\n"
         "Options:\n"
         "  --dtype f32|f64      compute precision (default f32); alias --compute\n"
         "  --backend NAME       auto (default), gesdd, gesvd, gesvdx, gram\n"
         "  --rank K             only the K largest values\n"
-        "  --block-size R[,C]   FP8 scale block size (default 128,128)\n"
+        "  --block-size R[,C]   FP8 scale block size (default: config.json's\n"
+        "                       quantization_config.weight_block_size, else 128,128)\n"
         "  --no-scales          ignore TENSOR_scale_inv (print the raw FP8 codes' spectrum)\n"
         "  -j, --threads N      threads (default 0: all CPUs)\n"
         "  -h, --help           this help\n"
@@ -32,6 +39,86 @@ static const char *const backend_words[] = {"auto", "gesdd", "gesvd", "gesvdx", 
 static const fasvd_backend backends[] = {FASVD_BACKEND_AUTO, FASVD_BACKEND_GESDD,
                                          FASVD_BACKEND_GESVD, FASVD_BACKEND_GESVDX,
                                          FASVD_BACKEND_GRAM};
+
+/* What the model folder's config.json (if any) says about FP8 block
+ * quantisation: `quantised` when it has a quantization_config with
+ * quant_method "fp8" or a weight_block_size; the block size when given. A
+ * missing or unreadable config.json says nothing (svdvals reads any
+ * safetensors file); anything but a regular file is not opened (a FIFO
+ * would block). */
+struct quant {
+	bool quantised;
+	int64_t rows, cols;
+};
+
+static bool positive_dim(const json_t *v, int64_t *out)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+	    json_integer_value(v) > ((json_int_t)1 << 30))
+		return false;
+	*out = (int64_t)json_integer_value(v);
+	return true;
+}
+
+static struct quant read_quant(const char *dir)
+{
+	struct quant q = {false, 0, 0};
+	char path[4200];
+	if (!dir || snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
+		return q;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return q;
+	struct stat sb;
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > (16 << 20)) {
+		close(fd);
+		return q;
+	}
+	json_t *root = json_loadfd(fd, JSON_REJECT_DUPLICATES, NULL);
+	close(fd);
+	const json_t *qc = json_object_get(root, "quantization_config");
+	if (!qc)
+		qc = json_object_get(json_object_get(root, "text_config"), "quantization_config");
+	if (json_is_object(qc)) {
+		const json_t *m = json_object_get(qc, "quant_method");
+		const json_t *b = json_object_get(qc, "weight_block_size");
+		if (json_is_string(m) && strcmp(json_string_value(m), "fp8") == 0)
+			q.quantised = true;
+		if (json_is_array(b) && json_array_size(b) == 2 &&
+		    positive_dim(json_array_get(b, 0), &q.rows) &&
+		    positive_dim(json_array_get(b, 1), &q.cols))
+			q.quantised = true;
+		else
+			q.rows = q.cols = 0;
+	}
+	json_decref(root);
+	return q;
+}
+
+/* An FP8 tensor of a block-quantised checkpoint must have its scales. */
+static int check_scales(fasvd_st *st, const char *file, const char *name)
+{
+	fasvd_st_info inf;
+	fasvd_st_info_init(&inf);
+	if (fasvd_st_info_get(st, name, &inf) != 0 ||
+	    (strcmp(inf.dtype, "F8_E4M3") != 0 && strcmp(inf.dtype, "F8_E5M2") != 0))
+		return CLI_EXIT_OK; /* fasvd_st_tensor reports the other problems */
+	size_t n = strlen(name);
+	char *sname = malloc(n + sizeof "_scale_inv");
+	if (!sname)
+		return cli_error(CLI_EXIT_FAIL, "out of memory");
+	memcpy(sname, name, n);
+	memcpy(sname + n, "_scale_inv", sizeof "_scale_inv");
+	int status = CLI_EXIT_OK;
+	if (fasvd_st_find(st, sname, NULL) != 0)
+		status = cli_error(cli_exit_status(FASVD_ENOTFOUND),
+		                   "%s: FP8 tensor '%s' has no block scales: tensor '%s' not found "
+		                   "(config.json declares block quantisation; --no-scales reads "
+		                   "the raw codes)",
+		                   file, name, sname);
+	free(sname);
+	return status;
+}
 
 static int run(cli *c, int argc, char **argv)
 {
@@ -59,6 +146,16 @@ static int run(cli *c, int argc, char **argv)
 	fasvd_tensor *t = NULL;
 	double *s = NULL;
 	int rc = fasvd_st_open(&st, c->ctx, pos[0]);
+	if (!rc && !no_scales) {
+		struct quant q = read_quant(fasvd_st_dir(st));
+		if (!block && q.rows)
+			br = q.rows, bc = q.cols;
+		int status = q.quantised ? check_scales(st, pos[0], pos[1]) : CLI_EXIT_OK;
+		if (status) {
+			fasvd_st_close(st);
+			return status;
+		}
+	}
 	if (!rc)
 		rc = fasvd_st_set_block_size(st, br, bc);
 	if (!rc)

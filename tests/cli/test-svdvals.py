@@ -268,6 +268,30 @@ def body(tmp):
         rc, out, err = run("svdvals", target, "layers.0.o_proj.weight", "--dtype", "f64")
         check_values("sharded FP8 + scales via %s" % os.path.basename(target), out, ref, 1e-12)
 
+    # ---- a model folder whose config.json declares FP8 block quantisation:
+    # its block size is the default, and a missing scale_inv is an error
+    # (the raw codes' spectrum would be silently wrong)
+    qmodel = os.path.join(tmp, "qmodel")
+    os.mkdir(qmodel)
+    c = random_codes(rng, (100, 70), e4m3_decode, 448)
+    grid = rng.uniform(0.5, 2.0, size=(2, 2)).astype(np.float32)
+    write_st(os.path.join(qmodel, "model.safetensors"),
+             [("a.weight", "F8_E4M3", c.shape, c.tobytes()),
+              ("a.weight_scale_inv", "F32", grid.shape, grid.astype("<f4").tobytes()),
+              ("b.weight", "F8_E4M3", c.shape, c.tobytes())])
+    with open(os.path.join(qmodel, "config.json"), "w") as f:
+        json.dump({"model_type": "deepseek_v3", "quantization_config": {
+            "quant_method": "fp8", "weight_block_size": [64, 64]}}, f)
+    full = np.repeat(np.repeat(grid.astype(np.float64), 64, 0), 64, 1)[:100, :70]
+    rc, out, err = run("svdvals", qmodel, "a.weight", "--dtype", "f64")
+    check_values("block size from config.json (64 x 64)", out,
+                 np.linalg.svd(e4m3_decode(c) * full, compute_uv=False), 1e-12)
+    check_fails("FP8 tensor of a quantised checkpoint without scale_inv",
+                ["svdvals", qmodel, "b.weight"], 20, ["b.weight_scale_inv", qmodel])
+    rc, out, err = run("svdvals", qmodel, "b.weight", "--no-scales", "--dtype", "f64")
+    check_values("--no-scales: raw codes of the tensor without scale_inv", out,
+                 np.linalg.svd(e4m3_decode(c), compute_uv=False), 1e-12)
+
     # ---- global options and help
     rc, out, err = run("--version")
     report(rc == 0 and out.startswith("fasvd ") and not err, "--version", out + err)
