@@ -463,6 +463,47 @@ out:
 	return rc;
 }
 
+/* ------------------------------------------------------------ LU basis */
+
+int fasvd__lu_basis(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, void *a, int64_t lda)
+{
+	const char *routine = dbl ? "dgetrf" : "sgetrf";
+	int rc = check_matrix(routine, m, n, lda);
+	if (rc)
+		return rc;
+	if (m < n || !a)
+		return fasvd__error(FASVD_EINVAL, "%s: LU basis needs rows >= columns (%lld x %lld)",
+		                    routine, (long long)m, (long long)n);
+	lapack_int lm = (lapack_int)m, ln = (lapack_int)n, llda = (lapack_int)lda, info;
+	lapack_int *ipiv = fasvd__calloc(ctx, (size_t)n, sizeof(lapack_int), "LU pivots");
+	if (!ipiv)
+		return FASVD_ENOMEM;
+	/* info > 0 (an exactly zero pivot of U) leaves L complete: ignored. */
+	info = dbl ? LAPACKE_dgetrf_work(LAPACK_COL_MAJOR, lm, ln, a, llda, ipiv)
+	           : LAPACKE_sgetrf_work(LAPACK_COL_MAJOR, lm, ln, a, llda, ipiv);
+	if (info < 0) {
+		rc = illegal(routine, info);
+		goto out;
+	}
+	/* L: unit diagonal, zeros above it (where U was). */
+	for (int64_t j = 0; j < n; j++)
+		for (int64_t i = 0; i <= j; i++) {
+			size_t at = (size_t)(j * lda + i);
+			if (dbl)
+				((double *)a)[at] = i == j ? 1.0 : 0.0;
+			else
+				((float *)a)[at] = i == j ? 1.0f : 0.0f;
+		}
+	/* P L: the interchanges in reverse order. */
+	info = dbl ? LAPACKE_dlaswp_work(LAPACK_COL_MAJOR, ln, a, llda, 1, ln, ipiv, -1)
+	           : LAPACKE_slaswp_work(LAPACK_COL_MAJOR, ln, a, llda, 1, ln, ipiv, -1);
+	if (info < 0)
+		rc = illegal(dbl ? "dlaswp" : "slaswp", info);
+out:
+	fasvd__free(ctx, ipiv);
+	return rc;
+}
+
 /* ------------------------------------------------------ orthonormality */
 
 int fasvd__orth_defect(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t k, const void *q,

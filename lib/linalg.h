@@ -86,6 +86,15 @@ int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, 
 int fasvd__qr_thin(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, void *a, int64_t lda,
                    void *r, int64_t ldr);
 
+/* A well-conditioned basis of the range of the m x n column-major a
+ * (m >= n >= 1), much cheaper than a QR: a is overwritten by P L, the unit
+ * lower trapezoidal factor of its partially pivoted LU factorisation (xGETRF)
+ * with the row interchanges undone, so that a = (P L) U and every entry of
+ * P L is at most 1 in magnitude. Not orthonormal; used between the power
+ * iterations of the randomised SVD (Li et al., ACM TOMS 43(3), 2017). An
+ * exactly singular a still gives a full-rank P L. */
+int fasvd__lu_basis(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, void *a, int64_t lda);
+
 /* Orthonormality defect max |QᵀQ − I| (entries, computed in the element
  * type) of the k columns of the rows x k column-major block q (row_block
  * false, rows >= k), or of the k rows of the k x rows block q (row_block
@@ -107,16 +116,25 @@ int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, 
  * exercise many panels on small matrices; never changed while an SVD runs. */
 extern size_t fasvd__gram_panel_bytes;
 
+/* Thin passes over the matrix that the randomised SVD's error estimate
+ * makes beyond the two it shares with the SVD (default 1; see
+ * randomized.c). Tests raise it; never changed while an SVD runs. */
+extern int fasvd__rsvd_est_passes;
+
 /* Randomised top-k SVD (Halko, Martinsson & Tropp 2011, algorithms 4.4 and
- * 5.1) of the m x n column-major a, which is not modified: a Gaussian sketch
- * of l = min(k + oversample, min(m, n)) columns drawn from `seed`,
- * power_iters power iterations re-orthonormalised by thin QR after every
- * product, then an exact SVD of the small projection. s gets the top k
- * values (double); u (m x k, ldu >= m) and vt (k x n, ldvt >= k) the
- * vectors when not NULL. *err_est (may be NULL) gets the a posteriori
- * estimate of ||A - U diag(s) Vt||_2 / s[0] (0 when s[0] == 0): block power
- * iteration with fresh Gaussian probes on the residual, applied through A and
- * the factors (never formed). 1 <= k <= min(m, n). */
+ * 5.1) of the m x n column-major a (lda >= m), which is not modified (it may
+ * be the caller's tensor data): a Gaussian sketch of l = min(k +
+ * oversample, min(m, n)) columns drawn from `seed`, power_iters power
+ * iterations re-normalised after every product (fasvd__lu_basis between
+ * products, thin QR for the final basis), then an exact SVD of the small
+ * projection. Works on either orientation (tall or wide a) through the
+ * BLAS transpose flags. s gets the top k values (double); u (m x k, ldu >=
+ * m) and vt (k x n, ldvt >= k) the vectors when not NULL. *err_est (may be
+ * NULL: then no probe is drawn) gets the a posteriori estimate of
+ * ||A - U diag(s) Vt||_2 / s[0] (0 when s[0] == 0): the largest
+ * Rayleigh-Ritz lower bound over a block Krylov space of the residual
+ * (randomized.c), costing fasvd__rsvd_est_passes thin passes over a beyond
+ * the SVD's own. 1 <= k <= min(m, n). */
 int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const void *a,
                           int64_t lda, int64_t k, int64_t oversample, int64_t power_iters,
                           uint64_t seed, double *s, void *u, int64_t ldu, void *vt,

@@ -276,22 +276,76 @@ static int safe_exponent(double amax)
 	return e >= -FASVD__SAFE_EXP && e <= FASVD__SAFE_EXP ? 0 : e;
 }
 
-/* Scale M by 2^-e (exact unless an entry underflows, which is then
- * negligible next to the largest) so that BLAS products in the randomised
- * backend cannot overflow or underflow; returns e. */
-static int scale_m(const struct call *c, void *m)
+/* Largest |entry| of the rows x cols column-major block x (ld >= rows)
+ * into *amax; false when an entry is NaN or ±Inf. On the bit patterns: with
+ * the sign cleared, IEEE values of either width order as unsigned integers,
+ * and NaN and Inf are exactly those at or above the exponent-all-ones
+ * pattern. Four independent maxima so that the loop is not one long
+ * dependency chain. */
+static bool scan_block(bool dbl, const void *x, int64_t rows, int64_t cols, int64_t ld,
+                       double *amax)
 {
-	size_t nel = (size_t)(c->mm * c->p);
+	if (dbl) {
+		const uint64_t abs_mask = 0x7FFFFFFFFFFFFFFFULL, inf_bits = 0x7FF0000000000000ULL;
+		uint64_t m[4] = {0, 0, 0, 0};
+		for (int64_t j = 0; j < cols; j++) {
+			const uint64_t *col = (const uint64_t *)x + (size_t)(j * ld);
+			int64_t i = 0;
+			for (; i + 4 <= rows; i += 4)
+				for (int t = 0; t < 4; t++) {
+					uint64_t v = col[i + t] & abs_mask;
+					m[t] = v > m[t] ? v : m[t];
+				}
+			for (; i < rows; i++) {
+				uint64_t v = col[i] & abs_mask;
+				m[0] = v > m[0] ? v : m[0];
+			}
+		}
+		for (int t = 1; t < 4; t++)
+			m[0] = m[t] > m[0] ? m[t] : m[0];
+		double d;
+		memcpy(&d, &m[0], sizeof d);
+		*amax = d;
+		return m[0] < inf_bits;
+	}
+	const uint32_t abs_mask = 0x7FFFFFFFu, inf_bits = 0x7F800000u;
+	uint32_t m[4] = {0, 0, 0, 0};
+	for (int64_t j = 0; j < cols; j++) {
+		const uint32_t *col = (const uint32_t *)x + (size_t)(j * ld);
+		int64_t i = 0;
+		for (; i + 4 <= rows; i += 4)
+			for (int t = 0; t < 4; t++) {
+				uint32_t v = col[i + t] & abs_mask;
+				m[t] = v > m[t] ? v : m[t];
+			}
+		for (; i < rows; i++) {
+			uint32_t v = col[i] & abs_mask;
+			m[0] = v > m[0] ? v : m[0];
+		}
+	}
+	for (int t = 1; t < 4; t++)
+		m[0] = m[t] > m[0] ? m[t] : m[0];
+	float f;
+	memcpy(&f, &m[0], sizeof f);
+	*amax = (double)f;
+	return m[0] < inf_bits;
+}
+
+/* Scale the nel decoded elements x by 2^-e (exact unless an entry
+ * underflows, which is then negligible next to the largest) so that BLAS
+ * products in the randomised backend cannot overflow or underflow;
+ * returns e. */
+static int scale_m(bool dbl, void *x, size_t nel)
+{
 	double amax = 0.0;
-	for (size_t i = 0; i < nel; i++)
-		amax = fmax(amax, c->dbl ? fabs(((double *)m)[i]) : fabsf(((float *)m)[i]));
+	scan_block(dbl, x, (int64_t)nel, 1, (int64_t)nel, &amax); /* decoded: finite */
 	int e = safe_exponent(amax);
 	if (e)
 		for (size_t i = 0; i < nel; i++) {
-			if (c->dbl)
-				((double *)m)[i] = ldexp(((double *)m)[i], -e);
+			if (dbl)
+				((double *)x)[i] = ldexp(((double *)x)[i], -e);
 			else
-				((float *)m)[i] = ldexpf(((float *)m)[i], -e);
+				((float *)x)[i] = ldexpf(((float *)x)[i], -e);
 		}
 	return e;
 }
@@ -314,7 +368,7 @@ static int check_orthonormal(const struct call *c, int64_t rows, int64_t k, cons
 	return defect <= 32.0 * sqrt((double)rows) * eps ? 0 : FASVD__RETRY_GESDD;
 }
 
-/* GESDD / GESVD / GESVDX / RANDOMIZED (backend b) on the decoded M. */
+/* GESDD / GESVD / GESVDX (backend b) on the decoded M. */
 static int run_dense_with(struct call *c, fasvd_backend b, double *s, void *u, void *vt)
 {
 	int rc;
@@ -373,16 +427,6 @@ static int run_dense_with(struct call *c, fasvd_backend b, double *s, void *u, v
 		if (rc == 0 && c->vectors)
 			rc = check_orthonormal(c, c->p, c->k, vtm, ldvt, true);
 		break;
-	case FASVD_BACKEND_RANDOMIZED: {
-		/* LAPACK scales internally; plain BLAS products do not. */
-		int e = scale_m(c, m);
-		rc = fasvd__randomized_svd(c->ctx, c->dbl, c->mm, c->p, m, c->mm, c->k,
-		                           c->o.oversample, c->o.power_iters, c->o.seed, sv, um, c->mm,
-		                           vtm, ldvt, &c->err);
-		for (int64_t i = 0; i < c->k; i++)
-			sv[i] = ldexp(sv[i], e);
-		break;
-	}
 	default:
 		rc = fasvd__error(FASVD_EINTERNAL, "svd: unexpected backend %d", (int)b);
 	}
@@ -395,6 +439,96 @@ out:
 	fasvd__free(c->ctx, sv);
 	fasvd__free(c->ctx, scratch);
 	fasvd__free(c->ctx, m);
+	return rc;
+}
+
+static int panel_nonfinite(const struct call *c, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                           int rc);
+
+/* RANDOMIZED. The working matrix X is A in the tensor's own memory order,
+ * read and written sequentially: a tensor whose rows are contiguous (C
+ * order) gives the column-major X = Aᵀ (n x m: A decoded row-major, 4x
+ * faster than a transposing column-major decode), one whose columns are
+ * contiguous (a transposed view, Fortran order) X = A. An F32 tensor with
+ * F32 compute (F64 with F64) and no block scales is used in place, without
+ * a copy, after one scan for non-finite values and for the scaling below.
+ * The kernel works on either orientation (it applies X or Xᵀ through the
+ * BLAS transpose flags); the factors of X = Aᵀ are those of A swapped: X's
+ * left vectors, column-major n x k, are the C-order k x n Vᵀ of A, and X's
+ * Vᵀ, column-major k x m, is the C-order m x k U of A, so both are written
+ * straight into the output tensors. */
+static int run_randomized(struct call *c, double *s, void *u, void *vt)
+{
+	int64_t rs = fasvd_tensor_row_stride(c->a), cs = fasvd_tensor_col_stride(c->a);
+	int64_t ars = rs < 0 ? -rs : rs, acs = cs < 0 ? -cs : cs;
+	/* the decoder's own reading order (tensor.c make_plan) */
+	bool col_order = c->m > 1 && (c->n == 1 || acs > ars);
+	bool xt = !col_order;
+	int64_t xr = xt ? c->n : c->m, xc = xt ? c->m : c->n;
+	size_t es = esz(c), nel = (size_t)(xr * xc);
+	void *um = NULL, *vtm = NULL, *scratch = NULL, *x = NULL;
+	const void *xa = NULL;
+	int64_t ld = xr;
+	int rc = 0, e = 0;
+
+	/* In place: unit stride along X's columns, leading dimension >= xr
+	 * (any when X has one column), aligned elements. */
+	const void *data = fasvd_tensor_data(c->a);
+	int64_t in_ld = xc == 1 ? xr : (xt ? rs : cs);
+	if (fasvd_tensor_dtype(c->a) == (c->dbl ? FASVD_DTYPE_F64 : FASVD_DTYPE_F32) &&
+	    !fasvd_tensor_has_block_scales(c->a) && (xr == 1 || (xt ? cs : rs) == 1) &&
+	    in_ld >= xr && in_ld <= FASVD__LAPACK_INT_MAX && (uintptr_t)data % es == 0) {
+		double amax;
+		if (!scan_block(c->dbl, data, xr, xc, in_ld, &amax))
+			return panel_nonfinite(c, 0, c->m, 0, c->n, FASVD_ENONFINITE);
+		/* entries beyond 2^±100 need the scaled copy below */
+		if (safe_exponent(amax) == 0) {
+			xa = data;
+			ld = in_ld;
+		}
+	}
+	if (!xa) {
+		x = fasvd__alloc(c->ctx, nel * es, "the decoded matrix");
+		if (!x)
+			return FASVD_ENOMEM;
+		fasvd_layout layout = xt ? FASVD_LAYOUT_ROW_MAJOR : FASVD_LAYOUT_COL_MAJOR;
+		rc = c->dbl ? fasvd_tensor_to_f64(c->a, x, xr, layout, 0)
+		            : fasvd_tensor_to_f32(c->a, x, xr, layout, 0);
+		if (rc)
+			goto out;
+		/* LAPACK scales internally; plain BLAS products do not. */
+		e = scale_m(c->dbl, x, nel);
+		xa = x;
+	}
+	if (c->vectors) {
+		if (xt) {
+			um = vt;
+			vtm = u;
+		} else {
+			scratch = fasvd__alloc(c->ctx, (size_t)(c->m * c->k + c->k * c->n) * es,
+			                       "singular vectors of the working matrix");
+			if (!scratch) {
+				rc = FASVD_ENOMEM;
+				goto out;
+			}
+			um = scratch;
+			vtm = (char *)scratch + (size_t)(c->m * c->k) * es;
+		}
+	}
+	rc = fasvd__randomized_svd(c->ctx, c->dbl, xr, xc, xa, ld, c->k, c->o.oversample,
+	                           c->o.power_iters, c->o.seed, s, um, xr, vtm, c->k, &c->err);
+	if (rc)
+		goto out;
+	for (int64_t i = 0; i < c->k; i++)
+		s[i] = ldexp(s[i], e);
+	if (c->vectors && !xt) {
+		/* X = A: U (m x k) and Vᵀ (k x n) column-major into C order. */
+		place(c->dbl, um, 1, c->m, u, c->m, c->k);
+		place(c->dbl, vtm, 1, c->k, vt, c->k, c->n);
+	}
+out:
+	fasvd__free(c->ctx, scratch);
+	fasvd__free(c->ctx, x);
 	return rc;
 }
 
@@ -544,8 +678,17 @@ static int run(struct call *c, double *s, void *u, void *vt)
 {
 	int saved = fasvd__blas_get_threads();
 	double work = (double)c->mm * (double)c->p * (double)c->p;
+	if (c->backend == FASVD_BACKEND_RANDOMIZED) {
+		/* mm·p per column of each pass: 2 + 2·power_iters passes of
+		 * rank + oversample columns */
+		double l = (double)c->k + (double)c->o.oversample;
+		work = (double)c->mm * (double)c->p * fmin(l, (double)c->p) *
+		       (2.0 + 2.0 * (double)c->o.power_iters);
+	}
 	fasvd__blas_set_threads(work >= FASVD__THREADED_WORK ? fasvd__threads(c->ctx) : 1);
-	int rc = c->backend == FASVD_BACKEND_GRAM ? run_gram(c, s) : run_dense(c, s, u, vt);
+	int rc = c->backend == FASVD_BACKEND_GRAM         ? run_gram(c, s)
+	         : c->backend == FASVD_BACKEND_RANDOMIZED ? run_randomized(c, s, u, vt)
+	                                                  : run_dense(c, s, u, vt);
 	fasvd__blas_set_threads(saved);
 	return rc;
 }

@@ -1,6 +1,8 @@
 /* Backend-specific tests: GESVDX index ranges, the Gram path's error bound,
- * panels and scaling, the randomised backend's accuracy, determinism and
- * error estimate, the AUTO policy, and the internal kernels of linalg.h. */
+ * panels and scaling, the randomised backend's accuracy (against the exact
+ * top-k and the documented HMT bound), determinism, input layouts (in place
+ * or decoded) and error estimate (against the true error), the AUTO policy,
+ * and the internal kernels of linalg.h. */
 #include "test-svd-util.h"
 
 #include "internal.h"
@@ -354,6 +356,333 @@ static void test_randomized_scaling(void **state)
 	free(a);
 }
 
+/* The expected range-finder error bound quoted in svd.h (Halko, Martinsson
+ * & Tropp 2011, Corollary 10.10): k target rank, p >= 2 oversampling, q
+ * power iterations, sig the exact values (np of them). */
+static double hmt_bound(const double *sig, int64_t np, int64_t k, int64_t p, int64_t q)
+{
+	double a = 2.0 * (double)q + 1.0, tail = 0.0;
+	for (int64_t j = k; j < np; j++)
+		tail += pow(sig[j], 2.0 * a);
+	double b = (1.0 + sqrt((double)k / (double)(p - 1))) * pow(sig[k], a) +
+	           2.718281828459045 * sqrt((double)(k + p)) / (double)p * sqrt(tail);
+	return pow(b, 1.0 / a);
+}
+
+/* C-order float copy of the double matrix (values exactly representable
+ * afterwards: the tests compare against the rounded matrix). */
+static float *to_float(double *a, int64_t nel)
+{
+	float *f = malloc(sizeof(float) * (size_t)nel);
+	assert_non_null(f);
+	for (int64_t i = 0; i < nel; i++) {
+		f[i] = (float)a[i];
+		a[i] = (double)f[i];
+	}
+	return f;
+}
+
+/* Values never above the exact ones, the true error within σ_{k+1} plus
+ * the HMT bound (a sample against an expectation: with a factor 3), the
+ * error estimate a lower bound of the true error and close to it, for
+ * several spectra, power iterations, oversampling, orientations and both
+ * precisions (F32: the float tensor used in place; F64: in place too). */
+static void test_randomized_bound(void **state)
+{
+	(void)state;
+	const int64_t shapes[2][2] = {{220, 140}, {140, 220}};
+	const struct {
+		int spec; /* 0: 0.7^i, 1: 1/(i+1), 2: i^-0.5 + 0.02 */
+		int64_t k, over, q;
+	} cases[] = {
+		{0, 10, 5, 0}, {0, 10, 5, 1}, {1, 8, 10, 0}, {1, 8, 10, 2},
+		{2, 16, 10, 1}, {2, 16, 4, 3}, {1, 30, 2, 1},
+	};
+	double worst_ratio = 1.0;
+	for (int si = 0; si < 2; si++) {
+		int64_t m = shapes[si][0], n = shapes[si][1], p = 140;
+		double *a = malloc(sizeof(double) * (size_t)(m * n)), sig[140], got[140];
+		for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+			for (int64_t i = 0; i < p; i++)
+				sig[i] = cases[ci].spec == 0   ? pow(0.7, (double)i)
+				         : cases[ci].spec == 1 ? 1.0 / (double)(i + 1)
+				                               : pow((double)(i + 1), -0.5) + 0.02;
+			util_make(91 + (uint64_t)ci, m, n, sig, a, n);
+			for (int ci2 = 0; ci2 < 2; ci2++) {
+				bool f64 = ci2 == 1;
+				float *af = NULL;
+				fasvd_tensor *t = NULL;
+				if (f64) {
+					t = borrow(a, m, n);
+				} else {
+					af = to_float(a, m * n);
+					assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F32, af, m, n,
+					                                    n, 1));
+				}
+				double exact[140];
+				util_ref_svdvals(a, n, m, n, exact); /* of the (rounded) matrix */
+				int64_t k = cases[ci].k;
+				fasvd_svd_opts o;
+				opts_for(&o, FASVD_BACKEND_RANDOMIZED,
+				         f64 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32, k);
+				o.oversample = cases[ci].over;
+				o.power_iters = cases[ci].q;
+				fasvd_svd_report rep;
+				fasvd_svd_report_init(&rep);
+				fasvd_tensor *u = NULL, *vt = NULL;
+				assert_ok(fasvd_svd(NULL, t, &o, &u, got, k, &vt, &rep));
+				double round = f64 ? 1e-12 : 2e-5; /* relative to σ₁ */
+				for (int64_t i = 0; i < k; i++)
+					assert_true(got[i] <= exact[i] + round * exact[0]);
+				double rec, ou, ov;
+				util_factor_errors(a, n, m, n, u, got, vt, &rec, &ou, &ov);
+				assert_true(ou < (f64 ? 1e-12 : 1e-5) && ov < (f64 ? 1e-12 : 1e-5));
+				double err = residual_norm(a, m, n, u, got, vt);
+				double bound = exact[k] + 3.0 * hmt_bound(exact, p, k, cases[ci].over,
+				                                          cases[ci].q);
+				if (!(err <= bound + round * exact[0])) {
+					print_error("case %zu %s %lldx%lld: error %.6g above the bound %.6g\n",
+					            ci, f64 ? "f64" : "f32", (long long)m, (long long)n, err,
+					            bound);
+					fail();
+				}
+				double rel = err / got[0], est = rep.error_estimate;
+				if (getenv("FASVD_TEST_VERBOSE"))
+					fprintf(stderr, "bound case %zu %s %lldx%lld: err %.4g (bound %.4g) "
+					        "estimate %.6g true %.6g\n", ci, f64 ? "f64" : "f32",
+					        (long long)m, (long long)n, err, bound, est, rel);
+				/* a lower bound up to rounding, and close */
+				if (!(est <= rel * (1 + 1e-9) + (f64 ? 0 : 2e-6) && est >= 0.75 * rel)) {
+					print_error("case %zu %s: estimate %.6g vs true %.6g\n", ci,
+					            f64 ? "f64" : "f32", est, rel);
+					fail();
+				}
+				worst_ratio = fmin(worst_ratio, est / rel);
+				fasvd_tensor_free(u);
+				fasvd_tensor_free(vt);
+				fasvd_tensor_free(t);
+				free(af);
+				if (!f64) /* restore the unrounded matrix for the f64 run */
+					util_make(91 + (uint64_t)ci, m, n, sig, a, n);
+			}
+		}
+		free(a);
+	}
+	if (getenv("FASVD_TEST_VERBOSE"))
+		fprintf(stderr, "worst estimate / true error: %.4f\n", worst_ratio);
+}
+
+/* The error estimate's extra passes: more passes never lower it (the same
+ * probes, a larger Krylov space), it never exceeds the true error, and
+ * with at most 8 columns the probes span everything: the estimate is then
+ * the true error. */
+static void test_randomized_estimate_passes(void **state)
+{
+	(void)state;
+	int saved = fasvd__rsvd_est_passes;
+	const int64_t m = 300, n = 200, k = 16;
+	double *a = malloc(sizeof(double) * (size_t)(m * n)), sig[200], s[200];
+	for (int64_t i = 0; i < 200; i++)
+		sig[i] = pow((double)(i + 1), -0.5) + 0.02;
+	util_make(101, m, n, sig, a, n);
+	fasvd_tensor *t = borrow(a, m, n);
+	double prev = 0.0, rel = 0.0;
+	for (int passes = 0; passes <= 3; passes++) {
+		fasvd__rsvd_est_passes = passes;
+		fasvd_svd_opts o;
+		opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F64, k);
+		o.oversample = 0; /* a poor approximation: the hard case for the estimate */
+		o.power_iters = 1;
+		fasvd_svd_report rep;
+		fasvd_svd_report_init(&rep);
+		fasvd_tensor *u = NULL, *vt = NULL;
+		assert_ok(fasvd_svd(NULL, t, &o, &u, s, k, &vt, &rep));
+		if (passes == 0)
+			rel = residual_norm(a, m, n, u, s, vt) / s[0];
+		if (getenv("FASVD_TEST_VERBOSE"))
+			fprintf(stderr, "passes %d: estimate %.6g true %.6g\n", passes,
+			        rep.error_estimate, rel);
+		assert_true(rep.error_estimate >= prev);
+		assert_true(rep.error_estimate <= rel * (1 + 1e-9));
+		assert_true(rep.error_estimate >= (passes == 0 ? 0.5 : passes == 1 ? 0.75 : 0.85) * rel);
+		prev = rep.error_estimate;
+		fasvd_tensor_free(u);
+		fasvd_tensor_free(vt);
+	}
+	fasvd_tensor_free(t);
+	fasvd__rsvd_est_passes = saved;
+
+	/* min(m, n) <= 8: exact estimate, both orientations */
+	for (int tr = 0; tr < 2; tr++) {
+		const int64_t mm = tr ? 6 : 50, nn = tr ? 50 : 6;
+		double b[300], sv[6];
+		for (int i = 0; i < 6; i++)
+			sv[i] = pow(0.5, i);
+		util_make(111, mm, nn, sv, b, nn);
+		fasvd_tensor *tb = borrow(b, mm, nn);
+		fasvd_svd_opts o;
+		opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F64, 2);
+		o.oversample = 1;
+		o.power_iters = 0;
+		fasvd_svd_report rep;
+		fasvd_svd_report_init(&rep);
+		fasvd_tensor *u = NULL, *vt = NULL;
+		assert_ok(fasvd_svd(NULL, tb, &o, &u, s, 2, &vt, &rep));
+		double r2 = residual_norm(b, mm, nn, u, s, vt) / s[0];
+		assert_close(rep.error_estimate, r2, 1e-10, 1e-15);
+		fasvd_tensor_free(u);
+		fasvd_tensor_free(vt);
+		fasvd_tensor_free(tb);
+	}
+	free(a);
+}
+
+/* The same float matrix through every input path gives the same result:
+ * C order in place, a transposed view (columns contiguous) in place, a
+ * strided sub-view (row stride > columns) in place, float64 data with F32
+ * compute (decoded), tiny entries (scaled copy); non-finite elements in a
+ * strided view are refused naming the view's coordinates. */
+static void test_randomized_layouts(void **state)
+{
+	(void)state;
+	const int64_t m = 150, n = 90, k = 6, ld = 97;
+	double *a = malloc(sizeof(double) * (size_t)(m * n)), sig[90], ref_s[6], s[6];
+	for (int64_t i = 0; i < n; i++)
+		sig[i] = pow(0.6, (double)i);
+	util_make(121, m, n, sig, a, n);
+	float *af = to_float(a, m * n);
+	float *at = malloc(sizeof(float) * (size_t)(m * n)); /* Aᵀ, C order */
+	float *wide = calloc((size_t)(m * ld), sizeof(float)), *tiny = malloc(sizeof(float) * (size_t)(m * n));
+	assert_non_null(at);
+	assert_non_null(wide);
+	assert_non_null(tiny);
+	for (int64_t i = 0; i < m; i++)
+		for (int64_t j = 0; j < n; j++) {
+			at[j * m + i] = af[i * n + j];
+			wide[i * ld + j] = af[i * n + j];
+			tiny[i * n + j] = af[i * n + j] * 1e-33f; /* below 2^-100: a scaled copy */
+		}
+	double refu[150 * 6], refv[6 * 90];
+	for (int path = 0; path < 5; path++) {
+		fasvd_tensor *t = NULL, *base = NULL;
+		switch (path) {
+		case 0:
+			assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F32, af, m, n, n, 1));
+			break;
+		case 1:
+			assert_ok(fasvd_tensor_new_borrowed(&base, NULL, FASVD_DTYPE_F32, at, n, m, m, 1));
+			assert_ok(fasvd_tensor_transpose(&t, base));
+			break;
+		case 2:
+			assert_ok(fasvd_tensor_new_borrowed(&base, NULL, FASVD_DTYPE_F32, wide, m, ld, ld,
+			                                    1));
+			assert_ok(fasvd_tensor_view(&t, base, 0, 0, m, n));
+			break;
+		case 3:
+			t = borrow(a, m, n);
+			break;
+		case 4:
+			assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F32, tiny, m, n, n, 1));
+			break;
+		}
+		fasvd_svd_opts o;
+		opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F32, k);
+		o.power_iters = 1;
+		fasvd_svd_report rep;
+		fasvd_svd_report_init(&rep);
+		fasvd_tensor *u = NULL, *vt = NULL;
+		assert_ok(fasvd_svd(NULL, t, &o, &u, s, k, &vt, &rep));
+		double scale = path == 4 ? 1e-33 : 1.0;
+		for (int64_t i = 0; i < k; i++)
+			s[i] /= scale;
+		util_check_values(s, sig, k, 1e-5, "randomized layouts");
+		/* converged: the error is σ_{k+1} and so is the estimate */
+		assert_close(rep.error_estimate, sig[k] / sig[0], 0.02, 0);
+		double ud[150 * 6], vd[6 * 90];
+		assert_ok(fasvd_tensor_to_f64(u, ud, k, FASVD_LAYOUT_ROW_MAJOR, 0));
+		assert_ok(fasvd_tensor_to_f64(vt, vd, n, FASVD_LAYOUT_ROW_MAJOR, 0));
+		if (path == 0) {
+			memcpy(ref_s, s, sizeof ref_s);
+			memcpy(refu, ud, sizeof refu);
+			memcpy(refv, vd, sizeof refv);
+		} else {
+			/* the same singular triplets (up to sign, up to rounding) */
+			util_check_values(s, ref_s, k, 1e-5, "randomized layouts vs C order");
+			for (int64_t j = 0; j < k; j++) {
+				double du = 0, dv = 0;
+				for (int64_t i = 0; i < m; i++)
+					du += ud[i * k + j] * refu[i * k + j];
+				for (int64_t i = 0; i < n; i++)
+					dv += vd[j * n + i] * refv[j * n + i];
+				assert_close(fabs(du), 1.0, 0, 1e-4);
+				assert_close(fabs(dv), 1.0, 0, 1e-4);
+				assert_close(du * dv, 1.0, 0, 1e-4); /* the same sign for both */
+			}
+		}
+		fasvd_tensor_free(u);
+		fasvd_tensor_free(vt);
+		fasvd_tensor_free(t);
+		fasvd_tensor_free(base);
+	}
+	/* a NaN in the strided view, and one outside it (ignored) */
+	wide[40 * ld + 93] = NAN;
+	fasvd_tensor *base = NULL, *t = NULL;
+	assert_ok(fasvd_tensor_new_borrowed(&base, NULL, FASVD_DTYPE_F32, wide, m, ld, ld, 1));
+	assert_ok(fasvd_tensor_view(&t, base, 0, 0, m, n));
+	fasvd_svd_opts o;
+	opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F32, k);
+	assert_ok(fasvd_svdvals(NULL, t, &o, s, k, NULL));
+	wide[70 * ld + 12] = -INFINITY;
+	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, k, NULL), FASVD_ENONFINITE);
+	assert_non_null(strstr(fasvd_last_error(), "(70, 12)"));
+	assert_non_null(strstr(fasvd_last_error(), "-Inf"));
+	fasvd_tensor_free(t);
+	fasvd_tensor_free(base);
+	free(tiny);
+	free(wide);
+	free(at);
+	free(af);
+	free(a);
+}
+
+/* Float compute with many power iterations on a fast-decaying spectrum:
+ * the LU-normalised iterations keep the small directions. */
+static void test_randomized_many_iterations(void **state)
+{
+	(void)state;
+	const int64_t m = 200, n = 120, k = 12;
+	double *a = malloc(sizeof(double) * (size_t)(m * n)), sig[120], s[12];
+	for (int64_t i = 0; i < n; i++)
+		sig[i] = pow(0.5, (double)i);
+	util_make(131, m, n, sig, a, n);
+	float *af = to_float(a, m * n);
+	fasvd_tensor *t = NULL;
+	assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F32, af, m, n, n, 1));
+	for (int64_t q = 0; q <= 12; q += 4) {
+		fasvd_svd_opts o;
+		opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F32, k);
+		o.power_iters = q;
+		fasvd_svd_report rep;
+		fasvd_svd_report_init(&rep);
+		fasvd_tensor *u = NULL, *vt = NULL;
+		assert_ok(fasvd_svd(NULL, t, &o, &u, s, k, &vt, &rep));
+		/* float accuracy relative to σ₁, and the small values too */
+		util_check_values(s, sig, k, 2e-6, "randomized, many power iterations");
+		for (int64_t i = 0; i < k; i++)
+			assert_close(s[i], sig[i], 2e-3, 0);
+		double rec, ou, ov;
+		util_factor_errors(a, n, m, n, u, s, vt, &rec, &ou, &ov);
+		assert_true(ou < 1e-5 && ov < 1e-5);
+		double err = residual_norm(a, m, n, u, s, vt);
+		assert_true(err <= 1.05 * sig[k] + 2e-6);
+		fasvd_tensor_free(u);
+		fasvd_tensor_free(vt);
+	}
+	fasvd_tensor_free(t);
+	free(af);
+	free(a);
+}
+
 /* ------------------------------------------------------------------- AUTO */
 
 static void test_auto_policy(void **state)
@@ -464,6 +793,46 @@ static void test_linalg_kernels(void **state)
 	for (int64_t jj = 0; jj < n; jj++)
 		for (int64_t i = jj + 1; i < n; i++)
 			assert_true(r[jj * n + i] == 0.0);
+	/* LU basis: entries at most 1, the same range as a (the projection of a
+	 * on it is a), full rank even for a rank-deficient a */
+	for (int rk = 0; rk < 2; rk++) {
+		double *lb = malloc(sizeof(double) * 40 * 25), *qb = malloc(sizeof(double) * 40 * 25);
+		for (int64_t i = 0; i < m; i++)
+			for (int64_t jj = 0; jj < n; jj++) /* rank 3 when rk: columns repeat */
+				lb[jj * m + i] = a[i * n + (rk ? jj % 3 : jj)];
+		memcpy(c, lb, sizeof(double) * 40 * 25); /* the column-major a */
+		assert_ok(fasvd__lu_basis(NULL, true, m, n, lb, m));
+		double amax = 0;
+		for (int64_t i = 0; i < m * n; i++)
+			amax = fmax(amax, fabs(lb[i]));
+		assert_true(amax <= 1.0);
+		memcpy(qb, lb, sizeof(double) * 40 * 25);
+		double sl[25];
+		assert_ok(fasvd__svdvals_d(NULL, m, n, qb, m, sl));
+		assert_true(sl[n - 1] > 1e-6 * sl[0]); /* full rank */
+		memcpy(qb, lb, sizeof(double) * 40 * 25);
+		assert_ok(fasvd__qr_thin(NULL, true, m, n, qb, m, NULL, 0));
+		double *pr = malloc(sizeof(double) * 25 * 25);
+		cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)m, 1.0, qb,
+		            (int)m, c, (int)m, 0.0, pr, (int)n);
+		cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, -1.0, qb,
+		            (int)m, pr, (int)n, 1.0, c, (int)m);
+		for (int64_t i = 0; i < m * n; i++)
+			assert_true(fabs(c[i]) < 1e-12);
+		/* float */
+		float *fl = malloc(sizeof(float) * 40 * 25);
+		for (int64_t i = 0; i < m * n; i++)
+			fl[i] = (float)a[i];
+		assert_ok(fasvd__lu_basis(NULL, false, m, n, fl, m));
+		for (int64_t i = 0; i < m * n; i++)
+			assert_true(fabsf(fl[i]) <= 1.0f);
+		free(fl);
+		free(pr);
+		free(lb);
+		free(qb);
+	}
+	assert_fasvd(fasvd__lu_basis(NULL, true, 3, 4, c, 3), FASVD_EINVAL);
+	assert_fasvd(fasvd__lu_basis(NULL, true, 4, 3, c, 3), FASVD_EINVAL); /* lda < m */
 	/* argument checks: ERANGE before touching memory, EINVAL */
 	int64_t big = (int64_t)INT32_MAX + 1;
 	assert_fasvd(fasvd__svdvals_d(NULL, big, 2, (double *)8, big, s), FASVD_ERANGE);
@@ -503,6 +872,10 @@ int main(void)
 		cmocka_unit_test(test_randomized_accuracy),
 		cmocka_unit_test(test_randomized_slow_decay),
 		cmocka_unit_test(test_randomized_scaling),
+		cmocka_unit_test(test_randomized_bound),
+		cmocka_unit_test(test_randomized_estimate_passes),
+		cmocka_unit_test(test_randomized_layouts),
+		cmocka_unit_test(test_randomized_many_iterations),
 		cmocka_unit_test(test_auto_policy),
 		cmocka_unit_test(test_linalg_kernels),
 	};

@@ -28,19 +28,35 @@
  *              and energy ranks at τ ≥ 1e-4 are exact to rounding, but values
  *              below ~1e-7·σ₁ are noise: use GESDD with FASVD_COMPUTE_F64
  *              when small singular values are needed to high accuracy.
- *  RANDOMIZED  Values (and vectors) of the top `rank` only, by the
+ *  RANDOMIZED  Values (and vectors) of the top k = `rank` only, by the
  *              Halko–Martinsson–Tropp randomised range finder: a Gaussian
- *              sketch of rank + oversample columns (deterministic, from
- *              `seed`), `power_iters` power iterations each followed by a
- *              QR re-orthonormalisation, then an exact SVD of the small
- *              projected matrix. Approximate: report.error_estimate holds an
- *              a posteriori estimate of ‖A − U·diag(s)·Vᵀ‖₂ / σ₁ obtained by
- *              a few steps of block power iteration on the residual with
- *              fresh random probes (a lower bound of the true value in exact
- *              arithmetic, typically within a few per cent of it). Values are
- *              never overestimated (up to rounding); with a slowly decaying
- *              spectrum they are underestimated: raise oversample or
- *              power_iters.
+ *              sketch of l = min(k + oversample, min(m, n)) columns
+ *              (deterministic, from `seed`), `power_iters` power
+ *              iterations (the basis renormalised after every product: the
+ *              P·L factor of a pivoted LU between products, a Householder
+ *              QR for the final one), then an exact SVD of the small
+ *              projected matrix. Cost:
+ *              2 + 2·power_iters passes over the matrix, each one xGEMM of
+ *              l columns in the compute precision, plus one thin pass (8 to
+ *              16 columns) and 8 more columns in two of the passes for the
+ *              error estimate; O((m + n)·l) workspace beside the matrix.
+ *              Accuracy: values are never overestimated (up to rounding),
+ *              and ‖A − U·diag(s)·Vᵀ‖₂ ≤ σ_{k+1} + ‖(I − QQᵀ)A‖₂ (Q the l
+ *              sketch columns), the latter being in expectation at most
+ *              [(1 + √(k/(p−1)))·σ_{k+1}^{2q+1} + (e·√(k+p)/p)·
+ *              (Σ_{j>k} σ_j^{2(2q+1)})^{1/2}]^{1/(2q+1)} for p = oversample
+ *              >= 2 and q = power_iters (HMT, Corollary 10.10). With a
+ *              slowly decaying spectrum the values are underestimated:
+ *              raise oversample or power_iters.
+ *              report.error_estimate holds an a posteriori estimate of
+ *              ‖A − U·diag(s)·Vᵀ‖₂ / σ̂₁ (σ̂₁ = s[0]): the largest
+ *              Rayleigh–Ritz lower bound ‖E·P‖₂ / ‖P‖₂ (E the residual)
+ *              over a small block Krylov space of E started from 8 fresh
+ *              Gaussian probes, whose first products ride along the passes
+ *              above. It never exceeds the true value (up to rounding); it
+ *              is typically within a few per cent of it and was within 20%
+ *              in every case tested (the hardest: slowly decaying spectra
+ *              approximated with little oversampling).
  *  AUTO        Exact backends only (it never picks RANDOMIZED), chosen as
  *              follows, p = min(m, n):
  *                values only, FASVD_COMPUTE_F32, p >= 128      -> GRAM
@@ -67,8 +83,9 @@
  * checked before anything is allocated or decoded.
  *
  * Threads: one call works on one matrix, using threaded BLAS with the
- * context's FASVD_CTX_THREADS count when the matrix is large (about
- * max(m, n)·min(m, n)² >= 1e8; smaller ones run single-threaded). The BLAS
+ * context's FASVD_CTX_THREADS count when the work is large (about
+ * max(m, n)·min(m, n)² >= 1e8, for RANDOMIZED m·n·l·(2 + 2·power_iters)
+ * >= 1e8; smaller problems run single-threaded). The BLAS
  * thread count is process-wide and restored on return, so concurrent calls
  * on large matrices from several threads may oversubscribe the CPUs.
  * Several threads may call these functions at once on the same or different
@@ -80,8 +97,14 @@
  * straight into the outputs when m < n, unless GESDD/GESVD results are
  * truncated to a rank);
  * GRAM holds only the p x p Gram matrix and one decoded panel (16 MiB or
- * 64 rows), never a full copy. Memory that OpenBLAS allocates internally is
- * not routed through the allocator.
+ * 64 rows), never a full copy. RANDOMIZED works on the tensor's data in
+ * place (no copy: one read-only scan for non-finite and extreme values)
+ * when it is F32 with FASVD_COMPUTE_F32 or F64 with FASVD_COMPUTE_F64, has
+ * no block scales and has contiguous rows or columns, and no entry is
+ * beyond 2^±100; otherwise it decodes one copy in the tensor's own memory
+ * order (row-major for a C-order tensor, read and written sequentially).
+ * Memory that OpenBLAS allocates internally is not routed through the
+ * allocator.
  */
 #ifndef FASVD_SVD_H
 #define FASVD_SVD_H
