@@ -410,6 +410,14 @@ static int cmp_str(const void *a, const void *b)
 
 static int select_globs(struct run *r, int64_t n, bool *taken);
 
+/* FP8 block scales (`<weight>_scale_inv`) belong to their weight, whose
+ * view applies them: they are never analysed as matrices of their own. */
+static bool is_scale_name(const char *name)
+{
+	size_t n = strlen(name), k = strlen("_scale_inv");
+	return n > k && strcmp(name + n - k, "_scale_inv") == 0;
+}
+
 static int select_tensors(struct run *r)
 {
 	const fasvd_analyze_opts *o = r->o;
@@ -445,7 +453,7 @@ static int select_globs(struct run *r, int64_t n, bool *taken)
 		int64_t matched = 0;
 		for (int64_t i = 0; i < n; i++) {
 			const char *name = fasvd_st_name(r->st, i);
-			if (fnmatch(pat, name, 0) != 0)
+			if (fnmatch(pat, name, 0) != 0 || is_scale_name(name))
 				continue;
 			matched++;
 			if (taken[i])

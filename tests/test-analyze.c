@@ -805,6 +805,39 @@ static void test_resume_extra_tensors(void **state)
 	assert_same_file(only_x, part);
 }
 
+/* --tensors over an FP8 checkpoint selects the weights (dequantised with their
+ * scales), never the `_scale_inv` grids themselves. */
+static void test_tensors_skip_scales(void **state)
+{
+	(void)state;
+	char model[600], out[600];
+	snprintf(model, sizeof model, "%s/fp8", tmpdir);
+	snprintf(out, sizeof out, "%s/fp8.safetensors", tmpdir);
+	assert_ok(fasvd_fixture_write(NULL, model, "deepseek_v3", NULL));
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o);
+	const char *globs[] = {"*kv_b_proj*"};
+	o.tensor_globs = globs;
+	o.n_tensor_globs = 1;
+	assert_ok(fasvd_analyze(NULL, model, out, &o));
+	fasvd_st *st = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, out));
+	int64_t nt = 0;
+	for (int64_t i = 0; i < fasvd_st_count(st); i++) {
+		const char *nm = fasvd_st_name(st, i);
+		if (strncmp(nm, "T.", 2) != 0)
+			continue;
+		nt++;
+		assert_null(strstr(nm, "_scale_inv"));
+	}
+	assert_int_equal(nt, 2); /* one kv_b_proj weight per layer of the fixture */
+	fasvd_st_close(st);
+	/* a pattern matching only scales matches nothing */
+	const char *only[] = {"*_scale_inv"};
+	o.tensor_globs = only;
+	assert_fasvd(fasvd_analyze(NULL, model, out, &o), FASVD_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -815,6 +848,7 @@ int main(void)
 		cmocka_unit_test(test_resume_after_sigkill),
 		cmocka_unit_test(test_failure_leaves_nothing),
 		cmocka_unit_test(test_peak_memory_flat_in_layers),
+		cmocka_unit_test(test_tensors_skip_scales),
 		cmocka_unit_test(test_long_names_and_summary_mode),
 		cmocka_unit_test(test_resume_extra_tensors),
 	};

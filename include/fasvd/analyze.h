@@ -64,8 +64,9 @@ typedef struct fasvd_analyze_opts {
 	fasvd_stack_norm stack_norm; /* default FASVD_STACK_NORM_SIGMA1 */
 	fasvd_compute compute;       /* 0: the context's FASVD_CTX_COMPUTE */
 	/* fnmatch(3) patterns of extra 2-D tensors (FFN, experts …) whose
-	 * singular values are written as T.{name}; each pattern must match at
-	 * least one tensor. Borrowed for the call. */
+	 * singular values are written as T.{name} (FP8 weights dequantised with
+	 * their scales; `*_scale_inv` tensors themselves are never selected);
+	 * each pattern must match at least one tensor. Borrowed for the call. */
 	const char *const *tensor_globs;
 	int64_t n_tensor_globs;
 	int resume;                  /* 1: continue an existing output file (same model,

@@ -84,8 +84,10 @@ FASVD_API void fasvd_clear_error(void);
 /* Allocator hook, copied by fasvd_ctx_new(). `alloc` must return memory
  * aligned for any C type (as malloc does) or NULL; `free` accepts NULL.
  * Every buffer libfasvd allocates on behalf of a context goes through it
- * (matrices, workspaces, handles), except memory that BLAS/LAPACK or the
- * JSON parser allocate internally. Both functions may be called from the
+ * (matrices, workspaces, handles), except memory that BLAS/LAPACK, the
+ * JSON parser (jansson) and the C library (realpath(3) when resolving shard
+ * paths, the in-memory stream that builds fasvd_analyze's CSV table)
+ * allocate internally, which uses malloc. Both functions may be called from the
  * context's worker threads concurrently, so they must be thread-safe. */
 typedef struct fasvd_allocator {
 	void *(*alloc)(void *opaque, size_t size);
