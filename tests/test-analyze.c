@@ -313,8 +313,7 @@ static void test_stories260k_vs_reference(void **state)
 	char model[600], out[600];
 	test_shared_path("models/stories260K", model, sizeof model);
 	if (access(model, R_OK) != 0) {
-		print_message("stories260K not found at %s\n", model);
-		skip();
+		test_skip("stories260K not found at %s\n", model);
 	}
 	snprintf(out, sizeof out, "%s/stories.safetensors", tmpdir);
 	for (int compute = 0; compute < 2; compute++) {
@@ -647,8 +646,7 @@ static void test_peak_memory_flat_in_layers(void **state)
 	if (getenv("FASVD_TEST_VALGRIND") || running_under_sanitizer()) {
 		/* memcheck's and ASan's own memory (shadow, quarantine of freed
 		 * blocks) make RSS meaningless */
-		print_message("# peak RSS is not measured under valgrind or a sanitizer\n");
-		skip();
+		test_skip("peak RSS is not measured under valgrind or a sanitizer\n");
 	}
 	char m1[600], m8[600], out[600];
 	snprintf(m1, sizeof m1, "%s/mem1", tmpdir);

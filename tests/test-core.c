@@ -227,8 +227,7 @@ static void test_blas_threads_overlapping_regions(void **state)
 	assert_int_equal(fasvd__blas_get_threads(), before);
 	fasvd__blas_set_threads(2);
 	if (fasvd__blas_get_threads() != 2) {
-		print_message("# BLAS thread count cannot be set here\n");
-		skip();
+		test_skip("BLAS thread count cannot be set here\n");
 	}
 	fasvd_ctx *ctx = NULL;
 	assert_ok(fasvd_ctx_new(&ctx, NULL));
