@@ -132,6 +132,13 @@ assert lib.fasvd_ctx_new(ctypes.byref(ctx), None) == 0
 assert lib.fasvd_ctx_set_param(ctx, 1, args.threads) == 0
 
 
+def as_f64(x):
+    """A float64 copy of the F32 tensor x (C order)."""
+    r, c = lib.fasvd_tensor_rows(x), lib.fasvd_tensor_cols(x)
+    p = ctypes.cast(lib.fasvd_tensor_data(x), ctypes.POINTER(ctypes.c_float))
+    return np.ctypeslib.as_array(p, shape=(r, c)).astype(np.float64)
+
+
 def fasvd_factor(w, rank, backend, power_iters=2, oversample=10):
     t = VP()
     m, n = w.shape
@@ -150,12 +157,7 @@ def fasvd_factor(w, rank, backend, power_iters=2, oversample=10):
     if rc:
         raise RuntimeError(lib.fasvd_last_error().decode())
 
-    def arr(x):
-        r, c = lib.fasvd_tensor_rows(x), lib.fasvd_tensor_cols(x)
-        p = ctypes.cast(lib.fasvd_tensor_data(x), ctypes.POINTER(ctypes.c_float))
-        return np.ctypeslib.as_array(p, shape=(r, c)).astype(np.float64)
-
-    A, B = arr(a), arr(b)
+    A, B = as_f64(a), as_f64(b)
     for x in (a, b, t):
         lib.fasvd_tensor_free(x)
     return dt, A, B
@@ -180,12 +182,7 @@ def fasvd_svd(w, rank, power_iters, oversample=10):
     if rc:
         raise RuntimeError(lib.fasvd_last_error().decode())
 
-    def arr(x):
-        r, c = lib.fasvd_tensor_rows(x), lib.fasvd_tensor_cols(x)
-        p = ctypes.cast(lib.fasvd_tensor_data(x), ctypes.POINTER(ctypes.c_float))
-        return np.ctypeslib.as_array(p, shape=(r, c)).astype(np.float64)
-
-    U, Vt = arr(u), arr(vt)
+    U, Vt = as_f64(u), as_f64(vt)
     for x in (u, vt, t):
         lib.fasvd_tensor_free(x)
     return dt, U * np.array(s[:]), Vt
