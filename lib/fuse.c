@@ -32,7 +32,7 @@ static void gemm(bool dbl, bool ta, bool tb, int64_t m, int64_t n, int64_t k, do
 
 static int lapack_fail(const char *routine, int info, int64_t head)
 {
-	return fasvd__error(info < 0 ? FASVD_EINTERNAL : FASVD_ELAPACK,
+	return fasvd__error(FASVD_ELAPACK,
 	                    "%s failed on head %lld (info = %d)", routine, (long long)head, info);
 }
 

@@ -204,7 +204,7 @@ static int gram_eigvals(fasvd_ctx *ctx, int64_t m, double *g, double *s, int thr
 	double q = 0;
 	info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, n, s, &q, -1, &iq, -1);
 	if (info)
-		return fasvd__error(FASVD_EINTERNAL, "dsyevd_2stage workspace query: info = %d",
+		return fasvd__error(FASVD_ELAPACK, "dsyevd_2stage workspace query: info = %d",
 		                    (int)info);
 	size_t lw = (size_t)ceil(q) + 1, liw = (size_t)(iq < 1 ? 1 : iq);
 	double *work = fasvd__calloc(ctx, lw, sizeof *work, "eigensolver workspace");
@@ -219,7 +219,7 @@ static int gram_eigvals(fasvd_ctx *ctx, int64_t m, double *g, double *s, int thr
 	fasvd__free(ctx, work);
 	fasvd__free(ctx, iwork);
 	if (info)
-		return fasvd__error(info < 0 ? FASVD_EINTERNAL : FASVD_ELAPACK,
+		return fasvd__error(FASVD_ELAPACK,
 		                    "dsyevd_2stage failed on a %lld x %lld Gram matrix (info = %d)",
 		                    (long long)m, (long long)m, (int)info);
 	/* Ascending eigenvalues to descending singular values (clamp rounding

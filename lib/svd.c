@@ -693,6 +693,14 @@ static int run(struct call *c, double *s, void *u, void *vt)
 	return rc;
 }
 
+static bool all_finite(const double *s, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		if (!isfinite(s[i]))
+			return false;
+	return true;
+}
+
 int fasvd_svdvals(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *opts, double *s,
                   int64_t n_s, fasvd_svd_report *report)
 {
@@ -703,7 +711,16 @@ int fasvd_svdvals(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *o
 		return rc;
 	if ((rc = setup(&c, ctx, a, opts, s, n_s, false, fn)))
 		goto out;
-	if ((rc = run(&c, s, NULL, NULL)) && rc != FASVD_ENONFINITE)
+	rc = run(&c, s, NULL, NULL);
+	if (!rc && !c.dbl && !all_finite(s, c.k)) {
+		/* Every weight is finite (decoding checked) but a singular value
+		 * overflowed float32 (weights near FLT_MAX): redo it in double. */
+		fasvd_svd_opts o2 = c.o;
+		o2.compute = FASVD_COMPUTE_F64;
+		if (!(rc = setup(&c, ctx, a, &o2, s, n_s, false, fn)))
+			rc = run(&c, s, NULL, NULL);
+	}
+	if (rc && rc != FASVD_ENONFINITE)
 		fasvd__error_prefix(rc, "%s (%s backend) of %s [%lld, %lld]", fn,
 		                    fasvd_backend_name(c.backend), c.label, (long long)c.m,
 		                    (long long)c.n);
@@ -734,7 +751,13 @@ int fasvd_svd(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *opts,
 	if ((rc = fasvd_tensor_new(&tu, c.ctx, dt, c.m, c.k)) ||
 	    (rc = fasvd_tensor_new(&tvt, c.ctx, dt, c.k, c.n)))
 		goto out;
-	if ((rc = run(&c, s, fasvd_tensor_data_mut(tu), fasvd_tensor_data_mut(tvt)))) {
+	rc = run(&c, s, fasvd_tensor_data_mut(tu), fasvd_tensor_data_mut(tvt));
+	if (!rc && !c.dbl && !all_finite(s, c.k))
+		rc = fasvd__error(FASVD_ERANGE,
+		                  "singular values of %s overflow float32 although its elements "
+		                  "are finite: use FASVD_COMPUTE_F64",
+		                  c.label);
+	if (rc) {
 		if (rc != FASVD_ENONFINITE)
 			fasvd__error_prefix(rc, "%s (%s backend) of %s [%lld, %lld]", fn,
 			                    fasvd_backend_name(c.backend), c.label, (long long)c.m,

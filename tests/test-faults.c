@@ -294,11 +294,12 @@ static const char *current_test;
 static const struct {
 	const char *test, *pattern, *bug;
 } known_bugs[] = {
-	{"test_lapack_analyze", "info -4 gave internal error",
-	 "lib/fuse.c lapack_fail() / lib/stack.c: LAPACK's info < 0 is reported as "
-	 "FASVD_EINTERNAL; core.h documents FASVD_ELAPACK (and linalg.c uses it)"},
+	/* none open; entries look like
+	 * {"test_lapack_analyze", "text of the problem", "where the bug is"} */
+	{NULL, NULL, NULL},
 };
-static int known_hits[sizeof known_bugs / sizeof known_bugs[0]];
+#define N_KNOWN_BUGS (sizeof known_bugs / sizeof known_bugs[0] - 1)
+static int known_hits[N_KNOWN_BUGS + 1];
 
 static void problem(const char *fmt, ...) FASVD_TEST_PRINTF(1, 2);
 static void problem(const char *fmt, ...)
@@ -308,7 +309,7 @@ static void problem(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	for (size_t i = 0; i < sizeof known_bugs / sizeof known_bugs[0]; i++)
+	for (size_t i = 0; known_bugs[i].test; i++)
 		if (current_test && !strcmp(known_bugs[i].test, current_test) &&
 		    strstr(line, known_bugs[i].pattern)) {
 			if (!known_hits[i]++)
@@ -333,7 +334,7 @@ static void problems_reset(const char *test)
 
 static void problems_check(void)
 {
-	for (size_t i = 0; i < sizeof known_bugs / sizeof known_bugs[0]; i++) {
+	for (size_t i = 0; known_bugs[i].test; i++) {
 		if (strcmp(known_bugs[i].test, current_test))
 			continue;
 		if (!known_hits[i]) {

@@ -46,8 +46,6 @@ GPT2_OPTS = ["n_layers=1", "n_heads=4", "hidden=32", "intermediate=-1", "dtype=F
 # (TAP TODO; inverted in the C test), so that a fix shows up as an
 # unexpected pass and the entry is then removed here.
 XFAIL = {
-    ("huge-weight", "svdvals"): "lib/svd.c fasvd_svdvals: f32 compute returns success "
-                                "with sigma = inf for finite weights near FLT_MAX",
 }
 
 Q0 = "model.layers.0.self_attn.q_proj.weight"
