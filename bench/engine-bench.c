@@ -270,7 +270,7 @@ static double floor_time(fasvd_ctx *ctx, const gram_problem *p, int np, int thre
 		for (int64_t q = 0; q < m * k; q++)
 			x[q] = rng_normal();
 		double t0 = now();
-		cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)m, (blasint)k, 1.0, x,
+		cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)m, (blasint)k, 1.0, x,
 		            (blasint)m, 0.0, g, (blasint)m);
 		double t1 = now();
 		CHECK(fasvd__gram_svdvals(ctx, m, g, m, s));
@@ -294,20 +294,7 @@ static double floor_time(fasvd_ctx *ctx, const gram_problem *p, int np, int thre
  * engine's policy, lib/stack.c): dsyevd_2stage from order 2048 on. */
 static void eig_single(fasvd_ctx *ctx, int64_t m, double *g, double *s)
 {
-	if (m < 2048) {
-		CHECK(fasvd__gram_svdvals(ctx, m, g, m, s));
-		return;
-	}
-	lapack_int n = (lapack_int)m, iq = 0;
-	double q = 0;
-	LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, n, s, &q, -1, &iq, -1);
-	lapack_int lw = (lapack_int)q + 1;
-	double *w = xmalloc((size_t)lw * 8);
-	lapack_int *iw = xmalloc((size_t)(iq + 1) * sizeof *iw);
-	if (LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, n, s, w, lw, iw, iq))
-		die("dsyevd_2stage", FASVD_ELAPACK);
-	free(w);
-	free(iw);
+	CHECK(fasvd__gram_svdvals_with(ctx, m, g, m, s, m < 2048 ? -1 : 1));
 }
 
 struct floor_pool {
@@ -332,7 +319,7 @@ static void *floor_worker(void *arg)
 		double *g = calloc((size_t)(m * m), 8), *s = xmalloc((size_t)m * 8);
 		if (!g)
 			die("floor: Gram allocation", FASVD_ENOMEM);
-		cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)m, (blasint)k, 1.0, fp->x,
+		cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)m, (blasint)k, 1.0, fp->x,
 		            (blasint)m, 0.0, g, (blasint)m);
 		eig_single(fp->ctx, m, g, s);
 		free(g);

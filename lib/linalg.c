@@ -543,15 +543,20 @@ int fasvd__orth_defect(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t k, const 
  * (OpenBLAS 0.3.21, values only, seconds):
  *
  *   order   1 thread: dsyevd  2stage    2 threads: dsyevd  2stage
- *   1024              0.062   0.106                0.045   0.131
- *   2048              0.602   0.698                0.281   0.627
- *   2560              1.129   1.193
- *   3072              2.260   1.972                1.227   2.914
- *   4096              6.320   4.679                3.338   5.811
+ *   1024              0.063   0.087                0.044   0.099
+ *   2048              0.494   0.508                0.280   0.463
+ *   2304              0.752   0.685
+ *   3072              2.191   1.523                1.058   1.227
+ *   4096              5.206   3.380                2.705   4.467
+ *   7168             32.2    17.3
  *
  * so the two-stage solver is used only single-threaded (inside a parallel
- * region, or with one thread) from order 2800 on. */
-#define FASVD__GRAM_2STAGE_MIN 2800
+ * region, or with one thread) from order 2048 on. The Gram matrix is kept in
+ * its lower triangle: LAPACK's band reduction (dsytrd_sy2sb) factors column
+ * panels by QR for the lower triangle but row panels by LQ for the upper one,
+ * and the upper triangle made dsyevd_2stage 27-37 % slower (order 7168: 22.0 s
+ * against 17.3 s) and dsyevd 4-21 % slower at the orders above. */
+#define FASVD__GRAM_2STAGE_MIN 2048
 
 int fasvd__gram_uses_2stage(int64_t k)
 {
@@ -576,10 +581,10 @@ int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, 
 	lapack_int n = (lapack_int)k, lda = (lapack_int)ldg, info, iq = 0;
 	double q = 0.0;
 	if (two)
-		info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, lda, s, &q, -1, &iq,
+		info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, &q, -1, &iq,
 		                                  -1);
 	else
-		info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, lda, s, &q, -1, &iq, -1);
+		info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, &q, -1, &iq, -1);
 	if (info < 0)
 		return illegal(routine, info);
 	lapack_int lwork = 1, liwork = iq < 1 ? 1 : iq;
@@ -594,10 +599,10 @@ int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, 
 		return FASVD_ENOMEM;
 	lapack_int *iwork = (lapack_int *)((char *)work + wbytes);
 	if (two)
-		info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, lda, s, work, lwork,
+		info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, work, lwork,
 		                                  iwork, liwork);
 	else
-		info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, lda, s, work, lwork, iwork,
+		info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, work, lwork, iwork,
 		                           liwork);
 	fasvd__free(ctx, work);
 	if (info < 0)

@@ -24,7 +24,7 @@ int fasvd__svd_d(fasvd_ctx *ctx, int64_t m, int64_t n, double *a, int64_t lda, d
 int fasvd__svd_s(fasvd_ctx *ctx, int64_t m, int64_t n, float *a, int64_t lda, float *s,
                  float *u, int64_t ldu, float *vt, int64_t ldvt);
 
-/* Singular values from a Gram matrix: g is k x k symmetric (upper triangle
+/* Singular values from a Gram matrix: g is k x k symmetric (lower triangle
  * referenced, overwritten), s gets sqrt(max(λ, 0)) descending (k values).
  * dsyevd, or dsyevd_2stage where it is faster. */
 int fasvd__gram_svdvals(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s);

@@ -260,7 +260,7 @@ static int sigma_max(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t c, const vo
 			xd[i] = ((const float *)x)[i];
 		src = xd;
 	}
-	cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, (blasint)c, (blasint)rows, 1.0, src,
+	cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, (blasint)c, (blasint)rows, 1.0, src,
 	            (blasint)rows, 0.0, g, (blasint)c);
 	int rc = fasvd__gram_svdvals(ctx, c, g, c, sv);
 	if (!rc)

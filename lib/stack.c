@@ -91,7 +91,7 @@ static void to_double(const float *src, double *dst, size_t n)
 		dst[i] = src[i];
 }
 
-/* G (m x m, upper) = Gram of the smaller side of the stack. */
+/* G (m x m, lower triangle) = Gram of the smaller side of the stack. */
 static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, char **work,
                       int64_t *inner)
 {
@@ -127,10 +127,10 @@ static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, ch
 				to_double(xb, xd, (size_t)(rb * C));
 			fasvd__blas_set_threads(threads);
 			if (rm)
-				cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)C, (blasint)rb,
+				cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)C, (blasint)rb,
 				            1.0, xd, (blasint)C, 1.0, g, (blasint)C);
 			else
-				cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, (blasint)C, (blasint)rb,
+				cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, (blasint)C, (blasint)rb,
 				            1.0, xd, (blasint)rb, 1.0, g, (blasint)C);
 		}
 	out_c:
@@ -151,10 +151,10 @@ static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, ch
 	fasvd__blas_set_threads(threads);
 	if (src->dbl) {
 		if (rm)
-			cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, (blasint)R, (blasint)C, 1.0, x,
+			cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, (blasint)R, (blasint)C, 1.0, x,
 			            (blasint)C, 0.0, g, (blasint)R);
 		else
-			cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)R, (blasint)C, 1.0,
+			cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)R, (blasint)C, 1.0,
 			            x, (blasint)R, 0.0, g, (blasint)R);
 		goto out_r;
 	}
@@ -173,11 +173,11 @@ static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, ch
 		if (rm) {
 			for (int64_t r = 0; r < R; r++)
 				to_double(xf + r * C + c0, d + r * wc, (size_t)wc);
-			cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, (blasint)R, (blasint)wc, 1.0, d,
+			cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, (blasint)R, (blasint)wc, 1.0, d,
 			            (blasint)wc, 1.0, g, (blasint)R);
 		} else {
 			to_double(xf + c0 * R, d, (size_t)(R * wc));
-			cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)R, (blasint)wc, 1.0,
+			cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)R, (blasint)wc, 1.0,
 			            d, (blasint)R, 1.0, g, (blasint)R);
 		}
 	}
@@ -187,51 +187,20 @@ out_r:
 	return rc;
 }
 
-/* Eigenvalues of the m x m Gram matrix g (upper triangle) as descending
+/* Eigenvalues of the m x m Gram matrix g (lower triangle) as descending
  * singular values. With threaded BLAS, fasvd__gram_svdvals's policy. In a
  * single-threaded worker (the layer runs independent stacks concurrently)
  * the one-stage reduction (dsytrd, half BLAS-2) is bound by memory bandwidth
  * once the matrix leaves the cache, while dsyevd_2stage reduces to a band
  * with BLAS-3 and chases bulges in cache: measured on the 2-core development
- * machine, 2-stage wins from about n = 2048 on (1.5x at 3072), loses below. */
+ * machine (lower triangle, values only), the two are even at n = 2048 and
+ * 2-stage wins above (1.1x at 2304, 1.4x at 3072, 1.5x at 4096). */
 int64_t fasvd__stack_2stage_min = 2048;
 
 static int gram_eigvals(fasvd_ctx *ctx, int64_t m, double *g, double *s, int threads)
 {
-	if (threads > 1 || m < fasvd__stack_2stage_min)
-		return fasvd__gram_svdvals(ctx, m, g, m, s);
-	lapack_int n = (lapack_int)m, iq = 0, info;
-	double q = 0;
-	info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, n, s, &q, -1, &iq, -1);
-	if (info)
-		return fasvd__error(FASVD_ELAPACK, "dsyevd_2stage workspace query: info = %d",
-		                    (int)info);
-	size_t lw = (size_t)ceil(q) + 1, liw = (size_t)(iq < 1 ? 1 : iq);
-	double *work = fasvd__calloc(ctx, lw, sizeof *work, "eigensolver workspace");
-	lapack_int *iwork = fasvd__calloc(ctx, liw, sizeof *iwork, "eigensolver workspace");
-	if (!work || !iwork) {
-		fasvd__free(ctx, work);
-		fasvd__free(ctx, iwork);
-		return FASVD_ENOMEM;
-	}
-	info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'U', n, g, n, s, work,
-	                                  (lapack_int)lw, iwork, (lapack_int)liw);
-	fasvd__free(ctx, work);
-	fasvd__free(ctx, iwork);
-	if (info)
-		return fasvd__error(FASVD_ELAPACK,
-		                    "dsyevd_2stage failed on a %lld x %lld Gram matrix (info = %d)",
-		                    (long long)m, (long long)m, (int)info);
-	/* Ascending eigenvalues to descending singular values (clamp rounding
-	 * below zero). */
-	for (int64_t i = 0, j = m - 1; i < j; i++, j--) {
-		double t = s[i];
-		s[i] = s[j];
-		s[j] = t;
-	}
-	for (int64_t i = 0; i < m; i++)
-		s[i] = s[i] > 0 ? sqrt(s[i]) : 0.0;
-	return 0;
+	bool two = threads <= 1 && m >= fasvd__stack_2stage_min;
+	return fasvd__gram_svdvals_with(ctx, m, g, m, s, two ? 1 : -1);
 }
 
 int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_method method,

@@ -618,14 +618,14 @@ static int run_gram(struct call *c, double *s)
 		if (ep != e) {
 			/* ep > e unless G is still zero (first non-zero panel). */
 			for (int64_t j = 0; j < p; j++)
-				for (int64_t i = 0; i <= j; i++)
+				for (int64_t i = j; i < p; i++)
 					g[j * p + i] = ldexp(g[j * p + i], 2 * (e - ep));
 			e = ep;
 		}
 		if (e)
 			for (size_t i = 0; i < nel; i++)
 				panel[i] = ldexp(panel[i], -e);
-		cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)p, (blasint)w, 1.0, panel,
+		cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)p, (blasint)w, 1.0, panel,
 		            (blasint)p, 1.0, g, (blasint)p);
 	}
 	if ((rc = fasvd__gram_svdvals(c->ctx, p, g, p, sv)))

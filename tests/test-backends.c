@@ -131,7 +131,7 @@ static void test_gram_bound(void **state)
 	/* the two eigensolvers on the same Gram matrix */
 	double *g0 = calloc((size_t)(p * p), sizeof(double)), *g1 = calloc((size_t)(p * p), 8);
 	double s0[100], s1[100];
-	cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (int)p, (int)m, 1.0, a, (int)n, 0.0, g0,
+	cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (int)p, (int)m, 1.0, a, (int)n, 0.0, g0,
 	            (int)p);
 	memcpy(g1, g0, sizeof(double) * (size_t)(p * p));
 	assert_ok(fasvd__gram_svdvals_with(NULL, p, g0, p, s0, 0));
