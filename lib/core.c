@@ -101,6 +101,32 @@ void fasvd__error_copy(char *dst, size_t n)
 	snprintf(dst, n, "%s", errbuf);
 }
 
+int fasvd__check_struct_size(size_t size, const char *fn, const char *what, const char *init)
+{
+	if (size < sizeof(size_t) || size > FASVD__MAX_STRUCT_SIZE)
+		return fasvd__error(FASVD_EINVAL, "%s: %s->size is %zu: initialise it with %s()", fn,
+		                    what, size, init);
+	return 0;
+}
+
+int fasvd__load_versioned(void *dst, size_t dst_size, const void *src, const char *fn,
+                          const char *what, const char *init)
+{
+	size_t src_size = *(const size_t *)src;
+	int rc = fasvd__check_struct_size(src_size, fn, what, init);
+	if (rc)
+		return rc;
+	size_t n = src_size < dst_size ? src_size : dst_size;
+	memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t), n - sizeof(size_t));
+	for (size_t i = dst_size; i < src_size; i++)
+		if (((const unsigned char *)src)[i])
+			return fasvd__error(FASVD_EINVAL,
+			                    "%s: %s has %zu bytes of fields this libfasvd %s does not "
+			                    "know (it knows %zu): they must be zero",
+			                    fn, what, src_size - dst_size, fasvd_version_string(), dst_size);
+	return 0;
+}
+
 /* ------------------------------------------------------------- allocation */
 
 static void *default_alloc(void *opaque, size_t size)

@@ -22,7 +22,6 @@
 #include <string.h>
 
 #define FACTOR_VERIFY_BLOCK_BYTES ((size_t)1 << 20) /* W rows decoded per residual step */
-#define FACTOR_MAX_STRUCT 4096
 
 /* ------------------------------------------------------------ options */
 
@@ -57,27 +56,6 @@ const char *fasvd_factor_split_name(fasvd_factor_split split)
 	case FASVD_FACTOR_SPLIT_RIGHT: return "right";
 	default: return "?";
 	}
-}
-
-/* Copy a caller's versioned struct over `dst` (already holding defaults):
- * fields beyond the caller's size keep their defaults; bytes of a newer
- * caller's struct that this library does not know must be zero. */
-int fasvd__load_versioned(void *dst, size_t dst_size, const void *src, const char *fn,
-                          const char *what, const char *init)
-{
-	size_t src_size = *(const size_t *)src;
-	if (src_size < sizeof(size_t) || src_size > FACTOR_MAX_STRUCT)
-		return fasvd__error(FASVD_EINVAL, "%s: %s->size is %zu: initialise it with %s()", fn,
-		                    what, src_size, init);
-	size_t n = src_size < dst_size ? src_size : dst_size;
-	memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t), n - sizeof(size_t));
-	for (size_t i = dst_size; i < src_size; i++)
-		if (((const unsigned char *)src)[i])
-			return fasvd__error(FASVD_EINVAL,
-			                    "%s: %s has fields this libfasvd %s does not know: they must "
-			                    "be zero",
-			                    fn, what, fasvd_version_string());
-	return 0;
 }
 
 /* Copy a full report into the caller's (possibly older, shorter) struct. */

@@ -15,10 +15,6 @@
 #define FASVD__FACTOR_RANDOMIZED_MIN_P 256
 #define FASVD__FACTOR_RANDOMIZED_DIV 4
 
-/* Copy a caller's versioned struct (first field size_t size) over `dst`,
- * which holds the defaults. */
-int fasvd__load_versioned(void *dst, size_t dst_size, const void *src, const char *fn,
-                          const char *what, const char *init);
 /* Load and validate factor options (NULL: defaults). */
 int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user, const char *fn);
 /* Copy a full report into the caller's (maybe shorter) struct. NULL ok. */

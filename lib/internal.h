@@ -35,6 +35,20 @@ int fasvd__error_prefix(int code, const char *fmt, ...) FASVD__PRINTF(2, 3);
 /* Copy of the detail (used to carry worker threads' errors to the caller). */
 void fasvd__error_copy(char *dst, size_t n);
 
+/* ---- versioned structs (core.c) ---- */
+/* Public option / report structs start with `size_t size` (their sizeof in
+ * the caller's build); no valid one is larger than this. */
+#define FASVD__MAX_STRUCT_SIZE 4096
+/* FASVD_EINVAL naming `fn`, `what` and the init function `init` unless
+ * sizeof(size_t) <= size <= FASVD__MAX_STRUCT_SIZE. */
+int fasvd__check_struct_size(size_t size, const char *fn, const char *what, const char *init);
+/* Copy a caller's versioned struct src (its size field first) over dst
+ * (dst_size bytes, already holding the defaults): fields beyond the caller's
+ * size keep their defaults; bytes of a newer caller's struct that this
+ * library does not know must be zero. */
+int fasvd__load_versioned(void *dst, size_t dst_size, const void *src, const char *fn,
+                          const char *what, const char *init);
+
 /* ---- contexts and allocation (core.c) ---- */
 /* ctx, or the process-wide default context when ctx is NULL. */
 fasvd_ctx *fasvd__ctx(fasvd_ctx *ctx);

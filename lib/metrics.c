@@ -223,11 +223,8 @@ int fasvd_metric_summarize(const double *s, int64_t n, const double *taus, int64
 	int rc;
 	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
 		return rc;
-	if (out->size < sizeof(size_t) || out->size > 4096)
-		return fasvd__error(FASVD_EINVAL,
-		                    "%s: out->size is %zu: initialise it with "
-		                    "fasvd_metric_summary_init()",
-		                    fn, out->size);
+	if ((rc = fasvd__check_struct_size(out->size, fn, "out", "fasvd_metric_summary_init")))
+		return rc;
 	if (n_taus < 0 || (n_taus > 0 && (!taus || !ranks)))
 		return fasvd__error(FASVD_EINVAL, "%s: bad tau list (n_taus = %lld, taus %s, ranks %s)",
 		                    fn, (long long)n_taus, taus ? "set" : "NULL",

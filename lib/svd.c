@@ -22,7 +22,6 @@
 #define FASVD__GRAM_AUTO_MIN 128                  /* AUTO: GRAM from p = 128 */
 #define FASVD__GESVDX_AUTO_DIV 5                  /* AUTO: GESVDX for rank <= p / 5 */
 #define FASVD__MAX_POWER_ITERS 100
-#define FASVD__MAX_OPTS_SIZE 4096
 
 size_t fasvd__gram_panel_bytes = (size_t)16 << 20;
 
@@ -64,31 +63,12 @@ const char *fasvd_backend_name(fasvd_backend b)
 	}
 }
 
-/* Copy a caller's versioned struct over defaults: fields beyond its size
- * keep their defaults, and a newer caller's extra fields must be zero. */
-static int load_versioned(void *dst, size_t dst_size, const void *src, size_t src_size,
-                          const char *fn, const char *what, const char *init)
-{
-	if (src_size < sizeof(size_t) || src_size > FASVD__MAX_OPTS_SIZE)
-		return fasvd__error(FASVD_EINVAL, "%s: %s->size is %zu: initialise it with %s()", fn,
-		                    what, src_size, init);
-	size_t n = src_size < dst_size ? src_size : dst_size;
-	memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t), n - sizeof(size_t));
-	for (size_t i = dst_size; i < src_size; i++)
-		if (((const unsigned char *)src)[i])
-			return fasvd__error(FASVD_EINVAL,
-			                    "%s: %s has %zu bytes of fields this libfasvd %s does not "
-			                    "know (it knows %zu): they must be zero",
-			                    fn, what, src_size - dst_size, fasvd_version_string(), dst_size);
-	return 0;
-}
-
 static int load_opts(fasvd_svd_opts *o, const fasvd_svd_opts *in, const fasvd_ctx *ctx,
                      const char *fn)
 {
 	fasvd_svd_opts_init(o);
 	if (in) {
-		int rc = load_versioned(o, sizeof *o, in, in->size, fn, "opts", "fasvd_svd_opts_init");
+		int rc = fasvd__load_versioned(o, sizeof *o, in, fn, "opts", "fasvd_svd_opts_init");
 		if (rc)
 			return rc;
 	}
@@ -645,12 +625,7 @@ out:
 
 static int report_in(const fasvd_svd_report *r, const char *fn)
 {
-	if (r && (r->size < sizeof(size_t) || r->size > FASVD__MAX_OPTS_SIZE))
-		return fasvd__error(FASVD_EINVAL,
-		                    "%s: report->size is %zu: initialise it with "
-		                    "fasvd_svd_report_init()",
-		                    fn, r->size);
-	return 0;
+	return r ? fasvd__check_struct_size(r->size, fn, "report", "fasvd_svd_report_init") : 0;
 }
 
 static void report_out(fasvd_svd_report *r, const struct call *c)
