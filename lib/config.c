@@ -5,7 +5,6 @@
 #include "model_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -348,24 +347,11 @@ int fasvd__config_load(fasvd_ctx *ctx, fasvd__config *out, const char *path)
 	memset(out, 0, sizeof *out);
 	if (!path)
 		return fasvd__error(FASVD_EINVAL, "config: NULL path");
-	/* O_NONBLOCK: opening a FIFO without a writer would block forever;
-	 * anything but a regular file is refused. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0) {
-		int e = errno;
-		return fasvd__error(e == ENOENT ? FASVD_ENOTFOUND : FASVD_EIO, "%s: cannot open: %s",
-		                    path, strerror(e));
-	}
+	int fd;
 	struct stat sb;
-	if (fstat(fd, &sb) != 0) {
-		int e = errno;
-		close(fd);
-		return fasvd__error(FASVD_EIO, "%s: cannot stat: %s", path, strerror(e));
-	}
-	if (!S_ISREG(sb.st_mode)) {
-		close(fd);
-		return fasvd__error(FASVD_EIO, "%s: not a regular file", path);
-	}
+	int rc = fasvd__open_regular(path, FASVD_ENOTFOUND, &fd, &sb);
+	if (rc)
+		return rc;
 	FILE *f = fdopen(fd, "rb");
 	if (!f) {
 		int e = errno;
@@ -376,7 +362,6 @@ int fasvd__config_load(fasvd_ctx *ctx, fasvd__config *out, const char *path)
 	const size_t cap = (size_t)16 << 20;
 	char *buf = NULL;
 	size_t len = 0, size = 0;
-	int rc = 0;
 	for (;;) {
 		if (len == size) {
 			if (size >= cap) {

@@ -96,6 +96,13 @@ bool fasvd__json_key_before(const char *buf, size_t len, int pos, char *out, siz
  * it, which would race with other threads). For files created with
  * mkstemp(), which uses 0600. */
 unsigned fasvd__new_file_mode(void);
+/* Open an existing regular file read-only into *fd, its fstat in *sb.
+ * Never blocks (a FIFO without a writer is refused like anything else that
+ * is not a regular file). On failure nothing is left open and the detail
+ * names path; a missing file is `enoent_code`, every other failure
+ * FASVD_EIO. */
+struct stat;
+int fasvd__open_regular(const char *path, int enoent_code, int *fd, struct stat *sb);
 
 /* ---- tensors (tensor.c) ---- */
 struct fasvd_tensor {

@@ -6,7 +6,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -346,21 +345,11 @@ static int map_file(const char *path, unsigned char **map, size_t *len)
 {
 	*map = NULL;
 	*len = 0;
-	/* O_NONBLOCK: opening a FIFO without a writer would block forever (it is
-	 * refused below, as is anything that is not a regular file). */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return fasvd__error(FASVD_EIO, "%s: cannot open: %s", path, strerror(errno));
+	int fd;
 	struct stat sb;
-	if (fstat(fd, &sb) != 0) {
-		int e = errno;
-		close(fd);
-		return fasvd__error(FASVD_EIO, "%s: cannot stat: %s", path, strerror(e));
-	}
-	if (!S_ISREG(sb.st_mode)) {
-		close(fd);
-		return fasvd__error(FASVD_EIO, "%s: not a regular file", path);
-	}
+	int rc = fasvd__open_regular(path, FASVD_EIO, &fd, &sb);
+	if (rc)
+		return rc;
 	if (sb.st_size <= 0 || (uint64_t)sb.st_size > SIZE_MAX) {
 		close(fd);
 		*len = 0;

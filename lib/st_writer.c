@@ -394,6 +394,31 @@ unsigned fasvd__new_file_mode(void)
 	return 0666u & ~(unsigned)current_umask();
 }
 
+int fasvd__open_regular(const char *path, int enoent_code, int *fd, struct stat *sb)
+{
+	/* O_NONBLOCK: opening a FIFO without a writer would block forever; it
+	 * is refused below, as is anything that is not a regular file. */
+	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (*fd < 0) {
+		int e = errno;
+		return fasvd__error(e == ENOENT ? enoent_code : FASVD_EIO, "%s: cannot open: %s", path,
+		                    strerror(e));
+	}
+	const char *why = NULL;
+	int e = 0;
+	if (fstat(*fd, sb) != 0)
+		e = errno;
+	else if (!S_ISREG(sb->st_mode))
+		why = "not a regular file";
+	if (!e && !why)
+		return 0;
+	close(*fd);
+	*fd = -1;
+	if (e)
+		return fasvd__error(FASVD_EIO, "%s: cannot stat: %s", path, strerror(e));
+	return fasvd__error(FASVD_EIO, "%s: %s", path, why);
+}
+
 static void sync_dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
