@@ -68,6 +68,24 @@ void fasvd__report_out(fasvd_factor_report *dst, const fasvd_factor_report *src)
 	       n - sizeof(size_t));
 }
 
+void fasvd__report_shape(fasvd_factor_report *rep, int64_t rows, int64_t cols, int64_t heads,
+                         int64_t rank, int64_t full_rank)
+{
+	rep->rows = rows;
+	rep->cols = cols;
+	rep->heads = heads;
+	rep->rank = rank;
+	rep->inner = rank > 0 ? rank : 1;
+	rep->full_rank = full_rank;
+}
+
+void fasvd__report_energy(fasvd_factor_report *rep, double total, double tail)
+{
+	rep->energy = total;
+	rep->energy_lost = total > 0 ? tail / total : 0;
+	rep->spectrum_exact = 1;
+}
+
 int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user, const char *fn)
 {
 	fasvd_factor_opts_init(o);
@@ -600,12 +618,7 @@ static int job_rank(job *j, bool need_spectrum, fasvd_factor_report *rep)
 		j->r = j->o.rank < j->p ? j->o.rank : j->p;
 	}
 	j->inner_dim = j->r > 0 ? j->r : 1;
-	rep->rows = j->h * j->rh;
-	rep->cols = j->n;
-	rep->heads = j->h;
-	rep->rank = j->r;
-	rep->inner = j->inner_dim;
-	rep->full_rank = j->p;
+	fasvd__report_shape(rep, j->h * j->rh, j->n, j->h, j->r, j->p);
 	rep->params_before = j->h * j->rh * j->n;
 	rep->params_after = j->h * j->inner_dim * (j->rh + j->n);
 	if (j->spec) {
@@ -617,9 +630,7 @@ static int job_rank(job *j, bool need_spectrum, fasvd_factor_report *rep)
 				if (i >= j->r)
 					tail += v * v;
 			}
-		rep->energy = total;
-		rep->energy_lost = total > 0 ? tail / total : 0;
-		rep->spectrum_exact = 1;
+		fasvd__report_energy(rep, total, tail);
 	}
 	return 0;
 }
@@ -976,15 +987,8 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 		for (int64_t q = lds - 1; q >= r; q--)
 			tail += spec[i * lds + q] * spec[i * lds + q];
 	int64_t id = r > 0 ? r : 1;
-	rep.rows = ml;
-	rep.cols = mr;
-	rep.heads = n;
-	rep.rank = r;
-	rep.inner = id;
-	rep.full_rank = p;
-	rep.energy = total;
-	rep.energy_lost = total > 0 ? tail / total : 0;
-	rep.spectrum_exact = 1;
+	fasvd__report_shape(&rep, ml, mr, n, r, p);
+	fasvd__report_energy(&rep, total, tail);
 	rep.params_before = fasvd_heads_count(left) * k * ml + fasvd_heads_count(right) * k * mr;
 	rep.params_after = n * id * (ml + mr);
 	rep.backend = FASVD_BACKEND_GESDD;
@@ -1213,15 +1217,8 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 		if (rc)
 			goto out;
 	}
-	rep.rows = rows;
-	rep.cols = cols;
-	rep.heads = nh;
-	rep.rank = r;
-	rep.inner = id;
-	rep.full_rank = p;
-	rep.energy = total;
-	rep.energy_lost = total > 0 ? tail / total : 0;
-	rep.spectrum_exact = 1;
+	fasvd__report_shape(&rep, rows, cols, nh, r, p);
+	fasvd__report_energy(&rep, total, tail);
 	rep.rel_error_sq = o.verify ? (energy > 0 ? resid / energy : 0) : -1;
 	rep.params_before = nh * rows * cols;
 	rep.params_after = (in ? id * cols : rows * id) + nh * fsz + (so.center ? (in ? cols : rows) : 0);

@@ -19,6 +19,13 @@
 int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user, const char *fn);
 /* Copy a full report into the caller's (maybe shorter) struct. NULL ok. */
 void fasvd__report_out(fasvd_factor_report *dst, const fasvd_factor_report *src);
+/* The shape fields of a report: rows, cols, heads, rank, full_rank and
+ * inner = max(rank, 1) (the stored inner dimension). */
+void fasvd__report_shape(fasvd_factor_report *rep, int64_t rows, int64_t cols, int64_t heads,
+                         int64_t rank, int64_t full_rank);
+/* The energy fields from the exact spectrum: energy = total, energy_lost =
+ * tail / total (0 for a zero matrix), spectrum_exact = 1. */
+void fasvd__report_energy(fasvd_factor_report *rep, double total, double tail);
 
 bool fasvd__factor_canceled(const fasvd_factor_opts *o, fasvd_cancel_fn extra, void *extra_arg);
 int fasvd__canceled_error(const char *fn, const char *label);

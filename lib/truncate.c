@@ -464,12 +464,7 @@ static int decide_skips(trunc_t *t)
 		if (s->heads * inner * (rh + s->cols) >= s->rows * s->cols) {
 			s->skipped = 1;
 			fasvd_factor_report_init(&s->rep);
-			s->rep.rows = s->rows;
-			s->rep.cols = s->cols;
-			s->rep.heads = s->heads;
-			s->rep.rank = r;
-			s->rep.inner = inner;
-			s->rep.full_rank = p;
+			fasvd__report_shape(&s->rep, s->rows, s->cols, s->heads, r, p);
 			s->rep.params_before = s->rows * s->cols;
 			s->rep.params_after = s->rows * s->cols;
 		}
