@@ -103,6 +103,12 @@ unsigned fasvd__new_file_mode(void);
  * FASVD_EIO. */
 struct stat;
 int fasvd__open_regular(const char *path, int enoent_code, int *fd, struct stat *sb);
+/* "dir/name" through the context allocator (no second '/' when dir ends
+ * with one); NULL with FASVD_ENOMEM detail when out of memory. */
+char *fasvd__path_join(fasvd_ctx *ctx, const char *dir, const char *name);
+/* Directory part of a path, allocated: "." for a bare name, "/" for "/x",
+ * trailing slashes of the directory removed. */
+char *fasvd__dir_of(fasvd_ctx *ctx, const char *path);
 
 /* ---- tensors (tensor.c) ---- */
 struct fasvd_tensor {

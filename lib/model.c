@@ -393,36 +393,13 @@ static int first_missing(const fasvd_model *m)
 	return 0;
 }
 
-static char *path_join(fasvd_ctx *ctx, const char *dir, const char *name)
-{
-	size_t a = strlen(dir), b = strlen(name);
-	char *p = fasvd__alloc(ctx, a + b + 2, "path");
-	if (!p)
-		return NULL;
-	memcpy(p, dir, a);
-	size_t o = a;
-	if (a && dir[a - 1] != '/')
-		p[o++] = '/';
-	memcpy(p + o, name, b + 1);
-	return p;
-}
-
 /* The model folder of `path`: itself when a directory, else its parent. */
 static char *model_dir(fasvd_ctx *ctx, const char *path)
 {
 	struct stat sb;
 	if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
 		return fasvd__strdup(ctx, path);
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		return fasvd__strdup(ctx, ".");
-	size_t n = slash == path ? 1 : (size_t)(slash - path);
-	char *d = fasvd__alloc(ctx, n + 1, "path");
-	if (!d)
-		return NULL;
-	memcpy(d, path, n);
-	d[n] = '\0';
-	return d;
+	return fasvd__dir_of(ctx, path);
 }
 
 int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsigned flags)
@@ -446,7 +423,7 @@ int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsign
 	m->ctx = ctx;
 	int rc;
 	if (!(m->dir = model_dir(ctx, path)) ||
-	    !(m->config_path = path_join(ctx, m->dir, "config.json"))) {
+	    !(m->config_path = fasvd__path_join(ctx, m->dir, "config.json"))) {
 		rc = FASVD_ENOMEM;
 		goto fail;
 	}

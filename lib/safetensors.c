@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,57 +183,10 @@ void fasvd_st_close(fasvd_st *st)
 
 /* ---------------------------------------------------------------- helpers */
 
-static char *str_printf(fasvd_ctx *ctx, const char *fmt, ...) FASVD__PRINTF(2, 3);
-static char *str_printf(fasvd_ctx *ctx, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		fasvd__error(FASVD_EINTERNAL, "vsnprintf failed");
-		return NULL;
-	}
-	char *s = fasvd__alloc(ctx, (size_t)n + 1, "a path");
-	if (!s)
-		return NULL;
-	va_start(ap, fmt);
-	vsnprintf(s, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	return s;
-}
-
 static bool ends_with(const char *s, const char *suffix)
 {
 	size_t n = strlen(s), m = strlen(suffix);
 	return n >= m && memcmp(s + n - m, suffix, m) == 0;
-}
-
-/* Directory part of a path: "." for a bare name, "/" for "/x". */
-static char *dir_of(fasvd_ctx *ctx, const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		return fasvd__strdup(ctx, ".");
-	size_t n = (size_t)(slash - path);
-	while (n > 0 && path[n - 1] == '/')
-		n--;
-	if (n == 0)
-		return fasvd__strdup(ctx, "/");
-	char *d = fasvd__alloc(ctx, n + 1, "a path");
-	if (d) {
-		memcpy(d, path, n);
-		d[n] = '\0';
-	}
-	return d;
-}
-
-static char *join_path(fasvd_ctx *ctx, const char *dir, const char *name)
-{
-	size_t n = strlen(dir);
-	if (n > 0 && dir[n - 1] == '/')
-		return str_printf(ctx, "%s%s", dir, name);
-	return str_printf(ctx, "%s/%s", dir, name);
 }
 
 static void fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim)
@@ -821,7 +773,7 @@ static int open_index(fasvd_st *st, const char *index_file)
 		goto done;
 	}
 	for (int64_t k = 0; k < n_names; k++) {
-		char *path = join_path(ctx, st->dir, names[k]);
+		char *path = fasvd__path_join(ctx, st->dir, names[k]);
 		if (!path) {
 			rc = FASVD_ENOMEM;
 			goto done;
@@ -903,7 +855,7 @@ static int pick_in_dir(fasvd_ctx *ctx, const char *dir, char **out, int *kind)
 {
 	*out = NULL;
 	struct stat sb;
-	char *p = join_path(ctx, dir, "model.safetensors.index.json");
+	char *p = fasvd__path_join(ctx, dir, "model.safetensors.index.json");
 	if (!p)
 		return FASVD_ENOMEM;
 	if (stat(p, &sb) == 0) {
@@ -912,7 +864,7 @@ static int pick_in_dir(fasvd_ctx *ctx, const char *dir, char **out, int *kind)
 		return 0;
 	}
 	fasvd__free(ctx, p);
-	p = join_path(ctx, dir, "model.safetensors");
+	p = fasvd__path_join(ctx, dir, "model.safetensors");
 	if (!p)
 		return FASVD_ENOMEM;
 	bool have_model = stat(p, &sb) == 0;
@@ -934,7 +886,7 @@ static int pick_in_dir(fasvd_ctx *ctx, const char *dir, char **out, int *kind)
 		else if (ends_with(nm, ".safetensors"))
 			n_st++, slot = n_st == 1 ? &st_file : NULL;
 		if (slot) {
-			*slot = join_path(ctx, dir, nm);
+			*slot = fasvd__path_join(ctx, dir, nm);
 			if (!*slot) {
 				rc = FASVD_ENOMEM;
 				break;
@@ -951,7 +903,7 @@ static int pick_in_dir(fasvd_ctx *ctx, const char *dir, char **out, int *kind)
 			                  "model.safetensors.index.json: which checkpoint?",
 			                  dir, n_idx);
 		} else if (have_model) {
-			*out = join_path(ctx, dir, "model.safetensors");
+			*out = fasvd__path_join(ctx, dir, "model.safetensors");
 			*kind = 2;
 			rc = *out ? 0 : FASVD_ENOMEM;
 		} else if (n_st == 1) {
@@ -1001,7 +953,7 @@ int fasvd_st_open(fasvd_st **out, fasvd_ctx *ctx, const char *path)
 		if (rc)
 			goto fail;
 	} else {
-		st->dir = dir_of(ctx, path);
+		st->dir = fasvd__dir_of(ctx, path);
 		st->origin = fasvd__strdup(ctx, path);
 		if (!st->dir || !st->origin) {
 			rc = FASVD_ENOMEM;

@@ -419,6 +419,38 @@ int fasvd__open_regular(const char *path, int enoent_code, int *fd, struct stat 
 	return fasvd__error(FASVD_EIO, "%s: %s", path, why);
 }
 
+char *fasvd__path_join(fasvd_ctx *ctx, const char *dir, const char *name)
+{
+	size_t a = strlen(dir), b = strlen(name);
+	char *p = fasvd__alloc(ctx, a + b + 2, "a path");
+	if (!p)
+		return NULL;
+	memcpy(p, dir, a);
+	size_t o = a;
+	if (a && dir[a - 1] != '/')
+		p[o++] = '/';
+	memcpy(p + o, name, b + 1);
+	return p;
+}
+
+char *fasvd__dir_of(fasvd_ctx *ctx, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return fasvd__strdup(ctx, ".");
+	size_t n = (size_t)(slash - path);
+	while (n > 0 && path[n - 1] == '/')
+		n--;
+	if (n == 0)
+		return fasvd__strdup(ctx, "/");
+	char *d = fasvd__alloc(ctx, n + 1, "a path");
+	if (d) {
+		memcpy(d, path, n);
+		d[n] = '\0';
+	}
+	return d;
+}
+
 static void sync_dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');

@@ -40,18 +40,6 @@ void fasvd_truncate_opts_init(fasvd_truncate_opts *opts)
 
 /* ------------------------------------------------------------ helpers */
 
-static char *join(fasvd_ctx *ctx, const char *dir, const char *name)
-{
-	size_t a = strlen(dir), b = strlen(name);
-	char *p = fasvd__alloc(ctx, a + b + 2, "a path");
-	if (!p)
-		return NULL;
-	memcpy(p, dir, a);
-	p[a] = '/';
-	memcpy(p + a + 1, name, b + 1);
-	return p;
-}
-
 static const char *base_name(const char *path)
 {
 	const char *s = strrchr(path, '/');
@@ -755,7 +743,7 @@ static int write_json(const char *path, json_t *j, size_t flags)
 /* The sharded index of the model folder, or NULL (owned). */
 static char *find_index(fasvd_ctx *ctx, const char *dir)
 {
-	char *p = join(ctx, dir, "model.safetensors.index.json");
+	char *p = fasvd__path_join(ctx, dir, "model.safetensors.index.json");
 	struct stat sb;
 	if (p && stat(p, &sb) == 0 && S_ISREG(sb.st_mode))
 		return p;
@@ -770,7 +758,7 @@ static char *find_index(fasvd_ctx *ctx, const char *dir)
 		if (ends_with(e->d_name, ".safetensors.index.json")) {
 			count++;
 			if (!found)
-				found = join(ctx, dir, e->d_name);
+				found = fasvd__path_join(ctx, dir, e->d_name);
 		}
 	closedir(d);
 	if (count != 1) {
@@ -928,7 +916,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	t.o = &o;
 	t.fn = fn;
 	/* config.json (optional without an architecture) */
-	if (!(path = join(t.ctx, model_dir, "config.json")))
+	if (!(path = fasvd__path_join(t.ctx, model_dir, "config.json")))
 		return FASVD_ENOMEM;
 	struct stat sb;
 	if (stat(path, &sb) == 0) {
@@ -968,7 +956,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 		goto out;
 	for (int64_t i = 0; i < fasvd_st_shard_count(t.st) && !rc; i++) {
 		const char *sp = fasvd_st_shard_path(t.st, i);
-		if (!(path = join(t.ctx, t.tmp, base_name(sp)))) {
+		if (!(path = fasvd__path_join(t.ctx, t.tmp, base_name(sp)))) {
 			rc = FASVD_ENOMEM;
 			break;
 		}
@@ -991,7 +979,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 			rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", fn);
 			goto out;
 		}
-		if (!(path = join(t.ctx, t.tmp, base_name(index_path)))) {
+		if (!(path = fasvd__path_join(t.ctx, t.tmp, base_name(index_path)))) {
 			rc = FASVD_ENOMEM;
 			goto out;
 		}
@@ -1015,7 +1003,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 		rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", fn);
 		goto out;
 	}
-	if (!(path = join(t.ctx, t.tmp, "config.json"))) {
+	if (!(path = fasvd__path_join(t.ctx, t.tmp, "config.json"))) {
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
@@ -1033,7 +1021,8 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	while (!rc && (e = readdir(d))) {
 		if (!copy_extra(e->d_name))
 			continue;
-		char *src = join(t.ctx, model_dir, e->d_name), *dst = join(t.ctx, t.tmp, e->d_name);
+		char *src = fasvd__path_join(t.ctx, model_dir, e->d_name);
+		char *dst = fasvd__path_join(t.ctx, t.tmp, e->d_name);
 		if (!src || !dst)
 			rc = FASVD_ENOMEM;
 		else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
