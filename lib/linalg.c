@@ -70,13 +70,31 @@ static size_t esize(bool dbl)
 	return dbl ? sizeof(double) : sizeof(float);
 }
 
-/* Copy an m x n column-major block (element size es). */
-static void copy_block(size_t es, int64_t m, int64_t n, const void *src, int64_t lds, void *dst,
+void fasvd__copy_block(size_t es, int64_t m, int64_t n, const void *src, int64_t lds, void *dst,
                        int64_t ldd)
 {
 	for (int64_t j = 0; j < n; j++)
 		memcpy((char *)dst + (size_t)(j * ldd) * es, (const char *)src + (size_t)(j * lds) * es,
 		       (size_t)m * es);
+}
+
+void fasvd__copy_strided(bool dbl, int64_t rows, int64_t cols, const void *src, int64_t rs,
+                         int64_t cs, void *dst, int64_t ldd)
+{
+	enum { TILE = 32 };
+	for (int64_t i0 = 0; i0 < rows; i0 += TILE)
+		for (int64_t j0 = 0; j0 < cols; j0 += TILE) {
+			int64_t i1 = i0 + TILE < rows ? i0 + TILE : rows;
+			int64_t j1 = j0 + TILE < cols ? j0 + TILE : cols;
+			for (int64_t i = i0; i < i1; i++)
+				for (int64_t j = j0; j < j1; j++) {
+					size_t d = (size_t)(i * ldd + j), at = (size_t)(i * rs + j * cs);
+					if (dbl)
+						((double *)dst)[d] = ((const double *)src)[at];
+					else
+						((float *)dst)[d] = ((const float *)src)[at];
+				}
+		}
 }
 
 /* ------------------------------------------------------------ gesdd/gesvd */
@@ -224,7 +242,7 @@ int fasvd__svd_run(fasvd_ctx *ctx, const fasvd__svd_job *j)
 				rc = FASVD_ENOMEM;
 				goto out;
 			}
-			copy_block(es, j->m, j->n, j->a, j->lda, backup, j->m);
+			fasvd__copy_block(es, j->m, j->n, j->a, j->lda, backup, j->m);
 		}
 		rc = run_gesdd(ctx, j, s);
 		if (rc > 0) {
@@ -236,7 +254,7 @@ int fasvd__svd_run(fasvd_ctx *ctx, const fasvd__svd_job *j)
 				if (rc)
 					goto out;
 			} else {
-				copy_block(es, j->m, j->n, backup, j->m, j->a, j->lda);
+				fasvd__copy_block(es, j->m, j->n, backup, j->m, j->a, j->lda);
 			}
 			rc = run_gesvd(ctx, j, s);
 			if (rc)

@@ -37,6 +37,16 @@ int fasvd__gram_svdvals(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, doubl
 /* FASVD_ERANGE naming `what` when v > FASVD__LAPACK_INT_MAX. */
 int fasvd__check_lapack_dim(const char *what, int64_t v);
 
+/* Copy an m x n column-major block of elements of size es (lds, ldd the
+ * leading dimensions). */
+void fasvd__copy_block(size_t es, int64_t m, int64_t n, const void *src, int64_t lds, void *dst,
+                       int64_t ldd);
+/* dst[i * ldd + j] = src[i * rs + j * cs] for i < rows, j < cols (double
+ * when dbl, else float), in cache-sized tiles: any transposing or strided
+ * copy. */
+void fasvd__copy_strided(bool dbl, int64_t rows, int64_t cols, const void *src, int64_t rs,
+                         int64_t cs, void *dst, int64_t ldd);
+
 /* Called before the gesvd fallback to restore `a` (destroyed by the failed
  * gesdd) from the caller's source; returns 0 or a FASVD_E* code. */
 typedef int (*fasvd__refill_fn)(void *arg, void *a, int64_t lda);

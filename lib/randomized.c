@@ -148,35 +148,6 @@ static void gemm(bool dbl, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int
 		            (blasint)lda, b, (blasint)ldb, (float)beta, c, (blasint)ldc);
 }
 
-/* Column-major block copy of rows x cols elements of size es. */
-static void copy_cols(size_t es, int64_t rows, int64_t cols, const void *src, int64_t lds,
-                      void *dst, int64_t ldd)
-{
-	for (int64_t j = 0; j < cols; j++)
-		memcpy((char *)dst + (size_t)(j * ldd) * es, (const char *)src + (size_t)(j * lds) * es,
-		       (size_t)rows * es);
-}
-
-/* dst (cols x rows, ld ldd) = srcᵀ, src rows x cols (ld lds), in tiles. */
-static void transpose(bool dbl, int64_t rows, int64_t cols, const void *src, int64_t lds,
-                      void *dst, int64_t ldd)
-{
-	enum { TILE = 32 };
-	for (int64_t j0 = 0; j0 < cols; j0 += TILE)
-		for (int64_t i0 = 0; i0 < rows; i0 += TILE) {
-			int64_t j1 = j0 + TILE < cols ? j0 + TILE : cols;
-			int64_t i1 = i0 + TILE < rows ? i0 + TILE : rows;
-			for (int64_t i = i0; i < i1; i++)
-				for (int64_t j = j0; j < j1; j++) {
-					size_t d = (size_t)(i * ldd + j), s = (size_t)(j * lds + i);
-					if (dbl)
-						((double *)dst)[d] = ((const double *)src)[s];
-					else
-						((float *)dst)[d] = ((const float *)src)[s];
-				}
-		}
-}
-
 /* Multiply row i of the k x c block t (ld k) by s[i]. */
 static void scale_rows(bool dbl, void *t, int64_t k, int64_t c, const double *s)
 {
@@ -227,7 +198,7 @@ static void t_mul(const struct rsvd *c, bool tr, int64_t cols, const void *x, vo
 	}
 	gemm(c->dbl, CblasTrans, CblasNoTrans, cols, rows_out, inner, 1.0, x, inner, c->a, c->lda,
 	     0.0, c->tt, cols);
-	transpose(c->dbl, cols, rows_out, c->tt, cols, y, rows_out);
+	fasvd__copy_strided(c->dbl, cols, rows_out, c->tt, 1, cols, y, rows_out);
 }
 
 /* Given y = T x (x N x c), make y = E x = T x − U_T s V_Tᵀ x; with tr, given
@@ -336,8 +307,8 @@ static int krylov_step(const struct rsvd *c, struct krylov *kr, bool right, doub
 		}
 		void *pn = (char *)kr->p + (size_t)(kr->pr * c->N) * es;
 		void *epn = (char *)kr->ep + (size_t)(kr->pr * c->M) * es;
-		copy_cols(es, c->N, cn, (char *)kr->etl + (size_t)(kr->l_last * c->N) * es, c->N, pn,
-		          c->N);
+		fasvd__copy_block(es, c->N, cn, (char *)kr->etl + (size_t)(kr->l_last * c->N) * es,
+		                  c->N, pn, c->N);
 		if ((rc = extend_basis(c->ctx, c->dbl, c->N, kr->pr, kr->p, cn, pn, kr->tmp)))
 			return rc;
 		t_mul(c, false, cn, pn, epn);
@@ -358,8 +329,8 @@ static int krylov_step(const struct rsvd *c, struct krylov *kr, bool right, doub
 		}
 		void *ln = (char *)kr->l + (size_t)(kr->pl * c->M) * es;
 		void *etln = (char *)kr->etl + (size_t)(kr->pl * c->N) * es;
-		copy_cols(es, c->M, cn, (char *)kr->ep + (size_t)(kr->p_last * c->M) * es, c->M, ln,
-		          c->M);
+		fasvd__copy_block(es, c->M, cn, (char *)kr->ep + (size_t)(kr->p_last * c->M) * es,
+		                  c->M, ln, c->M);
 		if ((rc = extend_basis(c->ctx, c->dbl, c->M, kr->pl, kr->l, cn, ln, kr->tmp)))
 			return rc;
 		t_mul(c, true, cn, ln, etln);
@@ -458,7 +429,7 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 		gauss_fill(dbl, om + (size_t)(l * N) * es, N, r, N, &g);
 		if ((rc = fasvd__qr_thin(ctx, dbl, N, r, om + (size_t)(l * N) * es, N, NULL, 0)))
 			goto out;
-		copy_cols(es, N, r, om + (size_t)(l * N) * es, N, kr.p, N);
+		fasvd__copy_block(es, N, r, om + (size_t)(l * N) * es, N, kr.p, N);
 	}
 	/* Between products the basis only needs to be well conditioned (P L of
 	 * an LU, a fraction of a QR's cost); the last one, Q, is orthonormal. */
@@ -476,7 +447,7 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 	/* G = orth((I − QQᵀ) T P0), next to Q, so that Tᵀ [Q | G] is one pass. */
 	char *gq = y + (size_t)(l * M) * es;
 	if (r) {
-		copy_cols(es, M, r, gq, M, tp0, M);
+		fasvd__copy_block(es, M, r, gq, M, tp0, M);
 		if ((rc = extend_basis(ctx, dbl, M, l, y, r, gq, tmp)))
 			goto out;
 	}
@@ -494,7 +465,7 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 		if (s[0] > 0.0) {
 			double est = 0.0, bnd;
 			/* Right: P0 and E P0 = T P0 − U_T s V_Tᵀ P0. */
-			copy_cols(es, M, r, tp0, M, kr.ep, M);
+			fasvd__copy_block(es, M, r, tp0, M, kr.ep, M);
 			e_correct(&c, false, r, kr.p, kr.ep);
 			kr.pr = r;
 			kr.p_last = 0;
@@ -502,15 +473,15 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 				goto out;
 			est = fmax(est, bnd);
 			/* Left: [G | Q X_tail] and their Eᵀ images. */
-			copy_cols(es, M, r, gq, M, kr.l, M);
-			copy_cols(es, N, r, z + (size_t)(l * N) * es, N, kr.etl, N);
+			fasvd__copy_block(es, M, r, gq, M, kr.l, M);
+			fasvd__copy_block(es, N, r, z + (size_t)(l * N) * es, N, kr.etl, N);
 			e_correct(&c, true, r, kr.l, kr.etl);
 			if (t > 0) {
 				char *lt = (char *)kr.l + (size_t)(r * M) * es;
 				char *et = (char *)kr.etl + (size_t)(r * N) * es;
 				gemm(dbl, CblasNoTrans, CblasTrans, M, t, l, 1.0, y, M,
 				     xx + (size_t)k * es, l, 0.0, lt, M);
-				copy_cols(es, N, t, w + (size_t)(k * N) * es, N, et, N);
+				fasvd__copy_block(es, N, t, w + (size_t)(k * N) * es, N, et, N);
 				for (int64_t jj = 0; jj < t; jj++)
 					est = fmax(est, sb[k + jj]);
 				for (int64_t jj = 0; jj < t; jj++)
@@ -539,14 +510,14 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 	 * U = V_T, Vᵀ = U_Tᵀ. */
 	if (!trans) {
 		if (u)
-			copy_cols(es, m, k, ut, M, u, ldu);
+			fasvd__copy_block(es, m, k, ut, M, u, ldu);
 		if (vt)
-			transpose(dbl, N, k, w, N, vt, ldvt);
+			fasvd__copy_strided(dbl, N, k, w, 1, N, vt, ldvt);
 	} else {
 		if (u)
-			copy_cols(es, m, k, w, N, u, ldu);
+			fasvd__copy_block(es, m, k, w, N, u, ldu);
 		if (vt)
-			transpose(dbl, M, k, ut, M, vt, ldvt);
+			fasvd__copy_strided(dbl, M, k, ut, 1, M, vt, ldvt);
 	}
 out:
 	fasvd__free(ctx, sb);

@@ -200,27 +200,6 @@ static void *alloc_m(const struct call *c)
 	return fasvd__calloc(c->ctx, (size_t)(c->mm * c->p), esz(c), "the decoded matrix");
 }
 
-/* dst (row-major rows x cols) [i][j] = src[i * rs + j * cs], in tiles so
- * that transposing copies stay in cache. */
-static void place(bool dbl, const void *src, int64_t rs, int64_t cs, void *dst, int64_t rows,
-                  int64_t cols)
-{
-	enum { TILE = 64 };
-	for (int64_t i0 = 0; i0 < rows; i0 += TILE)
-		for (int64_t j0 = 0; j0 < cols; j0 += TILE) {
-			int64_t i1 = i0 + TILE < rows ? i0 + TILE : rows;
-			int64_t j1 = j0 + TILE < cols ? j0 + TILE : cols;
-			for (int64_t i = i0; i < i1; i++)
-				for (int64_t j = j0; j < j1; j++) {
-					size_t d = (size_t)(i * cols + j), sidx = (size_t)(i * rs + j * cs);
-					if (dbl)
-						((double *)dst)[d] = ((const double *)src)[sidx];
-					else
-						((float *)dst)[d] = ((const float *)src)[sidx];
-				}
-		}
-}
-
 /* LAPACK-style factors of M: um (mm x kk, ld mm), vtm (kk' x p, ld ldvt),
  * first k used. Write A's U (m x k) and Vᵀ (k x n) into the C-order
  * outputs. */
@@ -229,14 +208,14 @@ static void place_factors(const struct call *c, const void *um, const void *vtm,
 {
 	if (!c->trans) {
 		/* M = A: U_A(i, j) = um[j * mm + i]; Vt_A(i, j) = vtm[j * ldvt + i]. */
-		place(c->dbl, um, 1, c->mm, u, c->m, c->k);
-		place(c->dbl, vtm, 1, ldvt, vt, c->k, c->n);
+		fasvd__copy_strided(c->dbl, c->m, c->k, um, 1, c->mm, u, c->k);
+		fasvd__copy_strided(c->dbl, c->k, c->n, vtm, 1, ldvt, vt, c->n);
 	} else {
 		/* M = Aᵀ = um S vtm: U_A = vtmᵀ, Vt_A = umᵀ. */
 		if (vtm != u)
-			place(c->dbl, vtm, ldvt, 1, u, c->m, c->k);
+			fasvd__copy_strided(c->dbl, c->m, c->k, vtm, ldvt, 1, u, c->k);
 		if (um != vt)
-			place(c->dbl, um, c->mm, 1, vt, c->k, c->n);
+			fasvd__copy_strided(c->dbl, c->k, c->n, um, c->mm, 1, vt, c->n);
 	}
 }
 
@@ -503,8 +482,8 @@ static int run_randomized(struct call *c, double *s, void *u, void *vt)
 		s[i] = ldexp(s[i], e);
 	if (c->vectors && !xt) {
 		/* X = A: U (m x k) and Vᵀ (k x n) column-major into C order. */
-		place(c->dbl, um, 1, c->m, u, c->m, c->k);
-		place(c->dbl, vtm, 1, c->k, vt, c->k, c->n);
+		fasvd__copy_strided(c->dbl, c->m, c->k, um, 1, c->m, u, c->k);
+		fasvd__copy_strided(c->dbl, c->k, c->n, vtm, 1, c->k, vt, c->n);
 	}
 out:
 	fasvd__free(c->ctx, scratch);
