@@ -18,8 +18,8 @@
  * (--no-weights: do not write the weights and checkpoint; the spectra and
  * timings are written still. --timings: where the timings go.)
  */
-#include "engine_int.h"
-#include "linalg.h"
+#include "engine/engine_int.h"
+#include "linalg/linalg.h"
 
 #include <cblas.h>
 #include <errno.h>

@@ -5,8 +5,8 @@
  * and the internal kernels of linalg.h. */
 #include "test-svd-util.h"
 
-#include "internal.h"
-#include "linalg.h"
+#include "core/internal.h"
+#include "linalg/linalg.h"
 
 static fasvd_tensor *borrow(const double *a, int64_t m, int64_t n)
 {

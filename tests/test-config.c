@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model_internal.h"
+#include "model/model_int.h"
 
 #define LABEL "/models/x/config.json"
 

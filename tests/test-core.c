@@ -2,7 +2,7 @@
 
 #include <pthread.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 static void test_version(void **state)
 {

@@ -844,8 +844,70 @@ static void test_gesdd_fallback(void **state)
 	}
 }
 
-/* Every LAPACKE_*_work routine lib/ calls is wrapped (else its failures go
- * untested): scan the sources named by FASVD_SOURCE_ROOT. */
+/* Every LAPACKE_*_work routine in path calls is wrapped (else its failures
+ * go untested). */
+static void check_wrapped_calls(const char *path, const char *shown)
+{
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	char line[4096];
+	while (fgets(line, sizeof line, f)) {
+		for (char *p = strstr(line, "LAPACKE_"); p; p = strstr(p + 8, "LAPACKE_")) {
+			char name[64];
+			size_t n = 0;
+			const char *q = p + 8;
+			while (n + 1 < sizeof name && (isalnum((unsigned char)q[n]) || q[n] == '_'))
+				n++;
+			memcpy(name, q, n);
+			name[n] = '\0';
+			if (n < 6 || strcmp(name + n - 5, "_work"))
+				continue; /* LAPACK_COL_MAJOR, lapack_int ... */
+			name[n - 5] = '\0';
+			int found = 0;
+			for (int r = 0; r < N_ROUTINES; r++)
+				found |= !strcmp(routine_names[r], name);
+			if (!found)
+				fail_msg("%s calls LAPACKE_%s_work, which tests/test-faults.c does not "
+				         "wrap: add it to LAPACK_ROUTINES and to the --wrap list in "
+				         "tests/meson.build",
+				         shown, name);
+		}
+	}
+	fclose(f);
+}
+
+/* Scan the .c files of lib/ and of its layer folders (one level down). */
+static int scan_lib_dir(const char *dir, const char *rel, int depth)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	struct dirent *e;
+	int files = 0;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[2048], shown[512];
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		snprintf(shown, sizeof shown, "%s%s", rel, e->d_name);
+		struct stat sb;
+		if (stat(path, &sb) != 0)
+			continue;
+		size_t len = strlen(e->d_name);
+		if (S_ISDIR(sb.st_mode) && depth == 0) {
+			char sub[600];
+			snprintf(sub, sizeof sub, "%s/", shown);
+			files += scan_lib_dir(path, sub, 1);
+		} else if (S_ISREG(sb.st_mode) && len >= 3 && !strcmp(e->d_name + len - 2, ".c")) {
+			check_wrapped_calls(path, shown);
+			files++;
+		}
+	}
+	closedir(d);
+	return files;
+}
+
+/* Every LAPACKE_*_work routine lib/ calls is wrapped: scan the sources named
+ * by FASVD_SOURCE_ROOT. */
 static void test_wrap_list_complete(void **state)
 {
 	(void)state;
@@ -856,46 +918,7 @@ static void test_wrap_list_complete(void **state)
 	}
 	char dir[1024];
 	snprintf(dir, sizeof dir, "%s/lib", root);
-	DIR *d = opendir(dir);
-	assert_non_null(d);
-	struct dirent *e;
-	int files = 0;
-	while ((e = readdir(d)) != NULL) {
-		size_t len = strlen(e->d_name);
-		if (len < 3 || strcmp(e->d_name + len - 2, ".c"))
-			continue;
-		char path[2048];
-		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-		FILE *f = fopen(path, "r");
-		assert_non_null(f);
-		files++;
-		char line[4096];
-		while (fgets(line, sizeof line, f)) {
-			for (char *p = strstr(line, "LAPACKE_"); p; p = strstr(p + 8, "LAPACKE_")) {
-				char name[64];
-				size_t n = 0;
-				const char *q = p + 8;
-				while (n + 1 < sizeof name && (isalnum((unsigned char)q[n]) || q[n] == '_'))
-					n++;
-				memcpy(name, q, n);
-				name[n] = '\0';
-				if (n < 6 || strcmp(name + n - 5, "_work"))
-					continue; /* LAPACK_COL_MAJOR, lapack_int ... */
-				name[n - 5] = '\0';
-				int found = 0;
-				for (int r = 0; r < N_ROUTINES; r++)
-					found |= !strcmp(routine_names[r], name);
-				if (!found)
-					fail_msg("%s calls LAPACKE_%s_work, which tests/test-faults.c does not "
-					         "wrap: add it to LAPACK_ROUTINES and to the --wrap list in "
-					         "tests/meson.build",
-					         e->d_name, name);
-			}
-		}
-		fclose(f);
-	}
-	closedir(d);
-	assert_true(files > 0);
+	assert_true(scan_lib_dir(dir, "lib/", 0) > 0);
 }
 
 int main(void)

@@ -10,8 +10,8 @@
  *  - xGESVDX returns non-orthonormal vectors: redone with GESDD. */
 #include "test-svd-util.h"
 
-#include "internal.h"
-#include "linalg.h"
+#include "core/internal.h"
+#include "linalg/linalg.h"
 
 static int fail_gesdd, fail_gesvd, fail_syevd, fail_gesvdx_info, fail_gesvdx_orth;
 static int calls_gesdd, calls_gesvd;

@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "st_internal.h"
+#include "core/internal.h"
+#include "io/st_int.h"
 
 /* ------------------------------------------------------------- utilities */
 

@@ -2,7 +2,7 @@
  * references on materialised stacks. */
 #include "engine-test.h"
 
-#include "engine_int.h" /* white-box: batch sizes of the Gram path */
+#include "engine/engine_int.h" /* white-box: batch sizes of the Gram path */
 
 #include <cblas.h>
 

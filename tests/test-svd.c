@@ -6,8 +6,8 @@
 
 #include <pthread.h>
 
-#include "internal.h"
-#include "linalg.h"
+#include "core/internal.h"
+#include "linalg/linalg.h"
 
 /* Backends that must be exact (to the compute precision). */
 static const fasvd_backend exact_backends[] = {FASVD_BACKEND_AUTO, FASVD_BACKEND_GESDD,

@@ -3,7 +3,7 @@
  * decoding to dense buffers. */
 #include "test-helpers.h"
 
-#include "internal.h"
+#include "core/internal.h"
 
 static void test_borrowed_strides(void **s)
 {

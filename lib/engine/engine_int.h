@@ -1,0 +1,140 @@
+/* libfasvd — internals shared by the spectral engine's modules (heads.c,
+ * fuse.c, stack.c, subspace.c, layer.c, attnmap.c). Never installed; every
+ * symbol is hidden. */
+#ifndef FASVD_ENGINE_INT_H
+#define FASVD_ENGINE_INT_H
+
+#include "tensor/tensor_int.h"
+
+#include <fasvd/engine.h>
+
+/* ---- heads (heads.c) ---- */
+struct fasvd_heads {
+	fasvd_ctx *ctx;
+	const fasvd_tensor *t;
+	fasvd_axis axis;
+	int64_t n, rows, cols;     /* heads; each head is rows x cols */
+	int64_t offset, stride;    /* along t's rows (ROWS) or columns (COLS) */
+	double *scale;             /* cols values or NULL */
+};
+
+/* Initialise a heads struct on the stack (no allocation, no scale copy):
+ * used for single matrices (layer subspaces) treated as one head. The scale
+ * pointer is borrowed. Errors as fasvd_heads_new. */
+int fasvd__heads_init(struct fasvd_heads *h, fasvd_ctx *ctx, const fasvd_tensor *t,
+                      fasvd_axis axis, int64_t n_heads, int64_t head_size, int64_t offset,
+                      int64_t stride, const double *borrowed_scale);
+
+/* The layout in which decoding head matrices reads the source sequentially
+ * (ROW_MAJOR when the head's columns are the source's contiguous axis). */
+fasvd_layout fasvd__heads_natural(const fasvd_heads *h);
+
+/* Decode head i as float (dbl = false) or double into dst (ld, layout),
+ * dequantised, NaN/Inf refused, column scale applied. */
+int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, int64_t ld,
+                        fasvd_layout layout);
+
+/* Resolve a fasvd_compute option: 0 -> context default; EINVAL otherwise. */
+int fasvd__compute_resolve(fasvd_ctx *ctx, int compute, bool *dbl, const char *fn);
+
+/* Public entry points run BLAS with the context's thread count (parallel
+ * regions drop it to 1 inside workers) and restore the caller's setting. */
+static inline int fasvd__blas_enter(fasvd_ctx *ctx)
+{
+	int saved = fasvd__blas_get_threads();
+	fasvd__blas_set_threads(fasvd__threads(fasvd__ctx(ctx)));
+	return saved;
+}
+
+static inline void fasvd__blas_leave(int saved)
+{
+	fasvd__blas_set_threads(saved);
+}
+
+/* ---- R factors (fuse.c) ---- */
+struct fasvd_rfactors {
+	fasvd_ctx *ctx;
+	const fasvd_heads *h;
+	bool dbl;
+	int64_t n;      /* heads */
+	int64_t k;      /* head rows (the shared inner dimension) */
+	int64_t m;      /* head cols */
+	int64_t r;      /* min(m, k): rows of each R */
+	void *R;        /* n blocks of r x k, column-major, ld r, in the compute precision
+	                   (upper trapezoidal for QR factors), scaled: see rexp */
+	void *Q;        /* keep_q: n blocks, see q_trans; else NULL */
+	bool q_trans;   /* false: Q_i stored m x r col-major (ld m);
+	                   true: Q_iᵀ stored r x m col-major (ld r) */
+	/* R_i is stored scaled by 2^-rexp[i] (the head scaled so that its largest
+	 * entry is in [0.5, 1) before the QR): products of two R factors and
+	 * their singular values stay inside the float range for heads of any
+	 * magnitude. True R_i = 2^rexp[i] · stored R_i. */
+	int *rexp;
+	/* True-scale factors in double (n blocks of r x k, column-major, ld r):
+	 * what the per-head and fused spectra are computed from. */
+	double *Rd;
+	double *sv;     /* n x r singular values of the heads, descending */
+	bool gram;      /* factors from the heads' Gram matrices (see fuse.c) */
+};
+
+/* Pointer to head i's R block. */
+static inline void *fasvd__rfac_r(const fasvd_rfactors *f, int64_t i)
+{
+	size_t es = f->dbl ? sizeof(double) : sizeof(float);
+	return (char *)f->R + (size_t)i * (size_t)(f->r * f->k) * es;
+}
+
+/* Map fused head i to (a index, b index); n = fasvd_fuse_count(a, b). */
+static inline void fasvd__fuse_map(int64_t i, int64_t na, int64_t nb, int64_t *ia, int64_t *ib)
+{
+	int64_t n = na > nb ? na : nb;
+	*ia = na == n ? i : i / (n / na);
+	*ib = nb == n ? i : i / (n / nb);
+}
+
+/* Check a and b can be fused; returns 0 or an error naming fn. */
+int fasvd__fuse_check(const fasvd_rfactors *a, const fasvd_rfactors *b, const char *fn);
+
+/* ---- stack engine (stack.c) ---- */
+
+/* Fill block i (rows_b x cols) of the stack into dst (float or double as the
+ * source's dbl) with leading dimension ld in `layout`. `work` is
+ * work_elems elements of scratch private to the worker. */
+typedef int (*fasvd__fill_fn)(void *arg, int64_t i, void *dst, int64_t ld, fasvd_layout layout,
+                              void *work);
+
+typedef struct fasvd__stack_src {
+	int64_t n;             /* blocks */
+	int64_t rows_b;        /* rows per block */
+	int64_t cols;
+	bool dbl;              /* element type of the blocks */
+	fasvd_layout layout;   /* preferred layout of the assembled stack */
+	fasvd__fill_fn fill;
+	void *arg;
+	size_t work_elems;     /* scratch per worker (elements of the block type) */
+	int64_t def_rows;      /* rows of the stacked matrix as defined (for the report
+	                          and the number of structurally possible values) */
+	int out_exp;           /* the blocks are the true stack times 2^-out_exp */
+} fasvd__stack_src;
+
+/* Working-set sizes of the Gram path (bytes): rows of a columns-side batch
+ * and width of a rows-side chunk are chosen to fit. Tunable by white-box
+ * tests (to exercise several batches on small inputs) and benchmarks. */
+extern size_t fasvd__stack_batch_bytes;
+extern size_t fasvd__stack_chunk_bytes;
+/* Smallest Gram order solved with dsyevd_2stage by single-threaded workers
+ * (see gram_eigvals in stack.c). */
+extern int64_t fasvd__stack_2stage_min;
+
+/* Singular values of the stack described by src: s gets n_s values (zeros
+ * past min(def_rows, cols) and past the solved problem's size). */
+int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_method method,
+                       double *s, int64_t n_s, fasvd_stack_report *rep);
+
+/* ---- spectra (layer.c) ---- */
+/* Append taking ownership of data (allocated through s's context). On
+ * failure data is freed. */
+int fasvd__spectra_add_owned(fasvd_spectra *s, const char *name, int64_t n_rows, int64_t n_cols,
+                             int64_t mat_rows, int64_t mat_cols, double *data);
+
+#endif /* FASVD_ENGINE_INT_H */

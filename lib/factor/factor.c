@@ -1,0 +1,1245 @@
+/* libfasvd — low-rank factorisation W ≈ A·B (include/fasvd/factor.h):
+ * whole matrices and per-head row blocks, at a rank or at an energy loss τ,
+ * into owned tensors or caller buffers; fused and shared truncation.
+ *
+ * One factorisation runs in two phases over "units" (the whole matrix, or
+ * one head):
+ *   1. τ mode only: the full spectrum of every unit, values only
+ *      (fasvd_svdvals, AUTO: the Gram path for f32), then the common rank r
+ *      from the tail sums of all units;
+ *   2. per unit: the singular vectors at rank r (fasvd_svd), the σ split,
+ *      rounding to the factor dtype straight into the output, then one pass
+ *      over W in row blocks for ‖W‖² (and, with verify, ‖W − A·B‖²).
+ * Units run in parallel on the context's workers (single-threaded BLAS
+ * inside, through a copy of the context with one thread); a single unit
+ * uses the caller's context and threaded BLAS.
+ */
+#include "factor/factor_int.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FACTOR_VERIFY_BLOCK_BYTES ((size_t)1 << 20) /* W rows decoded per residual step */
+
+/* ------------------------------------------------------------ options */
+
+void fasvd_factor_opts_init(fasvd_factor_opts *opts)
+{
+	if (!opts)
+		return;
+	memset(opts, 0, sizeof *opts);
+	opts->size = sizeof *opts;
+	opts->rank = FASVD_FACTOR_RANK_TAU;
+	opts->tau = 0.01;
+	opts->split = FASVD_FACTOR_SPLIT_BALANCED;
+	opts->dtype = FASVD_DTYPE_F32;
+	opts->backend = FASVD_BACKEND_AUTO;
+}
+
+void fasvd_factor_report_init(fasvd_factor_report *r)
+{
+	if (!r)
+		return;
+	memset(r, 0, sizeof *r);
+	r->size = sizeof *r;
+	r->rel_error_sq = -1;
+	r->backend = FASVD_BACKEND_AUTO;
+}
+
+const char *fasvd_factor_split_name(fasvd_factor_split split)
+{
+	switch (split) {
+	case FASVD_FACTOR_SPLIT_BALANCED: return "balanced";
+	case FASVD_FACTOR_SPLIT_LEFT: return "left";
+	case FASVD_FACTOR_SPLIT_RIGHT: return "right";
+	default: return "?";
+	}
+}
+
+/* Copy a full report into the caller's (possibly older, shorter) struct. */
+void fasvd__report_out(fasvd_factor_report *dst, const fasvd_factor_report *src)
+{
+	if (!dst || dst->size < sizeof(size_t))
+		return;
+	size_t n = dst->size < sizeof *src ? dst->size : sizeof *src;
+	memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t),
+	       n - sizeof(size_t));
+}
+
+void fasvd__report_shape(fasvd_factor_report *rep, int64_t rows, int64_t cols, int64_t heads,
+                         int64_t rank, int64_t full_rank)
+{
+	rep->rows = rows;
+	rep->cols = cols;
+	rep->heads = heads;
+	rep->rank = rank;
+	rep->inner = rank > 0 ? rank : 1;
+	rep->full_rank = full_rank;
+}
+
+void fasvd__report_energy(fasvd_factor_report *rep, double total, double tail)
+{
+	rep->energy = total;
+	rep->energy_lost = total > 0 ? tail / total : 0;
+	rep->spectrum_exact = 1;
+}
+
+int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user, const char *fn)
+{
+	fasvd_factor_opts_init(o);
+	if (user) {
+		int rc = fasvd__load_versioned(o, sizeof *o, user, fn, "opts",
+		                               "fasvd_factor_opts_init");
+		if (rc)
+			return rc;
+	}
+	if (o->rank < FASVD_FACTOR_RANK_TAU)
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: opts->rank = %lld: must be >= 0 or FASVD_FACTOR_RANK_TAU", fn,
+		                    (long long)o->rank);
+	if (!(o->tau >= 0 && o->tau <= 1))
+		return fasvd__error(FASVD_EINVAL, "%s: opts->tau = %g: must be in [0, 1]", fn, o->tau);
+	if (o->max_rank < 0)
+		return fasvd__error(FASVD_EINVAL, "%s: opts->max_rank = %lld: must be >= 0", fn,
+		                    (long long)o->max_rank);
+	if (o->split != FASVD_FACTOR_SPLIT_BALANCED && o->split != FASVD_FACTOR_SPLIT_LEFT &&
+	    o->split != FASVD_FACTOR_SPLIT_RIGHT)
+		return fasvd__error(FASVD_EINVAL, "%s: opts->split = %d is not a fasvd_factor_split",
+		                    fn, (int)o->split);
+	if (o->dtype != FASVD_DTYPE_F32 && o->dtype != FASVD_DTYPE_F16 &&
+	    o->dtype != FASVD_DTYPE_BF16 && o->dtype != FASVD_DTYPE_F64)
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: opts->dtype = %s (%d): factors are F32, F16, BF16 or F64", fn,
+		                    fasvd_dtype_name(o->dtype), (int)o->dtype);
+	if (o->compute != 0 && o->compute != FASVD_COMPUTE_F32 && o->compute != FASVD_COMPUTE_F64)
+		return fasvd__error(FASVD_EINVAL, "%s: opts->compute = %d is not a fasvd_compute", fn,
+		                    (int)o->compute);
+	if (o->backend < FASVD_BACKEND_AUTO || o->backend > FASVD_BACKEND_RANDOMIZED)
+		return fasvd__error(FASVD_EINVAL, "%s: opts->backend = %d is not a fasvd_backend", fn,
+		                    (int)o->backend);
+	if (o->backend == FASVD_BACKEND_GRAM)
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: opts->backend = gram computes values only; factors need "
+		                    "singular vectors",
+		                    fn);
+	if (o->oversample < 0 || o->power_iters < 0)
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: opts->oversample = %lld, power_iters = %lld: must be >= 0", fn,
+		                    (long long)o->oversample, (long long)o->power_iters);
+	if (o->heads < 0)
+		return fasvd__error(FASVD_EINVAL, "%s: opts->heads = %lld: must be >= 0", fn,
+		                    (long long)o->heads);
+	return 0;
+}
+
+/* ------------------------------------------------------- shared helpers */
+
+bool fasvd__factor_canceled(const fasvd_factor_opts *o, fasvd_cancel_fn extra, void *extra_arg)
+{
+	return (o->cancel && o->cancel(o->cancel_arg)) || (extra && extra(extra_arg));
+}
+
+int fasvd__canceled_error(const char *fn, const char *label)
+{
+	return fasvd__error(FASVD_ECANCELED, "%s: %s: cancelled by the caller", fn, label);
+}
+
+/* Smallest r with Σ_units Σ_{i>=r} s[u·lds + i]² <= tau · Σ_units Σ_i s²
+ * (s: n_units x p values, row stride lds, descending per unit), with the
+ * tails accumulated from the small end (DESIGN.md §3). The tail is
+ * non-increasing in r, so the ranks meeting the bound are a suffix: walk
+ * from the small end until the tail exceeds the bound. *total gets the
+ * total energy. An all-zero spectrum gives 0. */
+static double col_energy(const double *s, int64_t n_units, int64_t lds, int64_t r)
+{
+	double c = 0;
+	for (int64_t u = 0; u < n_units; u++)
+		c += s[u * lds + r] * s[u * lds + r];
+	return c;
+}
+
+int64_t fasvd__energy_rank(const double *s, int64_t n_units, int64_t p, int64_t lds, double tau,
+                           double *total)
+{
+	double acc = 0;
+	for (int64_t r = p - 1; r >= 0; r--)
+		acc += col_energy(s, n_units, lds, r);
+	*total = acc;
+	if (!(acc > 0))
+		return 0;
+	double bound = tau * acc, t = 0;
+	for (int64_t r = p - 1; r >= 0; r--) {
+		t += col_energy(s, n_units, lds, r);
+		if (t > bound)
+			return r + 1;
+	}
+	return 0;
+}
+
+/* Encode n doubles as dtype into dst; refuse values that overflow the
+ * dtype (F16 beyond 65504) with FASVD_ERANGE naming `what`; when back is not
+ * NULL, it receives the stored values decoded. */
+int fasvd__encode_checked(fasvd_dtype dt, const double *src, size_t n, void *dst, double *back,
+                          const char *what)
+{
+	int rc = fasvd_dtype_encode(dt, src, n, dst);
+	if (rc)
+		return rc;
+	if (dt == FASVD_DTYPE_F64) {
+		if (back)
+			memcpy(back, src, n * sizeof(double));
+		return 0;
+	}
+	double tmp[256];
+	for (size_t i0 = 0; i0 < n; i0 += 256) {
+		size_t k = n - i0 < 256 ? n - i0 : 256;
+		double *d = back ? back + i0 : tmp;
+		if ((rc = fasvd_dtype_decode(dt, (const char *)dst + i0 * fasvd_dtype_size(dt), k, d)))
+			return rc;
+		for (size_t i = 0; i < k; i++)
+			if (!isfinite(d[i]))
+				return fasvd__error(FASVD_ERANGE,
+				                    "%s: value %g overflows %s: use a wider factor dtype "
+				                    "(bf16 or f32)",
+				                    what, src[i0 + i], fasvd_dtype_name(dt));
+	}
+	return 0;
+}
+
+/* Write zero factors (rank 0: inner dimension 1) of one unit. */
+static void zero_unit(fasvd_dtype dt, void *a, int64_t rows, void *b, int64_t cols)
+{
+	size_t es = fasvd_dtype_size(dt);
+	memset(a, 0, (size_t)rows * es);
+	memset(b, 0, (size_t)cols * es);
+}
+
+/* dst (rows x cols, C order, dt) = the leading rows x cols block of src
+ * (F32 or F64, any strides), column j scaled by col_scale[j] or row i by
+ * row_scale[i]; row: a buffer of cols doubles. */
+static int store_scaled(fasvd_dtype dt, const fasvd_tensor *src, int64_t rows, int64_t cols,
+                        const double *col_scale, const double *row_scale, double *row,
+                        void *dst, double *back, const char *what)
+{
+	bool dbl = fasvd_tensor_dtype(src) == FASVD_DTYPE_F64;
+	const char *d = fasvd_tensor_data(src);
+	int64_t rs = fasvd_tensor_row_stride(src), cs = fasvd_tensor_col_stride(src);
+	size_t es = fasvd_dtype_size(dt);
+	for (int64_t i = 0; i < rows; i++) {
+		for (int64_t j = 0; j < cols; j++) {
+			int64_t off = i * rs + j * cs;
+			double v = dbl ? ((const double *)d)[off] : ((const float *)d)[off];
+			row[j] = v * (col_scale ? col_scale[j] : row_scale[i]);
+		}
+		int rc = fasvd__encode_checked(dt, row, (size_t)cols, (char *)dst + (size_t)(i * cols) * es,
+		                               back ? back + i * cols : NULL, what);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Split σ between U (rows x r) and Vt (r x cols) and store A = U·Σ^α,
+ * B = Σ^(1−α)·Vt as dt at a (rows x inner) and b (inner x cols).
+ * u, vt: owned C-order F32/F64 tensors with at least r columns / rows.
+ * a_back / b_back (may be NULL): the stored values decoded. */
+int fasvd__store_factors(fasvd_ctx *ctx, fasvd_factor_split split, fasvd_dtype dt,
+                         const fasvd_tensor *u, const double *s, const fasvd_tensor *vt,
+                         int64_t rows, int64_t cols, int64_t r, void *a, void *b,
+                         double *a_back, double *b_back, const char *label)
+{
+	double alpha = split == FASVD_FACTOR_SPLIT_LEFT ? 1.0
+	               : split == FASVD_FACTOR_SPLIT_RIGHT ? 0.0 : 0.5;
+	int64_t len = r > cols ? r : cols;
+	double *row = fasvd__alloc(ctx, (size_t)len * sizeof(double), "factor row");
+	double *sa = fasvd__alloc(ctx, (size_t)r * 2 * sizeof(double), "singular value split");
+	int rc = 0;
+	if (!row || !sa) {
+		rc = FASVD_ENOMEM;
+		goto out;
+	}
+	for (int64_t j = 0; j < r; j++) {
+		double sj = s[j] > 0 ? s[j] : 0;
+		sa[j] = alpha == 1.0 ? sj : alpha == 0.0 ? 1.0 : sqrt(sj);
+		sa[r + j] = alpha == 0.0 ? sj : alpha == 1.0 ? 1.0 : sqrt(sj);
+	}
+	char what[320];
+	snprintf(what, sizeof what, "factor A of %s", label);
+	if ((rc = store_scaled(dt, u, rows, r, sa, NULL, row, a, a_back, what)))
+		goto out;
+	snprintf(what, sizeof what, "factor B of %s", label);
+	rc = store_scaled(dt, vt, r, cols, NULL, sa + r, row, b, b_back, what);
+out:
+	fasvd__free(ctx, row);
+	fasvd__free(ctx, sa);
+	return rc;
+}
+
+/* ‖W‖²_F of w (any tensor) and, when a_dec/b_dec are given (rows x r and
+ * r x cols, row-major doubles), ‖W − A·B‖²_F, decoding W in row blocks. */
+int fasvd__measure(fasvd_ctx *ctx, const fasvd_tensor *w, const double *a_dec,
+                   const double *b_dec, int64_t r, double *energy, double *resid)
+{
+	int64_t rows = fasvd_tensor_rows(w), cols = fasvd_tensor_cols(w);
+	int64_t nb = (int64_t)(FACTOR_VERIFY_BLOCK_BYTES / ((size_t)cols * sizeof(double)));
+	if (nb < 1)
+		nb = 1;
+	if (nb > rows)
+		nb = rows;
+	double *buf = fasvd__alloc(ctx, (size_t)(nb * cols) * sizeof(double), "residual block");
+	if (!buf)
+		return FASVD_ENOMEM;
+	int rc = 0;
+	double e = 0, res = 0;
+	for (int64_t r0 = 0; r0 < rows; r0 += nb) {
+		int64_t nr = rows - r0 < nb ? rows - r0 : nb;
+		fasvd_tensor *v = NULL;
+		if ((rc = fasvd_tensor_view(&v, w, r0, 0, nr, cols)))
+			break;
+		rc = fasvd_tensor_to_f64(v, buf, cols, FASVD_LAYOUT_ROW_MAJOR, 0);
+		fasvd_tensor_free(v);
+		if (rc)
+			break;
+		size_t n = (size_t)(nr * cols);
+		for (size_t i = 0; i < n; i++)
+			e += buf[i] * buf[i];
+		if (a_dec && b_dec) {
+			if (r > 0)
+				cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)nr,
+				            (blasint)cols, (blasint)r, -1.0, a_dec + r0 * r, (blasint)r,
+				            b_dec, (blasint)cols, 1.0, buf, (blasint)cols);
+			for (size_t i = 0; i < n; i++)
+				res += buf[i] * buf[i];
+		}
+	}
+	fasvd__free(ctx, buf);
+	if (!rc) {
+		*energy = e;
+		if (resid)
+			*resid = res;
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------ the job */
+
+typedef struct unit_out {
+	double energy;      /* ‖W_u‖² from the decode */
+	double resid;       /* ‖W_u − A_u·B_u‖² (verify) */
+	double kept;        /* Σ_{i<=r} σ̂² of the vectors pass */
+	double tail;        /* exact tail beyond r when known, else -1 */
+	fasvd_backend backend;
+	double err_est;
+} unit_out;
+
+typedef struct job {
+	const char *fn;
+	fasvd_ctx *ctx;            /* the caller's (resolved) */
+	struct fasvd_ctx inner;    /* one-thread copy for parallel units */
+	const fasvd_tensor *w;
+	fasvd_factor_opts o;
+	fasvd_cancel_fn cancel2;   /* extra cancel hook (on-load input) */
+	void *cancel2_arg;
+	char label[256];
+	bool dbl;
+	int64_t h, rh, n, p;       /* units, rows per unit, cols, min(rh, n) */
+	double *spec;              /* h x p values (τ mode / rank query) */
+	int64_t r, inner_dim;
+	fasvd_backend vec_backend; /* AUTO resolved per unit (same for all) */
+	bool want_full;            /* vectors pass computes all p values */
+	void *a, *b;               /* outputs */
+	unit_out *uo;
+} job;
+
+static int job_canceled(const job *j)
+{
+	if (fasvd__factor_canceled(&j->o, j->cancel2, j->cancel2_arg))
+		return fasvd__canceled_error(j->fn, j->label);
+	return 0;
+}
+
+static fasvd_ctx *unit_ctx(job *j)
+{
+	return j->h > 1 ? &j->inner : j->ctx;
+}
+
+static int unit_view(const job *j, int64_t u, fasvd_tensor **v)
+{
+	if (j->h <= 1) {
+		*v = NULL;
+		return 0;
+	}
+	return fasvd_tensor_view(v, j->w, u * j->rh, 0, j->rh, j->n);
+}
+
+static void svd_opts(const job *j, fasvd_svd_opts *so, fasvd_backend backend, int64_t rank)
+{
+	fasvd_svd_opts_init(so);
+	so->compute = j->dbl ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+	so->backend = backend;
+	so->rank = rank;
+	if (j->o.oversample)
+		so->oversample = j->o.oversample;
+	if (j->o.power_iters)
+		so->power_iters = j->o.power_iters;
+	if (j->o.seed)
+		so->seed = j->o.seed;
+}
+
+/* Singular values beyond the compute precision's range (a float32
+ * computation of a matrix with entries near FLT_MAX) come back as Inf or
+ * NaN: refuse them rather than choose a rank from them. */
+static int check_finite(const job *j, const double *s, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		if (!isfinite(s[i]))
+			return fasvd__error(FASVD_ERANGE,
+			                    "%s: %s: singular value %lld overflows %s computation: use "
+			                    "float64 compute (FASVD_COMPUTE_F64)",
+			                    j->fn, j->label, (long long)i, j->dbl ? "float64" : "float32");
+	return 0;
+}
+
+static int values_task(void *arg, int64_t u, int worker)
+{
+	(void)worker;
+	job *j = arg;
+	int rc = job_canceled(j);
+	if (rc)
+		return rc;
+	fasvd_tensor *v = NULL;
+	if ((rc = unit_view(j, u, &v)))
+		return rc;
+	fasvd_svd_opts so;
+	svd_opts(j, &so, FASVD_BACKEND_AUTO, 0);
+	rc = fasvd_svdvals(unit_ctx(j), v ? v : j->w, &so, j->spec + u * j->p, j->p, NULL);
+	fasvd_tensor_free(v);
+	if (!rc)
+		rc = check_finite(j, j->spec + u * j->p, j->p);
+	if (rc && j->h > 1)
+		fasvd__error_prefix(rc, "head %lld", (long long)u);
+	return rc;
+}
+
+/* The backend of the vectors pass at rank r (0 < r < p handled by AUTO). */
+static void choose_vec_backend(job *j, bool tau_mode)
+{
+	int64_t r = j->r, p = j->p;
+	j->want_full = false;
+	if (j->o.backend != FASVD_BACKEND_AUTO) {
+		j->vec_backend = j->o.backend;
+		j->want_full = (j->vec_backend == FASVD_BACKEND_GESDD ||
+		                j->vec_backend == FASVD_BACKEND_GESVD) && !tau_mode;
+		return;
+	}
+	int64_t over = j->o.oversample ? j->o.oversample : 10;
+	if (r >= p) {
+		j->vec_backend = FASVD_BACKEND_GESDD;
+		j->want_full = !tau_mode;
+	} else if (!tau_mode && p >= FASVD__FACTOR_RANDOMIZED_MIN_P &&
+	           (r + over) * FASVD__FACTOR_RANDOMIZED_DIV <= p) {
+		j->vec_backend = FASVD_BACKEND_RANDOMIZED;
+	} else if (r * 5 <= p) {
+		j->vec_backend = FASVD_BACKEND_GESVDX;
+	} else {
+		j->vec_backend = FASVD_BACKEND_GESDD;
+		/* the whole spectrum comes for free: exact tail */
+		j->want_full = !tau_mode;
+	}
+}
+
+static int vectors_task(void *arg, int64_t u, int worker)
+{
+	(void)worker;
+	job *j = arg;
+	unit_out *uo = &j->uo[u];
+	fasvd_ctx *ctx = unit_ctx(j);
+	size_t es = fasvd_dtype_size(j->o.dtype);
+	void *a = (char *)j->a + (size_t)(u * j->rh * j->inner_dim) * es;
+	void *b = (char *)j->b + (size_t)(u * j->inner_dim * j->n) * es;
+	fasvd_tensor *v = NULL, *tu = NULL, *tvt = NULL;
+	double *s = NULL, *a_dec = NULL, *b_dec = NULL;
+	char label[300];
+	if (j->h > 1)
+		snprintf(label, sizeof label, "%s head %lld", j->label, (long long)u);
+	else
+		snprintf(label, sizeof label, "%s", j->label);
+	int rc = job_canceled(j);
+	if (rc)
+		return rc;
+	if ((rc = unit_view(j, u, &v)))
+		return rc;
+	const fasvd_tensor *w = v ? v : j->w;
+	uo->tail = -1;
+	uo->backend = j->vec_backend;
+	if (j->r == 0) {
+		zero_unit(j->o.dtype, a, j->rh, b, j->n);
+		uo->kept = 0;
+		uo->backend = FASVD_BACKEND_AUTO;
+		if (j->o.verify) {
+			a_dec = fasvd__calloc(ctx, (size_t)j->rh, sizeof(double), "decoded factor A");
+			b_dec = fasvd__calloc(ctx, (size_t)j->n, sizeof(double), "decoded factor B");
+			if (!a_dec || !b_dec) {
+				rc = FASVD_ENOMEM;
+				goto out;
+			}
+		}
+		rc = fasvd__measure(ctx, w, a_dec, b_dec, 1, &uo->energy, &uo->resid);
+		goto out;
+	}
+	int64_t ns = j->want_full ? j->p : j->r;
+	s = fasvd__alloc(ctx, (size_t)ns * sizeof(double), "singular values");
+	if (!s) {
+		rc = FASVD_ENOMEM;
+		goto out;
+	}
+	fasvd_svd_opts so;
+	fasvd_svd_report sr;
+	fasvd_svd_report_init(&sr);
+	svd_opts(j, &so, j->vec_backend, j->want_full ? 0 : j->r);
+	if ((rc = fasvd_svd(ctx, w, &so, &tu, s, ns, &tvt, &sr)) || (rc = check_finite(j, s, ns)))
+		goto out;
+	uo->backend = sr.backend;
+	uo->err_est = sr.error_estimate;
+	double kept = 0;
+	for (int64_t i = 0; i < j->r; i++)
+		kept += s[i] * s[i];
+	uo->kept = kept;
+	if (j->want_full) {
+		double t = 0;
+		for (int64_t i = ns - 1; i >= j->r; i--)
+			t += s[i] * s[i];
+		uo->tail = t;
+	}
+	if ((rc = job_canceled(j)))
+		goto out;
+	if (j->o.verify) {
+		a_dec = fasvd__alloc(ctx, (size_t)(j->rh * j->r) * sizeof(double), "decoded factor A");
+		b_dec = fasvd__alloc(ctx, (size_t)(j->r * j->n) * sizeof(double), "decoded factor B");
+		if (!a_dec || !b_dec) {
+			rc = FASVD_ENOMEM;
+			goto out;
+		}
+	}
+	if ((rc = fasvd__store_factors(ctx, j->o.split, j->o.dtype, tu, s, tvt, j->rh, j->n, j->r,
+	                               a, b, a_dec, b_dec, label)))
+		goto out;
+	fasvd_tensor_free(tu);
+	fasvd_tensor_free(tvt);
+	tu = tvt = NULL;
+	rc = fasvd__measure(ctx, w, a_dec, b_dec, j->r, &uo->energy, &uo->resid);
+out:
+	if (rc && j->h > 1 && rc != FASVD_ECANCELED)
+		fasvd__error_prefix(rc, "head %lld", (long long)u);
+	fasvd_tensor_free(v);
+	fasvd_tensor_free(tu);
+	fasvd_tensor_free(tvt);
+	fasvd__free(ctx, s);
+	fasvd__free(ctx, a_dec);
+	fasvd__free(ctx, b_dec);
+	return rc;
+}
+
+static int job_setup(job *j, fasvd_ctx *ctx, const fasvd_tensor *w, const fasvd_factor_opts *opts,
+                     const char *fn)
+{
+	memset(j, 0, sizeof *j);
+	j->fn = fn;
+	if (!w)
+		return fasvd__error(FASVD_EINVAL, "%s: w is NULL", fn);
+	int rc = fasvd__factor_opts_load(&j->o, opts, fn);
+	if (rc)
+		return rc;
+	j->ctx = fasvd__ctx(ctx ? ctx : w->ctx);
+	j->inner = *j->ctx;
+	j->inner.threads = 1;
+	j->inner.is_default = false;
+	j->w = w;
+	fasvd__tensor_label(w, j->label, sizeof j->label);
+	int64_t compute = j->o.compute ? j->o.compute : j->ctx->compute;
+	j->dbl = compute == FASVD_COMPUTE_F64;
+	int64_t m = fasvd_tensor_rows(w);
+	j->n = fasvd_tensor_cols(w);
+	j->h = j->o.heads > 1 ? j->o.heads : 1;
+	if (m % j->h)
+		return fasvd__error(FASVD_ESHAPE,
+		                    "%s: %s has %lld rows, not a multiple of opts->heads = %lld", fn,
+		                    j->label, (long long)m, (long long)j->h);
+	j->rh = m / j->h;
+	j->p = j->rh < j->n ? j->rh : j->n;
+	if ((rc = fasvd__check_lapack_dim("rows", j->rh)) ||
+	    (rc = fasvd__check_lapack_dim("cols", j->n)))
+		return fasvd__error_prefix(rc, "%s: %s", fn, j->label);
+	j->uo = fasvd__calloc(j->ctx, (size_t)j->h, sizeof *j->uo, "per-head results");
+	if (!j->uo)
+		return FASVD_ENOMEM;
+	return 0;
+}
+
+static void job_clear(job *j)
+{
+	if (!j->ctx)
+		return;
+	fasvd__free(j->ctx, j->spec);
+	fasvd__free(j->ctx, j->uo);
+	j->spec = NULL;
+	j->uo = NULL;
+}
+
+static int run_units(job *j, fasvd__task_fn fn)
+{
+	if (j->h == 1)
+		return fn(j, 0, 0);
+	return fasvd__parallel_for(j->ctx, j->h, fn, j);
+}
+
+/* Phase 1: spectrum (when needed) and rank. */
+static int job_rank(job *j, bool need_spectrum, fasvd_factor_report *rep)
+{
+	int rc;
+	bool tau_mode = j->o.rank == FASVD_FACTOR_RANK_TAU;
+	if ((rc = job_canceled(j)))
+		return rc;
+	if (tau_mode || need_spectrum) {
+		j->spec = fasvd__calloc(j->ctx, (size_t)(j->h * j->p), sizeof(double), "spectra");
+		if (!j->spec)
+			return FASVD_ENOMEM;
+		if ((rc = run_units(j, values_task)))
+			return rc;
+	}
+	if (tau_mode) {
+		double total;
+		j->r = fasvd__energy_rank(j->spec, j->h, j->p, j->p, j->o.tau, &total);
+		if (j->o.max_rank > 0 && j->r > j->o.max_rank)
+			j->r = j->o.max_rank;
+	} else {
+		j->r = j->o.rank < j->p ? j->o.rank : j->p;
+	}
+	j->inner_dim = j->r > 0 ? j->r : 1;
+	fasvd__report_shape(rep, j->h * j->rh, j->n, j->h, j->r, j->p);
+	rep->params_before = j->h * j->rh * j->n;
+	rep->params_after = j->h * j->inner_dim * (j->rh + j->n);
+	if (j->spec) {
+		double total = 0, tail = 0;
+		for (int64_t u = 0; u < j->h; u++)
+			for (int64_t i = j->p - 1; i >= 0; i--) {
+				double v = j->spec[u * j->p + i];
+				total += v * v;
+				if (i >= j->r)
+					tail += v * v;
+			}
+		fasvd__report_energy(rep, total, tail);
+	}
+	return 0;
+}
+
+/* Phase 2 into j->a / j->b; fills the rest of the report. */
+static int job_vectors(job *j, fasvd_factor_report *rep)
+{
+	bool tau_mode = j->o.rank == FASVD_FACTOR_RANK_TAU;
+	choose_vec_backend(j, tau_mode);
+	int rc = run_units(j, vectors_task);
+	if (rc)
+		return rc;
+	double energy = 0, resid = 0, lost = 0, kept = 0, err = 0;
+	bool exact = true; /* every unit's tail known exactly */
+	for (int64_t u = 0; u < j->h; u++) {
+		const unit_out *uo = &j->uo[u];
+		energy += uo->energy;
+		resid += uo->resid;
+		kept += uo->kept;
+		if (uo->err_est > err)
+			err = uo->err_est;
+		if (j->r == 0) {
+			lost += uo->energy;
+		} else if (uo->tail >= 0) {
+			lost += uo->tail;
+		} else {
+			double d = uo->energy - uo->kept;
+			lost += d > 0 ? d : 0;
+			exact = false;
+		}
+	}
+	rep->energy = energy;
+	bool randomized = j->r > 0 && j->r < j->p && j->vec_backend == FASVD_BACKEND_RANDOMIZED;
+	if (j->spec && !randomized) {
+		/* τ mode: energy_lost and spectrum_exact were set by job_rank from
+		 * the full spectrum */
+	} else if (j->spec) {
+		/* τ mode with randomised vectors: the true loss of these factors */
+		double d = energy - kept;
+		rep->energy_lost = energy > 0 ? (d > 0 ? d : 0) / energy : 0;
+		rep->spectrum_exact = 0;
+	} else {
+		rep->energy_lost = energy > 0 ? lost / energy : 0;
+		rep->spectrum_exact = exact && !randomized ? 1 : 0;
+	}
+	rep->rel_error_sq = j->o.verify ? (energy > 0 ? resid / energy : 0) : -1;
+	rep->backend = j->r == 0 ? FASVD_BACKEND_AUTO : j->uo[0].backend;
+	rep->error_estimate = err;
+	return 0;
+}
+
+static int check_report(fasvd_factor_report *report, const char *fn)
+{
+	if (report && report->size < sizeof(size_t))
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: report->size is %zu: initialise it with "
+		                    "fasvd_factor_report_init()",
+		                    fn, report->size);
+	return 0;
+}
+
+int fasvd__factor_run(fasvd_tensor **a, fasvd_tensor **b, void *abuf, void *bbuf,
+                      int64_t capacity, fasvd_ctx *ctx, const fasvd_tensor *w,
+                      const fasvd_factor_opts *opts, fasvd_cancel_fn cancel2, void *cancel2_arg,
+                      fasvd_factor_report *report, const char *fn)
+{
+	job j;
+	fasvd_factor_report rep;
+	fasvd_factor_report_init(&rep);
+	fasvd_tensor *ta = NULL, *tb = NULL;
+	int rc = check_report(report, fn);
+	if (rc)
+		return rc;
+	if ((rc = job_setup(&j, ctx, w, opts, fn)))
+		goto out;
+	j.cancel2 = cancel2;
+	j.cancel2_arg = cancel2_arg;
+	if (!a && capacity < 1) {
+		rc = fasvd__error(FASVD_EINVAL, "%s: capacity = %lld: must be >= 1", fn,
+		                  (long long)capacity);
+		goto out;
+	}
+	if ((rc = job_rank(&j, false, &rep)))
+		goto out;
+	if (a) {
+		if ((rc = fasvd_tensor_new(&ta, j.ctx, j.o.dtype, j.h * j.rh, j.inner_dim)) ||
+		    (rc = fasvd_tensor_new(&tb, j.ctx, j.o.dtype, j.h * j.inner_dim, j.n)))
+			goto out;
+		j.a = fasvd_tensor_data_mut(ta);
+		j.b = fasvd_tensor_data_mut(tb);
+	} else {
+		if (j.inner_dim > capacity) {
+			rc = fasvd__error(FASVD_ERANGE,
+			                  "%s: %s needs inner dimension %lld (rank %lld), buffers hold "
+			                  "%lld",
+			                  fn, j.label, (long long)j.inner_dim, (long long)j.r,
+			                  (long long)capacity);
+			goto out;
+		}
+		j.a = abuf;
+		j.b = bbuf;
+	}
+	if ((rc = job_vectors(&j, &rep)))
+		goto out;
+	if (a) {
+		*a = ta;
+		*b = tb;
+		ta = tb = NULL;
+	}
+out:
+	fasvd_tensor_free(ta);
+	fasvd_tensor_free(tb);
+	job_clear(&j);
+	fasvd__report_out(report, &rep);
+	return rc;
+}
+
+int fasvd_factor(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx, const fasvd_tensor *w,
+                 const fasvd_factor_opts *opts, fasvd_factor_report *report)
+{
+	static const char fn[] = "fasvd_factor";
+	if (a)
+		*a = NULL;
+	if (b)
+		*b = NULL;
+	if (!a || !b)
+		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !a ? "a" : "b");
+	return fasvd__factor_run(a, b, NULL, NULL, 0, ctx, w, opts, NULL, NULL, report, fn);
+}
+
+int fasvd_factor_into(fasvd_ctx *ctx, const fasvd_tensor *w, const fasvd_factor_opts *opts,
+                      void *a, void *b, int64_t capacity, fasvd_factor_report *report)
+{
+	static const char fn[] = "fasvd_factor_into";
+	if (!a || !b)
+		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !a ? "a" : "b");
+	return fasvd__factor_run(NULL, NULL, a, b, capacity, ctx, w, opts, NULL, NULL, report, fn);
+}
+
+int fasvd_factor_rank(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
+                      const fasvd_factor_opts *opts, fasvd_factor_report *report)
+{
+	static const char fn[] = "fasvd_factor_rank";
+	job j;
+	fasvd_factor_report rep;
+	fasvd_factor_report_init(&rep);
+	if (!rank)
+		return fasvd__error(FASVD_EINVAL, "%s: rank is NULL", fn);
+	int rc = check_report(report, fn);
+	if (rc)
+		return rc;
+	if (!(rc = job_setup(&j, ctx, w, opts, fn)) && !(rc = job_rank(&j, true, &rep)))
+		*rank = j.r;
+	job_clear(&j);
+	fasvd__report_out(report, &rep);
+	return rc;
+}
+
+/* ---------------------------------------------------------- workspace */
+
+static bool add_u64(uint64_t *acc, uint64_t v)
+{
+	if (*acc > UINT64_MAX - v)
+		return false;
+	*acc += v;
+	return true;
+}
+
+int fasvd__factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols,
+                            const fasvd_factor_opts *o, bool dbl, int64_t workers)
+{
+	int64_t h = o->heads > 1 ? o->heads : 1;
+	if (rows < 1 || cols < 1 || rows % h)
+		return fasvd__error(FASVD_ESHAPE,
+		                    "fasvd_factor_workspace: shape [%lld, %lld] with %lld heads",
+		                    (long long)rows, (long long)cols, (long long)h);
+	if (workers < 1)
+		workers = 1;
+	if (workers > h)
+		workers = h;
+	/* Per unit (all sizes in elements, then bytes), m = rows per unit. */
+	double m = (double)(rows / h), n = (double)cols;
+	double p = m < n ? m : n, big = m > n ? m : n;
+	double es = dbl ? 8 : 4;
+	double r = (double)p;
+	if (o->rank >= 0 && (double)o->rank < p)
+		r = (double)o->rank;
+	if (o->rank < 0 && o->max_rank > 0 && (double)o->max_rank < p)
+		r = (double)o->max_rank;
+	/* values pass: Gram p² doubles + a decoded panel (16 MB, at least 64
+	 * rows, at most the whole matrix), or a decoded copy plus gesdd
+	 * workspace (3p + max(big, 7p)) and 8p ints */
+	double panel = (double)(16u << 20);
+	if (panel < 512 * p)
+		panel = 512 * p;
+	if (panel > 8 * m * n)
+		panel = 8 * m * n;
+	double values = 8 * p * p + 16 * p + panel;
+	double vdense = es * (m * n + 3 * p + (big > 7 * p ? big : 7 * p)) + 32 * p + 8 * p;
+	if (vdense > values)
+		values = vdense;
+	/* vectors pass: decoded copy, U and Vt (outputs and scratch), LAPACK
+	 * work (gesdd: 3p + max(big, 4p² + 4p); gesvdx: p(p + 4) + 2p(p + 1)
+	 * extra; randomised: sketches of (r + oversample) columns), values,
+	 * then the factor split and the decoded factors / residual block. */
+	double l = r + (double)(o->oversample ? o->oversample : 10);
+	double work = 3 * p + (big > 4 * p * p + 4 * p ? big : 4 * p * p + 4 * p);
+	double gx = p * (p + 4) + 2 * p * (2 * p + 1) + 14 * p;
+	if (gx > work)
+		work = gx;
+	double rnd = 4 * l * (m + n) + 4 * l * l;
+	if (rnd > work)
+		work = rnd;
+	double vectors = es * (m * n + 2 * (m * p + p * n) + work) + 12 * 8 * p + 8 * 4 * p;
+	double store = 8 * (2 * (big > r ? big : r) + 2 * r) + 8 * (m * r + r * n) +
+	               (double)FACTOR_VERIFY_BLOCK_BYTES + 8 * n;
+	double per = (values > vectors ? values : vectors) + store + 4096;
+	double total = per * (double)workers + 8 * p * (double)h + 64 * (double)h + 4096;
+	if (!(total < 1.8e19))
+		return fasvd__error(FASVD_ERANGE, "fasvd_factor_workspace: bound overflows");
+	uint64_t acc = 0;
+	add_u64(&acc, (uint64_t)total);
+	*bytes = acc;
+	return 0;
+}
+
+int fasvd_factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols,
+                           const fasvd_factor_opts *opts, int64_t workers)
+{
+	static const char fn[] = "fasvd_factor_workspace";
+	if (!bytes)
+		return fasvd__error(FASVD_EINVAL, "%s: bytes is NULL", fn);
+	fasvd_factor_opts o;
+	int rc = fasvd__factor_opts_load(&o, opts, fn);
+	if (rc)
+		return rc;
+	bool dbl = o.compute ? o.compute == FASVD_COMPUTE_F64
+	                     : fasvd__ctx(NULL)->compute == FASVD_COMPUTE_F64;
+	return fasvd__factor_workspace(bytes, rows, cols, &o, dbl, workers);
+}
+
+/* ====================================================== fused heads */
+
+typedef struct fused_job {
+	const char *fn;
+	fasvd_ctx *inner;
+	const fasvd_rfactors *ra, *rb;
+	const fasvd_factor_opts *o;
+	int64_t n, ml, mr, r, inner_dim;
+	void *a, *b;
+	char label[64];
+} fused_job;
+
+static int fused_task(void *arg, int64_t i, int worker)
+{
+	(void)worker;
+	fused_job *j = arg;
+	size_t es = fasvd_dtype_size(j->o->dtype);
+	void *a = (char *)j->a + (size_t)(i * j->ml * j->inner_dim) * es;
+	void *b = (char *)j->b + (size_t)(i * j->inner_dim * j->mr) * es;
+	if (fasvd__factor_canceled(j->o, NULL, NULL))
+		return fasvd__canceled_error(j->fn, j->label);
+	if (j->r == 0) {
+		zero_unit(j->o->dtype, a, j->ml, b, j->mr);
+		return 0;
+	}
+	fasvd_tensor *u = NULL, *vt = NULL;
+	double *s = fasvd__alloc(j->inner, (size_t)j->r * sizeof(double), "fused singular values");
+	if (!s)
+		return FASVD_ENOMEM;
+	int rc = fasvd_fuse_svd(j->inner, j->ra, j->rb, i, j->r, &u, s, &vt);
+	if (!rc) {
+		char label[96];
+		snprintf(label, sizeof label, "%s head %lld", j->label, (long long)i);
+		rc = fasvd__store_factors(j->inner, j->o->split, j->o->dtype, u, s, vt, j->ml, j->mr,
+		                          j->r, a, b, NULL, NULL, label);
+	}
+	fasvd_tensor_free(u);
+	fasvd_tensor_free(vt);
+	fasvd__free(j->inner, s);
+	return rc;
+}
+
+int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
+                       const fasvd_heads *left, const fasvd_heads *right,
+                       const fasvd_factor_opts *opts, fasvd_factor_report *report)
+{
+	static const char fn[] = "fasvd_factor_fused";
+	fasvd_factor_opts o;
+	fasvd_factor_report rep;
+	fasvd_factor_report_init(&rep);
+	fasvd_rfactors *ra = NULL, *rb = NULL;
+	fasvd_tensor *ta = NULL, *tb = NULL;
+	double *spec = NULL;
+	if (a)
+		*a = NULL;
+	if (b)
+		*b = NULL;
+	if (!a || !b || !left || !right)
+		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn,
+		                    !a ? "a" : !b ? "b" : !left ? "left" : "right");
+	int rc = check_report(report, fn);
+	if (rc || (rc = fasvd__factor_opts_load(&o, opts, fn)))
+		return rc;
+	ctx = fasvd__ctx(ctx);
+	struct fasvd_ctx inner = *ctx;
+	inner.threads = 1;
+	inner.is_default = false;
+	if (fasvd__factor_canceled(&o, NULL, NULL))
+		return fasvd__canceled_error(fn, "fused heads");
+	fasvd_rfactors_opts ro;
+	fasvd_rfactors_opts_init(&ro);
+	ro.compute = o.compute;
+	ro.keep_q = 1;
+	if ((rc = fasvd_rfactors_new(&ra, ctx, left, &ro)) ||
+	    (rc = fasvd_rfactors_new(&rb, ctx, right, &ro)))
+		goto out;
+	int64_t n = fasvd_fuse_count(ra, rb);
+	if (n < 1) {
+		rc = fasvd__error(FASVD_ESHAPE,
+		                  "%s: heads of %lld x %lld (%lld heads) and %lld x %lld (%lld heads) "
+		                  "cannot be fused: head rows must agree and the head counts divide "
+		                  "each other",
+		                  fn, (long long)fasvd_heads_rows(left), (long long)fasvd_heads_cols(left),
+		                  (long long)fasvd_heads_count(left), (long long)fasvd_heads_rows(right),
+		                  (long long)fasvd_heads_cols(right), (long long)fasvd_heads_count(right));
+		goto out;
+	}
+	int64_t k = fasvd_heads_rows(left), ml = fasvd_heads_cols(left),
+	        mr = fasvd_heads_cols(right);
+	int64_t lds = ml < mr ? ml : mr;
+	int64_t p = k < lds ? k : lds;
+	spec = fasvd__calloc(ctx, (size_t)(n * lds), sizeof(double), "fused spectra");
+	if (!spec) {
+		rc = FASVD_ENOMEM;
+		goto out;
+	}
+	if ((rc = fasvd_fuse_svdvals(ctx, ra, rb, spec, lds)))
+		goto out;
+	double total;
+	int64_t r;
+	if (o.rank == FASVD_FACTOR_RANK_TAU) {
+		r = fasvd__energy_rank(spec, n, lds, lds, o.tau, &total);
+		if (o.max_rank > 0 && r > o.max_rank)
+			r = o.max_rank;
+	} else {
+		fasvd__energy_rank(spec, n, lds, lds, 0, &total);
+		r = o.rank;
+	}
+	if (r > p)
+		r = p;
+	double tail = 0;
+	for (int64_t i = 0; i < n; i++)
+		for (int64_t q = lds - 1; q >= r; q--)
+			tail += spec[i * lds + q] * spec[i * lds + q];
+	int64_t id = r > 0 ? r : 1;
+	fasvd__report_shape(&rep, ml, mr, n, r, p);
+	fasvd__report_energy(&rep, total, tail);
+	rep.params_before = fasvd_heads_count(left) * k * ml + fasvd_heads_count(right) * k * mr;
+	rep.params_after = n * id * (ml + mr);
+	rep.backend = FASVD_BACKEND_GESDD;
+	if ((rc = fasvd_tensor_new(&ta, ctx, o.dtype, n * ml, id)) ||
+	    (rc = fasvd_tensor_new(&tb, ctx, o.dtype, n * id, mr)))
+		goto out;
+	fused_job j = {fn, &inner, ra, rb, &o, n, ml, mr, r, id, fasvd_tensor_data_mut(ta),
+	               fasvd_tensor_data_mut(tb), "fused heads"};
+	if ((rc = fasvd__parallel_for(ctx, n, fused_task, &j)))
+		goto out;
+	*a = ta;
+	*b = tb;
+	ta = tb = NULL;
+out:
+	fasvd_tensor_free(ta);
+	fasvd_tensor_free(tb);
+	fasvd_rfactors_free(ra);
+	fasvd_rfactors_free(rb);
+	fasvd__free(ctx, spec);
+	fasvd__report_out(report, &rep);
+	return rc;
+}
+
+/* =================================================== shared subspace */
+
+void fasvd_factor_shared_opts_init(fasvd_factor_shared_opts *opts)
+{
+	if (!opts)
+		return;
+	memset(opts, 0, sizeof *opts);
+	opts->size = sizeof *opts;
+	opts->side = FASVD_SUBSPACE_SHARED_INPUT;
+	opts->weight = FASVD_SUBSPACE_WEIGHT_NONE;
+}
+
+/* Encode an F64 tensor (C order) into dst, or zeros when zero is set. */
+static int encode_f64_tensor(const fasvd_tensor *src, fasvd_dtype dt, void *dst, bool zero,
+                             const char *what)
+{
+	size_t n = (size_t)(fasvd_tensor_rows(src) * fasvd_tensor_cols(src));
+	if (zero) {
+		memset(dst, 0, n * fasvd_dtype_size(dt));
+		return 0;
+	}
+	return fasvd__encode_checked(dt, fasvd_tensor_data(src), n, dst, NULL, what);
+}
+
+int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tensor **mean,
+                        fasvd_ctx *ctx, const fasvd_heads *const *groups, int64_t n_groups,
+                        const fasvd_factor_opts *opts, const fasvd_factor_shared_opts *sopts,
+                        fasvd_factor_report *report)
+{
+	static const char fn[] = "fasvd_factor_shared";
+	fasvd_factor_opts o;
+	fasvd_factor_shared_opts so;
+	fasvd_factor_report rep;
+	fasvd_factor_report_init(&rep);
+	fasvd_tensor *comb = NULL, *tb = NULL, *tf = NULL, *tm = NULL;
+	fasvd_heads *hc = NULL;
+	fasvd_subspace *sp = NULL;
+	double *wbuf = NULL, *rec = NULL, *bdec = NULL, *fdec = NULL, *mdec = NULL;
+	if (basis)
+		*basis = NULL;
+	if (factors)
+		*factors = NULL;
+	if (mean)
+		*mean = NULL;
+	if (!basis || !factors || !groups || n_groups < 1)
+		return fasvd__error(FASVD_EINVAL, "%s: %s", fn,
+		                    !basis     ? "basis is NULL"
+		                    : !factors ? "factors is NULL"
+		                    : !groups  ? "groups is NULL"
+		                               : "n_groups must be >= 1");
+	int rc = check_report(report, fn);
+	if (rc || (rc = fasvd__factor_opts_load(&o, opts, fn)))
+		return rc;
+	fasvd_factor_shared_opts_init(&so);
+	if (sopts && (rc = fasvd__load_versioned(&so, sizeof so, sopts, fn, "sopts",
+	                                         "fasvd_factor_shared_opts_init")))
+		return rc;
+	if (so.center && !mean)
+		return fasvd__error(FASVD_EINVAL, "%s: sopts->center = 1 needs a mean output", fn);
+	ctx = fasvd__ctx(ctx);
+	int64_t nh = 0, rows = 0, cols = 0;
+	for (int64_t g = 0; g < n_groups; g++) {
+		if (!groups[g])
+			return fasvd__error(FASVD_EINVAL, "%s: groups[%lld] is NULL", fn, (long long)g);
+		if (g == 0) {
+			rows = fasvd_heads_rows(groups[g]);
+			cols = fasvd_heads_cols(groups[g]);
+		} else if (fasvd_heads_rows(groups[g]) != rows || fasvd_heads_cols(groups[g]) != cols) {
+			return fasvd__error(FASVD_ESHAPE,
+			                    "%s: heads of group %lld are %lld x %lld, those of group 0 "
+			                    "%lld x %lld: a shared basis needs heads of one shape",
+			                    fn, (long long)g, (long long)fasvd_heads_rows(groups[g]),
+			                    (long long)fasvd_heads_cols(groups[g]), (long long)rows,
+			                    (long long)cols);
+		}
+		nh += fasvd_heads_count(groups[g]);
+	}
+	if (fasvd__factor_canceled(&o, NULL, NULL))
+		return fasvd__canceled_error(fn, "shared subspace");
+	/* Heads of one handle (no copy), or every group decoded into one stack. */
+	const fasvd_heads *h = groups[0];
+	if (n_groups > 1) {
+		if ((rc = fasvd_tensor_new(&comb, ctx, FASVD_DTYPE_F64, nh * rows, cols)))
+			goto out;
+		double *d = fasvd_tensor_data_mut(comb);
+		int64_t at = 0;
+		for (int64_t g = 0; g < n_groups && !rc; g++)
+			for (int64_t i = 0; i < fasvd_heads_count(groups[g]) && !rc; i++, at++)
+				rc = fasvd_heads_decode_f64(groups[g], i, d + at * rows * cols, cols,
+				                            FASVD_LAYOUT_ROW_MAJOR);
+		if (rc || (rc = fasvd_heads_new(&hc, ctx, comb, FASVD_AXIS_ROWS, nh, rows, 0, 0)))
+			goto out;
+		h = hc;
+	}
+	bool in = so.side == FASVD_SUBSPACE_SHARED_INPUT;
+	int64_t R = in ? nh * rows : rows, C = in ? cols : nh * cols, p = R < C ? R : C;
+	fasvd_subspace_opts eo;
+	fasvd_subspace_opts_init(&eo);
+	eo.compute = o.compute;
+	eo.side = so.side;
+	eo.center = so.center;
+	eo.weight = so.weight;
+	bool tau_mode = o.rank == FASVD_FACTOR_RANK_TAU;
+	eo.rank = tau_mode ? 0 : (o.rank < 1 ? 1 : o.rank > p ? p : o.rank);
+	eo.tau = o.tau;
+	if ((rc = fasvd_subspace_new(&sp, ctx, h, &eo)))
+		goto out;
+	int64_t n_spec = 0;
+	const double *spec = fasvd_subspace_spectrum(sp, &n_spec);
+	double total;
+	int64_t r;
+	if (tau_mode) {
+		r = fasvd__energy_rank(spec, 1, n_spec, n_spec, o.tau, &total);
+		if (o.max_rank > 0 && r > o.max_rank)
+			r = o.max_rank;
+		if (r > 0 && r != fasvd_subspace_rank(sp)) {
+			fasvd_subspace_free(sp);
+			sp = NULL;
+			eo.rank = r;
+			if ((rc = fasvd_subspace_new(&sp, ctx, h, &eo)))
+				goto out;
+			spec = fasvd_subspace_spectrum(sp, &n_spec);
+		}
+	} else {
+		fasvd__energy_rank(spec, 1, n_spec, n_spec, 0, &total);
+		r = o.rank < p ? o.rank : p;
+	}
+	if (fasvd__factor_canceled(&o, NULL, NULL)) {
+		rc = fasvd__canceled_error(fn, "shared subspace");
+		goto out;
+	}
+	int64_t id = r > 0 ? r : 1;
+	double tail = 0;
+	for (int64_t q = n_spec - 1; q >= r; q--)
+		tail += spec[q] * spec[q];
+	/* Outputs. */
+	if ((rc = fasvd_tensor_new(&tb, ctx, o.dtype, in ? id : rows, in ? cols : id)) ||
+	    (rc = fasvd_tensor_new(&tf, ctx, o.dtype, in ? nh * rows : nh * id, in ? id : cols)))
+		goto out;
+	if ((rc = encode_f64_tensor(fasvd_subspace_basis(sp), o.dtype, fasvd_tensor_data_mut(tb),
+	                            r == 0, "shared basis")))
+		goto out;
+	size_t es = fasvd_dtype_size(o.dtype);
+	int64_t fsz = in ? rows * id : id * cols;
+	for (int64_t i = 0; i < nh; i++)
+		if ((rc = encode_f64_tensor(fasvd_subspace_factor(sp, i), o.dtype,
+		                            (char *)fasvd_tensor_data_mut(tf) + (size_t)(i * fsz) * es,
+		                            r == 0, "head factor")))
+			goto out;
+	if (so.center) {
+		if ((rc = fasvd_tensor_new(&tm, ctx, o.dtype, in ? 1 : rows, in ? cols : 1)) ||
+		    (rc = encode_f64_tensor(fasvd_subspace_mean(sp), o.dtype, fasvd_tensor_data_mut(tm),
+		                            false, "mean")))
+			goto out;
+	}
+	/* Measure with the stored factors: Ŵ_i = μ + A_i·B or μ·1ᵀ + B·A_i. */
+	double energy = 0, resid = 0;
+	{
+		size_t hsz = (size_t)(rows * cols);
+		wbuf = fasvd__alloc(ctx, hsz * sizeof(double), "a decoded head");
+		rec = fasvd__alloc(ctx, hsz * sizeof(double), "a reconstructed head");
+		bdec = fasvd__alloc(ctx, (size_t)(in ? id * cols : rows * id) * sizeof(double),
+		                    "decoded basis");
+		fdec = fasvd__alloc(ctx, (size_t)fsz * sizeof(double), "decoded head factor");
+		mdec = fasvd__calloc(ctx, (size_t)(in ? cols : rows), sizeof(double), "decoded mean");
+		if (!wbuf || !rec || !bdec || !fdec || !mdec) {
+			rc = FASVD_ENOMEM;
+			goto out;
+		}
+		if ((rc = fasvd_dtype_decode(o.dtype, fasvd_tensor_data(tb),
+		                             (size_t)(in ? id * cols : rows * id), bdec)))
+			goto out;
+		if (tm && (rc = fasvd_dtype_decode(o.dtype, fasvd_tensor_data(tm),
+		                                   (size_t)(in ? cols : rows), mdec)))
+			goto out;
+		int64_t at = 0;
+		for (int64_t g = 0; g < n_groups && !rc; g++)
+			for (int64_t i = 0; i < fasvd_heads_count(groups[g]); i++, at++) {
+				if ((rc = fasvd_heads_decode_f64(groups[g], i, wbuf, cols,
+				                                 FASVD_LAYOUT_ROW_MAJOR)) ||
+				    (rc = fasvd_dtype_decode(o.dtype,
+				                             (const char *)fasvd_tensor_data(tf) +
+				                                 (size_t)(at * fsz) * es,
+				                             (size_t)fsz, fdec)))
+					break;
+				for (int64_t x = 0; x < rows; x++)
+					for (int64_t y = 0; y < cols; y++)
+						rec[x * cols + y] = in ? mdec[y] : mdec[x];
+				if (in)
+					cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows,
+					            (blasint)cols, (blasint)id, 1.0, fdec, (blasint)id, bdec,
+					            (blasint)cols, 1.0, rec, (blasint)cols);
+				else
+					cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows,
+					            (blasint)cols, (blasint)id, 1.0, bdec, (blasint)id, fdec,
+					            (blasint)cols, 1.0, rec, (blasint)cols);
+				for (size_t q = 0; q < hsz; q++) {
+					double dl = wbuf[q] - rec[q];
+					energy += wbuf[q] * wbuf[q];
+					resid += dl * dl;
+				}
+			}
+		if (rc)
+			goto out;
+	}
+	fasvd__report_shape(&rep, rows, cols, nh, r, p);
+	fasvd__report_energy(&rep, total, tail);
+	rep.rel_error_sq = o.verify ? (energy > 0 ? resid / energy : 0) : -1;
+	rep.params_before = nh * rows * cols;
+	rep.params_after = (in ? id * cols : rows * id) + nh * fsz + (so.center ? (in ? cols : rows) : 0);
+	rep.backend = FASVD_BACKEND_GESDD;
+	*basis = tb;
+	*factors = tf;
+	if (mean)
+		*mean = tm;
+	tb = tf = tm = NULL;
+out:
+	fasvd_subspace_free(sp);
+	fasvd_heads_free(hc);
+	fasvd_tensor_free(comb);
+	fasvd_tensor_free(tb);
+	fasvd_tensor_free(tf);
+	fasvd_tensor_free(tm);
+	fasvd__free(ctx, wbuf);
+	fasvd__free(ctx, rec);
+	fasvd__free(ctx, bdec);
+	fasvd__free(ctx, fdec);
+	fasvd__free(ctx, mdec);
+	fasvd__report_out(report, &rep);
+	return rc;
+}

@@ -1,0 +1,644 @@
+/* libfasvd — internal dense linear-algebra kernels (see linalg.h).
+ *
+ * Every LAPACK call goes through the column-major LAPACKE_*_work variants:
+ * they neither allocate nor print (the high-level LAPACKE_* functions run a
+ * NaN check that prints to stdout and allocate with malloc). Workspaces are
+ * sized by a workspace query and allocated through the context.
+ *
+ * We never hand LAPACK an argument it would reject: Fortran XERBLA prints,
+ * so every dimension is validated here first.
+ */
+#include "linalg/linalg.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ validation */
+
+int fasvd__check_lapack_dim(const char *what, int64_t v)
+{
+	if (v > FASVD__LAPACK_INT_MAX)
+		return fasvd__error(FASVD_ERANGE,
+		                    "%s = %lld exceeds LAPACK's 32-bit index limit (%lld)", what,
+		                    (long long)v, (long long)FASVD__LAPACK_INT_MAX);
+	return 0;
+}
+
+/* m, n >= 1, lda >= m, all within LAPACK's integers. */
+static int check_matrix(const char *routine, int64_t m, int64_t n, int64_t lda)
+{
+	int rc;
+	if (m < 1 || n < 1)
+		return fasvd__error(FASVD_EINVAL, "%s: matrix is %lld x %lld (need >= 1 x 1)", routine,
+		                    (long long)m, (long long)n);
+	if (lda < m)
+		return fasvd__error(FASVD_EINVAL, "%s: leading dimension %lld < rows %lld", routine,
+		                    (long long)lda, (long long)m);
+	if ((rc = fasvd__check_lapack_dim("rows", m)) || (rc = fasvd__check_lapack_dim("columns", n)) ||
+	    (rc = fasvd__check_lapack_dim("leading dimension", lda)))
+		return fasvd__error_prefix(rc, "%s", routine);
+	return 0;
+}
+
+/* Workspace length from a query result. Single-precision queries return
+ * the length as a float, which rounds it down above 2^24 in LAPACK
+ * versions without sroundup_lwork: round up generously. */
+static int lwork_from_query(const char *routine, double q, bool dbl, lapack_int *out)
+{
+	if (!dbl)
+		q = q * (1.0 + 1e-6) + 1.0;
+	q = ceil(q);
+	if (!(q <= (double)FASVD__LAPACK_INT_MAX))
+		return fasvd__error(FASVD_ERANGE,
+		                    "%s: workspace of %.0f elements exceeds LAPACK's 32-bit index "
+		                    "limit",
+		                    routine, q);
+	*out = q < 1.0 ? 1 : (lapack_int)q;
+	return 0;
+}
+
+static int illegal(const char *routine, lapack_int info)
+{
+	return fasvd__error(FASVD_ELAPACK, "%s: argument %d had an illegal value (info = %d)",
+	                    routine, (int)-info, (int)info);
+}
+
+static size_t esize(bool dbl)
+{
+	return dbl ? sizeof(double) : sizeof(float);
+}
+
+void fasvd__copy_block(size_t es, int64_t m, int64_t n, const void *src, int64_t lds, void *dst,
+                       int64_t ldd)
+{
+	for (int64_t j = 0; j < n; j++)
+		memcpy((char *)dst + (size_t)(j * ldd) * es, (const char *)src + (size_t)(j * lds) * es,
+		       (size_t)m * es);
+}
+
+void fasvd__copy_strided(bool dbl, int64_t rows, int64_t cols, const void *src, int64_t rs,
+                         int64_t cs, void *dst, int64_t ldd)
+{
+	enum { TILE = 32 };
+	for (int64_t i0 = 0; i0 < rows; i0 += TILE)
+		for (int64_t j0 = 0; j0 < cols; j0 += TILE) {
+			int64_t i1 = i0 + TILE < rows ? i0 + TILE : rows;
+			int64_t j1 = j0 + TILE < cols ? j0 + TILE : cols;
+			for (int64_t i = i0; i < i1; i++)
+				for (int64_t j = j0; j < j1; j++) {
+					size_t d = (size_t)(i * ldd + j), at = (size_t)(i * rs + j * cs);
+					if (dbl)
+						((double *)dst)[d] = ((const double *)src)[at];
+					else
+						((float *)dst)[d] = ((const float *)src)[at];
+				}
+		}
+}
+
+/* ------------------------------------------------------------ gesdd/gesvd */
+
+/* Returns 0, a negative FASVD_E* code, or a positive LAPACK info (did not
+ * converge) for the caller to act on. */
+static int run_gesdd(fasvd_ctx *ctx, const fasvd__svd_job *j, void *s)
+{
+	const char *routine = j->dbl ? "dgesdd" : "sgesdd";
+	char jobz = j->vectors ? 'S' : 'N';
+	lapack_int m = (lapack_int)j->m, n = (lapack_int)j->n, lda = (lapack_int)j->lda;
+	lapack_int k = m < n ? m : n;
+	lapack_int ldu = j->vectors ? (lapack_int)j->ldu : 1;
+	lapack_int ldvt = j->vectors ? (lapack_int)j->ldvt : 1;
+	double dq = 0.0, du = 0.0, dvt = 0.0;
+	float fq = 0.0f, fu = 0.0f, fvt = 0.0f;
+	void *u = j->vectors ? j->u : (j->dbl ? (void *)&du : (void *)&fu);
+	void *vt = j->vectors ? j->vt : (j->dbl ? (void *)&dvt : (void *)&fvt);
+	lapack_int iq = 0, info;
+
+	if (j->dbl)
+		info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, jobz, m, n, j->a, lda, s, u, ldu, vt, ldvt,
+		                           &dq, -1, &iq);
+	else
+		info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, jobz, m, n, j->a, lda, s, u, ldu, vt, ldvt,
+		                           &fq, -1, &iq);
+	if (info < 0)
+		return illegal(routine, info);
+	lapack_int lwork = 1;
+	int rc = lwork_from_query(routine, j->dbl ? dq : (double)fq, j->dbl, &lwork);
+	if (rc)
+		return rc;
+	size_t es = esize(j->dbl), wbytes, ibytes;
+	if (!fasvd__mul_size((size_t)lwork, es, &wbytes) ||
+	    !fasvd__mul_size((size_t)k * 8u, sizeof(lapack_int), &ibytes) || wbytes > SIZE_MAX - ibytes)
+		return fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
+	/* work first: its alignment (malloc's) suits double, iwork follows. */
+	void *work = fasvd__alloc(ctx, wbytes + ibytes, "gesdd workspace");
+	if (!work)
+		return FASVD_ENOMEM;
+	lapack_int *iwork = (lapack_int *)((char *)work + wbytes);
+	if (j->dbl)
+		info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, jobz, m, n, j->a, lda, s, u, ldu, vt, ldvt,
+		                           work, lwork, iwork);
+	else
+		info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, jobz, m, n, j->a, lda, s, u, ldu, vt, ldvt,
+		                           work, lwork, iwork);
+	fasvd__free(ctx, work);
+	if (info < 0)
+		return illegal(routine, info);
+	return (int)info;
+}
+
+static int run_gesvd(fasvd_ctx *ctx, const fasvd__svd_job *j, void *s)
+{
+	const char *routine = j->dbl ? "dgesvd" : "sgesvd";
+	char jobuv = j->vectors ? 'S' : 'N';
+	lapack_int m = (lapack_int)j->m, n = (lapack_int)j->n, lda = (lapack_int)j->lda;
+	lapack_int ldu = j->vectors ? (lapack_int)j->ldu : 1;
+	lapack_int ldvt = j->vectors ? (lapack_int)j->ldvt : 1;
+	double dq = 0.0, du = 0.0, dvt = 0.0;
+	float fq = 0.0f, fu = 0.0f, fvt = 0.0f;
+	void *u = j->vectors ? j->u : (j->dbl ? (void *)&du : (void *)&fu);
+	void *vt = j->vectors ? j->vt : (j->dbl ? (void *)&dvt : (void *)&fvt);
+	lapack_int info;
+
+	if (j->dbl)
+		info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, jobuv, jobuv, m, n, j->a, lda, s, u, ldu,
+		                           vt, ldvt, &dq, -1);
+	else
+		info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, jobuv, jobuv, m, n, j->a, lda, s, u, ldu,
+		                           vt, ldvt, &fq, -1);
+	if (info < 0)
+		return illegal(routine, info);
+	lapack_int lwork = 1;
+	int rc = lwork_from_query(routine, j->dbl ? dq : (double)fq, j->dbl, &lwork);
+	if (rc)
+		return rc;
+	void *work = fasvd__calloc(ctx, (size_t)lwork, esize(j->dbl), "gesvd workspace");
+	if (!work)
+		return FASVD_ENOMEM;
+	if (j->dbl)
+		info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, jobuv, jobuv, m, n, j->a, lda, s, u, ldu,
+		                           vt, ldvt, work, lwork);
+	else
+		info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, jobuv, jobuv, m, n, j->a, lda, s, u, ldu,
+		                           vt, ldvt, work, lwork);
+	fasvd__free(ctx, work);
+	if (info < 0)
+		return illegal(routine, info);
+	if (info > 0)
+		return fasvd__error(FASVD_ELAPACK,
+		                    "%s: QR iteration did not converge (%d superdiagonals of the "
+		                    "bidiagonal form, info = %d) on a %lld x %lld matrix",
+		                    routine, (int)info, (int)info, (long long)j->m, (long long)j->n);
+	return 0;
+}
+
+int fasvd__svd_run(fasvd_ctx *ctx, const fasvd__svd_job *j)
+{
+	const char *routine = j->dbl ? "dgesdd" : "sgesdd";
+	if (j->method == FASVD__SVD_GESVD)
+		routine = j->dbl ? "dgesvd" : "sgesvd";
+	int rc = check_matrix(routine, j->m, j->n, j->lda);
+	if (rc)
+		return rc;
+	int64_t k = j->m < j->n ? j->m : j->n;
+	if (j->vectors) {
+		if (!j->u || !j->vt || j->ldu < j->m || j->ldvt < k)
+			return fasvd__error(FASVD_EINVAL,
+			                    "%s: bad output (u %p ldu %lld, vt %p ldvt %lld) for %lld x "
+			                    "%lld",
+			                    routine, j->u, (long long)j->ldu, j->vt, (long long)j->ldvt,
+			                    (long long)j->m, (long long)j->n);
+		if ((rc = fasvd__check_lapack_dim("ldu", j->ldu)) ||
+		    (rc = fasvd__check_lapack_dim("ldvt", j->ldvt)))
+			return fasvd__error_prefix(rc, "%s", routine);
+	}
+	if (!j->a || (!j->s && !j->s_native))
+		return fasvd__error(FASVD_EINVAL, "%s: NULL matrix or value buffer", routine);
+	if (j->fallback)
+		*j->fallback = 0;
+
+	size_t es = esize(j->dbl);
+	void *s = j->s_native;
+	void *s_tmp = NULL, *backup = NULL;
+	if (!s) {
+		if (j->dbl) {
+			s = j->s;
+		} else {
+			s = s_tmp = fasvd__calloc(ctx, (size_t)k, sizeof(float), "singular values");
+			if (!s)
+				return FASVD_ENOMEM;
+		}
+	}
+	if (j->method == FASVD__SVD_GESDD) {
+		if (!j->refill) {
+			size_t nel;
+			if (!fasvd__mul_size((size_t)j->m, (size_t)j->n, &nel)) {
+				rc = fasvd__error(FASVD_ENOMEM, "%s: matrix size overflows", routine);
+				goto out;
+			}
+			backup = fasvd__calloc(ctx, nel, es, "copy of the matrix for the gesvd fallback");
+			if (!backup) {
+				rc = FASVD_ENOMEM;
+				goto out;
+			}
+			fasvd__copy_block(es, j->m, j->n, j->a, j->lda, backup, j->m);
+		}
+		rc = run_gesdd(ctx, j, s);
+		if (rc > 0) {
+			/* gesdd's divide and conquer did not converge (a has been
+			 * destroyed): restore a and use the slower, more robust QR
+			 * iteration. */
+			if (j->refill) {
+				rc = j->refill(j->refill_arg, j->a, j->lda);
+				if (rc)
+					goto out;
+			} else {
+				fasvd__copy_block(es, j->m, j->n, backup, j->m, j->a, j->lda);
+			}
+			rc = run_gesvd(ctx, j, s);
+			if (rc)
+				rc = fasvd__error_prefix(rc, "%s did not converge and the gesvd fallback "
+				                         "failed",
+				                         routine);
+			else if (j->fallback)
+				*j->fallback = 1;
+		}
+	} else {
+		rc = run_gesvd(ctx, j, s);
+	}
+	if (rc == 0 && j->s && !j->dbl) {
+		for (int64_t i = 0; i < k; i++)
+			j->s[i] = (double)((const float *)s)[i];
+	} else if (rc == 0 && j->s && j->dbl && s != j->s) {
+		memcpy(j->s, s, (size_t)k * sizeof(double));
+	}
+out:
+	fasvd__free(ctx, backup);
+	fasvd__free(ctx, s_tmp);
+	return rc;
+}
+
+/* ---------------------------------------------------- the linalg.h basics */
+
+int fasvd__svdvals_d(fasvd_ctx *ctx, int64_t m, int64_t n, double *a, int64_t lda, double *s)
+{
+	fasvd__svd_job j = {.dbl = true, .method = FASVD__SVD_GESDD, .m = m, .n = n, .a = a,
+	                    .lda = lda, .s = s};
+	return fasvd__svd_run(ctx, &j);
+}
+
+int fasvd__svdvals_s(fasvd_ctx *ctx, int64_t m, int64_t n, float *a, int64_t lda, double *s)
+{
+	fasvd__svd_job j = {.dbl = false, .method = FASVD__SVD_GESDD, .m = m, .n = n, .a = a,
+	                    .lda = lda, .s = s};
+	return fasvd__svd_run(ctx, &j);
+}
+
+int fasvd__svd_d(fasvd_ctx *ctx, int64_t m, int64_t n, double *a, int64_t lda, double *s,
+                 double *u, int64_t ldu, double *vt, int64_t ldvt)
+{
+	fasvd__svd_job j = {.dbl = true, .vectors = true, .method = FASVD__SVD_GESDD, .m = m,
+	                    .n = n, .a = a, .lda = lda, .s = s, .u = u, .ldu = ldu, .vt = vt,
+	                    .ldvt = ldvt};
+	return fasvd__svd_run(ctx, &j);
+}
+
+int fasvd__svd_s(fasvd_ctx *ctx, int64_t m, int64_t n, float *a, int64_t lda, float *s,
+                 float *u, int64_t ldu, float *vt, int64_t ldvt)
+{
+	fasvd__svd_job j = {.dbl = false, .vectors = true, .method = FASVD__SVD_GESDD, .m = m,
+	                    .n = n, .a = a, .lda = lda, .s_native = s, .u = u, .ldu = ldu,
+	                    .vt = vt, .ldvt = ldvt};
+	return fasvd__svd_run(ctx, &j);
+}
+
+/* ------------------------------------------------------------------ gesvdx */
+
+int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, void *a,
+                  int64_t lda, int64_t il, int64_t iu, double *s, void *u, int64_t ldu,
+                  void *vt, int64_t ldvt)
+{
+	const char *routine = dbl ? "dgesvdx" : "sgesvdx";
+	int rc = check_matrix(routine, m, n, lda);
+	if (rc)
+		return rc;
+	int64_t k = m < n ? m : n;
+	if (il < 1 || iu < il || iu > k)
+		return fasvd__error(FASVD_EINVAL, "%s: index range %lld..%lld outside 1..%lld", routine,
+		                    (long long)il, (long long)iu, (long long)k);
+	int64_t want = iu - il + 1;
+	if (!a || !s)
+		return fasvd__error(FASVD_EINVAL, "%s: NULL matrix or value buffer", routine);
+	if (vectors) {
+		if (!u || !vt || ldu < m || ldvt < want)
+			return fasvd__error(FASVD_EINVAL, "%s: bad vector outputs (ldu %lld, ldvt %lld)",
+			                    routine, (long long)ldu, (long long)ldvt);
+		if ((rc = fasvd__check_lapack_dim("ldu", ldu)) ||
+		    (rc = fasvd__check_lapack_dim("ldvt", ldvt)))
+			return fasvd__error_prefix(rc, "%s", routine);
+	}
+	char job = vectors ? 'V' : 'N';
+	lapack_int lm = (lapack_int)m, ln = (lapack_int)n, llda = (lapack_int)lda;
+	lapack_int lil = (lapack_int)il, liu = (lapack_int)iu, ns = 0, info;
+	lapack_int lldu = vectors ? (lapack_int)ldu : 1, lldvt = vectors ? (lapack_int)ldvt : 1;
+	double dq = 0.0, ddum[1] = {0.0};
+	float fq = 0.0f, fdum[1] = {0.0f};
+	void *uu = vectors ? u : (dbl ? (void *)ddum : (void *)fdum);
+	void *vv = vectors ? vt : (dbl ? (void *)ddum : (void *)fdum);
+	lapack_int idum[1] = {0};
+	size_t es = esize(dbl);
+
+	/* LAPACK documents s (and iwork) as k (12 k) long even for a partial
+	 * range, but xBDSVDX hands s to xSTEVX as the eigenvalue array of
+	 * 2k x 2k Golub–Kahan blocks: on a matrix whose bidiagonal splits
+	 * (e.g. the zero matrix) xSTEBZ writes past k (valgrind, OpenBLAS
+	 * 0.3.21). Give both generous room. */
+	void *sn = fasvd__calloc(ctx, 2 * (size_t)k + 8, es, "singular values");
+	if (!sn)
+		return FASVD_ENOMEM;
+	if (dbl)
+		info = LAPACKE_dgesvdx_work(LAPACK_COL_MAJOR, job, job, 'I', lm, ln, a, llda, 0.0, 0.0,
+		                            lil, liu, &ns, sn, uu, lldu, vv, lldvt, &dq, -1, idum);
+	else
+		info = LAPACKE_sgesvdx_work(LAPACK_COL_MAJOR, job, job, 'I', lm, ln, a, llda, 0.0f,
+		                            0.0f, lil, liu, &ns, sn, uu, lldu, vv, lldvt, &fq, -1, idum);
+	if (info < 0) {
+		rc = illegal(routine, info);
+		goto out;
+	}
+	lapack_int lwork = 1;
+	if ((rc = lwork_from_query(routine, dbl ? dq : (double)fq, dbl, &lwork)))
+		goto out;
+	size_t wbytes, ibytes;
+	if (!fasvd__mul_size((size_t)lwork, es, &wbytes) ||
+	    !fasvd__mul_size((size_t)k * 24u + 64u, sizeof(lapack_int), &ibytes) ||
+	    wbytes > SIZE_MAX - ibytes) {
+		rc = fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
+		goto out;
+	}
+	void *work = fasvd__alloc(ctx, wbytes + ibytes, "gesvdx workspace");
+	if (!work) {
+		rc = FASVD_ENOMEM;
+		goto out;
+	}
+	lapack_int *iwork = (lapack_int *)((char *)work + wbytes);
+	if (dbl)
+		info = LAPACKE_dgesvdx_work(LAPACK_COL_MAJOR, job, job, 'I', lm, ln, a, llda, 0.0, 0.0,
+		                            lil, liu, &ns, sn, uu, lldu, vv, lldvt, work, lwork, iwork);
+	else
+		info = LAPACKE_sgesvdx_work(LAPACK_COL_MAJOR, job, job, 'I', lm, ln, a, llda, 0.0f,
+		                            0.0f, lil, liu, &ns, sn, uu, lldu, vv, lldvt, work, lwork,
+		                            iwork);
+	fasvd__free(ctx, work);
+	if (info < 0) {
+		rc = illegal(routine, info);
+	} else if (info > 0) {
+		rc = fasvd__error(FASVD_ELAPACK,
+		                  "%s: %s (info = %d) on a %lld x %lld matrix", routine,
+		                  (int64_t)info == 2 * k + 1
+		                          ? "internal error in the bidiagonal solver bdsvdx"
+		                          : "eigenvectors of the tridiagonal problem did not converge",
+		                  (int)info, (long long)m, (long long)n);
+	} else if (ns != want) {
+		rc = fasvd__error(FASVD_ELAPACK, "%s: returned %d values, %lld were asked for", routine,
+		                  (int)ns, (long long)want);
+	} else {
+		for (int64_t i = 0; i < want; i++)
+			s[i] = dbl ? ((const double *)sn)[i] : (double)((const float *)sn)[i];
+	}
+out:
+	fasvd__free(ctx, sn);
+	return rc;
+}
+
+/* ----------------------------------------------------------------- thin QR */
+
+int fasvd__qr_thin(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, void *a, int64_t lda,
+                   void *r, int64_t ldr)
+{
+	const char *routine = dbl ? "dgeqrf" : "sgeqrf";
+	int rc = check_matrix(routine, m, n, lda);
+	if (rc)
+		return rc;
+	if (m < n || !a || (r && ldr < n))
+		return fasvd__error(FASVD_EINVAL, "%s: thin QR needs rows >= columns (%lld x %lld)",
+		                    routine, (long long)m, (long long)n);
+	lapack_int lm = (lapack_int)m, ln = (lapack_int)n, llda = (lapack_int)lda, info;
+	double dq1 = 0.0, dq2 = 0.0;
+	float fq1 = 0.0f, fq2 = 0.0f;
+	size_t es = esize(dbl);
+	void *tau = fasvd__calloc(ctx, (size_t)n, es, "QR reflector scalars");
+	if (!tau)
+		return FASVD_ENOMEM;
+	void *work = NULL;
+	if (dbl) {
+		info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, lm, ln, a, llda, tau, &dq1, -1);
+		if (info == 0)
+			info = LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, lm, ln, ln, a, llda, tau, &dq2, -1);
+	} else {
+		info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, lm, ln, a, llda, tau, &fq1, -1);
+		if (info == 0)
+			info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, lm, ln, ln, a, llda, tau, &fq2, -1);
+	}
+	if (info < 0) {
+		rc = illegal(routine, info);
+		goto out;
+	}
+	double q = dbl ? fmax(dq1, dq2) : fmax((double)fq1, (double)fq2);
+	lapack_int lwork = 1;
+	if ((rc = lwork_from_query(routine, q, dbl, &lwork)))
+		goto out;
+	work = fasvd__calloc(ctx, (size_t)lwork, es, "QR workspace");
+	if (!work) {
+		rc = FASVD_ENOMEM;
+		goto out;
+	}
+	info = dbl ? LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, lm, ln, a, llda, tau, work, lwork)
+	           : LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, lm, ln, a, llda, tau, work, lwork);
+	if (info < 0) {
+		rc = illegal(routine, info);
+		goto out;
+	}
+	if (r) {
+		for (int64_t j = 0; j < n; j++) {
+			for (int64_t i = 0; i < n; i++) {
+				size_t dst = (size_t)(j * ldr + i), src = (size_t)(j * lda + i);
+				if (dbl)
+					((double *)r)[dst] = i <= j ? ((const double *)a)[src] : 0.0;
+				else
+					((float *)r)[dst] = i <= j ? ((const float *)a)[src] : 0.0f;
+			}
+		}
+	}
+	info = dbl ? LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, lm, ln, ln, a, llda, tau, work, lwork)
+	           : LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, lm, ln, ln, a, llda, tau, work, lwork);
+	if (info < 0)
+		rc = illegal(dbl ? "dorgqr" : "sorgqr", info);
+out:
+	fasvd__free(ctx, work);
+	fasvd__free(ctx, tau);
+	return rc;
+}
+
+/* ------------------------------------------------------------ LU basis */
+
+int fasvd__lu_basis(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, void *a, int64_t lda)
+{
+	const char *routine = dbl ? "dgetrf" : "sgetrf";
+	int rc = check_matrix(routine, m, n, lda);
+	if (rc)
+		return rc;
+	if (m < n || !a)
+		return fasvd__error(FASVD_EINVAL, "%s: LU basis needs rows >= columns (%lld x %lld)",
+		                    routine, (long long)m, (long long)n);
+	lapack_int lm = (lapack_int)m, ln = (lapack_int)n, llda = (lapack_int)lda, info;
+	lapack_int *ipiv = fasvd__calloc(ctx, (size_t)n, sizeof(lapack_int), "LU pivots");
+	if (!ipiv)
+		return FASVD_ENOMEM;
+	/* info > 0 (an exactly zero pivot of U) leaves L complete: ignored. */
+	info = dbl ? LAPACKE_dgetrf_work(LAPACK_COL_MAJOR, lm, ln, a, llda, ipiv)
+	           : LAPACKE_sgetrf_work(LAPACK_COL_MAJOR, lm, ln, a, llda, ipiv);
+	if (info < 0) {
+		rc = illegal(routine, info);
+		goto out;
+	}
+	/* L: unit diagonal, zeros above it (where U was). */
+	for (int64_t j = 0; j < n; j++)
+		for (int64_t i = 0; i <= j; i++) {
+			size_t at = (size_t)(j * lda + i);
+			if (dbl)
+				((double *)a)[at] = i == j ? 1.0 : 0.0;
+			else
+				((float *)a)[at] = i == j ? 1.0f : 0.0f;
+		}
+	/* P L: the interchanges in reverse order. */
+	info = dbl ? LAPACKE_dlaswp_work(LAPACK_COL_MAJOR, ln, a, llda, 1, ln, ipiv, -1)
+	           : LAPACKE_slaswp_work(LAPACK_COL_MAJOR, ln, a, llda, 1, ln, ipiv, -1);
+	if (info < 0)
+		rc = illegal(dbl ? "dlaswp" : "slaswp", info);
+out:
+	fasvd__free(ctx, ipiv);
+	return rc;
+}
+
+/* ------------------------------------------------------ orthonormality */
+
+int fasvd__orth_defect(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t k, const void *q,
+                       int64_t ldq, bool row_block, double *out)
+{
+	if (k < 1 || rows < 1 || !q || !out || ldq < (row_block ? k : rows))
+		return fasvd__error(FASVD_EINVAL, "orthonormality check: bad block (%lld x %lld)",
+		                    (long long)rows, (long long)k);
+	size_t es = esize(dbl);
+	void *g = fasvd__calloc(ctx, (size_t)k * (size_t)k, es, "orthonormality check");
+	if (!g)
+		return FASVD_ENOMEM;
+	enum CBLAS_TRANSPOSE tr = row_block ? CblasNoTrans : CblasTrans;
+	if (dbl)
+		cblas_dsyrk(CblasColMajor, CblasUpper, tr, (blasint)k, (blasint)rows, 1.0, q,
+		            (blasint)ldq, 0.0, g, (blasint)k);
+	else
+		cblas_ssyrk(CblasColMajor, CblasUpper, tr, (blasint)k, (blasint)rows, 1.0f, q,
+		            (blasint)ldq, 0.0f, g, (blasint)k);
+	double d = 0.0;
+	for (int64_t j = 0; j < k; j++)
+		for (int64_t i = 0; i <= j; i++) {
+			size_t at = (size_t)(j * k + i);
+			double v = dbl ? ((const double *)g)[at] : (double)((const float *)g)[at];
+			d = fmax(d, fabs(v - (i == j ? 1.0 : 0.0)));
+		}
+	fasvd__free(ctx, g);
+	*out = d;
+	return 0;
+}
+
+/* ------------------------------------------------------------------- Gram */
+
+/* dsyevd_2stage reduces to band form with BLAS-3 and then chases bulges
+ * sequentially; dsyevd's one-stage dsytrd is half BLAS-2 but every part of it
+ * is threaded by OpenBLAS. Measured on the 2-core development machine
+ * (OpenBLAS 0.3.21, values only, seconds):
+ *
+ *   order   1 thread: dsyevd  2stage    2 threads: dsyevd  2stage
+ *   1024              0.063   0.087                0.044   0.099
+ *   2048              0.494   0.508                0.280   0.463
+ *   2304              0.752   0.685
+ *   3072              2.191   1.523                1.058   1.227
+ *   4096              5.206   3.380                2.705   4.467
+ *   7168             32.2    17.3
+ *
+ * so the two-stage solver is used only single-threaded (inside a parallel
+ * region, or with one thread) from order 2048 on. The Gram matrix is kept in
+ * its lower triangle: LAPACK's band reduction (dsytrd_sy2sb) factors column
+ * panels by QR for the lower triangle but row panels by LQ for the upper one,
+ * and the upper triangle made dsyevd_2stage 27-37 % slower (order 7168: 22.0 s
+ * against 17.3 s) and dsyevd 4-21 % slower at the orders above. */
+#define FASVD__GRAM_2STAGE_MIN 2048
+
+int fasvd__gram_uses_2stage(int64_t k)
+{
+	return k >= FASVD__GRAM_2STAGE_MIN && fasvd__blas_get_threads() <= 1;
+}
+
+int fasvd__gram_svdvals(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s)
+{
+	return fasvd__gram_svdvals_with(ctx, k, g, ldg, s, -1);
+}
+
+int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s,
+                             int two_stage)
+{
+	bool two = two_stage < 0 ? fasvd__gram_uses_2stage(k) != 0 : two_stage != 0;
+	const char *routine = two ? "dsyevd_2stage" : "dsyevd";
+	int rc = check_matrix(routine, k, k, ldg);
+	if (rc)
+		return rc;
+	if (!g || !s)
+		return fasvd__error(FASVD_EINVAL, "%s: NULL matrix or value buffer", routine);
+	lapack_int n = (lapack_int)k, lda = (lapack_int)ldg, info, iq = 0;
+	double q = 0.0;
+	if (two)
+		info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, &q, -1, &iq,
+		                                  -1);
+	else
+		info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, &q, -1, &iq, -1);
+	if (info < 0)
+		return illegal(routine, info);
+	lapack_int lwork = 1, liwork = iq < 1 ? 1 : iq;
+	if ((rc = lwork_from_query(routine, q, true, &lwork)))
+		return rc;
+	size_t wbytes, ibytes;
+	if (!fasvd__mul_size((size_t)lwork, sizeof(double), &wbytes) ||
+	    !fasvd__mul_size((size_t)liwork, sizeof(lapack_int), &ibytes) || wbytes > SIZE_MAX - ibytes)
+		return fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
+	double *work = fasvd__alloc(ctx, wbytes + ibytes, "eigensolver workspace");
+	if (!work)
+		return FASVD_ENOMEM;
+	lapack_int *iwork = (lapack_int *)((char *)work + wbytes);
+	if (two)
+		info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, work, lwork,
+		                                  iwork, liwork);
+	else
+		info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, work, lwork, iwork,
+		                           liwork);
+	fasvd__free(ctx, work);
+	if (info < 0)
+		return illegal(routine, info);
+	if (info > 0)
+		return fasvd__error(FASVD_ELAPACK,
+		                    "%s: eigenvalue iteration did not converge (info = %d) for a %lld x "
+		                    "%lld Gram matrix",
+		                    routine, (int)info, (long long)k, (long long)k);
+	/* Eigenvalues come ascending: reverse into descending singular values.
+	 * Rounding can make eigenvalues of a semidefinite Gram matrix slightly
+	 * negative: clamp them to 0. */
+	for (int64_t i = 0, jj = k - 1; i < jj; i++, jj--) {
+		double t = s[i];
+		s[i] = s[jj];
+		s[jj] = t;
+	}
+	for (int64_t i = 0; i < k; i++)
+		s[i] = s[i] > 0.0 ? sqrt(s[i]) : 0.0;
+	return 0;
+}

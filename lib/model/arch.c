@@ -1,0 +1,272 @@
+/* libfasvd — the architecture table: how each model family names and lays
+ * out its attention weights (DESIGN.md §2, "Checkpoint layouts to get
+ * right"). Adding an architecture is one initialiser below; model.c turns a
+ * row into the canonical per-head views, fixture.c writes checkpoints in
+ * the same layout. */
+#include "model/model_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Llama-style names (self_attn.{q,k,v,o}_proj, input_layernorm). */
+#define LLAMA_SUFFIXES                                        \
+	{                                                     \
+		[FASVD__R_Q] = "self_attn.q_proj.weight",     \
+		[FASVD__R_K] = "self_attn.k_proj.weight",     \
+		[FASVD__R_V] = "self_attn.v_proj.weight",     \
+		[FASVD__R_O] = "self_attn.o_proj.weight",     \
+		[FASVD__R_IN_NORM] = "input_layernorm.weight", \
+	}
+/* Layer prefixes of decoder checkpoints: plain, and as multimodal wrappers
+ * (LLaVA, Mistral-3, Gemma-3) save their language model. */
+#define DECODER_PREFIXES                                                                  \
+	{"model.layers.%d.", "layers.%d.", "language_model.model.layers.%d.",            \
+	 "model.language_model.layers.%d."}
+#define LLAMA_FFN {"mlp.up_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"}
+
+/* The Llama family: separate q/k/v/o_proj, GQA, a "head_dim" key. */
+#define LLAMA_FAMILY(norm_)                                                               \
+	.layout = FASVD__LAYOUT_SEPARATE, .norm = norm_, .prefixes = DECODER_PREFIXES,    \
+	.suffix = LLAMA_SUFFIXES, .ffn = LLAMA_FFN, .head_dim_key = true, .gqa = true
+
+/* DeepSeek multi-head latent attention. q_proj is used when q_lora_rank is
+ * null (no query compression), q_a_proj / q_b_proj otherwise. */
+#define MLA_SUFFIXES                                                    \
+	{                                                               \
+		[FASVD__R_Q] = "self_attn.q_proj.weight",               \
+		[FASVD__R_QA] = "self_attn.q_a_proj.weight",            \
+		[FASVD__R_QB] = "self_attn.q_b_proj.weight",            \
+		[FASVD__R_KVA] = "self_attn.kv_a_proj_with_mqa.weight", \
+		[FASVD__R_KVB] = "self_attn.kv_b_proj.weight",          \
+		[FASVD__R_O] = "self_attn.o_proj.weight",               \
+		[FASVD__R_IN_NORM] = "input_layernorm.weight",          \
+		[FASVD__R_QA_NORM] = "self_attn.q_a_layernorm.weight",  \
+		[FASVD__R_KVA_NORM] = "self_attn.kv_a_layernorm.weight", \
+	}
+#define MLA_FAMILY                                                                        \
+	.layout = FASVD__LAYOUT_MLA, .norm = FASVD_NORM_RMS, .prefixes = DECODER_PREFIXES, \
+	.suffix = MLA_SUFFIXES, .ffn = LLAMA_FFN
+
+const fasvd__arch fasvd__archs[] = {
+	{
+		.name = "deepseek_v2",
+		.classes = "DeepseekV2ForCausalLM",
+		MLA_FAMILY,
+		.fixture_dtype = FASVD_DTYPE_BF16,
+	},
+	{
+		.name = "deepseek_v3",
+		.aliases = "deepseek_r1",
+		.classes = "DeepseekV3ForCausalLM",
+		MLA_FAMILY,
+		.fixture_dtype = FASVD_DTYPE_F8_E4M3,
+	},
+	{
+		/* Kimi-K2 ships DeepSeek-V3's architecture under its own model_type. */
+		.name = "kimi_k2",
+		MLA_FAMILY,
+		.fixture_dtype = FASVD_DTYPE_F8_E4M3,
+	},
+	{
+		.name = "llama",
+		.classes = "LlamaForCausalLM",
+		LLAMA_FAMILY(FASVD_NORM_RMS),
+		.fixture_dtype = FASVD_DTYPE_BF16,
+	},
+	{
+		.name = "mistral",
+		.aliases = "mixtral",
+		.classes = "MistralForCausalLM MixtralForCausalLM",
+		LLAMA_FAMILY(FASVD_NORM_RMS),
+		.fixture_dtype = FASVD_DTYPE_F16,
+	},
+	{
+		.name = "qwen2",
+		.aliases = "qwen2_moe",
+		.classes = "Qwen2ForCausalLM Qwen2MoeForCausalLM",
+		LLAMA_FAMILY(FASVD_NORM_RMS),
+		.fixture_dtype = FASVD_DTYPE_BF16,
+		.fixture_biases = 1u << FASVD__R_Q | 1u << FASVD__R_K | 1u << FASVD__R_V,
+	},
+	{
+		/* q_norm / k_norm act on each head's output after the projection
+		 * (a normalisation, not a linear map): not folded. */
+		.name = "qwen3",
+		.aliases = "qwen3_moe",
+		.classes = "Qwen3ForCausalLM Qwen3MoeForCausalLM",
+		LLAMA_FAMILY(FASVD_NORM_RMS),
+		.fixture_dtype = FASVD_DTYPE_BF16,
+	},
+	{
+		.name = "gemma",
+		.classes = "GemmaForCausalLM",
+		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
+		.fixture_dtype = FASVD_DTYPE_F32,
+	},
+	{
+		.name = "gemma2",
+		.classes = "Gemma2ForCausalLM",
+		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
+		.fixture_dtype = FASVD_DTYPE_BF16,
+	},
+	{
+		/* The multimodal gemma3 config nests the text model in
+		 * "text_config", whose saved form omits keys left at the
+		 * Gemma3TextConfig defaults (8 heads, 4 KV heads, head_dim 256). */
+		.name = "gemma3",
+		.aliases = "gemma3_text",
+		.classes = "Gemma3ForConditionalGeneration Gemma3ForCausalLM",
+		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
+		.def_heads = 8,
+		.def_kv_heads = 4,
+		.def_head_dim = 256,
+		.fixture_dtype = FASVD_DTYPE_BF16,
+		.fixture_prefix = 2,
+		.fixture_nested = true,
+	},
+	{
+		.name = "phi3",
+		.classes = "Phi3ForCausalLM",
+		.layout = FASVD__LAYOUT_QKV_ROWS,
+		.norm = FASVD_NORM_RMS,
+		.prefixes = DECODER_PREFIXES,
+		.suffix = {[FASVD__R_QKV] = "self_attn.qkv_proj.weight",
+		           [FASVD__R_O] = "self_attn.o_proj.weight",
+		           [FASVD__R_IN_NORM] = "input_layernorm.weight"},
+		.ffn = {"mlp.gate_up_proj.weight", "mlp.down_proj.weight"},
+		.gqa = true,
+		.fixture_dtype = FASVD_DTYPE_BF16,
+	},
+	{
+		.name = "gpt2",
+		.classes = "GPT2LMHeadModel GPT2Model",
+		.layout = FASVD__LAYOUT_CONV1D,
+		.norm = FASVD_NORM_LAYER,
+		.prefixes = {"h.%d.", "transformer.h.%d."},
+		.suffix = {[FASVD__R_QKV] = "attn.c_attn.weight",
+		           [FASVD__R_O] = "attn.c_proj.weight",
+		           [FASVD__R_IN_NORM] = "ln_1.weight"},
+		.ffn = {"mlp.c_fc.weight", "mlp.c_proj.weight"},
+		.key_hidden = "n_embd",
+		.key_layers = "n_layer",
+		.key_heads = "n_head",
+		.fixture_dtype = FASVD_DTYPE_F32,
+		.fixture_biases = 1u << FASVD__R_QKV | 1u << FASVD__R_O,
+		.fixture_prefix = 1,
+	},
+	{
+		.name = "gpt_neox",
+		.classes = "GPTNeoXForCausalLM",
+		.layout = FASVD__LAYOUT_QKV_HEADS,
+		.norm = FASVD_NORM_LAYER,
+		.prefixes = {"gpt_neox.layers.%d.", "layers.%d."},
+		.suffix = {[FASVD__R_QKV] = "attention.query_key_value.weight",
+		           [FASVD__R_O] = "attention.dense.weight",
+		           [FASVD__R_IN_NORM] = "input_layernorm.weight"},
+		.ffn = {"mlp.dense_h_to_4h.weight", "mlp.dense_4h_to_h.weight"},
+		.fixture_dtype = FASVD_DTYPE_F16,
+		.fixture_biases = 1u << FASVD__R_QKV | 1u << FASVD__R_O,
+	},
+	{
+		/* Post-norm encoder: the LayerNorm follows the attention block, so
+		 * nothing is folded. */
+		.name = "bert",
+		.aliases = "roberta xlm-roberta",
+		.classes = "BertModel BertForMaskedLM RobertaModel XLMRobertaModel",
+		.layout = FASVD__LAYOUT_SEPARATE,
+		.norm = FASVD_NORM_NONE,
+		.prefixes = {"bert.encoder.layer.%d.", "encoder.layer.%d.", "roberta.encoder.layer.%d.",
+		             "model.encoder.layer.%d."},
+		.suffix = {[FASVD__R_Q] = "attention.self.query.weight",
+		           [FASVD__R_K] = "attention.self.key.weight",
+		           [FASVD__R_V] = "attention.self.value.weight",
+		           [FASVD__R_O] = "attention.output.dense.weight"},
+		.ffn = {"intermediate.dense.weight", "output.dense.weight"},
+		.fixture_dtype = FASVD_DTYPE_F32,
+		.fixture_biases = 1u << FASVD__R_Q | 1u << FASVD__R_K | 1u << FASVD__R_V |
+		                  1u << FASVD__R_O,
+	},
+};
+
+const size_t fasvd__n_archs = sizeof fasvd__archs / sizeof fasvd__archs[0];
+
+/* Is `word` one of the space-separated words of `list`? */
+static bool in_list(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+	if (!list || n == 0)
+		return false;
+	for (const char *p = list; *p;) {
+		while (*p == ' ')
+			p++;
+		const char *e = p;
+		while (*e && *e != ' ')
+			e++;
+		if ((size_t)(e - p) == n && memcmp(p, word, n) == 0)
+			return true;
+		p = e;
+	}
+	return false;
+}
+
+const fasvd__arch *fasvd__arch_find(const char *model_type)
+{
+	if (!model_type)
+		return NULL;
+	for (size_t i = 0; i < fasvd__n_archs; i++)
+		if (strcmp(fasvd__archs[i].name, model_type) == 0)
+			return &fasvd__archs[i];
+	for (size_t i = 0; i < fasvd__n_archs; i++)
+		if (in_list(fasvd__archs[i].aliases, model_type))
+			return &fasvd__archs[i];
+	return NULL;
+}
+
+const fasvd__arch *fasvd__arch_find_class(const char *cls)
+{
+	if (!cls)
+		return NULL;
+	for (size_t i = 0; i < fasvd__n_archs; i++)
+		if (in_list(fasvd__archs[i].classes, cls))
+			return &fasvd__archs[i];
+	return NULL;
+}
+
+const char *fasvd__arch_list(char *buf, size_t n)
+{
+	size_t used = 0;
+	if (n == 0)
+		return buf;
+	buf[0] = '\0';
+	for (size_t i = 0; i < fasvd__n_archs && used < n; i++) {
+		int w = snprintf(buf + used, n - used, "%s%s", i ? ", " : "", fasvd__archs[i].name);
+		if (w < 0)
+			break;
+		used += (size_t)w;
+	}
+	return buf;
+}
+
+bool fasvd__arch_is_mla(const fasvd__arch *a)
+{
+	return a && a->layout == FASVD__LAYOUT_MLA;
+}
+
+/* ------------------------------------------------------------ public API */
+
+int64_t fasvd_arch_count(void)
+{
+	return (int64_t)fasvd__n_archs;
+}
+
+const char *fasvd_arch_name(int64_t index)
+{
+	if (index < 0 || (size_t)index >= fasvd__n_archs)
+		return NULL;
+	return fasvd__archs[index].name;
+}
+
+int fasvd_arch_supported(const char *model_type)
+{
+	return fasvd__arch_find(model_type) != NULL;
+}

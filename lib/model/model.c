@@ -1,0 +1,892 @@
+/* libfasvd — model handles: config.json + checkpoint + architecture adapter
+ * → the canonical per-head views of DESIGN.md §2, one layer at a time. */
+#include "model/model_int.h"
+#include "core/file.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* One checkpoint tensor a layer needs. */
+typedef struct model_input {
+	fasvd__role role;
+	int64_t layer;
+	char *name;
+	char *scale_name;      /* NULL when no scale is needed */
+	bool present, scale_present, is_norm, has_bias;
+	fasvd_st_info info;    /* valid when present */
+	fasvd_st_info scale_info;
+} model_input;
+
+struct fasvd_model {
+	fasvd_ctx *ctx;
+	fasvd_st *st;
+	fasvd__config cfg;
+	fasvd__dims dims;
+	char *dir;
+	char *config_path;
+	char *ckpt_label;      /* checkpoint named in messages */
+	const char *prefix;    /* from the arch table */
+	model_input *inputs;
+	int64_t n_inputs;
+	int64_t *layer_first;  /* [n_layers + 1] */
+	char weight_dtypes[64];
+	bool has_bias;
+	int64_t n_missing, n_needed;
+	uint64_t bytes_needed;
+};
+
+static const char *const role_names[FASVD__R_COUNT] = {
+	[FASVD__R_Q] = "q_proj",
+	[FASVD__R_K] = "k_proj",
+	[FASVD__R_V] = "v_proj",
+	[FASVD__R_O] = "o_proj",
+	[FASVD__R_QKV] = "qkv_proj",
+	[FASVD__R_QA] = "q_a_proj",
+	[FASVD__R_QB] = "q_b_proj",
+	[FASVD__R_KVA] = "kv_a_proj_with_mqa",
+	[FASVD__R_KVB] = "kv_b_proj",
+	[FASVD__R_IN_NORM] = "input_norm",
+	[FASVD__R_QA_NORM] = "q_a_norm",
+	[FASVD__R_KVA_NORM] = "kv_a_norm",
+};
+
+static bool role_is_norm(fasvd__role r)
+{
+	return r == FASVD__R_IN_NORM || r == FASVD__R_QA_NORM || r == FASVD__R_KVA_NORM;
+}
+
+/* Substitute the layer index for "%d" in a prefix of the table (the table
+ * is not a printf format: no other directive is interpreted). */
+static bool format_prefix(const char *fmt, int64_t layer, char *buf, size_t n)
+{
+	const char *p = strstr(fmt, "%d");
+	int w;
+	if (!p)
+		w = snprintf(buf, n, "%s", fmt);
+	else
+		w = snprintf(buf, n, "%.*s%lld%s", (int)(p - fmt), fmt, (long long)layer, p + 2);
+	return w >= 0 && (size_t)w < n;
+}
+
+static bool tensor_name(char *buf, size_t n, const char *prefix, int64_t layer,
+                        const char *suffix)
+{
+	char pre[256];
+	if (!format_prefix(prefix, layer, pre, sizeof pre))
+		return false;
+	int w = snprintf(buf, n, "%s%s", pre, suffix);
+	return w >= 0 && (size_t)w < n;
+}
+
+/* ------------------------------------------------------ expected shapes */
+
+/* The dimension formulas of the layouts, with the config keys they come
+ * from (for messages). */
+typedef enum dim_kind {
+	D_NONE = 0,
+	D_HIDDEN,  /* hidden */
+	D_QH,      /* heads · head_dim */
+	D_KVH,     /* kv_heads · head_dim */
+	D_QKV,     /* (heads + 2 kv_heads) · head_dim */
+	D_QKV3,    /* heads · 3 · head_dim (GPT-NeoX) */
+	D_QLORA,   /* q_lora_rank */
+	D_QB,      /* heads · (qk_nope + qk_rope) */
+	D_KVA,     /* kv_lora_rank + qk_rope */
+	D_KVLORA,  /* kv_lora_rank */
+	D_KVB,     /* heads · (qk_nope + v_head) */
+	D_OV       /* heads · v_head */
+} dim_kind;
+
+static int64_t dim_value(const fasvd__config *c, dim_kind k)
+{
+	switch (k) {
+	case D_NONE: return 0;
+	case D_HIDDEN: return c->hidden;
+	case D_QH: return c->n_heads * c->head_dim;
+	case D_KVH: return c->n_kv_heads * c->head_dim;
+	case D_QKV: return (c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
+	case D_QKV3: return 3 * c->n_heads * c->head_dim;
+	case D_QLORA: return c->q_lora_rank;
+	case D_QB: return c->n_heads * (c->qk_nope + c->qk_rope);
+	case D_KVA: return c->kv_lora_rank + c->qk_rope;
+	case D_KVLORA: return c->kv_lora_rank;
+	case D_KVB: return c->n_heads * (c->qk_nope + c->v_head);
+	case D_OV: return c->n_heads * c->v_head;
+	}
+	return 0;
+}
+
+static const char *dim_expr(const fasvd__config *c, dim_kind k, char *buf, size_t n)
+{
+	const fasvd__arch *a = c->arch;
+	const char *hid = a->key_hidden ? a->key_hidden : "hidden_size";
+	const char *heads = a->key_heads ? a->key_heads : "num_attention_heads";
+	char hd[96];
+	if (c->head_dim_given)
+		snprintf(hd, sizeof hd, "head_dim");
+	else
+		snprintf(hd, sizeof hd, "(%s/%s)", hid, heads);
+	switch (k) {
+	case D_NONE: snprintf(buf, n, "-"); break;
+	case D_HIDDEN: snprintf(buf, n, "%s", hid); break;
+	case D_QH: snprintf(buf, n, "%s*%s", heads, hd); break;
+	case D_KVH: snprintf(buf, n, "num_key_value_heads*%s", hd); break;
+	case D_QKV: snprintf(buf, n, "(%s+2*num_key_value_heads)*%s", heads, hd); break;
+	case D_QKV3: snprintf(buf, n, "3*%s*%s", heads, hd); break;
+	case D_QLORA: snprintf(buf, n, "q_lora_rank"); break;
+	case D_QB: snprintf(buf, n, "%s*(qk_nope_head_dim+qk_rope_head_dim)", heads); break;
+	case D_KVA: snprintf(buf, n, "kv_lora_rank+qk_rope_head_dim"); break;
+	case D_KVLORA: snprintf(buf, n, "kv_lora_rank"); break;
+	case D_KVB: snprintf(buf, n, "%s*(qk_nope_head_dim+v_head_dim)", heads); break;
+	case D_OV: snprintf(buf, n, "%s*v_head_dim", heads); break;
+	}
+	return buf;
+}
+
+typedef struct expect {
+	fasvd__role role;
+	dim_kind rows, cols; /* cols D_NONE: a 1-D vector of `rows` */
+} expect;
+
+/* The tensors one layer of `c` needs, with their stored shapes. Returns the
+ * count (at most 12). */
+static int layer_expect(const fasvd__config *c, expect *e)
+{
+	int n = 0;
+	bool norm = c->arch->norm != FASVD_NORM_NONE && c->arch->suffix[FASVD__R_IN_NORM];
+	switch (c->arch->layout) {
+	case FASVD__LAYOUT_SEPARATE:
+		e[n++] = (expect){FASVD__R_Q, D_QH, D_HIDDEN};
+		e[n++] = (expect){FASVD__R_K, D_KVH, D_HIDDEN};
+		e[n++] = (expect){FASVD__R_V, D_KVH, D_HIDDEN};
+		e[n++] = (expect){FASVD__R_O, D_HIDDEN, D_QH};
+		break;
+	case FASVD__LAYOUT_QKV_ROWS:
+		e[n++] = (expect){FASVD__R_QKV, D_QKV, D_HIDDEN};
+		e[n++] = (expect){FASVD__R_O, D_HIDDEN, D_QH};
+		break;
+	case FASVD__LAYOUT_CONV1D:
+		e[n++] = (expect){FASVD__R_QKV, D_HIDDEN, D_QKV};
+		e[n++] = (expect){FASVD__R_O, D_QH, D_HIDDEN};
+		break;
+	case FASVD__LAYOUT_QKV_HEADS:
+		e[n++] = (expect){FASVD__R_QKV, D_QKV3, D_HIDDEN};
+		e[n++] = (expect){FASVD__R_O, D_HIDDEN, D_QH};
+		break;
+	case FASVD__LAYOUT_MLA:
+		if (c->q_lora_rank) {
+			e[n++] = (expect){FASVD__R_QA, D_QLORA, D_HIDDEN};
+			e[n++] = (expect){FASVD__R_QB, D_QB, D_QLORA};
+		} else {
+			e[n++] = (expect){FASVD__R_Q, D_QB, D_HIDDEN};
+		}
+		e[n++] = (expect){FASVD__R_KVA, D_KVA, D_HIDDEN};
+		e[n++] = (expect){FASVD__R_KVB, D_KVB, D_KVLORA};
+		e[n++] = (expect){FASVD__R_O, D_HIDDEN, D_OV};
+		if (norm) {
+			if (c->q_lora_rank)
+				e[n++] = (expect){FASVD__R_QA_NORM, D_QLORA, D_NONE};
+			e[n++] = (expect){FASVD__R_KVA_NORM, D_KVLORA, D_NONE};
+		}
+		break;
+	}
+	if (norm)
+		e[n++] = (expect){FASVD__R_IN_NORM, D_HIDDEN, D_NONE};
+	return n;
+}
+
+/* ---------------------------------------------------------------- open */
+
+static bool is_fp8(const char *dtype)
+{
+	return dtype && (strcmp(dtype, "F8_E4M3") == 0 || strcmp(dtype, "F8_E5M2") == 0);
+}
+
+static bool st_has(const fasvd_st *st, const char *name)
+{
+	return fasvd_st_find(st, name, NULL) == 0;
+}
+
+/* Find the layer prefix: the first of the table's prefixes under which some
+ * layer has some tensor of the layout. */
+static int detect_prefix(fasvd_model *m)
+{
+	const fasvd__arch *a = m->cfg.arch;
+	expect e[12];
+	int ne = layer_expect(&m->cfg, e);
+	char name[512];
+	for (int p = 0; p < FASVD__MAX_PREFIXES && a->prefixes[p]; p++) {
+		for (int64_t l = 0; l < m->cfg.n_layers; l++) {
+			for (int i = 0; i < ne; i++) {
+				if (!tensor_name(name, sizeof name, a->prefixes[p], l, a->suffix[e[i].role]))
+					continue;
+				if (st_has(m->st, name)) {
+					m->prefix = a->prefixes[p];
+					return 0;
+				}
+			}
+		}
+	}
+	char tried[600];
+	size_t used = 0;
+	tried[0] = '\0';
+	for (int p = 0; p < FASVD__MAX_PREFIXES && a->prefixes[p] && used < sizeof tried; p++) {
+		int w = snprintf(tried + used, sizeof tried - used, "%s'%s%s'", p ? ", " : "",
+		                 a->prefixes[p], a->suffix[e[0].role]);
+		if (w < 0)
+			break;
+		used += (size_t)w;
+	}
+	fasvd__error(FASVD_ENOTFOUND,
+	             "%s: no attention tensor of a %s model found (config.json says model_type "
+	             "\"%s\"); tried %s with %%d = 0 .. %lld",
+	             m->ckpt_label, a->name, m->cfg.model_type, tried,
+	             (long long)m->cfg.n_layers - 1);
+	return FASVD_ENOTFOUND;
+}
+
+static void add_dtype(fasvd_model *m, const char *dtype)
+{
+	char *list = m->weight_dtypes;
+	size_t n = strlen(dtype);
+	for (const char *p = list; (p = strstr(p, dtype)) != NULL; p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
+			return;
+	size_t used = strlen(list);
+	snprintf(list + used, sizeof m->weight_dtypes - used, "%s%s", used ? ", " : "", dtype);
+}
+
+/* Check one present tensor against its expected shape. */
+static int check_input(fasvd_model *m, const model_input *in, const expect *e)
+{
+	const fasvd_st_info *info = &in->info;
+	fasvd_dtype dt;
+	if (fasvd_dtype_from_name(&dt, info->dtype) != 0)
+		return fasvd__error(FASVD_EDTYPE,
+		                    "%s: tensor '%s' has dtype %s, which libfasvd cannot decode "
+		                    "(F64, F32, F16, BF16, F8_E4M3, F8_E5M2)",
+		                    info->file, in->name, info->dtype);
+	int want_ndim = e->cols == D_NONE ? 1 : 2;
+	if (info->ndim != want_ndim) {
+		char shape[128];
+		size_t used = 0;
+		shape[0] = '\0';
+		for (int d = 0; d < info->ndim && used < sizeof shape; d++) {
+			int w = snprintf(shape + used, sizeof shape - used, "%s%lld", d ? ", " : "",
+			                 (long long)info->shape[d]);
+			if (w < 0)
+				break;
+			used += (size_t)w;
+		}
+		return fasvd__error(FASVD_ESHAPE, "%s: tensor '%s' is %d-D [%s]; a %s is needed",
+		                    info->file, in->name, info->ndim, shape,
+		                    want_ndim == 2 ? "2-D weight matrix" : "1-D norm vector");
+	}
+	int64_t er = dim_value(&m->cfg, e->rows), ec = dim_value(&m->cfg, e->cols);
+	bool ok = info->shape[0] == er && (want_ndim == 1 || info->shape[1] == ec);
+	if (ok)
+		return 0;
+	char r[160], c[160];
+	dim_expr(&m->cfg, e->rows, r, sizeof r);
+	if (want_ndim == 1)
+		return fasvd__error(FASVD_EARCH,
+		                    "%s: tensor '%s' in %s has shape [%lld], but the config implies "
+		                    "[%s = %lld]",
+		                    m->cfg.label, in->name, info->file, (long long)info->shape[0], r,
+		                    (long long)er);
+	dim_expr(&m->cfg, e->cols, c, sizeof c);
+	return fasvd__error(FASVD_EARCH,
+	                    "%s: tensor '%s' in %s has shape [%lld, %lld], but the config implies "
+	                    "[%s = %lld, %s = %lld]",
+	                    m->cfg.label, in->name, info->file, (long long)info->shape[0],
+	                    (long long)info->shape[1], r, (long long)er, c, (long long)ec);
+}
+
+static int build_inputs(fasvd_model *m)
+{
+	const fasvd__arch *a = m->cfg.arch;
+	fasvd_ctx *ctx = m->ctx;
+	expect e[12];
+	int ne = layer_expect(&m->cfg, e);
+	int64_t L = m->cfg.n_layers;
+	bool quantised = m->cfg.quant_method || m->cfg.block_rows;
+
+	m->inputs = fasvd__calloc(ctx, (size_t)(L * ne), sizeof *m->inputs, "model inputs");
+	m->layer_first = fasvd__calloc(ctx, (size_t)L + 1, sizeof *m->layer_first, "model inputs");
+	if (!m->inputs || !m->layer_first)
+		return FASVD_ENOMEM;
+	char name[512];
+	for (int64_t l = 0; l < L; l++) {
+		m->layer_first[l] = m->n_inputs;
+		for (int i = 0; i < ne; i++) {
+			model_input *in = &m->inputs[m->n_inputs++];
+			in->role = e[i].role;
+			in->layer = l;
+			in->is_norm = role_is_norm(e[i].role);
+			if (!tensor_name(name, sizeof name, m->prefix, l, a->suffix[e[i].role]))
+				return fasvd__error(FASVD_EINTERNAL, "tensor name too long");
+			if (!(in->name = fasvd__strdup(ctx, name)))
+				return FASVD_ENOMEM;
+			fasvd_st_info_init(&in->info);
+			in->present = fasvd_st_info_get(m->st, name, &in->info) == 0;
+			m->n_needed++;
+			if (!in->present) {
+				m->n_missing++;
+				continue;
+			}
+			int rc = check_input(m, in, &e[i]);
+			if (rc)
+				return rc;
+			m->bytes_needed += in->info.nbytes;
+			if (in->is_norm)
+				continue;
+			add_dtype(m, in->info.dtype);
+			/* Biases: reported, never used (they shift, not rotate). */
+			size_t n = strlen(name);
+			if (n > 7 && strcmp(name + n - 7, ".weight") == 0) {
+				snprintf(name + n - 7, sizeof name - (n - 7), ".bias");
+				in->has_bias = st_has(m->st, name);
+				m->has_bias = m->has_bias || in->has_bias;
+			}
+			/* FP8 weights: `<name>_scale_inv` is needed in a quantised
+			 * checkpoint, and used whenever present. */
+			if (is_fp8(in->info.dtype)) {
+				snprintf(name, sizeof name, "%s_scale_inv", in->name);
+				fasvd_st_info_init(&in->scale_info);
+				in->scale_present = fasvd_st_info_get(m->st, name, &in->scale_info) == 0;
+				if (quantised || in->scale_present) {
+					if (!(in->scale_name = fasvd__strdup(ctx, name)))
+						return FASVD_ENOMEM;
+					m->n_needed++;
+					if (in->scale_present)
+						m->bytes_needed += in->scale_info.nbytes;
+					else
+						m->n_missing++;
+				}
+			}
+		}
+	}
+	m->layer_first[L] = m->n_inputs;
+	return 0;
+}
+
+static int first_missing(const fasvd_model *m)
+{
+	for (int64_t i = 0; i < m->n_inputs; i++) {
+		const model_input *in = &m->inputs[i];
+		if (!in->present)
+			return fasvd__error(FASVD_ENOTFOUND,
+			                    "%s: tensor '%s' (layer %lld %s) not found (%lld needed "
+			                    "tensors missing)",
+			                    m->ckpt_label, in->name, (long long)in->layer,
+			                    role_names[in->role], (long long)m->n_missing);
+		if (in->scale_name && !in->scale_present)
+			return fasvd__error(FASVD_ENOTFOUND,
+			                    "%s: FP8 weight '%s' has no block scales '%s' (%lld needed "
+			                    "tensors missing)",
+			                    m->ckpt_label, in->name, in->scale_name,
+			                    (long long)m->n_missing);
+	}
+	return 0;
+}
+
+/* The model folder of `path`: itself when a directory, else its parent. */
+static char *model_dir(fasvd_ctx *ctx, const char *path)
+{
+	struct stat sb;
+	if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+		return fasvd__strdup(ctx, path);
+	return fasvd__dir_of(ctx, path);
+}
+
+int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsigned flags)
+{
+	if (out)
+		*out = NULL;
+	if (!out || !path)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_open: NULL %s", out ? "path" : "out");
+	if (flags & ~FASVD_MODEL_REQUIRE_ALL)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_open: unknown flags 0x%x",
+		                    flags & ~FASVD_MODEL_REQUIRE_ALL);
+	struct stat sb;
+	if (stat(path, &sb) != 0) {
+		int e = errno;
+		return fasvd__error(e == ENOENT || e == ENOTDIR ? FASVD_ENOTFOUND : FASVD_EIO,
+		                    "%s: %s", path, strerror(e));
+	}
+	fasvd_model *m = fasvd__calloc(ctx, 1, sizeof *m, "model");
+	if (!m)
+		return FASVD_ENOMEM;
+	m->ctx = ctx;
+	int rc;
+	if (!(m->dir = model_dir(ctx, path)) ||
+	    !(m->config_path = fasvd__path_join(ctx, m->dir, "config.json"))) {
+		rc = FASVD_ENOMEM;
+		goto fail;
+	}
+	/* config.json first: its errors say what the folder is meant to be. */
+	if ((rc = fasvd__config_load(ctx, &m->cfg, m->config_path)))
+		goto fail;
+	fasvd__config_dims(&m->cfg, &m->dims);
+	if ((rc = fasvd_st_open(&m->st, ctx, path)))
+		goto fail;
+	if (m->cfg.block_rows &&
+	    (rc = fasvd_st_set_block_size(m->st, m->cfg.block_rows, m->cfg.block_cols)))
+		goto fail;
+	/* The checkpoint as users know it: the single file, else the folder's
+	 * index. */
+	if (fasvd_st_shard_count(m->st) == 1)
+		m->ckpt_label = fasvd__strdup(ctx, fasvd_st_shard_path(m->st, 0));
+	else
+		m->ckpt_label = fasvd__strdup(ctx, path);
+	if (!m->ckpt_label) {
+		rc = FASVD_ENOMEM;
+		goto fail;
+	}
+	/* Every layer has at least two tensors: a larger layer count is a
+	 * config for another checkpoint (and would make the scans below run
+	 * for nothing). */
+	if (m->cfg.n_layers > fasvd_st_count(m->st)) {
+		const char *k = m->cfg.arch->key_layers ? m->cfg.arch->key_layers : "num_hidden_layers";
+		rc = fasvd__error(FASVD_EARCH,
+		                  "%s: key '%s' = %lld, but the checkpoint %s holds only %lld tensors",
+		                  m->cfg.label, k, (long long)m->cfg.n_layers, m->ckpt_label,
+		                  (long long)fasvd_st_count(m->st));
+		goto fail;
+	}
+	if ((rc = detect_prefix(m)) || (rc = build_inputs(m)))
+		goto fail;
+	if ((flags & FASVD_MODEL_REQUIRE_ALL) && (rc = first_missing(m)))
+		goto fail;
+	*out = m;
+	return 0;
+fail:
+	fasvd_model_close(m);
+	return rc;
+}
+
+void fasvd_model_close(fasvd_model *m)
+{
+	if (!m)
+		return;
+	fasvd_ctx *ctx = m->ctx;
+	for (int64_t i = 0; i < m->n_inputs; i++) {
+		fasvd__free(ctx, m->inputs[i].name);
+		fasvd__free(ctx, m->inputs[i].scale_name);
+	}
+	fasvd__free(ctx, m->inputs);
+	fasvd__free(ctx, m->layer_first);
+	fasvd_st_close(m->st);
+	fasvd__config_clear(ctx, &m->cfg);
+	fasvd__free(ctx, m->dir);
+	fasvd__free(ctx, m->config_path);
+	fasvd__free(ctx, m->ckpt_label);
+	fasvd__free(ctx, m);
+}
+
+/* ------------------------------------------------------------- getters */
+
+void fasvd_model_info_init(fasvd_model_info *info)
+{
+	if (!info)
+		return;
+	memset(info, 0, sizeof *info);
+	info->size = sizeof *info;
+}
+
+int fasvd_model_get_info(const fasvd_model *m, fasvd_model_info *info)
+{
+	if (!m || !info)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_get_info: NULL %s", m ? "info" : "model");
+	if (info->size < sizeof info->size)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_get_info: info->size not set "
+		                                  "(call fasvd_model_info_init)");
+	fasvd_model_info v;
+	memset(&v, 0, sizeof v);
+	v.size = info->size < sizeof v ? info->size : sizeof v;
+	const fasvd__config *c = &m->cfg;
+	v.model_type = c->model_type;
+	v.arch = c->arch->name;
+	v.dir = m->dir;
+	v.config_path = m->config_path;
+	v.layer_prefix = m->prefix;
+	v.mla = fasvd__arch_is_mla(c->arch);
+	v.nested_config = c->nested;
+	v.norm = c->arch->norm;
+	v.n_layers = c->n_layers;
+	v.n_heads = c->n_heads;
+	v.n_kv_heads = m->dims.n_kv_heads;
+	v.hidden = c->hidden;
+	v.head_dim = c->head_dim;
+	v.q_head = m->dims.q_head;
+	v.q_rope = m->dims.q_pe;
+	v.k_head = m->dims.k_head;
+	v.v_head = m->dims.v_head;
+	v.q_in = m->dims.q_in;
+	v.kv_in = m->dims.kv_in;
+	v.q_lora_rank = c->q_lora_rank;
+	v.kv_lora_rank = c->kv_lora_rank;
+	v.block_rows = c->block_rows;
+	v.block_cols = c->block_cols;
+	v.weight_dtypes = m->weight_dtypes;
+	v.has_bias = m->has_bias;
+	v.n_shards = fasvd_st_shard_count(m->st);
+	v.n_needed = m->n_needed;
+	v.n_missing = m->n_missing;
+	v.bytes_needed = m->bytes_needed;
+	memcpy(info, &v, v.size);
+	return 0;
+}
+
+fasvd_st *fasvd_model_checkpoint(const fasvd_model *m)
+{
+	return m ? m->st : NULL;
+}
+
+const char *fasvd_model_config_json(const fasvd_model *m)
+{
+	return m ? m->cfg.text : NULL;
+}
+
+void fasvd_model_input_init(fasvd_model_input *input)
+{
+	if (!input)
+		return;
+	memset(input, 0, sizeof *input);
+	input->size = sizeof *input;
+}
+
+int64_t fasvd_model_input_count(const fasvd_model *m)
+{
+	return m ? m->n_inputs : 0;
+}
+
+int fasvd_model_input_get(const fasvd_model *m, int64_t index, fasvd_model_input *input)
+{
+	if (!m || !input)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_input_get: NULL %s",
+		                    m ? "input" : "model");
+	if (input->size < sizeof input->size)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_input_get: input->size not set "
+		                                  "(call fasvd_model_input_init)");
+	if (index < 0 || index >= m->n_inputs)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_input_get: index %lld out of [0, %lld)",
+		                    (long long)index, (long long)m->n_inputs);
+	const model_input *in = &m->inputs[index];
+	fasvd_model_input v;
+	memset(&v, 0, sizeof v);
+	v.size = input->size < sizeof v ? input->size : sizeof v;
+	v.layer = in->layer;
+	v.role = role_names[in->role];
+	v.name = in->name;
+	v.is_norm = in->is_norm;
+	v.present = in->present;
+	if (in->present) {
+		v.dtype = in->info.dtype;
+		v.file = in->info.file;
+		v.ndim = in->info.ndim;
+		v.shape[0] = in->info.shape[0];
+		v.shape[1] = in->info.ndim > 1 ? in->info.shape[1] : 0;
+		v.nbytes = in->info.nbytes;
+	}
+	v.scale_name = in->scale_name;
+	v.scale_present = in->scale_name && in->scale_present;
+	if (v.scale_present) {
+		v.scale_file = in->scale_info.file;
+		v.scale_nbytes = in->scale_info.nbytes;
+	}
+	v.has_bias = in->has_bias;
+	memcpy(input, &v, v.size);
+	return 0;
+}
+
+int fasvd_model_layer_inputs(const fasvd_model *m, int64_t layer, int64_t *first, int64_t *count)
+{
+	if (!m || !first || !count)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_layer_inputs: NULL argument");
+	if (layer < 0 || layer >= m->cfg.n_layers)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_layer_inputs: layer %lld out of [0, %lld)",
+		                    (long long)layer, (long long)m->cfg.n_layers);
+	*first = m->layer_first[layer];
+	*count = m->layer_first[layer + 1] - m->layer_first[layer];
+	return 0;
+}
+
+/* --------------------------------------------------------------- layers */
+
+enum { H_Q, H_QPE, H_K, H_V, H_O, H_COUNT };
+enum { N_IN, N_QA, N_KVA, N_COUNT };
+
+struct fasvd_model_layer {
+	fasvd_model *m;
+	int64_t layer;
+	fasvd_tensor *root[FASVD__R_COUNT]; /* checkpoint tensors */
+	fasvd_tensor *qkv_t;                /* GPT-2: c_attn transposed */
+	fasvd_tensor *kva, *kva_pe;         /* MLA: row blocks of kv_a_proj_with_mqa */
+	fasvd_heads *heads[H_COUNT];
+	double *norm[N_COUNT];              /* folded per-column scales */
+	fasvd_layer_desc desc;
+};
+
+void fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts)
+{
+	if (!opts)
+		return;
+	memset(opts, 0, sizeof *opts);
+	opts->size = sizeof *opts;
+	opts->fold_norms = 1;
+}
+
+void fasvd_model_layer_close(fasvd_model_layer *l)
+{
+	if (!l)
+		return;
+	fasvd_ctx *ctx = l->m->ctx;
+	for (int i = 0; i < H_COUNT; i++)
+		fasvd_heads_free(l->heads[i]);
+	fasvd_tensor_free(l->qkv_t);
+	fasvd_tensor_free(l->kva);
+	fasvd_tensor_free(l->kva_pe);
+	for (int i = 0; i < FASVD__R_COUNT; i++)
+		fasvd_tensor_free(l->root[i]);
+	for (int i = 0; i < N_COUNT; i++)
+		fasvd__free(ctx, l->norm[i]);
+	fasvd__free(ctx, l);
+}
+
+/* Decode a norm vector and turn it into the per-column scale it folds as. */
+static int load_norm(fasvd_model *m, const model_input *in, double **out)
+{
+	fasvd_dtype dt;
+	int rc = fasvd_dtype_from_name(&dt, in->info.dtype);
+	if (rc)
+		return rc;
+	const void *data;
+	uint64_t nbytes;
+	if ((rc = fasvd_st_raw(m->st, in->name, &data, &nbytes)))
+		return rc;
+	int64_t n = in->info.shape[0];
+	if (nbytes != (uint64_t)n * fasvd_dtype_size(dt))
+		return fasvd__error(FASVD_EINTERNAL, "%s: tensor '%s': span does not match its shape",
+		                    in->info.file, in->name);
+	double *v = fasvd__calloc(m->ctx, (size_t)n, sizeof *v, "norm vector");
+	if (!v)
+		return FASVD_ENOMEM;
+	if ((rc = fasvd_dtype_decode(dt, data, (size_t)n, v))) {
+		fasvd__free(m->ctx, v);
+		return rc;
+	}
+	bool gemma = m->cfg.arch->norm == FASVD_NORM_RMS_GEMMA;
+	for (int64_t j = 0; j < n; j++) {
+		if (!isfinite(v[j])) {
+			double bad = v[j];
+			fasvd__free(m->ctx, v);
+			return fasvd__error(FASVD_ENONFINITE, "%s: norm tensor '%s' has %g at index %lld",
+			                    in->info.file, in->name, bad, (long long)j);
+		}
+		if (gemma)
+			v[j] += 1.0;
+	}
+	*out = v;
+	return 0;
+}
+
+static int new_heads(fasvd_model_layer *l, int slot, const fasvd_tensor *t, fasvd_axis axis,
+                     int64_t n, int64_t size, int64_t offset, int64_t stride)
+{
+	return fasvd_heads_new(&l->heads[slot], l->m->ctx, t, axis, n, size, offset, stride);
+}
+
+static int build_heads(fasvd_model_layer *l)
+{
+	const fasvd__config *c = &l->m->cfg;
+	int64_t H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+	fasvd_tensor **r = l->root;
+	int rc = 0;
+	switch (c->arch->layout) {
+	case FASVD__LAYOUT_SEPARATE:
+		if ((rc = new_heads(l, H_Q, r[FASVD__R_Q], FASVD_AXIS_ROWS, H, hd, 0, hd)) ||
+		    (rc = new_heads(l, H_K, r[FASVD__R_K], FASVD_AXIS_ROWS, KV, hd, 0, hd)) ||
+		    (rc = new_heads(l, H_V, r[FASVD__R_V], FASVD_AXIS_ROWS, KV, hd, 0, hd)) ||
+		    (rc = new_heads(l, H_O, r[FASVD__R_O], FASVD_AXIS_COLS, H, hd, 0, hd)))
+			return rc;
+		break;
+	case FASVD__LAYOUT_CONV1D:
+	case FASVD__LAYOUT_QKV_ROWS: {
+		/* GPT-2's c_attn is [in, out]: its transpose is the Linear
+		 * [Q ; K ; V] of Phi-3's qkv_proj. */
+		if (c->arch->layout == FASVD__LAYOUT_CONV1D &&
+		    (rc = fasvd_tensor_transpose(&l->qkv_t, r[FASVD__R_QKV])))
+			return rc;
+		const fasvd_tensor *qkv = l->qkv_t ? l->qkv_t : r[FASVD__R_QKV];
+		if ((rc = new_heads(l, H_Q, qkv, FASVD_AXIS_ROWS, H, hd, 0, hd)) ||
+		    (rc = new_heads(l, H_K, qkv, FASVD_AXIS_ROWS, KV, hd, H * hd, hd)) ||
+		    (rc = new_heads(l, H_V, qkv, FASVD_AXIS_ROWS, KV, hd, (H + KV) * hd, hd)))
+			return rc;
+		/* GPT-2's c_proj is [in = heads·hd, out = hidden]: head i's O
+		 * (hd x hidden) is its rows as stored. */
+		if (c->arch->layout == FASVD__LAYOUT_CONV1D)
+			rc = new_heads(l, H_O, r[FASVD__R_O], FASVD_AXIS_ROWS, H, hd, 0, hd);
+		else
+			rc = new_heads(l, H_O, r[FASVD__R_O], FASVD_AXIS_COLS, H, hd, 0, hd);
+		if (rc)
+			return rc;
+		break;
+	}
+	case FASVD__LAYOUT_QKV_HEADS:
+		if ((rc = new_heads(l, H_Q, r[FASVD__R_QKV], FASVD_AXIS_ROWS, H, hd, 0, 3 * hd)) ||
+		    (rc = new_heads(l, H_K, r[FASVD__R_QKV], FASVD_AXIS_ROWS, H, hd, hd, 3 * hd)) ||
+		    (rc = new_heads(l, H_V, r[FASVD__R_QKV], FASVD_AXIS_ROWS, H, hd, 2 * hd, 3 * hd)) ||
+		    (rc = new_heads(l, H_O, r[FASVD__R_O], FASVD_AXIS_COLS, H, hd, 0, hd)))
+			return rc;
+		break;
+	case FASVD__LAYOUT_MLA: {
+		int64_t nope = c->qk_nope, rope = c->qk_rope, vh = c->v_head, kvl = c->kv_lora_rank;
+		const fasvd_tensor *q = c->q_lora_rank ? r[FASVD__R_QB] : r[FASVD__R_Q];
+		/* q_b_proj rows per head [nope | rope]; kv_b_proj rows per head
+		 * [k_nope ; v] — interleaved, never first half / second half. */
+		if ((rc = new_heads(l, H_Q, q, FASVD_AXIS_ROWS, H, nope, 0, nope + rope)) ||
+		    (rc = new_heads(l, H_QPE, q, FASVD_AXIS_ROWS, H, rope, nope, nope + rope)) ||
+		    (rc = new_heads(l, H_K, r[FASVD__R_KVB], FASVD_AXIS_ROWS, H, nope, 0, nope + vh)) ||
+		    (rc = new_heads(l, H_V, r[FASVD__R_KVB], FASVD_AXIS_ROWS, H, vh, nope, nope + vh)) ||
+		    (rc = new_heads(l, H_O, r[FASVD__R_O], FASVD_AXIS_COLS, H, vh, 0, vh)))
+			return rc;
+		/* kv_a_proj_with_mqa rows [kv_lora ; rope]. */
+		const fasvd_tensor *kva = r[FASVD__R_KVA];
+		int64_t cols = fasvd_tensor_cols(kva);
+		if ((rc = fasvd_tensor_view(&l->kva, kva, 0, 0, kvl, cols)) ||
+		    (rc = fasvd_tensor_view(&l->kva_pe, kva, kvl, 0, rope, cols)))
+			return rc;
+		break;
+	}
+	}
+	return 0;
+}
+
+/* Attach the folded norms: the scale of the norm before each matrix. */
+static int apply_folding(fasvd_model_layer *l)
+{
+	const fasvd__config *c = &l->m->cfg;
+	const double *in = l->norm[N_IN];
+	int rc = 0;
+	if (c->arch->layout == FASVD__LAYOUT_MLA) {
+		if (c->q_lora_rank) {
+			const double *qa = l->norm[N_QA];
+			if (qa && ((rc = fasvd_heads_set_col_scale(l->heads[H_Q], qa, c->q_lora_rank)) ||
+			           (rc = fasvd_heads_set_col_scale(l->heads[H_QPE], qa, c->q_lora_rank))))
+				return rc;
+		} else if (in &&
+		           ((rc = fasvd_heads_set_col_scale(l->heads[H_Q], in, c->hidden)) ||
+		            (rc = fasvd_heads_set_col_scale(l->heads[H_QPE], in, c->hidden)))) {
+			return rc;
+		}
+		const double *kv = l->norm[N_KVA];
+		/* The subspaces QA, KVA, KVA_pe read the residual stream: the
+		 * input norm is their column scale (set in the descriptor). */
+		if (kv && ((rc = fasvd_heads_set_col_scale(l->heads[H_K], kv, c->kv_lora_rank)) ||
+		           (rc = fasvd_heads_set_col_scale(l->heads[H_V], kv, c->kv_lora_rank))))
+			return rc;
+		return 0;
+	}
+	if (in && ((rc = fasvd_heads_set_col_scale(l->heads[H_Q], in, c->hidden)) ||
+	           (rc = fasvd_heads_set_col_scale(l->heads[H_K], in, c->hidden)) ||
+	           (rc = fasvd_heads_set_col_scale(l->heads[H_V], in, c->hidden))))
+		return rc;
+	return 0;
+}
+
+int fasvd_model_layer_open(fasvd_model_layer **out, fasvd_model *m, int64_t layer,
+                           const fasvd_model_layer_opts *opts)
+{
+	if (out)
+		*out = NULL;
+	if (!out || !m)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_layer_open: NULL %s",
+		                    out ? "model" : "out");
+	if (layer < 0 || layer >= m->cfg.n_layers)
+		return fasvd__error(FASVD_EINVAL,
+		                    "fasvd_model_layer_open: layer %lld out of [0, %lld) (%s)",
+		                    (long long)layer, (long long)m->cfg.n_layers, m->cfg.label);
+	fasvd_model_layer_opts o;
+	fasvd_model_layer_opts_init(&o);
+	if (opts) {
+		if (opts->size < sizeof opts->size + sizeof opts->fold_norms)
+			return fasvd__error(FASVD_EINVAL, "fasvd_model_layer_open: opts->size not set "
+			                                  "(call fasvd_model_layer_opts_init)");
+		o.fold_norms = opts->fold_norms;
+	}
+	if (o.fold_norms != 0 && o.fold_norms != 1)
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_layer_open: fold_norms must be 0 or 1");
+
+	fasvd_model_layer *l = fasvd__calloc(m->ctx, 1, sizeof *l, "model layer");
+	if (!l)
+		return FASVD_ENOMEM;
+	l->m = m;
+	l->layer = layer;
+	int rc = 0;
+	for (int64_t i = m->layer_first[layer]; i < m->layer_first[layer + 1]; i++) {
+		const model_input *in = &m->inputs[i];
+		if (in->is_norm && !o.fold_norms)
+			continue;
+		if (!in->present) {
+			rc = fasvd__error(FASVD_ENOTFOUND,
+			                  "%s: tensor '%s' (layer %lld %s) not found%s", m->ckpt_label,
+			                  in->name, (long long)layer, role_names[in->role],
+			                  in->is_norm ? " (analyse without norm folding to skip it)" : "");
+			goto fail;
+		}
+		if (in->is_norm) {
+			int slot = in->role == FASVD__R_IN_NORM ? N_IN
+			         : in->role == FASVD__R_QA_NORM ? N_QA : N_KVA;
+			if ((rc = load_norm(m, in, &l->norm[slot])))
+				goto fail;
+			continue;
+		}
+		if (in->scale_name && !in->scale_present) {
+			rc = fasvd__error(FASVD_ENOTFOUND,
+			                  "%s: FP8 weight '%s' (in %s) has no block scales: tensor '%s' "
+			                  "not found",
+			                  m->ckpt_label, in->name, in->info.file, in->scale_name);
+			goto fail;
+		}
+		if ((rc = fasvd_st_tensor(&l->root[in->role], m->st, in->name, 0)))
+			goto fail;
+	}
+	if ((rc = build_heads(l)) || (rc = apply_folding(l)))
+		goto fail;
+
+	fasvd_layer_desc *d = &l->desc;
+	fasvd_layer_desc_init(d);
+	d->n_heads = m->dims.n_heads;
+	d->n_kv_heads = m->dims.n_kv_heads;
+	d->q = l->heads[H_Q];
+	d->q_pe = l->heads[H_QPE];
+	d->k = l->heads[H_K];
+	d->v = l->heads[H_V];
+	d->o = l->heads[H_O];
+	d->qa = l->root[FASVD__R_QA];
+	d->kva = l->kva;
+	d->kva_pe = l->kva_pe;
+	d->qa_col_scale = d->qa ? l->norm[N_IN] : NULL;
+	d->kva_col_scale = d->kva ? l->norm[N_IN] : NULL;
+	d->kva_pe_col_scale = d->kva_pe ? l->norm[N_IN] : NULL;
+	*out = l;
+	return 0;
+fail:
+	fasvd_model_layer_close(l);
+	return rc;
+}
+
+const fasvd_layer_desc *fasvd_model_layer_desc(const fasvd_model_layer *l)
+{
+	return l ? &l->desc : NULL;
+}
+
+int64_t fasvd_model_layer_index(const fasvd_model_layer *l)
+{
+	return l ? l->layer : -1;
+}

@@ -1,0 +1,129 @@
+/* libfasvd — internal declarations of the model layer: config.json
+ * (config.c), the architecture table (arch.c), model handles (model.c) and
+ * the fixture generator (fixture.c). Never installed; every symbol here is
+ * hidden. */
+#ifndef FASVD_MODEL_INTERNAL_H
+#define FASVD_MODEL_INTERNAL_H
+
+#include "tensor/tensor_int.h"
+
+#include <fasvd/model.h>
+
+/* How the attention projections are laid out in the checkpoint. */
+typedef enum fasvd__layout {
+	/* q_proj [H·d, hidden], k_proj / v_proj [KV·d, hidden], o_proj
+	 * [hidden, H·d] (Linear: out x in). Llama, Mistral, Qwen, Gemma, BERT. */
+	FASVD__LAYOUT_SEPARATE = 1,
+	/* qkv_proj rows [Q (H·d) ; K (KV·d) ; V (KV·d)] (Phi-3). */
+	FASVD__LAYOUT_QKV_ROWS,
+	/* GPT-2 Conv1D: c_attn [hidden, (H + 2 KV)·d], columns [Q | K | V];
+	 * c_proj [H·d, hidden] (in x out, so head i's O rows are its rows). */
+	FASVD__LAYOUT_CONV1D,
+	/* query_key_value rows per head [q ; k ; v] (GPT-NeoX, Pythia). */
+	FASVD__LAYOUT_QKV_HEADS,
+	/* DeepSeek multi-head latent attention. */
+	FASVD__LAYOUT_MLA
+} fasvd__layout;
+
+/* Checkpoint tensors a layer may read (per-layer roles). */
+typedef enum fasvd__role {
+	FASVD__R_Q = 0,   /* q_proj (also MLA without q compression) */
+	FASVD__R_K,
+	FASVD__R_V,
+	FASVD__R_O,       /* o_proj / dense / c_proj */
+	FASVD__R_QKV,     /* fused qkv (phi3 qkv_proj, gpt2 c_attn, neox query_key_value) */
+	FASVD__R_QA,      /* MLA q_a_proj */
+	FASVD__R_QB,      /* MLA q_b_proj */
+	FASVD__R_KVA,     /* MLA kv_a_proj_with_mqa */
+	FASVD__R_KVB,     /* MLA kv_b_proj */
+	FASVD__R_IN_NORM, /* norm before attention (input_layernorm, ln_1) */
+	FASVD__R_QA_NORM, /* MLA q_a_layernorm */
+	FASVD__R_KVA_NORM,/* MLA kv_a_layernorm */
+	FASVD__R_COUNT
+} fasvd__role;
+
+#define FASVD__MAX_PREFIXES 6
+#define FASVD__MAX_FFN 3
+
+/* One row of the architecture table (arch.c). Adding an architecture is
+ * one such initialiser. */
+typedef struct fasvd__arch {
+	const char *name;        /* canonical model_type */
+	const char *aliases;     /* other model_type values, space separated, or NULL */
+	const char *classes;     /* HF "architectures" class names, space separated */
+	fasvd__layout layout;
+	fasvd_norm_kind norm;
+	/* Layer name prefixes ("%d" = layer index), tried in order; the first
+	 * one with tensors in the checkpoint wins. */
+	const char *prefixes[FASVD__MAX_PREFIXES];
+	const char *suffix[FASVD__R_COUNT]; /* NULL: role not used */
+	/* FFN weight suffixes (fixtures and `--tensors` examples) and whether
+	 * they are Conv1D ([in, out]). First entry reads the residual stream
+	 * ([inter, hidden] as Linear), last writes it ([hidden, inter]). */
+	const char *ffn[FASVD__MAX_FFN];
+	/* config.json keys for the basic dimensions (NULL: the HF names
+	 * hidden_size / num_hidden_layers / num_attention_heads). */
+	const char *key_hidden, *key_layers, *key_heads;
+	bool head_dim_key;       /* honours config "head_dim" */
+	bool gqa;                /* num_key_value_heads may differ from heads */
+	/* Defaults of the HF config class for keys its config.json may omit
+	 * (0: the key is required). */
+	int64_t def_heads, def_kv_heads, def_head_dim;
+	/* Fixture writer (fixture.c): default dtype; roles whose projections
+	 * carry a `.bias` (bits 1u << role; LayerNorm biases come with
+	 * FASVD_NORM_LAYER); prefix used (index into prefixes); whether the
+	 * config nests the dimensions in "text_config" (multimodal wrapper). */
+	fasvd_dtype fixture_dtype;
+	unsigned fixture_biases;
+	int fixture_prefix;
+	bool fixture_nested;
+} fasvd__arch;
+
+/* The architecture table (arch.c). */
+extern const fasvd__arch fasvd__archs[];
+extern const size_t fasvd__n_archs;
+/* Look up a model_type (canonical name or alias); NULL when unknown. */
+const fasvd__arch *fasvd__arch_find(const char *model_type);
+/* Look up an HF class name ("LlamaForCausalLM"); NULL when unknown. */
+const fasvd__arch *fasvd__arch_find_class(const char *cls);
+/* "deepseek_v2, deepseek_v3, …" into buf (for error messages). */
+const char *fasvd__arch_list(char *buf, size_t n);
+bool fasvd__arch_is_mla(const fasvd__arch *a);
+
+/* Parsed config.json (config.c). Dimensions of DESIGN.md §2. */
+typedef struct fasvd__config {
+	char *label;               /* file name used in messages */
+	char *text;                /* the config.json text as read */
+	char *model_type;          /* as written in the file (text_config's if used) */
+	const fasvd__arch *arch;
+	bool nested;               /* dimensions read from "text_config" */
+	int64_t hidden, n_layers, n_heads, n_kv_heads, head_dim;
+	bool head_dim_given;       /* head_dim came from the file (not hidden / heads) */
+	/* MLA (0 when not MLA); q_lora_rank 0 = no query compression */
+	int64_t q_lora_rank, kv_lora_rank, qk_nope, qk_rope, v_head;
+	/* quantization_config.weight_block_size, 0 0 when absent */
+	int64_t block_rows, block_cols;
+	char *quant_method;        /* NULL when absent */
+} fasvd__config;
+
+/* Parse config.json text of `len` bytes; `label` (the file path) names the
+ * file in error details. Errors: FASVD_EFORMAT (not JSON / not an object),
+ * FASVD_EARCH (unknown model_type, missing / ill-typed / inconsistent key:
+ * the detail names the key and the file), FASVD_ENOMEM. On failure `out`
+ * is left cleared (nothing to free). */
+int fasvd__config_parse(fasvd_ctx *ctx, fasvd__config *out, const char *text, size_t len,
+                        const char *label);
+/* Read and parse a file. Errors as above plus FASVD_EIO, FASVD_ENOTFOUND
+ * (no such file). */
+int fasvd__config_load(fasvd_ctx *ctx, fasvd__config *out, const char *path);
+void fasvd__config_clear(fasvd_ctx *ctx, fasvd__config *cfg);
+
+/* Canonical dimensions derived from a config (per DESIGN.md §2). */
+typedef struct fasvd__dims {
+	int64_t q_head, q_pe, k_head, v_head; /* rows of Q, Q_pe, K, V per head */
+	int64_t q_in, kv_in, hidden;          /* input dims of Q / K,V ; O's columns */
+	int64_t n_heads, n_kv_heads;          /* K / V heads (MLA: = n_heads) */
+} fasvd__dims;
+void fasvd__config_dims(const fasvd__config *cfg, fasvd__dims *d);
+
+#endif /* FASVD_MODEL_INTERNAL_H */

@@ -1,0 +1,1044 @@
+/* libfasvd — the analysis pipeline: layers streamed through the spectral
+ * engine into an atomically rewritten spectra file, resumable, with JSON and
+ * CSV summaries derived from the same results. */
+#include "tensor/tensor_int.h"
+#include "core/file.h"
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCHEMA_VERSION "1"
+#define TAU_DEFINITION                                                                    \
+	"effective rank at tau = smallest r with 1 - sum_{i<=r} sigma_i^2 / sum sigma_i^2 <= " \
+	"tau; tau is a fraction of squared Frobenius energy lost"
+
+void fasvd_analyze_opts_init(fasvd_analyze_opts *o)
+{
+	if (!o)
+		return;
+	memset(o, 0, sizeof *o);
+	o->size = sizeof *o;
+	o->layer_first = 0;
+	o->layer_last = -1;
+	o->fold_norms = 1;
+	o->stack_norm = FASVD_STACK_NORM_SIGMA1;
+}
+
+/* One spectrum of the output (owned copy of the values). */
+struct entry {
+	char *name;        /* full output name, e.g. "L3.head.VO" or "T.x" */
+	int64_t layer;     /* -1 for T.* */
+	int64_t n_rows;    /* heads (head.*) or 1 */
+	int64_t n_cols;
+	int64_t mat_rows, mat_cols;
+	int is_2d;         /* head.* entries are [n_rows, n_cols]; others 1-D */
+	double *data;
+};
+
+struct run {
+	fasvd_ctx *ctx;
+	const fasvd_analyze_opts *o;
+	fasvd_model *model;
+	fasvd_model_info info;
+	fasvd_st *st;
+	fasvd_st_writer *w;
+	const char *out_path;
+	struct entry *e;
+	int64_t n_e, cap_e;
+	/* selection */
+	int64_t first, last;
+	bool *layer_done;        /* [n_layers] */
+	char **tensors;          /* extra tensors, sorted, unique */
+	bool *tensor_done;
+	int64_t n_tensors;
+	fasvd_compute compute;
+	struct timespec t0;
+	uint64_t bytes_total, bytes_done;
+	int64_t steps_done;
+};
+
+static const char *norm_name(fasvd_stack_norm n)
+{
+	switch (n) {
+	case FASVD_STACK_NORM_SIGMA1: return "sigma1";
+	case FASVD_STACK_NORM_FROBENIUS: return "frobenius";
+	case FASVD_STACK_NORM_NONE: return "none";
+	default: return "?";
+	}
+}
+
+static double elapsed(const struct run *r)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - r->t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - r->t0.tv_nsec);
+}
+
+static int add_entry(struct run *r, const char *name, int64_t layer, int64_t n_rows,
+                     int64_t n_cols, int64_t mat_rows, int64_t mat_cols, int is_2d,
+                     const double *data)
+{
+	if (r->n_e == r->cap_e) {
+		int64_t cap = r->cap_e ? 2 * r->cap_e : 64;
+		struct entry *ne = fasvd__calloc(r->ctx, (size_t)cap, sizeof *ne, "spectra list");
+		if (!ne)
+			return FASVD_ENOMEM;
+		if (r->n_e)
+			memcpy(ne, r->e, (size_t)r->n_e * sizeof *ne);
+		fasvd__free(r->ctx, r->e);
+		r->e = ne;
+		r->cap_e = cap;
+	}
+	struct entry *e = &r->e[r->n_e];
+	memset(e, 0, sizeof *e);
+	size_t n = (size_t)n_rows * (size_t)n_cols;
+	e->name = fasvd__strdup(r->ctx, name);
+	e->data = fasvd__calloc(r->ctx, n, sizeof(double), "a spectrum");
+	if (!e->name || !e->data) {
+		fasvd__free(r->ctx, e->name);
+		fasvd__free(r->ctx, e->data);
+		return FASVD_ENOMEM;
+	}
+	memcpy(e->data, data, n * sizeof(double));
+	e->layer = layer;
+	e->n_rows = n_rows;
+	e->n_cols = n_cols;
+	e->mat_rows = mat_rows;
+	e->mat_cols = mat_cols;
+	e->is_2d = is_2d;
+	r->n_e++;
+	int64_t shape[2] = {n_rows, n_cols};
+	return fasvd_st_writer_add(r->w, e->name, "F64", is_2d ? 2 : 1, is_2d ? shape : shape + 1,
+	                           e->data, n * sizeof(double), FASVD_ST_BORROW);
+}
+
+/* ---- metadata ---- */
+
+static char *join_done(struct run *r, bool layers)
+{
+	size_t cap = 64, len = 0;
+	char *s = fasvd__alloc(r->ctx, cap, "metadata");
+	if (!s)
+		return NULL;
+	s[0] = '\0';
+	int64_t n = layers ? r->info.n_layers : r->n_tensors;
+	for (int64_t i = 0; i < n; i++) {
+		bool done = layers ? r->layer_done[i] : r->tensor_done[i];
+		if (!done)
+			continue;
+		char num[32];
+		const char *item = layers ? (snprintf(num, sizeof num, "%lld", (long long)i), num)
+		                          : r->tensors[i];
+		size_t need = len + strlen(item) + 2;
+		if (need > cap) {
+			while (cap < need)
+				cap *= 2;
+			char *ns = fasvd__alloc(r->ctx, cap, "metadata");
+			if (!ns) {
+				fasvd__free(r->ctx, s);
+				return NULL;
+			}
+			memcpy(ns, s, len + 1);
+			fasvd__free(r->ctx, s);
+			s = ns;
+		}
+		if (len)
+			s[len++] = ',';
+		strcpy(s + len, item);
+		len += strlen(item);
+	}
+	return s;
+}
+
+static int set_progress_metadata(struct run *r)
+{
+	int rc = 0;
+	char *ld = join_done(r, true), *td = join_done(r, false);
+	json_t *shapes = json_object();
+	char *shapes_s = NULL;
+	if (!ld || !td || !shapes) {
+		rc = FASVD_ENOMEM;
+		goto out;
+	}
+	for (int64_t i = 0; i < r->n_e; i++) {
+		json_t *a = json_pack("[II]", (json_int_t)r->e[i].mat_rows,
+		                      (json_int_t)r->e[i].mat_cols);
+		if (!a || json_object_set_new(shapes, r->e[i].name, a)) {
+			rc = fasvd__error(FASVD_ENOMEM, "out of memory building metadata");
+			goto out;
+		}
+	}
+	shapes_s = json_dumps(shapes, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!shapes_s) {
+		rc = fasvd__error(FASVD_ENOMEM, "out of memory building metadata");
+		goto out;
+	}
+	bool complete = r->steps_done == (r->last - r->first + 1) + r->n_tensors;
+	if ((rc = fasvd_st_writer_set_metadata(r->w, "layers_done", ld)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "tensors_done", td)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "matrix_shapes", shapes_s)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "complete", complete ? "true" : "false")))
+		goto out;
+out:
+	free(shapes_s);
+	json_decref(shapes);
+	fasvd__free(r->ctx, ld);
+	fasvd__free(r->ctx, td);
+	return rc;
+}
+
+static int set_fixed_metadata(struct run *r)
+{
+	char layers[64], version[32];
+	snprintf(layers, sizeof layers, "%lld-%lld", (long long)r->first, (long long)r->last);
+	snprintf(version, sizeof version, "%s", fasvd_version_string());
+	const char *cfg = fasvd_model_config_json(r->model);
+	int rc;
+	if ((rc = fasvd_st_writer_set_metadata(r->w, "format", "fasvd.spectra")) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "schema_version", SCHEMA_VERSION)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "model_type", r->info.model_type)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "fold_norms",
+	                                       r->o->fold_norms ? "true" : "false")) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "stack_normalisation",
+	                                       norm_name(r->o->stack_norm))) ||
+	    (rc = fasvd_st_writer_set_metadata(
+	             r->w, "compute_dtype", r->compute == FASVD_COMPUTE_F64 ? "f64" : "f32")) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "library_version", version)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "config", cfg ? cfg : "{}")) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "layers", layers)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "tau_definition", TAU_DEFINITION)))
+		return rc;
+	return 0;
+}
+
+static int write_snapshot(struct run *r)
+{
+	int rc = set_progress_metadata(r);
+	if (!rc)
+		rc = fasvd_st_writer_write(r->w, r->out_path);
+	return rc;
+}
+
+/* ---- resume ---- */
+
+static bool parse_index(const char *s, size_t n, int64_t *out)
+{
+	char buf[32];
+	if (n == 0 || n >= sizeof buf)
+		return false;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	char *end;
+	errno = 0;
+	long long v = strtoll(buf, &end, 10);
+	if (errno || *end || v < 0)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Does entry name `name` belong to layer l ("L{l}.")? */
+static int64_t name_layer(const char *name)
+{
+	if (name[0] != 'L')
+		return -1;
+	const char *dot = strchr(name, '.');
+	int64_t l;
+	if (!dot || !parse_index(name + 1, (size_t)(dot - name - 1), &l))
+		return -1;
+	return l;
+}
+
+/* Index of the selected extra tensor called s[0 .. n) (r->tensors is
+ * sorted), or -1. */
+static int64_t find_tensor(const struct run *r, const char *s, size_t n)
+{
+	int64_t lo = 0, hi = r->n_tensors;
+	while (lo < hi) {
+		int64_t mid = lo + (hi - lo) / 2;
+		const char *t = r->tensors[mid];
+		int c = strncmp(t, s, n);
+		if (c == 0)
+			c = t[n] == '\0' ? 0 : 1;
+		if (c == 0)
+			return mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static int resume_from(struct run *r, bool *resumed)
+{
+	*resumed = false;
+	if (access(r->out_path, F_OK) != 0)
+		return 0; /* nothing to resume: start afresh */
+	fasvd_st *old = NULL;
+	int rc = fasvd_st_open(&old, r->ctx, r->out_path);
+	if (rc)
+		return fasvd__error_prefix(rc, "cannot resume from %s", r->out_path);
+	char layers[64];
+	snprintf(layers, sizeof layers, "%lld-%lld", (long long)r->first, (long long)r->last);
+	const char *cfg = fasvd_model_config_json(r->model);
+	struct {
+		const char *key, *want;
+	} checks[] = {
+		{"format", "fasvd.spectra"},
+		{"schema_version", SCHEMA_VERSION},
+		{"model_type", r->info.model_type},
+		{"fold_norms", r->o->fold_norms ? "true" : "false"},
+		{"stack_normalisation", norm_name(r->o->stack_norm)},
+		{"compute_dtype", r->compute == FASVD_COMPUTE_F64 ? "f64" : "f32"},
+		{"layers", layers},
+		{"config", cfg ? cfg : "{}"},
+	};
+	for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+		const char *have = fasvd_st_metadata(old, checks[i].key);
+		if (!have || strcmp(have, checks[i].want) != 0) {
+			rc = fasvd__error(FASVD_EINVAL,
+			                  "cannot resume %s: its %s is \"%.60s\", this run's is "
+			                  "\"%.60s\" (remove the file or run with the same model "
+			                  "and options)",
+			                  r->out_path, checks[i].key, have ? have : "(missing)",
+			                  checks[i].want);
+			goto out;
+		}
+	}
+	/* Which steps are done. */
+	const char *ld = fasvd_st_metadata(old, "layers_done");
+	const char *td = fasvd_st_metadata(old, "tensors_done");
+	const char *shapes_s = fasvd_st_metadata(old, "matrix_shapes");
+	json_t *shapes = shapes_s ? json_loads(shapes_s, 0, NULL) : NULL;
+	if (!ld || !td || !json_is_object(shapes)) {
+		json_decref(shapes);
+		rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: progress metadata missing",
+		                  r->out_path);
+		goto out;
+	}
+	for (const char *p = ld; *p;) {
+		const char *q = strchr(p, ',');
+		size_t n = q ? (size_t)(q - p) : strlen(p);
+		int64_t l;
+		if (!parse_index(p, n, &l) || l < r->first || l > r->last) {
+			json_decref(shapes);
+			rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: bad layers_done \"%.60s\"",
+			                  r->out_path, ld);
+			goto out;
+		}
+		r->layer_done[l] = true;
+		p = q ? q + 1 : p + n;
+	}
+	/* An extra tensor is done when its spectrum is in the file (T.* entries
+	 * are only ever written complete). tensors_done is not split on its
+	 * commas: tensor names may contain commas ("a,x" would read as "a" and
+	 * "x"), so it cannot say which names it lists. */
+	for (int64_t i = 0; i < r->n_tensors && !rc; i++) {
+		size_t len = strlen(r->tensors[i]);
+		char *full = fasvd__alloc(r->ctx, len + 3, "a spectrum name");
+		if (!full) {
+			rc = FASVD_ENOMEM;
+			break;
+		}
+		memcpy(full, "T.", 2);
+		memcpy(full + 2, r->tensors[i], len + 1);
+		r->tensor_done[i] = fasvd_st_find(old, full, NULL) == 0;
+		fasvd__free(r->ctx, full);
+	}
+	if (rc) {
+		json_decref(shapes);
+		goto out;
+	}
+	/* Keep the spectra of the steps done. */
+	for (int64_t i = 0; i < fasvd_st_count(old) && !rc; i++) {
+		const char *name = fasvd_st_name(old, i);
+		int64_t l = name_layer(name);
+		bool keep = false;
+		if (l >= 0 && l < r->info.n_layers)
+			keep = r->layer_done[l];
+		else if (strncmp(name, "T.", 2) == 0) {
+			int64_t k = find_tensor(r, name + 2, strlen(name + 2));
+			keep = k >= 0 && r->tensor_done[k];
+		}
+		if (!keep)
+			continue;
+		fasvd_st_info inf;
+		fasvd_st_info_init(&inf);
+		const void *data;
+		uint64_t nbytes;
+		json_t *sh = json_object_get(shapes, name);
+		if ((rc = fasvd_st_info_get(old, name, &inf)) ||
+		    (rc = fasvd_st_raw(old, name, &data, &nbytes)))
+			break;
+		if (strcmp(inf.dtype, "F64") != 0 || (inf.ndim != 1 && inf.ndim != 2) ||
+		    !json_is_array(sh) || json_array_size(sh) != 2) {
+			rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: tensor '%s' is not a "
+			                  "spectrum of this schema",
+			                  r->out_path, name);
+			break;
+		}
+		int64_t nr = inf.ndim == 2 ? inf.shape[0] : 1;
+		int64_t nc = inf.ndim == 2 ? inf.shape[1] : inf.shape[0];
+		rc = add_entry(r, name, l, nr, nc,
+		               (int64_t)json_integer_value(json_array_get(sh, 0)),
+		               (int64_t)json_integer_value(json_array_get(sh, 1)), inf.ndim == 2,
+		               data);
+	}
+	json_decref(shapes);
+	if (!rc)
+		*resumed = true;
+out:
+	fasvd_st_close(old);
+	return rc;
+}
+
+/* ---- selection ---- */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int select_globs(struct run *r, int64_t n, bool *taken);
+
+/* FP8 block scales (`<weight>_scale_inv`) belong to their weight, whose
+ * view applies them: they are never analysed as matrices of their own. */
+static bool is_scale_name(const char *name)
+{
+	size_t n = strlen(name), k = strlen("_scale_inv");
+	return n > k && strcmp(name + n - k, "_scale_inv") == 0;
+}
+
+static int select_tensors(struct run *r)
+{
+	const fasvd_analyze_opts *o = r->o;
+	int64_t n = fasvd_st_count(r->st);
+	if (o->n_tensor_globs <= 0)
+		return 0;
+	r->tensors = fasvd__calloc(r->ctx, (size_t)n + 1, sizeof(char *), "tensor list");
+	r->tensor_done = fasvd__calloc(r->ctx, (size_t)n + 1, sizeof(bool), "tensor list");
+	/* taken[i]: checkpoint tensor i is selected already (by an earlier
+	 * pattern); a linear scan of the selection made `--tensors '*'` on a
+	 * checkpoint of 10^5 tensors quadratic. */
+	bool *taken = fasvd__calloc(r->ctx, (size_t)n + 1, sizeof(bool), "tensor list");
+	if (!r->tensors || !r->tensor_done || !taken) {
+		fasvd__free(r->ctx, taken);
+		return FASVD_ENOMEM;
+	}
+	int rc = select_globs(r, n, taken);
+	fasvd__free(r->ctx, taken);
+	if (rc)
+		return rc;
+	qsort(r->tensors, (size_t)r->n_tensors, sizeof(char *), cmp_str);
+	return 0;
+}
+
+static int select_globs(struct run *r, int64_t n, bool *taken)
+{
+	const fasvd_analyze_opts *o = r->o;
+	for (int64_t g = 0; g < o->n_tensor_globs; g++) {
+		const char *pat = o->tensor_globs[g];
+		if (!pat)
+			return fasvd__error(FASVD_EINVAL, "fasvd_analyze: tensor pattern %lld is NULL",
+			                    (long long)g);
+		int64_t matched = 0;
+		for (int64_t i = 0; i < n; i++) {
+			const char *name = fasvd_st_name(r->st, i);
+			if (fnmatch(pat, name, 0) != 0 || is_scale_name(name))
+				continue;
+			matched++;
+			if (taken[i])
+				continue;
+			taken[i] = true;
+			fasvd_st_info inf;
+			fasvd_st_info_init(&inf);
+			int rc = fasvd_st_info_get(r->st, name, &inf);
+			if (rc)
+				return rc;
+			if (inf.ndim != 2)
+				return fasvd__error(FASVD_ESHAPE,
+				                    "%s: tensor '%s' matched by --tensors '%s' is %d-D; "
+				                    "only 2-D tensors have a spectrum",
+				                    inf.file, name, pat, inf.ndim);
+			fasvd_dtype dt;
+			if ((rc = fasvd_dtype_from_name(&dt, inf.dtype)))
+				return fasvd__error_prefix(rc, "%s: tensor '%s'", inf.file, name);
+			if (!(r->tensors[r->n_tensors] = fasvd__strdup(r->ctx, name)))
+				return FASVD_ENOMEM;
+			r->n_tensors++;
+			r->bytes_total += inf.nbytes;
+		}
+		if (!matched)
+			return fasvd__error(FASVD_EINVAL, "--tensors pattern '%s' matches no tensor of %s",
+			                    pat, r->info.dir);
+	}
+	return 0;
+}
+
+/* Check every input of the selected layers exists; count their bytes. */
+static int check_layers(struct run *r)
+{
+	for (int64_t l = r->first; l <= r->last; l++) {
+		int64_t first, count;
+		int rc = fasvd_model_layer_inputs(r->model, l, &first, &count);
+		if (rc)
+			return rc;
+		for (int64_t k = first; k < first + count; k++) {
+			fasvd_model_input in;
+			fasvd_model_input_init(&in);
+			if ((rc = fasvd_model_input_get(r->model, k, &in)))
+				return rc;
+			if (in.is_norm && !r->o->fold_norms)
+				continue;
+			if (!in.present)
+				return fasvd__error(FASVD_ENOTFOUND,
+				                    "%s: layer %lld needs tensor '%s' (%s), which the "
+				                    "checkpoint does not have",
+				                    r->info.dir, (long long)l, in.name, in.role);
+			if (in.scale_name && !in.scale_present)
+				return fasvd__error(FASVD_ENOTFOUND,
+				                    "%s: FP8 tensor '%s' needs its scale '%s', which the "
+				                    "checkpoint does not have",
+				                    r->info.dir, in.name, in.scale_name);
+			r->bytes_total += in.nbytes + in.scale_nbytes;
+		}
+	}
+	return 0;
+}
+
+static uint64_t layer_bytes(struct run *r, int64_t l, bool release)
+{
+	int64_t first, count;
+	uint64_t b = 0;
+	if (fasvd_model_layer_inputs(r->model, l, &first, &count))
+		return 0;
+	long page = sysconf(_SC_PAGESIZE);
+	for (int64_t k = first; k < first + count; k++) {
+		fasvd_model_input in;
+		fasvd_model_input_init(&in);
+		if (fasvd_model_input_get(r->model, k, &in) || !in.present ||
+		    (in.is_norm && !r->o->fold_norms))
+			continue;
+		b += in.nbytes + in.scale_nbytes;
+		if (!release)
+			continue;
+		/* Drop the mapped pages this layer touched, so that resident memory
+		 * does not grow with the number of layers. */
+		const void *data;
+		uint64_t nbytes;
+		if (fasvd_st_raw(r->st, in.name, &data, &nbytes) == 0 && nbytes > 0 && page > 0) {
+			uintptr_t lo = (uintptr_t)data & ~(uintptr_t)(page - 1);
+			uintptr_t hi = (uintptr_t)data + nbytes;
+			madvise((void *)lo, hi - lo, MADV_DONTNEED);
+		}
+	}
+	return b;
+}
+
+static int report(struct run *r, const char *stage, int64_t layer, const char *tensor)
+{
+	if (!r->o->progress)
+		return 0;
+	fasvd_progress p = {
+		.size = sizeof p,
+		.stage = stage,
+		.layer = layer,
+		.tensor = tensor,
+		.steps_done = r->steps_done,
+		.steps_total = (r->last - r->first + 1) + r->n_tensors,
+		.bytes_done = r->bytes_done,
+		.bytes_total = r->bytes_total,
+		.elapsed_s = elapsed(r),
+	};
+	if (r->o->progress(r->o->progress_user, &p))
+		return fasvd__error(FASVD_ECANCELED, "analysis cancelled after %lld of %lld steps",
+		                    (long long)p.steps_done, (long long)p.steps_total);
+	return 0;
+}
+
+/* ---- one step ---- */
+
+static int run_layer(struct run *r, int64_t l)
+{
+	fasvd_model_layer_opts lo;
+	fasvd_model_layer_opts_init(&lo);
+	lo.fold_norms = r->o->fold_norms;
+	fasvd_model_layer *layer = NULL;
+	fasvd_spectra *sp = NULL;
+	int rc = fasvd_model_layer_open(&layer, r->model, l, &lo);
+	if (rc)
+		return rc;
+	fasvd_layer_opts opts;
+	fasvd_layer_opts_init(&opts);
+	opts.compute = r->compute;
+	opts.stack_norm = r->o->stack_norm;
+	rc = fasvd_layer_spectra(r->ctx, fasvd_model_layer_desc(layer), &opts, &sp);
+	if (rc) {
+		fasvd__error_prefix(rc, "layer %lld", (long long)l);
+		goto out;
+	}
+	for (int64_t i = 0; i < fasvd_spectra_count(sp) && !rc; i++) {
+		int64_t nr, nc, mr, mc;
+		const char *nm = fasvd_spectra_name(sp, i);
+		if ((rc = fasvd_spectra_shape(sp, i, &nr, &nc, &mr, &mc)))
+			break;
+		char full[256];
+		snprintf(full, sizeof full, "L%lld.%s", (long long)l, nm);
+		bool is_head = strncmp(nm, "head.", 5) == 0;
+		rc = add_entry(r, full, l, nr, nc, mr, mc, is_head, fasvd_spectra_data(sp, i));
+	}
+out:
+	fasvd_spectra_free(sp);
+	fasvd_model_layer_close(layer);
+	return rc;
+}
+
+static int run_tensor(struct run *r, const char *name)
+{
+	fasvd_tensor *t = NULL;
+	int rc = fasvd_st_tensor(&t, r->st, name, 0);
+	if (rc)
+		return rc;
+	int64_t k = t->rows < t->cols ? t->rows : t->cols;
+	double *s = fasvd__calloc(r->ctx, (size_t)k, sizeof(double), "a spectrum");
+	if (!s) {
+		fasvd_tensor_free(t);
+		return FASVD_ENOMEM;
+	}
+	fasvd_svd_opts so;
+	fasvd_svd_opts_init(&so);
+	so.compute = r->compute;
+	rc = fasvd_svdvals(r->ctx, t, &so, s, k, NULL);
+	if (!rc) {
+		/* Tensor names have no length limit: never truncate one. */
+		size_t len = strlen(name);
+		char *full = fasvd__alloc(r->ctx, len + 3, "a spectrum name");
+		if (!full) {
+			rc = FASVD_ENOMEM;
+		} else {
+			memcpy(full, "T.", 2);
+			memcpy(full + 2, name, len + 1);
+			rc = add_entry(r, full, -1, 1, k, t->rows, t->cols, 0, s);
+			fasvd__free(r->ctx, full);
+		}
+	}
+	fasvd__free(r->ctx, s);
+	fasvd_tensor_free(t);
+	return rc;
+}
+
+/* ---- summaries ---- */
+
+/* Write text[0 .. n) to a new temporary file beside `path` (with the mode
+ * of any new file), synced and closed; *tmp gets its name (free it). The
+ * caller renames it into place or unlinks it. */
+static int write_text_tmp(fasvd_ctx *ctx, const char *path, const char *text, size_t n,
+                          char **tmp_out)
+{
+	*tmp_out = NULL;
+	size_t plen = strlen(path);
+	char *tmp = fasvd__alloc(ctx, plen + 16, "a path");
+	if (!tmp)
+		return FASVD_ENOMEM;
+	snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);
+	int fd = mkstemp(tmp);
+	if (fd < 0) {
+		int e = errno;
+		fasvd__free(ctx, tmp);
+		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", path, strerror(e));
+	}
+	const char *step = "write";
+	int failed = 0;
+	size_t off = 0;
+	while (off < n && !failed) {
+		ssize_t k = write(fd, text + off, n - off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			if (k == 0)
+				errno = EIO;
+			failed = 1;
+			break;
+		}
+		off += (size_t)k;
+	}
+	/* mkstemp creates the file 0600: give it the mode of any new file. */
+	if (!failed && fchmod(fd, (mode_t)fasvd__new_file_mode()) != 0)
+		failed = 1, step = "set the mode of";
+	if (!failed && fsync(fd) != 0)
+		failed = 1, step = "sync";
+	int e = errno;
+	if (close(fd) != 0 && !failed)
+		failed = 1, step = "close", e = errno;
+	if (failed) {
+		unlink(tmp);
+		fasvd__free(ctx, tmp);
+		return fasvd__error(FASVD_EIO, "%s: cannot %s it: %s", path, step, strerror(e));
+	}
+	*tmp_out = tmp;
+	return 0;
+}
+
+/* Write the summaries present (JSON and / or CSV) all or nothing: both are
+ * written to temporaries first, then renamed into place. */
+static int write_texts_atomic(fasvd_ctx *ctx, const char *const *paths, const char *const *texts,
+                              const size_t *lens, int count)
+{
+	char *tmp[2] = {NULL, NULL};
+	int rc = 0, renamed = 0;
+	for (int i = 0; i < count && !rc; i++)
+		if (paths[i])
+			rc = write_text_tmp(ctx, paths[i], texts[i], lens[i], &tmp[i]);
+	for (int i = 0; i < count && !rc; i++) {
+		if (!tmp[i])
+			continue;
+		if (rename(tmp[i], paths[i]) != 0) {
+			rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s over it: %s", paths[i],
+			                  tmp[i], strerror(errno));
+			break;
+		}
+		fasvd__free(ctx, tmp[i]);
+		tmp[i] = NULL;
+		renamed |= 1 << i;
+	}
+	for (int i = 0; i < count; i++) {
+		if (tmp[i]) {
+			unlink(tmp[i]);
+			fasvd__free(ctx, tmp[i]);
+		}
+		/* a summary already in place while the other failed: no half result */
+		if (rc && (renamed & (1 << i)))
+			unlink(paths[i]);
+	}
+	return rc;
+}
+
+struct row_metrics {
+	double sigma1, frobenius, stable_rank, entropy_rank;
+	int64_t er[64];
+};
+
+static int metrics_of(const double *s, int64_t n, const double *taus, int64_t nt,
+                      struct row_metrics *m)
+{
+	int rc;
+	m->sigma1 = n ? s[0] : 0;
+	if ((rc = fasvd_metric_frobenius_norm(s, n, &m->frobenius)) ||
+	    (rc = fasvd_metric_stable_rank(s, n, &m->stable_rank)) ||
+	    (rc = fasvd_metric_entropy_rank(s, n, &m->entropy_rank)))
+		return rc;
+	for (int64_t t = 0; t < nt; t++)
+		if ((rc = fasvd_metric_energy_rank(s, n, taus[t], &m->er[t])))
+			return rc;
+	return 0;
+}
+
+/* Split "L3.head.VO" into kind "head" and name "VO"; T.* → kind "tensor". */
+static void split_name(const char *full, char *kind, size_t nk, const char **name)
+{
+	if (strncmp(full, "T.", 2) == 0) {
+		snprintf(kind, nk, "tensor");
+		*name = full + 2;
+		return;
+	}
+	const char *d1 = strchr(full, '.');
+	const char *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+	if (!d1 || !d2) {
+		snprintf(kind, nk, "?");
+		*name = full;
+		return;
+	}
+	snprintf(kind, nk, "%.*s", (int)(d2 - d1 - 1), d1 + 1);
+	*name = d2 + 1;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	const struct entry *x = a, *y = b;
+	int64_t lx = x->layer < 0 ? INT64_MAX : x->layer, ly = y->layer < 0 ? INT64_MAX : y->layer;
+	if (lx != ly)
+		return lx < ly ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+static int write_summaries(struct run *r, const double *taus, int64_t nt)
+{
+	const fasvd_analyze_opts *o = r->o;
+	if (!o->json_path && !o->csv_path)
+		return 0;
+	qsort(r->e, (size_t)r->n_e, sizeof *r->e, cmp_entry);
+	int rc = 0;
+	json_t *root = json_object(), *rows = json_array(), *tj = json_array();
+	char *csv = NULL, *json_text = NULL;
+	size_t csv_len = 0, csv_cap = 0;
+	FILE *mem = NULL;
+	if (!root || !rows || !tj) {
+		rc = fasvd__error(FASVD_ENOMEM, "out of memory building the summary");
+		goto out;
+	}
+	if (o->csv_path) {
+		mem = open_memstream(&csv, &csv_len);
+		if (!mem) {
+			rc = fasvd__error(FASVD_ENOMEM, "out of memory building the CSV table");
+			goto out;
+		}
+		fprintf(mem, "layer,kind,name,head,rows,cols,sigma1,frobenius,stable_rank,"
+		             "entropy_rank");
+		for (int64_t t = 0; t < nt; t++)
+			fprintf(mem, ",er@%.17g", taus[t]);
+		fprintf(mem, "\n");
+	}
+	(void)csv_cap;
+	for (int64_t t = 0; t < nt; t++)
+		json_array_append_new(tj, json_real(taus[t]));
+	for (int64_t i = 0; i < r->n_e && !rc; i++) {
+		const struct entry *e = &r->e[i];
+		char kind[32];
+		const char *name;
+		split_name(e->name, kind, sizeof kind, &name);
+		for (int64_t h = 0; h < e->n_rows; h++) {
+			struct row_metrics m;
+			if ((rc = metrics_of(e->data + h * e->n_cols, e->n_cols, taus, nt, &m))) {
+				fasvd__error_prefix(rc, "metrics of %s", e->name);
+				break;
+			}
+			json_t *er = json_object();
+			for (int64_t t = 0; t < nt; t++) {
+				char key[40];
+				snprintf(key, sizeof key, "%.17g", taus[t]);
+				json_object_set_new(er, key, json_integer((json_int_t)m.er[t]));
+			}
+			json_t *row = json_pack(
+			        "{s:I,s:s,s:s,s:o,s:I,s:I,s:f,s:f,s:f,s:f,s:o}", "layer",
+			        (json_int_t)e->layer, "kind", kind, "name", name, "head",
+			        e->is_2d ? json_integer((json_int_t)h) : json_null(), "rows",
+			        (json_int_t)e->mat_rows, "cols", (json_int_t)e->mat_cols, "sigma1",
+			        m.sigma1, "frobenius", m.frobenius, "stable_rank", m.stable_rank,
+			        "entropy_rank", m.entropy_rank, "effective_rank", er);
+			if (!row || json_array_append_new(rows, row)) {
+				rc = fasvd__error(FASVD_ENOMEM, "out of memory building the summary");
+				break;
+			}
+			if (mem) {
+				char head[24] = "";
+				if (e->is_2d)
+					snprintf(head, sizeof head, "%lld", (long long)h);
+				char layer[24] = "";
+				if (e->layer >= 0)
+					snprintf(layer, sizeof layer, "%lld", (long long)e->layer);
+				/* tensor names may hold commas or quotes: quote the field */
+				fprintf(mem, "%s,%s,\"", layer, kind);
+				for (const char *p = name; *p; p++)
+					fputs(*p == '"' ? "\"\"" : (char[]){*p, 0}, mem);
+				fprintf(mem, "\",%s,%lld,%lld,%.17g,%.17g,%.17g,%.17g", head,
+				        (long long)e->mat_rows, (long long)e->mat_cols, m.sigma1,
+				        m.frobenius, m.stable_rank, m.entropy_rank);
+				for (int64_t t = 0; t < nt; t++)
+					fprintf(mem, ",%lld", (long long)m.er[t]);
+				fprintf(mem, "\n");
+			}
+		}
+	}
+	if (rc)
+		goto out;
+	if (mem && fclose(mem) != 0) {
+		mem = NULL;
+		rc = fasvd__error(FASVD_ENOMEM, "out of memory building the CSV table");
+		goto out;
+	}
+	mem = NULL;
+	if (o->json_path) {
+		json_object_set_new(root, "format", json_string("fasvd.summary"));
+		json_object_set_new(root, "schema_version", json_string(SCHEMA_VERSION));
+		json_object_set_new(root, "model_type", json_string(r->info.model_type));
+		json_object_set_new(root, "spectra_file", json_string(r->out_path));
+		json_object_set_new(root, "fold_norms", json_boolean(r->o->fold_norms));
+		json_object_set_new(root, "stack_normalisation",
+		                    json_string(norm_name(r->o->stack_norm)));
+		json_object_set_new(root, "compute_dtype",
+		                    json_string(r->compute == FASVD_COMPUTE_F64 ? "f64" : "f32"));
+		json_object_set_new(root, "library_version", json_string(fasvd_version_string()));
+		json_object_set_new(root, "tau_definition", json_string(TAU_DEFINITION));
+		json_object_set_new(root, "taus", tj);
+		tj = NULL;
+		json_object_set_new(root, "matrices", rows);
+		rows = NULL;
+		json_text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+		if (!json_text) {
+			rc = fasvd__error(FASVD_ENOMEM, "out of memory writing the JSON summary");
+			goto out;
+		}
+	}
+	{
+		const char *paths[2] = {o->json_path, o->csv_path};
+		const char *texts[2] = {json_text, csv ? csv : ""};
+		size_t lens[2] = {json_text ? strlen(json_text) : 0, csv ? csv_len : 0};
+		rc = write_texts_atomic(r->ctx, paths, texts, lens, 2);
+	}
+out:
+	if (mem)
+		fclose(mem);
+	free(json_text);
+	free(csv);
+	json_decref(tj);
+	json_decref(rows);
+	json_decref(root);
+	return rc;
+}
+
+/* ---- driver ---- */
+
+static void run_free(struct run *r)
+{
+	for (int64_t i = 0; i < r->n_e; i++) {
+		fasvd__free(r->ctx, r->e[i].name);
+		fasvd__free(r->ctx, r->e[i].data);
+	}
+	fasvd__free(r->ctx, r->e);
+	for (int64_t i = 0; i < r->n_tensors; i++)
+		fasvd__free(r->ctx, r->tensors[i]);
+	fasvd__free(r->ctx, r->tensors);
+	fasvd__free(r->ctx, r->tensor_done);
+	fasvd__free(r->ctx, r->layer_done);
+	fasvd_st_writer_free(r->w);
+	fasvd_model_close(r->model);
+}
+
+int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
+                  const fasvd_analyze_opts *opts)
+{
+	fasvd_analyze_opts defaults;
+	fasvd_analyze_opts_init(&defaults);
+	if (!opts)
+		opts = &defaults;
+	if (!model_path || !out_path)
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: NULL model path or output path");
+	if (opts->size < sizeof *opts)
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: opts->size %zu is too small "
+		                    "(call fasvd_analyze_opts_init)",
+		                    opts->size);
+	static const double default_taus[] = {0.01, 0.001};
+	const double *taus = opts->taus ? opts->taus : default_taus;
+	int64_t nt = opts->taus ? opts->n_taus : 2;
+	if (nt < 0 || nt > 64)
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: %lld tau values (1 to 64 allowed)",
+		                    (long long)nt);
+	for (int64_t t = 0; t < nt; t++)
+		if (!(taus[t] >= 0 && taus[t] <= 1))
+			return fasvd__error(FASVD_EINVAL, "fasvd_analyze: tau %g is outside [0, 1]",
+			                    taus[t]);
+	if (opts->stack_norm != FASVD_STACK_NORM_SIGMA1 &&
+	    opts->stack_norm != FASVD_STACK_NORM_FROBENIUS &&
+	    opts->stack_norm != FASVD_STACK_NORM_NONE)
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: unknown stack normalisation %d",
+		                    (int)opts->stack_norm);
+	if (opts->n_tensor_globs < 0 || (opts->n_tensor_globs > 0 && !opts->tensor_globs))
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: bad tensor pattern list");
+	ctx = fasvd__ctx(ctx);
+	struct run r = {.ctx = ctx, .o = opts, .out_path = out_path};
+	clock_gettime(CLOCK_MONOTONIC, &r.t0);
+	r.compute = opts->compute ? opts->compute : (fasvd_compute)ctx->compute;
+	if (r.compute != FASVD_COMPUTE_F32 && r.compute != FASVD_COMPUTE_F64)
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: unknown compute %d",
+		                    (int)opts->compute);
+	bool created = false;
+	int rc = fasvd_model_open(&r.model, ctx, model_path, 0);
+	if (rc)
+		goto out;
+	fasvd_model_info_init(&r.info);
+	if ((rc = fasvd_model_get_info(r.model, &r.info)))
+		goto out;
+	r.st = fasvd_model_checkpoint(r.model);
+	r.first = opts->layer_first;
+	r.last = opts->layer_last < 0 ? r.info.n_layers - 1 : opts->layer_last;
+	if (r.first < 0 || r.first > r.last || r.last >= r.info.n_layers) {
+		rc = fasvd__error(FASVD_EINVAL,
+		                  "layer range %lld-%lld is outside the model's layers 0-%lld",
+		                  (long long)opts->layer_first, (long long)opts->layer_last,
+		                  (long long)r.info.n_layers - 1);
+		goto out;
+	}
+	r.layer_done = fasvd__calloc(ctx, (size_t)r.info.n_layers, sizeof(bool), "layer flags");
+	if (!r.layer_done) {
+		rc = FASVD_ENOMEM;
+		goto out;
+	}
+	if ((rc = check_layers(&r)) || (rc = select_tensors(&r)))
+		goto out;
+	if ((rc = fasvd_st_writer_new(&r.w, ctx)) || (rc = set_fixed_metadata(&r)))
+		goto out;
+	bool resumed = false;
+	if (opts->resume && (rc = resume_from(&r, &resumed)))
+		goto out;
+	for (int64_t l = r.first; l <= r.last; l++)
+		if (r.layer_done[l]) {
+			r.steps_done++;
+			r.bytes_done += layer_bytes(&r, l, false);
+		}
+	for (int64_t i = 0; i < r.n_tensors; i++)
+		if (r.tensor_done[i]) {
+			fasvd_st_info inf;
+			fasvd_st_info_init(&inf);
+			if (fasvd_st_info_get(r.st, r.tensors[i], &inf) == 0)
+				r.bytes_done += inf.nbytes;
+			r.steps_done++;
+		}
+	/* Fail early (and leave nothing) when the output cannot be written. A
+	 * resumed file is rewritten too: spectra of the old file that this run
+	 * does not select (another --tensors) are dropped, so that the file is
+	 * exactly what an uninterrupted run with these options writes even when
+	 * no step is left to do. */
+	if ((rc = write_snapshot(&r)))
+		goto out;
+	if (!resumed)
+		created = true;
+	if ((rc = report(&r, "start", -1, NULL)))
+		goto out;
+	for (int64_t l = r.first; l <= r.last; l++) {
+		if (r.layer_done[l])
+			continue;
+		if ((rc = run_layer(&r, l)))
+			goto out;
+		r.layer_done[l] = true;
+		r.steps_done++;
+		r.bytes_done += layer_bytes(&r, l, true);
+		if ((rc = write_snapshot(&r)) || (rc = report(&r, "layer", l, NULL)))
+			goto out;
+	}
+	for (int64_t i = 0; i < r.n_tensors; i++) {
+		if (r.tensor_done[i])
+			continue;
+		if ((rc = run_tensor(&r, r.tensors[i])))
+			goto out;
+		r.tensor_done[i] = true;
+		r.steps_done++;
+		fasvd_st_info inf;
+		fasvd_st_info_init(&inf);
+		if (fasvd_st_info_get(r.st, r.tensors[i], &inf) == 0)
+			r.bytes_done += inf.nbytes;
+		if ((rc = write_snapshot(&r)) || (rc = report(&r, "tensor", -1, r.tensors[i])))
+			goto out;
+	}
+	if ((rc = write_summaries(&r, taus, nt)))
+		goto out;
+	rc = report(&r, "done", -1, NULL);
+out:
+	if (rc && rc != FASVD_ECANCELED && created) {
+		char saved[1024];
+		fasvd__error_copy(saved, sizeof saved);
+		unlink(out_path);
+		fasvd__error(rc, "%s", saved);
+	}
+	run_free(&r);
+	return rc;
+}

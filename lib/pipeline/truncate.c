@@ -1,0 +1,1081 @@
+/* libfasvd — checkpoint truncation driver (fasvd_truncate, factor.h):
+ * replaces selected weights of a safetensors checkpoint by low-rank factors
+ * and writes a loadable copy, atomically.
+ *
+ * Plan: open the model (architecture adapter: which tensors are the
+ * attention projections, how many heads each has), select the tensors,
+ * then write shard by shard into a temporary folder beside the output:
+ * untouched tensors borrowed from the input mapping (byte for byte, never
+ * decoded), each selected weight factorised when its shard is written (the
+ * factors of one shard at most are held in memory), then the index,
+ * config.json with its "fasvd_lowrank" section and the other small files,
+ * and finally one rename of the folder.
+ */
+#include "factor/factor_int.h"
+#include "model/model_int.h"
+#include "core/file.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fasvd/model.h>
+#include <fasvd/safetensors.h>
+
+void fasvd_truncate_opts_init(fasvd_truncate_opts *opts)
+{
+	if (!opts)
+		return;
+	memset(opts, 0, sizeof *opts);
+	opts->size = sizeof *opts;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static const char *base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+	return s ? s + 1 : path;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Write a whole file and fsync it. */
+static int write_file(const char *path, const void *data, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", path, strerror(errno));
+	const char *p = data;
+	while (n > 0) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			int e = errno;
+			close(fd);
+			return fasvd__error(FASVD_EIO, "%s: cannot write: %s", path, strerror(e));
+		}
+		p += k;
+		n -= (size_t)k;
+	}
+	if (fsync(fd) != 0 || close(fd) != 0)
+		return fasvd__error(FASVD_EIO, "%s: cannot sync: %s", path, strerror(errno));
+	return 0;
+}
+
+static int copy_file(const char *src, const char *dst)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return fasvd__error(FASVD_EIO, "%s: cannot open: %s", src, strerror(errno));
+	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (out < 0) {
+		int e = errno;
+		close(in);
+		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", dst, strerror(e));
+	}
+	char buf[1 << 16];
+	int rc = 0;
+	for (;;) {
+		ssize_t k = read(in, buf, sizeof buf);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			rc = fasvd__error(FASVD_EIO, "%s: cannot read: %s", src, strerror(errno));
+			break;
+		}
+		if (k == 0)
+			break;
+		for (ssize_t off = 0; off < k;) {
+			ssize_t w = write(out, buf + off, (size_t)(k - off));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				rc = fasvd__error(FASVD_EIO, "%s: cannot write: %s", dst, strerror(errno));
+				break;
+			}
+			off += w;
+		}
+		if (rc)
+			break;
+	}
+	if (!rc && fsync(out) != 0)
+		rc = fasvd__error(FASVD_EIO, "%s: cannot sync: %s", dst, strerror(errno));
+	close(in);
+	if (close(out) != 0 && !rc)
+		rc = fasvd__error(FASVD_EIO, "%s: cannot close: %s", dst, strerror(errno));
+	return rc;
+}
+
+/* Remove a temporary folder holding only regular files we wrote. */
+static void remove_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (d) {
+		struct dirent *e;
+		char path[PATH_MAX];
+		while ((e = readdir(d))) {
+			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+				continue;
+			if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
+				unlink(path);
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+static void fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
+/* Files of the model folder copied as they are: everything regular at its
+ * top level except the checkpoint, config.json and other weight formats. */
+static bool copy_extra(const char *name)
+{
+	static const char *const skip[] = {".safetensors", ".safetensors.index.json", ".bin",
+	                                   ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack",
+	                                   ".onnx", ".npz", ".pkl"};
+	if (name[0] == '.' || !strcmp(name, "config.json"))
+		return false;
+	for (size_t i = 0; i < sizeof skip / sizeof *skip; i++)
+		if (ends_with(name, skip[i]))
+			return false;
+	return true;
+}
+
+/* ------------------------------------------------------------ the plan */
+
+typedef struct sel {
+	const char *name;       /* borrowed from st */
+	const char *role;       /* borrowed from the model, or NULL */
+	const char *scale_name; /* "<name>_scale_inv" when present (owned), else NULL */
+	char *a_name, *b_name;  /* owned */
+	int64_t heads;
+	int shared;             /* 0, 'A' or 'B': which factor is the shared output basis */
+	int64_t head_dim;       /* shared: columns (or rows) per head */
+	fasvd_dtype in_dtype, dtype;
+	int64_t rows, cols;
+	/* results */
+	int done, skipped;
+	fasvd_factor_report rep;
+} sel;
+
+typedef struct trunc {
+	fasvd_ctx *ctx;
+	const fasvd_truncate_opts *o;
+	fasvd_model *model;
+	fasvd_st *st;
+	fasvd_model_info info;
+	bool have_model;
+	fasvd_factor_opts fo;    /* validated factor options */
+	json_t *config;          /* parsed config.json, or NULL */
+	sel *sels;
+	int64_t n_sels;
+	char *tmp;               /* temporary output folder */
+	const char *fn;
+	/* per checkpoint tensor (fasvd_st index): its shard, its selection
+	 * entry (-1: none), whether it is dropped (scale of a replaced weight) */
+	int64_t *shard_of, *sel_of;
+	unsigned char *drop;
+} trunc_t;
+
+static sel *find_sel(const trunc_t *t, const char *name)
+{
+	for (int64_t i = 0; i < t->n_sels; i++)
+		if (!strcmp(t->sels[i].name, name))
+			return &t->sels[i];
+	return NULL;
+}
+
+/* Heads along rows of a weight, for per-head mode. */
+static int64_t role_heads(const trunc_t *t, const char *role, int64_t rows)
+{
+	const fasvd_model_info *in = &t->info;
+	const char *arch = in->arch ? in->arch : "";
+	if (!role)
+		return 1;
+	if (!strcmp(role, "q_proj") || !strcmp(role, "q_b_proj") || !strcmp(role, "kv_b_proj"))
+		return in->n_heads;
+	if (!strcmp(role, "k_proj") || !strcmp(role, "v_proj"))
+		return in->n_kv_heads;
+	if (!strcmp(role, "qkv_proj")) {
+		if (!strcmp(arch, "gpt2"))
+			return 1; /* Conv1D [hidden, 3·hidden]: heads are columns */
+		if (!strcmp(arch, "gpt_neox"))
+			return in->n_heads; /* per head [q ; k ; v] */
+		if (in->head_dim > 0 && rows % in->head_dim == 0)
+			return rows / in->head_dim; /* [Q ; K ; V] heads of head_dim rows */
+		return 1;
+	}
+	if (!strcmp(role, "o_proj") && !strcmp(arch, "gpt2"))
+		return in->n_heads; /* c_proj [heads·hd, hidden] */
+	return 1;
+}
+
+static int dtype_ok(const char *dt, fasvd_dtype *out)
+{
+	return fasvd_dtype_from_name(out, dt) == 0;
+}
+
+static int add_sel(trunc_t *t, const char *name, const char *role)
+{
+	fasvd_st_info info;
+	fasvd_st_info_init(&info);
+	int rc = fasvd_st_info_get(t->st, name, &info);
+	if (rc)
+		return rc;
+	sel *s = &t->sels[t->n_sels];
+	memset(s, 0, sizeof *s);
+	s->name = info.name;
+	s->role = role;
+	if (!dtype_ok(info.dtype, &s->in_dtype) || info.ndim != 2)
+		return fasvd__error(FASVD_EDTYPE, "%s: tensor '%s' (%s, %d-D) is not a 2-D float weight",
+		                    t->fn, name, info.dtype, info.ndim);
+	s->rows = info.shape[0];
+	s->cols = info.shape[1];
+	fasvd_dtype fd = t->o->dtype;
+	if (!fd)
+		fd = s->in_dtype == FASVD_DTYPE_F32 || s->in_dtype == FASVD_DTYPE_F16 ||
+		             s->in_dtype == FASVD_DTYPE_BF16
+		         ? s->in_dtype
+		     : s->in_dtype == FASVD_DTYPE_F64 ? FASVD_DTYPE_F32
+		                                      : FASVD_DTYPE_BF16;
+	s->dtype = fd;
+	s->heads = 1;
+	if (t->o->per_head && role) {
+		s->heads = role_heads(t, role, s->rows);
+		if (s->heads < 1 || s->rows % s->heads)
+			return fasvd__error(FASVD_ESHAPE, "%s: tensor '%s' has %lld rows, not %lld heads",
+			                    t->fn, name, (long long)s->rows, (long long)s->heads);
+	}
+	if (t->o->shared_o && role && !strcmp(role, "o_proj")) {
+		bool gpt2 = t->info.arch && !strcmp(t->info.arch, "gpt2");
+		s->heads = 1;
+		s->shared = gpt2 ? 'B' : 'A';
+		s->head_dim = gpt2 ? s->rows / t->info.n_heads : s->cols / t->info.n_heads;
+	}
+	size_t nl = strlen(name);
+	s->a_name = fasvd__alloc(t->ctx, nl + 3, "a factor name");
+	s->b_name = fasvd__alloc(t->ctx, nl + 3, "a factor name");
+	if (!s->a_name || !s->b_name) {
+		fasvd__free(t->ctx, s->a_name);
+		fasvd__free(t->ctx, s->b_name);
+		return FASVD_ENOMEM;
+	}
+	snprintf(s->a_name, nl + 3, "%s.A", name);
+	snprintf(s->b_name, nl + 3, "%s.B", name);
+	t->n_sels++;
+	if (fasvd_st_find(t->st, s->a_name, NULL) == 0 || fasvd_st_find(t->st, s->b_name, NULL) == 0)
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: the checkpoint already has a tensor '%s' or '%s': was it "
+		                    "truncated before?",
+		                    t->fn, s->a_name, s->b_name);
+	fasvd_clear_error();
+	char sc[1024];
+	if (snprintf(sc, sizeof sc, "%s_scale_inv", name) < (int)sizeof sc &&
+	    fasvd_st_find(t->st, sc, NULL) == 0) {
+		s->scale_name = fasvd__strdup(t->ctx, sc);
+		if (!s->scale_name)
+			return FASVD_ENOMEM;
+	}
+	fasvd_clear_error();
+	/* FP8 codes without their block scales are not the weight: never
+	 * factorise them as if they were */
+	if ((s->in_dtype == FASVD_DTYPE_F8_E4M3 || s->in_dtype == FASVD_DTYPE_F8_E5M2) &&
+	    !s->scale_name)
+		return fasvd__error(FASVD_ENOTFOUND,
+		                    "%s: FP8 tensor '%s' needs its scale '%s_scale_inv', which the "
+		                    "checkpoint does not have",
+		                    t->fn, name, name);
+	return 0;
+}
+
+/* Role of a tensor in the detected architecture, or NULL. */
+static const char *lookup_role(const trunc_t *t, const char *name)
+{
+	if (!t->have_model)
+		return NULL;
+	int64_t n = fasvd_model_input_count(t->model);
+	for (int64_t i = 0; i < n; i++) {
+		fasvd_model_input in;
+		fasvd_model_input_init(&in);
+		if (fasvd_model_input_get(t->model, i, &in) == 0 && !in.is_norm && in.name &&
+		    !strcmp(in.name, name))
+			return in.role;
+	}
+	return NULL;
+}
+
+static int select_tensors(trunc_t *t)
+{
+	int64_t n = fasvd_st_count(t->st);
+	t->sels = fasvd__calloc(t->ctx, (size_t)(n > 0 ? n : 1), sizeof *t->sels, "the selection");
+	if (!t->sels)
+		return FASVD_ENOMEM;
+	int rc = 0;
+	if (t->o->n_patterns > 0) {
+		for (int64_t p = 0; p < t->o->n_patterns; p++)
+			if (!t->o->patterns[p])
+				return fasvd__error(FASVD_EINVAL, "%s: patterns[%lld] is NULL", t->fn,
+				                    (long long)p);
+		int64_t *hits = fasvd__calloc(t->ctx, (size_t)t->o->n_patterns, sizeof *hits,
+		                              "pattern counts");
+		if (!hits)
+			return FASVD_ENOMEM;
+		for (int64_t i = 0; i < n && !rc; i++) {
+			const char *name = fasvd_st_name(t->st, i);
+			if (ends_with(name, "_scale_inv"))
+				continue;
+			bool match = false;
+			for (int64_t p = 0; p < t->o->n_patterns; p++)
+				if (fnmatch(t->o->patterns[p], name, 0) == 0) {
+					match = true;
+					break;
+				}
+			if (!match)
+				continue;
+			fasvd_st_info info;
+			fasvd_st_info_init(&info);
+			fasvd_dtype dt;
+			if ((rc = fasvd_st_info_get(t->st, name, &info)))
+				break;
+			/* broad patterns also match norms, biases, integer buffers:
+			 * only 2-D float weights are candidates */
+			if (info.ndim != 2 || !dtype_ok(info.dtype, &dt) || info.shape[0] < 1 ||
+			    info.shape[1] < 1)
+				continue;
+			for (int64_t p = 0; p < t->o->n_patterns; p++)
+				if (fnmatch(t->o->patterns[p], name, 0) == 0)
+					hits[p]++;
+			rc = add_sel(t, name, lookup_role(t, name));
+		}
+		for (int64_t p = 0; p < t->o->n_patterns && !rc; p++)
+			if (hits[p] == 0)
+				rc = fasvd__error(FASVD_EINVAL,
+				                  "%s: pattern '%s' matches no 2-D weight of the checkpoint",
+				                  t->fn, t->o->patterns[p]);
+		fasvd__free(t->ctx, hits);
+		return rc;
+	}
+	if (!t->have_model)
+		return fasvd__error(FASVD_EARCH, "%s: no architecture detected: name the tensors to "
+		                                 "replace with patterns",
+		                    t->fn);
+	int64_t ni = fasvd_model_input_count(t->model);
+	for (int64_t i = 0; i < ni && !rc; i++) {
+		fasvd_model_input in;
+		fasvd_model_input_init(&in);
+		if ((rc = fasvd_model_input_get(t->model, i, &in)))
+			break;
+		if (in.is_norm || !in.present || find_sel(t, in.name))
+			continue;
+		rc = add_sel(t, in.name, in.role);
+	}
+	if (!rc && t->n_sels == 0)
+		rc = fasvd__error(FASVD_ENOTFOUND, "%s: the checkpoint has no attention weight to "
+		                                   "replace",
+		                  t->fn);
+	return rc;
+}
+
+/* ------------------------------------------------------------ factors */
+
+typedef struct held {
+	fasvd_tensor *a, *b;
+} held;
+
+static int shape_of(const sel *s, bool is_a, int64_t *shape)
+{
+	int64_t inner = s->rep.inner;
+	if (s->heads > 1) {
+		shape[0] = s->heads;
+		shape[1] = is_a ? s->rows / s->heads : inner;
+		shape[2] = is_a ? inner : s->cols;
+		return 3;
+	}
+	shape[0] = is_a ? s->rows : inner;
+	shape[1] = is_a ? inner : s->cols;
+	return 2;
+}
+
+static int factor_opts_for(const trunc_t *t, const sel *s, fasvd_factor_opts *o)
+{
+	*o = t->fo;
+	o->dtype = s->dtype;
+	o->heads = s->heads;
+	o->verify = 1;
+	if (s->shared)
+		o->split = s->shared == 'A' ? FASVD_FACTOR_SPLIT_RIGHT : FASVD_FACTOR_SPLIT_LEFT;
+	return 0;
+}
+
+/* only_if_smaller: decide before anything is written (a weight's scale may
+ * be written before it, even in another shard), from the rank alone. */
+static int decide_skips(trunc_t *t)
+{
+	for (int64_t i = 0; i < t->n_sels; i++) {
+		sel *s = &t->sels[i];
+		fasvd_factor_opts o;
+		factor_opts_for(t, s, &o);
+		int64_t rh = s->rows / s->heads, p = rh < s->cols ? rh : s->cols, r;
+		if (o.rank >= 0) {
+			r = o.rank < p ? o.rank : p;
+		} else {
+			fasvd_tensor *w = NULL;
+			int rc = fasvd_st_tensor(&w, t->st, s->name, 0);
+			if (!rc)
+				rc = fasvd_factor_rank(&r, t->ctx, w, &o, NULL);
+			fasvd_tensor_free(w);
+			if (rc)
+				return fasvd__error_prefix(rc, "%s", t->fn);
+		}
+		int64_t inner = r > 0 ? r : 1;
+		if (s->heads * inner * (rh + s->cols) >= s->rows * s->cols) {
+			s->skipped = 1;
+			fasvd_factor_report_init(&s->rep);
+			fasvd__report_shape(&s->rep, s->rows, s->cols, s->heads, r, p);
+			s->rep.params_before = s->rows * s->cols;
+			s->rep.params_after = s->rows * s->cols;
+		}
+	}
+	return 0;
+}
+
+static int factor_one(trunc_t *t, sel *s, held *h)
+{
+	fasvd_tensor *w = NULL;
+	int rc = fasvd_st_tensor(&w, t->st, s->name, 0);
+	if (rc)
+		return rc;
+	fasvd_factor_opts o;
+	factor_opts_for(t, s, &o);
+	fasvd_factor_report_init(&s->rep);
+	rc = fasvd_factor(&h->a, &h->b, t->ctx, w, &o, &s->rep);
+	fasvd_tensor_free(w);
+	if (rc)
+		return fasvd__error_prefix(rc, "%s", t->fn);
+	s->done = 1;
+	return 0;
+}
+
+static int report_sel(trunc_t *t, const sel *s, fasvd_truncate_fn cb, void *arg)
+{
+	if (!cb)
+		return 0;
+	fasvd_truncate_entry e;
+	memset(&e, 0, sizeof e);
+	e.size = sizeof e;
+	e.name = s->name;
+	e.a_name = s->a_name;
+	e.b_name = s->b_name;
+	e.role = s->role;
+	e.skipped = s->skipped;
+	e.in_dtype = s->in_dtype;
+	e.dtype = s->dtype;
+	e.report = s->rep;
+	if (cb(arg, &e))
+		return fasvd__error(FASVD_ECANCELED, "%s: stopped by the caller after '%s'", t->fn,
+		                    s->name);
+	return 0;
+}
+
+/* ------------------------------------------------------------- shards */
+
+/* The per-tensor maps (once: a DeepSeek-V3 checkpoint has ~90k tensors in
+ * 163 shards). Skip decisions must be known. */
+static int build_maps(trunc_t *t)
+{
+	int64_t n = fasvd_st_count(t->st), ns = fasvd_st_shard_count(t->st);
+	size_t cnt = (size_t)(n > 0 ? n : 1);
+	t->shard_of = fasvd__calloc(t->ctx, cnt, sizeof *t->shard_of, "tensor map");
+	t->sel_of = fasvd__calloc(t->ctx, cnt, sizeof *t->sel_of, "tensor map");
+	t->drop = fasvd__calloc(t->ctx, cnt, 1, "tensor map");
+	if (!t->shard_of || !t->sel_of || !t->drop)
+		return FASVD_ENOMEM;
+	int64_t last = 0;
+	for (int64_t i = 0; i < n; i++) {
+		fasvd_st_info info;
+		fasvd_st_info_init(&info);
+		int rc = fasvd_st_info_get(t->st, fasvd_st_name(t->st, i), &info);
+		if (rc)
+			return rc;
+		t->sel_of[i] = -1;
+		t->shard_of[i] = -1;
+		/* tensors come in runs of one shard: try the last one first */
+		for (int64_t k = 0; k < ns; k++) {
+			int64_t j = (last + k) % ns;
+			if (!strcmp(info.file, fasvd_st_shard_path(t->st, j))) {
+				t->shard_of[i] = last = j;
+				break;
+			}
+		}
+		if (t->shard_of[i] < 0)
+			return fasvd__error(FASVD_EINTERNAL, "%s: tensor '%s' is in no shard (%s)", t->fn,
+			                    info.name, info.file);
+	}
+	for (int64_t k = 0; k < t->n_sels; k++) {
+		int64_t i;
+		if (fasvd_st_find(t->st, t->sels[k].name, &i))
+			return FASVD_EINTERNAL;
+		t->sel_of[i] = k;
+		if (t->sels[k].scale_name && !t->sels[k].skipped) {
+			if (fasvd_st_find(t->st, t->sels[k].scale_name, &i))
+				return FASVD_EINTERNAL;
+			t->drop[i] = 1;
+		}
+	}
+	return 0;
+}
+
+/* Tensors of one shard (by its path) to the writer; returns the bytes
+ * added through *bytes. */
+static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t *bytes,
+                       json_t *weight_map, fasvd_truncate_fn cb, void *arg)
+{
+	int rc = 0;
+	fasvd_st_writer *w = NULL;
+	fasvd_st *own = NULL;
+	int64_t n = fasvd_st_count(t->st);
+	held *hs = fasvd__calloc(t->ctx, (size_t)(t->n_sels > 0 ? t->n_sels : 1), sizeof *hs,
+	                         "factors of a shard");
+	if (!hs)
+		return FASVD_ENOMEM;
+	if ((rc = fasvd_st_writer_new(&w, t->ctx)))
+		goto out;
+	/* the shard's own "__metadata__" */
+	if (fasvd_st_shard_count(t->st) > 1) {
+		if ((rc = fasvd_st_open(&own, t->ctx, fasvd_st_shard_path(t->st, shard))))
+			goto out;
+	}
+	const fasvd_st *meta = own ? own : t->st;
+	for (int64_t k = 0; k < fasvd_st_metadata_count(meta); k++) {
+		const char *key = fasvd_st_metadata_key(meta, k);
+		const char *val = fasvd_st_metadata(meta, key);
+		if (key && val && (rc = fasvd_st_writer_set_metadata(w, key, val)))
+			goto out;
+	}
+	const char *shard_base = base_name(out_path);
+	for (int64_t i = 0; i < n; i++) {
+		if (t->shard_of[i] != shard)
+			continue;
+		const char *name = fasvd_st_name(t->st, i);
+		fasvd_st_info info;
+		fasvd_st_info_init(&info);
+		if ((rc = fasvd_st_info_get(t->st, name, &info)))
+			goto out;
+		sel *s = t->sel_of[i] >= 0 ? &t->sels[t->sel_of[i]] : NULL;
+		if (s && s->skipped && (rc = report_sel(t, s, cb, arg)))
+			goto out;
+		if (s && !s->skipped) {
+			held *h = &hs[s - t->sels];
+			if ((rc = factor_one(t, s, h)) || (rc = report_sel(t, s, cb, arg)))
+				goto out;
+			const char *dt = fasvd_dtype_name(s->dtype);
+			int64_t shape[3];
+			int nd = shape_of(s, true, shape);
+			uint64_t nb = (uint64_t)(fasvd_tensor_rows(h->a) * fasvd_tensor_cols(h->a)) *
+			              fasvd_dtype_size(s->dtype);
+			if ((rc = fasvd_st_writer_add(w, s->a_name, dt, nd, shape, fasvd_tensor_data(h->a),
+			                              nb, FASVD_ST_BORROW)))
+				goto out;
+			*bytes += nb;
+			nd = shape_of(s, false, shape);
+			nb = (uint64_t)(fasvd_tensor_rows(h->b) * fasvd_tensor_cols(h->b)) *
+			     fasvd_dtype_size(s->dtype);
+			if ((rc = fasvd_st_writer_add(w, s->b_name, dt, nd, shape, fasvd_tensor_data(h->b),
+			                              nb, FASVD_ST_BORROW)))
+				goto out;
+			*bytes += nb;
+			if (weight_map) {
+				json_object_del(weight_map, name);
+				if (json_object_set_new(weight_map, s->a_name, json_string(shard_base)) ||
+				    json_object_set_new(weight_map, s->b_name, json_string(shard_base))) {
+					rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", t->fn);
+					goto out;
+				}
+			}
+			continue;
+		}
+		/* the block scales of a replaced FP8 weight go with it */
+		if (t->drop[i]) {
+			if (weight_map)
+				json_object_del(weight_map, name);
+			continue;
+		}
+		const void *data;
+		uint64_t nbytes;
+		if ((rc = fasvd_st_raw(t->st, name, &data, &nbytes)) ||
+		    (rc = fasvd_st_writer_add(w, name, info.dtype, info.ndim, info.shape, data, nbytes,
+		                              FASVD_ST_BORROW)))
+			goto out;
+		*bytes += nbytes;
+	}
+	if ((rc = fasvd_st_writer_write(w, out_path)))
+		goto out;
+out:
+	fasvd_st_writer_free(w);
+	for (int64_t i = 0; i < t->n_sels; i++) {
+		fasvd_tensor_free(hs[i].a);
+		fasvd_tensor_free(hs[i].b);
+	}
+	fasvd__free(t->ctx, hs);
+	fasvd_st_close(own);
+	return rc;
+}
+
+/* --------------------------------------------------------- config.json */
+
+/* JSON has no NaN or Inf: such a value is written as null. */
+static json_t *jreal(double x)
+{
+	return isfinite(x) ? json_real(x) : json_null();
+}
+
+static json_t *lowrank_section(const trunc_t *t)
+{
+	const fasvd_factor_opts *fo = &t->fo;
+	json_t *sec = json_object(), *tens = json_object();
+	if (!sec || !tens) {
+		json_decref(sec);
+		json_decref(tens);
+		return NULL;
+	}
+	int bad = 0;
+	bad |= json_object_set_new(sec, "format", json_string("fasvd.lowrank"));
+	bad |= json_object_set_new(sec, "version", json_integer(1));
+	bad |= json_object_set_new(sec, "library_version", json_string(fasvd_version_string()));
+	bad |= json_object_set_new(
+		sec, "convention",
+		json_string("W ~= A @ B for heads = 1; for heads = h > 1, "
+		            "W.reshape(h, rows / h, cols)[k] ~= A[k] @ B[k] with A [h, rows / h, inner] "
+		            "and B [h, inner, cols]; W is the replaced weight dequantised as stored "
+		            "(FP8 block scales applied, no norm folding); inner = max(rank, 1), rank 0 "
+		            "means zero factors"));
+	if (fo->rank >= 0) {
+		bad |= json_object_set_new(sec, "mode", json_string("rank"));
+		bad |= json_object_set_new(sec, "rank", json_integer(fo->rank));
+	} else {
+		bad |= json_object_set_new(sec, "mode", json_string("energy_loss"));
+		bad |= json_object_set_new(sec, "energy_loss", jreal(fo->tau));
+		bad |= json_object_set_new(sec, "energy_loss_of", json_string("squared Frobenius norm"));
+		if (fo->max_rank > 0)
+			bad |= json_object_set_new(sec, "max_rank", json_integer(fo->max_rank));
+	}
+	bad |= json_object_set_new(sec, "split", json_string(fasvd_factor_split_name(fo->split)));
+	bad |= json_object_set_new(sec, "per_head", json_boolean(t->o->per_head));
+	bad |= json_object_set_new(sec, "shared_o", json_boolean(t->o->shared_o));
+	for (int64_t i = 0; i < t->n_sels && !bad; i++) {
+		const sel *s = &t->sels[i];
+		if (s->skipped)
+			continue;
+		json_t *e = json_object();
+		if (!e) {
+			bad = 1;
+			break;
+		}
+		bad |= json_object_set_new(e, "A", json_string(s->a_name));
+		bad |= json_object_set_new(e, "B", json_string(s->b_name));
+		bad |= json_object_set_new(e, "rank", json_integer(s->rep.rank));
+		bad |= json_object_set_new(e, "heads", json_integer(s->heads));
+		bad |= json_object_set_new(e, "inner", json_integer(s->rep.inner));
+		bad |= json_object_set_new(e, "shape", json_pack("[II]", (json_int_t)s->rows,
+		                                                 (json_int_t)s->cols));
+		bad |= json_object_set_new(e, "dtype", json_string(fasvd_dtype_name(s->dtype)));
+		bad |= json_object_set_new(e, "source_dtype", json_string(fasvd_dtype_name(s->in_dtype)));
+		bad |= json_object_set_new(e, "energy_lost", jreal(s->rep.energy_lost));
+		if (s->role)
+			bad |= json_object_set_new(e, "role", json_string(s->role));
+		if (s->shared) {
+			bad |= json_object_set_new(e, "shared", json_string("output"));
+			bad |= json_object_set_new(e, "shared_factor",
+			                           json_string(s->shared == 'A' ? "A" : "B"));
+			bad |= json_object_set_new(e, "head_dim", json_integer(s->head_dim));
+		}
+		bad |= json_object_set_new(tens, s->name, e);
+	}
+	bad |= json_object_set_new(sec, "tensors", tens);
+	if (bad) {
+		json_decref(sec);
+		return NULL;
+	}
+	return sec;
+}
+
+static int write_json(const char *path, json_t *j, size_t flags)
+{
+	char *text = json_dumps(j, flags);
+	if (!text)
+		return fasvd__error(FASVD_ENOMEM, "%s: cannot serialise JSON", path);
+	size_t n = strlen(text);
+	char *withnl = realloc(text, n + 2);
+	if (!withnl) {
+		free(text);
+		return fasvd__error(FASVD_ENOMEM, "%s: out of memory", path);
+	}
+	withnl[n] = '\n';
+	withnl[n + 1] = 0;
+	int rc = write_file(path, withnl, n + 1);
+	free(withnl);
+	return rc;
+}
+
+/* ------------------------------------------------------------- paths */
+
+/* The sharded index of the model folder, or NULL (owned). */
+static char *find_index(fasvd_ctx *ctx, const char *dir)
+{
+	char *p = fasvd__path_join(ctx, dir, "model.safetensors.index.json");
+	struct stat sb;
+	if (p && stat(p, &sb) == 0 && S_ISREG(sb.st_mode))
+		return p;
+	fasvd__free(ctx, p);
+	DIR *d = opendir(dir);
+	if (!d)
+		return NULL;
+	char *found = NULL;
+	int count = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (ends_with(e->d_name, ".safetensors.index.json")) {
+			count++;
+			if (!found)
+				found = fasvd__path_join(ctx, dir, e->d_name);
+		}
+	closedir(d);
+	if (count != 1) {
+		fasvd__free(ctx, found);
+		return NULL;
+	}
+	return found;
+}
+
+/* out_dir must not be model_dir, and must not exist or be an empty folder. */
+static int check_out(const char *fn, const char *model_dir, const char *out_dir)
+{
+	struct stat sm, so;
+	if (stat(model_dir, &sm) != 0)
+		return fasvd__error(errno == ENOENT ? FASVD_ENOTFOUND : FASVD_EIO, "%s: %s: %s", fn,
+		                    model_dir, strerror(errno));
+	if (!S_ISDIR(sm.st_mode))
+		return fasvd__error(FASVD_EINVAL, "%s: %s is not a model folder", fn, model_dir);
+	if (stat(out_dir, &so) == 0) {
+		if (so.st_dev == sm.st_dev && so.st_ino == sm.st_ino)
+			return fasvd__error(FASVD_EINVAL,
+			                    "%s: the output folder %s is the input model folder", fn,
+			                    out_dir);
+		if (!S_ISDIR(so.st_mode))
+			return fasvd__error(FASVD_EINVAL, "%s: %s exists and is not a folder", fn,
+			                    out_dir);
+		DIR *d = opendir(out_dir);
+		if (!d)
+			return fasvd__error(FASVD_EIO, "%s: %s: %s", fn, out_dir, strerror(errno));
+		struct dirent *e;
+		bool empty = true;
+		while ((e = readdir(d)))
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+				empty = false;
+		closedir(d);
+		if (!empty)
+			return fasvd__error(FASVD_EINVAL,
+			                    "%s: the output folder %s exists and is not empty", fn,
+			                    out_dir);
+	} else if (errno != ENOENT) {
+		return fasvd__error(FASVD_EIO, "%s: %s: %s", fn, out_dir, strerror(errno));
+	}
+	return 0;
+}
+
+/* The umask, read without changing it (umask(2) would race with other
+ * threads): /proc/self/status "Umask:" (Linux >= 4.7), else 022. */
+static mode_t process_umask(void)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	unsigned m = 022;
+	if (f) {
+		char line[256];
+		while (fgets(line, sizeof line, f))
+			if (sscanf(line, "Umask: %o", &m) == 1)
+				break;
+		fclose(f);
+	}
+	return (mode_t)(m & 0777);
+}
+
+static char *make_tmp(fasvd_ctx *ctx, const char *out_dir, const char *fn)
+{
+	size_t n = strlen(out_dir);
+	while (n > 1 && out_dir[n - 1] == '/')
+		n--;
+	char *t = fasvd__alloc(ctx, n + 16, "a temporary folder name");
+	if (!t)
+		return NULL;
+	memcpy(t, out_dir, n);
+	memcpy(t + n, ".tmp-XXXXXX", 12);
+	if (!mkdtemp(t)) {
+		fasvd__error(FASVD_EIO, "%s: cannot create a temporary folder beside %s: %s", fn,
+		             out_dir, strerror(errno));
+		fasvd__free(ctx, t);
+		return NULL;
+	}
+	/* mkdtemp makes it 0700; the output is an ordinary folder */
+	chmod(t, 0777 & ~process_umask());
+	return t;
+}
+
+/* -------------------------------------------------------------- driver */
+
+static int open_checkpoint(trunc_t *t, const char *model_dir)
+{
+	int rc = fasvd_model_open(&t->model, t->ctx, model_dir, 0);
+	if (!rc) {
+		t->have_model = true;
+		fasvd_model_info_init(&t->info);
+		if ((rc = fasvd_model_get_info(t->model, &t->info)))
+			return rc;
+		t->st = fasvd_model_checkpoint(t->model);
+		return 0;
+	}
+	/* Without a supported architecture, patterns still name the tensors. */
+	if ((rc != FASVD_EARCH && rc != FASVD_ENOTFOUND) || t->o->n_patterns == 0 ||
+	    t->o->per_head || t->o->shared_o)
+		return rc;
+	fasvd_clear_error();
+	if ((rc = fasvd_st_open(&t->st, t->ctx, model_dir)))
+		return rc;
+	/* FP8 block size from config.json, if any */
+	json_t *q = t->config ? json_object_get(t->config, "quantization_config") : NULL;
+	json_t *bs = q ? json_object_get(q, "weight_block_size") : NULL;
+	if (json_is_array(bs) && json_array_size(bs) == 2 &&
+	    json_is_integer(json_array_get(bs, 0)) && json_is_integer(json_array_get(bs, 1)))
+		rc = fasvd_st_set_block_size(t->st, json_integer_value(json_array_get(bs, 0)),
+		                             json_integer_value(json_array_get(bs, 1)));
+	return rc;
+}
+
+static int load_topts(fasvd_truncate_opts *o, fasvd_factor_opts *fo,
+                      const fasvd_truncate_opts *user, const char *fn)
+{
+	fasvd_truncate_opts_init(o);
+	if (user) {
+		int rc = fasvd__load_versioned(o, sizeof *o, user, fn, "opts",
+		                               "fasvd_truncate_opts_init");
+		if (rc)
+			return rc;
+	}
+	int rc = fasvd__factor_opts_load(fo, o->factor, fn);
+	if (rc)
+		return rc;
+	o->factor = NULL; /* only the validated copy is used */
+	fo->dtype = FASVD_DTYPE_F32;
+	fo->heads = 0;
+	if (o->dtype != 0 && o->dtype != FASVD_DTYPE_F32 && o->dtype != FASVD_DTYPE_F16 &&
+	    o->dtype != FASVD_DTYPE_BF16 && o->dtype != FASVD_DTYPE_F64)
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: opts->dtype = %s (%d): factors are F32, F16, BF16 or F64", fn,
+		                    fasvd_dtype_name(o->dtype), (int)o->dtype);
+	if (o->n_patterns < 0 || (o->n_patterns > 0 && !o->patterns))
+		return fasvd__error(FASVD_EINVAL, "%s: opts->patterns is NULL with n_patterns = %lld",
+		                    fn, (long long)o->n_patterns);
+	return 0;
+}
+
+int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
+                   const fasvd_truncate_opts *opts, fasvd_truncate_fn cb, void *arg)
+{
+	static const char fn[] = "fasvd_truncate";
+	fasvd_truncate_opts o;
+	trunc_t t;
+	memset(&t, 0, sizeof t);
+	char *index_path = NULL, *path = NULL;
+	json_t *index = NULL;
+	if (!model_dir || !out_dir)
+		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !model_dir ? "model_dir" : "out_dir");
+	int rc = load_topts(&o, &t.fo, opts, fn);
+	if (rc || (rc = check_out(fn, model_dir, out_dir)))
+		return rc;
+	t.ctx = fasvd__ctx(ctx);
+	t.o = &o;
+	t.fn = fn;
+	/* config.json (optional without an architecture) */
+	if (!(path = fasvd__path_join(t.ctx, model_dir, "config.json")))
+		return FASVD_ENOMEM;
+	struct stat sb;
+	if (stat(path, &sb) == 0) {
+		json_error_t je;
+		t.config = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+		if (!t.config || !json_is_object(t.config)) {
+			rc = fasvd__error(FASVD_EFORMAT, "%s: %s:%d: %s", fn, path, je.line,
+			                  t.config ? "not a JSON object" : je.text);
+			goto out;
+		}
+	}
+	fasvd__free(t.ctx, path);
+	path = NULL;
+	if ((rc = open_checkpoint(&t, model_dir)) || (rc = select_tensors(&t)))
+		goto out;
+	if (o.only_if_smaller && (rc = decide_skips(&t)))
+		goto out;
+	/* sharded input: its index */
+	index_path = find_index(t.ctx, model_dir);
+	json_t *weight_map = NULL;
+	if (index_path) {
+		json_error_t je;
+		index = json_load_file(index_path, 0, &je);
+		weight_map = index ? json_object_get(index, "weight_map") : NULL;
+		if (!json_is_object(weight_map)) {
+			rc = fasvd__error(FASVD_EFORMAT, "%s: %s: no \"weight_map\" object", fn,
+			                  index_path);
+			goto out;
+		}
+	}
+	if (!(t.tmp = make_tmp(t.ctx, out_dir, fn))) {
+		rc = fasvd_last_error()[0] ? FASVD_EIO : FASVD_ENOMEM;
+		goto out;
+	}
+	uint64_t total = 0;
+	if ((rc = build_maps(&t)))
+		goto out;
+	for (int64_t i = 0; i < fasvd_st_shard_count(t.st) && !rc; i++) {
+		const char *sp = fasvd_st_shard_path(t.st, i);
+		if (!(path = fasvd__path_join(t.ctx, t.tmp, base_name(sp)))) {
+			rc = FASVD_ENOMEM;
+			break;
+		}
+		rc = write_shard(&t, i, path, &total, weight_map, cb, arg);
+		fasvd__free(t.ctx, path);
+		path = NULL;
+	}
+	if (rc)
+		goto out;
+	if (index) {
+		json_t *meta = json_object_get(index, "metadata");
+		if (!json_is_object(meta)) {
+			meta = json_object();
+			if (!meta || json_object_set_new(index, "metadata", meta)) {
+				rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", fn);
+				goto out;
+			}
+		}
+		if (json_object_set_new(meta, "total_size", json_integer((json_int_t)total))) {
+			rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", fn);
+			goto out;
+		}
+		if (!(path = fasvd__path_join(t.ctx, t.tmp, base_name(index_path)))) {
+			rc = FASVD_ENOMEM;
+			goto out;
+		}
+		if ((rc = write_json(path, index, JSON_INDENT(2) | JSON_SORT_KEYS)))
+			goto out;
+		fasvd__free(t.ctx, path);
+		path = NULL;
+	}
+	/* config.json with the section (created if the folder had none) */
+	json_t *sec = lowrank_section(&t);
+	if (!sec) {
+		rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", fn);
+		goto out;
+	}
+	if (!t.config && !(t.config = json_object())) {
+		json_decref(sec);
+		rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", fn);
+		goto out;
+	}
+	if (json_object_set_new(t.config, "fasvd_lowrank", sec)) {
+		rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", fn);
+		goto out;
+	}
+	if (!(path = fasvd__path_join(t.ctx, t.tmp, "config.json"))) {
+		rc = FASVD_ENOMEM;
+		goto out;
+	}
+	if ((rc = write_json(path, t.config, JSON_INDENT(2) | JSON_ENSURE_ASCII)))
+		goto out;
+	fasvd__free(t.ctx, path);
+	path = NULL;
+	/* the other files of the folder */
+	DIR *d = opendir(model_dir);
+	if (!d) {
+		rc = fasvd__error(FASVD_EIO, "%s: %s: %s", fn, model_dir, strerror(errno));
+		goto out;
+	}
+	struct dirent *e;
+	while (!rc && (e = readdir(d))) {
+		if (!copy_extra(e->d_name))
+			continue;
+		char *src = fasvd__path_join(t.ctx, model_dir, e->d_name);
+		char *dst = fasvd__path_join(t.ctx, t.tmp, e->d_name);
+		if (!src || !dst)
+			rc = FASVD_ENOMEM;
+		else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
+			rc = copy_file(src, dst);
+		fasvd__free(t.ctx, src);
+		fasvd__free(t.ctx, dst);
+	}
+	closedir(d);
+	if (rc)
+		goto out;
+	fsync_dir(t.tmp);
+	if (rename(t.tmp, out_dir) != 0) {
+		rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s to %s: %s", fn, t.tmp, out_dir,
+		                  strerror(errno));
+		goto out;
+	}
+	/* fsync the parent folder so that the rename is durable */
+	{
+		char parent[PATH_MAX];
+		snprintf(parent, sizeof parent, "%s", out_dir);
+		char *slash = strrchr(parent, '/');
+		if (slash && slash != parent)
+			*slash = 0;
+		else if (slash)
+			slash[1] = 0;
+		else
+			snprintf(parent, sizeof parent, ".");
+		fsync_dir(parent);
+	}
+	fasvd__free(t.ctx, t.tmp);
+	t.tmp = NULL;
+out:
+	if (t.tmp) {
+		remove_tree(t.tmp);
+		fasvd__free(t.ctx, t.tmp);
+	}
+	fasvd__free(t.ctx, path);
+	fasvd__free(t.ctx, index_path);
+	json_decref(index);
+	json_decref(t.config);
+	for (int64_t i = 0; i < t.n_sels; i++) {
+		fasvd__free(t.ctx, t.sels[i].a_name);
+		fasvd__free(t.ctx, t.sels[i].b_name);
+		fasvd__free(t.ctx, (char *)t.sels[i].scale_name);
+	}
+	fasvd__free(t.ctx, t.sels);
+	fasvd__free(t.ctx, t.shard_of);
+	fasvd__free(t.ctx, t.sel_of);
+	fasvd__free(t.ctx, t.drop);
+	if (t.have_model)
+		fasvd_model_close(t.model);
+	else
+		fasvd_st_close(t.st);
+	return rc;
+}
