@@ -5,6 +5,7 @@
  * resume after cancellation and after SIGKILL at arbitrary moments giving
  * byte-identical files; failures leaving no file behind; flat peak memory. */
 #include "test-helpers.h"
+#include "fixture.h"
 
 #include <fcntl.h>
 #include <stdbool.h>
