@@ -57,8 +57,8 @@ static void test_stories_config(void **state)
 	(void)state;
 	char path[4096];
 	fasvd__config cfg;
-	assert_ok(fasvd__config_load(NULL, &cfg, test_shared_path("models/stories260K/config.json",
-	                                                          path, sizeof path)));
+	assert_ok(fasvd__config_load(NULL, &cfg,
+	                             test_data_path("stories260K/config.json", path, sizeof path)));
 	assert_string_equal(cfg.arch->name, "llama");
 	assert_string_equal(cfg.model_type, "llama");
 	assert_int_equal(cfg.hidden, 64);

@@ -12,7 +12,7 @@
 
 static char *stories(char *buf, size_t n)
 {
-	return (char *)test_shared_path("models/stories260K", buf, n);
+	return (char *)test_data_path("stories260K", buf, n);
 }
 
 /* The detail must contain every word given (NULL-terminated). */
