@@ -1,8 +1,8 @@
 /* Test support: the fixture generator, small checkpoints of every supported
  * architecture with planted low-rank structure (fixture.h).
  *
- * Not part of the library: it is built into the tests, the fuzzers, the
- * benchmarks and the `fasvd demo` command only, and it uses the public API
+ * Not part of the library: it is built into the tests, the fuzzers and the
+ * `fasvd demo` command only, and it uses the public API
  * alone, so that it links against the shared library as well as against
  * the internal static one. It keeps its own description of how each family
  * names and lays out its weights, written from the families' published

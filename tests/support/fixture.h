@@ -1,6 +1,6 @@
 /* Test support (not installed, not part of libfasvd): synthetic checkpoints
  * of every supported architecture, with planted low-rank structure — the
- * fixtures of the tests, fuzzers and benchmarks, and the model of
+ * fixtures of the tests and fuzzers, and the model of
  * `fasvd demo`. Built as a static library (libfasvd-testsupport.a) on
  * the public API only, so that it links with the shared library as well as
  * with the internal static one.
