@@ -123,6 +123,7 @@ test-python: build
 	@if [ -d bindings/python/tests ]; then \
 		echo "pytest bindings/python/tests"; \
 		FASVD_LIBRARY=$(CURDIR)/$(BUILD)/lib/libfasvd.so.0 \
+		FASVD_TESTSUPPORT_LIBRARY=$(CURDIR)/$(BUILD)/tests/support/libfasvd-testsupport.so \
 		LD_LIBRARY_PATH=$(CURDIR)/$(BUILD)/lib$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} \
 		PYTHONPATH=$(CURDIR)/bindings/python$${PYTHONPATH:+:$$PYTHONPATH} \
 		PYTHONDONTWRITEBYTECODE=1 \

@@ -4,10 +4,10 @@
  * loader threads, keep the factors, and print the peak memory next to the
  * size of the checkpoint.
  *
- *   onload [MODEL_DIR] [--tau T | --rank R] [--threads N] [PATTERN...]
+ *   onload MODEL_DIR [--tau T | --rank R] [--threads N] [PATTERN...]
  *
- * Without MODEL_DIR a small DeepSeek-V3-format checkpoint (FP8, sharded) is
- * written to a temporary folder first. PATTERNs (shell globs over tensor
+ * `fasvd demo --dir D` leaves a small DeepSeek-V3-format checkpoint
+ * (FP8, sharded) in D/model to try it on. PATTERNs (shell globs over tensor
  * names, default "*attn*.weight" "*attention*.weight": the attention) select
  * the weights to factorise; the others are left mapped and untouched, as a
  * runtime that streams them to a device would do.
@@ -15,9 +15,9 @@
  * Build against an installed libfasvd:
  *   cc onload.c $(pkg-config --cflags --libs fasvd) -lpthread -o onload
  */
-#include <dirent.h>
 #include <fnmatch.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +80,7 @@ int main(int argc, char **argv)
 	const char *dir = NULL;
 	const char *pats[64];
 	int npat = 0, threads = 4;
+	bool usage = false;
 	fasvd_factor_opts o;
 	fasvd_factor_opts_init(&o);
 	o.dtype = FASVD_DTYPE_BF16;
@@ -96,10 +97,13 @@ int main(int argc, char **argv)
 		} else if (npat < 64 && argv[i][0] != '-') {
 			pats[npat++] = argv[i];
 		} else {
-			fprintf(stderr, "usage: onload [MODEL_DIR] [--tau T | --rank R] [--threads N] "
-			                "[PATTERN...]\n");
-			return 2;
+			usage = true;
 		}
+	}
+	if (usage || !dir) {
+		fprintf(stderr, "usage: onload MODEL_DIR [--tau T | --rank R] [--threads N] "
+		                "[PATTERN...]\n");
+		return 2;
 	}
 	if (threads < 1)
 		threads = 1;
@@ -107,20 +111,7 @@ int main(int argc, char **argv)
 		pats[npat++] = "*attn*.weight";
 		pats[npat++] = "*attention*.weight";
 	}
-	char tmp[] = "/tmp/fasvd-onload-XXXXXX";
 	int rc;
-	if (!dir) {
-		if (!mkdtemp(tmp)) {
-			perror("onload: mkdtemp");
-			return 1;
-		}
-		fasvd_fixture_opts fo;
-		fasvd_fixture_opts_init(&fo);
-		fo.n_layers = 4;
-		if ((rc = fasvd_fixture_write(NULL, tmp, "deepseek_v3", &fo)))
-			return die("writing the demo checkpoint", rc);
-		dir = tmp;
-	}
 	long rss0 = peak_rss_kb();
 
 	/* One context for the loader threads: one BLAS thread per call, so that
@@ -227,17 +218,5 @@ int main(int argc, char **argv)
 	fasvd_st_close(st);
 	fasvd_onload_free(plan);
 	fasvd_ctx_free(ctx);
-	if (dir == tmp) { /* remove the demo checkpoint */
-		DIR *d = opendir(tmp);
-		struct dirent *e;
-		char path[sizeof tmp + 300];
-		while (d && (e = readdir(d)))
-			if (e->d_name[0] != '.' && snprintf(path, sizeof path, "%s/%s", tmp, e->d_name) <
-			                               (int)sizeof path)
-				unlink(path);
-		if (d)
-			closedir(d);
-		rmdir(tmp);
-	}
 	return failed;
 }

@@ -11,7 +11,9 @@ Usage: check-symbols.py SOURCE_ROOT LIBRARY
      internal fasvd__*), a catch-all `local: *;` in the first node;
   3. `nm -D --defined-only LIBRARY` exports exactly the map's symbols (plus the
      version nodes themselves), each bound to the node that lists it;
-  4. the SONAME is libfasvd.so.0.
+  4. no test support leaks into the product: no fasvd_fixture_* function
+     (tests/support/) is declared, listed in the map or exported;
+  5. the SONAME is libfasvd.so.0.
 
 Headers, map and library are read at test time: nothing here lists symbols.
 """
@@ -22,6 +24,8 @@ import subprocess
 import sys
 
 SONAME = "libfasvd.so.0"
+# Functions of the test support library (tests/support/), never library ABI.
+TEST_SUPPORT = re.compile(r"fasvd_fixture_\w*")
 
 results = []
 
@@ -159,6 +163,7 @@ def main():
     except (OSError, subprocess.CalledProcessError) as e:
         case("nm -D %s" % os.path.basename(lib), False, [str(e)])
         nm = None
+    exported = {}
     if nm is not None:
         node_names = {n for n, _, _ in nodes}
         exported, diag = {}, []
@@ -182,6 +187,13 @@ def main():
                             % (s, exported[s], map_syms[s]))
         case("nm -D %s exports exactly the map (%d symbols, all fasvd_*)"
              % (os.path.basename(lib), len(exported)), not diag, diag)
+
+    diag = ["%s: %s" % (where, s)
+            for where, names in (("declared in include/fasvd", hdr),
+                                 ("listed in lib/libfasvd.map", map_syms),
+                                 ("exported by %s" % os.path.basename(lib), exported))
+            for s in sorted(names) if TEST_SUPPORT.fullmatch(s)]
+    case("no test support (fasvd_fixture_*) declared, mapped or exported", not diag, diag)
 
     try:
         dyn = subprocess.run(["readelf", "-d", lib], capture_output=True, text=True,

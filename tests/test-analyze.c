@@ -5,6 +5,7 @@
  * resume after cancellation and after SIGKILL at arbitrary moments giving
  * byte-identical files; failures leaving no file behind; flat peak memory. */
 #include "test-helpers.h"
+#include "fixture.h"
 
 #include <fcntl.h>
 #include <stdbool.h>
@@ -311,10 +312,7 @@ static void test_stories260k_vs_reference(void **state)
 {
 	(void)state;
 	char model[600], out[600];
-	test_shared_path("models/stories260K", model, sizeof model);
-	if (access(model, R_OK) != 0) {
-		test_skip("stories260K not found at %s\n", model);
-	}
+	test_data_path("stories260K", model, sizeof model);
 	snprintf(out, sizeof out, "%s/stories.safetensors", tmpdir);
 	for (int compute = 0; compute < 2; compute++) {
 		fasvd_analyze_opts o;

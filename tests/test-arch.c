@@ -5,6 +5,7 @@
  * written out here, independently of the library — and norm folding
  * multiplies the right columns by the right norm. */
 #include "test-model-helpers.h"
+#include "fixture.h"
 
 typedef struct raw {
 	fasvd_st *st;

@@ -32,6 +32,7 @@
  */
 #include "test-helpers.h"
 #include "hostile/scratch.h"
+#include "fixture.h"
 
 #if defined(__GNUC__)
 #define FASVD_TEST_PRINTF(f, a) __attribute__((format(printf, f, a)))

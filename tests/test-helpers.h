@@ -69,11 +69,12 @@ static inline double test_rng_normal(test_rng *r)
 	return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-/* Path of a file in ../shared/ beside the source tree (NULL-free static). */
-static inline const char *test_shared_path(const char *rel, char *buf, size_t n)
+/* Path of a file of the test data committed in tests/data/ (README.md
+ * there says where each comes from), into buf. */
+static inline const char *test_data_path(const char *rel, char *buf, size_t n)
 {
 	const char *root = getenv("FASVD_SOURCE_ROOT");
-	snprintf(buf, n, "%s/../shared/%s", root ? root : ".", rel);
+	snprintf(buf, n, "%s/tests/data/%s", root ? root : ".", rel);
 	return buf;
 }
 

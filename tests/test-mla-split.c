@@ -13,6 +13,7 @@
  * included). The notebooks' first-half-K / second-half-V split of kv_b_proj
  * is shown to disagree with the reference, so this test would catch it. */
 #include "test-model-helpers.h"
+#include "fixture.h"
 
 typedef struct dense {
 	int64_t rows, cols;

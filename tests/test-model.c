@@ -2,6 +2,7 @@
  * inventory (`fasvd info`), every refusal with its code and a detail naming
  * the tensor / key and the file, fixture determinism, allocation failures. */
 #include "test-model-helpers.h"
+#include "fixture.h"
 
 #include <pthread.h>
 
@@ -11,7 +12,7 @@
 
 static char *stories(char *buf, size_t n)
 {
-	return (char *)test_shared_path("models/stories260K", buf, n);
+	return (char *)test_data_path("stories260K", buf, n);
 }
 
 /* The detail must contain every word given (NULL-terminated). */
@@ -659,7 +660,9 @@ static void test_fixture_errors(void **state)
 	fasvd_fixture_opts fo;
 	fasvd_fixture_opts_init(&fo);
 	assert_fasvd(fasvd_fixture_write(NULL, dir, "mamba", NULL), FASVD_EARCH);
-	detail_has("mamba", "deepseek_v3", NULL);
+	/* The generator's own checks report through its own detail. */
+	assert_non_null(strstr(fasvd_fixture_last_error(), "mamba"));
+	assert_non_null(strstr(fasvd_fixture_last_error(), "deepseek_v3"));
 	assert_fasvd(fasvd_fixture_write(NULL, NULL, "llama", NULL), FASVD_EINVAL);
 	assert_fasvd(fasvd_fixture_write(NULL, dir, NULL, NULL), FASVD_EINVAL);
 	fo.n_kv_heads = 2;

@@ -3,6 +3,7 @@
  * compared with the input; byte identity of the other tensors; the
  * config.json section; cancellation and failures leave no output. */
 #include "test-helpers.h"
+#include "fixture.h"
 
 #include <dirent.h>
 #include <stdbool.h>

@@ -2,6 +2,7 @@
  * block scales and partial edge blocks, sharded, planted low-rank structure),
  * analyse it, and print a readable summary. */
 #include "cli.h"
+#include "fixture.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -150,7 +151,7 @@ static int run(cli *c, int argc, char **argv)
 	int status = CLI_EXIT_OK;
 	int rc = fasvd_fixture_write(c->ctx, model, "deepseek_v3", &fo);
 	if (rc) {
-		status = cli_lib_error(rc);
+		status = cli_error(cli_exit_status(rc), "%s", fasvd_fixture_last_error());
 		goto done;
 	}
 	fasvd_model *m = NULL;

@@ -13,7 +13,6 @@
 #include <fasvd/safetensors.h>
 #include <fasvd/engine.h>
 #include <fasvd/model.h>
-#include <fasvd/fixture.h>
 #include <fasvd/analyze.h>
 #include <fasvd/factor.h>
 

@@ -1,8 +1,7 @@
 /* libfasvd — the architecture table: how each model family names and lays
  * out its attention weights (DESIGN.md §2, "Checkpoint layouts to get
  * right"). Adding an architecture is one initialiser below; model.c turns a
- * row into the canonical per-head views, fixture.c writes checkpoints in
- * the same layout. */
+ * row into the canonical per-head views. */
 #include "model/model_int.h"
 
 #include <stdio.h>
@@ -22,12 +21,11 @@
 #define DECODER_PREFIXES                                                                  \
 	{"model.layers.%d.", "layers.%d.", "language_model.model.layers.%d.",            \
 	 "model.language_model.layers.%d."}
-#define LLAMA_FFN {"mlp.up_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"}
 
 /* The Llama family: separate q/k/v/o_proj, GQA, a "head_dim" key. */
 #define LLAMA_FAMILY(norm_)                                                               \
 	.layout = FASVD__LAYOUT_SEPARATE, .norm = norm_, .prefixes = DECODER_PREFIXES,    \
-	.suffix = LLAMA_SUFFIXES, .ffn = LLAMA_FFN, .head_dim_key = true, .gqa = true
+	.suffix = LLAMA_SUFFIXES, .head_dim_key = true, .gqa = true
 
 /* DeepSeek multi-head latent attention. q_proj is used when q_lora_rank is
  * null (no query compression), q_a_proj / q_b_proj otherwise. */
@@ -45,48 +43,41 @@
 	}
 #define MLA_FAMILY                                                                        \
 	.layout = FASVD__LAYOUT_MLA, .norm = FASVD_NORM_RMS, .prefixes = DECODER_PREFIXES, \
-	.suffix = MLA_SUFFIXES, .ffn = LLAMA_FFN
+	.suffix = MLA_SUFFIXES
 
 const fasvd__arch fasvd__archs[] = {
 	{
 		.name = "deepseek_v2",
 		.classes = "DeepseekV2ForCausalLM",
 		MLA_FAMILY,
-		.fixture_dtype = FASVD_DTYPE_BF16,
 	},
 	{
 		.name = "deepseek_v3",
 		.aliases = "deepseek_r1",
 		.classes = "DeepseekV3ForCausalLM",
 		MLA_FAMILY,
-		.fixture_dtype = FASVD_DTYPE_F8_E4M3,
 	},
 	{
 		/* Kimi-K2 ships DeepSeek-V3's architecture under its own model_type. */
 		.name = "kimi_k2",
 		MLA_FAMILY,
-		.fixture_dtype = FASVD_DTYPE_F8_E4M3,
 	},
 	{
 		.name = "llama",
 		.classes = "LlamaForCausalLM",
 		LLAMA_FAMILY(FASVD_NORM_RMS),
-		.fixture_dtype = FASVD_DTYPE_BF16,
 	},
 	{
 		.name = "mistral",
 		.aliases = "mixtral",
 		.classes = "MistralForCausalLM MixtralForCausalLM",
 		LLAMA_FAMILY(FASVD_NORM_RMS),
-		.fixture_dtype = FASVD_DTYPE_F16,
 	},
 	{
 		.name = "qwen2",
 		.aliases = "qwen2_moe",
 		.classes = "Qwen2ForCausalLM Qwen2MoeForCausalLM",
 		LLAMA_FAMILY(FASVD_NORM_RMS),
-		.fixture_dtype = FASVD_DTYPE_BF16,
-		.fixture_biases = 1u << FASVD__R_Q | 1u << FASVD__R_K | 1u << FASVD__R_V,
 	},
 	{
 		/* q_norm / k_norm act on each head's output after the projection
@@ -95,19 +86,16 @@ const fasvd__arch fasvd__archs[] = {
 		.aliases = "qwen3_moe",
 		.classes = "Qwen3ForCausalLM Qwen3MoeForCausalLM",
 		LLAMA_FAMILY(FASVD_NORM_RMS),
-		.fixture_dtype = FASVD_DTYPE_BF16,
 	},
 	{
 		.name = "gemma",
 		.classes = "GemmaForCausalLM",
 		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
-		.fixture_dtype = FASVD_DTYPE_F32,
 	},
 	{
 		.name = "gemma2",
 		.classes = "Gemma2ForCausalLM",
 		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
-		.fixture_dtype = FASVD_DTYPE_BF16,
 	},
 	{
 		/* The multimodal gemma3 config nests the text model in
@@ -120,9 +108,6 @@ const fasvd__arch fasvd__archs[] = {
 		.def_heads = 8,
 		.def_kv_heads = 4,
 		.def_head_dim = 256,
-		.fixture_dtype = FASVD_DTYPE_BF16,
-		.fixture_prefix = 2,
-		.fixture_nested = true,
 	},
 	{
 		.name = "phi3",
@@ -133,9 +118,7 @@ const fasvd__arch fasvd__archs[] = {
 		.suffix = {[FASVD__R_QKV] = "self_attn.qkv_proj.weight",
 		           [FASVD__R_O] = "self_attn.o_proj.weight",
 		           [FASVD__R_IN_NORM] = "input_layernorm.weight"},
-		.ffn = {"mlp.gate_up_proj.weight", "mlp.down_proj.weight"},
 		.gqa = true,
-		.fixture_dtype = FASVD_DTYPE_BF16,
 	},
 	{
 		.name = "gpt2",
@@ -146,13 +129,9 @@ const fasvd__arch fasvd__archs[] = {
 		.suffix = {[FASVD__R_QKV] = "attn.c_attn.weight",
 		           [FASVD__R_O] = "attn.c_proj.weight",
 		           [FASVD__R_IN_NORM] = "ln_1.weight"},
-		.ffn = {"mlp.c_fc.weight", "mlp.c_proj.weight"},
 		.key_hidden = "n_embd",
 		.key_layers = "n_layer",
 		.key_heads = "n_head",
-		.fixture_dtype = FASVD_DTYPE_F32,
-		.fixture_biases = 1u << FASVD__R_QKV | 1u << FASVD__R_O,
-		.fixture_prefix = 1,
 	},
 	{
 		.name = "gpt_neox",
@@ -163,9 +142,6 @@ const fasvd__arch fasvd__archs[] = {
 		.suffix = {[FASVD__R_QKV] = "attention.query_key_value.weight",
 		           [FASVD__R_O] = "attention.dense.weight",
 		           [FASVD__R_IN_NORM] = "input_layernorm.weight"},
-		.ffn = {"mlp.dense_h_to_4h.weight", "mlp.dense_4h_to_h.weight"},
-		.fixture_dtype = FASVD_DTYPE_F16,
-		.fixture_biases = 1u << FASVD__R_QKV | 1u << FASVD__R_O,
 	},
 	{
 		/* Post-norm encoder: the LayerNorm follows the attention block, so
@@ -181,10 +157,6 @@ const fasvd__arch fasvd__archs[] = {
 		           [FASVD__R_K] = "attention.self.key.weight",
 		           [FASVD__R_V] = "attention.self.value.weight",
 		           [FASVD__R_O] = "attention.output.dense.weight"},
-		.ffn = {"intermediate.dense.weight", "output.dense.weight"},
-		.fixture_dtype = FASVD_DTYPE_F32,
-		.fixture_biases = 1u << FASVD__R_Q | 1u << FASVD__R_K | 1u << FASVD__R_V |
-		                  1u << FASVD__R_O,
 	},
 };
 

@@ -1,7 +1,6 @@
 /* libfasvd — internal declarations of the model layer: config.json
- * (config.c), the architecture table (arch.c), model handles (model.c) and
- * the fixture generator (fixture.c). Never installed; every symbol here is
- * hidden. */
+ * (config.c), the architecture table (arch.c) and model handles (model.c).
+ * Never installed; every symbol here is hidden. */
 #ifndef FASVD_MODEL_INTERNAL_H
 #define FASVD_MODEL_INTERNAL_H
 
@@ -43,7 +42,6 @@ typedef enum fasvd__role {
 } fasvd__role;
 
 #define FASVD__MAX_PREFIXES 6
-#define FASVD__MAX_FFN 3
 
 /* One row of the architecture table (arch.c). Adding an architecture is
  * one such initialiser. */
@@ -57,10 +55,6 @@ typedef struct fasvd__arch {
 	 * one with tensors in the checkpoint wins. */
 	const char *prefixes[FASVD__MAX_PREFIXES];
 	const char *suffix[FASVD__R_COUNT]; /* NULL: role not used */
-	/* FFN weight suffixes (fixtures and `--tensors` examples) and whether
-	 * they are Conv1D ([in, out]). First entry reads the residual stream
-	 * ([inter, hidden] as Linear), last writes it ([hidden, inter]). */
-	const char *ffn[FASVD__MAX_FFN];
 	/* config.json keys for the basic dimensions (NULL: the HF names
 	 * hidden_size / num_hidden_layers / num_attention_heads). */
 	const char *key_hidden, *key_layers, *key_heads;
@@ -69,14 +63,6 @@ typedef struct fasvd__arch {
 	/* Defaults of the HF config class for keys its config.json may omit
 	 * (0: the key is required). */
 	int64_t def_heads, def_kv_heads, def_head_dim;
-	/* Fixture writer (fixture.c): default dtype; roles whose projections
-	 * carry a `.bias` (bits 1u << role; LayerNorm biases come with
-	 * FASVD_NORM_LAYER); prefix used (index into prefixes); whether the
-	 * config nests the dimensions in "text_config" (multimodal wrapper). */
-	fasvd_dtype fixture_dtype;
-	unsigned fixture_biases;
-	int fixture_prefix;
-	bool fixture_nested;
 } fasvd__arch;
 
 /* The architecture table (arch.c). */

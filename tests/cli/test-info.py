@@ -24,7 +24,7 @@ import numpy as np
 
 FASVD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "fasvd"
 ROOT = os.environ.get("FASVD_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
-STORIES = os.path.join(ROOT, "..", "shared", "models", "stories260K")
+STORIES = os.path.join(ROOT, "tests", "data", "stories260K")
 results = []
 
 

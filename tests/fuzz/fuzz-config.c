@@ -16,6 +16,7 @@
  * invalid ones from them.
  */
 #include "fuzz-common.h"
+#include "fixture.h"
 
 #define MAX_ARCHS 64
 #define MAX_LAYERS_OPENED 3

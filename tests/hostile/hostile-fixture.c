@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <fasvd/fasvd.h>
+#include "fixture.h"
 
 static int set_field(fasvd_fixture_opts *o, const char *key, const char *val)
 {

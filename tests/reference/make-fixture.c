@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <fasvd/fasvd.h>
+#include "fixture.h"
 
 int main(int argc, char **argv)
 {

@@ -31,7 +31,7 @@ from . import metrics
 from .metrics import (effective_rank, energy_loss, energy_kept, components_for_energy,
                       stable_rank, entropy_rank, spectral_norm, frobenius_norm, nuclear_norm)
 from .spectra import Result, Ranks, load_spectra, read_safetensors
-from .model import Model, open, demo_model, architectures, truncate  # noqa: A004 (fasvd.open)
+from .model import Model, open, architectures, truncate  # noqa: A004 (fasvd.open)
 
 #: Version of this Python package (it needs a libfasvd of the same major.minor).
 __version__ = "0.1.0"
@@ -58,6 +58,6 @@ __all__ = [
     "metrics", "effective_rank", "energy_loss", "energy_kept", "components_for_energy",
     "stable_rank", "entropy_rank", "spectral_norm", "frobenius_norm", "nuclear_norm",
     "Result", "Ranks", "load_spectra", "read_safetensors",
-    "Model", "demo_model", "architectures", "truncate",
+    "Model", "architectures", "truncate",
     "__version__", "library_version", "library_path",
 ]

@@ -4,7 +4,7 @@ Commands:
   plot SPECTRA.safetensors -o DIR   render the plots of a spectra file as PNGs
   summary SPECTRA.safetensors       print the effective ranks of the stacks
   info MODEL_DIR [--json]           describe a model folder
-  demo DIR                          write the demo model, analyse it, plot it
+  demo DIR                          run `fasvd demo` into DIR, plot its spectra
 
 Exit status: 0 success, 1 a fasvd error (message on stderr), 2 usage error.
 """
@@ -12,6 +12,8 @@ Exit status: 0 success, 1 a fasvd error (message on stderr), 2 usage error.
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 
@@ -74,18 +76,15 @@ def _parser():
     inf.add_argument("model")
     inf.add_argument("--json", action="store_true", help="print JSON")
 
-    dm = sub.add_parser("demo", help="write the demo model, analyse and plot it",
-                        description="Writes the checkpoint of `fasvd demo` (DeepSeek-V3 "
-                        "layout, F8_E4M3 with 128x128 block scales, 3 shards, 4 layers, 8 "
-                        "heads) into DIR/model, analyses it into DIR/spectra.safetensors and "
-                        "renders the plots into DIR/plots.")
+    dm = sub.add_parser("demo", help="run `fasvd demo` and plot its spectra",
+                        description="Runs the command-line tool's `fasvd demo --dir DIR` "
+                        "(a DeepSeek-V3-layout checkpoint, F8_E4M3 with 128x128 block "
+                        "scales, 3 shards, 4 layers, 8 heads, in DIR/model, analysed into "
+                        "DIR/spectra.safetensors) and renders the plots into DIR/plots. "
+                        "The tool is $FASVD_CLI, else `fasvd` on the PATH.")
     dm.add_argument("dir")
-    dm.add_argument("--arch", default="deepseek_v3",
-                    help="architecture of the model (default deepseek_v3)")
     dm.add_argument("--layers", type=int, default=4, help="layers (default 4)")
-    dm.add_argument("--heads", type=int, default=None,
-                    help="attention heads (default 8 for deepseek_v3, else the fixture's)")
-    dm.add_argument("--seed", type=int, default=1)
+    dm.add_argument("--heads", type=int, default=8, help="attention heads (default 8)")
     dm.add_argument("--dpi", type=int, default=100)
     return p
 
@@ -103,6 +102,21 @@ def _summary(res, taus, out):
     for n in sorted(res.tensors):
         rk = "/".join(str(res.effective_ranks[t].tensors[n]) for t in taus)
         out.write("T.%s: %s (max %d)\n" % (n, rk, res.max_rank("T." + n)))
+
+
+def _run_cli_demo(args):
+    """`fasvd demo --dir DIR ...`: the path of the spectra it wrote, or None
+    (the reason on stderr)."""
+    tool = os.environ.get("FASVD_CLI") or shutil.which("fasvd")
+    if not tool:
+        sys.stderr.write("fasvd: demo needs the `fasvd` command-line tool: put it on the "
+                         "PATH or name it in FASVD_CLI\n")
+        return None
+    cmd = [tool, "demo", "--dir", args.dir, "--layers", str(args.layers),
+           "--heads", str(args.heads)]
+    if subprocess.run(cmd, check=False).returncode != 0:
+        return None
+    return os.path.join(args.dir, "spectra.safetensors")
 
 
 def main(argv=None):
@@ -131,16 +145,10 @@ def main(argv=None):
                     for k, v in m.info.items():
                         print("%-14s %s" % (k, v))
         elif args.cmd == "demo":
-            heads = args.heads
-            if heads is None and args.arch == "deepseek_v3":
-                heads = 8
-            model = fasvd.demo_model(os.path.join(args.dir, "model"), arch=args.arch,
-                                     seed=args.seed, n_layers=args.layers, n_heads=heads)
-            out = os.path.join(args.dir, "spectra.safetensors")
-            with fasvd.open(model) as m:
-                res = m.analyze(out)
-            print("model:   %s\nspectra: %s" % (model, out))
-            _summary(res, res.taus, sys.stdout)
+            out = _run_cli_demo(args)
+            if out is None:
+                return 1
+            res = fasvd.load_spectra(out)
             for p in plot.render_all(res, os.path.join(args.dir, "plots"), dpi=args.dpi):
                 print(p)
     except fasvd.Error as e:

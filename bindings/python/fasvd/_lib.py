@@ -146,16 +146,6 @@ class AnalyzeOpts(ctypes.Structure):
                 ("progress", PROGRESS_FN), ("progress_user", c_void_p)]
 
 
-class FixtureOpts(ctypes.Structure):
-    _fields_ = [("size", c_size_t), ("seed", c_uint64), ("n_layers", c_int64),
-                ("n_heads", c_int64), ("n_kv_heads", c_int64), ("hidden", c_int64),
-                ("head_dim", c_int64), ("q_lora_rank", c_int64), ("kv_lora_rank", c_int64),
-                ("qk_nope_head_dim", c_int64), ("qk_rope_head_dim", c_int64),
-                ("v_head_dim", c_int64), ("intermediate", c_int64), ("dtype", c_enum),
-                ("n_shards", c_int64), ("block_size", c_int64), ("rank", c_int64),
-                ("noise", c_double)]
-
-
 class ModelInfo(ctypes.Structure):
     _fields_ = [("size", c_size_t), ("model_type", c_char_p), ("arch", c_char_p),
                 ("dir", c_char_p), ("config_path", c_char_p), ("layer_prefix", c_char_p),
@@ -381,9 +371,6 @@ _PROTOTYPES = {
     "fasvd_model_layer_open": (c_int, [P(layer_p), model_p, c_int64, P(ModelLayerOpts)]),
     "fasvd_model_layer_close": (None, [layer_p]),
     "fasvd_model_layer_desc": (P(LayerDesc), [layer_p]),
-    # fixture.h
-    "fasvd_fixture_opts_init": (None, [P(FixtureOpts)]),
-    "fasvd_fixture_write": (c_int, [ctx_p, c_char_p, c_char_p, P(FixtureOpts)]),
     # analyze.h
     "fasvd_analyze_opts_init": (None, [P(AnalyzeOpts)]),
     "fasvd_analyze": (c_int, [ctx_p, c_char_p, c_char_p, P(AnalyzeOpts)]),
@@ -406,7 +393,7 @@ _INITS = {
     RfactorsOpts: "fasvd_rfactors_opts_init", StackOpts: "fasvd_stack_opts_init",
     StackReport: "fasvd_stack_report_init", SubspaceOpts: "fasvd_subspace_opts_init",
     AttnmapOpts: "fasvd_attnmap_opts_init", AnalyzeOpts: "fasvd_analyze_opts_init",
-    FixtureOpts: "fasvd_fixture_opts_init", ModelInfo: "fasvd_model_info_init",
+    ModelInfo: "fasvd_model_info_init",
     ModelInput: "fasvd_model_input_init", ModelLayerOpts: "fasvd_model_layer_opts_init",
     LayerDesc: "fasvd_layer_desc_init", LayerOpts: "fasvd_layer_opts_init",
     StInfo: "fasvd_st_info_init", MetricSummary: "fasvd_metric_summary_init",

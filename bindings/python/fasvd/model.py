@@ -1,5 +1,4 @@
-"""Model folders: open, describe, analyse (fasvd/model.h, analyze.h,
-fixture.h)."""
+"""Model folders: open, describe, analyse (fasvd/model.h, analyze.h)."""
 
 import ctypes
 import json
@@ -16,7 +15,7 @@ from . import errors
 from ._core import _Handle, get_context, parse_choice, parse_compute
 from .spectra import Result, read_safetensors
 
-__all__ = ["Model", "open", "demo_model", "architectures", "truncate"]
+__all__ = ["Model", "open", "architectures", "truncate"]
 
 
 def architectures():
@@ -376,48 +375,6 @@ def open(model_dir, require_all=False, threads=None, ctx=None):  # noqa: A001 (f
     inconsistent config: the detail names the key), FormatError,
     ShapeError, DtypeError, fasvd.IOError."""
     return Model(model_dir, require_all=require_all, threads=threads, ctx=ctx)
-
-
-_FIXTURE_DTYPES = {None: 0, "f64": L.DTYPE_F64, "f32": L.DTYPE_F32, "f16": L.DTYPE_F16,
-                   "bf16": L.DTYPE_BF16, "f8_e4m3": L.DTYPE_F8_E4M3, "f8_e5m2": L.DTYPE_F8_E5M2}
-
-
-def demo_model(directory, arch="deepseek_v3", seed=1, n_layers=None, n_heads=None,
-               n_kv_heads=None, hidden=None, head_dim=None, q_lora_rank=None,
-               kv_lora_rank=None, qk_nope_head_dim=None, qk_rope_head_dim=None,
-               v_head_dim=None, intermediate=None, dtype=None, n_shards=None,
-               block_size=None, rank=None, noise=None):
-    """Write a small synthetic checkpoint of architecture ``arch`` into
-    ``directory`` (created if needed) and return its path: the model of
-    ``fasvd demo`` (default: DeepSeek-V3 layout, FP8 e4m3 with 128 x 128
-    block scales and partial edge blocks, 3 shards, 2 layers) with planted
-    low-rank structure and per-head differences (fixture.h). Every keyword
-    left None takes the library's default (fixture.h lists them;
-    ``q_lora_rank=-1`` means no query compression). Missing parent folders
-    are created. Deterministic: the same arguments give byte-identical
-    files. Raises InvalidArgument (inconsistent dimensions), ArchError
-    (unknown architecture), fasvd.IOError."""
-    o = L.struct_init(L.FixtureOpts)
-    o.seed = int(seed)
-    for k in ("n_layers", "n_heads", "n_kv_heads", "hidden", "head_dim", "q_lora_rank",
-              "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-              "intermediate", "n_shards", "block_size", "rank"):
-        v = locals()[k]
-        if v is not None:
-            setattr(o, k, int(v))
-    if noise is not None:
-        o.noise = float(noise)
-    if dtype not in _FIXTURE_DTYPES:
-        raise errors.DtypeError("dtype=%r: use one of %s"
-                                % (dtype, ", ".join(str(k) for k in _FIXTURE_DTYPES if k)))
-    o.dtype = _FIXTURE_DTYPES[dtype]
-    path = os.fspath(directory)
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        os.makedirs(parent, exist_ok=True)
-    L.call("fasvd_fixture_write", get_context(), path.encode(), str(arch).encode(),
-           ctypes.byref(o))
-    return path
 
 
 _TRUNC_DTYPES = {None: 0, "f32": L.DTYPE_F32, "f16": L.DTYPE_F16, "bf16": L.DTYPE_BF16,

@@ -3,7 +3,7 @@ library is found and when the tests skip)."""
 
 import pytest
 
-from support import SKIP_REASON
+from support import SKIP_REASON, write_fixture
 
 
 def pytest_report_header(config):
@@ -17,12 +17,10 @@ def pytest_report_header(config):
 def deepseek_dir(tmp_path_factory):
     """The demo model: DeepSeek-V3 layout, FP8 with 128x128 block scales and
     partial edge blocks, 3 shards, 2 layers."""
-    import fasvd
-    return fasvd.demo_model(str(tmp_path_factory.mktemp("ds") / "model"))
+    return write_fixture(str(tmp_path_factory.mktemp("ds") / "model"))
 
 
 @pytest.fixture(scope="session")
 def llama_dir(tmp_path_factory):
     """A Llama fixture with GQA (4 heads, 2 KV heads), BF16 weights."""
-    import fasvd
-    return fasvd.demo_model(str(tmp_path_factory.mktemp("llama") / "model"), arch="llama")
+    return write_fixture(str(tmp_path_factory.mktemp("llama") / "model"), arch="llama")

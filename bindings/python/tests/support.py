@@ -1,4 +1,5 @@
-"""Shared test support: finding the library, independent numpy decoders.
+"""Shared test support: finding the library, writing fixtures, independent
+numpy decoders.
 
 The library is found through FASVD_LIBRARY or the repository's build tree
 (fasvd/_lib.py). When it is absent, every test module skips with a message
@@ -6,6 +7,7 @@ saying so (``require_library()``); any other import failure (a version
 mismatch, a broken binding) fails the run.
 """
 
+import ctypes
 import os
 import sys
 
@@ -43,6 +45,93 @@ def cli_path():
     lib_dir = os.path.dirname(os.path.abspath(fasvd.library_path))
     cand = os.path.join(os.path.dirname(lib_dir), "tools", "fasvd")
     return cand if os.access(cand, os.X_OK) else None
+
+
+# ---------------------------------------------------------------- fixtures
+# The fixture generator is test support, not part of libfasvd: the build
+# tree's tests/support/libfasvd-testsupport.so (tests/support/fixture.h),
+# named by FASVD_TESTSUPPORT_LIBRARY (`make test-python` sets it) or found
+# beside the library's build tree.
+
+class _FixtureOpts(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("seed", ctypes.c_uint64),
+                ("n_layers", ctypes.c_int64), ("n_heads", ctypes.c_int64),
+                ("n_kv_heads", ctypes.c_int64), ("hidden", ctypes.c_int64),
+                ("head_dim", ctypes.c_int64), ("q_lora_rank", ctypes.c_int64),
+                ("kv_lora_rank", ctypes.c_int64), ("qk_nope_head_dim", ctypes.c_int64),
+                ("qk_rope_head_dim", ctypes.c_int64), ("v_head_dim", ctypes.c_int64),
+                ("intermediate", ctypes.c_int64), ("dtype", ctypes.c_int),
+                ("n_shards", ctypes.c_int64), ("block_size", ctypes.c_int64),
+                ("rank", ctypes.c_int64), ("noise", ctypes.c_double)]
+
+
+_FIXTURE_DIMS = ("n_layers", "n_heads", "n_kv_heads", "hidden", "head_dim", "q_lora_rank",
+                 "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                 "intermediate", "n_shards", "block_size", "rank")
+_testsupport = None
+
+
+def _testsupport_library():
+    """The fixture library, loaded once; skips the calling test without it."""
+    global _testsupport
+    if _testsupport is not None:
+        return _testsupport
+    import fasvd
+    path = os.environ.get("FASVD_TESTSUPPORT_LIBRARY")
+    if not path:
+        build = os.path.dirname(os.path.dirname(os.path.abspath(fasvd.library_path)))
+        path = os.path.join(build, "tests", "support", "libfasvd-testsupport.so")
+    if not os.path.exists(path):
+        pytest.skip("no fixture library %s (build the tests, or set "
+                    "FASVD_TESTSUPPORT_LIBRARY)" % path)
+    lib = ctypes.CDLL(path)
+    P = ctypes.POINTER(_FixtureOpts)
+    lib.fasvd_fixture_opts_init.argtypes = [P]
+    lib.fasvd_fixture_opts_init.restype = None
+    lib.fasvd_fixture_write.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, P]
+    lib.fasvd_fixture_write.restype = ctypes.c_int
+    lib.fasvd_fixture_last_error.argtypes = []
+    lib.fasvd_fixture_last_error.restype = ctypes.c_char_p
+    o = _FixtureOpts()
+    lib.fasvd_fixture_opts_init(ctypes.byref(o))
+    if o.size != ctypes.sizeof(_FixtureOpts):
+        raise AssertionError("fasvd_fixture_opts is %d bytes in %s, %d here: update "
+                             "_FixtureOpts" % (o.size, path, ctypes.sizeof(_FixtureOpts)))
+    _testsupport = lib
+    return lib
+
+
+def write_fixture(directory, arch="deepseek_v3", seed=1, dtype=None, noise=None, **dims):
+    """Write a synthetic checkpoint of architecture ``arch`` into
+    ``directory`` (created with its parents) and return its path: the model
+    of ``fasvd demo`` by default (DeepSeek-V3 layout, FP8 e4m3 with
+    128 x 128 block scales, 3 shards, 2 layers), with planted low-rank
+    structure. ``dims`` are fasvd_fixture_opts fields (n_layers, n_heads,
+    ...); None or absent takes the generator's default. Raises the
+    fasvd.Error subclass of the generator's error code."""
+    from fasvd import _lib as L
+    from fasvd.errors import error_class
+    lib = _testsupport_library()
+    o = _FixtureOpts()
+    lib.fasvd_fixture_opts_init(ctypes.byref(o))
+    o.seed = int(seed)
+    for k, v in dims.items():
+        if k not in _FIXTURE_DIMS:
+            raise TypeError("write_fixture: unknown option %r" % k)
+        if v is not None:
+            setattr(o, k, int(v))
+    if noise is not None:
+        o.noise = float(noise)
+    o.dtype = {None: 0, "f64": L.DTYPE_F64, "f32": L.DTYPE_F32, "f16": L.DTYPE_F16,
+               "bf16": L.DTYPE_BF16, "f8_e4m3": L.DTYPE_F8_E4M3,
+               "f8_e5m2": L.DTYPE_F8_E5M2}[dtype]
+    path = os.fspath(directory)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    rc = lib.fasvd_fixture_write(None, path.encode(), str(arch).encode(), ctypes.byref(o))
+    if rc < 0:
+        detail = (lib.fasvd_fixture_last_error() or b"").decode("utf-8", "replace")
+        raise error_class(rc)(detail, code=rc, function="fasvd_fixture_write")
+    return path
 
 
 # ---------------------------------------------------------------- decoders

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from support import (cli_path, read_checkpoint, reference_layer, reference_spectra,
-                     require_library, svals)
+                     require_library, svals, write_fixture)
 
 require_library()
 
@@ -266,7 +266,7 @@ def test_open_errors(tmp_path, llama_dir):
     with pytest.raises(fasvd.NotFoundError):
         fasvd.open(str(tmp_path / "nothing"))
     d = tmp_path / "badarch"
-    fasvd.demo_model(str(d), arch="llama")
+    write_fixture(str(d), arch="llama")
     cfg = json.loads((d / "config.json").read_text())
     cfg["model_type"] = "not_a_model"
     (d / "config.json").write_text(json.dumps(cfg))
@@ -274,12 +274,12 @@ def test_open_errors(tmp_path, llama_dir):
         fasvd.open(str(d))
     assert "not_a_model" in str(ei.value)
     with pytest.raises(fasvd.ArchError):
-        fasvd.demo_model(str(tmp_path / "x"), arch="not_a_model")
+        write_fixture(str(tmp_path / "x"), arch="not_a_model")
 
 
 def test_nan_weight_raises_and_leaves_no_file(tmp_path):
     d = str(tmp_path / "nan")
-    fasvd.demo_model(d, arch="llama", dtype="f32")
+    write_fixture(d, arch="llama", dtype="f32")
     path = os.path.join(d, "model.safetensors")
     with open(path, "rb") as f:
         b = bytearray(f.read())
@@ -302,7 +302,7 @@ def test_nan_weight_raises_and_leaves_no_file(tmp_path):
 
 
 def test_truncate_writes_exact_factors(tmp_path):
-    d = fasvd.demo_model(str(tmp_path / "m"), arch="llama", dtype="f32")
+    d = write_fixture(str(tmp_path / "m"), arch="llama", dtype="f32")
     weights, _ = read_checkpoint(d)
     seen = []
     ents = fasvd.truncate(d, str(tmp_path / "out"), energy_loss=0.01, dtype="f64",

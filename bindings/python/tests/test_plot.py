@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from support import PKG_ROOT, require_library
+from support import PKG_ROOT, require_library, write_fixture
 
 require_library()
 
@@ -23,7 +23,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def spectra_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("plot")
-    model = fasvd.demo_model(str(d / "model"), n_layers=3)
+    model = write_fixture(str(d / "model"), n_layers=3)
     out = str(d / "spectra.safetensors")
     with fasvd.open(model) as m:
         m.analyze(out)

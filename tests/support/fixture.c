@@ -1,16 +1,24 @@
-/* libfasvd — fixture generator: small checkpoints of every supported
- * architecture with planted low-rank structure (include/fasvd/fixture.h).
+/* Test support: the fixture generator, small checkpoints of every supported
+ * architecture with planted low-rank structure (fixture.h).
  *
- * The layouts are written here from the canonical per-head matrices
- * independently of model.c's reading code, so that tests reading a fixture
- * back check one against the other. */
-#include "model/model_int.h"
+ * Not part of the library: it is built into the tests, the fuzzers and the
+ * `fasvd demo` command only, and it uses the public API
+ * alone, so that it links against the shared library as well as against
+ * the internal static one. It keeps its own description of how each family
+ * names and lays out its weights, written from the families' published
+ * checkpoints independently of the library's architecture table and
+ * reading code, so that a test reading a fixture back checks one against
+ * the other. */
+#include "fixture.h"
 
-#include <fasvd/fixture.h>
+#include <fasvd/model.h>
+#include <fasvd/safetensors.h>
 
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +27,186 @@
 #include <unistd.h>
 
 #define MAX_SHARDS 64
+
+/* ---------------------------------------------------------- errors */
+
+static _Thread_local char fx_detail[1024];
+
+const char *fasvd_fixture_last_error(void)
+{
+	return fx_detail;
+}
+
+static int fx_fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(fx_detail, sizeof fx_detail, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* ---------------------------------------------------- architectures */
+
+/* How a family lays out its attention projections. */
+typedef enum fx_layout {
+	/* q_proj [H·d, hidden], k_proj / v_proj [KV·d, hidden], o_proj
+	 * [hidden, H·d] (Linear: out x in). */
+	FX_SEPARATE = 1,
+	/* qkv_proj rows [Q (H·d) ; K (KV·d) ; V (KV·d)] (Phi-3). */
+	FX_QKV_ROWS,
+	/* GPT-2 Conv1D: c_attn [hidden, (H + 2 KV)·d], columns [Q | K | V];
+	 * c_proj [H·d, hidden]. */
+	FX_CONV1D,
+	/* query_key_value rows per head [q ; k ; v] (GPT-NeoX). */
+	FX_QKV_HEADS,
+	/* DeepSeek multi-head latent attention. */
+	FX_MLA
+} fx_layout;
+
+/* The tensors of one layer the generator writes. */
+typedef enum fx_role {
+	FX_R_Q = 0,   /* q_proj (also MLA without query compression) */
+	FX_R_K,
+	FX_R_V,
+	FX_R_O,       /* o_proj / dense / c_proj */
+	FX_R_QKV,     /* fused qkv_proj / c_attn / query_key_value */
+	FX_R_QA,      /* MLA q_a_proj */
+	FX_R_QB,      /* MLA q_b_proj */
+	FX_R_KVA,     /* MLA kv_a_proj_with_mqa */
+	FX_R_KVB,     /* MLA kv_b_proj */
+	FX_R_IN_NORM, /* norm before attention */
+	FX_R_QA_NORM, /* MLA q_a_layernorm */
+	FX_R_KVA_NORM,/* MLA kv_a_layernorm */
+	FX_R_COUNT
+} fx_role;
+
+#define FX_MAX_FFN 3
+
+/* One family as its checkpoints store it. */
+typedef struct fx_arch {
+	const char *name;   /* config.json model_type */
+	const char *cls;    /* config.json architectures[0] */
+	fx_layout layout;
+	fasvd_norm_kind norm;
+	const char *prefix; /* layer prefix, "%d" = the layer index */
+	const char *suffix[FX_R_COUNT];
+	/* FFN weights: the first reads the residual stream, the last writes
+	 * it (Linear [out, in], Conv1D [in, out]). */
+	const char *ffn[FX_MAX_FFN];
+	bool head_dim_key;  /* config.json has "head_dim" */
+	bool gqa;           /* num_key_value_heads may differ from heads */
+	bool nested;        /* dimensions in "text_config" (multimodal wrapper) */
+	fasvd_dtype dtype;  /* the family's usual weight dtype */
+	unsigned biases;    /* roles whose projections carry a `.bias` (1u << role);
+	                       LayerNorm biases come with FASVD_NORM_LAYER */
+} fx_arch;
+
+#define FX_LLAMA_SUFFIXES                                     \
+	{                                                     \
+		[FX_R_Q] = "self_attn.q_proj.weight",         \
+		[FX_R_K] = "self_attn.k_proj.weight",         \
+		[FX_R_V] = "self_attn.v_proj.weight",         \
+		[FX_R_O] = "self_attn.o_proj.weight",         \
+		[FX_R_IN_NORM] = "input_layernorm.weight",    \
+	}
+#define FX_LLAMA_FFN {"mlp.up_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"}
+#define FX_LLAMA_AT(norm_, prefix_)                                                       \
+	.layout = FX_SEPARATE, .norm = norm_, .prefix = prefix_,                           \
+	.suffix = FX_LLAMA_SUFFIXES, .ffn = FX_LLAMA_FFN, .head_dim_key = true, .gqa = true
+#define FX_LLAMA(norm_) FX_LLAMA_AT(norm_, "model.layers.%d.")
+#define FX_MLA_FAMILY                                                           \
+	.layout = FX_MLA, .norm = FASVD_NORM_RMS, .prefix = "model.layers.%d.",  \
+	.ffn = FX_LLAMA_FFN,                                                    \
+	.suffix = {                                                             \
+		[FX_R_Q] = "self_attn.q_proj.weight",                           \
+		[FX_R_QA] = "self_attn.q_a_proj.weight",                        \
+		[FX_R_QB] = "self_attn.q_b_proj.weight",                        \
+		[FX_R_KVA] = "self_attn.kv_a_proj_with_mqa.weight",             \
+		[FX_R_KVB] = "self_attn.kv_b_proj.weight",                      \
+		[FX_R_O] = "self_attn.o_proj.weight",                           \
+		[FX_R_IN_NORM] = "input_layernorm.weight",                      \
+		[FX_R_QA_NORM] = "self_attn.q_a_layernorm.weight",              \
+		[FX_R_KVA_NORM] = "self_attn.kv_a_layernorm.weight",            \
+	}
+
+static const fx_arch fx_archs[] = {
+	{.name = "deepseek_v2", .cls = "DeepseekV2ForCausalLM", FX_MLA_FAMILY,
+	 .dtype = FASVD_DTYPE_BF16},
+	{.name = "deepseek_v3", .cls = "DeepseekV3ForCausalLM", FX_MLA_FAMILY,
+	 .dtype = FASVD_DTYPE_F8_E4M3},
+	/* Kimi-K2: DeepSeek-V3's architecture under its own model_type. */
+	{.name = "kimi_k2", .cls = "DeepseekV3ForCausalLM", FX_MLA_FAMILY,
+	 .dtype = FASVD_DTYPE_F8_E4M3},
+	{.name = "llama", .cls = "LlamaForCausalLM", FX_LLAMA(FASVD_NORM_RMS),
+	 .dtype = FASVD_DTYPE_BF16},
+	{.name = "mistral", .cls = "MistralForCausalLM", FX_LLAMA(FASVD_NORM_RMS),
+	 .dtype = FASVD_DTYPE_F16},
+	{.name = "qwen2", .cls = "Qwen2ForCausalLM", FX_LLAMA(FASVD_NORM_RMS),
+	 .dtype = FASVD_DTYPE_BF16, .biases = 1u << FX_R_Q | 1u << FX_R_K | 1u << FX_R_V},
+	{.name = "qwen3", .cls = "Qwen3ForCausalLM", FX_LLAMA(FASVD_NORM_RMS),
+	 .dtype = FASVD_DTYPE_BF16},
+	{.name = "gemma", .cls = "GemmaForCausalLM", FX_LLAMA(FASVD_NORM_RMS_GEMMA),
+	 .dtype = FASVD_DTYPE_F32},
+	{.name = "gemma2", .cls = "Gemma2ForCausalLM", FX_LLAMA(FASVD_NORM_RMS_GEMMA),
+	 .dtype = FASVD_DTYPE_BF16},
+	/* Saved as the multimodal model: the language model under its own
+	 * prefix, its dimensions nested in "text_config". */
+	{.name = "gemma3", .cls = "Gemma3ForConditionalGeneration",
+	 FX_LLAMA_AT(FASVD_NORM_RMS_GEMMA, "language_model.model.layers.%d."), .nested = true,
+	 .dtype = FASVD_DTYPE_BF16},
+	{.name = "phi3", .cls = "Phi3ForCausalLM", .layout = FX_QKV_ROWS, .norm = FASVD_NORM_RMS,
+	 .prefix = "model.layers.%d.",
+	 .suffix = {[FX_R_QKV] = "self_attn.qkv_proj.weight", [FX_R_O] = "self_attn.o_proj.weight",
+	            [FX_R_IN_NORM] = "input_layernorm.weight"},
+	 .ffn = {"mlp.gate_up_proj.weight", "mlp.down_proj.weight"}, .gqa = true,
+	 .dtype = FASVD_DTYPE_BF16},
+	{.name = "gpt2", .cls = "GPT2LMHeadModel", .layout = FX_CONV1D, .norm = FASVD_NORM_LAYER,
+	 .prefix = "transformer.h.%d.",
+	 .suffix = {[FX_R_QKV] = "attn.c_attn.weight", [FX_R_O] = "attn.c_proj.weight",
+	            [FX_R_IN_NORM] = "ln_1.weight"},
+	 .ffn = {"mlp.c_fc.weight", "mlp.c_proj.weight"}, .dtype = FASVD_DTYPE_F32,
+	 .biases = 1u << FX_R_QKV | 1u << FX_R_O},
+	{.name = "gpt_neox", .cls = "GPTNeoXForCausalLM", .layout = FX_QKV_HEADS,
+	 .norm = FASVD_NORM_LAYER, .prefix = "gpt_neox.layers.%d.",
+	 .suffix = {[FX_R_QKV] = "attention.query_key_value.weight",
+	            [FX_R_O] = "attention.dense.weight", [FX_R_IN_NORM] = "input_layernorm.weight"},
+	 .ffn = {"mlp.dense_h_to_4h.weight", "mlp.dense_4h_to_h.weight"},
+	 .dtype = FASVD_DTYPE_F16, .biases = 1u << FX_R_QKV | 1u << FX_R_O},
+	/* Post-norm encoder: no norm before the attention. */
+	{.name = "bert", .cls = "BertModel", .layout = FX_SEPARATE, .norm = FASVD_NORM_NONE,
+	 .prefix = "bert.encoder.layer.%d.",
+	 .suffix = {[FX_R_Q] = "attention.self.query.weight",
+	            [FX_R_K] = "attention.self.key.weight",
+	            [FX_R_V] = "attention.self.value.weight",
+	            [FX_R_O] = "attention.output.dense.weight"},
+	 .ffn = {"intermediate.dense.weight", "output.dense.weight"}, .dtype = FASVD_DTYPE_F32,
+	 .biases = 1u << FX_R_Q | 1u << FX_R_K | 1u << FX_R_V | 1u << FX_R_O},
+};
+
+#define FX_N_ARCHS (sizeof fx_archs / sizeof fx_archs[0])
+
+static const fx_arch *fx_arch_find(const char *name)
+{
+	for (size_t i = 0; i < FX_N_ARCHS; i++)
+		if (strcmp(fx_archs[i].name, name) == 0)
+			return &fx_archs[i];
+	return NULL;
+}
+
+/* "deepseek_v2, deepseek_v3, …" into buf (for error messages). */
+static const char *fx_arch_list(char *buf, size_t n)
+{
+	size_t used = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < FX_N_ARCHS && used < n; i++) {
+		int w = snprintf(buf + used, n - used, "%s%s", i ? ", " : "", fx_archs[i].name);
+		if (w < 0)
+			break;
+		used += (size_t)w;
+	}
+	return buf;
+}
 
 void fasvd_fixture_opts_init(fasvd_fixture_opts *opts)
 {
@@ -70,7 +258,7 @@ static double normal(rng *r)
 
 typedef struct fx {
 	fasvd_ctx *ctx;
-	const fasvd__arch *a;
+	const fx_arch *a;
 	const char *dir;
 	uint64_t seed;
 	int64_t L, H, KV, hd, hidden, inter;
@@ -119,19 +307,20 @@ static int add_to_shard(fx *f, int64_t shard, const char *name, fasvd_dtype dt, 
 	char file[64];
 	if (json_object_set_new(f->weight_map, name,
 	                        json_string(shard_name(f, shard, file, sizeof file))))
-		return fasvd__error(FASVD_ENOMEM, "fixture: out of memory building the index");
+		return fx_fail(FASVD_ENOMEM, "fixture: out of memory building the index");
 	return 0;
 }
 
 static int encode(fx *f, fasvd_dtype dt, const double *src, size_t n, const void **out,
                   uint64_t *nbytes)
 {
-	size_t need;
-	if (!fasvd__mul_size(n, fasvd_dtype_size(dt), &need))
-		return fasvd__error(FASVD_ERANGE, "fixture: tensor too large");
+	size_t width = fasvd_dtype_size(dt);
+	if (width && n > SIZE_MAX / width)
+		return fx_fail(FASVD_ERANGE, "fixture: tensor too large");
+	size_t need = n * width;
 	if (need > f->enc_size) {
-		fasvd__free(f->ctx, f->enc);
-		f->enc = fasvd__alloc(f->ctx, need, "fixture encode buffer");
+		free(f->enc);
+		f->enc = malloc(need);
 		f->enc_size = f->enc ? need : 0;
 		if (!f->enc)
 			return FASVD_ENOMEM;
@@ -160,7 +349,7 @@ static int emit(fx *f, const char *name, int64_t rows, int64_t cols, double *m, 
 	int rc;
 	if (is_fp8_dtype(dt) && ndim == 2) {
 		int64_t b = f->block, gr = (rows + b - 1) / b, gc = (cols + b - 1) / b;
-		float *sc = fasvd__calloc(f->ctx, (size_t)(gr * gc), sizeof *sc, "fixture scales");
+		float *sc = calloc((size_t)(gr * gc), sizeof *sc);
 		if (!sc)
 			return FASVD_ENOMEM;
 		for (int64_t bi = 0; bi < gr; bi++) {
@@ -183,7 +372,7 @@ static int emit(fx *f, const char *name, int64_t rows, int64_t cols, double *m, 
 		int64_t sshard = (shard + (f->counter & 1)) % f->n_shards;
 		rc = add_to_shard(f, sshard, sname, FASVD_DTYPE_F32, 2, sshape, sc,
 		                  (uint64_t)(gr * gc) * sizeof *sc);
-		fasvd__free(f->ctx, sc);
+		free(sc);
 		if (rc)
 			return rc;
 	}
@@ -202,11 +391,11 @@ static int plant(fx *f, rng *r, int64_t rows, int64_t cols, int64_t rank, double
 		rank = rows;
 	if (rank > cols)
 		rank = cols;
-	double *a = fasvd__calloc(f->ctx, (size_t)rows, sizeof *a, "fixture vector");
-	double *b = fasvd__calloc(f->ctx, (size_t)cols, sizeof *b, "fixture vector");
+	double *a = calloc((size_t)rows, sizeof *a);
+	double *b = calloc((size_t)cols, sizeof *b);
 	if (!a || !b) {
-		fasvd__free(f->ctx, a);
-		fasvd__free(f->ctx, b);
+		free(a);
+		free(b);
 		return FASVD_ENOMEM;
 	}
 	for (int64_t i = 0; i < rows; i++)
@@ -222,8 +411,8 @@ static int plant(fx *f, rng *r, int64_t rows, int64_t cols, int64_t rank, double
 			for (int64_t c = 0; c < cols; c++)
 				out[i * ld + c] += s * a[i] * b[c];
 	}
-	fasvd__free(f->ctx, a);
-	fasvd__free(f->ctx, b);
+	free(a);
+	free(b);
 	return 0;
 }
 
@@ -258,7 +447,7 @@ static int64_t head_rank(const fx *f, int64_t rows, int64_t i)
 
 static double *new_basis(fx *f, int64_t layer, uint64_t which, int64_t n, int64_t cols)
 {
-	double *b = fasvd__calloc(f->ctx, (size_t)(n * cols), sizeof *b, "fixture basis");
+	double *b = calloc((size_t)(n * cols), sizeof *b);
 	if (!b)
 		return NULL;
 	rng r = rng_for(f->seed, layer, P_BASIS * 100 + which);
@@ -272,8 +461,8 @@ static void free_heads(fx *f, double **h, int64_t n)
 	if (!h)
 		return;
 	for (int64_t i = 0; i < n; i++)
-		fasvd__free(f->ctx, h[i]);
-	fasvd__free(f->ctx, h);
+		free(h[i]);
+	free(h);
 }
 
 static void free_mats(fx *f, layer_mats *lm)
@@ -283,9 +472,9 @@ static void free_mats(fx *f, layer_mats *lm)
 	free_heads(f, lm->k, f->KV);
 	free_heads(f, lm->v, f->KV);
 	free_heads(f, lm->o, f->H);
-	fasvd__free(f->ctx, lm->qa);
-	fasvd__free(f->ctx, lm->kva);
-	fasvd__free(f->ctx, lm->kvpe);
+	free(lm->qa);
+	free(lm->kva);
+	free(lm->kvpe);
 	memset(lm, 0, sizeof *lm);
 }
 
@@ -293,12 +482,12 @@ static void free_mats(fx *f, layer_mats *lm)
 static int gen_heads(fx *f, int64_t layer, uint64_t purpose, int64_t n, int64_t rows,
                      int64_t cols, const double *basis, int64_t n_basis, double ***out)
 {
-	double **h = fasvd__calloc(f->ctx, (size_t)n, sizeof *h, "fixture heads");
+	double **h = calloc((size_t)n, sizeof *h);
 	if (!h)
 		return FASVD_ENOMEM;
 	*out = h;
 	for (int64_t i = 0; i < n; i++) {
-		if (!(h[i] = fasvd__calloc(f->ctx, (size_t)(rows * cols), sizeof *h[i], "fixture head")))
+		if (!(h[i] = calloc((size_t)(rows * cols), sizeof *h[i])))
 			return FASVD_ENOMEM;
 		rng r = rng_for(f->seed, layer, purpose * 4096 + (uint64_t)i);
 		int64_t rk = head_rank(f, rows, i);
@@ -313,7 +502,7 @@ static int gen_heads(fx *f, int64_t layer, uint64_t purpose, int64_t n, int64_t 
 static int gen_single(fx *f, int64_t layer, uint64_t purpose, int64_t rows, int64_t cols,
                       const double *basis, int64_t n_basis, double **out)
 {
-	double *m = fasvd__calloc(f->ctx, (size_t)(rows * cols), sizeof *m, "fixture matrix");
+	double *m = calloc((size_t)(rows * cols), sizeof *m);
 	if (!m)
 		return FASVD_ENOMEM;
 	*out = m;
@@ -325,7 +514,7 @@ static int gen_single(fx *f, int64_t layer, uint64_t purpose, int64_t rows, int6
 
 static int gen_layer(fx *f, int64_t layer, layer_mats *lm)
 {
-	bool mla = f->a->layout == FASVD__LAYOUT_MLA;
+	bool mla = f->a->layout == FX_MLA;
 	memset(lm, 0, sizeof *lm);
 	lm->q_in = mla && f->qlora ? f->qlora : f->hidden;
 	lm->kv_in = mla ? f->kvlora : f->hidden;
@@ -357,10 +546,10 @@ static int gen_layer(fx *f, int64_t layer, layer_mats *lm)
 	}
 	rc = 0;
 out:
-	fasvd__free(f->ctx, bq);
-	fasvd__free(f->ctx, bk);
-	fasvd__free(f->ctx, bo);
-	fasvd__free(f->ctx, br);
+	free(bq);
+	free(bk);
+	free(bo);
+	free(br);
 	return rc;
 }
 
@@ -380,13 +569,13 @@ static void put(double *dst, int64_t ld, int64_t r0, int64_t c0, const double *s
 
 static int layer_name(const fx *f, int64_t layer, const char *suffix, char *buf, size_t n)
 {
-	const char *fmt = f->a->prefixes[f->a->fixture_prefix];
+	const char *fmt = f->a->prefix;
 	const char *p = strstr(fmt, "%d");
 	int w = p ? snprintf(buf, n, "%.*s%lld%s%s", (int)(p - fmt), fmt, (long long)layer, p + 2,
 	                     suffix)
 	          : snprintf(buf, n, "%s%s", fmt, suffix);
 	if (w < 0 || (size_t)w >= n)
-		return fasvd__error(FASVD_EINTERNAL, "fixture: tensor name too long");
+		return fx_fail(FASVD_EINTERNAL, "fixture: tensor name too long");
 	return 0;
 }
 
@@ -402,33 +591,33 @@ static bool bias_name(char *name, size_t cap)
 
 /* Emit a weight of `role` (rows x cols as stored) from the zero-filled
  * matrix `m`, plus its bias when the architecture has one. */
-static int emit_weight(fx *f, int64_t layer, fasvd__role role, int64_t rows, int64_t cols,
+static int emit_weight(fx *f, int64_t layer, fx_role role, int64_t rows, int64_t cols,
                        double *m, int64_t bias_len)
 {
 	char name[512];
 	int rc = layer_name(f, layer, f->a->suffix[role], name, sizeof name);
 	if (rc || (rc = emit(f, name, rows, cols, m, f->dtype)))
 		return rc;
-	if (!(f->a->fixture_biases & (1u << role)) || !bias_name(name, sizeof name))
+	if (!(f->a->biases & (1u << role)) || !bias_name(name, sizeof name))
 		return 0;
-	double *b = fasvd__calloc(f->ctx, (size_t)bias_len, sizeof *b, "fixture bias");
+	double *b = calloc((size_t)bias_len, sizeof *b);
 	if (!b)
 		return FASVD_ENOMEM;
 	rng r = rng_for(f->seed, layer, P_BIAS * 4096 + (uint64_t)role);
 	for (int64_t i = 0; i < bias_len; i++)
 		b[i] = 0.02 * normal(&r);
 	rc = emit(f, name, bias_len, 0, b, f->norm_dtype);
-	fasvd__free(f->ctx, b);
+	free(b);
 	return rc;
 }
 
-static int emit_norm(fx *f, int64_t layer, fasvd__role role, int64_t n)
+static int emit_norm(fx *f, int64_t layer, fx_role role, int64_t n)
 {
 	char name[512];
 	int rc = layer_name(f, layer, f->a->suffix[role], name, sizeof name);
 	if (rc)
 		return rc;
-	double *g = fasvd__calloc(f->ctx, (size_t)n, sizeof *g, "fixture norm");
+	double *g = calloc((size_t)n, sizeof *g);
 	if (!g)
 		return FASVD_ENOMEM;
 	rng r = rng_for(f->seed, layer, P_NORM * 4096 + (uint64_t)role);
@@ -441,7 +630,7 @@ static int emit_norm(fx *f, int64_t layer, fasvd__role role, int64_t n)
 			g[i] = 0.05 * normal(&r);
 		rc = emit(f, name, n, 0, g, f->norm_dtype);
 	}
-	fasvd__free(f->ctx, g);
+	free(g);
 	return rc;
 }
 
@@ -449,11 +638,11 @@ static int emit_ffn(fx *f, int64_t layer)
 {
 	if (f->inter <= 0)
 		return 0;
-	bool conv = f->a->layout == FASVD__LAYOUT_CONV1D;
+	bool conv = f->a->layout == FX_CONV1D;
 	int n = 0;
-	while (n < FASVD__MAX_FFN && f->a->ffn[n])
+	while (n < FX_MAX_FFN && f->a->ffn[n])
 		n++;
-	double *m = fasvd__calloc(f->ctx, (size_t)(f->inter * f->hidden), sizeof *m, "fixture ffn");
+	double *m = calloc((size_t)(f->inter * f->hidden), sizeof *m);
 	if (!m)
 		return FASVD_ENOMEM;
 	int rc = 0;
@@ -469,7 +658,7 @@ static int emit_ffn(fx *f, int64_t layer)
 		if (!(rc = layer_name(f, layer, f->a->ffn[i], name, sizeof name)))
 			rc = emit(f, name, rows, cols, m, f->dtype);
 	}
-	fasvd__free(f->ctx, m);
+	free(m);
 	return rc;
 }
 
@@ -483,7 +672,7 @@ static int write_layer(fx *f, int64_t layer)
 	int64_t H = f->H, KV = f->KV, hd = f->hd, hid = f->hidden;
 	/* The largest stored attention matrix. */
 	int64_t cap = (H + 2 * KV) * hd * hid;
-	if (f->a->layout == FASVD__LAYOUT_MLA) {
+	if (f->a->layout == FX_MLA) {
 		int64_t qb = H * (f->nope + f->rope) * lm.q_in;
 		int64_t kvb = H * (f->nope + f->vh) * f->kvlora;
 		int64_t kva = (f->kvlora + f->rope) * hid, o = hid * H * f->vh;
@@ -493,39 +682,39 @@ static int write_layer(fx *f, int64_t layer)
 		if (f->qlora && f->qlora * hid > cap)
 			cap = f->qlora * hid;
 	}
-	buf = fasvd__calloc(f->ctx, (size_t)cap, sizeof *buf, "fixture tensor");
+	buf = calloc((size_t)cap, sizeof *buf);
 	if (!buf) {
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
 #define CLEAR() memset(buf, 0, (size_t)cap * sizeof *buf)
 	switch (f->a->layout) {
-	case FASVD__LAYOUT_SEPARATE:
+	case FX_SEPARATE:
 		CLEAR();
 		for (int64_t i = 0; i < H; i++)
 			put(buf, hid, i * hd, 0, lm.q[i], hd, hid, false);
-		if ((rc = emit_weight(f, layer, FASVD__R_Q, H * hd, hid, buf, H * hd)))
+		if ((rc = emit_weight(f, layer, FX_R_Q, H * hd, hid, buf, H * hd)))
 			goto out;
 		CLEAR();
 		for (int64_t g = 0; g < KV; g++)
 			put(buf, hid, g * hd, 0, lm.k[g], hd, hid, false);
-		if ((rc = emit_weight(f, layer, FASVD__R_K, KV * hd, hid, buf, KV * hd)))
+		if ((rc = emit_weight(f, layer, FX_R_K, KV * hd, hid, buf, KV * hd)))
 			goto out;
 		CLEAR();
 		for (int64_t g = 0; g < KV; g++)
 			put(buf, hid, g * hd, 0, lm.v[g], hd, hid, false);
-		if ((rc = emit_weight(f, layer, FASVD__R_V, KV * hd, hid, buf, KV * hd)))
+		if ((rc = emit_weight(f, layer, FX_R_V, KV * hd, hid, buf, KV * hd)))
 			goto out;
 		CLEAR();
 		/* o_proj [hidden, H·hd]: head i's columns hold O_iᵀ. */
 		for (int64_t i = 0; i < H; i++)
 			put(buf, H * hd, 0, i * hd, lm.o[i], hd, hid, true);
-		if ((rc = emit_weight(f, layer, FASVD__R_O, hid, H * hd, buf, hid)))
+		if ((rc = emit_weight(f, layer, FX_R_O, hid, H * hd, buf, hid)))
 			goto out;
 		break;
-	case FASVD__LAYOUT_QKV_ROWS:
-	case FASVD__LAYOUT_CONV1D: {
-		bool conv = f->a->layout == FASVD__LAYOUT_CONV1D;
+	case FX_QKV_ROWS:
+	case FX_CONV1D: {
+		bool conv = f->a->layout == FX_CONV1D;
 		int64_t n = (H + 2 * KV) * hd;
 		CLEAR();
 		/* Linear [Q ; K ; V] rows; Conv1D stores its transpose [hidden, n]. */
@@ -544,24 +733,24 @@ static int write_layer(fx *f, int64_t layer)
 				put(buf, hid, vo, 0, lm.v[g], hd, hid, false);
 			}
 		}
-		if ((rc = emit_weight(f, layer, FASVD__R_QKV, conv ? hid : n, conv ? n : hid, buf, n)))
+		if ((rc = emit_weight(f, layer, FX_R_QKV, conv ? hid : n, conv ? n : hid, buf, n)))
 			goto out;
 		CLEAR();
 		if (conv) {
 			/* c_proj [in = H·hd, out = hidden]: head i's rows are O_i. */
 			for (int64_t i = 0; i < H; i++)
 				put(buf, hid, i * hd, 0, lm.o[i], hd, hid, false);
-			rc = emit_weight(f, layer, FASVD__R_O, H * hd, hid, buf, hid);
+			rc = emit_weight(f, layer, FX_R_O, H * hd, hid, buf, hid);
 		} else {
 			for (int64_t i = 0; i < H; i++)
 				put(buf, H * hd, 0, i * hd, lm.o[i], hd, hid, true);
-			rc = emit_weight(f, layer, FASVD__R_O, hid, H * hd, buf, hid);
+			rc = emit_weight(f, layer, FX_R_O, hid, H * hd, buf, hid);
 		}
 		if (rc)
 			goto out;
 		break;
 	}
-	case FASVD__LAYOUT_QKV_HEADS:
+	case FX_QKV_HEADS:
 		CLEAR();
 		/* rows per head [q ; k ; v] */
 		for (int64_t i = 0; i < H; i++) {
@@ -569,21 +758,21 @@ static int write_layer(fx *f, int64_t layer)
 			put(buf, hid, 3 * i * hd + hd, 0, lm.k[i], hd, hid, false);
 			put(buf, hid, 3 * i * hd + 2 * hd, 0, lm.v[i], hd, hid, false);
 		}
-		if ((rc = emit_weight(f, layer, FASVD__R_QKV, 3 * H * hd, hid, buf, 3 * H * hd)))
+		if ((rc = emit_weight(f, layer, FX_R_QKV, 3 * H * hd, hid, buf, 3 * H * hd)))
 			goto out;
 		CLEAR();
 		for (int64_t i = 0; i < H; i++)
 			put(buf, H * hd, 0, i * hd, lm.o[i], hd, hid, true);
-		if ((rc = emit_weight(f, layer, FASVD__R_O, hid, H * hd, buf, hid)))
+		if ((rc = emit_weight(f, layer, FX_R_O, hid, H * hd, buf, hid)))
 			goto out;
 		break;
-	case FASVD__LAYOUT_MLA: {
+	case FX_MLA: {
 		int64_t nope = f->nope, rope = f->rope, vh = f->vh, kvl = f->kvlora, qin = lm.q_in;
 		if (f->qlora) {
 			CLEAR();
 			put(buf, hid, 0, 0, lm.qa, f->qlora, hid, false);
-			if ((rc = emit_weight(f, layer, FASVD__R_QA, f->qlora, hid, buf, f->qlora)) ||
-			    (rc = emit_norm(f, layer, FASVD__R_QA_NORM, f->qlora)))
+			if ((rc = emit_weight(f, layer, FX_R_QA, f->qlora, hid, buf, f->qlora)) ||
+			    (rc = emit_norm(f, layer, FX_R_QA_NORM, f->qlora)))
 				goto out;
 		}
 		/* q_b_proj (or q_proj) rows per head [nope | rope]. */
@@ -592,15 +781,15 @@ static int write_layer(fx *f, int64_t layer)
 			put(buf, qin, i * (nope + rope), 0, lm.q[i], nope, qin, false);
 			put(buf, qin, i * (nope + rope) + nope, 0, lm.qpe[i], rope, qin, false);
 		}
-		if ((rc = emit_weight(f, layer, f->qlora ? FASVD__R_QB : FASVD__R_Q, H * (nope + rope),
+		if ((rc = emit_weight(f, layer, f->qlora ? FX_R_QB : FX_R_Q, H * (nope + rope),
 		                      qin, buf, H * (nope + rope))))
 			goto out;
 		/* kv_a_proj_with_mqa rows [kv_lora ; rope]. */
 		CLEAR();
 		put(buf, hid, 0, 0, lm.kva, kvl, hid, false);
 		put(buf, hid, kvl, 0, lm.kvpe, rope, hid, false);
-		if ((rc = emit_weight(f, layer, FASVD__R_KVA, kvl + rope, hid, buf, kvl + rope)) ||
-		    (rc = emit_norm(f, layer, FASVD__R_KVA_NORM, kvl)))
+		if ((rc = emit_weight(f, layer, FX_R_KVA, kvl + rope, hid, buf, kvl + rope)) ||
+		    (rc = emit_norm(f, layer, FX_R_KVA_NORM, kvl)))
 			goto out;
 		/* kv_b_proj rows per head [k_nope ; v], interleaved. */
 		CLEAR();
@@ -608,23 +797,23 @@ static int write_layer(fx *f, int64_t layer)
 			put(buf, kvl, i * (nope + vh), 0, lm.k[i], nope, kvl, false);
 			put(buf, kvl, i * (nope + vh) + nope, 0, lm.v[i], vh, kvl, false);
 		}
-		if ((rc = emit_weight(f, layer, FASVD__R_KVB, H * (nope + vh), kvl, buf, H * (nope + vh))))
+		if ((rc = emit_weight(f, layer, FX_R_KVB, H * (nope + vh), kvl, buf, H * (nope + vh))))
 			goto out;
 		CLEAR();
 		for (int64_t i = 0; i < H; i++)
 			put(buf, H * vh, 0, i * vh, lm.o[i], vh, hid, true);
-		if ((rc = emit_weight(f, layer, FASVD__R_O, hid, H * vh, buf, hid)))
+		if ((rc = emit_weight(f, layer, FX_R_O, hid, H * vh, buf, hid)))
 			goto out;
 		break;
 	}
 	}
 #undef CLEAR
-	if (f->a->norm != FASVD_NORM_NONE && f->a->suffix[FASVD__R_IN_NORM] &&
-	    (rc = emit_norm(f, layer, FASVD__R_IN_NORM, hid)))
+	if (f->a->norm != FASVD_NORM_NONE && f->a->suffix[FX_R_IN_NORM] &&
+	    (rc = emit_norm(f, layer, FX_R_IN_NORM, hid)))
 		goto out;
 	rc = emit_ffn(f, layer);
 out:
-	fasvd__free(f->ctx, buf);
+	free(buf);
 	free_mats(f, &lm);
 	return rc;
 }
@@ -648,18 +837,14 @@ static int set_int(json_t *o, const char *key, int64_t v)
 
 static int write_config(fx *f)
 {
-	const fasvd__arch *a = f->a;
+	const fx_arch *a = f->a;
 	json_t *root = json_object(), *dims = root;
 	int bad = root == NULL;
-	char cls[96];
-	const char *c = a->classes ? a->classes : "";
-	size_t n = strcspn(c, " ");
-	snprintf(cls, sizeof cls, "%.*s", (int)n, n ? c : "DeepseekV3ForCausalLM");
 	json_t *arr = json_array();
-	bad |= !arr || json_array_append_new(arr, json_string(cls));
+	bad |= !arr || json_array_append_new(arr, json_string(a->cls));
 	bad |= json_object_set_new(root, "architectures", arr);
 	bad |= json_object_set_new(root, "model_type", json_string(a->name));
-	if (a->fixture_nested) {
+	if (a->nested) {
 		dims = json_object();
 		bad |= !dims || json_object_set_new(root, "text_config", dims);
 		/* The text model's own type, as multimodal wrappers write it. */
@@ -669,7 +854,7 @@ static int write_config(fx *f)
 	}
 	if (bad)
 		goto nomem;
-	if (a->layout == FASVD__LAYOUT_CONV1D) {
+	if (a->layout == FX_CONV1D) {
 		bad |= set_int(dims, "n_embd", f->hidden);
 		bad |= set_int(dims, "n_layer", f->L);
 		bad |= set_int(dims, "n_head", f->H);
@@ -681,7 +866,7 @@ static int write_config(fx *f)
 		bad |= set_int(dims, "hidden_size", f->hidden);
 		bad |= set_int(dims, "num_hidden_layers", f->L);
 		bad |= set_int(dims, "num_attention_heads", f->H);
-		if (a->gqa || a->layout == FASVD__LAYOUT_MLA)
+		if (a->gqa || a->layout == FX_MLA)
 			bad |= set_int(dims, "num_key_value_heads", f->KV);
 		if (a->head_dim_key)
 			bad |= set_int(dims, "head_dim", f->hd);
@@ -692,7 +877,7 @@ static int write_config(fx *f)
 		else
 			bad |= json_object_set_new(dims, "rms_norm_eps", json_real(1e-6));
 	}
-	if (a->layout == FASVD__LAYOUT_MLA) {
+	if (a->layout == FX_MLA) {
 		bad |= set_int(dims, "kv_lora_rank", f->kvlora);
 		bad |= json_object_set_new(dims, "q_lora_rank",
 		                           f->qlora ? json_integer(f->qlora) : json_null());
@@ -720,12 +905,12 @@ static int write_config(fx *f)
 	snprintf(path, sizeof path, "%s/config.json", f->dir);
 	int rc = 0;
 	if (json_dump_file(root, path, JSON_INDENT(2)) != 0)
-		rc = fasvd__error(FASVD_EIO, "%s: cannot write: %s", path, strerror(errno));
+		rc = fx_fail(FASVD_EIO, "%s: cannot write: %s", path, strerror(errno));
 	json_decref(root);
 	return rc;
 nomem:
 	json_decref(root);
-	return fasvd__error(FASVD_ENOMEM, "fixture: out of memory building config.json");
+	return fx_fail(FASVD_ENOMEM, "fixture: out of memory building config.json");
 }
 
 static int write_index(fx *f)
@@ -737,13 +922,13 @@ static int write_index(fx *f)
 	bad |= json_object_set(root, "weight_map", f->weight_map);
 	if (bad) {
 		json_decref(root);
-		return fasvd__error(FASVD_ENOMEM, "fixture: out of memory building the index");
+		return fx_fail(FASVD_ENOMEM, "fixture: out of memory building the index");
 	}
 	char path[4096];
 	snprintf(path, sizeof path, "%s/model.safetensors.index.json", f->dir);
 	int rc = 0;
 	if (json_dump_file(root, path, JSON_INDENT(2) | JSON_SORT_KEYS) != 0)
-		rc = fasvd__error(FASVD_EIO, "%s: cannot write: %s", path, strerror(errno));
+		rc = fx_fail(FASVD_EIO, "%s: cannot write: %s", path, strerror(errno));
 	json_decref(root);
 	return rc;
 }
@@ -752,28 +937,28 @@ static int write_index(fx *f)
 
 static int resolve(fx *f, const fasvd_fixture_opts *o)
 {
-	const fasvd__arch *a = f->a;
-	bool mla = a->layout == FASVD__LAYOUT_MLA;
+	const fx_arch *a = f->a;
+	bool mla = a->layout == FX_MLA;
 	const int64_t *dims[] = {&o->n_layers, &o->n_heads, &o->n_kv_heads, &o->hidden, &o->head_dim,
 	                         &o->kv_lora_rank, &o->qk_nope_head_dim, &o->qk_rope_head_dim,
 	                         &o->v_head_dim, &o->n_shards, &o->block_size, &o->rank};
 	for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
 		if (*dims[i] < 0 || *dims[i] > 65536)
-			return fasvd__error(FASVD_EINVAL,
-			                    "fasvd_fixture_write: option %zu = %lld out of [0, 65536]", i,
-			                    (long long)*dims[i]);
+			return fx_fail(FASVD_EINVAL,
+			               "fasvd_fixture_write: option %zu = %lld out of [0, 65536]", i,
+			               (long long)*dims[i]);
 	if (o->q_lora_rank < -1 || o->q_lora_rank > 65536 || o->intermediate < -1 ||
 	    o->intermediate > 1 << 20)
-		return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: q_lora_rank or intermediate "
-		                                  "out of range");
+		return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: q_lora_rank or intermediate "
+		                             "out of range");
 	f->seed = o->seed ? o->seed : 1;
 	f->L = o->n_layers ? o->n_layers : 2;
 	f->H = o->n_heads ? o->n_heads : 4;
 	f->hidden = o->hidden ? o->hidden : (mla ? 288 : 64);
 	if (mla) {
 		if (o->n_kv_heads && o->n_kv_heads != f->H)
-			return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: %s has one K and V per "
-			                                  "head (n_kv_heads must be n_heads)", a->name);
+			return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: %s has one K and V per "
+			                             "head (n_kv_heads must be n_heads)", a->name);
 		f->KV = f->H;
 		f->qlora = o->q_lora_rank ? o->q_lora_rank : (strcmp(a->name, "deepseek_v2") == 0 ? -1 : 160);
 		if (f->qlora < 0)
@@ -786,59 +971,59 @@ static int resolve(fx *f, const fasvd_fixture_opts *o)
 	} else {
 		f->KV = o->n_kv_heads ? o->n_kv_heads : (a->gqa && f->H % 2 == 0 ? f->H / 2 : f->H);
 		if (!a->gqa && f->KV != f->H)
-			return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: %s has no grouped-query "
-			                                  "attention (n_kv_heads must be n_heads)", a->name);
+			return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: %s has no grouped-query "
+			                             "attention (n_kv_heads must be n_heads)", a->name);
 		if (f->H % f->KV)
-			return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: n_heads %lld is not a "
-			                                  "multiple of n_kv_heads %lld",
-			                    (long long)f->H, (long long)f->KV);
+			return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: n_heads %lld is not a "
+			                             "multiple of n_kv_heads %lld",
+			               (long long)f->H, (long long)f->KV);
 		bool wide = strncmp(a->name, "gemma", 5) == 0 || strcmp(a->name, "qwen3") == 0;
 		if (a->head_dim_key) {
 			f->hd = o->head_dim ? o->head_dim : (wide ? 24 : 16);
 		} else {
 			if (f->hidden % f->H)
-				return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: %s needs hidden (%lld) "
-				                                  "divisible by n_heads (%lld)",
-				                    a->name, (long long)f->hidden, (long long)f->H);
+				return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: %s needs hidden (%lld) "
+				                             "divisible by n_heads (%lld)",
+				               a->name, (long long)f->hidden, (long long)f->H);
 			f->hd = f->hidden / f->H;
 			if (o->head_dim && o->head_dim != f->hd)
-				return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: %s has no head_dim key: "
-				                                  "head_dim must be hidden / n_heads = %lld",
-				                    a->name, (long long)f->hd);
+				return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: %s has no head_dim key: "
+				                             "head_dim must be hidden / n_heads = %lld",
+				               a->name, (long long)f->hd);
 		}
 	}
 	f->inter = o->intermediate ? (o->intermediate < 0 ? 0 : o->intermediate) : 2 * f->hidden;
-	f->dtype = o->dtype ? o->dtype : a->fixture_dtype;
+	f->dtype = o->dtype ? o->dtype : a->dtype;
 	if (fasvd_dtype_size(f->dtype) == 0)
-		return fasvd__error(FASVD_EDTYPE, "fasvd_fixture_write: unknown dtype %d", (int)f->dtype);
+		return fx_fail(FASVD_EDTYPE, "fasvd_fixture_write: unknown dtype %d", (int)f->dtype);
 	f->norm_dtype = is_fp8_dtype(f->dtype) ? FASVD_DTYPE_BF16 : f->dtype;
 	f->block = o->block_size ? o->block_size : 128;
 	f->n_shards = o->n_shards ? o->n_shards : (is_fp8_dtype(f->dtype) ? 3 : 1);
 	if (f->n_shards > MAX_SHARDS)
-		return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: at most %d shards",
-		                    MAX_SHARDS);
+		return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: at most %d shards",
+		               MAX_SHARDS);
 	f->rank = o->rank;
 	f->noise = o->noise == 0 ? 1e-3 : (o->noise < 0 ? 0 : o->noise);
 	/* Keep every tensor small enough to index with 32 bits per dimension
 	 * product (fixtures are for tests and demos). */
 	int64_t big = f->hidden * (f->H + 2 * f->KV) * (mla ? f->nope + f->rope + f->vh : f->hd);
 	if (big > ((int64_t)1 << 31))
-		return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: dimensions too large for a "
-		                                  "fixture");
+		return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: dimensions too large for a "
+		                             "fixture");
 	return 0;
 }
 
-int fasvd_fixture_write(fasvd_ctx *ctx, const char *dir, const char *arch,
-                        const fasvd_fixture_opts *opts)
+static int write_fixture(fasvd_ctx *ctx, const char *dir, const char *arch,
+                         const fasvd_fixture_opts *opts)
 {
 	if (!dir || !arch)
-		return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: NULL %s", dir ? "arch" : "dir");
+		return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: NULL %s", dir ? "arch" : "dir");
 	fasvd_fixture_opts o;
 	fasvd_fixture_opts_init(&o);
 	if (opts) {
 		if (opts->size < sizeof opts->size)
-			return fasvd__error(FASVD_EINVAL, "fasvd_fixture_write: opts->size not set (call "
-			                                  "fasvd_fixture_opts_init)");
+			return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: opts->size not set (call "
+			                             "fasvd_fixture_opts_init)");
 		/* Fields beyond what the caller's struct has keep their defaults. */
 		memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
 		o.size = sizeof o;
@@ -847,23 +1032,23 @@ int fasvd_fixture_write(fasvd_ctx *ctx, const char *dir, const char *arch,
 	memset(&f, 0, sizeof f);
 	f.ctx = ctx;
 	f.dir = dir;
-	if (!(f.a = fasvd__arch_find(arch))) {
+	if (!(f.a = fx_arch_find(arch))) {
 		char list[512];
-		return fasvd__error(FASVD_EARCH, "fasvd_fixture_write: unknown architecture \"%s\"; "
-		                                 "supported: %s",
-		                    arch, fasvd__arch_list(list, sizeof list));
+		return fx_fail(FASVD_EARCH, "fasvd_fixture_write: unknown architecture \"%s\"; "
+		                            "supported: %s",
+		               arch, fx_arch_list(list, sizeof list));
 	}
 	int rc = resolve(&f, &o);
 	if (rc)
 		return rc;
 	if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-		return fasvd__error(FASVD_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
+		return fx_fail(FASVD_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
 	struct stat sb;
 	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-		return fasvd__error(FASVD_EIO, "%s: not a folder", dir);
+		return fx_fail(FASVD_EIO, "%s: not a folder", dir);
 
 	if (!(f.weight_map = json_object()))
-		return fasvd__error(FASVD_ENOMEM, "fixture: out of memory");
+		return fx_fail(FASVD_ENOMEM, "fixture: out of memory");
 	for (int64_t s = 0; s < f.n_shards; s++)
 		if ((rc = fasvd_st_writer_new(&f.w[s], ctx)))
 			goto out;
@@ -874,7 +1059,7 @@ int fasvd_fixture_write(fasvd_ctx *ctx, const char *dir, const char *arch,
 		char name[64], path[4096];
 		int w = snprintf(path, sizeof path, "%s/%s", dir, shard_name(&f, s, name, sizeof name));
 		if (w < 0 || (size_t)w >= sizeof path) {
-			rc = fasvd__error(FASVD_EINVAL, "%s: path too long", dir);
+			rc = fx_fail(FASVD_EINVAL, "%s: path too long", dir);
 			goto out;
 		}
 		if ((rc = fasvd_st_writer_set_metadata(f.w[s], "format", "pt")) ||
@@ -890,7 +1075,7 @@ int fasvd_fixture_write(fasvd_ctx *ctx, const char *dir, const char *arch,
 		char path[4096];
 		snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
 		if (unlink(path) != 0 && errno != ENOENT) {
-			rc = fasvd__error(FASVD_EIO, "%s: cannot remove: %s", path, strerror(errno));
+			rc = fx_fail(FASVD_EIO, "%s: cannot remove: %s", path, strerror(errno));
 			goto out;
 		}
 	}
@@ -899,6 +1084,21 @@ out:
 	for (int64_t s = 0; s < f.n_shards; s++)
 		fasvd_st_writer_free(f.w[s]);
 	json_decref(f.weight_map);
-	fasvd__free(ctx, f.enc);
+	free(f.enc);
+	return rc;
+}
+
+int fasvd_fixture_write(fasvd_ctx *ctx, const char *dir, const char *arch,
+                        const fasvd_fixture_opts *opts)
+{
+	fx_detail[0] = '\0';
+	fasvd_clear_error();
+	int rc = write_fixture(ctx, dir, arch, opts);
+	if (rc && !fx_detail[0]) {
+		/* A library call failed (its detail) or an allocation did. */
+		const char *lib = fasvd_last_error();
+		snprintf(fx_detail, sizeof fx_detail, "fasvd_fixture_write: %s",
+		         lib && *lib ? lib : fasvd_strerror(rc));
+	}
 	return rc;
 }

@@ -1,5 +1,9 @@
-/* libfasvd — synthetic checkpoints of every supported architecture, with
- * planted low-rank structure (the `fasvd demo` model and the test fixtures).
+/* Test support (not installed, not part of libfasvd): synthetic checkpoints
+ * of every supported architecture, with planted low-rank structure — the
+ * fixtures of the tests and fuzzers, and the model of
+ * `fasvd demo`. Built as a static library (libfasvd-testsupport.a) on
+ * the public API only, so that it links with the shared library as well as
+ * with the internal static one.
  *
  * SPDX-License-Identifier: MIT
  *
@@ -12,8 +16,8 @@
  * partial), sharded, with some scales in a different shard than their
  * weights, and quantization_config.weight_block_size in config.json.
  *
- * Content: for each layer, every canonical per-head matrix of DESIGN.md §2
- * (Q, Q_pe, K, V, O; QA, KVA, KVA_pe for MLA) is a planted low-rank matrix
+ * Content: for each layer, every canonical per-head matrix the library
+ * reads (Q, Q_pe, K, V, O; QA, KVA, KVA_pe for MLA) is a planted low-rank matrix
  *   M_i = amp_i · Σ_{j < r_i} 0.7^j · a_j·b_jᵀ  +  noise · amp_i · N(0, 1/cols)
  * whose rank r_i and amplitude amp_i differ between heads (r_i = rank − 1,
  * rank, rank + 1 cycling over heads; amp_i cycling over 1, 1.25, 1.5, 1.75
@@ -27,8 +31,8 @@
  * Memory: the whole checkpoint is held in memory while it is written (the
  * default fixtures are well under 10 MB).
  */
-#ifndef FASVD_FIXTURE_H
-#define FASVD_FIXTURE_H
+#ifndef FASVD_TESTS_FIXTURE_H
+#define FASVD_TESTS_FIXTURE_H
 
 #include <fasvd/core.h>
 #include <fasvd/tensor.h>
@@ -70,10 +74,11 @@ typedef struct fasvd_fixture_opts {
 } fasvd_fixture_opts;
 
 /* Set the defaults (all zero) and `size`. Accepts NULL. */
-FASVD_API void fasvd_fixture_opts_init(fasvd_fixture_opts *opts);
+void fasvd_fixture_opts_init(fasvd_fixture_opts *opts);
 
-/* Write a fixture of architecture `arch` (a model_type accepted by
- * fasvd_arch_supported(), e.g. "deepseek_v3", "gpt2") into folder `dir`,
+/* Write a fixture of architecture `arch` (a canonical model_type of the
+ * library, as fasvd_arch_name() lists them, e.g. "deepseek_v3", "gpt2";
+ * not an alias) into folder `dir`,
  * which is created if it does not exist (its parent must). Existing files
  * of the same names are replaced (each safetensors file atomically).
  * opts may be NULL (defaults). Deterministic. Not thread-safe with another
@@ -84,11 +89,16 @@ FASVD_API void fasvd_fixture_opts_init(fasvd_fixture_opts *opts);
  * FASVD_EARCH (unknown architecture: the detail lists the supported ones),
  * FASVD_EDTYPE, FASVD_EIO (cannot create the folder or write a file),
  * FASVD_ENOMEM. */
-FASVD_API int fasvd_fixture_write(fasvd_ctx *ctx, const char *dir, const char *arch,
-                                  const fasvd_fixture_opts *opts);
+int fasvd_fixture_write(fasvd_ctx *ctx, const char *dir, const char *arch,
+                        const fasvd_fixture_opts *opts);
+
+/* The detail of the calling thread's last failed fasvd_fixture_write()
+ * ("" after a success); the library's own fasvd_last_error() is not set by
+ * the generator's own checks. */
+const char *fasvd_fixture_last_error(void);
 
 #ifdef __cplusplus
 }
 #endif
 
-#endif /* FASVD_FIXTURE_H */
+#endif /* FASVD_TESTS_FIXTURE_H */
