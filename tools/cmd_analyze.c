@@ -107,6 +107,55 @@ static bool parse_layers(const char *s, int64_t *first, int64_t *last)
 static const char *const stack_norms[] = {"sigma1", "frobenius", "none", NULL};
 static const char *const computes[] = {"f32", "f64", NULL};
 
+/* --tau T[,T...]: at most 64 fractions in [0, 1], into tau_v and ao. */
+static int parse_taus(cli *c, const cli_list *taus, double *tau_v, fasvd_analyze_opts *ao)
+{
+	if (taus->n > 64)
+		return cli_usage_error(c, "--tau: at most 64 values");
+	for (int i = 0; i < taus->n; i++) {
+		char *end;
+		double v = strtod(taus->v[i], &end);
+		if (end == taus->v[i] || *end || !(v >= 0 && v <= 1))
+			return cli_usage_error(
+			        c, "--tau: '%s' is not a number in [0, 1] (a fraction of squared "
+			           "Frobenius energy)",
+			        taus->v[i]);
+		tau_v[i] = v;
+	}
+	ao->taus = tau_v;
+	ao->n_taus = taus->n;
+	return 0;
+}
+
+/* Run the analysis with progress and interruption by SIGINT/SIGTERM, and
+ * report how it ended; the exit status. */
+static int analyze(cli *c, const char *model, const char *out, fasvd_analyze_opts *ao,
+                   bool quiet)
+{
+	struct progress_state ps = {.tty = isatty(STDERR_FILENO) == 1, .quiet = quiet};
+	ao->progress = on_progress;
+	ao->progress_user = &ps;
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	int rc = fasvd_analyze(c->ctx, model, out, ao);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	if (ps.tty && ps.last_len && rc)
+		fputc('\n', stderr);
+	if (rc == FASVD_ECANCELED)
+		return cli_error(cli_exit_status(rc),
+		                 "interrupted: %s holds the layers done so far; run again with "
+		                 "--resume to continue",
+		                 out);
+	if (rc)
+		return cli_lib_error(rc);
+	const char *json = ao->json_path, *csv = ao->csv_path;
+	if (!quiet)
+		printf("wrote %s%s%s%s%s\n", out, json ? " " : "", json ? json : "",
+		       csv ? " " : "", csv ? csv : "");
+	return CLI_EXIT_OK;
+}
+
 static int run(cli *c, int argc, char **argv)
 {
 	const char *out = NULL, *layers = NULL, *json = NULL, *csv = NULL;
@@ -143,26 +192,8 @@ static int run(cli *c, int argc, char **argv)
 		status = cli_usage_error(c, "--layers: '%s' is not A-B, A or A-", layers);
 		goto done;
 	}
-	if (taus.n) {
-		if (taus.n > 64) {
-			status = cli_usage_error(c, "--tau: at most 64 values");
-			goto done;
-		}
-		for (int i = 0; i < taus.n; i++) {
-			char *end;
-			double v = strtod(taus.v[i], &end);
-			if (end == taus.v[i] || *end || !(v >= 0 && v <= 1)) {
-				status = cli_usage_error(
-				        c, "--tau: '%s' is not a number in [0, 1] (a fraction of squared "
-				           "Frobenius energy)",
-				        taus.v[i]);
-				goto done;
-			}
-			tau_v[i] = v;
-		}
-		ao.taus = tau_v;
-		ao.n_taus = taus.n;
-	}
+	if (taus.n && (status = parse_taus(c, &taus, tau_v, &ao)))
+		goto done;
 	ao.fold_norms = !no_fold;
 	ao.stack_norm = stack_norm == 0   ? FASVD_STACK_NORM_SIGMA1
 	                : stack_norm == 1 ? FASVD_STACK_NORM_FROBENIUS
@@ -173,29 +204,7 @@ static int run(cli *c, int argc, char **argv)
 	ao.resume = resume;
 	ao.json_path = json;
 	ao.csv_path = csv;
-	struct progress_state ps = {.tty = isatty(STDERR_FILENO) == 1, .quiet = quiet};
-	ao.progress = on_progress;
-	ao.progress_user = &ps;
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	int rc = fasvd_analyze(c->ctx, pos[0], out, &ao);
-	signal(SIGINT, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
-	if (ps.tty && ps.last_len && rc)
-		fputc('\n', stderr);
-	if (rc == FASVD_ECANCELED) {
-		status = cli_error(cli_exit_status(rc),
-		                   "interrupted: %s holds the layers done so far; run again with "
-		                   "--resume to continue",
-		                   out);
-	} else if (rc) {
-		status = cli_lib_error(rc);
-	} else {
-		if (!quiet)
-			printf("wrote %s%s%s%s%s\n", out, json ? " " : "", json ? json : "",
-			       csv ? " " : "", csv ? csv : "");
-		status = CLI_EXIT_OK;
-	}
+	status = analyze(c, pos[0], out, &ao, quiet);
 done:
 	cli_list_free(&taus);
 	cli_list_free(&tensors);

@@ -66,10 +66,9 @@ static void human_bytes(uint64_t b, char *buf, size_t n)
 		snprintf(buf, n, "%.2f %s (%llu bytes)", v, unit[u], (unsigned long long)b);
 }
 
-static void print_text(fasvd_model *m, const fasvd_model_info *in, bool list_all)
+/* The architecture, layer, head and per-head shape lines. */
+static void print_text_dims(const fasvd_model_info *in)
 {
-	printf("model        %s\n", in->dir);
-	printf("config       %s\n", in->config_path);
 	printf("architecture %s", in->arch);
 	if (strcmp(in->model_type, in->arch) != 0)
 		printf(" (model_type \"%s\")", in->model_type);
@@ -106,20 +105,11 @@ static void print_text(fasvd_model *m, const fasvd_model_info *in, bool list_all
 			       "%lld\n",
 			       (long long)in->kv_lora_rank, (long long)in->q_rope);
 	}
-	printf("norm         %s\n", norm_name(in->norm));
-	printf("weights      %s", in->weight_dtypes[0] ? in->weight_dtypes : "(none found)");
-	if (in->block_rows)
-		printf(", %lldx%lld block scales", (long long)in->block_rows,
-		       (long long)in->block_cols);
-	printf("\nbiases       %s\n", in->has_bias ? "present (ignored in the spectra)" : "none");
-	printf("prefix       %s\n", in->layer_prefix);
-	printf("checkpoint   %lld file%s\n", (long long)in->n_shards, in->n_shards == 1 ? "" : "s");
-	printf("tensors      %lld needed, %lld found, %lld missing\n", (long long)in->n_needed,
-	       (long long)(in->n_needed - in->n_missing), (long long)in->n_missing);
-	char hb[96];
-	human_bytes(in->bytes_needed, hb, sizeof hb);
-	printf("reads        %s\n", hb);
+}
 
+/* The needed tensors: every one with list_all, else the first 20 missing. */
+static void print_text_inputs(fasvd_model *m, bool list_all)
+{
 	int64_t n = fasvd_model_input_count(m), shown = 0;
 	for (int64_t i = 0; i < n; i++) {
 		fasvd_model_input t;
@@ -154,28 +144,36 @@ static void print_text(fasvd_model *m, const fasvd_model_info *in, bool list_all
 		printf("  ... and %lld more missing\n", (long long)(shown - 20));
 }
 
+static void print_text(fasvd_model *m, const fasvd_model_info *in, bool list_all)
+{
+	printf("model        %s\n", in->dir);
+	printf("config       %s\n", in->config_path);
+	print_text_dims(in);
+	printf("norm         %s\n", norm_name(in->norm));
+	printf("weights      %s", in->weight_dtypes[0] ? in->weight_dtypes : "(none found)");
+	if (in->block_rows)
+		printf(", %lldx%lld block scales", (long long)in->block_rows,
+		       (long long)in->block_cols);
+	printf("\nbiases       %s\n", in->has_bias ? "present (ignored in the spectra)" : "none");
+	printf("prefix       %s\n", in->layer_prefix);
+	printf("checkpoint   %lld file%s\n", (long long)in->n_shards, in->n_shards == 1 ? "" : "s");
+	printf("tensors      %lld needed, %lld found, %lld missing\n", (long long)in->n_needed,
+	       (long long)(in->n_needed - in->n_missing), (long long)in->n_missing);
+	char hb[96];
+	human_bytes(in->bytes_needed, hb, sizeof hb);
+	printf("reads        %s\n", hb);
+	print_text_inputs(m, list_all);
+}
+
 static json_t *jint(int64_t v)
 {
 	return json_integer((json_int_t)v);
 }
 
-static int print_json(fasvd_model *m, const fasvd_model_info *in)
+/* The per-head shapes and MLA ranks of in, into o; nonzero on failure. */
+static int json_dims(json_t *o, const fasvd_model_info *in)
 {
-	json_t *o = json_object(), *dt = json_array(), *tens = json_array(), *miss = json_array();
-	if (!o || !dt || !tens || !miss)
-		goto nomem;
 	int bad = 0;
-	bad |= json_object_set_new(o, "model", json_string(in->dir));
-	bad |= json_object_set_new(o, "config", json_string(in->config_path));
-	bad |= json_object_set_new(o, "model_type", json_string(in->model_type));
-	bad |= json_object_set_new(o, "architecture", json_string(in->arch));
-	bad |= json_object_set_new(o, "mla", json_boolean(in->mla));
-	bad |= json_object_set_new(o, "nested_config", json_boolean(in->nested_config));
-	bad |= json_object_set_new(o, "layers", jint(in->n_layers));
-	bad |= json_object_set_new(o, "heads", jint(in->n_heads));
-	bad |= json_object_set_new(o, "kv_heads", jint(in->n_kv_heads));
-	bad |= json_object_set_new(o, "hidden", jint(in->hidden));
-	bad |= json_object_set_new(o, "head_dim", in->mla ? json_null() : jint(in->head_dim));
 	json_t *ph = json_object();
 	bad |= !ph || json_object_set_new(o, "per_head", ph);
 	if (ph) {
@@ -197,6 +195,67 @@ static int print_json(fasvd_model *m, const fasvd_model_info *in)
 		bad |= json_object_set_new(o, "kv_lora_rank", jint(in->kv_lora_rank));
 		bad |= json_object_set_new(o, "qk_rope_head_dim", jint(in->q_rope));
 	}
+	return bad;
+}
+
+/* The entry of needed tensor t into e; missing names (tensor, scale) are
+ * appended to miss. Nonzero on failure. */
+static int json_input(json_t *e, json_t *miss, const fasvd_model_input *t)
+{
+	int bad = 0;
+	bad |= json_object_set_new(e, "layer", jint(t->layer));
+	bad |= json_object_set_new(e, "role", json_string(t->role));
+	bad |= json_object_set_new(e, "name", json_string(t->name));
+	bad |= json_object_set_new(e, "present", json_boolean(t->present));
+	if (t->present) {
+		json_t *shape = json_array();
+		for (int d = 0; d < t->ndim && d < 2 && shape; d++)
+			bad |= json_array_append_new(shape, jint(t->shape[d]));
+		bad |= json_object_set_new(e, "dtype", json_string(t->dtype));
+		bad |= json_object_set_new(e, "shape", shape);
+		bad |= json_object_set_new(e, "file", json_string(t->file));
+		bad |= json_object_set_new(e, "bytes", json_integer((json_int_t)t->nbytes));
+		if (t->has_bias)
+			bad |= json_object_set_new(e, "has_bias", json_true());
+	} else {
+		bad |= json_array_append_new(miss, json_string(t->name));
+	}
+	if (t->scale_name) {
+		json_t *s = json_object();
+		bad |= !s || json_object_set_new(e, "scale_inv", s);
+		if (s) {
+			bad |= json_object_set_new(s, "name", json_string(t->scale_name));
+			bad |= json_object_set_new(s, "present", json_boolean(t->scale_present));
+			if (t->scale_present) {
+				bad |= json_object_set_new(s, "file", json_string(t->scale_file));
+				bad |= json_object_set_new(s, "bytes",
+				                           json_integer((json_int_t)t->scale_nbytes));
+			} else {
+				bad |= json_array_append_new(miss, json_string(t->scale_name));
+			}
+		}
+	}
+	return bad;
+}
+
+static int print_json(fasvd_model *m, const fasvd_model_info *in)
+{
+	json_t *o = json_object(), *dt = json_array(), *tens = json_array(), *miss = json_array();
+	if (!o || !dt || !tens || !miss)
+		goto nomem;
+	int bad = 0;
+	bad |= json_object_set_new(o, "model", json_string(in->dir));
+	bad |= json_object_set_new(o, "config", json_string(in->config_path));
+	bad |= json_object_set_new(o, "model_type", json_string(in->model_type));
+	bad |= json_object_set_new(o, "architecture", json_string(in->arch));
+	bad |= json_object_set_new(o, "mla", json_boolean(in->mla));
+	bad |= json_object_set_new(o, "nested_config", json_boolean(in->nested_config));
+	bad |= json_object_set_new(o, "layers", jint(in->n_layers));
+	bad |= json_object_set_new(o, "heads", jint(in->n_heads));
+	bad |= json_object_set_new(o, "kv_heads", jint(in->n_kv_heads));
+	bad |= json_object_set_new(o, "hidden", jint(in->hidden));
+	bad |= json_object_set_new(o, "head_dim", in->mla ? json_null() : jint(in->head_dim));
+	bad |= json_dims(o, in);
 	bad |= json_object_set_new(o, "norm", json_string(norm_word(in->norm)));
 	/* the dtype list as an array */
 	char dts[64];
@@ -227,38 +286,7 @@ static int print_json(fasvd_model *m, const fasvd_model_info *in)
 		bad |= !e || json_array_append_new(tens, e);
 		if (!e)
 			break;
-		bad |= json_object_set_new(e, "layer", jint(t.layer));
-		bad |= json_object_set_new(e, "role", json_string(t.role));
-		bad |= json_object_set_new(e, "name", json_string(t.name));
-		bad |= json_object_set_new(e, "present", json_boolean(t.present));
-		if (t.present) {
-			json_t *shape = json_array();
-			for (int d = 0; d < t.ndim && d < 2 && shape; d++)
-				bad |= json_array_append_new(shape, jint(t.shape[d]));
-			bad |= json_object_set_new(e, "dtype", json_string(t.dtype));
-			bad |= json_object_set_new(e, "shape", shape);
-			bad |= json_object_set_new(e, "file", json_string(t.file));
-			bad |= json_object_set_new(e, "bytes", json_integer((json_int_t)t.nbytes));
-			if (t.has_bias)
-				bad |= json_object_set_new(e, "has_bias", json_true());
-		} else {
-			bad |= json_array_append_new(miss, json_string(t.name));
-		}
-		if (t.scale_name) {
-			json_t *s = json_object();
-			bad |= !s || json_object_set_new(e, "scale_inv", s);
-			if (s) {
-				bad |= json_object_set_new(s, "name", json_string(t.scale_name));
-				bad |= json_object_set_new(s, "present", json_boolean(t.scale_present));
-				if (t.scale_present) {
-					bad |= json_object_set_new(s, "file", json_string(t.scale_file));
-					bad |= json_object_set_new(s, "bytes",
-					                           json_integer((json_int_t)t.scale_nbytes));
-				} else {
-					bad |= json_array_append_new(miss, json_string(t.scale_name));
-				}
-			}
-		}
+		bad |= json_input(e, miss, &t);
 	}
 	bad |= json_object_set_new(o, "missing", miss);
 	miss = NULL;

@@ -114,6 +114,26 @@ static int on_entry(void *arg, const fasvd_truncate_entry *e)
 	return 0;
 }
 
+/* The report's title and column header. */
+static void print_header(const char *model, const char *out, bool fixed_rank)
+{
+	printf("# fasvd truncate %s -> %s (%s)\n", model, out,
+	       fixed_rank ? "fixed rank" : "energy loss");
+	printf("# energy_lost = sum_{i>r} sigma_i^2 / sum sigma_i^2 (fraction of the squared "
+	       "Frobenius norm); rel_err2 = ||W - A B||_F^2 / ||W||_F^2 of the stored factors\n");
+	printf("%-56s %-16s %5s %12s %12s %12s %12s %8s %-4s %s\n", "# tensor", "shape", "rank",
+	       "energy_lost", "rel_err2", "params", "params_lr", "saved", "type", "backend");
+}
+
+static void print_totals(const report_state *st, const char *out)
+{
+	double saved = st->before > 0 ? 100.0 * (1.0 - (double)(st->after / st->before)) : 0;
+	printf("# %lld tensors (%lld kept), parameters %.0Lf -> %.0Lf (%.1f%% saved in them), "
+	       "largest energy lost %.4e; written to %s\n",
+	       (long long)st->n, (long long)st->skipped, st->before, st->after, saved, st->worst,
+	       out);
+}
+
 static int run(cli *c, int argc, char **argv)
 {
 	const char *out = NULL;
@@ -180,24 +200,14 @@ static int run(cli *c, int argc, char **argv)
 	o.only_if_smaller = only_smaller;
 
 	report_state st = {quiet, 0, 0, 0, 0, 0};
-	if (!quiet) {
-		printf("# fasvd truncate %s -> %s (%s)\n", pos[0], out,
-		       rank >= 0 ? "fixed rank" : "energy loss");
-		printf("# energy_lost = sum_{i>r} sigma_i^2 / sum sigma_i^2 (fraction of the squared "
-		       "Frobenius norm); rel_err2 = ||W - A B||_F^2 / ||W||_F^2 of the stored factors\n");
-		printf("%-56s %-16s %5s %12s %12s %12s %12s %8s %-4s %s\n", "# tensor", "shape", "rank",
-		       "energy_lost", "rel_err2", "params", "params_lr", "saved", "type", "backend");
-	}
+	if (!quiet)
+		print_header(pos[0], out, rank >= 0);
 	int rc = fasvd_truncate(c->ctx, pos[0], out, &o, on_entry, &st);
 	cli_list_free(&tensors);
 	if (rc)
 		return cli_lib_error(rc);
-	if (!quiet) {
-		double saved = st.before > 0 ? 100.0 * (1.0 - (double)(st.after / st.before)) : 0;
-		printf("# %lld tensors (%lld kept), parameters %.0Lf -> %.0Lf (%.1f%% saved in them), "
-		       "largest energy lost %.4e; written to %s\n",
-		       (long long)st.n, (long long)st.skipped, st.before, st.after, saved, st.worst, out);
-	}
+	if (!quiet)
+		print_totals(&st, out);
 	return CLI_EXIT_OK;
 }
 

@@ -15,6 +15,56 @@ void fasvd_attnmap_opts_init(fasvd_attnmap_opts *opts)
 	opts->size = sizeof *opts;
 }
 
+/* Check that q and k (one row per query, per key) and the options fit. */
+static int check_inputs(const char *fn, const fasvd_tensor *q, const fasvd_tensor *k,
+                        const fasvd_attnmap_opts *o)
+{
+	int64_t nq = fasvd_tensor_rows(q), nk = fasvd_tensor_rows(k), d = fasvd_tensor_cols(q);
+	int rc;
+	if (fasvd_tensor_cols(k) != d)
+		return fasvd__error(FASVD_ESHAPE, "%s: queries have %lld features, keys %lld", fn,
+		                    (long long)d, (long long)fasvd_tensor_cols(k));
+	if (o->causal && nq > nk)
+		return fasvd__error(FASVD_ESHAPE, "%s: causal map needs n_q (%lld) <= n_k (%lld)", fn,
+		                    (long long)nq, (long long)nk);
+	if (!isfinite(o->scale) || o->scale < 0)
+		return fasvd__error(FASVD_EINVAL, "%s: scale %g must be finite and >= 0", fn, o->scale);
+	if ((rc = fasvd__check_lapack_dim("queries", nq)) ||
+	    (rc = fasvd__check_lapack_dim("keys", nk)) ||
+	    (rc = fasvd__check_lapack_dim("features", d)))
+		return fasvd__error_prefix(rc, "%s", fn);
+	return 0;
+}
+
+/* Replace the logits l (nq x nk, column-major) by exp(l - row maximum),
+ * zero above the diagonal when causal; sum gets the row sums (zeroed by the
+ * caller), mx the row maxima. */
+static int exp_rows(const char *fn, double *l, int64_t nq, int64_t nk, bool causal, double *mx,
+                    double *sum)
+{
+	for (int64_t i = 0; i < nq; i++)
+		mx[i] = -INFINITY;
+	for (int64_t j = 0; j < nk; j++)
+		for (int64_t i = 0; i < nq; i++) {
+			if (causal && j > i)
+				continue;
+			double v = l[j * nq + i];
+			if (!isfinite(v))
+				return fasvd__error(FASVD_ENONFINITE,
+				                    "%s: logit (%lld, %lld) overflows (scale·q·k = %g)", fn,
+				                    (long long)i, (long long)j, v);
+			if (v > mx[i])
+				mx[i] = v;
+		}
+	for (int64_t j = 0; j < nk; j++)
+		for (int64_t i = 0; i < nq; i++) {
+			double e = causal && j > i ? 0.0 : exp(l[j * nq + i] - mx[i]);
+			l[j * nq + i] = e;
+			sum[i] += e; /* >= 1: the maximum contributes exp(0) */
+		}
+	return 0;
+}
+
 /* Build the map into a (n_q x n_k, column-major, ld n_q) buffer of the
  * compute type. */
 static int build(fasvd_ctx *ctx, const fasvd_tensor *q, const fasvd_tensor *k,
@@ -35,19 +85,9 @@ static int build(fasvd_ctx *ctx, const fasvd_tensor *q, const fasvd_tensor *k,
 	int rc = fasvd__compute_resolve(ctx, o.compute, &dbl, fn);
 	if (rc)
 		return rc;
+	if ((rc = check_inputs(fn, q, k, &o)))
+		return rc;
 	int64_t nq = fasvd_tensor_rows(q), nk = fasvd_tensor_rows(k), d = fasvd_tensor_cols(q);
-	if (fasvd_tensor_cols(k) != d)
-		return fasvd__error(FASVD_ESHAPE, "%s: queries have %lld features, keys %lld", fn,
-		                    (long long)d, (long long)fasvd_tensor_cols(k));
-	if (o.causal && nq > nk)
-		return fasvd__error(FASVD_ESHAPE, "%s: causal map needs n_q (%lld) <= n_k (%lld)", fn,
-		                    (long long)nq, (long long)nk);
-	if (!isfinite(o.scale) || o.scale < 0)
-		return fasvd__error(FASVD_EINVAL, "%s: scale %g must be finite and >= 0", fn, o.scale);
-	if ((rc = fasvd__check_lapack_dim("queries", nq)) ||
-	    (rc = fasvd__check_lapack_dim("keys", nk)) ||
-	    (rc = fasvd__check_lapack_dim("features", d)))
-		return fasvd__error_prefix(rc, "%s", fn);
 	double scale = o.scale > 0 ? o.scale : 1.0 / sqrt((double)d);
 	/* Logits in double: Q (nq x d) and K (nk x d) decoded column-major,
 	 * L = Q·Kᵀ (nq x nk, column-major). Softmax along rows of L. */
@@ -68,28 +108,8 @@ static int build(fasvd_ctx *ctx, const fasvd_tensor *q, const fasvd_tensor *k,
 	}
 	cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, (blasint)nq, (blasint)nk, (blasint)d,
 	            scale, qd, (blasint)nq, kd, (blasint)nk, 0.0, l, (blasint)nq);
-	for (int64_t i = 0; i < nq; i++)
-		mx[i] = -INFINITY;
-	for (int64_t j = 0; j < nk; j++)
-		for (int64_t i = 0; i < nq; i++) {
-			if (o.causal && j > i)
-				continue;
-			double v = l[j * nq + i];
-			if (!isfinite(v)) {
-				rc = fasvd__error(FASVD_ENONFINITE,
-				                  "%s: logit (%lld, %lld) overflows (scale·q·k = %g)", fn,
-				                  (long long)i, (long long)j, v);
-				goto out;
-			}
-			if (v > mx[i])
-				mx[i] = v;
-		}
-	for (int64_t j = 0; j < nk; j++)
-		for (int64_t i = 0; i < nq; i++) {
-			double e = o.causal && j > i ? 0.0 : exp(l[j * nq + i] - mx[i]);
-			l[j * nq + i] = e;
-			sum[i] += e; /* >= 1: the maximum contributes exp(0) */
-		}
+	if ((rc = exp_rows(fn, l, nq, nk, o.causal, mx, sum)))
+		goto out;
 	if (!(a = fasvd__calloc(ctx, (size_t)(nq * nk), dbl ? 8 : 4, "an attention map"))) {
 		rc = FASVD_ENOMEM;
 		goto out;

@@ -187,6 +187,100 @@ out:
 	return rc;
 }
 
+/* Scale the n entries of a by a power of two (exact) so that the largest
+ * is in [0.5, 1); return the exponent e (a = a_scaled · 2^e): see rexp in
+ * engine_int.h. */
+static int scale_pow2(bool dbl, void *a, size_t n)
+{
+	double amax = 0;
+	for (size_t p = 0; p < n; p++) {
+		double v = dbl ? fabs(((double *)a)[p]) : fabs(((float *)a)[p]);
+		if (v > amax)
+			amax = v;
+	}
+	int e = amax > 0 ? ilogb(amax) + 1 : 0;
+	if (e) {
+		double sc = ldexp(1.0, -e);
+		for (size_t p = 0; p < n; p++) {
+			if (dbl)
+				((double *)a)[p] *= sc;
+			else
+				((float *)a)[p] = (float)((double)((float *)a)[p] * sc);
+		}
+	}
+	return e;
+}
+
+/* Store head i's R (r x k, ld r, upper trapezoidal) from the factored a
+ * (QR: ld m; LQ: Lᵀ, ld k): native scaled, and true-scale double (·2^e). */
+static void store_r(fasvd_rfactors *f, int64_t i, const void *a, bool qr, int e)
+{
+	int64_t m = f->m, k = f->k, r = f->r;
+	void *R = fasvd__rfac_r(f, i);
+	double *rd = f->Rd + (size_t)(i * r * k);
+	for (int64_t c = 0; c < k; c++)
+		for (int64_t rr = 0; rr < r; rr++) {
+			size_t src = qr ? (size_t)(c * m + rr) : (size_t)(rr * k + c);
+			size_t dst = (size_t)(c * r + rr);
+			double v = 0.0;
+			if (rr <= c)
+				v = f->dbl ? ((const double *)a)[src] : ((const float *)a)[src];
+			if (f->dbl)
+				((double *)R)[dst] = v;
+			else
+				((float *)R)[dst] = (float)v;
+			rd[dst] = ldexp(v, e);
+		}
+}
+
+/* Form head i's orthonormal factor from the reflectors in a and tau and
+ * store it in f->Q (m x r, ld m). */
+static int store_q(struct rfac_job *j, int64_t i, void *a, void *tau, void *work, bool qr)
+{
+	fasvd_rfactors *f = j->f;
+	int64_t m = f->m, k = f->k, r = f->r;
+	size_t es = esz(f->dbl);
+	lapack_int M = (lapack_int)m, K = (lapack_int)k, Rr = (lapack_int)r, info;
+	if (f->dbl)
+		info = qr ? LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, M, Rr, Rr, a, M, tau, work,
+		                                j->lwork)
+		          : LAPACKE_dorglq_work(LAPACK_COL_MAJOR, Rr, M, Rr, a, K, tau, work,
+		                                j->lwork);
+	else
+		info = qr ? LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, M, Rr, Rr, a, M, tau, work,
+		                                j->lwork)
+		          : LAPACKE_sorglq_work(LAPACK_COL_MAJOR, Rr, M, Rr, a, K, tau, work,
+		                                j->lwork);
+	if (info)
+		return lapack_fail(qr ? "orgqr" : "orglq", info, i);
+	char *Q = (char *)f->Q + (size_t)i * (size_t)(m * r) * es;
+	if (qr) /* m x r, ld m: contiguous */
+		memcpy(Q, a, (size_t)(m * r) * es);
+	else /* Q' is r x m with ld k: store with ld r */
+		for (int64_t c = 0; c < m; c++)
+			memcpy(Q + (size_t)(c * r) * es, (char *)a + (size_t)(c * k) * es,
+			       (size_t)r * es);
+	return 0;
+}
+
+/* Head i's singular values σ(R) in double, from f->Rd; buf (len bytes) is
+ * free scratch, used when large enough. */
+static int rfac_svdvals(fasvd_rfactors *f, int64_t i, void *buf, size_t len)
+{
+	int64_t k = f->k, r = f->r;
+	double *cp = buf;
+	if (len < (size_t)(r * k) * sizeof(double)) {
+		cp = fasvd__calloc(f->ctx, (size_t)(r * k), sizeof *cp, "a small SVD");
+		if (!cp)
+			return FASVD_ENOMEM;
+	}
+	memcpy(cp, f->Rd + (size_t)(i * r * k), (size_t)(r * k) * sizeof *cp);
+	int rc = fasvd__svdvals_d(f->ctx, r, k, cp, r, f->sv + (size_t)(i * r));
+	if (cp != buf)
+		fasvd__free(f->ctx, cp);
+	return rc;
+}
+
 static int rfac_qr(struct rfac_job *j, int64_t i)
 {
 	fasvd_rfactors *f = j->f;
@@ -205,26 +299,9 @@ static int rfac_qr(struct rfac_job *j, int64_t i)
 	int rc = fasvd__heads_decode(h, i, f->dbl, a, qr ? m : k, j->natural);
 	if (rc)
 		goto out;
-	/* Scale by a power of two (exact) so that the largest entry is in
-	 * [0.5, 1): see rexp in engine_int.h. */
-	double amax = 0;
-	for (size_t p = 0; p < n_a; p++) {
-		double v = f->dbl ? fabs(((double *)a)[p]) : fabs(((float *)a)[p]);
-		if (v > amax)
-			amax = v;
-	}
-	int e = amax > 0 ? ilogb(amax) + 1 : 0;
+	int e = scale_pow2(f->dbl, a, n_a);
 	f->rexp[i] = e;
-	if (e) {
-		double sc = ldexp(1.0, -e);
-		for (size_t p = 0; p < n_a; p++) {
-			if (f->dbl)
-				((double *)a)[p] *= sc;
-			else
-				((float *)a)[p] = (float)((double)((float *)a)[p] * sc);
-		}
-	}
-	lapack_int M = (lapack_int)m, K = (lapack_int)k, Rr = (lapack_int)r, info;
+	lapack_int M = (lapack_int)m, K = (lapack_int)k, info;
 	if (f->dbl)
 		info = qr ? LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, M, K, a, M, tau, work, j->lwork)
 		          : LAPACKE_dgelqf_work(LAPACK_COL_MAJOR, K, M, a, K, tau, work, j->lwork);
@@ -235,58 +312,11 @@ static int rfac_qr(struct rfac_job *j, int64_t i)
 		rc = lapack_fail(qr ? "geqrf" : "gelqf", info, i);
 		goto out;
 	}
-	/* R (r x k, ld r, upper trapezoidal), native and true-scale double. */
-	void *R = fasvd__rfac_r(f, i);
-	double *rd = f->Rd + (size_t)(i * r * k);
-	for (int64_t c = 0; c < k; c++)
-		for (int64_t rr = 0; rr < r; rr++) {
-			size_t src = qr ? (size_t)(c * m + rr) : (size_t)(rr * k + c);
-			size_t dst = (size_t)(c * r + rr);
-			double v = 0.0;
-			if (rr <= c)
-				v = f->dbl ? ((double *)a)[src] : ((float *)a)[src];
-			if (f->dbl)
-				((double *)R)[dst] = v;
-			else
-				((float *)R)[dst] = (float)v;
-			rd[dst] = ldexp(v, e);
-		}
-	if (j->keep_q) {
-		if (f->dbl)
-			info = qr ? LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, M, Rr, Rr, a, M, tau, work,
-			                                j->lwork)
-			          : LAPACKE_dorglq_work(LAPACK_COL_MAJOR, Rr, M, Rr, a, K, tau, work,
-			                                j->lwork);
-		else
-			info = qr ? LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, M, Rr, Rr, a, M, tau, work,
-			                                j->lwork)
-			          : LAPACKE_sorglq_work(LAPACK_COL_MAJOR, Rr, M, Rr, a, K, tau, work,
-			                                j->lwork);
-		if (info) {
-			rc = lapack_fail(qr ? "orgqr" : "orglq", info, i);
-			goto out;
-		}
-		char *Q = (char *)f->Q + (size_t)i * (size_t)(m * r) * es;
-		if (qr) /* m x r, ld m: contiguous */
-			memcpy(Q, a, (size_t)(m * r) * es);
-		else /* Q' is r x m with ld k: store with ld r */
-			for (int64_t c = 0; c < m; c++)
-				memcpy(Q + (size_t)(c * r) * es, (char *)a + (size_t)(c * k) * es,
-				       (size_t)r * es);
-	}
+	store_r(f, i, a, qr, e);
+	if (j->keep_q && (rc = store_q(j, i, a, tau, work, qr)))
+		goto out;
 	/* The head's singular values σ(R) in double (the buffer is free now). */
-	double *cp = (double *)buf;
-	if (n_a * es < (size_t)(r * k) * sizeof(double)) {
-		cp = fasvd__calloc(f->ctx, (size_t)(r * k), sizeof *cp, "a small SVD");
-		if (!cp) {
-			rc = FASVD_ENOMEM;
-			goto out;
-		}
-	}
-	memcpy(cp, rd, (size_t)(r * k) * sizeof *cp);
-	rc = fasvd__svdvals_d(f->ctx, r, k, cp, r, f->sv + (size_t)(i * r));
-	if (cp != (double *)buf)
-		fasvd__free(f->ctx, cp);
+	rc = rfac_svdvals(f, i, buf, n_a * es);
 out:
 	fasvd__free(f->ctx, buf);
 	return rc;

@@ -91,85 +91,69 @@ static void to_double(const float *src, double *dst, size_t n)
 		dst[i] = src[i];
 }
 
-/* G (m x m, lower triangle) = Gram of the smaller side of the stack. */
-static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, char **work,
-                      int64_t *inner)
+/* Columns side: G (C x C, lower triangle) += X_bᵀ·X_b over batches of
+ * blocks of the stack (R x C, C <= R). */
+static int gram_cols(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, char **work,
+                     int threads)
 {
-	int64_t R = src->n * src->rows_b, C = src->cols;
+	int64_t C = src->cols;
 	bool rm = src->layout == FASVD_LAYOUT_ROW_MAJOR;
 	size_t es = esz(src->dbl);
-	int threads = fasvd__threads(fasvd__ctx(ctx));
 	int rc = 0;
-	if (C <= R) {
-		/* Columns side: G (C x C) += X_bᵀ·X_b over batches of blocks. */
-		*inner = R;
-		int64_t target = (int64_t)fasvd__stack_batch_bytes / (C * (int64_t)(es + 8));
-		if (target < 1)
-			target = 1;
-		int64_t per = target / src->rows_b;
-		if (per < 1)
-			per = 1;
-		if (per > src->n)
-			per = src->n;
-		int64_t brows = per * src->rows_b;
-		void *xb = alloc_n(ctx, (size_t)(brows * C), es, "a stack batch");
-		double *xd = src->dbl ? xb : alloc_n(ctx, (size_t)(brows * C), 8, "a stack batch");
-		if (!xb || !xd) {
-			rc = FASVD_ENOMEM;
-			goto out_c;
-		}
-		for (int64_t first = 0; first < src->n; first += per) {
-			int64_t cnt = src->n - first < per ? src->n - first : per;
-			int64_t rb = cnt * src->rows_b;
-			if ((rc = fill_blocks(ctx, src, xb, first, cnt, work)))
-				goto out_c;
-			if (!src->dbl)
-				to_double(xb, xd, (size_t)(rb * C));
-			fasvd__blas_set_threads(threads);
-			if (rm)
-				cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)C, (blasint)rb,
-				            1.0, xd, (blasint)C, 1.0, g, (blasint)C);
-			else
-				cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, (blasint)C, (blasint)rb,
-				            1.0, xd, (blasint)rb, 1.0, g, (blasint)C);
-		}
-	out_c:
-		if (xd != xb)
-			fasvd__free(ctx, xd);
-		fasvd__free(ctx, xb);
-		return rc;
+	int64_t target = (int64_t)fasvd__stack_batch_bytes / (C * (int64_t)(es + 8));
+	if (target < 1)
+		target = 1;
+	int64_t per = target / src->rows_b;
+	if (per < 1)
+		per = 1;
+	if (per > src->n)
+		per = src->n;
+	int64_t brows = per * src->rows_b;
+	void *xb = alloc_n(ctx, (size_t)(brows * C), es, "a stack batch");
+	double *xd = src->dbl ? xb : alloc_n(ctx, (size_t)(brows * C), 8, "a stack batch");
+	if (!xb || !xd) {
+		rc = FASVD_ENOMEM;
+		goto out;
 	}
-	/* Rows side: G (R x R) = X·Xᵀ; X is assembled whole, then accumulated
-	 * over column chunks (converted to double chunk by chunk for f32). */
-	*inner = C;
-	void *x = alloc_n(ctx, (size_t)(R * C), es, "a stacked matrix");
-	double *d = NULL;
-	if (!x)
-		return FASVD_ENOMEM;
-	if ((rc = fill_blocks(ctx, src, x, 0, src->n, work)))
-		goto out_r;
-	fasvd__blas_set_threads(threads);
-	if (src->dbl) {
+	for (int64_t first = 0; first < src->n; first += per) {
+		int64_t cnt = src->n - first < per ? src->n - first : per;
+		int64_t rb = cnt * src->rows_b;
+		if ((rc = fill_blocks(ctx, src, xb, first, cnt, work)))
+			goto out;
+		if (!src->dbl)
+			to_double(xb, xd, (size_t)(rb * C));
+		fasvd__blas_set_threads(threads);
 		if (rm)
-			cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, (blasint)R, (blasint)C, 1.0, x,
-			            (blasint)C, 0.0, g, (blasint)R);
+			cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)C, (blasint)rb,
+			            1.0, xd, (blasint)C, 1.0, g, (blasint)C);
 		else
-			cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)R, (blasint)C, 1.0,
-			            x, (blasint)R, 0.0, g, (blasint)R);
-		goto out_r;
+			cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, (blasint)C, (blasint)rb,
+			            1.0, xd, (blasint)rb, 1.0, g, (blasint)C);
 	}
+out:
+	if (xd != xb)
+		fasvd__free(ctx, xd);
+	fasvd__free(ctx, xb);
+	return rc;
+}
+
+/* G (R x R, lower triangle) += X·Xᵀ over column chunks of the f32 stack x
+ * (R x C), each converted to double first. */
+static int gram_rows_f32(fasvd_ctx *ctx, const fasvd__stack_src *src, const float *xf,
+                         int64_t R, double *g)
+{
+	int64_t C = src->cols;
+	bool rm = src->layout == FASVD_LAYOUT_ROW_MAJOR;
 	int64_t w = (int64_t)fasvd__stack_chunk_bytes / (R * 8);
 	if (w < 1)
 		w = 1;
 	if (w > C)
 		w = C;
-	if (!(d = alloc_n(ctx, (size_t)(R * w), 8, "a stack chunk"))) {
-		rc = FASVD_ENOMEM;
-		goto out_r;
-	}
+	double *d = alloc_n(ctx, (size_t)(R * w), 8, "a stack chunk");
+	if (!d)
+		return FASVD_ENOMEM;
 	for (int64_t c0 = 0; c0 < C; c0 += w) {
 		int64_t wc = C - c0 < w ? C - c0 : w;
-		const float *xf = x;
 		if (rm) {
 			for (int64_t r = 0; r < R; r++)
 				to_double(xf + r * C + c0, d + r * wc, (size_t)wc);
@@ -181,10 +165,47 @@ static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, ch
 			            d, (blasint)R, 1.0, g, (blasint)R);
 		}
 	}
-out_r:
 	fasvd__free(ctx, d);
+	return 0;
+}
+
+/* Rows side: G (R x R) = X·Xᵀ; X is assembled whole, then accumulated
+ * (over column chunks converted to double chunk by chunk for f32). */
+static int gram_rows(fasvd_ctx *ctx, const fasvd__stack_src *src, int64_t R, double *g,
+                     char **work, int threads)
+{
+	int64_t C = src->cols;
+	bool rm = src->layout == FASVD_LAYOUT_ROW_MAJOR;
+	void *x = alloc_n(ctx, (size_t)(R * C), esz(src->dbl), "a stacked matrix");
+	if (!x)
+		return FASVD_ENOMEM;
+	int rc = fill_blocks(ctx, src, x, 0, src->n, work);
+	if (rc)
+		goto out;
+	fasvd__blas_set_threads(threads);
+	if (!src->dbl)
+		rc = gram_rows_f32(ctx, src, x, R, g);
+	else if (rm)
+		cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, (blasint)R, (blasint)C, 1.0, x,
+		            (blasint)C, 0.0, g, (blasint)R);
+	else
+		cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)R, (blasint)C, 1.0,
+		            x, (blasint)R, 0.0, g, (blasint)R);
+out:
 	fasvd__free(ctx, x);
 	return rc;
+}
+
+/* G (m x m, lower triangle) = Gram of the smaller side of the stack;
+ * *inner is the length of the products summed in each entry. */
+static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, char **work,
+                      int64_t *inner)
+{
+	int64_t R = src->n * src->rows_b, C = src->cols;
+	int threads = fasvd__threads(fasvd__ctx(ctx));
+	*inner = C <= R ? R : C;
+	return C <= R ? gram_cols(ctx, src, g, work, threads)
+	              : gram_rows(ctx, src, R, g, work, threads);
 }
 
 /* Eigenvalues of the m x m Gram matrix g (lower triangle) as descending
@@ -203,16 +224,10 @@ static int gram_eigvals(fasvd_ctx *ctx, int64_t m, double *g, double *s, int thr
 	return fasvd__gram_svdvals_with(ctx, m, g, m, s, two ? 1 : -1);
 }
 
-int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_method method,
-                       double *s, int64_t n_s, fasvd_stack_report *rep)
+/* Check that the stack (R x C rows and columns) fits the method. */
+static int check_solve(fasvd_stack_method method, int64_t R, int64_t C)
 {
-	int64_t R, C = src->cols;
-	if (!fasvd__mul_i64(src->n, src->rows_b, &R))
-		return fasvd__error(FASVD_ERANGE, "stacked matrix: row count overflows");
 	int64_t m = R < C ? R : C;
-	int64_t def_min = src->def_rows < C ? src->def_rows : C;
-	if (method == FASVD_STACK_AUTO) /* callers resolve it; be safe */
-		method = FASVD_STACK_GRAM;
 	if (method != FASVD_STACK_GRAM && method != FASVD_STACK_DIRECT)
 		return fasvd__error(FASVD_EINVAL, "stack: unknown method %d", (int)method);
 	int rc;
@@ -232,11 +247,69 @@ int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_
 			return fasvd__error(FASVD_ERANGE, "stack: %lld x %lld elements overflow",
 			                    (long long)R, (long long)C);
 	}
+	return 0;
+}
+
+/* The m values by the Gram matrix (order m) and its eigenvalues; *bound
+ * the rounding bound of the result. */
+static int solve_gram(fasvd_ctx *ctx, const fasvd__stack_src *src, int64_t m, char **work,
+                      double *vals, double *bound)
+{
+	int threads = fasvd__threads(fasvd__ctx(ctx));
+	int64_t inner = 0;
+	double *g = fasvd__calloc(ctx, (size_t)(m * m), sizeof *g, "a Gram matrix");
+	if (!g)
+		return FASVD_ENOMEM;
+	int rc = gram_build(ctx, src, g, work, &inner);
+	if (!rc) {
+		fasvd__blas_set_threads(threads);
+		rc = gram_eigvals(ctx, m, g, vals, threads);
+	}
+	/* Rounding of the double Gram products and of the eigensolver:
+	 * |λ̂ − σ²| ≲ (inner + m)·ε·σ₁² (worst case in order of magnitude). */
+	if (!rc)
+		*bound = sqrt((double)(inner + m) * DBL_EPSILON) * vals[0];
+	fasvd__free(ctx, g);
+	return rc;
+}
+
+/* The values by an SVD of the whole stack (R rows) in the compute type. */
+static int solve_direct(fasvd_ctx *ctx, const fasvd__stack_src *src, int64_t R, char **work,
+                        double *vals)
+{
+	int64_t C = src->cols;
+	void *x = alloc_n(ctx, (size_t)(R * C), esz(src->dbl), "a stacked matrix");
+	if (!x)
+		return FASVD_ENOMEM;
+	int rc = fill_blocks(ctx, src, x, 0, src->n, work);
+	if (!rc) {
+		fasvd__blas_set_threads(fasvd__threads(fasvd__ctx(ctx)));
+		bool rm = src->layout == FASVD_LAYOUT_ROW_MAJOR;
+		/* Row-major R x C is column-major C x R: same singular values. */
+		int64_t mm = rm ? C : R, nn = rm ? R : C;
+		rc = src->dbl ? fasvd__svdvals_d(ctx, mm, nn, x, mm, vals)
+		              : fasvd__svdvals_s(ctx, mm, nn, x, mm, vals);
+	}
+	fasvd__free(ctx, x);
+	return rc;
+}
+
+int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_method method,
+                       double *s, int64_t n_s, fasvd_stack_report *rep)
+{
+	int64_t R, C = src->cols;
+	if (!fasvd__mul_i64(src->n, src->rows_b, &R))
+		return fasvd__error(FASVD_ERANGE, "stacked matrix: row count overflows");
+	int64_t m = R < C ? R : C;
+	int64_t def_min = src->def_rows < C ? src->def_rows : C;
+	if (method == FASVD_STACK_AUTO) /* callers resolve it; be safe */
+		method = FASVD_STACK_GRAM;
+	int rc = check_solve(method, R, C);
+	if (rc)
+		return rc;
 	int nw = fasvd__parallel_workers(ctx, src->n);
 	char **work = fasvd__calloc(ctx, (size_t)nw, sizeof *work, "stack workspaces");
 	double *vals = fasvd__calloc(ctx, (size_t)m, sizeof *vals, "singular values");
-	double *g = NULL;
-	void *x = NULL;
 	if (!work || !vals) {
 		rc = FASVD_ENOMEM;
 		goto out;
@@ -248,39 +321,11 @@ int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_
 			goto out;
 		}
 	int saved = fasvd__blas_get_threads();
-	int threads = fasvd__threads(fasvd__ctx(ctx));
 	double bound = 0.0;
-	if (method == FASVD_STACK_GRAM) {
-		int64_t inner = 0;
-		if (!(g = fasvd__calloc(ctx, (size_t)(m * m), sizeof *g, "a Gram matrix"))) {
-			rc = FASVD_ENOMEM;
-			goto out_threads;
-		}
-		if ((rc = gram_build(ctx, src, g, work, &inner)))
-			goto out_threads;
-		fasvd__blas_set_threads(threads);
-		if ((rc = gram_eigvals(ctx, m, g, vals, threads)))
-			goto out_threads;
-		/* Rounding of the double Gram products and of the eigensolver:
-		 * |λ̂ − σ²| ≲ (inner + m)·ε·σ₁² (worst case in order of magnitude). */
-		bound = sqrt((double)(inner + m) * DBL_EPSILON) * vals[0];
-	} else {
-		size_t es = esz(src->dbl);
-		if (!(x = alloc_n(ctx, (size_t)(R * C), es, "a stacked matrix"))) {
-			rc = FASVD_ENOMEM;
-			goto out_threads;
-		}
-		if ((rc = fill_blocks(ctx, src, x, 0, src->n, work)))
-			goto out_threads;
-		fasvd__blas_set_threads(threads);
-		bool rm = src->layout == FASVD_LAYOUT_ROW_MAJOR;
-		/* Row-major R x C is column-major C x R: same singular values. */
-		int64_t mm = rm ? C : R, nn = rm ? R : C;
-		rc = src->dbl ? fasvd__svdvals_d(ctx, mm, nn, x, mm, vals)
-		              : fasvd__svdvals_s(ctx, mm, nn, x, mm, vals);
-		if (rc)
-			goto out_threads;
-	}
+	rc = method == FASVD_STACK_GRAM ? solve_gram(ctx, src, m, work, vals, &bound)
+	                                : solve_direct(ctx, src, R, work, vals);
+	if (rc)
+		goto out_threads;
 	for (int64_t i = 0; i < n_s; i++)
 		s[i] = i < m && i < def_min ? ldexp(vals[i], src->out_exp) : 0.0;
 	bound = ldexp(bound, src->out_exp);
@@ -300,8 +345,6 @@ out:
 			fasvd__free(ctx, work[w]);
 	fasvd__free(ctx, work);
 	fasvd__free(ctx, vals);
-	fasvd__free(ctx, g);
-	fasvd__free(ctx, x);
 	return rc;
 }
 
@@ -526,6 +569,24 @@ static int fused_fill(void *arg, int64_t i, void *dst, int64_t ld, fasvd_layout 
 	return 0;
 }
 
+/* Norms of the n fused heads a_i·b_j (σ₁ or Frobenius). */
+static int fused_norms(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfactors *b,
+                       fasvd_stack_norm norm, int64_t n, double *norms)
+{
+	if (norm == FASVD_STACK_NORM_FROBENIUS)
+		return fasvd_fuse_norms(ctx, a, b, norms);
+	int64_t w = a->m < b->m ? a->m : b->m;
+	double *sv = fasvd__calloc(ctx, (size_t)(n * w), sizeof *sv, "fused spectra");
+	int rc;
+	if (!sv)
+		rc = FASVD_ENOMEM;
+	else if (!(rc = fasvd_fuse_svdvals(ctx, a, b, sv, w)))
+		for (int64_t i = 0; i < n; i++)
+			norms[i] = sv[i * w];
+	fasvd__free(ctx, sv);
+	return rc;
+}
+
 int fasvd_stack_fused_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfactors *b,
                               const fasvd_stack_opts *opts, double *s, int64_t n_s,
                               fasvd_stack_report *report)
@@ -545,19 +606,7 @@ int fasvd_stack_fused_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *a, const fas
 	if (o.norm != FASVD_STACK_NORM_NONE && !o.head_norms) {
 		if (!(norms = fasvd__calloc(ctx, (size_t)n, sizeof *norms, "fused head norms")))
 			return FASVD_ENOMEM;
-		if (o.norm == FASVD_STACK_NORM_FROBENIUS) {
-			rc = fasvd_fuse_norms(ctx, a, b, norms);
-		} else {
-			int64_t w = a->m < b->m ? a->m : b->m;
-			double *sv = fasvd__calloc(ctx, (size_t)(n * w), sizeof *sv, "fused spectra");
-			if (!sv)
-				rc = FASVD_ENOMEM;
-			else if (!(rc = fasvd_fuse_svdvals(ctx, a, b, sv, w)))
-				for (int64_t i = 0; i < n; i++)
-					norms[i] = sv[i * w];
-			fasvd__free(ctx, sv);
-		}
-		if (rc)
+		if ((rc = fused_norms(ctx, a, b, o.norm, n, norms)))
 			goto out;
 	}
 	if (!(inv = inverse_norms(ctx, o.norm == FASVD_STACK_NORM_NONE ? NULL

@@ -282,13 +282,8 @@ static int cmp_entry_span(const void *a, const void *b)
 	return 0;
 }
 
-/* Parse one tensor entry `v` named `name` of shard `file`. */
-static int parse_entry(st_entry *e, const char *file, const char *name, json_t *v,
-                       uint64_t buf_len)
+static int parse_dtype(st_entry *e, const char *file, const char *name, json_t *v)
 {
-	if (!json_is_object(v))
-		return fasvd__error(FASVD_EFORMAT, "%s: tensor '%s': entry is not a JSON object",
-		                    file, name);
 	json_t *jd = json_object_get(v, "dtype");
 	if (!jd)
 		return fasvd__error(FASVD_EFORMAT, "%s: tensor '%s': no \"dtype\"", file, name);
@@ -300,7 +295,14 @@ static int parse_entry(st_entry *e, const char *file, const char *name, json_t *
 		return fasvd__error(FASVD_EDTYPE,
 		                    "%s: tensor '%s': unknown dtype '%.40s' (not a safetensors dtype)",
 		                    file, name, json_string_value(jd));
+	return 0;
+}
 
+/* Fill e->shape and e->ndim; *numel is their product, *overflow set when it
+ * wraps 64 bits. */
+static int parse_shape(st_entry *e, const char *file, const char *name, json_t *v,
+                       uint64_t *numel, bool *overflow)
+{
 	json_t *js = json_object_get(v, "shape");
 	if (!js)
 		return fasvd__error(FASVD_EFORMAT, "%s: tensor '%s': no \"shape\"", file, name);
@@ -313,8 +315,8 @@ static int parse_entry(st_entry *e, const char *file, const char *name, json_t *
 		                    "%s: tensor '%s': %zu dimensions, at most %d are supported", file,
 		                    name, nd, FASVD_ST_MAX_DIMS);
 	e->ndim = (int)nd;
-	uint64_t numel = 1;
-	bool overflow = false;
+	*numel = 1;
+	*overflow = false;
 	for (size_t i = 0; i < nd; i++) {
 		json_t *d = json_array_get(js, i);
 		if (!json_is_integer(d))
@@ -327,12 +329,16 @@ static int parse_entry(st_entry *e, const char *file, const char *name, json_t *
 			                    "%s: tensor '%s': shape dimension %zu is negative (%lld)",
 			                    file, name, i, (long long)x);
 		e->shape[i] = (int64_t)x;
-		if (__builtin_mul_overflow(numel, (uint64_t)x, &numel))
-			overflow = true;
+		if (__builtin_mul_overflow(*numel, (uint64_t)x, numel))
+			*overflow = true;
 	}
-	char sbuf[200];
-	fmt_shape(sbuf, sizeof sbuf, e->shape, e->ndim);
-	uint64_t nbytes = 0;
+	return 0;
+}
+
+/* The byte size of `numel` elements of e's dtype (shape printed as `sbuf`). */
+static int entry_nbytes(const st_entry *e, const char *file, const char *name,
+                        uint64_t numel, bool overflow, const char *sbuf, uint64_t *nbytes)
+{
 	const char *why = NULL;
 	/* A zero dimension makes an empty tensor whatever the others are. */
 	bool empty = false;
@@ -340,7 +346,8 @@ static int parse_entry(st_entry *e, const char *file, const char *name, json_t *
 		empty |= e->shape[i] == 0;
 	if (empty)
 		numel = 0, overflow = false;
-	if (overflow || numel > INT64_MAX || !fasvd__st_nbytes(e->dt, numel, &nbytes, &why)) {
+	*nbytes = 0;
+	if (overflow || numel > INT64_MAX || !fasvd__st_nbytes(e->dt, numel, nbytes, &why)) {
 		if (overflow || numel > INT64_MAX || strcmp(why, "overflow") == 0)
 			return fasvd__error(FASVD_ERANGE,
 			                    "%s: tensor '%s': shape %s x %s overflows 64-bit sizes",
@@ -350,7 +357,13 @@ static int parse_entry(st_entry *e, const char *file, const char *name, json_t *
 		                    "whole bytes",
 		                    file, name, sbuf, e->dt->bits, e->dt->name);
 	}
+	return 0;
+}
 
+/* Fill e->begin and e->end: inside the data buffer, exactly `nbytes` long. */
+static int parse_offsets(st_entry *e, const char *file, const char *name, json_t *v,
+                         uint64_t buf_len, uint64_t nbytes, const char *sbuf)
+{
 	json_t *jo = json_object_get(v, "data_offsets");
 	if (!jo)
 		return fasvd__error(FASVD_EFORMAT, "%s: tensor '%s': no \"data_offsets\"", file, name);
@@ -383,6 +396,26 @@ static int parse_entry(st_entry *e, const char *file, const char *name, json_t *
 		                    file, name, sbuf, e->dt->name, (unsigned long long)nbytes,
 		                    (long long)b, (long long)en, (unsigned long long)(e->end - e->begin));
 	return 0;
+}
+
+/* Parse one tensor entry `v` named `name` of shard `file`. */
+static int parse_entry(st_entry *e, const char *file, const char *name, json_t *v,
+                       uint64_t buf_len)
+{
+	if (!json_is_object(v))
+		return fasvd__error(FASVD_EFORMAT, "%s: tensor '%s': entry is not a JSON object",
+		                    file, name);
+	uint64_t numel = 0, nbytes = 0;
+	bool overflow = false;
+	int rc = parse_dtype(e, file, name, v);
+	if (!rc)
+		rc = parse_shape(e, file, name, v, &numel, &overflow);
+	if (rc)
+		return rc;
+	char sbuf[200];
+	fmt_shape(sbuf, sizeof sbuf, e->shape, e->ndim);
+	rc = entry_nbytes(e, file, name, numel, overflow, sbuf, &nbytes);
+	return rc ? rc : parse_offsets(e, file, name, v, buf_len, nbytes, sbuf);
 }
 
 /* Check that the spans cover [0, buf_len) exactly, without overlap. */
@@ -431,13 +464,11 @@ static int check_coverage(fasvd_ctx *ctx, const char *file, st_entry *e, int64_t
 	return rc;
 }
 
-/* Map shard `sh` (path set), validate its header and fill its entries
- * (sorted by name; each with .shard = index) and the st's metadata. */
-static int parse_shard(fasvd_st *st, st_shard *sh, int64_t index)
+/* Read the 8-byte header length of mapped shard `sh`, check it, and point
+ * *hdr at the JSON header and sh->buf at the data after it. */
+static int shard_header(st_shard *sh, const char **hdr, uint64_t *len)
 {
-	fasvd_ctx *ctx = st->ctx;
 	const char *file = sh->path;
-	int rc = 0;
 	if (sh->map_len < 8)
 		return fasvd__error(FASVD_EFORMAT,
 		                    "%s: file is %zu bytes, shorter than the 8-byte header length",
@@ -456,14 +487,49 @@ static int parse_shard(fasvd_st *st, st_shard *sh, int64_t index)
 		return fasvd__error(FASVD_EFORMAT,
 		                    "%s: header length %llu goes beyond the end of the %zu-byte file",
 		                    file, (unsigned long long)hlen, sh->map_len);
-	const char *hdr = (const char *)sh->map + 8;
+	*hdr = (const char *)sh->map + 8;
+	*len = hlen;
 	sh->buf = sh->map + 8 + hlen;
 	sh->buf_len = (uint64_t)sh->map_len - 8 - hlen;
 
 	/* The specification requires the header to start with '{'. */
-	if (hdr[0] != '{')
+	if ((*hdr)[0] != '{')
 		return fasvd__error(FASVD_EFORMAT,
 		                    "%s: header does not start with '{' (not a JSON object)", file);
+	return 0;
+}
+
+/* Add the string pairs of a shard's "__metadata__" object `v` to st. */
+static int shard_metadata(fasvd_st *st, const char *file, json_t *v)
+{
+	if (!json_is_object(v))
+		return fasvd__error(FASVD_EFORMAT, "%s: \"__metadata__\" is not a JSON object", file);
+	const char *mk;
+	json_t *mv;
+	json_object_foreach(v, mk, mv)
+	{
+		if (!json_is_string(mv))
+			return fasvd__error(FASVD_EFORMAT,
+			                    "%s: \"__metadata__\" value of key '%s' is not a string",
+			                    file, mk);
+		int rc = add_meta(st, mk, json_string_value(mv));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Map shard `sh` (path set), validate its header and fill its entries
+ * (sorted by name; each with .shard = index) and the st's metadata. */
+static int parse_shard(fasvd_st *st, st_shard *sh, int64_t index)
+{
+	fasvd_ctx *ctx = st->ctx;
+	const char *file = sh->path;
+	const char *hdr = NULL;
+	uint64_t hlen = 0;
+	int rc = shard_header(sh, &hdr, &hlen);
+	if (rc)
+		return rc;
 	json_error_t err;
 	json_t *root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &err);
 	if (!root)
@@ -484,26 +550,7 @@ static int parse_shard(fasvd_st *st, st_shard *sh, int64_t index)
 	json_object_foreach(root, key, v)
 	{
 		if (strcmp(key, "__metadata__") == 0) {
-			if (!json_is_object(v)) {
-				rc = fasvd__error(FASVD_EFORMAT,
-				                  "%s: \"__metadata__\" is not a JSON object", file);
-				break;
-			}
-			const char *mk;
-			json_t *mv;
-			json_object_foreach(v, mk, mv)
-			{
-				if (!json_is_string(mv)) {
-					rc = fasvd__error(FASVD_EFORMAT,
-					                  "%s: \"__metadata__\" value of key '%s' is not a "
-					                  "string",
-					                  file, mk);
-					break;
-				}
-				rc = add_meta(st, mk, json_string_value(mv));
-				if (rc)
-					break;
-			}
+			rc = shard_metadata(st, file, v);
 			if (rc)
 				break;
 			continue;
@@ -622,9 +669,9 @@ typedef struct idx_item {
 	int64_t shard;
 } idx_item;
 
-static int open_index(fasvd_st *st, const char *index_file)
+/* Map and parse the index file (a JSON document of bounded size). */
+static int read_index(const char *index_file, json_t **root)
 {
-	fasvd_ctx *ctx = st->ctx;
 	unsigned char *map = NULL;
 	size_t len = 0;
 	int rc = map_file(index_file, &map, &len);
@@ -638,19 +685,154 @@ static int open_index(fasvd_st *st, const char *index_file)
 		                    index_file, len);
 	}
 	json_error_t err;
-	json_t *root = json_loadb((const char *)map, len, JSON_REJECT_DUPLICATES, &err);
-	if (!root)
+	*root = json_loadb((const char *)map, len, JSON_REJECT_DUPLICATES, &err);
+	if (!*root)
 		rc = json_fail(index_file, "index", &err, (const char *)map, len);
 	munmap(map, len);
-	if (!root)
+	return rc;
+}
+
+/* The shard names of an index: unique, in first-seen order; `seen` maps a
+ * name to its position in `names`, `last` is the previous entry's shard. */
+typedef struct idx_shards {
+	char **names;
+	int64_t n_names;
+	int64_t last;
+	json_t *seen;
+} idx_shards;
+
+/* Validate the weight_map entry `v` of tensor `key` and set *s to the
+ * index of its shard, adding the shard name when it is new. */
+static int index_entry(idx_shards *sn, const char *index_file, const char *key, json_t *v,
+                       int64_t *s)
+{
+	if (!json_is_string(v))
+		return fasvd__error(FASVD_EFORMAT,
+		                    "%s: weight_map entry of tensor '%s' is not a file name",
+		                    index_file, key);
+	const char *fname = json_string_value(v);
+	*s = -1;
+	if (sn->last >= 0 && strcmp(sn->names[sn->last], fname) == 0) {
+		*s = sn->last;
+	} else {
+		json_t *k = json_object_get(sn->seen, fname);
+		if (k)
+			*s = (int64_t)json_integer_value(k);
+	}
+	if (*s < 0) {
+		int rc = check_shard_name(index_file, fname, key);
+		if (rc)
+			return rc;
+		*s = sn->n_names;
+		if (json_object_set_new(sn->seen, fname, json_integer((json_int_t)*s)))
+			return fasvd__error(FASVD_ENOMEM, "%s: out of memory reading the index",
+			                    index_file);
+		sn->names[sn->n_names++] = (char *)fname;
+	}
+	sn->last = *s;
+	return 0;
+}
+
+/* Confine each shard name to the model folder (resolved: rdir), then open
+ * and parse the shards in order. */
+static int load_index_shards(fasvd_st *st, const char *index_file, const char *rdir,
+                             char *const *names, int64_t n_names)
+{
+	fasvd_ctx *ctx = st->ctx;
+	st->shards = fasvd__calloc(ctx, (size_t)n_names, sizeof *st->shards, "a shard table");
+	if (!st->shards)
+		return FASVD_ENOMEM;
+	for (int64_t k = 0; k < n_names; k++) {
+		char *path = fasvd__path_join(ctx, st->dir, names[k]);
+		if (!path)
+			return FASVD_ENOMEM;
+		int rc = confine(index_file, rdir, path, names[k]);
+		int64_t idx;
+		if (!rc)
+			rc = add_shard(st, path, &idx);
+		fasvd__free(ctx, path);
+		if (!rc)
+			rc = load_shard(st, &st->shards[idx], idx);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Move each listed tensor's entry from its shard's table into st->entries
+ * (sorted by name), then drop the shards' tables. */
+static int gather_entries(fasvd_st *st, const char *index_file, const idx_item *items,
+                          int64_t n_items)
+{
+	fasvd_ctx *ctx = st->ctx;
+	st->entries = fasvd__calloc(ctx, (size_t)(n_items ? n_items : 1), sizeof *st->entries,
+	                            "the tensor index");
+	if (!st->entries)
+		return FASVD_ENOMEM;
+	for (int64_t i = 0; i < n_items; i++) {
+		st_shard *sh = &st->shards[items[i].shard];
+		st_entry keyent = {.name = (char *)items[i].name};
+		st_entry *e = bsearch(&keyent, sh->entries, (size_t)sh->n_entries, sizeof *sh->entries,
+		                      cmp_entry_name);
+		if (!e)
+			return fasvd__error(FASVD_EFORMAT,
+			                    "%s: tensor '%s' is listed in the index but absent from its "
+			                    "shard %s",
+			                    index_file, items[i].name, sh->path);
+		st->entries[st->n] = *e;
+		e->taken = true; /* the name now belongs to st->entries */
+		st->n++;
+	}
+	qsort(st->entries, (size_t)st->n, sizeof *st->entries, cmp_entry_name);
+	/* Shards' own tables are no longer needed (names moved or unlisted). */
+	for (int64_t k = 0; k < st->n_shards; k++) {
+		free_entries(ctx, st->shards[k].entries, st->shards[k].n_entries);
+		st->shards[k].entries = NULL;
+		st->shards[k].n_entries = 0;
+	}
+	return 0;
+}
+
+/* Index-level metadata (strings and numbers), after the shards' own. */
+static int index_metadata(fasvd_st *st, json_t *md)
+{
+	if (!md || !json_is_object(md))
+		return 0;
+	const char *mk;
+	json_t *mv;
+	json_object_foreach(md, mk, mv)
+	{
+		char num[64];
+		const char *val = NULL;
+		int rc;
+		if (json_is_string(mv))
+			val = json_string_value(mv);
+		else if (json_is_integer(mv)) {
+			snprintf(num, sizeof num, "%lld", (long long)json_integer_value(mv));
+			val = num;
+		} else if (json_is_real(mv)) {
+			snprintf(num, sizeof num, "%.17g", json_real_value(mv));
+			val = num;
+		}
+		if (val && (rc = add_meta(st, mk, val)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int open_index(fasvd_st *st, const char *index_file)
+{
+	fasvd_ctx *ctx = st->ctx;
+	json_t *root = NULL;
+	int rc = read_index(index_file, &root);
+	if (rc)
 		return rc;
 
 	char *rdir = NULL;
 	idx_item *items = NULL;
-	char **names = NULL; /* unique shard names, in first-seen order */
-	int64_t n_names = 0, n_items = 0;
+	idx_shards sn = {.last = -1, .seen = json_object()};
+	int64_t n_items = 0;
 	json_t *wm = NULL;
-	json_t *seen = json_object(); /* shard name -> its index in names */
 	if (!json_is_object(root)) {
 		rc = fasvd__error(FASVD_EFORMAT, "%s: index is not a JSON object", index_file);
 		goto done;
@@ -663,8 +845,8 @@ static int open_index(fasvd_st *st, const char *index_file)
 	}
 	size_t count = json_object_size(wm);
 	items = fasvd__calloc(ctx, count ? count : 1, sizeof *items, "the index");
-	names = fasvd__calloc(ctx, count ? count : 1, sizeof *names, "the shard names");
-	if (!items || !names || !seen) {
+	sn.names = fasvd__calloc(ctx, count ? count : 1, sizeof *sn.names, "the shard names");
+	if (!items || !sn.names || !sn.seen) {
 		rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory reading the index", index_file);
 		goto done;
 	}
@@ -676,124 +858,27 @@ static int open_index(fasvd_st *st, const char *index_file)
 	}
 	const char *key;
 	json_t *v;
-	int64_t last = -1;
 	json_object_foreach(wm, key, v)
 	{
-		if (!json_is_string(v)) {
-			rc = fasvd__error(FASVD_EFORMAT,
-			                  "%s: weight_map entry of tensor '%s' is not a file name",
-			                  index_file, key);
+		rc = index_entry(&sn, index_file, key, v, &items[n_items].shard);
+		if (rc)
 			goto done;
-		}
-		const char *fname = json_string_value(v);
-		int64_t s = -1;
-		if (last >= 0 && strcmp(names[last], fname) == 0) {
-			s = last;
-		} else {
-			json_t *k = json_object_get(seen, fname);
-			if (k)
-				s = (int64_t)json_integer_value(k);
-		}
-		if (s < 0) {
-			rc = check_shard_name(index_file, fname, key);
-			if (rc)
-				goto done;
-			s = n_names;
-			if (json_object_set_new(seen, fname, json_integer((json_int_t)s))) {
-				rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory reading the index",
-				                  index_file);
-				goto done;
-			}
-			names[n_names++] = (char *)fname;
-		}
-		last = s;
-		items[n_items].name = key;
-		items[n_items].shard = s;
-		n_items++;
+		items[n_items++].name = key;
 	}
-	if (n_names == 0) {
+	if (sn.n_names == 0) {
 		rc = fasvd__error(FASVD_EFORMAT, "%s: \"weight_map\" is empty", index_file);
 		goto done;
 	}
-	st->shards = fasvd__calloc(ctx, (size_t)n_names, sizeof *st->shards, "a shard table");
-	if (!st->shards) {
-		rc = FASVD_ENOMEM;
-		goto done;
-	}
-	for (int64_t k = 0; k < n_names; k++) {
-		char *path = fasvd__path_join(ctx, st->dir, names[k]);
-		if (!path) {
-			rc = FASVD_ENOMEM;
-			goto done;
-		}
-		rc = confine(index_file, rdir, path, names[k]);
-		int64_t idx;
-		if (!rc)
-			rc = add_shard(st, path, &idx);
-		fasvd__free(ctx, path);
-		if (rc)
-			goto done;
-		rc = load_shard(st, &st->shards[idx], idx);
-		if (rc)
-			goto done;
-	}
-	st->entries = fasvd__calloc(ctx, (size_t)(n_items ? n_items : 1), sizeof *st->entries,
-	                            "the tensor index");
-	if (!st->entries) {
-		rc = FASVD_ENOMEM;
-		goto done;
-	}
-	for (int64_t i = 0; i < n_items; i++) {
-		st_shard *sh = &st->shards[items[i].shard];
-		st_entry keyent = {.name = (char *)items[i].name};
-		st_entry *e = bsearch(&keyent, sh->entries, (size_t)sh->n_entries, sizeof *sh->entries,
-		                      cmp_entry_name);
-		if (!e) {
-			rc = fasvd__error(FASVD_EFORMAT,
-			                  "%s: tensor '%s' is listed in the index but absent from its "
-			                  "shard %s",
-			                  index_file, items[i].name, sh->path);
-			goto done;
-		}
-		st->entries[st->n] = *e;
-		e->taken = true; /* the name now belongs to st->entries */
-		st->n++;
-	}
-	qsort(st->entries, (size_t)st->n, sizeof *st->entries, cmp_entry_name);
-	/* Shards' own tables are no longer needed (names moved or unlisted). */
-	for (int64_t k = 0; k < st->n_shards; k++) {
-		free_entries(ctx, st->shards[k].entries, st->shards[k].n_entries);
-		st->shards[k].entries = NULL;
-		st->shards[k].n_entries = 0;
-	}
-	/* Index-level metadata, after the shards' own. */
-	json_t *md = json_object_get(root, "metadata");
-	if (md && json_is_object(md)) {
-		const char *mk;
-		json_t *mv;
-		json_object_foreach(md, mk, mv)
-		{
-			char num[64];
-			const char *val = NULL;
-			if (json_is_string(mv))
-				val = json_string_value(mv);
-			else if (json_is_integer(mv)) {
-				snprintf(num, sizeof num, "%lld", (long long)json_integer_value(mv));
-				val = num;
-			} else if (json_is_real(mv)) {
-				snprintf(num, sizeof num, "%.17g", json_real_value(mv));
-				val = num;
-			}
-			if (val && (rc = add_meta(st, mk, val)) != 0)
-				goto done;
-		}
-	}
-	rc = 0;
+	rc = load_index_shards(st, index_file, rdir, sn.names, sn.n_names);
+	if (!rc)
+		rc = gather_entries(st, index_file, items, n_items);
+	if (!rc)
+		rc = index_metadata(st, json_object_get(root, "metadata"));
 done:
 	free(rdir);
 	fasvd__free(ctx, items);
-	fasvd__free(ctx, names);
-	json_decref(seen);
+	fasvd__free(ctx, sn.names);
+	json_decref(sn.seen);
 	json_decref(root);
 	return rc;
 }

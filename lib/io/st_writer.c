@@ -115,11 +115,9 @@ static int grow(fasvd_st_writer *w)
 	return 0;
 }
 
-int fasvd_st_writer_add(fasvd_st_writer *w, const char *name, const char *dtype, int ndim,
-                        const int64_t *shape, const void *data, uint64_t nbytes, unsigned flags)
+/* Check the flags and the tensor name of fasvd_st_writer_add. */
+static int check_add_name(const char *name, unsigned flags)
 {
-	if (!w || !name || !dtype)
-		return fasvd__error(FASVD_EINVAL, "fasvd_st_writer_add: NULL argument");
 	if (flags & ~FASVD_ST_BORROW)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_writer_add: tensor '%s': unknown flags 0x%x",
 		                    name, flags & ~FASVD_ST_BORROW);
@@ -132,10 +130,13 @@ int fasvd_st_writer_add(fasvd_st_writer *w, const char *name, const char *dtype,
 	if (!fasvd__utf8_valid(name, strlen(name)))
 		return fasvd__error(FASVD_EINVAL,
 		                    "fasvd_st_writer_add: tensor name is not valid UTF-8");
-	const fasvd__st_dtype *dt = fasvd__st_dtype_lookup(dtype);
-	if (!dt)
-		return fasvd__error(FASVD_EDTYPE, "fasvd_st_writer_add: tensor '%s': unknown dtype '%s'",
-		                    name, dtype);
+	return 0;
+}
+
+/* Check the shape of fasvd_st_writer_add and set *need to its byte size. */
+static int shape_nbytes(const char *name, const fasvd__st_dtype *dt, int ndim,
+                        const int64_t *shape, uint64_t *need)
+{
 	if (ndim < 0 || ndim > FASVD_ST_MAX_DIMS)
 		return fasvd__error(FASVD_ESHAPE,
 		                    "fasvd_st_writer_add: tensor '%s': %d dimensions (0 to %d allowed)",
@@ -156,9 +157,9 @@ int fasvd_st_writer_add(fasvd_st_writer *w, const char *name, const char *dtype,
 	}
 	if (empty)
 		numel = 0, overflow = false;
-	uint64_t need = 0;
 	const char *why = NULL;
-	if (overflow || numel > INT64_MAX || !fasvd__st_nbytes(dt, numel, &need, &why)) {
+	*need = 0;
+	if (overflow || numel > INT64_MAX || !fasvd__st_nbytes(dt, numel, need, &why)) {
 		if (why && strcmp(why, "partial") == 0)
 			return fasvd__error(FASVD_ESHAPE,
 			                    "fasvd_st_writer_add: tensor '%s': %llu %s elements do not "
@@ -167,25 +168,15 @@ int fasvd_st_writer_add(fasvd_st_writer *w, const char *name, const char *dtype,
 		return fasvd__error(FASVD_ERANGE,
 		                    "fasvd_st_writer_add: tensor '%s': size overflows 64 bits", name);
 	}
-	if (need != nbytes)
-		return fasvd__error(FASVD_ESHAPE,
-		                    "fasvd_st_writer_add: tensor '%s': shape x %s needs %llu bytes, "
-		                    "%llu given",
-		                    name, dt->name, (unsigned long long)need,
-		                    (unsigned long long)nbytes);
-	if (nbytes && !data)
-		return fasvd__error(FASVD_EINVAL, "fasvd_st_writer_add: tensor '%s': data is NULL",
-		                    name);
-	if (nbytes > SIZE_MAX)
-		return fasvd__error(FASVD_ERANGE, "fasvd_st_writer_add: tensor '%s' is too large",
-		                    name);
-	int rc = grow(w);
-	if (rc)
-		return rc;
-	int64_t slot = hash_slot(w, name);
-	if (w->hash[slot])
-		return fasvd__error(FASVD_EINVAL, "fasvd_st_writer_add: tensor '%s' added twice",
-		                    name);
+	return 0;
+}
+
+/* Append a checked tensor to w: its name copied, its data borrowed or
+ * copied as `flags` say; `slot` is its free slot in the name set. */
+static int store_entry(fasvd_st_writer *w, int64_t slot, const char *name,
+                       const fasvd__st_dtype *dt, int ndim, const int64_t *shape,
+                       const void *data, uint64_t nbytes, unsigned flags)
+{
 	wt_entry e;
 	memset(&e, 0, sizeof e);
 	e.dt = dt;
@@ -210,6 +201,44 @@ int fasvd_st_writer_add(fasvd_st_writer *w, const char *name, const char *dtype,
 	w->v[w->n] = e;
 	w->hash[slot] = ++w->n;
 	return 0;
+}
+
+int fasvd_st_writer_add(fasvd_st_writer *w, const char *name, const char *dtype, int ndim,
+                        const int64_t *shape, const void *data, uint64_t nbytes, unsigned flags)
+{
+	if (!w || !name || !dtype)
+		return fasvd__error(FASVD_EINVAL, "fasvd_st_writer_add: NULL argument");
+	int rc = check_add_name(name, flags);
+	if (rc)
+		return rc;
+	const fasvd__st_dtype *dt = fasvd__st_dtype_lookup(dtype);
+	if (!dt)
+		return fasvd__error(FASVD_EDTYPE, "fasvd_st_writer_add: tensor '%s': unknown dtype '%s'",
+		                    name, dtype);
+	uint64_t need = 0;
+	rc = shape_nbytes(name, dt, ndim, shape, &need);
+	if (rc)
+		return rc;
+	if (need != nbytes)
+		return fasvd__error(FASVD_ESHAPE,
+		                    "fasvd_st_writer_add: tensor '%s': shape x %s needs %llu bytes, "
+		                    "%llu given",
+		                    name, dt->name, (unsigned long long)need,
+		                    (unsigned long long)nbytes);
+	if (nbytes && !data)
+		return fasvd__error(FASVD_EINVAL, "fasvd_st_writer_add: tensor '%s': data is NULL",
+		                    name);
+	if (nbytes > SIZE_MAX)
+		return fasvd__error(FASVD_ERANGE, "fasvd_st_writer_add: tensor '%s' is too large",
+		                    name);
+	rc = grow(w);
+	if (rc)
+		return rc;
+	int64_t slot = hash_slot(w, name);
+	if (w->hash[slot])
+		return fasvd__error(FASVD_EINVAL, "fasvd_st_writer_add: tensor '%s' added twice",
+		                    name);
+	return store_entry(w, slot, name, dt, ndim, shape, data, nbytes, flags);
 }
 
 int fasvd_st_writer_set_metadata(fasvd_st_writer *w, const char *key, const char *value)
@@ -350,6 +379,67 @@ fail_quiet:
 	return rc;
 }
 
+/* Order the tensors by name (header) and by layout (data), and give each
+ * its data offset in the layout order. */
+static int assign_offsets(fasvd_st_writer *w, const char *path, wt_entry **by_name,
+                          wt_entry **by_layout)
+{
+	size_t n = (size_t)w->n;
+	for (size_t i = 0; i < n; i++)
+		by_name[i] = by_layout[i] = &w->v[i];
+	qsort(by_name, n, sizeof *by_name, cmp_name);
+	qsort(by_layout, n, sizeof *by_layout, cmp_layout);
+	uint64_t off = 0;
+	for (size_t i = 0; i < n; i++) {
+		by_layout[i]->begin = off;
+		if (__builtin_add_overflow(off, by_layout[i]->nbytes, &off) || off > INT64_MAX)
+			return fasvd__error(FASVD_ERANGE, "%s: total data size overflows 64 bits", path);
+	}
+	return 0;
+}
+
+/* Create a temporary file beside `path`; *tmp is its name (NULL on error). */
+static int create_temp(fasvd_ctx *ctx, const char *path, char **tmp, int *fd)
+{
+	size_t plen = strlen(path);
+	*tmp = fasvd__alloc(ctx, plen + sizeof ".tmp-XXXXXX", "a temporary file name");
+	if (!*tmp)
+		return FASVD_ENOMEM;
+	memcpy(*tmp, path, plen);
+	memcpy(*tmp + plen, ".tmp-XXXXXX", sizeof ".tmp-XXXXXX");
+	*fd = mkostemp(*tmp, O_CLOEXEC);
+	if (*fd < 0) {
+		int rc = fasvd__error(FASVD_EIO, "%s: cannot create a temporary file beside it: %s",
+		                      path, strerror(errno));
+		fasvd__free(ctx, *tmp);
+		*tmp = NULL; /* nothing to remove */
+		return rc;
+	}
+	return 0;
+}
+
+/* Write the length prefix, the header and the data to fd (temporary file
+ * `tmp`), give it the mode of a new file and sync it. */
+static int write_body(int fd, const char *path, const char *tmp, const char *header,
+                      size_t hlen, wt_entry *const *by_layout, size_t n)
+{
+	unsigned char le[8];
+	for (int i = 0; i < 8; i++)
+		le[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+	const char *step = "write";
+	int failed = fasvd__write_all(fd, le, 8) || fasvd__write_all(fd, header, hlen);
+	for (size_t i = 0; i < n && !failed; i++)
+		failed = fasvd__write_all(fd, by_layout[i]->data, by_layout[i]->nbytes);
+	if (!failed && fchmod(fd, (mode_t)fasvd__new_file_mode()) != 0)
+		failed = 1, step = "set the mode of";
+	if (!failed && fsync(fd) != 0)
+		failed = 1, step = "sync";
+	if (failed)
+		return fasvd__error(FASVD_EIO, "%s: cannot %s %s: %s", path, step, tmp,
+		                    strerror(errno));
+	return 0;
+}
+
 int fasvd_st_writer_write(fasvd_st_writer *w, const char *path)
 {
 	if (!w || !path || !path[0])
@@ -366,55 +456,19 @@ int fasvd_st_writer_write(fasvd_st_writer *w, const char *path)
 		rc = FASVD_ENOMEM;
 		goto done;
 	}
-	for (size_t i = 0; i < n; i++)
-		by_name[i] = by_layout[i] = &w->v[i];
-	qsort(by_name, n, sizeof *by_name, cmp_name);
-	qsort(by_layout, n, sizeof *by_layout, cmp_layout);
-	uint64_t off = 0;
-	for (size_t i = 0; i < n; i++) {
-		by_layout[i]->begin = off;
-		if (__builtin_add_overflow(off, by_layout[i]->nbytes, &off) || off > INT64_MAX) {
-			rc = fasvd__error(FASVD_ERANGE, "%s: total data size overflows 64 bits", path);
-			goto done;
-		}
-	}
+	rc = assign_offsets(w, path, by_name, by_layout);
+	if (rc)
+		goto done;
 	rc = build_header(w, by_name, &header, &hlen);
 	if (rc) {
 		fasvd__error_prefix(rc, "%s", path);
 		goto done;
 	}
-
-	size_t plen = strlen(path);
-	tmp = fasvd__alloc(ctx, plen + sizeof ".tmp-XXXXXX", "a temporary file name");
-	if (!tmp) {
-		rc = FASVD_ENOMEM;
+	rc = create_temp(ctx, path, &tmp, &fd);
+	if (!rc)
+		rc = write_body(fd, path, tmp, header, hlen, by_layout, n);
+	if (rc)
 		goto done;
-	}
-	memcpy(tmp, path, plen);
-	memcpy(tmp + plen, ".tmp-XXXXXX", sizeof ".tmp-XXXXXX");
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		rc = fasvd__error(FASVD_EIO, "%s: cannot create a temporary file beside it: %s", path,
-		                  strerror(errno));
-		fasvd__free(ctx, tmp);
-		tmp = NULL; /* nothing to remove */
-		goto done;
-	}
-	unsigned char le[8];
-	for (int i = 0; i < 8; i++)
-		le[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-	const char *step = "write";
-	int failed = fasvd__write_all(fd, le, 8) || fasvd__write_all(fd, header, hlen);
-	for (size_t i = 0; i < n && !failed; i++)
-		failed = fasvd__write_all(fd, by_layout[i]->data, by_layout[i]->nbytes);
-	if (!failed && fchmod(fd, (mode_t)fasvd__new_file_mode()) != 0)
-		failed = 1, step = "set the mode of";
-	if (!failed && fsync(fd) != 0)
-		failed = 1, step = "sync";
-	if (failed) {
-		rc = fasvd__error(FASVD_EIO, "%s: cannot %s %s: %s", path, step, tmp, strerror(errno));
-		goto done;
-	}
 	int cfd = fd;
 	fd = -1;
 	if (close(cfd) != 0) {

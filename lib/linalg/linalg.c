@@ -193,15 +193,12 @@ static int run_gesvd(fasvd_ctx *ctx, const fasvd__svd_job *j, void *s)
 	return 0;
 }
 
-int fasvd__svd_run(fasvd_ctx *ctx, const fasvd__svd_job *j)
+/* Check the matrix, the vector outputs and the value buffers of job j. */
+static int check_job(const char *routine, const fasvd__svd_job *j, int64_t k)
 {
-	const char *routine = j->dbl ? "dgesdd" : "sgesdd";
-	if (j->method == FASVD__SVD_GESVD)
-		routine = j->dbl ? "dgesvd" : "sgesvd";
 	int rc = check_matrix(routine, j->m, j->n, j->lda);
 	if (rc)
 		return rc;
-	int64_t k = j->m < j->n ? j->m : j->n;
 	if (j->vectors) {
 		if (!j->u || !j->vt || j->ldu < j->m || j->ldvt < k)
 			return fasvd__error(FASVD_EINVAL,
@@ -215,12 +212,65 @@ int fasvd__svd_run(fasvd_ctx *ctx, const fasvd__svd_job *j)
 	}
 	if (!j->a || (!j->s && !j->s_native))
 		return fasvd__error(FASVD_EINVAL, "%s: NULL matrix or value buffer", routine);
+	return 0;
+}
+
+/* gesdd into s; if it does not converge, restore a (from a copy taken
+ * before, or through j->refill) and run gesvd instead. */
+static int gesdd_or_gesvd(fasvd_ctx *ctx, const fasvd__svd_job *j, void *s,
+                          const char *routine)
+{
+	size_t es = esize(j->dbl);
+	void *backup = NULL;
+	int rc;
+	if (!j->refill) {
+		size_t nel;
+		if (!fasvd__mul_size((size_t)j->m, (size_t)j->n, &nel))
+			return fasvd__error(FASVD_ENOMEM, "%s: matrix size overflows", routine);
+		backup = fasvd__calloc(ctx, nel, es, "copy of the matrix for the gesvd fallback");
+		if (!backup)
+			return FASVD_ENOMEM;
+		fasvd__copy_block(es, j->m, j->n, j->a, j->lda, backup, j->m);
+	}
+	rc = run_gesdd(ctx, j, s);
+	if (rc > 0) {
+		/* gesdd's divide and conquer did not converge (a has been
+		 * destroyed): restore a and use the slower, more robust QR
+		 * iteration. */
+		if (j->refill) {
+			rc = j->refill(j->refill_arg, j->a, j->lda);
+			if (rc)
+				goto out;
+		} else {
+			fasvd__copy_block(es, j->m, j->n, backup, j->m, j->a, j->lda);
+		}
+		rc = run_gesvd(ctx, j, s);
+		if (rc)
+			rc = fasvd__error_prefix(rc, "%s did not converge and the gesvd fallback "
+			                         "failed",
+			                         routine);
+		else if (j->fallback)
+			*j->fallback = 1;
+	}
+out:
+	fasvd__free(ctx, backup);
+	return rc;
+}
+
+int fasvd__svd_run(fasvd_ctx *ctx, const fasvd__svd_job *j)
+{
+	const char *routine = j->dbl ? "dgesdd" : "sgesdd";
+	if (j->method == FASVD__SVD_GESVD)
+		routine = j->dbl ? "dgesvd" : "sgesvd";
+	int64_t k = j->m < j->n ? j->m : j->n;
+	int rc = check_job(routine, j, k);
+	if (rc)
+		return rc;
 	if (j->fallback)
 		*j->fallback = 0;
 
-	size_t es = esize(j->dbl);
 	void *s = j->s_native;
-	void *s_tmp = NULL, *backup = NULL;
+	void *s_tmp = NULL;
 	if (!s) {
 		if (j->dbl) {
 			s = j->s;
@@ -230,51 +280,16 @@ int fasvd__svd_run(fasvd_ctx *ctx, const fasvd__svd_job *j)
 				return FASVD_ENOMEM;
 		}
 	}
-	if (j->method == FASVD__SVD_GESDD) {
-		if (!j->refill) {
-			size_t nel;
-			if (!fasvd__mul_size((size_t)j->m, (size_t)j->n, &nel)) {
-				rc = fasvd__error(FASVD_ENOMEM, "%s: matrix size overflows", routine);
-				goto out;
-			}
-			backup = fasvd__calloc(ctx, nel, es, "copy of the matrix for the gesvd fallback");
-			if (!backup) {
-				rc = FASVD_ENOMEM;
-				goto out;
-			}
-			fasvd__copy_block(es, j->m, j->n, j->a, j->lda, backup, j->m);
-		}
-		rc = run_gesdd(ctx, j, s);
-		if (rc > 0) {
-			/* gesdd's divide and conquer did not converge (a has been
-			 * destroyed): restore a and use the slower, more robust QR
-			 * iteration. */
-			if (j->refill) {
-				rc = j->refill(j->refill_arg, j->a, j->lda);
-				if (rc)
-					goto out;
-			} else {
-				fasvd__copy_block(es, j->m, j->n, backup, j->m, j->a, j->lda);
-			}
-			rc = run_gesvd(ctx, j, s);
-			if (rc)
-				rc = fasvd__error_prefix(rc, "%s did not converge and the gesvd fallback "
-				                         "failed",
-				                         routine);
-			else if (j->fallback)
-				*j->fallback = 1;
-		}
-	} else {
+	if (j->method == FASVD__SVD_GESDD)
+		rc = gesdd_or_gesvd(ctx, j, s, routine);
+	else
 		rc = run_gesvd(ctx, j, s);
-	}
 	if (rc == 0 && j->s && !j->dbl) {
 		for (int64_t i = 0; i < k; i++)
 			j->s[i] = (double)((const float *)s)[i];
 	} else if (rc == 0 && j->s && j->dbl && s != j->s) {
 		memcpy(j->s, s, (size_t)k * sizeof(double));
 	}
-out:
-	fasvd__free(ctx, backup);
 	fasvd__free(ctx, s_tmp);
 	return rc;
 }
@@ -315,11 +330,31 @@ int fasvd__svd_s(fasvd_ctx *ctx, int64_t m, int64_t n, float *a, int64_t lda, fl
 
 /* ------------------------------------------------------------------ gesvdx */
 
-int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, void *a,
-                  int64_t lda, int64_t il, int64_t iu, double *s, void *u, int64_t ldu,
-                  void *vt, int64_t ldvt)
+/* The arguments of one ?gesvdx call for an index range of values. */
+typedef struct gesvdx_call {
+	bool dbl;
+	char job;
+	lapack_int m, n, lda, il, iu, ldu, ldvt;
+	void *a, *s, *u, *vt;
+} gesvdx_call;
+
+static lapack_int call_gesvdx(const gesvdx_call *c, lapack_int *ns, void *work,
+                              lapack_int lwork, lapack_int *iwork)
 {
-	const char *routine = dbl ? "dgesvdx" : "sgesvdx";
+	if (c->dbl)
+		return LAPACKE_dgesvdx_work(LAPACK_COL_MAJOR, c->job, c->job, 'I', c->m, c->n, c->a,
+		                            c->lda, 0.0, 0.0, c->il, c->iu, ns, c->s, c->u, c->ldu,
+		                            c->vt, c->ldvt, work, lwork, iwork);
+	return LAPACKE_sgesvdx_work(LAPACK_COL_MAJOR, c->job, c->job, 'I', c->m, c->n, c->a,
+	                            c->lda, 0.0f, 0.0f, c->il, c->iu, ns, c->s, c->u, c->ldu,
+	                            c->vt, c->ldvt, work, lwork, iwork);
+}
+
+/* Check the arguments of fasvd__gesvdx. */
+static int check_gesvdx(const char *routine, bool vectors, int64_t m, int64_t n, int64_t lda,
+                        int64_t il, int64_t iu, const void *a, const double *s, const void *u,
+                        int64_t ldu, const void *vt, int64_t ldvt)
+{
 	int rc = check_matrix(routine, m, n, lda);
 	if (rc)
 		return rc;
@@ -338,31 +373,58 @@ int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, 
 		    (rc = fasvd__check_lapack_dim("ldvt", ldvt)))
 			return fasvd__error_prefix(rc, "%s", routine);
 	}
-	char job = vectors ? 'V' : 'N';
-	lapack_int lm = (lapack_int)m, ln = (lapack_int)n, llda = (lapack_int)lda;
-	lapack_int lil = (lapack_int)il, liu = (lapack_int)iu, ns = 0, info;
-	lapack_int lldu = vectors ? (lapack_int)ldu : 1, lldvt = vectors ? (lapack_int)ldvt : 1;
+	return 0;
+}
+
+/* Allocate the workspace of lwork elements and the integer workspace
+ * after it in one block; run the call. */
+static int run_gesvdx(fasvd_ctx *ctx, const char *routine, const gesvdx_call *c, int64_t k,
+                      lapack_int lwork, lapack_int *ns, lapack_int *info)
+{
+	size_t wbytes, ibytes;
+	if (!fasvd__mul_size((size_t)lwork, esize(c->dbl), &wbytes) ||
+	    !fasvd__mul_size((size_t)k * 24u + 64u, sizeof(lapack_int), &ibytes) ||
+	    wbytes > SIZE_MAX - ibytes)
+		return fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
+	void *work = fasvd__alloc(ctx, wbytes + ibytes, "gesvdx workspace");
+	if (!work)
+		return FASVD_ENOMEM;
+	*info = call_gesvdx(c, ns, work, lwork, (lapack_int *)((char *)work + wbytes));
+	fasvd__free(ctx, work);
+	return 0;
+}
+
+int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, void *a,
+                  int64_t lda, int64_t il, int64_t iu, double *s, void *u, int64_t ldu,
+                  void *vt, int64_t ldvt)
+{
+	const char *routine = dbl ? "dgesvdx" : "sgesvdx";
+	int rc = check_gesvdx(routine, vectors, m, n, lda, il, iu, a, s, u, ldu, vt, ldvt);
+	if (rc)
+		return rc;
+	int64_t k = m < n ? m : n;
+	int64_t want = iu - il + 1;
+	lapack_int ns = 0, info;
 	double dq = 0.0, ddum[1] = {0.0};
 	float fq = 0.0f, fdum[1] = {0.0f};
-	void *uu = vectors ? u : (dbl ? (void *)ddum : (void *)fdum);
-	void *vv = vectors ? vt : (dbl ? (void *)ddum : (void *)fdum);
+	void *dum = dbl ? (void *)ddum : (void *)fdum;
 	lapack_int idum[1] = {0};
-	size_t es = esize(dbl);
+	gesvdx_call c = {.dbl = dbl, .job = vectors ? 'V' : 'N', .m = (lapack_int)m,
+	                 .n = (lapack_int)n, .lda = (lapack_int)lda, .il = (lapack_int)il,
+	                 .iu = (lapack_int)iu, .ldu = vectors ? (lapack_int)ldu : 1,
+	                 .ldvt = vectors ? (lapack_int)ldvt : 1, .a = a, .u = vectors ? u : dum,
+	                 .vt = vectors ? vt : dum};
 
 	/* LAPACK documents s (and iwork) as k (12 k) long even for a partial
 	 * range, but xBDSVDX hands s to xSTEVX as the eigenvalue array of
 	 * 2k x 2k Golub–Kahan blocks: on a matrix whose bidiagonal splits
 	 * (e.g. the zero matrix) xSTEBZ writes past k (valgrind, OpenBLAS
 	 * 0.3.21). Give both generous room. */
-	void *sn = fasvd__calloc(ctx, 2 * (size_t)k + 8, es, "singular values");
+	void *sn = fasvd__calloc(ctx, 2 * (size_t)k + 8, esize(dbl), "singular values");
 	if (!sn)
 		return FASVD_ENOMEM;
-	if (dbl)
-		info = LAPACKE_dgesvdx_work(LAPACK_COL_MAJOR, job, job, 'I', lm, ln, a, llda, 0.0, 0.0,
-		                            lil, liu, &ns, sn, uu, lldu, vv, lldvt, &dq, -1, idum);
-	else
-		info = LAPACKE_sgesvdx_work(LAPACK_COL_MAJOR, job, job, 'I', lm, ln, a, llda, 0.0f,
-		                            0.0f, lil, liu, &ns, sn, uu, lldu, vv, lldvt, &fq, -1, idum);
+	c.s = sn;
+	info = call_gesvdx(&c, &ns, dbl ? (void *)&dq : (void *)&fq, -1, idum);
 	if (info < 0) {
 		rc = illegal(routine, info);
 		goto out;
@@ -370,27 +432,8 @@ int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, 
 	lapack_int lwork = 1;
 	if ((rc = lwork_from_query(routine, dbl ? dq : (double)fq, dbl, &lwork)))
 		goto out;
-	size_t wbytes, ibytes;
-	if (!fasvd__mul_size((size_t)lwork, es, &wbytes) ||
-	    !fasvd__mul_size((size_t)k * 24u + 64u, sizeof(lapack_int), &ibytes) ||
-	    wbytes > SIZE_MAX - ibytes) {
-		rc = fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
+	if ((rc = run_gesvdx(ctx, routine, &c, k, lwork, &ns, &info)))
 		goto out;
-	}
-	void *work = fasvd__alloc(ctx, wbytes + ibytes, "gesvdx workspace");
-	if (!work) {
-		rc = FASVD_ENOMEM;
-		goto out;
-	}
-	lapack_int *iwork = (lapack_int *)((char *)work + wbytes);
-	if (dbl)
-		info = LAPACKE_dgesvdx_work(LAPACK_COL_MAJOR, job, job, 'I', lm, ln, a, llda, 0.0, 0.0,
-		                            lil, liu, &ns, sn, uu, lldu, vv, lldvt, work, lwork, iwork);
-	else
-		info = LAPACKE_sgesvdx_work(LAPACK_COL_MAJOR, job, job, 'I', lm, ln, a, llda, 0.0f,
-		                            0.0f, lil, liu, &ns, sn, uu, lldu, vv, lldvt, work, lwork,
-		                            iwork);
-	fasvd__free(ctx, work);
 	if (info < 0) {
 		rc = illegal(routine, info);
 	} else if (info > 0) {

@@ -345,10 +345,19 @@ static int krylov_step(const struct rsvd *c, struct krylov *kr, bool right, doub
 	return 0;
 }
 
-int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const void *a,
-                          int64_t lda, int64_t k, int64_t oversample, int64_t power_iters,
-                          uint64_t seed, double *s, void *u, int64_t ldu, void *vt,
-                          int64_t ldvt, double *err_est)
+/* The sizes and the workspace of one randomized SVD (see its layout in
+ * fasvd__randomized_svd). */
+struct rsvd_ws {
+	int64_t l, r, t, w1;  /* sketch width, probes, tail vectors, l + r */
+	int64_t cap_r, cap_l; /* Krylov basis widths of the estimator */
+	int passes;           /* its thin passes */
+	char *om, *y, *z, *w, *xx, *ut, *tp0;
+	double *sb; /* the l values of B */
+};
+
+static int check_rsvd_args(int64_t m, int64_t n, const void *a, int64_t lda, int64_t k,
+                           int64_t oversample, int64_t power_iters, const double *s,
+                           const void *u, int64_t ldu, const void *vt, int64_t ldvt)
 {
 	int rc;
 	if ((rc = fasvd__check_lapack_dim("rows", m)) || (rc = fasvd__check_lapack_dim("columns", n)) ||
@@ -362,12 +371,17 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 		                    "oversample %lld, power iterations %lld)",
 		                    (long long)m, (long long)n, (long long)lda, (long long)k,
 		                    (long long)oversample, (long long)power_iters);
-	bool trans = m < n;
-	int64_t M = trans ? n : m, N = p;
+	return 0;
+}
+
+/* The sketch width and the estimator's sizes for T (M x N, M >= N). */
+static void rsvd_sizes(struct rsvd_ws *ws, int64_t M, int64_t N, int64_t k,
+                       int64_t oversample, bool est)
+{
 	int64_t l = oversample > N - k ? N : k + oversample;
 	/* Estimator sizes: r probes, t tail vectors of B, blocks of at most
 	 * r + t columns, capped by the dimensions. */
-	int64_t r = err_est ? (N < FASVD__EST_PROBES ? N : FASVD__EST_PROBES) : 0;
+	int64_t r = est ? (N < FASVD__EST_PROBES ? N : FASVD__EST_PROBES) : 0;
 	int64_t t = l - k < r ? l - k : r;
 	int64_t blk = r + t;
 	int passes = fasvd__rsvd_est_passes < 0 ? 0 : fasvd__rsvd_est_passes;
@@ -376,51 +390,56 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 		cap_r = N;
 	if (cap_l > M)
 		cap_l = M;
-	if (!err_est)
+	if (!est)
 		cap_r = cap_l = 0;
-	size_t es = dbl ? sizeof(double) : sizeof(float);
+	*ws = (struct rsvd_ws){.l = l, .r = r, .t = t, .w1 = l + r, .cap_r = cap_r,
+	                       .cap_l = cap_l, .passes = passes};
+}
 
-	/* Workspace, one block (elements):
-	 *   om  N x (l + r)  [Ω | P0], later the power iteration's Z
-	 *   y   M x (l + r)  [T Ω | T P0], then [Q | G]
-	 *   z   N x (l + r)  [Tᵀ Q | Tᵀ G] (Bᵀ destroyed by the SVD)
-	 *   w   N x l        left vectors of Bᵀ;  xx l x l: Xᵀ
-	 *   ut  M x k        U_T
-	 *   tp0 M x r        T P0
-	 *   Krylov: p N x cap_r, ep M x cap_r, kl M x cap_l, etl N x cap_l
-	 *   tmp              products with a basis or the factors:
-	 *                    max(k, l, cap_r, cap_l) x (l + r)
-	 *   tt  (l + r) x M  transposed products (t_mul) */
-	int64_t w1 = l + r, trows = k;
+/* Workspace, one block (elements); off[i] is where block i starts, the
+ * total is returned:
+ *   0 om  N x (l + r)  [Ω | P0], later the power iteration's Z
+ *   1 y   M x (l + r)  [T Ω | T P0], then [Q | G]
+ *   2 z   N x (l + r)  [Tᵀ Q | Tᵀ G] (Bᵀ destroyed by the SVD)
+ *   3 w   N x l        left vectors of Bᵀ;  4 xx l x l: Xᵀ
+ *   5 ut  M x k        U_T
+ *   6 tp0 M x r        T P0
+ *   Krylov: 7 p N x cap_r, 8 ep M x cap_r, 9 kl M x cap_l, 10 etl N x cap_l
+ *   11 tmp             products with a basis or the factors:
+ *                      max(k, l, cap_r, cap_l) x (l + r)
+ *   12 tt (l + r) x M  transposed products (t_mul) */
+static size_t rsvd_layout(const struct rsvd_ws *ws, int64_t M, int64_t N, int64_t k,
+                          size_t off[13])
+{
+	int64_t l = ws->l, r = ws->r, w1 = ws->w1, cap_r = ws->cap_r, cap_l = ws->cap_l;
+	int64_t trows = k;
 	if (trows < l)
 		trows = l;
 	if (trows < cap_r)
 		trows = cap_r;
 	if (trows < cap_l)
 		trows = cap_l;
-	size_t nel = 0, off[13];
+	size_t nel = 0;
 	const int64_t sizes[13] = {N * w1, M * w1, N * w1, N * l, l * l, M * k, M * r,
 	                           N * cap_r, M * cap_r, M * cap_l, N * cap_l, trows * w1, w1 * M};
 	for (int i = 0; i < 13; i++) {
 		off[i] = nel;
 		nel += (size_t)sizes[i];
 	}
-	char *buf = fasvd__alloc(ctx, nel * es, "randomized SVD workspace");
-	double *sb = fasvd__calloc(ctx, (size_t)l, sizeof(double), "randomized SVD values");
-	if (!buf || !sb) {
-		rc = FASVD_ENOMEM;
-		goto out;
-	}
-#define AT(i) (buf + off[i] * es)
-	char *om = AT(0), *y = AT(1), *z = AT(2), *w = AT(3), *xx = AT(4), *ut = AT(5),
-	     *tp0 = AT(6), *tmp = AT(11);
-	struct krylov kr = {.p = AT(7), .ep = AT(8), .l = AT(9), .etl = AT(10), .tmp = tmp,
-	                    .cap_r = cap_r, .cap_l = cap_l};
-#undef AT
-	struct rsvd c = {.ctx = ctx, .dbl = dbl, .es = es, .trans = trans, .M = M, .N = N, .k = k,
-	                 .a = a, .lda = lda, .s = s, .ut = ut, .vt = w, .tmp = tmp,
-	                 .tt = buf + off[12] * es};
+	return nel;
+}
 
+/* The orthonormal basis Q of the range of T (in y, with G beside it) and
+ * Tᵀ [Q | G] (in z). */
+static int range_basis(const struct rsvd *c, struct krylov *kr, const struct rsvd_ws *ws,
+                       uint64_t seed, int64_t power_iters)
+{
+	fasvd_ctx *ctx = c->ctx;
+	bool dbl = c->dbl;
+	size_t es = c->es;
+	int64_t M = c->M, N = c->N, l = ws->l, r = ws->r;
+	char *om = ws->om, *y = ws->y;
+	int rc;
 	/* The sketch and the probes (orthonormal), multiplied by T in one pass. */
 	rng g;
 	rng_seed(&g, seed);
@@ -428,96 +447,156 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 	if (r) {
 		gauss_fill(dbl, om + (size_t)(l * N) * es, N, r, N, &g);
 		if ((rc = fasvd__qr_thin(ctx, dbl, N, r, om + (size_t)(l * N) * es, N, NULL, 0)))
-			goto out;
-		fasvd__copy_block(es, N, r, om + (size_t)(l * N) * es, N, kr.p, N);
+			return rc;
+		fasvd__copy_block(es, N, r, om + (size_t)(l * N) * es, N, kr->p, N);
 	}
 	/* Between products the basis only needs to be well conditioned (P L of
 	 * an LU, a fraction of a QR's cost); the last one, Q, is orthonormal. */
-	t_mul(&c, false, w1, om, y);
+	t_mul(c, false, ws->w1, om, y);
 	for (int64_t it = 0; it < power_iters; it++) {
 		if ((rc = fasvd__lu_basis(ctx, dbl, M, l, y, M)))
-			goto out;
-		t_mul(&c, true, l, y, om);
+			return rc;
+		t_mul(c, true, l, y, om);
 		if ((rc = fasvd__lu_basis(ctx, dbl, N, l, om, N)))
-			goto out;
-		t_mul(&c, false, l, om, y);
+			return rc;
+		t_mul(c, false, l, om, y);
 	}
 	if ((rc = fasvd__qr_thin(ctx, dbl, M, l, y, M, NULL, 0)))
-		goto out;
+		return rc;
 	/* G = orth((I − QQᵀ) T P0), next to Q, so that Tᵀ [Q | G] is one pass. */
 	char *gq = y + (size_t)(l * M) * es;
 	if (r) {
-		fasvd__copy_block(es, M, r, gq, M, tp0, M);
-		if ((rc = extend_basis(ctx, dbl, M, l, y, r, gq, tmp)))
-			goto out;
+		fasvd__copy_block(es, M, r, gq, M, ws->tp0, M);
+		if ((rc = extend_basis(ctx, dbl, M, l, y, r, gq, c->tmp)))
+			return rc;
 	}
-	t_mul(&c, true, w1, y, z);
+	t_mul(c, true, ws->w1, y, ws->z);
+	return 0;
+}
+
+/* The left start of the estimator: Q X_tail (the tail vectors of B) and
+ * their Eᵀ images W_tail Σ_tail; *est at least the tail values. */
+static void tail_start(const struct rsvd *c, struct krylov *kr, const struct rsvd_ws *ws,
+                       double *est)
+{
+	size_t es = c->es;
+	int64_t M = c->M, N = c->N, k = c->k, l = ws->l, r = ws->r, t = ws->t;
+	const double *sb = ws->sb;
+	bool dbl = c->dbl;
+	char *lt = (char *)kr->l + (size_t)(r * M) * es;
+	char *et = (char *)kr->etl + (size_t)(r * N) * es;
+	gemm(dbl, CblasNoTrans, CblasTrans, M, t, l, 1.0, ws->y, M,
+	     ws->xx + (size_t)k * es, l, 0.0, lt, M);
+	fasvd__copy_block(es, N, t, ws->w + (size_t)(k * N) * es, N, et, N);
+	for (int64_t jj = 0; jj < t; jj++)
+		*est = fmax(*est, sb[k + jj]);
+	for (int64_t jj = 0; jj < t; jj++)
+		for (int64_t i = 0; i < N; i++) {
+			size_t at = (size_t)(jj * N + i);
+			if (dbl)
+				((double *)et)[at] *= sb[k + jj];
+			else
+				((float *)et)[at] = (float)(((float *)et)[at] * sb[k + jj]);
+		}
+}
+
+/* Estimate ‖T − U_T s V_Tᵀ‖₂ / s[0] by Rayleigh–Ritz bounds on Krylov
+ * bases grown from the probes and from the tail of B. */
+static int estimate_error(const struct rsvd *c, struct krylov *kr, const struct rsvd_ws *ws,
+                          double *err_est)
+{
+	size_t es = c->es;
+	int64_t M = c->M, N = c->N, l = ws->l, r = ws->r;
+	double est = 0.0, bnd;
+	int rc;
+	/* Right: P0 and E P0 = T P0 − U_T s V_Tᵀ P0. */
+	fasvd__copy_block(es, M, r, ws->tp0, M, kr->ep, M);
+	e_correct(c, false, r, kr->p, kr->ep);
+	kr->pr = r;
+	kr->p_last = 0;
+	if ((rc = ritz_bound(c->ctx, c->dbl, M, N, r, kr->ep, kr->p, &bnd)))
+		return rc;
+	est = fmax(est, bnd);
+	/* Left: [G | Q X_tail] and their Eᵀ images. */
+	fasvd__copy_block(es, M, r, ws->y + (size_t)(l * M) * es, M, kr->l, M);
+	fasvd__copy_block(es, N, r, ws->z + (size_t)(l * N) * es, N, kr->etl, N);
+	e_correct(c, true, r, kr->l, kr->etl);
+	if (ws->t > 0)
+		tail_start(c, kr, ws, &est);
+	kr->pl = r + ws->t;
+	kr->l_last = 0;
+	if ((rc = ritz_bound(c->ctx, c->dbl, N, M, kr->pl, kr->etl, kr->l, &bnd)))
+		return rc;
+	est = fmax(est, bnd);
+	bool done = false;
+	for (int pass = 0; pass < ws->passes && !done; pass++)
+		if ((rc = krylov_step(c, kr, pass % 2 == 0, &est, &done)))
+			return rc;
+	*err_est = est / c->s[0];
+	return 0;
+}
+
+int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const void *a,
+                          int64_t lda, int64_t k, int64_t oversample, int64_t power_iters,
+                          uint64_t seed, double *s, void *u, int64_t ldu, void *vt,
+                          int64_t ldvt, double *err_est)
+{
+	int rc = check_rsvd_args(m, n, a, lda, k, oversample, power_iters, s, u, ldu, vt, ldvt);
+	if (rc)
+		return rc;
+	bool trans = m < n;
+	int64_t M = trans ? n : m, N = m < n ? m : n;
+	struct rsvd_ws ws;
+	rsvd_sizes(&ws, M, N, k, oversample, err_est != NULL);
+	int64_t l = ws.l;
+	size_t es = dbl ? sizeof(double) : sizeof(float);
+	size_t off[13];
+	size_t nel = rsvd_layout(&ws, M, N, k, off);
+	char *buf = fasvd__alloc(ctx, nel * es, "randomized SVD workspace");
+	double *sb = fasvd__calloc(ctx, (size_t)l, sizeof(double), "randomized SVD values");
+	if (!buf || !sb) {
+		rc = FASVD_ENOMEM;
+		goto out;
+	}
+#define AT(i) (buf + off[i] * es)
+	ws.om = AT(0), ws.y = AT(1), ws.z = AT(2), ws.w = AT(3), ws.xx = AT(4), ws.ut = AT(5);
+	ws.tp0 = AT(6), ws.sb = sb;
+	char *tmp = AT(11);
+	struct krylov kr = {.p = AT(7), .ep = AT(8), .l = AT(9), .etl = AT(10), .tmp = tmp,
+	                    .cap_r = ws.cap_r, .cap_l = ws.cap_l};
+#undef AT
+	struct rsvd c = {.ctx = ctx, .dbl = dbl, .es = es, .trans = trans, .M = M, .N = N, .k = k,
+	                 .a = a, .lda = lda, .s = s, .ut = ws.ut, .vt = ws.w, .tmp = tmp,
+	                 .tt = buf + off[12] * es};
+	if ((rc = range_basis(&c, &kr, &ws, seed, power_iters)))
+		goto out;
 	/* Bᵀ = Tᵀ Q = W Σ Xᵀ, so B = X Σ Wᵀ and T ≈ Q B = (Q X) Σ Wᵀ. */
 	fasvd__svd_job j = {.dbl = dbl, .vectors = true, .method = FASVD__SVD_GESDD, .m = N, .n = l,
-	                    .a = z, .lda = N, .s = sb, .u = w, .ldu = N, .vt = xx, .ldvt = l};
+	                    .a = ws.z, .lda = N, .s = sb, .u = ws.w, .ldu = N, .vt = ws.xx,
+	                    .ldvt = l};
 	if ((rc = fasvd__svd_run(ctx, &j)))
 		goto out;
 	memcpy(s, sb, (size_t)k * sizeof(double));
-	gemm(dbl, CblasNoTrans, CblasTrans, M, k, l, 1.0, y, M, xx, l, 0.0, ut, M);
+	gemm(dbl, CblasNoTrans, CblasTrans, M, k, l, 1.0, ws.y, M, ws.xx, l, 0.0, ws.ut, M);
 
 	if (err_est) {
 		*err_est = 0.0;
-		if (s[0] > 0.0) {
-			double est = 0.0, bnd;
-			/* Right: P0 and E P0 = T P0 − U_T s V_Tᵀ P0. */
-			fasvd__copy_block(es, M, r, tp0, M, kr.ep, M);
-			e_correct(&c, false, r, kr.p, kr.ep);
-			kr.pr = r;
-			kr.p_last = 0;
-			if ((rc = ritz_bound(ctx, dbl, M, N, r, kr.ep, kr.p, &bnd)))
-				goto out;
-			est = fmax(est, bnd);
-			/* Left: [G | Q X_tail] and their Eᵀ images. */
-			fasvd__copy_block(es, M, r, gq, M, kr.l, M);
-			fasvd__copy_block(es, N, r, z + (size_t)(l * N) * es, N, kr.etl, N);
-			e_correct(&c, true, r, kr.l, kr.etl);
-			if (t > 0) {
-				char *lt = (char *)kr.l + (size_t)(r * M) * es;
-				char *et = (char *)kr.etl + (size_t)(r * N) * es;
-				gemm(dbl, CblasNoTrans, CblasTrans, M, t, l, 1.0, y, M,
-				     xx + (size_t)k * es, l, 0.0, lt, M);
-				fasvd__copy_block(es, N, t, w + (size_t)(k * N) * es, N, et, N);
-				for (int64_t jj = 0; jj < t; jj++)
-					est = fmax(est, sb[k + jj]);
-				for (int64_t jj = 0; jj < t; jj++)
-					for (int64_t i = 0; i < N; i++) {
-						size_t at = (size_t)(jj * N + i);
-						if (dbl)
-							((double *)et)[at] *= sb[k + jj];
-						else
-							((float *)et)[at] = (float)(((float *)et)[at] * sb[k + jj]);
-					}
-			}
-			kr.pl = r + t;
-			kr.l_last = 0;
-			if ((rc = ritz_bound(ctx, dbl, N, M, kr.pl, kr.etl, kr.l, &bnd)))
-				goto out;
-			est = fmax(est, bnd);
-			bool done = false;
-			for (int pass = 0; pass < passes && !done; pass++)
-				if ((rc = krylov_step(&c, &kr, pass % 2 == 0, &est, &done)))
-					goto out;
-			*err_est = est / s[0];
-		}
+		if (s[0] > 0.0 && (rc = estimate_error(&c, &kr, &ws, err_est)))
+			goto out;
 	}
 
 	/* The factors of A: T = A gives U = U_T, Vᵀ = V_Tᵀ; T = Aᵀ gives
 	 * U = V_T, Vᵀ = U_Tᵀ. */
 	if (!trans) {
 		if (u)
-			fasvd__copy_block(es, m, k, ut, M, u, ldu);
+			fasvd__copy_block(es, m, k, ws.ut, M, u, ldu);
 		if (vt)
-			fasvd__copy_strided(dbl, N, k, w, 1, N, vt, ldvt);
+			fasvd__copy_strided(dbl, N, k, ws.w, 1, N, vt, ldvt);
 	} else {
 		if (u)
-			fasvd__copy_block(es, m, k, w, N, u, ldu);
+			fasvd__copy_block(es, m, k, ws.w, N, u, ldu);
 		if (vt)
-			fasvd__copy_strided(dbl, M, k, ut, 1, M, vt, ldvt);
+			fasvd__copy_strided(dbl, M, k, ws.ut, 1, M, vt, ldvt);
 	}
 out:
 	fasvd__free(ctx, sb);

@@ -234,6 +234,80 @@ static int parse_mla(const parse_state *ps, fasvd__config *cfg)
 	return 0;
 }
 
+/* Parse the text of config.json, naming a duplicate key. */
+static int load_json(const char *text, size_t len, const char *label, json_t **root)
+{
+	json_error_t jerr;
+	*root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!*root) {
+		char key[256];
+		if (json_error_code(&jerr) == json_error_duplicate_key &&
+		    fasvd__json_key_before(text, len, jerr.position, key, sizeof key))
+			return fasvd__error(FASVD_EFORMAT, "%s: duplicate key '%s' (line %d)", label,
+			                    key, jerr.line);
+		return fasvd__error(FASVD_EFORMAT, "%s: not valid JSON (line %d, column %d): %s", label,
+		                    jerr.line, jerr.column, jerr.text);
+	}
+	return 0;
+}
+
+/* cfg->n_kv_heads: num_key_value_heads (default: one per head), checked
+ * against the architecture and the head count (key k_heads). */
+static int parse_kv_heads(const parse_state *ps, fasvd__config *cfg, const char *k_heads)
+{
+	const fasvd__arch *a = cfg->arch;
+	/* KV heads: default = heads (MHA). */
+	int64_t kv = 0;
+	int rc = get_opt_dim(ps, "num_key_value_heads", &kv);
+	if (rc)
+		return rc;
+	if (kv == 0)
+		kv = a->gqa && a->def_kv_heads ? a->def_kv_heads : cfg->n_heads;
+	if (fasvd__arch_is_mla(a)) {
+		/* MLA has one K and one V per head; num_key_value_heads only
+		 * describes the decompressed cache. */
+		kv = cfg->n_heads;
+	} else if (kv != cfg->n_heads && !a->gqa) {
+		return fasvd__error(FASVD_EARCH,
+		                    "%s: key 'num_key_value_heads' = %lld differs from '%s' = %lld, "
+		                    "but %s has no grouped-query attention",
+		                    ps->label, (long long)kv, k_heads, (long long)cfg->n_heads,
+		                    a->name);
+	}
+	if (cfg->n_heads % kv != 0)
+		return fasvd__error(FASVD_EARCH,
+		                    "%s: key '%s' = %lld is not a multiple of 'num_key_value_heads' = "
+		                    "%lld",
+		                    ps->label, k_heads, (long long)cfg->n_heads, (long long)kv);
+	cfg->n_kv_heads = kv;
+	return 0;
+}
+
+/* cfg->head_dim of a non-MLA model: head_dim where the architecture reads
+ * it, else its default, else hidden / heads (keys k_hidden, k_heads). */
+static int parse_head_dim(const parse_state *ps, fasvd__config *cfg, const char *k_hidden,
+                          const char *k_heads)
+{
+	int64_t hd = 0;
+	int rc;
+	if (cfg->arch->head_dim_key && (rc = get_opt_dim(ps, "head_dim", &hd)))
+		return rc;
+	cfg->head_dim_given = hd != 0;
+	if (hd == 0)
+		hd = cfg->arch->def_head_dim;
+	if (hd == 0) {
+		if (cfg->hidden % cfg->n_heads != 0)
+			return fasvd__error(FASVD_EARCH,
+			                    "%s: key '%s' = %lld is not divisible by '%s' = %lld (and no "
+			                    "'head_dim' is given)",
+			                    ps->label, k_hidden, (long long)cfg->hidden, k_heads,
+			                    (long long)cfg->n_heads);
+		hd = cfg->hidden / cfg->n_heads;
+	}
+	cfg->head_dim = hd;
+	return 0;
+}
+
 int fasvd__config_parse(fasvd_ctx *ctx, fasvd__config *out, const char *text, size_t len,
                         const char *label)
 {
@@ -243,18 +317,10 @@ int fasvd__config_parse(fasvd_ctx *ctx, fasvd__config *out, const char *text, si
 	if (!text || !label)
 		return fasvd__error(FASVD_EINVAL, "config: NULL %s", text ? "label" : "text");
 
-	json_error_t jerr;
-	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		char key[256];
-		if (json_error_code(&jerr) == json_error_duplicate_key &&
-		    fasvd__json_key_before(text, len, jerr.position, key, sizeof key))
-			return fasvd__error(FASVD_EFORMAT, "%s: duplicate key '%s' (line %d)", label,
-			                    key, jerr.line);
-		return fasvd__error(FASVD_EFORMAT, "%s: not valid JSON (line %d, column %d): %s", label,
-		                    jerr.line, jerr.column, jerr.text);
-	}
-	int rc;
+	json_t *root = NULL;
+	int rc = load_json(text, len, label, &root);
+	if (rc)
+		return rc;
 	fasvd__config *cfg = out;
 	parse_state ps = {label, root, NULL};
 	if (!json_is_object(root)) {
@@ -283,54 +349,14 @@ int fasvd__config_parse(fasvd_ctx *ctx, fasvd__config *out, const char *text, si
 	    (rc = get_dim(&ps, k_heads, a->def_heads, &cfg->n_heads)))
 		goto fail;
 
-	/* KV heads: default = heads (MHA). */
-	int64_t kv = 0;
-	if ((rc = get_opt_dim(&ps, "num_key_value_heads", &kv)))
+	if ((rc = parse_kv_heads(&ps, cfg, k_heads)))
 		goto fail;
-	if (kv == 0)
-		kv = a->gqa && a->def_kv_heads ? a->def_kv_heads : cfg->n_heads;
-	if (fasvd__arch_is_mla(a)) {
-		/* MLA has one K and one V per head; num_key_value_heads only
-		 * describes the decompressed cache. */
-		kv = cfg->n_heads;
-	} else if (kv != cfg->n_heads && !a->gqa) {
-		rc = fasvd__error(FASVD_EARCH,
-		                  "%s: key 'num_key_value_heads' = %lld differs from '%s' = %lld, but "
-		                  "%s has no grouped-query attention",
-		                  label, (long long)kv, k_heads, (long long)cfg->n_heads, a->name);
-		goto fail;
-	}
-	if (cfg->n_heads % kv != 0) {
-		rc = fasvd__error(FASVD_EARCH,
-		                  "%s: key '%s' = %lld is not a multiple of 'num_key_value_heads' = %lld",
-		                  label, k_heads, (long long)cfg->n_heads, (long long)kv);
-		goto fail;
-	}
-	cfg->n_kv_heads = kv;
-
 	if (fasvd__arch_is_mla(a)) {
 		if ((rc = parse_mla(&ps, cfg)))
 			goto fail;
 		cfg->head_dim = 0;
-	} else {
-		int64_t hd = 0;
-		if (a->head_dim_key && (rc = get_opt_dim(&ps, "head_dim", &hd)))
-			goto fail;
-		cfg->head_dim_given = hd != 0;
-		if (hd == 0)
-			hd = a->def_head_dim;
-		if (hd == 0) {
-			if (cfg->hidden % cfg->n_heads != 0) {
-				rc = fasvd__error(FASVD_EARCH,
-				                  "%s: key '%s' = %lld is not divisible by '%s' = %lld (and no "
-				                  "'head_dim' is given)",
-				                  label, k_hidden, (long long)cfg->hidden, k_heads,
-				                  (long long)cfg->n_heads);
-				goto fail;
-			}
-			hd = cfg->hidden / cfg->n_heads;
-		}
-		cfg->head_dim = hd;
+	} else if ((rc = parse_head_dim(&ps, cfg, k_hidden, k_heads))) {
+		goto fail;
 	}
 	if ((rc = parse_quantization(ctx, &ps, cfg)))
 		goto fail;
