@@ -140,7 +140,7 @@ FASVD_API fasvd_bounds fasvd_ctx_param_bounds(fasvd_ctx_param param);
 FASVD_API int fasvd_ctx_set_param(fasvd_ctx *ctx, fasvd_ctx_param param, int64_t value);
 /* Errors: FASVD_EINVAL. For FASVD_CTX_THREADS returns the effective count
  * (0 resolved to the number of online CPUs). */
-FASVD_API int fasvd_ctx_get_param(const fasvd_ctx *ctx, fasvd_ctx_param param, int64_t *out);
+FASVD_API int fasvd_ctx_get_param(int64_t *out, const fasvd_ctx *ctx, fasvd_ctx_param param);
 
 #ifdef __cplusplus
 }

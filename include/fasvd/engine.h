@@ -118,10 +118,10 @@ FASVD_API int fasvd_heads_view(fasvd_tensor **out, const fasvd_heads *h, int64_t
  * (column-major, ld >= rows). Thread-safe. Errors: FASVD_EINVAL,
  * FASVD_ENONFINITE (a NaN/Inf weight: the detail names tensor and element),
  * FASVD_ENOMEM. */
-FASVD_API int fasvd_heads_decode_f64(const fasvd_heads *h, int64_t i, double *dst, int64_t ld,
-                                     fasvd_layout layout);
-FASVD_API int fasvd_heads_decode_f32(const fasvd_heads *h, int64_t i, float *dst, int64_t ld,
-                                     fasvd_layout layout);
+FASVD_API int fasvd_heads_decode_f64(double *dst, int64_t ld, fasvd_layout layout,
+                                     const fasvd_heads *h, int64_t i);
+FASVD_API int fasvd_heads_decode_f32(float *dst, int64_t ld, fasvd_layout layout,
+                                     const fasvd_heads *h, int64_t i);
 
 /* GQA/MQA group of head i: i / (n_heads / n_kv_heads). Returns -1 when the
  * arguments are invalid (n_kv_heads < 1, n_heads not a multiple of
@@ -172,8 +172,7 @@ FASVD_API fasvd_compute fasvd_rfactors_compute(const fasvd_rfactors *r);
 /* Per-head singular values σ(W_i) = σ(R_i) (computed by
  * fasvd_rfactors_new): s[i·lds + j] for j < min(rows, cols) of a head;
  * lds >= min(rows, cols). ctx is unused (may be NULL). Errors: FASVD_EINVAL. */
-FASVD_API int fasvd_rfactors_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *r, double *s,
-                                     int64_t lds);
+FASVD_API int fasvd_rfactors_svdvals(double *s, int64_t lds, const fasvd_rfactors *r);
 
 /* ============================================================== fusion */
 
@@ -189,13 +188,13 @@ FASVD_API int64_t fasvd_fuse_count(const fasvd_rfactors *a, const fasvd_rfactors
  * compute precision. Parallel over heads. Errors: FASVD_EINVAL (NULL,
  * lds too small, mixed compute), FASVD_ESHAPE (head sizes differ, counts not
  * multiples of each other), FASVD_ELAPACK, FASVD_ENOMEM. */
-FASVD_API int fasvd_fuse_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *a,
-                                 const fasvd_rfactors *b, double *s, int64_t lds);
+FASVD_API int fasvd_fuse_svdvals(double *s, int64_t lds, fasvd_ctx *ctx, const fasvd_rfactors *a,
+                                 const fasvd_rfactors *b);
 
 /* Per-head Frobenius norms of the fused heads, ‖R_a·R_bᵀ‖_F: norms[i],
  * i < fasvd_fuse_count(a, b). Errors as fasvd_fuse_svdvals. */
-FASVD_API int fasvd_fuse_norms(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfactors *b,
-                               double *norms);
+FASVD_API int fasvd_fuse_norms(double *norms, fasvd_ctx *ctx, const fasvd_rfactors *a,
+                               const fasvd_rfactors *b);
 
 /* Truncated SVD of fused head i, F_i ≈ U·diag(s)·Vt with U = Q_a·U_small
  * (cols(A) x r) and Vt = (Q_b·V_small)ᵀ (r x cols(B)), r = rank
@@ -205,9 +204,9 @@ FASVD_API int fasvd_fuse_norms(fasvd_ctx *ctx, const fasvd_rfactors *a, const fa
  * Σ_{j>r} σ_j² of ‖F_i‖_F². Errors: FASVD_EINVAL (NULL, i or rank out of
  * range), FASVD_ESTATE (keep_q was 0), FASVD_ESHAPE, FASVD_ELAPACK,
  * FASVD_ENOMEM. */
-FASVD_API int fasvd_fuse_svd(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfactors *b,
-                             int64_t i, int64_t rank, fasvd_tensor **u, double *s,
-                             fasvd_tensor **vt);
+FASVD_API int fasvd_fuse_svd(fasvd_tensor **u, double *s, fasvd_tensor **vt, fasvd_ctx *ctx,
+                             const fasvd_rfactors *a, const fasvd_rfactors *b, int64_t i,
+                             int64_t rank);
 
 /* ============================================================== stacks */
 
@@ -263,9 +262,8 @@ FASVD_API void fasvd_stack_report_init(fasvd_stack_report *r);
  * min(n·rows, cols) and past the numerical rank. opts and report may be NULL.
  * Errors: FASVD_EINVAL, FASVD_ENONFINITE, FASVD_ERANGE, FASVD_ELAPACK,
  * FASVD_ENOMEM. */
-FASVD_API int fasvd_stack_svdvals(fasvd_ctx *ctx, const fasvd_heads *h,
-                                  const fasvd_stack_opts *opts, double *s, int64_t n_s,
-                                  fasvd_stack_report *report);
+FASVD_API int fasvd_stack_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx, const fasvd_heads *h,
+                                  const fasvd_stack_opts *opts, fasvd_stack_report *report);
 
 /* Singular values of the stack of fused heads [F_i / s_i]_i,
  * F_i = A_{a(i)}ᵀ·B_{b(i)} (n·cols(A) x cols(B)), computed exactly from the
@@ -274,9 +272,9 @@ FASVD_API int fasvd_stack_svdvals(fasvd_ctx *ctx, const fasvd_heads *h,
  * (pass head_norms to reuse values already computed). b's heads are decoded
  * again (b's tensor must be alive). Errors: as fasvd_stack_svdvals, plus
  * FASVD_ESHAPE (incompatible a, b). */
-FASVD_API int fasvd_stack_fused_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *a,
-                                        const fasvd_rfactors *b, const fasvd_stack_opts *opts,
-                                        double *s, int64_t n_s, fasvd_stack_report *report);
+FASVD_API int fasvd_stack_fused_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx,
+                                        const fasvd_rfactors *a, const fasvd_rfactors *b,
+                                        const fasvd_stack_opts *opts, fasvd_stack_report *report);
 
 /* ==================================================== shared subspaces */
 
@@ -335,7 +333,7 @@ FASVD_API int64_t fasvd_subspace_count(const fasvd_subspace *sp); /* heads */
 /* Singular values of the fitted (weighted, centred) stack, descending;
  * *n (may be NULL) gets their number, min(rows, cols) of that stack.
  * Borrowed from sp; NULL for NULL sp. */
-FASVD_API const double *fasvd_subspace_spectrum(const fasvd_subspace *sp, int64_t *n);
+FASVD_API const double *fasvd_subspace_spectrum(int64_t *n, const fasvd_subspace *sp);
 /* Fraction of the weighted, centred stack's energy lost at the chosen rank. */
 FASVD_API double fasvd_subspace_energy_lost(const fasvd_subspace *sp);
 /* The shared basis B (r x cols, orthonormal rows, for SHARED_INPUT; rows x r,
@@ -349,12 +347,12 @@ FASVD_API const fasvd_tensor *fasvd_subspace_factor(const fasvd_subspace *sp, in
 FASVD_API const fasvd_tensor *fasvd_subspace_mean(const fasvd_subspace *sp);
 /* Head i's reconstruction error ‖W_i − Ŵ_i‖_F, absolute and relative to
  * ‖W_i‖_F (0 for a zero head reconstructed exactly). Errors: FASVD_EINVAL. */
-FASVD_API int fasvd_subspace_error(const fasvd_subspace *sp, int64_t i, double *abs_err,
-                                   double *rel_err);
+FASVD_API int fasvd_subspace_error(double *abs_err, double *rel_err, const fasvd_subspace *sp,
+                                   int64_t i);
 /* Reconstruction Ŵ_i (= mean + A_i·B or B·A_i) into dst, rows x cols, layout
  * and ld as fasvd_heads_decode_f64. Errors: FASVD_EINVAL. */
-FASVD_API int fasvd_subspace_reconstruct(const fasvd_subspace *sp, int64_t i, double *dst,
-                                         int64_t ld, fasvd_layout layout);
+FASVD_API int fasvd_subspace_reconstruct(double *dst, int64_t ld, fasvd_layout layout,
+                                         const fasvd_subspace *sp, int64_t i);
 
 /* ===================================================== attention maps */
 
@@ -379,8 +377,8 @@ FASVD_API int fasvd_attnmap(fasvd_tensor **out, fasvd_ctx *ctx, const fasvd_tens
                             const fasvd_tensor *k, const fasvd_attnmap_opts *opts);
 /* Its singular values: s gets n_s values (zeros past min(n_q, n_k)).
  * Errors: as fasvd_attnmap, plus FASVD_ERANGE, FASVD_ELAPACK. */
-FASVD_API int fasvd_attnmap_svdvals(fasvd_ctx *ctx, const fasvd_tensor *q, const fasvd_tensor *k,
-                                    const fasvd_attnmap_opts *opts, double *s, int64_t n_s);
+FASVD_API int fasvd_attnmap_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx, const fasvd_tensor *q,
+                                    const fasvd_tensor *k, const fasvd_attnmap_opts *opts);
 
 /* ============================================================= spectra */
 
@@ -405,16 +403,18 @@ FASVD_API int fasvd_spectra_add(fasvd_spectra *s, const char *name, int64_t n_ro
 FASVD_API void fasvd_spectra_free(fasvd_spectra *s);
 /* Number of entries (0 for NULL). */
 FASVD_API int64_t fasvd_spectra_count(const fasvd_spectra *s);
-/* Index of the entry called name, or -1. */
-FASVD_API int64_t fasvd_spectra_find(const fasvd_spectra *s, const char *name);
+/* Index of the entry called name into *index (which may be NULL to test for
+ * existence). Errors: FASVD_EINVAL (NULL s or name), FASVD_ENOTFOUND (no such
+ * entry; the message names it). */
+FASVD_API int fasvd_spectra_find(int64_t *index, const fasvd_spectra *s, const char *name);
 /* Entry i's name (borrowed from s), or NULL when i is out of range. */
 FASVD_API const char *fasvd_spectra_name(const fasvd_spectra *s, int64_t i);
 /* Entry i's data (borrowed from s, n_rows·n_cols values row-major), or NULL. */
 FASVD_API const double *fasvd_spectra_data(const fasvd_spectra *s, int64_t i);
 /* Entry i's array shape and matrix shape (any out pointer may be NULL).
  * Errors: FASVD_EINVAL (NULL s, i out of range). */
-FASVD_API int fasvd_spectra_shape(const fasvd_spectra *s, int64_t i, int64_t *n_rows,
-                                  int64_t *n_cols, int64_t *mat_rows, int64_t *mat_cols);
+FASVD_API int fasvd_spectra_shape(int64_t *n_rows, int64_t *n_cols, int64_t *mat_rows,
+                                  int64_t *mat_cols, const fasvd_spectra *s, int64_t i);
 
 /* =============================================================== layer */
 
@@ -475,8 +475,8 @@ FASVD_API void fasvd_layer_opts_init(fasvd_layer_opts *opts);
  * handle with the wrong count), FASVD_ESHAPE (head sizes inconsistent: q vs k
  * rows, v vs o rows, q/q_pe columns, k/v columns), FASVD_ENONFINITE (detail
  * names the tensor), FASVD_ERANGE, FASVD_ELAPACK, FASVD_ENOMEM. */
-FASVD_API int fasvd_layer_spectra(fasvd_ctx *ctx, const fasvd_layer_desc *d,
-                                  const fasvd_layer_opts *opts, fasvd_spectra **out);
+FASVD_API int fasvd_layer_spectra(fasvd_spectra **out, fasvd_ctx *ctx, const fasvd_layer_desc *d,
+                                  const fasvd_layer_opts *opts);
 
 #ifdef __cplusplus
 }

@@ -178,9 +178,9 @@ FASVD_API int fasvd_factor(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
  * fasvd_factor_rank() first). a and b are not written on failure, except
  * for FASVD_ECANCELED and FASVD_ERANGE (F16 overflow) after partial output.
  * Errors: as fasvd_factor(), plus FASVD_EINVAL (capacity < 1). */
-FASVD_API int fasvd_factor_into(fasvd_ctx *ctx, const fasvd_tensor *w,
-                                const fasvd_factor_opts *opts, void *a, void *b,
-                                int64_t capacity, fasvd_factor_report *report);
+FASVD_API int fasvd_factor_into(void *a, void *b, int64_t capacity, fasvd_ctx *ctx,
+                                const fasvd_tensor *w, const fasvd_factor_opts *opts,
+                                fasvd_factor_report *report);
 
 /* The rank fasvd_factor() would choose, from the singular values only (no
  * vectors, no factors): *rank, and report->energy, energy_lost (exact),
@@ -317,8 +317,8 @@ FASVD_API int fasvd_onload_factor(fasvd_tensor **a, fasvd_tensor **b, const fasv
  * semantics: packed [heads, rows/heads, inner] and [heads, inner, cols] of
  * the plan's dtype, FASVD_ERANGE when the chosen inner dimension exceeds
  * capacity). */
-FASVD_API int fasvd_onload_factor_into(const fasvd_onload *plan, const fasvd_onload_input *in,
-                                       void *a, void *b, int64_t capacity,
+FASVD_API int fasvd_onload_factor_into(void *a, void *b, int64_t capacity,
+                                       const fasvd_onload *plan, const fasvd_onload_input *in,
                                        fasvd_factor_report *report);
 
 /* Largest inner dimension the plan can produce for a rows x cols weight

@@ -110,7 +110,7 @@ FASVD_API int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *pa
 /* Close the model (and its checkpoint mapping). Accepts NULL. Every layer
  * opened from it, and every pointer its getters returned, must no longer be
  * used. */
-FASVD_API void fasvd_model_close(fasvd_model *m);
+FASVD_API void fasvd_model_free(fasvd_model *m);
 
 /* Description of a model. Call fasvd_model_info_init() first (it sets
  * `size`; fields beyond `size` are not written, for ABI growth). Strings
@@ -150,11 +150,11 @@ typedef struct fasvd_model_info {
 /* Zero `info` and set info->size. Accepts NULL. */
 FASVD_API void fasvd_model_info_init(fasvd_model_info *info);
 /* Fill `info`. Errors: FASVD_EINVAL (NULL, info->size too small). */
-FASVD_API int fasvd_model_get_info(const fasvd_model *m, fasvd_model_info *info);
+FASVD_API int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m);
 
-/* The checkpoint (borrowed: valid until fasvd_model_close; for reading
+/* The checkpoint (borrowed: valid until fasvd_model_free; for reading
  * other tensors such as FFN weights). NULL for NULL. */
-FASVD_API fasvd_st *fasvd_model_checkpoint(const fasvd_model *m);
+FASVD_API const fasvd_st *fasvd_model_checkpoint(const fasvd_model *m);
 /* The config.json text as read (borrowed, NUL-terminated). NULL for NULL. */
 FASVD_API const char *fasvd_model_config_json(const fasvd_model *m);
 
@@ -191,11 +191,11 @@ FASVD_API void fasvd_model_input_init(fasvd_model_input *input);
 FASVD_API int64_t fasvd_model_input_count(const fasvd_model *m);
 /* Describe input `index`. Errors: FASVD_EINVAL (NULL, out of range,
  * input->size too small). */
-FASVD_API int fasvd_model_input_get(const fasvd_model *m, int64_t index, fasvd_model_input *input);
+FASVD_API int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_t index);
 /* Range [*first, *first + *count) of the inputs of `layer`.
  * Errors: FASVD_EINVAL (NULL, layer out of range). */
-FASVD_API int fasvd_model_layer_inputs(const fasvd_model *m, int64_t layer, int64_t *first,
-                                       int64_t *count);
+FASVD_API int fasvd_model_layer_inputs(int64_t *first, int64_t *count, const fasvd_model *m,
+                                       int64_t layer);
 
 /* ---------------------------------------------------------------- layers */
 
@@ -231,10 +231,10 @@ FASVD_API void fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts);
 FASVD_API int fasvd_model_layer_open(fasvd_model_layer **out, fasvd_model *m, int64_t layer,
                                      const fasvd_model_layer_opts *opts);
 /* Accepts NULL. */
-FASVD_API void fasvd_model_layer_close(fasvd_model_layer *l);
+FASVD_API void fasvd_model_layer_free(fasvd_model_layer *l);
 
 /* The layer's operands for fasvd_layer_spectra() (borrowed from l, valid
- * until fasvd_model_layer_close). NULL for NULL. Its heads handles can also
+ * until fasvd_model_layer_free). NULL for NULL. Its heads handles can also
  * be used directly: fasvd_heads_view() gives a head's raw view,
  * fasvd_heads_decode_f64() the folded values. */
 FASVD_API const fasvd_layer_desc *fasvd_model_layer_desc(const fasvd_model_layer *l);

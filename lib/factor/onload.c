@@ -133,8 +133,8 @@ int fasvd_onload_factor(fasvd_tensor **a, fasvd_tensor **b, const fasvd_onload *
 	return rc;
 }
 
-int fasvd_onload_factor_into(const fasvd_onload *plan, const fasvd_onload_input *in, void *a,
-                             void *b, int64_t capacity, fasvd_factor_report *report)
+int fasvd_onload_factor_into(void *a, void *b, int64_t capacity, const fasvd_onload *plan,
+                             const fasvd_onload_input *in, fasvd_factor_report *report)
 {
 	static const char fn[] = "fasvd_onload_factor_into";
 	if (!a || !b)

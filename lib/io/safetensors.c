@@ -125,7 +125,7 @@ static void free_entries(fasvd_ctx *ctx, st_entry *e, int64_t n)
 	fasvd__free(ctx, e);
 }
 
-void fasvd_st_close(fasvd_st *st)
+void fasvd_st_free(fasvd_st *st)
 {
 	if (!st)
 		return;
@@ -917,7 +917,7 @@ int fasvd_st_open(fasvd_st **out, fasvd_ctx *ctx, const char *path)
 	*out = st;
 	return 0;
 fail:
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return rc;
 }
 
@@ -957,7 +957,7 @@ int fasvd__st_open_buffer(fasvd_st **out, fasvd_ctx *ctx, const void *data, size
 	*out = st;
 	return 0;
 fail:
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return rc;
 }
 
@@ -986,7 +986,7 @@ static int not_found(const fasvd_st *st, const char *name)
 	return fasvd__error(FASVD_ENOTFOUND, "%s: no tensor named '%s'", st->origin, name);
 }
 
-int fasvd_st_find(const fasvd_st *st, const char *name, int64_t *index)
+int fasvd_st_find(int64_t *index, const fasvd_st *st, const char *name)
 {
 	if (!st || !name)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_find: NULL argument");
@@ -1006,7 +1006,7 @@ void fasvd_st_info_init(fasvd_st_info *info)
 	info->size = sizeof *info;
 }
 
-int fasvd_st_info_get(const fasvd_st *st, const char *name, fasvd_st_info *info)
+int fasvd_st_info_get(fasvd_st_info *info, const fasvd_st *st, const char *name)
 {
 	if (!st || !name || !info)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_info_get: NULL argument");
@@ -1032,7 +1032,7 @@ int fasvd_st_info_get(const fasvd_st *st, const char *name, fasvd_st_info *info)
 	return 0;
 }
 
-int fasvd_st_raw(const fasvd_st *st, const char *name, const void **data, uint64_t *nbytes)
+int fasvd_st_raw(const void **data, uint64_t *nbytes, const fasvd_st *st, const char *name)
 {
 	if (!st || !name)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_raw: NULL argument");
@@ -1101,7 +1101,7 @@ int fasvd_st_set_block_size(fasvd_st *st, int64_t rows, int64_t cols)
 /* ----------------------------------------------------------- tensor views */
 
 /* 2-D view of entry e (no scales). `role` prefixes shape errors. */
-static int entry_tensor(fasvd_tensor **out, fasvd_st *st, const st_entry *e)
+static int entry_tensor(fasvd_tensor **out, const fasvd_st *st, const st_entry *e)
 {
 	const char *file = st->shards[e->shard].path;
 	char sbuf[200];
@@ -1143,7 +1143,7 @@ static int entry_tensor(fasvd_tensor **out, fasvd_st *st, const st_entry *e)
 	return 0;
 }
 
-int fasvd_st_tensor(fasvd_tensor **out, fasvd_st *st, const char *name, unsigned flags)
+int fasvd_st_tensor(fasvd_tensor **out, const fasvd_st *st, const char *name, unsigned flags)
 {
 	if (!out)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_tensor: out is NULL");
