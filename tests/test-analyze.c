@@ -346,16 +346,16 @@ static void test_schema_and_metadata(void **state)
 	assert_ok(fasvd_analyze(NULL, model, out, &o));
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, out));
-	assert_string_equal(fasvd_st_metadata(st, "format"), "fasvd.spectra");
-	assert_string_equal(fasvd_st_metadata(st, "schema_version"), "1");
-	assert_string_equal(fasvd_st_metadata(st, "model_type"), "llama");
-	assert_string_equal(fasvd_st_metadata(st, "fold_norms"), "true");
-	assert_string_equal(fasvd_st_metadata(st, "stack_normalisation"), "sigma1");
-	assert_string_equal(fasvd_st_metadata(st, "compute_dtype"), "f32");
-	assert_string_equal(fasvd_st_metadata(st, "library_version"), fasvd_version_string());
-	assert_string_equal(fasvd_st_metadata(st, "complete"), "true");
-	assert_string_equal(fasvd_st_metadata(st, "layers_done"), "1,2");
-	assert_non_null(strstr(fasvd_st_metadata(st, "config"), "\"llama\""));
+	assert_string_equal(test_st_meta(st, "format"), "fasvd.spectra");
+	assert_string_equal(test_st_meta(st, "schema_version"), "1");
+	assert_string_equal(test_st_meta(st, "model_type"), "llama");
+	assert_string_equal(test_st_meta(st, "fold_norms"), "true");
+	assert_string_equal(test_st_meta(st, "stack_normalisation"), "sigma1");
+	assert_string_equal(test_st_meta(st, "compute_dtype"), "f32");
+	assert_string_equal(test_st_meta(st, "library_version"), fasvd_version_string());
+	assert_string_equal(test_st_meta(st, "complete"), "true");
+	assert_string_equal(test_st_meta(st, "layers_done"), "1,2");
+	assert_non_null(strstr(test_st_meta(st, "config"), "\"llama\""));
 	int64_t idx;
 	assert_fasvd(fasvd_st_find(&idx, st, "L0.head.Q"), FASVD_ENOTFOUND);
 	assert_ok(fasvd_st_find(&idx, st, "L2.stack.VO"));
@@ -461,7 +461,7 @@ static void test_resume_after_cancel(void **state)
 		assert_fasvd(fasvd_analyze(NULL, model, part, &o), FASVD_ECANCELED);
 		fasvd_st *st = NULL;
 		assert_ok(fasvd_st_open(&st, NULL, part)); /* complete and readable */
-		assert_string_equal(fasvd_st_metadata(st, "complete"), "false");
+		assert_string_equal(test_st_meta(st, "complete"), "false");
 		fasvd_st_free(st);
 		fasvd_analyze_opts_init(&o);
 		o.resume = 1;
@@ -517,7 +517,7 @@ static void test_resume_after_sigkill(void **state)
 		if (access(part, F_OK) == 0) {
 			fasvd_st *st = NULL;
 			assert_ok(fasvd_st_open(&st, NULL, part));
-			assert_string_equal(fasvd_st_metadata(st, "format"), "fasvd.spectra");
+			assert_string_equal(test_st_meta(st, "format"), "fasvd.spectra");
 			fasvd_st_free(st);
 		}
 		fasvd_analyze_opts o;

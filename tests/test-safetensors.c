@@ -244,9 +244,13 @@ static void test_roundtrip_all_dtypes(void **state)
 	assert_int_equal(fasvd_st_shard_count(st), 1);
 	assert_string_equal(fasvd_st_shard_path(st, 0), path);
 	assert_string_equal(fasvd_st_dir(st), tmp_root);
-	assert_string_equal(fasvd_st_metadata(st, "format"), "pt");
-	assert_string_equal(fasvd_st_metadata(st, "note"), "caf\xc3\xa9 \"quoted\"\n");
-	assert_null(fasvd_st_metadata(st, "absent"));
+	assert_string_equal(test_st_meta(st, "format"), "pt");
+	assert_string_equal(test_st_meta(st, "note"), "caf\xc3\xa9 \"quoted\"\n");
+	const char *value = "set";
+	assert_fasvd(fasvd_st_metadata(&value, st, "absent"), FASVD_ENOTFOUND);
+	assert_non_null(strstr(fasvd_last_error(), "'absent'"));
+	assert_null(value);
+	assert_fasvd(fasvd_st_metadata(NULL, st, "format"), FASVD_EINVAL);
 	assert_int_equal(fasvd_st_metadata_count(st), 2);
 	for (int64_t i = 1; i < fasvd_st_count(st); i++)
 		assert_true(strcmp(fasvd_st_name(st, i - 1), fasvd_st_name(st, i)) < 0);
@@ -550,9 +554,9 @@ static void test_sharded_fp8_scales(void **state)
 		assert_non_null(strstr(fasvd_st_shard_path(st, 0), "model-00001-of-00002"));
 		assert_non_null(strstr(fasvd_st_shard_path(st, 1), "model-00002-of-00002"));
 		/* shards' metadata first (first shard wins), then the index's */
-		assert_string_equal(fasvd_st_metadata(st, "format"), "pt");
-		assert_string_equal(fasvd_st_metadata(st, "shard2only"), "yes");
-		assert_string_equal(fasvd_st_metadata(st, "total_size"), "12345");
+		assert_string_equal(test_st_meta(st, "format"), "pt");
+		assert_string_equal(test_st_meta(st, "shard2only"), "yes");
+		assert_string_equal(test_st_meta(st, "total_size"), "12345");
 		fasvd_st_info info;
 		fasvd_st_info_init(&info);
 		assert_ok(fasvd_st_info_get(&info, st, "layers.0.w.weight_scale_inv"));
@@ -1120,7 +1124,8 @@ static void test_open_paths(void **state)
 	assert_int_equal(fasvd_st_count(NULL), 0);
 	assert_null(fasvd_st_name(NULL, 0));
 	assert_fasvd(fasvd_st_find(NULL, NULL, "x"), FASVD_EINVAL);
-	assert_null(fasvd_st_metadata(NULL, "x"));
+	const char *value;
+	assert_fasvd(fasvd_st_metadata(&value, NULL, "x"), FASVD_EINVAL);
 	assert_int_equal(fasvd_st_shard_count(NULL), 0);
 	assert_null(fasvd_st_shard_path(NULL, 0));
 	assert_null(fasvd_st_dir(NULL));
@@ -1378,9 +1383,9 @@ static void test_many_keys_linear(void **state)
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	assert_int_equal(fasvd_st_metadata_count(st), N);
-	assert_string_equal(fasvd_st_metadata(st, "key0"), "v0");
-	assert_string_equal(fasvd_st_metadata(st, "key149999"), "v449997");
-	assert_null(fasvd_st_metadata(st, "key150000"));
+	assert_string_equal(test_st_meta(st, "key0"), "v0");
+	assert_string_equal(test_st_meta(st, "key149999"), "v449997");
+	assert_null(test_st_meta(st, "key150000"));
 	fasvd_st_free(st);
 
 	/* An index naming N distinct shards (none exists): refused at the first
@@ -1417,9 +1422,9 @@ static void test_many_keys_linear(void **state)
 	write_bytes(path, idx, strlen(idx));
 	assert_ok(fasvd_st_open(&st, NULL, dir));
 	assert_int_equal(fasvd_st_metadata_count(st), 4);
-	assert_string_equal(fasvd_st_metadata(st, "k"), "from-a");
-	assert_string_equal(fasvd_st_metadata(st, "only_b"), "2");
-	assert_string_equal(fasvd_st_metadata(st, "total_size"), "8");
+	assert_string_equal(test_st_meta(st, "k"), "from-a");
+	assert_string_equal(test_st_meta(st, "only_b"), "2");
+	assert_string_equal(test_st_meta(st, "total_size"), "8");
 	fasvd_st_free(st);
 }
 

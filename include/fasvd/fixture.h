@@ -12,7 +12,7 @@
  * partial), sharded, with some scales in a different shard than their
  * weights, and quantization_config.weight_block_size in config.json.
  *
- * Content: for each layer, every canonical per-head matrix of DESIGN.md §2
+ * Content: for each layer, every canonical per-head matrix of heads.h
  * (Q, Q_pe, K, V, O; QA, KVA, KVA_pe for MLA) is a planted low-rank matrix
  *   M_i = amp_i · Σ_{j < r_i} 0.7^j · a_j·b_jᵀ  +  noise · amp_i · N(0, 1/cols)
  * whose rank r_i and amplitude amp_i differ between heads (r_i = rank − 1,

@@ -1,4 +1,4 @@
-/* libfasvd — effective-rank metrics of a spectrum (DESIGN.md §3).
+/* libfasvd — effective-rank metrics of a spectrum (docs/design.md).
  *
  * SPDX-License-Identifier: MIT
  *

@@ -7,7 +7,7 @@
  * (parsed with jansson) and its safetensors checkpoint (one file or a
  * sharded set, see safetensors.h). The architecture (config "model_type")
  * selects an adapter from a table that knows the family's tensor names and
- * layouts (DESIGN.md §2, "Checkpoint layouts to get right"):
+ * layouts (docs/architectures.md, "Layouts that are easy to get wrong"):
  *
  *   deepseek_v2, deepseek_v3, kimi_k2  MLA: q_a_proj/q_b_proj (or q_proj when
  *        q_lora_rank is null), kv_a_proj_with_mqa [kv_lora ; rope],
@@ -25,7 +25,7 @@
  * qwen2_moe, qwen3_moe, gemma3_text, roberta, deepseek_r1 ...) map to these.
  *
  * A layer of an open model (fasvd_model_layer_open) yields the canonical
- * per-head operands of DESIGN.md §2 as a fasvd_layer_desc (engine.h) ready
+ * per-head operands (heads.h orientation) as a fasvd_layer_desc (layer.h) ready
  * for fasvd_layer_spectra(): zero-copy views of the mapped checkpoint (FP8
  * block scales attached), with norm folding expressed as per-column scales;
  * nothing is decoded except the norm vectors.
@@ -39,7 +39,7 @@
 #define FASVD_MODEL_H
 
 #include <fasvd/core.h>
-#include <fasvd/engine.h>
+#include <fasvd/layer.h>
 #include <fasvd/safetensors.h>
 #include <fasvd/tensor.h>
 
@@ -128,7 +128,7 @@ typedef struct fasvd_model_info {
 	int64_t n_layers, n_heads, n_kv_heads; /* n_kv_heads = n_heads for MLA */
 	int64_t hidden;           /* residual stream width */
 	int64_t head_dim;         /* non-MLA: config head_dim (or hidden / heads); MLA: 0 */
-	/* Canonical per-head shapes (DESIGN.md §2): Q q_head x q_in, Q_pe
+	/* Canonical per-head shapes (heads.h): Q q_head x q_in, Q_pe
 	 * q_rope x q_in, K k_head x kv_in, V v_head x kv_in, O v_head x hidden. */
 	int64_t q_head, q_rope, k_head, v_head, q_in, kv_in;
 	/* MLA latent ranks (0 when absent; q_lora_rank 0 = no query compression) */
@@ -203,7 +203,7 @@ typedef struct fasvd_model_layer fasvd_model_layer;
 
 typedef struct fasvd_model_layer_opts {
 	size_t size;    /* set by fasvd_model_layer_opts_init */
-	/* 1 (default): fold the norms of DESIGN.md §2 — the norm before the
+	/* 1 (default): fold the norms — the norm before the
 	 * attention block into every matrix that reads the residual stream,
 	 * q_a_layernorm into q_b_proj, kv_a_layernorm into kv_b_proj, as
 	 * per-column scales (fasvd_heads_set_col_scale, and the desc's
@@ -214,7 +214,7 @@ typedef struct fasvd_model_layer_opts {
 /* Defaults: fold_norms = 1. */
 FASVD_API void fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts);
 
-/* Build layer `layer`'s canonical per-head operands (DESIGN.md §2) as
+/* Build layer `layer`'s canonical per-head operands (heads.h) as
  * zero-copy views of the checkpoint:
  *   Q    n_heads   x  q_head x q_in   (MLA: the nope rows of each head)
  *   Q_pe n_heads   x  q_rope x q_in   (MLA only)

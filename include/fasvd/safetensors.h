@@ -155,12 +155,14 @@ FASVD_API int fasvd_st_set_block_size(fasvd_st *st, int64_t rows, int64_t cols);
 FASVD_API int fasvd_st_raw(const void **data, uint64_t *nbytes, const fasvd_st *st,
                            const char *name);
 
-/* Value of metadata key `key`, NULL if absent (or NULL argument). Borrowed.
- * Single file: its "__metadata__". Sharded set: the "__metadata__" of the
+/* Value of metadata key `key` into *value (borrowed from st; NULL on
+ * failure). Single file: its "__metadata__". Sharded set: the "__metadata__" of the
  * shards (the first shard, in index order, that has a key wins), then the
  * index's "metadata" object for keys not found there (string values as is,
- * integers in decimal, e.g. "total_size"). */
-FASVD_API const char *fasvd_st_metadata(const fasvd_st *st, const char *key);
+ * integers in decimal, e.g. "total_size"). Errors: FASVD_EINVAL (NULL
+ * argument), FASVD_ENOTFOUND (no such key; the message names it and the
+ * checkpoint). */
+FASVD_API int fasvd_st_metadata(const char **value, const fasvd_st *st, const char *key);
 
 /* Number of metadata keys, and key `index` of them (NULL when out of range),
  * in no particular but stable order. Borrowed. */

@@ -72,7 +72,7 @@
  * Compute precision: FASVD_COMPUTE_F32 decodes the input to float and runs
  * single-precision LAPACK (GRAM always accumulates in double);
  * FASVD_COMPUTE_F64 decodes to double. Accuracy against a float64 reference
- * (DESIGN.md §4): within about 1e-4·σ₁ in F32, 1e-10·σ₁ in F64 (exact
+ * (docs/accuracy.md): within about 1e-4·σ₁ in F32, 1e-10·σ₁ in F64 (exact
  * backends).
  *
  * Input: a NaN or Inf element is refused with FASVD_ENONFINITE naming the

@@ -7,7 +7,7 @@
  * transposed and sliced views are all zero-copy. It either borrows caller
  * memory (const: libfasvd never writes through a borrowed pointer) or owns a
  * C-order buffer allocated through its context. FP8 weights may carry block
- * scales (the `_scale_inv` grid of DeepSeek-V3 checkpoints, DESIGN.md §2):
+ * scales (the `_scale_inv` grid of DeepSeek-V3 checkpoints):
  * element (r, c) = code(r, c) · scale_inv[r / block_rows][c / block_cols],
  * partial edge blocks included.
  *

@@ -1,4 +1,4 @@
-/* libfasvd — the on-load runtime API (include/fasvd/factor.h): a plan of
+/* libfasvd — the on-load runtime API (include/fasvd/onload.h): a plan of
  * validated factorisation options, shared read-only by the runtime's loader
  * threads, and one call per weight on the checkpoint's own bytes.
  *
@@ -7,6 +7,8 @@
  * rows·cols / 16384 values). Everything else is fasvd_factor().
  */
 #include "factor/factor_int.h"
+
+#include <fasvd/onload.h>
 
 #include <string.h>
 

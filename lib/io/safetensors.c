@@ -1046,14 +1046,18 @@ int fasvd_st_raw(const void **data, uint64_t *nbytes, const fasvd_st *st, const 
 	return 0;
 }
 
-const char *fasvd_st_metadata(const fasvd_st *st, const char *key)
+int fasvd_st_metadata(const char **value, const fasvd_st *st, const char *key)
 {
-	if (!st || !key)
-		return NULL;
+	if (value)
+		*value = NULL;
+	if (!value || !st || !key)
+		return fasvd__error(FASVD_EINVAL, "fasvd_st_metadata: NULL argument");
 	for (int64_t i = 0; i < st->n_meta; i++)
-		if (strcmp(st->meta[i].key, key) == 0)
-			return st->meta[i].value;
-	return NULL;
+		if (strcmp(st->meta[i].key, key) == 0) {
+			*value = st->meta[i].value;
+			return 0;
+		}
+	return fasvd__error(FASVD_ENOTFOUND, "%s: no metadata key '%s'", st->origin, key);
 }
 
 int64_t fasvd_st_metadata_count(const fasvd_st *st)

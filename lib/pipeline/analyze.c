@@ -304,7 +304,8 @@ static int resume_from(struct run *r, bool *resumed)
 		{"config", cfg ? cfg : "{}"},
 	};
 	for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-		const char *have = fasvd_st_metadata(old, checks[i].key);
+		const char *have;
+		fasvd_st_metadata(&have, old, checks[i].key);
 		if (!have || strcmp(have, checks[i].want) != 0) {
 			rc = fasvd__error(FASVD_EINVAL,
 			                  "cannot resume %s: its %s is \"%.60s\", this run's is "
@@ -316,9 +317,10 @@ static int resume_from(struct run *r, bool *resumed)
 		}
 	}
 	/* Which steps are done. */
-	const char *ld = fasvd_st_metadata(old, "layers_done");
-	const char *td = fasvd_st_metadata(old, "tensors_done");
-	const char *shapes_s = fasvd_st_metadata(old, "matrix_shapes");
+	const char *ld, *td, *shapes_s;
+	fasvd_st_metadata(&ld, old, "layers_done");
+	fasvd_st_metadata(&td, old, "tensors_done");
+	fasvd_st_metadata(&shapes_s, old, "matrix_shapes");
 	json_t *shapes = shapes_s ? json_loads(shapes_s, 0, NULL) : NULL;
 	if (!ld || !td || !json_is_object(shapes)) {
 		json_decref(shapes);

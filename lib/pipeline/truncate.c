@@ -1,4 +1,4 @@
-/* libfasvd — checkpoint truncation driver (fasvd_truncate, factor.h):
+/* libfasvd — checkpoint truncation driver (fasvd_truncate, truncate.h):
  * replaces selected weights of a safetensors checkpoint by low-rank factors
  * and writes a loadable copy, atomically.
  *
@@ -30,6 +30,7 @@
 
 #include <fasvd/model.h>
 #include <fasvd/safetensors.h>
+#include <fasvd/truncate.h>
 
 void fasvd_truncate_opts_init(fasvd_truncate_opts *opts)
 {
@@ -571,8 +572,9 @@ static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t
 	const fasvd_st *meta = own ? own : t->st;
 	for (int64_t k = 0; k < fasvd_st_metadata_count(meta); k++) {
 		const char *key = fasvd_st_metadata_key(meta, k);
-		const char *val = fasvd_st_metadata(meta, key);
-		if (key && val && (rc = fasvd_st_writer_set_metadata(w, key, val)))
+		const char *val;
+		if (key && !fasvd_st_metadata(&val, meta, key) &&
+		    (rc = fasvd_st_writer_set_metadata(w, key, val)))
 			goto out;
 	}
 	const char *shard_base = base_name(out_path);

@@ -56,7 +56,9 @@ static void check_open_checkpoint(fasvd_st *st, unsigned mode)
 	for (int64_t i = 0; i < nm; i++) {
 		const char *key = fasvd_st_metadata_key(st, i);
 		FUZZ_CHECK(key != NULL, "metadata key %lld is NULL", (long long)i);
-		FUZZ_CHECK(fasvd_st_metadata(st, key) != NULL, "metadata '%s' has no value", key);
+		const char *value;
+		FUZZ_CHECK(fasvd_st_metadata(&value, st, key) == 0 && value != NULL,
+		           "metadata '%s' has no value", key);
 	}
 	FUZZ_CHECK(fasvd_st_metadata_key(st, nm) == NULL, "metadata key out of range");
 

@@ -360,7 +360,7 @@ _PROTOTYPES = {
     "fasvd_st_info_init": (None, [P(StInfo)]),
     "fasvd_st_info_get": (c_int, [P(StInfo), st_p, c_char_p]),
     "fasvd_st_tensor": (c_int, [P(tensor_p), st_p, c_char_p, c_unsigned]),
-    "fasvd_st_metadata": (c_char_p, [st_p, c_char_p]),
+    "fasvd_st_metadata": (c_int, [P(c_char_p), st_p, c_char_p]),
     # model.h
     "fasvd_arch_count": (c_int64, []),
     "fasvd_arch_name": (c_char_p, [c_int64]),
