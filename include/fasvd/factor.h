@@ -247,10 +247,10 @@ FASVD_API void fasvd_factor_shared_opts_init(fasvd_factor_shared_opts *opts);
  * For the MLA-o shared output latent (o_proj[:, head i] = B_shared·A_i: one
  * output basis shared by all heads) pass the O heads (heads.h orientation,
  * v_head x hidden) with SHARED_INPUT: o_proj ≈ Bᵀ · [A_1ᵀ | … | A_nᵀ]. The
- * factors carry the scale (the basis is orthonormal), so opts->split is ignored; rank / tau /
- * max_rank / dtype / compute / verify / cancel are used (τ measures the
- * energy of the weighted, centred stack, i.e. ‖W‖² without weights and
- * centring). mean may be NULL when center = 0 (*mean is set to NULL then).
+ * factors carry the scale (the basis is orthonormal), so opts->split is
+ * ignored; rank / tau / max_rank / dtype / compute / verify / cancel are used
+ * (τ measures the energy of the weighted, centred stack, i.e. ‖W‖² without
+ * weights and centring). mean may be NULL when center = 0 (*mean is set to NULL then).
  * Rank 0: zero basis and factors of inner dimension 1.
  * Errors: FASVD_EINVAL, FASVD_ESHAPE (heads of different shapes),
  * FASVD_ENONFINITE, FASVD_ERANGE, FASVD_ELAPACK, FASVD_ECANCELED,

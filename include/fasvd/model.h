@@ -228,8 +228,8 @@ FASVD_API void fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts);
  * names it and the checkpoint), FASVD_ESHAPE (scale_inv grid of the wrong
  * shape, from the reader), FASVD_EDTYPE, FASVD_ENONFINITE (NaN/Inf in a
  * norm vector), FASVD_ENOMEM. */
-FASVD_API int fasvd_model_layer_open(fasvd_model_layer **out, fasvd_model *m, int64_t layer,
-                                     const fasvd_model_layer_opts *opts);
+FASVD_API int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m,
+                                     int64_t layer, const fasvd_model_layer_opts *opts);
 /* Accepts NULL. */
 FASVD_API void fasvd_model_layer_free(fasvd_model_layer *l);
 

@@ -54,7 +54,7 @@ FASVD_API fasvd_compute fasvd_rfactors_compute(const fasvd_rfactors *r);
 
 /* Per-head singular values σ(W_i) = σ(R_i) (computed by
  * fasvd_rfactors_new): s[i·lds + j] for j < min(rows, cols) of a head;
- * lds >= min(rows, cols). ctx is unused (may be NULL). Errors: FASVD_EINVAL. */
+ * lds >= min(rows, cols). Errors: FASVD_EINVAL (NULL s or r, lds too small). */
 FASVD_API int fasvd_rfactors_svdvals(double *s, int64_t lds, const fasvd_rfactors *r);
 
 #ifdef __cplusplus

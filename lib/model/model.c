@@ -622,7 +622,7 @@ enum { H_Q, H_QPE, H_K, H_V, H_O, H_COUNT };
 enum { N_IN, N_QA, N_KVA, N_COUNT };
 
 struct fasvd_model_layer {
-	fasvd_model *m;
+	const fasvd_model *m;
 	int64_t layer;
 	fasvd_tensor *root[FASVD__R_COUNT]; /* checkpoint tensors */
 	fasvd_tensor *qkv_t;                /* GPT-2: c_attn transposed */
@@ -659,7 +659,7 @@ void fasvd_model_layer_free(fasvd_model_layer *l)
 }
 
 /* Decode a norm vector and turn it into the per-column scale it folds as. */
-static int load_norm(fasvd_model *m, const model_input *in, double **out)
+static int load_norm(const fasvd_model *m, const model_input *in, double **out)
 {
 	fasvd_dtype dt;
 	int rc = fasvd_dtype_from_name(&dt, in->info.dtype);
@@ -799,7 +799,7 @@ static int apply_folding(fasvd_model_layer *l)
 	return 0;
 }
 
-int fasvd_model_layer_open(fasvd_model_layer **out, fasvd_model *m, int64_t layer,
+int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_t layer,
                            const fasvd_model_layer_opts *opts)
 {
 	if (out)
