@@ -1,5 +1,5 @@
-/* Tests of R factors and fused per-head spectra (engine.h: fasvd_rfactors_*,
- * fasvd_fuse_*) against float64 references on materialised products. */
+/* Tests of R factors and fused per-head spectra (rfactors.h and fuse.h:
+ * fasvd_rfactors_*, fasvd_fuse_*) against float64 references on materialised products. */
 #include "engine-test.h"
 
 static fasvd_rfactors *rfac(fasvd_ctx *ctx, const fasvd_heads *h, fasvd_compute c, int keep_q)

@@ -1,4 +1,4 @@
-/* Tests of per-head operands (engine.h: fasvd_heads_*, fasvd_gqa_group). */
+/* Tests of per-head operands (heads.h: fasvd_heads_*, fasvd_gqa_group). */
 #include "engine-test.h"
 
 /* A 12 x 10 row-major matrix with element (r, c) = 100 r + c. */

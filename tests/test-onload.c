@@ -1,4 +1,4 @@
-/* Tests of the on-load runtime API (factor.h): plans, one call per weight
+/* Tests of the on-load runtime API (onload.h): plans, one call per weight
  * on the checkpoint's own bytes (F32, BF16, FP8 + block scales), identical
  * to fasvd_factor on the same tensor; concurrent calls on one plan;
  * cancellation; caller buffers; the workspace bound. */

@@ -1,4 +1,4 @@
-/* Tests of stacked spectra (engine.h: fasvd_stack_*) against float64
+/* Tests of stacked spectra (stack.h: fasvd_stack_*) against float64
  * references on materialised stacks. */
 #include "engine-test.h"
 

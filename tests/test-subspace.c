@@ -1,4 +1,4 @@
-/* Tests of the shared-subspace decomposition (engine.h: fasvd_subspace_*). */
+/* Tests of the shared-subspace decomposition (subspace.h: fasvd_subspace_*). */
 #include "engine-test.h"
 
 static const fasvd_compute computes[2] = {FASVD_COMPUTE_F32, FASVD_COMPUTE_F64};

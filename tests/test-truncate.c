@@ -1,4 +1,4 @@
-/* Tests of fasvd_truncate (factor.h): a fixture checkpoint of every
+/* Tests of fasvd_truncate (truncate.h): a fixture checkpoint of every
  * architecture truncated, read back with fasvd_st_open, reconstructed and
  * compared with the input; byte identity of the other tensors; the
  * config.json section; cancellation and failures leave no output. */

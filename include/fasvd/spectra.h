@@ -12,12 +12,12 @@ extern "C" {
 #endif
 
 /* A list of named spectra (the in-memory form of the spectra file,
- * docs/spectra-schema.md): each entry
- * has a name ("head.VO", "stack.O", "sub.KVA", or any caller name), a
- * [n_rows x n_cols] row-major F64 array (heads x values, n_rows = 1 for
- * stack/sub entries; values descending along each row, n_cols = min(rows,
- * cols) of the matrix, zeros past the structural rank) and the shape
- * (mat_rows x mat_cols) of the matrix one row describes. */
+ * docs/spectra-schema.md): each entry has a name ("head.VO", "stack.O",
+ * "sub.KVA", or any caller name), a [n_rows x n_cols] row-major F64 array
+ * (heads x values, n_rows = 1 for stack/sub entries; values descending along
+ * each row, n_cols = min(rows, cols) of the matrix, zeros past the
+ * structural rank) and the shape (mat_rows x mat_cols) of the matrix one row
+ * describes. */
 typedef struct fasvd_spectra fasvd_spectra;
 
 /* An empty list (for callers collecting their own spectra, e.g. T.* tensors).

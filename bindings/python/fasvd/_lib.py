@@ -304,7 +304,7 @@ _PROTOTYPES = {
     "fasvd_metric_summary_init": (None, [P(MetricSummary)]),
     "fasvd_metric_summarize": (c_int, [P(MetricSummary), P(c_int64), P(c_double), c_int64,
                                        P(c_double), c_int64]),
-    # engine.h: heads, R factors, fusion, stacks, subspaces, attention maps
+    # heads.h, rfactors.h, fuse.h, stack.h, subspace.h, attnmap.h, spectra.h, layer.h
     "fasvd_heads_new": (c_int, [P(heads_p), ctx_p, tensor_p, c_enum, c_int64, c_int64,
                                 c_int64, c_int64]),
     "fasvd_heads_free": (None, [heads_p]),

@@ -481,7 +481,7 @@ def _borrowed_to_numpy(t):
 def shared_subspace(w, n_heads=None, kind=None, head_dim=None, rank=None, tau=0.01,
                     side="input", center=False, weight="none", dtype=None, scale_inv=None,
                     block=128, compute=None, threads=None, ctx=None):
-    """Fit one basis shared by every head of a weight (engine.h subspaces).
+    """Fit one basis shared by every head of a weight (subspace.h).
 
     Heads as :func:`stacked` with one weight (``kind`` "O" for a 2-D o_proj).
     ``side="input"``: W_i ≈ A_i @ B with B spanning a subspace of the space
