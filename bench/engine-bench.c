@@ -156,7 +156,7 @@ static void encode(weight *w, fasvd_ctx *ctx, fasvd_dtype dt)
 						d[r * w->cols + c] = w->f32[r * w->cols + c] / s;
 			}
 		w->codes = xmalloc((size_t)n);
-		CHECK(fasvd_dtype_encode(dt, d, (size_t)n, w->codes));
+		CHECK(fasvd_dtype_encode(w->codes, dt, d, (size_t)n));
 		CHECK(fasvd_tensor_new_borrowed(&w->t, ctx, dt, w->codes, w->rows, w->cols, w->cols, 1));
 		CHECK(fasvd_tensor_new_borrowed(&w->st, ctx, FASVD_DTYPE_F32, w->scale_inv, gr, gc, gc,
 		                                1));
@@ -165,11 +165,11 @@ static void encode(weight *w, fasvd_ctx *ctx, fasvd_dtype dt)
 		for (int64_t i = 0; i < n; i++)
 			d[i] = w->f32[i];
 		w->codes = xmalloc((size_t)n * 2);
-		CHECK(fasvd_dtype_encode(dt, d, (size_t)n, w->codes));
+		CHECK(fasvd_dtype_encode(w->codes, dt, d, (size_t)n));
 		CHECK(fasvd_tensor_new_borrowed(&w->t, ctx, dt, w->codes, w->rows, w->cols, w->cols, 1));
 	}
 	/* The notebook side gets exactly the dequantised values. */
-	CHECK(fasvd_tensor_to_f32(w->t, w->f32, w->cols, FASVD_LAYOUT_ROW_MAJOR, 0));
+	CHECK(fasvd_tensor_to_f32(w->f32, w->cols, FASVD_LAYOUT_ROW_MAJOR, w->t, 0));
 	free(d);
 }
 
@@ -509,7 +509,7 @@ int main(int argc, char **argv)
 		fasvd_spectra_free(sp);
 		sp = NULL;
 		double a = now(), ca = cpu_now();
-		CHECK(fasvd_layer_spectra(ctx, &d, &lo, &sp));
+		CHECK(fasvd_layer_spectra(&sp, ctx, &d, &lo));
 		double b = now() - a, cb = cpu_now() - ca;
 		fprintf(stderr, "  layer spectra: %.3f s (cpu %.3f s, load %.1f)\n", b, cb, ld);
 		if (b < best) {
@@ -533,7 +533,7 @@ int main(int argc, char **argv)
 		int64_t off = 0;
 		for (int64_t i = 0; i < fasvd_spectra_count(sp); i++) {
 			int64_t nr, nc, mr, mc;
-			CHECK(fasvd_spectra_shape(sp, i, &nr, &nc, &mr, &mc));
+			CHECK(fasvd_spectra_shape(&nr, &nc, &mr, &mc, sp, i));
 			fwrite(fasvd_spectra_data(sp, i), 8, (size_t)(nr * nc), f);
 			fprintf(ix,
 			        "%s\n {\"name\": \"%s\", \"n_rows\": %lld, \"n_cols\": %lld, "
@@ -564,8 +564,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "    factors %-5s %.3f s\n", nm[i], now() - a);
 		}
 		double a = now();
-		CHECK(fasvd_fuse_svdvals(ctx, rf[0], rf[2], s, KVLORA));
-		CHECK(fasvd_fuse_svdvals(ctx, rf[3], rf[4], s, KVLORA));
+		CHECK(fasvd_fuse_svdvals(s, KVLORA, ctx, rf[0], rf[2]));
+		CHECK(fasvd_fuse_svdvals(s, KVLORA, ctx, rf[3], rf[4]));
 		fprintf(stderr, "    fused QK + VO values %.3f s\n", now() - a);
 		fasvd_stack_opts so;
 		fasvd_stack_opts_init(&so);
@@ -577,7 +577,7 @@ int main(int argc, char **argv)
 				s1[h] = rf[i]->sv[h * rf[i]->r];
 			so.head_norms = s1;
 			a = now();
-			CHECK(fasvd_stack_svdvals(ctx, hs[i], &so, s, HIDDEN, &rep));
+			CHECK(fasvd_stack_svdvals(s, HIDDEN, ctx, hs[i], &so, &rep));
 			fprintf(stderr, "    stack.%-5s %.3f s (%lld x %lld)\n", nm[i], now() - a,
 			        (long long)rep.solved_rows, (long long)rep.solved_cols);
 		}
@@ -587,7 +587,8 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 3; i++) {
 			fasvd_stack_report_init(&rep);
 			a = now();
-			CHECK(fasvd_stack_fused_svdvals(ctx, rf[pa[i]], rf[pb[i]], &so, s, HIDDEN, &rep));
+			CHECK(fasvd_stack_fused_svdvals(s, HIDDEN, ctx, rf[pa[i]], rf[pb[i]], &so,
+			                                &rep));
 			fprintf(stderr, "    stack.%-5s %.3f s (%lld x %lld, incl. fused sigma1)\n",
 			        fnm[i], now() - a, (long long)rep.solved_rows, (long long)rep.solved_cols);
 		}
@@ -608,7 +609,7 @@ int main(int argc, char **argv)
 		double a = now();
 		CHECK(fasvd_rfactors_new(&rv, ctx, v, &fo));
 		CHECK(fasvd_rfactors_new(&ro, ctx, o, &fo));
-		CHECK(fasvd_fuse_svdvals(ctx, rv, ro, s, KVLORA));
+		CHECK(fasvd_fuse_svdvals(s, KVLORA, ctx, rv, ro));
 		double b = now() - a;
 		fprintf(stderr, "  per-head VO: %.3f s\n", b);
 		best = b < best ? b : best;

@@ -137,7 +137,7 @@ int main(int argc, char **argv)
 		const char *name = fasvd_st_name(st, i);
 		fasvd_st_info info;
 		fasvd_st_info_init(&info);
-		fasvd_st_info_get(st, name, &info);
+		fasvd_st_info_get(&info, st, name);
 		ckpt += info.nbytes;
 		int match = 0;
 		for (int k = 0; k < npat; k++)
@@ -150,7 +150,7 @@ int main(int argc, char **argv)
 		fasvd_onload_input_init(&j->in);
 		j->in.name = name;
 		j->in.dtype = dt;
-		fasvd_st_raw(st, name, &j->in.data, &j->bytes);
+		fasvd_st_raw(&j->in.data, &j->bytes, st, name);
 		j->in.rows = info.shape[0];
 		j->in.cols = info.shape[1];
 		selected += j->bytes;
@@ -161,8 +161,8 @@ int main(int argc, char **argv)
 		fasvd_st_info si;
 		fasvd_st_info_init(&si);
 		if ((dt == FASVD_DTYPE_F8_E4M3 || dt == FASVD_DTYPE_F8_E5M2) &&
-		    fasvd_st_info_get(st, sc, &si) == 0 && !strcmp(si.dtype, "F32") &&
-		    fasvd_st_raw(st, sc, &sd, NULL) == 0)
+		    fasvd_st_info_get(&si, st, sc) == 0 && !strcmp(si.dtype, "F32") &&
+		    fasvd_st_raw(&sd, NULL, st, sc) == 0)
 			j->in.scale_inv = sd;
 	}
 
@@ -215,7 +215,7 @@ int main(int argc, char **argv)
 		fasvd_tensor_free(jobs[i].b);
 	}
 	free(jobs);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	fasvd_onload_free(plan);
 	fasvd_ctx_free(ctx);
 	return failed;

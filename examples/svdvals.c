@@ -64,7 +64,7 @@ int main(int argc, char **argv)
 	fasvd_svd_opts opts;
 	fasvd_svd_opts_init(&opts);
 	opts.compute = FASVD_COMPUTE_F64;
-	if ((rc = fasvd_svdvals(NULL, t, &opts, s, k, NULL)) < 0) {
+	if ((rc = fasvd_svdvals(s, k, NULL, t, &opts, NULL)) < 0) {
 		report("fasvd_svdvals", rc);
 		goto out;
 	}
@@ -76,6 +76,6 @@ int main(int argc, char **argv)
 out:
 	free(s);
 	fasvd_tensor_free(t); /* views first, then the checkpoint */
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return status;
 }

@@ -54,7 +54,7 @@ int main(void)
 	fasvd_svd_opts_init(&opts);
 	opts.compute = FASVD_COMPUTE_F64;
 	/* u (m x 3) and vt (3 x n) are new owned F64 tensors, C order. */
-	if ((rc = fasvd_svd(NULL, a, &opts, &u, s, 3, &vt, NULL)) < 0) {
+	if ((rc = fasvd_svd(&u, s, 3, &vt, NULL, a, &opts, NULL)) < 0) {
 		report("fasvd_svd", rc);
 		goto out;
 	}
@@ -70,7 +70,7 @@ int main(void)
 			for (int64_t i = 0; i < 3; i++)
 				x += pu[r * 3 + i] * s[i] * pvt[i * n + c];
 			double want;
-			if ((rc = fasvd_tensor_get(a, r, c, &want)) < 0) {
+			if ((rc = fasvd_tensor_get(&want, a, r, c)) < 0) {
 				report("fasvd_tensor_get", rc);
 				goto out;
 			}

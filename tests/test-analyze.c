@@ -57,7 +57,7 @@ static mat load(fasvd_st *st, const char *name)
 	fasvd_tensor *t = NULL;
 	assert_ok(fasvd_st_tensor(&t, st, name, 0));
 	mat m = mat_new(fasvd_tensor_rows(t), fasvd_tensor_cols(t));
-	assert_ok(fasvd_tensor_to_f64(t, m.a, m.r, FASVD_LAYOUT_COL_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(m.a, m.r, FASVD_LAYOUT_COL_MAJOR, t, 0));
 	fasvd_tensor_free(t);
 	return m;
 }
@@ -66,16 +66,16 @@ static double *load_vec(fasvd_st *st, const char *name, int64_t n)
 {
 	fasvd_st_info inf;
 	fasvd_st_info_init(&inf);
-	assert_ok(fasvd_st_info_get(st, name, &inf));
+	assert_ok(fasvd_st_info_get(&inf, st, name));
 	assert_int_equal(inf.ndim, 1);
 	assert_int_equal(inf.shape[0], n);
 	fasvd_dtype dt;
 	assert_ok(fasvd_dtype_from_name(&dt, inf.dtype));
 	const void *p;
 	uint64_t nb;
-	assert_ok(fasvd_st_raw(st, name, &p, &nb));
+	assert_ok(fasvd_st_raw(&p, &nb, st, name));
 	double *v = malloc(sizeof(double) * (size_t)n);
-	assert_ok(fasvd_dtype_decode(dt, p, (size_t)n, v));
+	assert_ok(fasvd_dtype_decode(v, dt, p, (size_t)n));
 	return v;
 }
 
@@ -162,8 +162,8 @@ static void check_row(const char *what, const double *got, const double *ref, in
 	for (int t = 0; t < 2; t++) {
 		double tau = t ? 0.001 : 0.01;
 		int64_t a, b;
-		assert_ok(fasvd_metric_energy_rank(got, n, tau, &a));
-		assert_ok(fasvd_metric_energy_rank(ref, n, tau, &b));
+		assert_ok(fasvd_metric_energy_rank(&a, got, n, tau));
+		assert_ok(fasvd_metric_energy_rank(&b, ref, n, tau));
 		if (a != b)
 			fail_msg("%s: effective rank at tau %g is %lld, reference %lld", what, tau,
 			         (long long)a, (long long)b);
@@ -175,7 +175,7 @@ static const double *out_row(fasvd_st *out, const char *name, int64_t head, int6
 {
 	fasvd_st_info inf;
 	fasvd_st_info_init(&inf);
-	if (fasvd_st_info_get(out, name, &inf))
+	if (fasvd_st_info_get(&inf, out, name))
 		fail_msg("output lacks %s: %s", name, fasvd_last_error());
 	assert_string_equal(inf.dtype, "F64");
 	if (want_rows) {
@@ -188,7 +188,7 @@ static const double *out_row(fasvd_st *out, const char *name, int64_t head, int6
 	}
 	const void *p;
 	uint64_t nb;
-	assert_ok(fasvd_st_raw(out, name, &p, &nb));
+	assert_ok(fasvd_st_raw(&p, &nb, out, name));
 	return (const double *)p + head * n;
 }
 
@@ -272,8 +272,8 @@ static void check_llama(const char *model_dir, const char *spectra, int64_t L, i
 		free(wo.a);
 		free(wot.a);
 	}
-	fasvd_st_close(out);
-	fasvd_st_close(st);
+	fasvd_st_free(out);
+	fasvd_st_free(st);
 }
 
 static void write_llama(const char *dir, int64_t layers, int64_t hidden, int64_t heads,
@@ -344,19 +344,19 @@ static void test_schema_and_metadata(void **state)
 	assert_ok(fasvd_analyze(NULL, model, out, &o));
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, out));
-	assert_string_equal(fasvd_st_metadata(st, "format"), "fasvd.spectra");
-	assert_string_equal(fasvd_st_metadata(st, "schema_version"), "1");
-	assert_string_equal(fasvd_st_metadata(st, "model_type"), "llama");
-	assert_string_equal(fasvd_st_metadata(st, "fold_norms"), "true");
-	assert_string_equal(fasvd_st_metadata(st, "stack_normalisation"), "sigma1");
-	assert_string_equal(fasvd_st_metadata(st, "compute_dtype"), "f32");
-	assert_string_equal(fasvd_st_metadata(st, "library_version"), fasvd_version_string());
-	assert_string_equal(fasvd_st_metadata(st, "complete"), "true");
-	assert_string_equal(fasvd_st_metadata(st, "layers_done"), "1,2");
-	assert_non_null(strstr(fasvd_st_metadata(st, "config"), "\"llama\""));
+	assert_string_equal(test_st_meta(st, "format"), "fasvd.spectra");
+	assert_string_equal(test_st_meta(st, "schema_version"), "1");
+	assert_string_equal(test_st_meta(st, "model_type"), "llama");
+	assert_string_equal(test_st_meta(st, "fold_norms"), "true");
+	assert_string_equal(test_st_meta(st, "stack_normalisation"), "sigma1");
+	assert_string_equal(test_st_meta(st, "compute_dtype"), "f32");
+	assert_string_equal(test_st_meta(st, "library_version"), fasvd_version_string());
+	assert_string_equal(test_st_meta(st, "complete"), "true");
+	assert_string_equal(test_st_meta(st, "layers_done"), "1,2");
+	assert_non_null(strstr(test_st_meta(st, "config"), "\"llama\""));
 	int64_t idx;
-	assert_fasvd(fasvd_st_find(st, "L0.head.Q", &idx), FASVD_ENOTFOUND);
-	assert_ok(fasvd_st_find(st, "L2.stack.VO", &idx));
+	assert_fasvd(fasvd_st_find(&idx, st, "L0.head.Q"), FASVD_ENOTFOUND);
+	assert_ok(fasvd_st_find(&idx, st, "L2.stack.VO"));
 	/* T.* for the three layers' down_proj (the glob ignores --layers) */
 	int64_t nt = 0;
 	for (int64_t i = 0; i < fasvd_st_count(st); i++) {
@@ -372,18 +372,18 @@ static void test_schema_and_metadata(void **state)
 	/* per-head VO is [heads, min(hidden, hidden)] with zeros past rank hd */
 	fasvd_st_info inf;
 	fasvd_st_info_init(&inf);
-	assert_ok(fasvd_st_info_get(st, "L1.head.VO", &inf));
+	assert_ok(fasvd_st_info_get(&inf, st, "L1.head.VO"));
 	assert_int_equal(inf.ndim, 2);
 	assert_int_equal(inf.shape[0], 4);
 	assert_int_equal(inf.shape[1], 64);
 	const void *p;
 	uint64_t nb;
-	assert_ok(fasvd_st_raw(st, "L1.head.VO", &p, &nb));
+	assert_ok(fasvd_st_raw(&p, &nb, st, "L1.head.VO"));
 	const double *vo = p;
 	assert_true(vo[0] > 0);
 	for (int64_t j = 16; j < 64; j++)
 		assert_true(fabs(vo[j]) <= 1e-5 * vo[0]);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	/* summaries exist and say what tau is */
 	char buf[1 << 16];
 	FILE *f = fopen(json, "r");
@@ -459,8 +459,8 @@ static void test_resume_after_cancel(void **state)
 		assert_fasvd(fasvd_analyze(NULL, model, part, &o), FASVD_ECANCELED);
 		fasvd_st *st = NULL;
 		assert_ok(fasvd_st_open(&st, NULL, part)); /* complete and readable */
-		assert_string_equal(fasvd_st_metadata(st, "complete"), "false");
-		fasvd_st_close(st);
+		assert_string_equal(test_st_meta(st, "complete"), "false");
+		fasvd_st_free(st);
 		fasvd_analyze_opts_init(&o);
 		o.resume = 1;
 		assert_ok(fasvd_analyze(NULL, model, part, &o));
@@ -515,8 +515,8 @@ static void test_resume_after_sigkill(void **state)
 		if (access(part, F_OK) == 0) {
 			fasvd_st *st = NULL;
 			assert_ok(fasvd_st_open(&st, NULL, part));
-			assert_string_equal(fasvd_st_metadata(st, "format"), "fasvd.spectra");
-			fasvd_st_close(st);
+			assert_string_equal(test_st_meta(st, "format"), "fasvd.spectra");
+			fasvd_st_free(st);
 		}
 		fasvd_analyze_opts o;
 		fasvd_analyze_opts_init(&o);
@@ -581,10 +581,10 @@ static void test_failure_leaves_nothing(void **state)
 	fasvd_st_info inf;
 	fasvd_st_info_init(&inf);
 	const char *victim = "model.layers.1.self_attn.o_proj.weight";
-	assert_ok(fasvd_st_info_get(st, victim, &inf));
+	assert_ok(fasvd_st_info_get(&inf, st, victim));
 	const void *p;
 	uint64_t nb;
-	assert_ok(fasvd_st_raw(st, victim, &p, &nb));
+	assert_ok(fasvd_st_raw(&p, &nb, st, victim));
 	/* offset of the tensor's data in the file */
 	int fd = open(file, O_RDONLY);
 	char *whole = malloc(1 << 24);
@@ -594,7 +594,7 @@ static void test_failure_leaves_nothing(void **state)
 	char *hit = memmem(whole, (size_t)len, p, (size_t)nb);
 	assert_non_null(hit);
 	long off = hit - whole;
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	float nanv = NAN;
 	fd = open(file, O_WRONLY);
 	assert_true(pwrite(fd, &nanv, 4, off + 8) == 4);
@@ -689,8 +689,8 @@ static void add_tensors(const char *model, const char *const *names, int n)
 		fasvd_st_info_init(&inf);
 		const void *p;
 		uint64_t nb;
-		assert_ok(fasvd_st_info_get(st, nm, &inf));
-		assert_ok(fasvd_st_raw(st, nm, &p, &nb));
+		assert_ok(fasvd_st_info_get(&inf, st, nm));
+		assert_ok(fasvd_st_raw(&p, &nb, st, nm));
 		assert_ok(fasvd_st_writer_add(w, nm, inf.dtype, inf.ndim, inf.shape, p, nb, 0));
 	}
 	for (int k = 0; k < n; k++) {
@@ -702,7 +702,7 @@ static void add_tensors(const char *model, const char *const *names, int n)
 	}
 	assert_ok(fasvd_st_writer_write(w, file));
 	fasvd_st_writer_free(w);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 
 static int cancel_at_tensor(void *user, const fasvd_progress *p)
@@ -746,8 +746,8 @@ static void test_long_names_and_summary_mode(void **state)
 	assert_ok(fasvd_st_open(&st, NULL, out));
 	char full[710];
 	snprintf(full, sizeof full, "T.%s", longname);
-	assert_ok(fasvd_st_find(st, full, NULL));
-	fasvd_st_close(st);
+	assert_ok(fasvd_st_find(NULL, st, full));
+	fasvd_st_free(st);
 	struct stat sb;
 	assert_int_equal(stat(out, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0644);
@@ -787,9 +787,9 @@ static void test_resume_extra_tensors(void **state)
 	assert_ok(fasvd_analyze(NULL, model, part, &o));
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, part));
-	assert_ok(fasvd_st_find(st, "T.x", NULL));
-	assert_ok(fasvd_st_find(st, "T.a,x", NULL));
-	fasvd_st_close(st);
+	assert_ok(fasvd_st_find(NULL, st, "T.x"));
+	assert_ok(fasvd_st_find(NULL, st, "T.a,x"));
+	fasvd_st_free(st);
 	assert_same_file(full, part);
 	/* the complete file resumed with only "x" equals a fresh "x" run */
 	fasvd_analyze_opts_init(&o);
@@ -827,7 +827,7 @@ static void test_tensors_skip_scales(void **state)
 		assert_null(strstr(nm, "_scale_inv"));
 	}
 	assert_int_equal(nt, 2); /* one kv_b_proj weight per layer of the fixture */
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	/* a pattern matching only scales matches nothing */
 	const char *only[] = {"*_scale_inv"};
 	o.tensor_globs = only;

@@ -8,7 +8,7 @@
 #include "fixture.h"
 
 typedef struct raw {
-	fasvd_st *st;
+	const fasvd_st *st;
 	fasvd_tensor *t[6]; /* by slot */
 	double *norm_in, *norm_qa, *norm_kva;
 	int64_t n_in, n_qa, n_kva;
@@ -68,11 +68,11 @@ static const arch_case cases[] = {
 static double get(const fasvd_tensor *t, int64_t r, int64_t c)
 {
 	double v;
-	assert_ok(fasvd_tensor_get(t, r, c, &v));
+	assert_ok(fasvd_tensor_get(&v, t, r, c));
 	return v;
 }
 
-static fasvd_tensor *load(fasvd_st *st, const char *name)
+static fasvd_tensor *load(const fasvd_st *st, const char *name)
 {
 	fasvd_tensor *t;
 	assert_ok(fasvd_st_tensor(&t, st, name, 0));
@@ -182,7 +182,7 @@ static void check_heads(const arch_case *ac, const raw *rw, const dims *d, const
 		assert_ok(fasvd_heads_view(&view, h, i));
 		assert_int_equal(fasvd_tensor_rows(view), rows);
 		assert_int_equal(fasvd_tensor_cols(view), cols);
-		assert_ok(fasvd_heads_decode_f64(h, i, buf, cols, FASVD_LAYOUT_ROW_MAJOR));
+		assert_ok(fasvd_heads_decode_f64(buf, cols, FASVD_LAYOUT_ROW_MAJOR, h, i));
 		for (int64_t r = 0; r < rows; r++) {
 			for (int64_t c = 0; c < cols; c++) {
 				double want = expected(ac, rw, d, m, i, r, c);
@@ -228,7 +228,7 @@ static void run_case(const arch_case *ac, const char *root)
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_string_equal(info.arch, ac->arch);
 	assert_int_equal(info.n_layers, 2);
 	assert_int_equal(info.n_heads, 4);
@@ -349,7 +349,7 @@ static void run_case(const arch_case *ac, const char *root)
 			assert_null(ld->kva);
 			assert_null(ld->kva_pe);
 		}
-		fasvd_model_layer_close(l);
+		fasvd_model_layer_free(l);
 	}
 
 	for (int i = 0; i < 6; i++)
@@ -357,7 +357,7 @@ static void run_case(const arch_case *ac, const char *root)
 	free(rw.norm_in);
 	free(rw.norm_qa);
 	free(rw.norm_kva);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 }
 
 static void test_every_architecture(void **state)
@@ -403,7 +403,7 @@ static void test_prefix_variants(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_string_equal(info.layer_prefix, "h.%d.");
 	fasvd_model_layer *l;
 	assert_ok(fasvd_model_layer_open(&l, m, 0, NULL));
@@ -412,8 +412,8 @@ static void test_prefix_variants(void **state)
 	assert_int_equal(fasvd_heads_cols(ld->q), 8);
 	assert_int_equal(fasvd_heads_rows(ld->o), 4);
 	assert_int_equal(fasvd_heads_cols(ld->o), 8);
-	fasvd_model_layer_close(l);
-	fasvd_model_close(m);
+	fasvd_model_layer_free(l);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 
 	tmpdir_make(dir, sizeof dir, "prefix");
@@ -431,24 +431,24 @@ static void test_prefix_variants(void **state)
 	fasvd_st_writer_free(w);
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_string_equal(info.layer_prefix, "encoder.layer.%d.");
 	assert_int_equal(info.has_bias, 1);
 	assert_int_equal(info.n_needed, 4); /* post-norm: no norm vector needed */
 	fasvd_model_input in;
 	fasvd_model_input_init(&in);
 	int64_t first, count;
-	assert_ok(fasvd_model_layer_inputs(m, 0, &first, &count));
+	assert_ok(fasvd_model_layer_inputs(&first, &count, m, 0));
 	assert_int_equal(count, 4);
 	int biases = 0;
 	for (int64_t i = first; i < first + count; i++) {
-		assert_ok(fasvd_model_input_get(m, i, &in));
+		assert_ok(fasvd_model_input_get(&in, m, i));
 		biases += in.has_bias;
 		if (in.has_bias)
 			assert_string_equal(in.role, "q_proj");
 	}
 	assert_int_equal(biases, 1);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 }
 

@@ -1,4 +1,4 @@
-/* Tests of attention-map spectra (engine.h: fasvd_attnmap*), seed 001. */
+/* Tests of attention-map spectra (attnmap.h: fasvd_attnmap*). */
 #include "engine-test.h"
 
 /* Reference softmax(scale·Q·Kᵀ) in long double, causal when asked
@@ -52,7 +52,7 @@ static void check(int64_t nq, int64_t nk, int64_t d, double amp, bool causal, fa
 	assert_int_equal(fasvd_tensor_cols(m), nk);
 	assert_int_equal(fasvd_tensor_dtype(m),
 	                 c == FASVD_COMPUTE_F64 ? FASVD_DTYPE_F64 : FASVD_DTYPE_F32);
-	assert_ok(fasvd_tensor_to_f64(m, got, nk, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(got, nk, FASVD_LAYOUT_ROW_MAJOR, m, 0));
 	double etol = c == FASVD_COMPUTE_F64 ? 1e-13 : 1e-6;
 	for (int64_t i = 0; i < nq; i++) {
 		double sum = 0;
@@ -68,7 +68,7 @@ static void check(int64_t nq, int64_t nk, int64_t d, double amp, bool causal, fa
 	int64_t w = nq < nk ? nq : nk;
 	double *ref = malloc((size_t)w * 8), *s = malloc((size_t)(w + 2) * 8);
 	ref_svdvals(nq, nk, a, nk, ref);
-	assert_ok(fasvd_attnmap_svdvals(NULL, tq, tk, &o, s, w + 2));
+	assert_ok(fasvd_attnmap_svdvals(s, w + 2, NULL, tq, tk, &o));
 	assert_spectra_close(s, ref, w, contract_tol(c), true, "attention map");
 	assert_true(s[w] == 0.0 && s[w + 1] == 0.0);
 	fasvd_tensor_free(m);
@@ -108,7 +108,7 @@ static void test_known(void **state)
 	fasvd_attnmap_opts o;
 	fasvd_attnmap_opts_init(&o);
 	o.compute = FASVD_COMPUTE_F64;
-	assert_ok(fasvd_attnmap_svdvals(NULL, tq, tk, &o, s, N));
+	assert_ok(fasvd_attnmap_svdvals(s, N, NULL, tq, tk, &o));
 	assert_close(s[0], 1.0, 1e-14, 0);
 	for (int i = 1; i < N; i++)
 		assert_close(s[i], 0.0, 0, 1e-14);
@@ -117,7 +117,7 @@ static void test_known(void **state)
 	for (int i = 0; i < N; i++)
 		for (int j = 0; j < N; j++) {
 			double v;
-			assert_ok(fasvd_tensor_get(m, i, j, &v));
+			assert_ok(fasvd_tensor_get(&v, m, i, j));
 			assert_close(v, j <= i ? 1.0 / (i + 1) : 0.0, 1e-15, 0);
 		}
 	/* Explicit scale: scale x means logits x·q·k. */
@@ -142,9 +142,9 @@ static void test_scale(void **state)
 	fasvd_attnmap_opts_init(&o);
 	o.compute = FASVD_COMPUTE_F64;
 	o.scale = 0.125;
-	assert_ok(fasvd_attnmap_svdvals(NULL, tq, tk, &o, s1, N));
+	assert_ok(fasvd_attnmap_svdvals(s1, N, NULL, tq, tk, &o));
 	o.scale = 0; /* 1/sqrt(4) = 0.5, with q scaled by 0.25: same logits */
-	assert_ok(fasvd_attnmap_svdvals(NULL, tq2, tk, &o, s2, N));
+	assert_ok(fasvd_attnmap_svdvals(s2, N, NULL, tq2, tk, &o));
 	for (int i = 0; i < N; i++)
 		assert_close(s1[i], s2[i], 1e-13, 1e-15);
 	fasvd_tensor_free(tq);
@@ -165,8 +165,8 @@ static void test_errors(void **state)
 	assert_fasvd(fasvd_attnmap(&m, NULL, NULL, tk, &o), FASVD_EINVAL);
 	assert_null(m);
 	assert_fasvd(fasvd_attnmap(&m, NULL, tq, tk2, &o), FASVD_ESHAPE);
-	assert_fasvd(fasvd_attnmap_svdvals(NULL, tq, tk, &o, NULL, 4), FASVD_EINVAL);
-	assert_fasvd(fasvd_attnmap_svdvals(NULL, tq, tk, &o, s, 0), FASVD_EINVAL);
+	assert_fasvd(fasvd_attnmap_svdvals(NULL, 4, NULL, tq, tk, &o), FASVD_EINVAL);
+	assert_fasvd(fasvd_attnmap_svdvals(s, 0, NULL, tq, tk, &o), FASVD_EINVAL);
 	o.causal = 1;
 	assert_fasvd(fasvd_attnmap(&m, NULL, tk, tq, &o), FASVD_ESHAPE); /* 5 queries, 4 keys */
 	fasvd_attnmap_opts_init(&o);
@@ -203,7 +203,7 @@ static int attnmap_body(fasvd_ctx *ctx, void *arg)
 	if (!rc)
 		rc = fasvd_attnmap(&m, ctx, tq, tk, NULL);
 	if (!rc)
-		rc = fasvd_attnmap_svdvals(ctx, tq, tk, NULL, s, 8);
+		rc = fasvd_attnmap_svdvals(s, 8, ctx, tq, tk, NULL);
 	fasvd_tensor_free(m);
 	fasvd_tensor_free(tq);
 	fasvd_tensor_free(tk);

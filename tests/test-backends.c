@@ -32,8 +32,8 @@ static double residual_norm(const double *a, int64_t m, int64_t n, const fasvd_t
 	double *vd = malloc(sizeof(double) * (size_t)(k * n));
 	double *e = malloc(sizeof(double) * (size_t)(m * n));
 	double *sv = malloc(sizeof(double) * (size_t)p);
-	assert_ok(fasvd_tensor_to_f64(u, ud, k, FASVD_LAYOUT_ROW_MAJOR, 0));
-	assert_ok(fasvd_tensor_to_f64(vt, vd, n, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(ud, k, FASVD_LAYOUT_ROW_MAJOR, u, 0));
+	assert_ok(fasvd_tensor_to_f64(vd, n, FASVD_LAYOUT_ROW_MAJOR, vt, 0));
 	for (int64_t j = 0; j < k; j++)
 		for (int64_t i = 0; i < m; i++)
 			ud[i * k + j] *= s[j];
@@ -71,11 +71,11 @@ static void test_gesvdx_ranges(void **state)
 				         k);
 				fasvd_svd_report rep;
 				fasvd_svd_report_init(&rep);
-				assert_ok(fasvd_svdvals(NULL, t, &o, got, k, &rep));
+				assert_ok(fasvd_svdvals(got, k, NULL, t, &o, &rep));
 				assert_int_equal(rep.backend, FASVD_BACKEND_GESVDX);
 				util_check_values(got, want, k, tol * 10, "gesvdx values");
 				fasvd_tensor *u = NULL, *vt = NULL;
-				assert_ok(fasvd_svd(NULL, t, &o, &u, got, k, &vt, &rep));
+				assert_ok(fasvd_svd(&u, got, k, &vt, NULL, t, &o, &rep));
 				assert_int_equal(rep.fallback, 0);
 				util_check_values(got, want, k, tol * 10, "gesvdx vectors");
 				double rec, ou, ov;
@@ -110,7 +110,7 @@ static void test_gram_bound(void **state)
 	for (int ci = 0; ci < 2; ci++) {
 		fasvd_svd_opts o;
 		opts_for(&o, FASVD_BACKEND_GRAM, ci ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32, 0);
-		assert_ok(fasvd_svdvals(NULL, t, &o, got, p, NULL));
+		assert_ok(fasvd_svdvals(got, p, NULL, t, &o, NULL));
 		double worst = 0;
 		for (int64_t i = 0; i < p; i++)
 			worst = fmax(worst, fabs(got[i] * got[i] - want[i] * want[i]));
@@ -123,8 +123,8 @@ static void test_gram_bound(void **state)
 		const double taus[3] = {0.01, 0.001, 1e-4};
 		for (int ti = 0; ti < 3; ti++) {
 			int64_t r1, r2;
-			assert_ok(fasvd_metric_energy_rank(want, p, taus[ti], &r1));
-			assert_ok(fasvd_metric_energy_rank(got, p, taus[ti], &r2));
+			assert_ok(fasvd_metric_energy_rank(&r1, want, p, taus[ti]));
+			assert_ok(fasvd_metric_energy_rank(&r2, got, p, taus[ti]));
 			assert_int_equal(r1, r2);
 		}
 	}
@@ -176,10 +176,10 @@ static void test_gram_panels_and_scaling(void **state)
 	fasvd_svd_opts o;
 	opts_for(&o, FASVD_BACKEND_GRAM, FASVD_COMPUTE_F64, 0);
 	fasvd_tensor *t = borrow(a, m, n), *tt = NULL;
-	assert_ok(fasvd_svdvals(NULL, t, &o, got, p, NULL));
+	assert_ok(fasvd_svdvals(got, p, NULL, t, &o, NULL));
 	util_check_values(got, want, p, 1e-9, "gram row panels");
 	assert_ok(fasvd_tensor_transpose(&tt, t));
-	assert_ok(fasvd_svdvals(NULL, tt, &o, got, p, NULL));
+	assert_ok(fasvd_svdvals(got, p, NULL, tt, &o, NULL));
 	util_check_values(got, want, p, 1e-9, "gram column panels");
 	fasvd_tensor_free(tt);
 	fasvd_tensor_free(t);
@@ -195,8 +195,8 @@ static void test_gram_panels_and_scaling(void **state)
 		t = borrow(b, m, n);
 		fasvd_svd_opts od;
 		opts_for(&od, FASVD_BACKEND_GESDD, FASVD_COMPUTE_F64, 0);
-		assert_ok(fasvd_svdvals(NULL, t, &od, ref, p, NULL));
-		assert_ok(fasvd_svdvals(NULL, t, &o, got, p, NULL));
+		assert_ok(fasvd_svdvals(ref, p, NULL, t, &od, NULL));
+		assert_ok(fasvd_svdvals(got, p, NULL, t, &o, NULL));
 		assert_true(ref[0] > 0 && isfinite(ref[0]));
 		/* the Gram bound, on squares relative to σ₁² (with sc == 2 the
 		 * values past the 40 huge rows' rank are noise at that level) */
@@ -241,7 +241,7 @@ static void test_randomized_accuracy(void **state)
 			fasvd_svd_report rep;
 			fasvd_svd_report_init(&rep);
 			fasvd_tensor *u = NULL, *vt = NULL;
-			assert_ok(fasvd_svd(NULL, in, &o, &u, got, k, &vt, &rep));
+			assert_ok(fasvd_svd(&u, got, k, &vt, NULL, in, &o, &rep));
 			assert_int_equal(rep.backend, FASVD_BACKEND_RANDOMIZED);
 			util_check_values(got, want, k, ci ? 1e-12 : 1e-5, "randomized, fast decay");
 			double rec, ou, ov;
@@ -299,7 +299,7 @@ static void test_randomized_slow_decay(void **state)
 	fasvd_svd_report rep;
 	fasvd_svd_report_init(&rep);
 	fasvd_tensor *u = NULL, *vt = NULL;
-	assert_ok(fasvd_svd(NULL, t, &o, &u, s1, k, &vt, &rep));
+	assert_ok(fasvd_svd(&u, s1, k, &vt, NULL, t, &o, &rep));
 	for (int64_t i = 0; i < k; i++)
 		assert_true(s1[i] <= want[i] * (1 + 1e-12));
 	double rel = residual_norm(a, m, n, u, s1, vt) / s1[0];
@@ -313,20 +313,20 @@ static void test_randomized_slow_decay(void **state)
 	fasvd_tensor_free(u);
 	fasvd_tensor_free(vt);
 	/* determinism */
-	assert_ok(fasvd_svdvals(NULL, t, &o, s2, k, NULL));
+	assert_ok(fasvd_svdvals(s2, k, NULL, t, &o, NULL));
 	assert_memory_equal(s1, s2, sizeof(double) * (size_t)k);
 	o.seed = 12345;
-	assert_ok(fasvd_svdvals(NULL, t, &o, s2, k, NULL));
+	assert_ok(fasvd_svdvals(s2, k, NULL, t, &o, NULL));
 	assert_memory_not_equal(s1, s2, sizeof(double) * (size_t)k);
 	/* power iterations recover the values */
 	o.power_iters = 6;
 	o.oversample = 20;
-	assert_ok(fasvd_svdvals(NULL, t, &o, s2, k, NULL));
+	assert_ok(fasvd_svdvals(s2, k, NULL, t, &o, NULL));
 	util_check_values(s2, want, k, 2e-3, "randomized with power iterations");
 	/* k + oversample >= p: the sketch spans everything, results exact */
 	o.rank = 175;
 	o.oversample = 10;
-	assert_ok(fasvd_svdvals(NULL, t, &o, s2, 175, &rep));
+	assert_ok(fasvd_svdvals(s2, 175, NULL, t, &o, &rep));
 	util_check_values(s2, want, 175, 1e-12, "randomized, full sketch");
 	/* the truncation error of a rank-175 approximation is σ₁₇₆ */
 	assert_true(rep.error_estimate <= want[175] / want[0] * (1 + 1e-9));
@@ -349,7 +349,7 @@ static void test_randomized_scaling(void **state)
 	opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F64, k);
 	fasvd_svd_report rep;
 	fasvd_svd_report_init(&rep);
-	assert_ok(fasvd_svdvals(NULL, t, &o, got, k, &rep));
+	assert_ok(fasvd_svdvals(got, k, NULL, t, &o, &rep));
 	util_check_values(got, want, k, 1e-12, "randomized at 1e300");
 	assert_true(isfinite(rep.error_estimate) && rep.error_estimate < 1e-2);
 	fasvd_tensor_free(t);
@@ -430,7 +430,7 @@ static void test_randomized_bound(void **state)
 				fasvd_svd_report rep;
 				fasvd_svd_report_init(&rep);
 				fasvd_tensor *u = NULL, *vt = NULL;
-				assert_ok(fasvd_svd(NULL, t, &o, &u, got, k, &vt, &rep));
+				assert_ok(fasvd_svd(&u, got, k, &vt, NULL, t, &o, &rep));
 				double round = f64 ? 1e-12 : 2e-5; /* relative to σ₁ */
 				for (int64_t i = 0; i < k; i++)
 					assert_true(got[i] <= exact[i] + round * exact[0]);
@@ -496,7 +496,7 @@ static void test_randomized_estimate_passes(void **state)
 		fasvd_svd_report rep;
 		fasvd_svd_report_init(&rep);
 		fasvd_tensor *u = NULL, *vt = NULL;
-		assert_ok(fasvd_svd(NULL, t, &o, &u, s, k, &vt, &rep));
+		assert_ok(fasvd_svd(&u, s, k, &vt, NULL, t, &o, &rep));
 		if (passes == 0)
 			rel = residual_norm(a, m, n, u, s, vt) / s[0];
 		if (getenv("FASVD_TEST_VERBOSE"))
@@ -527,7 +527,7 @@ static void test_randomized_estimate_passes(void **state)
 		fasvd_svd_report rep;
 		fasvd_svd_report_init(&rep);
 		fasvd_tensor *u = NULL, *vt = NULL;
-		assert_ok(fasvd_svd(NULL, tb, &o, &u, s, 2, &vt, &rep));
+		assert_ok(fasvd_svd(&u, s, 2, &vt, NULL, tb, &o, &rep));
 		double r2 = residual_norm(b, mm, nn, u, s, vt) / s[0];
 		assert_close(rep.error_estimate, r2, 1e-10, 1e-15);
 		fasvd_tensor_free(u);
@@ -595,7 +595,7 @@ static void test_randomized_layouts(void **state)
 		fasvd_svd_report rep;
 		fasvd_svd_report_init(&rep);
 		fasvd_tensor *u = NULL, *vt = NULL;
-		assert_ok(fasvd_svd(NULL, t, &o, &u, s, k, &vt, &rep));
+		assert_ok(fasvd_svd(&u, s, k, &vt, NULL, t, &o, &rep));
 		double scale = path == 4 ? 1e-33 : 1.0;
 		for (int64_t i = 0; i < k; i++)
 			s[i] /= scale;
@@ -603,8 +603,8 @@ static void test_randomized_layouts(void **state)
 		/* converged: the error is σ_{k+1} and so is the estimate */
 		assert_close(rep.error_estimate, sig[k] / sig[0], 0.02, 0);
 		double ud[150 * 6], vd[6 * 90];
-		assert_ok(fasvd_tensor_to_f64(u, ud, k, FASVD_LAYOUT_ROW_MAJOR, 0));
-		assert_ok(fasvd_tensor_to_f64(vt, vd, n, FASVD_LAYOUT_ROW_MAJOR, 0));
+		assert_ok(fasvd_tensor_to_f64(ud, k, FASVD_LAYOUT_ROW_MAJOR, u, 0));
+		assert_ok(fasvd_tensor_to_f64(vd, n, FASVD_LAYOUT_ROW_MAJOR, vt, 0));
 		if (path == 0) {
 			memcpy(ref_s, s, sizeof ref_s);
 			memcpy(refu, ud, sizeof refu);
@@ -638,9 +638,9 @@ static void test_randomized_layouts(void **state)
 	assert_ok(fasvd_tensor_view(&t, base, 0, 0, m, n));
 	fasvd_svd_opts o;
 	opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F32, k);
-	assert_ok(fasvd_svdvals(NULL, t, &o, s, k, NULL));
+	assert_ok(fasvd_svdvals(s, k, NULL, t, &o, NULL));
 	wide[70 * ld + 12] = -INFINITY;
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, k, NULL), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_svdvals(s, k, NULL, t, &o, NULL), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "(70, 12)"));
 	assert_non_null(strstr(fasvd_last_error(), "-Inf"));
 	fasvd_tensor_free(t);
@@ -672,7 +672,7 @@ static void test_randomized_many_iterations(void **state)
 		fasvd_svd_report rep;
 		fasvd_svd_report_init(&rep);
 		fasvd_tensor *u = NULL, *vt = NULL;
-		assert_ok(fasvd_svd(NULL, t, &o, &u, s, k, &vt, &rep));
+		assert_ok(fasvd_svd(&u, s, k, &vt, NULL, t, &o, &rep));
 		/* float accuracy relative to σ₁, and the small values too */
 		util_check_values(s, sig, k, 2e-6, "randomized, many power iterations");
 		for (int64_t i = 0; i < k; i++)
@@ -723,11 +723,11 @@ static void test_auto_policy(void **state)
 		fasvd_svd_report_init(&rep);
 		if (cases[ci].vectors) {
 			fasvd_tensor *u = NULL, *vt = NULL;
-			assert_ok(fasvd_svd(NULL, t, &o, &u, s, 200, &vt, &rep));
+			assert_ok(fasvd_svd(&u, s, 200, &vt, NULL, t, &o, &rep));
 			fasvd_tensor_free(u);
 			fasvd_tensor_free(vt);
 		} else {
-			assert_ok(fasvd_svdvals(NULL, t, &o, s, 200, &rep));
+			assert_ok(fasvd_svdvals(s, 200, NULL, t, &o, &rep));
 		}
 		if (rep.backend != cases[ci].expect) {
 			print_error("case %zu: auto chose %s, expected %s\n", ci,

@@ -77,10 +77,10 @@ static void test_ctx_params(void **state)
 	fasvd_ctx *ctx = NULL;
 	assert_ok(fasvd_ctx_new(&ctx, NULL));
 	int64_t v = -1;
-	assert_ok(fasvd_ctx_get_param(ctx, FASVD_CTX_THREADS, &v));
+	assert_ok(fasvd_ctx_get_param(&v, ctx, FASVD_CTX_THREADS));
 	assert_true(v >= 1);
 	assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, 3));
-	assert_ok(fasvd_ctx_get_param(ctx, FASVD_CTX_THREADS, &v));
+	assert_ok(fasvd_ctx_get_param(&v, ctx, FASVD_CTX_THREADS));
 	assert_int_equal(v, 3);
 	fasvd_bounds b = fasvd_ctx_param_bounds(FASVD_CTX_THREADS);
 	assert_int_equal(b.error, 0);
@@ -90,7 +90,7 @@ static void test_ctx_params(void **state)
 	assert_fasvd(fasvd_ctx_set_param(ctx, (fasvd_ctx_param)99, 1), FASVD_EINVAL);
 	assert_int_equal(fasvd_ctx_param_bounds((fasvd_ctx_param)99).error, FASVD_EINVAL);
 	assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_COMPUTE, FASVD_COMPUTE_F64));
-	assert_ok(fasvd_ctx_get_param(ctx, FASVD_CTX_COMPUTE, &v));
+	assert_ok(fasvd_ctx_get_param(&v, ctx, FASVD_CTX_COMPUTE));
 	assert_int_equal(v, FASVD_COMPUTE_F64);
 	assert_fasvd(fasvd_ctx_set_param(ctx, FASVD_CTX_COMPUTE, 7), FASVD_EINVAL);
 	assert_fasvd(fasvd_ctx_set_param(NULL, FASVD_CTX_THREADS, 1), FASVD_EINVAL);

@@ -384,12 +384,12 @@ static void read_spectra(const char *path, double *result, int64_t *n)
 	for (int64_t i = 0; i < fasvd_st_count(st); i++) {
 		const void *raw;
 		uint64_t nb;
-		assert_ok(fasvd_st_raw(st, fasvd_st_name(st, i), &raw, &nb));
+		assert_ok(fasvd_st_raw(&raw, &nb, st, fasvd_st_name(st, i)));
 		assert_true(*n + (int64_t)(nb / 8) <= MAX_RESULT);
 		memcpy(result + *n, raw, nb);
 		*n += (int64_t)(nb / 8);
 	}
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 
 static int op_analyze(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
@@ -448,7 +448,7 @@ static int op_st_open(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
 		assert_true(m * c <= MAX_RESULT);
 		double *buf = result ? result : malloc((size_t)(m * c) * sizeof *buf);
 		assert_non_null(buf);
-		rc = fasvd_tensor_to_f64(t, buf, c, FASVD_LAYOUT_ROW_MAJOR, 0);
+		rc = fasvd_tensor_to_f64(buf, c, FASVD_LAYOUT_ROW_MAJOR, t, 0);
 		if (n)
 			*n = m * c;
 		if (!result)
@@ -457,7 +457,7 @@ static int op_st_open(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
 		assert_null(t);
 	}
 	fasvd_tensor_free(t);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return rc;
 }
 
@@ -475,8 +475,8 @@ static int op_model_open(const op *o, fasvd_ctx *ctx, double *result, int64_t *n
 	rc = fasvd_model_layer_open(&l, m, 0, NULL);
 	if (rc)
 		assert_null(l);
-	fasvd_model_layer_close(l);
-	fasvd_model_close(m);
+	fasvd_model_layer_free(l);
+	fasvd_model_free(m);
 	return rc;
 }
 
@@ -492,22 +492,22 @@ static int op_layer_spectra(const op *o, fasvd_ctx *ctx, double *result, int64_t
 	fasvd_layer_opts_init(&lo);
 	lo.compute = o->compute;
 	fasvd_spectra *s = NULL;
-	int rc = fasvd_layer_spectra(ctx, fasvd_model_layer_desc(l), &lo, &s);
+	int rc = fasvd_layer_spectra(&s, ctx, fasvd_model_layer_desc(l), &lo);
 	if (rc) {
 		assert_null(s);
 	} else if (result) {
 		*n = 0;
 		for (int64_t i = 0; i < fasvd_spectra_count(s); i++) {
 			int64_t r, c;
-			assert_ok(fasvd_spectra_shape(s, i, &r, &c, NULL, NULL));
+			assert_ok(fasvd_spectra_shape(&r, &c, NULL, NULL, s, i));
 			assert_true(*n + r * c <= MAX_RESULT);
 			memcpy(result + *n, fasvd_spectra_data(s, i), (size_t)(r * c) * sizeof(double));
 			*n += r * c;
 		}
 	}
 	fasvd_spectra_free(s);
-	fasvd_model_layer_close(l);
-	fasvd_model_close(m);
+	fasvd_model_layer_free(l);
+	fasvd_model_free(m);
 	return rc;
 }
 
@@ -533,13 +533,13 @@ static int op_svdvals(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
 		k = so.rank;
 	fasvd_svd_report rep;
 	fasvd_svd_report_init(&rep);
-	int rc = fasvd_svdvals(ctx, t, &so, s, 64, &rep);
+	int rc = fasvd_svdvals(s, 64, ctx, t, &so, &rep);
 	if (!rc && result) {
 		memcpy(result, s, (size_t)k * sizeof *s);
 		*n = k;
 	}
 	fasvd_tensor_free(t);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return rc;
 }
 
@@ -828,12 +828,12 @@ static void test_gesdd_fallback(void **state)
 		fasvd_svd_report rep;
 		fasvd_svd_report_init(&rep);
 		lapack_reset(-1, 0, 0);
-		assert_ok(fasvd_svdvals(NULL, t, &so, s0, 64, &rep));
+		assert_ok(fasvd_svdvals(s0, 64, NULL, t, &so, &rep));
 		assert_int_equal(rep.fallback, 0);
 		/* the second sgesdd/dgesdd call is the computation (the first, the query) */
 		lapack_reset(c == 1 ? R_sgesdd : R_dgesdd, 2, 7);
 		fasvd_svd_report_init(&rep);
-		assert_ok(fasvd_svdvals(NULL, t, &so, s1, 64, &rep));
+		assert_ok(fasvd_svdvals(s1, 64, NULL, t, &so, &rep));
 		assert_true(lf.injected);
 		assert_int_equal(rep.fallback, 1);
 		assert_true(lf.calls[c == 1 ? R_sgesvd : R_dgesvd] >= 1);
@@ -841,7 +841,7 @@ static void test_gesdd_fallback(void **state)
 		for (int i = 0; i < 32; i++)
 			assert_close(s1[i], s0[i], c == 1 ? 1e-5 : 1e-12, 1e-6 * s0[0]);
 		fasvd_tensor_free(t);
-		fasvd_st_close(st);
+		fasvd_st_free(st);
 	}
 }
 

@@ -1,5 +1,5 @@
-/* Tests of R factors and fused per-head spectra (engine.h: fasvd_rfactors_*,
- * fasvd_fuse_*) against float64 references on materialised products. */
+/* Tests of R factors and fused per-head spectra (rfactors.h and fuse.h:
+ * fasvd_rfactors_*, fasvd_fuse_*) against float64 references on materialised products. */
 #include "engine-test.h"
 
 static fasvd_rfactors *rfac(fasvd_ctx *ctx, const fasvd_heads *h, fasvd_compute c, int keep_q)
@@ -25,7 +25,7 @@ static void check_pair(pair *p, fasvd_compute c, const char *what)
 		int64_t n = side ? p->nb : p->na, m = side ? p->mb : p->ma, w = m < p->k ? m : p->k;
 		double *got = calloc((size_t)(n * w), sizeof *got), *ref = calloc((size_t)w, 8);
 		double *h = malloc((size_t)(p->k * m) * sizeof *h);
-		assert_ok(fasvd_rfactors_svdvals(NULL, side ? fb : fa, got, w));
+		assert_ok(fasvd_rfactors_svdvals(got, w, side ? fb : fa));
 		for (int64_t i = 0; i < n; i++) {
 			head_of(p, side, i, h);
 			ref_svdvals(p->k, m, h, m, ref);
@@ -41,8 +41,8 @@ static void check_pair(pair *p, fasvd_compute c, const char *what)
 	double *got = calloc((size_t)(n * w), sizeof *got), *ref = calloc((size_t)w, 8);
 	double *norms = calloc((size_t)n, sizeof *norms);
 	double *f = malloc((size_t)(p->ma * p->mb) * sizeof *f);
-	assert_ok(fasvd_fuse_svdvals(NULL, fa, fb, got, w));
-	assert_ok(fasvd_fuse_norms(NULL, fa, fb, norms));
+	assert_ok(fasvd_fuse_svdvals(got, w, NULL, fa, fb));
+	assert_ok(fasvd_fuse_norms(norms, NULL, fa, fb));
 	for (int64_t i = 0; i < n; i++) {
 		ref_fused(p, i, f);
 		ref_svdvals(p->ma, p->mb, f, p->mb, ref);
@@ -58,7 +58,7 @@ static void check_pair(pair *p, fasvd_compute c, const char *what)
 	}
 	/* KQ-style reversed fusion has the same values. */
 	double *rev = calloc((size_t)(n * w), sizeof *rev);
-	assert_ok(fasvd_fuse_svdvals(NULL, fb, fa, rev, w));
+	assert_ok(fasvd_fuse_svdvals(rev, w, NULL, fb, fa));
 	for (int64_t i = 0; i < n; i++)
 		assert_spectra_close(rev + i * w, got + i * w, w, tol, false, what);
 	free(rev);
@@ -137,8 +137,8 @@ static void test_zero_head(void **state)
 		check_pair(&p, computes[c], "zero head");
 		fasvd_rfactors *fa = rfac(NULL, p.a, computes[c], 0), *fb = rfac(NULL, p.b, computes[c], 0);
 		double s[3 * 10], nv[3];
-		assert_ok(fasvd_fuse_svdvals(NULL, fa, fb, s, 10));
-		assert_ok(fasvd_fuse_norms(NULL, fa, fb, nv));
+		assert_ok(fasvd_fuse_svdvals(s, 10, NULL, fa, fb));
+		assert_ok(fasvd_fuse_norms(nv, NULL, fa, fb));
 		for (int j = 0; j < 10; j++)
 			assert_true(s[10 + j] == 0.0);
 		assert_true(nv[1] == 0.0);
@@ -166,14 +166,17 @@ static void test_fuse_svd(void **state)
 				ref_svdvals(9, 13, f, 13, ref);
 				for (int64_t r = 1; r <= 5; r++) {
 					fasvd_tensor *u = NULL, *vt = NULL;
-					assert_ok(fasvd_fuse_svd(NULL, fa, fb, i, r, &u, s, &vt));
+					assert_ok(fasvd_fuse_svd(&u, s, &vt, NULL, fa, fb, i, r));
 					assert_int_equal(fasvd_tensor_rows(u), 9);
 					assert_int_equal(fasvd_tensor_cols(u), r);
 					assert_int_equal(fasvd_tensor_rows(vt), r);
 					assert_int_equal(fasvd_tensor_cols(vt), 13);
 					double uu[9 * 5], vv[5 * 13];
-					assert_ok(fasvd_tensor_to_f64(u, uu, r, FASVD_LAYOUT_ROW_MAJOR, 0));
-					assert_ok(fasvd_tensor_to_f64(vt, vv, 13, FASVD_LAYOUT_ROW_MAJOR, 0));
+					assert_ok(fasvd_tensor_to_f64(uu, r,
+					                              FASVD_LAYOUT_ROW_MAJOR, u, 0));
+					assert_ok(fasvd_tensor_to_f64(vv, 13,
+					                              FASVD_LAYOUT_ROW_MAJOR, vt,
+					                              0));
 					for (int64_t a = 0; a < r; a++) {
 						assert_close(s[a], ref[a], 0, tol * ref[0]);
 						for (int64_t b = 0; b < r; b++) {
@@ -203,12 +206,12 @@ static void test_fuse_svd(void **state)
 			}
 			/* rank 0 = all; out-of-range ranks; heads out of range. */
 			fasvd_tensor *u = NULL, *vt = NULL;
-			assert_ok(fasvd_fuse_svd(NULL, fa, fb, 3, 0, &u, s, &vt));
+			assert_ok(fasvd_fuse_svd(&u, s, &vt, NULL, fa, fb, 3, 0));
 			assert_int_equal(fasvd_tensor_cols(u), 5);
 			fasvd_tensor_free(u);
 			fasvd_tensor_free(vt);
-			assert_fasvd(fasvd_fuse_svd(NULL, fa, fb, 0, 6, &u, s, &vt), FASVD_EINVAL);
-			assert_fasvd(fasvd_fuse_svd(NULL, fa, fb, 4, 1, &u, s, &vt), FASVD_EINVAL);
+			assert_fasvd(fasvd_fuse_svd(&u, s, &vt, NULL, fa, fb, 0, 6), FASVD_EINVAL);
+			assert_fasvd(fasvd_fuse_svd(&u, s, &vt, NULL, fa, fb, 4, 1), FASVD_EINVAL);
 			assert_null(u);
 			assert_null(vt);
 			fasvd_rfactors_free(fa);
@@ -216,7 +219,7 @@ static void test_fuse_svd(void **state)
 			/* Without Q factors: ESTATE. */
 			fa = rfac(NULL, p.a, computes[c], 0);
 			fb = rfac(NULL, p.b, computes[c], 1);
-			assert_fasvd(fasvd_fuse_svd(NULL, fa, fb, 0, 1, &u, s, &vt), FASVD_ESTATE);
+			assert_fasvd(fasvd_fuse_svd(&u, s, &vt, NULL, fa, fb, 0, 1), FASVD_ESTATE);
 			fasvd_rfactors_free(fa);
 			fasvd_rfactors_free(fb);
 			pair_free(&p);
@@ -237,14 +240,14 @@ static void test_errors(void **state)
 	assert_int_equal(fasvd_fuse_count(a, b), -1);
 	assert_int_equal(fasvd_fuse_count(a, c), -1);
 	assert_int_equal(fasvd_fuse_count(a, NULL), -1);
-	assert_fasvd(fasvd_fuse_svdvals(NULL, a, b, s, 8), FASVD_ESHAPE);
-	assert_fasvd(fasvd_fuse_svdvals(NULL, a, c, s, 8), FASVD_ESHAPE);
+	assert_fasvd(fasvd_fuse_svdvals(s, 8, NULL, a, b), FASVD_ESHAPE);
+	assert_fasvd(fasvd_fuse_svdvals(s, 8, NULL, a, c), FASVD_ESHAPE);
 	assert_non_null(strstr(fasvd_last_error(), "head sizes differ"));
-	assert_fasvd(fasvd_fuse_svdvals(NULL, a, d, s, 8), FASVD_EINVAL);
-	assert_fasvd(fasvd_fuse_svdvals(NULL, a, a, s, 7), FASVD_EINVAL);
-	assert_fasvd(fasvd_fuse_svdvals(NULL, a, a, NULL, 8), FASVD_EINVAL);
-	assert_fasvd(fasvd_fuse_norms(NULL, a, b, nv), FASVD_ESHAPE);
-	assert_fasvd(fasvd_rfactors_svdvals(NULL, a, s, 3), FASVD_EINVAL);
+	assert_fasvd(fasvd_fuse_svdvals(s, 8, NULL, a, d), FASVD_EINVAL);
+	assert_fasvd(fasvd_fuse_svdvals(s, 7, NULL, a, a), FASVD_EINVAL);
+	assert_fasvd(fasvd_fuse_svdvals(NULL, 8, NULL, a, a), FASVD_EINVAL);
+	assert_fasvd(fasvd_fuse_norms(nv, NULL, a, b), FASVD_ESHAPE);
+	assert_fasvd(fasvd_rfactors_svdvals(s, 3, a), FASVD_EINVAL);
 	fasvd_rfactors *x = (fasvd_rfactors *)0x1;
 	assert_fasvd(fasvd_rfactors_new(&x, NULL, NULL, NULL), FASVD_EINVAL);
 	assert_null(x);
@@ -293,7 +296,7 @@ static void test_threads(void **state)
 		assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, t == 1 ? 1 : 3));
 		fasvd_rfactors *a = rfac(ctx, p.a, FASVD_COMPUTE_F64, 0);
 		fasvd_rfactors *b = rfac(ctx, p.b, FASVD_COMPUTE_F64, 0);
-		assert_ok(fasvd_fuse_svdvals(ctx, a, b, t == 1 ? s1 : s2, 30));
+		assert_ok(fasvd_fuse_svdvals(t == 1 ? s1 : s2, 30, ctx, a, b));
 		fasvd_rfactors_free(a);
 		fasvd_rfactors_free(b);
 		fasvd_ctx_free(ctx);
@@ -316,18 +319,18 @@ static int fuse_body(fasvd_ctx *ctx, void *arg)
 	if (!rc)
 		rc = fasvd_rfactors_new(&b, ctx, p->b, &o);
 	if (!rc)
-		rc = fasvd_fuse_svdvals(ctx, a, b, s, 7);
+		rc = fasvd_fuse_svdvals(s, 7, ctx, a, b);
 	if (!rc)
-		rc = fasvd_fuse_norms(ctx, a, b, nv);
+		rc = fasvd_fuse_norms(nv, ctx, a, b);
 	if (!rc)
-		rc = fasvd_rfactors_svdvals(ctx, a, s, 3);
+		rc = fasvd_rfactors_svdvals(s, 3, a);
 	o.keep_q = 1; /* QR factors */
 	if (!rc)
 		rc = fasvd_rfactors_new(&qa, ctx, p->a, &o);
 	if (!rc)
 		rc = fasvd_rfactors_new(&qb, ctx, p->b, &o);
 	if (!rc)
-		rc = fasvd_fuse_svd(ctx, qa, qb, 1, 2, &u, s, &vt);
+		rc = fasvd_fuse_svd(&u, s, &vt, ctx, qa, qb, 1, 2);
 	fasvd_tensor_free(u);
 	fasvd_tensor_free(vt);
 	fasvd_rfactors_free(a);

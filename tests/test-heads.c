@@ -1,4 +1,4 @@
-/* Tests of per-head operands (engine.h: fasvd_heads_*, fasvd_gqa_group). */
+/* Tests of per-head operands (heads.h: fasvd_heads_*, fasvd_gqa_group). */
 #include "engine-test.h"
 
 /* A 12 x 10 row-major matrix with element (r, c) = 100 r + c. */
@@ -59,15 +59,15 @@ static void test_rows_interleaved(void **state)
 	double d[30];
 	float f[30];
 	for (int64_t i = 0; i < 3; i++) {
-		assert_ok(fasvd_heads_decode_f64(nope, i, d, 10, FASVD_LAYOUT_ROW_MAJOR));
+		assert_ok(fasvd_heads_decode_f64(d, 10, FASVD_LAYOUT_ROW_MAJOR, nope, i));
 		for (int r = 0; r < 3; r++)
 			for (int c = 0; c < 10; c++)
 				assert_close(d[r * 10 + c], a[(i * 4 + r) * 10 + c], 0, 0);
-		assert_ok(fasvd_heads_decode_f32(nope, i, f, 3, FASVD_LAYOUT_COL_MAJOR));
+		assert_ok(fasvd_heads_decode_f32(f, 3, FASVD_LAYOUT_COL_MAJOR, nope, i));
 		for (int r = 0; r < 3; r++)
 			for (int c = 0; c < 10; c++)
 				assert_close(f[c * 3 + r], a[(i * 4 + r) * 10 + c], 0, 0);
-		assert_ok(fasvd_heads_decode_f64(rope, i, d, 10, FASVD_LAYOUT_ROW_MAJOR));
+		assert_ok(fasvd_heads_decode_f64(d, 10, FASVD_LAYOUT_ROW_MAJOR, rope, i));
 		for (int c = 0; c < 10; c++)
 			assert_close(d[c], a[(i * 4 + 3) * 10 + c], 0, 0);
 		fasvd_tensor *v = NULL;
@@ -75,7 +75,7 @@ static void test_rows_interleaved(void **state)
 		assert_int_equal(fasvd_tensor_rows(v), 3);
 		assert_int_equal(fasvd_tensor_cols(v), 10);
 		double x;
-		assert_ok(fasvd_tensor_get(v, 2, 7, &x));
+		assert_ok(fasvd_tensor_get(&x, v, 2, 7));
 		assert_close(x, a[(i * 4 + 2) * 10 + 7], 0, 0);
 		fasvd_tensor_free(v);
 	}
@@ -83,11 +83,11 @@ static void test_rows_interleaved(void **state)
 	fasvd_tensor *v = (fasvd_tensor *)0x1;
 	assert_fasvd(fasvd_heads_view(&v, nope, 3), FASVD_EINVAL);
 	assert_null(v);
-	assert_fasvd(fasvd_heads_decode_f64(nope, -1, d, 10, FASVD_LAYOUT_ROW_MAJOR), FASVD_EINVAL);
-	assert_fasvd(fasvd_heads_decode_f64(nope, 0, d, 9, FASVD_LAYOUT_ROW_MAJOR), FASVD_EINVAL);
-	assert_fasvd(fasvd_heads_decode_f64(nope, 0, d, 2, FASVD_LAYOUT_COL_MAJOR), FASVD_EINVAL);
-	assert_fasvd(fasvd_heads_decode_f64(nope, 0, NULL, 10, FASVD_LAYOUT_ROW_MAJOR), FASVD_EINVAL);
-	assert_fasvd(fasvd_heads_decode_f64(nope, 0, d, 10, (fasvd_layout)5), FASVD_EINVAL);
+	assert_fasvd(fasvd_heads_decode_f64(d, 10, FASVD_LAYOUT_ROW_MAJOR, nope, -1), FASVD_EINVAL);
+	assert_fasvd(fasvd_heads_decode_f64(d, 9, FASVD_LAYOUT_ROW_MAJOR, nope, 0), FASVD_EINVAL);
+	assert_fasvd(fasvd_heads_decode_f64(d, 2, FASVD_LAYOUT_COL_MAJOR, nope, 0), FASVD_EINVAL);
+	assert_fasvd(fasvd_heads_decode_f64(NULL, 10, FASVD_LAYOUT_ROW_MAJOR, nope, 0), FASVD_EINVAL);
+	assert_fasvd(fasvd_heads_decode_f64(d, 10, (fasvd_layout)5, nope, 0), FASVD_EINVAL);
 	fasvd_heads_free(nope);
 	fasvd_heads_free(rope);
 	fasvd_tensor_free(t);
@@ -108,7 +108,7 @@ static void test_cols(void **state)
 	for (int64_t i = 0; i < 5; i++)
 		for (int lay = 0; lay < 2; lay++) {
 			fasvd_layout L = lay ? FASVD_LAYOUT_COL_MAJOR : FASVD_LAYOUT_ROW_MAJOR;
-			assert_ok(fasvd_heads_decode_f64(o, i, d, lay ? 2 : 12, L));
+			assert_ok(fasvd_heads_decode_f64(d, lay ? 2 : 12, L, o, i));
 			for (int r = 0; r < 2; r++)
 				for (int c = 0; c < 12; c++) {
 					double got = lay ? d[c * 2 + r] : d[r * 12 + c];
@@ -119,7 +119,7 @@ static void test_cols(void **state)
 			assert_int_equal(fasvd_tensor_rows(v), 2);
 			assert_int_equal(fasvd_tensor_cols(v), 12);
 			double x;
-			assert_ok(fasvd_tensor_get(v, 1, 11, &x));
+			assert_ok(fasvd_tensor_get(&x, v, 1, 11));
 			assert_close(x, a[11 * 10 + i * 2 + 1], 0, 0);
 			fasvd_tensor_free(v);
 		}
@@ -150,22 +150,22 @@ static void test_col_scale(void **state)
 	assert_ok(fasvd_heads_set_col_scale(o, g, 12));
 	double d[60];
 	float f[60];
-	assert_ok(fasvd_heads_decode_f64(h, 2, d, 10, FASVD_LAYOUT_ROW_MAJOR));
-	assert_ok(fasvd_heads_decode_f32(h, 2, f, 3, FASVD_LAYOUT_COL_MAJOR));
+	assert_ok(fasvd_heads_decode_f64(d, 10, FASVD_LAYOUT_ROW_MAJOR, h, 2));
+	assert_ok(fasvd_heads_decode_f32(f, 3, FASVD_LAYOUT_COL_MAJOR, h, 2));
 	for (int r = 0; r < 3; r++)
 		for (int c = 0; c < 10; c++) {
 			double want = a[(6 + r) * 10 + c] * (0.5 + c);
 			assert_close(d[r * 10 + c], want, 1e-15, 0);
 			assert_close(f[c * 3 + r], want, 1e-7, 0);
 		}
-	assert_ok(fasvd_heads_decode_f64(o, 1, d, 12, FASVD_LAYOUT_ROW_MAJOR));
+	assert_ok(fasvd_heads_decode_f64(d, 12, FASVD_LAYOUT_ROW_MAJOR, o, 1));
 	for (int r = 0; r < 5; r++)
 		for (int c = 0; c < 12; c++)
 			assert_close(d[r * 12 + c], a[c * 10 + 5 + r] * (c ? 0.5 + c : 1e9), 1e-15, 0);
 	/* Removing the scale. */
 	assert_ok(fasvd_heads_set_col_scale(h, NULL, 0));
 	assert_null(fasvd_heads_col_scale(h));
-	assert_ok(fasvd_heads_decode_f64(h, 2, d, 10, FASVD_LAYOUT_ROW_MAJOR));
+	assert_ok(fasvd_heads_decode_f64(d, 10, FASVD_LAYOUT_ROW_MAJOR, h, 2));
 	assert_close(d[15], a[75], 0, 0);
 	fasvd_heads_free(h);
 	fasvd_heads_free(o);
@@ -183,8 +183,8 @@ static void test_nonfinite(void **state)
 	fasvd_heads *h = NULL;
 	assert_ok(fasvd_heads_new(&h, NULL, t, FASVD_AXIS_ROWS, 4, 3, 0, 0));
 	double d[30];
-	assert_ok(fasvd_heads_decode_f64(h, 1, d, 10, FASVD_LAYOUT_ROW_MAJOR));
-	assert_fasvd(fasvd_heads_decode_f64(h, 2, d, 10, FASVD_LAYOUT_ROW_MAJOR), FASVD_ENONFINITE);
+	assert_ok(fasvd_heads_decode_f64(d, 10, FASVD_LAYOUT_ROW_MAJOR, h, 1));
+	assert_fasvd(fasvd_heads_decode_f64(d, 10, FASVD_LAYOUT_ROW_MAJOR, h, 2), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "k_proj"));
 	assert_non_null(strstr(fasvd_last_error(), "head 2"));
 	fasvd_heads_free(h);
@@ -202,7 +202,7 @@ static void test_fp8_blocks(void **state)
 	for (int i = 0; i < M * N; i++)
 		src[i] = test_rng_normal(&rng);
 	unsigned char codes[M * N];
-	assert_ok(fasvd_dtype_encode(FASVD_DTYPE_F8_E4M3, src, M * N, codes));
+	assert_ok(fasvd_dtype_encode(codes, FASVD_DTYPE_F8_E4M3, src, M * N));
 	fasvd_tensor *t = NULL, *sc = NULL;
 	assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F8_E4M3, codes, M, N, N, 1));
 	float scales[3 * 2] = {0.5f, 2.0f, 0.25f, 4.0f, 8.0f, 0.125f};
@@ -213,19 +213,19 @@ static void test_fp8_blocks(void **state)
 	assert_ok(fasvd_heads_new(&cols, NULL, t, FASVD_AXIS_COLS, 3, 2, 0, 0));
 	double d[64];
 	for (int64_t i = 0; i < 3; i++) {
-		assert_ok(fasvd_heads_decode_f64(rows, i, d, N, FASVD_LAYOUT_ROW_MAJOR));
+		assert_ok(fasvd_heads_decode_f64(d, N, FASVD_LAYOUT_ROW_MAJOR, rows, i));
 		for (int r = 0; r < 3; r++)
 			for (int c = 0; c < N; c++) {
 				double want;
-				assert_ok(fasvd_tensor_get(t, 1 + i * 3 + r, c, &want));
+				assert_ok(fasvd_tensor_get(&want, t, 1 + i * 3 + r, c));
 				assert_close(d[r * N + c], want, 0, 0);
 				assert_true(want != 0.0 || src[(1 + i * 3 + r) * N + c] == 0.0);
 			}
-		assert_ok(fasvd_heads_decode_f64(cols, i, d, 2, FASVD_LAYOUT_COL_MAJOR));
+		assert_ok(fasvd_heads_decode_f64(d, 2, FASVD_LAYOUT_COL_MAJOR, cols, i));
 		for (int r = 0; r < 2; r++)
 			for (int c = 0; c < M; c++) {
 				double want;
-				assert_ok(fasvd_tensor_get(t, c, i * 2 + r, &want));
+				assert_ok(fasvd_tensor_get(&want, t, c, i * 2 + r));
 				assert_close(d[c * 2 + r], want, 0, 0);
 			}
 	}
@@ -253,8 +253,8 @@ static void test_kv_b_interleaved(void **state)
 	assert_ok(fasvd_heads_new(&v, NULL, t, FASVD_AXIS_ROWS, H, VH, NOPE, NOPE + VH));
 	for (int64_t i = 0; i < H; i++) {
 		double kh[NOPE * LAT], vh[VH * LAT], kc[NOPE], vc[VH];
-		assert_ok(fasvd_heads_decode_f64(k, i, kh, LAT, FASVD_LAYOUT_ROW_MAJOR));
-		assert_ok(fasvd_heads_decode_f64(v, i, vh, LAT, FASVD_LAYOUT_ROW_MAJOR));
+		assert_ok(fasvd_heads_decode_f64(kh, LAT, FASVD_LAYOUT_ROW_MAJOR, k, i));
+		assert_ok(fasvd_heads_decode_f64(vh, LAT, FASVD_LAYOUT_ROW_MAJOR, v, i));
 		ref_gemm(false, false, NOPE, 1, LAT, kh, LAT, c, 1, kc, 1);
 		ref_gemm(false, false, VH, 1, LAT, vh, LAT, c, 1, vc, 1);
 		for (int j = 0; j < NOPE; j++)
@@ -296,7 +296,7 @@ static int heads_body(fasvd_ctx *ctx, void *arg)
 	if (!rc)
 		rc = fasvd_heads_set_col_scale(h, g, 10);
 	if (!rc)
-		rc = fasvd_heads_decode_f64(h, 1, d, 10, FASVD_LAYOUT_ROW_MAJOR);
+		rc = fasvd_heads_decode_f64(d, 10, FASVD_LAYOUT_ROW_MAJOR, h, 1);
 	fasvd_heads_free(h);
 	fasvd_tensor_free(t);
 	return rc;

@@ -15,6 +15,14 @@
 
 #include <fasvd/fasvd.h>
 
+/* Value of a checkpoint's metadata key, or NULL when fasvd_st_metadata fails
+ * (no such key). */
+static inline const char *test_st_meta(const fasvd_st *st, const char *key)
+{
+	const char *value;
+	return fasvd_st_metadata(&value, st, key) ? NULL : value;
+}
+
 /* |a - b| <= atol + rtol * |b|, with a message naming both values. */
 #define assert_close(a, b, rtol, atol) \
 	fasvd_test_assert_close((a), (b), (rtol), (atol), #a, __FILE__, __LINE__)

@@ -216,9 +216,9 @@ static void test_gesdd_fallback(void **state)
 				double s[36];
 				fasvd_tensor *u = NULL, *vt = NULL;
 				if (vec)
-					assert_ok(fasvd_svd(NULL, t, &o, &u, s, f.p, &vt, &rep));
+					assert_ok(fasvd_svd(&u, s, f.p, &vt, NULL, t, &o, &rep));
 				else
-					assert_ok(fasvd_svdvals(NULL, t, &o, s, f.p, &rep));
+					assert_ok(fasvd_svdvals(s, f.p, NULL, t, &o, &rep));
 				assert_int_equal(calls_gesdd, 1);
 				assert_int_equal(calls_gesvd, 1);
 				assert_int_equal(rep.fallback, 1);
@@ -280,7 +280,7 @@ static void test_both_fail(void **state)
 		o.backend = FASVD_BACKEND_GESDD;
 		double s[36];
 		fasvd_tensor *u = (fasvd_tensor *)1, *vt = (fasvd_tensor *)1;
-		assert_fasvd(fasvd_svd(ctx, t, &o, &u, s, 36, &vt, NULL), FASVD_ELAPACK);
+		assert_fasvd(fasvd_svd(&u, s, 36, &vt, ctx, t, &o, NULL), FASVD_ELAPACK);
 		assert_null(u);
 		assert_null(vt);
 		const char *msg = fasvd_last_error();
@@ -289,7 +289,7 @@ static void test_both_fail(void **state)
 		assert_non_null(strstr(msg, "attn.w"));
 		/* the gesvd backend on its own */
 		o.backend = FASVD_BACKEND_GESVD;
-		assert_fasvd(fasvd_svdvals(ctx, t, &o, s, 36, NULL), FASVD_ELAPACK);
+		assert_fasvd(fasvd_svdvals(s, 36, ctx, t, &o, NULL), FASVD_ELAPACK);
 		assert_non_null(strstr(fasvd_last_error(), "info = 3"));
 		fasvd_tensor_free(t);
 		fasvd_ctx_free(ctx);
@@ -314,14 +314,14 @@ static void test_other_drivers_fail(void **state)
 	fasvd_svd_opts_init(&o);
 	o.backend = FASVD_BACKEND_GRAM;
 	fail_syevd = 1;
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 36, NULL), FASVD_ELAPACK);
+	assert_fasvd(fasvd_svdvals(s, 36, NULL, t, &o, NULL), FASVD_ELAPACK);
 	assert_non_null(strstr(fasvd_last_error(), "dsyevd"));
 	fail_syevd = 0;
 	fasvd_svd_opts_init(&o);
 	o.backend = FASVD_BACKEND_GESVDX;
 	o.rank = 4;
 	fail_gesvdx_info = 1;
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 36, NULL), FASVD_ELAPACK);
+	assert_fasvd(fasvd_svdvals(s, 36, NULL, t, &o, NULL), FASVD_ELAPACK);
 	assert_non_null(strstr(fasvd_last_error(), "gesvdx"));
 	fasvd_tensor_free(t);
 }
@@ -348,7 +348,7 @@ static void test_gesvdx_orthogonality_fallback(void **state)
 			fasvd_svd_report rep;
 			fasvd_svd_report_init(&rep);
 			double s[36];
-			assert_ok(fasvd_svd(NULL, t, &o, &u, s, 5, &vt, &rep));
+			assert_ok(fasvd_svd(&u, s, 5, &vt, NULL, t, &o, &rep));
 			/* only the wrapper of the compute's precision corrupts, and only the
 			 * factor it touches: dgesvdx corrupts U, sgesvdx Vᵀ */
 			if (rep.fallback != 1) {
@@ -387,8 +387,8 @@ static void test_fallback_alloc_failure(void **state)
 			o.compute = FASVD_COMPUTE_F64;
 			double s[36];
 			st.fail_at = st.allocs + fail_at;
-			int rc = vec ? fasvd_svd(ctx, t, &o, &u, s, 36, &vt, NULL)
-			             : fasvd_svdvals(ctx, t, &o, s, 36, NULL);
+			int rc = vec ? fasvd_svd(&u, s, 36, &vt, ctx, t, &o, NULL)
+			             : fasvd_svdvals(s, 36, ctx, t, &o, NULL);
 			st.fail_at = 0;
 			if (rc)
 				assert_int_equal(rc, FASVD_ENOMEM);

@@ -338,18 +338,19 @@ static void compare(const fasvd_spectra *S, const ref_list *R, fasvd_compute c, 
 		unsigned g = strncmp(e->name, "head.", 5) == 0    ? FASVD_LAYER_HEAD
 		             : strncmp(e->name, "stack.", 6) == 0 ? FASVD_LAYER_STACK
 		                                                  : FASVD_LAYER_SUB;
-		int64_t idx = fasvd_spectra_find(S, e->name);
+		int64_t idx = -1;
+		int found = fasvd_spectra_find(&idx, S, e->name);
 		if (!(groups & g)) {
-			assert_int_equal(idx, -1);
+			assert_int_equal(found, FASVD_ENOTFOUND);
 			continue;
 		}
 		expected++;
-		if (idx < 0) {
+		if (found) {
 			print_error("missing spectrum %s\n", e->name);
 			fail();
 		}
 		int64_t nr, nc, mr, mc;
-		assert_ok(fasvd_spectra_shape(S, idx, &nr, &nc, &mr, &mc));
+		assert_ok(fasvd_spectra_shape(&nr, &nc, &mr, &mc, S, idx));
 		assert_string_equal(fasvd_spectra_name(S, idx), e->name);
 		assert_int_equal(nr, e->n_rows);
 		assert_int_equal(nc, e->n_cols);
@@ -373,7 +374,7 @@ static void run_layer(layer *L, fasvd_compute c, fasvd_stack_norm norm, unsigned
 	o.stack_norm = norm;
 	o.groups = groups;
 	fasvd_spectra *S = (fasvd_spectra *)0x1;
-	assert_ok(fasvd_layer_spectra(NULL, &L->d, &o, &S));
+	assert_ok(fasvd_layer_spectra(&S, NULL, &L->d, &o));
 	compare(S, &R, c, groups);
 	fasvd_spectra_free(S);
 	ref_free(&R);
@@ -422,15 +423,15 @@ static void test_partial(void **state)
 	L.d.kva_pe = NULL;
 	L.d.kva_pe_col_scale = NULL;
 	fasvd_spectra *S = NULL;
-	assert_ok(fasvd_layer_spectra(NULL, &L.d, NULL, &S));
+	assert_ok(fasvd_layer_spectra(&S, NULL, &L.d, NULL));
 	const char *present[] = {"head.Q", "head.Q_pe", "head.V", "stack.Q", "stack.Q_pe",
 	                         "stack.V", "sub.QA", "sub.KVA"};
 	const char *absent[] = {"head.O", "head.K", "head.QK", "head.KQ", "head.VO", "stack.VO",
 	                        "stack.QK", "sub.KVA_pe"};
 	for (size_t i = 0; i < sizeof present / sizeof *present; i++)
-		assert_true(fasvd_spectra_find(S, present[i]) >= 0);
+		assert_ok(fasvd_spectra_find(NULL, S, present[i]));
 	for (size_t i = 0; i < sizeof absent / sizeof *absent; i++)
-		assert_int_equal(fasvd_spectra_find(S, absent[i]), -1);
+		assert_fasvd(fasvd_spectra_find(NULL, S, absent[i]), FASVD_ENOTFOUND);
 	assert_int_equal(fasvd_spectra_count(S), 8);
 	fasvd_spectra_free(S);
 	layer_free(&L);
@@ -471,7 +472,7 @@ static void test_threads(void **state)
 			fasvd_layer_opts_init(&o);
 			o.compute = computes[c];
 			fasvd_spectra *S = NULL;
-			assert_ok(fasvd_layer_spectra(ctx, &L.d, &o, &S));
+			assert_ok(fasvd_layer_spectra(&S, ctx, &L.d, &o));
 			if (!ref) {
 				ref = S;
 				ctx1 = ctx;
@@ -481,7 +482,7 @@ static void test_threads(void **state)
 				for (int64_t i = 0; i < fasvd_spectra_count(S); i++) {
 					int64_t nr, nc;
 					assert_string_equal(fasvd_spectra_name(S, i), fasvd_spectra_name(ref, i));
-					assert_ok(fasvd_spectra_shape(S, i, &nr, &nc, NULL, NULL));
+					assert_ok(fasvd_spectra_shape(&nr, &nc, NULL, NULL, S, i));
 					const double *a = fasvd_spectra_data(S, i), *b = fasvd_spectra_data(ref, i);
 					for (int64_t r = 0; r < nr; r++)
 						assert_spectra_close(a + r * nc, b + r * nc, nc, 1e-10, true,
@@ -503,50 +504,50 @@ static void test_errors(void **state)
 	layer L;
 	make_gqa(&L, 6, 4, 2);
 	fasvd_spectra *S = (fasvd_spectra *)0x1;
-	assert_fasvd(fasvd_layer_spectra(NULL, NULL, NULL, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, NULL, NULL), FASVD_EINVAL);
 	assert_null(S);
-	assert_fasvd(fasvd_layer_spectra(NULL, &L.d, NULL, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(NULL, NULL, &L.d, NULL), FASVD_EINVAL);
 	fasvd_layer_desc d = L.d;
 	d.n_kv_heads = 3;
-	assert_fasvd(fasvd_layer_spectra(NULL, &d, NULL, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &d, NULL), FASVD_EINVAL);
 	d = L.d;
 	d.n_heads = 8;
-	assert_fasvd(fasvd_layer_spectra(NULL, &d, NULL, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &d, NULL), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "Q heads"));
 	d = L.d;
 	d.size = 8;
-	assert_fasvd(fasvd_layer_spectra(NULL, &d, NULL, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &d, NULL), FASVD_EINVAL);
 	d = L.d;
 	d.v = L.q; /* 4 heads where 2 KV heads are expected */
-	assert_fasvd(fasvd_layer_spectra(NULL, &d, NULL, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &d, NULL), FASVD_EINVAL);
 	/* q and k head sizes differ. */
 	fasvd_heads *k3 = NULL;
 	assert_ok(fasvd_heads_new(&k3, NULL, L.tkb, FASVD_AXIS_ROWS, 2, 3, 0, 4));
 	d = L.d;
 	d.k = k3;
-	assert_fasvd(fasvd_layer_spectra(NULL, &d, NULL, &S), FASVD_ESHAPE);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &d, NULL), FASVD_ESHAPE);
 	fasvd_heads_free(k3);
 	fasvd_layer_opts o;
 	fasvd_layer_opts_init(&o);
 	o.stack_norm = (fasvd_stack_norm)9;
-	assert_fasvd(fasvd_layer_spectra(NULL, &L.d, &o, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &L.d, &o), FASVD_EINVAL);
 	fasvd_layer_opts_init(&o);
 	o.groups = 0x10;
-	assert_fasvd(fasvd_layer_spectra(NULL, &L.d, &o, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &L.d, &o), FASVD_EINVAL);
 	fasvd_layer_opts_init(&o);
 	o.compute = (fasvd_compute)5;
-	assert_fasvd(fasvd_layer_spectra(NULL, &L.d, &o, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &L.d, &o), FASVD_EINVAL);
 	fasvd_layer_opts_init(&o);
 	o.size = 0;
-	assert_fasvd(fasvd_layer_spectra(NULL, &L.d, &o, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &L.d, &o), FASVD_EINVAL);
 	/* A subspace scale without its tensor. */
 	d = L.d;
 	d.qa_col_scale = L.gin;
-	assert_fasvd(fasvd_layer_spectra(NULL, &d, NULL, &S), FASVD_EINVAL);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &d, NULL), FASVD_EINVAL);
 	/* NaN in a weight: the error names the part and the tensor. */
 	L.o[5] = NAN;
 	assert_ok(fasvd_tensor_set_name(L.to, "model.layers.0.self_attn.o_proj.weight"));
-	assert_fasvd(fasvd_layer_spectra(NULL, &L.d, NULL, &S), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_layer_spectra(&S, NULL, &L.d, NULL), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "o_proj"));
 	assert_null(S);
 	layer_free(&L);
@@ -569,9 +570,14 @@ static void test_spectra_list(void **state)
 	assert_fasvd(fasvd_spectra_add(NULL, "x", 1, 1, 1, 1, d), FASVD_EINVAL);
 	assert_ok(fasvd_spectra_add(s, "x", 1, 1, 1, 1, d + 5));
 	assert_int_equal(fasvd_spectra_count(s), 2);
-	assert_int_equal(fasvd_spectra_find(s, "x"), 1);
-	assert_int_equal(fasvd_spectra_find(s, "y"), -1);
-	assert_int_equal(fasvd_spectra_find(NULL, "x"), -1);
+	int64_t idx = -1;
+	assert_ok(fasvd_spectra_find(&idx, s, "x"));
+	assert_int_equal(idx, 1);
+	assert_fasvd(fasvd_spectra_find(&idx, s, "y"), FASVD_ENOTFOUND);
+	assert_non_null(strstr(fasvd_last_error(), "'y'"));
+	assert_int_equal(idx, 1);
+	assert_fasvd(fasvd_spectra_find(&idx, NULL, "x"), FASVD_EINVAL);
+	assert_fasvd(fasvd_spectra_find(&idx, s, NULL), FASVD_EINVAL);
 	assert_string_equal(fasvd_spectra_name(s, 0), "T.mlp.down_proj.weight");
 	assert_null(fasvd_spectra_name(s, 2));
 	assert_null(fasvd_spectra_data(s, -1));
@@ -579,10 +585,10 @@ static void test_spectra_list(void **state)
 	assert_close(v[0], 3, 0, 0);
 	assert_close(v[5], 4, 0, 0);
 	int64_t nr, mr;
-	assert_ok(fasvd_spectra_shape(s, 0, &nr, NULL, &mr, NULL));
+	assert_ok(fasvd_spectra_shape(&nr, NULL, &mr, NULL, s, 0));
 	assert_int_equal(nr, 2);
 	assert_int_equal(mr, 7);
-	assert_fasvd(fasvd_spectra_shape(s, 5, &nr, NULL, NULL, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_spectra_shape(&nr, NULL, NULL, NULL, s, 5), FASVD_EINVAL);
 	/* Growth past the initial capacity. */
 	for (int i = 0; i < 40; i++) {
 		char nm[16];
@@ -590,7 +596,8 @@ static void test_spectra_list(void **state)
 		assert_ok(fasvd_spectra_add(s, nm, 1, 1, 1, 1, d));
 	}
 	assert_int_equal(fasvd_spectra_count(s), 42);
-	assert_int_equal(fasvd_spectra_find(s, "n39"), 41);
+	assert_ok(fasvd_spectra_find(&idx, s, "n39"));
+	assert_int_equal(idx, 41);
 	fasvd_spectra_free(s);
 	fasvd_spectra_free(NULL);
 	assert_int_equal(fasvd_spectra_count(NULL), 0);
@@ -601,7 +608,7 @@ static int layer_body(fasvd_ctx *ctx, void *arg)
 {
 	layer *L = arg;
 	fasvd_spectra *S = NULL;
-	int rc = fasvd_layer_spectra(ctx, &L->d, NULL, &S);
+	int rc = fasvd_layer_spectra(&S, ctx, &L->d, NULL);
 	if (rc && S)
 		rc = FASVD_EINTERNAL; /* *out must be NULL on failure */
 	else if (!rc && fasvd_spectra_count(S) != 19)

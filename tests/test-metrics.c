@@ -8,57 +8,57 @@ static void test_hand_computed(void **state)
 	const double s[3] = {3, 2, 1}; /* energies 9, 4, 1; total 14 */
 	int64_t r;
 	double v;
-	assert_ok(fasvd_metric_energy_rank(s, 3, 0.01, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, s, 3, 0.01));
 	assert_int_equal(r, 3);
-	assert_ok(fasvd_metric_energy_rank(s, 3, 0.1, &r)); /* loss(2) = 1/14 */
+	assert_ok(fasvd_metric_energy_rank(&r, s, 3, 0.1)); /* loss(2) = 1/14 */
 	assert_int_equal(r, 2);
-	assert_ok(fasvd_metric_energy_rank(s, 3, 0.5, &r)); /* loss(1) = 5/14 */
+	assert_ok(fasvd_metric_energy_rank(&r, s, 3, 0.5)); /* loss(1) = 5/14 */
 	assert_int_equal(r, 1);
-	assert_ok(fasvd_metric_energy_rank(s, 3, 0.3, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, s, 3, 0.3));
 	assert_int_equal(r, 2);
-	assert_ok(fasvd_metric_energy_rank(s, 3, 1.0, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, s, 3, 1.0));
 	assert_int_equal(r, 0);
-	assert_ok(fasvd_metric_energy_rank(s, 3, 0.0, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, s, 3, 0.0));
 	assert_int_equal(r, 3);
 
-	assert_ok(fasvd_metric_energy_kept(s, 3, 1, &v));
+	assert_ok(fasvd_metric_energy_kept(&v, s, 3, 1));
 	assert_close(v, 9.0 / 14.0, 1e-15, 0);
-	assert_ok(fasvd_metric_energy_loss(s, 3, 1, &v));
+	assert_ok(fasvd_metric_energy_loss(&v, s, 3, 1));
 	assert_close(v, 5.0 / 14.0, 1e-15, 0);
-	assert_ok(fasvd_metric_energy_loss(s, 3, 2, &v));
+	assert_ok(fasvd_metric_energy_loss(&v, s, 3, 2));
 	assert_close(v, 1.0 / 14.0, 1e-15, 0);
-	assert_ok(fasvd_metric_energy_loss(s, 3, 0, &v));
+	assert_ok(fasvd_metric_energy_loss(&v, s, 3, 0));
 	assert_true(v == 1.0);
-	assert_ok(fasvd_metric_energy_loss(s, 3, 3, &v));
+	assert_ok(fasvd_metric_energy_loss(&v, s, 3, 3));
 	assert_true(v == 0.0);
-	assert_ok(fasvd_metric_energy_loss(s, 3, 99, &v));
+	assert_ok(fasvd_metric_energy_loss(&v, s, 3, 99));
 	assert_true(v == 0.0);
-	assert_ok(fasvd_metric_energy_kept(s, 3, 0, &v));
+	assert_ok(fasvd_metric_energy_kept(&v, s, 3, 0));
 	assert_true(v == 0.0);
-	assert_ok(fasvd_metric_energy_kept(s, 3, 3, &v));
+	assert_ok(fasvd_metric_energy_kept(&v, s, 3, 3));
 	assert_true(v == 1.0);
 
-	assert_ok(fasvd_metric_components_for_energy(s, 3, 0.6, &r));
+	assert_ok(fasvd_metric_components_for_energy(&r, s, 3, 0.6));
 	assert_int_equal(r, 1);
-	assert_ok(fasvd_metric_components_for_energy(s, 3, 0.9, &r));
+	assert_ok(fasvd_metric_components_for_energy(&r, s, 3, 0.9));
 	assert_int_equal(r, 2);
-	assert_ok(fasvd_metric_components_for_energy(s, 3, 0.95, &r));
+	assert_ok(fasvd_metric_components_for_energy(&r, s, 3, 0.95));
 	assert_int_equal(r, 3);
-	assert_ok(fasvd_metric_components_for_energy(s, 3, 0.0, &r));
+	assert_ok(fasvd_metric_components_for_energy(&r, s, 3, 0.0));
 	assert_int_equal(r, 0);
-	assert_ok(fasvd_metric_components_for_energy(s, 3, 1.0, &r));
+	assert_ok(fasvd_metric_components_for_energy(&r, s, 3, 1.0));
 	assert_int_equal(r, 3);
 
-	assert_ok(fasvd_metric_stable_rank(s, 3, &v));
+	assert_ok(fasvd_metric_stable_rank(&v, s, 3));
 	assert_close(v, 14.0 / 9.0, 1e-15, 0);
 	double h = -(0.5 * log(0.5) + (1.0 / 3) * log(1.0 / 3) + (1.0 / 6) * log(1.0 / 6));
-	assert_ok(fasvd_metric_entropy_rank(s, 3, &v));
+	assert_ok(fasvd_metric_entropy_rank(&v, s, 3));
 	assert_close(v, exp(h), 1e-14, 0);
-	assert_ok(fasvd_metric_spectral_norm(s, 3, &v));
+	assert_ok(fasvd_metric_spectral_norm(&v, s, 3));
 	assert_true(v == 3.0);
-	assert_ok(fasvd_metric_frobenius_norm(s, 3, &v));
+	assert_ok(fasvd_metric_frobenius_norm(&v, s, 3));
 	assert_close(v, sqrt(14.0), 1e-15, 0);
-	assert_ok(fasvd_metric_nuclear_norm(s, 3, &v));
+	assert_ok(fasvd_metric_nuclear_norm(&v, s, 3));
 	assert_close(v, 6.0, 1e-15, 0);
 }
 
@@ -69,32 +69,32 @@ static void test_boundaries(void **state)
 	(void)state;
 	const double s[2] = {3, 1}; /* energies 9, 1 */
 	int64_t r;
-	assert_ok(fasvd_metric_components_for_energy(s, 2, 0.9, &r));
+	assert_ok(fasvd_metric_components_for_energy(&r, s, 2, 0.9));
 	assert_int_equal(r, 1);
-	assert_ok(fasvd_metric_energy_rank(s, 2, 0.1, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, s, 2, 0.1));
 	assert_int_equal(r, 1);
-	assert_ok(fasvd_metric_energy_rank(s, 2, 0.0999, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, s, 2, 0.0999));
 	assert_int_equal(r, 2);
 	const double eq[4] = {2, 2, 2, 2};
-	assert_ok(fasvd_metric_energy_rank(eq, 4, 0.25, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, eq, 4, 0.25));
 	assert_int_equal(r, 3);
-	assert_ok(fasvd_metric_energy_rank(eq, 4, 0.2499, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, eq, 4, 0.2499));
 	assert_int_equal(r, 4);
 	double v;
-	assert_ok(fasvd_metric_entropy_rank(eq, 4, &v));
+	assert_ok(fasvd_metric_entropy_rank(&v, eq, 4));
 	assert_close(v, 4.0, 1e-14, 0);
-	assert_ok(fasvd_metric_stable_rank(eq, 4, &v));
+	assert_ok(fasvd_metric_stable_rank(&v, eq, 4));
 	assert_close(v, 4.0, 1e-15, 0);
 	const double one[1] = {5};
-	assert_ok(fasvd_metric_entropy_rank(one, 1, &v));
+	assert_ok(fasvd_metric_entropy_rank(&v, one, 1));
 	assert_close(v, 1.0, 1e-15, 0);
-	assert_ok(fasvd_metric_stable_rank(one, 1, &v));
+	assert_ok(fasvd_metric_stable_rank(&v, one, 1));
 	assert_true(v == 1.0);
 	/* trailing zeros: τ = 0 and f = 1 give the number of non-zeros */
 	const double z[5] = {3, 2, 1, 0, 0};
-	assert_ok(fasvd_metric_energy_rank(z, 5, 0.0, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, z, 5, 0.0));
 	assert_int_equal(r, 3);
-	assert_ok(fasvd_metric_components_for_energy(z, 5, 1.0, &r));
+	assert_ok(fasvd_metric_components_for_energy(&r, z, 5, 1.0));
 	assert_int_equal(r, 3);
 }
 
@@ -109,25 +109,25 @@ static void test_zero_spectra(void **state)
 		const double *s = spectra[i];
 		int64_t n = lens[i], r = -1;
 		double v = -1;
-		assert_ok(fasvd_metric_energy_rank(s, n, 0.01, &r));
+		assert_ok(fasvd_metric_energy_rank(&r, s, n, 0.01));
 		assert_int_equal(r, 0);
-		assert_ok(fasvd_metric_energy_rank(s, n, 0.0, &r));
+		assert_ok(fasvd_metric_energy_rank(&r, s, n, 0.0));
 		assert_int_equal(r, 0);
-		assert_ok(fasvd_metric_components_for_energy(s, n, 1.0, &r));
+		assert_ok(fasvd_metric_components_for_energy(&r, s, n, 1.0));
 		assert_int_equal(r, 0);
-		assert_ok(fasvd_metric_energy_loss(s, n, 0, &v));
+		assert_ok(fasvd_metric_energy_loss(&v, s, n, 0));
 		assert_true(v == 0.0);
-		assert_ok(fasvd_metric_energy_kept(s, n, 0, &v));
+		assert_ok(fasvd_metric_energy_kept(&v, s, n, 0));
 		assert_true(v == 1.0);
-		assert_ok(fasvd_metric_stable_rank(s, n, &v));
+		assert_ok(fasvd_metric_stable_rank(&v, s, n));
 		assert_true(v == 0.0);
-		assert_ok(fasvd_metric_entropy_rank(s, n, &v));
+		assert_ok(fasvd_metric_entropy_rank(&v, s, n));
 		assert_true(v == 0.0);
-		assert_ok(fasvd_metric_spectral_norm(s, n, &v));
+		assert_ok(fasvd_metric_spectral_norm(&v, s, n));
 		assert_true(v == 0.0);
-		assert_ok(fasvd_metric_frobenius_norm(s, n, &v));
+		assert_ok(fasvd_metric_frobenius_norm(&v, s, n));
 		assert_true(v == 0.0);
-		assert_ok(fasvd_metric_nuclear_norm(s, n, &v));
+		assert_ok(fasvd_metric_nuclear_norm(&v, s, n));
 		assert_true(v == 0.0);
 	}
 }
@@ -146,24 +146,24 @@ static void test_scale_invariance(void **state)
 	const double taus[4] = {0.1, 0.01, 0.001, 1e-6};
 	for (int t = 0; t < 4; t++) {
 		int64_t r0, r1, r2;
-		assert_ok(fasvd_metric_energy_rank(base, 50, taus[t], &r0));
-		assert_ok(fasvd_metric_energy_rank(big, 50, taus[t], &r1));
-		assert_ok(fasvd_metric_energy_rank(small, 50, taus[t], &r2));
+		assert_ok(fasvd_metric_energy_rank(&r0, base, 50, taus[t]));
+		assert_ok(fasvd_metric_energy_rank(&r1, big, 50, taus[t]));
+		assert_ok(fasvd_metric_energy_rank(&r2, small, 50, taus[t]));
 		assert_int_equal(r0, r1);
 		assert_int_equal(r0, r2);
 	}
 	double f0, f1, f2;
-	assert_ok(fasvd_metric_frobenius_norm(base, 50, &f0));
-	assert_ok(fasvd_metric_frobenius_norm(big, 50, &f1));
-	assert_ok(fasvd_metric_frobenius_norm(small, 50, &f2));
+	assert_ok(fasvd_metric_frobenius_norm(&f0, base, 50));
+	assert_ok(fasvd_metric_frobenius_norm(&f1, big, 50));
+	assert_ok(fasvd_metric_frobenius_norm(&f2, small, 50));
 	assert_close(f1, f0 * 1e200, 1e-14, 0);
 	assert_close(f2, f0 * 1e-200, 1e-14, 0);
 	assert_close(f0, sqrt((1 - pow(0.64, 50)) / (1 - 0.64)), 1e-14, 0);
-	assert_ok(fasvd_metric_stable_rank(big, 50, &f1));
-	assert_ok(fasvd_metric_stable_rank(small, 50, &f2));
+	assert_ok(fasvd_metric_stable_rank(&f1, big, 50));
+	assert_ok(fasvd_metric_stable_rank(&f2, small, 50));
 	assert_close(f1, (1 - pow(0.64, 50)) / (1 - 0.64), 1e-14, 0);
 	assert_close(f2, f1, 1e-14, 0);
-	assert_ok(fasvd_metric_nuclear_norm(big, 50, &f1));
+	assert_ok(fasvd_metric_nuclear_norm(&f1, big, 50));
 	assert_close(f1, 1e200 * (1 - pow(0.8, 50)) / 0.2, 1e-14, 0);
 }
 
@@ -177,16 +177,16 @@ static void test_tail_accuracy(void **state)
 	for (int i = 1; i < N; i++)
 		s[i] = 1e-9; /* energy 1e-18 each, 1e-15 in all */
 	double v;
-	assert_ok(fasvd_metric_energy_loss(s, N, 1, &v));
+	assert_ok(fasvd_metric_energy_loss(&v, s, N, 1));
 	assert_close(v, 1e-15 / (1 + 1e-15), 1e-12, 0);
-	assert_ok(fasvd_metric_energy_loss(s, N, 501, &v));
+	assert_ok(fasvd_metric_energy_loss(&v, s, N, 501));
 	assert_close(v, 5e-16, 1e-12, 0);
 	int64_t r;
-	assert_ok(fasvd_metric_energy_rank(s, N, 2e-15, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, s, N, 2e-15));
 	assert_int_equal(r, 1);
-	assert_ok(fasvd_metric_energy_rank(s, N, 5e-16, &r)); /* loss(501) = 5e-16 - ε */
+	assert_ok(fasvd_metric_energy_rank(&r, s, N, 5e-16)); /* loss(501) = 5e-16 - ε */
 	assert_true(r >= 500 && r <= 502);
-	assert_ok(fasvd_metric_energy_rank(s, N, 1e-19, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, s, N, 1e-19));
 	assert_int_equal(r, N);
 }
 
@@ -217,21 +217,21 @@ static void test_random_consistency(void **state)
 			r_ref--;
 		}
 		int64_t r;
-		assert_ok(fasvd_metric_energy_rank(s, N, tau, &r));
+		assert_ok(fasvd_metric_energy_rank(&r, s, N, tau));
 		assert_int_equal(r, r_ref);
 	}
 	for (double f = 0.05; f < 1.0; f += 0.05) {
 		int64_t r;
 		double kept, kept_before;
-		assert_ok(fasvd_metric_components_for_energy(s, N, f, &r));
-		assert_ok(fasvd_metric_energy_kept(s, N, r, &kept));
+		assert_ok(fasvd_metric_components_for_energy(&r, s, N, f));
+		assert_ok(fasvd_metric_energy_kept(&kept, s, N, r));
 		assert_true(kept >= f);
 		assert_true(r >= 1);
-		assert_ok(fasvd_metric_energy_kept(s, N, r - 1, &kept_before));
+		assert_ok(fasvd_metric_energy_kept(&kept_before, s, N, r - 1));
 		assert_true(kept_before < f);
 	}
 	double v;
-	assert_ok(fasvd_metric_entropy_rank(s, N, &v));
+	assert_ok(fasvd_metric_entropy_rank(&v, s, N));
 	long double sum = 0, h = 0;
 	for (int i = 0; i < N; i++)
 		sum += s[i];
@@ -252,31 +252,31 @@ static void test_validation(void **state)
 	const double neg[3] = {3, 2, -1};
 	const double asc[3] = {3, 2, 2.5};
 	fasvd_clear_error();
-	assert_fasvd(fasvd_metric_energy_rank(nan_s, 3, 0.1, &r), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_metric_energy_rank(&r, nan_s, 3, 0.1), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "s[1]"));
 	assert_non_null(strstr(fasvd_last_error(), "fasvd_metric_energy_rank"));
-	assert_fasvd(fasvd_metric_stable_rank(inf_s, 3, &v), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_metric_stable_rank(&v, inf_s, 3), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "Inf"));
-	assert_fasvd(fasvd_metric_entropy_rank(neg, 3, &v), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_entropy_rank(&v, neg, 3), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "negative"));
-	assert_fasvd(fasvd_metric_nuclear_norm(asc, 3, &v), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_nuclear_norm(&v, asc, 3), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "descending"));
 	assert_non_null(strstr(fasvd_last_error(), "s[2]"));
-	assert_fasvd(fasvd_metric_frobenius_norm(NULL, 3, &v), FASVD_EINVAL);
-	assert_fasvd(fasvd_metric_spectral_norm(ok, -1, &v), FASVD_EINVAL);
-	assert_fasvd(fasvd_metric_spectral_norm(ok, 3, NULL), FASVD_EINVAL);
-	assert_fasvd(fasvd_metric_energy_rank(ok, 3, -0.1, &r), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_frobenius_norm(&v, NULL, 3), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_spectral_norm(&v, ok, -1), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_spectral_norm(NULL, ok, 3), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_energy_rank(&r, ok, 3, -0.1), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "tau"));
-	assert_fasvd(fasvd_metric_energy_rank(ok, 3, 1.5, &r), FASVD_EINVAL);
-	assert_fasvd(fasvd_metric_energy_rank(ok, 3, NAN, &r), FASVD_EINVAL);
-	assert_fasvd(fasvd_metric_components_for_energy(ok, 3, 1.01, &r), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_energy_rank(&r, ok, 3, 1.5), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_energy_rank(&r, ok, 3, NAN), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_components_for_energy(&r, ok, 3, 1.01), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "fraction"));
-	assert_fasvd(fasvd_metric_energy_kept(ok, 3, -1, &v), FASVD_EINVAL);
-	assert_fasvd(fasvd_metric_energy_loss(ok, 3, -2, &v), FASVD_EINVAL);
-	assert_fasvd(fasvd_metric_energy_loss(nan_s, 3, 1, &v), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_metric_energy_kept(&v, ok, 3, -1), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_energy_loss(&v, ok, 3, -2), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_energy_loss(&v, nan_s, 3, 1), FASVD_ENONFINITE);
 	/* ties and -0.0 are fine */
 	const double ties[4] = {1, 1, 0.0, -0.0};
-	assert_ok(fasvd_metric_energy_rank(ties, 4, 0.0, &r));
+	assert_ok(fasvd_metric_energy_rank(&r, ties, 4, 0.0));
 	assert_int_equal(r, 2);
 }
 
@@ -289,10 +289,10 @@ static void test_summary(void **state)
 	fasvd_metric_summary m;
 	fasvd_metric_summary_init(&m);
 	assert_int_equal(m.size, sizeof m);
-	assert_ok(fasvd_metric_summarize(s, 5, taus, 3, ranks, &m));
+	assert_ok(fasvd_metric_summarize(&m, ranks, s, 5, taus, 3));
 	for (int i = 0; i < 3; i++) {
 		int64_t r;
-		assert_ok(fasvd_metric_energy_rank(s, 5, taus[i], &r));
+		assert_ok(fasvd_metric_energy_rank(&r, s, 5, taus[i]));
 		assert_int_equal(ranks[i], r);
 	}
 	assert_int_equal(m.n, 5);
@@ -302,34 +302,34 @@ static void test_summary(void **state)
 	assert_close(m.nuclear, 10.0, 1e-15, 0);
 	assert_close(m.stable_rank, 30.0 / 16.0, 1e-15, 0);
 	double e;
-	assert_ok(fasvd_metric_entropy_rank(s, 5, &e));
+	assert_ok(fasvd_metric_entropy_rank(&e, s, 5));
 	assert_true(m.entropy_rank == e);
 	/* no taus */
-	assert_ok(fasvd_metric_summarize(s, 5, NULL, 0, NULL, &m));
+	assert_ok(fasvd_metric_summarize(&m, NULL, s, 5, NULL, 0));
 	/* errors: nothing written */
 	fasvd_metric_summary bad;
 	memset(&bad, 0, sizeof bad);
-	assert_fasvd(fasvd_metric_summarize(s, 5, taus, 3, ranks, &bad), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_summarize(&bad, ranks, s, 5, taus, 3), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "fasvd_metric_summary_init"));
 	const double badtaus[2] = {0.1, 2.0};
 	ranks[0] = -7;
-	assert_fasvd(fasvd_metric_summarize(s, 5, badtaus, 2, ranks, &m), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_summarize(&m, ranks, s, 5, badtaus, 2), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "taus[1]"));
 	assert_int_equal(ranks[0], -7);
-	assert_fasvd(fasvd_metric_summarize(s, 5, taus, 3, NULL, &m), FASVD_EINVAL);
-	assert_fasvd(fasvd_metric_summarize(s, 5, taus, -1, ranks, &m), FASVD_EINVAL);
-	assert_fasvd(fasvd_metric_summarize(s, 5, taus, 3, ranks, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_summarize(&m, NULL, s, 5, taus, 3), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_summarize(&m, ranks, s, 5, taus, -1), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_summarize(NULL, ranks, s, 5, taus, 3), FASVD_EINVAL);
 	/* an older caller's smaller struct is filled only up to its size */
 	fasvd_metric_summary small;
 	fasvd_metric_summary_init(&small);
 	small.size = offsetof(fasvd_metric_summary, frobenius);
 	small.frobenius = -5;
-	assert_ok(fasvd_metric_summarize(s, 5, NULL, 0, NULL, &small));
+	assert_ok(fasvd_metric_summarize(&small, NULL, s, 5, NULL, 0));
 	assert_true(small.spectral == 4.0);
 	assert_true(small.frobenius == -5);
 	/* all-zero */
 	const double z[2] = {0, 0};
-	assert_ok(fasvd_metric_summarize(z, 2, taus, 3, ranks, &m));
+	assert_ok(fasvd_metric_summarize(&m, ranks, z, 2, taus, 3));
 	assert_int_equal(m.nonzero, 0);
 	assert_true(m.stable_rank == 0 && m.entropy_rank == 0 && m.frobenius == 0);
 	assert_int_equal(ranks[0], 0);

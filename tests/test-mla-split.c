@@ -22,11 +22,11 @@ typedef struct dense {
 
 /* Dequantise a checkpoint matrix from its raw bytes, independently of the
  * library's tensor code. */
-static dense raw_matrix(fasvd_st *st, const char *name, int64_t block)
+static dense raw_matrix(const fasvd_st *st, const char *name, int64_t block)
 {
 	fasvd_st_info info;
 	fasvd_st_info_init(&info);
-	assert_ok(fasvd_st_info_get(st, name, &info));
+	assert_ok(fasvd_st_info_get(&info, st, name));
 	assert_int_equal(info.ndim, 2);
 	dense d = {info.shape[0], info.shape[1], NULL};
 	size_t n = (size_t)(d.rows * d.cols);
@@ -36,21 +36,21 @@ static dense raw_matrix(fasvd_st *st, const char *name, int64_t block)
 	assert_ok(fasvd_dtype_from_name(&dt, info.dtype));
 	const void *data;
 	uint64_t nbytes;
-	assert_ok(fasvd_st_raw(st, name, &data, &nbytes));
+	assert_ok(fasvd_st_raw(&data, &nbytes, st, name));
 	assert_int_equal(nbytes, n * fasvd_dtype_size(dt));
-	assert_ok(fasvd_dtype_decode(dt, data, n, d.v));
+	assert_ok(fasvd_dtype_decode(d.v, dt, data, n));
 	if (dt == FASVD_DTYPE_F8_E4M3) {
 		char sname[512];
 		snprintf(sname, sizeof sname, "%s_scale_inv", name);
 		fasvd_st_info si;
 		fasvd_st_info_init(&si);
-		assert_ok(fasvd_st_info_get(st, sname, &si));
+		assert_ok(fasvd_st_info_get(&si, st, sname));
 		assert_string_equal(si.dtype, "F32");
 		int64_t gr = (d.rows + block - 1) / block, gc = (d.cols + block - 1) / block;
 		assert_int_equal(si.shape[0], gr);
 		assert_int_equal(si.shape[1], gc);
 		const void *sdata;
-		assert_ok(fasvd_st_raw(st, sname, &sdata, &nbytes));
+		assert_ok(fasvd_st_raw(&sdata, &nbytes, st, sname));
 		for (int64_t r = 0; r < d.rows; r++)
 			for (int64_t c = 0; c < d.cols; c++) {
 				float s;
@@ -78,7 +78,7 @@ static void head_matvec(const fasvd_heads *h, int64_t i, const double *x, double
 	int64_t rows = fasvd_heads_rows(h), cols = fasvd_heads_cols(h);
 	double *m = malloc((size_t)(rows * cols) * sizeof *m);
 	assert_non_null(m);
-	assert_ok(fasvd_heads_decode_f64(h, i, m, cols, FASVD_LAYOUT_ROW_MAJOR));
+	assert_ok(fasvd_heads_decode_f64(m, cols, FASVD_LAYOUT_ROW_MAJOR, h, i));
 	for (int64_t r = 0; r < rows; r++) {
 		double s = 0;
 		for (int64_t c = 0; c < cols; c++)
@@ -137,9 +137,9 @@ static void check_mla(const char *arch, const fasvd_fixture_opts *fo, int64_t bl
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_int_equal(info.mla, 1);
-	fasvd_st *st = fasvd_model_checkpoint(m);
+	const fasvd_st *st = fasvd_model_checkpoint(m);
 	const int64_t H = info.n_heads, nope = info.q_head, rope = info.q_rope, vh = info.v_head;
 	const int64_t kvl = info.kv_lora_rank, ql = info.q_lora_rank, hid = info.hidden;
 	test_rng g = {0x1234567ULL};
@@ -236,7 +236,7 @@ static void check_mla(const char *arch, const fasvd_fixture_opts *fo, int64_t bl
 			for (int64_t r = 0; r < rows; r++) {
 				double acc = 0, v;
 				for (int64_t j = 0; j < hid; j++) {
-					assert_ok(fasvd_tensor_get(subs[s], r, j, &v));
+					assert_ok(fasvd_tensor_get(&v, subs[s], r, j));
 					acc += v * scales[s][j] * x[j];
 				}
 				y[r] = acc;
@@ -251,7 +251,7 @@ static void check_mla(const char *arch, const fasvd_fixture_opts *fo, int64_t bl
 			for (int64_t r = 0; r < ql; r++) {
 				double acc = 0, v;
 				for (int64_t j = 0; j < hid; j++) {
-					assert_ok(fasvd_tensor_get(d->qa, r, j, &v));
+					assert_ok(fasvd_tensor_get(&v, d->qa, r, j));
 					acc += v * d->qa_col_scale[j] * x[j];
 				}
 				y[r] = acc;
@@ -272,7 +272,7 @@ static void check_mla(const char *arch, const fasvd_fixture_opts *fo, int64_t bl
 		for (int64_t j = 0; j < vh; j++)
 			z[hi * vh + j] = test_rng_normal(&g);
 		matvec(&o, z, out);
-		assert_ok(fasvd_heads_decode_f64(d->o, hi, om, hid, FASVD_LAYOUT_ROW_MAJOR));
+		assert_ok(fasvd_heads_decode_f64(om, hid, FASVD_LAYOUT_ROW_MAJOR, d->o, hi));
 		for (int64_t cc = 0; cc < hid; cc++) {
 			double acc = 0;
 			for (int64_t j = 0; j < vh; j++)
@@ -301,9 +301,9 @@ static void check_mla(const char *arch, const fasvd_fixture_opts *fo, int64_t bl
 		free(y);
 		free(g_kv);
 		free(kvb.v);
-		fasvd_model_layer_close(l);
+		fasvd_model_layer_free(l);
 	}
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 }
 
@@ -350,7 +350,7 @@ static void test_fixture_fp8_properties(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_int_equal(info.n_shards, 3);
 	assert_int_equal(info.block_rows, 128);
 	assert_int_equal(info.block_cols, 128);
@@ -359,7 +359,7 @@ static void test_fixture_fp8_properties(void **state)
 	for (int64_t i = 0; i < fasvd_model_input_count(m); i++) {
 		fasvd_model_input in;
 		fasvd_model_input_init(&in);
-		assert_ok(fasvd_model_input_get(m, i, &in));
+		assert_ok(fasvd_model_input_get(&in, m, i));
 		assert_int_equal(in.present, 1);
 		if (in.is_norm) {
 			assert_string_equal(in.dtype, "BF16");
@@ -381,7 +381,7 @@ static void test_fixture_fp8_properties(void **state)
 	char path[2048];
 	snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
 	assert_int_equal(access(path, R_OK), 0);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 }
 

@@ -63,20 +63,20 @@ static inline void writer_add_f32(fasvd_st_writer *w, const char *name, int ndim
 }
 
 /* Decode a raw checkpoint vector (any float dtype) into doubles. */
-static inline double *raw_vector(fasvd_st *st, const char *name, int64_t *n)
+static inline double *raw_vector(const fasvd_st *st, const char *name, int64_t *n)
 {
 	fasvd_st_info info;
 	fasvd_st_info_init(&info);
-	assert_ok(fasvd_st_info_get(st, name, &info));
+	assert_ok(fasvd_st_info_get(&info, st, name));
 	assert_int_equal(info.ndim, 1);
 	fasvd_dtype dt;
 	assert_ok(fasvd_dtype_from_name(&dt, info.dtype));
 	const void *data;
 	uint64_t nbytes;
-	assert_ok(fasvd_st_raw(st, name, &data, &nbytes));
+	assert_ok(fasvd_st_raw(&data, &nbytes, st, name));
 	double *v = malloc((size_t)info.shape[0] * sizeof *v);
 	assert_non_null(v);
-	assert_ok(fasvd_dtype_decode(dt, data, (size_t)info.shape[0], v));
+	assert_ok(fasvd_dtype_decode(v, dt, data, (size_t)info.shape[0]));
 	*n = info.shape[0];
 	return v;
 }

@@ -95,7 +95,7 @@ static void test_stories260k(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, stories(dir, sizeof dir), FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_string_equal(info.model_type, "llama");
 	assert_string_equal(info.arch, "llama");
 	assert_string_equal(info.layer_prefix, "model.layers.%d.");
@@ -122,7 +122,7 @@ static void test_stories260k(void **state)
 	for (int64_t i = 0; i < 8; i++)
 		assert_int_equal(fasvd_gqa_group(i, info.n_heads, info.n_kv_heads), i / 2);
 
-	fasvd_st *st = fasvd_model_checkpoint(m);
+	const fasvd_st *st = fasvd_model_checkpoint(m);
 	for (int64_t layer = 0; layer < 5; layer += 4) {
 		fasvd_model_layer_opts lo;
 		fasvd_model_layer_opts_init(&lo);
@@ -157,11 +157,11 @@ static void test_stories260k(void **state)
 		for (int64_t r = 0; r < 8; r++)
 			for (int64_t c = 0; c < 64; c++) {
 				double a, b;
-				assert_ok(fasvd_tensor_get(kv, r, c, &a));
-				assert_ok(fasvd_tensor_get(k, 24 + r, c, &b));
+				assert_ok(fasvd_tensor_get(&a, kv, r, c));
+				assert_ok(fasvd_tensor_get(&b, k, 24 + r, c));
 				assert_true(a == b);
-				assert_ok(fasvd_tensor_get(ov, r, c, &a));
-				assert_ok(fasvd_tensor_get(o, c, 40 + r, &b));
+				assert_ok(fasvd_tensor_get(&a, ov, r, c));
+				assert_ok(fasvd_tensor_get(&b, o, c, 40 + r));
 				assert_true(a == b);
 			}
 		fasvd_tensor_free(kv);
@@ -171,11 +171,11 @@ static void test_stories260k(void **state)
 
 		/* The descriptor is what fasvd_layer_spectra takes. */
 		fasvd_spectra *sp;
-		assert_ok(fasvd_layer_spectra(NULL, d, NULL, &sp));
-		int64_t idx = fasvd_spectra_find(sp, "head.QK");
-		assert_true(idx >= 0);
+		assert_ok(fasvd_layer_spectra(&sp, NULL, d, NULL));
+		int64_t idx;
+		assert_ok(fasvd_spectra_find(&idx, sp, "head.QK"));
 		int64_t nr, nc, mr, mc;
-		assert_ok(fasvd_spectra_shape(sp, idx, &nr, &nc, &mr, &mc));
+		assert_ok(fasvd_spectra_shape(&nr, &nc, &mr, &mc, sp, idx));
 		assert_int_equal(nr, 8);
 		assert_int_equal(mr, 64);
 		assert_int_equal(mc, 64);
@@ -190,8 +190,10 @@ static void test_stories260k(void **state)
 				fasvd_tensor *prod;
 				assert_ok(fasvd_tensor_new(&prod, NULL, FASVD_DTYPE_F64, 64, 64));
 				double *p = fasvd_tensor_data_mut(prod);
-				assert_ok(fasvd_heads_decode_f64(d->q, i, qh, 64, FASVD_LAYOUT_ROW_MAJOR));
-				assert_ok(fasvd_heads_decode_f64(d->k, g, kh, 64, FASVD_LAYOUT_ROW_MAJOR));
+				assert_ok(fasvd_heads_decode_f64(qh, 64, FASVD_LAYOUT_ROW_MAJOR,
+				                                 d->q, i));
+				assert_ok(fasvd_heads_decode_f64(kh, 64, FASVD_LAYOUT_ROW_MAJOR,
+				                                 d->k, g));
 				for (int a = 0; a < 64; a++)
 					for (int b = 0; b < 64; b++) {
 						double acc = 0;
@@ -202,7 +204,7 @@ static void test_stories260k(void **state)
 				fasvd_svd_opts so;
 				fasvd_svd_opts_init(&so);
 				so.compute = FASVD_COMPUTE_F64;
-				assert_ok(fasvd_svdvals(NULL, prod, &so, s, 64, NULL));
+				assert_ok(fasvd_svdvals(s, 64, NULL, prod, &so, NULL));
 				fasvd_tensor_free(prod);
 				double diff = 0;
 				for (int j = 0; j < 64; j++)
@@ -214,14 +216,14 @@ static void test_stories260k(void **state)
 			}
 			assert_true(worst_other > 1e-2);
 		}
-		idx = fasvd_spectra_find(sp, "head.K");
-		assert_ok(fasvd_spectra_shape(sp, idx, &nr, &nc, &mr, &mc));
+		assert_ok(fasvd_spectra_find(&idx, sp, "head.K"));
+		assert_ok(fasvd_spectra_shape(&nr, &nc, &mr, &mc, sp, idx));
 		assert_int_equal(nr, 4);
 		assert_int_equal(nc, 8);
 		fasvd_spectra_free(sp);
-		fasvd_model_layer_close(l);
+		fasvd_model_layer_free(l);
 	}
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 }
 
 /* The model folder may be given as the checkpoint file too. */
@@ -235,9 +237,9 @@ static void test_open_paths(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, path, 0));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_int_equal(info.n_layers, 5);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 
 	/* a sharded fixture opened through its index */
 	char tmp[1024];
@@ -249,10 +251,10 @@ static void test_open_paths(void **state)
 	snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
 	assert_ok(fasvd_model_open(&m, NULL, path, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_int_equal(info.n_shards, 2);
 	assert_string_equal(info.dir, tmp);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	tmpdir_remove(tmp);
 
 	/* info->size limits what is written (ABI growth) */
@@ -260,13 +262,13 @@ static void test_open_paths(void **state)
 	fasvd_model_info small;
 	memset(&small, 0xAB, sizeof small);
 	small.size = offsetof(fasvd_model_info, arch);
-	assert_ok(fasvd_model_get_info(m, &small));
+	assert_ok(fasvd_model_get_info(&small, m));
 	assert_string_equal(small.model_type, "llama");
 	const unsigned char *bytes = (const unsigned char *)&small.arch;
 	assert_int_equal(bytes[0], 0xAB);
 	small.size = 0;
-	assert_fasvd(fasvd_model_get_info(m, &small), FASVD_EINVAL);
-	fasvd_model_close(m);
+	assert_fasvd(fasvd_model_get_info(&small, m), FASVD_EINVAL);
+	fasvd_model_free(m);
 }
 
 static void test_bad_arguments(void **state)
@@ -279,8 +281,8 @@ static void test_bad_arguments(void **state)
 	assert_fasvd(fasvd_model_open(NULL, NULL, "x", 0), FASVD_EINVAL);
 	assert_fasvd(fasvd_model_open(&m, NULL, stories(dir, sizeof dir), 0x80), FASVD_EINVAL);
 	assert_null(m);
-	fasvd_model_close(NULL);
-	fasvd_model_layer_close(NULL);
+	fasvd_model_free(NULL);
+	fasvd_model_layer_free(NULL);
 	assert_null(fasvd_model_layer_desc(NULL));
 	assert_int_equal(fasvd_model_layer_index(NULL), -1);
 	assert_null(fasvd_model_checkpoint(NULL));
@@ -307,15 +309,15 @@ static void test_bad_arguments(void **state)
 	assert_fasvd(fasvd_model_layer_open(&l, m, 0, &lo), FASVD_EINVAL);
 	fasvd_model_input in;
 	fasvd_model_input_init(&in);
-	assert_fasvd(fasvd_model_input_get(m, 25, &in), FASVD_EINVAL);
-	assert_fasvd(fasvd_model_input_get(m, -1, &in), FASVD_EINVAL);
-	assert_fasvd(fasvd_model_input_get(m, 0, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_model_input_get(&in, m, 25), FASVD_EINVAL);
+	assert_fasvd(fasvd_model_input_get(&in, m, -1), FASVD_EINVAL);
+	assert_fasvd(fasvd_model_input_get(NULL, m, 0), FASVD_EINVAL);
 	int64_t first, count;
-	assert_fasvd(fasvd_model_layer_inputs(m, 5, &first, &count), FASVD_EINVAL);
-	assert_ok(fasvd_model_layer_inputs(m, 4, &first, &count));
+	assert_fasvd(fasvd_model_layer_inputs(&first, &count, m, 5), FASVD_EINVAL);
+	assert_ok(fasvd_model_layer_inputs(&first, &count, m, 4));
 	assert_int_equal(first, 20);
 	assert_int_equal(count, 5);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 }
 
 static void test_config_errors(void **state)
@@ -382,7 +384,7 @@ static void test_config_errors(void **state)
 	/* and the good config works */
 	write_text(dir, "config.json", LLAMA_CFG);
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 }
 
@@ -402,18 +404,18 @@ static void test_missing_and_bad_tensors(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, 0));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_int_equal(info.n_needed, 10);
 	assert_int_equal(info.n_missing, 1);
 	uint64_t full = (16 * 16 + 8 * 16 + 8 * 16 + 16 * 16 + 16) * 4;
 	assert_int_equal(info.bytes_needed, 2 * full - 8 * 16 * 4);
 	int64_t first, count;
-	assert_ok(fasvd_model_layer_inputs(m, 1, &first, &count));
+	assert_ok(fasvd_model_layer_inputs(&first, &count, m, 1));
 	int seen = 0;
 	for (int64_t i = first; i < first + count; i++) {
 		fasvd_model_input in;
 		fasvd_model_input_init(&in);
-		assert_ok(fasvd_model_input_get(m, i, &in));
+		assert_ok(fasvd_model_input_get(&in, m, i));
 		assert_int_equal(in.layer, 1);
 		if (strcmp(in.role, "k_proj") == 0) {
 			seen = 1;
@@ -429,10 +431,10 @@ static void test_missing_and_bad_tensors(void **state)
 	}
 	assert_true(seen);
 	assert_ok(fasvd_model_layer_open(&l, m, 0, NULL));
-	fasvd_model_layer_close(l);
+	fasvd_model_layer_free(l);
 	assert_fasvd(fasvd_model_layer_open(&l, m, 1, NULL), FASVD_ENOTFOUND);
 	detail_has("'model.layers.1.self_attn.k_proj.weight'", "model.safetensors", NULL);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 
 	/* a missing norm: needed only when folding */
@@ -447,8 +449,8 @@ static void test_missing_and_bad_tensors(void **state)
 	lo.fold_norms = 0;
 	assert_ok(fasvd_model_layer_open(&l, m, 0, &lo));
 	assert_null(fasvd_heads_col_scale(fasvd_model_layer_desc(l)->q));
-	fasvd_model_layer_close(l);
-	fasvd_model_close(m);
+	fasvd_model_layer_free(l);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 
 	/* 1-D where 2-D is needed, 2-D norm: ESHAPE naming tensor and file */
@@ -514,15 +516,15 @@ static void test_nonfinite_norm(void **state)
 	fasvd_model_layer *l;
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	assert_ok(fasvd_model_layer_open(&l, m, 0, NULL));
-	fasvd_model_layer_close(l);
+	fasvd_model_layer_free(l);
 	assert_fasvd(fasvd_model_layer_open(&l, m, 1, NULL), FASVD_ENONFINITE);
 	detail_has("'model.layers.1.input_layernorm.weight'", "index 7", NULL);
 	fasvd_model_layer_opts lo;
 	fasvd_model_layer_opts_init(&lo);
 	lo.fold_norms = 0;
 	assert_ok(fasvd_model_layer_open(&l, m, 1, &lo));
-	fasvd_model_layer_close(l);
-	fasvd_model_close(m);
+	fasvd_model_layer_free(l);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 }
 
@@ -540,10 +542,10 @@ static void rewrite_fp8(const char *dir, const char *victim, int mode)
 		const char *name = fasvd_st_name(st, i);
 		fasvd_st_info info;
 		fasvd_st_info_init(&info);
-		assert_ok(fasvd_st_info_get(st, name, &info));
+		assert_ok(fasvd_st_info_get(&info, st, name));
 		const void *data;
 		uint64_t nbytes;
-		assert_ok(fasvd_st_raw(st, name, &data, &nbytes));
+		assert_ok(fasvd_st_raw(&data, &nbytes, st, name));
 		if (strcmp(name, victim) == 0) {
 			if (mode == 0)
 				continue; /* drop */
@@ -556,7 +558,7 @@ static void rewrite_fp8(const char *dir, const char *victim, int mode)
 		assert_ok(fasvd_st_writer_add(w, name, info.dtype, info.ndim, info.shape, data, nbytes,
 		                              0));
 	}
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	assert_ok(fasvd_st_writer_write(w, path));
 	fasvd_st_writer_free(w);
 }
@@ -582,11 +584,11 @@ static void test_fp8_scale_errors(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, 0));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
+	assert_ok(fasvd_model_get_info(&info, m));
 	assert_int_equal(info.n_missing, 1);
 	assert_fasvd(fasvd_model_layer_open(&l, m, 0, NULL), FASVD_ENOTFOUND);
 	detail_has(s, "model.safetensors", NULL);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 
 	tmpdir_make(dir, sizeof dir, "fp8");
@@ -595,7 +597,7 @@ static void test_fp8_scale_errors(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	assert_fasvd(fasvd_model_layer_open(&l, m, 0, NULL), FASVD_ESHAPE);
 	detail_has("kv_b_proj.weight_scale_inv", NULL);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 }
 
@@ -718,10 +720,10 @@ static int oom_open_layer(fasvd_ctx *ctx, const char *dir)
 	fasvd_model_layer *l;
 	rc = fasvd_model_layer_open(&l, m, 0, NULL);
 	if (rc == 0)
-		fasvd_model_layer_close(l);
+		fasvd_model_layer_free(l);
 	else
 		assert_null(l);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	return rc;
 }
 
@@ -763,7 +765,7 @@ static void *layer_worker(void *arg)
 	thread_job *j = arg;
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	j->rc = fasvd_model_get_info(j->m, &info);
+	j->rc = fasvd_model_get_info(&info, j->m);
 	for (int64_t layer = 0; layer < info.n_layers && !j->rc; layer++) {
 		fasvd_model_layer *l;
 		if ((j->rc = fasvd_model_layer_open(&l, j->m, layer, NULL)))
@@ -774,14 +776,14 @@ static void *layer_worker(void *arg)
 			int64_t n = fasvd_heads_rows(hs[k]) * fasvd_heads_cols(hs[k]);
 			double *buf = malloc((size_t)n * sizeof *buf);
 			for (int64_t i = 0; i < fasvd_heads_count(hs[k]) && !j->rc; i++) {
-				j->rc = fasvd_heads_decode_f64(hs[k], i, buf, fasvd_heads_cols(hs[k]),
-				                               FASVD_LAYOUT_ROW_MAJOR);
+				j->rc = fasvd_heads_decode_f64(buf, fasvd_heads_cols(hs[k]),
+				                               FASVD_LAYOUT_ROW_MAJOR, hs[k], i);
 				for (int64_t e = 0; e < n; e++)
 					j->sum += buf[e] * (double)(e % 7 + 1);
 			}
 			free(buf);
 		}
-		fasvd_model_layer_close(l);
+		fasvd_model_layer_free(l);
 	}
 	return NULL;
 }
@@ -808,7 +810,7 @@ static void test_threads(void **state)
 		assert_ok(jobs[i].rc);
 		assert_true(jobs[i].sum == ref.sum);
 	}
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	tmpdir_remove(dir);
 }
 

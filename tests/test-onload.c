@@ -1,4 +1,4 @@
-/* Tests of the on-load runtime API (factor.h): plans, one call per weight
+/* Tests of the on-load runtime API (onload.h): plans, one call per weight
  * on the checkpoint's own bytes (F32, BF16, FP8 + block scales), identical
  * to fasvd_factor on the same tensor; concurrent calls on one plan;
  * cancellation; caller buffers; the workspace bound. */
@@ -74,7 +74,7 @@ static void check_same(const fasvd_onload *plan, const fasvd_factor_opts *o, fas
 	assert_true(cap >= r2.inner);
 	int64_t h = o->heads > 1 ? o->heads : 1;
 	void *ab = malloc((size_t)(m * cap) * es), *bb = malloc((size_t)(h * cap * n) * es);
-	assert_ok(fasvd_onload_factor_into(plan, &in, ab, bb, cap, NULL));
+	assert_ok(fasvd_onload_factor_into(ab, bb, cap, plan, &in, NULL));
 	assert_memory_equal(ab, fasvd_tensor_data(a1),
 	                    (size_t)(fasvd_tensor_rows(a1) * fasvd_tensor_cols(a1)) * es);
 	assert_memory_equal(bb, fasvd_tensor_data(b1),
@@ -99,11 +99,11 @@ static void test_dtypes(void **state)
 	unsigned char w8[40 * 30];
 	for (int i = 0; i < m * n; i++)
 		wf[i] = (float)w[i];
-	assert_ok(fasvd_dtype_encode(FASVD_DTYPE_BF16, w, (size_t)(m * n), wb));
+	assert_ok(fasvd_dtype_encode(wb, FASVD_DTYPE_BF16, w, (size_t)(m * n)));
 	double w8s[40 * 30];
 	for (int i = 0; i < m * n; i++)
 		w8s[i] = w[i] * 40;
-	assert_ok(fasvd_dtype_encode(FASVD_DTYPE_F8_E4M3, w8s, (size_t)(m * n), w8));
+	assert_ok(fasvd_dtype_encode(w8, FASVD_DTYPE_F8_E4M3, w8s, (size_t)(m * n)));
 	float scale[4] = {0.025f, 0.02f, 0.03f, 0.01f}; /* 2 x 2 grid of 32-blocks (partial) */
 	for (int mode = 0; mode < 3; mode++) {
 		fasvd_factor_opts o;
@@ -136,7 +136,7 @@ static void test_fp8_dequantised(void **state)
 	for (int i = 0; i < 63; i++)
 		w[i] *= 100;
 	unsigned char c[63];
-	assert_ok(fasvd_dtype_encode(FASVD_DTYPE_F8_E4M3, w, 63, c));
+	assert_ok(fasvd_dtype_encode(c, FASVD_DTYPE_F8_E4M3, w, 63));
 	float sc[6] = {1, 2, 0.5f, 0.25f, 4, 8}; /* 3 x 2 grid */
 	fasvd_factor_opts o;
 	fasvd_factor_opts_init(&o);
@@ -163,7 +163,7 @@ static void test_fp8_dequantised(void **state)
 	for (int64_t i = 0; i < m; i++)
 		for (int64_t j = 0; j < n; j++) {
 			double x, acc = 0;
-			assert_ok(fasvd_dtype_decode(FASVD_DTYPE_F8_E4M3, &c[i * n + j], 1, &x));
+			assert_ok(fasvd_dtype_decode(&x, FASVD_DTYPE_F8_E4M3, &c[i * n + j], 1));
 			x *= sc[(i / blk) * 2 + j / blk];
 			for (int64_t q = 0; q < 7; q++)
 				acc += ad[i * 7 + q] * bd[q * n + j];
@@ -376,7 +376,7 @@ static void test_memory_bound(void **state)
 	uint16_t *bf = malloc(sizeof(uint16_t) * (size_t)(m * n));
 	double *w = malloc(sizeof(double) * (size_t)(m * n));
 	lowrank(w, m, n, 20, 77);
-	assert_ok(fasvd_dtype_encode(FASVD_DTYPE_BF16, w, (size_t)(m * n), bf));
+	assert_ok(fasvd_dtype_encode(bf, FASVD_DTYPE_BF16, w, (size_t)(m * n)));
 	for (int mode = 0; mode < 3; mode++) {
 		peak_state st = {0, 0};
 		fasvd_allocator al = {peak_alloc, peak_free, &st};

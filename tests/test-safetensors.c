@@ -109,7 +109,7 @@ static void expect_open_fails(const char *path, int code, const char *needle1,
 		print_error("case '%s': fasvd_st_open returned %d (%s), expected %d (%s); detail: %s\n",
 		            label, rc, fasvd_strerror(rc), code, fasvd_strerror(code),
 		            fasvd_last_error());
-		fasvd_st_close(rc == 0 ? st : NULL);
+		fasvd_st_free(rc == 0 ? st : NULL);
 		fail();
 	}
 	assert_null(st);
@@ -169,7 +169,7 @@ static void fill_values(fasvd_dtype dt, void *dst, size_t n, unsigned seed)
 	assert_non_null(v);
 	for (size_t i = 0; i < n; i++)
 		v[i] = test_rng_normal(&r) * 3.0;
-	assert_ok(fasvd_dtype_encode(dt, v, n, dst));
+	assert_ok(fasvd_dtype_encode(dst, dt, v, n));
 	free(v);
 }
 
@@ -244,9 +244,13 @@ static void test_roundtrip_all_dtypes(void **state)
 	assert_int_equal(fasvd_st_shard_count(st), 1);
 	assert_string_equal(fasvd_st_shard_path(st, 0), path);
 	assert_string_equal(fasvd_st_dir(st), tmp_root);
-	assert_string_equal(fasvd_st_metadata(st, "format"), "pt");
-	assert_string_equal(fasvd_st_metadata(st, "note"), "caf\xc3\xa9 \"quoted\"\n");
-	assert_null(fasvd_st_metadata(st, "absent"));
+	assert_string_equal(test_st_meta(st, "format"), "pt");
+	assert_string_equal(test_st_meta(st, "note"), "caf\xc3\xa9 \"quoted\"\n");
+	const char *value = "set";
+	assert_fasvd(fasvd_st_metadata(&value, st, "absent"), FASVD_ENOTFOUND);
+	assert_non_null(strstr(fasvd_last_error(), "'absent'"));
+	assert_null(value);
+	assert_fasvd(fasvd_st_metadata(NULL, st, "format"), FASVD_EINVAL);
 	assert_int_equal(fasvd_st_metadata_count(st), 2);
 	for (int64_t i = 1; i < fasvd_st_count(st); i++)
 		assert_true(strcmp(fasvd_st_name(st, i - 1), fasvd_st_name(st, i)) < 0);
@@ -257,11 +261,11 @@ static void test_roundtrip_all_dtypes(void **state)
 			char name[64];
 			snprintf(name, sizeof name, "t.%s.%d", all_dtypes[d], s);
 			int64_t idx = -1;
-			assert_ok(fasvd_st_find(st, name, &idx));
+			assert_ok(fasvd_st_find(&idx, st, name));
 			assert_string_equal(fasvd_st_name(st, idx), name);
 			fasvd_st_info info;
 			fasvd_st_info_init(&info);
-			assert_ok(fasvd_st_info_get(st, name, &info));
+			assert_ok(fasvd_st_info_get(&info, st, name));
 			assert_string_equal(info.name, name);
 			assert_string_equal(info.dtype, all_dtypes[d]);
 			assert_int_equal(info.ndim, ndims[s]);
@@ -271,7 +275,7 @@ static void test_roundtrip_all_dtypes(void **state)
 			assert_string_equal(info.file, path);
 			const void *raw = NULL;
 			uint64_t nb = 0;
-			assert_ok(fasvd_st_raw(st, name, &raw, &nb));
+			assert_ok(fasvd_st_raw(&raw, &nb, st, name));
 			assert_int_equal(nb, sizes[d][s]);
 			if (nb) {
 				assert_memory_equal(raw, bufs[d][s], nb);
@@ -297,10 +301,10 @@ static void test_roundtrip_all_dtypes(void **state)
 				assert_string_equal(fasvd_tensor_name(t), name);
 				assert_ptr_equal(fasvd_tensor_data(t), raw); /* zero-copy */
 				double ref[15], got;
-				assert_ok(fasvd_dtype_decode(fd, bufs[d][s], 15, ref));
+				assert_ok(fasvd_dtype_decode(ref, fd, bufs[d][s], 15));
 				for (int r = 0; r < 5; r++)
 					for (int c = 0; c < 3; c++) {
-						assert_ok(fasvd_tensor_get(t, r, c, &got));
+						assert_ok(fasvd_tensor_get(&got, t, r, c));
 						assert_true(got == ref[r * 3 + c]);
 					}
 				fasvd_tensor_free(t);
@@ -308,20 +312,20 @@ static void test_roundtrip_all_dtypes(void **state)
 		}
 	}
 	fasvd_st_info small = {.size = sizeof(size_t) + sizeof(const char *)};
-	assert_ok(fasvd_st_info_get(st, "t.F32.0", &small));
+	assert_ok(fasvd_st_info_get(&small, st, "t.F32.0"));
 	assert_string_equal(small.name, "t.F32.0");
 	assert_null(small.dtype); /* beyond the declared size: untouched */
 	fasvd_st_info bad = {.size = 0};
-	assert_fasvd(fasvd_st_info_get(st, "t.F32.0", &bad), FASVD_EINVAL);
-	assert_fasvd(fasvd_st_find(st, "nope", NULL), FASVD_ENOTFOUND);
+	assert_fasvd(fasvd_st_info_get(&bad, st, "t.F32.0"), FASVD_EINVAL);
+	assert_fasvd(fasvd_st_find(NULL, st, "nope"), FASVD_ENOTFOUND);
 	assert_non_null(strstr(fasvd_last_error(), "nope"));
 	assert_non_null(strstr(fasvd_last_error(), path));
-	assert_fasvd(fasvd_st_raw(st, "nope", NULL, NULL), FASVD_ENOTFOUND);
+	assert_fasvd(fasvd_st_raw(NULL, NULL, st, "nope"), FASVD_ENOTFOUND);
 	fasvd_tensor *t = (fasvd_tensor *)&t;
 	assert_fasvd(fasvd_st_tensor(&t, st, "nope", 0), FASVD_ENOTFOUND);
 	assert_null(t);
 	assert_fasvd(fasvd_st_tensor(&t, st, "t.F32.0", 0x80), FASVD_EINVAL);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	for (int d = 0; d < ND; d++)
 		for (int s = 0; s < 5; s++)
 			free(bufs[d][s]);
@@ -369,7 +373,7 @@ static void test_reference_bytes(void **state)
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	assert_int_equal(fasvd_st_count(st), 0);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 
 	/* metadata only */
 	assert_ok(fasvd_st_writer_set_metadata(w, "framework", "pt"));
@@ -404,17 +408,17 @@ static void test_writer_layout_alignment(void **state)
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	const void *p;
 	uint64_t nb;
-	assert_ok(fasvd_st_raw(st, "b", &p, &nb));
+	assert_ok(fasvd_st_raw(&p, &nb, st, "b"));
 	assert_int_equal((uintptr_t)p % 8, 0);
-	assert_ok(fasvd_st_raw(st, "c", &p, &nb));
+	assert_ok(fasvd_st_raw(&p, &nb, st, "c"));
 	assert_int_equal((uintptr_t)p % 2, 0);
 	fasvd_tensor *t = NULL;
 	assert_ok(fasvd_st_tensor(&t, st, "c", 0));
 	double x;
-	assert_ok(fasvd_tensor_get(t, 0, 2, &x));
+	assert_ok(fasvd_tensor_get(&x, t, 0, 2));
 	assert_true(x == -2.0);
 	fasvd_tensor_free(t);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 
 static void test_misaligned_data_is_copied(void **state)
@@ -442,7 +446,7 @@ static void test_misaligned_data_is_copied(void **state)
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	const void *raw;
-	assert_ok(fasvd_st_raw(st, "w", &raw, NULL));
+	assert_ok(fasvd_st_raw(&raw, NULL, st, "w"));
 	fasvd_tensor *t = NULL;
 	assert_ok(fasvd_st_tensor(&t, st, "w", 0));
 	const void *data = fasvd_tensor_data(t);
@@ -451,11 +455,11 @@ static void test_misaligned_data_is_copied(void **state)
 	assert_ptr_not_equal(data, raw);
 	for (int i = 0; i < 4; i++) {
 		double x;
-		assert_ok(fasvd_tensor_get(t, i / 2, i % 2, &x));
+		assert_ok(fasvd_tensor_get(&x, t, i / 2, i % 2));
 		assert_true(x == f[i]);
 	}
 	fasvd_tensor_free(t);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 
 /* ----------------------------------------------------------------- sharded */
@@ -544,18 +548,18 @@ static void test_sharded_fp8_scales(void **state)
 		fasvd_st *st = NULL;
 		assert_ok(fasvd_st_open(&st, ctx, opens[o]));
 		assert_int_equal(fasvd_st_count(st), 3); /* "unlisted" is hidden */
-		assert_fasvd(fasvd_st_find(st, "unlisted", NULL), FASVD_ENOTFOUND);
+		assert_fasvd(fasvd_st_find(NULL, st, "unlisted"), FASVD_ENOTFOUND);
 		assert_int_equal(fasvd_st_shard_count(st), 2);
 		assert_string_equal(fasvd_st_dir(st), d);
 		assert_non_null(strstr(fasvd_st_shard_path(st, 0), "model-00001-of-00002"));
 		assert_non_null(strstr(fasvd_st_shard_path(st, 1), "model-00002-of-00002"));
 		/* shards' metadata first (first shard wins), then the index's */
-		assert_string_equal(fasvd_st_metadata(st, "format"), "pt");
-		assert_string_equal(fasvd_st_metadata(st, "shard2only"), "yes");
-		assert_string_equal(fasvd_st_metadata(st, "total_size"), "12345");
+		assert_string_equal(test_st_meta(st, "format"), "pt");
+		assert_string_equal(test_st_meta(st, "shard2only"), "yes");
+		assert_string_equal(test_st_meta(st, "total_size"), "12345");
 		fasvd_st_info info;
 		fasvd_st_info_init(&info);
-		assert_ok(fasvd_st_info_get(st, "layers.0.w.weight_scale_inv", &info));
+		assert_ok(fasvd_st_info_get(&info, st, "layers.0.w.weight_scale_inv"));
 		assert_non_null(strstr(info.file, "model-00002"));
 
 		fasvd_tensor *t = NULL;
@@ -564,23 +568,24 @@ static void test_sharded_fp8_scales(void **state)
 		for (int64_t r = 0; r < rows; r += 7)
 			for (int64_t c = 0; c < cols; c += 5) {
 				double code, got;
-				assert_ok(fasvd_dtype_decode(FASVD_DTYPE_F8_E4M3, &codes[r * cols + c], 1,
-				                             &code));
+				assert_ok(fasvd_dtype_decode(&code, FASVD_DTYPE_F8_E4M3,
+				                             &codes[r * cols + c], 1));
 				double want = code * (double)sc[(r / 128) * gc + c / 128];
-				assert_ok(fasvd_tensor_get(t, r, c, &got));
+				assert_ok(fasvd_tensor_get(&got, t, r, c));
 				assert_true(got == want);
 			}
 		/* last element: both edge blocks */
 		double code, got;
-		assert_ok(fasvd_dtype_decode(FASVD_DTYPE_F8_E4M3, &codes[rows * cols - 1], 1, &code));
-		assert_ok(fasvd_tensor_get(t, rows - 1, cols - 1, &got));
+		assert_ok(fasvd_dtype_decode(&code, FASVD_DTYPE_F8_E4M3, &codes[rows * cols - 1],
+		                             1));
+		assert_ok(fasvd_tensor_get(&got, t, rows - 1, cols - 1));
 		assert_true(got == code * (double)sc[gr * gc - 1]);
 		fasvd_tensor_free(t);
 
 		/* without scales: the raw codes */
 		assert_ok(fasvd_st_tensor(&t, st, "layers.0.w.weight", FASVD_ST_NO_SCALES));
 		assert_false(fasvd_tensor_has_block_scales(t));
-		assert_ok(fasvd_tensor_get(t, rows - 1, cols - 1, &got));
+		assert_ok(fasvd_tensor_get(&got, t, rows - 1, cols - 1));
 		assert_true(got == code);
 		fasvd_tensor_free(t);
 
@@ -594,7 +599,7 @@ static void test_sharded_fp8_scales(void **state)
 		assert_ok(fasvd_st_set_block_size(st, 128, 128));
 		assert_ok(fasvd_st_tensor(&t, st, "layers.0.w.weight", 0));
 		fasvd_tensor_free(t);
-		fasvd_st_close(st);
+		fasvd_st_free(st);
 	}
 	fasvd_ctx_free(ctx);
 	assert_balanced(&as);
@@ -633,7 +638,7 @@ static void test_alloc_failure_injection(void **state)
 						assert_true(fasvd_tensor_has_block_scales(t));
 				}
 				fasvd_tensor_free(t);
-				fasvd_st_close(st);
+				fasvd_st_free(st);
 			} else {
 				fasvd_st_writer *w = NULL;
 				double v[6] = {1, 2, 3, 4, 5, 6};
@@ -724,7 +729,7 @@ static void test_sharded_hostile(void **state)
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, ip));
 	assert_int_equal(fasvd_st_count(st), 1);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 
 /* ------------------------------------------------------- hostile headers */
@@ -878,9 +883,9 @@ static void test_hostile_headers(void **state)
 	assert_int_equal(fasvd_st_count(st), 4);
 	assert_string_equal(fasvd_st_shard_path(st, 0), "mem");
 	const void *raw;
-	assert_ok(fasvd_st_raw(st, "extra", &raw, NULL));
+	assert_ok(fasvd_st_raw(&raw, NULL, st, "extra"));
 	assert_ptr_equal(raw, okb + okn - 1);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	free(okb);
 	assert_fasvd(fasvd__st_open_buffer(&st, NULL, NULL, 0, "mem"), FASVD_EFORMAT);
 	assert_ok(fasvd_st_open(&st, NULL, path));
@@ -892,7 +897,7 @@ static void test_hostile_headers(void **state)
 	assert_non_null(strstr(fasvd_last_error(), "0-D"));
 	assert_fasvd(fasvd_st_tensor(&t, st, "b", 0), FASVD_EDTYPE);
 	assert_non_null(strstr(fasvd_last_error(), "BOOL"));
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 #undef E
 
@@ -954,13 +959,14 @@ static void test_truncation_and_corruption(void **state)
 				if (fasvd_st_tensor(&t, st, fasvd_st_name(st, i), 0) == 0) {
 					double *dst = malloc((size_t)(fasvd_tensor_rows(t) * fasvd_tensor_cols(t)) *
 					                     sizeof *dst);
-					fasvd_tensor_to_f64(t, dst, fasvd_tensor_cols(t), FASVD_LAYOUT_ROW_MAJOR,
+					fasvd_tensor_to_f64(dst, fasvd_tensor_cols(t),
+					                    FASVD_LAYOUT_ROW_MAJOR, t,
 					                    FASVD_DECODE_ALLOW_NONFINITE);
 					free(dst);
 				}
 				fasvd_tensor_free(t);
 			}
-			fasvd_st_close(st);
+			fasvd_st_free(st);
 		} else {
 			refused++;
 			assert_true(rc == FASVD_EFORMAT || rc == FASVD_EDTYPE || rc == FASVD_ESHAPE ||
@@ -1007,8 +1013,8 @@ static void test_tensor_view_errors(void **state)
 	assert_ok(fasvd_st_tensor(&t, st, "ok", 0));
 	assert_true(fasvd_tensor_has_block_scales(t));
 	double x, code;
-	assert_ok(fasvd_tensor_get(t, 5, 3, &x));
-	assert_ok(fasvd_dtype_decode(FASVD_DTYPE_F8_E4M3, &codes[23], 1, &code));
+	assert_ok(fasvd_tensor_get(&x, t, 5, 3));
+	assert_ok(fasvd_dtype_decode(&code, FASVD_DTYPE_F8_E4M3, &codes[23], 1));
 	assert_true(x == code * 0.5);
 	fasvd_tensor_free(t);
 	struct {
@@ -1045,10 +1051,10 @@ static void test_tensor_view_errors(void **state)
 	 * overflow */
 	assert_ok(fasvd_st_set_block_size(st, INT64_MAX, INT64_MAX - 1));
 	assert_ok(fasvd_st_tensor(&t, st, "ok", 0));
-	assert_ok(fasvd_tensor_get(t, 5, 3, &x));
+	assert_ok(fasvd_tensor_get(&x, t, 5, 3));
 	assert_true(x == code * 0.5);
 	fasvd_tensor_free(t);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 
 /* ------------------------------------------------------------- open paths */
@@ -1069,7 +1075,7 @@ static void test_open_paths(void **state)
 	assert_ok(fasvd_st_open(&st, NULL, d)); /* model.safetensors preferred */
 	assert_non_null(strstr(fasvd_st_shard_path(st, 0), "/model.safetensors"));
 	assert_string_equal(fasvd_st_dir(st), d);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 
 	tpath(d, sizeof d, "dir_single");
 	mkdir(d, 0755);
@@ -1079,7 +1085,7 @@ static void test_open_paths(void **state)
 	write_bytes(p, "{}", 2);
 	assert_ok(fasvd_st_open(&st, NULL, d));
 	assert_non_null(strstr(fasvd_st_shard_path(st, 0), "/weights.safetensors"));
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 
 	snprintf(p, sizeof p, "%s/second.safetensors", d);
 	write_st(p, hdr, 4);
@@ -1100,7 +1106,7 @@ static void test_open_paths(void **state)
 	write_st(p, hdr, 4);
 	assert_ok(fasvd_st_open(&st, NULL, "bare.safetensors"));
 	assert_string_equal(fasvd_st_dir(st), ".");
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	assert_int_equal(chdir(cwd), 0);
 
 	/* a directory given as a file */
@@ -1114,16 +1120,17 @@ static void test_open_paths(void **state)
 	assert_fasvd(fasvd_st_open(&st, NULL, NULL), FASVD_EINVAL);
 	assert_null(st);
 	assert_fasvd(fasvd_st_open(&st, NULL, ""), FASVD_EINVAL);
-	fasvd_st_close(NULL);
+	fasvd_st_free(NULL);
 	assert_int_equal(fasvd_st_count(NULL), 0);
 	assert_null(fasvd_st_name(NULL, 0));
-	assert_fasvd(fasvd_st_find(NULL, "x", NULL), FASVD_EINVAL);
-	assert_null(fasvd_st_metadata(NULL, "x"));
+	assert_fasvd(fasvd_st_find(NULL, NULL, "x"), FASVD_EINVAL);
+	const char *value;
+	assert_fasvd(fasvd_st_metadata(&value, NULL, "x"), FASVD_EINVAL);
 	assert_int_equal(fasvd_st_shard_count(NULL), 0);
 	assert_null(fasvd_st_shard_path(NULL, 0));
 	assert_null(fasvd_st_dir(NULL));
 	assert_fasvd(fasvd_st_set_block_size(NULL, 1, 1), FASVD_EINVAL);
-	assert_fasvd(fasvd_st_raw(NULL, "x", NULL, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_st_raw(NULL, NULL, NULL, "x"), FASVD_EINVAL);
 	fasvd_st_info_init(NULL);
 }
 
@@ -1170,7 +1177,7 @@ static void test_writer_errors(void **state)
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	assert_int_equal(fasvd_st_count(st), 1);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 
 static void test_writer_borrow_and_copy(void **state)
@@ -1192,13 +1199,13 @@ static void test_writer_borrow_and_copy(void **state)
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	const void *p;
 	double x[2];
-	assert_ok(fasvd_st_raw(st, "copied", &p, NULL));
+	assert_ok(fasvd_st_raw(&p, NULL, st, "copied"));
 	memcpy(x, p, 16);
 	assert_true(x[0] == 1 && x[1] == 2);
-	assert_ok(fasvd_st_raw(st, "borrowed", &p, NULL));
+	assert_ok(fasvd_st_raw(&p, NULL, st, "borrowed"));
 	memcpy(x, p, 16);
 	assert_true(x[0] == -3 && x[1] == 4);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 
 static void test_writer_many_tensors(void **state)
@@ -1224,8 +1231,8 @@ static void test_writer_many_tensors(void **state)
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	assert_int_equal(fasvd_st_count(st), N);
-	assert_ok(fasvd_st_find(st, "model.layers.19999.w", NULL));
-	fasvd_st_close(st);
+	assert_ok(fasvd_st_find(NULL, st, "model.layers.19999.w"));
+	fasvd_st_free(st);
 }
 
 static void test_atomic_write(void **state)
@@ -1251,7 +1258,7 @@ static void test_atomic_write(void **state)
 	assert_int_equal(sb.st_mode & 0777, 0640);
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, path));
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	assert_int_equal(count_tmp_files(d), 0);
 
 	/* the target is a directory: rename fails after the data was written */
@@ -1311,11 +1318,11 @@ static void *view_worker(void *p)
 	for (int it = 0; it < 20 && dst; it++) {
 		fasvd_tensor *t = NULL;
 		if (fasvd_st_tensor(&t, j->st, "layers.0.w.weight", 0) != 0 ||
-		    fasvd_tensor_to_f64(t, dst, j->cols, FASVD_LAYOUT_ROW_MAJOR, 0) != 0 ||
+		    fasvd_tensor_to_f64(dst, j->cols, FASVD_LAYOUT_ROW_MAJOR, t, 0) != 0 ||
 		    memcmp(dst, j->ref, (size_t)(j->rows * j->cols) * sizeof *dst) != 0)
 			j->failures++;
 		fasvd_tensor_free(t);
-		if (fasvd_st_find(j->st, "layers.0.norm.weight", NULL) != 0 ||
+		if (fasvd_st_find(NULL, j->st, "layers.0.norm.weight") != 0 ||
 		    fasvd_st_tensor(&t, j->st, "layers.0.norm.weight", 0) != FASVD_ESHAPE)
 			j->failures++;
 	}
@@ -1336,7 +1343,7 @@ static void test_concurrent_views(void **state)
 	fasvd_tensor *t = NULL;
 	assert_ok(fasvd_st_tensor(&t, st, "layers.0.w.weight", 0));
 	double *ref = malloc(150 * 140 * sizeof *ref);
-	assert_ok(fasvd_tensor_to_f64(t, ref, 140, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(ref, 140, FASVD_LAYOUT_ROW_MAJOR, t, 0));
 	fasvd_tensor_free(t);
 	enum { NT = 4 };
 	pthread_t tid[NT];
@@ -1350,7 +1357,7 @@ static void test_concurrent_views(void **state)
 		assert_int_equal(jobs[i].failures, 0);
 	}
 	free(ref);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 }
 
 /* Headers and indexes with very many metadata keys or shard names are read
@@ -1376,10 +1383,10 @@ static void test_many_keys_linear(void **state)
 	fasvd_st *st = NULL;
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	assert_int_equal(fasvd_st_metadata_count(st), N);
-	assert_string_equal(fasvd_st_metadata(st, "key0"), "v0");
-	assert_string_equal(fasvd_st_metadata(st, "key149999"), "v449997");
-	assert_null(fasvd_st_metadata(st, "key150000"));
-	fasvd_st_close(st);
+	assert_string_equal(test_st_meta(st, "key0"), "v0");
+	assert_string_equal(test_st_meta(st, "key149999"), "v449997");
+	assert_null(test_st_meta(st, "key150000"));
+	fasvd_st_free(st);
 
 	/* An index naming N distinct shards (none exists): refused at the first
 	 * missing one, after reading the whole weight map. */
@@ -1415,10 +1422,10 @@ static void test_many_keys_linear(void **state)
 	write_bytes(path, idx, strlen(idx));
 	assert_ok(fasvd_st_open(&st, NULL, dir));
 	assert_int_equal(fasvd_st_metadata_count(st), 4);
-	assert_string_equal(fasvd_st_metadata(st, "k"), "from-a");
-	assert_string_equal(fasvd_st_metadata(st, "only_b"), "2");
-	assert_string_equal(fasvd_st_metadata(st, "total_size"), "8");
-	fasvd_st_close(st);
+	assert_string_equal(test_st_meta(st, "k"), "from-a");
+	assert_string_equal(test_st_meta(st, "only_b"), "2");
+	assert_string_equal(test_st_meta(st, "total_size"), "8");
+	fasvd_st_free(st);
 }
 
 /* A FIFO where a checkpoint, a shard or an index belongs is refused at once:

@@ -1,4 +1,4 @@
-/* Tests of stacked spectra (engine.h: fasvd_stack_*) against float64
+/* Tests of stacked spectra (stack.h: fasvd_stack_*) against float64
  * references on materialised stacks. */
 #include "engine-test.h"
 
@@ -93,7 +93,7 @@ static void check_plain(const pair *p, bool isb, fasvd_compute c, fasvd_stack_me
 	fasvd_stack_report_init(&rep);
 	for (int q = 0; q < w + 3; q++)
 		got[q] = -1;
-	assert_ok(fasvd_stack_svdvals(NULL, h, &o, got, w + 3, &rep));
+	assert_ok(fasvd_stack_svdvals(got, w + 3, NULL, h, &o, &rep));
 	assert_spectra_close(got, ref, w, tol_for(c, m), true, what);
 	for (int q = 0; q < 3; q++)
 		assert_true(got[w + q] == 0.0);
@@ -127,7 +127,7 @@ static void check_fused(const pair *p, fasvd_compute c, fasvd_stack_method m,
 	o.norm = norm;
 	fasvd_stack_report rep;
 	fasvd_stack_report_init(&rep);
-	assert_ok(fasvd_stack_fused_svdvals(NULL, a, b, &o, got, w, &rep));
+	assert_ok(fasvd_stack_fused_svdvals(got, w, NULL, a, b, &o, &rep));
 	assert_spectra_close(got, ref, w, tol_for(c, m), true, what);
 	assert_int_equal(rep.rows, rows);
 	assert_int_equal(rep.cols, p->mb);
@@ -226,11 +226,11 @@ static void test_zero_head(void **state)
 	pair p;
 	pair_make(&p, 8, 2, 2, 3, 5, 7, false, GEN_ZERO, GEN_ZERO, 1.0);
 	double s[7];
-	assert_ok(fasvd_stack_svdvals(NULL, p.a, NULL, s, 5, NULL));
+	assert_ok(fasvd_stack_svdvals(s, 5, NULL, p.a, NULL, NULL));
 	for (int q = 0; q < 5; q++)
 		assert_true(s[q] == 0.0);
 	fasvd_rfactors *a = rfac(p.a, FASVD_COMPUTE_F32), *b = rfac(p.b, FASVD_COMPUTE_F32);
-	assert_ok(fasvd_stack_fused_svdvals(NULL, a, b, NULL, s, 7, NULL));
+	assert_ok(fasvd_stack_fused_svdvals(s, 7, NULL, a, b, NULL, NULL));
 	for (int q = 0; q < 7; q++)
 		assert_true(s[q] == 0.0);
 	fasvd_rfactors_free(a);
@@ -265,13 +265,13 @@ static void test_head_order(void **state)
 			fasvd_stack_opts_init(&o);
 			o.compute = computes[c];
 			o.method = methods[m];
-			assert_ok(fasvd_stack_svdvals(NULL, p.b, &o, s1, 24, NULL));
-			assert_ok(fasvd_stack_svdvals(NULL, q.b, &o, s2, 24, NULL));
+			assert_ok(fasvd_stack_svdvals(s1, 24, NULL, p.b, &o, NULL));
+			assert_ok(fasvd_stack_svdvals(s2, 24, NULL, q.b, &o, NULL));
 			assert_spectra_close(s2, s1, 24, tol, true, "permuted O");
 			fasvd_rfactors *a1 = rfac(p.a, computes[c]), *b1 = rfac(p.b, computes[c]);
 			fasvd_rfactors *a2 = rfac(q.a, computes[c]), *b2 = rfac(q.b, computes[c]);
-			assert_ok(fasvd_stack_fused_svdvals(NULL, a1, b1, &o, s1, 25, NULL));
-			assert_ok(fasvd_stack_fused_svdvals(NULL, a2, b2, &o, s2, 25, NULL));
+			assert_ok(fasvd_stack_fused_svdvals(s1, 25, NULL, a1, b1, &o, NULL));
+			assert_ok(fasvd_stack_fused_svdvals(s2, 25, NULL, a2, b2, &o, NULL));
 			assert_spectra_close(s2, s1, 25, tol, true, "permuted VO");
 			fasvd_rfactors_free(a1);
 			fasvd_rfactors_free(b1);
@@ -294,19 +294,19 @@ static void test_head_norms(void **state)
 	fasvd_stack_opts_init(&o);
 	o.compute = FASVD_COMPUTE_F64;
 	o.norm = FASVD_STACK_NORM_NONE;
-	assert_ok(fasvd_stack_svdvals(NULL, p.b, &o, s1, 12, NULL));
+	assert_ok(fasvd_stack_svdvals(s1, 12, NULL, p.b, &o, NULL));
 	o.norm = FASVD_STACK_NORM_SIGMA1;
 	o.head_norms = d;
-	assert_ok(fasvd_stack_svdvals(NULL, p.b, &o, s2, 12, NULL));
+	assert_ok(fasvd_stack_svdvals(s2, 12, NULL, p.b, &o, NULL));
 	for (int q = 0; q < 12; q++)
 		assert_close(s2[q], s1[q] / 2.0, 1e-12, 1e-14);
 	fasvd_rfactors *a = rfac(p.a, FASVD_COMPUTE_F64), *b = rfac(p.b, FASVD_COMPUTE_F64);
 	o.norm = FASVD_STACK_NORM_NONE;
 	o.head_norms = NULL;
-	assert_ok(fasvd_stack_fused_svdvals(NULL, a, b, &o, s1, 16, NULL));
+	assert_ok(fasvd_stack_fused_svdvals(s1, 16, NULL, a, b, &o, NULL));
 	o.norm = FASVD_STACK_NORM_FROBENIUS;
 	o.head_norms = d;
-	assert_ok(fasvd_stack_fused_svdvals(NULL, a, b, &o, s2, 16, NULL));
+	assert_ok(fasvd_stack_fused_svdvals(s2, 16, NULL, a, b, &o, NULL));
 	for (int q = 0; q < 16; q++)
 		assert_close(s2[q], s1[q] / 2.0, 1e-12, 1e-14);
 	fasvd_rfactors_free(a);
@@ -376,7 +376,7 @@ static void test_large_two_stage(void **state)
 	o.method = FASVD_STACK_GRAM;
 	fasvd_stack_report rep;
 	fasvd_stack_report_init(&rep);
-	assert_ok(fasvd_stack_svdvals(ctx, h, &o, got, R, &rep));
+	assert_ok(fasvd_stack_svdvals(got, R, ctx, h, &o, &rep));
 	/* sv is sorted except for the boosted first ten; sort descending. */
 	for (int64_t i = 1; i < R; i++)
 		for (int64_t j = i; j > 0 && sv[j - 1] < sv[j]; j--) {
@@ -409,32 +409,32 @@ static void test_errors(void **state)
 	double s[16];
 	fasvd_stack_opts o;
 	fasvd_stack_opts_init(&o);
-	assert_fasvd(fasvd_stack_svdvals(NULL, NULL, &o, s, 8, NULL), FASVD_EINVAL);
-	assert_fasvd(fasvd_stack_svdvals(NULL, p.a, &o, NULL, 8, NULL), FASVD_EINVAL);
-	assert_fasvd(fasvd_stack_svdvals(NULL, p.a, &o, s, 0, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, NULL, &o, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_stack_svdvals(NULL, 8, NULL, p.a, &o, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_stack_svdvals(s, 0, NULL, p.a, &o, NULL), FASVD_EINVAL);
 	o.norm = (fasvd_stack_norm)7;
-	assert_fasvd(fasvd_stack_svdvals(NULL, p.a, &o, s, 8, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, p.a, &o, NULL), FASVD_EINVAL);
 	fasvd_stack_opts_init(&o);
 	o.method = (fasvd_stack_method)7;
-	assert_fasvd(fasvd_stack_svdvals(NULL, p.a, &o, s, 8, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, p.a, &o, NULL), FASVD_EINVAL);
 	fasvd_stack_opts_init(&o);
 	o.size = 4;
-	assert_fasvd(fasvd_stack_svdvals(NULL, p.a, &o, s, 8, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, p.a, &o, NULL), FASVD_EINVAL);
 	fasvd_stack_opts_init(&o);
 	fasvd_stack_report rep = {0};
-	assert_fasvd(fasvd_stack_svdvals(NULL, p.a, &o, s, 8, &rep), FASVD_EINVAL);
+	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, p.a, &o, &rep), FASVD_EINVAL);
 	fasvd_rfactors *a = rfac(p.a, FASVD_COMPUTE_F32), *b = rfac(p.b, FASVD_COMPUTE_F32);
 	fasvd_rfactors *d = rfac(p.b, FASVD_COMPUTE_F64);
-	assert_fasvd(fasvd_stack_fused_svdvals(NULL, a, b, NULL, s, 16, NULL), FASVD_ESHAPE);
-	assert_fasvd(fasvd_stack_fused_svdvals(NULL, a, d, NULL, s, 16, NULL), FASVD_EINVAL);
-	assert_fasvd(fasvd_stack_fused_svdvals(NULL, a, a, NULL, NULL, 16, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_stack_fused_svdvals(s, 16, NULL, a, b, NULL, NULL), FASVD_ESHAPE);
+	assert_fasvd(fasvd_stack_fused_svdvals(s, 16, NULL, a, d, NULL, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_stack_fused_svdvals(NULL, 16, NULL, a, a, NULL, NULL), FASVD_EINVAL);
 	fasvd_rfactors_free(a);
 	fasvd_rfactors_free(b);
 	fasvd_rfactors_free(d);
 	/* NaN weights: the detail names the tensor. */
 	p.wb[3] = NAN;
 	assert_ok(fasvd_tensor_set_name(p.tb, "o_proj"));
-	assert_fasvd(fasvd_stack_svdvals(NULL, p.b, NULL, s, 8, NULL), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, p.b, NULL, NULL), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "o_proj"));
 	pair_free(&p);
 }
@@ -446,21 +446,21 @@ static int stack_body(fasvd_ctx *ctx, void *arg)
 	double s[64];
 	fasvd_stack_opts o;
 	fasvd_stack_opts_init(&o);
-	int rc = fasvd_stack_svdvals(ctx, p->b, &o, s, 9, NULL);
+	int rc = fasvd_stack_svdvals(s, 9, ctx, p->b, &o, NULL);
 	o.method = FASVD_STACK_DIRECT;
 	if (!rc)
-		rc = fasvd_stack_svdvals(ctx, p->a, &o, s, 6, NULL);
+		rc = fasvd_stack_svdvals(s, 6, ctx, p->a, &o, NULL);
 	if (!rc)
 		rc = fasvd_rfactors_new(&a, ctx, p->a, NULL);
 	if (!rc)
 		rc = fasvd_rfactors_new(&b, ctx, p->b, NULL);
 	o.method = FASVD_STACK_GRAM;
 	if (!rc)
-		rc = fasvd_stack_fused_svdvals(ctx, a, b, &o, s, 9, NULL);
+		rc = fasvd_stack_fused_svdvals(s, 9, ctx, a, b, &o, NULL);
 	o.method = FASVD_STACK_DIRECT;
 	o.norm = FASVD_STACK_NORM_FROBENIUS;
 	if (!rc)
-		rc = fasvd_stack_fused_svdvals(ctx, a, b, &o, s, 9, NULL);
+		rc = fasvd_stack_fused_svdvals(s, 9, ctx, a, b, &o, NULL);
 	fasvd_rfactors_free(a);
 	fasvd_rfactors_free(b);
 	return rc;

@@ -1,4 +1,4 @@
-/* Tests of the shared-subspace decomposition (engine.h: fasvd_subspace_*). */
+/* Tests of the shared-subspace decomposition (subspace.h: fasvd_subspace_*). */
 #include "engine-test.h"
 
 static const fasvd_compute computes[2] = {FASVD_COMPUTE_F32, FASVD_COMPUTE_F64};
@@ -104,8 +104,8 @@ static void check_exact(const heads_fx *f, fasvd_compute c, fasvd_subspace_side 
 			double dot = 0, x, y;
 			int64_t len = in ? f->m : f->k;
 			for (int64_t j = 0; j < len; j++) {
-				assert_ok(fasvd_tensor_get(b, in ? p : j, in ? j : p, &x));
-				assert_ok(fasvd_tensor_get(b, in ? q : j, in ? j : q, &y));
+				assert_ok(fasvd_tensor_get(&x, b, in ? p : j, in ? j : p));
+				assert_ok(fasvd_tensor_get(&y, b, in ? q : j, in ? j : q));
 				dot += x * y;
 			}
 			assert_close(dot, p == q, 0, tol);
@@ -128,16 +128,17 @@ static void check_exact(const heads_fx *f, fasvd_compute c, fasvd_subspace_side 
 		assert_int_equal(fasvd_tensor_cols(a), in ? r : f->m);
 		for (int lay = 0; lay < 2; lay++) {
 			bool rm = lay == 0;
-			assert_ok(fasvd_subspace_reconstruct(sp, i, rec, rm ? f->m : f->k,
+			assert_ok(fasvd_subspace_reconstruct(rec, rm ? f->m : f->k,
 			                                     rm ? FASVD_LAYOUT_ROW_MAJOR
-			                                        : FASVD_LAYOUT_COL_MAJOR));
+			                                        : FASVD_LAYOUT_COL_MAJOR,
+			                                     sp, i));
 			for (int64_t q = 0; q < f->k; q++)
 				for (int64_t cc = 0; cc < f->m; cc++)
 					assert_close(rm ? rec[q * f->m + cc] : rec[cc * f->k + q],
 					             f->w[(i * f->k + q) * f->m + cc], 0, 10 * tol * wn);
 		}
 		double ae, re;
-		assert_ok(fasvd_subspace_error(sp, i, &ae, &re));
+		assert_ok(fasvd_subspace_error(&ae, &re, sp, i));
 		assert_true(re < 10 * tol);
 	}
 	assert_null(fasvd_subspace_factor(sp, f->n));
@@ -200,7 +201,7 @@ static void test_truncation_identity(void **state)
 				fasvd_subspace *sp = fit(&f, computes[c], (fasvd_subspace_side)side, r, 0, 0,
 				                         FASVD_SUBSPACE_WEIGHT_NONE);
 				int64_t ns;
-				const double *spec = fasvd_subspace_spectrum(sp, &ns);
+				const double *spec = fasvd_subspace_spectrum(&ns, sp);
 				assert_int_equal(ns, p);
 				assert_spectra_close(spec, ref, p, tol, true, "subspace spectrum");
 				double tail = 0, total = 0, err2 = 0;
@@ -211,7 +212,7 @@ static void test_truncation_identity(void **state)
 				}
 				for (int64_t i = 0; i < 4; i++) {
 					double ae;
-					assert_ok(fasvd_subspace_error(sp, i, &ae, NULL));
+					assert_ok(fasvd_subspace_error(&ae, NULL, sp, i));
 					err2 += ae * ae;
 				}
 				assert_close(err2, tail, 0, tol * total);
@@ -266,13 +267,13 @@ static void test_weights(void **state)
 			fasvd_subspace *sp = fit(&f, computes[c], FASVD_SUBSPACE_SHARED_INPUT, 3, 0, 0,
 			                         (fasvd_subspace_weight)wgt);
 			int64_t ns;
-			const double *spec = fasvd_subspace_spectrum(sp, &ns);
+			const double *spec = fasvd_subspace_spectrum(&ns, sp);
 			assert_int_equal(ns, 10);
 			assert_spectra_close(spec, ref, 10, contract_tol(computes[c]), true, "weighted");
 			/* The loud head's absolute error is in its own units. */
 			double ae0, re0, ae1, re1;
-			assert_ok(fasvd_subspace_error(sp, 0, &ae0, &re0));
-			assert_ok(fasvd_subspace_error(sp, 1, &ae1, &re1));
+			assert_ok(fasvd_subspace_error(&ae0, &re0, sp, 0));
+			assert_ok(fasvd_subspace_error(&ae1, &re1, sp, 1));
 			assert_true(ae0 > 10 * ae1);
 			assert_true(re0 < 1 && re1 < 1);
 			fasvd_subspace_free(sp);
@@ -295,7 +296,7 @@ static void test_zero_head(void **state)
 		                         (fasvd_subspace_weight)w);
 		assert_int_equal(fasvd_subspace_rank(sp), 2);
 		double ae, re;
-		assert_ok(fasvd_subspace_error(sp, 1, &ae, &re));
+		assert_ok(fasvd_subspace_error(&ae, &re, sp, 1));
 		assert_true(ae == 0.0 && re == 0.0);
 		fasvd_subspace_free(sp);
 	}
@@ -338,17 +339,17 @@ static void test_errors(void **state)
 	assert_int_equal(fasvd_subspace_rank(NULL), 0);
 	assert_null(fasvd_subspace_basis(NULL));
 	int64_t n = 5;
-	assert_null(fasvd_subspace_spectrum(NULL, &n));
+	assert_null(fasvd_subspace_spectrum(&n, NULL));
 	assert_int_equal(n, 0);
-	assert_fasvd(fasvd_subspace_error(NULL, 0, NULL, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_subspace_error(NULL, NULL, NULL, 0), FASVD_EINVAL);
 	sp = fit(&f, FASVD_COMPUTE_F32, FASVD_SUBSPACE_SHARED_INPUT, 1, 0, 0,
 	         FASVD_SUBSPACE_WEIGHT_NONE);
 	double buf[15];
-	assert_fasvd(fasvd_subspace_error(sp, 2, NULL, NULL), FASVD_EINVAL);
-	assert_fasvd(fasvd_subspace_reconstruct(sp, 0, buf, 4, FASVD_LAYOUT_ROW_MAJOR),
+	assert_fasvd(fasvd_subspace_error(NULL, NULL, sp, 2), FASVD_EINVAL);
+	assert_fasvd(fasvd_subspace_reconstruct(buf, 4, FASVD_LAYOUT_ROW_MAJOR, sp, 0),
 	             FASVD_EINVAL);
-	assert_fasvd(fasvd_subspace_reconstruct(sp, 0, buf, 5, (fasvd_layout)1), FASVD_EINVAL);
-	assert_fasvd(fasvd_subspace_reconstruct(sp, 2, buf, 5, FASVD_LAYOUT_ROW_MAJOR),
+	assert_fasvd(fasvd_subspace_reconstruct(buf, 5, (fasvd_layout)1, sp, 0), FASVD_EINVAL);
+	assert_fasvd(fasvd_subspace_reconstruct(buf, 5, FASVD_LAYOUT_ROW_MAJOR, sp, 2),
 	             FASVD_EINVAL);
 	fasvd_subspace_free(sp);
 	fasvd_subspace_free(NULL);

@@ -101,7 +101,7 @@ static inline void util_check_values(const double *got, const double *want, int6
 static inline double util_get(const fasvd_tensor *t, int64_t i, int64_t j)
 {
 	double v = 0;
-	assert_int_equal(fasvd_tensor_get(t, i, j, &v), 0);
+	assert_int_equal(fasvd_tensor_get(&v, t, i, j), 0);
 	return v;
 }
 
@@ -121,8 +121,8 @@ static inline void util_factor_errors(const double *a, int64_t lda, int64_t m, i
 	double *vd = malloc(sizeof(double) * (size_t)(k * n));
 	assert_non_null(ud);
 	assert_non_null(vd);
-	assert_int_equal(fasvd_tensor_to_f64(u, ud, k, FASVD_LAYOUT_ROW_MAJOR, 0), 0);
-	assert_int_equal(fasvd_tensor_to_f64(vt, vd, n, FASVD_LAYOUT_ROW_MAJOR, 0), 0);
+	assert_int_equal(fasvd_tensor_to_f64(ud, k, FASVD_LAYOUT_ROW_MAJOR, u, 0), 0);
+	assert_int_equal(fasvd_tensor_to_f64(vd, n, FASVD_LAYOUT_ROW_MAJOR, vt, 0), 0);
 	/* R = A - (U diag(s)) Vᵀ, all row-major */
 	double *r = malloc(sizeof(double) * (size_t)(m * n));
 	double *us = malloc(sizeof(double) * (size_t)(m * k));

@@ -84,7 +84,7 @@ static void test_known_spectra(void **state)
 					fasvd_svd_report rep;
 					fasvd_svd_report_init(&rep);
 					memset(got, 0, sizeof(double) * (size_t)p);
-					assert_ok(fasvd_svdvals(NULL, t, &o, got, p, &rep));
+					assert_ok(fasvd_svdvals(got, p, NULL, t, &o, &rep));
 					assert_int_not_equal(rep.backend, FASVD_BACKEND_AUTO);
 					assert_int_equal(rep.fallback, 0);
 					util_check_values(got, want, p, value_tol(rep.backend, comp, p), what);
@@ -92,7 +92,7 @@ static void test_known_spectra(void **state)
 						continue;
 					fasvd_tensor *u = NULL, *vt = NULL;
 					memset(got, 0, sizeof(double) * (size_t)p);
-					assert_ok(fasvd_svd(NULL, t, &o, &u, got, p, &vt, &rep));
+					assert_ok(fasvd_svd(&u, got, p, &vt, NULL, t, &o, &rep));
 					util_check_values(got, want, p, value_tol(rep.backend, comp, p), what);
 					assert_int_equal(fasvd_tensor_dtype(u),
 					                 ci ? FASVD_DTYPE_F64 : FASVD_DTYPE_F32);
@@ -148,28 +148,28 @@ static void test_properties_and_layouts(void **state)
 			fasvd_tensor *t = NULL, *tt = NULL;
 			/* padded C order */
 			t = borrow(a, m, n, ld, "padded");
-			assert_ok(fasvd_svdvals(NULL, t, &o, s0, p, NULL));
+			assert_ok(fasvd_svdvals(s0, p, NULL, t, &o, NULL));
 			util_check_values(s0, want, p, vt_tol, "padded");
 			/* transpose view: same values */
 			assert_ok(fasvd_tensor_transpose(&tt, t));
-			assert_ok(fasvd_svdvals(NULL, tt, &o, s1, p, NULL));
+			assert_ok(fasvd_svdvals(s1, p, NULL, tt, &o, NULL));
 			util_check_values(s1, want, p, vt_tol, "transposed view");
 			fasvd_tensor_free(tt);
 			fasvd_tensor_free(t);
 			/* Fortran order: row stride 1, column stride m */
 			assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F64, f, m, n, 1, m));
-			assert_ok(fasvd_svdvals(NULL, t, &o, s1, p, NULL));
+			assert_ok(fasvd_svdvals(s1, p, NULL, t, &o, NULL));
 			util_check_values(s1, want, p, vt_tol, "fortran order");
 			fasvd_tensor_free(t);
 			/* reversed rows through a negative row stride */
 			assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F64,
 			                                    rev + (m - 1) * n, m, n, -n, 1));
-			assert_ok(fasvd_svdvals(NULL, t, &o, s1, p, NULL));
+			assert_ok(fasvd_svdvals(s1, p, NULL, t, &o, NULL));
 			util_check_values(s1, want, p, vt_tol, "negative stride");
 			fasvd_tensor_free(t);
 			/* scaling by -3.5 */
 			t = borrow(scaled, m, n, n, "scaled");
-			assert_ok(fasvd_svdvals(NULL, t, &o, s1, p, NULL));
+			assert_ok(fasvd_svdvals(s1, p, NULL, t, &o, NULL));
 			for (int64_t i = 0; i < p; i++)
 				assert_close(s1[i], 3.5 * s0[i], 0, 3.5 * vt_tol * want[0]);
 			fasvd_tensor_free(t);
@@ -186,12 +186,12 @@ static void test_properties_and_layouts(void **state)
 	util_ref_svdvals(blk, 27, 15, 27, wb);
 	fasvd_svd_opts o;
 	opts_for(&o, FASVD_BACKEND_GESDD, FASVD_COMPUTE_F64, 0);
-	assert_ok(fasvd_svdvals(NULL, v, &o, gb, 15, NULL));
+	assert_ok(fasvd_svdvals(gb, 15, NULL, v, &o, NULL));
 	util_check_values(gb, wb, 15, 1e-12, "sub-view");
 	/* and its vectors reconstruct the block */
 	fasvd_tensor *u = NULL, *vt = NULL;
 	double rec, ou, ov;
-	assert_ok(fasvd_svd(NULL, v, &o, &u, gb, 15, &vt, NULL));
+	assert_ok(fasvd_svd(&u, gb, 15, &vt, NULL, v, &o, NULL));
 	util_factor_errors(blk, 27, 15, 27, u, gb, vt, &rec, &ou, &ov);
 	assert_true(rec < 1e-13 && ou < 1e-13 && ov < 1e-13);
 	fasvd_tensor_free(u);
@@ -219,14 +219,14 @@ static void test_other_dtypes(void **state)
 	const fasvd_dtype dts[] = {FASVD_DTYPE_F16, FASVD_DTYPE_BF16, FASVD_DTYPE_F32};
 	for (size_t di = 0; di < 3; di++) {
 		unsigned char buf[20 * 12 * 4];
-		assert_ok(fasvd_dtype_encode(dts[di], src, (size_t)(m * n), buf));
-		assert_ok(fasvd_dtype_decode(dts[di], buf, (size_t)(m * n), dec));
+		assert_ok(fasvd_dtype_encode(buf, dts[di], src, (size_t)(m * n)));
+		assert_ok(fasvd_dtype_decode(dec, dts[di], buf, (size_t)(m * n)));
 		util_ref_svdvals(dec, n, m, n, want);
 		fasvd_tensor *t = NULL;
 		assert_ok(fasvd_tensor_new_borrowed(&t, NULL, dts[di], buf, m, n, n, 1));
 		fasvd_svd_opts o;
 		opts_for(&o, FASVD_BACKEND_AUTO, FASVD_COMPUTE_F64, 0);
-		assert_ok(fasvd_svdvals(NULL, t, &o, got, n, NULL));
+		assert_ok(fasvd_svdvals(got, n, NULL, t, &o, NULL));
 		util_check_values(got, want, n, 1e-13, fasvd_dtype_name(dts[di]));
 		fasvd_tensor_free(t);
 	}
@@ -250,7 +250,7 @@ static void test_rank_truncation(void **state)
 				double sentinel = -7.0;
 				for (int i = 0; i < 35; i++)
 					got[i] = sentinel;
-				assert_ok(fasvd_svdvals(NULL, t, &o, got, kk, NULL));
+				assert_ok(fasvd_svdvals(got, kk, NULL, t, &o, NULL));
 				double tol = value_tol(exact_backends[bi], FASVD_COMPUTE_F64, p);
 				util_check_values(got, want, kk, tol, "truncated values");
 				for (int64_t i = kk; i < p; i++)
@@ -258,7 +258,7 @@ static void test_rank_truncation(void **state)
 				if (exact_backends[bi] == FASVD_BACKEND_GRAM)
 					continue;
 				fasvd_tensor *u = NULL, *vt = NULL;
-				assert_ok(fasvd_svd(NULL, t, &o, &u, got, kk, &vt, NULL));
+				assert_ok(fasvd_svd(&u, got, kk, &vt, NULL, t, &o, NULL));
 				assert_int_equal(fasvd_tensor_rows(u), m);
 				assert_int_equal(fasvd_tensor_cols(u), kk);
 				assert_int_equal(fasvd_tensor_rows(vt), kk);
@@ -267,8 +267,8 @@ static void test_rank_truncation(void **state)
 				double *ud = malloc(sizeof(double) * (size_t)(m * kk));
 				double *vd = malloc(sizeof(double) * (size_t)(kk * n));
 				double *av = malloc(sizeof(double) * (size_t)(m * kk));
-				assert_ok(fasvd_tensor_to_f64(u, ud, kk, FASVD_LAYOUT_ROW_MAJOR, 0));
-				assert_ok(fasvd_tensor_to_f64(vt, vd, n, FASVD_LAYOUT_ROW_MAJOR, 0));
+				assert_ok(fasvd_tensor_to_f64(ud, kk, FASVD_LAYOUT_ROW_MAJOR, u, 0));
+				assert_ok(fasvd_tensor_to_f64(vd, n, FASVD_LAYOUT_ROW_MAJOR, vt, 0));
 				for (int64_t i = 0; i < m; i++)
 					for (int64_t y = 0; y < kk; y++) {
 						double acc = 0;
@@ -304,14 +304,14 @@ static void test_context_compute(void **state)
 	double a[6] = {1, 2, 3, 4, 5, 6}, s[2];
 	fasvd_tensor *t = NULL, *u = NULL, *vt = NULL;
 	assert_ok(fasvd_tensor_new_borrowed(&t, ctx, FASVD_DTYPE_F64, a, 2, 3, 3, 1));
-	assert_ok(fasvd_svd(ctx, t, NULL, &u, s, 2, &vt, NULL));
+	assert_ok(fasvd_svd(&u, s, 2, &vt, ctx, t, NULL, NULL));
 	assert_int_equal(fasvd_tensor_dtype(u), FASVD_DTYPE_F32);
 	fasvd_tensor_free(u);
 	fasvd_tensor_free(vt);
 	assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_COMPUTE, FASVD_COMPUTE_F64));
 	fasvd_svd_opts o;
 	fasvd_svd_opts_init(&o); /* compute 0: the context's */
-	assert_ok(fasvd_svd(ctx, t, &o, &u, s, 2, &vt, NULL));
+	assert_ok(fasvd_svd(&u, s, 2, &vt, ctx, t, &o, NULL));
 	assert_int_equal(fasvd_tensor_dtype(u), FASVD_DTYPE_F64);
 	/* singular values of [[1,2,3],[4,5,6]] */
 	assert_close(s[0], sqrt((91.0 + sqrt(8065.0)) / 2.0), 1e-14, 0);
@@ -319,7 +319,7 @@ static void test_context_compute(void **state)
 	fasvd_tensor_free(u);
 	fasvd_tensor_free(vt);
 	/* ctx NULL: the tensor's context */
-	assert_ok(fasvd_svd(NULL, t, NULL, &u, s, 2, &vt, NULL));
+	assert_ok(fasvd_svd(&u, s, 2, &vt, NULL, t, NULL, NULL));
 	assert_int_equal(fasvd_tensor_dtype(u), FASVD_DTYPE_F64);
 	fasvd_tensor_free(u);
 	fasvd_tensor_free(vt);
@@ -350,12 +350,12 @@ static void test_nonfinite(void **state)
 			opts_for(&o, all[bi], ci ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32,
 			         all[bi] == FASVD_BACKEND_RANDOMIZED ? 2 : 0);
 			fasvd_clear_error();
-			assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 7, NULL), FASVD_ENONFINITE);
+			assert_fasvd(fasvd_svdvals(s, 7, NULL, t, &o, NULL), FASVD_ENONFINITE);
 			assert_non_null(strstr(fasvd_last_error(), "layers.0.w_bad"));
 			assert_non_null(strstr(fasvd_last_error(), "(3, 4)"));
 			if (all[bi] != FASVD_BACKEND_GRAM) {
 				fasvd_tensor *u = (fasvd_tensor *)1, *vt = (fasvd_tensor *)1;
-				assert_fasvd(fasvd_svd(NULL, t, &o, &u, s, 7, &vt, NULL), FASVD_ENONFINITE);
+				assert_fasvd(fasvd_svd(&u, s, 7, &vt, NULL, t, &o, NULL), FASVD_ENONFINITE);
 				assert_null(u);
 				assert_null(vt);
 			}
@@ -374,13 +374,13 @@ static void test_nonfinite(void **state)
 	double *sb = malloc(sizeof(double) * (size_t)n);
 	fasvd_svd_opts o;
 	opts_for(&o, FASVD_BACKEND_GRAM, FASVD_COMPUTE_F32, 0);
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, sb, n, NULL), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_svdvals(sb, n, NULL, t, &o, NULL), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "(290, 30)"));
 	assert_non_null(strstr(fasvd_last_error(), "+Inf"));
 	/* the same through a transposed view (column panels) */
 	fasvd_tensor *tt = NULL;
 	assert_ok(fasvd_tensor_transpose(&tt, t));
-	assert_fasvd(fasvd_svdvals(NULL, tt, &o, sb, n, NULL), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_svdvals(sb, n, NULL, tt, &o, NULL), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "(30, 290)"));
 	fasvd_tensor_free(tt);
 	fasvd_tensor_free(t);
@@ -409,17 +409,17 @@ static void test_oversized(void **state)
 	for (int bk = 0; bk <= FASVD_BACKEND_RANDOMIZED; bk++) {
 		fasvd_svd_opts o;
 		opts_for(&o, (fasvd_backend)bk, 0, bk == FASVD_BACKEND_RANDOMIZED ? 1 : 0);
-		assert_fasvd(fasvd_svdvals(ctx, t, &o, s, 2, NULL), FASVD_ERANGE);
+		assert_fasvd(fasvd_svdvals(s, 2, ctx, t, &o, NULL), FASVD_ERANGE);
 		assert_non_null(strstr(fasvd_last_error(), "huge"));
 		assert_non_null(strstr(fasvd_last_error(), "2147483648 rows"));
 		fasvd_tensor *u = NULL, *vt = NULL;
 		if (bk != FASVD_BACKEND_GRAM)
-			assert_fasvd(fasvd_svd(ctx, t, &o, &u, s, 2, &vt, NULL), FASVD_ERANGE);
+			assert_fasvd(fasvd_svd(&u, s, 2, &vt, ctx, t, &o, NULL), FASVD_ERANGE);
 	}
 	assert_int_equal(st.allocs, before);
 	fasvd_tensor *tt = NULL;
 	assert_ok(fasvd_tensor_transpose(&tt, t));
-	assert_fasvd(fasvd_svdvals(ctx, tt, NULL, s, 2, NULL), FASVD_ERANGE);
+	assert_fasvd(fasvd_svdvals(s, 2, ctx, tt, NULL, NULL), FASVD_ERANGE);
 	assert_non_null(strstr(fasvd_last_error(), "2147483648 columns"));
 	assert_int_equal(st.allocs, before);
 	fasvd_tensor_free(tt);
@@ -462,8 +462,10 @@ static void test_alloc_failure(void **state)
 						                                                                     : 0);
 						double s[20];
 						st.fail_at = st.allocs + fail_at;
-						int rc = vec ? fasvd_svd(ctx, tr ? tt : t, &o, &u, s, 20, &vt, NULL)
-						             : fasvd_svdvals(ctx, tr ? tt : t, &o, s, 20, NULL);
+						int rc = vec ? fasvd_svd(&u, s, 20, &vt, ctx,
+						                         tr ? tt : t, &o, NULL)
+						             : fasvd_svdvals(s, 20, ctx,
+						                             tr ? tt : t, &o, NULL);
 						st.fail_at = 0;
 						if (rc == 0) {
 							double tol = f32                              ? 1e-5
@@ -505,40 +507,40 @@ static void test_arguments(void **state)
 	fasvd_svd_report rep;
 	fasvd_svd_report_init(&rep);
 
-	assert_fasvd(fasvd_svdvals(NULL, NULL, NULL, s, 3, NULL), FASVD_EINVAL);
-	assert_fasvd(fasvd_svdvals(NULL, t, NULL, NULL, 3, NULL), FASVD_EINVAL);
-	assert_fasvd(fasvd_svdvals(NULL, t, NULL, s, 2, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, NULL, NULL, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(NULL, 3, NULL, t, NULL, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 2, NULL, t, NULL, NULL), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "n_s"));
-	assert_fasvd(fasvd_svd(NULL, t, NULL, NULL, s, 3, &vt, NULL), FASVD_EINVAL);
-	assert_fasvd(fasvd_svd(NULL, t, NULL, &u, s, 3, NULL, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svd(NULL, s, 3, &vt, NULL, t, NULL, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svd(&u, s, 3, NULL, NULL, t, NULL, NULL), FASVD_EINVAL);
 	assert_null(u);
 
 	memset(&o, 0, sizeof o); /* not initialised */
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 3, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "fasvd_svd_opts_init"));
 	fasvd_svd_opts_init(&o);
 	o.compute = (fasvd_compute)7;
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 3, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "compute"));
 	fasvd_svd_opts_init(&o);
 	o.backend = (fasvd_backend)6;
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 3, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	fasvd_svd_opts_init(&o);
 	o.rank = -1;
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 3, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	fasvd_svd_opts_init(&o);
 	o.oversample = -1;
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 3, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	fasvd_svd_opts_init(&o);
 	o.power_iters = 101;
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 3, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	fasvd_svd_opts_init(&o);
 	o.backend = FASVD_BACKEND_RANDOMIZED; /* needs a rank */
-	assert_fasvd(fasvd_svdvals(NULL, t, &o, s, 3, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "rank"));
 	fasvd_svd_opts_init(&o);
 	o.backend = FASVD_BACKEND_GRAM; /* values only */
-	assert_fasvd(fasvd_svd(NULL, t, &o, &u, s, 3, &vt, &rep), FASVD_EINVAL);
+	assert_fasvd(fasvd_svd(&u, s, 3, &vt, NULL, t, &o, &rep), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "gram"));
 	assert_null(u);
 	assert_null(vt);
@@ -552,25 +554,25 @@ static void test_arguments(void **state)
 	fasvd_svd_opts_init(&bigger.o);
 	bigger.o.size = sizeof bigger;
 	bigger.extra = 0;
-	assert_ok(fasvd_svdvals(NULL, t, &bigger.o, s, 3, NULL));
+	assert_ok(fasvd_svdvals(s, 3, NULL, t, &bigger.o, NULL));
 	bigger.extra = 1;
-	assert_fasvd(fasvd_svdvals(NULL, t, &bigger.o, s, 3, NULL), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &bigger.o, NULL), FASVD_EINVAL);
 	fasvd_svd_opts_init(&o);
 	o.size = offsetof(fasvd_svd_opts, backend); /* knows size and compute only */
 	o.backend = (fasvd_backend)99;              /* beyond its size: ignored */
 	o.compute = FASVD_COMPUTE_F64;
-	assert_ok(fasvd_svdvals(NULL, t, &o, s, 3, &rep));
+	assert_ok(fasvd_svdvals(s, 3, NULL, t, &o, &rep));
 	assert_int_equal(rep.backend, FASVD_BACKEND_GESDD);
 
 	/* report: uninitialised is refused; a smaller one is filled in part */
 	fasvd_svd_report bad;
 	memset(&bad, 0, sizeof bad);
-	assert_fasvd(fasvd_svdvals(NULL, t, NULL, s, 3, &bad), FASVD_EINVAL);
+	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, NULL, &bad), FASVD_EINVAL);
 	fasvd_svd_report small;
 	fasvd_svd_report_init(&small);
 	small.size = offsetof(fasvd_svd_report, fallback);
 	small.fallback = 42;
-	assert_ok(fasvd_svdvals(NULL, t, NULL, s, 3, &small));
+	assert_ok(fasvd_svdvals(s, 3, NULL, t, NULL, &small));
 	assert_int_equal(small.fallback, 42);
 	assert_int_equal(small.backend, FASVD_BACKEND_GESDD);
 
@@ -627,7 +629,7 @@ static void test_zero_matrix(void **state)
 			fasvd_svd_report_init(&rep);
 			for (int i = 0; i < 5; i++)
 				s[i] = -1;
-			assert_ok(fasvd_svdvals(NULL, t, &o, s, 5, &rep));
+			assert_ok(fasvd_svdvals(s, 5, NULL, t, &o, &rep));
 			int64_t k = bk == FASVD_BACKEND_RANDOMIZED ? 2 : 5;
 			for (int64_t i = 0; i < k; i++)
 				assert_true(s[i] == 0.0);
@@ -655,7 +657,7 @@ static void *conc_worker(void *p)
 		o.compute = FASVD_COMPUTE_F64;
 		o.backend = (fasvd_backend)(1 + it % 5);
 		o.rank = o.backend == FASVD_BACKEND_RANDOMIZED ? 24 : 0;
-		if (fasvd_svdvals(NULL, arg->t, &o, s, 24, NULL) != 0)
+		if (fasvd_svdvals(s, 24, NULL, arg->t, &o, NULL) != 0)
 			arg->ok = 0;
 		else if (o.backend == FASVD_BACKEND_GESDD &&
 		         memcmp(s, arg->want_s, sizeof s) != 0)
@@ -681,7 +683,7 @@ static void test_concurrent_calls(void **state)
 	fasvd_svd_opts_init(&o);
 	o.compute = FASVD_COMPUTE_F64;
 	o.backend = FASVD_BACKEND_GESDD;
-	assert_ok(fasvd_svdvals(NULL, t, &o, want, 24, NULL));
+	assert_ok(fasvd_svdvals(want, 24, NULL, t, &o, NULL));
 	enum { NT = 4 };
 	pthread_t th[NT];
 	struct conc_arg args[NT];

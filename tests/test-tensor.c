@@ -19,38 +19,38 @@ static void test_borrowed_strides(void **s)
 	assert_ptr_equal(fasvd_tensor_data(t), a);
 	assert_null(fasvd_tensor_data_mut(t));
 	double v;
-	assert_ok(fasvd_tensor_get(t, 2, 1, &v));
+	assert_ok(fasvd_tensor_get(&v, t, 2, 1));
 	assert_true(v == 10);
 	fasvd_tensor *ft = NULL; /* the same buffer as a 4x3 Fortran-order matrix */
 	assert_ok(fasvd_tensor_new_borrowed(&ft, NULL, FASVD_DTYPE_F64, a, 4, 3, 1, 4));
-	assert_ok(fasvd_tensor_get(ft, 1, 2, &v));
+	assert_ok(fasvd_tensor_get(&v, ft, 1, 2));
 	assert_true(v == 10);
 	fasvd_tensor *rev = NULL; /* rows reversed: negative stride */
 	assert_ok(fasvd_tensor_new_borrowed(&rev, NULL, FASVD_DTYPE_F64, a + 8, 3, 4, -4, 1));
 	double d[12];
-	assert_ok(fasvd_tensor_to_f64(rev, d, 4, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(d, 4, FASVD_LAYOUT_ROW_MAJOR, rev, 0));
 	for (int r = 0; r < 3; r++)
 		for (int c = 0; c < 4; c++)
 			assert_true(d[r * 4 + c] == a[(2 - r) * 4 + c]);
-	assert_ok(fasvd_tensor_to_f64(t, d, 3, FASVD_LAYOUT_COL_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(d, 3, FASVD_LAYOUT_COL_MAJOR, t, 0));
 	for (int r = 0; r < 3; r++)
 		for (int c = 0; c < 4; c++)
 			assert_true(d[c * 3 + r] == a[r * 4 + c]);
 	float f[12];
-	assert_ok(fasvd_tensor_to_f32(ft, f, 3, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f32(f, 3, FASVD_LAYOUT_ROW_MAJOR, ft, 0));
 	for (int r = 0; r < 4; r++)
 		for (int c = 0; c < 3; c++)
 			assert_true(f[r * 3 + c] == (float)a[c * 4 + r]);
 	/* the stride of a dimension of 1 is never used, whatever it is */
 	fasvd_tensor *one = NULL;
 	assert_ok(fasvd_tensor_new_borrowed(&one, NULL, FASVD_DTYPE_F64, a, 1, 4, INT64_MAX, 1));
-	assert_ok(fasvd_tensor_to_f64(one, d, 1, FASVD_LAYOUT_COL_MAJOR, 0));
-	assert_ok(fasvd_tensor_to_f32(one, f, 4, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(d, 1, FASVD_LAYOUT_COL_MAJOR, one, 0));
+	assert_ok(fasvd_tensor_to_f32(f, 4, FASVD_LAYOUT_ROW_MAJOR, one, 0));
 	for (int c = 0; c < 4; c++)
 		assert_true(d[c] == a[c] && f[c] == (float)a[c]);
 	fasvd_tensor_free(one);
 	assert_ok(fasvd_tensor_new_borrowed(&one, NULL, FASVD_DTYPE_F64, a, 3, 1, 4, INT64_MIN + 1));
-	assert_ok(fasvd_tensor_to_f64(one, d, 1, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(d, 1, FASVD_LAYOUT_ROW_MAJOR, one, 0));
 	for (int r = 0; r < 3; r++)
 		assert_true(d[r] == a[4 * r]);
 	fasvd_tensor_free(one);
@@ -102,20 +102,20 @@ static void test_owned_and_names(void **s)
 		assert_true(p[i] == 0.0f);
 	p[5] = 2.5f;
 	double v;
-	assert_ok(fasvd_tensor_get(t, 1, 2, &v));
+	assert_ok(fasvd_tensor_get(&v, t, 1, 2));
 	assert_true(v == 2.5);
 	assert_int_equal(fasvd_tensor_row_stride(t), 3);
 	assert_int_equal(fasvd_tensor_col_stride(t), 1);
 	assert_string_equal(fasvd_tensor_name(t), "");
 	assert_ok(fasvd_tensor_set_name(t, "model.layers.0.self_attn.q_proj.weight"));
 	assert_string_equal(fasvd_tensor_name(t), "model.layers.0.self_attn.q_proj.weight");
-	assert_fasvd(fasvd_tensor_get(t, 2, 0, &v), FASVD_EINVAL);
+	assert_fasvd(fasvd_tensor_get(&v, t, 2, 0), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "q_proj"));
 	fasvd_tensor *view = NULL;
 	assert_ok(fasvd_tensor_view(&view, t, 1, 1, 1, 2));
 	assert_null(fasvd_tensor_data_mut(view));
 	assert_string_equal(fasvd_tensor_name(view), fasvd_tensor_name(t));
-	assert_ok(fasvd_tensor_get(view, 0, 1, &v));
+	assert_ok(fasvd_tensor_get(&v, view, 0, 1));
 	assert_true(v == 2.5);
 	fasvd_tensor_free(view);
 	fasvd_tensor_free(t);
@@ -137,7 +137,7 @@ static void test_views_and_blocks(void **s)
 	double x;
 	for (int i = 0; i < 2; i++)
 		for (int j = 0; j < 2; j++) {
-			assert_ok(fasvd_tensor_get(vv, i, j, &x));
+			assert_ok(fasvd_tensor_get(&x, vv, i, j));
 			/* vv(i,j) = tt(1+i, 1+j) = v(1+j, 1+i) = a(3+j, 4+i) */
 			assert_true(x == a[(3 + j) * C + 4 + i]);
 		}
@@ -148,12 +148,12 @@ static void test_views_and_blocks(void **s)
 	for (int h = 0; h < 3; h++) {
 		assert_ok(fasvd_tensor_block(&b, t, FASVD_AXIS_ROWS, 3, h));
 		assert_int_equal(fasvd_tensor_rows(b), 2);
-		assert_ok(fasvd_tensor_get(b, 1, 5, &x));
+		assert_ok(fasvd_tensor_get(&x, b, 1, 5));
 		assert_true(x == a[(2 * h + 1) * C + 5]);
 		fasvd_tensor_free(b);
 	}
 	assert_ok(fasvd_tensor_block(&b, t, FASVD_AXIS_COLS, 4, 3));
-	assert_ok(fasvd_tensor_get(b, 5, 1, &x));
+	assert_ok(fasvd_tensor_get(&x, b, 5, 1));
 	assert_true(x == a[5 * C + 7]);
 	fasvd_tensor_free(b);
 	assert_fasvd(fasvd_tensor_block(&b, t, FASVD_AXIS_ROWS, 4, 0), FASVD_ESHAPE);
@@ -193,11 +193,11 @@ static void test_block_scales_partial_edges(void **s)
 	double code;
 	double *d = malloc(sizeof(double) * R * C);
 	float *f = malloc(sizeof(float) * R * C);
-	assert_ok(fasvd_tensor_to_f64(t, d, R, FASVD_LAYOUT_COL_MAJOR, 0));
-	assert_ok(fasvd_tensor_to_f32(t, f, C, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(d, R, FASVD_LAYOUT_COL_MAJOR, t, 0));
+	assert_ok(fasvd_tensor_to_f32(f, C, FASVD_LAYOUT_ROW_MAJOR, t, 0));
 	for (int r = 0; r < R; r++)
 		for (int c = 0; c < C; c++) {
-			assert_ok(fasvd_dtype_decode(FASVD_DTYPE_F8_E4M3, &w[r * C + c], 1, &code));
+			assert_ok(fasvd_dtype_decode(&code, FASVD_DTYPE_F8_E4M3, &w[r * C + c], 1));
 			double want = code * (double)sc[(r / 128) * GC + c / 128];
 			if (d[c * R + r] != want)
 				fail_msg("(%d,%d): %.17g != %.17g", r, c, d[c * R + r], want);
@@ -209,12 +209,12 @@ static void test_block_scales_partial_edges(void **s)
 	assert_ok(fasvd_tensor_transpose(&tv, v));
 	assert_int_equal(fasvd_tensor_has_block_scales(tv), 1);
 	double *e = malloc(sizeof(double) * 150 * 120);
-	assert_ok(fasvd_tensor_to_f64(tv, e, 150, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(e, 150, FASVD_LAYOUT_ROW_MAJOR, tv, 0));
 	for (int i = 0; i < 120; i++)
 		for (int j = 0; j < 150; j++) {
 			int r = 100 + j, c = 60 + i;
 			double x;
-			assert_ok(fasvd_tensor_get(tv, i, j, &x));
+			assert_ok(fasvd_tensor_get(&x, tv, i, j));
 			assert_true(x == d[c * R + r]);
 			assert_true(e[i * 150 + j] == d[c * R + r]);
 		}
@@ -237,8 +237,8 @@ static void test_block_scales_partial_edges(void **s)
 	assert_ok(fasvd_tensor_new_borrowed(&t3, NULL, FASVD_DTYPE_F8_E4M3, w, R, C, C, 1));
 	assert_ok(fasvd_tensor_set_block_scales(t3, one, INT64_MAX, INT64_MAX - 1));
 	double x3;
-	assert_ok(fasvd_tensor_get(t3, R - 1, C - 1, &x3));
-	assert_ok(fasvd_dtype_decode(FASVD_DTYPE_F8_E4M3, &w[R * C - 1], 1, &code));
+	assert_ok(fasvd_tensor_get(&x3, t3, R - 1, C - 1));
+	assert_ok(fasvd_dtype_decode(&code, FASVD_DTYPE_F8_E4M3, &w[R * C - 1], 1));
 	assert_true(x3 == code * 0.5);
 	fasvd_tensor_free(t3);
 	fasvd_tensor_free(one);
@@ -267,21 +267,21 @@ static void test_nonfinite_refused(void **s)
 	assert_ok(fasvd_tensor_set_name(t, "w_bad"));
 	double d[6];
 	float f[6];
-	assert_fasvd(fasvd_tensor_to_f64(t, d, 3, FASVD_LAYOUT_ROW_MAJOR, 0), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_tensor_to_f64(d, 3, FASVD_LAYOUT_ROW_MAJOR, t, 0), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "w_bad"));
 	assert_non_null(strstr(fasvd_last_error(), "(1, 1)"));
-	assert_fasvd(fasvd_tensor_to_f32(t, f, 2, FASVD_LAYOUT_COL_MAJOR, 0), FASVD_ENONFINITE);
-	assert_ok(fasvd_tensor_to_f64(t, d, 3, FASVD_LAYOUT_ROW_MAJOR,
+	assert_fasvd(fasvd_tensor_to_f32(f, 2, FASVD_LAYOUT_COL_MAJOR, t, 0), FASVD_ENONFINITE);
+	assert_ok(fasvd_tensor_to_f64(d, 3, FASVD_LAYOUT_ROW_MAJOR, t,
 	                              FASVD_DECODE_ALLOW_NONFINITE));
 	assert_true(isnan(d[4]));
 	/* finite in double but overflows float */
 	double big[2] = {1e300, 1};
 	fasvd_tensor *b = NULL;
 	assert_ok(fasvd_tensor_new_borrowed(&b, NULL, FASVD_DTYPE_F64, big, 1, 2, 2, 1));
-	assert_ok(fasvd_tensor_to_f64(b, d, 2, FASVD_LAYOUT_ROW_MAJOR, 0));
-	assert_fasvd(fasvd_tensor_to_f32(b, f, 2, FASVD_LAYOUT_ROW_MAJOR, 0), FASVD_ENONFINITE);
-	assert_fasvd(fasvd_tensor_to_f64(t, d, 2, FASVD_LAYOUT_ROW_MAJOR, 0), FASVD_EINVAL);
-	assert_fasvd(fasvd_tensor_to_f64(t, d, 3, (fasvd_layout)7, 0), FASVD_EINVAL);
+	assert_ok(fasvd_tensor_to_f64(d, 2, FASVD_LAYOUT_ROW_MAJOR, b, 0));
+	assert_fasvd(fasvd_tensor_to_f32(f, 2, FASVD_LAYOUT_ROW_MAJOR, b, 0), FASVD_ENONFINITE);
+	assert_fasvd(fasvd_tensor_to_f64(d, 2, FASVD_LAYOUT_ROW_MAJOR, t, 0), FASVD_EINVAL);
+	assert_fasvd(fasvd_tensor_to_f64(d, 3, (fasvd_layout)7, t, 0), FASVD_EINVAL);
 	fasvd_tensor_free(b);
 	fasvd_tensor_free(t);
 }
@@ -373,12 +373,12 @@ static void check_decode(const fasvd_tensor *v, const char *what)
 			d[k] = -7.5;
 			f[k] = -7.5f;
 		}
-		assert_ok(fasvd_tensor_to_f64(v, d, ld, layout, 0));
-		assert_ok(fasvd_tensor_to_f32(v, f, ld, layout, 0));
+		assert_ok(fasvd_tensor_to_f64(d, ld, layout, v, 0));
+		assert_ok(fasvd_tensor_to_f32(f, ld, layout, v, 0));
 		for (int64_t r = 0; r < R; r++)
 			for (int64_t c = 0; c < C; c++) {
 				double want;
-				assert_ok(fasvd_tensor_get(v, r, c, &want));
+				assert_ok(fasvd_tensor_get(&want, v, r, c));
 				int64_t k = lay ? c * ld + r : r * ld + c;
 				if (d[k] != want || f[k] != (float)want)
 					fail_msg("%s, %s: (%lld, %lld) = %.17g / %.9g, get() = %.17g", what,
@@ -479,14 +479,14 @@ static void test_nonfinite_first_in_row_major_order(void **s)
 	float *f = malloc(sizeof(float) * R * C);
 	for (int lay = 0; lay < 2; lay++) {
 		fasvd_layout layout = lay ? FASVD_LAYOUT_COL_MAJOR : FASVD_LAYOUT_ROW_MAJOR;
-		assert_fasvd(fasvd_tensor_to_f64(t, d, lay ? R : C, layout, 0), FASVD_ENONFINITE);
+		assert_fasvd(fasvd_tensor_to_f64(d, lay ? R : C, layout, t, 0), FASVD_ENONFINITE);
 		assert_non_null(strstr(fasvd_last_error(), "(5, 200) is NaN"));
-		assert_fasvd(fasvd_tensor_to_f32(t, f, lay ? R : C, layout, 0), FASVD_ENONFINITE);
+		assert_fasvd(fasvd_tensor_to_f32(f, lay ? R : C, layout, t, 0), FASVD_ENONFINITE);
 		assert_non_null(strstr(fasvd_last_error(), "(5, 200) is NaN"));
 		/* transposed: (3, 20) comes before (200, 5) */
-		assert_fasvd(fasvd_tensor_to_f64(tt, d, lay ? C : R, layout, 0), FASVD_ENONFINITE);
+		assert_fasvd(fasvd_tensor_to_f64(d, lay ? C : R, layout, tt, 0), FASVD_ENONFINITE);
 		assert_non_null(strstr(fasvd_last_error(), "(3, 20) is NaN"));
-		assert_fasvd(fasvd_tensor_to_f32(tt, f, lay ? C : R, layout, 0), FASVD_ENONFINITE);
+		assert_fasvd(fasvd_tensor_to_f32(f, lay ? C : R, layout, tt, 0), FASVD_ENONFINITE);
 		assert_non_null(strstr(fasvd_last_error(), "(3, 20) is NaN"));
 	}
 	fasvd_tensor_free(tt);

@@ -1,4 +1,4 @@
-/* Tests of fasvd_truncate (factor.h): a fixture checkpoint of every
+/* Tests of fasvd_truncate (truncate.h): a fixture checkpoint of every
  * architecture truncated, read back with fasvd_st_open, reconstructed and
  * compared with the input; byte identity of the other tensors; the
  * config.json section; cancellation and failures leave no output. */
@@ -76,15 +76,15 @@ static double *read_f64(fasvd_st *st, const char *name, int64_t *shape, int *ndi
 {
 	fasvd_st_info info;
 	fasvd_st_info_init(&info);
-	assert_ok(fasvd_st_info_get(st, name, &info));
+	assert_ok(fasvd_st_info_get(&info, st, name));
 	const void *data;
 	uint64_t nb;
-	assert_ok(fasvd_st_raw(st, name, &data, &nb));
+	assert_ok(fasvd_st_raw(&data, &nb, st, name));
 	fasvd_dtype dt;
 	assert_ok(fasvd_dtype_from_name(&dt, info.dtype));
 	size_t n = nb / fasvd_dtype_size(dt);
 	double *d = malloc(sizeof(double) * (n ? n : 1));
-	assert_ok(fasvd_dtype_decode(dt, data, n, d));
+	assert_ok(fasvd_dtype_decode(d, dt, data, n));
 	*ndim = info.ndim;
 	for (int i = 0; i < info.ndim; i++)
 		shape[i] = info.shape[i];
@@ -98,7 +98,7 @@ static double *dequant(fasvd_st *st, const char *name, int64_t *rows, int64_t *c
 	*rows = fasvd_tensor_rows(t);
 	*cols = fasvd_tensor_cols(t);
 	double *d = malloc(sizeof(double) * (size_t)(*rows * *cols));
-	assert_ok(fasvd_tensor_to_f64(t, d, *cols, FASVD_LAYOUT_ROW_MAJOR, 0));
+	assert_ok(fasvd_tensor_to_f64(d, *cols, FASVD_LAYOUT_ROW_MAJOR, t, 0));
 	fasvd_tensor_free(t);
 	return d;
 }
@@ -173,10 +173,10 @@ static void check_round_trip(const char *in, const char *out, double tol, int64_
 		double lost = json_real_value(json_object_get(e, "energy_lost"));
 		assert_int_equal(inner, r > 0 ? r : 1);
 		/* the weight and its scale are gone */
-		assert_fasvd(fasvd_st_find(so, wname, NULL), FASVD_ENOTFOUND);
+		assert_fasvd(fasvd_st_find(NULL, so, wname), FASVD_ENOTFOUND);
 		char sc[600];
 		snprintf(sc, sizeof sc, "%s_scale_inv", wname);
-		assert_fasvd(fasvd_st_find(so, sc, NULL), FASVD_ENOTFOUND);
+		assert_fasvd(fasvd_st_find(NULL, so, sc), FASVD_ENOTFOUND);
 		int64_t m, n, sa[8], sb[8];
 		int na, nb;
 		double *w = dequant(si, wname, &m, &n);
@@ -231,23 +231,23 @@ static void check_round_trip(const char *in, const char *out, double tol, int64_
 			continue;
 		const void *d1, *d2;
 		uint64_t n1, n2;
-		assert_ok(fasvd_st_raw(si, name, &d1, &n1));
-		assert_ok(fasvd_st_raw(so, name, &d2, &n2));
+		assert_ok(fasvd_st_raw(&d1, &n1, si, name));
+		assert_ok(fasvd_st_raw(&d2, &n2, so, name));
 		assert_int_equal(n1, n2);
 		assert_memory_equal(d1, d2, n1);
 		fasvd_st_info i1, i2;
 		fasvd_st_info_init(&i1);
 		fasvd_st_info_init(&i2);
-		assert_ok(fasvd_st_info_get(si, name, &i1));
-		assert_ok(fasvd_st_info_get(so, name, &i2));
+		assert_ok(fasvd_st_info_get(&i1, si, name));
+		assert_ok(fasvd_st_info_get(&i2, so, name));
 		assert_string_equal(i1.dtype, i2.dtype);
 		assert_int_equal(i1.ndim, i2.ndim);
 		assert_string_equal(strrchr(i1.file, '/'), strrchr(i2.file, '/'));
 	}
 	assert_int_equal(fasvd_st_shard_count(si), fasvd_st_shard_count(so));
 	json_decref(cfg);
-	fasvd_st_close(si);
-	fasvd_st_close(so);
+	fasvd_st_free(si);
+	fasvd_st_free(so);
 }
 
 static void test_every_architecture(void **state)
@@ -308,10 +308,10 @@ static void test_fp8_sharded_bf16(void **state)
 	assert_ok(fasvd_st_open(&so, NULL, out));
 	fasvd_st_info info;
 	fasvd_st_info_init(&info);
-	assert_ok(fasvd_st_info_get(so, "model.layers.1.self_attn.kv_b_proj.weight.A", &info));
+	assert_ok(fasvd_st_info_get(&info, so, "model.layers.1.self_attn.kv_b_proj.weight.A"));
 	assert_string_equal(info.dtype, "BF16");
 	assert_int_equal(info.shape[1], 6);
-	fasvd_st_close(so);
+	fasvd_st_free(so);
 	int64_t n;
 	check_round_trip(in, out, 2e-2, &n); /* BF16 factors: their rounding */
 	assert_int_equal(n, 10);
@@ -435,15 +435,15 @@ static void test_only_if_smaller(void **state)
 	fasvd_st *so;
 	assert_ok(fasvd_st_open(&so, NULL, out));
 	/* kept weights keep their FP8 scale */
-	assert_ok(fasvd_st_find(so, "model.layers.0.self_attn.kv_b_proj.weight", NULL));
-	assert_ok(fasvd_st_find(so, "model.layers.0.self_attn.kv_b_proj.weight_scale_inv", NULL));
-	assert_fasvd(fasvd_st_find(so, "model.layers.0.self_attn.kv_b_proj.weight.A", NULL),
+	assert_ok(fasvd_st_find(NULL, so, "model.layers.0.self_attn.kv_b_proj.weight"));
+	assert_ok(fasvd_st_find(NULL, so, "model.layers.0.self_attn.kv_b_proj.weight_scale_inv"));
+	assert_fasvd(fasvd_st_find(NULL, so, "model.layers.0.self_attn.kv_b_proj.weight.A"),
 	             FASVD_ENOTFOUND);
-	assert_ok(fasvd_st_find(so, "model.layers.0.self_attn.kv_a_proj_with_mqa.weight.A", NULL));
-	assert_fasvd(fasvd_st_find(so, "model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv",
-	                           NULL),
+	assert_ok(fasvd_st_find(NULL, so, "model.layers.0.self_attn.kv_a_proj_with_mqa.weight.A"));
+	assert_fasvd(fasvd_st_find(NULL, so,
+	                           "model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv"),
 	             FASVD_ENOTFOUND);
-	fasvd_st_close(so);
+	fasvd_st_free(so);
 	int64_t n;
 	check_round_trip(in, out, 2e-2, &n);
 	assert_int_equal(n, cs.n - cs.skipped);

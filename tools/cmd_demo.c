@@ -28,7 +28,7 @@ static void remove_tree(const char *dir)
 static int64_t erank(const double *s, int64_t n, double tau)
 {
 	int64_t r = -1;
-	if (fasvd_metric_energy_rank(s, n, tau, &r))
+	if (fasvd_metric_energy_rank(&r, s, n, tau))
 		return -1;
 	return r;
 }
@@ -40,9 +40,9 @@ static int row_of(fasvd_st *st, const char *name, const double **data, int64_t *
 	fasvd_st_info_init(&inf);
 	const void *p;
 	uint64_t nb;
-	int rc = fasvd_st_info_get(st, name, &inf);
+	int rc = fasvd_st_info_get(&inf, st, name);
 	if (!rc)
-		rc = fasvd_st_raw(st, name, &p, &nb);
+		rc = fasvd_st_raw(&p, &nb, st, name);
 	if (rc)
 		return rc;
 	*data = p;
@@ -108,7 +108,7 @@ static int summarise(const char *spectra, int64_t n_layers)
 		}
 		printf("\n");
 	}
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return CLI_EXIT_OK;
 }
 
@@ -157,8 +157,8 @@ static int run(cli *c, int argc, char **argv)
 	fasvd_model *m = NULL;
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	if ((rc = fasvd_model_open(&m, c->ctx, model, 0)) || (rc = fasvd_model_get_info(m, &info))) {
-		fasvd_model_close(m);
+	if ((rc = fasvd_model_open(&m, c->ctx, model, 0)) || (rc = fasvd_model_get_info(&info, m))) {
+		fasvd_model_free(m);
 		status = cli_lib_error(rc);
 		goto done;
 	}
@@ -172,7 +172,7 @@ static int run(cli *c, int argc, char **argv)
 	       (long long)info.q_lora_rank, (long long)info.kv_lora_rank, (long long)info.q_head,
 	       (long long)info.q_rope, (long long)info.v_head);
 	int64_t n_layers = info.n_layers;
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	fasvd_analyze_opts ao;
 	fasvd_analyze_opts_init(&ao);
 	ao.json_path = json;

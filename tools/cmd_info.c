@@ -114,7 +114,7 @@ static void print_text_inputs(fasvd_model *m, bool list_all)
 	for (int64_t i = 0; i < n; i++) {
 		fasvd_model_input t;
 		fasvd_model_input_init(&t);
-		if (fasvd_model_input_get(m, i, &t))
+		if (fasvd_model_input_get(&t, m, i))
 			continue;
 		if (list_all) {
 			char shape[64];
@@ -280,7 +280,7 @@ static int print_json(fasvd_model *m, const fasvd_model_info *in)
 	for (int64_t i = 0; i < n && !bad; i++) {
 		fasvd_model_input t;
 		fasvd_model_input_init(&t);
-		if (fasvd_model_input_get(m, i, &t))
+		if (fasvd_model_input_get(&t, m, i))
 			continue;
 		json_t *e = json_object();
 		bad |= !e || json_array_append_new(tens, e);
@@ -325,8 +325,8 @@ static int run(cli *c, int argc, char **argv)
 		return cli_lib_error(rc);
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	if ((rc = fasvd_model_get_info(m, &info))) {
-		fasvd_model_close(m);
+	if ((rc = fasvd_model_get_info(&info, m))) {
+		fasvd_model_free(m);
 		return cli_lib_error(rc);
 	}
 	int status = CLI_EXIT_OK;
@@ -334,7 +334,7 @@ static int run(cli *c, int argc, char **argv)
 		status = print_json(m, &info);
 	else
 		print_text(m, &info, list);
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	return status;
 }
 

@@ -100,7 +100,7 @@ static int check_scales(fasvd_st *st, const char *file, const char *name)
 {
 	fasvd_st_info inf;
 	fasvd_st_info_init(&inf);
-	if (fasvd_st_info_get(st, name, &inf) != 0 ||
+	if (fasvd_st_info_get(&inf, st, name) != 0 ||
 	    (strcmp(inf.dtype, "F8_E4M3") != 0 && strcmp(inf.dtype, "F8_E5M2") != 0))
 		return CLI_EXIT_OK; /* fasvd_st_tensor reports the other problems */
 	size_t n = strlen(name);
@@ -110,7 +110,7 @@ static int check_scales(fasvd_st *st, const char *file, const char *name)
 	memcpy(sname, name, n);
 	memcpy(sname + n, "_scale_inv", sizeof "_scale_inv");
 	int status = CLI_EXIT_OK;
-	if (fasvd_st_find(st, sname, NULL) != 0)
+	if (fasvd_st_find(NULL, st, sname) != 0)
 		status = cli_error(cli_exit_status(FASVD_ENOTFOUND),
 		                   "%s: FP8 tensor '%s' has no block scales: tensor '%s' not found "
 		                   "(config.json declares block quantisation; --no-scales reads "
@@ -152,7 +152,7 @@ static int run(cli *c, int argc, char **argv)
 			br = q.rows, bc = q.cols;
 		int status = q.quantised ? check_scales(st, pos[0], pos[1]) : CLI_EXIT_OK;
 		if (status) {
-			fasvd_st_close(st);
+			fasvd_st_free(st);
 			return status;
 		}
 	}
@@ -162,7 +162,7 @@ static int run(cli *c, int argc, char **argv)
 		rc = fasvd_st_tensor(&t, st, pos[1], no_scales ? FASVD_ST_NO_SCALES : 0);
 	if (rc) {
 		int status = cli_lib_error(rc);
-		fasvd_st_close(st);
+		fasvd_st_free(st);
 		return status;
 	}
 	int64_t m = fasvd_tensor_rows(t), n = fasvd_tensor_cols(t);
@@ -172,7 +172,7 @@ static int run(cli *c, int argc, char **argv)
 	s = malloc((size_t)k * sizeof *s);
 	if (!s) {
 		fasvd_tensor_free(t);
-		fasvd_st_close(st);
+		fasvd_st_free(st);
 		return cli_error(CLI_EXIT_FAIL, "out of memory for %lld singular values",
 		                 (long long)k);
 	}
@@ -183,7 +183,7 @@ static int run(cli *c, int argc, char **argv)
 	o.rank = rank;
 	fasvd_svd_report rep;
 	fasvd_svd_report_init(&rep);
-	rc = fasvd_svdvals(c->ctx, t, &o, s, k, &rep);
+	rc = fasvd_svdvals(s, k, c->ctx, t, &o, &rep);
 	int status = CLI_EXIT_OK;
 	if (rc)
 		status = cli_lib_error(rc);
@@ -192,7 +192,7 @@ static int run(cli *c, int argc, char **argv)
 			printf("%.17g\n", s[i]);
 	free(s);
 	fasvd_tensor_free(t);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return status;
 }
 

@@ -1,5 +1,5 @@
 /* fasvd truncate — write a checkpoint whose selected weights are replaced by
- * low-rank factors (fasvd_truncate, include/fasvd/factor.h). */
+ * low-rank factors (fasvd_truncate, include/fasvd/truncate.h). */
 #include "cli.h"
 
 #include <math.h>

@@ -1,6 +1,7 @@
 /* libfasvd — the whole analysis of a checkpoint: every spectrum of
- * DESIGN.md §2 for every selected layer, streamed one layer at a time into a
- * spectra file (DESIGN.md §5), resumable, with progress reporting.
+ * fasvd_layer_spectra (layer.h) for every selected layer, streamed one layer
+ * at a time into a spectra file (docs/spectra-schema.md), resumable, with
+ * progress reporting.
  *
  * SPDX-License-Identifier: MIT
  *
@@ -19,7 +20,7 @@
  * mapping each tensor name to the [rows, cols] of the matrix one row of it
  * describes) and tau_definition.
  *
- * Effective rank at τ (DESIGN.md §3) is the smallest r whose lost fraction of
+ * Effective rank at τ (metrics.h) is the smallest r whose lost fraction of
  * squared Frobenius energy, 1 − Σ_{i≤r}σ_i²/Σσ_i², is at most τ: τ is a
  * fraction of squared Frobenius energy, not of the Frobenius norm.
  */
@@ -27,7 +28,7 @@
 #define FASVD_ANALYZE_H
 
 #include <fasvd/core.h>
-#include <fasvd/engine.h>
+#include <fasvd/stack.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,7 +61,7 @@ typedef struct fasvd_analyze_opts {
 	const double *taus;          /* τ values for the JSON/CSV summaries (borrowed for
 	                                the call); NULL: {0.01, 0.001} */
 	int64_t n_taus;
-	int fold_norms;              /* default 1 (DESIGN.md §2 norm folding) */
+	int fold_norms;              /* default 1 (norm folding, model.h) */
 	fasvd_stack_norm stack_norm; /* default FASVD_STACK_NORM_SIGMA1 */
 	fasvd_compute compute;       /* 0: the context's FASVD_CTX_COMPUTE */
 	/* fnmatch(3) patterns of extra 2-D tensors (FFN, experts …) whose

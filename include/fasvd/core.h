@@ -6,9 +6,15 @@
  *  - functions return int: 0 on success or a negative FASVD_E* code whose value
  *    never changes; on failure a thread-local detail message naming the
  *    argument, tensor or file at fault is available from fasvd_last_error();
+ *  - parameters come in one order: results first (`T **out` for a new
+ *    handle, `T *out` for a value, a caller buffer followed by its capacity
+ *    or leading dimension), then the context, the inputs, the options, and
+ *    last an optional report of what the call did;
  *  - constructors take `T **out` first and set *out = NULL on failure; objects
  *    returned through **out are owned by the caller and freed with the
  *    matching *_free(), which accepts NULL;
+ *  - a lookup by name that finds nothing fails with FASVD_ENOTFOUND;
+ *  - a getter on a const handle hands out const handles and pointers;
  *  - dimensions and strides are int64_t, strides are counted in elements;
  *  - the library never prints, never exits and never aborts.
  */
@@ -140,7 +146,7 @@ FASVD_API fasvd_bounds fasvd_ctx_param_bounds(fasvd_ctx_param param);
 FASVD_API int fasvd_ctx_set_param(fasvd_ctx *ctx, fasvd_ctx_param param, int64_t value);
 /* Errors: FASVD_EINVAL. For FASVD_CTX_THREADS returns the effective count
  * (0 resolved to the number of online CPUs). */
-FASVD_API int fasvd_ctx_get_param(const fasvd_ctx *ctx, fasvd_ctx_param param, int64_t *out);
+FASVD_API int fasvd_ctx_get_param(int64_t *out, const fasvd_ctx *ctx, fasvd_ctx_param param);
 
 #ifdef __cplusplus
 }

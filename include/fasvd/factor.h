@@ -1,13 +1,14 @@
-/* libfasvd — low-rank factorisation W ≈ A·B, fused and shared truncation,
- * the on-load runtime API and the checkpoint truncation driver.
+/* libfasvd — low-rank factorisation W ≈ A·B, fused and shared truncation
+ * (the on-load runtime API is in onload.h, the checkpoint driver in
+ * truncate.h).
  *
  * SPDX-License-Identifier: MIT
  *
  * Truncating W (m x n, singular values σ_1 >= σ_2 >= …) to rank r loses
- * exactly Σ_{i>r} σ_i² of ‖W‖²_F (DESIGN.md §3). Every function here reports
- * that loss as a fraction of ‖W‖²_F ("energy lost": a fraction of SQUARED
- * Frobenius energy, not of the Frobenius norm), and the rank can be chosen as
- * the smallest r whose energy lost is at most τ.
+ * exactly Σ_{i>r} σ_i² of ‖W‖²_F (Eckart–Young; docs/truncation.md). Every
+ * function here reports that loss as a fraction of ‖W‖²_F ("energy lost":
+ * a fraction of SQUARED Frobenius energy, not of the Frobenius norm), and
+ * the rank can be chosen as the smallest r whose energy lost is at most τ.
  *
  * Factors. The thin SVD W = U·Σ·Vᵀ truncated at r gives A = U_r·Σ_r^α and
  * B = Σ_r^(1−α)·V_rᵀ with α = 1/2 (balanced, the default), 1 (σ in A) or 0
@@ -35,7 +36,8 @@
 #define FASVD_FACTOR_H
 
 #include <fasvd/core.h>
-#include <fasvd/engine.h>
+#include <fasvd/heads.h>
+#include <fasvd/subspace.h>
 #include <fasvd/svd.h>
 #include <fasvd/tensor.h>
 
@@ -178,9 +180,9 @@ FASVD_API int fasvd_factor(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
  * fasvd_factor_rank() first). a and b are not written on failure, except
  * for FASVD_ECANCELED and FASVD_ERANGE (F16 overflow) after partial output.
  * Errors: as fasvd_factor(), plus FASVD_EINVAL (capacity < 1). */
-FASVD_API int fasvd_factor_into(fasvd_ctx *ctx, const fasvd_tensor *w,
-                                const fasvd_factor_opts *opts, void *a, void *b,
-                                int64_t capacity, fasvd_factor_report *report);
+FASVD_API int fasvd_factor_into(void *a, void *b, int64_t capacity, fasvd_ctx *ctx,
+                                const fasvd_tensor *w, const fasvd_factor_opts *opts,
+                                fasvd_factor_report *report);
 
 /* The rank fasvd_factor() would choose, from the singular values only (no
  * vectors, no factors): *rank, and report->energy, energy_lost (exact),
@@ -200,12 +202,12 @@ FASVD_API int fasvd_factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols
 /* ========================================================= fused heads */
 
 /* Truncate the fused products F_i = L_{l(i)}ᵀ·R_{r(i)} of two heads handles
- * (DESIGN.md §2: VO = fuse(V, O), QK = fuse(Q, K); GQA sharing as in
- * engine.h), never materialising them: F_i ≈ A_i·B_i with one rank r for all
- * heads, A [n, cols(L), inner] and B [n, inner, cols(R)] (owned C-order
- * tensors [n·cols(L), inner] and [n·inner, cols(R)]), n = max of the head
- * counts. This is what a runtime that absorbs the matrices (as MLA inference
- * does) stores instead of L and R. The rank is clamped to
+ * (VO = fuse(V, O), QK = fuse(Q, K); GQA sharing as in heads.h), never
+ * materialising them: F_i ≈ A_i·B_i with one rank r for all heads,
+ * A [n, cols(L), inner] and B [n, inner, cols(R)] (owned C-order tensors
+ * [n·cols(L), inner] and [n·inner, cols(R)]), n = max of the head counts.
+ * This is what a runtime that absorbs the matrices (as MLA inference does)
+ * stores instead of L and R. The rank is clamped to
  * min(head rows, cols(L), cols(R)) (the fused rank); τ applies to
  * Σ_i ‖F_i‖²_F. Column scales of the handles (norm folding) are applied.
  * The report: rows = cols(L), cols = cols(R), heads = n, params_before =
@@ -237,18 +239,18 @@ FASVD_API void fasvd_factor_shared_opts_init(fasvd_factor_shared_opts *opts);
  * (fasvd_subspace_new):
  *  - SHARED_INPUT:  W_i ≈ [μ] + A_i·B, *basis = B [inner, cols] (orthonormal
  *    rows), *factors = [n, rows, inner] (2-D [n·rows, inner]) of the A_i,
- *    *mean = μ [1, cols] (with center). Shared K/V PCA (seed 003): groups
+ *    *mean = μ [1, cols] (with center). Shared K/V PCA: groups
  *    {K heads, V heads}, center = 1.
  *  - SHARED_OUTPUT: W_i ≈ [μ·1ᵀ] + B·A_i, *basis = B [rows, inner]
  *    (orthonormal columns), *factors = [n, inner, cols] (2-D [n·inner, cols]),
  *    *mean = μ [rows, 1].
- * For the MLA-o shared output latent of seed 004 (o_proj[:, head i] =
- * B_shared·A_i) pass the O heads (DESIGN.md §2 orientation, v_head x hidden)
- * with SHARED_INPUT: o_proj ≈ Bᵀ · [A_1ᵀ | … | A_nᵀ]. The factors carry the
- * scale (the basis is orthonormal), so opts->split is ignored; rank / tau /
- * max_rank / dtype / compute / verify / cancel are used (τ measures the
- * energy of the weighted, centred stack, i.e. ‖W‖² without weights and
- * centring). mean may be NULL when center = 0 (*mean is set to NULL then).
+ * For the MLA-o shared output latent (o_proj[:, head i] = B_shared·A_i: one
+ * output basis shared by all heads) pass the O heads (heads.h orientation,
+ * v_head x hidden) with SHARED_INPUT: o_proj ≈ Bᵀ · [A_1ᵀ | … | A_nᵀ]. The
+ * factors carry the scale (the basis is orthonormal), so opts->split is
+ * ignored; rank / tau / max_rank / dtype / compute / verify / cancel are used
+ * (τ measures the energy of the weighted, centred stack, i.e. ‖W‖² without
+ * weights and centring). mean may be NULL when center = 0 (*mean is set to NULL then).
  * Rank 0: zero basis and factors of inner dimension 1.
  * Errors: FASVD_EINVAL, FASVD_ESHAPE (heads of different shapes),
  * FASVD_ENONFINITE, FASVD_ERANGE, FASVD_ELAPACK, FASVD_ECANCELED,
@@ -259,192 +261,6 @@ FASVD_API int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors,
                                   const fasvd_factor_opts *opts,
                                   const fasvd_factor_shared_opts *sopts,
                                   fasvd_factor_report *report);
-
-/* ============================================================== on load */
-
-/* A plan: the factorisation options of a runtime, validated once, immutable.
- * One plan may be used by any number of threads at once, each on its own
- * tensor. */
-typedef struct fasvd_onload fasvd_onload;
-
-/* Create a plan (opts copied; NULL = defaults). The plan borrows ctx (NULL =
- * default context), whose allocator receives every allocation made while
- * factorising (workspace and owned factors). For concurrent use give it a
- * context with FASVD_CTX_THREADS = 1, or calls will each use threaded BLAS.
- * Errors: FASVD_EINVAL (an option out of range), FASVD_ENOMEM. */
-FASVD_API int fasvd_onload_new(fasvd_onload **out, fasvd_ctx *ctx,
-                               const fasvd_factor_opts *opts);
-/* Accepts NULL. */
-FASVD_API void fasvd_onload_free(fasvd_onload *plan);
-
-/* One weight as the runtime has it while loading: the checkpoint's bytes,
- * borrowed (typically a pointer into the mmapped safetensors file; never
- * copied as a whole and never written). */
-typedef struct fasvd_onload_input {
-	size_t size;            /* set by fasvd_onload_input_init */
-	const char *name;       /* for error messages (may be NULL) */
-	fasvd_dtype dtype;      /* dtype of data (the checkpoint's) */
-	const void *data;       /* element (r, c) at data + (r·row_stride + c)·elsize */
-	int64_t rows, cols;     /* as stored (Linear: out x in) */
-	int64_t row_stride;     /* elements; 0: cols (dense C order) */
-	/* FP8 block scales `<name>_scale_inv` (F32, C order,
-	 * [ceil(rows / block_rows), ceil(cols / block_cols)]); NULL for none. */
-	const float *scale_inv;
-	int64_t block_rows, block_cols; /* 0: 128 */
-	int64_t heads;          /* 0: the plan's opts.heads */
-	fasvd_cancel_fn cancel; /* per call, polled with the plan's (either cancels) */
-	void *cancel_arg;
-} fasvd_onload_input;
-
-/* Zero `in` and set size. Accepts NULL. */
-FASVD_API void fasvd_onload_input_init(fasvd_onload_input *in);
-
-/* Factorise one weight: *a, *b as fasvd_factor() (owned by the caller,
- * allocated through the plan's context; free with fasvd_tensor_free()).
- * Memory: the input is read in place; the extra memory is bounded by
- * fasvd_onload_workspace() plus the factors — never a copy of the model,
- * and, per call, at most one decoded copy of the matrix (one head per
- * worker in per-head mode) in the compute precision plus the SVD's
- * workspace. Thread-safe with other calls on the same plan.
- * Errors: FASVD_EINVAL (NULL, bad input fields), FASVD_EDTYPE,
- * FASVD_ESHAPE (scale grid of the wrong shape, rows not a multiple of
- * heads), FASVD_ENONFINITE, FASVD_ERANGE, FASVD_ELAPACK, FASVD_ECANCELED,
- * FASVD_ENOMEM. */
-FASVD_API int fasvd_onload_factor(fasvd_tensor **a, fasvd_tensor **b, const fasvd_onload *plan,
-                                  const fasvd_onload_input *in, fasvd_factor_report *report);
-
-/* As fasvd_onload_factor(), into caller buffers (fasvd_factor_into()
- * semantics: packed [heads, rows/heads, inner] and [heads, inner, cols] of
- * the plan's dtype, FASVD_ERANGE when the chosen inner dimension exceeds
- * capacity). */
-FASVD_API int fasvd_onload_factor_into(const fasvd_onload *plan, const fasvd_onload_input *in,
-                                       void *a, void *b, int64_t capacity,
-                                       fasvd_factor_report *report);
-
-/* Largest inner dimension the plan can produce for a rows x cols weight
- * with `heads` heads (0: the plan's): the clamped rank for a fixed rank,
- * else min(rows/heads, cols) capped by max_rank. A runtime sizes its buffers
- * with it. Errors: FASVD_EINVAL, FASVD_ESHAPE. */
-FASVD_API int fasvd_onload_max_inner(int64_t *out, const fasvd_onload *plan, int64_t rows,
-                                     int64_t cols, int64_t heads);
-
-/* Upper bound of the bytes one fasvd_onload_factor() call allocates for a
- * rows x cols weight besides the factors (fasvd_factor_workspace() with the
- * plan's options and its context's worker count). */
-FASVD_API int fasvd_onload_workspace(uint64_t *bytes, const fasvd_onload *plan, int64_t rows,
-                                     int64_t cols, int64_t heads);
-
-/* ================================================= checkpoint truncation */
-
-typedef struct fasvd_truncate_opts {
-	size_t size;              /* set by fasvd_truncate_opts_init */
-	/* Rank / tau / max_rank / split / compute / backend / oversample /
-	 * power_iters / seed / cancel as in fasvd_factor_opts (borrowed for the
-	 * call; NULL: fasvd_factor_opts_init()'s defaults, τ = 0.01). Its
-	 * dtype, heads and verify fields are ignored: see dtype and per_head
-	 * below; the driver always verifies. (A pointer, not a member, so that
-	 * each struct grows on its own.) */
-	const fasvd_factor_opts *factor;
-	/* Factor dtype: F32, F16, BF16 or F64; 0 (default): the weight's own
-	 * dtype when it is F32, F16 or BF16, BF16 for FP8 weights, F32 for F64
-	 * weights. */
-	fasvd_dtype dtype;
-	/* Tensors to replace: shell globs (fnmatch) over the checkpoint's tensor
-	 * names; a tensor is replaced when any pattern matches it (and it is a
-	 * 2-D F64/F32/F16/BF16/F8 weight that is not a `_scale_inv`). NULL or
-	 * n_patterns = 0: every attention projection weight of the detected
-	 * architecture (q/k/v/o_proj, qkv_proj, q_a/q_b_proj,
-	 * kv_a_proj_with_mqa, kv_b_proj, c_attn, c_proj, query_key_value …). */
-	const char *const *patterns;
-	int64_t n_patterns;
-	/* 1: factorise each head's rows separately (A [h, rows/h, r],
-	 * B [h, r, cols]) where the architecture's layout has heads as row
-	 * blocks (q/k/v_proj, q_b_proj, kv_b_proj, qkv_proj, query_key_value,
-	 * GPT-2 c_proj); other tensors are factorised whole. Needs a supported
-	 * architecture. */
-	int per_head;
-	/* 1: o_proj (and the output projections of other layouts whose heads are
-	 * column blocks) gets the MLA-o shared output subspace of seed 004:
-	 * o_proj ≈ A·B with A [hidden, r] orthonormal, shared by all heads, and
-	 * B [r, n_heads·v_head] whose column block k is head k's latent map.
-	 * Its entry in config.json says "shared": "output". */
-	int shared_o;
-	/* 1: keep a selected tensor unchanged when its factors would not have
-	 * fewer parameters than it (reported as skipped). Default 0: replace
-	 * every selected tensor. */
-	int only_if_smaller;
-} fasvd_truncate_opts;
-
-/* Defaults: factor NULL (fasvd_factor_opts_init()'s), dtype 0 (auto), every
- * attention projection, whole matrices, no shared-o. Sets size. */
-FASVD_API void fasvd_truncate_opts_init(fasvd_truncate_opts *opts);
-
-/* One replaced tensor, reported as it is done. */
-typedef struct fasvd_truncate_entry {
-	size_t size;
-	const char *name;         /* the replaced tensor */
-	const char *a_name;       /* "<name>.A" */
-	const char *b_name;       /* "<name>.B" */
-	const char *role;         /* "q_proj" … (NULL for a pattern match outside the
-	                             architecture's attention) */
-	int skipped;              /* only_if_smaller: kept unchanged */
-	fasvd_dtype in_dtype;     /* the weight's dtype */
-	fasvd_dtype dtype;        /* the factors' dtype */
-	fasvd_factor_report report;
-} fasvd_truncate_entry;
-
-/* Called after each tensor (in checkpoint order); returning non-zero stops
- * the truncation with FASVD_ECANCELED (nothing is left behind). The
- * pointers in `e` are valid during the call only. */
-typedef int (*fasvd_truncate_fn)(void *arg, const fasvd_truncate_entry *e);
-
-/* Write a truncated copy of the checkpoint in model_dir (a model folder with
- * config.json; without one, or with an architecture libfasvd does not know,
- * patterns must name the tensors and a config.json holding only the
- * section is written) to out_dir:
- *  - each selected weight W is removed, with its `<name>_scale_inv`, and
- *    replaced by `<name>.A` and `<name>.B` with W (dequantised, as stored:
- *    no norm folding) ≈ A·B, or, per head, rows of head k ≈ A[k]·B[k];
- *  - every other tensor is copied byte for byte (borrowed from the mapping,
- *    never decoded), into a shard of the same file name as its input shard;
- *    the factors go to the shard of the weight they replace; a sharded
- *    input gets its model.safetensors.index.json rewritten (weight_map and
- *    metadata.total_size), each shard keeps its "__metadata__";
- *  - config.json is copied with a "fasvd_lowrank" object added:
- *      {"format": "fasvd.lowrank", "version": 1, "library_version": "…",
- *       "mode": "rank" | "energy_loss", "rank": R | "energy_loss": τ,
- *       "split": "balanced" | "left" | "right",
- *       "tensors": {"<name>": {"A": "<name>.A", "B": "<name>.B",
- *                              "rank": r, "heads": h, "inner": max(r, 1),
- *                              "dtype": "F32", "source_dtype": "F8_E4M3",
- *                              "energy_lost": e, "shape": [rows, cols],
- *                              "role": "q_proj" (attention weights)
- *                              [, "shared": "output", "shared_factor": "A",
- *                                 "head_dim": d]}, …}, "convention": "…", …}
- *    ("inner" differs from "rank" only at rank 0: zero factors; with
- *    "shared", the named factor is the orthonormal output basis shared by
- *    the heads, and the other factor's blocks of head_dim columns (or rows)
- *    are the heads' maps into it);
- *  - every other regular file of model_dir's top level (tokenizer, generation
- *    config …) is copied, except other weight formats (*.bin, *.pt, *.pth,
- *    *.gguf, *.ckpt, *.h5, *.msgpack, *.onnx, *.npz, *.pkl), other
- *    *.safetensors files and hidden files.
- * Memory: one weight's factorisation workspace (fasvd_factor_workspace())
- * plus the factors of one output shard; the checkpoint is mapped, never
- * copied (its pages are read as they are written out).
- * Everything is written into a temporary folder beside out_dir that is
- * renamed to out_dir at the end; on failure it is removed and out_dir is
- * untouched. out_dir must not exist, or be an empty folder; it must not be
- * model_dir. cb may be NULL.
- * Errors: FASVD_EINVAL (NULL, out_dir is model_dir or a non-empty folder,
- * a pattern that matches no 2-D weight, a factor name that already exists),
- * FASVD_EARCH (no supported architecture and no patterns, or per_head /
- * shared_o without one), FASVD_ENOTFOUND (no such folder, no attention
- * weight, an FP8 weight without its scale_inv), FASVD_EFORMAT, FASVD_EIO,
- * FASVD_EDTYPE, FASVD_ENONFINITE, FASVD_ERANGE (float32 overflow: use
- * float64 compute), FASVD_ELAPACK, FASVD_ECANCELED, FASVD_ENOMEM. */
-FASVD_API int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
-                             const fasvd_truncate_opts *opts, fasvd_truncate_fn cb, void *arg);
 
 #ifdef __cplusplus
 }

@@ -11,9 +11,18 @@
 #include <fasvd/svd.h>
 #include <fasvd/metrics.h>
 #include <fasvd/safetensors.h>
-#include <fasvd/engine.h>
+#include <fasvd/heads.h>
+#include <fasvd/rfactors.h>
+#include <fasvd/fuse.h>
+#include <fasvd/stack.h>
+#include <fasvd/subspace.h>
+#include <fasvd/attnmap.h>
+#include <fasvd/spectra.h>
+#include <fasvd/layer.h>
 #include <fasvd/model.h>
 #include <fasvd/analyze.h>
 #include <fasvd/factor.h>
+#include <fasvd/onload.h>
+#include <fasvd/truncate.h>
 
 #endif /* FASVD_H */

@@ -1,4 +1,4 @@
-/* libfasvd — effective-rank metrics of a spectrum (DESIGN.md §3).
+/* libfasvd — effective-rank metrics of a spectrum (docs/design.md).
  *
  * SPDX-License-Identifier: MIT
  *
@@ -36,36 +36,36 @@ extern "C" {
  * Σ_{i>r} σ_i² / Σ σ_i² ≤ τ (1 − kept ≤ τ). τ = 0 gives the number of
  * non-zero values; τ = 1 gives 0. The reference choices are τ = 0.01 and
  * 0.001. */
-FASVD_API int fasvd_metric_energy_rank(const double *s, int64_t n, double tau, int64_t *out);
+FASVD_API int fasvd_metric_energy_rank(int64_t *out, const double *s, int64_t n, double tau);
 
 /* Fraction of squared Frobenius energy lost by truncating to rank r >= 0:
  * Σ_{i>r} σ_i² / Σ σ_i² (0 for r >= n), accurate to rounding relative to
  * itself (tail sum). */
-FASVD_API int fasvd_metric_energy_loss(const double *s, int64_t n, int64_t r, double *out);
+FASVD_API int fasvd_metric_energy_loss(double *out, const double *s, int64_t n, int64_t r);
 
 /* Fraction kept at rank r >= 0: 1 − fasvd_metric_energy_loss(). */
-FASVD_API int fasvd_metric_energy_kept(const double *s, int64_t n, int64_t r, double *out);
+FASVD_API int fasvd_metric_energy_kept(double *out, const double *s, int64_t n, int64_t r);
 
 /* Components needed for an energy fraction f ∈ [0, 1] (0.6, 0.8, 0.9 …):
  * the smallest r with fasvd_metric_energy_kept(r) ≥ f. f = 1 gives the
  * number of non-zero values. */
-FASVD_API int fasvd_metric_components_for_energy(const double *s, int64_t n, double fraction,
-                                                 int64_t *out);
+FASVD_API int fasvd_metric_components_for_energy(int64_t *out, const double *s, int64_t n,
+                                                 double fraction);
 
 /* Stable rank Σ σ_i² / σ₁² (in [1, n], 0 for an all-zero spectrum). */
-FASVD_API int fasvd_metric_stable_rank(const double *s, int64_t n, double *out);
+FASVD_API int fasvd_metric_stable_rank(double *out, const double *s, int64_t n);
 
 /* Entropy effective rank exp(H(p)), p_i = σ_i / Σ σ_j, H = −Σ p_i ln p_i
  * (Roy & Vetterli 2007; p_i = 0 terms count 0). In [1, n], 0 for an
  * all-zero spectrum. */
-FASVD_API int fasvd_metric_entropy_rank(const double *s, int64_t n, double *out);
+FASVD_API int fasvd_metric_entropy_rank(double *out, const double *s, int64_t n);
 
 /* Norms of the matrix whose spectrum s is: spectral σ₁, Frobenius
  * sqrt(Σ σ_i²), nuclear Σ σ_i. 0 for an empty spectrum. A result
  * overflows to +Inf only when the true value exceeds DBL_MAX. */
-FASVD_API int fasvd_metric_spectral_norm(const double *s, int64_t n, double *out);
-FASVD_API int fasvd_metric_frobenius_norm(const double *s, int64_t n, double *out);
-FASVD_API int fasvd_metric_nuclear_norm(const double *s, int64_t n, double *out);
+FASVD_API int fasvd_metric_spectral_norm(double *out, const double *s, int64_t n);
+FASVD_API int fasvd_metric_frobenius_norm(double *out, const double *s, int64_t n);
+FASVD_API int fasvd_metric_nuclear_norm(double *out, const double *s, int64_t n);
 
 /* Every scalar metric of one spectrum. Initialise with
  * fasvd_metric_summary_init(): `size` lets later versions add fields. */
@@ -89,9 +89,8 @@ FASVD_API void fasvd_metric_summary_init(fasvd_metric_summary *m);
  * written unless every argument is valid. Errors: as above, plus
  * FASVD_EINVAL for a τ outside [0, 1] (naming its index) or an
  * uninitialised *out. */
-FASVD_API int fasvd_metric_summarize(const double *s, int64_t n, const double *taus,
-                                     int64_t n_taus, int64_t *ranks,
-                                     fasvd_metric_summary *out);
+FASVD_API int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const double *s,
+                                     int64_t n, const double *taus, int64_t n_taus);
 
 #ifdef __cplusplus
 }

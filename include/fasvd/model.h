@@ -7,7 +7,7 @@
  * (parsed with jansson) and its safetensors checkpoint (one file or a
  * sharded set, see safetensors.h). The architecture (config "model_type")
  * selects an adapter from a table that knows the family's tensor names and
- * layouts (DESIGN.md §2, "Checkpoint layouts to get right"):
+ * layouts (docs/architectures.md, "Layouts that are easy to get wrong"):
  *
  *   deepseek_v2, deepseek_v3, kimi_k2  MLA: q_a_proj/q_b_proj (or q_proj when
  *        q_lora_rank is null), kv_a_proj_with_mqa [kv_lora ; rope],
@@ -25,7 +25,7 @@
  * qwen2_moe, qwen3_moe, gemma3_text, roberta, deepseek_r1 ...) map to these.
  *
  * A layer of an open model (fasvd_model_layer_open) yields the canonical
- * per-head operands of DESIGN.md §2 as a fasvd_layer_desc (engine.h) ready
+ * per-head operands (heads.h orientation) as a fasvd_layer_desc (layer.h) ready
  * for fasvd_layer_spectra(): zero-copy views of the mapped checkpoint (FP8
  * block scales attached), with norm folding expressed as per-column scales;
  * nothing is decoded except the norm vectors.
@@ -39,7 +39,7 @@
 #define FASVD_MODEL_H
 
 #include <fasvd/core.h>
-#include <fasvd/engine.h>
+#include <fasvd/layer.h>
 #include <fasvd/safetensors.h>
 #include <fasvd/tensor.h>
 
@@ -110,7 +110,7 @@ FASVD_API int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *pa
 /* Close the model (and its checkpoint mapping). Accepts NULL. Every layer
  * opened from it, and every pointer its getters returned, must no longer be
  * used. */
-FASVD_API void fasvd_model_close(fasvd_model *m);
+FASVD_API void fasvd_model_free(fasvd_model *m);
 
 /* Description of a model. Call fasvd_model_info_init() first (it sets
  * `size`; fields beyond `size` are not written, for ABI growth). Strings
@@ -128,7 +128,7 @@ typedef struct fasvd_model_info {
 	int64_t n_layers, n_heads, n_kv_heads; /* n_kv_heads = n_heads for MLA */
 	int64_t hidden;           /* residual stream width */
 	int64_t head_dim;         /* non-MLA: config head_dim (or hidden / heads); MLA: 0 */
-	/* Canonical per-head shapes (DESIGN.md §2): Q q_head x q_in, Q_pe
+	/* Canonical per-head shapes (heads.h): Q q_head x q_in, Q_pe
 	 * q_rope x q_in, K k_head x kv_in, V v_head x kv_in, O v_head x hidden. */
 	int64_t q_head, q_rope, k_head, v_head, q_in, kv_in;
 	/* MLA latent ranks (0 when absent; q_lora_rank 0 = no query compression) */
@@ -150,11 +150,11 @@ typedef struct fasvd_model_info {
 /* Zero `info` and set info->size. Accepts NULL. */
 FASVD_API void fasvd_model_info_init(fasvd_model_info *info);
 /* Fill `info`. Errors: FASVD_EINVAL (NULL, info->size too small). */
-FASVD_API int fasvd_model_get_info(const fasvd_model *m, fasvd_model_info *info);
+FASVD_API int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m);
 
-/* The checkpoint (borrowed: valid until fasvd_model_close; for reading
+/* The checkpoint (borrowed: valid until fasvd_model_free; for reading
  * other tensors such as FFN weights). NULL for NULL. */
-FASVD_API fasvd_st *fasvd_model_checkpoint(const fasvd_model *m);
+FASVD_API const fasvd_st *fasvd_model_checkpoint(const fasvd_model *m);
 /* The config.json text as read (borrowed, NUL-terminated). NULL for NULL. */
 FASVD_API const char *fasvd_model_config_json(const fasvd_model *m);
 
@@ -191,11 +191,11 @@ FASVD_API void fasvd_model_input_init(fasvd_model_input *input);
 FASVD_API int64_t fasvd_model_input_count(const fasvd_model *m);
 /* Describe input `index`. Errors: FASVD_EINVAL (NULL, out of range,
  * input->size too small). */
-FASVD_API int fasvd_model_input_get(const fasvd_model *m, int64_t index, fasvd_model_input *input);
+FASVD_API int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_t index);
 /* Range [*first, *first + *count) of the inputs of `layer`.
  * Errors: FASVD_EINVAL (NULL, layer out of range). */
-FASVD_API int fasvd_model_layer_inputs(const fasvd_model *m, int64_t layer, int64_t *first,
-                                       int64_t *count);
+FASVD_API int fasvd_model_layer_inputs(int64_t *first, int64_t *count, const fasvd_model *m,
+                                       int64_t layer);
 
 /* ---------------------------------------------------------------- layers */
 
@@ -203,7 +203,7 @@ typedef struct fasvd_model_layer fasvd_model_layer;
 
 typedef struct fasvd_model_layer_opts {
 	size_t size;    /* set by fasvd_model_layer_opts_init */
-	/* 1 (default): fold the norms of DESIGN.md §2 — the norm before the
+	/* 1 (default): fold the norms — the norm before the
 	 * attention block into every matrix that reads the residual stream,
 	 * q_a_layernorm into q_b_proj, kv_a_layernorm into kv_b_proj, as
 	 * per-column scales (fasvd_heads_set_col_scale, and the desc's
@@ -214,7 +214,7 @@ typedef struct fasvd_model_layer_opts {
 /* Defaults: fold_norms = 1. */
 FASVD_API void fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts);
 
-/* Build layer `layer`'s canonical per-head operands (DESIGN.md §2) as
+/* Build layer `layer`'s canonical per-head operands (heads.h) as
  * zero-copy views of the checkpoint:
  *   Q    n_heads   x  q_head x q_in   (MLA: the nope rows of each head)
  *   Q_pe n_heads   x  q_rope x q_in   (MLA only)
@@ -228,13 +228,13 @@ FASVD_API void fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts);
  * names it and the checkpoint), FASVD_ESHAPE (scale_inv grid of the wrong
  * shape, from the reader), FASVD_EDTYPE, FASVD_ENONFINITE (NaN/Inf in a
  * norm vector), FASVD_ENOMEM. */
-FASVD_API int fasvd_model_layer_open(fasvd_model_layer **out, fasvd_model *m, int64_t layer,
-                                     const fasvd_model_layer_opts *opts);
+FASVD_API int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m,
+                                     int64_t layer, const fasvd_model_layer_opts *opts);
 /* Accepts NULL. */
-FASVD_API void fasvd_model_layer_close(fasvd_model_layer *l);
+FASVD_API void fasvd_model_layer_free(fasvd_model_layer *l);
 
 /* The layer's operands for fasvd_layer_spectra() (borrowed from l, valid
- * until fasvd_model_layer_close). NULL for NULL. Its heads handles can also
+ * until fasvd_model_layer_free). NULL for NULL. Its heads handles can also
  * be used directly: fasvd_heads_view() gives a head's raw view,
  * fasvd_heads_decode_f64() the folded values. */
 FASVD_API const fasvd_layer_desc *fasvd_model_layer_desc(const fasvd_model_layer *l);

@@ -85,7 +85,7 @@ FASVD_API int fasvd_st_open(fasvd_st **out, fasvd_ctx *ctx, const char *path);
 
 /* Unmap and free. Accepts NULL. Every tensor obtained from fasvd_st_tensor()
  * and every pointer returned by the getters below must no longer be used. */
-FASVD_API void fasvd_st_close(fasvd_st *st);
+FASVD_API void fasvd_st_free(fasvd_st *st);
 
 /* Number of tensors (0 for NULL). */
 FASVD_API int64_t fasvd_st_count(const fasvd_st *st);
@@ -97,7 +97,7 @@ FASVD_API const char *fasvd_st_name(const fasvd_st *st, int64_t index);
 /* Index of the tensor called `name` (binary search). `index` may be NULL to
  * test for existence. Errors: FASVD_EINVAL (NULL st or name),
  * FASVD_ENOTFOUND (no such tensor; the message names it and the checkpoint). */
-FASVD_API int fasvd_st_find(const fasvd_st *st, const char *name, int64_t *index);
+FASVD_API int fasvd_st_find(int64_t *index, const fasvd_st *st, const char *name);
 
 /* Largest number of dimensions a tensor may have. */
 #define FASVD_ST_MAX_DIMS 8
@@ -119,7 +119,7 @@ FASVD_API void fasvd_st_info_init(fasvd_st_info *info);
 
 /* Describe tensor `name`. Errors: FASVD_EINVAL (NULL argument, info->size
  * smaller than the size field), FASVD_ENOTFOUND. */
-FASVD_API int fasvd_st_info_get(const fasvd_st *st, const char *name, fasvd_st_info *info);
+FASVD_API int fasvd_st_info_get(fasvd_st_info *info, const fasvd_st *st, const char *name);
 
 /* Flags of fasvd_st_tensor(). */
 #define FASVD_ST_NO_SCALES 0x1u /* never attach `<name>_scale_inv` block scales */
@@ -139,7 +139,7 @@ FASVD_API int fasvd_st_info_get(const fasvd_st *st, const char *name, fasvd_st_i
  * message names both tensors), FASVD_EDTYPE (a dtype other than F64 F32 F16
  * BF16 F8_E4M3 F8_E5M2, for the tensor or its scale_inv), FASVD_ENONFINITE
  * (NaN/Inf scale), FASVD_ENOMEM. */
-FASVD_API int fasvd_st_tensor(fasvd_tensor **out, fasvd_st *st, const char *name,
+FASVD_API int fasvd_st_tensor(fasvd_tensor **out, const fasvd_st *st, const char *name,
                               unsigned flags);
 
 /* Block size used by later fasvd_st_tensor() calls to attach FP8 scales
@@ -152,15 +152,17 @@ FASVD_API int fasvd_st_set_block_size(fasvd_st *st, int64_t rows, int64_t cols);
  * *data points into the mapping (borrowed from st; *data may be any address
  * when *nbytes is 0). Either output may be NULL.
  * Errors: FASVD_EINVAL, FASVD_ENOTFOUND. */
-FASVD_API int fasvd_st_raw(const fasvd_st *st, const char *name, const void **data,
-                           uint64_t *nbytes);
+FASVD_API int fasvd_st_raw(const void **data, uint64_t *nbytes, const fasvd_st *st,
+                           const char *name);
 
-/* Value of metadata key `key`, NULL if absent (or NULL argument). Borrowed.
- * Single file: its "__metadata__". Sharded set: the "__metadata__" of the
+/* Value of metadata key `key` into *value (borrowed from st; NULL on
+ * failure). Single file: its "__metadata__". Sharded set: the "__metadata__" of the
  * shards (the first shard, in index order, that has a key wins), then the
  * index's "metadata" object for keys not found there (string values as is,
- * integers in decimal, e.g. "total_size"). */
-FASVD_API const char *fasvd_st_metadata(const fasvd_st *st, const char *key);
+ * integers in decimal, e.g. "total_size"). Errors: FASVD_EINVAL (NULL
+ * argument), FASVD_ENOTFOUND (no such key; the message names it and the
+ * checkpoint). */
+FASVD_API int fasvd_st_metadata(const char **value, const fasvd_st *st, const char *key);
 
 /* Number of metadata keys, and key `index` of them (NULL when out of range),
  * in no particular but stable order. Borrowed. */

@@ -72,7 +72,7 @@
  * Compute precision: FASVD_COMPUTE_F32 decodes the input to float and runs
  * single-precision LAPACK (GRAM always accumulates in double);
  * FASVD_COMPUTE_F64 decodes to double. Accuracy against a float64 reference
- * (DESIGN.md §4): within about 1e-4·σ₁ in F32, 1e-10·σ₁ in F64 (exact
+ * (docs/accuracy.md): within about 1e-4·σ₁ in F32, 1e-10·σ₁ in F64 (exact
  * backends).
  *
  * Input: a NaN or Inf element is refused with FASVD_ENONFINITE naming the
@@ -179,8 +179,8 @@ FASVD_API const char *fasvd_backend_name(fasvd_backend b);
  * (NaN/Inf element, naming the tensor), FASVD_ERANGE (a dimension beyond
  * LAPACK's 32-bit integers), FASVD_ENOMEM, FASVD_ELAPACK (no convergence,
  * even with the fallback). Thread-safe (see the file comment). */
-FASVD_API int fasvd_svdvals(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *opts,
-                            double *s, int64_t n_s, fasvd_svd_report *report);
+FASVD_API int fasvd_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx, const fasvd_tensor *a,
+                            const fasvd_svd_opts *opts, fasvd_svd_report *report);
 
 /* Thin SVD a = U·diag(s)·Vᵀ truncated to k (as for fasvd_svdvals): *u gets a
  * new owned C-order m x k tensor, *vt a new owned C-order k x n tensor, of
@@ -192,8 +192,8 @@ FASVD_API int fasvd_svdvals(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_s
  *
  * Errors: as fasvd_svdvals, plus FASVD_EINVAL for NULL u or vt and for the
  * GRAM backend (values only). */
-FASVD_API int fasvd_svd(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *opts,
-                        fasvd_tensor **u, double *s, int64_t n_s, fasvd_tensor **vt,
+FASVD_API int fasvd_svd(fasvd_tensor **u, double *s, int64_t n_s, fasvd_tensor **vt,
+                        fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *opts,
                         fasvd_svd_report *report);
 
 #ifdef __cplusplus

@@ -7,7 +7,7 @@
  * transposed and sliced views are all zero-copy. It either borrows caller
  * memory (const: libfasvd never writes through a borrowed pointer) or owns a
  * C-order buffer allocated through its context. FP8 weights may carry block
- * scales (the `_scale_inv` grid of DeepSeek-V3 checkpoints, DESIGN.md §2):
+ * scales (the `_scale_inv` grid of DeepSeek-V3 checkpoints):
  * element (r, c) = code(r, c) · scale_inv[r / block_rows][c / block_cols],
  * partial edge blocks included.
  *
@@ -46,12 +46,12 @@ FASVD_API int fasvd_dtype_from_name(fasvd_dtype *out, const char *name);
 /* Exact decode of n contiguous codes of `dtype` into doubles (every code of
  * every dtype is exactly representable in binary64). NaN and Inf codes decode
  * to NaN and ±Inf. Errors: FASVD_EINVAL, FASVD_EDTYPE. */
-FASVD_API int fasvd_dtype_decode(fasvd_dtype dtype, const void *src, size_t n, double *dst);
+FASVD_API int fasvd_dtype_decode(double *dst, fasvd_dtype dtype, const void *src, size_t n);
 /* Encode n doubles as `dtype`, rounding to nearest, ties to even. Finite
  * values beyond the format's largest finite value become ±Inf, except for
  * F8_E4M3, which has no infinities and saturates to ±448 (as quantisers
  * do). NaN stays NaN. Errors: FASVD_EINVAL, FASVD_EDTYPE. */
-FASVD_API int fasvd_dtype_encode(fasvd_dtype dtype, const double *src, size_t n, void *dst);
+FASVD_API int fasvd_dtype_encode(void *dst, fasvd_dtype dtype, const double *src, size_t n);
 
 /* Memory layout of a dense destination buffer (CBLAS values). */
 typedef enum fasvd_layout {
@@ -139,7 +139,7 @@ FASVD_API int fasvd_tensor_block(fasvd_tensor **out, const fasvd_tensor *parent,
 #define FASVD_DECODE_ALLOW_NONFINITE 0x1u /* copy NaN/Inf instead of failing */
 
 /* Element (row, col), dequantised, in double. Errors: FASVD_EINVAL. */
-FASVD_API int fasvd_tensor_get(const fasvd_tensor *t, int64_t row, int64_t col, double *out);
+FASVD_API int fasvd_tensor_get(double *out, const fasvd_tensor *t, int64_t row, int64_t col);
 /* Decode (and dequantise) the whole tensor into a dense buffer: element
  * (r, c) goes to dst[r * ld + c] (row-major) or dst[c * ld + r] (column-
  * major); ld >= cols (row-major) or >= rows (column-major). Unless
@@ -147,10 +147,10 @@ FASVD_API int fasvd_tensor_get(const fasvd_tensor *t, int64_t row, int64_t col, 
  * with FASVD_ENONFINITE naming the tensor and the element (dst is then
  * partially written). The f32 variant rounds the exact double value once.
  * Errors: FASVD_EINVAL, FASVD_ENONFINITE. */
-FASVD_API int fasvd_tensor_to_f64(const fasvd_tensor *t, double *dst, int64_t ld,
-                                  fasvd_layout layout, unsigned flags);
-FASVD_API int fasvd_tensor_to_f32(const fasvd_tensor *t, float *dst, int64_t ld,
-                                  fasvd_layout layout, unsigned flags);
+FASVD_API int fasvd_tensor_to_f64(double *dst, int64_t ld, fasvd_layout layout,
+                                  const fasvd_tensor *t, unsigned flags);
+FASVD_API int fasvd_tensor_to_f32(float *dst, int64_t ld, fasvd_layout layout,
+                                  const fasvd_tensor *t, unsigned flags);
 
 #ifdef __cplusplus
 }

@@ -300,7 +300,7 @@ int fasvd__threads(const fasvd_ctx *ctx)
 	return ctx->threads > 0 ? (int)ctx->threads : online_cpus();
 }
 
-int fasvd_ctx_get_param(const fasvd_ctx *ctx, fasvd_ctx_param param, int64_t *out)
+int fasvd_ctx_get_param(int64_t *out, const fasvd_ctx *ctx, fasvd_ctx_param param)
 {
 	if (!ctx || !out)
 		return fasvd__error(FASVD_EINVAL, "fasvd_ctx_get_param: NULL argument");

@@ -101,8 +101,8 @@ static int build(fasvd_ctx *ctx, const fasvd_tensor *q, const fasvd_tensor *k,
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
-	if ((rc = fasvd_tensor_to_f64(q, qd, nq, FASVD_LAYOUT_COL_MAJOR, 0)) ||
-	    (rc = fasvd_tensor_to_f64(k, kd, nk, FASVD_LAYOUT_COL_MAJOR, 0))) {
+	if ((rc = fasvd_tensor_to_f64(qd, nq, FASVD_LAYOUT_COL_MAJOR, q, 0)) ||
+	    (rc = fasvd_tensor_to_f64(kd, nk, FASVD_LAYOUT_COL_MAJOR, k, 0))) {
 		fasvd__error_prefix(rc, "%s", fn);
 		goto out;
 	}
@@ -168,8 +168,8 @@ int fasvd_attnmap(fasvd_tensor **out, fasvd_ctx *ctx, const fasvd_tensor *q, con
 	return 0;
 }
 
-int fasvd_attnmap_svdvals(fasvd_ctx *ctx, const fasvd_tensor *q, const fasvd_tensor *k,
-                          const fasvd_attnmap_opts *opts, double *s, int64_t n_s)
+int fasvd_attnmap_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx, const fasvd_tensor *q,
+                          const fasvd_tensor *k, const fasvd_attnmap_opts *opts)
 {
 	const char *fn = "fasvd_attnmap_svdvals";
 	if (!s || n_s < 1)

@@ -6,7 +6,14 @@
 
 #include "tensor/tensor_int.h"
 
-#include <fasvd/engine.h>
+#include <fasvd/attnmap.h>
+#include <fasvd/fuse.h>
+#include <fasvd/heads.h>
+#include <fasvd/layer.h>
+#include <fasvd/rfactors.h>
+#include <fasvd/spectra.h>
+#include <fasvd/stack.h>
+#include <fasvd/subspace.h>
 
 /* ---- heads (heads.c) ---- */
 struct fasvd_heads {

@@ -426,9 +426,8 @@ fasvd_compute fasvd_rfactors_compute(const fasvd_rfactors *f)
 
 /* --------------------------------------------------- per-head spectra */
 
-int fasvd_rfactors_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *f, double *s, int64_t lds)
+int fasvd_rfactors_svdvals(double *s, int64_t lds, const fasvd_rfactors *f)
 {
-	(void)ctx;
 	if (!f || !s)
 		return fasvd__error(FASVD_EINVAL, "fasvd_rfactors_svdvals: NULL argument");
 	if (lds < f->r)
@@ -536,8 +535,8 @@ static int fsv_task(void *arg, int64_t i, int worker)
 	return rc;
 }
 
-int fasvd_fuse_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfactors *b,
-                       double *s, int64_t lds)
+int fasvd_fuse_svdvals(double *s, int64_t lds, fasvd_ctx *ctx, const fasvd_rfactors *a,
+                       const fasvd_rfactors *b)
 {
 	int rc = fasvd__fuse_check(a, b, "fasvd_fuse_svdvals");
 	if (rc)
@@ -552,8 +551,8 @@ int fasvd_fuse_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfac
 	return fasvd__parallel_for(ctx ? ctx : a->ctx, fasvd_fuse_count(a, b), fsv_task, &j);
 }
 
-int fasvd_fuse_norms(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfactors *b,
-                     double *norms)
+int fasvd_fuse_norms(double *norms, fasvd_ctx *ctx, const fasvd_rfactors *a,
+                     const fasvd_rfactors *b)
 {
 	int rc = fasvd__fuse_check(a, b, "fasvd_fuse_norms");
 	if (rc)
@@ -564,8 +563,8 @@ int fasvd_fuse_norms(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfacto
 	return fasvd__parallel_for(ctx ? ctx : a->ctx, fasvd_fuse_count(a, b), fsv_task, &j);
 }
 
-int fasvd_fuse_svd(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfactors *b, int64_t i,
-                   int64_t rank, fasvd_tensor **u, double *s, fasvd_tensor **vt)
+int fasvd_fuse_svd(fasvd_tensor **u, double *s, fasvd_tensor **vt, fasvd_ctx *ctx,
+                   const fasvd_rfactors *a, const fasvd_rfactors *b, int64_t i, int64_t rank)
 {
 	if (u)
 		*u = NULL;

@@ -209,7 +209,7 @@ int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, in
 	fasvd_layout bl = layout;
 	if (h->axis == FASVD_AXIS_COLS)
 		bl = layout == FASVD_LAYOUT_ROW_MAJOR ? FASVD_LAYOUT_COL_MAJOR : FASVD_LAYOUT_ROW_MAJOR;
-	rc = dbl ? fasvd_tensor_to_f64(b, dst, ld, bl, 0) : fasvd_tensor_to_f32(b, dst, ld, bl, 0);
+	rc = dbl ? fasvd_tensor_to_f64(dst, ld, bl, b, 0) : fasvd_tensor_to_f32(dst, ld, bl, b, 0);
 	fasvd_tensor_free(b);
 	if (rc)
 		return fasvd__error_prefix(rc, "head %lld", (long long)i);
@@ -235,14 +235,14 @@ static int decode_checked(const fasvd_heads *h, int64_t i, bool dbl, void *dst, 
 	return fasvd__heads_decode(h, i, dbl, dst, ld, layout);
 }
 
-int fasvd_heads_decode_f64(const fasvd_heads *h, int64_t i, double *dst, int64_t ld,
-                           fasvd_layout layout)
+int fasvd_heads_decode_f64(double *dst, int64_t ld, fasvd_layout layout, const fasvd_heads *h,
+                           int64_t i)
 {
 	return decode_checked(h, i, true, dst, ld, layout, "fasvd_heads_decode_f64");
 }
 
-int fasvd_heads_decode_f32(const fasvd_heads *h, int64_t i, float *dst, int64_t ld,
-                           fasvd_layout layout)
+int fasvd_heads_decode_f32(float *dst, int64_t ld, fasvd_layout layout, const fasvd_heads *h,
+                           int64_t i)
 {
 	return decode_checked(h, i, false, dst, ld, layout, "fasvd_heads_decode_f32");
 }

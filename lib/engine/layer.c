@@ -48,14 +48,24 @@ int64_t fasvd_spectra_count(const fasvd_spectra *s)
 	return s ? s->n : 0;
 }
 
-int64_t fasvd_spectra_find(const fasvd_spectra *s, const char *name)
+static int64_t entry_index(const fasvd_spectra *s, const char *name)
 {
-	if (!s || !name)
-		return -1;
 	for (int64_t i = 0; i < s->n; i++)
 		if (strcmp(s->e[i].name, name) == 0)
 			return i;
 	return -1;
+}
+
+int fasvd_spectra_find(int64_t *index, const fasvd_spectra *s, const char *name)
+{
+	if (!s || !name)
+		return fasvd__error(FASVD_EINVAL, "fasvd_spectra_find: NULL argument");
+	int64_t i = entry_index(s, name);
+	if (i < 0)
+		return fasvd__error(FASVD_ENOTFOUND, "fasvd_spectra_find: no spectrum '%s'", name);
+	if (index)
+		*index = i;
+	return 0;
 }
 
 const char *fasvd_spectra_name(const fasvd_spectra *s, int64_t i)
@@ -68,8 +78,8 @@ const double *fasvd_spectra_data(const fasvd_spectra *s, int64_t i)
 	return s && i >= 0 && i < s->n ? s->e[i].data : NULL;
 }
 
-int fasvd_spectra_shape(const fasvd_spectra *s, int64_t i, int64_t *n_rows, int64_t *n_cols,
-                        int64_t *mat_rows, int64_t *mat_cols)
+int fasvd_spectra_shape(int64_t *n_rows, int64_t *n_cols, int64_t *mat_rows, int64_t *mat_cols,
+                        const fasvd_spectra *s, int64_t i)
 {
 	if (!s || i < 0 || i >= s->n)
 		return fasvd__error(FASVD_EINVAL, "fasvd_spectra_shape: entry %lld does not exist",
@@ -99,7 +109,7 @@ static int check_entry(const fasvd_spectra *s, const char *name, int64_t n_rows,
 		                    "matrix",
 		                    name, (long long)n_rows, (long long)n_cols, (long long)mat_rows,
 		                    (long long)mat_cols);
-	if (fasvd_spectra_find(s, name) >= 0)
+	if (entry_index(s, name) >= 0)
 		return fasvd__error(FASVD_EINVAL, "fasvd_spectra_add: '%s' is already in the list",
 		                    name);
 	return 0;
@@ -284,7 +294,7 @@ static int do_plain_heads(struct layer *L, bool need)
 		int64_t w = min64(h->rows, h->cols);
 		if (!(L->hs[p] = alloc_vals(L, h->n, w)))
 			return FASVD_ENOMEM;
-		if ((rc = fasvd_rfactors_svdvals(L->ctx, L->rf[p], L->hs[p], w)))
+		if ((rc = fasvd_rfactors_svdvals(L->hs[p], w, L->rf[p])))
 			return fasvd__error_prefix(rc, "%s", plain_names[p]);
 	}
 	return 0;
@@ -301,7 +311,7 @@ static int do_fused_heads(struct layer *L)
 		int64_t w = min64(a->m, b->m);
 		if (!(L->fs[f] = alloc_vals(L, d->n_heads, w)))
 			return FASVD_ENOMEM;
-		int rc = fasvd_fuse_svdvals(L->ctx, a, b, L->fs[f], w);
+		int rc = fasvd_fuse_svdvals(L->fs[f], w, L->ctx, a, b);
 		if (rc)
 			return fasvd__error_prefix(rc, "%s", f ? "VO" : "QK");
 	}
@@ -372,7 +382,7 @@ static int fused_norms(struct layer *L, int which, const fasvd_rfactors *a,
 		for (int64_t i = 0; i < n; i++)
 			nv[i] = L->fs[which][i * w];
 	} else {
-		int rc = fasvd_fuse_norms(L->ctx, a, b, nv);
+		int rc = fasvd_fuse_norms(nv, L->ctx, a, b);
 		if (rc) {
 			fasvd__free(L->ctx, nv);
 			return rc;
@@ -426,8 +436,8 @@ static int sjob_task(void *arg, int64_t idx, int worker)
 	so.norm = j->norm;
 	so.method = L->o.stack_method;
 	so.head_norms = j->norms;
-	int rc = j->a ? fasvd_stack_fused_svdvals(&J->inner, j->a, j->b, &so, j->s, j->w, NULL)
-	              : fasvd_stack_svdvals(&J->inner, j->h, &so, j->s, j->w, NULL);
+	int rc = j->a ? fasvd_stack_fused_svdvals(j->s, j->w, &J->inner, j->a, j->b, &so, NULL)
+	              : fasvd_stack_svdvals(j->s, j->w, &J->inner, j->h, &so, NULL);
 	if (rc)
 		return fasvd__error_prefix(rc, "%s", j->name);
 	return 0;
@@ -547,8 +557,8 @@ static int do_stacks(struct layer *L)
 	return rc;
 }
 
-int fasvd_layer_spectra(fasvd_ctx *ctx, const fasvd_layer_desc *d, const fasvd_layer_opts *opts,
-                        fasvd_spectra **out)
+int fasvd_layer_spectra(fasvd_spectra **out, fasvd_ctx *ctx, const fasvd_layer_desc *d,
+                        const fasvd_layer_opts *opts)
 {
 	const char *fn = "fasvd_layer_spectra";
 	if (!out)

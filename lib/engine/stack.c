@@ -460,8 +460,8 @@ static fasvd_stack_method resolve_method(fasvd_stack_method m, bool dbl)
 	return m;
 }
 
-int fasvd_stack_svdvals(fasvd_ctx *ctx, const fasvd_heads *h, const fasvd_stack_opts *opts,
-                        double *s, int64_t n_s, fasvd_stack_report *report)
+int fasvd_stack_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx, const fasvd_heads *h,
+                        const fasvd_stack_opts *opts, fasvd_stack_report *report)
 {
 	const char *fn = "fasvd_stack_svdvals";
 	fasvd_stack_opts o;
@@ -574,21 +574,21 @@ static int fused_norms(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfac
                        fasvd_stack_norm norm, int64_t n, double *norms)
 {
 	if (norm == FASVD_STACK_NORM_FROBENIUS)
-		return fasvd_fuse_norms(ctx, a, b, norms);
+		return fasvd_fuse_norms(norms, ctx, a, b);
 	int64_t w = a->m < b->m ? a->m : b->m;
 	double *sv = fasvd__calloc(ctx, (size_t)(n * w), sizeof *sv, "fused spectra");
 	int rc;
 	if (!sv)
 		rc = FASVD_ENOMEM;
-	else if (!(rc = fasvd_fuse_svdvals(ctx, a, b, sv, w)))
+	else if (!(rc = fasvd_fuse_svdvals(sv, w, ctx, a, b)))
 		for (int64_t i = 0; i < n; i++)
 			norms[i] = sv[i * w];
 	fasvd__free(ctx, sv);
 	return rc;
 }
 
-int fasvd_stack_fused_svdvals(fasvd_ctx *ctx, const fasvd_rfactors *a, const fasvd_rfactors *b,
-                              const fasvd_stack_opts *opts, double *s, int64_t n_s,
+int fasvd_stack_fused_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx, const fasvd_rfactors *a,
+                              const fasvd_rfactors *b, const fasvd_stack_opts *opts,
                               fasvd_stack_report *report)
 {
 	const char *fn = "fasvd_stack_fused_svdvals";

@@ -328,7 +328,7 @@ int64_t fasvd_subspace_count(const fasvd_subspace *sp)
 	return sp ? sp->n : 0;
 }
 
-const double *fasvd_subspace_spectrum(const fasvd_subspace *sp, int64_t *n)
+const double *fasvd_subspace_spectrum(int64_t *n, const fasvd_subspace *sp)
 {
 	if (n)
 		*n = sp ? sp->n_spectrum : 0;
@@ -355,7 +355,7 @@ const fasvd_tensor *fasvd_subspace_mean(const fasvd_subspace *sp)
 	return sp ? sp->mean : NULL;
 }
 
-int fasvd_subspace_error(const fasvd_subspace *sp, int64_t i, double *abs_err, double *rel_err)
+int fasvd_subspace_error(double *abs_err, double *rel_err, const fasvd_subspace *sp, int64_t i)
 {
 	if (!sp || i < 0 || i >= sp->n)
 		return fasvd__error(FASVD_EINVAL, "fasvd_subspace_error: head %lld does not exist",
@@ -367,8 +367,8 @@ int fasvd_subspace_error(const fasvd_subspace *sp, int64_t i, double *abs_err, d
 	return 0;
 }
 
-int fasvd_subspace_reconstruct(const fasvd_subspace *sp, int64_t i, double *dst, int64_t ld,
-                               fasvd_layout layout)
+int fasvd_subspace_reconstruct(double *dst, int64_t ld, fasvd_layout layout,
+                               const fasvd_subspace *sp, int64_t i)
 {
 	const char *fn = "fasvd_subspace_reconstruct";
 	if (!sp || !dst || i < 0 || i >= sp->n)

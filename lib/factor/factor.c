@@ -184,7 +184,7 @@ int64_t fasvd__energy_rank(const double *s, int64_t n_units, int64_t p, int64_t 
 int fasvd__encode_checked(fasvd_dtype dt, const double *src, size_t n, void *dst, double *back,
                           const char *what)
 {
-	int rc = fasvd_dtype_encode(dt, src, n, dst);
+	int rc = fasvd_dtype_encode(dst, dt, src, n);
 	if (rc)
 		return rc;
 	if (dt == FASVD_DTYPE_F64) {
@@ -196,7 +196,8 @@ int fasvd__encode_checked(fasvd_dtype dt, const double *src, size_t n, void *dst
 	for (size_t i0 = 0; i0 < n; i0 += 256) {
 		size_t k = n - i0 < 256 ? n - i0 : 256;
 		double *d = back ? back + i0 : tmp;
-		if ((rc = fasvd_dtype_decode(dt, (const char *)dst + i0 * fasvd_dtype_size(dt), k, d)))
+		if ((rc = fasvd_dtype_decode(d, dt, (const char *)dst + i0 * fasvd_dtype_size(dt),
+		                             k)))
 			return rc;
 		for (size_t i = 0; i < k; i++)
 			if (!isfinite(d[i]))
@@ -298,7 +299,7 @@ int fasvd__measure(fasvd_ctx *ctx, const fasvd_tensor *w, const double *a_dec,
 		fasvd_tensor *v = NULL;
 		if ((rc = fasvd_tensor_view(&v, w, r0, 0, nr, cols)))
 			break;
-		rc = fasvd_tensor_to_f64(v, buf, cols, FASVD_LAYOUT_ROW_MAJOR, 0);
+		rc = fasvd_tensor_to_f64(buf, cols, FASVD_LAYOUT_ROW_MAJOR, v, 0);
 		fasvd_tensor_free(v);
 		if (rc)
 			break;
@@ -414,7 +415,7 @@ static int values_task(void *arg, int64_t u, int worker)
 		return rc;
 	fasvd_svd_opts so;
 	svd_opts(j, &so, FASVD_BACKEND_AUTO, 0);
-	rc = fasvd_svdvals(unit_ctx(j), v ? v : j->w, &so, j->spec + u * j->p, j->p, NULL);
+	rc = fasvd_svdvals(j->spec + u * j->p, j->p, unit_ctx(j), v ? v : j->w, &so, NULL);
 	fasvd_tensor_free(v);
 	if (!rc)
 		rc = check_finite(j, j->spec + u * j->p, j->p);
@@ -499,7 +500,7 @@ static int vectors_task(void *arg, int64_t u, int worker)
 	fasvd_svd_report sr;
 	fasvd_svd_report_init(&sr);
 	svd_opts(j, &so, j->vec_backend, j->want_full ? 0 : j->r);
-	if ((rc = fasvd_svd(ctx, w, &so, &tu, s, ns, &tvt, &sr)) || (rc = check_finite(j, s, ns)))
+	if ((rc = fasvd_svd(&tu, s, ns, &tvt, ctx, w, &so, &sr)) || (rc = check_finite(j, s, ns)))
 		goto out;
 	uo->backend = sr.backend;
 	uo->err_est = sr.error_estimate;
@@ -761,8 +762,8 @@ int fasvd_factor(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx, const fasvd
 	return fasvd__factor_run(a, b, NULL, NULL, 0, ctx, w, opts, NULL, NULL, report, fn);
 }
 
-int fasvd_factor_into(fasvd_ctx *ctx, const fasvd_tensor *w, const fasvd_factor_opts *opts,
-                      void *a, void *b, int64_t capacity, fasvd_factor_report *report)
+int fasvd_factor_into(void *a, void *b, int64_t capacity, fasvd_ctx *ctx, const fasvd_tensor *w,
+                      const fasvd_factor_opts *opts, fasvd_factor_report *report)
 {
 	static const char fn[] = "fasvd_factor_into";
 	if (!a || !b)
@@ -901,7 +902,7 @@ static int fused_task(void *arg, int64_t i, int worker)
 	double *s = fasvd__alloc(j->inner, (size_t)j->r * sizeof(double), "fused singular values");
 	if (!s)
 		return FASVD_ENOMEM;
-	int rc = fasvd_fuse_svd(j->inner, j->ra, j->rb, i, j->r, &u, s, &vt);
+	int rc = fasvd_fuse_svd(&u, s, &vt, j->inner, j->ra, j->rb, i, j->r);
 	if (!rc) {
 		char label[96];
 		snprintf(label, sizeof label, "%s head %lld", j->label, (long long)i);
@@ -968,7 +969,7 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
-	if ((rc = fasvd_fuse_svdvals(ctx, ra, rb, spec, lds)))
+	if ((rc = fasvd_fuse_svdvals(spec, lds, ctx, ra, rb)))
 		goto out;
 	double total;
 	int64_t r;
@@ -1100,8 +1101,8 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 		int64_t at = 0;
 		for (int64_t g = 0; g < n_groups && !rc; g++)
 			for (int64_t i = 0; i < fasvd_heads_count(groups[g]) && !rc; i++, at++)
-				rc = fasvd_heads_decode_f64(groups[g], i, d + at * rows * cols, cols,
-				                            FASVD_LAYOUT_ROW_MAJOR);
+				rc = fasvd_heads_decode_f64(d + at * rows * cols, cols,
+				                            FASVD_LAYOUT_ROW_MAJOR, groups[g], i);
 		if (rc || (rc = fasvd_heads_new(&hc, ctx, comb, FASVD_AXIS_ROWS, nh, rows, 0, 0)))
 			goto out;
 		h = hc;
@@ -1120,7 +1121,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 	if ((rc = fasvd_subspace_new(&sp, ctx, h, &eo)))
 		goto out;
 	int64_t n_spec = 0;
-	const double *spec = fasvd_subspace_spectrum(sp, &n_spec);
+	const double *spec = fasvd_subspace_spectrum(&n_spec, sp);
 	double total;
 	int64_t r;
 	if (tau_mode) {
@@ -1133,7 +1134,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 			eo.rank = r;
 			if ((rc = fasvd_subspace_new(&sp, ctx, h, &eo)))
 				goto out;
-			spec = fasvd_subspace_spectrum(sp, &n_spec);
+			spec = fasvd_subspace_spectrum(&n_spec, sp);
 		}
 	} else {
 		fasvd__energy_rank(spec, 1, n_spec, n_spec, 0, &total);
@@ -1181,21 +1182,22 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 			rc = FASVD_ENOMEM;
 			goto out;
 		}
-		if ((rc = fasvd_dtype_decode(o.dtype, fasvd_tensor_data(tb),
-		                             (size_t)(in ? id * cols : rows * id), bdec)))
+		if ((rc = fasvd_dtype_decode(bdec, o.dtype, fasvd_tensor_data(tb),
+		                             (size_t)(in ? id * cols : rows * id))))
 			goto out;
-		if (tm && (rc = fasvd_dtype_decode(o.dtype, fasvd_tensor_data(tm),
-		                                   (size_t)(in ? cols : rows), mdec)))
+		if (tm && (rc = fasvd_dtype_decode(mdec, o.dtype, fasvd_tensor_data(tm),
+		                                   (size_t)(in ? cols : rows))))
 			goto out;
 		int64_t at = 0;
 		for (int64_t g = 0; g < n_groups && !rc; g++)
 			for (int64_t i = 0; i < fasvd_heads_count(groups[g]); i++, at++) {
-				if ((rc = fasvd_heads_decode_f64(groups[g], i, wbuf, cols,
-				                                 FASVD_LAYOUT_ROW_MAJOR)) ||
-				    (rc = fasvd_dtype_decode(o.dtype,
+				if ((rc = fasvd_heads_decode_f64(wbuf, cols,
+				                                 FASVD_LAYOUT_ROW_MAJOR,
+				                                 groups[g], i)) ||
+				    (rc = fasvd_dtype_decode(fdec, o.dtype,
 				                             (const char *)fasvd_tensor_data(tf) +
 				                                 (size_t)(at * fsz) * es,
-				                             (size_t)fsz, fdec)))
+				                             (size_t)fsz)))
 					break;
 				for (int64_t x = 0; x < rows; x++)
 					for (int64_t y = 0; y < cols; y++)

@@ -1,4 +1,4 @@
-/* libfasvd — the on-load runtime API (include/fasvd/factor.h): a plan of
+/* libfasvd — the on-load runtime API (include/fasvd/onload.h): a plan of
  * validated factorisation options, shared read-only by the runtime's loader
  * threads, and one call per weight on the checkpoint's own bytes.
  *
@@ -7,6 +7,8 @@
  * rows·cols / 16384 values). Everything else is fasvd_factor().
  */
 #include "factor/factor_int.h"
+
+#include <fasvd/onload.h>
 
 #include <string.h>
 
@@ -133,8 +135,8 @@ int fasvd_onload_factor(fasvd_tensor **a, fasvd_tensor **b, const fasvd_onload *
 	return rc;
 }
 
-int fasvd_onload_factor_into(const fasvd_onload *plan, const fasvd_onload_input *in, void *a,
-                             void *b, int64_t capacity, fasvd_factor_report *report)
+int fasvd_onload_factor_into(void *a, void *b, int64_t capacity, const fasvd_onload *plan,
+                             const fasvd_onload_input *in, fasvd_factor_report *report)
 {
 	static const char fn[] = "fasvd_onload_factor_into";
 	if (!a || !b)

@@ -125,7 +125,7 @@ static void free_entries(fasvd_ctx *ctx, st_entry *e, int64_t n)
 	fasvd__free(ctx, e);
 }
 
-void fasvd_st_close(fasvd_st *st)
+void fasvd_st_free(fasvd_st *st)
 {
 	if (!st)
 		return;
@@ -1002,7 +1002,7 @@ int fasvd_st_open(fasvd_st **out, fasvd_ctx *ctx, const char *path)
 	*out = st;
 	return 0;
 fail:
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return rc;
 }
 
@@ -1042,7 +1042,7 @@ int fasvd__st_open_buffer(fasvd_st **out, fasvd_ctx *ctx, const void *data, size
 	*out = st;
 	return 0;
 fail:
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return rc;
 }
 
@@ -1071,7 +1071,7 @@ static int not_found(const fasvd_st *st, const char *name)
 	return fasvd__error(FASVD_ENOTFOUND, "%s: no tensor named '%s'", st->origin, name);
 }
 
-int fasvd_st_find(const fasvd_st *st, const char *name, int64_t *index)
+int fasvd_st_find(int64_t *index, const fasvd_st *st, const char *name)
 {
 	if (!st || !name)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_find: NULL argument");
@@ -1091,7 +1091,7 @@ void fasvd_st_info_init(fasvd_st_info *info)
 	info->size = sizeof *info;
 }
 
-int fasvd_st_info_get(const fasvd_st *st, const char *name, fasvd_st_info *info)
+int fasvd_st_info_get(fasvd_st_info *info, const fasvd_st *st, const char *name)
 {
 	if (!st || !name || !info)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_info_get: NULL argument");
@@ -1117,7 +1117,7 @@ int fasvd_st_info_get(const fasvd_st *st, const char *name, fasvd_st_info *info)
 	return 0;
 }
 
-int fasvd_st_raw(const fasvd_st *st, const char *name, const void **data, uint64_t *nbytes)
+int fasvd_st_raw(const void **data, uint64_t *nbytes, const fasvd_st *st, const char *name)
 {
 	if (!st || !name)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_raw: NULL argument");
@@ -1131,14 +1131,18 @@ int fasvd_st_raw(const fasvd_st *st, const char *name, const void **data, uint64
 	return 0;
 }
 
-const char *fasvd_st_metadata(const fasvd_st *st, const char *key)
+int fasvd_st_metadata(const char **value, const fasvd_st *st, const char *key)
 {
-	if (!st || !key)
-		return NULL;
+	if (value)
+		*value = NULL;
+	if (!value || !st || !key)
+		return fasvd__error(FASVD_EINVAL, "fasvd_st_metadata: NULL argument");
 	for (int64_t i = 0; i < st->n_meta; i++)
-		if (strcmp(st->meta[i].key, key) == 0)
-			return st->meta[i].value;
-	return NULL;
+		if (strcmp(st->meta[i].key, key) == 0) {
+			*value = st->meta[i].value;
+			return 0;
+		}
+	return fasvd__error(FASVD_ENOTFOUND, "%s: no metadata key '%s'", st->origin, key);
 }
 
 int64_t fasvd_st_metadata_count(const fasvd_st *st)
@@ -1186,7 +1190,7 @@ int fasvd_st_set_block_size(fasvd_st *st, int64_t rows, int64_t cols)
 /* ----------------------------------------------------------- tensor views */
 
 /* 2-D view of entry e (no scales). `role` prefixes shape errors. */
-static int entry_tensor(fasvd_tensor **out, fasvd_st *st, const st_entry *e)
+static int entry_tensor(fasvd_tensor **out, const fasvd_st *st, const st_entry *e)
 {
 	const char *file = st->shards[e->shard].path;
 	char sbuf[200];
@@ -1228,7 +1232,7 @@ static int entry_tensor(fasvd_tensor **out, fasvd_st *st, const st_entry *e)
 	return 0;
 }
 
-int fasvd_st_tensor(fasvd_tensor **out, fasvd_st *st, const char *name, unsigned flags)
+int fasvd_st_tensor(fasvd_tensor **out, const fasvd_st *st, const char *name, unsigned flags)
 {
 	if (!out)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_tensor: out is NULL");

@@ -82,7 +82,7 @@ static int64_t smallest_rank(const double *s, int64_t n, enum pred_kind kind, do
 	return r;
 }
 
-int fasvd_metric_energy_rank(const double *s, int64_t n, double tau, int64_t *out)
+int fasvd_metric_energy_rank(int64_t *out, const double *s, int64_t n, double tau)
 {
 	static const char fn[] = "fasvd_metric_energy_rank";
 	int rc;
@@ -93,8 +93,7 @@ int fasvd_metric_energy_rank(const double *s, int64_t n, double tau, int64_t *ou
 	return 0;
 }
 
-int fasvd_metric_components_for_energy(const double *s, int64_t n, double fraction,
-                                       int64_t *out)
+int fasvd_metric_components_for_energy(int64_t *out, const double *s, int64_t n, double fraction)
 {
 	static const char fn[] = "fasvd_metric_components_for_energy";
 	int rc;
@@ -121,12 +120,12 @@ static int loss_at(const double *s, int64_t n, int64_t r, double *out, const cha
 	return 0;
 }
 
-int fasvd_metric_energy_loss(const double *s, int64_t n, int64_t r, double *out)
+int fasvd_metric_energy_loss(double *out, const double *s, int64_t n, int64_t r)
 {
 	return loss_at(s, n, r, out, "fasvd_metric_energy_loss");
 }
 
-int fasvd_metric_energy_kept(const double *s, int64_t n, int64_t r, double *out)
+int fasvd_metric_energy_kept(double *out, const double *s, int64_t n, int64_t r)
 {
 	double loss = 0.0;
 	int rc = loss_at(s, n, r, &loss, "fasvd_metric_energy_kept");
@@ -158,7 +157,7 @@ static double entropy_rank(const double *s, int64_t n)
 	return exp(h);
 }
 
-int fasvd_metric_stable_rank(const double *s, int64_t n, double *out)
+int fasvd_metric_stable_rank(double *out, const double *s, int64_t n)
 {
 	static const char fn[] = "fasvd_metric_stable_rank";
 	int rc;
@@ -168,7 +167,7 @@ int fasvd_metric_stable_rank(const double *s, int64_t n, double *out)
 	return 0;
 }
 
-int fasvd_metric_entropy_rank(const double *s, int64_t n, double *out)
+int fasvd_metric_entropy_rank(double *out, const double *s, int64_t n)
 {
 	static const char fn[] = "fasvd_metric_entropy_rank";
 	int rc;
@@ -178,7 +177,7 @@ int fasvd_metric_entropy_rank(const double *s, int64_t n, double *out)
 	return 0;
 }
 
-int fasvd_metric_spectral_norm(const double *s, int64_t n, double *out)
+int fasvd_metric_spectral_norm(double *out, const double *s, int64_t n)
 {
 	static const char fn[] = "fasvd_metric_spectral_norm";
 	int rc;
@@ -188,7 +187,7 @@ int fasvd_metric_spectral_norm(const double *s, int64_t n, double *out)
 	return 0;
 }
 
-int fasvd_metric_frobenius_norm(const double *s, int64_t n, double *out)
+int fasvd_metric_frobenius_norm(double *out, const double *s, int64_t n)
 {
 	static const char fn[] = "fasvd_metric_frobenius_norm";
 	int rc;
@@ -198,7 +197,7 @@ int fasvd_metric_frobenius_norm(const double *s, int64_t n, double *out)
 	return 0;
 }
 
-int fasvd_metric_nuclear_norm(const double *s, int64_t n, double *out)
+int fasvd_metric_nuclear_norm(double *out, const double *s, int64_t n)
 {
 	static const char fn[] = "fasvd_metric_nuclear_norm";
 	int rc;
@@ -216,8 +215,8 @@ void fasvd_metric_summary_init(fasvd_metric_summary *m)
 	m->size = sizeof *m;
 }
 
-int fasvd_metric_summarize(const double *s, int64_t n, const double *taus, int64_t n_taus,
-                           int64_t *ranks, fasvd_metric_summary *out)
+int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const double *s, int64_t n,
+                           const double *taus, int64_t n_taus)
 {
 	static const char fn[] = "fasvd_metric_summarize";
 	int rc;

@@ -191,8 +191,8 @@ static int decode_m(void *arg, void *buf, int64_t ld)
 {
 	const struct call *c = arg;
 	fasvd_layout layout = c->trans ? FASVD_LAYOUT_ROW_MAJOR : FASVD_LAYOUT_COL_MAJOR;
-	return c->dbl ? fasvd_tensor_to_f64(c->a, buf, ld, layout, 0)
-	              : fasvd_tensor_to_f32(c->a, buf, ld, layout, 0);
+	return c->dbl ? fasvd_tensor_to_f64(buf, ld, layout, c->a, 0)
+	              : fasvd_tensor_to_f32(buf, ld, layout, c->a, 0);
 }
 
 static void *alloc_m(const struct call *c)
@@ -451,8 +451,8 @@ static int run_randomized(struct call *c, double *s, void *u, void *vt)
 		if (!x)
 			return FASVD_ENOMEM;
 		fasvd_layout layout = xt ? FASVD_LAYOUT_ROW_MAJOR : FASVD_LAYOUT_COL_MAJOR;
-		rc = c->dbl ? fasvd_tensor_to_f64(c->a, x, xr, layout, 0)
-		            : fasvd_tensor_to_f32(c->a, x, xr, layout, 0);
+		rc = c->dbl ? fasvd_tensor_to_f64(x, xr, layout, c->a, 0)
+		            : fasvd_tensor_to_f32(x, xr, layout, c->a, 0);
 		if (rc)
 			goto out;
 		/* LAPACK scales internally; plain BLAS products do not. */
@@ -510,7 +510,7 @@ static int panel_nonfinite(const struct call *c, int64_t r0, int64_t r1, int64_t
 	for (int64_t r = r0; r < r1; r++)
 		for (int64_t cc = c0; cc < c1; cc++) {
 			double v;
-			if (fasvd_tensor_get(c->a, r, cc, &v) == 0 && !isfinite(v))
+			if (fasvd_tensor_get(&v, c->a, r, cc) == 0 && !isfinite(v))
 				return fasvd__error(FASVD_ENONFINITE, "%s: element (%lld, %lld) is %s",
 				                    c->label, (long long)r, (long long)cc,
 				                    isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"));
@@ -560,8 +560,9 @@ static int run_gram(struct call *c, double *s)
 				goto out;
 			src = view;
 		}
-		rc = fasvd_tensor_to_f64(src, panel, p,
-		                         c->trans ? FASVD_LAYOUT_COL_MAJOR : FASVD_LAYOUT_ROW_MAJOR, 0);
+		rc = fasvd_tensor_to_f64(panel, p,
+		                         c->trans ? FASVD_LAYOUT_COL_MAJOR : FASVD_LAYOUT_ROW_MAJOR,
+		                         src, 0);
 		fasvd_tensor_free(view);
 		view = NULL;
 		if (rc == FASVD_ENONFINITE && w < L)
@@ -655,8 +656,8 @@ static bool all_finite(const double *s, int64_t n)
 	return true;
 }
 
-int fasvd_svdvals(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *opts, double *s,
-                  int64_t n_s, fasvd_svd_report *report)
+int fasvd_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx, const fasvd_tensor *a,
+                  const fasvd_svd_opts *opts, fasvd_svd_report *report)
 {
 	static const char fn[] = "fasvd_svdvals";
 	struct call c;
@@ -683,9 +684,8 @@ out:
 	return rc;
 }
 
-int fasvd_svd(fasvd_ctx *ctx, const fasvd_tensor *a, const fasvd_svd_opts *opts,
-              fasvd_tensor **u, double *s, int64_t n_s, fasvd_tensor **vt,
-              fasvd_svd_report *report)
+int fasvd_svd(fasvd_tensor **u, double *s, int64_t n_s, fasvd_tensor **vt, fasvd_ctx *ctx,
+              const fasvd_tensor *a, const fasvd_svd_opts *opts, fasvd_svd_report *report)
 {
 	static const char fn[] = "fasvd_svd";
 	struct call c;

@@ -208,7 +208,7 @@ static bool is_fp8(const char *dtype)
 
 static bool st_has(const fasvd_st *st, const char *name)
 {
-	return fasvd_st_find(st, name, NULL) == 0;
+	return fasvd_st_find(NULL, st, name) == 0;
 }
 
 /* Find the layer prefix: the first of the table's prefixes under which some
@@ -332,7 +332,7 @@ static int build_inputs(fasvd_model *m)
 			if (!(in->name = fasvd__strdup(ctx, name)))
 				return FASVD_ENOMEM;
 			fasvd_st_info_init(&in->info);
-			in->present = fasvd_st_info_get(m->st, name, &in->info) == 0;
+			in->present = fasvd_st_info_get(&in->info, m->st, name) == 0;
 			m->n_needed++;
 			if (!in->present) {
 				m->n_missing++;
@@ -357,7 +357,7 @@ static int build_inputs(fasvd_model *m)
 			if (is_fp8(in->info.dtype)) {
 				snprintf(name, sizeof name, "%s_scale_inv", in->name);
 				fasvd_st_info_init(&in->scale_info);
-				in->scale_present = fasvd_st_info_get(m->st, name, &in->scale_info) == 0;
+				in->scale_present = fasvd_st_info_get(&in->scale_info, m->st, name) == 0;
 				if (quantised || in->scale_present) {
 					if (!(in->scale_name = fasvd__strdup(ctx, name)))
 						return FASVD_ENOMEM;
@@ -465,11 +465,11 @@ int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsign
 	*out = m;
 	return 0;
 fail:
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	return rc;
 }
 
-void fasvd_model_close(fasvd_model *m)
+void fasvd_model_free(fasvd_model *m)
 {
 	if (!m)
 		return;
@@ -480,7 +480,7 @@ void fasvd_model_close(fasvd_model *m)
 	}
 	fasvd__free(ctx, m->inputs);
 	fasvd__free(ctx, m->layer_first);
-	fasvd_st_close(m->st);
+	fasvd_st_free(m->st);
 	fasvd__config_clear(ctx, &m->cfg);
 	fasvd__free(ctx, m->dir);
 	fasvd__free(ctx, m->config_path);
@@ -498,7 +498,7 @@ void fasvd_model_info_init(fasvd_model_info *info)
 	info->size = sizeof *info;
 }
 
-int fasvd_model_get_info(const fasvd_model *m, fasvd_model_info *info)
+int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m)
 {
 	if (!m || !info)
 		return fasvd__error(FASVD_EINVAL, "fasvd_model_get_info: NULL %s", m ? "info" : "model");
@@ -542,7 +542,7 @@ int fasvd_model_get_info(const fasvd_model *m, fasvd_model_info *info)
 	return 0;
 }
 
-fasvd_st *fasvd_model_checkpoint(const fasvd_model *m)
+const fasvd_st *fasvd_model_checkpoint(const fasvd_model *m)
 {
 	return m ? m->st : NULL;
 }
@@ -565,7 +565,7 @@ int64_t fasvd_model_input_count(const fasvd_model *m)
 	return m ? m->n_inputs : 0;
 }
 
-int fasvd_model_input_get(const fasvd_model *m, int64_t index, fasvd_model_input *input)
+int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_t index)
 {
 	if (!m || !input)
 		return fasvd__error(FASVD_EINVAL, "fasvd_model_input_get: NULL %s",
@@ -604,7 +604,7 @@ int fasvd_model_input_get(const fasvd_model *m, int64_t index, fasvd_model_input
 	return 0;
 }
 
-int fasvd_model_layer_inputs(const fasvd_model *m, int64_t layer, int64_t *first, int64_t *count)
+int fasvd_model_layer_inputs(int64_t *first, int64_t *count, const fasvd_model *m, int64_t layer)
 {
 	if (!m || !first || !count)
 		return fasvd__error(FASVD_EINVAL, "fasvd_model_layer_inputs: NULL argument");
@@ -622,7 +622,7 @@ enum { H_Q, H_QPE, H_K, H_V, H_O, H_COUNT };
 enum { N_IN, N_QA, N_KVA, N_COUNT };
 
 struct fasvd_model_layer {
-	fasvd_model *m;
+	const fasvd_model *m;
 	int64_t layer;
 	fasvd_tensor *root[FASVD__R_COUNT]; /* checkpoint tensors */
 	fasvd_tensor *qkv_t;                /* GPT-2: c_attn transposed */
@@ -641,7 +641,7 @@ void fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts)
 	opts->fold_norms = 1;
 }
 
-void fasvd_model_layer_close(fasvd_model_layer *l)
+void fasvd_model_layer_free(fasvd_model_layer *l)
 {
 	if (!l)
 		return;
@@ -659,7 +659,7 @@ void fasvd_model_layer_close(fasvd_model_layer *l)
 }
 
 /* Decode a norm vector and turn it into the per-column scale it folds as. */
-static int load_norm(fasvd_model *m, const model_input *in, double **out)
+static int load_norm(const fasvd_model *m, const model_input *in, double **out)
 {
 	fasvd_dtype dt;
 	int rc = fasvd_dtype_from_name(&dt, in->info.dtype);
@@ -667,7 +667,7 @@ static int load_norm(fasvd_model *m, const model_input *in, double **out)
 		return rc;
 	const void *data;
 	uint64_t nbytes;
-	if ((rc = fasvd_st_raw(m->st, in->name, &data, &nbytes)))
+	if ((rc = fasvd_st_raw(&data, &nbytes, m->st, in->name)))
 		return rc;
 	int64_t n = in->info.shape[0];
 	if (nbytes != (uint64_t)n * fasvd_dtype_size(dt))
@@ -676,7 +676,7 @@ static int load_norm(fasvd_model *m, const model_input *in, double **out)
 	double *v = fasvd__calloc(m->ctx, (size_t)n, sizeof *v, "norm vector");
 	if (!v)
 		return FASVD_ENOMEM;
-	if ((rc = fasvd_dtype_decode(dt, data, (size_t)n, v))) {
+	if ((rc = fasvd_dtype_decode(v, dt, data, (size_t)n))) {
 		fasvd__free(m->ctx, v);
 		return rc;
 	}
@@ -799,7 +799,7 @@ static int apply_folding(fasvd_model_layer *l)
 	return 0;
 }
 
-int fasvd_model_layer_open(fasvd_model_layer **out, fasvd_model *m, int64_t layer,
+int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_t layer,
                            const fasvd_model_layer_opts *opts)
 {
 	if (out)
@@ -877,7 +877,7 @@ int fasvd_model_layer_open(fasvd_model_layer **out, fasvd_model *m, int64_t laye
 	*out = l;
 	return 0;
 fail:
-	fasvd_model_layer_close(l);
+	fasvd_model_layer_free(l);
 	return rc;
 }
 

@@ -49,7 +49,7 @@ struct run {
 	const fasvd_analyze_opts *o;
 	fasvd_model *model;
 	fasvd_model_info info;
-	fasvd_st *st;
+	const fasvd_st *st;
 	fasvd_st_writer *w;
 	const char *out_path;
 	struct entry *e;
@@ -304,7 +304,8 @@ static int resume_from(struct run *r, bool *resumed)
 		{"config", cfg ? cfg : "{}"},
 	};
 	for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-		const char *have = fasvd_st_metadata(old, checks[i].key);
+		const char *have;
+		fasvd_st_metadata(&have, old, checks[i].key);
 		if (!have || strcmp(have, checks[i].want) != 0) {
 			rc = fasvd__error(FASVD_EINVAL,
 			                  "cannot resume %s: its %s is \"%.60s\", this run's is "
@@ -316,9 +317,10 @@ static int resume_from(struct run *r, bool *resumed)
 		}
 	}
 	/* Which steps are done. */
-	const char *ld = fasvd_st_metadata(old, "layers_done");
-	const char *td = fasvd_st_metadata(old, "tensors_done");
-	const char *shapes_s = fasvd_st_metadata(old, "matrix_shapes");
+	const char *ld, *td, *shapes_s;
+	fasvd_st_metadata(&ld, old, "layers_done");
+	fasvd_st_metadata(&td, old, "tensors_done");
+	fasvd_st_metadata(&shapes_s, old, "matrix_shapes");
 	json_t *shapes = shapes_s ? json_loads(shapes_s, 0, NULL) : NULL;
 	if (!ld || !td || !json_is_object(shapes)) {
 		json_decref(shapes);
@@ -352,7 +354,7 @@ static int resume_from(struct run *r, bool *resumed)
 		}
 		memcpy(full, "T.", 2);
 		memcpy(full + 2, r->tensors[i], len + 1);
-		r->tensor_done[i] = fasvd_st_find(old, full, NULL) == 0;
+		r->tensor_done[i] = fasvd_st_find(NULL, old, full) == 0;
 		fasvd__free(r->ctx, full);
 	}
 	if (rc) {
@@ -377,8 +379,8 @@ static int resume_from(struct run *r, bool *resumed)
 		const void *data;
 		uint64_t nbytes;
 		json_t *sh = json_object_get(shapes, name);
-		if ((rc = fasvd_st_info_get(old, name, &inf)) ||
-		    (rc = fasvd_st_raw(old, name, &data, &nbytes)))
+		if ((rc = fasvd_st_info_get(&inf, old, name)) ||
+		    (rc = fasvd_st_raw(&data, &nbytes, old, name)))
 			break;
 		if (strcmp(inf.dtype, "F64") != 0 || (inf.ndim != 1 && inf.ndim != 2) ||
 		    !json_is_array(sh) || json_array_size(sh) != 2) {
@@ -398,7 +400,7 @@ static int resume_from(struct run *r, bool *resumed)
 	if (!rc)
 		*resumed = true;
 out:
-	fasvd_st_close(old);
+	fasvd_st_free(old);
 	return rc;
 }
 
@@ -462,7 +464,7 @@ static int select_globs(struct run *r, int64_t n, bool *taken)
 			taken[i] = true;
 			fasvd_st_info inf;
 			fasvd_st_info_init(&inf);
-			int rc = fasvd_st_info_get(r->st, name, &inf);
+			int rc = fasvd_st_info_get(&inf, r->st, name);
 			if (rc)
 				return rc;
 			if (inf.ndim != 2)
@@ -490,13 +492,13 @@ static int check_layers(struct run *r)
 {
 	for (int64_t l = r->first; l <= r->last; l++) {
 		int64_t first, count;
-		int rc = fasvd_model_layer_inputs(r->model, l, &first, &count);
+		int rc = fasvd_model_layer_inputs(&first, &count, r->model, l);
 		if (rc)
 			return rc;
 		for (int64_t k = first; k < first + count; k++) {
 			fasvd_model_input in;
 			fasvd_model_input_init(&in);
-			if ((rc = fasvd_model_input_get(r->model, k, &in)))
+			if ((rc = fasvd_model_input_get(&in, r->model, k)))
 				return rc;
 			if (in.is_norm && !r->o->fold_norms)
 				continue;
@@ -520,13 +522,13 @@ static uint64_t layer_bytes(struct run *r, int64_t l, bool release)
 {
 	int64_t first, count;
 	uint64_t b = 0;
-	if (fasvd_model_layer_inputs(r->model, l, &first, &count))
+	if (fasvd_model_layer_inputs(&first, &count, r->model, l))
 		return 0;
 	long page = sysconf(_SC_PAGESIZE);
 	for (int64_t k = first; k < first + count; k++) {
 		fasvd_model_input in;
 		fasvd_model_input_init(&in);
-		if (fasvd_model_input_get(r->model, k, &in) || !in.present ||
+		if (fasvd_model_input_get(&in, r->model, k) || !in.present ||
 		    (in.is_norm && !r->o->fold_norms))
 			continue;
 		b += in.nbytes + in.scale_nbytes;
@@ -536,7 +538,7 @@ static uint64_t layer_bytes(struct run *r, int64_t l, bool release)
 		 * does not grow with the number of layers. */
 		const void *data;
 		uint64_t nbytes;
-		if (fasvd_st_raw(r->st, in.name, &data, &nbytes) == 0 && nbytes > 0 && page > 0) {
+		if (fasvd_st_raw(&data, &nbytes, r->st, in.name) == 0 && nbytes > 0 && page > 0) {
 			uintptr_t lo = (uintptr_t)data & ~(uintptr_t)(page - 1);
 			uintptr_t hi = (uintptr_t)data + nbytes;
 			madvise((void *)lo, hi - lo, MADV_DONTNEED);
@@ -582,7 +584,7 @@ static int run_layer(struct run *r, int64_t l)
 	fasvd_layer_opts_init(&opts);
 	opts.compute = r->compute;
 	opts.stack_norm = r->o->stack_norm;
-	rc = fasvd_layer_spectra(r->ctx, fasvd_model_layer_desc(layer), &opts, &sp);
+	rc = fasvd_layer_spectra(&sp, r->ctx, fasvd_model_layer_desc(layer), &opts);
 	if (rc) {
 		fasvd__error_prefix(rc, "layer %lld", (long long)l);
 		goto out;
@@ -590,7 +592,7 @@ static int run_layer(struct run *r, int64_t l)
 	for (int64_t i = 0; i < fasvd_spectra_count(sp) && !rc; i++) {
 		int64_t nr, nc, mr, mc;
 		const char *nm = fasvd_spectra_name(sp, i);
-		if ((rc = fasvd_spectra_shape(sp, i, &nr, &nc, &mr, &mc)))
+		if ((rc = fasvd_spectra_shape(&nr, &nc, &mr, &mc, sp, i)))
 			break;
 		char full[256];
 		snprintf(full, sizeof full, "L%lld.%s", (long long)l, nm);
@@ -599,7 +601,7 @@ static int run_layer(struct run *r, int64_t l)
 	}
 out:
 	fasvd_spectra_free(sp);
-	fasvd_model_layer_close(layer);
+	fasvd_model_layer_free(layer);
 	return rc;
 }
 
@@ -618,7 +620,7 @@ static int run_tensor(struct run *r, const char *name)
 	fasvd_svd_opts so;
 	fasvd_svd_opts_init(&so);
 	so.compute = r->compute;
-	rc = fasvd_svdvals(r->ctx, t, &so, s, k, NULL);
+	rc = fasvd_svdvals(s, k, r->ctx, t, &so, NULL);
 	if (!rc) {
 		/* Tensor names have no length limit: never truncate one. */
 		size_t len = strlen(name);
@@ -733,12 +735,12 @@ static int metrics_of(const double *s, int64_t n, const double *taus, int64_t nt
 {
 	int rc;
 	m->sigma1 = n ? s[0] : 0;
-	if ((rc = fasvd_metric_frobenius_norm(s, n, &m->frobenius)) ||
-	    (rc = fasvd_metric_stable_rank(s, n, &m->stable_rank)) ||
-	    (rc = fasvd_metric_entropy_rank(s, n, &m->entropy_rank)))
+	if ((rc = fasvd_metric_frobenius_norm(&m->frobenius, s, n)) ||
+	    (rc = fasvd_metric_stable_rank(&m->stable_rank, s, n)) ||
+	    (rc = fasvd_metric_entropy_rank(&m->entropy_rank, s, n)))
 		return rc;
 	for (int64_t t = 0; t < nt; t++)
-		if ((rc = fasvd_metric_energy_rank(s, n, taus[t], &m->er[t])))
+		if ((rc = fasvd_metric_energy_rank(&m->er[t], s, n, taus[t])))
 			return rc;
 	return 0;
 }
@@ -911,7 +913,7 @@ static void run_free(struct run *r)
 	fasvd__free(r->ctx, r->tensor_done);
 	fasvd__free(r->ctx, r->layer_done);
 	fasvd_st_writer_free(r->w);
-	fasvd_model_close(r->model);
+	fasvd_model_free(r->model);
 }
 
 int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
@@ -956,7 +958,7 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 	if (rc)
 		goto out;
 	fasvd_model_info_init(&r.info);
-	if ((rc = fasvd_model_get_info(r.model, &r.info)))
+	if ((rc = fasvd_model_get_info(&r.info, r.model)))
 		goto out;
 	r.st = fasvd_model_checkpoint(r.model);
 	r.first = opts->layer_first;
@@ -989,7 +991,7 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 		if (r.tensor_done[i]) {
 			fasvd_st_info inf;
 			fasvd_st_info_init(&inf);
-			if (fasvd_st_info_get(r.st, r.tensors[i], &inf) == 0)
+			if (fasvd_st_info_get(&inf, r.st, r.tensors[i]) == 0)
 				r.bytes_done += inf.nbytes;
 			r.steps_done++;
 		}
@@ -1024,7 +1026,7 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 		r.steps_done++;
 		fasvd_st_info inf;
 		fasvd_st_info_init(&inf);
-		if (fasvd_st_info_get(r.st, r.tensors[i], &inf) == 0)
+		if (fasvd_st_info_get(&inf, r.st, r.tensors[i]) == 0)
 			r.bytes_done += inf.nbytes;
 		if ((rc = write_snapshot(&r)) || (rc = report(&r, "tensor", -1, r.tensors[i])))
 			goto out;

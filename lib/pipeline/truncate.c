@@ -1,4 +1,4 @@
-/* libfasvd — checkpoint truncation driver (fasvd_truncate, factor.h):
+/* libfasvd — checkpoint truncation driver (fasvd_truncate, truncate.h):
  * replaces selected weights of a safetensors checkpoint by low-rank factors
  * and writes a loadable copy, atomically.
  *
@@ -30,6 +30,7 @@
 
 #include <fasvd/model.h>
 #include <fasvd/safetensors.h>
+#include <fasvd/truncate.h>
 
 void fasvd_truncate_opts_init(fasvd_truncate_opts *opts)
 {
@@ -184,7 +185,8 @@ typedef struct trunc {
 	fasvd_ctx *ctx;
 	const fasvd_truncate_opts *o;
 	fasvd_model *model;
-	fasvd_st *st;
+	const fasvd_st *st;
+	fasvd_st *own_st;        /* without a model: the checkpoint opened here */
 	fasvd_model_info info;
 	bool have_model;
 	fasvd_factor_opts fo;    /* validated factor options */
@@ -241,7 +243,7 @@ static int add_sel(trunc_t *t, const char *name, const char *role)
 {
 	fasvd_st_info info;
 	fasvd_st_info_init(&info);
-	int rc = fasvd_st_info_get(t->st, name, &info);
+	int rc = fasvd_st_info_get(&info, t->st, name);
 	if (rc)
 		return rc;
 	sel *s = &t->sels[t->n_sels];
@@ -285,7 +287,7 @@ static int add_sel(trunc_t *t, const char *name, const char *role)
 	snprintf(s->a_name, nl + 3, "%s.A", name);
 	snprintf(s->b_name, nl + 3, "%s.B", name);
 	t->n_sels++;
-	if (fasvd_st_find(t->st, s->a_name, NULL) == 0 || fasvd_st_find(t->st, s->b_name, NULL) == 0)
+	if (fasvd_st_find(NULL, t->st, s->a_name) == 0 || fasvd_st_find(NULL, t->st, s->b_name) == 0)
 		return fasvd__error(FASVD_EINVAL,
 		                    "%s: the checkpoint already has a tensor '%s' or '%s': was it "
 		                    "truncated before?",
@@ -293,7 +295,7 @@ static int add_sel(trunc_t *t, const char *name, const char *role)
 	fasvd_clear_error();
 	char sc[1024];
 	if (snprintf(sc, sizeof sc, "%s_scale_inv", name) < (int)sizeof sc &&
-	    fasvd_st_find(t->st, sc, NULL) == 0) {
+	    fasvd_st_find(NULL, t->st, sc) == 0) {
 		s->scale_name = fasvd__strdup(t->ctx, sc);
 		if (!s->scale_name)
 			return FASVD_ENOMEM;
@@ -319,7 +321,7 @@ static const char *lookup_role(const trunc_t *t, const char *name)
 	for (int64_t i = 0; i < n; i++) {
 		fasvd_model_input in;
 		fasvd_model_input_init(&in);
-		if (fasvd_model_input_get(t->model, i, &in) == 0 && !in.is_norm && in.name &&
+		if (fasvd_model_input_get(&in, t->model, i) == 0 && !in.is_norm && in.name &&
 		    !strcmp(in.name, name))
 			return in.role;
 	}
@@ -357,7 +359,7 @@ static int select_tensors(trunc_t *t)
 			fasvd_st_info info;
 			fasvd_st_info_init(&info);
 			fasvd_dtype dt;
-			if ((rc = fasvd_st_info_get(t->st, name, &info)))
+			if ((rc = fasvd_st_info_get(&info, t->st, name)))
 				break;
 			/* broad patterns also match norms, biases, integer buffers:
 			 * only 2-D float weights are candidates */
@@ -385,7 +387,7 @@ static int select_tensors(trunc_t *t)
 	for (int64_t i = 0; i < ni && !rc; i++) {
 		fasvd_model_input in;
 		fasvd_model_input_init(&in);
-		if ((rc = fasvd_model_input_get(t->model, i, &in)))
+		if ((rc = fasvd_model_input_get(&in, t->model, i)))
 			break;
 		if (in.is_norm || !in.present || find_sel(t, in.name))
 			continue;
@@ -516,7 +518,7 @@ static int build_maps(trunc_t *t)
 	for (int64_t i = 0; i < n; i++) {
 		fasvd_st_info info;
 		fasvd_st_info_init(&info);
-		int rc = fasvd_st_info_get(t->st, fasvd_st_name(t->st, i), &info);
+		int rc = fasvd_st_info_get(&info, t->st, fasvd_st_name(t->st, i));
 		if (rc)
 			return rc;
 		t->sel_of[i] = -1;
@@ -535,11 +537,11 @@ static int build_maps(trunc_t *t)
 	}
 	for (int64_t k = 0; k < t->n_sels; k++) {
 		int64_t i;
-		if (fasvd_st_find(t->st, t->sels[k].name, &i))
+		if (fasvd_st_find(&i, t->st, t->sels[k].name))
 			return FASVD_EINTERNAL;
 		t->sel_of[i] = k;
 		if (t->sels[k].scale_name && !t->sels[k].skipped) {
-			if (fasvd_st_find(t->st, t->sels[k].scale_name, &i))
+			if (fasvd_st_find(&i, t->st, t->sels[k].scale_name))
 				return FASVD_EINTERNAL;
 			t->drop[i] = 1;
 		}
@@ -570,8 +572,9 @@ static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t
 	const fasvd_st *meta = own ? own : t->st;
 	for (int64_t k = 0; k < fasvd_st_metadata_count(meta); k++) {
 		const char *key = fasvd_st_metadata_key(meta, k);
-		const char *val = fasvd_st_metadata(meta, key);
-		if (key && val && (rc = fasvd_st_writer_set_metadata(w, key, val)))
+		const char *val;
+		if (key && !fasvd_st_metadata(&val, meta, key) &&
+		    (rc = fasvd_st_writer_set_metadata(w, key, val)))
 			goto out;
 	}
 	const char *shard_base = base_name(out_path);
@@ -581,7 +584,7 @@ static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t
 		const char *name = fasvd_st_name(t->st, i);
 		fasvd_st_info info;
 		fasvd_st_info_init(&info);
-		if ((rc = fasvd_st_info_get(t->st, name, &info)))
+		if ((rc = fasvd_st_info_get(&info, t->st, name)))
 			goto out;
 		sel *s = t->sel_of[i] >= 0 ? &t->sels[t->sel_of[i]] : NULL;
 		if (s && s->skipped && (rc = report_sel(t, s, cb, arg)))
@@ -624,7 +627,7 @@ static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t
 		}
 		const void *data;
 		uint64_t nbytes;
-		if ((rc = fasvd_st_raw(t->st, name, &data, &nbytes)) ||
+		if ((rc = fasvd_st_raw(&data, &nbytes, t->st, name)) ||
 		    (rc = fasvd_st_writer_add(w, name, info.dtype, info.ndim, info.shape, data, nbytes,
 		                              FASVD_ST_BORROW)))
 			goto out;
@@ -639,7 +642,7 @@ out:
 		fasvd_tensor_free(hs[i].b);
 	}
 	fasvd__free(t->ctx, hs);
-	fasvd_st_close(own);
+	fasvd_st_free(own);
 	return rc;
 }
 
@@ -850,7 +853,7 @@ static int open_checkpoint(trunc_t *t, const char *model_dir)
 	if (!rc) {
 		t->have_model = true;
 		fasvd_model_info_init(&t->info);
-		if ((rc = fasvd_model_get_info(t->model, &t->info)))
+		if ((rc = fasvd_model_get_info(&t->info, t->model)))
 			return rc;
 		t->st = fasvd_model_checkpoint(t->model);
 		return 0;
@@ -860,15 +863,16 @@ static int open_checkpoint(trunc_t *t, const char *model_dir)
 	    t->o->per_head || t->o->shared_o)
 		return rc;
 	fasvd_clear_error();
-	if ((rc = fasvd_st_open(&t->st, t->ctx, model_dir)))
+	if ((rc = fasvd_st_open(&t->own_st, t->ctx, model_dir)))
 		return rc;
+	t->st = t->own_st;
 	/* FP8 block size from config.json, if any */
 	json_t *q = t->config ? json_object_get(t->config, "quantization_config") : NULL;
 	json_t *bs = q ? json_object_get(q, "weight_block_size") : NULL;
 	if (json_is_array(bs) && json_array_size(bs) == 2 &&
 	    json_is_integer(json_array_get(bs, 0)) && json_is_integer(json_array_get(bs, 1)))
-		rc = fasvd_st_set_block_size(t->st, json_integer_value(json_array_get(bs, 0)),
-		                             json_integer_value(json_array_get(bs, 1)));
+		rc = fasvd_st_set_block_size(t->own_st, json_integer_value(json_array_get(bs, 0)),
+		                                 json_integer_value(json_array_get(bs, 1)));
 	return rc;
 }
 
@@ -1074,8 +1078,8 @@ out:
 	fasvd__free(t.ctx, t.sel_of);
 	fasvd__free(t.ctx, t.drop);
 	if (t.have_model)
-		fasvd_model_close(t.model);
+		fasvd_model_free(t.model);
 	else
-		fasvd_st_close(t.st);
+		fasvd_st_free(t.own_st);
 	return rc;
 }

@@ -90,7 +90,7 @@ const float *fasvd__fp8_table(fasvd_dtype dtype)
 	return dtype == FASVD_DTYPE_F8_E4M3 ? e4m3_table : e5m2_table;
 }
 
-int fasvd_dtype_decode(fasvd_dtype dtype, const void *src, size_t n, double *dst)
+int fasvd_dtype_decode(double *dst, fasvd_dtype dtype, const void *src, size_t n)
 {
 	if ((!src || !dst) && n)
 		return fasvd__error(FASVD_EINVAL, "fasvd_dtype_decode: NULL buffer");
@@ -186,7 +186,7 @@ static const struct minifloat fmt_bf16 = {8, 7, 127, true};
 static const struct minifloat fmt_e4m3 = {4, 3, 7, false};
 static const struct minifloat fmt_e5m2 = {5, 2, 15, true};
 
-int fasvd_dtype_encode(fasvd_dtype dtype, const double *src, size_t n, void *dst)
+int fasvd_dtype_encode(void *dst, fasvd_dtype dtype, const double *src, size_t n)
 {
 	if ((!src || !dst) && n)
 		return fasvd__error(FASVD_EINVAL, "fasvd_dtype_encode: NULL buffer");

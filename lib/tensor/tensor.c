@@ -210,7 +210,7 @@ int fasvd_tensor_set_block_scales(fasvd_tensor *t, const fasvd_tensor *scale_inv
 	double *s = fasvd__calloc(t->ctx, (size_t)gr * (size_t)gc, sizeof(double), "block scales");
 	if (!s)
 		return FASVD_ENOMEM;
-	int rc = fasvd_tensor_to_f64(scale_inv, s, gc, FASVD_LAYOUT_ROW_MAJOR, 0);
+	int rc = fasvd_tensor_to_f64(s, gc, FASVD_LAYOUT_ROW_MAJOR, scale_inv, 0);
 	if (rc) {
 		fasvd__free(t->ctx, s);
 		return fasvd__error_prefix(rc, "%s: block scales", lab);
@@ -359,7 +359,7 @@ static inline double decode_one(const fasvd_tensor *t, const unsigned char *p, c
 	}
 }
 
-int fasvd_tensor_get(const fasvd_tensor *t, int64_t row, int64_t col, double *out)
+int fasvd_tensor_get(double *out, const fasvd_tensor *t, int64_t row, int64_t col)
 {
 	if (!t || !out)
 		return fasvd__error(FASVD_EINVAL, "fasvd_tensor_get: NULL argument");
@@ -645,7 +645,7 @@ static int first_nonfinite(const fasvd_tensor *t, bool f32)
 	for (int64_t r = 0; r < t->rows; r++)
 		for (int64_t c = 0; c < t->cols; c++) {
 			double v;
-			fasvd_tensor_get(t, r, c, &v);
+			fasvd_tensor_get(&v, t, r, c);
 			float f = (float)v;
 			if (f32 ? !isfinite(f) : !isfinite(v))
 				return nonfinite_error(t, r, c, isfinite(v) ? (double)f : v);
@@ -716,14 +716,14 @@ static int decode(const fasvd_tensor *t, void *dst, int64_t ld, fasvd_layout lay
 	return 0;
 }
 
-int fasvd_tensor_to_f64(const fasvd_tensor *t, double *dst, int64_t ld, fasvd_layout layout,
+int fasvd_tensor_to_f64(double *dst, int64_t ld, fasvd_layout layout, const fasvd_tensor *t,
                         unsigned flags)
 {
 	int rc = check_dst(t, dst, ld, layout, "fasvd_tensor_to_f64");
 	return rc ? rc : decode(t, dst, ld, layout, flags, false);
 }
 
-int fasvd_tensor_to_f32(const fasvd_tensor *t, float *dst, int64_t ld, fasvd_layout layout,
+int fasvd_tensor_to_f32(float *dst, int64_t ld, fasvd_layout layout, const fasvd_tensor *t,
                         unsigned flags)
 {
 	int rc = check_dst(t, dst, ld, layout, "fasvd_tensor_to_f32");

@@ -155,23 +155,23 @@ static inline void fuzz_touch_tensor(const fasvd_tensor *t)
 	int64_t m = fasvd_tensor_rows(t), n = fasvd_tensor_cols(t);
 	FUZZ_CHECK(m >= 1 && n >= 1, "tensor of shape [%lld, %lld]", (long long)m, (long long)n);
 	double v;
-	int rc = fasvd_tensor_get(t, 0, 0, &v);
+	int rc = fasvd_tensor_get(&v, t, 0, 0);
 	FUZZ_CHECK(rc == 0, "get(0, 0): %s", fasvd_last_error());
-	rc = fasvd_tensor_get(t, m - 1, n - 1, &v);
+	rc = fasvd_tensor_get(&v, t, m - 1, n - 1);
 	FUZZ_CHECK(rc == 0, "get(last): %s", fasvd_last_error());
-	FUZZ_CHECK(fasvd_tensor_get(t, m, 0, &v) == FASVD_EINVAL, "get(rows, 0) accepted");
-	FUZZ_CHECK(fasvd_tensor_get(t, 0, -1, &v) == FASVD_EINVAL, "get(0, -1) accepted");
+	FUZZ_CHECK(fasvd_tensor_get(&v, t, m, 0) == FASVD_EINVAL, "get(rows, 0) accepted");
+	FUZZ_CHECK(fasvd_tensor_get(&v, t, 0, -1) == FASVD_EINVAL, "get(0, -1) accepted");
 	if (m > FUZZ_MAX_DECODE / n)
 		return;
 	size_t count = (size_t)(m * n);
 	double *a = malloc(count * sizeof *a), *b = malloc(count * sizeof *b);
 	float *f = malloc(count * sizeof *f);
 	FUZZ_CHECK(a && b && f, "out of memory for %zu elements", count);
-	rc = fasvd_tensor_to_f64(t, a, n, FASVD_LAYOUT_ROW_MAJOR, FASVD_DECODE_ALLOW_NONFINITE);
+	rc = fasvd_tensor_to_f64(a, n, FASVD_LAYOUT_ROW_MAJOR, t, FASVD_DECODE_ALLOW_NONFINITE);
 	FUZZ_CHECK(rc == 0, "to_f64 row-major: %s", fasvd_last_error());
-	rc = fasvd_tensor_to_f64(t, b, m, FASVD_LAYOUT_COL_MAJOR, FASVD_DECODE_ALLOW_NONFINITE);
+	rc = fasvd_tensor_to_f64(b, m, FASVD_LAYOUT_COL_MAJOR, t, FASVD_DECODE_ALLOW_NONFINITE);
 	FUZZ_CHECK(rc == 0, "to_f64 col-major: %s", fasvd_last_error());
-	rc = fasvd_tensor_to_f32(t, f, n, FASVD_LAYOUT_ROW_MAJOR, FASVD_DECODE_ALLOW_NONFINITE);
+	rc = fasvd_tensor_to_f32(f, n, FASVD_LAYOUT_ROW_MAJOR, t, FASVD_DECODE_ALLOW_NONFINITE);
 	FUZZ_CHECK(rc == 0, "to_f32: %s", fasvd_last_error());
 	int finite = 1;
 	for (int64_t r = 0; r < m; r++)
@@ -187,12 +187,12 @@ static inline void fuzz_touch_tensor(const fasvd_tensor *t)
 		}
 	/* Spot-check fasvd_tensor_get on the diagonal. */
 	for (int64_t i = 0; i < m && i < n; i++) {
-		FUZZ_CHECK(fasvd_tensor_get(t, i, i, &v) == 0, "get(%lld): %s", (long long)i,
+		FUZZ_CHECK(fasvd_tensor_get(&v, t, i, i) == 0, "get(%lld): %s", (long long)i,
 		           fasvd_last_error());
 		FUZZ_CHECK(fuzz_same(v, a[i * n + i]), "get(%lld, %lld) = %.17g, decode gave %.17g",
 		           (long long)i, (long long)i, v, a[i * n + i]);
 	}
-	rc = fasvd_tensor_to_f64(t, b, n, FASVD_LAYOUT_ROW_MAJOR, 0);
+	rc = fasvd_tensor_to_f64(b, n, FASVD_LAYOUT_ROW_MAJOR, t, 0);
 	if (finite) {
 		FUZZ_CHECK(rc == 0, "strict decode of finite data: %s", fasvd_last_error());
 	} else {
@@ -200,7 +200,7 @@ static inline void fuzz_touch_tensor(const fasvd_tensor *t)
 		           rc);
 		fuzz_check_error(rc, "fasvd_tensor_to_f64");
 	}
-	rc = fasvd_tensor_to_f32(t, f, n, FASVD_LAYOUT_ROW_MAJOR, 0);
+	rc = fasvd_tensor_to_f32(f, n, FASVD_LAYOUT_ROW_MAJOR, t, 0);
 	/* f32 may overflow to Inf where f64 was finite: refusing that is allowed. */
 	FUZZ_CHECK(rc == 0 || rc == FASVD_ENONFINITE, "strict f32 decode returned %d", rc);
 	FUZZ_CHECK(finite || rc == FASVD_ENONFINITE, "strict f32 decode accepted NaN/Inf");

@@ -120,7 +120,7 @@ static void check_layer(fasvd_model *m, int64_t layer, unsigned flags)
 		double *buf = malloc((size_t)(r * c) * sizeof *buf);
 		FUZZ_CHECK(buf, "out of memory");
 		for (int64_t h = 0; h < n; h += n - 1 > 0 ? n - 1 : 1) {
-			rc = fasvd_heads_decode_f64(hs[i], h, buf, c, FASVD_LAYOUT_ROW_MAJOR);
+			rc = fasvd_heads_decode_f64(buf, c, FASVD_LAYOUT_ROW_MAJOR, hs[i], h);
 			if (rc)
 				fuzz_check_error(rc, "fasvd_heads_decode_f64");
 		}
@@ -131,7 +131,7 @@ static void check_layer(fasvd_model *m, int64_t layer, unsigned flags)
 		fasvd_layer_opts_init(&o);
 		o.compute = (flags & 8) ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 		fasvd_spectra *s = (fasvd_spectra *)1;
-		rc = fasvd_layer_spectra(NULL, d, &o, &s);
+		rc = fasvd_layer_spectra(&s, NULL, d, &o);
 		if (rc) {
 			fuzz_check_error(rc, "fasvd_layer_spectra");
 			FUZZ_CHECK(s == NULL, "*out not NULL on failure");
@@ -139,7 +139,7 @@ static void check_layer(fasvd_model *m, int64_t layer, unsigned flags)
 			int64_t n = fasvd_spectra_count(s);
 			for (int64_t i = 0; i < n; i++) {
 				int64_t nr, nc;
-				FUZZ_CHECK(fasvd_spectra_shape(s, i, &nr, &nc, NULL, NULL) == 0, "shape");
+				FUZZ_CHECK(fasvd_spectra_shape(&nr, &nc, NULL, NULL, s, i) == 0, "shape");
 				const double *v = fasvd_spectra_data(s, i);
 				for (int64_t j = 0; j < nr * nc; j++)
 					FUZZ_CHECK(v[j] >= 0 && isfinite(v[j]), "%s[%lld] = %g",
@@ -148,7 +148,7 @@ static void check_layer(fasvd_model *m, int64_t layer, unsigned flags)
 			fasvd_spectra_free(s);
 		}
 	}
-	fasvd_model_layer_close(l);
+	fasvd_model_layer_free(l);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -171,7 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	FUZZ_CHECK(fasvd_model_get_info(m, &info) == 0, "info: %s", fasvd_last_error());
+	FUZZ_CHECK(fasvd_model_get_info(&info, m) == 0, "info: %s", fasvd_last_error());
 	FUZZ_CHECK(info.model_type && info.arch && fasvd_arch_supported(info.arch),
 	           "model_type/arch");
 	FUZZ_CHECK(info.n_layers >= 1 && info.n_heads >= 1 && info.n_kv_heads >= 1 &&
@@ -185,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int64_t i = 0; i < n_in && i < 4096; i++) {
 		fasvd_model_input in;
 		fasvd_model_input_init(&in);
-		FUZZ_CHECK(fasvd_model_input_get(m, i, &in) == 0, "input %lld: %s", (long long)i,
+		FUZZ_CHECK(fasvd_model_input_get(&in, m, i) == 0, "input %lld: %s", (long long)i,
 		           fasvd_last_error());
 		FUZZ_CHECK(in.role && in.name, "input %lld has no role/name", (long long)i);
 		FUZZ_CHECK(in.layer >= 0 && in.layer < info.n_layers, "input layer %lld",
@@ -193,7 +193,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	for (int64_t layer = 0; layer < info.n_layers && layer < MAX_LAYERS_OPENED; layer++) {
 		int64_t first, count;
-		FUZZ_CHECK(fasvd_model_layer_inputs(m, layer, &first, &count) == 0 && first >= 0 &&
+		FUZZ_CHECK(fasvd_model_layer_inputs(&first, &count, m, layer) == 0 && first >= 0 &&
 		                   first + count <= n_in,
 		           "layer inputs of %lld", (long long)layer);
 		check_layer(m, layer, flags);
@@ -201,6 +201,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fasvd_model_layer *l = (fasvd_model_layer *)1;
 	FUZZ_CHECK(fasvd_model_layer_open(&l, m, info.n_layers, NULL) == FASVD_EINVAL && l == NULL,
 	           "layer n_layers accepted");
-	fasvd_model_close(m);
+	fasvd_model_free(m);
 	return 0;
 }

@@ -47,9 +47,9 @@ static void check_codec(fasvd_dtype dt, const uint8_t *bytes, size_t len)
 	double *v = malloc(n * sizeof *v), *w = malloc(n * sizeof *w);
 	unsigned char *enc = malloc(n * es);
 	FUZZ_CHECK(v && w && enc, "out of memory");
-	FUZZ_CHECK(fasvd_dtype_decode(dt, bytes, n, v) == 0, "decode: %s", fasvd_last_error());
-	FUZZ_CHECK(fasvd_dtype_encode(dt, v, n, enc) == 0, "encode: %s", fasvd_last_error());
-	FUZZ_CHECK(fasvd_dtype_decode(dt, enc, n, w) == 0, "decode 2: %s", fasvd_last_error());
+	FUZZ_CHECK(fasvd_dtype_decode(v, dt, bytes, n) == 0, "decode: %s", fasvd_last_error());
+	FUZZ_CHECK(fasvd_dtype_encode(enc, dt, v, n) == 0, "encode: %s", fasvd_last_error());
+	FUZZ_CHECK(fasvd_dtype_decode(w, dt, enc, n) == 0, "decode 2: %s", fasvd_last_error());
 	for (size_t i = 0; i < n; i++) {
 		FUZZ_CHECK(fuzz_same(v[i], w[i]), "%s code %zu: %.17g -> %.17g", fasvd_dtype_name(dt),
 		           i, v[i], w[i]);
@@ -66,9 +66,9 @@ static void check_codec(fasvd_dtype dt, const uint8_t *bytes, size_t len)
 		nd = n;
 	if (nd) {
 		memcpy(v, bytes, nd * 8);
-		FUZZ_CHECK(fasvd_dtype_encode(dt, v, nd, enc) == 0, "encode doubles: %s",
+		FUZZ_CHECK(fasvd_dtype_encode(enc, dt, v, nd) == 0, "encode doubles: %s",
 		           fasvd_last_error());
-		FUZZ_CHECK(fasvd_dtype_decode(dt, enc, nd, w) == 0, "decode doubles");
+		FUZZ_CHECK(fasvd_dtype_decode(w, dt, enc, nd) == 0, "decode doubles");
 		int p;
 		double max, tiny;
 		dtype_props(dt, &p, &max, &tiny);
@@ -109,7 +109,7 @@ static double expect_at(fasvd_dtype dt, const unsigned char *codes, int64_t rs, 
 {
 	double x;
 	size_t es = fasvd_dtype_size(dt);
-	FUZZ_CHECK(fasvd_dtype_decode(dt, codes + (r * rs + c * cs) * (int64_t)es, 1, &x) == 0,
+	FUZZ_CHECK(fasvd_dtype_decode(&x, dt, codes + (r * rs + c * cs) * (int64_t)es, 1) == 0,
 	           "decode one");
 	if (scales)
 		x *= scales[(r / br) * gc + c / bc];
@@ -139,8 +139,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int rc = fasvd_tensor_new_borrowed(&t, NULL, dt, buf, 1, 1, 1, 1);
 		FUZZ_CHECK(rc == FASVD_EDTYPE && t == NULL, "borrowed with dtype %d: %d", (int)dt, rc);
 		fuzz_check_error(rc, "fasvd_tensor_new_borrowed");
-		FUZZ_CHECK(fasvd_dtype_decode(dt, buf, 1, &d) == FASVD_EDTYPE, "decode dtype %d", (int)dt);
-		FUZZ_CHECK(fasvd_dtype_encode(dt, &d, 1, buf) == FASVD_EDTYPE, "encode dtype %d", (int)dt);
+		FUZZ_CHECK(fasvd_dtype_decode(&d, dt, buf, 1) == FASVD_EDTYPE, "decode dtype %d", (int)dt);
+		FUZZ_CHECK(fasvd_dtype_encode(buf, dt, &d, 1) == FASVD_EDTYPE, "encode dtype %d", (int)dt);
 		FUZZ_CHECK(!strcmp(fasvd_dtype_name(dt), "?"), "name of dtype %d", (int)dt);
 		return 0;
 	}
@@ -207,7 +207,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			rc = fasvd_tensor_set_block_scales(t, s, br, bc);
 			double *sv = malloc((size_t)(sr * sc) * sizeof *sv);
 			FUZZ_CHECK(sv, "out of memory");
-			FUZZ_CHECK(fasvd_tensor_to_f64(s, sv, sc, FASVD_LAYOUT_ROW_MAJOR,
+			FUZZ_CHECK(fasvd_tensor_to_f64(sv, sc, FASVD_LAYOUT_ROW_MAJOR, s,
 			                               FASVD_DECODE_ALLOW_NONFINITE) == 0,
 			           "scale decode");
 			int finite = 1;
@@ -241,7 +241,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int64_t r = 0; r < rows; r++)
 		for (int64_t c = 0; c < cols; c++) {
 			double v;
-			FUZZ_CHECK(fasvd_tensor_get(t, r, c, &v) == 0, "get");
+			FUZZ_CHECK(fasvd_tensor_get(&v, t, r, c) == 0, "get");
 			double e = expect_at(dt, origin, rs, cs, r, c, scales, gcn, br, bc);
 			FUZZ_CHECK(fuzz_same(v, e), "(%lld, %lld) = %.17g, expected %.17g", (long long)r,
 			           (long long)c, v, e);
@@ -299,7 +299,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (int64_t i = 0; i < fasvd_tensor_rows(cur); i++)
 			for (int64_t j = 0; j < fasvd_tensor_cols(cur); j++) {
 				double v;
-				FUZZ_CHECK(fasvd_tensor_get(cur, i, j, &v) == 0, "view get");
+				FUZZ_CHECK(fasvd_tensor_get(&v, cur, i, j) == 0, "view get");
 				int64_t r = r0 + (vt ? j : i), c = c0 + (vt ? i : j);
 				double e = expect_at(dt, origin, rs, cs, r, c, scales, gcn, br, bc);
 				FUZZ_CHECK(fuzz_same(v, e), "view (%lld, %lld) = %.17g, root (%lld, %lld) %.17g",

@@ -56,7 +56,9 @@ static void check_open_checkpoint(fasvd_st *st, unsigned mode)
 	for (int64_t i = 0; i < nm; i++) {
 		const char *key = fasvd_st_metadata_key(st, i);
 		FUZZ_CHECK(key != NULL, "metadata key %lld is NULL", (long long)i);
-		FUZZ_CHECK(fasvd_st_metadata(st, key) != NULL, "metadata '%s' has no value", key);
+		const char *value;
+		FUZZ_CHECK(fasvd_st_metadata(&value, st, key) == 0 && value != NULL,
+		           "metadata '%s' has no value", key);
 	}
 	FUZZ_CHECK(fasvd_st_metadata_key(st, nm) == NULL, "metadata key out of range");
 
@@ -68,11 +70,11 @@ static void check_open_checkpoint(fasvd_st *st, unsigned mode)
 		           prev, name);
 		prev = name;
 		int64_t idx = -1;
-		FUZZ_CHECK(fasvd_st_find(st, name, &idx) == 0 && idx == i, "find('%s') gave %lld",
+		FUZZ_CHECK(fasvd_st_find(&idx, st, name) == 0 && idx == i, "find('%s') gave %lld",
 		           name, (long long)idx);
 		fasvd_st_info info;
 		fasvd_st_info_init(&info);
-		FUZZ_CHECK(fasvd_st_info_get(st, name, &info) == 0, "info('%s'): %s", name,
+		FUZZ_CHECK(fasvd_st_info_get(&info, st, name) == 0, "info('%s'): %s", name,
 		           fasvd_last_error());
 		FUZZ_CHECK(info.ndim >= 0 && info.ndim <= FASVD_ST_MAX_DIMS, "ndim %d", info.ndim);
 		FUZZ_CHECK(info.dtype && info.file && info.name && !strcmp(info.name, name),
@@ -90,7 +92,7 @@ static void check_open_checkpoint(fasvd_st *st, unsigned mode)
 			           (unsigned long long)info.nbytes);
 		const void *raw = NULL;
 		uint64_t nbytes = 0;
-		FUZZ_CHECK(fasvd_st_raw(st, name, &raw, &nbytes) == 0 && nbytes == info.nbytes,
+		FUZZ_CHECK(fasvd_st_raw(&raw, &nbytes, st, name) == 0 && nbytes == info.nbytes,
 		           "raw('%s')", name);
 		if (nbytes) {
 			/* Every byte of the span must be readable (ASan / SIGSEGV otherwise). */
@@ -116,7 +118,7 @@ static void check_open_checkpoint(fasvd_st *st, unsigned mode)
 			fasvd_tensor_free(t);
 		}
 	}
-	FUZZ_CHECK(fasvd_st_find(st, "\x01no such tensor", NULL) == FASVD_ENOTFOUND,
+	FUZZ_CHECK(fasvd_st_find(NULL, st, "\x01no such tensor") == FASVD_ENOTFOUND,
 	           "find of a missing name");
 }
 
@@ -176,6 +178,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int64_t b = block_sizes[(mode >> 2) & 7];
 	FUZZ_CHECK(fasvd_st_set_block_size(st, b, b) == 0, "set_block_size: %s", fasvd_last_error());
 	check_open_checkpoint(st, mode);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return 0;
 }

@@ -242,13 +242,13 @@ static int run_svdvals(const hcase *hc, fasvd_ctx *ctx)
 	rc = fasvd_st_tensor(&t, st, tensor, 0);
 	if (rc) {
 		assert_null(t);
-		fasvd_st_close(st);
+		fasvd_st_free(st);
 		return rc;
 	}
 	int64_t m = fasvd_tensor_rows(t), n = fasvd_tensor_cols(t), k = m < n ? m : n;
 	double *s = malloc((size_t)k * sizeof *s);
 	assert_non_null(s);
-	rc = fasvd_svdvals(ctx, t, NULL, s, k, NULL);
+	rc = fasvd_svdvals(s, k, ctx, t, NULL, NULL);
 	for (int64_t i = 0; !rc && i < k && !bad_result[0]; i++)
 		if (!(s[i] >= 0 && isfinite(s[i])))
 			snprintf(bad_result, sizeof bad_result,
@@ -256,7 +256,7 @@ static int run_svdvals(const hcase *hc, fasvd_ctx *ctx)
 			         (long long)k, s[i]);
 	free(s);
 	fasvd_tensor_free(t);
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return rc;
 }
 
@@ -272,8 +272,8 @@ static int run_info(const hcase *hc, fasvd_ctx *ctx)
 	}
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(m, &info));
-	fasvd_model_close(m);
+	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_free(m);
 	return 0;
 }
 
@@ -312,7 +312,7 @@ static int run_analyze(const hcase *hc, fasvd_ctx *ctx, const scratch *s)
 		fasvd_st_info_init(&info);
 		const void *raw = NULL;
 		uint64_t nb = 0;
-		if (fasvd_st_info_get(st, name, &info) || fasvd_st_raw(st, name, &raw, &nb) ||
+		if (fasvd_st_info_get(&info, st, name) || fasvd_st_raw(&raw, &nb, st, name) ||
 		    strcmp(info.dtype, "F64")) {
 			snprintf(bad_result, sizeof bad_result, "succeeded, but %s: '%s' is not F64", out,
 			         name);
@@ -329,7 +329,7 @@ static int run_analyze(const hcase *hc, fasvd_ctx *ctx, const scratch *s)
 			}
 		}
 	}
-	fasvd_st_close(st);
+	fasvd_st_free(st);
 	return 0;
 }
 

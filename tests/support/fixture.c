@@ -325,7 +325,7 @@ static int encode(fx *f, fasvd_dtype dt, const double *src, size_t n, const void
 		if (!f->enc)
 			return FASVD_ENOMEM;
 	}
-	int rc = fasvd_dtype_encode(dt, src, n, f->enc);
+	int rc = fasvd_dtype_encode(f->enc, dt, src, n);
 	if (rc)
 		return rc;
 	*out = f->enc;

@@ -161,14 +161,14 @@ class Context(_Handle):
         """Effective thread count (0 resolved to the number of CPUs)."""
         self._require()
         v = ctypes.c_int64()
-        L.call("fasvd_ctx_get_param", self, L.CTX_THREADS, ctypes.byref(v))
+        L.call("fasvd_ctx_get_param", ctypes.byref(v), self, L.CTX_THREADS)
         return v.value
 
     @property
     def compute(self):
         self._require()
         v = ctypes.c_int64()
-        L.call("fasvd_ctx_get_param", self, L.CTX_COMPUTE, ctypes.byref(v))
+        L.call("fasvd_ctx_get_param", ctypes.byref(v), self, L.CTX_COMPUTE)
         return "f64" if v.value == L.COMPUTE_F64 else "f32"
 
     def __repr__(self):
@@ -250,8 +250,8 @@ class Tensor(_Handle):
         self._require()
         rows, cols = self.shape
         out = np.empty((rows, cols), dtype=np.float64)
-        L.call("fasvd_tensor_to_f64", self, out.ctypes.data_as(L.P(L.c_double)), cols,
-               L.LAYOUT_ROW_MAJOR, L.DECODE_ALLOW_NONFINITE if allow_nonfinite else 0)
+        L.call("fasvd_tensor_to_f64", out.ctypes.data_as(L.P(L.c_double)), cols,
+               L.LAYOUT_ROW_MAJOR, self, L.DECODE_ALLOW_NONFINITE if allow_nonfinite else 0)
         return out
 
     def close(self):
@@ -440,8 +440,8 @@ class Heads(_Handle):
             i += self.count
         rows, cols = self.head_shape
         out = np.empty((rows, cols), dtype=np.float64)
-        L.call("fasvd_heads_decode_f64", self, i, out.ctypes.data_as(L.P(L.c_double)), cols,
-               L.LAYOUT_ROW_MAJOR)
+        L.call("fasvd_heads_decode_f64", out.ctypes.data_as(L.P(L.c_double)), cols,
+               L.LAYOUT_ROW_MAJOR, self, i)
         return out
 
     def to_numpy(self):

@@ -52,7 +52,7 @@ def _owned_to_numpy(t):
             ct, nd = L.c_float, np.float32
         else:
             out = np.empty((rows, cols), dtype=np.float64)
-            L.call("fasvd_tensor_to_f64", t, _dptr(out), cols, L.LAYOUT_ROW_MAJOR, 0)
+            L.call("fasvd_tensor_to_f64", _dptr(out), cols, L.LAYOUT_ROW_MAJOR, t, 0)
             return out
         if rows * cols == 0:
             return np.zeros((rows, cols), dtype=nd)
@@ -133,7 +133,7 @@ def svdvals(a, dtype=None, compute=None, backend=None, rank=None, scale_inv=None
     opts = _svd_opts(cmp, backend, rank, oversample, power_iters, seed)
     rep = L.struct_init(L.SvdReport)
     s = np.empty(max(k, 1), dtype=np.float64)
-    L.call("fasvd_svdvals", t.ctx, t, ctypes.byref(opts), _dptr(s), s.size, ctypes.byref(rep))
+    L.call("fasvd_svdvals", _dptr(s), s.size, t.ctx, t, ctypes.byref(opts), ctypes.byref(rep))
     s = s[:k]
     return (s, _report_dict(rep)) if return_report else s
 
@@ -175,8 +175,8 @@ def svd(a, rank=None, energy_loss=None, dtype=None, compute=None, backend=None,
     s = np.empty(r, dtype=np.float64)
     u = L.tensor_p()
     vt = L.tensor_p()
-    L.call("fasvd_svd", t.ctx, t, ctypes.byref(opts), ctypes.byref(u), _dptr(s), r,
-           ctypes.byref(vt), ctypes.byref(rep))
+    L.call("fasvd_svd", ctypes.byref(u), _dptr(s), r, ctypes.byref(vt), t.ctx, t,
+           ctypes.byref(opts), ctypes.byref(rep))
     U = _owned_to_numpy(u)
     Vt = _owned_to_numpy(vt)
     return (U, s, Vt, _report_dict(rep)) if return_report else (U, s, Vt)
@@ -302,7 +302,7 @@ def fused(a, b, kind, n_heads=None, n_kv_heads=None, head_dim=None, dtype=None, 
     with _RPair(ha, hb, c, cmp) as rp:
         k = min(ha.head_shape[1], hb.head_shape[1])
         s = np.zeros((rp.n, k), dtype=np.float64)
-        L.call("fasvd_fuse_svdvals", c, rp.ra, rp.rb, _dptr(s), k)
+        L.call("fasvd_fuse_svdvals", _dptr(s), k, c, rp.ra, rp.rb)
     return s
 
 
@@ -398,7 +398,7 @@ def stacked(a, b=None, kind=None, n_heads=None, n_kv_heads=None, head_dim=None,
         k = min(h.count * r, cc)
         s = np.zeros(k, dtype=np.float64)
         rep = L.struct_init(L.StackReport)
-        L.call("fasvd_stack_svdvals", c, h, ctypes.byref(opts), _dptr(s), k, ctypes.byref(rep))
+        L.call("fasvd_stack_svdvals", _dptr(s), k, c, h, ctypes.byref(opts), ctypes.byref(rep))
     else:
         if scale_inv is not None:
             raise errors.InvalidArgument("scale_inv= with two weights: build fasvd.heads() "
@@ -410,8 +410,8 @@ def stacked(a, b=None, kind=None, n_heads=None, n_kv_heads=None, head_dim=None,
             k = min(rp.n * ha.head_shape[1], hb.head_shape[1])
             s = np.zeros(k, dtype=np.float64)
             rep = L.struct_init(L.StackReport)
-            L.call("fasvd_stack_fused_svdvals", c, rp.ra, rp.rb, ctypes.byref(opts), _dptr(s),
-                   k, ctypes.byref(rep))
+            L.call("fasvd_stack_fused_svdvals", _dptr(s), k, c, rp.ra, rp.rb, ctypes.byref(opts),
+                   ctypes.byref(rep))
     del keep
     if return_report:
         return s, {"method": _METHOD_NAMES.get(rep.method, "?"), "shape": (rep.rows, rep.cols),
@@ -442,7 +442,7 @@ class SharedSubspace:
         self.side = side
         self.rank = L.lib.fasvd_subspace_rank(sp)
         cnt = L.c_int64()
-        ptr = L.lib.fasvd_subspace_spectrum(sp, ctypes.byref(cnt))
+        ptr = L.lib.fasvd_subspace_spectrum(ctypes.byref(cnt), sp)
         self.spectrum = np.array(ptr[:cnt.value], dtype=np.float64) if cnt.value else \
             np.zeros(0)
         self.energy_lost = L.lib.fasvd_subspace_energy_lost(sp)
@@ -454,7 +454,7 @@ class SharedSubspace:
         ae, re_ = np.zeros(n), np.zeros(n)
         for i in range(n):
             a, r = L.c_double(), L.c_double()
-            L.call("fasvd_subspace_error", sp, i, ctypes.byref(a), ctypes.byref(r))
+            L.call("fasvd_subspace_error", ctypes.byref(a), ctypes.byref(r), sp, i)
             ae[i], re_[i] = a.value, r.value
         self.abs_errors, self.rel_errors = ae, re_
         self.n_heads = n
@@ -474,14 +474,14 @@ def _borrowed_to_numpy(t):
     rows = L.lib.fasvd_tensor_rows(t)
     cols = L.lib.fasvd_tensor_cols(t)
     out = np.empty((rows, cols), dtype=np.float64)
-    L.call("fasvd_tensor_to_f64", t, _dptr(out), cols, L.LAYOUT_ROW_MAJOR, 0)
+    L.call("fasvd_tensor_to_f64", _dptr(out), cols, L.LAYOUT_ROW_MAJOR, t, 0)
     return out
 
 
 def shared_subspace(w, n_heads=None, kind=None, head_dim=None, rank=None, tau=0.01,
                     side="input", center=False, weight="none", dtype=None, scale_inv=None,
                     block=128, compute=None, threads=None, ctx=None):
-    """Fit one basis shared by every head of a weight (engine.h subspaces).
+    """Fit one basis shared by every head of a weight (subspace.h).
 
     Heads as :func:`stacked` with one weight (``kind`` "O" for a 2-D o_proj).
     ``side="input"``: W_i ≈ A_i @ B with B spanning a subspace of the space
@@ -550,7 +550,7 @@ def attention_svdvals(q, k, causal=False, scale=None, compute=None, threads=None
     n = min(tq.shape[0], tk.shape[0])
     s = np.zeros(n, dtype=np.float64)
     o = _attn_opts(causal, scale, cmp)
-    L.call("fasvd_attnmap_svdvals", tq.ctx, tq, tk, ctypes.byref(o), _dptr(s), n)
+    L.call("fasvd_attnmap_svdvals", _dptr(s), n, tq.ctx, tq, tk, ctypes.byref(o))
     return s
 
 

@@ -40,9 +40,9 @@ def _each(s, fn, arg, restype):
         v = restype()
         ptr = flat[i].ctypes.data_as(L.P(L.c_double))
         if arg is None:
-            L.call(fn, ptr, n, ctypes.byref(v))
+            L.call(fn, ctypes.byref(v), ptr, n)
         else:
-            L.call(fn, ptr, n, arg, ctypes.byref(v))
+            L.call(fn, ctypes.byref(v), ptr, n, arg)
         out[i] = v.value
     if not lead:
         return out[0].item()
@@ -117,9 +117,10 @@ def summary(s, taus=(0.01, 0.001)):
     tv = np.ascontiguousarray([float(t) for t in taus], dtype=np.float64)
     ranks = np.zeros(max(tv.size, 1), dtype=np.int64)
     m = L.struct_init(L.MetricSummary)
-    L.call("fasvd_metric_summarize", a.ctypes.data_as(L.P(L.c_double)), a.size,
-           tv.ctypes.data_as(L.P(L.c_double)) if tv.size else None, tv.size,
-           ranks.ctypes.data_as(L.P(L.c_int64)) if tv.size else None, ctypes.byref(m))
+    L.call("fasvd_metric_summarize", ctypes.byref(m),
+           ranks.ctypes.data_as(L.P(L.c_int64)) if tv.size else None,
+           a.ctypes.data_as(L.P(L.c_double)), a.size,
+           tv.ctypes.data_as(L.P(L.c_double)) if tv.size else None, tv.size)
     return {"n": m.n, "nonzero": m.nonzero, "spectral": m.spectral, "frobenius": m.frobenius,
             "nuclear": m.nuclear, "stable_rank": m.stable_rank,
             "entropy_rank": m.entropy_rank,

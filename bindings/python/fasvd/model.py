@@ -138,11 +138,11 @@ class Model(_Handle):
                L.MODEL_REQUIRE_ALL if require_all else 0)
         self._h = h
         info = L.struct_init(L.ModelInfo)
-        L.call("fasvd_model_get_info", self, ctypes.byref(info))
+        L.call("fasvd_model_get_info", ctypes.byref(info), self)
         self.info = _info_dict(info)
         self.config = json.loads(L.decode(L.lib.fasvd_model_config_json(self)) or "{}")
 
-    _free_fn = "fasvd_model_close"
+    _free_fn = "fasvd_model_free"
 
     def _describe(self):
         return "model %s" % self.path
@@ -157,7 +157,7 @@ class Model(_Handle):
         out = []
         for i in range(L.lib.fasvd_model_input_count(self)):
             x = L.struct_init(L.ModelInput)
-            L.call("fasvd_model_input_get", self, i, ctypes.byref(x))
+            L.call("fasvd_model_input_get", ctypes.byref(x), self, i)
             out.append(_input_dict(x))
         return out
 
@@ -179,8 +179,8 @@ class Model(_Handle):
         try:
             rows, cols = L.lib.fasvd_tensor_rows(t), L.lib.fasvd_tensor_cols(t)
             out = np.empty((rows, cols), dtype=np.float64)
-            L.call("fasvd_tensor_to_f64", t, out.ctypes.data_as(L.P(L.c_double)), cols,
-                   L.LAYOUT_ROW_MAJOR, L.DECODE_ALLOW_NONFINITE)
+            L.call("fasvd_tensor_to_f64", out.ctypes.data_as(L.P(L.c_double)), cols,
+                   L.LAYOUT_ROW_MAJOR, t, L.DECODE_ALLOW_NONFINITE)
             return out
         finally:
             L.lib.fasvd_tensor_free(t)
@@ -206,8 +206,8 @@ class Model(_Handle):
                 r, c = L.lib.fasvd_heads_rows(h), L.lib.fasvd_heads_cols(h)
                 arr = np.empty((n, r, c), dtype=np.float64)
                 for i in range(n):
-                    L.call("fasvd_heads_decode_f64", h, i,
-                           arr[i].ctypes.data_as(L.P(L.c_double)), c, L.LAYOUT_ROW_MAJOR)
+                    L.call("fasvd_heads_decode_f64", arr[i].ctypes.data_as(L.P(L.c_double)), c,
+                           L.LAYOUT_ROW_MAJOR, h, i)
                 out[name] = arr
             for name, t, sc in (("QA", d.qa, d.qa_col_scale), ("KVA", d.kva, d.kva_col_scale),
                                 ("KVA_pe", d.kva_pe, d.kva_pe_col_scale)):
@@ -215,14 +215,14 @@ class Model(_Handle):
                     continue
                 r, c = L.lib.fasvd_tensor_rows(t), L.lib.fasvd_tensor_cols(t)
                 arr = np.empty((r, c), dtype=np.float64)
-                L.call("fasvd_tensor_to_f64", t, arr.ctypes.data_as(L.P(L.c_double)), c,
-                       L.LAYOUT_ROW_MAJOR, 0)
+                L.call("fasvd_tensor_to_f64", arr.ctypes.data_as(L.P(L.c_double)), c,
+                       L.LAYOUT_ROW_MAJOR, t, 0)
                 if sc:
                     arr *= np.ctypeslib.as_array(sc, shape=(c,))
                 out[name] = arr
             return out
         finally:
-            L.lib.fasvd_model_layer_close(lh)
+            L.lib.fasvd_model_layer_free(lh)
 
     def spectra(self, layer, fold_norms=True, stack_norm="sigma1", compute="f32"):
         """Every spectrum of one layer, in memory (no file): a dict
@@ -239,13 +239,13 @@ class Model(_Handle):
         L.call("fasvd_model_layer_open", ctypes.byref(lh), self, int(layer),
                ctypes.byref(lopts))
         try:
-            L.call("fasvd_layer_spectra", self.ctx, L.lib.fasvd_model_layer_desc(lh),
-                   ctypes.byref(o), ctypes.byref(sp))
+            L.call("fasvd_layer_spectra", ctypes.byref(sp), self.ctx,
+                   L.lib.fasvd_model_layer_desc(lh), ctypes.byref(o))
             out = {}
             for i in range(L.lib.fasvd_spectra_count(sp)):
                 nr, nc = L.c_int64(), L.c_int64()
-                L.call("fasvd_spectra_shape", sp, i, ctypes.byref(nr), ctypes.byref(nc),
-                       None, None)
+                L.call("fasvd_spectra_shape", ctypes.byref(nr), ctypes.byref(nc), None, None, sp,
+                       i)
                 name = L.decode(L.lib.fasvd_spectra_name(sp, i))
                 data = np.ctypeslib.as_array(L.lib.fasvd_spectra_data(sp, i),
                                              shape=(nr.value * nc.value,)).copy()
@@ -254,7 +254,7 @@ class Model(_Handle):
             return out
         finally:
             L.lib.fasvd_spectra_free(sp)
-            L.lib.fasvd_model_layer_close(lh)
+            L.lib.fasvd_model_layer_free(lh)
 
     def analyze(self, out=None, layers=None, tau=(0.01, 0.001), fold_norms=True,
                 stack_norm="sigma1", tensors=(), threads=None, resume=False, compute="f32",
