@@ -64,7 +64,7 @@ int fasvd__check_versioned(const void *s, const fasvd__struct_ver *v, const char
  * already holding the defaults of the *_init function): members beyond an
  * older caller's size keep their defaults; the members of a newer caller's
  * struct that this library does not know must be zero (else FASVD_EINVAL
- * naming `fn` and the struct). dst->size becomes v->size. */
+ * naming `fn` and the struct). dst's size (v->size, from the *_init) is kept. */
 int fasvd__load_versioned(void *dst, const void *src, const fasvd__struct_ver *v, const char *fn,
                           const char *what);
 /* Output struct: copy the library's full struct src into the caller's dst,
