@@ -257,15 +257,13 @@ static void test_open_paths(void **state)
 	fasvd_model_free(m);
 	tmpdir_remove(tmp);
 
-	/* info->size limits what is written (ABI growth) */
+	/* info->size below the first published size is refused (ABI growth:
+	 * tests/test-versioning.c) */
 	assert_ok(fasvd_model_open(&m, NULL, dir, 0));
 	fasvd_model_info small;
-	memset(&small, 0xAB, sizeof small);
+	fasvd_model_info_init(&small);
 	small.size = offsetof(fasvd_model_info, arch);
-	assert_ok(fasvd_model_get_info(&small, m));
-	assert_string_equal(small.model_type, "llama");
-	const unsigned char *bytes = (const unsigned char *)&small.arch;
-	assert_int_equal(bytes[0], 0xAB);
+	assert_fasvd(fasvd_model_get_info(&small, m), FASVD_EINVAL);
 	small.size = 0;
 	assert_fasvd(fasvd_model_get_info(&small, m), FASVD_EINVAL);
 	fasvd_model_free(m);

@@ -101,30 +101,49 @@ void fasvd__error_copy(char *dst, size_t n)
 	snprintf(dst, n, "%s", errbuf);
 }
 
-int fasvd__check_struct_size(size_t size, const char *fn, const char *what, const char *init)
+static size_t struct_size(const void *s)
 {
-	if (size < sizeof(size_t) || size > FASVD__MAX_STRUCT_SIZE)
-		return fasvd__error(FASVD_EINVAL, "%s: %s->size is %zu: initialise it with %s()", fn,
-		                    what, size, init);
+	size_t size;
+	memcpy(&size, s, sizeof size);
+	return size;
+}
+
+int fasvd__check_versioned(const void *s, const fasvd__struct_ver *v, const char *fn,
+                           const char *what)
+{
+	size_t size = struct_size(s);
+	if (size < v->first || size > FASVD__MAX_STRUCT_SIZE)
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: %s->size is %zu, not a size of %s (%zu to %zu bytes): "
+		                    "initialise it with %s()",
+		                    fn, what, size, v->name, v->first, (size_t)FASVD__MAX_STRUCT_SIZE,
+		                    v->init);
 	return 0;
 }
 
-int fasvd__load_versioned(void *dst, size_t dst_size, const void *src, const char *fn,
-                          const char *what, const char *init)
+int fasvd__load_versioned(void *dst, const void *src, const fasvd__struct_ver *v, const char *fn,
+                          const char *what)
 {
-	size_t src_size = *(const size_t *)src;
-	int rc = fasvd__check_struct_size(src_size, fn, what, init);
+	int rc = fasvd__check_versioned(src, v, fn, what);
 	if (rc)
 		return rc;
-	size_t n = src_size < dst_size ? src_size : dst_size;
-	memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t), n - sizeof(size_t));
-	for (size_t i = dst_size; i < src_size; i++)
+	size_t size = struct_size(src);
+	for (size_t i = v->size; i < size; i++)
 		if (((const unsigned char *)src)[i])
 			return fasvd__error(FASVD_EINVAL,
-			                    "%s: %s has %zu bytes of fields this libfasvd %s does not "
-			                    "know (it knows %zu): they must be zero",
-			                    fn, what, src_size - dst_size, fasvd_version_string(), dst_size);
+			                    "%s: %s is a %s of %zu bytes; this libfasvd %s knows its "
+			                    "first %zu, and the members after them must be zero",
+			                    fn, what, v->name, size, fasvd_version_string(), v->size);
+	size_t n = size < v->size ? size : v->size;
+	memcpy((char *)dst + sizeof size, (const char *)src + sizeof size, n - sizeof size);
 	return 0;
+}
+
+void fasvd__store_versioned(void *dst, const void *src, const fasvd__struct_ver *v)
+{
+	size_t size = struct_size(dst);
+	size_t n = size < v->size ? size : v->size;
+	memcpy((char *)dst + sizeof size, (const char *)src + sizeof size, n - sizeof size);
 }
 
 /* ------------------------------------------------------------- allocation */

@@ -37,18 +37,40 @@ int fasvd__error_prefix(int code, const char *fmt, ...) FASVD__PRINTF(2, 3);
 void fasvd__error_copy(char *dst, size_t n);
 
 /* ---- versioned structs (core.c) ---- */
-/* Public option / report structs start with `size_t size` (their sizeof in
- * the caller's build); no valid one is larger than this. */
+/* A public struct that may grow starts with `size_t size`, the sizeof the
+ * caller was built with (docs/abi.md, "Versioned structs"). The library
+ * accepts any size from the struct's first published size (the end of its
+ * last 0.1.0 member, which appending members never moves) to
+ * FASVD__MAX_STRUCT_SIZE. */
+typedef struct fasvd__struct_ver {
+	const char *name;  /* "fasvd_svd_opts" */
+	const char *init;  /* "fasvd_svd_opts_init" */
+	size_t first;      /* first published size */
+	size_t size;       /* sizeof in this library */
+} fasvd__struct_ver;
+/* The descriptor of `type`, whose last member in its first release is
+ * `last` (keep naming that member when members are appended). */
+#define FASVD__STRUCT_VER(type, last)                                                    \
+	{ #type, #type "_init", offsetof(type, last) + sizeof(((const type *)0)->last), \
+	  sizeof(type) }
+/* No valid versioned struct is larger than this (catches an unset size). */
 #define FASVD__MAX_STRUCT_SIZE 4096
-/* FASVD_EINVAL naming `fn`, `what` and the init function `init` unless
- * sizeof(size_t) <= size <= FASVD__MAX_STRUCT_SIZE. */
-int fasvd__check_struct_size(size_t size, const char *fn, const char *what, const char *init);
-/* Copy a caller's versioned struct src (its size field first) over dst
- * (dst_size bytes, already holding the defaults): fields beyond the caller's
- * size keep their defaults; bytes of a newer caller's struct that this
- * library does not know must be zero. */
-int fasvd__load_versioned(void *dst, size_t dst_size, const void *src, const char *fn,
-                          const char *what, const char *init);
+/* FASVD_EINVAL naming `fn`, the argument `what` and the struct unless the
+ * size of the caller's struct s (its first member) is in
+ * [v->first, FASVD__MAX_STRUCT_SIZE]. */
+int fasvd__check_versioned(const void *s, const fasvd__struct_ver *v, const char *fn,
+                           const char *what);
+/* Input struct: copy the caller's struct src over dst (v->size bytes,
+ * already holding the defaults of the *_init function): members beyond an
+ * older caller's size keep their defaults; the members of a newer caller's
+ * struct that this library does not know must be zero (else FASVD_EINVAL
+ * naming `fn` and the struct). dst's size (v->size, from the *_init) is kept. */
+int fasvd__load_versioned(void *dst, const void *src, const fasvd__struct_ver *v, const char *fn,
+                          const char *what);
+/* Output struct: copy the library's full struct src into the caller's dst,
+ * at most dst's size bytes (checked before with fasvd__check_versioned);
+ * dst's size and a newer caller's unknown members are left as they are. */
+void fasvd__store_versioned(void *dst, const void *src, const fasvd__struct_ver *v);
 
 /* ---- contexts and allocation (core.c) ---- */
 /* ctx, or the process-wide default context when ctx is NULL. */

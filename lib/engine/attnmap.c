@@ -75,15 +75,10 @@ static int build(fasvd_ctx *ctx, const fasvd_tensor *q, const fasvd_tensor *k,
 		return fasvd__error(FASVD_EINVAL, "%s: NULL query or key activations", fn);
 	fasvd_attnmap_opts o;
 	fasvd_attnmap_opts_init(&o);
-	if (opts) {
-		if (opts->size < sizeof o)
-			return fasvd__error(FASVD_EINVAL, "%s: opts->size %zu (call fasvd_attnmap_opts_init)",
-			                    fn, opts->size);
-		o = *opts;
-	}
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_attnmap_opts, scale);
+	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, fn, "opts") : 0;
 	bool dbl;
-	int rc = fasvd__compute_resolve(ctx, o.compute, &dbl, fn);
-	if (rc)
+	if (rc || (rc = fasvd__compute_resolve(ctx, o.compute, &dbl, fn)))
 		return rc;
 	if ((rc = check_inputs(fn, q, k, &o)))
 		return rc;

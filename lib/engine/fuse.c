@@ -339,17 +339,10 @@ int fasvd_rfactors_new(fasvd_rfactors **out, fasvd_ctx *ctx, const fasvd_heads *
 		return fasvd__error(FASVD_EINVAL, "fasvd_rfactors_new: heads is NULL");
 	fasvd_rfactors_opts o;
 	fasvd_rfactors_opts_init(&o);
-	if (opts) {
-		if (opts->size < sizeof o)
-			return fasvd__error(FASVD_EINVAL,
-			                    "fasvd_rfactors_new: opts->size %zu (call "
-			                    "fasvd_rfactors_opts_init)",
-			                    opts->size);
-		o = *opts;
-	}
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_rfactors_opts, keep_q);
+	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, "fasvd_rfactors_new", "opts") : 0;
 	bool dbl;
-	int rc = fasvd__compute_resolve(ctx, o.compute, &dbl, "fasvd_rfactors_new");
-	if (rc)
+	if (rc || (rc = fasvd__compute_resolve(ctx, o.compute, &dbl, "fasvd_rfactors_new")))
 		return rc;
 	char lab[300];
 	fasvd__tensor_label(h->t, lab, sizeof lab);

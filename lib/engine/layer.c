@@ -218,9 +218,6 @@ static const fasvd_heads *part(const fasvd_layer_desc *d, int p)
 static int validate(const fasvd_layer_desc *d)
 {
 	const char *fn = "fasvd_layer_spectra";
-	if (d->size < sizeof *d)
-		return fasvd__error(FASVD_EINVAL, "%s: desc->size %zu (call fasvd_layer_desc_init)", fn,
-		                    d->size);
 	if (d->n_heads < 1 || d->n_kv_heads < 1 || d->n_heads % d->n_kv_heads)
 		return fasvd__error(FASVD_EINVAL,
 		                    "%s: n_heads %lld is not a positive multiple of n_kv_heads %lld", fn,
@@ -566,17 +563,19 @@ int fasvd_layer_spectra(fasvd_spectra **out, fasvd_ctx *ctx, const fasvd_layer_d
 	*out = NULL;
 	if (!d)
 		return fasvd__error(FASVD_EINVAL, "%s: desc is NULL", fn);
+	static const fasvd__struct_ver desc_ver = FASVD__STRUCT_VER(fasvd_layer_desc,
+	                                                            kva_pe_col_scale);
+	static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_layer_opts, groups);
 	struct layer L;
 	memset(&L, 0, sizeof L);
 	L.ctx = ctx;
-	L.d = d;
+	fasvd_layer_desc desc;
+	fasvd_layer_desc_init(&desc);
+	L.d = &desc;
 	fasvd_layer_opts_init(&L.o);
-	if (opts) {
-		if (opts->size < sizeof L.o)
-			return fasvd__error(FASVD_EINVAL, "%s: opts->size %zu (call fasvd_layer_opts_init)",
-			                    fn, opts->size);
-		L.o = *opts;
-	}
+	int rc = fasvd__load_versioned(&desc, d, &desc_ver, fn, "desc");
+	if (rc || (opts && (rc = fasvd__load_versioned(&L.o, opts, &opts_ver, fn, "opts"))))
+		return rc;
 	if (L.o.stack_norm != FASVD_STACK_NORM_SIGMA1 &&
 	    L.o.stack_norm != FASVD_STACK_NORM_FROBENIUS && L.o.stack_norm != FASVD_STACK_NORM_NONE)
 		return fasvd__error(FASVD_EINVAL, "%s: unknown stack_norm %d", fn, (int)L.o.stack_norm);
@@ -584,11 +583,10 @@ int fasvd_layer_spectra(fasvd_spectra **out, fasvd_ctx *ctx, const fasvd_layer_d
 		return fasvd__error(FASVD_EINVAL, "%s: unknown group bits 0x%x", fn,
 		                    L.o.groups & ~FASVD_LAYER_ALL);
 	bool dbl;
-	int rc = fasvd__compute_resolve(ctx, L.o.compute, &dbl, fn);
-	if (rc)
+	if ((rc = fasvd__compute_resolve(ctx, L.o.compute, &dbl, fn)))
 		return rc;
 	L.compute = dbl ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
-	if ((rc = validate(d)))
+	if ((rc = validate(&desc)))
 		return rc;
 	if ((rc = fasvd_spectra_new(&L.out, ctx)))
 		return rc;

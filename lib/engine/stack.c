@@ -16,6 +16,9 @@ static size_t esz(bool dbl)
 	return dbl ? sizeof(double) : sizeof(float);
 }
 
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_stack_opts, head_norms);
+static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_stack_report, error_bound);
+
 void fasvd_stack_opts_init(fasvd_stack_opts *opts)
 {
 	if (!opts)
@@ -330,12 +333,15 @@ int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_
 		s[i] = i < m && i < def_min ? ldexp(vals[i], src->out_exp) : 0.0;
 	bound = ldexp(bound, src->out_exp);
 	if (rep) {
-		rep->method = method;
-		rep->rows = src->def_rows;
-		rep->cols = C;
-		rep->solved_rows = R;
-		rep->solved_cols = C;
-		rep->error_bound = bound;
+		fasvd_stack_report full;
+		fasvd_stack_report_init(&full);
+		full.method = method;
+		full.rows = src->def_rows;
+		full.cols = C;
+		full.solved_rows = R;
+		full.solved_cols = C;
+		full.error_bound = bound;
+		fasvd__store_versioned(rep, &full, &report_ver);
 	}
 out_threads:
 	fasvd__blas_set_threads(saved);
@@ -354,12 +360,9 @@ static int get_opts(const fasvd_stack_opts *opts, fasvd_stack_opts *o, fasvd_sta
                     const char *fn)
 {
 	fasvd_stack_opts_init(o);
-	if (opts) {
-		if (opts->size < sizeof *o)
-			return fasvd__error(FASVD_EINVAL, "%s: opts->size %zu (call fasvd_stack_opts_init)",
-			                    fn, opts->size);
-		*o = *opts;
-	}
+	int rc = opts ? fasvd__load_versioned(o, opts, &opts_ver, fn, "opts") : 0;
+	if (rc)
+		return rc;
 	if (o->norm != FASVD_STACK_NORM_SIGMA1 && o->norm != FASVD_STACK_NORM_FROBENIUS &&
 	    o->norm != FASVD_STACK_NORM_NONE)
 		return fasvd__error(FASVD_EINVAL, "%s: unknown stack normalisation %d", fn,
@@ -367,10 +370,7 @@ static int get_opts(const fasvd_stack_opts *opts, fasvd_stack_opts *o, fasvd_sta
 	if (o->method != FASVD_STACK_AUTO && o->method != FASVD_STACK_GRAM &&
 	    o->method != FASVD_STACK_DIRECT)
 		return fasvd__error(FASVD_EINVAL, "%s: unknown stack method %d", fn, (int)o->method);
-	if (rep && rep->size < sizeof *rep)
-		return fasvd__error(FASVD_EINVAL, "%s: report->size %zu (call fasvd_stack_report_init)",
-		                    fn, rep->size);
-	return 0;
+	return rep ? fasvd__check_versioned(rep, &report_ver, fn, "report") : 0;
 }
 
 /* Per-head multipliers 1/norm (1 for a zero or absent norm). */

@@ -104,13 +104,10 @@ int fasvd_subspace_new(fasvd_subspace **out, fasvd_ctx *ctx, const fasvd_heads *
 		return fasvd__error(FASVD_EINVAL, "%s: heads is NULL", fn);
 	fasvd_subspace_opts o;
 	fasvd_subspace_opts_init(&o);
-	if (opts) {
-		if (opts->size < sizeof o)
-			return fasvd__error(FASVD_EINVAL,
-			                    "%s: opts->size %zu (call fasvd_subspace_opts_init)", fn,
-			                    opts->size);
-		o = *opts;
-	}
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_subspace_opts, weight);
+	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, fn, "opts") : 0;
+	if (rc)
+		return rc;
 	if (o.side != FASVD_SUBSPACE_SHARED_INPUT && o.side != FASVD_SUBSPACE_SHARED_OUTPUT)
 		return fasvd__error(FASVD_EINVAL, "%s: unknown side %d", fn, (int)o.side);
 	if (o.weight != FASVD_SUBSPACE_WEIGHT_NONE && o.weight != FASVD_SUBSPACE_WEIGHT_SIGMA1 &&
@@ -127,7 +124,7 @@ int fasvd_subspace_new(fasvd_subspace **out, fasvd_ctx *ctx, const fasvd_heads *
 		return fasvd__error(FASVD_EINVAL, "%s: rank %lld outside [0, %lld]", fn,
 		                    (long long)o.rank, (long long)p);
 	bool dbl;
-	int rc = fasvd__compute_resolve(ctx, o.compute, &dbl, fn);
+	rc = fasvd__compute_resolve(ctx, o.compute, &dbl, fn);
 	if (rc)
 		return rc;
 	if ((rc = fasvd__check_lapack_dim("stacked rows", R)) ||

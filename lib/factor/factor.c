@@ -25,6 +25,11 @@
 
 /* ------------------------------------------------------------ options */
 
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_factor_opts, cancel_arg);
+static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_factor_report, error_estimate);
+static const fasvd__struct_ver shared_opts_ver = FASVD__STRUCT_VER(fasvd_factor_shared_opts,
+                                                                   weight);
+
 void fasvd_factor_opts_init(fasvd_factor_opts *opts)
 {
 	if (!opts)
@@ -61,11 +66,8 @@ const char *fasvd_factor_split_name(fasvd_factor_split split)
 /* Copy a full report into the caller's (possibly older, shorter) struct. */
 void fasvd__report_out(fasvd_factor_report *dst, const fasvd_factor_report *src)
 {
-	if (!dst || dst->size < sizeof(size_t))
-		return;
-	size_t n = dst->size < sizeof *src ? dst->size : sizeof *src;
-	memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t),
-	       n - sizeof(size_t));
+	if (dst)
+		fasvd__store_versioned(dst, src, &report_ver);
 }
 
 void fasvd__report_shape(fasvd_factor_report *rep, int64_t rows, int64_t cols, int64_t heads,
@@ -90,8 +92,7 @@ int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user,
 {
 	fasvd_factor_opts_init(o);
 	if (user) {
-		int rc = fasvd__load_versioned(o, sizeof *o, user, fn, "opts",
-		                               "fasvd_factor_opts_init");
+		int rc = fasvd__load_versioned(o, user, &opts_ver, fn, "opts");
 		if (rc)
 			return rc;
 	}
@@ -685,12 +686,7 @@ static int job_vectors(job *j, fasvd_factor_report *rep)
 
 static int check_report(fasvd_factor_report *report, const char *fn)
 {
-	if (report && report->size < sizeof(size_t))
-		return fasvd__error(FASVD_EINVAL,
-		                    "%s: report->size is %zu: initialise it with "
-		                    "fasvd_factor_report_init()",
-		                    fn, report->size);
-	return 0;
+	return report ? fasvd__check_versioned(report, &report_ver, fn, "report") : 0;
 }
 
 int fasvd__factor_run(fasvd_tensor **a, fasvd_tensor **b, void *abuf, void *bbuf,
@@ -1067,8 +1063,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 	if (rc || (rc = fasvd__factor_opts_load(&o, opts, fn)))
 		return rc;
 	fasvd_factor_shared_opts_init(&so);
-	if (sopts && (rc = fasvd__load_versioned(&so, sizeof so, sopts, fn, "sopts",
-	                                         "fasvd_factor_shared_opts_init")))
+	if (sopts && (rc = fasvd__load_versioned(&so, sopts, &shared_opts_ver, fn, "sopts")))
 		return rc;
 	if (so.center && !mean)
 		return fasvd__error(FASVD_EINVAL, "%s: sopts->center = 1 needs a mean output", fn);

@@ -17,7 +17,8 @@
 
 /* Load and validate factor options (NULL: defaults). */
 int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user, const char *fn);
-/* Copy a full report into the caller's (maybe shorter) struct. NULL ok. */
+/* Copy a full report into the caller's struct, at most its size (checked
+ * before). NULL ok. */
 void fasvd__report_out(fasvd_factor_report *dst, const fasvd_factor_report *src);
 /* The shape fields of a report: rows, cols, heads, rank, full_rank and
  * inner = max(rank, 1) (the stored inner dimension). */

@@ -61,7 +61,8 @@ static int wrap_input(fasvd_tensor **out, const fasvd_onload *plan, const fasvd_
 	if (!plan || !user)
 		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !plan ? "plan" : "in");
 	fasvd_onload_input_init(in);
-	int rc = fasvd__load_versioned(in, sizeof *in, user, fn, "in", "fasvd_onload_input_init");
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_onload_input, cancel_arg);
+	int rc = fasvd__load_versioned(in, user, &ver, fn, "in");
 	if (rc)
 		return rc;
 	const char *name = in->name ? in->name : "on-load input";

@@ -1095,16 +1095,15 @@ int fasvd_st_info_get(fasvd_st_info *info, const fasvd_st *st, const char *name)
 {
 	if (!st || !name || !info)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_info_get: NULL argument");
-	if (info->size < sizeof(size_t))
-		return fasvd__error(FASVD_EINVAL,
-		                    "fasvd_st_info_get: info->size is %zu; call fasvd_st_info_init()",
-		                    info->size);
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_st_info, file);
+	int rc = fasvd__check_versioned(info, &ver, "fasvd_st_info_get", "info");
+	if (rc)
+		return rc;
 	const st_entry *e = lookup(st, name);
 	if (!e)
 		return not_found(st, name);
 	fasvd_st_info full;
-	memset(&full, 0, sizeof full);
-	full.size = info->size;
+	fasvd_st_info_init(&full);
 	full.name = e->name;
 	full.dtype = e->dt->name;
 	full.ndim = e->ndim;
@@ -1112,8 +1111,7 @@ int fasvd_st_info_get(fasvd_st_info *info, const fasvd_st *st, const char *name)
 		full.shape[i] = e->shape[i];
 	full.nbytes = e->end - e->begin;
 	full.file = st->shards[e->shard].path;
-	size_t n = info->size < sizeof full ? info->size : sizeof full;
-	memcpy(info, &full, n);
+	fasvd__store_versioned(info, &full, &ver);
 	return 0;
 }
 

@@ -222,7 +222,8 @@ int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const doub
 	int rc;
 	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
 		return rc;
-	if ((rc = fasvd__check_struct_size(out->size, fn, "out", "fasvd_metric_summary_init")))
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_metric_summary, entropy_rank);
+	if ((rc = fasvd__check_versioned(out, &ver, fn, "out")))
 		return rc;
 	if (n_taus < 0 || (n_taus > 0 && (!taus || !ranks)))
 		return fasvd__error(FASVD_EINVAL, "%s: bad tau list (n_taus = %lld, taus %s, ranks %s)",
@@ -249,8 +250,6 @@ int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const doub
 	}
 	for (int64_t i = 0; i < n_taus; i++)
 		ranks[i] = all_zero(s, n) ? 0 : smallest_rank(s, n, PRED_LOSS_AT_MOST, taus[i]);
-	size_t keep = out->size < sizeof m ? out->size : sizeof m;
-	memcpy((char *)out + sizeof(size_t), (const char *)&m + sizeof(size_t),
-	       keep - sizeof(size_t));
+	fasvd__store_versioned(out, &m, &ver);
 	return 0;
 }

@@ -27,6 +27,9 @@ size_t fasvd__gram_panel_bytes = (size_t)16 << 20;
 
 /* --------------------------------------------------------------- options */
 
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_svd_opts, seed);
+static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_svd_report, error_estimate);
+
 void fasvd_svd_opts_init(fasvd_svd_opts *opts)
 {
 	if (!opts)
@@ -68,7 +71,7 @@ static int load_opts(fasvd_svd_opts *o, const fasvd_svd_opts *in, const fasvd_ct
 {
 	fasvd_svd_opts_init(o);
 	if (in) {
-		int rc = fasvd__load_versioned(o, sizeof *o, in, fn, "opts", "fasvd_svd_opts_init");
+		int rc = fasvd__load_versioned(o, in, &opts_ver, fn, "opts");
 		if (rc)
 			return rc;
 	}
@@ -605,7 +608,7 @@ out:
 
 static int report_in(const fasvd_svd_report *r, const char *fn)
 {
-	return r ? fasvd__check_struct_size(r->size, fn, "report", "fasvd_svd_report_init") : 0;
+	return r ? fasvd__check_versioned(r, &report_ver, fn, "report") : 0;
 }
 
 static void report_out(fasvd_svd_report *r, const struct call *c)
@@ -617,9 +620,7 @@ static void report_out(fasvd_svd_report *r, const struct call *c)
 	full.backend = c->backend;
 	full.fallback = c->fallback;
 	full.error_estimate = c->err;
-	size_t n = r->size < sizeof full ? r->size : sizeof full;
-	memcpy((char *)r + sizeof(size_t), (const char *)&full + sizeof(size_t),
-	       n - sizeof(size_t));
+	fasvd__store_versioned(r, &full, &report_ver);
 }
 
 /* Threaded BLAS only pays for itself on big problems: below about 1e8

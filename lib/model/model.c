@@ -502,12 +502,12 @@ int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m)
 {
 	if (!m || !info)
 		return fasvd__error(FASVD_EINVAL, "fasvd_model_get_info: NULL %s", m ? "info" : "model");
-	if (info->size < sizeof info->size)
-		return fasvd__error(FASVD_EINVAL, "fasvd_model_get_info: info->size not set "
-		                                  "(call fasvd_model_info_init)");
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_model_info, bytes_needed);
+	int rc = fasvd__check_versioned(info, &ver, "fasvd_model_get_info", "info");
+	if (rc)
+		return rc;
 	fasvd_model_info v;
-	memset(&v, 0, sizeof v);
-	v.size = info->size < sizeof v ? info->size : sizeof v;
+	fasvd_model_info_init(&v);
 	const fasvd__config *c = &m->cfg;
 	v.model_type = c->model_type;
 	v.arch = c->arch->name;
@@ -538,7 +538,7 @@ int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m)
 	v.n_needed = m->n_needed;
 	v.n_missing = m->n_missing;
 	v.bytes_needed = m->bytes_needed;
-	memcpy(info, &v, v.size);
+	fasvd__store_versioned(info, &v, &ver);
 	return 0;
 }
 
@@ -570,16 +570,16 @@ int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_
 	if (!m || !input)
 		return fasvd__error(FASVD_EINVAL, "fasvd_model_input_get: NULL %s",
 		                    m ? "input" : "model");
-	if (input->size < sizeof input->size)
-		return fasvd__error(FASVD_EINVAL, "fasvd_model_input_get: input->size not set "
-		                                  "(call fasvd_model_input_init)");
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_model_input, has_bias);
+	int rc = fasvd__check_versioned(input, &ver, "fasvd_model_input_get", "input");
+	if (rc)
+		return rc;
 	if (index < 0 || index >= m->n_inputs)
 		return fasvd__error(FASVD_EINVAL, "fasvd_model_input_get: index %lld out of [0, %lld)",
 		                    (long long)index, (long long)m->n_inputs);
 	const model_input *in = &m->inputs[index];
 	fasvd_model_input v;
-	memset(&v, 0, sizeof v);
-	v.size = input->size < sizeof v ? input->size : sizeof v;
+	fasvd_model_input_init(&v);
 	v.layer = in->layer;
 	v.role = role_names[in->role];
 	v.name = in->name;
@@ -600,7 +600,7 @@ int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_
 		v.scale_nbytes = in->scale_info.nbytes;
 	}
 	v.has_bias = in->has_bias;
-	memcpy(input, &v, v.size);
+	fasvd__store_versioned(input, &v, &ver);
 	return 0;
 }
 
@@ -813,12 +813,10 @@ int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_
 		                    (long long)layer, (long long)m->cfg.n_layers, m->cfg.label);
 	fasvd_model_layer_opts o;
 	fasvd_model_layer_opts_init(&o);
-	if (opts) {
-		if (opts->size < sizeof opts->size + sizeof opts->fold_norms)
-			return fasvd__error(FASVD_EINVAL, "fasvd_model_layer_open: opts->size not set "
-			                                  "(call fasvd_model_layer_opts_init)");
-		o.fold_norms = opts->fold_norms;
-	}
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_model_layer_opts, fold_norms);
+	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, "fasvd_model_layer_open", "opts") : 0;
+	if (rc)
+		return rc;
 	if (o.fold_norms != 0 && o.fold_norms != 1)
 		return fasvd__error(FASVD_EINVAL, "fasvd_model_layer_open: fold_norms must be 0 or 1");
 
@@ -827,7 +825,7 @@ int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_
 		return FASVD_ENOMEM;
 	l->m = m;
 	l->layer = layer;
-	int rc = 0;
+	rc = 0;
 	for (int64_t i = m->layer_first[layer]; i < m->layer_first[layer + 1]; i++) {
 		const model_input *in = &m->inputs[i];
 		if (in->is_norm && !o.fold_norms)

@@ -919,16 +919,15 @@ static void run_free(struct run *r)
 int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
                   const fasvd_analyze_opts *opts)
 {
-	fasvd_analyze_opts defaults;
-	fasvd_analyze_opts_init(&defaults);
-	if (!opts)
-		opts = &defaults;
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_analyze_opts, progress_user);
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o);
 	if (!model_path || !out_path)
 		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: NULL model path or output path");
-	if (opts->size < sizeof *opts)
-		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: opts->size %zu is too small "
-		                    "(call fasvd_analyze_opts_init)",
-		                    opts->size);
+	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, "fasvd_analyze", "opts") : 0;
+	if (rc)
+		return rc;
+	opts = &o;
 	static const double default_taus[] = {0.01, 0.001};
 	const double *taus = opts->taus ? opts->taus : default_taus;
 	int64_t nt = opts->taus ? opts->n_taus : 2;
@@ -954,7 +953,7 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: unknown compute %d",
 		                    (int)opts->compute);
 	bool created = false;
-	int rc = fasvd_model_open(&r.model, ctx, model_path, 0);
+	rc = fasvd_model_open(&r.model, ctx, model_path, 0);
 	if (rc)
 		goto out;
 	fasvd_model_info_init(&r.info);

@@ -881,8 +881,9 @@ static int load_topts(fasvd_truncate_opts *o, fasvd_factor_opts *fo,
 {
 	fasvd_truncate_opts_init(o);
 	if (user) {
-		int rc = fasvd__load_versioned(o, sizeof *o, user, fn, "opts",
-		                               "fasvd_truncate_opts_init");
+		static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_truncate_opts,
+		                                                       only_if_smaller);
+		int rc = fasvd__load_versioned(o, user, &ver, fn, "opts");
 		if (rc)
 			return rc;
 	}

@@ -33,7 +33,8 @@ from .metrics import (effective_rank, energy_loss, energy_kept, components_for_e
 from .spectra import Result, Ranks, load_spectra, read_safetensors
 from .model import Model, open, architectures, truncate  # noqa: A004 (fasvd.open)
 
-#: Version of this Python package (it needs a libfasvd of the same major.minor).
+#: Version of this Python package (it needs a libfasvd of the same major and the
+#: same or a newer minor).
 __version__ = "0.1.0"
 #: Version and path of the libfasvd actually loaded.
 library_version = _lib.version

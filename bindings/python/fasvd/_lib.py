@@ -13,7 +13,10 @@ Every function the binding uses is declared below with its ``argtypes`` and
 ``restype``; a function the loaded library lacks is recorded and reported
 when it is first needed (``fasvd.Error`` naming the function and the path),
 so an older library still serves the rest. The library's version must be
-compatible with ``EXPECTED_VERSION`` (same major; for 0.x, same minor).
+compatible with ``EXPECTED_VERSION``: the same major and the same or a newer
+minor. A newer library's structs may be longer than the binding's; the
+binding passes its own size in `size` and the library reads and writes only
+that much (docs/abi.md, "Versioned structs").
 """
 
 import ctypes
@@ -83,8 +86,8 @@ layer_p = P(type("fasvd_model_layer", (_Opaque,), {}))
 
 # ----------------------------------------------------------------- structs
 # Each mirrors its C declaration field by field. Structs whose C side has an
-# *_init function are checked against the C sizeof (the init writes it into
-# `size`) the first time they are used: see struct_init().
+# *_init function are filled by it and passed with the binding's own size
+# (a newer library's may be larger): see struct_init().
 
 
 class Bounds(ctypes.Structure):
@@ -451,12 +454,12 @@ for _name, (_res, _args) in _PROTOTYPES.items():
 
 def compatible(number, expected):
     """Whether a library of version `number` (MAJOR*10000 + MINOR*100 +
-    PATCH) serves a binding written for `expected` = (major, minor): same
-    major, and for 0.x the same minor (0.x minors may break the ABI), for
-    later majors the same or a newer minor."""
+    PATCH) serves a binding written for `expected` = (major, minor): the same
+    major and the same or a newer minor (docs/abi.md: a release only adds to
+    the ABI of the earlier ones of its major version)."""
     major, minor = number // 10000, (number // 100) % 100
     exp_major, exp_minor = expected
-    return major == exp_major and (minor == exp_minor if major == 0 else minor >= exp_minor)
+    return major == exp_major and minor >= exp_minor
 
 
 def _check_version():
@@ -467,9 +470,9 @@ def _check_version():
     number = lib.fasvd_version_number()
     exp_major, exp_minor = EXPECTED_VERSION
     if not compatible(number, EXPECTED_VERSION):
-        raise ImportError("fasvd: %s is libfasvd %s; this binding needs %d.%d%s"
+        raise ImportError("fasvd: %s is libfasvd %s; this binding needs %d.%d or a later %d.x"
                           % (path, lib.fasvd_version_string().decode(), exp_major, exp_minor,
-                             ".x" if exp_major == 0 else " or a later %d.x" % exp_major))
+                             exp_major))
     return number
 
 
@@ -521,28 +524,50 @@ _checked = set()
 _check_lock = threading.Lock()
 
 
-def struct_init(cls):
-    """A new struct of `cls` filled by its C *_init function.
+# Larger than any versioned struct (the library refuses sizes above 4096).
+_SCRATCH = 4096
 
-    The first time, the C sizeof (the `size` field written by the init into
-    a large scratch buffer) is compared with ctypes' idea of the layout; a
-    mismatch means the binding and the library disagree and raises
-    InternalError instead of corrupting memory.
+
+def struct_init(cls):
+    """A new struct of `cls` filled by its C *_init function, its `size` the
+    binding's sizeof.
+
+    The init writes the library's struct, which a newer library may have made
+    longer, so it runs on a scratch buffer and the binding keeps the members
+    it knows; the library then reads and writes only those. A library struct
+    shorter than the binding's (a library older than the binding, or a
+    binding that disagrees with the headers) raises InternalError instead of
+    corrupting memory; so does a different size from a library of the very
+    version the binding was written for.
     """
     init = fn(_INITS[cls])
+    scratch = (ctypes.c_char * _SCRATCH)()
+    init(ctypes.cast(scratch, P(cls)))
     if cls not in _checked:
         with _check_lock:
-            scratch = (ctypes.c_char * 4096)()
-            init(ctypes.cast(scratch, P(cls)))
             c_size = c_size_t.from_buffer(scratch).value
-            if c_size != ctypes.sizeof(cls):
+            same = (version_number // 100) == EXPECTED_VERSION[0] * 100 + EXPECTED_VERSION[1]
+            if c_size < ctypes.sizeof(cls) or (same and c_size != ctypes.sizeof(cls)):
                 raise errors.InternalError(
                     "struct %s: the library's size is %d bytes, the binding's %d: binding "
-                    "and library %s disagree" % (cls.__name__, c_size, ctypes.sizeof(cls), path),
+                    "and library %s (version %s) disagree"
+                    % (cls.__name__, c_size, ctypes.sizeof(cls), path, version),
                     function=_INITS[cls])
             _checked.add(cls)
-    s = cls()
-    init(ctypes.byref(s))
+    s = cls.from_buffer_copy(scratch)
+    s.size = ctypes.sizeof(cls)
+    return s
+
+
+def struct_from_library(p, cls, function):
+    """The library's struct at pointer `p` (a callback argument) as `cls`:
+    a newer library's may be longer (its extra members are ignored), a
+    shorter one raises InternalError."""
+    s = p.contents
+    if s.size < ctypes.sizeof(cls):
+        raise errors.InternalError("%s: the library's size is %d bytes, shorter than the "
+                                   "binding's %d" % (cls.__name__, s.size, ctypes.sizeof(cls)),
+                                   function=function)
     return s
 
 

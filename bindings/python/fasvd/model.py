@@ -197,7 +197,8 @@ class Model(_Handle):
         lh = L.layer_p()
         L.call("fasvd_model_layer_open", ctypes.byref(lh), self, int(layer), ctypes.byref(opts))
         try:
-            d = L.lib.fasvd_model_layer_desc(lh).contents
+            d = L.struct_from_library(L.lib.fasvd_model_layer_desc(lh), L.LayerDesc,
+                                      "fasvd_model_layer_desc")
             out = {}
             for name, h in (("Q", d.q), ("Q_pe", d.q_pe), ("K", d.k), ("V", d.v), ("O", d.o)):
                 if not h:
@@ -317,7 +318,7 @@ class Model(_Handle):
             try:
                 if progress is None:
                     return 0
-                c = p.contents
+                c = L.struct_from_library(p, L.Progress, "fasvd_analyze")
                 d = {"stage": L.decode(c.stage), "layer": c.layer,
                      "tensor": L.decode(c.tensor), "steps_done": c.steps_done,
                      "steps_total": c.steps_total, "bytes_done": c.bytes_done,
@@ -441,11 +442,7 @@ def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, ten
 
     def cb(user, ep):
         try:
-            e = ep.contents
-            if e.size != ctypes.sizeof(L.TruncateEntry):
-                raise errors.InternalError("fasvd_truncate_entry: the library's size is %d "
-                                           "bytes, the binding's %d"
-                                           % (e.size, ctypes.sizeof(L.TruncateEntry)))
+            e = L.struct_from_library(ep, L.TruncateEntry, "fasvd_truncate")
             d = {"name": L.decode(e.name), "a_name": L.decode(e.a_name),
                  "b_name": L.decode(e.b_name), "role": L.decode(e.role),
                  "skipped": bool(e.skipped), "in_dtype": _DTYPE_NAMES.get(e.in_dtype, "?"),

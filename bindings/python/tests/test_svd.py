@@ -1,6 +1,7 @@
 """fasvd.svdvals / fasvd.svd against numpy.linalg.svd in every layout and
 dtype, zero-copy borrowing, keep-alive, errors, and the library loader."""
 
+import ctypes
 import gc
 import os
 import subprocess
@@ -353,9 +354,72 @@ def test_version_policy():
                                                   (_lib.version_number // 100) % 100,
                                                   _lib.version_number % 100)
     assert _lib.compatible(100, (0, 1)) and _lib.compatible(105, (0, 1))
-    assert not _lib.compatible(200, (0, 1)) and not _lib.compatible(10100, (0, 1))
+    assert _lib.compatible(200, (0, 1)) and _lib.compatible(1203, (0, 1))
+    assert not _lib.compatible(5, (0, 1)) and not _lib.compatible(10100, (0, 1))
     assert _lib.compatible(10300, (1, 2)) and not _lib.compatible(10100, (1, 2))
     assert not _lib.compatible(20000, (1, 0))
+
+
+def test_a_newer_minor_is_accepted(monkeypatch):
+    major, minor = _lib.EXPECTED_VERSION
+    monkeypatch.setattr(_lib.lib, "fasvd_version_number",
+                        lambda: major * 10000 + (minor + 1) * 100 + 3)
+    assert _lib._check_version() == major * 10000 + (minor + 1) * 100 + 3
+    monkeypatch.setattr(_lib.lib, "fasvd_version_number",
+                        lambda: (major + 1) * 10000 + minor * 100)
+    with pytest.raises(ImportError, match="needs %d.%d or a later %d.x" % (major, minor, major)):
+        _lib._check_version()
+
+
+def _grown_init(monkeypatch, cls, extra, fill):
+    """Make cls's *_init behave as a newer library's: its struct `extra`
+    bytes longer, the new members set to `fill`."""
+    name = _lib._INITS[cls]
+    real = _lib.fn(name)
+
+    def init(p):
+        real(p)
+        base = ctypes.cast(p, ctypes.c_void_p).value
+        size = ctypes.c_size_t.from_address(base)
+        ctypes.memset(base + size.value, fill, extra)
+        size.value += extra
+
+    monkeypatch.setattr(_lib, "fn", lambda n: init if n == name else real_fn(n))
+    monkeypatch.setattr(_lib, "version_number", _lib.version_number + 100)
+    monkeypatch.setattr(_lib, "_checked", set())
+
+
+real_fn = _lib.fn
+
+
+def test_a_newer_library_with_larger_structs(monkeypatch):
+    # The newer library's init writes more than the binding's struct holds;
+    # the binding keeps its own members and passes its own size, which the
+    # library accepts: an older caller's struct.
+    a = np.random.default_rng(5).standard_normal((9, 6))
+    _grown_init(monkeypatch, _lib.SvdOpts, 40, 0x7f)
+    opts = _lib.struct_init(_lib.SvdOpts)
+    assert opts.size == ctypes.sizeof(_lib.SvdOpts)
+    assert opts.oversample == 10
+    check(fasvd.svdvals(a, rank=3, backend="randomized"), svals(a)[:3], 1e-6)
+    _grown_init(monkeypatch, _lib.SvdReport, 24, 0x55)
+    s, rep = fasvd.svdvals(a, backend="gesdd", return_report=True)
+    check(s, svals(a), F64_TOL)
+    assert rep["backend"] == "gesdd"
+
+
+def test_an_older_library_struct_is_refused(monkeypatch):
+    name = _lib._INITS[_lib.StackOpts]
+    real = _lib.fn(name)
+
+    def init(p):
+        real(p)
+        ctypes.c_size_t.from_address(ctypes.cast(p, ctypes.c_void_p).value).value -= 8
+
+    monkeypatch.setattr(_lib, "fn", lambda n: init if n == name else real_fn(n))
+    monkeypatch.setattr(_lib, "_checked", set())
+    with pytest.raises(fasvd.InternalError, match="StackOpts"):
+        _lib.struct_init(_lib.StackOpts)
 
 
 def _run_import(env_extra):
