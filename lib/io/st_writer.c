@@ -5,13 +5,9 @@
 #include "core/file.h"
 #include "core/utf8.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
@@ -359,9 +355,9 @@ int fasvd_st_writer_write(fasvd_st_writer *w, const char *path)
 	size_t n = (size_t)w->n;
 	wt_entry **by_name = fasvd__calloc(ctx, n ? n : 1, sizeof *by_name, "the tensor order");
 	wt_entry **by_layout = fasvd__calloc(ctx, n ? n : 1, sizeof *by_layout, "the tensor order");
-	char *header = NULL, *tmp = NULL;
+	char *header = NULL;
 	size_t hlen = 0;
-	int fd = -1;
+	fasvd__tmp_file tf = {ctx, path, NULL, -1};
 	if (!by_name || !by_layout) {
 		rc = FASVD_ENOMEM;
 		goto done;
@@ -384,58 +380,18 @@ int fasvd_st_writer_write(fasvd_st_writer *w, const char *path)
 		goto done;
 	}
 
-	size_t plen = strlen(path);
-	tmp = fasvd__alloc(ctx, plen + sizeof ".tmp-XXXXXX", "a temporary file name");
-	if (!tmp) {
-		rc = FASVD_ENOMEM;
-		goto done;
-	}
-	memcpy(tmp, path, plen);
-	memcpy(tmp + plen, ".tmp-XXXXXX", sizeof ".tmp-XXXXXX");
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		rc = fasvd__error(FASVD_EIO, "%s: cannot create a temporary file beside it: %s", path,
-		                  strerror(errno));
-		fasvd__free(ctx, tmp);
-		tmp = NULL; /* nothing to remove */
-		goto done;
-	}
 	unsigned char le[8];
 	for (int i = 0; i < 8; i++)
 		le[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-	const char *step = "write";
-	int failed = fasvd__write_all(fd, le, 8) || fasvd__write_all(fd, header, hlen);
-	for (size_t i = 0; i < n && !failed; i++)
-		failed = fasvd__write_all(fd, by_layout[i]->data, by_layout[i]->nbytes);
-	if (!failed && fchmod(fd, (mode_t)fasvd__new_file_mode()) != 0)
-		failed = 1, step = "set the mode of";
-	if (!failed && fsync(fd) != 0)
-		failed = 1, step = "sync";
-	if (failed) {
-		rc = fasvd__error(FASVD_EIO, "%s: cannot %s %s: %s", path, step, tmp, strerror(errno));
+	if ((rc = fasvd__tmp_create(&tf, ctx, path)) || (rc = fasvd__tmp_write(&tf, le, 8)) ||
+	    (rc = fasvd__tmp_write(&tf, header, hlen)))
 		goto done;
-	}
-	int cfd = fd;
-	fd = -1;
-	if (close(cfd) != 0) {
-		rc = fasvd__error(FASVD_EIO, "%s: cannot close %s: %s", path, tmp, strerror(errno));
-		goto done;
-	}
-	if (rename(tmp, path) != 0) {
-		rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s over it: %s", path, tmp,
-		                  strerror(errno));
-		goto done;
-	}
-	fasvd__free(ctx, tmp);
-	tmp = NULL;
-	fasvd__sync_dir_of(path);
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = fasvd__tmp_write(&tf, by_layout[i]->data, by_layout[i]->nbytes);
+	if (!rc && !(rc = fasvd__tmp_finish(&tf)))
+		rc = fasvd__tmp_commit(&tf);
 done:
-	if (fd >= 0)
-		close(fd);
-	if (tmp) {
-		unlink(tmp);
-		fasvd__free(ctx, tmp);
-	}
+	fasvd__tmp_discard(&tf);
 	fasvd__free(ctx, header);
 	fasvd__free(ctx, by_name);
 	fasvd__free(ctx, by_layout);

@@ -639,83 +639,23 @@ static int run_tensor(struct run *r, const char *name)
 
 /* ---- summaries ---- */
 
-/* Write text[0 .. n) to a new temporary file beside `path` (with the mode
- * of any new file), synced and closed; *tmp gets its name (free it). The
- * caller renames it into place or unlinks it. */
-static int write_text_tmp(fasvd_ctx *ctx, const char *path, const char *text, size_t n,
-                          char **tmp_out)
-{
-	*tmp_out = NULL;
-	size_t plen = strlen(path);
-	char *tmp = fasvd__alloc(ctx, plen + 16, "a path");
-	if (!tmp)
-		return FASVD_ENOMEM;
-	snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);
-	int fd = mkstemp(tmp);
-	if (fd < 0) {
-		int e = errno;
-		fasvd__free(ctx, tmp);
-		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", path, strerror(e));
-	}
-	const char *step = "write";
-	int failed = 0;
-	size_t off = 0;
-	while (off < n && !failed) {
-		ssize_t k = write(fd, text + off, n - off);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			if (k == 0)
-				errno = EIO;
-			failed = 1;
-			break;
-		}
-		off += (size_t)k;
-	}
-	/* mkstemp creates the file 0600: give it the mode of any new file. */
-	if (!failed && fchmod(fd, (mode_t)fasvd__new_file_mode()) != 0)
-		failed = 1, step = "set the mode of";
-	if (!failed && fsync(fd) != 0)
-		failed = 1, step = "sync";
-	int e = errno;
-	if (close(fd) != 0 && !failed)
-		failed = 1, step = "close", e = errno;
-	if (failed) {
-		unlink(tmp);
-		fasvd__free(ctx, tmp);
-		return fasvd__error(FASVD_EIO, "%s: cannot %s it: %s", path, step, strerror(e));
-	}
-	*tmp_out = tmp;
-	return 0;
-}
-
 /* Write the summaries present (JSON and / or CSV) all or nothing: both are
- * written to temporaries first, then renamed into place. */
+ * written to finished temporaries first (core/file.h), then renamed into
+ * place. */
 static int write_texts_atomic(fasvd_ctx *ctx, const char *const *paths, const char *const *texts,
                               const size_t *lens, int count)
 {
-	char *tmp[2] = {NULL, NULL};
+	fasvd__tmp_file tf[2] = {{ctx, NULL, NULL, -1}, {ctx, NULL, NULL, -1}};
 	int rc = 0, renamed = 0;
 	for (int i = 0; i < count && !rc; i++)
-		if (paths[i])
-			rc = write_text_tmp(ctx, paths[i], texts[i], lens[i], &tmp[i]);
-	for (int i = 0; i < count && !rc; i++) {
-		if (!tmp[i])
-			continue;
-		if (rename(tmp[i], paths[i]) != 0) {
-			rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s over it: %s", paths[i],
-			                  tmp[i], strerror(errno));
-			break;
-		}
-		fasvd__free(ctx, tmp[i]);
-		tmp[i] = NULL;
-		renamed |= 1 << i;
-	}
+		if (paths[i] && !(rc = fasvd__tmp_create(&tf[i], ctx, paths[i])) &&
+		    !(rc = fasvd__tmp_write(&tf[i], texts[i], lens[i])))
+			rc = fasvd__tmp_finish(&tf[i]);
+	for (int i = 0; i < count && !rc; i++)
+		if (paths[i] && !(rc = fasvd__tmp_commit(&tf[i])))
+			renamed |= 1 << i;
 	for (int i = 0; i < count; i++) {
-		if (tmp[i]) {
-			unlink(tmp[i]);
-			fasvd__free(ctx, tmp[i]);
-		}
+		fasvd__tmp_discard(&tf[i]);
 		/* a summary already in place while the other failed: no half result */
 		if (rc && (renamed & (1 << i)))
 			unlink(paths[i]);

@@ -17,7 +17,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <fnmatch.h>
 #include <jansson.h>
 #include <limits.h>
@@ -53,74 +52,6 @@ static bool ends_with(const char *s, const char *suffix)
 	return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* Write a whole file and fsync it. */
-static int write_file(const char *path, const void *data, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", path, strerror(errno));
-	const char *p = data;
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			int e = errno;
-			close(fd);
-			return fasvd__error(FASVD_EIO, "%s: cannot write: %s", path, strerror(e));
-		}
-		p += k;
-		n -= (size_t)k;
-	}
-	if (fsync(fd) != 0 || close(fd) != 0)
-		return fasvd__error(FASVD_EIO, "%s: cannot sync: %s", path, strerror(errno));
-	return 0;
-}
-
-static int copy_file(const char *src, const char *dst)
-{
-	int in = open(src, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return fasvd__error(FASVD_EIO, "%s: cannot open: %s", src, strerror(errno));
-	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (out < 0) {
-		int e = errno;
-		close(in);
-		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", dst, strerror(e));
-	}
-	char buf[1 << 16];
-	int rc = 0;
-	for (;;) {
-		ssize_t k = read(in, buf, sizeof buf);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			rc = fasvd__error(FASVD_EIO, "%s: cannot read: %s", src, strerror(errno));
-			break;
-		}
-		if (k == 0)
-			break;
-		for (ssize_t off = 0; off < k;) {
-			ssize_t w = write(out, buf + off, (size_t)(k - off));
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				rc = fasvd__error(FASVD_EIO, "%s: cannot write: %s", dst, strerror(errno));
-				break;
-			}
-			off += w;
-		}
-		if (rc)
-			break;
-	}
-	if (!rc && fsync(out) != 0)
-		rc = fasvd__error(FASVD_EIO, "%s: cannot sync: %s", dst, strerror(errno));
-	close(in);
-	if (close(out) != 0 && !rc)
-		rc = fasvd__error(FASVD_EIO, "%s: cannot close: %s", dst, strerror(errno));
-	return rc;
-}
-
 /* Remove a temporary folder holding only regular files we wrote. */
 static void remove_tree(const char *dir)
 {
@@ -137,15 +68,6 @@ static void remove_tree(const char *dir)
 		closedir(d);
 	}
 	rmdir(dir);
-}
-
-static void fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
 }
 
 /* Files of the model folder copied as they are: everything regular at its
@@ -734,7 +656,7 @@ static int write_json(const char *path, json_t *j, size_t flags)
 	}
 	withnl[n] = '\n';
 	withnl[n + 1] = 0;
-	int rc = write_file(path, withnl, n + 1);
+	int rc = fasvd__write_file(path, withnl, n + 1);
 	free(withnl);
 	return rc;
 }
@@ -805,22 +727,6 @@ static int check_out(const char *fn, const char *model_dir, const char *out_dir)
 	return 0;
 }
 
-/* The umask, read without changing it (umask(2) would race with other
- * threads): /proc/self/status "Umask:" (Linux >= 4.7), else 022. */
-static mode_t process_umask(void)
-{
-	FILE *f = fopen("/proc/self/status", "re");
-	unsigned m = 022;
-	if (f) {
-		char line[256];
-		while (fgets(line, sizeof line, f))
-			if (sscanf(line, "Umask: %o", &m) == 1)
-				break;
-		fclose(f);
-	}
-	return (mode_t)(m & 0777);
-}
-
 static char *make_tmp(fasvd_ctx *ctx, const char *out_dir, const char *fn)
 {
 	size_t n = strlen(out_dir);
@@ -838,7 +744,7 @@ static char *make_tmp(fasvd_ctx *ctx, const char *out_dir, const char *fn)
 		return NULL;
 	}
 	/* mkdtemp makes it 0700; the output is an ordinary folder */
-	chmod(t, 0777 & ~process_umask());
+	chmod(t, (mode_t)fasvd__new_dir_mode());
 	return t;
 }
 
@@ -1027,32 +933,21 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 		if (!src || !dst)
 			rc = FASVD_ENOMEM;
 		else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
-			rc = copy_file(src, dst);
+			rc = fasvd__copy_file(src, dst);
 		fasvd__free(t.ctx, src);
 		fasvd__free(t.ctx, dst);
 	}
 	closedir(d);
 	if (rc)
 		goto out;
-	fsync_dir(t.tmp);
+	fasvd__sync_dir(t.tmp);
 	if (rename(t.tmp, out_dir) != 0) {
 		rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s to %s: %s", fn, t.tmp, out_dir,
 		                  strerror(errno));
 		goto out;
 	}
 	/* fsync the parent folder so that the rename is durable */
-	{
-		char parent[PATH_MAX];
-		snprintf(parent, sizeof parent, "%s", out_dir);
-		char *slash = strrchr(parent, '/');
-		if (slash && slash != parent)
-			*slash = 0;
-		else if (slash)
-			slash[1] = 0;
-		else
-			snprintf(parent, sizeof parent, ".");
-		fsync_dir(parent);
-	}
+	fasvd__sync_dir_of(out_dir);
 	fasvd__free(t.ctx, t.tmp);
 	t.tmp = NULL;
 out:
