@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include "core/file.h"
+#include "core/json.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -361,6 +362,72 @@ static void test_file_replace(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* The JSON helpers: loading a file with the shared error mapping, writing
+ * one with a final newline, integer pairs, the size cap of a read. */
+static void test_json_helpers(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/fasvd-test-json-XXXXXX", path[256];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/c.json", dir);
+	json_t *j = NULL;
+	const char *dup = "{\"a.rather.long.key.name.that.jansson.does.not.quote\": 1,\n"
+	                  " \"a.rather.long.key.name.that.jansson.does.not.quote\": 2}";
+	assert_ok(fasvd__write_file(path, dup, strlen(dup)));
+	assert_fasvd(fasvd__json_load_file(NULL, path, JSON_REJECT_DUPLICATES, "config.json", &j),
+	             FASVD_EFORMAT);
+	assert_non_null(strstr(fasvd_last_error(),
+	                       "config.json has a duplicate name 'a.rather.long.key.name"));
+	assert_null(j);
+	assert_ok(fasvd__json_load_file(NULL, path, 0, "config.json", &j)); /* last one wins */
+	assert_int_equal(json_integer_value(json_object_get(
+	                         j, "a.rather.long.key.name.that.jansson.does.not.quote")),
+	                 2);
+	json_decref(j);
+	assert_ok(fasvd__write_file(path, "[1, 2]", 6));
+	assert_fasvd(fasvd__json_load_file(NULL, path, 0, "index", &j), FASVD_EFORMAT);
+	assert_non_null(strstr(fasvd_last_error(), "index is not a JSON object"));
+	assert_ok(fasvd__write_file(path, "{\"a\": ", 6));
+	assert_fasvd(fasvd__json_load_file(NULL, path, 0, "index", &j), FASVD_EFORMAT);
+	assert_non_null(strstr(fasvd_last_error(), "not valid JSON"));
+	char missing[300];
+	snprintf(missing, sizeof missing, "%s/none.json", dir);
+	assert_fasvd(fasvd__json_load_file(NULL, missing, 0, "index", &j), FASVD_EIO);
+
+	json_t *o = json_pack("{s:[ii]}", "block", 128, 64);
+	assert_ok(fasvd__json_write_file(path, o, JSON_COMPACT));
+	assert_content(path, "{\"block\":[128,64]}\n");
+	int64_t a = 0, b = 0;
+	assert_true(fasvd__json_int_pair(json_object_get(o, "block"), &a, &b));
+	assert_true(a == 128 && b == 64);
+	json_decref(o);
+	o = json_pack("{s:[i],s:[i,s],s:[i,i,i]}", "one", 1, "str", 1, "x", "three", 1, 2, 3);
+	assert_false(fasvd__json_int_pair(json_object_get(o, "one"), &a, &b));
+	assert_false(fasvd__json_int_pair(json_object_get(o, "str"), &a, &b));
+	assert_false(fasvd__json_int_pair(json_object_get(o, "three"), &a, &b));
+	assert_false(fasvd__json_int_pair(NULL, &a, &b));
+	json_decref(o);
+
+	/* the cap of a read */
+	char big[20000];
+	memset(big, ' ', sizeof big);
+	assert_ok(fasvd__write_file(path, big, sizeof big));
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t len = 0;
+	assert_fasvd(fasvd__read_all(NULL, f, path, "config.json", 16384, &buf, &len),
+	             FASVD_EFORMAT);
+	assert_non_null(strstr(fasvd_last_error(), "not a config.json"));
+	fasvd__free(NULL, buf);
+	rewind(f);
+	assert_ok(fasvd__read_all(NULL, f, path, "config.json", 32768, &buf, &len));
+	assert_int_equal(len, sizeof big);
+	fasvd__free(NULL, buf);
+	fclose(f);
+	unlink(path);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -374,6 +441,7 @@ int main(void)
 		cmocka_unit_test(test_parallel_for),
 		cmocka_unit_test(test_blas_threads_overlapping_regions),
 		cmocka_unit_test(test_file_replace),
+		cmocka_unit_test(test_json_helpers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -140,6 +140,34 @@ void fasvd__sync_dir_of(const char *path)
 	fasvd__sync_dir(dir);
 }
 
+int fasvd__read_all(fasvd_ctx *ctx, FILE *f, const char *path, const char *what, size_t cap,
+                   char **buf, size_t *len)
+{
+	size_t size = 0;
+	*buf = NULL;
+	*len = 0;
+	for (;;) {
+		if (*len == size) {
+			if (size >= cap)
+				return fasvd__error(FASVD_EFORMAT, "%s: larger than %zu MiB: not a %s",
+				                    path, cap >> 20, what);
+			size_t nsize = size ? size * 2 : 8192;
+			char *nb = nsize > size ? fasvd__alloc(ctx, nsize, what) : NULL;
+			if (!nb)
+				return FASVD_ENOMEM;
+			if (*len)
+				memcpy(nb, *buf, *len);
+			fasvd__free(ctx, *buf);
+			*buf = nb;
+			size = nsize;
+		}
+		size_t n = fread(*buf + *len, 1, size - *len, f);
+		*len += n;
+		if (n == 0)
+			return ferror(f) ? fasvd__error(FASVD_EIO, "%s: read error", path) : 0;
+	}
+}
+
 /* Create or truncate path for writing (0666 minus the umask). */
 static int create_file(const char *path, int *fd)
 {

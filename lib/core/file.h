@@ -5,6 +5,8 @@
 
 #include "core/internal.h"
 
+#include <stdio.h>
+
 /* Mode of a new file: 0666 minus the process umask (read without changing
  * it, which would race with other threads). For files created with
  * mkstemp(), which uses 0600. */
@@ -26,6 +28,13 @@ char *fasvd__dir_of(fasvd_ctx *ctx, const char *path);
 /* Mode of a new folder: 0777 minus the process umask (for mkdtemp(), which
  * uses 0700). */
 unsigned fasvd__new_dir_mode(void);
+
+/* Read the rest of the stream f (opened on path) into *buf, allocated
+ * through ctx (free it, also on failure), *len bytes; FASVD_EFORMAT when
+ * it reaches `cap` bytes ("larger than N MiB: not a <what>"), FASVD_EIO on
+ * a read error. The buffer is never empty (one byte beyond *len at least). */
+int fasvd__read_all(fasvd_ctx *ctx, FILE *f, const char *path, const char *what, size_t cap,
+                    char **buf, size_t *len);
 
 /* Write all n bytes (retrying short writes and EINTR); 0, or -1 with errno. */
 int fasvd__write_all(int fd, const void *p, uint64_t n);

@@ -3,6 +3,7 @@
  * CSV summaries derived from the same results. */
 #include "tensor/tensor_int.h"
 #include "core/file.h"
+#include "core/json.h"
 
 #include <errno.h>
 #include <fnmatch.h>
@@ -376,12 +377,12 @@ static int resume_from(struct run *r, bool *resumed)
 		fasvd_st_info_init(&inf);
 		const void *data;
 		uint64_t nbytes;
-		json_t *sh = json_object_get(shapes, name);
+		int64_t mr, mc;
+		bool shaped = fasvd__json_int_pair(json_object_get(shapes, name), &mr, &mc);
 		if ((rc = fasvd_st_info_get(old, name, &inf)) ||
 		    (rc = fasvd_st_raw(old, name, &data, &nbytes)))
 			break;
-		if (strcmp(inf.dtype, "F64") != 0 || (inf.ndim != 1 && inf.ndim != 2) ||
-		    !json_is_array(sh) || json_array_size(sh) != 2) {
+		if (strcmp(inf.dtype, "F64") != 0 || (inf.ndim != 1 && inf.ndim != 2) || !shaped) {
 			rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: tensor '%s' is not a "
 			                  "spectrum of this schema",
 			                  r->out_path, name);
@@ -389,10 +390,7 @@ static int resume_from(struct run *r, bool *resumed)
 		}
 		int64_t nr = inf.ndim == 2 ? inf.shape[0] : 1;
 		int64_t nc = inf.ndim == 2 ? inf.shape[1] : inf.shape[0];
-		rc = add_entry(r, name, l, nr, nc,
-		               (int64_t)json_integer_value(json_array_get(sh, 0)),
-		               (int64_t)json_integer_value(json_array_get(sh, 1)), inf.ndim == 2,
-		               data);
+		rc = add_entry(r, name, l, nr, nc, mr, mc, inf.ndim == 2, data);
 	}
 	json_decref(shapes);
 	if (!rc)

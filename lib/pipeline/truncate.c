@@ -14,6 +14,7 @@
 #include "factor/factor_int.h"
 #include "model/model_int.h"
 #include "core/file.h"
+#include "core/json.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -643,24 +644,6 @@ static json_t *lowrank_section(const trunc_t *t)
 	return sec;
 }
 
-static int write_json(const char *path, json_t *j, size_t flags)
-{
-	char *text = json_dumps(j, flags);
-	if (!text)
-		return fasvd__error(FASVD_ENOMEM, "%s: cannot serialise JSON", path);
-	size_t n = strlen(text);
-	char *withnl = realloc(text, n + 2);
-	if (!withnl) {
-		free(text);
-		return fasvd__error(FASVD_ENOMEM, "%s: out of memory", path);
-	}
-	withnl[n] = '\n';
-	withnl[n + 1] = 0;
-	int rc = fasvd__write_file(path, withnl, n + 1);
-	free(withnl);
-	return rc;
-}
-
 /* ------------------------------------------------------------- paths */
 
 /* The sharded index of the model folder, or NULL (owned). */
@@ -770,11 +753,9 @@ static int open_checkpoint(trunc_t *t, const char *model_dir)
 		return rc;
 	/* FP8 block size from config.json, if any */
 	json_t *q = t->config ? json_object_get(t->config, "quantization_config") : NULL;
-	json_t *bs = q ? json_object_get(q, "weight_block_size") : NULL;
-	if (json_is_array(bs) && json_array_size(bs) == 2 &&
-	    json_is_integer(json_array_get(bs, 0)) && json_is_integer(json_array_get(bs, 1)))
-		rc = fasvd_st_set_block_size(t->st, json_integer_value(json_array_get(bs, 0)),
-		                             json_integer_value(json_array_get(bs, 1)));
+	int64_t br, bc;
+	if (fasvd__json_int_pair(q ? json_object_get(q, "weight_block_size") : NULL, &br, &bc))
+		rc = fasvd_st_set_block_size(t->st, br, bc);
 	return rc;
 }
 
@@ -826,14 +807,11 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	if (!(path = fasvd__path_join(t.ctx, model_dir, "config.json")))
 		return FASVD_ENOMEM;
 	struct stat sb;
-	if (stat(path, &sb) == 0) {
-		json_error_t je;
-		t.config = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-		if (!t.config || !json_is_object(t.config)) {
-			rc = fasvd__error(FASVD_EFORMAT, "%s: %s:%d: %s", fn, path, je.line,
-			                  t.config ? "not a JSON object" : je.text);
-			goto out;
-		}
+	if (stat(path, &sb) == 0 &&
+	    (rc = fasvd__json_load_file(t.ctx, path, JSON_REJECT_DUPLICATES, "config.json",
+	                                &t.config))) {
+		fasvd__error_prefix(rc, "%s", fn);
+		goto out;
 	}
 	fasvd__free(t.ctx, path);
 	path = NULL;
@@ -845,9 +823,11 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	index_path = find_index(t.ctx, model_dir);
 	json_t *weight_map = NULL;
 	if (index_path) {
-		json_error_t je;
-		index = json_load_file(index_path, 0, &je);
-		weight_map = index ? json_object_get(index, "weight_map") : NULL;
+		if ((rc = fasvd__json_load_file(t.ctx, index_path, 0, "index", &index))) {
+			fasvd__error_prefix(rc, "%s", fn);
+			goto out;
+		}
+		weight_map = json_object_get(index, "weight_map");
 		if (!json_is_object(weight_map)) {
 			rc = fasvd__error(FASVD_EFORMAT, "%s: %s: no \"weight_map\" object", fn,
 			                  index_path);
@@ -890,7 +870,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 			rc = FASVD_ENOMEM;
 			goto out;
 		}
-		if ((rc = write_json(path, index, JSON_INDENT(2) | JSON_SORT_KEYS)))
+		if ((rc = fasvd__json_write_file(path, index, JSON_INDENT(2) | JSON_SORT_KEYS)))
 			goto out;
 		fasvd__free(t.ctx, path);
 		path = NULL;
@@ -914,7 +894,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
-	if ((rc = write_json(path, t.config, JSON_INDENT(2) | JSON_ENSURE_ASCII)))
+	if ((rc = fasvd__json_write_file(path, t.config, JSON_INDENT(2) | JSON_ENSURE_ASCII)))
 		goto out;
 	fasvd__free(t.ctx, path);
 	path = NULL;
