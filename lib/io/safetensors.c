@@ -174,17 +174,11 @@ static int add_meta(fasvd_st *st, const char *key, const char *value)
 		return fasvd__error(FASVD_ENOMEM, "out of memory indexing metadata");
 	if (json_object_get(st->meta_seen, key))
 		return 0; /* first one wins */
-	if (st->n_meta == st->cap_meta) {
-		int64_t cap = st->cap_meta ? 2 * st->cap_meta : 8;
-		st_meta *m = fasvd__calloc(st->ctx, (size_t)cap, sizeof *m, "metadata");
-		if (!m)
-			return FASVD_ENOMEM;
-		if (st->n_meta)
-			memcpy(m, st->meta, (size_t)st->n_meta * sizeof *m);
-		fasvd__free(st->ctx, st->meta);
-		st->meta = m;
-		st->cap_meta = cap;
-	}
+	st_meta *m = fasvd__grow(st->ctx, st->meta, st->n_meta, &st->cap_meta, sizeof *m, 8,
+	                         "metadata");
+	if (!m)
+		return FASVD_ENOMEM;
+	st->meta = m;
 	char *k = fasvd__strdup(st->ctx, key);
 	char *v = k ? fasvd__strdup(st->ctx, value) : NULL;
 	if (!v) {

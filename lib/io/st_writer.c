@@ -85,17 +85,10 @@ static int64_t hash_slot(const fasvd_st_writer *w, const char *name)
 
 static int grow(fasvd_st_writer *w)
 {
-	if (w->n == w->cap) {
-		int64_t cap = w->cap ? 2 * w->cap : 16;
-		wt_entry *v = fasvd__calloc(w->ctx, (size_t)cap, sizeof *v, "the tensor list");
-		if (!v)
-			return FASVD_ENOMEM;
-		if (w->n)
-			memcpy(v, w->v, (size_t)w->n * sizeof *v);
-		fasvd__free(w->ctx, w->v);
-		w->v = v;
-		w->cap = cap;
-	}
+	wt_entry *v = fasvd__grow(w->ctx, w->v, w->n, &w->cap, sizeof *v, 16, "the tensor list");
+	if (!v)
+		return FASVD_ENOMEM;
+	w->v = v;
 	/* Keep the hash set at most half full. */
 	if (2 * (w->n + 1) > w->hash_cap) {
 		int64_t cap = w->hash_cap ? 2 * w->hash_cap : 32;

@@ -642,3 +642,17 @@ int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, 
 		s[i] = s[i] > 0.0 ? sqrt(s[i]) : 0.0;
 	return 0;
 }
+
+void fasvd__gemm(bool dbl, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
+                 const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c,
+                 int64_t ldc)
+{
+	enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans;
+	enum CBLAS_TRANSPOSE TB = tb ? CblasTrans : CblasNoTrans;
+	if (dbl)
+		cblas_dgemm(CblasColMajor, TA, TB, (blasint)m, (blasint)n, (blasint)k, alpha, a,
+		            (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+	else
+		cblas_sgemm(CblasColMajor, TA, TB, (blasint)m, (blasint)n, (blasint)k, (float)alpha, a,
+		            (blasint)lda, b, (blasint)ldb, (float)beta, c, (blasint)ldc);
+}

@@ -88,17 +88,11 @@ static int add_entry(struct run *r, const char *name, int64_t layer, int64_t n_r
                      int64_t n_cols, int64_t mat_rows, int64_t mat_cols, int is_2d,
                      const double *data)
 {
-	if (r->n_e == r->cap_e) {
-		int64_t cap = r->cap_e ? 2 * r->cap_e : 64;
-		struct entry *ne = fasvd__calloc(r->ctx, (size_t)cap, sizeof *ne, "spectra list");
-		if (!ne)
-			return FASVD_ENOMEM;
-		if (r->n_e)
-			memcpy(ne, r->e, (size_t)r->n_e * sizeof *ne);
-		fasvd__free(r->ctx, r->e);
-		r->e = ne;
-		r->cap_e = cap;
-	}
+	struct entry *ne = fasvd__grow(r->ctx, r->e, r->n_e, &r->cap_e, sizeof *ne, 64,
+	                               "spectra list");
+	if (!ne)
+		return FASVD_ENOMEM;
+	r->e = ne;
 	struct entry *e = &r->e[r->n_e];
 	memset(e, 0, sizeof *e);
 	size_t n = (size_t)n_rows * (size_t)n_cols;
