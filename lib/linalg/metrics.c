@@ -38,6 +38,13 @@ static int check_out(const void *out, const char *fn)
 	return 0;
 }
 
+/* out not NULL, s a valid spectrum. */
+static int check_args(const double *s, int64_t n, const void *out, const char *fn)
+{
+	int rc = check_out(out, fn);
+	return rc ? rc : check_spectrum(s, n, fn);
+}
+
 static int check_fraction(double f, const char *name, const char *fn)
 {
 	if (!(f >= 0.0 && f <= 1.0))
@@ -164,35 +171,35 @@ static double energy_ratio(const double *s, int64_t n)
 	return fasvd__energy_sum(&sp, fasvd__energy_scale(&sp), 0, n);
 }
 
-int fasvd_metric_energy_rank(const double *s, int64_t n, double tau, int64_t *out)
+/* The smallest rank meeting the fraction x (named `name`): loss <= x, or
+ * kept >= x when kept is true. */
+static int rank_metric(const double *s, int64_t n, double x, const char *name, bool kept,
+                       int64_t *out, const char *fn)
 {
-	static const char fn[] = "fasvd_metric_energy_rank";
 	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)) ||
-	    (rc = check_fraction(tau, "tau", fn)))
+	if ((rc = check_args(s, n, out, fn)) || (rc = check_fraction(x, name, fn)))
 		return rc;
 	fasvd__spectra sp = one(s, n);
-	*out = fasvd__energy_rank(&sp, tau);
+	*out = kept ? fasvd__energy_rank_kept(&sp, x) : fasvd__energy_rank(&sp, x);
 	return 0;
+}
+
+int fasvd_metric_energy_rank(const double *s, int64_t n, double tau, int64_t *out)
+{
+	return rank_metric(s, n, tau, "tau", false, out, "fasvd_metric_energy_rank");
 }
 
 int fasvd_metric_components_for_energy(const double *s, int64_t n, double fraction,
                                        int64_t *out)
 {
-	static const char fn[] = "fasvd_metric_components_for_energy";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)) ||
-	    (rc = check_fraction(fraction, "fraction", fn)))
-		return rc;
-	fasvd__spectra sp = one(s, n);
-	*out = fasvd__energy_rank_kept(&sp, fraction);
-	return 0;
+	return rank_metric(s, n, fraction, "fraction", true, out,
+	                   "fasvd_metric_components_for_energy");
 }
 
 static int loss_at(const double *s, int64_t n, int64_t r, double *out, const char *fn)
 {
 	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
+	if ((rc = check_args(s, n, out, fn)))
 		return rc;
 	if (r < 0)
 		return fasvd__error(FASVD_EINVAL, "%s: rank r = %lld is negative", fn, (long long)r);
@@ -240,54 +247,54 @@ static double entropy_rank(const double *s, int64_t n)
 	return exp(h);
 }
 
+static double spectral_norm(const double *s, int64_t n)
+{
+	return n > 0 ? s[0] : 0.0;
+}
+
+static double frobenius_norm(const double *s, int64_t n)
+{
+	return all_zero(s, n) ? 0.0 : s[0] * sqrt(energy_ratio(s, n));
+}
+
+static double nuclear_norm(const double *s, int64_t n)
+{
+	return all_zero(s, n) ? 0.0 : s[0] * sum_ratio(s, n);
+}
+
+/* A scalar metric f of a validated spectrum into *out. */
+static int scalar_metric(const double *s, int64_t n, double *out, const char *fn,
+                         double (*f)(const double *, int64_t))
+{
+	int rc = check_args(s, n, out, fn);
+	if (!rc)
+		*out = f(s, n);
+	return rc;
+}
+
 int fasvd_metric_stable_rank(const double *s, int64_t n, double *out)
 {
-	static const char fn[] = "fasvd_metric_stable_rank";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = energy_ratio(s, n);
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_stable_rank", energy_ratio);
 }
 
 int fasvd_metric_entropy_rank(const double *s, int64_t n, double *out)
 {
-	static const char fn[] = "fasvd_metric_entropy_rank";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = entropy_rank(s, n);
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_entropy_rank", entropy_rank);
 }
 
 int fasvd_metric_spectral_norm(const double *s, int64_t n, double *out)
 {
-	static const char fn[] = "fasvd_metric_spectral_norm";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = n > 0 ? s[0] : 0.0;
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_spectral_norm", spectral_norm);
 }
 
 int fasvd_metric_frobenius_norm(const double *s, int64_t n, double *out)
 {
-	static const char fn[] = "fasvd_metric_frobenius_norm";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = all_zero(s, n) ? 0.0 : s[0] * sqrt(energy_ratio(s, n));
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_frobenius_norm", frobenius_norm);
 }
 
 int fasvd_metric_nuclear_norm(const double *s, int64_t n, double *out)
 {
-	static const char fn[] = "fasvd_metric_nuclear_norm";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = all_zero(s, n) ? 0.0 : s[0] * sum_ratio(s, n);
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_nuclear_norm", nuclear_norm);
 }
 
 void fasvd_metric_summary_init(fasvd_metric_summary *m)
@@ -303,7 +310,7 @@ int fasvd_metric_summarize(const double *s, int64_t n, const double *taus, int64
 {
 	static const char fn[] = "fasvd_metric_summarize";
 	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
+	if ((rc = check_args(s, n, out, fn)))
 		return rc;
 	if ((rc = fasvd__check_struct_size(out->size, fn, "out", "fasvd_metric_summary_init")))
 		return rc;
@@ -322,14 +329,11 @@ int fasvd_metric_summarize(const double *s, int64_t n, const double *taus, int64
 	m.n = n;
 	for (int64_t i = 0; i < n; i++)
 		m.nonzero += s[i] > 0.0;
-	if (!all_zero(s, n)) {
-		double e = energy_ratio(s, n);
-		m.spectral = s[0];
-		m.frobenius = s[0] * sqrt(e);
-		m.nuclear = s[0] * sum_ratio(s, n);
-		m.stable_rank = e;
-		m.entropy_rank = entropy_rank(s, n);
-	}
+	m.spectral = spectral_norm(s, n);
+	m.frobenius = frobenius_norm(s, n);
+	m.nuclear = nuclear_norm(s, n);
+	m.stable_rank = energy_ratio(s, n);
+	m.entropy_rank = entropy_rank(s, n);
 	fasvd__spectra sp = one(s, n);
 	for (int64_t i = 0; i < n_taus; i++)
 		ranks[i] = fasvd__energy_rank(&sp, taus[i]);
