@@ -2,7 +2,12 @@
 
 #include <pthread.h>
 
-#include "core/internal.h"
+#include "core/file.h"
+#include "core/json.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void test_version(void **state)
 {
@@ -256,6 +261,173 @@ static void test_blas_threads_overlapping_regions(void **state)
 	fasvd_ctx_free(ctx);
 }
 
+/* ---------------------------------------------------- the file layer */
+
+static char *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *b = calloc(1, 4096);
+	*n = fread(b, 1, 4095, f);
+	fclose(f);
+	return b;
+}
+
+static void assert_content(const char *path, const char *want)
+{
+	size_t n = 0;
+	char *b = slurp(path, &n);
+	assert_non_null(b);
+	assert_int_equal(n, strlen(want));
+	assert_memory_equal(b, want, n);
+	free(b);
+}
+
+/* Files in dir whose name holds ".tmp-". */
+static int count_temporaries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	int k = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		k += strstr(e->d_name, ".tmp-") != NULL;
+	closedir(d);
+	return k;
+}
+
+/* Atomic replacement: the new content with the new-file mode, nothing left
+ * beside it; on any failure the temporary is gone and the old target is as
+ * it was. */
+static void test_file_replace(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/fasvd-test-file-XXXXXX", path[256], sub[256], inner[256], cp[256];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/out.json", dir);
+	mode_t old_mask = umask(027);
+	assert_int_equal(fasvd__new_file_mode(), 0640);
+	assert_int_equal(fasvd__new_dir_mode(), 0750);
+	assert_ok(fasvd__replace_file(NULL, path, "first", 5));
+	assert_content(path, "first");
+	struct stat sb;
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0640);
+	assert_ok(fasvd__replace_file(NULL, path, "second\n", 7));
+	assert_content(path, "second\n");
+	assert_int_equal(count_temporaries(dir), 0);
+
+	/* finished but discarded: the old target stays */
+	fasvd__tmp_file f;
+	assert_ok(fasvd__tmp_create(&f, NULL, path));
+	assert_ok(fasvd__tmp_write(&f, "third", 5));
+	assert_ok(fasvd__tmp_finish(&f));
+	assert_int_equal(count_temporaries(dir), 1);
+	fasvd__tmp_discard(&f);
+	assert_int_equal(count_temporaries(dir), 0);
+	assert_content(path, "second\n");
+
+	/* no folder for the temporary */
+	snprintf(sub, sizeof sub, "%s/missing/x.json", dir);
+	assert_fasvd(fasvd__replace_file(NULL, sub, "x", 1), FASVD_EIO);
+	assert_non_null(strstr(fasvd_last_error(), "temporary file beside it"));
+	/* the rename fails (the target is a folder): temporary removed, folder
+	 * and its file untouched */
+	snprintf(sub, sizeof sub, "%s/d", dir);
+	snprintf(inner, sizeof inner, "%s/d/keep", dir);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	assert_ok(fasvd__write_file(inner, "kept", 4));
+	assert_fasvd(fasvd__replace_file(NULL, sub, "x", 1), FASVD_EIO);
+	assert_non_null(strstr(fasvd_last_error(), "cannot rename"));
+	assert_int_equal(count_temporaries(dir), 0);
+	assert_content(inner, "kept");
+
+	/* plain writes and copies inside a folder */
+	snprintf(cp, sizeof cp, "%s/copy", dir);
+	assert_ok(fasvd__copy_file(inner, cp));
+	assert_content(cp, "kept");
+	assert_int_equal(stat(cp, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0640);
+	assert_fasvd(fasvd__copy_file(sub, cp), FASVD_EIO); /* reading a folder */
+	assert_fasvd(fasvd__write_file(sub, "x", 1), FASVD_EIO);
+	fasvd__sync_dir(dir);
+	fasvd__sync_dir_of(path);
+	umask(old_mask);
+
+	unlink(cp);
+	unlink(inner);
+	rmdir(sub);
+	unlink(path);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+/* The JSON helpers: loading a file with the shared error mapping, writing
+ * one with a final newline, integer pairs, the size cap of a read. */
+static void test_json_helpers(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/fasvd-test-json-XXXXXX", path[256];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/c.json", dir);
+	json_t *j = NULL;
+	const char *dup = "{\"a.rather.long.key.name.that.jansson.does.not.quote\": 1,\n"
+	                  " \"a.rather.long.key.name.that.jansson.does.not.quote\": 2}";
+	assert_ok(fasvd__write_file(path, dup, strlen(dup)));
+	assert_fasvd(fasvd__json_load_file(NULL, path, JSON_REJECT_DUPLICATES, "config.json", &j),
+	             FASVD_EFORMAT);
+	assert_non_null(strstr(fasvd_last_error(),
+	                       "config.json has a duplicate name 'a.rather.long.key.name"));
+	assert_null(j);
+	assert_ok(fasvd__json_load_file(NULL, path, 0, "config.json", &j)); /* last one wins */
+	assert_int_equal(json_integer_value(json_object_get(
+	                         j, "a.rather.long.key.name.that.jansson.does.not.quote")),
+	                 2);
+	json_decref(j);
+	assert_ok(fasvd__write_file(path, "[1, 2]", 6));
+	assert_fasvd(fasvd__json_load_file(NULL, path, 0, "index", &j), FASVD_EFORMAT);
+	assert_non_null(strstr(fasvd_last_error(), "index is not a JSON object"));
+	assert_ok(fasvd__write_file(path, "{\"a\": ", 6));
+	assert_fasvd(fasvd__json_load_file(NULL, path, 0, "index", &j), FASVD_EFORMAT);
+	assert_non_null(strstr(fasvd_last_error(), "not valid JSON"));
+	char missing[300];
+	snprintf(missing, sizeof missing, "%s/none.json", dir);
+	assert_fasvd(fasvd__json_load_file(NULL, missing, 0, "index", &j), FASVD_EIO);
+
+	json_t *o = json_pack("{s:[ii]}", "block", 128, 64);
+	assert_ok(fasvd__json_write_file(path, o, JSON_COMPACT));
+	assert_content(path, "{\"block\":[128,64]}\n");
+	int64_t a = 0, b = 0;
+	assert_true(fasvd__json_int_pair(json_object_get(o, "block"), &a, &b));
+	assert_true(a == 128 && b == 64);
+	json_decref(o);
+	o = json_pack("{s:[i],s:[i,s],s:[i,i,i]}", "one", 1, "str", 1, "x", "three", 1, 2, 3);
+	assert_false(fasvd__json_int_pair(json_object_get(o, "one"), &a, &b));
+	assert_false(fasvd__json_int_pair(json_object_get(o, "str"), &a, &b));
+	assert_false(fasvd__json_int_pair(json_object_get(o, "three"), &a, &b));
+	assert_false(fasvd__json_int_pair(NULL, &a, &b));
+	json_decref(o);
+
+	/* the cap of a read */
+	char big[20000];
+	memset(big, ' ', sizeof big);
+	assert_ok(fasvd__write_file(path, big, sizeof big));
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t len = 0;
+	assert_fasvd(fasvd__read_all(NULL, f, path, "config.json", 16384, &buf, &len),
+	             FASVD_EFORMAT);
+	assert_non_null(strstr(fasvd_last_error(), "not a config.json"));
+	fasvd__free(NULL, buf);
+	rewind(f);
+	assert_ok(fasvd__read_all(NULL, f, path, "config.json", 32768, &buf, &len));
+	assert_int_equal(len, sizeof big);
+	fasvd__free(NULL, buf);
+	fclose(f);
+	unlink(path);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -268,6 +440,8 @@ int main(void)
 		cmocka_unit_test(test_calloc_overflow),
 		cmocka_unit_test(test_parallel_for),
 		cmocka_unit_test(test_blas_threads_overlapping_regions),
+		cmocka_unit_test(test_file_replace),
+		cmocka_unit_test(test_json_helpers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

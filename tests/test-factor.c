@@ -311,6 +311,72 @@ static void test_tau(void **state)
 	free(w);
 }
 
+/* The rank at τ is the one of fasvd_metric_energy_rank on the same spectrum
+ * (one implementation, linalg/energy.h): at an exact tie ({4, 4, 4, 1}
+ * loses exactly 1/49 at rank 3), for one matrix and two heads summed, and
+ * for spectra at 1e±200, whose squares overflow or underflow. */
+static void test_tau_ties_and_scale(void **state)
+{
+	(void)state;
+	double w[8 * 4] = {0};
+	const double d[4] = {4, 4, 4, 1};
+	for (int h = 0; h < 2; h++)
+		for (int i = 0; i < 4; i++)
+			w[(h * 4 + i) * 4 + i] = d[i];
+	fasvd_tensor *one = borrow(w, 4, 4), *two = borrow(w, 8, 4);
+	double sv[4];
+	assert_ok(fasvd_svdvals(sv, 4, NULL, one, NULL, NULL));
+	for (int i = 0; i < 4; i++)
+		assert_true(sv[i] == d[i]);
+	fasvd_factor_opts o;
+	fasvd_factor_opts_init(&o);
+	o.compute = FASVD_COMPUTE_F64;
+	o.tau = 1.0 / 49.0;
+	int64_t want, r1 = -1, r2 = -1;
+	assert_ok(fasvd_metric_energy_rank(&want, sv, 4, o.tau));
+	assert_int_equal(want, 3);
+	fasvd_factor_report rep;
+	fasvd_factor_report_init(&rep);
+	assert_ok(fasvd_factor_rank(&r1, NULL, one, &o, &rep));
+	assert_int_equal(r1, want);
+	assert_true(rep.energy_lost == o.tau);
+	assert_true(rep.energy == 49.0);
+	o.heads = 2;
+	assert_ok(fasvd_factor_rank(&r2, NULL, two, &o, &rep));
+	assert_int_equal(r2, want);
+	assert_true(rep.energy == 98.0);
+	fasvd_tensor_free(one);
+	fasvd_tensor_free(two);
+
+	enum { M = 24, N = 16 };
+	double s[N], sc[N], *a = malloc(sizeof(double) * M * N);
+	for (int i = 0; i < N; i++)
+		s[i] = pow(0.7, i);
+	const double scales[3] = {1, 1e200, 1e-200};
+	int64_t base[4] = {0};
+	const double taus[4] = {0.3, 0.05, 1e-3, 1e-5};
+	for (int k = 0; k < 3; k++) {
+		for (int i = 0; i < N; i++)
+			sc[i] = s[i] * scales[k];
+		make_spectrum_matrix(a, M, N, sc, 9);
+		fasvd_tensor *t = borrow(a, M, N);
+		o.heads = 0;
+		for (int q = 0; q < 4; q++) {
+			o.tau = taus[q];
+			int64_t r = -1;
+			fasvd_factor_report_init(&rep);
+			assert_ok(fasvd_factor_rank(&r, NULL, t, &o, &rep));
+			if (k == 0)
+				base[q] = r;
+			assert_true(r > 0);
+			assert_int_equal(r, base[q]);
+			assert_close(rep.energy_lost, tail_frac(s, N, r), 1e-9, 0);
+		}
+		fasvd_tensor_free(t);
+	}
+	free(a);
+}
+
 static void test_tau_edges(void **state)
 {
 	(void)state;
@@ -1064,6 +1130,7 @@ int main(void)
 		cmocka_unit_test(test_split),
 		cmocka_unit_test(test_tau),
 		cmocka_unit_test(test_tau_edges),
+		cmocka_unit_test(test_tau_ties_and_scale),
 		cmocka_unit_test(test_per_head),
 		cmocka_unit_test(test_fp8_input),
 		cmocka_unit_test(test_into),

@@ -2,6 +2,8 @@
  * cases, scale invariance, tail accuracy, validation. */
 #include "test-helpers.h"
 
+#include "linalg/energy.h"
+
 static void test_hand_computed(void **state)
 {
 	(void)state;
@@ -333,6 +335,169 @@ static void test_summary(void **state)
 	fasvd_metric_summary_init(NULL);
 }
 
+/* ----------------------------------------- the internal energy layer */
+
+/* The rules the factorisation (tail <= τ · total) and the subspaces
+ * (tail / total <= τ) applied before they shared linalg/energy.h, on raw
+ * squares, over `units` spectra of n values (stride lds). */
+static int64_t old_factor_rank(const double *s, int64_t units, int64_t n, int64_t lds,
+                               double tau)
+{
+	double tot = 0;
+	for (int64_t r = n - 1; r >= 0; r--)
+		for (int64_t u = 0; u < units; u++)
+			tot += s[u * lds + r] * s[u * lds + r];
+	if (!(tot > 0))
+		return 0;
+	double t = 0;
+	for (int64_t r = n - 1; r >= 0; r--) {
+		for (int64_t u = 0; u < units; u++)
+			t += s[u * lds + r] * s[u * lds + r];
+		if (t > tau * tot)
+			return r + 1;
+	}
+	return 0;
+}
+
+static int64_t old_subspace_rank(const double *s, int64_t n, double tau)
+{
+	double tot = 0, tail = 0;
+	for (int64_t j = n - 1; j >= 0; j--)
+		tot += s[j] * s[j];
+	if (!(tot > 0))
+		return 0;
+	int64_t r = n;
+	while (r > 0 && (tail + s[r - 1] * s[r - 1]) / tot <= tau) {
+		tail += s[r - 1] * s[r - 1];
+		r--;
+	}
+	return r;
+}
+
+/* Random descending spectrum of n values. */
+static void random_spectrum(test_rng *g, double *s, int64_t n, double decay)
+{
+	for (int64_t i = 0; i < n; i++)
+		s[i] = fabs(test_rng_normal(g)) * exp(-decay * (double)i);
+	for (int64_t i = 1; i < n; i++)
+		for (int64_t j = i; j > 0 && s[j] > s[j - 1]; j--) {
+			double t = s[j];
+			s[j] = s[j - 1];
+			s[j - 1] = t;
+		}
+}
+
+/* On ordinary spectra the shared implementation gives the ranks the three
+ * former ones gave, for one spectrum and for several summed. */
+static void test_energy_agrees_with_former_rules(void **state)
+{
+	(void)state;
+	enum { U = 3, N = 60, LDS = 64 };
+	double s[U * LDS];
+	test_rng g = {7};
+	for (int trial = 0; trial < 20; trial++) {
+		for (int u = 0; u < U; u++)
+			random_spectrum(&g, s + u * LDS, N, 0.01 * (trial + 1));
+		fasvd__spectra one = {s, 1, N, N}, all = {s, U, N, LDS};
+		for (double tau = 1e-6; tau < 1.0; tau *= 1.9) {
+			int64_t r;
+			assert_ok(fasvd_metric_energy_rank(&r, s, N, tau));
+			assert_int_equal(fasvd__energy_rank(&one, tau), r);
+			assert_int_equal(r, old_subspace_rank(s, N, tau));
+			assert_int_equal(r, old_factor_rank(s, 1, N, N, tau));
+			assert_int_equal(fasvd__energy_rank(&all, tau),
+			                 old_factor_rank(s, U, N, LDS, tau));
+		}
+		/* the loss of the summed set against a long-double brute force */
+		long double tot = 0, tail = 0;
+		for (int i = 0; i < N; i++)
+			for (int u = 0; u < U; u++) {
+				long double x = s[u * LDS + i];
+				tot += x * x;
+				if (i >= 10)
+					tail += x * x;
+			}
+		assert_close(fasvd__energy_loss(&all, 10), (double)(tail / tot), 1e-13, 0);
+		assert_true(fasvd__energy_loss(&all, 0) == 1.0);
+		assert_true(fasvd__energy_loss(&all, N) == 0.0);
+	}
+}
+
+/* No square overflows or underflows: spectra at 1e±200 (and a subnormal
+ * largest value) have the ranks and losses of the same spectra at 1, while
+ * the former raw squares gave rank 0 for all of them. */
+static void test_energy_extreme_scales(void **state)
+{
+	(void)state;
+	enum { U = 2, N = 40 };
+	double base[U * N], big[U * N], tiny[U * N], sub[U * N];
+	test_rng g = {11};
+	for (int u = 0; u < U; u++)
+		random_spectrum(&g, base + u * N, N, 0.15);
+	for (int i = 0; i < U * N; i++) {
+		big[i] = base[i] * 1e200;
+		tiny[i] = base[i] * 1e-200;
+		sub[i] = base[i] * 1e-310;
+	}
+	const double *sets[3] = {big, tiny, sub};
+	fasvd__spectra b = {base, U, N, N};
+	for (double tau = 1e-4; tau < 1.0; tau *= 3) {
+		int64_t want = fasvd__energy_rank(&b, tau);
+		assert_true(want > 0);
+		for (int k = 0; k < 3; k++) {
+			fasvd__spectra x = {sets[k], U, N, N};
+			assert_int_equal(fasvd__energy_rank(&x, tau), want);
+			assert_close(fasvd__energy_loss(&x, want), fasvd__energy_loss(&b, want), 1e-12,
+			             0);
+			assert_true(isfinite(fasvd__energy_sum(&x, fasvd__energy_scale(&x), 0, N)));
+			int64_t r;
+			assert_ok(fasvd_metric_energy_rank(&r, sets[k], N, tau));
+			assert_int_equal(r, fasvd__energy_rank(&(fasvd__spectra){base, 1, N, N}, tau));
+		}
+		assert_int_equal(old_factor_rank(big, U, N, N, tau), 0);
+		assert_int_equal(old_factor_rank(tiny, U, N, N, tau), 0);
+	}
+	double v;
+	assert_ok(fasvd_metric_stable_rank(&v, sub, N));
+	double v0;
+	assert_ok(fasvd_metric_stable_rank(&v0, base, N));
+	assert_close(v, v0, 1e-12, 0);
+}
+
+/* Exact ties: {4, 4, 4, 1} loses exactly 1/49 at rank 3, so τ = 1/49 gives
+ * rank 3 (loss <= τ holds with equality). The former factorisation rule
+ * (tail <= τ · total, with τ · 49 rounded above 1) gave 4; one unit or two
+ * summed give the same rank now. */
+static void test_energy_exact_ties(void **state)
+{
+	(void)state;
+	const double s[8] = {4, 4, 4, 1, 4, 4, 4, 1};
+	const double tau = 1.0 / 49.0;
+	fasvd__spectra one = {s, 1, 4, 4}, two = {s, 2, 4, 4};
+	assert_true(fasvd__energy_loss(&one, 3) == tau);
+	assert_int_equal(fasvd__energy_rank(&one, tau), 3);
+	assert_int_equal(fasvd__energy_rank(&two, tau), 3);
+	assert_int_equal(old_factor_rank(s, 1, 4, 4, tau), 4);
+	int64_t r;
+	assert_ok(fasvd_metric_energy_rank(&r, s, 4, tau));
+	assert_int_equal(r, 3);
+	/* every τ at a loss value: the rank is the smallest r reaching it */
+	for (int64_t k = 0; k <= 4; k++) {
+		double loss = fasvd__energy_loss(&one, k);
+		int64_t want = k;
+		while (want > 0 && fasvd__energy_loss(&one, want - 1) <= loss)
+			want--;
+		assert_int_equal(fasvd__energy_rank(&one, loss), want);
+		assert_int_equal(fasvd__energy_rank_kept(&one, 1.0 - loss), want);
+	}
+	const double z[3] = {0, 0, 0};
+	fasvd__spectra zero = {z, 1, 3, 3}, empty = {z, 1, 0, 0};
+	assert_int_equal(fasvd__energy_rank(&zero, 0.0), 0);
+	assert_true(fasvd__energy_loss(&zero, 0) == 0.0);
+	assert_true(fasvd__energy_scale(&empty) == 0.0);
+	assert_int_equal(fasvd__energy_rank(&empty, 0.5), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -344,6 +509,9 @@ int main(void)
 		cmocka_unit_test(test_random_consistency),
 		cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_summary),
+		cmocka_unit_test(test_energy_agrees_with_former_rules),
+		cmocka_unit_test(test_energy_extreme_scales),
+		cmocka_unit_test(test_energy_exact_ties),
 	};
 	if (getenv("FASVD_TEST_FILTER")) /* e.g. FASVD_TEST_FILTER=test_gram* */
 		cmocka_set_test_filter(getenv("FASVD_TEST_FILTER"));

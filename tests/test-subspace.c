@@ -383,6 +383,56 @@ static void test_alloc_failures(void **state)
 	fx_close(&f);
 }
 
+/* The rank at τ is fasvd_metric_energy_rank of the spectrum (one
+ * implementation, linalg/energy.h): at an exact tie ({4, 4, 4, 1} loses
+ * exactly 1/49 at rank 3) and for heads at 1e±200, whose squared values
+ * overflow or underflow. */
+static void test_tau_ties_and_scale(void **state)
+{
+	(void)state;
+	heads_fx f = {1, 4, 4, calloc(16, 8), NULL, NULL};
+	const double d[4] = {4, 4, 4, 1};
+	for (int i = 0; i < 4; i++)
+		f.w[i * 4 + i] = d[i];
+	fx_open(&f);
+	fasvd_subspace *sp = fit(&f, FASVD_COMPUTE_F64, FASVD_SUBSPACE_SHARED_INPUT, 0, 1.0 / 49.0,
+	                         0, FASVD_SUBSPACE_WEIGHT_NONE);
+	int64_t n = 0, want = -1;
+	const double *s = fasvd_subspace_spectrum(&n, sp);
+	assert_int_equal(n, 4);
+	for (int i = 0; i < 4; i++)
+		assert_true(s[i] == d[i]);
+	assert_ok(fasvd_metric_energy_rank(&want, s, n, 1.0 / 49.0));
+	assert_int_equal(want, 3);
+	assert_int_equal(fasvd_subspace_rank(sp), want);
+	assert_true(fasvd_subspace_energy_lost(sp) == 1.0 / 49.0);
+	fasvd_subspace_free(sp);
+	fx_close(&f);
+
+	const double scales[3] = {1, 1e200, 1e-200};
+	int64_t base = 0;
+	double lost = 0;
+	for (int k = 0; k < 3; k++) {
+		make_shared_input(&f, 5, 3, 6, 10, 4, false);
+		for (int64_t i = 0; i < f.n * f.k * f.m; i++)
+			f.w[i] = f.w[i] * (1 + 1e-3 * (double)(i % 7)) * scales[k];
+		sp = fit(&f, FASVD_COMPUTE_F64, FASVD_SUBSPACE_SHARED_INPUT, 0, 1e-3, 0,
+		         FASVD_SUBSPACE_WEIGHT_NONE);
+		s = fasvd_subspace_spectrum(&n, sp);
+		assert_ok(fasvd_metric_energy_rank(&want, s, n, 1e-3));
+		assert_int_equal(fasvd_subspace_rank(sp), want);
+		if (k == 0) {
+			base = want;
+			lost = fasvd_subspace_energy_lost(sp);
+		}
+		assert_true(base > 1);
+		assert_int_equal(want, base);
+		assert_close(fasvd_subspace_energy_lost(sp), lost, 1e-9, 0);
+		fasvd_subspace_free(sp);
+		fx_close(&f);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -391,6 +441,7 @@ int main(void)
 		cmocka_unit_test(test_weights),
 		cmocka_unit_test(test_zero_head),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_tau_ties_and_scale),
 		cmocka_unit_test(test_alloc_failures),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -75,7 +75,8 @@ typedef struct fasvd_factor_opts {
 	/* Energy loss allowed in τ mode, in [0, 1] (default 0.01): a fraction of
 	 * the squared Frobenius norm. Per-head mode applies it to the whole
 	 * tensor: the common rank r is the smallest with
-	 * Σ_heads Σ_{i>r} σ_{k,i}² <= tau · Σ_heads ‖W_k‖²_F. τ = 0 keeps every
+	 * Σ_heads Σ_{i>r} σ_{k,i}² / Σ_heads ‖W_k‖²_F <= tau (the rule of
+	 * fasvd_metric_energy_rank(), overflow-safe). τ = 0 keeps every
 	 * non-zero singular value (full rank unless some σ are exactly 0);
 	 * τ = 1 gives rank 0. */
 	double tau;

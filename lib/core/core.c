@@ -226,6 +226,22 @@ char *fasvd__strdup(fasvd_ctx *ctx, const char *s)
 	return p;
 }
 
+void *fasvd__grow(fasvd_ctx *ctx, void *arr, int64_t n, int64_t *cap, size_t size, int64_t first,
+                  const char *what)
+{
+	if (n < *cap)
+		return arr;
+	int64_t c = *cap ? 2 * *cap : first;
+	void *p = fasvd__calloc(ctx, (size_t)c, size, what);
+	if (!p)
+		return NULL;
+	if (n)
+		memcpy(p, arr, (size_t)n * size);
+	fasvd__free(ctx, arr);
+	*cap = c;
+	return p;
+}
+
 /* ---------------------------------------------------------------- context */
 
 int fasvd_ctx_new(fasvd_ctx **out, const fasvd_allocator *allocator)

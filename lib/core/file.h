@@ -5,6 +5,8 @@
 
 #include "core/internal.h"
 
+#include <stdio.h>
+
 /* Mode of a new file: 0666 minus the process umask (read without changing
  * it, which would race with other threads). For files created with
  * mkstemp(), which uses 0600. */
@@ -23,10 +25,58 @@ char *fasvd__path_join(fasvd_ctx *ctx, const char *dir, const char *name);
  * trailing slashes of the directory removed. */
 char *fasvd__dir_of(fasvd_ctx *ctx, const char *path);
 
+/* Mode of a new folder: 0777 minus the process umask (for mkdtemp(), which
+ * uses 0700). */
+unsigned fasvd__new_dir_mode(void);
+
+/* Read the rest of the stream f (opened on path) into *buf, allocated
+ * through ctx (free it, also on failure), *len bytes; FASVD_EFORMAT when
+ * it reaches `cap` bytes ("larger than N MiB: not a <what>"), FASVD_EIO on
+ * a read error. The buffer is never empty (one byte beyond *len at least). */
+int fasvd__read_all(fasvd_ctx *ctx, FILE *f, const char *path, const char *what, size_t cap,
+                    char **buf, size_t *len);
+
 /* Write all n bytes (retrying short writes and EINTR); 0, or -1 with errno. */
 int fasvd__write_all(int fd, const void *p, uint64_t n);
-/* fsync the directory holding `path` (best effort: some file systems refuse
- * fsync on directories), so that a rename into it is durable. */
+/* Create or truncate `path` (mode 0666 minus the umask), write data[0 .. n),
+ * fsync and close it: a file inside a folder that is renamed into place as
+ * a whole. FASVD_EIO naming path and the step that failed. */
+int fasvd__write_file(const char *path, const void *data, uint64_t n);
+/* Copy the file src to dst the same way (created or truncated, fsynced). */
+int fasvd__copy_file(const char *src, const char *dst);
+/* fsync the folder `dir` itself (best effort: some file systems refuse
+ * fsync on directories). */
+void fasvd__sync_dir(const char *dir);
+/* fsync the directory holding `path` (best effort), so that a rename into
+ * it is durable. */
 void fasvd__sync_dir_of(const char *path);
+
+/* Atomic replacement of a file: a temporary "PATH.tmp-XXXXXX" created
+ * beside the target (mkostemp), written, given the mode of a new file,
+ * fsynced and closed, then renamed over the target and the directory
+ * fsynced. On any failure the temporary is removed and the old target is
+ * left untouched. Several files can be committed together: finish them all,
+ * then commit them one after another. Every step returns 0 or FASVD_EIO
+ * naming the target, the temporary and the step. */
+typedef struct fasvd__tmp_file {
+	fasvd_ctx *ctx;
+	const char *path; /* the target (borrowed) */
+	char *tmp;        /* the temporary's name, NULL once none is left */
+	int fd;           /* -1 once closed */
+} fasvd__tmp_file;
+
+/* Create the temporary beside path (f is always set: discard it). */
+int fasvd__tmp_create(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path);
+/* Append n bytes. */
+int fasvd__tmp_write(fasvd__tmp_file *f, const void *p, uint64_t n);
+/* Set the new-file mode (mkostemp creates 0600), fsync and close. */
+int fasvd__tmp_finish(fasvd__tmp_file *f);
+/* Rename the finished temporary over the target, fsync its directory. */
+int fasvd__tmp_commit(fasvd__tmp_file *f);
+/* Close and remove what is left of the temporary (nothing after a
+ * commit). */
+void fasvd__tmp_discard(fasvd__tmp_file *f);
+/* The whole sequence for data[0 .. n). */
+int fasvd__replace_file(fasvd_ctx *ctx, const char *path, const void *data, uint64_t n);
 
 #endif /* FASVD_CORE_FILE_H */

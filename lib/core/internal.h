@@ -85,6 +85,13 @@ void *fasvd__calloc(fasvd_ctx *ctx, size_t n, size_t size, const char *what);
 void fasvd__free(fasvd_ctx *ctx, void *p);
 /* strdup through the context allocator. */
 char *fasvd__strdup(fasvd_ctx *ctx, const char *s);
+/* Room for one more element in arr, an array of *cap elements of `size`
+ * bytes of which n are used: arr itself while n < *cap, else a zeroed copy
+ * of twice the capacity (`first` elements the first time) that replaces it
+ * (arr freed, *cap updated). NULL when out of memory, arr and *cap then
+ * unchanged. */
+void *fasvd__grow(fasvd_ctx *ctx, void *arr, int64_t n, int64_t *cap, size_t size, int64_t first,
+                  const char *what);
 /* Overflow-checked size arithmetic: return false on overflow. */
 bool fasvd__mul_size(size_t a, size_t b, size_t *out);
 bool fasvd__mul_i64(int64_t a, int64_t b, int64_t *out);

@@ -15,21 +15,6 @@ static size_t esz(bool dbl)
 	return dbl ? sizeof(double) : sizeof(float);
 }
 
-/* Column-major C = alpha·op(A)·op(B) + beta·C in float or double. */
-static void gemm(bool dbl, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
-                 const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c,
-                 int64_t ldc)
-{
-	enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans;
-	enum CBLAS_TRANSPOSE TB = tb ? CblasTrans : CblasNoTrans;
-	if (dbl)
-		cblas_dgemm(CblasColMajor, TA, TB, (blasint)m, (blasint)n, (blasint)k, alpha, a,
-		            (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
-	else
-		cblas_sgemm(CblasColMajor, TA, TB, (blasint)m, (blasint)n, (blasint)k, (float)alpha, a,
-		            (blasint)lda, b, (blasint)ldb, (float)beta, c, (blasint)ldc);
-}
-
 static int lapack_fail(const char *routine, int info, int64_t head)
 {
 	return fasvd__error(FASVD_ELAPACK,
@@ -471,8 +456,8 @@ static void fused_core(const fasvd_rfactors *a, const fasvd_rfactors *b, int64_t
 {
 	int64_t ia, ib;
 	fasvd__fuse_map(i, a->n, b->n, &ia, &ib);
-	gemm(a->dbl, false, true, a->r, b->r, a->k, 1.0, fasvd__rfac_r(a, ia), a->r,
-	     fasvd__rfac_r(b, ib), b->r, 0.0, m, a->r);
+	fasvd__gemm(a->dbl, false, true, a->r, b->r, a->k, 1.0, fasvd__rfac_r(a, ia), a->r,
+		    fasvd__rfac_r(b, ib), b->r, 0.0, m, a->r);
 }
 
 struct fsv_job {
@@ -611,18 +596,18 @@ int fasvd_fuse_svd(fasvd_tensor **u, double *s, fasvd_tensor **vt, fasvd_ctx *ct
 	const char *qb = (const char *)b->Q + (size_t)ib * (size_t)(b->m * b->r) * es;
 	/* U row-major (m_a x rank) = column-major Uᵀ = us[:, :rank]ᵀ·Q_aᵀ. */
 	if (a->q_trans) /* Q_aᵀ stored (ra x m_a, ld ra) */
-		gemm(dbl, true, false, rank, a->m, ra, 1.0, us, ra, qa, ra, 0.0,
-		     fasvd_tensor_data_mut(tu), rank);
+		fasvd__gemm(dbl, true, false, rank, a->m, ra, 1.0, us, ra, qa, ra, 0.0,
+			    fasvd_tensor_data_mut(tu), rank);
 	else /* Q_a stored (m_a x ra, ld m_a) */
-		gemm(dbl, true, true, rank, a->m, ra, 1.0, us, ra, qa, a->m, 0.0,
-		     fasvd_tensor_data_mut(tu), rank);
+		fasvd__gemm(dbl, true, true, rank, a->m, ra, 1.0, us, ra, qa, a->m, 0.0,
+			    fasvd_tensor_data_mut(tu), rank);
 	/* Vt row-major (rank x m_b) = column-major (m_b x rank) = Q_b·vts[:rank, :]ᵀ. */
 	if (b->q_trans)
-		gemm(dbl, true, true, b->m, rank, rb, 1.0, qb, rb, vts, p, 0.0,
-		     fasvd_tensor_data_mut(tv), b->m);
+		fasvd__gemm(dbl, true, true, b->m, rank, rb, 1.0, qb, rb, vts, p, 0.0,
+			    fasvd_tensor_data_mut(tv), b->m);
 	else
-		gemm(dbl, false, true, b->m, rank, rb, 1.0, qb, b->m, vts, p, 0.0,
-		     fasvd_tensor_data_mut(tv), b->m);
+		fasvd__gemm(dbl, false, true, b->m, rank, rb, 1.0, qb, b->m, vts, p, 0.0,
+			    fasvd_tensor_data_mut(tv), b->m);
 	*u = tu;
 	*vt = tv;
 	tu = tv = NULL;

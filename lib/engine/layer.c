@@ -124,19 +124,13 @@ int fasvd__spectra_add_owned(fasvd_spectra *s, const char *name, int64_t n_rows,
 			fasvd__free(s->ctx, data);
 		return rc;
 	}
-	if (s->n == s->cap) {
-		int64_t cap = s->cap ? 2 * s->cap : 16;
-		struct spectrum *e = fasvd__calloc(s->ctx, (size_t)cap, sizeof *e, "a spectra list");
-		if (!e) {
-			fasvd__free(s->ctx, data);
-			return FASVD_ENOMEM;
-		}
-		if (s->n)
-			memcpy(e, s->e, (size_t)s->n * sizeof *e);
-		fasvd__free(s->ctx, s->e);
-		s->e = e;
-		s->cap = cap;
+	struct spectrum *e = fasvd__grow(s->ctx, s->e, s->n, &s->cap, sizeof *e, 16,
+	                                 "a spectra list");
+	if (!e) {
+		fasvd__free(s->ctx, data);
+		return FASVD_ENOMEM;
 	}
+	s->e = e;
 	char *nm = fasvd__strdup(s->ctx, name);
 	if (!nm) {
 		fasvd__free(s->ctx, data);

@@ -2,6 +2,7 @@
  * W_i ≈ A_i·B (shared input side) or W_i ≈ B·A_i (shared output side, the
  * MLA-o proposal), optionally centred (PCA) and head-weighted. */
 #include "engine/engine_int.h"
+#include "linalg/energy.h"
 #include "linalg/linalg.h"
 
 #include <cblas.h>
@@ -46,42 +47,6 @@ void fasvd_subspace_free(fasvd_subspace *sp)
 	fasvd__free(sp->ctx, sp->abs_err);
 	fasvd__free(sp->ctx, sp->rel_err);
 	fasvd__free(sp->ctx, sp);
-}
-
-/* Smallest r with (Σ_{j>r} σ_j²) / Σ σ_j² <= tau; tail sums from the small
- * end. 0 for an all-zero spectrum. */
-static int64_t rank_for_tau(const double *s, int64_t n, double tau, double *lost)
-{
-	double total = 0;
-	for (int64_t j = n - 1; j >= 0; j--)
-		total += s[j] * s[j];
-	if (!(total > 0)) {
-		*lost = 0;
-		return 0;
-	}
-	double tail = 0;
-	int64_t r = n;
-	/* tail after r values = Σ_{j>=r} s_j²; decrease r while allowed. */
-	while (r > 0) {
-		double t = tail + s[r - 1] * s[r - 1];
-		if (t / total > tau)
-			break;
-		tail = t;
-		r--;
-	}
-	*lost = tail / total;
-	return r;
-}
-
-static double tail_fraction(const double *s, int64_t n, int64_t r)
-{
-	double total = 0, tail = 0;
-	for (int64_t j = n - 1; j >= 0; j--) {
-		total += s[j] * s[j];
-		if (j >= r)
-			tail += s[j] * s[j];
-	}
-	return total > 0 ? tail / total : 0.0;
 }
 
 static int new_f64(fasvd_ctx *ctx, int64_t r, int64_t c, fasvd_tensor **t, double **data)
@@ -225,13 +190,14 @@ int fasvd_subspace_new(fasvd_subspace **out, fasvd_ctx *ctx, const fasvd_heads *
 	sp->n_spectrum = p;
 	for (int64_t j = 0; j < p; j++)
 		sp->spectrum[j] = dbl ? ((double *)sv)[j] : ((float *)sv)[j];
+	fasvd__spectra spectrum = {sp->spectrum, 1, p, p};
 	int64_t r = o.rank;
 	if (r == 0) {
-		r = rank_for_tau(sp->spectrum, p, o.tau, &sp->energy_lost);
+		r = fasvd__energy_rank(&spectrum, o.tau);
 		if (r < 1)
 			r = 1;
 	}
-	sp->energy_lost = tail_fraction(sp->spectrum, p, r);
+	sp->energy_lost = fasvd__energy_loss(&spectrum, r);
 	sp->rank = r;
 	/* Basis B in double. */
 	if ((rc = new_f64(ctx, in ? r : k, in ? m : r, &sp->basis, &bd)))

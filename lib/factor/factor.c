@@ -81,10 +81,17 @@ void fasvd__report_shape(fasvd_factor_report *rep, int64_t rows, int64_t cols, i
 	rep->full_rank = full_rank;
 }
 
-void fasvd__report_energy(fasvd_factor_report *rep, double total, double tail)
+/* scale² · rel without overflowing on the way (0 stays 0 at any scale). */
+static double energy_of(double scale, double rel)
 {
-	rep->energy = total;
-	rep->energy_lost = total > 0 ? tail / total : 0;
+	return scale * (scale * rel);
+}
+
+void fasvd__report_energy(fasvd_factor_report *rep, const fasvd__spectra *sp, int64_t r)
+{
+	double scale = fasvd__energy_scale(sp);
+	rep->energy = energy_of(scale, fasvd__energy_sum(sp, scale, 0, sp->n));
+	rep->energy_lost = fasvd__energy_loss(sp, r);
 	rep->spectrum_exact = 1;
 }
 
@@ -145,38 +152,6 @@ bool fasvd__factor_canceled(const fasvd_factor_opts *o, fasvd_cancel_fn extra, v
 int fasvd__canceled_error(const char *fn, const char *label)
 {
 	return fasvd__error(FASVD_ECANCELED, "%s: %s: cancelled by the caller", fn, label);
-}
-
-/* Smallest r with Σ_units Σ_{i>=r} s[u·lds + i]² <= tau · Σ_units Σ_i s²
- * (s: n_units x p values, row stride lds, descending per unit), with the
- * tails accumulated from the small end (DESIGN.md §3). The tail is
- * non-increasing in r, so the ranks meeting the bound are a suffix: walk
- * from the small end until the tail exceeds the bound. *total gets the
- * total energy. An all-zero spectrum gives 0. */
-static double col_energy(const double *s, int64_t n_units, int64_t lds, int64_t r)
-{
-	double c = 0;
-	for (int64_t u = 0; u < n_units; u++)
-		c += s[u * lds + r] * s[u * lds + r];
-	return c;
-}
-
-int64_t fasvd__energy_rank(const double *s, int64_t n_units, int64_t p, int64_t lds, double tau,
-                           double *total)
-{
-	double acc = 0;
-	for (int64_t r = p - 1; r >= 0; r--)
-		acc += col_energy(s, n_units, lds, r);
-	*total = acc;
-	if (!(acc > 0))
-		return 0;
-	double bound = tau * acc, t = 0;
-	for (int64_t r = p - 1; r >= 0; r--) {
-		t += col_energy(s, n_units, lds, r);
-		if (t > bound)
-			return r + 1;
-	}
-	return 0;
 }
 
 /* Encode n doubles as dtype into dst; refuse values that overflow the
@@ -505,16 +480,11 @@ static int vectors_task(void *arg, int64_t u, int worker)
 		goto out;
 	uo->backend = sr.backend;
 	uo->err_est = sr.error_estimate;
-	double kept = 0;
-	for (int64_t i = 0; i < j->r; i++)
-		kept += s[i] * s[i];
-	uo->kept = kept;
-	if (j->want_full) {
-		double t = 0;
-		for (int64_t i = ns - 1; i >= j->r; i--)
-			t += s[i] * s[i];
-		uo->tail = t;
-	}
+	fasvd__spectra sp = {s, 1, ns, ns};
+	double scale = fasvd__energy_scale(&sp);
+	uo->kept = energy_of(scale, fasvd__energy_sum(&sp, scale, 0, j->r));
+	if (j->want_full)
+		uo->tail = energy_of(scale, fasvd__energy_sum(&sp, scale, j->r, ns));
 	if ((rc = job_canceled(j)))
 		goto out;
 	if (j->o.verify) {
@@ -611,9 +581,9 @@ static int job_rank(job *j, bool need_spectrum, fasvd_factor_report *rep)
 		if ((rc = run_units(j, values_task)))
 			return rc;
 	}
+	fasvd__spectra sp = {j->spec, j->h, j->p, j->p};
 	if (tau_mode) {
-		double total;
-		j->r = fasvd__energy_rank(j->spec, j->h, j->p, j->p, j->o.tau, &total);
+		j->r = fasvd__energy_rank(&sp, j->o.tau);
 		if (j->o.max_rank > 0 && j->r > j->o.max_rank)
 			j->r = j->o.max_rank;
 	} else {
@@ -623,17 +593,8 @@ static int job_rank(job *j, bool need_spectrum, fasvd_factor_report *rep)
 	fasvd__report_shape(rep, j->h * j->rh, j->n, j->h, j->r, j->p);
 	rep->params_before = j->h * j->rh * j->n;
 	rep->params_after = j->h * j->inner_dim * (j->rh + j->n);
-	if (j->spec) {
-		double total = 0, tail = 0;
-		for (int64_t u = 0; u < j->h; u++)
-			for (int64_t i = j->p - 1; i >= 0; i--) {
-				double v = j->spec[u * j->p + i];
-				total += v * v;
-				if (i >= j->r)
-					tail += v * v;
-			}
-		fasvd__report_energy(rep, total, tail);
-	}
+	if (j->spec)
+		fasvd__report_energy(rep, &sp, j->r);
 	return 0;
 }
 
@@ -967,25 +928,20 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 	}
 	if ((rc = fasvd_fuse_svdvals(spec, lds, ctx, ra, rb)))
 		goto out;
-	double total;
+	fasvd__spectra sp = {spec, n, lds, lds};
 	int64_t r;
 	if (o.rank == FASVD_FACTOR_RANK_TAU) {
-		r = fasvd__energy_rank(spec, n, lds, lds, o.tau, &total);
+		r = fasvd__energy_rank(&sp, o.tau);
 		if (o.max_rank > 0 && r > o.max_rank)
 			r = o.max_rank;
 	} else {
-		fasvd__energy_rank(spec, n, lds, lds, 0, &total);
 		r = o.rank;
 	}
 	if (r > p)
 		r = p;
-	double tail = 0;
-	for (int64_t i = 0; i < n; i++)
-		for (int64_t q = lds - 1; q >= r; q--)
-			tail += spec[i * lds + q] * spec[i * lds + q];
 	int64_t id = r > 0 ? r : 1;
 	fasvd__report_shape(&rep, ml, mr, n, r, p);
-	fasvd__report_energy(&rep, total, tail);
+	fasvd__report_energy(&rep, &sp, r);
 	rep.params_before = fasvd_heads_count(left) * k * ml + fasvd_heads_count(right) * k * mr;
 	rep.params_after = n * id * (ml + mr);
 	rep.backend = FASVD_BACKEND_GESDD;
@@ -1117,10 +1073,10 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 		goto out;
 	int64_t n_spec = 0;
 	const double *spec = fasvd_subspace_spectrum(&n_spec, sp);
-	double total;
 	int64_t r;
 	if (tau_mode) {
-		r = fasvd__energy_rank(spec, 1, n_spec, n_spec, o.tau, &total);
+		fasvd__spectra spectrum = {spec, 1, n_spec, n_spec};
+		r = fasvd__energy_rank(&spectrum, o.tau);
 		if (o.max_rank > 0 && r > o.max_rank)
 			r = o.max_rank;
 		if (r > 0 && r != fasvd_subspace_rank(sp)) {
@@ -1132,7 +1088,6 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 			spec = fasvd_subspace_spectrum(&n_spec, sp);
 		}
 	} else {
-		fasvd__energy_rank(spec, 1, n_spec, n_spec, 0, &total);
 		r = o.rank < p ? o.rank : p;
 	}
 	if (fasvd__factor_canceled(&o, NULL, NULL)) {
@@ -1140,9 +1095,6 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 		goto out;
 	}
 	int64_t id = r > 0 ? r : 1;
-	double tail = 0;
-	for (int64_t q = n_spec - 1; q >= r; q--)
-		tail += spec[q] * spec[q];
 	/* Outputs. */
 	if ((rc = fasvd_tensor_new(&tb, ctx, o.dtype, in ? id : rows, in ? cols : id)) ||
 	    (rc = fasvd_tensor_new(&tf, ctx, o.dtype, in ? nh * rows : nh * id, in ? id : cols)))
@@ -1215,7 +1167,8 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 			goto out;
 	}
 	fasvd__report_shape(&rep, rows, cols, nh, r, p);
-	fasvd__report_energy(&rep, total, tail);
+	fasvd__spectra spectrum = {spec, 1, n_spec, n_spec};
+	fasvd__report_energy(&rep, &spectrum, r);
 	rep.rel_error_sq = o.verify ? (energy > 0 ? resid / energy : 0) : -1;
 	rep.params_before = nh * rows * cols;
 	rep.params_after = (in ? id * cols : rows * id) + nh * fsz + (so.center ? (in ? cols : rows) : 0);

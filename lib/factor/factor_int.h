@@ -4,6 +4,7 @@
 #define FASVD_FACTOR_INT_H
 
 #include "tensor/tensor_int.h"
+#include "linalg/energy.h"
 #include "linalg/linalg.h"
 
 #include <fasvd/factor.h>
@@ -24,17 +25,13 @@ void fasvd__report_out(fasvd_factor_report *dst, const fasvd_factor_report *src)
  * inner = max(rank, 1) (the stored inner dimension). */
 void fasvd__report_shape(fasvd_factor_report *rep, int64_t rows, int64_t cols, int64_t heads,
                          int64_t rank, int64_t full_rank);
-/* The energy fields from the exact spectrum: energy = total, energy_lost =
- * tail / total (0 for a zero matrix), spectrum_exact = 1. */
-void fasvd__report_energy(fasvd_factor_report *rep, double total, double tail);
+/* The energy fields from the exact spectra at rank r: energy = their total
+ * Σ σ², energy_lost = the tail fraction beyond r (0 for a zero matrix),
+ * spectrum_exact = 1 (linalg/energy.h). */
+void fasvd__report_energy(fasvd_factor_report *rep, const fasvd__spectra *sp, int64_t r);
 
 bool fasvd__factor_canceled(const fasvd_factor_opts *o, fasvd_cancel_fn extra, void *extra_arg);
 int fasvd__canceled_error(const char *fn, const char *label);
-
-/* Smallest r whose summed tail energy over n_units spectra is <= tau times
- * their total (see factor.c). */
-int64_t fasvd__energy_rank(const double *s, int64_t n_units, int64_t p, int64_t lds, double tau,
-                           double *total);
 
 /* Encode with an overflow check (FASVD_ERANGE naming `what`); back (may be
  * NULL) receives the stored values decoded. */

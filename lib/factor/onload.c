@@ -154,9 +154,13 @@ int fasvd_onload_factor_into(void *a, void *b, int64_t capacity, const fasvd_onl
 	return rc;
 }
 
-static int plan_heads(const fasvd_onload *plan, int64_t rows, int64_t cols, int64_t heads,
-                      int64_t *h, const char *fn)
+/* Check the arguments of a per-matrix query (out, named out_name, and
+ * plan not NULL; the shape) and resolve its head count into *h. */
+static int plan_heads(const void *out, const char *out_name, const fasvd_onload *plan,
+                      int64_t rows, int64_t cols, int64_t heads, int64_t *h, const char *fn)
 {
+	if (!out)
+		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, out_name);
 	if (!plan)
 		return fasvd__error(FASVD_EINVAL, "%s: plan is NULL", fn);
 	if (heads < 0)
@@ -171,11 +175,8 @@ static int plan_heads(const fasvd_onload *plan, int64_t rows, int64_t cols, int6
 int fasvd_onload_max_inner(int64_t *out, const fasvd_onload *plan, int64_t rows, int64_t cols,
                            int64_t heads)
 {
-	static const char fn[] = "fasvd_onload_max_inner";
 	int64_t h;
-	if (!out)
-		return fasvd__error(FASVD_EINVAL, "%s: out is NULL", fn);
-	int rc = plan_heads(plan, rows, cols, heads, &h, fn);
+	int rc = plan_heads(out, "out", plan, rows, cols, heads, &h, "fasvd_onload_max_inner");
 	if (rc)
 		return rc;
 	int64_t p = rows / h < cols ? rows / h : cols;
@@ -191,11 +192,8 @@ int fasvd_onload_max_inner(int64_t *out, const fasvd_onload *plan, int64_t rows,
 int fasvd_onload_workspace(uint64_t *bytes, const fasvd_onload *plan, int64_t rows, int64_t cols,
                            int64_t heads)
 {
-	static const char fn[] = "fasvd_onload_workspace";
 	int64_t h;
-	if (!bytes)
-		return fasvd__error(FASVD_EINVAL, "%s: bytes is NULL", fn);
-	int rc = plan_heads(plan, rows, cols, heads, &h, fn);
+	int rc = plan_heads(bytes, "bytes", plan, rows, cols, heads, &h, "fasvd_onload_workspace");
 	if (rc)
 		return rc;
 	fasvd_factor_opts o = plan->opts;

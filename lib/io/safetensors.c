@@ -174,17 +174,11 @@ static int add_meta(fasvd_st *st, const char *key, const char *value)
 		return fasvd__error(FASVD_ENOMEM, "out of memory indexing metadata");
 	if (json_object_get(st->meta_seen, key))
 		return 0; /* first one wins */
-	if (st->n_meta == st->cap_meta) {
-		int64_t cap = st->cap_meta ? 2 * st->cap_meta : 8;
-		st_meta *m = fasvd__calloc(st->ctx, (size_t)cap, sizeof *m, "metadata");
-		if (!m)
-			return FASVD_ENOMEM;
-		if (st->n_meta)
-			memcpy(m, st->meta, (size_t)st->n_meta * sizeof *m);
-		fasvd__free(st->ctx, st->meta);
-		st->meta = m;
-		st->cap_meta = cap;
-	}
+	st_meta *m = fasvd__grow(st->ctx, st->meta, st->n_meta, &st->cap_meta, sizeof *m, 8,
+	                         "metadata");
+	if (!m)
+		return FASVD_ENOMEM;
+	st->meta = m;
 	char *k = fasvd__strdup(st->ctx, key);
 	char *v = k ? fasvd__strdup(st->ctx, value) : NULL;
 	if (!v) {
@@ -202,42 +196,12 @@ static int add_meta(fasvd_st *st, const char *key, const char *value)
 	return 0;
 }
 
-static int json_error_code_of(const json_error_t *err)
-{
-	return (int)json_error_code(err);
-}
-
-
-/* Report a jansson parse failure of buf[0 .. len). */
+/* Kept while open_index and parse_shard are being reorganised; calls the
+ * shared mapping (core/json.h). */
 static int json_fail(const char *file, const char *what, const json_error_t *err,
                      const char *buf, size_t len)
 {
-	switch (json_error_code_of(err)) {
-	case json_error_out_of_memory:
-		return fasvd__error(FASVD_ENOMEM, "%s: out of memory parsing the %s", file, what);
-	case json_error_duplicate_key: {
-		/* jansson names the key only when it is short: find it. */
-		char key[256];
-		if (fasvd__json_key_before(buf, len, err->position, key, sizeof key))
-			return fasvd__error(FASVD_EFORMAT, "%s: %s has a duplicate name '%s'", file,
-			                    what, key);
-		return fasvd__error(FASVD_EFORMAT, "%s: %s has a duplicate name: %s", file, what,
-		                    err->text);
-	}
-	case json_error_invalid_utf8:
-		return fasvd__error(FASVD_EFORMAT, "%s: %s is not valid UTF-8 (byte %d)", file,
-		                    what, err->position);
-	case json_error_null_byte_in_key:
-	case json_error_null_character:
-		return fasvd__error(FASVD_EFORMAT, "%s: %s: a name or string contains a NUL byte",
-		                    file, what);
-	case json_error_wrong_type:
-		return fasvd__error(FASVD_EFORMAT, "%s: %s is not a JSON object", file, what);
-	default:
-		return fasvd__error(FASVD_EFORMAT,
-		                    "%s: %s is not valid JSON: %s (line %d, column %d)", file, what,
-		                    err->text, err->line, err->column);
-	}
+	return fasvd__json_fail(file, what, err, buf, len);
 }
 
 /* Map a whole regular file read-only. */

@@ -5,13 +5,9 @@
 #include "core/file.h"
 #include "core/utf8.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
@@ -89,17 +85,10 @@ static int64_t hash_slot(const fasvd_st_writer *w, const char *name)
 
 static int grow(fasvd_st_writer *w)
 {
-	if (w->n == w->cap) {
-		int64_t cap = w->cap ? 2 * w->cap : 16;
-		wt_entry *v = fasvd__calloc(w->ctx, (size_t)cap, sizeof *v, "the tensor list");
-		if (!v)
-			return FASVD_ENOMEM;
-		if (w->n)
-			memcpy(v, w->v, (size_t)w->n * sizeof *v);
-		fasvd__free(w->ctx, w->v);
-		w->v = v;
-		w->cap = cap;
-	}
+	wt_entry *v = fasvd__grow(w->ctx, w->v, w->n, &w->cap, sizeof *v, 16, "the tensor list");
+	if (!v)
+		return FASVD_ENOMEM;
+	w->v = v;
 	/* Keep the hash set at most half full. */
 	if (2 * (w->n + 1) > w->hash_cap) {
 		int64_t cap = w->hash_cap ? 2 * w->hash_cap : 32;
@@ -398,48 +387,6 @@ static int assign_offsets(fasvd_st_writer *w, const char *path, wt_entry **by_na
 	return 0;
 }
 
-/* Create a temporary file beside `path`; *tmp is its name (NULL on error). */
-static int create_temp(fasvd_ctx *ctx, const char *path, char **tmp, int *fd)
-{
-	size_t plen = strlen(path);
-	*tmp = fasvd__alloc(ctx, plen + sizeof ".tmp-XXXXXX", "a temporary file name");
-	if (!*tmp)
-		return FASVD_ENOMEM;
-	memcpy(*tmp, path, plen);
-	memcpy(*tmp + plen, ".tmp-XXXXXX", sizeof ".tmp-XXXXXX");
-	*fd = mkostemp(*tmp, O_CLOEXEC);
-	if (*fd < 0) {
-		int rc = fasvd__error(FASVD_EIO, "%s: cannot create a temporary file beside it: %s",
-		                      path, strerror(errno));
-		fasvd__free(ctx, *tmp);
-		*tmp = NULL; /* nothing to remove */
-		return rc;
-	}
-	return 0;
-}
-
-/* Write the length prefix, the header and the data to fd (temporary file
- * `tmp`), give it the mode of a new file and sync it. */
-static int write_body(int fd, const char *path, const char *tmp, const char *header,
-                      size_t hlen, wt_entry *const *by_layout, size_t n)
-{
-	unsigned char le[8];
-	for (int i = 0; i < 8; i++)
-		le[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-	const char *step = "write";
-	int failed = fasvd__write_all(fd, le, 8) || fasvd__write_all(fd, header, hlen);
-	for (size_t i = 0; i < n && !failed; i++)
-		failed = fasvd__write_all(fd, by_layout[i]->data, by_layout[i]->nbytes);
-	if (!failed && fchmod(fd, (mode_t)fasvd__new_file_mode()) != 0)
-		failed = 1, step = "set the mode of";
-	if (!failed && fsync(fd) != 0)
-		failed = 1, step = "sync";
-	if (failed)
-		return fasvd__error(FASVD_EIO, "%s: cannot %s %s: %s", path, step, tmp,
-		                    strerror(errno));
-	return 0;
-}
-
 int fasvd_st_writer_write(fasvd_st_writer *w, const char *path)
 {
 	if (!w || !path || !path[0])
@@ -449,9 +396,9 @@ int fasvd_st_writer_write(fasvd_st_writer *w, const char *path)
 	size_t n = (size_t)w->n;
 	wt_entry **by_name = fasvd__calloc(ctx, n ? n : 1, sizeof *by_name, "the tensor order");
 	wt_entry **by_layout = fasvd__calloc(ctx, n ? n : 1, sizeof *by_layout, "the tensor order");
-	char *header = NULL, *tmp = NULL;
+	char *header = NULL;
 	size_t hlen = 0;
-	int fd = -1;
+	fasvd__tmp_file tf = {ctx, path, NULL, -1};
 	if (!by_name || !by_layout) {
 		rc = FASVD_ENOMEM;
 		goto done;
@@ -464,32 +411,18 @@ int fasvd_st_writer_write(fasvd_st_writer *w, const char *path)
 		fasvd__error_prefix(rc, "%s", path);
 		goto done;
 	}
-	rc = create_temp(ctx, path, &tmp, &fd);
-	if (!rc)
-		rc = write_body(fd, path, tmp, header, hlen, by_layout, n);
-	if (rc)
+	unsigned char le[8];
+	for (int i = 0; i < 8; i++)
+		le[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+	if ((rc = fasvd__tmp_create(&tf, ctx, path)) || (rc = fasvd__tmp_write(&tf, le, 8)) ||
+	    (rc = fasvd__tmp_write(&tf, header, hlen)))
 		goto done;
-	int cfd = fd;
-	fd = -1;
-	if (close(cfd) != 0) {
-		rc = fasvd__error(FASVD_EIO, "%s: cannot close %s: %s", path, tmp, strerror(errno));
-		goto done;
-	}
-	if (rename(tmp, path) != 0) {
-		rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s over it: %s", path, tmp,
-		                  strerror(errno));
-		goto done;
-	}
-	fasvd__free(ctx, tmp);
-	tmp = NULL;
-	fasvd__sync_dir_of(path);
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = fasvd__tmp_write(&tf, by_layout[i]->data, by_layout[i]->nbytes);
+	if (!rc && !(rc = fasvd__tmp_finish(&tf)))
+		rc = fasvd__tmp_commit(&tf);
 done:
-	if (fd >= 0)
-		close(fd);
-	if (tmp) {
-		unlink(tmp);
-		fasvd__free(ctx, tmp);
-	}
+	fasvd__tmp_discard(&tf);
 	fasvd__free(ctx, header);
 	fasvd__free(ctx, by_name);
 	fasvd__free(ctx, by_layout);

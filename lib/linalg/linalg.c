@@ -42,11 +42,21 @@ static int check_matrix(const char *routine, int64_t m, int64_t n, int64_t lda)
 	return 0;
 }
 
-/* Workspace length from a query result. Single-precision queries return
- * the length as a float, which rounds it down above 2^24 in LAPACK
- * versions without sroundup_lwork: round up generously. */
-static int lwork_from_query(const char *routine, double q, bool dbl, lapack_int *out)
+static int illegal(const char *routine, lapack_int info)
 {
+	return fasvd__error(FASVD_ELAPACK, "%s: argument %d had an illegal value (info = %d)",
+	                    routine, (int)-info, (int)info);
+}
+
+/* Workspace length from a query that returned info and the length q.
+ * Single-precision queries return the length as a float, which rounds it
+ * down above 2^24 in LAPACK versions without sroundup_lwork: round up
+ * generously. */
+static int lwork_from_query(const char *routine, lapack_int info, double q, bool dbl,
+                            lapack_int *out)
+{
+	if (info < 0)
+		return illegal(routine, info);
 	if (!dbl)
 		q = q * (1.0 + 1e-6) + 1.0;
 	q = ceil(q);
@@ -59,10 +69,31 @@ static int lwork_from_query(const char *routine, double q, bool dbl, lapack_int 
 	return 0;
 }
 
-static int illegal(const char *routine, lapack_int info)
+/* Free the workspace of a LAPACK call that returned info: a negative
+ * FASVD_ELAPACK code for an illegal argument, else info (0, or positive
+ * for the caller's convergence message). */
+static int work_done(fasvd_ctx *ctx, void *work, const char *routine, lapack_int info)
 {
-	return fasvd__error(FASVD_ELAPACK, "%s: argument %d had an illegal value (info = %d)",
-	                    routine, (int)-info, (int)info);
+	fasvd__free(ctx, work);
+	return info < 0 ? illegal(routine, info) : (int)info;
+}
+
+/* One allocation for lwork elements of es bytes followed by liwork
+ * lapack_ints (*iwork points there): work first, since its alignment
+ * (malloc's) suits double. NULL with the error recorded. */
+static void *alloc_work(fasvd_ctx *ctx, const char *routine, lapack_int lwork, size_t es,
+                        size_t liwork, const char *what, lapack_int **iwork)
+{
+	size_t wbytes, ibytes;
+	if (!fasvd__mul_size((size_t)lwork, es, &wbytes) ||
+	    !fasvd__mul_size(liwork, sizeof(lapack_int), &ibytes) || wbytes > SIZE_MAX - ibytes) {
+		fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
+		return NULL;
+	}
+	void *work = fasvd__alloc(ctx, wbytes + ibytes, what);
+	if (work)
+		*iwork = (lapack_int *)((char *)work + wbytes);
+	return work;
 }
 
 static size_t esize(bool dbl)
@@ -99,98 +130,101 @@ void fasvd__copy_strided(bool dbl, int64_t rows, int64_t cols, const void *src, 
 
 /* ------------------------------------------------------------ gesdd/gesvd */
 
+/* The arguments of a gesdd / gesvd call: job 'S' or 'N', the shape, and
+ * u, vt: the job's with vectors, else one-element dummies (LAPACK still
+ * wants valid pointers). */
+typedef struct svd_args {
+	char job;
+	lapack_int m, n, lda, ldu, ldvt;
+	void *u, *vt;
+	double du, dvt;
+	float fu, fvt;
+} svd_args;
+
+static void svd_args_of(const fasvd__svd_job *j, svd_args *o)
+{
+	*o = (svd_args){j->vectors ? 'S' : 'N', (lapack_int)j->m, (lapack_int)j->n,
+	                (lapack_int)j->lda, 1, 1, NULL, NULL, 0.0, 0.0, 0.0f, 0.0f};
+	if (j->vectors) {
+		o->ldu = (lapack_int)j->ldu;
+		o->ldvt = (lapack_int)j->ldvt;
+		o->u = j->u;
+		o->vt = j->vt;
+	} else {
+		o->u = j->dbl ? (void *)&o->du : (void *)&o->fu;
+		o->vt = j->dbl ? (void *)&o->dvt : (void *)&o->fvt;
+	}
+}
+
 /* Returns 0, a negative FASVD_E* code, or a positive LAPACK info (did not
  * converge) for the caller to act on. */
 static int run_gesdd(fasvd_ctx *ctx, const fasvd__svd_job *j, void *s)
 {
 	const char *routine = j->dbl ? "dgesdd" : "sgesdd";
-	char jobz = j->vectors ? 'S' : 'N';
-	lapack_int m = (lapack_int)j->m, n = (lapack_int)j->n, lda = (lapack_int)j->lda;
-	lapack_int k = m < n ? m : n;
-	lapack_int ldu = j->vectors ? (lapack_int)j->ldu : 1;
-	lapack_int ldvt = j->vectors ? (lapack_int)j->ldvt : 1;
-	double dq = 0.0, du = 0.0, dvt = 0.0;
-	float fq = 0.0f, fu = 0.0f, fvt = 0.0f;
-	void *u = j->vectors ? j->u : (j->dbl ? (void *)&du : (void *)&fu);
-	void *vt = j->vectors ? j->vt : (j->dbl ? (void *)&dvt : (void *)&fvt);
+	svd_args o;
+	svd_args_of(j, &o);
+	lapack_int k = o.m < o.n ? o.m : o.n;
+	double dq = 0.0;
+	float fq = 0.0f;
 	lapack_int iq = 0, info;
 
 	if (j->dbl)
-		info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, jobz, m, n, j->a, lda, s, u, ldu, vt, ldvt,
-		                           &dq, -1, &iq);
+		info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, o.job, o.m, o.n, j->a, o.lda, s, o.u,
+		                           o.ldu, o.vt, o.ldvt, &dq, -1, &iq);
 	else
-		info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, jobz, m, n, j->a, lda, s, u, ldu, vt, ldvt,
-		                           &fq, -1, &iq);
-	if (info < 0)
-		return illegal(routine, info);
-	lapack_int lwork = 1;
-	int rc = lwork_from_query(routine, j->dbl ? dq : (double)fq, j->dbl, &lwork);
+		info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, o.job, o.m, o.n, j->a, o.lda, s, o.u,
+		                           o.ldu, o.vt, o.ldvt, &fq, -1, &iq);
+	lapack_int lwork = 1, *iwork;
+	int rc = lwork_from_query(routine, info, j->dbl ? dq : (double)fq, j->dbl, &lwork);
 	if (rc)
 		return rc;
-	size_t es = esize(j->dbl), wbytes, ibytes;
-	if (!fasvd__mul_size((size_t)lwork, es, &wbytes) ||
-	    !fasvd__mul_size((size_t)k * 8u, sizeof(lapack_int), &ibytes) || wbytes > SIZE_MAX - ibytes)
-		return fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
-	/* work first: its alignment (malloc's) suits double, iwork follows. */
-	void *work = fasvd__alloc(ctx, wbytes + ibytes, "gesdd workspace");
+	void *work = alloc_work(ctx, routine, lwork, esize(j->dbl), (size_t)k * 8u,
+	                        "gesdd workspace", &iwork);
 	if (!work)
 		return FASVD_ENOMEM;
-	lapack_int *iwork = (lapack_int *)((char *)work + wbytes);
 	if (j->dbl)
-		info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, jobz, m, n, j->a, lda, s, u, ldu, vt, ldvt,
-		                           work, lwork, iwork);
+		info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, o.job, o.m, o.n, j->a, o.lda, s, o.u,
+		                           o.ldu, o.vt, o.ldvt, work, lwork, iwork);
 	else
-		info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, jobz, m, n, j->a, lda, s, u, ldu, vt, ldvt,
-		                           work, lwork, iwork);
-	fasvd__free(ctx, work);
-	if (info < 0)
-		return illegal(routine, info);
-	return (int)info;
+		info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, o.job, o.m, o.n, j->a, o.lda, s, o.u,
+		                           o.ldu, o.vt, o.ldvt, work, lwork, iwork);
+	return work_done(ctx, work, routine, info);
 }
 
 static int run_gesvd(fasvd_ctx *ctx, const fasvd__svd_job *j, void *s)
 {
 	const char *routine = j->dbl ? "dgesvd" : "sgesvd";
-	char jobuv = j->vectors ? 'S' : 'N';
-	lapack_int m = (lapack_int)j->m, n = (lapack_int)j->n, lda = (lapack_int)j->lda;
-	lapack_int ldu = j->vectors ? (lapack_int)j->ldu : 1;
-	lapack_int ldvt = j->vectors ? (lapack_int)j->ldvt : 1;
-	double dq = 0.0, du = 0.0, dvt = 0.0;
-	float fq = 0.0f, fu = 0.0f, fvt = 0.0f;
-	void *u = j->vectors ? j->u : (j->dbl ? (void *)&du : (void *)&fu);
-	void *vt = j->vectors ? j->vt : (j->dbl ? (void *)&dvt : (void *)&fvt);
+	svd_args o;
+	svd_args_of(j, &o);
+	double dq = 0.0;
+	float fq = 0.0f;
 	lapack_int info;
 
 	if (j->dbl)
-		info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, jobuv, jobuv, m, n, j->a, lda, s, u, ldu,
-		                           vt, ldvt, &dq, -1);
+		info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, o.job, o.job, o.m, o.n, j->a, o.lda, s,
+		                           o.u, o.ldu, o.vt, o.ldvt, &dq, -1);
 	else
-		info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, jobuv, jobuv, m, n, j->a, lda, s, u, ldu,
-		                           vt, ldvt, &fq, -1);
-	if (info < 0)
-		return illegal(routine, info);
+		info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, o.job, o.job, o.m, o.n, j->a, o.lda, s,
+		                           o.u, o.ldu, o.vt, o.ldvt, &fq, -1);
 	lapack_int lwork = 1;
-	int rc = lwork_from_query(routine, j->dbl ? dq : (double)fq, j->dbl, &lwork);
+	int rc = lwork_from_query(routine, info, j->dbl ? dq : (double)fq, j->dbl, &lwork);
 	if (rc)
 		return rc;
 	void *work = fasvd__calloc(ctx, (size_t)lwork, esize(j->dbl), "gesvd workspace");
 	if (!work)
 		return FASVD_ENOMEM;
 	if (j->dbl)
-		info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, jobuv, jobuv, m, n, j->a, lda, s, u, ldu,
-		                           vt, ldvt, work, lwork);
+		info = LAPACKE_dgesvd_work(LAPACK_COL_MAJOR, o.job, o.job, o.m, o.n, j->a, o.lda, s,
+		                           o.u, o.ldu, o.vt, o.ldvt, work, lwork);
 	else
-		info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, jobuv, jobuv, m, n, j->a, lda, s, u, ldu,
-		                           vt, ldvt, work, lwork);
-	fasvd__free(ctx, work);
-	if (info < 0)
-		return illegal(routine, info);
-	if (info > 0)
+		info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, o.job, o.job, o.m, o.n, j->a, o.lda, s,
+		                           o.u, o.ldu, o.vt, o.ldvt, work, lwork);
+	if ((rc = work_done(ctx, work, routine, info)) > 0)
 		return fasvd__error(FASVD_ELAPACK,
 		                    "%s: QR iteration did not converge (%d superdiagonals of the "
 		                    "bidiagonal form, info = %d) on a %lld x %lld matrix",
 		                    routine, (int)info, (int)info, (long long)j->m, (long long)j->n);
-	return 0;
+	return rc;
 }
 
 /* Check the matrix, the vector outputs and the value buffers of job j. */
@@ -381,15 +415,12 @@ static int check_gesvdx(const char *routine, bool vectors, int64_t m, int64_t n,
 static int run_gesvdx(fasvd_ctx *ctx, const char *routine, const gesvdx_call *c, int64_t k,
                       lapack_int lwork, lapack_int *ns, lapack_int *info)
 {
-	size_t wbytes, ibytes;
-	if (!fasvd__mul_size((size_t)lwork, esize(c->dbl), &wbytes) ||
-	    !fasvd__mul_size((size_t)k * 24u + 64u, sizeof(lapack_int), &ibytes) ||
-	    wbytes > SIZE_MAX - ibytes)
-		return fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
-	void *work = fasvd__alloc(ctx, wbytes + ibytes, "gesvdx workspace");
+	lapack_int *iwork;
+	void *work = alloc_work(ctx, routine, lwork, esize(c->dbl), (size_t)k * 24u + 64u,
+	                        "gesvdx workspace", &iwork);
 	if (!work)
 		return FASVD_ENOMEM;
-	*info = call_gesvdx(c, ns, work, lwork, (lapack_int *)((char *)work + wbytes));
+	*info = call_gesvdx(c, ns, work, lwork, iwork);
 	fasvd__free(ctx, work);
 	return 0;
 }
@@ -430,7 +461,7 @@ int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, 
 		goto out;
 	}
 	lapack_int lwork = 1;
-	if ((rc = lwork_from_query(routine, dbl ? dq : (double)fq, dbl, &lwork)))
+	if ((rc = lwork_from_query(routine, info, dbl ? dq : (double)fq, dbl, &lwork)))
 		goto out;
 	if ((rc = run_gesvdx(ctx, routine, &c, k, lwork, &ns, &info)))
 		goto out;
@@ -443,10 +474,10 @@ int fasvd__gesvdx(fasvd_ctx *ctx, bool dbl, bool vectors, int64_t m, int64_t n, 
 		                          ? "internal error in the bidiagonal solver bdsvdx"
 		                          : "eigenvectors of the tridiagonal problem did not converge",
 		                  (int)info, (long long)m, (long long)n);
-	} else if (ns != want) {
+	} else if (!rc && ns != want) {
 		rc = fasvd__error(FASVD_ELAPACK, "%s: returned %d values, %lld were asked for", routine,
 		                  (int)ns, (long long)want);
-	} else {
+	} else if (!rc) {
 		for (int64_t i = 0; i < want; i++)
 			s[i] = dbl ? ((const double *)sn)[i] : (double)((const float *)sn)[i];
 	}
@@ -484,13 +515,9 @@ int fasvd__qr_thin(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, void *a, int6
 		if (info == 0)
 			info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, lm, ln, ln, a, llda, tau, &fq2, -1);
 	}
-	if (info < 0) {
-		rc = illegal(routine, info);
-		goto out;
-	}
 	double q = dbl ? fmax(dq1, dq2) : fmax((double)fq1, (double)fq2);
 	lapack_int lwork = 1;
-	if ((rc = lwork_from_query(routine, q, dbl, &lwork)))
+	if ((rc = lwork_from_query(routine, info, q, dbl, &lwork)))
 		goto out;
 	work = fasvd__calloc(ctx, (size_t)lwork, es, "QR workspace");
 	if (!work) {
@@ -646,33 +673,26 @@ int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, 
 		                                  -1);
 	else
 		info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, &q, -1, &iq, -1);
-	if (info < 0)
-		return illegal(routine, info);
-	lapack_int lwork = 1, liwork = iq < 1 ? 1 : iq;
-	if ((rc = lwork_from_query(routine, q, true, &lwork)))
+	lapack_int lwork = 1, liwork = iq < 1 ? 1 : iq, *iwork;
+	if ((rc = lwork_from_query(routine, info, q, true, &lwork)))
 		return rc;
-	size_t wbytes, ibytes;
-	if (!fasvd__mul_size((size_t)lwork, sizeof(double), &wbytes) ||
-	    !fasvd__mul_size((size_t)liwork, sizeof(lapack_int), &ibytes) || wbytes > SIZE_MAX - ibytes)
-		return fasvd__error(FASVD_ENOMEM, "%s: workspace size overflows", routine);
-	double *work = fasvd__alloc(ctx, wbytes + ibytes, "eigensolver workspace");
+	double *work = alloc_work(ctx, routine, lwork, sizeof(double), (size_t)liwork,
+	                          "eigensolver workspace", &iwork);
 	if (!work)
 		return FASVD_ENOMEM;
-	lapack_int *iwork = (lapack_int *)((char *)work + wbytes);
 	if (two)
 		info = LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, work, lwork,
 		                                  iwork, liwork);
 	else
 		info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, work, lwork, iwork,
 		                           liwork);
-	fasvd__free(ctx, work);
-	if (info < 0)
-		return illegal(routine, info);
-	if (info > 0)
+	if ((rc = work_done(ctx, work, routine, info)) > 0)
 		return fasvd__error(FASVD_ELAPACK,
 		                    "%s: eigenvalue iteration did not converge (info = %d) for a %lld x "
 		                    "%lld Gram matrix",
 		                    routine, (int)info, (long long)k, (long long)k);
+	if (rc)
+		return rc;
 	/* Eigenvalues come ascending: reverse into descending singular values.
 	 * Rounding can make eigenvalues of a semidefinite Gram matrix slightly
 	 * negative: clamp them to 0. */
@@ -684,4 +704,18 @@ int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, 
 	for (int64_t i = 0; i < k; i++)
 		s[i] = s[i] > 0.0 ? sqrt(s[i]) : 0.0;
 	return 0;
+}
+
+void fasvd__gemm(bool dbl, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
+                 const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c,
+                 int64_t ldc)
+{
+	enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans;
+	enum CBLAS_TRANSPOSE TB = tb ? CblasTrans : CblasNoTrans;
+	if (dbl)
+		cblas_dgemm(CblasColMajor, TA, TB, (blasint)m, (blasint)n, (blasint)k, alpha, a,
+		            (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+	else
+		cblas_sgemm(CblasColMajor, TA, TB, (blasint)m, (blasint)n, (blasint)k, (float)alpha, a,
+		            (blasint)lda, b, (blasint)ldb, (float)beta, c, (blasint)ldc);
 }

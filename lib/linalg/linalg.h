@@ -47,6 +47,12 @@ void fasvd__copy_block(size_t es, int64_t m, int64_t n, const void *src, int64_t
 void fasvd__copy_strided(bool dbl, int64_t rows, int64_t cols, const void *src, int64_t rs,
                          int64_t cs, void *dst, int64_t ldd);
 
+/* Column-major C = alpha·op(A)·op(B) + beta·C in double (dbl) or float,
+ * op the transpose when ta / tb. */
+void fasvd__gemm(bool dbl, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
+                 const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c,
+                 int64_t ldc);
+
 /* Called before the gesvd fallback to restore `a` (destroyed by the failed
  * gesdd) from the caller's source; returns 0 or a FASVD_E* code. */
 typedef int (*fasvd__refill_fn)(void *arg, void *a, int64_t lda);

@@ -1,5 +1,5 @@
 /* libfasvd — effective-rank metrics of a spectrum (see fasvd/metrics.h). */
-#include "core/internal.h"
+#include "linalg/energy.h"
 
 #include <fasvd/metrics.h>
 
@@ -38,6 +38,13 @@ static int check_out(const void *out, const char *fn)
 	return 0;
 }
 
+/* out not NULL, s a valid spectrum. */
+static int check_args(const double *s, int64_t n, const void *out, const char *fn)
+{
+	int rc = check_out(out, fn);
+	return rc ? rc : check_spectrum(s, n, fn);
+}
+
 static int check_fraction(double f, const char *name, const char *fn)
 {
 	if (!(f >= 0.0 && f <= 1.0))
@@ -50,73 +57,153 @@ static bool all_zero(const double *s, int64_t n)
 	return n == 0 || s[0] == 0.0;
 }
 
-/* Σ (σ_i/σ₁)² over i in [r, n), accumulated from the small end. */
-static double tail_energy(const double *s, int64_t n, int64_t r)
+/* ------------------------------------------------ energy (energy.h) */
+
+/* v / scale as v · pre · inv: inv = 1 / (scale · pre), where the power of
+ * two pre (exact) keeps inv finite and normal for a scale near the ends of
+ * the double range; pre = 1 otherwise, so v · inv as such. */
+typedef struct scaling {
+	double pre, inv;
+} scaling;
+
+static scaling scaling_of(double scale)
 {
-	double inv = 1.0 / s[0], acc = 0.0;
-	for (int64_t i = n - 1; i >= r; i--) {
-		double x = s[i] * inv;
-		acc += x * x;
+	scaling c = {1.0, 0.0};
+	if (!(scale > 0.0))
+		return c;
+	if (scale < 0x1p-1000)
+		c.pre = 0x1p600;
+	else if (scale > 0x1p1000)
+		c.pre = 0x1p-600;
+	c.inv = 1.0 / (scale * c.pre);
+	return c;
+}
+
+static inline double scaled(double v, scaling c)
+{
+	return v * c.pre * c.inv;
+}
+
+/* e_i / scale² */
+static inline double index_energy(const fasvd__spectra *sp, scaling c, int64_t i)
+{
+	double e = 0.0;
+	for (int64_t u = 0; u < sp->units; u++) {
+		double x = scaled(sp->s[u * sp->lds + i], c);
+		e += x * x;
 	}
+	return e;
+}
+
+double fasvd__energy_scale(const fasvd__spectra *sp)
+{
+	double m = 0.0;
+	if (sp->n > 0)
+		for (int64_t u = 0; u < sp->units; u++)
+			if (sp->s[u * sp->lds] > m)
+				m = sp->s[u * sp->lds];
+	return m;
+}
+
+double fasvd__energy_sum(const fasvd__spectra *sp, double scale, int64_t from, int64_t to)
+{
+	scaling c = scaling_of(scale);
+	double acc = 0.0;
+	if (c.inv == 0.0)
+		return 0.0;
+	for (int64_t i = to - 1; i >= from; i--)
+		acc += index_energy(sp, c, i);
 	return acc;
 }
 
-/* Smallest r in [0, n] for which pred(tail(r) / total) holds, pred monotone
- * (true for r = n). tail(r) is accumulated in the same order as total, so
- * tail(0) == total exactly. */
-enum pred_kind { PRED_LOSS_AT_MOST, PRED_KEPT_AT_LEAST };
-
-static int64_t smallest_rank(const double *s, int64_t n, enum pred_kind kind, double x)
+double fasvd__energy_loss(const fasvd__spectra *sp, int64_t r)
 {
-	double total = tail_energy(s, n, 0), inv = 1.0 / s[0], acc = 0.0;
-	int64_t r = n;
+	double scale = fasvd__energy_scale(sp);
+	if (!(scale > 0.0) || r >= sp->n)
+		return 0.0;
+	return fasvd__energy_sum(sp, scale, r, sp->n) / fasvd__energy_sum(sp, scale, 0, sp->n);
+}
+
+/* Smallest r in [0, n] with loss(r) <= x (kept false) or 1 − loss(r) >= x
+ * (kept true). Both are monotone in r and hold at r = n, so walk r down
+ * from n while they hold; the running tail is accumulated in the order of
+ * the total, so loss(0) == 1 exactly. */
+static int64_t smallest_rank(const fasvd__spectra *sp, double x, bool kept)
+{
+	double scale = fasvd__energy_scale(sp);
+	if (!(scale > 0.0))
+		return 0;
+	scaling c = scaling_of(scale);
+	double total = fasvd__energy_sum(sp, scale, 0, sp->n), acc = 0.0;
+	int64_t r = sp->n;
 	while (r > 0) {
-		double y = s[r - 1] * inv;
-		double loss = (acc + y * y) / total;
-		bool ok = kind == PRED_LOSS_AT_MOST ? loss <= x : 1.0 - loss >= x;
-		if (!ok)
+		double t = acc + index_energy(sp, c, r - 1);
+		double loss = t / total;
+		if (!(kept ? 1.0 - loss >= x : loss <= x))
 			break;
-		acc += y * y;
+		acc = t;
 		r--;
 	}
 	return r;
 }
 
+int64_t fasvd__energy_rank(const fasvd__spectra *sp, double tau)
+{
+	return smallest_rank(sp, tau, false);
+}
+
+int64_t fasvd__energy_rank_kept(const fasvd__spectra *sp, double fraction)
+{
+	return smallest_rank(sp, fraction, true);
+}
+
+/* ------------------------------------------------- public metrics */
+
+static fasvd__spectra one(const double *s, int64_t n)
+{
+	return (fasvd__spectra){s, 1, n, n};
+}
+
+/* Σ (σ_i/σ₁)², from the small end. */
+static double energy_ratio(const double *s, int64_t n)
+{
+	fasvd__spectra sp = one(s, n);
+	return fasvd__energy_sum(&sp, fasvd__energy_scale(&sp), 0, n);
+}
+
+/* The smallest rank meeting the fraction x (named `name`): loss <= x, or
+ * kept >= x when kept is true. */
+static int rank_metric(const double *s, int64_t n, double x, const char *name, bool kept,
+                       int64_t *out, const char *fn)
+{
+	int rc;
+	if ((rc = check_args(s, n, out, fn)) || (rc = check_fraction(x, name, fn)))
+		return rc;
+	fasvd__spectra sp = one(s, n);
+	*out = kept ? fasvd__energy_rank_kept(&sp, x) : fasvd__energy_rank(&sp, x);
+	return 0;
+}
+
 int fasvd_metric_energy_rank(int64_t *out, const double *s, int64_t n, double tau)
 {
-	static const char fn[] = "fasvd_metric_energy_rank";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)) ||
-	    (rc = check_fraction(tau, "tau", fn)))
-		return rc;
-	*out = all_zero(s, n) ? 0 : smallest_rank(s, n, PRED_LOSS_AT_MOST, tau);
-	return 0;
+	return rank_metric(s, n, tau, "tau", false, out, "fasvd_metric_energy_rank");
 }
 
 int fasvd_metric_components_for_energy(int64_t *out, const double *s, int64_t n, double fraction)
 {
-	static const char fn[] = "fasvd_metric_components_for_energy";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)) ||
-	    (rc = check_fraction(fraction, "fraction", fn)))
-		return rc;
-	*out = all_zero(s, n) ? 0 : smallest_rank(s, n, PRED_KEPT_AT_LEAST, fraction);
-	return 0;
+	return rank_metric(s, n, fraction, "fraction", true, out,
+	                   "fasvd_metric_components_for_energy");
 }
 
 static int loss_at(const double *s, int64_t n, int64_t r, double *out, const char *fn)
 {
 	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
+	if ((rc = check_args(s, n, out, fn)))
 		return rc;
 	if (r < 0)
 		return fasvd__error(FASVD_EINVAL, "%s: rank r = %lld is negative", fn, (long long)r);
-	if (all_zero(s, n) || r >= n)
-		*out = 0.0;
-	else if (r == 0)
-		*out = 1.0;
-	else
-		*out = tail_energy(s, n, r) / tail_energy(s, n, 0);
+	fasvd__spectra sp = one(s, n);
+	*out = fasvd__energy_loss(&sp, r);
 	return 0;
 }
 
@@ -138,9 +225,10 @@ int fasvd_metric_energy_kept(double *out, const double *s, int64_t n, int64_t r)
 /* Σ σ_i/σ₁ from the small end. */
 static double sum_ratio(const double *s, int64_t n)
 {
-	double inv = 1.0 / s[0], acc = 0.0;
+	scaling c = scaling_of(s[0]);
+	double acc = 0.0;
 	for (int64_t i = n - 1; i >= 0; i--)
-		acc += s[i] * inv;
+		acc += scaled(s[i], c);
 	return acc;
 }
 
@@ -148,63 +236,64 @@ static double entropy_rank(const double *s, int64_t n)
 {
 	if (all_zero(s, n))
 		return 0.0;
-	double total = sum_ratio(s, n), inv = 1.0 / s[0], h = 0.0;
+	scaling c = scaling_of(s[0]);
+	double total = sum_ratio(s, n), h = 0.0;
 	for (int64_t i = n - 1; i >= 0; i--) {
-		double p = s[i] * inv / total;
+		double p = scaled(s[i], c) / total;
 		if (p > 0.0)
 			h -= p * log(p);
 	}
 	return exp(h);
 }
 
+static double spectral_norm(const double *s, int64_t n)
+{
+	return n > 0 ? s[0] : 0.0;
+}
+
+static double frobenius_norm(const double *s, int64_t n)
+{
+	return all_zero(s, n) ? 0.0 : s[0] * sqrt(energy_ratio(s, n));
+}
+
+static double nuclear_norm(const double *s, int64_t n)
+{
+	return all_zero(s, n) ? 0.0 : s[0] * sum_ratio(s, n);
+}
+
+/* A scalar metric f of a validated spectrum into *out. */
+static int scalar_metric(const double *s, int64_t n, double *out, const char *fn,
+                         double (*f)(const double *, int64_t))
+{
+	int rc = check_args(s, n, out, fn);
+	if (!rc)
+		*out = f(s, n);
+	return rc;
+}
+
 int fasvd_metric_stable_rank(double *out, const double *s, int64_t n)
 {
-	static const char fn[] = "fasvd_metric_stable_rank";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = all_zero(s, n) ? 0.0 : tail_energy(s, n, 0);
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_stable_rank", energy_ratio);
 }
 
 int fasvd_metric_entropy_rank(double *out, const double *s, int64_t n)
 {
-	static const char fn[] = "fasvd_metric_entropy_rank";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = entropy_rank(s, n);
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_entropy_rank", entropy_rank);
 }
 
 int fasvd_metric_spectral_norm(double *out, const double *s, int64_t n)
 {
-	static const char fn[] = "fasvd_metric_spectral_norm";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = n > 0 ? s[0] : 0.0;
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_spectral_norm", spectral_norm);
 }
 
 int fasvd_metric_frobenius_norm(double *out, const double *s, int64_t n)
 {
-	static const char fn[] = "fasvd_metric_frobenius_norm";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = all_zero(s, n) ? 0.0 : s[0] * sqrt(tail_energy(s, n, 0));
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_frobenius_norm", frobenius_norm);
 }
 
 int fasvd_metric_nuclear_norm(double *out, const double *s, int64_t n)
 {
-	static const char fn[] = "fasvd_metric_nuclear_norm";
-	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
-		return rc;
-	*out = all_zero(s, n) ? 0.0 : s[0] * sum_ratio(s, n);
-	return 0;
+	return scalar_metric(s, n, out, "fasvd_metric_nuclear_norm", nuclear_norm);
 }
 
 void fasvd_metric_summary_init(fasvd_metric_summary *m)
@@ -220,7 +309,7 @@ int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const doub
 {
 	static const char fn[] = "fasvd_metric_summarize";
 	int rc;
-	if ((rc = check_out(out, fn)) || (rc = check_spectrum(s, n, fn)))
+	if ((rc = check_args(s, n, out, fn)))
 		return rc;
 	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_metric_summary, entropy_rank);
 	if ((rc = fasvd__check_versioned(out, &ver, fn, "out")))
@@ -240,16 +329,14 @@ int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const doub
 	m.n = n;
 	for (int64_t i = 0; i < n; i++)
 		m.nonzero += s[i] > 0.0;
-	if (!all_zero(s, n)) {
-		double e = tail_energy(s, n, 0);
-		m.spectral = s[0];
-		m.frobenius = s[0] * sqrt(e);
-		m.nuclear = s[0] * sum_ratio(s, n);
-		m.stable_rank = e;
-		m.entropy_rank = entropy_rank(s, n);
-	}
+	m.spectral = spectral_norm(s, n);
+	m.frobenius = frobenius_norm(s, n);
+	m.nuclear = nuclear_norm(s, n);
+	m.stable_rank = energy_ratio(s, n);
+	m.entropy_rank = entropy_rank(s, n);
+	fasvd__spectra sp = one(s, n);
 	for (int64_t i = 0; i < n_taus; i++)
-		ranks[i] = all_zero(s, n) ? 0 : smallest_rank(s, n, PRED_LOSS_AT_MOST, taus[i]);
+		ranks[i] = fasvd__energy_rank(&sp, taus[i]);
 	fasvd__store_versioned(out, &m, &ver);
 	return 0;
 }

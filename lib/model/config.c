@@ -387,38 +387,10 @@ int fasvd__config_load(fasvd_ctx *ctx, fasvd__config *out, const char *path)
 		return fasvd__error(FASVD_ENOMEM, "%s: cannot read: %s", path, strerror(e));
 	}
 	/* config.json files are a few kB; refuse anything absurd. */
-	const size_t cap = (size_t)16 << 20;
 	char *buf = NULL;
-	size_t len = 0, size = 0;
-	for (;;) {
-		if (len == size) {
-			if (size >= cap) {
-				rc = fasvd__error(FASVD_EFORMAT, "%s: larger than %zu MiB: not a config.json",
-				                  path, cap >> 20);
-				goto out;
-			}
-			size_t nsize = size ? size * 2 : 8192;
-			char *nb = fasvd__alloc(ctx, nsize, "config.json");
-			if (!nb) {
-				rc = FASVD_ENOMEM;
-				goto out;
-			}
-			if (len)
-				memcpy(nb, buf, len);
-			fasvd__free(ctx, buf);
-			buf = nb;
-			size = nsize;
-		}
-		size_t n = fread(buf + len, 1, size - len, f);
-		len += n;
-		if (n == 0) {
-			if (ferror(f)) {
-				rc = fasvd__error(FASVD_EIO, "%s: read error", path);
-				goto out;
-			}
-			break;
-		}
-	}
+	size_t len = 0;
+	if ((rc = fasvd__read_all(ctx, f, path, "config.json", (size_t)16 << 20, &buf, &len)))
+		goto out;
 	rc = fasvd__config_parse(ctx, out, buf ? buf : "", len, path);
 out:
 	fclose(f);

@@ -3,6 +3,7 @@
  * CSV summaries derived from the same results. */
 #include "tensor/tensor_int.h"
 #include "core/file.h"
+#include "core/json.h"
 
 #include <errno.h>
 #include <fnmatch.h>
@@ -87,17 +88,11 @@ static int add_entry(struct run *r, const char *name, int64_t layer, int64_t n_r
                      int64_t n_cols, int64_t mat_rows, int64_t mat_cols, int is_2d,
                      const double *data)
 {
-	if (r->n_e == r->cap_e) {
-		int64_t cap = r->cap_e ? 2 * r->cap_e : 64;
-		struct entry *ne = fasvd__calloc(r->ctx, (size_t)cap, sizeof *ne, "spectra list");
-		if (!ne)
-			return FASVD_ENOMEM;
-		if (r->n_e)
-			memcpy(ne, r->e, (size_t)r->n_e * sizeof *ne);
-		fasvd__free(r->ctx, r->e);
-		r->e = ne;
-		r->cap_e = cap;
-	}
+	struct entry *ne = fasvd__grow(r->ctx, r->e, r->n_e, &r->cap_e, sizeof *ne, 64,
+	                               "spectra list");
+	if (!ne)
+		return FASVD_ENOMEM;
+	r->e = ne;
 	struct entry *e = &r->e[r->n_e];
 	memset(e, 0, sizeof *e);
 	size_t n = (size_t)n_rows * (size_t)n_cols;
@@ -378,12 +373,12 @@ static int resume_from(struct run *r, bool *resumed)
 		fasvd_st_info_init(&inf);
 		const void *data;
 		uint64_t nbytes;
-		json_t *sh = json_object_get(shapes, name);
+		int64_t mr, mc;
+		bool shaped = fasvd__json_int_pair(json_object_get(shapes, name), &mr, &mc);
 		if ((rc = fasvd_st_info_get(&inf, old, name)) ||
 		    (rc = fasvd_st_raw(&data, &nbytes, old, name)))
 			break;
-		if (strcmp(inf.dtype, "F64") != 0 || (inf.ndim != 1 && inf.ndim != 2) ||
-		    !json_is_array(sh) || json_array_size(sh) != 2) {
+		if (strcmp(inf.dtype, "F64") != 0 || (inf.ndim != 1 && inf.ndim != 2) || !shaped) {
 			rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: tensor '%s' is not a "
 			                  "spectrum of this schema",
 			                  r->out_path, name);
@@ -391,10 +386,7 @@ static int resume_from(struct run *r, bool *resumed)
 		}
 		int64_t nr = inf.ndim == 2 ? inf.shape[0] : 1;
 		int64_t nc = inf.ndim == 2 ? inf.shape[1] : inf.shape[0];
-		rc = add_entry(r, name, l, nr, nc,
-		               (int64_t)json_integer_value(json_array_get(sh, 0)),
-		               (int64_t)json_integer_value(json_array_get(sh, 1)), inf.ndim == 2,
-		               data);
+		rc = add_entry(r, name, l, nr, nc, mr, mc, inf.ndim == 2, data);
 	}
 	json_decref(shapes);
 	if (!rc)
@@ -641,83 +633,23 @@ static int run_tensor(struct run *r, const char *name)
 
 /* ---- summaries ---- */
 
-/* Write text[0 .. n) to a new temporary file beside `path` (with the mode
- * of any new file), synced and closed; *tmp gets its name (free it). The
- * caller renames it into place or unlinks it. */
-static int write_text_tmp(fasvd_ctx *ctx, const char *path, const char *text, size_t n,
-                          char **tmp_out)
-{
-	*tmp_out = NULL;
-	size_t plen = strlen(path);
-	char *tmp = fasvd__alloc(ctx, plen + 16, "a path");
-	if (!tmp)
-		return FASVD_ENOMEM;
-	snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);
-	int fd = mkstemp(tmp);
-	if (fd < 0) {
-		int e = errno;
-		fasvd__free(ctx, tmp);
-		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", path, strerror(e));
-	}
-	const char *step = "write";
-	int failed = 0;
-	size_t off = 0;
-	while (off < n && !failed) {
-		ssize_t k = write(fd, text + off, n - off);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			if (k == 0)
-				errno = EIO;
-			failed = 1;
-			break;
-		}
-		off += (size_t)k;
-	}
-	/* mkstemp creates the file 0600: give it the mode of any new file. */
-	if (!failed && fchmod(fd, (mode_t)fasvd__new_file_mode()) != 0)
-		failed = 1, step = "set the mode of";
-	if (!failed && fsync(fd) != 0)
-		failed = 1, step = "sync";
-	int e = errno;
-	if (close(fd) != 0 && !failed)
-		failed = 1, step = "close", e = errno;
-	if (failed) {
-		unlink(tmp);
-		fasvd__free(ctx, tmp);
-		return fasvd__error(FASVD_EIO, "%s: cannot %s it: %s", path, step, strerror(e));
-	}
-	*tmp_out = tmp;
-	return 0;
-}
-
 /* Write the summaries present (JSON and / or CSV) all or nothing: both are
- * written to temporaries first, then renamed into place. */
+ * written to finished temporaries first (core/file.h), then renamed into
+ * place. */
 static int write_texts_atomic(fasvd_ctx *ctx, const char *const *paths, const char *const *texts,
                               const size_t *lens, int count)
 {
-	char *tmp[2] = {NULL, NULL};
+	fasvd__tmp_file tf[2] = {{ctx, NULL, NULL, -1}, {ctx, NULL, NULL, -1}};
 	int rc = 0, renamed = 0;
 	for (int i = 0; i < count && !rc; i++)
-		if (paths[i])
-			rc = write_text_tmp(ctx, paths[i], texts[i], lens[i], &tmp[i]);
-	for (int i = 0; i < count && !rc; i++) {
-		if (!tmp[i])
-			continue;
-		if (rename(tmp[i], paths[i]) != 0) {
-			rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s over it: %s", paths[i],
-			                  tmp[i], strerror(errno));
-			break;
-		}
-		fasvd__free(ctx, tmp[i]);
-		tmp[i] = NULL;
-		renamed |= 1 << i;
-	}
+		if (paths[i] && !(rc = fasvd__tmp_create(&tf[i], ctx, paths[i])) &&
+		    !(rc = fasvd__tmp_write(&tf[i], texts[i], lens[i])))
+			rc = fasvd__tmp_finish(&tf[i]);
+	for (int i = 0; i < count && !rc; i++)
+		if (paths[i] && !(rc = fasvd__tmp_commit(&tf[i])))
+			renamed |= 1 << i;
 	for (int i = 0; i < count; i++) {
-		if (tmp[i]) {
-			unlink(tmp[i]);
-			fasvd__free(ctx, tmp[i]);
-		}
+		fasvd__tmp_discard(&tf[i]);
 		/* a summary already in place while the other failed: no half result */
 		if (rc && (renamed & (1 << i)))
 			unlink(paths[i]);

@@ -14,10 +14,10 @@
 #include "factor/factor_int.h"
 #include "model/model_int.h"
 #include "core/file.h"
+#include "core/json.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <fnmatch.h>
 #include <jansson.h>
 #include <limits.h>
@@ -54,74 +54,6 @@ static bool ends_with(const char *s, const char *suffix)
 	return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* Write a whole file and fsync it. */
-static int write_file(const char *path, const void *data, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", path, strerror(errno));
-	const char *p = data;
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			int e = errno;
-			close(fd);
-			return fasvd__error(FASVD_EIO, "%s: cannot write: %s", path, strerror(e));
-		}
-		p += k;
-		n -= (size_t)k;
-	}
-	if (fsync(fd) != 0 || close(fd) != 0)
-		return fasvd__error(FASVD_EIO, "%s: cannot sync: %s", path, strerror(errno));
-	return 0;
-}
-
-static int copy_file(const char *src, const char *dst)
-{
-	int in = open(src, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return fasvd__error(FASVD_EIO, "%s: cannot open: %s", src, strerror(errno));
-	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (out < 0) {
-		int e = errno;
-		close(in);
-		return fasvd__error(FASVD_EIO, "%s: cannot create: %s", dst, strerror(e));
-	}
-	char buf[1 << 16];
-	int rc = 0;
-	for (;;) {
-		ssize_t k = read(in, buf, sizeof buf);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			rc = fasvd__error(FASVD_EIO, "%s: cannot read: %s", src, strerror(errno));
-			break;
-		}
-		if (k == 0)
-			break;
-		for (ssize_t off = 0; off < k;) {
-			ssize_t w = write(out, buf + off, (size_t)(k - off));
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				rc = fasvd__error(FASVD_EIO, "%s: cannot write: %s", dst, strerror(errno));
-				break;
-			}
-			off += w;
-		}
-		if (rc)
-			break;
-	}
-	if (!rc && fsync(out) != 0)
-		rc = fasvd__error(FASVD_EIO, "%s: cannot sync: %s", dst, strerror(errno));
-	close(in);
-	if (close(out) != 0 && !rc)
-		rc = fasvd__error(FASVD_EIO, "%s: cannot close: %s", dst, strerror(errno));
-	return rc;
-}
-
 /* Remove a temporary folder holding only regular files we wrote. */
 static void remove_tree(const char *dir)
 {
@@ -138,15 +70,6 @@ static void remove_tree(const char *dir)
 		closedir(d);
 	}
 	rmdir(dir);
-}
-
-static void fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
 }
 
 /* Files of the model folder copied as they are: everything regular at its
@@ -724,24 +647,6 @@ static json_t *lowrank_section(const trunc_t *t)
 	return sec;
 }
 
-static int write_json(const char *path, json_t *j, size_t flags)
-{
-	char *text = json_dumps(j, flags);
-	if (!text)
-		return fasvd__error(FASVD_ENOMEM, "%s: cannot serialise JSON", path);
-	size_t n = strlen(text);
-	char *withnl = realloc(text, n + 2);
-	if (!withnl) {
-		free(text);
-		return fasvd__error(FASVD_ENOMEM, "%s: out of memory", path);
-	}
-	withnl[n] = '\n';
-	withnl[n + 1] = 0;
-	int rc = write_file(path, withnl, n + 1);
-	free(withnl);
-	return rc;
-}
-
 /* ------------------------------------------------------------- paths */
 
 /* The sharded index of the model folder, or NULL (owned). */
@@ -808,22 +713,6 @@ static int check_out(const char *fn, const char *model_dir, const char *out_dir)
 	return 0;
 }
 
-/* The umask, read without changing it (umask(2) would race with other
- * threads): /proc/self/status "Umask:" (Linux >= 4.7), else 022. */
-static mode_t process_umask(void)
-{
-	FILE *f = fopen("/proc/self/status", "re");
-	unsigned m = 022;
-	if (f) {
-		char line[256];
-		while (fgets(line, sizeof line, f))
-			if (sscanf(line, "Umask: %o", &m) == 1)
-				break;
-		fclose(f);
-	}
-	return (mode_t)(m & 0777);
-}
-
 static char *make_tmp(fasvd_ctx *ctx, const char *out_dir, const char *fn)
 {
 	size_t n = strlen(out_dir);
@@ -841,7 +730,7 @@ static char *make_tmp(fasvd_ctx *ctx, const char *out_dir, const char *fn)
 		return NULL;
 	}
 	/* mkdtemp makes it 0700; the output is an ordinary folder */
-	chmod(t, 0777 & ~process_umask());
+	chmod(t, (mode_t)fasvd__new_dir_mode());
 	return t;
 }
 
@@ -868,11 +757,9 @@ static int open_checkpoint(trunc_t *t, const char *model_dir)
 	t->st = t->own_st;
 	/* FP8 block size from config.json, if any */
 	json_t *q = t->config ? json_object_get(t->config, "quantization_config") : NULL;
-	json_t *bs = q ? json_object_get(q, "weight_block_size") : NULL;
-	if (json_is_array(bs) && json_array_size(bs) == 2 &&
-	    json_is_integer(json_array_get(bs, 0)) && json_is_integer(json_array_get(bs, 1)))
-		rc = fasvd_st_set_block_size(t->own_st, json_integer_value(json_array_get(bs, 0)),
-		                                 json_integer_value(json_array_get(bs, 1)));
+	int64_t br, bc;
+	if (fasvd__json_int_pair(q ? json_object_get(q, "weight_block_size") : NULL, &br, &bc))
+		rc = fasvd_st_set_block_size(t->own_st, br, bc);
 	return rc;
 }
 
@@ -925,14 +812,11 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	if (!(path = fasvd__path_join(t.ctx, model_dir, "config.json")))
 		return FASVD_ENOMEM;
 	struct stat sb;
-	if (stat(path, &sb) == 0) {
-		json_error_t je;
-		t.config = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-		if (!t.config || !json_is_object(t.config)) {
-			rc = fasvd__error(FASVD_EFORMAT, "%s: %s:%d: %s", fn, path, je.line,
-			                  t.config ? "not a JSON object" : je.text);
-			goto out;
-		}
+	if (stat(path, &sb) == 0 &&
+	    (rc = fasvd__json_load_file(t.ctx, path, JSON_REJECT_DUPLICATES, "config.json",
+	                                &t.config))) {
+		fasvd__error_prefix(rc, "%s", fn);
+		goto out;
 	}
 	fasvd__free(t.ctx, path);
 	path = NULL;
@@ -944,9 +828,11 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	index_path = find_index(t.ctx, model_dir);
 	json_t *weight_map = NULL;
 	if (index_path) {
-		json_error_t je;
-		index = json_load_file(index_path, 0, &je);
-		weight_map = index ? json_object_get(index, "weight_map") : NULL;
+		if ((rc = fasvd__json_load_file(t.ctx, index_path, 0, "index", &index))) {
+			fasvd__error_prefix(rc, "%s", fn);
+			goto out;
+		}
+		weight_map = json_object_get(index, "weight_map");
 		if (!json_is_object(weight_map)) {
 			rc = fasvd__error(FASVD_EFORMAT, "%s: %s: no \"weight_map\" object", fn,
 			                  index_path);
@@ -989,7 +875,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 			rc = FASVD_ENOMEM;
 			goto out;
 		}
-		if ((rc = write_json(path, index, JSON_INDENT(2) | JSON_SORT_KEYS)))
+		if ((rc = fasvd__json_write_file(path, index, JSON_INDENT(2) | JSON_SORT_KEYS)))
 			goto out;
 		fasvd__free(t.ctx, path);
 		path = NULL;
@@ -1013,7 +899,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
-	if ((rc = write_json(path, t.config, JSON_INDENT(2) | JSON_ENSURE_ASCII)))
+	if ((rc = fasvd__json_write_file(path, t.config, JSON_INDENT(2) | JSON_ENSURE_ASCII)))
 		goto out;
 	fasvd__free(t.ctx, path);
 	path = NULL;
@@ -1032,32 +918,21 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 		if (!src || !dst)
 			rc = FASVD_ENOMEM;
 		else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
-			rc = copy_file(src, dst);
+			rc = fasvd__copy_file(src, dst);
 		fasvd__free(t.ctx, src);
 		fasvd__free(t.ctx, dst);
 	}
 	closedir(d);
 	if (rc)
 		goto out;
-	fsync_dir(t.tmp);
+	fasvd__sync_dir(t.tmp);
 	if (rename(t.tmp, out_dir) != 0) {
 		rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s to %s: %s", fn, t.tmp, out_dir,
 		                  strerror(errno));
 		goto out;
 	}
 	/* fsync the parent folder so that the rename is durable */
-	{
-		char parent[PATH_MAX];
-		snprintf(parent, sizeof parent, "%s", out_dir);
-		char *slash = strrchr(parent, '/');
-		if (slash && slash != parent)
-			*slash = 0;
-		else if (slash)
-			slash[1] = 0;
-		else
-			snprintf(parent, sizeof parent, ".");
-		fsync_dir(parent);
-	}
+	fasvd__sync_dir_of(out_dir);
 	fasvd__free(t.ctx, t.tmp);
 	t.tmp = NULL;
 out:
