@@ -1,4 +1,4 @@
-/* Tests of attention-map spectra (engine.h: fasvd_attnmap*), seed 001. */
+/* Tests of attention-map spectra (engine.h: fasvd_attnmap*). */
 #include "engine-test.h"
 
 /* Reference softmax(scale·Q·Kᵀ) in long double, causal when asked

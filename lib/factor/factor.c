@@ -148,7 +148,7 @@ int fasvd__canceled_error(const char *fn, const char *label)
 
 /* Smallest r with Σ_units Σ_{i>=r} s[u·lds + i]² <= tau · Σ_units Σ_i s²
  * (s: n_units x p values, row stride lds, descending per unit), with the
- * tails accumulated from the small end (DESIGN.md §3). The tail is
+ * tails accumulated from the small end (docs/design.md). The tail is
  * non-increasing in r, so the ranks meeting the bound are a suffix: walk
  * from the small end until the tail exceeds the bound. *total gets the
  * total energy. An all-zero spectrum gives 0. */
