@@ -143,9 +143,10 @@ def main():
          not bad, bad[:40])
 
     with tempfile.TemporaryDirectory(prefix="fasvd-check-version-") as tmp:
-        planted = {"pkg/__init__.py": '__version__ = "9.8.7"\n',
+        # Written in pieces, so that this file does not match itself.
+        planted = {"pkg/__init__.py": "__version" + '__ = "9.8.7"\n',
                    "pkg/pyproject.toml": '[project]\nversion = "9.8.7"\n',
-                   "include/x.h": "#define FASVD_VERSION_MINOR 8\n",
+                   "include/x.h": "#define FASVD_" + "VERSION_MINOR 8\n",
                    "docs/x.md": "libfasvd %s\n" % version}
         for rel, content in planted.items():
             os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
