@@ -179,6 +179,8 @@ py=${FASVD_CHECK_PYTHON:-}
 init=$(find "$root" -path '*/fasvd/__init__.py' | head -n 1)
 if [ -z "$py" ]; then
 	skip "the installed Python package imports the installed library" "no -Dpython interpreter"
+elif ! "$py" -c 'import numpy' 2>/dev/null; then
+	skip "the installed Python package imports the installed library" "$py has no numpy"
 elif [ -z "$init" ] || [ -z "$soname" ]; then
 	result 1 "the Python package and the library are installed"
 else
