@@ -84,8 +84,10 @@ deps:
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	fi
 
+# -Dpython: the interpreter whose site-packages `make install` puts the
+# fasvd package into (the one the tests use).
 build: deps
-	$(call setup,$(BUILD),)
+	$(call setup,$(BUILD),-Dpython=$(PYTHON))
 	$(NINJA) -C $(BUILD) $(NINJA_ARGS)
 
 # The suite of build/ (the checks run last, in test-checks).
@@ -158,7 +160,7 @@ else
 	$(BUILD)/tools/fasvd demo
 endif
 
-# libFuzzer targets (issue 7): built with clang in $(FUZZ_BUILD), each run
+# libFuzzer targets (docs/fuzzing.md): built with clang in $(FUZZ_BUILD), each run
 # for FUZZ_SECONDS from its seed corpus tests/fuzz/corpora/<target>/
 # (scripts/run-fuzz.sh).
 fuzz: deps

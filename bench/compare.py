@@ -2,7 +2,7 @@
 """The notebook method in PyTorch, timed against libfasvd's engine.
 
 Reads the layer written by engine-bench (DIR/meta.json, DIR/w_*.f32), computes
-every spectrum of DESIGN.md §2/§5 the way the published notebooks do —
+every spectrum of a layer (docs/spectra-schema.md) the way the published notebooks do —
 torch.linalg.svdvals on materialised float32 matrices (per head, fused
 products, sigma1-normalised stacks, subspaces) — with the same thread count
 and the weights already in memory, checks that libfasvd's spectra

@@ -5,7 +5,7 @@
  * 7168, q_lora 1536, kv_lora 512, nope 128, rope 64, v_head 128, N heads),
  * writes them to DIR for bench/compare.py (the PyTorch re-implementation of
  * the notebook method), and times, with the same thread count:
- *   layer  fasvd_layer_spectra(): every spectrum of DESIGN.md §2/§5;
+ *   layer  fasvd_layer_spectra(): every spectrum of a layer;
  *   vo     per-head fused VO alone (factors of V and O, then the fused values);
  *   floor  the unavoidable Gram + eigensolver calls alone: one double Gram
  *          (dsyrk) of each stacked / subspace problem's reduced shape and its
@@ -291,7 +291,7 @@ static double floor_time(fasvd_ctx *ctx, const gram_problem *p, int np, int thre
 }
 
 /* The fastest values-only eigensolver for one single-threaded worker (the
- * engine's policy, lib/stack.c): dsyevd_2stage from order 2048 on. */
+ * engine's policy, lib/engine/stack.c): dsyevd_2stage from order 2048 on. */
 static void eig_single(fasvd_ctx *ctx, int64_t m, double *g, double *s)
 {
 	CHECK(fasvd__gram_svdvals_with(ctx, m, g, m, s, m < 2048 ? -1 : 1));

@@ -23,15 +23,11 @@ import re
 import subprocess
 import sys
 
+from tap import case, report
+
 SONAME = "libfasvd.so.0"
 # Functions of the test support library (tests/support/), never library ABI.
 TEST_SUPPORT = re.compile(r"fasvd_fixture_\w*")
-
-results = []
-
-
-def case(name, ok, diag=()):
-    results.append((name, ok, list(diag)))
 
 
 def strip_c_comments(text):
@@ -204,15 +200,7 @@ def main():
     except (OSError, subprocess.CalledProcessError) as e:
         case("SONAME is %s" % SONAME, False, [str(e)])
 
-    print("1..%d" % len(results))
-    for i, (name, ok, diag) in enumerate(results, 1):
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        if not ok:
-            # Diagnostics go to stderr, which `meson test --print-errorlogs` shows.
-            print("not ok %d - %s" % (i, name), file=sys.stderr)
-            for d in diag:
-                print("# " + d, file=sys.stderr)
-    return 0 if all(ok for _, ok, _ in results) else 1
+    return report()
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ static inline void ref_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, c
 		}
 }
 
-/* Effective rank at tau (DESIGN.md §3), independent of the library. */
+/* Effective rank at tau (docs/design.md), independent of the library. */
 static inline int64_t ref_energy_rank(const double *s, int64_t n, double tau)
 {
 	double total = 0;
@@ -185,7 +185,7 @@ static inline void check_alloc_failures_(alloc_body_fn body, void *arg, int thre
 #define check_alloc_failures(body, arg, threads, max_allocs) \
 	check_alloc_failures_((body), (arg), (threads), (max_allocs), __FILE__, __LINE__)
 
-/* Tolerance of the accuracy contract (DESIGN.md §4). */
+/* Tolerance of the accuracy contract (docs/accuracy.md). */
 static inline double contract_tol(fasvd_compute c)
 {
 	return c == FASVD_COMPUTE_F64 ? 1e-10 : 1e-4;

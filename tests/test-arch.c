@@ -1,5 +1,5 @@
 /* Architecture adapters: for every supported architecture, a generated
- * fixture opens, yields views of the canonical shapes (DESIGN.md §2), every
+ * fixture opens, yields views of the canonical shapes (docs/design.md), every
  * head's Q/K/V/O (and Q_pe, KVA, KVA_pe) view equals the corresponding slice
  * of the raw checkpoint tensor element by element — with the layout formulas
  * written out here, independently of the library — and norm folding

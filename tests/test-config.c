@@ -1,4 +1,4 @@
-/* config.json parsing (lib/config.c) and the architecture table
+/* config.json parsing (lib/model/config.c) and the architecture table
  * lookups it relies on: every failure is FASVD_EARCH (or FASVD_EFORMAT for
  * text that is not a JSON object) with a detail naming the key and the file. */
 #include "test-helpers.h"

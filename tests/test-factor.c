@@ -1,6 +1,6 @@
 /* Tests of include/fasvd/factor.h: fasvd_factor / _into / _rank, fused and
  * shared truncation. The reference is LAPACK's dgesdd on the float64 matrix:
- * truncating to rank r loses exactly Σ_{i>r} σ_i² (DESIGN.md §3). */
+ * truncating to rank r loses exactly Σ_{i>r} σ_i² (docs/design.md). */
 #include "test-helpers.h"
 #include "test-peak-alloc.h"
 

@@ -1,4 +1,4 @@
-/* Fault injection (issue 7 item 5): every allocation and every LAPACK call of
+/* Fault injection: every allocation and every LAPACK call of
  * a small analysis is made to fail, one at a time, and the library must
  * report the documented error, free everything and leave no output behind.
  *

@@ -1,4 +1,4 @@
-/* DeepSeek MLA layouts (issue 4 item 2): the per-head views the library
+/* DeepSeek MLA layouts: the per-head views the library
  * builds must reproduce the reference forward pass of the DeepSeek
  * modelling code,
  *

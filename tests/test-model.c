@@ -1,4 +1,4 @@
-/* Model handles (lib/model.c): the real stories260K checkpoint, the tensor
+/* Model handles (lib/model/model.c): the real stories260K checkpoint, the tensor
  * inventory (`fasvd info`), every refusal with its code and a detail naming
  * the tensor / key and the file, fixture determinism, allocation failures. */
 #include "test-model-helpers.h"

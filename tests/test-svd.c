@@ -21,7 +21,7 @@ static const struct {
 #define N_SHAPES (sizeof shapes / sizeof shapes[0])
 
 /* Value tolerance (times σ₁) of a backend in a compute precision: the
- * DESIGN.md §4 contract, except GRAM in float64 compute, whose documented
+ * accuracy contract (docs/accuracy.md), except GRAM in float64 compute, whose documented
  * bound is on σ² (tested in test-backends.c); here sqrt(p ε) σ₁. */
 static double value_tol(fasvd_backend b, fasvd_compute c, int64_t p)
 {

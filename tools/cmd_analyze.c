@@ -1,5 +1,5 @@
 /* fasvd analyze — every spectrum of every layer of a checkpoint, written to a
- * spectra file (DESIGN.md §5), with optional JSON and CSV summaries. */
+ * spectra file (docs/spectra-schema.md), with optional JSON and CSV summaries. */
 #include "cli.h"
 
 #include <errno.h>
@@ -216,7 +216,7 @@ const cli_cmd cli_cmd_analyze = {
 	"Every attention spectrum of every layer of a checkpoint, to a spectra file",
 	"usage: fasvd analyze MODEL_DIR -o OUT.safetensors [options]\n"
 	"\n"
-	"Computes every spectrum of DESIGN.md section 2 for every selected layer\n"
+	"Computes every attention spectrum of every selected layer\n"
 	"(per-head Q Q_pe K V O QK KQ VO, their normalised stacks, the MLA\n"
 	"subspaces QA KVA KVA_pe) and writes them as F64 tensors L{layer}.head.NAME,\n"
 	"L{layer}.stack.NAME, L{layer}.sub.NAME and T.{tensor} (see docs/spectra-schema.md).\n"

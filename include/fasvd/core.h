@@ -36,12 +36,9 @@ extern "C" {
 
 /* ---------------------------------------------------------------- version */
 
-#define FASVD_VERSION_MAJOR 0
-#define FASVD_VERSION_MINOR 1
-#define FASVD_VERSION_PATCH 0
-/* MAJOR * 10000 + MINOR * 100 + PATCH of the headers compiled against. */
-#define FASVD_VERSION_NUMBER \
-	(FASVD_VERSION_MAJOR * 10000 + FASVD_VERSION_MINOR * 100 + FASVD_VERSION_PATCH)
+/* FASVD_VERSION_MAJOR, _MINOR, _PATCH, _NUMBER (MAJOR * 10000 + MINOR * 100
+ * + PATCH) and _STRING of the headers compiled against. */
+#include <fasvd/version.h>
 
 /* Version of the library actually loaded (may differ from the headers).
  * Thread-safe; never fails. */

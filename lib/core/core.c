@@ -16,13 +16,9 @@ unsigned fasvd_version_number(void)
 	return FASVD_VERSION_NUMBER;
 }
 
-#define FASVD__STR2(x) #x
-#define FASVD__STR(x) FASVD__STR2(x)
-
 const char *fasvd_version_string(void)
 {
-	return FASVD__STR(FASVD_VERSION_MAJOR) "." FASVD__STR(FASVD_VERSION_MINOR) "." FASVD__STR(
-	        FASVD_VERSION_PATCH);
+	return FASVD_VERSION_STRING;
 }
 
 /* ----------------------------------------------------------------- errors */

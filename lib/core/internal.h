@@ -40,7 +40,7 @@ void fasvd__error_copy(char *dst, size_t n);
 /* A public struct that may grow starts with `size_t size`, the sizeof the
  * caller was built with (docs/abi.md, "Versioned structs"). The library
  * accepts any size from the struct's first published size (the end of its
- * last 0.1.0 member, which appending members never moves) to
+ * last member in the first release, which appending members never moves) to
  * FASVD__MAX_STRUCT_SIZE. */
 typedef struct fasvd__struct_ver {
 	const char *name;  /* "fasvd_svd_opts" */

@@ -1,4 +1,4 @@
-/* libfasvd — attention-map spectra (seed 001): the singular values of the
+/* libfasvd — attention-map spectra: the singular values of the
  * row-stochastic matrix softmax(scale·Q·Kᵀ), optionally causal. */
 #include "engine/engine_int.h"
 #include "linalg/linalg.h"

@@ -1,5 +1,5 @@
 /* libfasvd — R factors of per-head matrices and fused per-head spectra
- * (QK, KQ, VO) that never materialise the fused product (DESIGN.md §4). */
+ * (QK, KQ, VO) that never materialise the fused product (docs/design.md). */
 #include "engine/engine_int.h"
 #include "linalg/linalg.h"
 

@@ -1,5 +1,5 @@
 /* libfasvd — named spectra lists and the layer-level entry point: every
- * spectrum of DESIGN.md §2/§5 for one attention layer. */
+ * spectrum of docs/spectra-schema.md for one attention layer. */
 #include "engine/engine_int.h"
 
 #include <math.h>

@@ -1,6 +1,6 @@
 /* libfasvd — the architecture table: how each model family names and lays
- * out its attention weights (DESIGN.md §2, "Checkpoint layouts to get
- * right"). Adding an architecture is one initialiser below; model.c turns a
+ * out its attention weights (docs/design.md, "Checkpoint layouts").
+ * Adding an architecture is one initialiser below; model.c turns a
  * row into the canonical per-head views. */
 #include "model/model_int.h"
 

@@ -1,4 +1,4 @@
-/* libfasvd — config.json: the dimensions of DESIGN.md §2 from a Hugging Face
+/* libfasvd — config.json: the dimensions of docs/design.md from a Hugging Face
  * model configuration, through jansson. Every problem is FASVD_EARCH with a
  * detail naming the key and the file (FASVD_EFORMAT for text that is not a
  * JSON object). */

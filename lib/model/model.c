@@ -1,5 +1,5 @@
 /* libfasvd — model handles: config.json + checkpoint + architecture adapter
- * → the canonical per-head views of DESIGN.md §2, one layer at a time. */
+ * → the canonical per-head views (docs/design.md), one layer at a time. */
 #include "model/model_int.h"
 #include "core/file.h"
 

@@ -76,7 +76,7 @@ const fasvd__arch *fasvd__arch_find_class(const char *cls);
 const char *fasvd__arch_list(char *buf, size_t n);
 bool fasvd__arch_is_mla(const fasvd__arch *a);
 
-/* Parsed config.json (config.c). Dimensions of DESIGN.md §2. */
+/* Parsed config.json (config.c): the dimensions of docs/design.md. */
 typedef struct fasvd__config {
 	char *label;               /* file name used in messages */
 	char *text;                /* the config.json text as read */
@@ -104,7 +104,7 @@ int fasvd__config_parse(fasvd_ctx *ctx, fasvd__config *out, const char *text, si
 int fasvd__config_load(fasvd_ctx *ctx, fasvd__config *out, const char *path);
 void fasvd__config_clear(fasvd_ctx *ctx, fasvd__config *cfg);
 
-/* Canonical dimensions derived from a config (per DESIGN.md §2). */
+/* Canonical per-head dimensions derived from a config (docs/design.md). */
 typedef struct fasvd__dims {
 	int64_t q_head, q_pe, k_head, v_head; /* rows of Q, Q_pe, K, V per head */
 	int64_t q_in, kv_in, hidden;          /* input dims of Q / K,V ; O's columns */

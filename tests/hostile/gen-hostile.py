@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Generate the hostile-input catalogue (issue 7 item 2; docs/hostile-inputs.md).
+"""Generate the hostile-input catalogue (docs/hostile-inputs.md).
 
     gen-hostile.py --fixture-tool PATH --out DIR [--manifest FILE] [--table FILE]
 

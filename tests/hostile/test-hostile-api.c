@@ -1,5 +1,5 @@
-/* The hostile-input catalogue through the C API (issue 7 item 2;
- * docs/hostile-inputs.md).
+/* The hostile-input catalogue through the C API
+ * (docs/hostile-inputs.md).
  *
  *   test-hostile-api MANIFEST
  *

@@ -5,8 +5,8 @@ For each supported architecture a generated checkpoint (tests/reference/
 make-fixture) is analysed by the `fasvd` CLI; this script reads the same
 checkpoint with its own numpy safetensors reader (F16/BF16/FP8 decoding and
 block scales written here from the format definitions), builds the canonical
-per-head matrices of DESIGN.md section 2 from the tensor names and config.json
-alone (written from DESIGN.md, not from the library's adapters), materialises
+per-head matrices (docs/design.md) from the tensor names and config.json
+alone (written from the layout rules, not from the library's adapters), materialises
 every fused and stacked matrix, takes numpy.linalg.svd in float64, and checks
 every spectrum of the output file: values within 1e-4*sigma1 (f32 compute) or
 1e-10*sigma1 (f64), effective ranks at tau = 0.01 and 0.001 equal.
@@ -125,7 +125,7 @@ def find_prefix(st, candidates, suffix):
 
 
 def canonical(st, cfg, layer, fold):
-    """Per-head matrices of DESIGN.md section 2 for one layer."""
+    """Per-head matrices (docs/design.md) for one layer."""
     mt = cfg["model_type"]
     tc = cfg.get("text_config") or {}
     c = dict(tc) if "hidden_size" in tc else dict(cfg)

@@ -14,12 +14,15 @@ Quick start::
     fasvd.plot.layer_ranks(res)       # matplotlib figures
 
 The library is found through the environment variable FASVD_LIBRARY (a path
-to libfasvd.so.0), then the repository's build/ tree, then the system (see
-fasvd._lib). Failures raise subclasses of :class:`fasvd.Error` carrying the
-library's detail message. See docs/python.md for the whole API.
+to libfasvd.so.0), then the directory meson installed it into beside this
+package, then the repository's build/ tree (in a source checkout), then the
+system (see fasvd._lib, whose error lists every place tried). Failures raise
+subclasses of :class:`fasvd.Error` carrying the library's detail message.
+See docs/python.md for the whole API.
 """
 
 from . import _lib
+from . import _version
 from . import errors
 from .errors import (Error, InvalidArgument, OutOfMemory, IOError, FormatError,  # noqa: A004
                      DtypeError, ShapeError, NonFiniteError, RangeError, LapackError,
@@ -33,9 +36,10 @@ from .metrics import (effective_rank, energy_loss, energy_kept, components_for_e
 from .spectra import Result, Ranks, load_spectra, read_safetensors
 from .model import Model, open, architectures, truncate  # noqa: A004 (fasvd.open)
 
-#: Version of this Python package (it needs a libfasvd of the same major and the
-#: same or a newer minor).
-__version__ = "0.1.0"
+#: Version of this Python package: the project version of meson.build (see
+#: fasvd._version); it needs a libfasvd of the same major and the same or a
+#: newer minor (see fasvd._lib).
+__version__ = _version.package_version()
 #: Version and path of the libfasvd actually loaded.
 library_version = _lib.version
 library_path = _lib.path

@@ -400,7 +400,7 @@ def dequantize(a, dtype=None, scale_inv=None, block=128, allow_nonfinite=False):
 
 
 class Heads(_Handle):
-    """Per-head operands over one 2-D weight (DESIGN.md §2 orientation: each
+    """Per-head operands over one 2-D weight (docs/design.md orientation: each
     head is head_dim rows by the space it reads from or writes to).
 
     Create with :func:`fasvd.heads`. Immutable except for the column scale
@@ -462,7 +462,7 @@ def heads(w, n_heads=None, axis="rows", head_dim=None, offset=0, stride=0, dtype
 
     ``w`` is either
       - a 3-D array [n_heads, head_dim, cols]: head i is ``w[i]`` (already in
-        DESIGN.md §2 orientation; borrowed when its strides allow, else
+        docs/design.md orientation; borrowed when its strides allow, else
         copied to C order), or
       - a 2-D weight in PyTorch ``Linear`` layout [out, in] with
         ``axis="rows"`` (q_proj, k_proj, v_proj: head i is rows

@@ -4,10 +4,17 @@ Search order for the library:
 
 1. the path in the environment variable ``FASVD_LIBRARY`` (if it is set, it
    must load: nothing else is tried);
-2. the repository's build tree, ``build/lib/libfasvd.so.0`` two levels above
-   ``bindings/python`` (a source checkout built with ``make``);
-3. the system: ``ctypes.util.find_library("fasvd")``, then ``libfasvd.so.0``
-   through the dynamic loader's search path.
+2. where ``meson install`` put the library beside this package (the libdir
+   recorded in the generated ``fasvd/_config.py``, taken relative to where
+   the package really is, then as configured);
+3. in a source checkout (``PYTHONPATH=bindings/python``), the repository's
+   build tree, ``build/lib/libfasvd.so.0``;
+4. the system: ``ctypes.util.find_library("fasvd")``, then ``libfasvd.so.0``
+   through the dynamic loader's search path (``ldconfig``,
+   ``LD_LIBRARY_PATH``), then the usual install directories of the
+   ``/usr/local`` and ``sys.prefix`` prefixes.
+
+The error raised when none loads lists every place tried.
 
 Every function the binding uses is declared below with its ``argtypes`` and
 ``restype``; a function the loaded library lacks is recorded and reported
@@ -22,11 +29,15 @@ that much (docs/abi.md, "Versioned structs").
 import ctypes
 import ctypes.util
 import os
+import sys
+import sysconfig
 import threading
 
+from . import _version
 from . import errors
 
-EXPECTED_VERSION = (0, 1)
+#: (major, minor) of this package, from its one version source (_version).
+EXPECTED_VERSION = _version.major_minor(_version.package_version())
 
 c_int = ctypes.c_int
 c_unsigned = ctypes.c_uint
@@ -408,17 +419,58 @@ class LibraryNotFound(ImportError):
     """libfasvd.so.0 could not be found or loaded (tests skip on this one)."""
 
 
+SONAME = "libfasvd.so.0"
+
+
+def _installed_libdirs():
+    """The libdir meson install recorded beside this package: relative to
+    where the package is now (a DESTDIR staging tree or a moved prefix),
+    then the absolute configured one."""
+    try:
+        from . import _config
+    except ImportError:
+        return []
+    if not getattr(_config, "LIBDIR", None):
+        return []  # pip install: the library is not beside the package
+    out = []
+    if getattr(_config, "PYTHONDIR", None):
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out.append(os.path.normpath(os.path.join(
+            here, os.path.relpath(_config.LIBDIR, _config.PYTHONDIR))))
+    if _config.LIBDIR not in out:
+        out.append(_config.LIBDIR)
+    return out
+
+
+def _prefix_libdirs():
+    """lib/<multiarch>, lib64 and lib of /usr/local and sys.prefix: where
+    `meson install` and other installs put the library under a standard
+    prefix, found here even before `ldconfig` has run."""
+    arch = sysconfig.get_config_var("MULTIARCH")
+    subdirs = (["lib/" + arch] if arch else []) + ["lib64", "lib"]
+    out = []
+    for prefix in ("/usr/local", sys.prefix):
+        for sub in subdirs:
+            d = os.path.join(prefix, sub)
+            if d not in out:
+                out.append(d)
+    return out
+
+
 def _candidates():
+    """(paths to try in order, whether they come from FASVD_LIBRARY)."""
     env = os.environ.get("FASVD_LIBRARY")
     if env:
         return [env], True
-    here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.normpath(os.path.join(here, "..", "..", ".."))
-    out = [os.path.join(repo, "build", "lib", "libfasvd.so.0")]
+    out = [os.path.join(d, SONAME) for d in _installed_libdirs()]
+    if _version.from_meson_build(_version.CHECKOUT_MESON_BUILD):
+        repo = os.path.dirname(_version.CHECKOUT_MESON_BUILD)
+        out.append(os.path.join(repo, "build", "lib", SONAME))
     found = ctypes.util.find_library("fasvd")
     if found:
         out.append(found)
-    out.append("libfasvd.so.0")
+    out.append(SONAME)
+    out += [os.path.join(d, SONAME) for d in _prefix_libdirs()]
     return out, False
 
 
@@ -433,10 +485,11 @@ def _load():
             return ctypes.CDLL(path), path
         except OSError as e:
             failures.append("%s: %s" % (path, e))
-    where = "FASVD_LIBRARY=%s" % cands[0] if from_env else "the build tree and the system"
-    raise LibraryNotFound("fasvd: cannot load libfasvd.so.0 from %s (%s). Build the library "
-                      "(make build) or set FASVD_LIBRARY to the path of libfasvd.so.0."
-                      % (where, "; ".join(failures)))
+    where = "FASVD_LIBRARY" if from_env else "any of the places searched"
+    raise LibraryNotFound("fasvd: cannot load %s from %s. Tried: %s. Install libfasvd "
+                          "(meson install, then ldconfig), build it in this checkout "
+                          "(make build), or set FASVD_LIBRARY to the path of %s."
+                          % (SONAME, where, "; ".join(failures), SONAME))
 
 
 lib, path = _load()

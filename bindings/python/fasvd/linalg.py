@@ -97,7 +97,7 @@ def svdvals(a, dtype=None, compute=None, backend=None, rank=None, scale_inv=None
     :class:`fasvd.Tensor`.
     ``compute``: "f32" or "f64"; None chooses "f64" for float64 input (and
     integer arrays, converted to float64) and "f32" otherwise. Accuracy
-    against a float64 reference (DESIGN.md §4): within 1e-4 * sigma_1 in
+    against a float64 reference (docs/accuracy.md): within 1e-4 * sigma_1 in
     f32, 1e-10 * sigma_1 in f64.
     ``backend``: "auto" (default), "gesdd", "gesvd", "gesvdx", "gram",
     "randomized" (approximate, needs ``rank``; ``oversample``,
@@ -313,7 +313,7 @@ def fused_vo(v, o, n_heads=None, n_kv_heads=None, head_dim=None, dtype=None, com
     ``v``: v_proj [n_kv_heads*head_dim, kv_in] (Linear layout) or per-head
     [n_kv_heads, head_dim, kv_in]; ``o``: o_proj [hidden, n_heads*head_dim]
     (Linear layout: head i owns a block of columns) or per-head
-    [n_heads, head_dim, hidden] (DESIGN.md §2 orientation); either may be a
+    [n_heads, head_dim, hidden] (docs/design.md orientation); either may be a
     :class:`fasvd.Heads`. GQA / MQA: head i uses V head
     g(i) = i // (n_heads // n_kv_heads). For 2-D inputs give ``n_heads``
     (``n_kv_heads`` is then derived from v's rows) or ``head_dim``.
@@ -369,7 +369,7 @@ def stacked(a, b=None, kind=None, n_heads=None, n_kv_heads=None, head_dim=None,
             norm="sigma1", method="auto", head_norms=None, dtype=None, scale_inv=None,
             block=128, compute=None, threads=None, ctx=None, return_report=False):
     """Singular values of the stacked heads of a layer (heads concatenated
-    along rows, each first divided by its own norm; DESIGN.md §2).
+    along rows, each first divided by its own norm; docs/design.md).
 
     One weight (``b`` None): the stack [W_1/s_1; ...; W_n/s_n] of its heads.
     ``kind`` says how a 2-D weight splits: "Q", "K", "V" (default; heads are

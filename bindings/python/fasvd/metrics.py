@@ -1,4 +1,4 @@
-"""Effective-rank metrics of spectra (DESIGN.md §3), computed by libfasvd's
+"""Effective-rank metrics of spectra (docs/design.md), computed by libfasvd's
 metrics.h in double precision.
 
 Every function takes singular values ``s``: finite, non-negative and

@@ -186,7 +186,7 @@ class Model(_Handle):
             L.lib.fasvd_tensor_free(t)
 
     def layer(self, layer, fold_norms=True):
-        """The canonical per-head matrices of one layer (DESIGN.md §2),
+        """The canonical per-head matrices of one layer (docs/design.md),
         decoded to float64 with the norms folded (unless ``fold_norms`` is
         False): a dict with "Q", "Q_pe", "K", "V", "O" ([heads, rows, cols])
         and, for MLA, "QA", "KVA", "KVA_pe" (2-D); absent parts are left out.

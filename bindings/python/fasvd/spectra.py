@@ -1,4 +1,4 @@
-"""Spectra files (DESIGN.md §5, docs/spectra-schema.md) as notebook-style
+"""Spectra files (docs/spectra-schema.md) as notebook-style
 views, read with numpy alone (no dependency on the ``safetensors`` package).
 
 A spectra file is a safetensors file: an 8-byte little-endian header length

@@ -239,7 +239,7 @@ def read_checkpoint(model_dir):
 
 
 def reference_layer(weights, cfg, layer, fold=True):
-    """Canonical per-head matrices of DESIGN.md §2 for one layer, materialised
+    """Canonical per-head matrices (docs/design.md) for one layer, materialised
     in float64 from the raw checkpoint, written from the layout rules (not
     from the library): returns {"Q": [...], "K": [...], ..., "QA": M, ...}."""
     p = "model.layers.%d." % layer
@@ -288,7 +288,7 @@ def reference_layer(weights, cfg, layer, fold=True):
 
 
 def reference_spectra(m):
-    """Every spectrum of DESIGN.md §2/§5 from reference_layer()'s matrices,
+    """Every spectrum (docs/spectra-schema.md) from reference_layer()'s matrices,
     each fused and stacked matrix materialised: {"head.VO": [n, k], ...}."""
     out = {}
     for name in ("Q", "Q_pe", "K", "V", "O"):

@@ -19,7 +19,7 @@ require_library()
 import fasvd  # noqa: E402
 
 TAUS = (0.01, 0.001)
-CONTRACT = {"f64": 1e-10, "f32": 1e-4}  # DESIGN.md §4, relative to sigma_1
+CONTRACT = {"f64": 1e-10, "f32": 1e-4}  # docs/accuracy.md, relative to sigma_1
 
 
 def view(res, layer, key):

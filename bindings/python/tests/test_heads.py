@@ -35,7 +35,7 @@ def gqa_model(n_heads=6, n_kv=2, hd=8, hidden=40, low=3):
 
 
 def per_head(w, n, hd, axis="rows"):
-    """DESIGN.md §2 per-head matrices of a Linear weight, in numpy."""
+    """Per-head matrices (docs/design.md) of a Linear weight, in numpy."""
     if axis == "rows":
         return [w[i * hd:(i + 1) * hd, :] for i in range(n)]
     return [w[:, i * hd:(i + 1) * hd].T for i in range(n)]

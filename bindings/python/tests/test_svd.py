@@ -20,7 +20,7 @@ require_library()
 import fasvd  # noqa: E402
 from fasvd import _lib  # noqa: E402
 
-F64_TOL = 1e-10  # DESIGN.md §4, relative to sigma_1
+F64_TOL = 1e-10  # docs/accuracy.md, relative to sigma_1
 F32_TOL = 1e-4
 
 rng = np.random.default_rng(20240611)
@@ -215,7 +215,7 @@ def test_svd_reconstruction_and_truncation():
         np.testing.assert_allclose(U @ np.diag(S) @ Vt, a, atol=1e-12)
         np.testing.assert_allclose(U.T @ U, np.eye(25), atol=1e-12)
         check(S, ref, F64_TOL)
-    # truncation loses exactly sum_{i>r} s_i^2 (DESIGN.md §3)
+    # truncation loses exactly sum_{i>r} s_i^2 (docs/design.md)
     U, S, Vt = fasvd.svd(a, rank=7)
     lost = np.linalg.norm(a - U @ np.diag(S) @ Vt) ** 2
     assert abs(lost - np.sum(ref[7:] ** 2)) <= 1e-10 * np.sum(ref ** 2)
