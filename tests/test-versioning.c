@@ -58,6 +58,7 @@ INIT_FN(fasvd_model_info)
 INIT_FN(fasvd_model_input)
 INIT_FN(fasvd_model_layer_opts)
 INIT_FN(fasvd_st_info)
+INIT_FN(fasvd_blas_info)
 
 /* The first published sizes, written independently of the library's. */
 VSTRUCT(fasvd_svd_opts, seed, false);
@@ -80,6 +81,7 @@ VSTRUCT(fasvd_model_info, bytes_needed, true);
 VSTRUCT(fasvd_model_input, has_bias, true);
 VSTRUCT(fasvd_model_layer_opts, fold_norms, false);
 VSTRUCT(fasvd_st_info, file, true);
+VSTRUCT(fasvd_blas_info, cpu_features, true);
 
 /* ---------------------------------------------------------- the operands */
 
@@ -483,6 +485,12 @@ static int c_st_info_get(void *const *a, digest *d)
 	return fasvd_st_info_get(a[0], st, fasvd_st_name(st, 0));
 }
 
+static int c_blas_info_get(void *const *a, digest *d)
+{
+	(void)d;
+	return fasvd_blas_info_get(a[0]);
+}
+
 static const vcall calls[] = {
 	{"fasvd_svdvals", c_svdvals, {&v_fasvd_svd_opts, &v_fasvd_svd_report}},
 	{"fasvd_svd", c_svd, {&v_fasvd_svd_opts, &v_fasvd_svd_report}},
@@ -512,6 +520,7 @@ static const vcall calls[] = {
 	{"fasvd_model_input_get", c_model_input_get, {&v_fasvd_model_input}},
 	{"fasvd_model_layer_open", c_model_layer_open, {&v_fasvd_model_layer_opts}},
 	{"fasvd_st_info_get", c_st_info_get, {&v_fasvd_st_info}},
+	{"fasvd_blas_info_get", c_blas_info_get, {&v_fasvd_blas_info}},
 };
 #define N_CALLS (sizeof calls / sizeof calls[0])
 

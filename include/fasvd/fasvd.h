@@ -7,6 +7,7 @@
 #define FASVD_H
 
 #include <fasvd/core.h>
+#include <fasvd/blas.h>
 #include <fasvd/tensor.h>
 #include <fasvd/svd.h>
 #include <fasvd/metrics.h>
