@@ -2,6 +2,7 @@
  * subcommand dispatch. Subcommands live in tools/cmd_*.c and are listed in
  * tools/commands.def (see tools/cli.h). */
 #include "cli.h"
+#include "cli_blas.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@ static const cli_cmd *find_command(const char *name)
 static void print_help(void)
 {
 	printf("usage: fasvd [--threads N] COMMAND [ARGS...]\n"
-	       "       fasvd --version | --help | help COMMAND\n"
+	       "       fasvd --version [--verbose] | --help | help COMMAND\n"
 	       "\n"
 	       "Spectra, effective ranks and low-rank factorisations of transformer\n"
 	       "attention weights (libfasvd %s).\n"
@@ -38,7 +39,8 @@ static void print_help(void)
 	       "Global options (also accepted after the command):\n"
 	       "  -j, --threads N  worker threads, 0..1024 (default 0: all online CPUs)\n"
 	       "  -h, --help       show this help (or a command's, after it)\n"
-	       "  -V, --version    print the version\n"
+	       "  -V, --version    print the version; with --verbose (-v) after it, also the\n"
+	       "                   BLAS, the kernels it runs and the CPU (docs/blas.md)\n"
 	       "\n"
 	       "Exit status: 0 success, 1 failure, 2 usage error, and 10 + |code| when a\n"
 	       "libfasvd call fails with error code `code`:\n");
@@ -51,11 +53,16 @@ int main(int argc, char **argv)
 {
 	cli c = {0};
 	int i = 1;
+	/* OpenBLAS on generic kernels: once more with the right ones. */
+	cli_blas_reexec(argv);
 	/* Global options before the command. */
 	while (i < argc && argv[i][0] == '-') {
 		const char *a = argv[i];
 		if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
 			printf("fasvd %s\n", fasvd_version_string());
+			if (i + 1 < argc &&
+			    (!strcmp(argv[i + 1], "--verbose") || !strcmp(argv[i + 1], "-v")))
+				cli_blas_print(stdout);
 			return cli_finish(CLI_EXIT_OK);
 		}
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
