@@ -43,6 +43,8 @@ __version__ = _version.package_version()
 #: Version and path of the libfasvd actually loaded.
 library_version = _lib.version
 library_path = _lib.path
+#: The BLAS libfasvd runs on, its kernels and the CPU's (docs/blas.md).
+blas_info = _lib.blas_info
 
 
 def __getattr__(name):
@@ -54,6 +56,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "blas_info",
     "Error", "InvalidArgument", "OutOfMemory", "FormatError", "DtypeError", "ShapeError",
     "NonFiniteError", "RangeError", "LapackError", "NotFoundError", "ArchError", "Cancelled",
     "StateError", "InternalError",

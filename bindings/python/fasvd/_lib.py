@@ -33,8 +33,15 @@ import sys
 import sysconfig
 import threading
 
-from . import _version
-from . import errors
+from . import _blas
+
+# The OpenBLAS kernels, decided before anything loads OpenBLAS: numpy, which
+# errors imports (Debian's numpy uses the system OpenBLAS), or the library
+# (fasvd._blas).
+coretype_set = _blas.prepare()
+
+from . import _version  # noqa: E402
+from . import errors  # noqa: E402
 
 #: (major, minor) of this package, from its one version source (_version).
 EXPECTED_VERSION = _version.major_minor(_version.package_version())
@@ -103,6 +110,13 @@ layer_p = P(type("fasvd_model_layer", (_Opaque,), {}))
 
 class Bounds(ctypes.Structure):
     _fields_ = [("error", c_int), ("lower", c_int64), ("upper", c_int64)]
+
+
+class BlasInfo(ctypes.Structure):
+    _fields_ = [("size", c_size_t), ("name", c_char_p), ("version", c_char_p),
+                ("config", c_char_p), ("core", c_char_p), ("threads", c_int),
+                ("dynamic", c_int), ("fallback", c_int), ("recommended", c_char_p),
+                ("cpu_features", c_char_p)]
 
 
 class SvdOpts(ctypes.Structure):
@@ -267,6 +281,9 @@ _PROTOTYPES = {
     "fasvd_ctx_param_bounds": (Bounds, [c_enum]),
     "fasvd_ctx_set_param": (c_int, [ctx_p, c_enum, c_int64]),
     "fasvd_ctx_get_param": (c_int, [P(c_int64), ctx_p, c_enum]),
+    # blas.h
+    "fasvd_blas_info_init": (None, [P(BlasInfo)]),
+    "fasvd_blas_info_get": (c_int, [P(BlasInfo)]),
     # tensor.h
     "fasvd_dtype_size": (c_size_t, [c_enum]),
     "fasvd_dtype_name": (c_char_p, [c_enum]),
@@ -400,6 +417,7 @@ _PROTOTYPES = {
 
 # Which *_init function fills which struct (for the layout self-check).
 _INITS = {
+    BlasInfo: "fasvd_blas_info_init",
     SvdOpts: "fasvd_svd_opts_init", SvdReport: "fasvd_svd_report_init",
     RfactorsOpts: "fasvd_rfactors_opts_init", StackOpts: "fasvd_stack_opts_init",
     StackReport: "fasvd_stack_report_init", SubspaceOpts: "fasvd_subspace_opts_init",
@@ -633,3 +651,23 @@ def check_struct_sizes():
             struct_init(cls)
             done.append(cls.__name__)
     return done
+
+
+def blas_info():
+    """The BLAS libfasvd runs on (fasvd_blas_info_get) as a dict: name,
+    version, config, core, threads, dynamic, fallback, recommended,
+    cpu_features, and coretype_set_by_fasvd (the core the binding set in
+    OPENBLAS_CORETYPE before loading the library, or None)."""
+    info = struct_init(BlasInfo)
+    call("fasvd_blas_info_get", ctypes.byref(info))
+    out = {name: getattr(info, name) for name, _ in BlasInfo._fields_[1:]}
+    for k, v in out.items():
+        if isinstance(v, bytes):
+            out[k] = decode(v)
+    out["dynamic"], out["fallback"] = bool(info.dynamic), bool(info.fallback)
+    out["coretype_set_by_fasvd"] = coretype_set
+    return out
+
+
+if available("fasvd_blas_info_get"):
+    _blas.check(blas_info(), coretype_set)
