@@ -101,6 +101,25 @@ def energy_rank(s, tau):
     return int(ok[0]) + 1
 
 
+def notebook_blas():
+    """The OpenBLAS PyTorch runs the notebook on (the one mapped in this
+    process), as one line: its kernels decide half of the comparison."""
+    import ctypes
+    with open("/proc/self/maps") as f:
+        paths = sorted({x[5].strip() for x in (line.split(None, 5) for line in f)
+                        if len(x) == 6 and "openblas" in os.path.basename(x[5])})
+    for p in paths:
+        try:
+            lib = ctypes.CDLL(p)
+            lib.openblas_get_config.restype = lib.openblas_get_corename.restype = ctypes.c_char_p
+            return "%s, core %s, %d threads (%s)" % (
+                lib.openblas_get_config().decode(), lib.openblas_get_corename().decode(),
+                lib.openblas_get_num_threads(), p)
+        except (OSError, AttributeError):
+            continue
+    return "not OpenBLAS (%s)" % (torch.__config__.show().strip().splitlines()[-1][:200])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
@@ -115,6 +134,9 @@ def main():
     ap.add_argument("--engine-again-timings")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    blas = notebook_blas()
+    print("notebook BLAS: %s; OPENBLAS_CORETYPE=%s" % (blas, os.environ.get("OPENBLAS_CORETYPE",
+                                                                          "unset")))
     meta, w = load(args.dir)
     tim = json.load(open(os.path.join(args.dir, "timings.json")))
     index = json.load(open(os.path.join(args.dir, "ours.json")))
@@ -207,7 +229,8 @@ def main():
                    "layer_runs": [{"wall_s": r[0], "cpu_s": r[1], "load": r[2], "when": r[3]}
                                   for r in runs], "vo_s": vo_t,
                    "floor_s": floors, "analyze_s": t_an, "max_rel_diff": worst,
-                   "rank_mismatches": rank_mismatch}, open(args.json, "w"), indent=1)
+                   "rank_mismatches": rank_mismatch, "notebook_blas": blas},
+                  open(args.json, "w"), indent=1)
     return 0 if all_ok else 1
 
 

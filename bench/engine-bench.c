@@ -17,9 +17,13 @@
  *                     [--no-weights] [--skip-floor] [--timings FILE]
  * (--no-weights: do not write the weights and checkpoint; the spectra and
  * timings are written still. --timings: where the timings go.)
+ * Like the `fasvd` tool it re-executes itself once with the CPU's OpenBLAS
+ * kernels when OpenBLAS fell back to generic ones, and prints the BLAS it
+ * runs first (docs/blas.md).
  */
 #include "engine/engine_int.h"
 #include "linalg/linalg.h"
+#include "cli_blas.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -374,6 +378,8 @@ int main(int argc, char **argv)
 	const char *dir = "/tmp/fasvd-bench", *timings = NULL;
 	fasvd_dtype dtype = FASVD_DTYPE_F32;
 	fasvd_compute compute = FASVD_COMPUTE_F32;
+	/* OpenBLAS on generic kernels: once more with the CPU's (docs/blas.md). */
+	cli_blas_reexec(argv);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--heads") && v)
@@ -413,6 +419,7 @@ int main(int argc, char **argv)
 	CHECK(fasvd_ctx_new(&ctx, NULL));
 	CHECK(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, threads));
 	openblas_set_num_threads(threads);
+	cli_blas_print(stdout);
 
 	/* Weights (row-major, checkpoint layouts). */
 	double t0 = now();

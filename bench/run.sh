@@ -11,6 +11,11 @@
 # weights, default f32), REPS (engine repetitions, best kept, default 1).
 # Needs Debian's python3-torch (apt-get install -y python3-torch) for the
 # notebook side, run with /usr/bin/python3.
+#
+# Every part prints the BLAS it runs on first (docs/blas.md). When OpenBLAS
+# falls back to generic kernels on this CPU (and OPENBLAS_CORETYPE is unset),
+# the whole run, the notebook's PyTorch included, uses the kernels `fasvd`
+# re-executes itself with, so that both sides run the CPU's best kernels.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build-bench}
@@ -29,6 +34,15 @@ ninja -C "$BUILD" bench/engine-bench tools/fasvd >/dev/null
 	echo "bench/run.sh: needs python3-torch and python3-numpy for $PY" >&2
 	exit 1
 }
+blas=$("$BUILD/tools/fasvd" --version --verbose)
+echo "$blas"
+core=$(echo "$blas" | sed -n 's/^OPENBLAS_CORETYPE: \([A-Za-z0-9_]*\) (set by fasvd.*/\1/p')
+if [ -n "$core" ]; then
+	echo "bench/run.sh: OpenBLAS falls back to generic kernels here: OPENBLAS_CORETYPE=$core for every run below"
+	OPENBLAS_CORETYPE=$core
+	export OPENBLAS_CORETYPE
+fi
+echo
 status=0
 for h in $HEADS; do
 	dir="$OUT/h$h"

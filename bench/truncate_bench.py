@@ -80,6 +80,25 @@ class FactorOpts(ctypes.Structure):
                 ("cancel", ctypes.c_void_p), ("cancel_arg", ctypes.c_void_p)]
 
 
+class BlasInfo(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t)] + [(n, ctypes.c_char_p) for n in (
+        "name", "version", "config", "core")] + [(n, ctypes.c_int) for n in (
+        "threads", "dynamic", "fallback")] + [("recommended", ctypes.c_char_p),
+                                              ("cpu_features", ctypes.c_char_p)]
+
+
+def blas_line():
+    """The BLAS every method here runs on (numpy, torch and libfasvd share
+    Debian's OpenBLAS), as one line (docs/blas.md)."""
+    info = BlasInfo()
+    lib.fasvd_blas_info_init(ctypes.byref(info))
+    if lib.fasvd_blas_info_get(ctypes.byref(info)):
+        return "unknown"
+    return "%s %s, core %s, %d threads, fallback %s (best core for this CPU: %s)" % (
+        info.name.decode(), info.version.decode(), info.core.decode(), info.threads,
+        "yes" if info.fallback else "no", (info.recommended or b"none").decode())
+
+
 class SvdOpts(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t), ("compute", ctypes.c_int), ("backend", ctypes.c_int),
                 ("rank", ctypes.c_int64), ("oversample", ctypes.c_int64),
@@ -226,6 +245,7 @@ def main():
     print("# truncate_bench: threads=%d, slack=%g, torch %s, times: %s of %d, %s clock (s)"
           % (args.threads, args.slack, torch.__version__ if torch else "absent", args.stat,
              args.reps, args.clock))
+    print("# BLAS: %s" % blas_line())
     print("# err = ||W - AB||^2/||W||^2 relative to the optimum; q = power iterations used")
     hdr = "%-11s %4s %-26s %9s %4s %11s %8s" % ("shape", "r", "method", "time", "q",
                                                 "err/opt-1", "ratio")
