@@ -419,7 +419,7 @@ int main(int argc, char **argv)
 	CHECK(fasvd_ctx_new(&ctx, NULL));
 	CHECK(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, threads));
 	openblas_set_num_threads(threads);
-	cli_blas_print(stdout);
+	cli_blas_print(stderr);
 
 	/* Weights (row-major, checkpoint layouts). */
 	double t0 = now();
