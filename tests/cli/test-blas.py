@@ -96,8 +96,9 @@ def main():
                "OpenBLAS's own choice (%s) is kept when it is no fallback" % info.get("core"),
                out)
 
-    if not best:
-        tap.case("re-execution", True, skip="no AVX: no core to re-execute with")
+    if not best or "DYNAMIC_ARCH" not in (info.get("BLAS config") or ""):
+        tap.case("re-execution", True, skip="no AVX, or an OpenBLAS built for one CPU type: "
+                 "nothing to re-execute with")
         return tap.report()
 
     st, out, err, info = run(force)
