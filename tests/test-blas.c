@@ -162,7 +162,7 @@ static void test_this_process(void **state)
 	}
 	static char flags[8192];
 	cpuinfo_flags(flags, sizeof flags);
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__i386__)
 	assert_string_not_equal(info.cpu_features, "unknown");
 	if (flags[0])
 		assert_features_in_cpuinfo(info.cpu_features, flags);
