@@ -136,18 +136,6 @@ static void gauss_fill(bool dbl, void *x, int64_t rows, int64_t cols, int64_t ld
 
 /* ------------------------------------------------------------ BLAS helpers */
 
-static void gemm(bool dbl, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int64_t m,
-                 int64_t n, int64_t k, double alpha, const void *a, int64_t lda, const void *b,
-                 int64_t ldb, double beta, void *c, int64_t ldc)
-{
-	if (dbl)
-		cblas_dgemm(CblasColMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, alpha, a,
-		            (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
-	else
-		cblas_sgemm(CblasColMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, (float)alpha, a,
-		            (blasint)lda, b, (blasint)ldb, (float)beta, c, (blasint)ldc);
-}
-
 /* Multiply row i of the k x c block t (ld k) by s[i]. */
 static void scale_rows(bool dbl, void *t, int64_t k, int64_t c, const double *s)
 {
@@ -192,12 +180,12 @@ static void t_mul(const struct rsvd *c, bool tr, int64_t cols, const void *x, vo
 	bool use_at = tr != c->trans;
 	int64_t rows_out = tr ? c->N : c->M, inner = tr ? c->M : c->N;
 	if (!use_at) {
-		gemm(c->dbl, CblasNoTrans, CblasNoTrans, rows_out, cols, inner, 1.0, c->a, c->lda, x,
-		     inner, 0.0, y, rows_out);
+		fasvd__gemm(c->dbl, false, false, rows_out, cols, inner, 1.0, c->a, c->lda, x,
+		            inner, 0.0, y, rows_out);
 		return;
 	}
-	gemm(c->dbl, CblasTrans, CblasNoTrans, cols, rows_out, inner, 1.0, x, inner, c->a, c->lda,
-	     0.0, c->tt, cols);
+	fasvd__gemm(c->dbl, true, false, cols, rows_out, inner, 1.0, x, inner, c->a, c->lda, 0.0,
+	            c->tt, cols);
 	fasvd__copy_strided(c->dbl, cols, rows_out, c->tt, 1, cols, y, rows_out);
 }
 
@@ -207,11 +195,11 @@ static void e_correct(const struct rsvd *c, bool tr, int64_t cols, const void *x
 {
 	const void *in = tr ? c->ut : c->vt, *out = tr ? c->vt : c->ut;
 	int64_t rin = tr ? c->M : c->N, rout = tr ? c->N : c->M;
-	gemm(c->dbl, CblasTrans, CblasNoTrans, c->k, cols, rin, 1.0, in, rin, x, rin, 0.0, c->tmp,
-	     c->k);
+	fasvd__gemm(c->dbl, true, false, c->k, cols, rin, 1.0, in, rin, x, rin, 0.0, c->tmp,
+	            c->k);
 	scale_rows(c->dbl, c->tmp, c->k, cols, c->s);
-	gemm(c->dbl, CblasNoTrans, CblasNoTrans, rout, cols, c->k, -1.0, out, rout, c->tmp, c->k,
-	     1.0, y, rout);
+	fasvd__gemm(c->dbl, false, false, rout, cols, c->k, -1.0, out, rout, c->tmp, c->k, 1.0,
+	            y, rout);
 }
 
 /* Largest singular value of the rows x c block x (ld rows), from its Gram
@@ -260,8 +248,8 @@ static void project_out(bool dbl, int64_t rows, int64_t nb, const void *b, int64
 {
 	if (nb < 1)
 		return;
-	gemm(dbl, CblasTrans, CblasNoTrans, nb, c, rows, 1.0, b, rows, z, rows, 0.0, tmp, nb);
-	gemm(dbl, CblasNoTrans, CblasNoTrans, rows, c, nb, -1.0, b, rows, tmp, nb, 1.0, z, rows);
+	fasvd__gemm(dbl, true, false, nb, c, rows, 1.0, b, rows, z, rows, 0.0, tmp, nb);
+	fasvd__gemm(dbl, false, false, rows, c, nb, -1.0, b, rows, tmp, nb, 1.0, z, rows);
 }
 
 /* Orthonormalise the rows x c block z against the orthonormal rows x nb
@@ -485,8 +473,8 @@ static void tail_start(const struct rsvd *c, struct krylov *kr, const struct rsv
 	bool dbl = c->dbl;
 	char *lt = (char *)kr->l + (size_t)(r * M) * es;
 	char *et = (char *)kr->etl + (size_t)(r * N) * es;
-	gemm(dbl, CblasNoTrans, CblasTrans, M, t, l, 1.0, ws->y, M,
-	     ws->xx + (size_t)k * es, l, 0.0, lt, M);
+	fasvd__gemm(dbl, false, true, M, t, l, 1.0, ws->y, M, ws->xx + (size_t)k * es, l, 0.0,
+	            lt, M);
 	fasvd__copy_block(es, N, t, ws->w + (size_t)(k * N) * es, N, et, N);
 	for (int64_t jj = 0; jj < t; jj++)
 		*est = fmax(*est, sb[k + jj]);
@@ -577,7 +565,7 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 	if ((rc = fasvd__svd_run(ctx, &j)))
 		goto out;
 	memcpy(s, sb, (size_t)k * sizeof(double));
-	gemm(dbl, CblasNoTrans, CblasTrans, M, k, l, 1.0, ws.y, M, ws.xx, l, 0.0, ws.ut, M);
+	fasvd__gemm(dbl, false, true, M, k, l, 1.0, ws.y, M, ws.xx, l, 0.0, ws.ut, M);
 
 	if (err_est) {
 		*err_est = 0.0;
