@@ -38,9 +38,6 @@ ALLOWED = {
 PENDING = {
     # split pending
     ("lib/engine/subspace.c", "fasvd_subspace_new"),
-    ("lib/factor/factor.c", "fasvd_factor_shared"),
-    ("lib/factor/factor.c", "fasvd_factor_fused"),
-    ("lib/factor/factor.c", "vectors_task"),
 }
 
 NAME_RE = re.compile(r"([A-Za-z_]\w*)\s*\(")
