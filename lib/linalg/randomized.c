@@ -268,12 +268,17 @@ static int extend_basis(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t nb, cons
 	return fasvd__qr_thin(ctx, dbl, rows, c, z, rows, NULL, 0);
 }
 
-/* The estimator's state: right Krylov basis P (N x pr) and E P (M x pr),
- * left basis L (M x pl) and Eᵀ L (N x pl); the last block of each side
- * starts at p_last / l_last. */
+/* One side of the estimator: an orthonormal basis (n columns, at most
+ * cap; the newest block starts at column last) and its images. */
+struct kside {
+	void *basis, *img;
+	int64_t n, last, cap;
+};
+
+/* The estimator's state: the right Krylov basis P (N x n) with E P
+ * (M x n), the left basis L (M x n) with Eᵀ L (N x n). */
 struct krylov {
-	void *p, *ep, *l, *etl;
-	int64_t pr, pl, p_last, l_last, cap_r, cap_l;
+	struct kside right, left;
 	void *tmp; /* projection scratch (the struct rsvd's) */
 };
 
@@ -283,53 +288,32 @@ struct krylov {
 static int krylov_step(const struct rsvd *c, struct krylov *kr, bool right, double *est,
                        bool *done)
 {
+	struct kside *to = right ? &kr->right : &kr->left;
+	const struct kside *from = right ? &kr->left : &kr->right;
+	int64_t rows = right ? c->N : c->M, other = right ? c->M : c->N;
 	size_t es = c->es;
-	int rc;
-	if (right) {
-		int64_t cn = kr->pl - kr->l_last, room = kr->cap_r - kr->pr;
-		if (cn > room)
-			cn = room;
-		if (cn < 1) {
-			*done = true;
-			return 0;
-		}
-		void *pn = (char *)kr->p + (size_t)(kr->pr * c->N) * es;
-		void *epn = (char *)kr->ep + (size_t)(kr->pr * c->M) * es;
-		fasvd__copy_block(es, c->N, cn, (char *)kr->etl + (size_t)(kr->l_last * c->N) * es,
-		                  c->N, pn, c->N);
-		if ((rc = extend_basis(c->ctx, c->dbl, c->N, kr->pr, kr->p, cn, pn, kr->tmp)))
-			return rc;
-		t_mul(c, false, cn, pn, epn);
-		e_correct(c, false, cn, pn, epn);
-		kr->p_last = kr->pr;
-		kr->pr += cn;
-		double b;
-		if ((rc = ritz_bound(c->ctx, c->dbl, c->M, c->N, kr->pr, kr->ep, kr->p, &b)))
-			return rc;
-		*est = fmax(*est, b);
-	} else {
-		int64_t cn = kr->pr - kr->p_last, room = kr->cap_l - kr->pl;
-		if (cn > room)
-			cn = room;
-		if (cn < 1) {
-			*done = true;
-			return 0;
-		}
-		void *ln = (char *)kr->l + (size_t)(kr->pl * c->M) * es;
-		void *etln = (char *)kr->etl + (size_t)(kr->pl * c->N) * es;
-		fasvd__copy_block(es, c->M, cn, (char *)kr->ep + (size_t)(kr->p_last * c->M) * es,
-		                  c->M, ln, c->M);
-		if ((rc = extend_basis(c->ctx, c->dbl, c->M, kr->pl, kr->l, cn, ln, kr->tmp)))
-			return rc;
-		t_mul(c, true, cn, ln, etln);
-		e_correct(c, true, cn, ln, etln);
-		kr->l_last = kr->pl;
-		kr->pl += cn;
-		double b;
-		if ((rc = ritz_bound(c->ctx, c->dbl, c->N, c->M, kr->pl, kr->etl, kr->l, &b)))
-			return rc;
-		*est = fmax(*est, b);
+	int64_t cn = from->n - from->last, room = to->cap - to->n;
+	if (cn > room)
+		cn = room;
+	if (cn < 1) {
+		*done = true;
+		return 0;
 	}
+	void *qn = (char *)to->basis + (size_t)(to->n * rows) * es;
+	void *eqn = (char *)to->img + (size_t)(to->n * other) * es;
+	fasvd__copy_block(es, rows, cn, (char *)from->img + (size_t)(from->last * rows) * es, rows,
+	                  qn, rows);
+	int rc = extend_basis(c->ctx, c->dbl, rows, to->n, to->basis, cn, qn, kr->tmp);
+	if (rc)
+		return rc;
+	t_mul(c, !right, cn, qn, eqn);
+	e_correct(c, !right, cn, qn, eqn);
+	to->last = to->n;
+	to->n += cn;
+	double b;
+	if ((rc = ritz_bound(c->ctx, c->dbl, other, rows, to->n, to->img, to->basis, &b)))
+		return rc;
+	*est = fmax(*est, b);
 	return 0;
 }
 
@@ -436,7 +420,7 @@ static int range_basis(const struct rsvd *c, struct krylov *kr, const struct rsv
 		gauss_fill(dbl, om + (size_t)(l * N) * es, N, r, N, &g);
 		if ((rc = fasvd__qr_thin(ctx, dbl, N, r, om + (size_t)(l * N) * es, N, NULL, 0)))
 			return rc;
-		fasvd__copy_block(es, N, r, om + (size_t)(l * N) * es, N, kr->p, N);
+		fasvd__copy_block(es, N, r, om + (size_t)(l * N) * es, N, kr->right.basis, N);
 	}
 	/* Between products the basis only needs to be well conditioned (P L of
 	 * an LU, a fraction of a QR's cost); the last one, Q, is orthonormal. */
@@ -471,8 +455,8 @@ static void tail_start(const struct rsvd *c, struct krylov *kr, const struct rsv
 	int64_t M = c->M, N = c->N, k = c->k, l = ws->l, r = ws->r, t = ws->t;
 	const double *sb = ws->sb;
 	bool dbl = c->dbl;
-	char *lt = (char *)kr->l + (size_t)(r * M) * es;
-	char *et = (char *)kr->etl + (size_t)(r * N) * es;
+	char *lt = (char *)kr->left.basis + (size_t)(r * M) * es;
+	char *et = (char *)kr->left.img + (size_t)(r * N) * es;
 	fasvd__gemm(dbl, false, true, M, t, l, 1.0, ws->y, M, ws->xx + (size_t)k * es, l, 0.0,
 	            lt, M);
 	fasvd__copy_block(es, N, t, ws->w + (size_t)(k * N) * es, N, et, N);
@@ -498,22 +482,22 @@ static int estimate_error(const struct rsvd *c, struct krylov *kr, const struct 
 	double est = 0.0, bnd;
 	int rc;
 	/* Right: P0 and E P0 = T P0 − U_T s V_Tᵀ P0. */
-	fasvd__copy_block(es, M, r, ws->tp0, M, kr->ep, M);
-	e_correct(c, false, r, kr->p, kr->ep);
-	kr->pr = r;
-	kr->p_last = 0;
-	if ((rc = ritz_bound(c->ctx, c->dbl, M, N, r, kr->ep, kr->p, &bnd)))
+	fasvd__copy_block(es, M, r, ws->tp0, M, kr->right.img, M);
+	e_correct(c, false, r, kr->right.basis, kr->right.img);
+	kr->right.n = r;
+	kr->right.last = 0;
+	if ((rc = ritz_bound(c->ctx, c->dbl, M, N, r, kr->right.img, kr->right.basis, &bnd)))
 		return rc;
 	est = fmax(est, bnd);
 	/* Left: [G | Q X_tail] and their Eᵀ images. */
-	fasvd__copy_block(es, M, r, ws->y + (size_t)(l * M) * es, M, kr->l, M);
-	fasvd__copy_block(es, N, r, ws->z + (size_t)(l * N) * es, N, kr->etl, N);
-	e_correct(c, true, r, kr->l, kr->etl);
+	fasvd__copy_block(es, M, r, ws->y + (size_t)(l * M) * es, M, kr->left.basis, M);
+	fasvd__copy_block(es, N, r, ws->z + (size_t)(l * N) * es, N, kr->left.img, N);
+	e_correct(c, true, r, kr->left.basis, kr->left.img);
 	if (ws->t > 0)
 		tail_start(c, kr, ws, &est);
-	kr->pl = r + ws->t;
-	kr->l_last = 0;
-	if ((rc = ritz_bound(c->ctx, c->dbl, N, M, kr->pl, kr->etl, kr->l, &bnd)))
+	kr->left.n = r + ws->t;
+	kr->left.last = 0;
+	if ((rc = ritz_bound(c->ctx, c->dbl, N, M, kr->left.n, kr->left.img, kr->left.basis, &bnd)))
 		return rc;
 	est = fmax(est, bnd);
 	bool done = false;
@@ -550,8 +534,9 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 	ws.om = AT(0), ws.y = AT(1), ws.z = AT(2), ws.w = AT(3), ws.xx = AT(4), ws.ut = AT(5);
 	ws.tp0 = AT(6), ws.sb = sb;
 	char *tmp = AT(11);
-	struct krylov kr = {.p = AT(7), .ep = AT(8), .l = AT(9), .etl = AT(10), .tmp = tmp,
-	                    .cap_r = ws.cap_r, .cap_l = ws.cap_l};
+	struct krylov kr = {.right = {.basis = AT(7), .img = AT(8), .cap = ws.cap_r},
+	                    .left = {.basis = AT(9), .img = AT(10), .cap = ws.cap_l},
+	                    .tmp = tmp};
 #undef AT
 	struct rsvd c = {.ctx = ctx, .dbl = dbl, .es = es, .trans = trans, .M = M, .N = N, .k = k,
 	                 .a = a, .lda = lda, .s = s, .ut = ws.ut, .vt = ws.w, .tmp = tmp,
