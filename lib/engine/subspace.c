@@ -427,13 +427,11 @@ int fasvd_subspace_reconstruct(double *dst, int64_t ld, fasvd_layout layout,
 	if (!sp || !dst || i < 0 || i >= sp->n)
 		return fasvd__error(FASVD_EINVAL, "%s: NULL argument or head %lld out of range", fn,
 		                    (long long)i);
-	if (layout != FASVD_LAYOUT_ROW_MAJOR && layout != FASVD_LAYOUT_COL_MAJOR)
-		return fasvd__error(FASVD_EINVAL, "%s: unknown layout %d", fn, (int)layout);
 	int64_t k = sp->rows, m = sp->cols, r = sp->rank;
+	int rc = fasvd__check_dst_layout(layout, ld, k, m, fn);
+	if (rc)
+		return rc;
 	bool rm = layout == FASVD_LAYOUT_ROW_MAJOR;
-	if (ld < (rm ? m : k))
-		return fasvd__error(FASVD_EINVAL, "%s: leading dimension %lld < %lld", fn,
-		                    (long long)ld, (long long)(rm ? m : k));
 	const double *b = fasvd_tensor_data(sp->basis), *a = fasvd_tensor_data(sp->factors[i]);
 	const double *mu = sp->mean ? fasvd_tensor_data(sp->mean) : NULL;
 	bool in = sp->side == FASVD_SUBSPACE_SHARED_INPUT;

@@ -391,18 +391,24 @@ static int nonfinite_error(const fasvd_tensor *t, int64_t r, int64_t c, double v
 	                    isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"));
 }
 
+int fasvd__check_dst_layout(fasvd_layout layout, int64_t ld, int64_t rows, int64_t cols,
+                            const char *fn)
+{
+	if (layout != FASVD_LAYOUT_ROW_MAJOR && layout != FASVD_LAYOUT_COL_MAJOR)
+		return fasvd__error(FASVD_EINVAL, "%s: unknown layout %d", fn, (int)layout);
+	int64_t need = layout == FASVD_LAYOUT_ROW_MAJOR ? cols : rows;
+	if (ld < need)
+		return fasvd__error(FASVD_EINVAL, "%s: leading dimension %lld < %lld", fn,
+		                    (long long)ld, (long long)need);
+	return 0;
+}
+
 static int check_dst(const fasvd_tensor *t, const void *dst, int64_t ld, fasvd_layout layout,
                      const char *fn)
 {
 	if (!t || !dst)
 		return fasvd__error(FASVD_EINVAL, "%s: NULL argument", fn);
-	if (layout != FASVD_LAYOUT_ROW_MAJOR && layout != FASVD_LAYOUT_COL_MAJOR)
-		return fasvd__error(FASVD_EINVAL, "%s: unknown layout %d", fn, (int)layout);
-	int64_t need = layout == FASVD_LAYOUT_ROW_MAJOR ? t->cols : t->rows;
-	if (ld < need)
-		return fasvd__error(FASVD_EINVAL, "%s: leading dimension %lld < %lld", fn,
-		                    (long long)ld, (long long)need);
-	return 0;
+	return fasvd__check_dst_layout(layout, ld, t->rows, t->cols, fn);
 }
 
 /* The decode loops. A view is walked as `n_lines` lines of `len` elements
