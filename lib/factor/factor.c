@@ -790,6 +790,15 @@ int fasvd_factor_rank(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
 
 /* ---------------------------------------------------------- workspace */
 
+int64_t fasvd__factor_max_rank(const fasvd_factor_opts *o, int64_t p)
+{
+	if (o->rank >= 0 && o->rank < p)
+		return o->rank;
+	if (o->rank < 0 && o->max_rank > 0 && o->max_rank < p)
+		return o->max_rank;
+	return p;
+}
+
 static bool add_u64(uint64_t *acc, uint64_t v)
 {
 	if (*acc > UINT64_MAX - v)
@@ -814,11 +823,7 @@ int fasvd__factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols,
 	double m = (double)(rows / h), n = (double)cols;
 	double p = m < n ? m : n, big = m > n ? m : n;
 	double es = dbl ? 8 : 4;
-	double r = (double)p;
-	if (o->rank >= 0 && (double)o->rank < p)
-		r = (double)o->rank;
-	if (o->rank < 0 && o->max_rank > 0 && (double)o->max_rank < p)
-		r = (double)o->max_rank;
+	double r = (double)fasvd__factor_max_rank(o, (int64_t)p);
 	/* values pass: Gram p² doubles + a decoded panel (16 MB, at least 64
 	 * rows, at most the whole matrix), or a decoded copy plus gesdd
 	 * workspace (3p + max(big, 7p)) and 8p ints */
