@@ -622,27 +622,30 @@ static void line_to_f32(const struct plan *p, int64_t i, int64_t j0, int64_t n, 
 	}
 }
 
+/* Is any of v[0 .. n) NaN or Inf (all exponent bits EXP set)? U is the
+ * unsigned integer of the values' width; branch-free, so that it
+ * vectorises. */
+#define ANY_NONFINITE(U, EXP)                                  \
+	do {                                                   \
+		U bad = 0;                                     \
+		for (int64_t k = 0; k < n; k++) {              \
+			U u;                                   \
+			memcpy(&u, &v[k], sizeof u);           \
+			bad |= (~u & (EXP)) == 0;              \
+		}                                              \
+		return bad != 0;                               \
+	} while (0)
+
 static bool any_nonfinite_f64(const double *v, int64_t n)
 {
-	uint64_t bad = 0;
-	for (int64_t k = 0; k < n; k++) {
-		uint64_t u;
-		memcpy(&u, &v[k], 8);
-		bad |= (~u & UINT64_C(0x7ff0000000000000)) == 0;
-	}
-	return bad != 0;
+	ANY_NONFINITE(uint64_t, UINT64_C(0x7ff0000000000000));
 }
 
 static bool any_nonfinite_f32(const float *v, int64_t n)
 {
-	uint32_t bad = 0;
-	for (int64_t k = 0; k < n; k++) {
-		uint32_t u;
-		memcpy(&u, &v[k], 4);
-		bad |= (~u & UINT32_C(0x7f800000)) == 0;
-	}
-	return bad != 0;
+	ANY_NONFINITE(uint32_t, UINT32_C(0x7f800000));
 }
+#undef ANY_NONFINITE
 
 /* Report the first non-finite value of t in row-major order (f32: of the
  * values rounded to float). */
