@@ -343,7 +343,7 @@ static void test_not_json(void **state)
 	/* the key is named however long it is (jansson quotes only short ones) */
 	expect_fail("{\"model_type\":\"llama\",\n\"num_attention_heads_of_the_model\":4,\n"
 	            "\"num_attention_heads_of_the_model\":8}",
-	            FASVD_EFORMAT, "duplicate key 'num_attention_heads_of_the_model'", "line 3",
+	            FASVD_EFORMAT, "duplicate name 'num_attention_heads_of_the_model'", "line 3",
 	            NULL);
 	/* Invalid UTF-8 */
 	expect_fail("{\"model_type\":\"ll\xff\"}", FASVD_EFORMAT, NULL);

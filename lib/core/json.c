@@ -39,8 +39,8 @@ int fasvd__json_fail(const char *file, const char *what, const json_error_t *err
 		/* jansson names the key only when it is short: find it. */
 		char key[256];
 		if (fasvd__json_key_before(buf, len, err->position, key, sizeof key))
-			return fasvd__error(FASVD_EFORMAT, "%s: %s has a duplicate name '%s'", file,
-			                    what, key);
+			return fasvd__error(FASVD_EFORMAT, "%s: %s has a duplicate name '%s' (line %d)",
+			                    file, what, key, err->line);
 		return fasvd__error(FASVD_EFORMAT, "%s: %s has a duplicate name: %s", file, what,
 		                    err->text);
 	}

@@ -14,8 +14,8 @@ bool fasvd__json_key_before(const char *buf, size_t len, int pos, char *out, siz
 
 /* The error of a failed json_loadb() of buf[0 .. len), `what` of `file`
  * ("header", "index", "config.json"): FASVD_ENOMEM, or FASVD_EFORMAT naming
- * a duplicate name (however long), invalid UTF-8, a NUL byte, a value that
- * is not an object, or the syntax error with its line and column. */
+ * a duplicate name (however long) with its line, invalid UTF-8, a NUL byte, a
+ * value that is not an object, or the syntax error with its line and column. */
 int fasvd__json_fail(const char *file, const char *what, const json_error_t *err,
                      const char *buf, size_t len);
 

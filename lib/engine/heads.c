@@ -226,13 +226,8 @@ static int decode_checked(const fasvd_heads *h, int64_t i, bool dbl, void *dst, 
 	if (i < 0 || i >= h->n)
 		return fasvd__error(FASVD_EINVAL, "%s: head %lld outside [0, %lld)", fn, (long long)i,
 		                    (long long)h->n);
-	if (layout != FASVD_LAYOUT_ROW_MAJOR && layout != FASVD_LAYOUT_COL_MAJOR)
-		return fasvd__error(FASVD_EINVAL, "%s: unknown layout %d", fn, (int)layout);
-	int64_t need = layout == FASVD_LAYOUT_ROW_MAJOR ? h->cols : h->rows;
-	if (ld < need)
-		return fasvd__error(FASVD_EINVAL, "%s: leading dimension %lld < %lld", fn,
-		                    (long long)ld, (long long)need);
-	return fasvd__heads_decode(h, i, dbl, dst, ld, layout);
+	int rc = fasvd__check_dst_layout(layout, ld, h->rows, h->cols, fn);
+	return rc ? rc : fasvd__heads_decode(h, i, dbl, dst, ld, layout);
 }
 
 int fasvd_heads_decode_f64(double *dst, int64_t ld, fasvd_layout layout, const fasvd_heads *h,

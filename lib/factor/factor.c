@@ -427,57 +427,59 @@ static void choose_vec_backend(job *j, bool tau_mode)
 	}
 }
 
-static int vectors_task(void *arg, int64_t u, int worker)
+/* Where unit u's factors go in j->a (rh x inner) and j->b (inner x n). */
+static void unit_factors(const job *j, int64_t u, void **a, void **b)
 {
-	(void)worker;
-	job *j = arg;
+	size_t es = fasvd_dtype_size(j->o.dtype);
+	*a = (char *)j->a + (size_t)(u * j->rh * j->inner_dim) * es;
+	*b = (char *)j->b + (size_t)(u * j->inner_dim * j->n) * es;
+}
+
+/* With verify, zeroed buffers for the stored factors decoded (rh x r and
+ * r x n doubles); NULL without. */
+static int decoded_factors(const job *j, fasvd_ctx *ctx, int64_t r, double **a_dec,
+                           double **b_dec)
+{
+	*a_dec = *b_dec = NULL;
+	if (!j->o.verify)
+		return 0;
+	*a_dec = fasvd__calloc(ctx, (size_t)(j->rh * r), sizeof(double), "decoded factor A");
+	*b_dec = fasvd__calloc(ctx, (size_t)(r * j->n), sizeof(double), "decoded factor B");
+	return *a_dec && *b_dec ? 0 : FASVD_ENOMEM;
+}
+
+/* Rank 0: zero factors of inner dimension 1; W_u (w) measured against them. */
+static int zero_unit_task(job *j, int64_t u, const fasvd_tensor *w)
+{
 	unit_out *uo = &j->uo[u];
 	fasvd_ctx *ctx = unit_ctx(j);
-	size_t es = fasvd_dtype_size(j->o.dtype);
-	void *a = (char *)j->a + (size_t)(u * j->rh * j->inner_dim) * es;
-	void *b = (char *)j->b + (size_t)(u * j->inner_dim * j->n) * es;
-	fasvd_tensor *v = NULL, *tu = NULL, *tvt = NULL;
-	double *s = NULL, *a_dec = NULL, *b_dec = NULL;
-	char label[300];
-	if (j->h > 1)
-		snprintf(label, sizeof label, "%s head %lld", j->label, (long long)u);
-	else
-		snprintf(label, sizeof label, "%s", j->label);
-	int rc = job_canceled(j);
-	if (rc)
-		return rc;
-	if ((rc = unit_view(j, u, &v)))
-		return rc;
-	const fasvd_tensor *w = v ? v : j->w;
-	uo->tail = -1;
-	uo->backend = j->vec_backend;
-	if (j->r == 0) {
-		zero_unit(j->o.dtype, a, j->rh, b, j->n);
-		uo->kept = 0;
-		uo->backend = FASVD_BACKEND_AUTO;
-		if (j->o.verify) {
-			a_dec = fasvd__calloc(ctx, (size_t)j->rh, sizeof(double), "decoded factor A");
-			b_dec = fasvd__calloc(ctx, (size_t)j->n, sizeof(double), "decoded factor B");
-			if (!a_dec || !b_dec) {
-				rc = FASVD_ENOMEM;
-				goto out;
-			}
-		}
+	void *a, *b;
+	unit_factors(j, u, &a, &b);
+	zero_unit(j->o.dtype, a, j->rh, b, j->n);
+	uo->kept = 0;
+	uo->backend = FASVD_BACKEND_AUTO;
+	double *a_dec, *b_dec;
+	int rc = decoded_factors(j, ctx, 1, &a_dec, &b_dec);
+	if (!rc)
 		rc = fasvd__measure(ctx, w, a_dec, b_dec, 1, &uo->energy, &uo->resid);
-		goto out;
-	}
-	int64_t ns = j->want_full ? j->p : j->r;
-	s = fasvd__alloc(ctx, (size_t)ns * sizeof(double), "singular values");
-	if (!s) {
-		rc = FASVD_ENOMEM;
-		goto out;
-	}
+	fasvd__free(ctx, a_dec);
+	fasvd__free(ctx, b_dec);
+	return rc;
+}
+
+/* The SVD of W_u (w) at rank j->r (or all ns = p values when want_full)
+ * into *tu, s, *tvt; the kept energy and, with the whole spectrum, the
+ * exact tail into uo. */
+static int unit_svd(const job *j, fasvd_ctx *ctx, const fasvd_tensor *w, double *s, int64_t ns,
+                    fasvd_tensor **tu, fasvd_tensor **tvt, unit_out *uo)
+{
 	fasvd_svd_opts so;
 	fasvd_svd_report sr;
 	fasvd_svd_report_init(&sr);
 	svd_opts(j, &so, j->vec_backend, j->want_full ? 0 : j->r);
-	if ((rc = fasvd_svd(&tu, s, ns, &tvt, ctx, w, &so, &sr)) || (rc = check_finite(j, s, ns)))
-		goto out;
+	int rc;
+	if ((rc = fasvd_svd(tu, s, ns, tvt, ctx, w, &so, &sr)) || (rc = check_finite(j, s, ns)))
+		return rc;
 	uo->backend = sr.backend;
 	uo->err_est = sr.error_estimate;
 	fasvd__spectra sp = {s, 1, ns, ns};
@@ -485,16 +487,32 @@ static int vectors_task(void *arg, int64_t u, int worker)
 	uo->kept = energy_of(scale, fasvd__energy_sum(&sp, scale, 0, j->r));
 	if (j->want_full)
 		uo->tail = energy_of(scale, fasvd__energy_sum(&sp, scale, j->r, ns));
-	if ((rc = job_canceled(j)))
+	return 0;
+}
+
+/* Rank r > 0: the truncated SVD of W_u (w), its factors split and stored,
+ * then W_u measured (against the stored factors with verify). */
+static int rank_unit_task(job *j, int64_t u, const fasvd_tensor *w)
+{
+	unit_out *uo = &j->uo[u];
+	fasvd_ctx *ctx = unit_ctx(j);
+	fasvd_tensor *tu = NULL, *tvt = NULL;
+	double *a_dec = NULL, *b_dec = NULL;
+	int64_t ns = j->want_full ? j->p : j->r;
+	double *s = fasvd__alloc(ctx, (size_t)ns * sizeof(double), "singular values");
+	if (!s)
+		return FASVD_ENOMEM;
+	int rc;
+	if ((rc = unit_svd(j, ctx, w, s, ns, &tu, &tvt, uo)) || (rc = job_canceled(j)) ||
+	    (rc = decoded_factors(j, ctx, j->r, &a_dec, &b_dec)))
 		goto out;
-	if (j->o.verify) {
-		a_dec = fasvd__alloc(ctx, (size_t)(j->rh * j->r) * sizeof(double), "decoded factor A");
-		b_dec = fasvd__alloc(ctx, (size_t)(j->r * j->n) * sizeof(double), "decoded factor B");
-		if (!a_dec || !b_dec) {
-			rc = FASVD_ENOMEM;
-			goto out;
-		}
-	}
+	void *a, *b;
+	unit_factors(j, u, &a, &b);
+	char label[300];
+	if (j->h > 1)
+		snprintf(label, sizeof label, "%s head %lld", j->label, (long long)u);
+	else
+		snprintf(label, sizeof label, "%s", j->label);
 	if ((rc = fasvd__store_factors(ctx, j->o.split, j->o.dtype, tu, s, tvt, j->rh, j->n, j->r,
 	                               a, b, a_dec, b_dec, label)))
 		goto out;
@@ -503,14 +521,30 @@ static int vectors_task(void *arg, int64_t u, int worker)
 	tu = tvt = NULL;
 	rc = fasvd__measure(ctx, w, a_dec, b_dec, j->r, &uo->energy, &uo->resid);
 out:
-	if (rc && j->h > 1 && rc != FASVD_ECANCELED)
-		fasvd__error_prefix(rc, "head %lld", (long long)u);
-	fasvd_tensor_free(v);
 	fasvd_tensor_free(tu);
 	fasvd_tensor_free(tvt);
 	fasvd__free(ctx, s);
 	fasvd__free(ctx, a_dec);
 	fasvd__free(ctx, b_dec);
+	return rc;
+}
+
+/* Phase 2 for unit u: its factors into j->a / j->b, its results into j->uo[u]. */
+static int vectors_task(void *arg, int64_t u, int worker)
+{
+	(void)worker;
+	job *j = arg;
+	fasvd_tensor *v = NULL;
+	int rc = job_canceled(j);
+	if (rc || (rc = unit_view(j, u, &v)))
+		return rc;
+	const fasvd_tensor *w = v ? v : j->w;
+	j->uo[u].tail = -1;
+	j->uo[u].backend = j->vec_backend;
+	rc = j->r == 0 ? zero_unit_task(j, u, w) : rank_unit_task(j, u, w);
+	if (rc && j->h > 1 && rc != FASVD_ECANCELED)
+		fasvd__error_prefix(rc, "head %lld", (long long)u);
+	fasvd_tensor_free(v);
 	return rc;
 }
 
@@ -567,6 +601,19 @@ static int run_units(job *j, fasvd__task_fn fn)
 	return fasvd__parallel_for(j->ctx, j->h, fn, j);
 }
 
+/* The rank the options ask for, at most p: opts->rank, or in τ mode the
+ * smallest rank of the spectra sp losing at most τ, capped by max_rank. */
+static int64_t pick_rank(const fasvd_factor_opts *o, const fasvd__spectra *sp, int64_t p)
+{
+	int64_t r = o->rank;
+	if (o->rank == FASVD_FACTOR_RANK_TAU) {
+		r = fasvd__energy_rank(sp, o->tau);
+		if (o->max_rank > 0 && r > o->max_rank)
+			r = o->max_rank;
+	}
+	return r < p ? r : p;
+}
+
 /* Phase 1: spectrum (when needed) and rank. */
 static int job_rank(job *j, bool need_spectrum, fasvd_factor_report *rep)
 {
@@ -582,13 +629,7 @@ static int job_rank(job *j, bool need_spectrum, fasvd_factor_report *rep)
 			return rc;
 	}
 	fasvd__spectra sp = {j->spec, j->h, j->p, j->p};
-	if (tau_mode) {
-		j->r = fasvd__energy_rank(&sp, j->o.tau);
-		if (j->o.max_rank > 0 && j->r > j->o.max_rank)
-			j->r = j->o.max_rank;
-	} else {
-		j->r = j->o.rank < j->p ? j->o.rank : j->p;
-	}
+	j->r = pick_rank(&j->o, &sp, j->p);
 	j->inner_dim = j->r > 0 ? j->r : 1;
 	fasvd__report_shape(rep, j->h * j->rh, j->n, j->h, j->r, j->p);
 	rep->params_before = j->h * j->rh * j->n;
@@ -749,6 +790,15 @@ int fasvd_factor_rank(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
 
 /* ---------------------------------------------------------- workspace */
 
+int64_t fasvd__factor_max_rank(const fasvd_factor_opts *o, int64_t p)
+{
+	if (o->rank >= 0 && o->rank < p)
+		return o->rank;
+	if (o->rank < 0 && o->max_rank > 0 && o->max_rank < p)
+		return o->max_rank;
+	return p;
+}
+
 static bool add_u64(uint64_t *acc, uint64_t v)
 {
 	if (*acc > UINT64_MAX - v)
@@ -773,11 +823,7 @@ int fasvd__factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols,
 	double m = (double)(rows / h), n = (double)cols;
 	double p = m < n ? m : n, big = m > n ? m : n;
 	double es = dbl ? 8 : 4;
-	double r = (double)p;
-	if (o->rank >= 0 && (double)o->rank < p)
-		r = (double)o->rank;
-	if (o->rank < 0 && o->max_rank > 0 && (double)o->max_rank < p)
-		r = (double)o->max_rank;
+	double r = (double)fasvd__factor_max_rank(o, (int64_t)p);
 	/* values pass: Gram p² doubles + a decoded panel (16 MB, at least 64
 	 * rows, at most the whole matrix), or a decoded copy plus gesdd
 	 * workspace (3p + max(big, 7p)) and 8p ints */
@@ -872,6 +918,63 @@ static int fused_task(void *arg, int64_t i, int worker)
 	return rc;
 }
 
+/* The R factors of both sides' heads (Q kept for the vectors) and the
+ * number of fused pairs; ESHAPE when the heads cannot be fused. */
+static int fused_open(fasvd_rfactors **ra, fasvd_rfactors **rb, int64_t *n, fasvd_ctx *ctx,
+                      const fasvd_heads *left, const fasvd_heads *right,
+                      const fasvd_factor_opts *o, const char *fn)
+{
+	fasvd_rfactors_opts ro;
+	fasvd_rfactors_opts_init(&ro);
+	ro.compute = o->compute;
+	ro.keep_q = 1;
+	int rc;
+	if ((rc = fasvd_rfactors_new(ra, ctx, left, &ro)) ||
+	    (rc = fasvd_rfactors_new(rb, ctx, right, &ro)))
+		return rc;
+	*n = fasvd_fuse_count(*ra, *rb);
+	if (*n < 1)
+		return fasvd__error(FASVD_ESHAPE,
+		                    "%s: heads of %lld x %lld (%lld heads) and %lld x %lld (%lld heads) "
+		                    "cannot be fused: head rows must agree and the head counts divide "
+		                    "each other",
+		                    fn, (long long)fasvd_heads_rows(left),
+		                    (long long)fasvd_heads_cols(left), (long long)fasvd_heads_count(left),
+		                    (long long)fasvd_heads_rows(right), (long long)fasvd_heads_cols(right),
+		                    (long long)fasvd_heads_count(right));
+	return 0;
+}
+
+/* The rank *r of the n fused pairs from their spectra, and the report's
+ * shape, energy and parameter counts. */
+static int fused_rank(int64_t *r, fasvd_factor_report *rep, fasvd_ctx *ctx,
+                      const fasvd_factor_opts *o, const fasvd_rfactors *ra,
+                      const fasvd_rfactors *rb, int64_t n, const fasvd_heads *left,
+                      const fasvd_heads *right)
+{
+	int64_t k = fasvd_heads_rows(left), ml = fasvd_heads_cols(left),
+	        mr = fasvd_heads_cols(right);
+	int64_t lds = ml < mr ? ml : mr;
+	int64_t p = k < lds ? k : lds;
+	double *spec = fasvd__calloc(ctx, (size_t)(n * lds), sizeof(double), "fused spectra");
+	if (!spec)
+		return FASVD_ENOMEM;
+	int rc = fasvd_fuse_svdvals(spec, lds, ctx, ra, rb);
+	if (!rc) {
+		fasvd__spectra sp = {spec, n, lds, lds};
+		*r = pick_rank(o, &sp, p);
+		int64_t id = *r > 0 ? *r : 1;
+		fasvd__report_shape(rep, ml, mr, n, *r, p);
+		fasvd__report_energy(rep, &sp, *r);
+		rep->params_before = fasvd_heads_count(left) * k * ml +
+		                     fasvd_heads_count(right) * k * mr;
+		rep->params_after = n * id * (ml + mr);
+		rep->backend = FASVD_BACKEND_GESDD;
+	}
+	fasvd__free(ctx, spec);
+	return rc;
+}
+
 int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
                        const fasvd_heads *left, const fasvd_heads *right,
                        const fasvd_factor_opts *opts, fasvd_factor_report *report)
@@ -882,7 +985,6 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 	fasvd_factor_report_init(&rep);
 	fasvd_rfactors *ra = NULL, *rb = NULL;
 	fasvd_tensor *ta = NULL, *tb = NULL;
-	double *spec = NULL;
 	if (a)
 		*a = NULL;
 	if (b)
@@ -899,52 +1001,11 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 	inner.is_default = false;
 	if (fasvd__factor_canceled(&o, NULL, NULL))
 		return fasvd__canceled_error(fn, "fused heads");
-	fasvd_rfactors_opts ro;
-	fasvd_rfactors_opts_init(&ro);
-	ro.compute = o.compute;
-	ro.keep_q = 1;
-	if ((rc = fasvd_rfactors_new(&ra, ctx, left, &ro)) ||
-	    (rc = fasvd_rfactors_new(&rb, ctx, right, &ro)))
+	int64_t n, r;
+	if ((rc = fused_open(&ra, &rb, &n, ctx, left, right, &o, fn)) ||
+	    (rc = fused_rank(&r, &rep, ctx, &o, ra, rb, n, left, right)))
 		goto out;
-	int64_t n = fasvd_fuse_count(ra, rb);
-	if (n < 1) {
-		rc = fasvd__error(FASVD_ESHAPE,
-		                  "%s: heads of %lld x %lld (%lld heads) and %lld x %lld (%lld heads) "
-		                  "cannot be fused: head rows must agree and the head counts divide "
-		                  "each other",
-		                  fn, (long long)fasvd_heads_rows(left), (long long)fasvd_heads_cols(left),
-		                  (long long)fasvd_heads_count(left), (long long)fasvd_heads_rows(right),
-		                  (long long)fasvd_heads_cols(right), (long long)fasvd_heads_count(right));
-		goto out;
-	}
-	int64_t k = fasvd_heads_rows(left), ml = fasvd_heads_cols(left),
-	        mr = fasvd_heads_cols(right);
-	int64_t lds = ml < mr ? ml : mr;
-	int64_t p = k < lds ? k : lds;
-	spec = fasvd__calloc(ctx, (size_t)(n * lds), sizeof(double), "fused spectra");
-	if (!spec) {
-		rc = FASVD_ENOMEM;
-		goto out;
-	}
-	if ((rc = fasvd_fuse_svdvals(spec, lds, ctx, ra, rb)))
-		goto out;
-	fasvd__spectra sp = {spec, n, lds, lds};
-	int64_t r;
-	if (o.rank == FASVD_FACTOR_RANK_TAU) {
-		r = fasvd__energy_rank(&sp, o.tau);
-		if (o.max_rank > 0 && r > o.max_rank)
-			r = o.max_rank;
-	} else {
-		r = o.rank;
-	}
-	if (r > p)
-		r = p;
-	int64_t id = r > 0 ? r : 1;
-	fasvd__report_shape(&rep, ml, mr, n, r, p);
-	fasvd__report_energy(&rep, &sp, r);
-	rep.params_before = fasvd_heads_count(left) * k * ml + fasvd_heads_count(right) * k * mr;
-	rep.params_after = n * id * (ml + mr);
-	rep.backend = FASVD_BACKEND_GESDD;
+	int64_t ml = fasvd_heads_cols(left), mr = fasvd_heads_cols(right), id = r > 0 ? r : 1;
 	if ((rc = fasvd_tensor_new(&ta, ctx, o.dtype, n * ml, id)) ||
 	    (rc = fasvd_tensor_new(&tb, ctx, o.dtype, n * id, mr)))
 		goto out;
@@ -960,7 +1021,6 @@ out:
 	fasvd_tensor_free(tb);
 	fasvd_rfactors_free(ra);
 	fasvd_rfactors_free(rb);
-	fasvd__free(ctx, spec);
 	fasvd__report_out(report, &rep);
 	return rc;
 }
@@ -989,20 +1049,233 @@ static int encode_f64_tensor(const fasvd_tensor *src, fasvd_dtype dt, void *dst,
 	return fasvd__encode_checked(dt, fasvd_tensor_data(src), n, dst, NULL, what);
 }
 
+/* One shared-subspace factorisation: the inputs, the rank and the outputs. */
+typedef struct shared_job {
+	const char *fn;
+	fasvd_ctx *ctx;
+	fasvd_factor_opts o;
+	fasvd_factor_shared_opts so;
+	const fasvd_heads *const *groups;
+	int64_t n_groups;
+	int64_t nh, rows, cols;     /* heads in all groups, each rows x cols */
+	bool in;                    /* shared input side: W_i ~ A_i·B, else B·A_i */
+	int64_t p, r, id;           /* full rank, rank, inner dimension max(r, 1) */
+	int64_t bsz, fsz;           /* elements of the basis, of one head's factor */
+	fasvd_tensor *tb, *tf, *tm; /* outputs: basis, head factors, mean */
+} shared_job;
+
+/* Every group present, all heads of one shape: sj->nh, rows, cols. */
+static int shared_shape(shared_job *sj)
+{
+	const fasvd_heads *const *groups = sj->groups;
+	for (int64_t g = 0; g < sj->n_groups; g++) {
+		if (!groups[g])
+			return fasvd__error(FASVD_EINVAL, "%s: groups[%lld] is NULL", sj->fn,
+			                    (long long)g);
+		if (g == 0) {
+			sj->rows = fasvd_heads_rows(groups[g]);
+			sj->cols = fasvd_heads_cols(groups[g]);
+		} else if (fasvd_heads_rows(groups[g]) != sj->rows ||
+		           fasvd_heads_cols(groups[g]) != sj->cols) {
+			return fasvd__error(FASVD_ESHAPE,
+			                    "%s: heads of group %lld are %lld x %lld, those of group 0 "
+			                    "%lld x %lld: a shared basis needs heads of one shape",
+			                    sj->fn, (long long)g, (long long)fasvd_heads_rows(groups[g]),
+			                    (long long)fasvd_heads_cols(groups[g]), (long long)sj->rows,
+			                    (long long)sj->cols);
+		}
+		sj->nh += fasvd_heads_count(groups[g]);
+	}
+	return 0;
+}
+
+/* Every head of every group decoded into one F64 stack *comb, as heads *hc. */
+static int shared_stack(const shared_job *sj, fasvd_tensor **comb, fasvd_heads **hc)
+{
+	int64_t rows = sj->rows, cols = sj->cols;
+	int rc = fasvd_tensor_new(comb, sj->ctx, FASVD_DTYPE_F64, sj->nh * rows, cols);
+	if (rc)
+		return rc;
+	double *d = fasvd_tensor_data_mut(*comb);
+	int64_t at = 0;
+	for (int64_t g = 0; g < sj->n_groups && !rc; g++)
+		for (int64_t i = 0; i < fasvd_heads_count(sj->groups[g]) && !rc; i++, at++)
+			rc = fasvd_heads_decode_f64(d + at * rows * cols, cols, FASVD_LAYOUT_ROW_MAJOR,
+			                            sj->groups[g], i);
+	if (rc)
+		return rc;
+	return fasvd_heads_new(hc, sj->ctx, *comb, FASVD_AXIS_ROWS, sj->nh, rows, 0, 0);
+}
+
+/* The subspace of heads h at the rank of the options (sj->r): in τ mode
+ * the full spectrum first, then, when it is not the rank the subspace
+ * chose, once more at that rank. */
+static int shared_subspace(shared_job *sj, const fasvd_heads *h, fasvd_subspace **sp)
+{
+	const fasvd_factor_opts *o = &sj->o;
+	fasvd_subspace_opts eo;
+	fasvd_subspace_opts_init(&eo);
+	eo.compute = o->compute;
+	eo.side = sj->so.side;
+	eo.center = sj->so.center;
+	eo.weight = sj->so.weight;
+	bool tau_mode = o->rank == FASVD_FACTOR_RANK_TAU;
+	eo.rank = tau_mode ? 0 : (o->rank < 1 ? 1 : o->rank > sj->p ? sj->p : o->rank);
+	eo.tau = o->tau;
+	int rc = fasvd_subspace_new(sp, sj->ctx, h, &eo);
+	if (rc)
+		return rc;
+	int64_t n_spec = 0;
+	const double *spec = fasvd_subspace_spectrum(&n_spec, *sp);
+	fasvd__spectra spectrum = {spec, 1, n_spec, n_spec};
+	sj->r = pick_rank(o, &spectrum, sj->p);
+	if (tau_mode && sj->r > 0 && sj->r != fasvd_subspace_rank(*sp)) {
+		fasvd_subspace_free(*sp);
+		*sp = NULL;
+		eo.rank = sj->r;
+		rc = fasvd_subspace_new(sp, sj->ctx, h, &eo);
+	}
+	return rc;
+}
+
+/* The basis, the head factors (zeros at rank 0) and the mean as outputs
+ * of the factor dtype. */
+static int shared_store(shared_job *sj, const fasvd_subspace *sp)
+{
+	fasvd_dtype dt = sj->o.dtype;
+	bool in = sj->in, zero = sj->r == 0;
+	int64_t rows = sj->rows, cols = sj->cols, id = sj->id;
+	int rc;
+	if ((rc = fasvd_tensor_new(&sj->tb, sj->ctx, dt, in ? id : rows, in ? cols : id)) ||
+	    (rc = fasvd_tensor_new(&sj->tf, sj->ctx, dt, in ? sj->nh * rows : sj->nh * id,
+	                           in ? id : cols)))
+		return rc;
+	if ((rc = encode_f64_tensor(fasvd_subspace_basis(sp), dt, fasvd_tensor_data_mut(sj->tb),
+	                            zero, "shared basis")))
+		return rc;
+	size_t es = fasvd_dtype_size(dt);
+	char *f = fasvd_tensor_data_mut(sj->tf);
+	for (int64_t i = 0; i < sj->nh; i++)
+		if ((rc = encode_f64_tensor(fasvd_subspace_factor(sp, i), dt,
+		                            f + (size_t)(i * sj->fsz) * es, zero, "head factor")))
+			return rc;
+	if (sj->so.center &&
+	    ((rc = fasvd_tensor_new(&sj->tm, sj->ctx, dt, in ? 1 : rows, in ? cols : 1)) ||
+	     (rc = encode_f64_tensor(fasvd_subspace_mean(sp), dt, fasvd_tensor_data_mut(sj->tm),
+	                             false, "mean"))))
+		return rc;
+	return 0;
+}
+
+/* Decoded (double) buffers of the measurement: one head, its
+ * reconstruction, the stored basis, one head's factor, the mean. */
+typedef struct shared_dec {
+	double *w, *rec, *b, *f, *m;
+} shared_dec;
+
+/* Ŵ_i = μ + A_i·B (shared input) or μ·1ᵀ + B·A_i into d->rec, from the
+ * decoded factor d->f, basis d->b and mean d->m. */
+static void shared_rebuild(const shared_job *sj, const shared_dec *d)
+{
+	int64_t rows = sj->rows, cols = sj->cols, id = sj->id;
+	for (int64_t x = 0; x < rows; x++)
+		for (int64_t y = 0; y < cols; y++)
+			d->rec[x * cols + y] = sj->in ? d->m[y] : d->m[x];
+	if (sj->in)
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)cols,
+		            (blasint)id, 1.0, d->f, (blasint)id, d->b, (blasint)cols, 1.0, d->rec,
+		            (blasint)cols);
+	else
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)cols,
+		            (blasint)id, 1.0, d->b, (blasint)id, d->f, (blasint)cols, 1.0, d->rec,
+		            (blasint)cols);
+}
+
+/* Σ‖W_i‖² and Σ‖W_i − Ŵ_i‖² over every head of every group. */
+static int shared_measure_heads(const shared_job *sj, const shared_dec *d, double *energy,
+                                double *resid)
+{
+	size_t es = fasvd_dtype_size(sj->o.dtype), hsz = (size_t)(sj->rows * sj->cols);
+	const char *f = fasvd_tensor_data(sj->tf);
+	double e = 0, res = 0;
+	int64_t at = 0;
+	for (int64_t g = 0; g < sj->n_groups; g++)
+		for (int64_t i = 0; i < fasvd_heads_count(sj->groups[g]); i++, at++) {
+			int rc;
+			if ((rc = fasvd_heads_decode_f64(d->w, sj->cols, FASVD_LAYOUT_ROW_MAJOR,
+			                                 sj->groups[g], i)) ||
+			    (rc = fasvd_dtype_decode(d->f, sj->o.dtype, f + (size_t)(at * sj->fsz) * es,
+			                             (size_t)sj->fsz)))
+				return rc;
+			shared_rebuild(sj, d);
+			for (size_t q = 0; q < hsz; q++) {
+				double dl = d->w[q] - d->rec[q];
+				e += d->w[q] * d->w[q];
+				res += dl * dl;
+			}
+		}
+	*energy = e;
+	*resid = res;
+	return 0;
+}
+
+/* Measure with the stored (rounded) outputs: ‖W‖² and ‖W − Ŵ‖². */
+static int shared_measure(const shared_job *sj, double *energy, double *resid)
+{
+	fasvd_ctx *ctx = sj->ctx;
+	size_t hsz = (size_t)(sj->rows * sj->cols);
+	int64_t msz = sj->in ? sj->cols : sj->rows;
+	shared_dec d = {
+		fasvd__alloc(ctx, hsz * sizeof(double), "a decoded head"),
+		fasvd__alloc(ctx, hsz * sizeof(double), "a reconstructed head"),
+		fasvd__alloc(ctx, (size_t)sj->bsz * sizeof(double), "decoded basis"),
+		fasvd__alloc(ctx, (size_t)sj->fsz * sizeof(double), "decoded head factor"),
+		fasvd__calloc(ctx, (size_t)msz, sizeof(double), "decoded mean"),
+	};
+	int rc;
+	if (!d.w || !d.rec || !d.b || !d.f || !d.m)
+		rc = FASVD_ENOMEM;
+	else if (!(rc = fasvd_dtype_decode(d.b, sj->o.dtype, fasvd_tensor_data(sj->tb),
+	                                   (size_t)sj->bsz)) &&
+	         !(rc = sj->tm ? fasvd_dtype_decode(d.m, sj->o.dtype, fasvd_tensor_data(sj->tm),
+	                                            (size_t)msz)
+	                       : 0))
+		rc = shared_measure_heads(sj, &d, energy, resid);
+	fasvd__free(ctx, d.w);
+	fasvd__free(ctx, d.rec);
+	fasvd__free(ctx, d.b);
+	fasvd__free(ctx, d.f);
+	fasvd__free(ctx, d.m);
+	return rc;
+}
+
+static void shared_report(const shared_job *sj, const fasvd_subspace *sp, double energy,
+                          double resid, fasvd_factor_report *rep)
+{
+	int64_t n_spec = 0;
+	const double *spec = fasvd_subspace_spectrum(&n_spec, sp);
+	fasvd__spectra spectrum = {spec, 1, n_spec, n_spec};
+	fasvd__report_shape(rep, sj->rows, sj->cols, sj->nh, sj->r, sj->p);
+	fasvd__report_energy(rep, &spectrum, sj->r);
+	rep->rel_error_sq = sj->o.verify ? (energy > 0 ? resid / energy : 0) : -1;
+	rep->params_before = sj->nh * sj->rows * sj->cols;
+	rep->params_after = sj->bsz + sj->nh * sj->fsz +
+	                    (sj->so.center ? (sj->in ? sj->cols : sj->rows) : 0);
+	rep->backend = FASVD_BACKEND_GESDD;
+}
+
 int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tensor **mean,
                         fasvd_ctx *ctx, const fasvd_heads *const *groups, int64_t n_groups,
                         const fasvd_factor_opts *opts, const fasvd_factor_shared_opts *sopts,
                         fasvd_factor_report *report)
 {
 	static const char fn[] = "fasvd_factor_shared";
-	fasvd_factor_opts o;
-	fasvd_factor_shared_opts so;
+	shared_job sj = {.fn = fn, .groups = groups, .n_groups = n_groups};
 	fasvd_factor_report rep;
 	fasvd_factor_report_init(&rep);
-	fasvd_tensor *comb = NULL, *tb = NULL, *tf = NULL, *tm = NULL;
+	fasvd_tensor *comb = NULL;
 	fasvd_heads *hc = NULL;
 	fasvd_subspace *sp = NULL;
-	double *wbuf = NULL, *rec = NULL, *bdec = NULL, *fdec = NULL, *mdec = NULL;
 	if (basis)
 		*basis = NULL;
 	if (factors)
@@ -1016,180 +1289,49 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 		                    : !groups  ? "groups is NULL"
 		                               : "n_groups must be >= 1");
 	int rc = check_report(report, fn);
-	if (rc || (rc = fasvd__factor_opts_load(&o, opts, fn)))
+	if (rc || (rc = fasvd__factor_opts_load(&sj.o, opts, fn)))
 		return rc;
-	fasvd_factor_shared_opts_init(&so);
-	if (sopts && (rc = fasvd__load_versioned(&so, sopts, &shared_opts_ver, fn, "sopts")))
+	fasvd_factor_shared_opts_init(&sj.so);
+	if (sopts && (rc = fasvd__load_versioned(&sj.so, sopts, &shared_opts_ver, fn, "sopts")))
 		return rc;
-	if (so.center && !mean)
+	if (sj.so.center && !mean)
 		return fasvd__error(FASVD_EINVAL, "%s: sopts->center = 1 needs a mean output", fn);
-	ctx = fasvd__ctx(ctx);
-	int64_t nh = 0, rows = 0, cols = 0;
-	for (int64_t g = 0; g < n_groups; g++) {
-		if (!groups[g])
-			return fasvd__error(FASVD_EINVAL, "%s: groups[%lld] is NULL", fn, (long long)g);
-		if (g == 0) {
-			rows = fasvd_heads_rows(groups[g]);
-			cols = fasvd_heads_cols(groups[g]);
-		} else if (fasvd_heads_rows(groups[g]) != rows || fasvd_heads_cols(groups[g]) != cols) {
-			return fasvd__error(FASVD_ESHAPE,
-			                    "%s: heads of group %lld are %lld x %lld, those of group 0 "
-			                    "%lld x %lld: a shared basis needs heads of one shape",
-			                    fn, (long long)g, (long long)fasvd_heads_rows(groups[g]),
-			                    (long long)fasvd_heads_cols(groups[g]), (long long)rows,
-			                    (long long)cols);
-		}
-		nh += fasvd_heads_count(groups[g]);
-	}
-	if (fasvd__factor_canceled(&o, NULL, NULL))
+	sj.ctx = fasvd__ctx(ctx);
+	if ((rc = shared_shape(&sj)))
+		return rc;
+	if (fasvd__factor_canceled(&sj.o, NULL, NULL))
 		return fasvd__canceled_error(fn, "shared subspace");
 	/* Heads of one handle (no copy), or every group decoded into one stack. */
-	const fasvd_heads *h = groups[0];
-	if (n_groups > 1) {
-		if ((rc = fasvd_tensor_new(&comb, ctx, FASVD_DTYPE_F64, nh * rows, cols)))
-			goto out;
-		double *d = fasvd_tensor_data_mut(comb);
-		int64_t at = 0;
-		for (int64_t g = 0; g < n_groups && !rc; g++)
-			for (int64_t i = 0; i < fasvd_heads_count(groups[g]) && !rc; i++, at++)
-				rc = fasvd_heads_decode_f64(d + at * rows * cols, cols,
-				                            FASVD_LAYOUT_ROW_MAJOR, groups[g], i);
-		if (rc || (rc = fasvd_heads_new(&hc, ctx, comb, FASVD_AXIS_ROWS, nh, rows, 0, 0)))
-			goto out;
-		h = hc;
-	}
-	bool in = so.side == FASVD_SUBSPACE_SHARED_INPUT;
-	int64_t R = in ? nh * rows : rows, C = in ? cols : nh * cols, p = R < C ? R : C;
-	fasvd_subspace_opts eo;
-	fasvd_subspace_opts_init(&eo);
-	eo.compute = o.compute;
-	eo.side = so.side;
-	eo.center = so.center;
-	eo.weight = so.weight;
-	bool tau_mode = o.rank == FASVD_FACTOR_RANK_TAU;
-	eo.rank = tau_mode ? 0 : (o.rank < 1 ? 1 : o.rank > p ? p : o.rank);
-	eo.tau = o.tau;
-	if ((rc = fasvd_subspace_new(&sp, ctx, h, &eo)))
+	if (n_groups > 1 && (rc = shared_stack(&sj, &comb, &hc)))
 		goto out;
-	int64_t n_spec = 0;
-	const double *spec = fasvd_subspace_spectrum(&n_spec, sp);
-	int64_t r;
-	if (tau_mode) {
-		fasvd__spectra spectrum = {spec, 1, n_spec, n_spec};
-		r = fasvd__energy_rank(&spectrum, o.tau);
-		if (o.max_rank > 0 && r > o.max_rank)
-			r = o.max_rank;
-		if (r > 0 && r != fasvd_subspace_rank(sp)) {
-			fasvd_subspace_free(sp);
-			sp = NULL;
-			eo.rank = r;
-			if ((rc = fasvd_subspace_new(&sp, ctx, h, &eo)))
-				goto out;
-			spec = fasvd_subspace_spectrum(&n_spec, sp);
-		}
-	} else {
-		r = o.rank < p ? o.rank : p;
-	}
-	if (fasvd__factor_canceled(&o, NULL, NULL)) {
+	sj.in = sj.so.side == FASVD_SUBSPACE_SHARED_INPUT;
+	int64_t R = sj.in ? sj.nh * sj.rows : sj.rows, C = sj.in ? sj.cols : sj.nh * sj.cols;
+	sj.p = R < C ? R : C;
+	if ((rc = shared_subspace(&sj, hc ? hc : groups[0], &sp)))
+		goto out;
+	if (fasvd__factor_canceled(&sj.o, NULL, NULL)) {
 		rc = fasvd__canceled_error(fn, "shared subspace");
 		goto out;
 	}
-	int64_t id = r > 0 ? r : 1;
-	/* Outputs. */
-	if ((rc = fasvd_tensor_new(&tb, ctx, o.dtype, in ? id : rows, in ? cols : id)) ||
-	    (rc = fasvd_tensor_new(&tf, ctx, o.dtype, in ? nh * rows : nh * id, in ? id : cols)))
-		goto out;
-	if ((rc = encode_f64_tensor(fasvd_subspace_basis(sp), o.dtype, fasvd_tensor_data_mut(tb),
-	                            r == 0, "shared basis")))
-		goto out;
-	size_t es = fasvd_dtype_size(o.dtype);
-	int64_t fsz = in ? rows * id : id * cols;
-	for (int64_t i = 0; i < nh; i++)
-		if ((rc = encode_f64_tensor(fasvd_subspace_factor(sp, i), o.dtype,
-		                            (char *)fasvd_tensor_data_mut(tf) + (size_t)(i * fsz) * es,
-		                            r == 0, "head factor")))
-			goto out;
-	if (so.center) {
-		if ((rc = fasvd_tensor_new(&tm, ctx, o.dtype, in ? 1 : rows, in ? cols : 1)) ||
-		    (rc = encode_f64_tensor(fasvd_subspace_mean(sp), o.dtype, fasvd_tensor_data_mut(tm),
-		                            false, "mean")))
-			goto out;
-	}
-	/* Measure with the stored factors: Ŵ_i = μ + A_i·B or μ·1ᵀ + B·A_i. */
+	sj.id = sj.r > 0 ? sj.r : 1;
+	sj.bsz = sj.in ? sj.id * sj.cols : sj.rows * sj.id;
+	sj.fsz = sj.in ? sj.rows * sj.id : sj.id * sj.cols;
 	double energy = 0, resid = 0;
-	{
-		size_t hsz = (size_t)(rows * cols);
-		wbuf = fasvd__alloc(ctx, hsz * sizeof(double), "a decoded head");
-		rec = fasvd__alloc(ctx, hsz * sizeof(double), "a reconstructed head");
-		bdec = fasvd__alloc(ctx, (size_t)(in ? id * cols : rows * id) * sizeof(double),
-		                    "decoded basis");
-		fdec = fasvd__alloc(ctx, (size_t)fsz * sizeof(double), "decoded head factor");
-		mdec = fasvd__calloc(ctx, (size_t)(in ? cols : rows), sizeof(double), "decoded mean");
-		if (!wbuf || !rec || !bdec || !fdec || !mdec) {
-			rc = FASVD_ENOMEM;
-			goto out;
-		}
-		if ((rc = fasvd_dtype_decode(bdec, o.dtype, fasvd_tensor_data(tb),
-		                             (size_t)(in ? id * cols : rows * id))))
-			goto out;
-		if (tm && (rc = fasvd_dtype_decode(mdec, o.dtype, fasvd_tensor_data(tm),
-		                                   (size_t)(in ? cols : rows))))
-			goto out;
-		int64_t at = 0;
-		for (int64_t g = 0; g < n_groups && !rc; g++)
-			for (int64_t i = 0; i < fasvd_heads_count(groups[g]); i++, at++) {
-				if ((rc = fasvd_heads_decode_f64(wbuf, cols,
-				                                 FASVD_LAYOUT_ROW_MAJOR,
-				                                 groups[g], i)) ||
-				    (rc = fasvd_dtype_decode(fdec, o.dtype,
-				                             (const char *)fasvd_tensor_data(tf) +
-				                                 (size_t)(at * fsz) * es,
-				                             (size_t)fsz)))
-					break;
-				for (int64_t x = 0; x < rows; x++)
-					for (int64_t y = 0; y < cols; y++)
-						rec[x * cols + y] = in ? mdec[y] : mdec[x];
-				if (in)
-					cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows,
-					            (blasint)cols, (blasint)id, 1.0, fdec, (blasint)id, bdec,
-					            (blasint)cols, 1.0, rec, (blasint)cols);
-				else
-					cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows,
-					            (blasint)cols, (blasint)id, 1.0, bdec, (blasint)id, fdec,
-					            (blasint)cols, 1.0, rec, (blasint)cols);
-				for (size_t q = 0; q < hsz; q++) {
-					double dl = wbuf[q] - rec[q];
-					energy += wbuf[q] * wbuf[q];
-					resid += dl * dl;
-				}
-			}
-		if (rc)
-			goto out;
-	}
-	fasvd__report_shape(&rep, rows, cols, nh, r, p);
-	fasvd__spectra spectrum = {spec, 1, n_spec, n_spec};
-	fasvd__report_energy(&rep, &spectrum, r);
-	rep.rel_error_sq = o.verify ? (energy > 0 ? resid / energy : 0) : -1;
-	rep.params_before = nh * rows * cols;
-	rep.params_after = (in ? id * cols : rows * id) + nh * fsz + (so.center ? (in ? cols : rows) : 0);
-	rep.backend = FASVD_BACKEND_GESDD;
-	*basis = tb;
-	*factors = tf;
+	if ((rc = shared_store(&sj, sp)) || (rc = shared_measure(&sj, &energy, &resid)))
+		goto out;
+	shared_report(&sj, sp, energy, resid, &rep);
+	*basis = sj.tb;
+	*factors = sj.tf;
 	if (mean)
-		*mean = tm;
-	tb = tf = tm = NULL;
+		*mean = sj.tm;
+	sj.tb = sj.tf = sj.tm = NULL;
 out:
 	fasvd_subspace_free(sp);
 	fasvd_heads_free(hc);
 	fasvd_tensor_free(comb);
-	fasvd_tensor_free(tb);
-	fasvd_tensor_free(tf);
-	fasvd_tensor_free(tm);
-	fasvd__free(ctx, wbuf);
-	fasvd__free(ctx, rec);
-	fasvd__free(ctx, bdec);
-	fasvd__free(ctx, fdec);
-	fasvd__free(ctx, mdec);
+	fasvd_tensor_free(sj.tb);
+	fasvd_tensor_free(sj.tf);
+	fasvd_tensor_free(sj.tm);
 	fasvd__report_out(report, &rep);
 	return rc;
 }

@@ -55,6 +55,10 @@ int fasvd__factor_run(fasvd_tensor **a, fasvd_tensor **b, void *abuf, void *bbuf
                       const fasvd_factor_opts *opts, fasvd_cancel_fn cancel2, void *cancel2_arg,
                       fasvd_factor_report *report, const char *fn);
 
+/* The largest rank validated options o can choose for a full rank p:
+ * o->rank, or max_rank in τ mode (each only when below p). */
+int64_t fasvd__factor_max_rank(const fasvd_factor_opts *o, int64_t p);
+
 /* Workspace bound with validated options. */
 int fasvd__factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols,
                             const fasvd_factor_opts *o, bool dbl, int64_t workers);

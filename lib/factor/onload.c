@@ -180,11 +180,7 @@ int fasvd_onload_max_inner(int64_t *out, const fasvd_onload *plan, int64_t rows,
 	if (rc)
 		return rc;
 	int64_t p = rows / h < cols ? rows / h : cols;
-	int64_t r = p;
-	if (plan->opts.rank >= 0 && plan->opts.rank < p)
-		r = plan->opts.rank;
-	if (plan->opts.rank < 0 && plan->opts.max_rank > 0 && plan->opts.max_rank < p)
-		r = plan->opts.max_rank;
+	int64_t r = fasvd__factor_max_rank(&plan->opts, p);
 	*out = r > 0 ? r : 1;
 	return 0;
 }

@@ -196,14 +196,6 @@ static int add_meta(fasvd_st *st, const char *key, const char *value)
 	return 0;
 }
 
-/* Kept while open_index and parse_shard are being reorganised; calls the
- * shared mapping (core/json.h). */
-static int json_fail(const char *file, const char *what, const json_error_t *err,
-                     const char *buf, size_t len)
-{
-	return fasvd__json_fail(file, what, err, buf, len);
-}
-
 /* Map a whole regular file read-only. */
 static int map_file(const char *path, unsigned char **map, size_t *len)
 {
@@ -331,14 +323,12 @@ static int parse_offsets(st_entry *e, const char *file, const char *name, json_t
 	json_t *jo = json_object_get(v, "data_offsets");
 	if (!jo)
 		return fasvd__error(FASVD_EFORMAT, "%s: tensor '%s': no \"data_offsets\"", file, name);
-	if (!json_is_array(jo) || json_array_size(jo) != 2 ||
-	    !json_is_integer(json_array_get(jo, 0)) || !json_is_integer(json_array_get(jo, 1)))
+	int64_t b, en;
+	if (!fasvd__json_int_pair(jo, &b, &en))
 		return fasvd__error(FASVD_EFORMAT,
 		                    "%s: tensor '%s': \"data_offsets\" is not [begin, end] (two "
 		                    "integers)",
 		                    file, name);
-	json_int_t b = json_integer_value(json_array_get(jo, 0));
-	json_int_t en = json_integer_value(json_array_get(jo, 1));
 	if (b < 0 || en < 0)
 		return fasvd__error(FASVD_EFORMAT, "%s: tensor '%s': negative data offset [%lld, %lld]",
 		                    file, name, (long long)b, (long long)en);
@@ -497,7 +487,7 @@ static int parse_shard(fasvd_st *st, st_shard *sh, int64_t index)
 	json_error_t err;
 	json_t *root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &err);
 	if (!root)
-		return json_fail(file, "header", &err, hdr, (size_t)hlen);
+		return fasvd__json_fail(file, "header", &err, hdr, (size_t)hlen);
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return fasvd__error(FASVD_EFORMAT, "%s: header is not a JSON object", file);
@@ -651,7 +641,7 @@ static int read_index(const char *index_file, json_t **root)
 	json_error_t err;
 	*root = json_loadb((const char *)map, len, JSON_REJECT_DUPLICATES, &err);
 	if (!*root)
-		rc = json_fail(index_file, "index", &err, (const char *)map, len);
+		rc = fasvd__json_fail(index_file, "index", &err, (const char *)map, len);
 	munmap(map, len);
 	return rc;
 }

@@ -136,18 +136,6 @@ static void gauss_fill(bool dbl, void *x, int64_t rows, int64_t cols, int64_t ld
 
 /* ------------------------------------------------------------ BLAS helpers */
 
-static void gemm(bool dbl, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int64_t m,
-                 int64_t n, int64_t k, double alpha, const void *a, int64_t lda, const void *b,
-                 int64_t ldb, double beta, void *c, int64_t ldc)
-{
-	if (dbl)
-		cblas_dgemm(CblasColMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, alpha, a,
-		            (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
-	else
-		cblas_sgemm(CblasColMajor, ta, tb, (blasint)m, (blasint)n, (blasint)k, (float)alpha, a,
-		            (blasint)lda, b, (blasint)ldb, (float)beta, c, (blasint)ldc);
-}
-
 /* Multiply row i of the k x c block t (ld k) by s[i]. */
 static void scale_rows(bool dbl, void *t, int64_t k, int64_t c, const double *s)
 {
@@ -192,12 +180,12 @@ static void t_mul(const struct rsvd *c, bool tr, int64_t cols, const void *x, vo
 	bool use_at = tr != c->trans;
 	int64_t rows_out = tr ? c->N : c->M, inner = tr ? c->M : c->N;
 	if (!use_at) {
-		gemm(c->dbl, CblasNoTrans, CblasNoTrans, rows_out, cols, inner, 1.0, c->a, c->lda, x,
-		     inner, 0.0, y, rows_out);
+		fasvd__gemm(c->dbl, false, false, rows_out, cols, inner, 1.0, c->a, c->lda, x,
+		            inner, 0.0, y, rows_out);
 		return;
 	}
-	gemm(c->dbl, CblasTrans, CblasNoTrans, cols, rows_out, inner, 1.0, x, inner, c->a, c->lda,
-	     0.0, c->tt, cols);
+	fasvd__gemm(c->dbl, true, false, cols, rows_out, inner, 1.0, x, inner, c->a, c->lda, 0.0,
+	            c->tt, cols);
 	fasvd__copy_strided(c->dbl, cols, rows_out, c->tt, 1, cols, y, rows_out);
 }
 
@@ -207,11 +195,11 @@ static void e_correct(const struct rsvd *c, bool tr, int64_t cols, const void *x
 {
 	const void *in = tr ? c->ut : c->vt, *out = tr ? c->vt : c->ut;
 	int64_t rin = tr ? c->M : c->N, rout = tr ? c->N : c->M;
-	gemm(c->dbl, CblasTrans, CblasNoTrans, c->k, cols, rin, 1.0, in, rin, x, rin, 0.0, c->tmp,
-	     c->k);
+	fasvd__gemm(c->dbl, true, false, c->k, cols, rin, 1.0, in, rin, x, rin, 0.0, c->tmp,
+	            c->k);
 	scale_rows(c->dbl, c->tmp, c->k, cols, c->s);
-	gemm(c->dbl, CblasNoTrans, CblasNoTrans, rout, cols, c->k, -1.0, out, rout, c->tmp, c->k,
-	     1.0, y, rout);
+	fasvd__gemm(c->dbl, false, false, rout, cols, c->k, -1.0, out, rout, c->tmp, c->k, 1.0,
+	            y, rout);
 }
 
 /* Largest singular value of the rows x c block x (ld rows), from its Gram
@@ -260,8 +248,8 @@ static void project_out(bool dbl, int64_t rows, int64_t nb, const void *b, int64
 {
 	if (nb < 1)
 		return;
-	gemm(dbl, CblasTrans, CblasNoTrans, nb, c, rows, 1.0, b, rows, z, rows, 0.0, tmp, nb);
-	gemm(dbl, CblasNoTrans, CblasNoTrans, rows, c, nb, -1.0, b, rows, tmp, nb, 1.0, z, rows);
+	fasvd__gemm(dbl, true, false, nb, c, rows, 1.0, b, rows, z, rows, 0.0, tmp, nb);
+	fasvd__gemm(dbl, false, false, rows, c, nb, -1.0, b, rows, tmp, nb, 1.0, z, rows);
 }
 
 /* Orthonormalise the rows x c block z against the orthonormal rows x nb
@@ -280,12 +268,17 @@ static int extend_basis(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t nb, cons
 	return fasvd__qr_thin(ctx, dbl, rows, c, z, rows, NULL, 0);
 }
 
-/* The estimator's state: right Krylov basis P (N x pr) and E P (M x pr),
- * left basis L (M x pl) and Eᵀ L (N x pl); the last block of each side
- * starts at p_last / l_last. */
+/* One side of the estimator: an orthonormal basis (n columns, at most
+ * cap; the newest block starts at column last) and its images. */
+struct kside {
+	void *basis, *img;
+	int64_t n, last, cap;
+};
+
+/* The estimator's state: the right Krylov basis P (N x n) with E P
+ * (M x n), the left basis L (M x n) with Eᵀ L (N x n). */
 struct krylov {
-	void *p, *ep, *l, *etl;
-	int64_t pr, pl, p_last, l_last, cap_r, cap_l;
+	struct kside right, left;
 	void *tmp; /* projection scratch (the struct rsvd's) */
 };
 
@@ -295,53 +288,32 @@ struct krylov {
 static int krylov_step(const struct rsvd *c, struct krylov *kr, bool right, double *est,
                        bool *done)
 {
+	struct kside *to = right ? &kr->right : &kr->left;
+	const struct kside *from = right ? &kr->left : &kr->right;
+	int64_t rows = right ? c->N : c->M, other = right ? c->M : c->N;
 	size_t es = c->es;
-	int rc;
-	if (right) {
-		int64_t cn = kr->pl - kr->l_last, room = kr->cap_r - kr->pr;
-		if (cn > room)
-			cn = room;
-		if (cn < 1) {
-			*done = true;
-			return 0;
-		}
-		void *pn = (char *)kr->p + (size_t)(kr->pr * c->N) * es;
-		void *epn = (char *)kr->ep + (size_t)(kr->pr * c->M) * es;
-		fasvd__copy_block(es, c->N, cn, (char *)kr->etl + (size_t)(kr->l_last * c->N) * es,
-		                  c->N, pn, c->N);
-		if ((rc = extend_basis(c->ctx, c->dbl, c->N, kr->pr, kr->p, cn, pn, kr->tmp)))
-			return rc;
-		t_mul(c, false, cn, pn, epn);
-		e_correct(c, false, cn, pn, epn);
-		kr->p_last = kr->pr;
-		kr->pr += cn;
-		double b;
-		if ((rc = ritz_bound(c->ctx, c->dbl, c->M, c->N, kr->pr, kr->ep, kr->p, &b)))
-			return rc;
-		*est = fmax(*est, b);
-	} else {
-		int64_t cn = kr->pr - kr->p_last, room = kr->cap_l - kr->pl;
-		if (cn > room)
-			cn = room;
-		if (cn < 1) {
-			*done = true;
-			return 0;
-		}
-		void *ln = (char *)kr->l + (size_t)(kr->pl * c->M) * es;
-		void *etln = (char *)kr->etl + (size_t)(kr->pl * c->N) * es;
-		fasvd__copy_block(es, c->M, cn, (char *)kr->ep + (size_t)(kr->p_last * c->M) * es,
-		                  c->M, ln, c->M);
-		if ((rc = extend_basis(c->ctx, c->dbl, c->M, kr->pl, kr->l, cn, ln, kr->tmp)))
-			return rc;
-		t_mul(c, true, cn, ln, etln);
-		e_correct(c, true, cn, ln, etln);
-		kr->l_last = kr->pl;
-		kr->pl += cn;
-		double b;
-		if ((rc = ritz_bound(c->ctx, c->dbl, c->N, c->M, kr->pl, kr->etl, kr->l, &b)))
-			return rc;
-		*est = fmax(*est, b);
+	int64_t cn = from->n - from->last, room = to->cap - to->n;
+	if (cn > room)
+		cn = room;
+	if (cn < 1) {
+		*done = true;
+		return 0;
 	}
+	void *qn = (char *)to->basis + (size_t)(to->n * rows) * es;
+	void *eqn = (char *)to->img + (size_t)(to->n * other) * es;
+	fasvd__copy_block(es, rows, cn, (char *)from->img + (size_t)(from->last * rows) * es, rows,
+	                  qn, rows);
+	int rc = extend_basis(c->ctx, c->dbl, rows, to->n, to->basis, cn, qn, kr->tmp);
+	if (rc)
+		return rc;
+	t_mul(c, !right, cn, qn, eqn);
+	e_correct(c, !right, cn, qn, eqn);
+	to->last = to->n;
+	to->n += cn;
+	double b;
+	if ((rc = ritz_bound(c->ctx, c->dbl, other, rows, to->n, to->img, to->basis, &b)))
+		return rc;
+	*est = fmax(*est, b);
 	return 0;
 }
 
@@ -448,7 +420,7 @@ static int range_basis(const struct rsvd *c, struct krylov *kr, const struct rsv
 		gauss_fill(dbl, om + (size_t)(l * N) * es, N, r, N, &g);
 		if ((rc = fasvd__qr_thin(ctx, dbl, N, r, om + (size_t)(l * N) * es, N, NULL, 0)))
 			return rc;
-		fasvd__copy_block(es, N, r, om + (size_t)(l * N) * es, N, kr->p, N);
+		fasvd__copy_block(es, N, r, om + (size_t)(l * N) * es, N, kr->right.basis, N);
 	}
 	/* Between products the basis only needs to be well conditioned (P L of
 	 * an LU, a fraction of a QR's cost); the last one, Q, is orthonormal. */
@@ -483,10 +455,10 @@ static void tail_start(const struct rsvd *c, struct krylov *kr, const struct rsv
 	int64_t M = c->M, N = c->N, k = c->k, l = ws->l, r = ws->r, t = ws->t;
 	const double *sb = ws->sb;
 	bool dbl = c->dbl;
-	char *lt = (char *)kr->l + (size_t)(r * M) * es;
-	char *et = (char *)kr->etl + (size_t)(r * N) * es;
-	gemm(dbl, CblasNoTrans, CblasTrans, M, t, l, 1.0, ws->y, M,
-	     ws->xx + (size_t)k * es, l, 0.0, lt, M);
+	char *lt = (char *)kr->left.basis + (size_t)(r * M) * es;
+	char *et = (char *)kr->left.img + (size_t)(r * N) * es;
+	fasvd__gemm(dbl, false, true, M, t, l, 1.0, ws->y, M, ws->xx + (size_t)k * es, l, 0.0,
+	            lt, M);
 	fasvd__copy_block(es, N, t, ws->w + (size_t)(k * N) * es, N, et, N);
 	for (int64_t jj = 0; jj < t; jj++)
 		*est = fmax(*est, sb[k + jj]);
@@ -510,22 +482,22 @@ static int estimate_error(const struct rsvd *c, struct krylov *kr, const struct 
 	double est = 0.0, bnd;
 	int rc;
 	/* Right: P0 and E P0 = T P0 − U_T s V_Tᵀ P0. */
-	fasvd__copy_block(es, M, r, ws->tp0, M, kr->ep, M);
-	e_correct(c, false, r, kr->p, kr->ep);
-	kr->pr = r;
-	kr->p_last = 0;
-	if ((rc = ritz_bound(c->ctx, c->dbl, M, N, r, kr->ep, kr->p, &bnd)))
+	fasvd__copy_block(es, M, r, ws->tp0, M, kr->right.img, M);
+	e_correct(c, false, r, kr->right.basis, kr->right.img);
+	kr->right.n = r;
+	kr->right.last = 0;
+	if ((rc = ritz_bound(c->ctx, c->dbl, M, N, r, kr->right.img, kr->right.basis, &bnd)))
 		return rc;
 	est = fmax(est, bnd);
 	/* Left: [G | Q X_tail] and their Eᵀ images. */
-	fasvd__copy_block(es, M, r, ws->y + (size_t)(l * M) * es, M, kr->l, M);
-	fasvd__copy_block(es, N, r, ws->z + (size_t)(l * N) * es, N, kr->etl, N);
-	e_correct(c, true, r, kr->l, kr->etl);
+	fasvd__copy_block(es, M, r, ws->y + (size_t)(l * M) * es, M, kr->left.basis, M);
+	fasvd__copy_block(es, N, r, ws->z + (size_t)(l * N) * es, N, kr->left.img, N);
+	e_correct(c, true, r, kr->left.basis, kr->left.img);
 	if (ws->t > 0)
 		tail_start(c, kr, ws, &est);
-	kr->pl = r + ws->t;
-	kr->l_last = 0;
-	if ((rc = ritz_bound(c->ctx, c->dbl, N, M, kr->pl, kr->etl, kr->l, &bnd)))
+	kr->left.n = r + ws->t;
+	kr->left.last = 0;
+	if ((rc = ritz_bound(c->ctx, c->dbl, N, M, kr->left.n, kr->left.img, kr->left.basis, &bnd)))
 		return rc;
 	est = fmax(est, bnd);
 	bool done = false;
@@ -562,8 +534,9 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 	ws.om = AT(0), ws.y = AT(1), ws.z = AT(2), ws.w = AT(3), ws.xx = AT(4), ws.ut = AT(5);
 	ws.tp0 = AT(6), ws.sb = sb;
 	char *tmp = AT(11);
-	struct krylov kr = {.p = AT(7), .ep = AT(8), .l = AT(9), .etl = AT(10), .tmp = tmp,
-	                    .cap_r = ws.cap_r, .cap_l = ws.cap_l};
+	struct krylov kr = {.right = {.basis = AT(7), .img = AT(8), .cap = ws.cap_r},
+	                    .left = {.basis = AT(9), .img = AT(10), .cap = ws.cap_l},
+	                    .tmp = tmp};
 #undef AT
 	struct rsvd c = {.ctx = ctx, .dbl = dbl, .es = es, .trans = trans, .M = M, .N = N, .k = k,
 	                 .a = a, .lda = lda, .s = s, .ut = ws.ut, .vt = ws.w, .tmp = tmp,
@@ -577,7 +550,7 @@ int fasvd__randomized_svd(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, const 
 	if ((rc = fasvd__svd_run(ctx, &j)))
 		goto out;
 	memcpy(s, sb, (size_t)k * sizeof(double));
-	gemm(dbl, CblasNoTrans, CblasTrans, M, k, l, 1.0, ws.y, M, ws.xx, l, 0.0, ws.ut, M);
+	fasvd__gemm(dbl, false, true, M, k, l, 1.0, ws.y, M, ws.xx, l, 0.0, ws.ut, M);
 
 	if (err_est) {
 		*err_est = 0.0;

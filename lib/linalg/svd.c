@@ -243,55 +243,46 @@ static int safe_exponent(double amax)
  * the sign cleared, IEEE values of either width order as unsigned integers,
  * and NaN and Inf are exactly those at or above the exponent-all-ones
  * pattern. Four independent maxima so that the loop is not one long
- * dependency chain. */
+ * dependency chain. MAX_ABS_BITS: those maxima for values stored as the
+ * unsigned integers U (sign cleared by ABS), combined into m[0]. */
+#define MAX_ABS_BITS(U, ABS)                                              \
+	do {                                                              \
+		for (int64_t j = 0; j < cols; j++) {                      \
+			const U *col = (const U *)x + (size_t)(j * ld);   \
+			int64_t i = 0;                                    \
+			for (; i + 4 <= rows; i += 4)                     \
+				for (int t = 0; t < 4; t++) {             \
+					U v = col[i + t] & (ABS);         \
+					m[t] = v > m[t] ? v : m[t];       \
+				}                                         \
+			for (; i < rows; i++) {                           \
+				U v = col[i] & (ABS);                     \
+				m[0] = v > m[0] ? v : m[0];               \
+			}                                                 \
+		}                                                         \
+		for (int t = 1; t < 4; t++)                               \
+			m[0] = m[t] > m[0] ? m[t] : m[0];                 \
+	} while (0)
+
 static bool scan_block(bool dbl, const void *x, int64_t rows, int64_t cols, int64_t ld,
                        double *amax)
 {
 	if (dbl) {
-		const uint64_t abs_mask = 0x7FFFFFFFFFFFFFFFULL, inf_bits = 0x7FF0000000000000ULL;
 		uint64_t m[4] = {0, 0, 0, 0};
-		for (int64_t j = 0; j < cols; j++) {
-			const uint64_t *col = (const uint64_t *)x + (size_t)(j * ld);
-			int64_t i = 0;
-			for (; i + 4 <= rows; i += 4)
-				for (int t = 0; t < 4; t++) {
-					uint64_t v = col[i + t] & abs_mask;
-					m[t] = v > m[t] ? v : m[t];
-				}
-			for (; i < rows; i++) {
-				uint64_t v = col[i] & abs_mask;
-				m[0] = v > m[0] ? v : m[0];
-			}
-		}
-		for (int t = 1; t < 4; t++)
-			m[0] = m[t] > m[0] ? m[t] : m[0];
+		MAX_ABS_BITS(uint64_t, UINT64_C(0x7FFFFFFFFFFFFFFF));
 		double d;
 		memcpy(&d, &m[0], sizeof d);
 		*amax = d;
-		return m[0] < inf_bits;
+		return m[0] < UINT64_C(0x7FF0000000000000);
 	}
-	const uint32_t abs_mask = 0x7FFFFFFFu, inf_bits = 0x7F800000u;
 	uint32_t m[4] = {0, 0, 0, 0};
-	for (int64_t j = 0; j < cols; j++) {
-		const uint32_t *col = (const uint32_t *)x + (size_t)(j * ld);
-		int64_t i = 0;
-		for (; i + 4 <= rows; i += 4)
-			for (int t = 0; t < 4; t++) {
-				uint32_t v = col[i + t] & abs_mask;
-				m[t] = v > m[t] ? v : m[t];
-			}
-		for (; i < rows; i++) {
-			uint32_t v = col[i] & abs_mask;
-			m[0] = v > m[0] ? v : m[0];
-		}
-	}
-	for (int t = 1; t < 4; t++)
-		m[0] = m[t] > m[0] ? m[t] : m[0];
+	MAX_ABS_BITS(uint32_t, UINT32_C(0x7FFFFFFF));
 	float f;
 	memcpy(&f, &m[0], sizeof f);
 	*amax = (double)f;
-	return m[0] < inf_bits;
+	return m[0] < UINT32_C(0x7F800000);
 }
+#undef MAX_ABS_BITS
 
 /* Scale the nel decoded elements x by 2^-e (exact unless an entry
  * underflows, which is then negligible next to the largest) so that BLAS

@@ -234,23 +234,6 @@ static int parse_mla(const parse_state *ps, fasvd__config *cfg)
 	return 0;
 }
 
-/* Parse the text of config.json, naming a duplicate key. */
-static int load_json(const char *text, size_t len, const char *label, json_t **root)
-{
-	json_error_t jerr;
-	*root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!*root) {
-		char key[256];
-		if (json_error_code(&jerr) == json_error_duplicate_key &&
-		    fasvd__json_key_before(text, len, jerr.position, key, sizeof key))
-			return fasvd__error(FASVD_EFORMAT, "%s: duplicate key '%s' (line %d)", label,
-			                    key, jerr.line);
-		return fasvd__error(FASVD_EFORMAT, "%s: not valid JSON (line %d, column %d): %s", label,
-		                    jerr.line, jerr.column, jerr.text);
-	}
-	return 0;
-}
-
 /* cfg->n_kv_heads: num_key_value_heads (default: one per head), checked
  * against the architecture and the head count (key k_heads). */
 static int parse_kv_heads(const parse_state *ps, fasvd__config *cfg, const char *k_heads)
@@ -317,10 +300,11 @@ int fasvd__config_parse(fasvd_ctx *ctx, fasvd__config *out, const char *text, si
 	if (!text || !label)
 		return fasvd__error(FASVD_EINVAL, "config: NULL %s", text ? "label" : "text");
 
-	json_t *root = NULL;
-	int rc = load_json(text, len, label, &root);
-	if (rc)
-		return rc;
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return fasvd__json_fail(label, "config.json", &jerr, text, len);
+	int rc;
 	fasvd__config *cfg = out;
 	parse_state ps = {label, root, NULL};
 	if (!json_is_object(root)) {

@@ -274,15 +274,22 @@ static int64_t find_tensor(const struct run *r, const char *s, size_t n)
 	return -1;
 }
 
-static int resume_from(struct run *r, bool *resumed)
+/* "T." + name, the output name of an extra tensor's spectrum (tensor names
+ * have no length limit: never truncate one); NULL when out of memory. */
+static char *tensor_entry_name(const struct run *r, const char *name)
 {
-	*resumed = false;
-	if (access(r->out_path, F_OK) != 0)
-		return 0; /* nothing to resume: start afresh */
-	fasvd_st *old = NULL;
-	int rc = fasvd_st_open(&old, r->ctx, r->out_path);
-	if (rc)
-		return fasvd__error_prefix(rc, "cannot resume from %s", r->out_path);
+	size_t len = strlen(name);
+	char *full = fasvd__alloc(r->ctx, len + 3, "a spectrum name");
+	if (!full)
+		return NULL;
+	memcpy(full, "T.", 2);
+	memcpy(full + 2, name, len + 1);
+	return full;
+}
+
+/* The old file must have been written by the same model and options. */
+static int check_resume_metadata(const struct run *r, const fasvd_st *old)
+{
 	char layers[64];
 	snprintf(layers, sizeof layers, "%lld-%lld", (long long)r->first, (long long)r->last);
 	const char *cfg = fasvd_model_config_json(r->model);
@@ -301,73 +308,73 @@ static int resume_from(struct run *r, bool *resumed)
 	for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
 		const char *have;
 		fasvd_st_metadata(&have, old, checks[i].key);
-		if (!have || strcmp(have, checks[i].want) != 0) {
-			rc = fasvd__error(FASVD_EINVAL,
-			                  "cannot resume %s: its %s is \"%.60s\", this run's is "
-			                  "\"%.60s\" (remove the file or run with the same model "
-			                  "and options)",
-			                  r->out_path, checks[i].key, have ? have : "(missing)",
-			                  checks[i].want);
-			goto out;
-		}
+		if (!have || strcmp(have, checks[i].want) != 0)
+			return fasvd__error(FASVD_EINVAL,
+			                    "cannot resume %s: its %s is \"%.60s\", this run's is "
+			                    "\"%.60s\" (remove the file or run with the same model "
+			                    "and options)",
+			                    r->out_path, checks[i].key, have ? have : "(missing)",
+			                    checks[i].want);
 	}
-	/* Which steps are done. */
-	const char *ld, *td, *shapes_s;
-	fasvd_st_metadata(&ld, old, "layers_done");
-	fasvd_st_metadata(&td, old, "tensors_done");
-	fasvd_st_metadata(&shapes_s, old, "matrix_shapes");
-	json_t *shapes = shapes_s ? json_loads(shapes_s, 0, NULL) : NULL;
-	if (!ld || !td || !json_is_object(shapes)) {
-		json_decref(shapes);
-		rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: progress metadata missing",
-		                  r->out_path);
-		goto out;
-	}
+	return 0;
+}
+
+/* Mark the layers listed in layers_done ("0,1,2") done. */
+static int mark_layers_done(struct run *r, const char *ld)
+{
 	for (const char *p = ld; *p;) {
 		const char *q = strchr(p, ',');
 		size_t n = q ? (size_t)(q - p) : strlen(p);
 		int64_t l;
-		if (!parse_index(p, n, &l) || l < r->first || l > r->last) {
-			json_decref(shapes);
-			rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: bad layers_done \"%.60s\"",
-			                  r->out_path, ld);
-			goto out;
-		}
+		if (!parse_index(p, n, &l) || l < r->first || l > r->last)
+			return fasvd__error(FASVD_EFORMAT, "cannot resume %s: bad layers_done \"%.60s\"",
+			                    r->out_path, ld);
 		r->layer_done[l] = true;
 		p = q ? q + 1 : p + n;
 	}
-	/* An extra tensor is done when its spectrum is in the file (T.* entries
-	 * are only ever written complete). tensors_done is not split on its
-	 * commas: tensor names may contain commas ("a,x" would read as "a" and
-	 * "x"), so it cannot say which names it lists. */
-	for (int64_t i = 0; i < r->n_tensors && !rc; i++) {
-		size_t len = strlen(r->tensors[i]);
-		char *full = fasvd__alloc(r->ctx, len + 3, "a spectrum name");
-		if (!full) {
-			rc = FASVD_ENOMEM;
-			break;
-		}
-		memcpy(full, "T.", 2);
-		memcpy(full + 2, r->tensors[i], len + 1);
+	return 0;
+}
+
+/* An extra tensor is done when its spectrum is in the file (T.* entries are
+ * only ever written complete). tensors_done is not split on its commas:
+ * tensor names may contain commas ("a,x" would read as "a" and "x"), so it
+ * cannot say which names it lists. */
+static int mark_tensors_done(struct run *r, const fasvd_st *old)
+{
+	for (int64_t i = 0; i < r->n_tensors; i++) {
+		char *full = tensor_entry_name(r, r->tensors[i]);
+		if (!full)
+			return FASVD_ENOMEM;
 		r->tensor_done[i] = fasvd_st_find(NULL, old, full) == 0;
 		fasvd__free(r->ctx, full);
 	}
-	if (rc) {
-		json_decref(shapes);
-		goto out;
+	return 0;
+}
+
+/* Is the spectrum `name` of the old file one of a step done? *layer is its
+ * layer (-1 for none). */
+static bool keep_old_entry(const struct run *r, const char *name, int64_t *layer)
+{
+	int64_t l = name_layer(name);
+	*layer = l;
+	if (l >= 0 && l < r->info.n_layers)
+		return r->layer_done[l];
+	if (strncmp(name, "T.", 2) == 0) {
+		int64_t k = find_tensor(r, name + 2, strlen(name + 2));
+		return k >= 0 && r->tensor_done[k];
 	}
-	/* Keep the spectra of the steps done. */
+	return false;
+}
+
+/* Copy the spectra of the steps done from the old file (matrix shapes from
+ * its matrix_shapes object). */
+static int keep_done_spectra(struct run *r, const fasvd_st *old, const json_t *shapes)
+{
+	int rc = 0;
 	for (int64_t i = 0; i < fasvd_st_count(old) && !rc; i++) {
 		const char *name = fasvd_st_name(old, i);
-		int64_t l = name_layer(name);
-		bool keep = false;
-		if (l >= 0 && l < r->info.n_layers)
-			keep = r->layer_done[l];
-		else if (strncmp(name, "T.", 2) == 0) {
-			int64_t k = find_tensor(r, name + 2, strlen(name + 2));
-			keep = k >= 0 && r->tensor_done[k];
-		}
-		if (!keep)
+		int64_t l;
+		if (!keep_old_entry(r, name, &l))
 			continue;
 		fasvd_st_info inf;
 		fasvd_st_info_init(&inf);
@@ -378,20 +385,47 @@ static int resume_from(struct run *r, bool *resumed)
 		if ((rc = fasvd_st_info_get(&inf, old, name)) ||
 		    (rc = fasvd_st_raw(&data, &nbytes, old, name)))
 			break;
-		if (strcmp(inf.dtype, "F64") != 0 || (inf.ndim != 1 && inf.ndim != 2) || !shaped) {
-			rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: tensor '%s' is not a "
-			                  "spectrum of this schema",
-			                  r->out_path, name);
-			break;
-		}
+		if (strcmp(inf.dtype, "F64") != 0 || (inf.ndim != 1 && inf.ndim != 2) || !shaped)
+			return fasvd__error(FASVD_EFORMAT, "cannot resume %s: tensor '%s' is not a "
+			                    "spectrum of this schema",
+			                    r->out_path, name);
 		int64_t nr = inf.ndim == 2 ? inf.shape[0] : 1;
 		int64_t nc = inf.ndim == 2 ? inf.shape[1] : inf.shape[0];
 		rc = add_entry(r, name, l, nr, nc, mr, mc, inf.ndim == 2, data);
 	}
+	return rc;
+}
+
+/* Read the progress of the old file (already checked to match) into r. */
+static int resume_progress(struct run *r, const fasvd_st *old)
+{
+	const char *ld, *td, *shapes_s;
+	fasvd_st_metadata(&ld, old, "layers_done");
+	fasvd_st_metadata(&td, old, "tensors_done");
+	fasvd_st_metadata(&shapes_s, old, "matrix_shapes");
+	json_t *shapes = shapes_s ? json_loads(shapes_s, 0, NULL) : NULL;
+	int rc;
+	if (!ld || !td || !json_is_object(shapes))
+		rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: progress metadata missing",
+		                  r->out_path);
+	else if (!(rc = mark_layers_done(r, ld)) && !(rc = mark_tensors_done(r, old)))
+		rc = keep_done_spectra(r, old, shapes);
 	json_decref(shapes);
-	if (!rc)
+	return rc;
+}
+
+/* Continue from the spectra file at r->out_path when there is one. */
+static int resume_from(struct run *r, bool *resumed)
+{
+	*resumed = false;
+	if (access(r->out_path, F_OK) != 0)
+		return 0; /* nothing to resume: start afresh */
+	fasvd_st *old = NULL;
+	int rc = fasvd_st_open(&old, r->ctx, r->out_path);
+	if (rc)
+		return fasvd__error_prefix(rc, "cannot resume from %s", r->out_path);
+	if (!(rc = check_resume_metadata(r, old)) && !(rc = resume_progress(r, old)))
 		*resumed = true;
-out:
 	fasvd_st_free(old);
 	return rc;
 }
@@ -614,17 +648,9 @@ static int run_tensor(struct run *r, const char *name)
 	so.compute = r->compute;
 	rc = fasvd_svdvals(s, k, r->ctx, t, &so, NULL);
 	if (!rc) {
-		/* Tensor names have no length limit: never truncate one. */
-		size_t len = strlen(name);
-		char *full = fasvd__alloc(r->ctx, len + 3, "a spectrum name");
-		if (!full) {
-			rc = FASVD_ENOMEM;
-		} else {
-			memcpy(full, "T.", 2);
-			memcpy(full + 2, name, len + 1);
-			rc = add_entry(r, full, -1, 1, k, t->rows, t->cols, 0, s);
-			fasvd__free(r->ctx, full);
-		}
+		char *full = tensor_entry_name(r, name);
+		rc = full ? add_entry(r, full, -1, 1, k, t->rows, t->cols, 0, s) : FASVD_ENOMEM;
+		fasvd__free(r->ctx, full);
 	}
 	fasvd__free(r->ctx, s);
 	fasvd_tensor_free(t);
@@ -705,6 +731,114 @@ static int cmp_entry(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+/* A CSV table in memory (*text, *len once closed) with its header line;
+ * NULL when out of memory. */
+static FILE *csv_open(char **text, size_t *len, const double *taus, int64_t nt)
+{
+	FILE *mem = open_memstream(text, len);
+	if (!mem)
+		return NULL;
+	fprintf(mem, "layer,kind,name,head,rows,cols,sigma1,frobenius,stable_rank,"
+	             "entropy_rank");
+	for (int64_t t = 0; t < nt; t++)
+		fprintf(mem, ",er@%.17g", taus[t]);
+	fprintf(mem, "\n");
+	return mem;
+}
+
+/* The CSV line of head h of e (h ignored for 1-D entries). */
+static void csv_row(FILE *mem, const struct entry *e, const char *kind, const char *name,
+                    int64_t h, const struct row_metrics *m, int64_t nt)
+{
+	char head[24] = "";
+	if (e->is_2d)
+		snprintf(head, sizeof head, "%lld", (long long)h);
+	char layer[24] = "";
+	if (e->layer >= 0)
+		snprintf(layer, sizeof layer, "%lld", (long long)e->layer);
+	/* tensor names may hold commas or quotes: quote the field */
+	fprintf(mem, "%s,%s,\"", layer, kind);
+	for (const char *p = name; *p; p++)
+		fputs(*p == '"' ? "\"\"" : (char[]){*p, 0}, mem);
+	fprintf(mem, "\",%s,%lld,%lld,%.17g,%.17g,%.17g,%.17g", head, (long long)e->mat_rows,
+	        (long long)e->mat_cols, m->sigma1, m->frobenius, m->stable_rank, m->entropy_rank);
+	for (int64_t t = 0; t < nt; t++)
+		fprintf(mem, ",%lld", (long long)m->er[t]);
+	fprintf(mem, "\n");
+}
+
+/* The JSON object of head h of e (h ignored for 1-D entries); NULL when out
+ * of memory. */
+static json_t *json_row(const struct entry *e, const char *kind, const char *name, int64_t h,
+                        const struct row_metrics *m, const double *taus, int64_t nt)
+{
+	json_t *er = json_object();
+	for (int64_t t = 0; t < nt; t++) {
+		char key[40];
+		snprintf(key, sizeof key, "%.17g", taus[t]);
+		json_object_set_new(er, key, json_integer((json_int_t)m->er[t]));
+	}
+	return json_pack("{s:I,s:s,s:s,s:o,s:I,s:I,s:f,s:f,s:f,s:f,s:o}", "layer",
+	                 (json_int_t)e->layer, "kind", kind, "name", name, "head",
+	                 e->is_2d ? json_integer((json_int_t)h) : json_null(), "rows",
+	                 (json_int_t)e->mat_rows, "cols", (json_int_t)e->mat_cols, "sigma1",
+	                 m->sigma1, "frobenius", m->frobenius, "stable_rank", m->stable_rank,
+	                 "entropy_rank", m->entropy_rank, "effective_rank", er);
+}
+
+/* One row per matrix (per head) into the JSON array rows and, when csv is
+ * not NULL, the CSV table. */
+static int summary_rows(const struct run *r, const double *taus, int64_t nt, json_t *rows,
+                        FILE *csv)
+{
+	for (int64_t i = 0; i < r->n_e; i++) {
+		const struct entry *e = &r->e[i];
+		char kind[32];
+		const char *name;
+		split_name(e->name, kind, sizeof kind, &name);
+		for (int64_t h = 0; h < e->n_rows; h++) {
+			struct row_metrics m;
+			int rc = metrics_of(e->data + h * e->n_cols, e->n_cols, taus, nt, &m);
+			if (rc)
+				return fasvd__error_prefix(rc, "metrics of %s", e->name);
+			json_t *row = json_row(e, kind, name, h, &m, taus, nt);
+			if (!row || json_array_append_new(rows, row))
+				return fasvd__error(FASVD_ENOMEM, "out of memory building the summary");
+			if (csv)
+				csv_row(csv, e, kind, name, h, &m, nt);
+		}
+	}
+	return 0;
+}
+
+/* The text of the JSON summary: the run's settings, the taus and the rows
+ * (both taken); NULL when out of memory. */
+static char *summary_json(const struct run *r, json_t *taus, json_t *rows)
+{
+	json_t *root = json_object();
+	if (!root) {
+		json_decref(taus);
+		json_decref(rows);
+		return NULL;
+	}
+	json_object_set_new(root, "format", json_string("fasvd.summary"));
+	json_object_set_new(root, "schema_version", json_string(SCHEMA_VERSION));
+	json_object_set_new(root, "model_type", json_string(r->info.model_type));
+	json_object_set_new(root, "spectra_file", json_string(r->out_path));
+	json_object_set_new(root, "fold_norms", json_boolean(r->o->fold_norms));
+	json_object_set_new(root, "stack_normalisation", json_string(norm_name(r->o->stack_norm)));
+	json_object_set_new(root, "compute_dtype",
+	                    json_string(r->compute == FASVD_COMPUTE_F64 ? "f64" : "f32"));
+	json_object_set_new(root, "library_version", json_string(fasvd_version_string()));
+	json_object_set_new(root, "tau_definition", json_string(TAU_DEFINITION));
+	json_object_set_new(root, "taus", taus);
+	json_object_set_new(root, "matrices", rows);
+	char *text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	return text;
+}
+
+/* The --json and --csv summaries of every spectrum, in layer order. */
 static int write_summaries(struct run *r, const double *taus, int64_t nt)
 {
 	const fasvd_analyze_opts *o = r->o;
@@ -712,78 +846,21 @@ static int write_summaries(struct run *r, const double *taus, int64_t nt)
 		return 0;
 	qsort(r->e, (size_t)r->n_e, sizeof *r->e, cmp_entry);
 	int rc = 0;
-	json_t *root = json_object(), *rows = json_array(), *tj = json_array();
+	json_t *rows = json_array(), *tj = json_array();
 	char *csv = NULL, *json_text = NULL;
-	size_t csv_len = 0, csv_cap = 0;
+	size_t csv_len = 0;
 	FILE *mem = NULL;
-	if (!root || !rows || !tj) {
+	if (!rows || !tj) {
 		rc = fasvd__error(FASVD_ENOMEM, "out of memory building the summary");
 		goto out;
 	}
-	if (o->csv_path) {
-		mem = open_memstream(&csv, &csv_len);
-		if (!mem) {
-			rc = fasvd__error(FASVD_ENOMEM, "out of memory building the CSV table");
-			goto out;
-		}
-		fprintf(mem, "layer,kind,name,head,rows,cols,sigma1,frobenius,stable_rank,"
-		             "entropy_rank");
-		for (int64_t t = 0; t < nt; t++)
-			fprintf(mem, ",er@%.17g", taus[t]);
-		fprintf(mem, "\n");
+	if (o->csv_path && !(mem = csv_open(&csv, &csv_len, taus, nt))) {
+		rc = fasvd__error(FASVD_ENOMEM, "out of memory building the CSV table");
+		goto out;
 	}
-	(void)csv_cap;
 	for (int64_t t = 0; t < nt; t++)
 		json_array_append_new(tj, json_real(taus[t]));
-	for (int64_t i = 0; i < r->n_e && !rc; i++) {
-		const struct entry *e = &r->e[i];
-		char kind[32];
-		const char *name;
-		split_name(e->name, kind, sizeof kind, &name);
-		for (int64_t h = 0; h < e->n_rows; h++) {
-			struct row_metrics m;
-			if ((rc = metrics_of(e->data + h * e->n_cols, e->n_cols, taus, nt, &m))) {
-				fasvd__error_prefix(rc, "metrics of %s", e->name);
-				break;
-			}
-			json_t *er = json_object();
-			for (int64_t t = 0; t < nt; t++) {
-				char key[40];
-				snprintf(key, sizeof key, "%.17g", taus[t]);
-				json_object_set_new(er, key, json_integer((json_int_t)m.er[t]));
-			}
-			json_t *row = json_pack(
-			        "{s:I,s:s,s:s,s:o,s:I,s:I,s:f,s:f,s:f,s:f,s:o}", "layer",
-			        (json_int_t)e->layer, "kind", kind, "name", name, "head",
-			        e->is_2d ? json_integer((json_int_t)h) : json_null(), "rows",
-			        (json_int_t)e->mat_rows, "cols", (json_int_t)e->mat_cols, "sigma1",
-			        m.sigma1, "frobenius", m.frobenius, "stable_rank", m.stable_rank,
-			        "entropy_rank", m.entropy_rank, "effective_rank", er);
-			if (!row || json_array_append_new(rows, row)) {
-				rc = fasvd__error(FASVD_ENOMEM, "out of memory building the summary");
-				break;
-			}
-			if (mem) {
-				char head[24] = "";
-				if (e->is_2d)
-					snprintf(head, sizeof head, "%lld", (long long)h);
-				char layer[24] = "";
-				if (e->layer >= 0)
-					snprintf(layer, sizeof layer, "%lld", (long long)e->layer);
-				/* tensor names may hold commas or quotes: quote the field */
-				fprintf(mem, "%s,%s,\"", layer, kind);
-				for (const char *p = name; *p; p++)
-					fputs(*p == '"' ? "\"\"" : (char[]){*p, 0}, mem);
-				fprintf(mem, "\",%s,%lld,%lld,%.17g,%.17g,%.17g,%.17g", head,
-				        (long long)e->mat_rows, (long long)e->mat_cols, m.sigma1,
-				        m.frobenius, m.stable_rank, m.entropy_rank);
-				for (int64_t t = 0; t < nt; t++)
-					fprintf(mem, ",%lld", (long long)m.er[t]);
-				fprintf(mem, "\n");
-			}
-		}
-	}
-	if (rc)
+	if ((rc = summary_rows(r, taus, nt, rows, mem)))
 		goto out;
 	if (mem && fclose(mem) != 0) {
 		mem = NULL;
@@ -792,22 +869,8 @@ static int write_summaries(struct run *r, const double *taus, int64_t nt)
 	}
 	mem = NULL;
 	if (o->json_path) {
-		json_object_set_new(root, "format", json_string("fasvd.summary"));
-		json_object_set_new(root, "schema_version", json_string(SCHEMA_VERSION));
-		json_object_set_new(root, "model_type", json_string(r->info.model_type));
-		json_object_set_new(root, "spectra_file", json_string(r->out_path));
-		json_object_set_new(root, "fold_norms", json_boolean(r->o->fold_norms));
-		json_object_set_new(root, "stack_normalisation",
-		                    json_string(norm_name(r->o->stack_norm)));
-		json_object_set_new(root, "compute_dtype",
-		                    json_string(r->compute == FASVD_COMPUTE_F64 ? "f64" : "f32"));
-		json_object_set_new(root, "library_version", json_string(fasvd_version_string()));
-		json_object_set_new(root, "tau_definition", json_string(TAU_DEFINITION));
-		json_object_set_new(root, "taus", tj);
-		tj = NULL;
-		json_object_set_new(root, "matrices", rows);
-		rows = NULL;
-		json_text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+		json_text = summary_json(r, tj, rows);
+		tj = rows = NULL;
 		if (!json_text) {
 			rc = fasvd__error(FASVD_ENOMEM, "out of memory writing the JSON summary");
 			goto out;
@@ -826,7 +889,6 @@ out:
 	free(csv);
 	json_decref(tj);
 	json_decref(rows);
-	json_decref(root);
 	return rc;
 }
 
@@ -848,6 +910,108 @@ static void run_free(struct run *r)
 	fasvd_model_free(r->model);
 }
 
+/* The options that need no model: tau values (*taus, *nt, the defaults
+ * when none are given), the stack normalisation, the tensor patterns. */
+static int check_opts(const fasvd_analyze_opts *o, const double **taus, int64_t *nt)
+{
+	static const double default_taus[] = {0.01, 0.001};
+	*taus = o->taus ? o->taus : default_taus;
+	*nt = o->taus ? o->n_taus : 2;
+	if (*nt < 0 || *nt > 64)
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: %lld tau values (1 to 64 allowed)",
+		                    (long long)*nt);
+	for (int64_t t = 0; t < *nt; t++)
+		if (!((*taus)[t] >= 0 && (*taus)[t] <= 1))
+			return fasvd__error(FASVD_EINVAL, "fasvd_analyze: tau %g is outside [0, 1]",
+			                    (*taus)[t]);
+	if (o->stack_norm != FASVD_STACK_NORM_SIGMA1 && o->stack_norm != FASVD_STACK_NORM_FROBENIUS &&
+	    o->stack_norm != FASVD_STACK_NORM_NONE)
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: unknown stack normalisation %d",
+		                    (int)o->stack_norm);
+	if (o->n_tensor_globs < 0 || (o->n_tensor_globs > 0 && !o->tensor_globs))
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: bad tensor pattern list");
+	return 0;
+}
+
+/* Open the model, check the layer range and every input of the selected
+ * layers, select the extra tensors. */
+static int open_selection(struct run *r, const char *model_path)
+{
+	int rc = fasvd_model_open(&r->model, r->ctx, model_path, 0);
+	if (rc)
+		return rc;
+	fasvd_model_info_init(&r->info);
+	if ((rc = fasvd_model_get_info(&r->info, r->model)))
+		return rc;
+	r->st = fasvd_model_checkpoint(r->model);
+	r->first = r->o->layer_first;
+	r->last = r->o->layer_last < 0 ? r->info.n_layers - 1 : r->o->layer_last;
+	if (r->first < 0 || r->first > r->last || r->last >= r->info.n_layers)
+		return fasvd__error(FASVD_EINVAL,
+		                    "layer range %lld-%lld is outside the model's layers 0-%lld",
+		                    (long long)r->o->layer_first, (long long)r->o->layer_last,
+		                    (long long)r->info.n_layers - 1);
+	r->layer_done = fasvd__calloc(r->ctx, (size_t)r->info.n_layers, sizeof(bool),
+	                              "layer flags");
+	if (!r->layer_done)
+		return FASVD_ENOMEM;
+	if ((rc = check_layers(r)) || (rc = select_tensors(r)))
+		return rc;
+	return 0;
+}
+
+/* The bytes of selected extra tensor i (0 when unknown). */
+static uint64_t tensor_bytes(const struct run *r, int64_t i)
+{
+	fasvd_st_info inf;
+	fasvd_st_info_init(&inf);
+	return fasvd_st_info_get(&inf, r->st, r->tensors[i]) == 0 ? inf.nbytes : 0;
+}
+
+/* Count the steps (and their bytes) a resumed file has done already. */
+static void count_done(struct run *r)
+{
+	for (int64_t l = r->first; l <= r->last; l++)
+		if (r->layer_done[l]) {
+			r->steps_done++;
+			r->bytes_done += layer_bytes(r, l, false);
+		}
+	for (int64_t i = 0; i < r->n_tensors; i++)
+		if (r->tensor_done[i]) {
+			r->bytes_done += tensor_bytes(r, i);
+			r->steps_done++;
+		}
+}
+
+/* Every step not done yet: the file is rewritten after each. */
+static int run_steps(struct run *r)
+{
+	int rc;
+	for (int64_t l = r->first; l <= r->last; l++) {
+		if (r->layer_done[l])
+			continue;
+		if ((rc = run_layer(r, l)))
+			return rc;
+		r->layer_done[l] = true;
+		r->steps_done++;
+		r->bytes_done += layer_bytes(r, l, true);
+		if ((rc = write_snapshot(r)) || (rc = report(r, "layer", l, NULL)))
+			return rc;
+	}
+	for (int64_t i = 0; i < r->n_tensors; i++) {
+		if (r->tensor_done[i])
+			continue;
+		if ((rc = run_tensor(r, r->tensors[i])))
+			return rc;
+		r->tensor_done[i] = true;
+		r->steps_done++;
+		r->bytes_done += tensor_bytes(r, i);
+		if ((rc = write_snapshot(r)) || (rc = report(r, "tensor", -1, r->tensors[i])))
+			return rc;
+	}
+	return 0;
+}
+
 int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
                   const fasvd_analyze_opts *opts)
 {
@@ -857,75 +1021,23 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 	if (!model_path || !out_path)
 		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: NULL model path or output path");
 	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, "fasvd_analyze", "opts") : 0;
-	if (rc)
+	const double *taus;
+	int64_t nt;
+	if (rc || (rc = check_opts(&o, &taus, &nt)))
 		return rc;
-	opts = &o;
-	static const double default_taus[] = {0.01, 0.001};
-	const double *taus = opts->taus ? opts->taus : default_taus;
-	int64_t nt = opts->taus ? opts->n_taus : 2;
-	if (nt < 0 || nt > 64)
-		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: %lld tau values (1 to 64 allowed)",
-		                    (long long)nt);
-	for (int64_t t = 0; t < nt; t++)
-		if (!(taus[t] >= 0 && taus[t] <= 1))
-			return fasvd__error(FASVD_EINVAL, "fasvd_analyze: tau %g is outside [0, 1]",
-			                    taus[t]);
-	if (opts->stack_norm != FASVD_STACK_NORM_SIGMA1 &&
-	    opts->stack_norm != FASVD_STACK_NORM_FROBENIUS &&
-	    opts->stack_norm != FASVD_STACK_NORM_NONE)
-		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: unknown stack normalisation %d",
-		                    (int)opts->stack_norm);
-	if (opts->n_tensor_globs < 0 || (opts->n_tensor_globs > 0 && !opts->tensor_globs))
-		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: bad tensor pattern list");
 	ctx = fasvd__ctx(ctx);
-	struct run r = {.ctx = ctx, .o = opts, .out_path = out_path};
+	struct run r = {.ctx = ctx, .o = &o, .out_path = out_path};
 	clock_gettime(CLOCK_MONOTONIC, &r.t0);
-	r.compute = opts->compute ? opts->compute : (fasvd_compute)ctx->compute;
+	r.compute = o.compute ? o.compute : (fasvd_compute)ctx->compute;
 	if (r.compute != FASVD_COMPUTE_F32 && r.compute != FASVD_COMPUTE_F64)
-		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: unknown compute %d",
-		                    (int)opts->compute);
-	bool created = false;
-	rc = fasvd_model_open(&r.model, ctx, model_path, 0);
-	if (rc)
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: unknown compute %d", (int)o.compute);
+	bool created = false, resumed = false;
+	if ((rc = open_selection(&r, model_path)) || (rc = fasvd_st_writer_new(&r.w, ctx)) ||
+	    (rc = set_fixed_metadata(&r)))
 		goto out;
-	fasvd_model_info_init(&r.info);
-	if ((rc = fasvd_model_get_info(&r.info, r.model)))
+	if (o.resume && (rc = resume_from(&r, &resumed)))
 		goto out;
-	r.st = fasvd_model_checkpoint(r.model);
-	r.first = opts->layer_first;
-	r.last = opts->layer_last < 0 ? r.info.n_layers - 1 : opts->layer_last;
-	if (r.first < 0 || r.first > r.last || r.last >= r.info.n_layers) {
-		rc = fasvd__error(FASVD_EINVAL,
-		                  "layer range %lld-%lld is outside the model's layers 0-%lld",
-		                  (long long)opts->layer_first, (long long)opts->layer_last,
-		                  (long long)r.info.n_layers - 1);
-		goto out;
-	}
-	r.layer_done = fasvd__calloc(ctx, (size_t)r.info.n_layers, sizeof(bool), "layer flags");
-	if (!r.layer_done) {
-		rc = FASVD_ENOMEM;
-		goto out;
-	}
-	if ((rc = check_layers(&r)) || (rc = select_tensors(&r)))
-		goto out;
-	if ((rc = fasvd_st_writer_new(&r.w, ctx)) || (rc = set_fixed_metadata(&r)))
-		goto out;
-	bool resumed = false;
-	if (opts->resume && (rc = resume_from(&r, &resumed)))
-		goto out;
-	for (int64_t l = r.first; l <= r.last; l++)
-		if (r.layer_done[l]) {
-			r.steps_done++;
-			r.bytes_done += layer_bytes(&r, l, false);
-		}
-	for (int64_t i = 0; i < r.n_tensors; i++)
-		if (r.tensor_done[i]) {
-			fasvd_st_info inf;
-			fasvd_st_info_init(&inf);
-			if (fasvd_st_info_get(&inf, r.st, r.tensors[i]) == 0)
-				r.bytes_done += inf.nbytes;
-			r.steps_done++;
-		}
+	count_done(&r);
 	/* Fail early (and leave nothing) when the output cannot be written. A
 	 * resumed file is rewritten too: spectra of the old file that this run
 	 * does not select (another --tensors) are dropped, so that the file is
@@ -933,36 +1045,9 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 	 * no step is left to do. */
 	if ((rc = write_snapshot(&r)))
 		goto out;
-	if (!resumed)
-		created = true;
-	if ((rc = report(&r, "start", -1, NULL)))
-		goto out;
-	for (int64_t l = r.first; l <= r.last; l++) {
-		if (r.layer_done[l])
-			continue;
-		if ((rc = run_layer(&r, l)))
-			goto out;
-		r.layer_done[l] = true;
-		r.steps_done++;
-		r.bytes_done += layer_bytes(&r, l, true);
-		if ((rc = write_snapshot(&r)) || (rc = report(&r, "layer", l, NULL)))
-			goto out;
-	}
-	for (int64_t i = 0; i < r.n_tensors; i++) {
-		if (r.tensor_done[i])
-			continue;
-		if ((rc = run_tensor(&r, r.tensors[i])))
-			goto out;
-		r.tensor_done[i] = true;
-		r.steps_done++;
-		fasvd_st_info inf;
-		fasvd_st_info_init(&inf);
-		if (fasvd_st_info_get(&inf, r.st, r.tensors[i]) == 0)
-			r.bytes_done += inf.nbytes;
-		if ((rc = write_snapshot(&r)) || (rc = report(&r, "tensor", -1, r.tensors[i])))
-			goto out;
-	}
-	if ((rc = write_summaries(&r, taus, nt)))
+	created = !resumed;
+	if ((rc = report(&r, "start", -1, NULL)) || (rc = run_steps(&r)) ||
+	    (rc = write_summaries(&r, taus, nt)))
 		goto out;
 	rc = report(&r, "done", -1, NULL);
 out:

@@ -117,6 +117,11 @@ typedef struct trunc {
 	sel *sels;
 	int64_t n_sels;
 	char *tmp;               /* temporary output folder */
+	char *index_path;        /* sharded input: its index file, or NULL */
+	json_t *index;           /* its parsed index, or NULL */
+	json_t *weight_map;      /* index's weight_map (borrowed), or NULL */
+	fasvd_truncate_fn cb;    /* the caller's report, or NULL */
+	void *cb_arg;
 	const char *fn;
 	/* per checkpoint tensor (fasvd_st index): its shard, its selection
 	 * entry (-1: none), whether it is dropped (scale of a replaced weight) */
@@ -403,9 +408,9 @@ static int factor_one(trunc_t *t, sel *s, held *h)
 	return 0;
 }
 
-static int report_sel(trunc_t *t, const sel *s, fasvd_truncate_fn cb, void *arg)
+static int report_sel(trunc_t *t, const sel *s)
 {
-	if (!cb)
+	if (!t->cb)
 		return 0;
 	fasvd_truncate_entry e;
 	memset(&e, 0, sizeof e);
@@ -418,7 +423,7 @@ static int report_sel(trunc_t *t, const sel *s, fasvd_truncate_fn cb, void *arg)
 	e.in_dtype = s->in_dtype;
 	e.dtype = s->dtype;
 	e.report = s->rep;
-	if (cb(arg, &e))
+	if (t->cb(t->cb_arg, &e))
 		return fasvd__error(FASVD_ECANCELED, "%s: stopped by the caller after '%s'", t->fn,
 		                    s->name);
 	return 0;
@@ -472,100 +477,111 @@ static int build_maps(trunc_t *t)
 	return 0;
 }
 
+/* The shard's own "__metadata__" to w (that of t->st for a single file). */
+static int copy_shard_metadata(const trunc_t *t, int64_t shard, fasvd_st_writer *w)
+{
+	fasvd_st *own = NULL;
+	int rc = 0;
+	if (fasvd_st_shard_count(t->st) > 1 &&
+	    (rc = fasvd_st_open(&own, t->ctx, fasvd_st_shard_path(t->st, shard))))
+		return rc;
+	const fasvd_st *meta = own ? own : t->st;
+	for (int64_t k = 0; k < fasvd_st_metadata_count(meta) && !rc; k++) {
+		const char *key = fasvd_st_metadata_key(meta, k);
+		const char *val;
+		if (key && !fasvd_st_metadata(&val, meta, key))
+			rc = fasvd_st_writer_set_metadata(w, key, val);
+	}
+	fasvd_st_free(own);
+	return rc;
+}
+
+/* Factor A (is_a) or B of s, the tensor x, to w (borrowed). */
+static int add_factor(const sel *s, bool is_a, const fasvd_tensor *x, fasvd_st_writer *w,
+                      uint64_t *bytes)
+{
+	int64_t shape[3];
+	int nd = shape_of(s, is_a, shape);
+	uint64_t nb = (uint64_t)(fasvd_tensor_rows(x) * fasvd_tensor_cols(x)) *
+	              fasvd_dtype_size(s->dtype);
+	int rc = fasvd_st_writer_add(w, is_a ? s->a_name : s->b_name, fasvd_dtype_name(s->dtype), nd,
+	                             shape, fasvd_tensor_data(x), nb, FASVD_ST_BORROW);
+	if (!rc)
+		*bytes += nb;
+	return rc;
+}
+
+/* Factorise s into h (held until its shard is written), report it, add
+ * both factors to w and list them in the index in place of the weight. */
+static int add_factored(trunc_t *t, sel *s, held *h, fasvd_st_writer *w, const char *shard_base,
+                        uint64_t *bytes)
+{
+	int rc;
+	if ((rc = factor_one(t, s, h)) || (rc = report_sel(t, s)) ||
+	    (rc = add_factor(s, true, h->a, w, bytes)) || (rc = add_factor(s, false, h->b, w, bytes)))
+		return rc;
+	if (!t->weight_map)
+		return 0;
+	json_object_del(t->weight_map, s->name);
+	if (json_object_set_new(t->weight_map, s->a_name, json_string(shard_base)) ||
+	    json_object_set_new(t->weight_map, s->b_name, json_string(shard_base)))
+		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", t->fn);
+	return 0;
+}
+
+/* Tensor `name`, untouched, to w: borrowed from the input mapping. */
+static int add_copy(const trunc_t *t, const char *name, fasvd_st_writer *w, uint64_t *bytes)
+{
+	fasvd_st_info info;
+	fasvd_st_info_init(&info);
+	const void *data;
+	uint64_t nbytes;
+	int rc;
+	if ((rc = fasvd_st_info_get(&info, t->st, name)) ||
+	    (rc = fasvd_st_raw(&data, &nbytes, t->st, name)) ||
+	    (rc = fasvd_st_writer_add(w, name, info.dtype, info.ndim, info.shape, data, nbytes,
+	                              FASVD_ST_BORROW)))
+		return rc;
+	*bytes += nbytes;
+	return 0;
+}
+
 /* Tensors of one shard (by its path) to the writer; returns the bytes
  * added through *bytes. */
-static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t *bytes,
-                       json_t *weight_map, fasvd_truncate_fn cb, void *arg)
+static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t *bytes)
 {
-	int rc = 0;
-	fasvd_st_writer *w = NULL;
-	fasvd_st *own = NULL;
 	int64_t n = fasvd_st_count(t->st);
 	held *hs = fasvd__calloc(t->ctx, (size_t)(t->n_sels > 0 ? t->n_sels : 1), sizeof *hs,
 	                         "factors of a shard");
 	if (!hs)
 		return FASVD_ENOMEM;
-	if ((rc = fasvd_st_writer_new(&w, t->ctx)))
-		goto out;
-	/* the shard's own "__metadata__" */
-	if (fasvd_st_shard_count(t->st) > 1) {
-		if ((rc = fasvd_st_open(&own, t->ctx, fasvd_st_shard_path(t->st, shard))))
-			goto out;
-	}
-	const fasvd_st *meta = own ? own : t->st;
-	for (int64_t k = 0; k < fasvd_st_metadata_count(meta); k++) {
-		const char *key = fasvd_st_metadata_key(meta, k);
-		const char *val;
-		if (key && !fasvd_st_metadata(&val, meta, key) &&
-		    (rc = fasvd_st_writer_set_metadata(w, key, val)))
-			goto out;
-	}
+	fasvd_st_writer *w = NULL;
 	const char *shard_base = base_name(out_path);
-	for (int64_t i = 0; i < n; i++) {
+	int rc = fasvd_st_writer_new(&w, t->ctx);
+	if (!rc)
+		rc = copy_shard_metadata(t, shard, w);
+	for (int64_t i = 0; i < n && !rc; i++) {
 		if (t->shard_of[i] != shard)
 			continue;
 		const char *name = fasvd_st_name(t->st, i);
-		fasvd_st_info info;
-		fasvd_st_info_init(&info);
-		if ((rc = fasvd_st_info_get(&info, t->st, name)))
-			goto out;
 		sel *s = t->sel_of[i] >= 0 ? &t->sels[t->sel_of[i]] : NULL;
-		if (s && s->skipped && (rc = report_sel(t, s, cb, arg)))
-			goto out;
-		if (s && !s->skipped) {
-			held *h = &hs[s - t->sels];
-			if ((rc = factor_one(t, s, h)) || (rc = report_sel(t, s, cb, arg)))
-				goto out;
-			const char *dt = fasvd_dtype_name(s->dtype);
-			int64_t shape[3];
-			int nd = shape_of(s, true, shape);
-			uint64_t nb = (uint64_t)(fasvd_tensor_rows(h->a) * fasvd_tensor_cols(h->a)) *
-			              fasvd_dtype_size(s->dtype);
-			if ((rc = fasvd_st_writer_add(w, s->a_name, dt, nd, shape, fasvd_tensor_data(h->a),
-			                              nb, FASVD_ST_BORROW)))
-				goto out;
-			*bytes += nb;
-			nd = shape_of(s, false, shape);
-			nb = (uint64_t)(fasvd_tensor_rows(h->b) * fasvd_tensor_cols(h->b)) *
-			     fasvd_dtype_size(s->dtype);
-			if ((rc = fasvd_st_writer_add(w, s->b_name, dt, nd, shape, fasvd_tensor_data(h->b),
-			                              nb, FASVD_ST_BORROW)))
-				goto out;
-			*bytes += nb;
-			if (weight_map) {
-				json_object_del(weight_map, name);
-				if (json_object_set_new(weight_map, s->a_name, json_string(shard_base)) ||
-				    json_object_set_new(weight_map, s->b_name, json_string(shard_base))) {
-					rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", t->fn);
-					goto out;
-				}
-			}
-			continue;
-		}
-		/* the block scales of a replaced FP8 weight go with it */
-		if (t->drop[i]) {
-			if (weight_map)
-				json_object_del(weight_map, name);
-			continue;
-		}
-		const void *data;
-		uint64_t nbytes;
-		if ((rc = fasvd_st_raw(&data, &nbytes, t->st, name)) ||
-		    (rc = fasvd_st_writer_add(w, name, info.dtype, info.ndim, info.shape, data, nbytes,
-		                              FASVD_ST_BORROW)))
-			goto out;
-		*bytes += nbytes;
+		if (s && s->skipped && (rc = report_sel(t, s)))
+			break;
+		if (s && !s->skipped)
+			rc = add_factored(t, s, &hs[s - t->sels], w, shard_base, bytes);
+		else if (!t->drop[i])
+			rc = add_copy(t, name, w, bytes);
+		else if (t->weight_map) /* the block scales of a replaced FP8 weight go with it */
+			json_object_del(t->weight_map, name);
 	}
-	if ((rc = fasvd_st_writer_write(w, out_path)))
-		goto out;
-out:
+	if (!rc)
+		rc = fasvd_st_writer_write(w, out_path);
 	fasvd_st_writer_free(w);
 	for (int64_t i = 0; i < t->n_sels; i++) {
 		fasvd_tensor_free(hs[i].a);
 		fasvd_tensor_free(hs[i].b);
 	}
 	fasvd__free(t->ctx, hs);
-	fasvd_st_free(own);
 	return rc;
 }
 
@@ -791,6 +807,164 @@ static int load_topts(fasvd_truncate_opts *o, fasvd_factor_opts *fo,
 	return 0;
 }
 
+/* config.json of the model folder, when it has one, into t->config. */
+static int load_config(trunc_t *t, const char *model_dir)
+{
+	char *path = fasvd__path_join(t->ctx, model_dir, "config.json");
+	if (!path)
+		return FASVD_ENOMEM;
+	struct stat sb;
+	int rc = 0;
+	if (stat(path, &sb) == 0 &&
+	    (rc = fasvd__json_load_file(t->ctx, path, JSON_REJECT_DUPLICATES, "config.json",
+	                                &t->config)))
+		fasvd__error_prefix(rc, "%s", t->fn);
+	fasvd__free(t->ctx, path);
+	return rc;
+}
+
+/* A sharded input's index and its weight_map, when there is one. */
+static int load_index(trunc_t *t, const char *model_dir)
+{
+	t->index_path = find_index(t->ctx, model_dir);
+	if (!t->index_path)
+		return 0;
+	int rc = fasvd__json_load_file(t->ctx, t->index_path, 0, "index", &t->index);
+	if (rc)
+		return fasvd__error_prefix(rc, "%s", t->fn);
+	t->weight_map = json_object_get(t->index, "weight_map");
+	if (!json_is_object(t->weight_map))
+		return fasvd__error(FASVD_EFORMAT, "%s: %s: no \"weight_map\" object", t->fn,
+		                    t->index_path);
+	return 0;
+}
+
+/* Every shard, under its own name, into the temporary folder; *total: the
+ * bytes of all their tensors. */
+static int write_shards(trunc_t *t, uint64_t *total)
+{
+	for (int64_t i = 0; i < fasvd_st_shard_count(t->st); i++) {
+		const char *sp = fasvd_st_shard_path(t->st, i);
+		char *path = fasvd__path_join(t->ctx, t->tmp, base_name(sp));
+		if (!path)
+			return FASVD_ENOMEM;
+		int rc = write_shard(t, i, path, total);
+		fasvd__free(t->ctx, path);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* j, dumped with jansson `flags`, to the file `name` of the temporary folder. */
+static int write_tmp_json(const trunc_t *t, const char *name, const json_t *j, size_t flags)
+{
+	char *path = fasvd__path_join(t->ctx, t->tmp, name);
+	if (!path)
+		return FASVD_ENOMEM;
+	int rc = fasvd__json_write_file(path, j, flags);
+	fasvd__free(t->ctx, path);
+	return rc;
+}
+
+/* The index of a sharded input, its weight_map already updated shard by
+ * shard, with the new total size. */
+static int write_index(trunc_t *t, uint64_t total)
+{
+	if (!t->index)
+		return 0;
+	json_t *meta = json_object_get(t->index, "metadata");
+	if (!json_is_object(meta)) {
+		meta = json_object();
+		if (!meta || json_object_set_new(t->index, "metadata", meta))
+			return fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", t->fn);
+	}
+	if (json_object_set_new(meta, "total_size", json_integer((json_int_t)total)))
+		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", t->fn);
+	return write_tmp_json(t, base_name(t->index_path), t->index,
+	                      JSON_INDENT(2) | JSON_SORT_KEYS);
+}
+
+/* config.json with the "fasvd_lowrank" section (created if the folder had
+ * none). */
+static int write_config(trunc_t *t)
+{
+	json_t *sec = lowrank_section(t);
+	if (!sec)
+		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	if (!t->config && !(t->config = json_object())) {
+		json_decref(sec);
+		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	}
+	if (json_object_set_new(t->config, "fasvd_lowrank", sec))
+		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	return write_tmp_json(t, "config.json", t->config, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+}
+
+/* The other files of the model folder (tokenizer ...), copied as they are. */
+static int copy_extras(const trunc_t *t, const char *model_dir)
+{
+	DIR *d = opendir(model_dir);
+	if (!d)
+		return fasvd__error(FASVD_EIO, "%s: %s: %s", t->fn, model_dir, strerror(errno));
+	int rc = 0;
+	struct dirent *e;
+	while (!rc && (e = readdir(d))) {
+		if (!copy_extra(e->d_name))
+			continue;
+		char *src = fasvd__path_join(t->ctx, model_dir, e->d_name);
+		char *dst = fasvd__path_join(t->ctx, t->tmp, e->d_name);
+		struct stat sb;
+		if (!src || !dst)
+			rc = FASVD_ENOMEM;
+		else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
+			rc = fasvd__copy_file(src, dst);
+		fasvd__free(t->ctx, src);
+		fasvd__free(t->ctx, dst);
+	}
+	closedir(d);
+	return rc;
+}
+
+/* The finished temporary folder becomes out_dir, durably. */
+static int commit_out(trunc_t *t, const char *out_dir)
+{
+	fasvd__sync_dir(t->tmp);
+	if (rename(t->tmp, out_dir) != 0)
+		return fasvd__error(FASVD_EIO, "%s: cannot rename %s to %s: %s", t->fn, t->tmp,
+		                    out_dir, strerror(errno));
+	/* fsync the parent folder so that the rename is durable */
+	fasvd__sync_dir_of(out_dir);
+	fasvd__free(t->ctx, t->tmp);
+	t->tmp = NULL;
+	return 0;
+}
+
+/* Free t; a temporary folder still there (a failure) is removed. */
+static void trunc_free(trunc_t *t)
+{
+	if (t->tmp) {
+		remove_tree(t->tmp);
+		fasvd__free(t->ctx, t->tmp);
+	}
+	fasvd__free(t->ctx, t->index_path);
+	json_decref(t->index);
+	json_decref(t->config);
+	for (int64_t i = 0; i < t->n_sels; i++) {
+		fasvd__free(t->ctx, t->sels[i].a_name);
+		fasvd__free(t->ctx, t->sels[i].b_name);
+		fasvd__free(t->ctx, (char *)t->sels[i].scale_name);
+	}
+	fasvd__free(t->ctx, t->sels);
+	fasvd__free(t->ctx, t->shard_of);
+	fasvd__free(t->ctx, t->sel_of);
+	fasvd__free(t->ctx, t->drop);
+	if (t->have_model)
+		fasvd_model_free(t->model);
+	else
+		fasvd_st_free(t->own_st);
+}
+
 int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
                    const fasvd_truncate_opts *opts, fasvd_truncate_fn cb, void *arg)
 {
@@ -798,8 +972,6 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	fasvd_truncate_opts o;
 	trunc_t t;
 	memset(&t, 0, sizeof t);
-	char *index_path = NULL, *path = NULL;
-	json_t *index = NULL;
 	if (!model_dir || !out_dir)
 		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !model_dir ? "model_dir" : "out_dir");
 	int rc = load_topts(&o, &t.fo, opts, fn);
@@ -808,154 +980,24 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	t.ctx = fasvd__ctx(ctx);
 	t.o = &o;
 	t.fn = fn;
-	/* config.json (optional without an architecture) */
-	if (!(path = fasvd__path_join(t.ctx, model_dir, "config.json")))
-		return FASVD_ENOMEM;
-	struct stat sb;
-	if (stat(path, &sb) == 0 &&
-	    (rc = fasvd__json_load_file(t.ctx, path, JSON_REJECT_DUPLICATES, "config.json",
-	                                &t.config))) {
-		fasvd__error_prefix(rc, "%s", fn);
+	t.cb = cb;
+	t.cb_arg = arg;
+	if ((rc = load_config(&t, model_dir)) || (rc = open_checkpoint(&t, model_dir)) ||
+	    (rc = select_tensors(&t)))
 		goto out;
-	}
-	fasvd__free(t.ctx, path);
-	path = NULL;
-	if ((rc = open_checkpoint(&t, model_dir)) || (rc = select_tensors(&t)))
+	if ((o.only_if_smaller && (rc = decide_skips(&t))) || (rc = load_index(&t, model_dir)))
 		goto out;
-	if (o.only_if_smaller && (rc = decide_skips(&t)))
-		goto out;
-	/* sharded input: its index */
-	index_path = find_index(t.ctx, model_dir);
-	json_t *weight_map = NULL;
-	if (index_path) {
-		if ((rc = fasvd__json_load_file(t.ctx, index_path, 0, "index", &index))) {
-			fasvd__error_prefix(rc, "%s", fn);
-			goto out;
-		}
-		weight_map = json_object_get(index, "weight_map");
-		if (!json_is_object(weight_map)) {
-			rc = fasvd__error(FASVD_EFORMAT, "%s: %s: no \"weight_map\" object", fn,
-			                  index_path);
-			goto out;
-		}
-	}
 	if (!(t.tmp = make_tmp(t.ctx, out_dir, fn))) {
 		rc = fasvd_last_error()[0] ? FASVD_EIO : FASVD_ENOMEM;
 		goto out;
 	}
 	uint64_t total = 0;
-	if ((rc = build_maps(&t)))
+	if ((rc = build_maps(&t)) || (rc = write_shards(&t, &total)) ||
+	    (rc = write_index(&t, total)) || (rc = write_config(&t)) ||
+	    (rc = copy_extras(&t, model_dir)))
 		goto out;
-	for (int64_t i = 0; i < fasvd_st_shard_count(t.st) && !rc; i++) {
-		const char *sp = fasvd_st_shard_path(t.st, i);
-		if (!(path = fasvd__path_join(t.ctx, t.tmp, base_name(sp)))) {
-			rc = FASVD_ENOMEM;
-			break;
-		}
-		rc = write_shard(&t, i, path, &total, weight_map, cb, arg);
-		fasvd__free(t.ctx, path);
-		path = NULL;
-	}
-	if (rc)
-		goto out;
-	if (index) {
-		json_t *meta = json_object_get(index, "metadata");
-		if (!json_is_object(meta)) {
-			meta = json_object();
-			if (!meta || json_object_set_new(index, "metadata", meta)) {
-				rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", fn);
-				goto out;
-			}
-		}
-		if (json_object_set_new(meta, "total_size", json_integer((json_int_t)total))) {
-			rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (index)", fn);
-			goto out;
-		}
-		if (!(path = fasvd__path_join(t.ctx, t.tmp, base_name(index_path)))) {
-			rc = FASVD_ENOMEM;
-			goto out;
-		}
-		if ((rc = fasvd__json_write_file(path, index, JSON_INDENT(2) | JSON_SORT_KEYS)))
-			goto out;
-		fasvd__free(t.ctx, path);
-		path = NULL;
-	}
-	/* config.json with the section (created if the folder had none) */
-	json_t *sec = lowrank_section(&t);
-	if (!sec) {
-		rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", fn);
-		goto out;
-	}
-	if (!t.config && !(t.config = json_object())) {
-		json_decref(sec);
-		rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", fn);
-		goto out;
-	}
-	if (json_object_set_new(t.config, "fasvd_lowrank", sec)) {
-		rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", fn);
-		goto out;
-	}
-	if (!(path = fasvd__path_join(t.ctx, t.tmp, "config.json"))) {
-		rc = FASVD_ENOMEM;
-		goto out;
-	}
-	if ((rc = fasvd__json_write_file(path, t.config, JSON_INDENT(2) | JSON_ENSURE_ASCII)))
-		goto out;
-	fasvd__free(t.ctx, path);
-	path = NULL;
-	/* the other files of the folder */
-	DIR *d = opendir(model_dir);
-	if (!d) {
-		rc = fasvd__error(FASVD_EIO, "%s: %s: %s", fn, model_dir, strerror(errno));
-		goto out;
-	}
-	struct dirent *e;
-	while (!rc && (e = readdir(d))) {
-		if (!copy_extra(e->d_name))
-			continue;
-		char *src = fasvd__path_join(t.ctx, model_dir, e->d_name);
-		char *dst = fasvd__path_join(t.ctx, t.tmp, e->d_name);
-		if (!src || !dst)
-			rc = FASVD_ENOMEM;
-		else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
-			rc = fasvd__copy_file(src, dst);
-		fasvd__free(t.ctx, src);
-		fasvd__free(t.ctx, dst);
-	}
-	closedir(d);
-	if (rc)
-		goto out;
-	fasvd__sync_dir(t.tmp);
-	if (rename(t.tmp, out_dir) != 0) {
-		rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s to %s: %s", fn, t.tmp, out_dir,
-		                  strerror(errno));
-		goto out;
-	}
-	/* fsync the parent folder so that the rename is durable */
-	fasvd__sync_dir_of(out_dir);
-	fasvd__free(t.ctx, t.tmp);
-	t.tmp = NULL;
+	rc = commit_out(&t, out_dir);
 out:
-	if (t.tmp) {
-		remove_tree(t.tmp);
-		fasvd__free(t.ctx, t.tmp);
-	}
-	fasvd__free(t.ctx, path);
-	fasvd__free(t.ctx, index_path);
-	json_decref(index);
-	json_decref(t.config);
-	for (int64_t i = 0; i < t.n_sels; i++) {
-		fasvd__free(t.ctx, t.sels[i].a_name);
-		fasvd__free(t.ctx, t.sels[i].b_name);
-		fasvd__free(t.ctx, (char *)t.sels[i].scale_name);
-	}
-	fasvd__free(t.ctx, t.sels);
-	fasvd__free(t.ctx, t.shard_of);
-	fasvd__free(t.ctx, t.sel_of);
-	fasvd__free(t.ctx, t.drop);
-	if (t.have_model)
-		fasvd_model_free(t.model);
-	else
-		fasvd_st_free(t.own_st);
+	trunc_free(&t);
 	return rc;
 }

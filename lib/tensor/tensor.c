@@ -391,18 +391,24 @@ static int nonfinite_error(const fasvd_tensor *t, int64_t r, int64_t c, double v
 	                    isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"));
 }
 
+int fasvd__check_dst_layout(fasvd_layout layout, int64_t ld, int64_t rows, int64_t cols,
+                            const char *fn)
+{
+	if (layout != FASVD_LAYOUT_ROW_MAJOR && layout != FASVD_LAYOUT_COL_MAJOR)
+		return fasvd__error(FASVD_EINVAL, "%s: unknown layout %d", fn, (int)layout);
+	int64_t need = layout == FASVD_LAYOUT_ROW_MAJOR ? cols : rows;
+	if (ld < need)
+		return fasvd__error(FASVD_EINVAL, "%s: leading dimension %lld < %lld", fn,
+		                    (long long)ld, (long long)need);
+	return 0;
+}
+
 static int check_dst(const fasvd_tensor *t, const void *dst, int64_t ld, fasvd_layout layout,
                      const char *fn)
 {
 	if (!t || !dst)
 		return fasvd__error(FASVD_EINVAL, "%s: NULL argument", fn);
-	if (layout != FASVD_LAYOUT_ROW_MAJOR && layout != FASVD_LAYOUT_COL_MAJOR)
-		return fasvd__error(FASVD_EINVAL, "%s: unknown layout %d", fn, (int)layout);
-	int64_t need = layout == FASVD_LAYOUT_ROW_MAJOR ? t->cols : t->rows;
-	if (ld < need)
-		return fasvd__error(FASVD_EINVAL, "%s: leading dimension %lld < %lld", fn,
-		                    (long long)ld, (long long)need);
-	return 0;
+	return fasvd__check_dst_layout(layout, ld, t->rows, t->cols, fn);
 }
 
 /* The decode loops. A view is walked as `n_lines` lines of `len` elements
@@ -616,27 +622,30 @@ static void line_to_f32(const struct plan *p, int64_t i, int64_t j0, int64_t n, 
 	}
 }
 
+/* Is any of v[0 .. n) NaN or Inf (all exponent bits EXP set)? U is the
+ * unsigned integer of the values' width; branch-free, so that it
+ * vectorises. */
+#define ANY_NONFINITE(U, EXP)                                  \
+	do {                                                   \
+		U bad = 0;                                     \
+		for (int64_t k = 0; k < n; k++) {              \
+			U u;                                   \
+			memcpy(&u, &v[k], sizeof u);           \
+			bad |= (~u & (EXP)) == 0;              \
+		}                                              \
+		return bad != 0;                               \
+	} while (0)
+
 static bool any_nonfinite_f64(const double *v, int64_t n)
 {
-	uint64_t bad = 0;
-	for (int64_t k = 0; k < n; k++) {
-		uint64_t u;
-		memcpy(&u, &v[k], 8);
-		bad |= (~u & UINT64_C(0x7ff0000000000000)) == 0;
-	}
-	return bad != 0;
+	ANY_NONFINITE(uint64_t, UINT64_C(0x7ff0000000000000));
 }
 
 static bool any_nonfinite_f32(const float *v, int64_t n)
 {
-	uint32_t bad = 0;
-	for (int64_t k = 0; k < n; k++) {
-		uint32_t u;
-		memcpy(&u, &v[k], 4);
-		bad |= (~u & UINT32_C(0x7f800000)) == 0;
-	}
-	return bad != 0;
+	ANY_NONFINITE(uint32_t, UINT32_C(0x7f800000));
 }
+#undef ANY_NONFINITE
 
 /* Report the first non-finite value of t in row-major order (f32: of the
  * values rounded to float). */

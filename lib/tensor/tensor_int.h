@@ -27,4 +27,10 @@ struct fasvd_tensor {
 /* Name for messages: "tensor 'name'" or "tensor" when unnamed. */
 const char *fasvd__tensor_label(const fasvd_tensor *t, char *buf, size_t n);
 
+/* A destination of rows x cols values in `layout` with leading dimension
+ * ld: FASVD_EINVAL naming fn for an unknown layout or a leading dimension
+ * below the row (row-major) or column (column-major) length. */
+int fasvd__check_dst_layout(fasvd_layout layout, int64_t ld, int64_t rows, int64_t cols,
+                            const char *fn);
+
 #endif /* FASVD_TENSOR_INT_H */
