@@ -228,7 +228,7 @@ static void run_case(const arch_case *ac, const char *root)
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_string_equal(info.arch, ac->arch);
 	assert_int_equal(info.n_layers, 2);
 	assert_int_equal(info.n_heads, 4);
@@ -403,7 +403,7 @@ static void test_prefix_variants(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_string_equal(info.layer_prefix, "h.%d.");
 	fasvd_model_layer *l;
 	assert_ok(fasvd_model_layer_open(&l, m, 0, NULL));
@@ -431,7 +431,7 @@ static void test_prefix_variants(void **state)
 	fasvd_st_writer_free(w);
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_string_equal(info.layer_prefix, "encoder.layer.%d.");
 	assert_int_equal(info.has_bias, 1);
 	assert_int_equal(info.n_needed, 4); /* post-norm: no norm vector needed */

@@ -137,7 +137,7 @@ static void check_mla(const char *arch, const fasvd_fixture_opts *fo, int64_t bl
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.mla, 1);
 	const fasvd_st *st = fasvd_model_checkpoint(m);
 	const int64_t H = info.n_heads, nope = info.q_head, rope = info.q_rope, vh = info.v_head;
@@ -350,7 +350,7 @@ static void test_fixture_fp8_properties(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_shards, 3);
 	assert_int_equal(info.block_rows, 128);
 	assert_int_equal(info.block_cols, 128);

@@ -95,7 +95,7 @@ static void test_stories260k(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, stories(dir, sizeof dir), FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_string_equal(info.model_type, "llama");
 	assert_string_equal(info.arch, "llama");
 	assert_string_equal(info.layer_prefix, "model.layers.%d.");
@@ -237,7 +237,7 @@ static void test_open_paths(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, path, 0));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_layers, 5);
 	fasvd_model_free(m);
 
@@ -251,7 +251,7 @@ static void test_open_paths(void **state)
 	snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
 	assert_ok(fasvd_model_open(&m, NULL, path, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_shards, 2);
 	assert_string_equal(info.dir, tmp);
 	fasvd_model_free(m);
@@ -263,9 +263,9 @@ static void test_open_paths(void **state)
 	fasvd_model_info small;
 	fasvd_model_info_init(&small);
 	small.size = offsetof(fasvd_model_info, arch);
-	assert_fasvd(fasvd_model_get_info(&small, m), FASVD_EINVAL);
+	assert_fasvd(fasvd_model_info_get(&small, m), FASVD_EINVAL);
 	small.size = 0;
-	assert_fasvd(fasvd_model_get_info(&small, m), FASVD_EINVAL);
+	assert_fasvd(fasvd_model_info_get(&small, m), FASVD_EINVAL);
 	fasvd_model_free(m);
 }
 
@@ -402,7 +402,7 @@ static void test_missing_and_bad_tensors(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, 0));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_needed, 10);
 	assert_int_equal(info.n_missing, 1);
 	uint64_t full = (16 * 16 + 8 * 16 + 8 * 16 + 16 * 16 + 16) * 4;
@@ -582,7 +582,7 @@ static void test_fp8_scale_errors(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, 0));
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_missing, 1);
 	assert_fasvd(fasvd_model_layer_open(&l, m, 0, NULL), FASVD_ENOTFOUND);
 	detail_has(s, "model.safetensors", NULL);
@@ -763,7 +763,7 @@ static void *layer_worker(void *arg)
 	thread_job *j = arg;
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	j->rc = fasvd_model_get_info(&info, j->m);
+	j->rc = fasvd_model_info_get(&info, j->m);
 	for (int64_t layer = 0; layer < info.n_layers && !j->rc; layer++) {
 		fasvd_model_layer *l;
 		if ((j->rc = fasvd_model_layer_open(&l, j->m, layer, NULL)))

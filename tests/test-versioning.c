@@ -454,10 +454,10 @@ static int c_analyze(void *const *a, digest *d)
 }
 
 /* Output structs: the digest is the fields, compared by the caller. */
-static int c_model_get_info(void *const *a, digest *d)
+static int c_model_info_get(void *const *a, digest *d)
 {
 	(void)d;
-	return fasvd_model_get_info(a[0], G.m);
+	return fasvd_model_info_get(a[0], G.m);
 }
 
 static int c_model_input_get(void *const *a, digest *d)
@@ -508,7 +508,7 @@ static const vcall calls[] = {
 	 {&v_fasvd_onload_input, &v_fasvd_factor_report}},
 	{"fasvd_truncate", c_truncate, {&v_fasvd_truncate_opts}},
 	{"fasvd_analyze", c_analyze, {&v_fasvd_analyze_opts}},
-	{"fasvd_model_get_info", c_model_get_info, {&v_fasvd_model_info}},
+	{"fasvd_model_info_get", c_model_info_get, {&v_fasvd_model_info}},
 	{"fasvd_model_input_get", c_model_input_get, {&v_fasvd_model_input}},
 	{"fasvd_model_layer_open", c_model_layer_open, {&v_fasvd_model_layer_opts}},
 	{"fasvd_st_info_get", c_st_info_get, {&v_fasvd_st_info}},

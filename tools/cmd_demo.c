@@ -157,7 +157,7 @@ static int run(cli *c, int argc, char **argv)
 	fasvd_model *m = NULL;
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	if ((rc = fasvd_model_open(&m, c->ctx, model, 0)) || (rc = fasvd_model_get_info(&info, m))) {
+	if ((rc = fasvd_model_open(&m, c->ctx, model, 0)) || (rc = fasvd_model_info_get(&info, m))) {
 		fasvd_model_free(m);
 		status = cli_lib_error(rc);
 		goto done;

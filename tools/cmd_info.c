@@ -326,7 +326,7 @@ static int run(cli *c, int argc, char **argv)
 		return cli_lib_error(rc);
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	if ((rc = fasvd_model_get_info(&info, m))) {
+	if ((rc = fasvd_model_info_get(&info, m))) {
 		fasvd_model_free(m);
 		return cli_lib_error(rc);
 	}

@@ -150,7 +150,7 @@ typedef struct fasvd_model_info {
 /* Zero `info` and set info->size. Accepts NULL. */
 FASVD_API void fasvd_model_info_init(fasvd_model_info *info);
 /* Fill `info`. Errors: FASVD_EINVAL (NULL, info->size too small). */
-FASVD_API int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m);
+FASVD_API int fasvd_model_info_get(fasvd_model_info *info, const fasvd_model *m);
 
 /* The checkpoint (borrowed: valid until fasvd_model_free; for reading
  * other tensors such as FFN weights). NULL for NULL. */

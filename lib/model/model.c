@@ -498,12 +498,12 @@ void fasvd_model_info_init(fasvd_model_info *info)
 	info->size = sizeof *info;
 }
 
-int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m)
+int fasvd_model_info_get(fasvd_model_info *info, const fasvd_model *m)
 {
 	if (!m || !info)
-		return fasvd__error(FASVD_EINVAL, "fasvd_model_get_info: NULL %s", m ? "info" : "model");
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_info_get: NULL %s", m ? "info" : "model");
 	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_model_info, bytes_needed);
-	int rc = fasvd__check_versioned(info, &ver, "fasvd_model_get_info", "info");
+	int rc = fasvd__check_versioned(info, &ver, "fasvd_model_info_get", "info");
 	if (rc)
 		return rc;
 	fasvd_model_info v;

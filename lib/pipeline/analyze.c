@@ -889,7 +889,7 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 	if (rc)
 		goto out;
 	fasvd_model_info_init(&r.info);
-	if ((rc = fasvd_model_get_info(&r.info, r.model)))
+	if ((rc = fasvd_model_info_get(&r.info, r.model)))
 		goto out;
 	r.st = fasvd_model_checkpoint(r.model);
 	r.first = opts->layer_first;

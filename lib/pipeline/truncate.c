@@ -742,7 +742,7 @@ static int open_checkpoint(trunc_t *t, const char *model_dir)
 	if (!rc) {
 		t->have_model = true;
 		fasvd_model_info_init(&t->info);
-		if ((rc = fasvd_model_get_info(&t->info, t->model)))
+		if ((rc = fasvd_model_info_get(&t->info, t->model)))
 			return rc;
 		t->st = fasvd_model_checkpoint(t->model);
 		return 0;

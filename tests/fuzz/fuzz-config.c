@@ -171,7 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	FUZZ_CHECK(fasvd_model_get_info(&info, m) == 0, "info: %s", fasvd_last_error());
+	FUZZ_CHECK(fasvd_model_info_get(&info, m) == 0, "info: %s", fasvd_last_error());
 	FUZZ_CHECK(info.model_type && info.arch && fasvd_arch_supported(info.arch),
 	           "model_type/arch");
 	FUZZ_CHECK(info.n_layers >= 1 && info.n_heads >= 1 && info.n_kv_heads >= 1 &&

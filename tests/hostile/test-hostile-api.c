@@ -6,7 +6,7 @@
  * MANIFEST is written by tests/hostile/gen-hostile.py. For every case and
  * every command it names, one CMocka test runs what that command runs:
  *   svdvals  fasvd_st_open + fasvd_st_tensor + fasvd_svdvals
- *   info     fasvd_model_open + fasvd_model_get_info
+ *   info     fasvd_model_open + fasvd_model_info_get
  *   analyze  fasvd_analyze into a fresh scratch folder
  * and checks the outcome the manifest asks for: the call fails with one of
  * the listed codes, every *out is NULL, the detail message is one line that
@@ -272,7 +272,7 @@ static int run_info(const hcase *hc, fasvd_ctx *ctx)
 	}
 	fasvd_model_info info;
 	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	assert_ok(fasvd_model_info_get(&info, m));
 	fasvd_model_free(m);
 	return 0;
 }

@@ -372,7 +372,7 @@ _PROTOTYPES = {
     "fasvd_model_open": (c_int, [P(model_p), ctx_p, c_char_p, c_unsigned]),
     "fasvd_model_free": (None, [model_p]),
     "fasvd_model_info_init": (None, [P(ModelInfo)]),
-    "fasvd_model_get_info": (c_int, [P(ModelInfo), model_p]),
+    "fasvd_model_info_get": (c_int, [P(ModelInfo), model_p]),
     "fasvd_model_checkpoint": (st_p, [model_p]),
     "fasvd_model_config_json": (c_char_p, [model_p]),
     "fasvd_model_input_init": (None, [P(ModelInput)]),
