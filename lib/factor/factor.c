@@ -30,27 +30,25 @@ static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_factor_repor
 static const fasvd__struct_ver shared_opts_ver = FASVD__STRUCT_VER(fasvd_factor_shared_opts,
                                                                    weight);
 
-void fasvd_factor_opts_init(fasvd_factor_opts *opts)
+int fasvd_factor_opts_init(fasvd_factor_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
-	opts->rank = FASVD_FACTOR_RANK_TAU;
-	opts->tau = 0.01;
-	opts->split = FASVD_FACTOR_SPLIT_BALANCED;
-	opts->dtype = FASVD_DTYPE_F32;
-	opts->backend = FASVD_BACKEND_AUTO;
+	static const fasvd_factor_opts defaults = {
+		.rank = FASVD_FACTOR_RANK_TAU,
+		.tau = 0.01,
+		.split = FASVD_FACTOR_SPLIT_BALANCED,
+		.dtype = FASVD_DTYPE_F32,
+		.backend = FASVD_BACKEND_AUTO,
+	};
+	return fasvd__init_versioned(opts, size, &defaults, &opts_ver);
 }
 
-void fasvd_factor_report_init(fasvd_factor_report *r)
+int fasvd_factor_report_init(fasvd_factor_report *r, size_t size)
 {
-	if (!r)
-		return;
-	memset(r, 0, sizeof *r);
-	r->size = sizeof *r;
-	r->rel_error_sq = -1;
-	r->backend = FASVD_BACKEND_AUTO;
+	static const fasvd_factor_report defaults = {
+		.rel_error_sq = -1,
+		.backend = FASVD_BACKEND_AUTO,
+	};
+	return fasvd__init_versioned(r, size, &defaults, &report_ver);
 }
 
 const char *fasvd_factor_split_name(fasvd_factor_split split)
@@ -97,7 +95,7 @@ void fasvd__report_energy(fasvd_factor_report *rep, const fasvd__spectra *sp, in
 
 int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user, const char *fn)
 {
-	fasvd_factor_opts_init(o);
+	fasvd_factor_opts_init(o, sizeof *o);
 	if (user) {
 		int rc = fasvd__load_versioned(o, user, &opts_ver, fn, "opts");
 		if (rc)
@@ -353,7 +351,7 @@ static int unit_view(const job *j, int64_t u, fasvd_tensor **v)
 
 static void svd_opts(const job *j, fasvd_svd_opts *so, fasvd_backend backend, int64_t rank)
 {
-	fasvd_svd_opts_init(so);
+	fasvd_svd_opts_init(so, sizeof *so);
 	so->compute = j->dbl ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 	so->backend = backend;
 	so->rank = rank;
@@ -474,7 +472,7 @@ static int vectors_task(void *arg, int64_t u, int worker)
 	}
 	fasvd_svd_opts so;
 	fasvd_svd_report sr;
-	fasvd_svd_report_init(&sr);
+	fasvd_svd_report_init(&sr, sizeof sr);
 	svd_opts(j, &so, j->vec_backend, j->want_full ? 0 : j->r);
 	if ((rc = fasvd_svd(&tu, s, ns, &tvt, ctx, w, &so, &sr)) || (rc = check_finite(j, s, ns)))
 		goto out;
@@ -657,7 +655,7 @@ int fasvd__factor_run(fasvd_tensor **a, fasvd_tensor **b, void *abuf, void *bbuf
 {
 	job j;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	fasvd_tensor *ta = NULL, *tb = NULL;
 	int rc = check_report(report, fn);
 	if (rc)
@@ -734,7 +732,7 @@ int fasvd_factor_rank(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
 	static const char fn[] = "fasvd_factor_rank";
 	job j;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	if (!rank)
 		return fasvd__error(FASVD_EINVAL, "%s: rank is NULL", fn);
 	int rc = check_report(report, fn);
@@ -879,7 +877,7 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 	static const char fn[] = "fasvd_factor_fused";
 	fasvd_factor_opts o;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	fasvd_rfactors *ra = NULL, *rb = NULL;
 	fasvd_tensor *ta = NULL, *tb = NULL;
 	double *spec = NULL;
@@ -900,7 +898,7 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 	if (fasvd__factor_canceled(&o, NULL, NULL))
 		return fasvd__canceled_error(fn, "fused heads");
 	fasvd_rfactors_opts ro;
-	fasvd_rfactors_opts_init(&ro);
+	fasvd_rfactors_opts_init(&ro, sizeof ro);
 	ro.compute = o.compute;
 	ro.keep_q = 1;
 	if ((rc = fasvd_rfactors_new(&ra, ctx, left, &ro)) ||
@@ -967,14 +965,13 @@ out:
 
 /* =================================================== shared subspace */
 
-void fasvd_factor_shared_opts_init(fasvd_factor_shared_opts *opts)
+int fasvd_factor_shared_opts_init(fasvd_factor_shared_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
-	opts->side = FASVD_SUBSPACE_SHARED_INPUT;
-	opts->weight = FASVD_SUBSPACE_WEIGHT_NONE;
+	static const fasvd_factor_shared_opts defaults = {
+		.side = FASVD_SUBSPACE_SHARED_INPUT,
+		.weight = FASVD_SUBSPACE_WEIGHT_NONE,
+	};
+	return fasvd__init_versioned(opts, size, &defaults, &shared_opts_ver);
 }
 
 /* Encode an F64 tensor (C order) into dst, or zeros when zero is set. */
@@ -998,7 +995,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 	fasvd_factor_opts o;
 	fasvd_factor_shared_opts so;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	fasvd_tensor *comb = NULL, *tb = NULL, *tf = NULL, *tm = NULL;
 	fasvd_heads *hc = NULL;
 	fasvd_subspace *sp = NULL;
@@ -1018,7 +1015,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 	int rc = check_report(report, fn);
 	if (rc || (rc = fasvd__factor_opts_load(&o, opts, fn)))
 		return rc;
-	fasvd_factor_shared_opts_init(&so);
+	fasvd_factor_shared_opts_init(&so, sizeof so);
 	if (sopts && (rc = fasvd__load_versioned(&so, sopts, &shared_opts_ver, fn, "sopts")))
 		return rc;
 	if (so.center && !mean)
@@ -1061,7 +1058,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 	bool in = so.side == FASVD_SUBSPACE_SHARED_INPUT;
 	int64_t R = in ? nh * rows : rows, C = in ? cols : nh * cols, p = R < C ? R : C;
 	fasvd_subspace_opts eo;
-	fasvd_subspace_opts_init(&eo);
+	fasvd_subspace_opts_init(&eo, sizeof eo);
 	eo.compute = o.compute;
 	eo.side = so.side;
 	eo.center = so.center;
