@@ -344,6 +344,50 @@ def test_struct_layouts_match_the_library():
     assert "SvdOpts" in checked and "AnalyzeOpts" in checked and "ModelInfo" in checked
 
 
+def _c_layouts():
+    """{struct: (size, [(member, offset, size)])} of the checkout's
+    tests/abi/struct-layout.txt (the C layout of the public structs in the
+    previous release), or None outside a checkout."""
+    path = os.path.join(PKG_ROOT, "..", "..", "tests", "abi", "struct-layout.txt")
+    if not os.path.exists(path):
+        return None
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            w = line.split(None, 4)
+            if w and w[0] == "struct":
+                cur = out[w[1]] = (int(w[2]), [])
+            elif w and w[0] == "member":
+                cur[1].append((w[1], int(w[2]), int(w[3])))
+    return out
+
+
+def test_struct_layouts_match_the_c_headers():
+    # Every struct the binding mirrors has the C layout: each member of the
+    # released struct at the same offset with the same size (the binding may
+    # know members appended since).
+    layouts = _c_layouts()
+    if layouts is None:
+        pytest.skip("no tests/abi/struct-layout.txt (not a checkout)")
+    classes = [c for c in vars(_lib).values() if isinstance(c, type) and
+               issubclass(c, ctypes.Structure) and c is not _lib._Opaque and c._fields_]
+    assert len(classes) >= 20
+    for cls in classes:
+        name = "fasvd_" + "".join("_" + ch.lower() if ch.isupper() else ch
+                                  for ch in cls.__name__).lstrip("_")
+        assert name in layouts, "%s: no C struct %s" % (cls.__name__, name)
+        size, members = layouts[name]
+        for member, offset, msize in members:
+            field = getattr(cls, member, None)
+            assert field is not None, "%s has no member %s" % (cls.__name__, member)
+            assert (field.offset, field.size) == (offset, msize), \
+                "%s.%s at %d (%d bytes), C: %d (%d bytes)" % (cls.__name__, member,
+                                                             field.offset, field.size,
+                                                             offset, msize)
+        if members[0][0] != "size":  # a frozen struct
+            assert ctypes.sizeof(cls) == size, cls.__name__
+
+
 def test_every_declared_function_is_exported():
     missing = sorted(n for n in _lib._PROTOTYPES if not _lib.available(n))
     assert not missing, missing
