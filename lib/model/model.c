@@ -811,9 +811,8 @@ int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_
 		                    (long long)layer, (long long)m->cfg.n_layers, m->cfg.label);
 	fasvd_model_layer_opts o;
 	fasvd_model_layer_opts_init(&o, sizeof o);
-	int rc = opts ? fasvd__load_versioned(&o, opts, &layer_opts_ver, "fasvd_model_layer_open",
-	                                      "opts")
-	              : 0;
+	int rc = opts ? fasvd__load_versioned(&o, opts, &layer_opts_ver,
+	                                      "fasvd_model_layer_open", "opts") : 0;
 	if (rc)
 		return rc;
 	if (o.fold_norms != 0 && o.fold_norms != 1)
