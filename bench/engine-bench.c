@@ -481,7 +481,7 @@ int main(int argc, char **argv)
 	CHECK(fasvd_tensor_view(&kva, w[4].t, 0, 0, KVLORA, HIDDEN));
 	CHECK(fasvd_tensor_view(&kvape, w[4].t, KVLORA, 0, ROPE, HIDDEN));
 	fasvd_layer_desc d;
-	fasvd_layer_desc_init(&d);
+	fasvd_layer_desc_init(&d, sizeof d);
 	d.n_heads = d.n_kv_heads = n;
 	d.q = q;
 	d.q_pe = qpe;
@@ -492,7 +492,7 @@ int main(int argc, char **argv)
 	d.kva = kva;
 	d.kva_pe = kvape;
 	fasvd_layer_opts lo;
-	fasvd_layer_opts_init(&lo);
+	fasvd_layer_opts_init(&lo, sizeof lo);
 	lo.compute = compute;
 
 	char path[4096];
@@ -559,7 +559,7 @@ int main(int argc, char **argv)
 	 * building blocks, step by step. */
 	if (getenv("ENGINE_BENCH_BREAKDOWN")) {
 		fasvd_rfactors_opts fo;
-		fasvd_rfactors_opts_init(&fo);
+		fasvd_rfactors_opts_init(&fo, sizeof fo);
 		fo.compute = compute;
 		const fasvd_heads *hs[5] = {q, qpe, k, v, o};
 		const char *nm[5] = {"Q", "Q_pe", "K", "V", "O"};
@@ -575,11 +575,11 @@ int main(int argc, char **argv)
 		CHECK(fasvd_fuse_svdvals(s, KVLORA, ctx, rf[3], rf[4]));
 		fprintf(stderr, "    fused QK + VO values %.3f s\n", now() - a);
 		fasvd_stack_opts so;
-		fasvd_stack_opts_init(&so);
+		fasvd_stack_opts_init(&so, sizeof so);
 		so.compute = compute;
 		fasvd_stack_report rep;
 		for (int i = 0; i < 5; i++) {
-			fasvd_stack_report_init(&rep);
+			fasvd_stack_report_init(&rep, sizeof rep);
 			for (int64_t h = 0; h < n; h++)
 				s1[h] = rf[i]->sv[h * rf[i]->r];
 			so.head_norms = s1;
@@ -592,7 +592,7 @@ int main(int argc, char **argv)
 		int pa[3] = {0, 2, 3}, pb[3] = {2, 0, 4};
 		const char *fnm[3] = {"QK", "KQ", "VO"};
 		for (int i = 0; i < 3; i++) {
-			fasvd_stack_report_init(&rep);
+			fasvd_stack_report_init(&rep, sizeof rep);
 			a = now();
 			CHECK(fasvd_stack_fused_svdvals(s, HIDDEN, ctx, rf[pa[i]], rf[pb[i]], &so,
 			                                &rep));
@@ -610,7 +610,7 @@ int main(int argc, char **argv)
 	for (int r = 0; r < reps; r++) {
 		fasvd_rfactors *rv = NULL, *ro = NULL;
 		fasvd_rfactors_opts fo;
-		fasvd_rfactors_opts_init(&fo);
+		fasvd_rfactors_opts_init(&fo, sizeof fo);
 		fo.compute = compute;
 		double *s = xmalloc((size_t)(n * KVLORA) * 8);
 		double a = now();

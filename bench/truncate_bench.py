@@ -133,13 +133,13 @@ lib.fasvd_tensor_rows.argtypes = [VP]
 lib.fasvd_tensor_rows.restype = ctypes.c_int64
 lib.fasvd_tensor_cols.argtypes = [VP]
 lib.fasvd_tensor_cols.restype = ctypes.c_int64
-lib.fasvd_factor_opts_init.argtypes = [ctypes.POINTER(FactorOpts)]
-lib.fasvd_factor_report_init.argtypes = [ctypes.POINTER(FactorReport)]
+lib.fasvd_factor_opts_init.argtypes = [ctypes.POINTER(FactorOpts), ctypes.c_size_t]
+lib.fasvd_factor_report_init.argtypes = [ctypes.POINTER(FactorReport), ctypes.c_size_t]
 lib.fasvd_factor.argtypes = [ctypes.POINTER(VP), ctypes.POINTER(VP), VP, VP,
                              ctypes.POINTER(FactorOpts), ctypes.POINTER(FactorReport)]
 lib.fasvd_last_error.restype = ctypes.c_char_p
-lib.fasvd_svd_opts_init.argtypes = [ctypes.POINTER(SvdOpts)]
-lib.fasvd_svd_report_init.argtypes = [ctypes.POINTER(SvdReport)]
+lib.fasvd_svd_opts_init.argtypes = [ctypes.POINTER(SvdOpts), ctypes.c_size_t]
+lib.fasvd_svd_report_init.argtypes = [ctypes.POINTER(SvdReport), ctypes.c_size_t]
 lib.fasvd_svd.argtypes = [VP, VP, ctypes.POINTER(SvdOpts), ctypes.POINTER(VP),
                           ctypes.POINTER(ctypes.c_double), ctypes.c_int64, ctypes.POINTER(VP),
                           ctypes.POINTER(SvdReport)]
@@ -163,11 +163,11 @@ def fasvd_factor(w, rank, backend, power_iters=2, oversample=10):
     m, n = w.shape
     assert lib.fasvd_tensor_new_borrowed(ctypes.byref(t), ctx, F32, w.ctypes.data, m, n, n, 1) == 0
     o = FactorOpts()
-    lib.fasvd_factor_opts_init(ctypes.byref(o))
+    lib.fasvd_factor_opts_init(ctypes.byref(o), ctypes.sizeof(o))
     o.rank, o.backend, o.compute = rank, backend, COMPUTE_F32
     o.power_iters, o.oversample = power_iters, oversample
     rep = FactorReport()
-    lib.fasvd_factor_report_init(ctypes.byref(rep))
+    lib.fasvd_factor_report_init(ctypes.byref(rep), ctypes.sizeof(rep))
     a, b = VP(), VP()
     t0 = clock()
     rc = lib.fasvd_factor(ctypes.byref(a), ctypes.byref(b), ctx, t, ctypes.byref(o),
@@ -187,11 +187,11 @@ def fasvd_svd(w, rank, power_iters, oversample=10):
     m, n = w.shape
     assert lib.fasvd_tensor_new_borrowed(ctypes.byref(t), ctx, F32, w.ctypes.data, m, n, n, 1) == 0
     o = SvdOpts()
-    lib.fasvd_svd_opts_init(ctypes.byref(o))
+    lib.fasvd_svd_opts_init(ctypes.byref(o), ctypes.sizeof(o))
     o.rank, o.backend, o.compute = rank, RANDOMIZED, COMPUTE_F32
     o.power_iters, o.oversample = power_iters, oversample
     rep = SvdReport()
-    lib.fasvd_svd_report_init(ctypes.byref(rep))
+    lib.fasvd_svd_report_init(ctypes.byref(rep), ctypes.sizeof(rep))
     s = (ctypes.c_double * rank)()
     u, vt = VP(), VP()
     t0 = clock()

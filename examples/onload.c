@@ -54,7 +54,7 @@ static void *loader(void *arg)
 		if (i >= p->n)
 			return NULL;
 		job *j = &p->jobs[i];
-		fasvd_factor_report_init(&j->rep);
+		fasvd_factor_report_init(&j->rep, sizeof j->rep);
 		/* the runtime's call: borrowed bytes in, owned factors out */
 		j->rc = fasvd_onload_factor(&j->a, &j->b, p->plan, &j->in, &j->rep);
 		if (j->rc)
@@ -82,7 +82,7 @@ int main(int argc, char **argv)
 	int npat = 0, threads = 4;
 	bool usage = false;
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.dtype = FASVD_DTYPE_BF16;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--tau") && i + 1 < argc) {
@@ -136,7 +136,7 @@ int main(int argc, char **argv)
 	for (int64_t i = 0; i < n; i++) {
 		const char *name = fasvd_st_name(st, i);
 		fasvd_st_info info;
-		fasvd_st_info_init(&info);
+		fasvd_st_info_init(&info, sizeof info);
 		fasvd_st_info_get(&info, st, name);
 		ckpt += info.nbytes;
 		int match = 0;
@@ -147,7 +147,7 @@ int main(int argc, char **argv)
 			continue;
 		job *j = &jobs[nj++];
 		j->name = name;
-		fasvd_onload_input_init(&j->in);
+		fasvd_onload_input_init(&j->in, sizeof j->in);
 		j->in.name = name;
 		j->in.dtype = dt;
 		fasvd_st_raw(&j->in.data, &j->bytes, st, name);
@@ -159,7 +159,7 @@ int main(int argc, char **argv)
 		snprintf(sc, sizeof sc, "%s_scale_inv", name);
 		const void *sd;
 		fasvd_st_info si;
-		fasvd_st_info_init(&si);
+		fasvd_st_info_init(&si, sizeof si);
 		if ((dt == FASVD_DTYPE_F8_E4M3 || dt == FASVD_DTYPE_F8_E5M2) &&
 		    fasvd_st_info_get(&si, st, sc) == 0 && !strcmp(si.dtype, "F32") &&
 		    fasvd_st_raw(&sd, NULL, st, sc) == 0)

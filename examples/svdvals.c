@@ -62,7 +62,7 @@ int main(int argc, char **argv)
 	}
 
 	fasvd_svd_opts opts;
-	fasvd_svd_opts_init(&opts);
+	fasvd_svd_opts_init(&opts, sizeof opts);
 	opts.compute = FASVD_COMPUTE_F64;
 	if ((rc = fasvd_svdvals(s, k, NULL, t, &opts, NULL)) < 0) {
 		report("fasvd_svdvals", rc);

@@ -51,7 +51,7 @@ int main(void)
 	}
 
 	fasvd_svd_opts opts;
-	fasvd_svd_opts_init(&opts);
+	fasvd_svd_opts_init(&opts, sizeof opts);
 	opts.compute = FASVD_COMPUTE_F64;
 	/* u (m x 3) and vt (3 x n) are new owned F64 tensors, C order. */
 	if ((rc = fasvd_svd(&u, s, 3, &vt, NULL, a, &opts, NULL)) < 0) {

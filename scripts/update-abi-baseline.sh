@@ -1,6 +1,8 @@
 #!/bin/bash
-# Regenerate the ABI baseline tests/abi/libfasvd.abi (abidw output) that the
-# `abi` test compares the built library against (docs/abi.md).
+# Regenerate the ABI baselines (docs/abi.md): tests/abi/libfasvd.abi (abidw
+# output), which the `check-abi` test compares the built library against, and
+# tests/abi/struct-layout.txt (sizes and member offsets of the public
+# structs), which `check-struct-layout` compares the headers against.
 #
 # usage: scripts/update-abi-baseline.sh [BUILD_DIR]
 #
@@ -34,3 +36,7 @@ abidw --headers-dir include/fasvd --drop-private-types \
 	--no-corpus-path --no-comp-dir-path --no-elf-needed \
 	--out-file tests/abi/libfasvd.abi "$lib"
 echo "wrote tests/abi/libfasvd.abi from $lib ($(grep -c '<elf-symbol ' tests/abi/libfasvd.abi) symbols)"
+
+# The layout of the public structs, as the C compiler ($CC, default cc) lays
+# them out (the generated <fasvd/version.h> comes from the build).
+python3 tests/abi/check-struct-layout.py --write . "$build" "${CC:-cc}"

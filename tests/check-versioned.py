@@ -10,7 +10,11 @@ member is `size_t size`. The check fails when
      table of tests/test-versioning.c (which tries every size case on it);
   2. tests/abi/libfasvd.abignore, which lists the only structs whose
      appended members the ABI gate accepts, does not name exactly these
-     structs (each by `name =`: a frozen struct must never be hidden).
+     structs (each by `name =`: a frozen struct must never be hidden);
+  3. a versioned struct that a public function takes has no
+     `int fasvd_X_init(fasvd_X *p, size_t size)`, or an init of a versioned
+     struct has another signature (it must take the caller's size, so that a
+     newer library never writes past an older caller's struct).
 """
 import glob
 import os
@@ -56,6 +60,26 @@ def functions_taking(root, structs):
     return out
 
 
+def init_problems(root, structs, funcs):
+    """Versioned structs a public function takes without an init taking the
+    caller's size, and inits of versioned structs of another signature."""
+    inits = {}
+    for _, text in headers(root):
+        for m in re.finditer(r"FASVD_API\s+([^;{]*?)\b(fasvd_\w+)_init\s*\(([^;]*?)\)\s*;",
+                             text, re.S):
+            inits[m.group(2)] = (" ".join(m.group(1).split()), " ".join(m.group(3).split()))
+    bad = []
+    for s in sorted(set(s for used in funcs.values() for s in used)):
+        if s not in inits:
+            bad.append("%s (taken by a public function) has no %s_init" % (s, s))
+    for s, (ret, params) in sorted(inits.items()):
+        if s in structs and (ret != "int" or
+                             not re.fullmatch(r"%s \*\s*\w+, size_t size" % s, params)):
+            bad.append("%s %s_init(%s): want int %s_init(%s *p, size_t size)"
+                       % (ret, s, params, s, s))
+    return bad
+
+
 def main():
     root = sys.argv[1]
     structs = versioned_structs(root)
@@ -65,7 +89,7 @@ def main():
     with open(os.path.join(root, "tests", "abi", "libfasvd.abignore"), encoding="utf-8") as f:
         named = set(re.findall(r"^\s*name\s*=\s*(\S+)", f.read(), re.M))
 
-    print("1..2")
+    print("1..3")
     failed = 0
     untested = [fn for fn in sorted(funcs) if '{"%s",' % fn not in test]
     if not structs or not funcs or untested:
@@ -90,6 +114,14 @@ def main():
             print("# %s is named but is not a versioned struct" % s)
     else:
         print("ok 2 - tests/abi/libfasvd.abignore names exactly the versioned structs")
+    bad = init_problems(root, structs, funcs)
+    if bad:
+        failed = 1
+        print("not ok 3 - every versioned struct's *_init takes the caller's size")
+        for b in bad:
+            print("# " + b)
+    else:
+        print("ok 3 - every versioned struct's *_init takes the caller's size")
     return failed
 
 

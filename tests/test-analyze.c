@@ -65,7 +65,7 @@ static mat load(fasvd_st *st, const char *name)
 static double *load_vec(fasvd_st *st, const char *name, int64_t n)
 {
 	fasvd_st_info inf;
-	fasvd_st_info_init(&inf);
+	fasvd_st_info_init(&inf, sizeof inf);
 	assert_ok(fasvd_st_info_get(&inf, st, name));
 	assert_int_equal(inf.ndim, 1);
 	assert_int_equal(inf.shape[0], n);
@@ -174,7 +174,7 @@ static const double *out_row(fasvd_st *out, const char *name, int64_t head, int6
                              int64_t want_rows)
 {
 	fasvd_st_info inf;
-	fasvd_st_info_init(&inf);
+	fasvd_st_info_init(&inf, sizeof inf);
 	if (fasvd_st_info_get(&inf, out, name))
 		fail_msg("output lacks %s: %s", name, fasvd_last_error());
 	assert_string_equal(inf.dtype, "F64");
@@ -280,7 +280,7 @@ static void write_llama(const char *dir, int64_t layers, int64_t hidden, int64_t
                         int64_t head_dim)
 {
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.n_layers = layers;
 	fo.hidden = hidden;
 	fo.n_heads = heads;
@@ -299,7 +299,7 @@ static void test_llama_fixture_vs_reference(void **state)
 	for (int compute = 0; compute < 2; compute++) {
 		for (int fold = 0; fold < 2; fold++) {
 			fasvd_analyze_opts o;
-			fasvd_analyze_opts_init(&o);
+			fasvd_analyze_opts_init(&o, sizeof o);
 			o.compute = compute ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 			o.fold_norms = fold;
 			assert_ok(fasvd_analyze(NULL, model, out, &o));
@@ -316,7 +316,7 @@ static void test_stories260k_vs_reference(void **state)
 	snprintf(out, sizeof out, "%s/stories.safetensors", tmpdir);
 	for (int compute = 0; compute < 2; compute++) {
 		fasvd_analyze_opts o;
-		fasvd_analyze_opts_init(&o);
+		fasvd_analyze_opts_init(&o, sizeof o);
 		o.compute = compute ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 		assert_ok(fasvd_analyze(NULL, model, out, &o));
 		check_llama(model, out, 5, 8, 4, 8, 64, true, compute ? 1e-10 : 1e-4);
@@ -333,7 +333,7 @@ static void test_schema_and_metadata(void **state)
 	snprintf(csv, sizeof csv, "%s/schema.csv", tmpdir);
 	write_llama(model, 3, 64, 4, 16);
 	fasvd_analyze_opts o;
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	o.layer_first = 1;
 	o.layer_last = 2;
 	const char *globs[] = {"*.mlp.down_proj.weight"};
@@ -371,7 +371,7 @@ static void test_schema_and_metadata(void **state)
 	assert_int_equal(nt, 3);
 	/* per-head VO is [heads, min(hidden, hidden)] with zeros past rank hd */
 	fasvd_st_info inf;
-	fasvd_st_info_init(&inf);
+	fasvd_st_info_init(&inf, sizeof inf);
 	assert_ok(fasvd_st_info_get(&inf, st, "L1.head.VO"));
 	assert_int_equal(inf.ndim, 2);
 	assert_int_equal(inf.shape[0], 4);
@@ -453,7 +453,7 @@ static void test_resume_after_cancel(void **state)
 		unlink(part);
 		int n = stop;
 		fasvd_analyze_opts o;
-		fasvd_analyze_opts_init(&o);
+		fasvd_analyze_opts_init(&o, sizeof o);
 		o.progress = cancel_after;
 		o.progress_user = &n;
 		assert_fasvd(fasvd_analyze(NULL, model, part, &o), FASVD_ECANCELED);
@@ -461,14 +461,14 @@ static void test_resume_after_cancel(void **state)
 		assert_ok(fasvd_st_open(&st, NULL, part)); /* complete and readable */
 		assert_string_equal(test_st_meta(st, "complete"), "false");
 		fasvd_st_free(st);
-		fasvd_analyze_opts_init(&o);
+		fasvd_analyze_opts_init(&o, sizeof o);
 		o.resume = 1;
 		assert_ok(fasvd_analyze(NULL, model, part, &o));
 		assert_same_file(full, part);
 	}
 	/* resuming with other options is refused, the file is kept */
 	fasvd_analyze_opts o;
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	o.resume = 1;
 	o.fold_norms = 0;
 	assert_fasvd(fasvd_analyze(NULL, model, part, &o), FASVD_EINVAL);
@@ -501,7 +501,7 @@ static void test_resume_after_sigkill(void **state)
 		assert_true(pid >= 0);
 		if (pid == 0) {
 			fasvd_analyze_opts o;
-			fasvd_analyze_opts_init(&o);
+			fasvd_analyze_opts_init(&o, sizeof o);
 			o.resume = 1;
 			_exit(fasvd_analyze(NULL, model, part, &o) == 0 ? 0 : 1);
 		}
@@ -519,7 +519,7 @@ static void test_resume_after_sigkill(void **state)
 			fasvd_st_free(st);
 		}
 		fasvd_analyze_opts o;
-		fasvd_analyze_opts_init(&o);
+		fasvd_analyze_opts_init(&o, sizeof o);
 		o.resume = 1;
 		assert_ok(fasvd_analyze(NULL, model, part, &o));
 		assert_same_file(full, part);
@@ -535,14 +535,14 @@ static void test_failure_leaves_nothing(void **state)
 	snprintf(out, sizeof out, "%s/fail.safetensors", tmpdir);
 	write_llama(model, 2, 64, 4, 16);
 	fasvd_analyze_opts o;
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	const char *globs[] = {"no.such.tensor.*"};
 	o.tensor_globs = globs;
 	o.n_tensor_globs = 1;
 	assert_fasvd(fasvd_analyze(NULL, model, out, &o), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "no.such.tensor"));
 	assert_int_equal(access(out, F_OK), -1);
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	o.layer_first = 1;
 	o.layer_last = 5;
 	assert_fasvd(fasvd_analyze(NULL, model, out, &o), FASVD_EINVAL);
@@ -560,7 +560,7 @@ static void test_failure_leaves_nothing(void **state)
 	FILE *pf = fopen(plain, "w");
 	assert_non_null(pf);
 	fclose(pf);
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	o.json_path = json;
 	o.csv_path = csv;
 	assert_fasvd(fasvd_analyze(NULL, model, out, &o), FASVD_EIO);
@@ -571,7 +571,7 @@ static void test_failure_leaves_nothing(void **state)
 	char nanmodel[600];
 	snprintf(nanmodel, sizeof nanmodel, "%s/nan", tmpdir);
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.dtype = FASVD_DTYPE_F32;
 	assert_ok(fasvd_fixture_write(NULL, nanmodel, "llama", &fo));
 	fasvd_st *st = NULL;
@@ -579,7 +579,7 @@ static void test_failure_leaves_nothing(void **state)
 	snprintf(file, sizeof file, "%s/model.safetensors", nanmodel);
 	assert_ok(fasvd_st_open(&st, NULL, file));
 	fasvd_st_info inf;
-	fasvd_st_info_init(&inf);
+	fasvd_st_info_init(&inf, sizeof inf);
 	const char *victim = "model.layers.1.self_attn.o_proj.weight";
 	assert_ok(fasvd_st_info_get(&inf, st, victim));
 	const void *p;
@@ -651,7 +651,7 @@ static void test_peak_memory_flat_in_layers(void **state)
 	snprintf(m8, sizeof m8, "%s/mem8", tmpdir);
 	snprintf(out, sizeof out, "%s/mem.safetensors", tmpdir);
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.hidden = 512;
 	fo.n_heads = 8;
 	fo.n_kv_heads = 8;
@@ -686,7 +686,7 @@ static void add_tensors(const char *model, const char *const *names, int n)
 	for (int64_t i = 0; i < fasvd_st_count(st); i++) {
 		const char *nm = fasvd_st_name(st, i);
 		fasvd_st_info inf;
-		fasvd_st_info_init(&inf);
+		fasvd_st_info_init(&inf, sizeof inf);
 		const void *p;
 		uint64_t nb;
 		assert_ok(fasvd_st_info_get(&inf, st, nm));
@@ -732,7 +732,7 @@ static void test_long_names_and_summary_mode(void **state)
 	const char *names[] = {longname};
 	add_tensors(model, names, 1);
 	fasvd_analyze_opts o;
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	const char *globs[] = {"extra.*"};
 	o.tensor_globs = globs;
 	o.n_tensor_globs = 1;
@@ -773,7 +773,7 @@ static void test_resume_extra_tensors(void **state)
 	add_tensors(model, names, 2);
 	const char *globs[] = {"a,x", "x"};
 	fasvd_analyze_opts o;
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	o.tensor_globs = globs;
 	o.n_tensor_globs = 2;
 	assert_ok(fasvd_analyze(NULL, model, full, &o));
@@ -792,7 +792,7 @@ static void test_resume_extra_tensors(void **state)
 	fasvd_st_free(st);
 	assert_same_file(full, part);
 	/* the complete file resumed with only "x" equals a fresh "x" run */
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	o.tensor_globs = globs + 1;
 	o.n_tensor_globs = 1;
 	assert_ok(fasvd_analyze(NULL, model, only_x, &o));
@@ -811,7 +811,7 @@ static void test_tensors_skip_scales(void **state)
 	snprintf(out, sizeof out, "%s/fp8.safetensors", tmpdir);
 	assert_ok(fasvd_fixture_write(NULL, model, "deepseek_v3", NULL));
 	fasvd_analyze_opts o;
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	const char *globs[] = {"*kv_b_proj*"};
 	o.tensor_globs = globs;
 	o.n_tensor_globs = 1;

@@ -220,15 +220,15 @@ static void run_case(const arch_case *ac, const char *root)
 	char dir[2048];
 	snprintf(dir, sizeof dir, "%s/%s", root, ac->arch);
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.seed = 7;
 	assert_ok(fasvd_fixture_write(NULL, dir, ac->arch, &fo));
 
 	fasvd_model *m;
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_string_equal(info.arch, ac->arch);
 	assert_int_equal(info.n_layers, 2);
 	assert_int_equal(info.n_heads, 4);
@@ -305,7 +305,7 @@ static void run_case(const arch_case *ac, const char *root)
 
 	for (int folded = 0; folded <= 1; folded++) {
 		fasvd_model_layer_opts lo;
-		fasvd_model_layer_opts_init(&lo);
+		fasvd_model_layer_opts_init(&lo, sizeof lo);
 		lo.fold_norms = folded;
 		fasvd_model_layer *l;
 		assert_ok(fasvd_model_layer_open(&l, m, 1, &lo));
@@ -402,8 +402,8 @@ static void test_prefix_variants(void **state)
 	fasvd_model *m;
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_string_equal(info.layer_prefix, "h.%d.");
 	fasvd_model_layer *l;
 	assert_ok(fasvd_model_layer_open(&l, m, 0, NULL));
@@ -430,13 +430,13 @@ static void test_prefix_variants(void **state)
 	assert_ok(fasvd_st_writer_write(w, path));
 	fasvd_st_writer_free(w);
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_string_equal(info.layer_prefix, "encoder.layer.%d.");
 	assert_int_equal(info.has_bias, 1);
 	assert_int_equal(info.n_needed, 4); /* post-norm: no norm vector needed */
 	fasvd_model_input in;
-	fasvd_model_input_init(&in);
+	fasvd_model_input_init(&in, sizeof in);
 	int64_t first, count;
 	assert_ok(fasvd_model_layer_inputs(&first, &count, m, 0));
 	assert_int_equal(count, 4);

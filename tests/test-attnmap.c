@@ -44,7 +44,7 @@ static void check(int64_t nq, int64_t nk, int64_t d, double amp, bool causal, fa
 	ref_map(q, k, nq, nk, d, 1.0 / sqrt((double)d), causal, a);
 	fasvd_tensor *tq = t_f64(NULL, q, nq, d), *tk = t_f64(NULL, k, nk, d), *m = NULL;
 	fasvd_attnmap_opts o;
-	fasvd_attnmap_opts_init(&o);
+	fasvd_attnmap_opts_init(&o, sizeof o);
 	o.compute = c;
 	o.causal = causal;
 	assert_ok(fasvd_attnmap(&m, NULL, tq, tk, &o));
@@ -106,7 +106,7 @@ static void test_known(void **state)
 	double q[N * D] = {0}, k[N * D] = {0}, s[N];
 	fasvd_tensor *tq = t_f64(NULL, q, N, D), *tk = t_f64(NULL, k, N, D), *m = NULL;
 	fasvd_attnmap_opts o;
-	fasvd_attnmap_opts_init(&o);
+	fasvd_attnmap_opts_init(&o, sizeof o);
 	o.compute = FASVD_COMPUTE_F64;
 	assert_ok(fasvd_attnmap_svdvals(s, N, NULL, tq, tk, &o));
 	assert_close(s[0], 1.0, 1e-14, 0);
@@ -139,7 +139,7 @@ static void test_scale(void **state)
 	fasvd_tensor *tq = t_f64(NULL, q, N, D), *tq2 = t_f64(NULL, q2, N, D);
 	fasvd_tensor *tk = t_f64(NULL, k, N, D);
 	fasvd_attnmap_opts o;
-	fasvd_attnmap_opts_init(&o);
+	fasvd_attnmap_opts_init(&o, sizeof o);
 	o.compute = FASVD_COMPUTE_F64;
 	o.scale = 0.125;
 	assert_ok(fasvd_attnmap_svdvals(s1, N, NULL, tq, tk, &o));
@@ -160,7 +160,7 @@ static void test_errors(void **state)
 	             *m = (fasvd_tensor *)0x1;
 	assert_ok(fasvd_tensor_new_borrowed(&tk2, NULL, FASVD_DTYPE_F64, k, 3, 5, 5, 1));
 	fasvd_attnmap_opts o;
-	fasvd_attnmap_opts_init(&o);
+	fasvd_attnmap_opts_init(&o, sizeof o);
 	assert_fasvd(fasvd_attnmap(NULL, NULL, tq, tk, &o), FASVD_EINVAL);
 	assert_fasvd(fasvd_attnmap(&m, NULL, NULL, tk, &o), FASVD_EINVAL);
 	assert_null(m);
@@ -169,15 +169,15 @@ static void test_errors(void **state)
 	assert_fasvd(fasvd_attnmap_svdvals(s, 0, NULL, tq, tk, &o), FASVD_EINVAL);
 	o.causal = 1;
 	assert_fasvd(fasvd_attnmap(&m, NULL, tk, tq, &o), FASVD_ESHAPE); /* 5 queries, 4 keys */
-	fasvd_attnmap_opts_init(&o);
+	fasvd_attnmap_opts_init(&o, sizeof o);
 	o.scale = -1;
 	assert_fasvd(fasvd_attnmap(&m, NULL, tq, tk, &o), FASVD_EINVAL);
 	o.scale = INFINITY;
 	assert_fasvd(fasvd_attnmap(&m, NULL, tq, tk, &o), FASVD_EINVAL);
-	fasvd_attnmap_opts_init(&o);
+	fasvd_attnmap_opts_init(&o, sizeof o);
 	o.size = 2;
 	assert_fasvd(fasvd_attnmap(&m, NULL, tq, tk, &o), FASVD_EINVAL);
-	fasvd_attnmap_opts_init(&o);
+	fasvd_attnmap_opts_init(&o, sizeof o);
 	q[4] = NAN;
 	assert_fasvd(fasvd_attnmap(&m, NULL, tq, tk, &o), FASVD_ENONFINITE);
 	q[4] = 1e300;

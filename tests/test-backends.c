@@ -17,7 +17,7 @@ static fasvd_tensor *borrow(const double *a, int64_t m, int64_t n)
 
 static void opts_for(fasvd_svd_opts *o, fasvd_backend b, fasvd_compute c, int64_t rank)
 {
-	fasvd_svd_opts_init(o);
+	fasvd_svd_opts_init(o, sizeof *o);
 	o->backend = b;
 	o->compute = c;
 	o->rank = rank;
@@ -70,7 +70,7 @@ static void test_gesvdx_ranges(void **state)
 				opts_for(&o, FASVD_BACKEND_GESVDX, ci ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32,
 				         k);
 				fasvd_svd_report rep;
-				fasvd_svd_report_init(&rep);
+				fasvd_svd_report_init(&rep, sizeof rep);
 				assert_ok(fasvd_svdvals(got, k, NULL, t, &o, &rep));
 				assert_int_equal(rep.backend, FASVD_BACKEND_GESVDX);
 				util_check_values(got, want, k, tol * 10, "gesvdx values");
@@ -239,7 +239,7 @@ static void test_randomized_accuracy(void **state)
 			opts_for(&o, FASVD_BACKEND_RANDOMIZED, ci ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32,
 			         k);
 			fasvd_svd_report rep;
-			fasvd_svd_report_init(&rep);
+			fasvd_svd_report_init(&rep, sizeof rep);
 			fasvd_tensor *u = NULL, *vt = NULL;
 			assert_ok(fasvd_svd(&u, got, k, &vt, NULL, in, &o, &rep));
 			assert_int_equal(rep.backend, FASVD_BACKEND_RANDOMIZED);
@@ -297,7 +297,7 @@ static void test_randomized_slow_decay(void **state)
 	o.power_iters = 0;
 	o.oversample = 2;
 	fasvd_svd_report rep;
-	fasvd_svd_report_init(&rep);
+	fasvd_svd_report_init(&rep, sizeof rep);
 	fasvd_tensor *u = NULL, *vt = NULL;
 	assert_ok(fasvd_svd(&u, s1, k, &vt, NULL, t, &o, &rep));
 	for (int64_t i = 0; i < k; i++)
@@ -348,7 +348,7 @@ static void test_randomized_scaling(void **state)
 	fasvd_svd_opts o;
 	opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F64, k);
 	fasvd_svd_report rep;
-	fasvd_svd_report_init(&rep);
+	fasvd_svd_report_init(&rep, sizeof rep);
 	assert_ok(fasvd_svdvals(got, k, NULL, t, &o, &rep));
 	util_check_values(got, want, k, 1e-12, "randomized at 1e300");
 	assert_true(isfinite(rep.error_estimate) && rep.error_estimate < 1e-2);
@@ -428,7 +428,7 @@ static void test_randomized_bound(void **state)
 				o.oversample = cases[ci].over;
 				o.power_iters = cases[ci].q;
 				fasvd_svd_report rep;
-				fasvd_svd_report_init(&rep);
+				fasvd_svd_report_init(&rep, sizeof rep);
 				fasvd_tensor *u = NULL, *vt = NULL;
 				assert_ok(fasvd_svd(&u, got, k, &vt, NULL, t, &o, &rep));
 				double round = f64 ? 1e-12 : 2e-5; /* relative to σ₁ */
@@ -494,7 +494,7 @@ static void test_randomized_estimate_passes(void **state)
 		o.oversample = 0; /* a poor approximation: the hard case for the estimate */
 		o.power_iters = 1;
 		fasvd_svd_report rep;
-		fasvd_svd_report_init(&rep);
+		fasvd_svd_report_init(&rep, sizeof rep);
 		fasvd_tensor *u = NULL, *vt = NULL;
 		assert_ok(fasvd_svd(&u, s, k, &vt, NULL, t, &o, &rep));
 		if (passes == 0)
@@ -525,7 +525,7 @@ static void test_randomized_estimate_passes(void **state)
 		o.oversample = 1;
 		o.power_iters = 0;
 		fasvd_svd_report rep;
-		fasvd_svd_report_init(&rep);
+		fasvd_svd_report_init(&rep, sizeof rep);
 		fasvd_tensor *u = NULL, *vt = NULL;
 		assert_ok(fasvd_svd(&u, s, 2, &vt, NULL, tb, &o, &rep));
 		double r2 = residual_norm(b, mm, nn, u, s, vt) / s[0];
@@ -593,7 +593,7 @@ static void test_randomized_layouts(void **state)
 		opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F32, k);
 		o.power_iters = 1;
 		fasvd_svd_report rep;
-		fasvd_svd_report_init(&rep);
+		fasvd_svd_report_init(&rep, sizeof rep);
 		fasvd_tensor *u = NULL, *vt = NULL;
 		assert_ok(fasvd_svd(&u, s, k, &vt, NULL, t, &o, &rep));
 		double scale = path == 4 ? 1e-33 : 1.0;
@@ -670,7 +670,7 @@ static void test_randomized_many_iterations(void **state)
 		opts_for(&o, FASVD_BACKEND_RANDOMIZED, FASVD_COMPUTE_F32, k);
 		o.power_iters = q;
 		fasvd_svd_report rep;
-		fasvd_svd_report_init(&rep);
+		fasvd_svd_report_init(&rep, sizeof rep);
 		fasvd_tensor *u = NULL, *vt = NULL;
 		assert_ok(fasvd_svd(&u, s, k, &vt, NULL, t, &o, &rep));
 		/* float accuracy relative to σ₁, and the small values too */
@@ -720,7 +720,7 @@ static void test_auto_policy(void **state)
 		fasvd_svd_opts o;
 		opts_for(&o, FASVD_BACKEND_AUTO, cases[ci].c, cases[ci].rank);
 		fasvd_svd_report rep;
-		fasvd_svd_report_init(&rep);
+		fasvd_svd_report_init(&rep, sizeof rep);
 		if (cases[ci].vectors) {
 			fasvd_tensor *u = NULL, *vt = NULL;
 			assert_ok(fasvd_svd(&u, s, 200, &vt, NULL, t, &o, &rep));

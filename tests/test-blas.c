@@ -143,7 +143,7 @@ static void test_this_process(void **state)
 {
 	(void)state;
 	fasvd_blas_info info;
-	fasvd_blas_info_init(&info);
+	fasvd_blas_info_init(&info, sizeof info);
 	assert_ok(fasvd_blas_info_get(&info));
 	assert_int_equal(info.size, sizeof info);
 	assert_non_null(info.name);
@@ -190,11 +190,11 @@ static void test_errors(void **state)
 	(void)state;
 	assert_fasvd(fasvd_blas_info_get(NULL), FASVD_EINVAL);
 	fasvd_blas_info info;
-	fasvd_blas_info_init(&info);
+	fasvd_blas_info_init(&info, sizeof info);
 	info.size = 0;
 	assert_fasvd(fasvd_blas_info_get(&info), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "fasvd_blas_info_init"));
-	fasvd_blas_info_init(NULL); /* accepted */
+	assert_fasvd(fasvd_blas_info_init(NULL, sizeof info), FASVD_EINVAL);
 }
 
 int main(void)

@@ -138,14 +138,14 @@ static void check_identity(int64_t m, int64_t n, int64_t rank, fasvd_dtype dt, f
 	ref_svals(w, m, n, s);
 	fasvd_tensor *t = borrow(w, m, n), *a = NULL, *b = NULL;
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.rank = rank;
 	o.dtype = dt;
 	o.compute = cp;
 	o.split = split;
 	o.verify = 1;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
 	int64_t r = rank < p ? rank : p;
 	assert_int_equal(rep.rank, r);
@@ -233,7 +233,7 @@ static void test_split(void **state)
 	                           FASVD_FACTOR_SPLIT_BALANCED};
 	for (int c = 0; c < 3; c++) {
 		fasvd_factor_opts o;
-		fasvd_factor_opts_init(&o);
+		fasvd_factor_opts_init(&o, sizeof o);
 		o.rank = r;
 		o.dtype = FASVD_DTYPE_F64;
 		o.compute = FASVD_COMPUTE_F64;
@@ -282,13 +282,13 @@ static void test_tau(void **state)
 	for (int c = 0; c < 2; c++)
 		for (size_t i = 0; i < sizeof taus / sizeof *taus; i++) {
 			fasvd_factor_opts o;
-			fasvd_factor_opts_init(&o);
+			fasvd_factor_opts_init(&o, sizeof o);
 			o.tau = taus[i];
 			o.compute = cps[c];
 			o.dtype = FASVD_DTYPE_F64;
 			o.verify = 1;
 			fasvd_factor_report rep;
-			fasvd_factor_report_init(&rep);
+			fasvd_factor_report_init(&rep, sizeof rep);
 			fasvd_tensor *a, *b;
 			assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
 			int64_t want = ref_energy_rank(sref, p, taus[i]);
@@ -329,14 +329,14 @@ static void test_tau_ties_and_scale(void **state)
 	for (int i = 0; i < 4; i++)
 		assert_true(sv[i] == d[i]);
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.compute = FASVD_COMPUTE_F64;
 	o.tau = 1.0 / 49.0;
 	int64_t want, r1 = -1, r2 = -1;
 	assert_ok(fasvd_metric_energy_rank(&want, sv, 4, o.tau));
 	assert_int_equal(want, 3);
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	assert_ok(fasvd_factor_rank(&r1, NULL, one, &o, &rep));
 	assert_int_equal(r1, want);
 	assert_true(rep.energy_lost == o.tau);
@@ -364,7 +364,7 @@ static void test_tau_ties_and_scale(void **state)
 		for (int q = 0; q < 4; q++) {
 			o.tau = taus[q];
 			int64_t r = -1;
-			fasvd_factor_report_init(&rep);
+			fasvd_factor_report_init(&rep, sizeof rep);
 			assert_ok(fasvd_factor_rank(&r, NULL, t, &o, &rep));
 			if (k == 0)
 				base[q] = r;
@@ -385,10 +385,10 @@ static void test_tau_edges(void **state)
 	make_gaussian(w, 96, 3);
 	fasvd_tensor *t = borrow(w, 12, 8), *a, *b;
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.tau = 0;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
 	assert_int_equal(rep.rank, 8);
 	assert_close(rep.energy_lost, 0, 0, 0);
@@ -479,14 +479,14 @@ static void test_per_head(void **state)
 		assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, threads));
 		for (int64_t r = 0; r <= p; r++) {
 			fasvd_factor_opts o;
-			fasvd_factor_opts_init(&o);
+			fasvd_factor_opts_init(&o, sizeof o);
 			o.rank = r;
 			o.heads = h;
 			o.dtype = FASVD_DTYPE_F64;
 			o.compute = FASVD_COMPUTE_F64;
 			o.verify = 1;
 			fasvd_factor_report rep;
-			fasvd_factor_report_init(&rep);
+			fasvd_factor_report_init(&rep, sizeof rep);
 			fasvd_tensor *a, *b;
 			assert_ok(fasvd_factor(&a, &b, ctx, t, &o, &rep));
 			int64_t id = r > 0 ? r : 1;
@@ -514,7 +514,7 @@ static void test_per_head(void **state)
 		/* τ over the whole tensor: smallest common r with Σ tails <= τ Σ E */
 		double tau = 0.01;
 		fasvd_factor_opts o;
-		fasvd_factor_opts_init(&o);
+		fasvd_factor_opts_init(&o, sizeof o);
 		o.tau = tau;
 		o.heads = h;
 		o.compute = FASVD_COMPUTE_F64;
@@ -539,7 +539,7 @@ static void test_per_head(void **state)
 	}
 	/* rows not a multiple of heads */
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.heads = 5;
 	fasvd_tensor *a, *b;
 	assert_fasvd(fasvd_factor(&a, &b, NULL, t, &o, NULL), FASVD_ESHAPE);
@@ -580,13 +580,13 @@ static void test_fp8_input(void **state)
 		}
 	ref_svals(deq, m, n, s);
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.tau = 0.05;
 	o.dtype = FASVD_DTYPE_F64;
 	o.compute = FASVD_COMPUTE_F64;
 	o.verify = 1;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	fasvd_tensor *a, *b;
 	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
 	assert_int_equal(rep.rank, ref_energy_rank(s, 9, 0.05));
@@ -610,19 +610,19 @@ static void test_into(void **state)
 	make_gaussian(w, m * n, 8);
 	fasvd_tensor *t = borrow(w, m, n), *a, *b;
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.tau = 0.2;
 	o.heads = 2;
 	o.dtype = FASVD_DTYPE_BF16;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
 	int64_t inner = rep.inner;
 	assert_true(inner > 1);
 	uint16_t abuf[16 * 12], bbuf[2 * 12 * 12];
 	memset(abuf, 0xAB, sizeof abuf);
 	fasvd_factor_report r2;
-	fasvd_factor_report_init(&r2);
+	fasvd_factor_report_init(&r2, sizeof r2);
 	assert_fasvd(fasvd_factor_into(abuf, bbuf, inner - 1, NULL, t, &o, &r2), FASVD_ERANGE);
 	assert_int_equal(r2.inner, inner);
 	assert_true(abuf[0] == 0xABAB);
@@ -653,11 +653,11 @@ static void test_randomized(void **state)
 	double opt = tail_frac(sref, p, r);
 	fasvd_tensor *t = borrow(w, m, n), *a, *b;
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.rank = r;
 	o.verify = 1;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	/* AUTO at a small fixed rank takes the randomised backend */
 	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
 	assert_int_equal(rep.backend, FASVD_BACKEND_RANDOMIZED);
@@ -683,7 +683,7 @@ static void test_randomized(void **state)
 	o.power_iters = 0;
 	o.oversample = 2;
 	fasvd_factor_report r0;
-	fasvd_factor_report_init(&r0);
+	fasvd_factor_report_init(&r0, sizeof r0);
 	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &r0));
 	assert_true(r0.rel_error_sq >= opt * (1 - 1e-4));
 	fasvd_tensor_free(a);
@@ -709,7 +709,7 @@ static void test_errors(void **state)
 	make_gaussian(w, 20, 1);
 	fasvd_tensor *t = borrow(w, 4, 5), *a = (fasvd_tensor *)1, *b = (fasvd_tensor *)1;
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	assert_fasvd(fasvd_factor(NULL, &b, NULL, t, &o, NULL), FASVD_EINVAL);
 	assert_fasvd(fasvd_factor(&a, &b, NULL, NULL, &o, NULL), FASVD_EINVAL);
 	assert_null(a);
@@ -719,20 +719,20 @@ static void test_errors(void **state)
 	assert_non_null(strstr(fasvd_last_error(), "tau"));
 	o.tau = NAN;
 	assert_fasvd(fasvd_factor(&a, &b, NULL, t, &o, NULL), FASVD_EINVAL);
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.rank = -2;
 	assert_fasvd(fasvd_factor(&a, &b, NULL, t, &o, NULL), FASVD_EINVAL);
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.dtype = FASVD_DTYPE_F8_E4M3;
 	assert_fasvd(fasvd_factor(&a, &b, NULL, t, &o, NULL), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "dtype"));
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.split = (fasvd_factor_split)7;
 	assert_fasvd(fasvd_factor(&a, &b, NULL, t, &o, NULL), FASVD_EINVAL);
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.backend = FASVD_BACKEND_GRAM;
 	assert_fasvd(fasvd_factor(&a, &b, NULL, t, &o, NULL), FASVD_EINVAL);
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.size = 0;
 	assert_fasvd(fasvd_factor(&a, &b, NULL, t, &o, NULL), FASVD_EINVAL);
 	fasvd_factor_report rep = {0};
@@ -748,7 +748,7 @@ static void test_errors(void **state)
 	for (int i = 0; i < 20; i++)
 		big[i] = 1e6 * (1 + i % 3);
 	fasvd_tensor *tb = borrow(big, 4, 5);
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.rank = 1;
 	o.dtype = FASVD_DTYPE_F16;
 	o.split = FASVD_FACTOR_SPLIT_LEFT;
@@ -763,7 +763,7 @@ static void test_errors(void **state)
 	/* cancellation, at every poll */
 	for (int k = 0; k < 3; k++) {
 		int left = k;
-		fasvd_factor_opts_init(&o);
+		fasvd_factor_opts_init(&o, sizeof o);
 		o.heads = 2;
 		o.cancel = cancel_after;
 		o.cancel_arg = &left;
@@ -799,7 +799,7 @@ static void test_alloc_failures(void **state)
 			int rc = fasvd_tensor_new_borrowed(&t, ctx, FASVD_DTYPE_F64, w, 12, 10, 10, 1);
 			if (!rc) {
 				fasvd_factor_opts o;
-				fasvd_factor_opts_init(&o);
+				fasvd_factor_opts_init(&o, sizeof o);
 				o.verify = 1;
 				if (mode == 1) {
 					o.rank = 4;
@@ -845,7 +845,7 @@ static void test_workspace_bound(void **state)
 			fasvd_tensor *t, *a, *b;
 			assert_ok(fasvd_tensor_new_borrowed(&t, ctx, FASVD_DTYPE_F64, w, m, n, n, 1));
 			fasvd_factor_opts o;
-			fasvd_factor_opts_init(&o);
+			fasvd_factor_opts_init(&o, sizeof o);
 			o.heads = shapes[i][2];
 			o.verify = mode & 1;
 			o.compute = mode & 2 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
@@ -903,12 +903,12 @@ static void test_fused(void **state)
 	}
 	for (int64_t r = 0; r <= 5; r++) {
 		fasvd_factor_opts o;
-		fasvd_factor_opts_init(&o);
+		fasvd_factor_opts_init(&o, sizeof o);
 		o.rank = r;
 		o.dtype = FASVD_DTYPE_F64;
 		o.compute = FASVD_COMPUTE_F64;
 		fasvd_factor_report rep;
-		fasvd_factor_report_init(&rep);
+		fasvd_factor_report_init(&rep, sizeof rep);
 		fasvd_tensor *a, *b;
 		assert_ok(fasvd_factor_fused(&a, &b, NULL, hv, ho, &o, &rep));
 		int64_t rr = r > k ? k : r, id = rr > 0 ? rr : 1;
@@ -947,11 +947,11 @@ static void test_fused(void **state)
 	}
 	/* τ mode: full fused rank is k = 4 (structural): τ = 0 gives 4 */
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.tau = 0;
 	o.compute = FASVD_COMPUTE_F64;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	fasvd_tensor *a, *b;
 	assert_ok(fasvd_factor_fused(&a, &b, NULL, hv, ho, &o, &rep));
 	assert_int_equal(rep.rank, 4);
@@ -985,13 +985,13 @@ static void test_shared_output_latent(void **state)
 	assert_ok(fasvd_heads_new(&ho, NULL, to, FASVD_AXIS_COLS, nh, v, 0, 0));
 	for (int64_t r = 0; r <= 12; r += 3) {
 		fasvd_factor_opts o;
-		fasvd_factor_opts_init(&o);
+		fasvd_factor_opts_init(&o, sizeof o);
 		o.rank = r;
 		o.dtype = FASVD_DTYPE_F64;
 		o.compute = FASVD_COMPUTE_F64;
 		o.verify = 1;
 		fasvd_factor_report rep;
-		fasvd_factor_report_init(&rep);
+		fasvd_factor_report_init(&rep, sizeof rep);
 		fasvd_tensor *bs, *fs, *mean = (fasvd_tensor *)1;
 		const fasvd_heads *g[1] = {ho};
 		assert_ok(fasvd_factor_shared(&bs, &fs, &mean, NULL, g, 1, &o, NULL, &rep));
@@ -1058,16 +1058,16 @@ static void test_shared_kv_pca(void **state)
 			X[r * 10 + c] -= mu[c];
 	ref_svals(X, 12, 10, sx);
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.tau = 0.2;
 	o.dtype = FASVD_DTYPE_F64;
 	o.compute = FASVD_COMPUTE_F64;
 	o.verify = 1;
 	fasvd_factor_shared_opts so;
-	fasvd_factor_shared_opts_init(&so);
+	fasvd_factor_shared_opts_init(&so, sizeof so);
 	so.center = 1;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	fasvd_tensor *bs, *fs, *mean;
 	const fasvd_heads *g[2] = {hk, hv};
 	assert_ok(fasvd_factor_shared(&bs, &fs, &mean, NULL, g, 2, &o, &so, &rep));

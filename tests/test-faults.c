@@ -245,7 +245,7 @@ static int setup(void **state)
 	if (mkdir(out_dir, 0755))
 		return -1;
 	fasvd_fixture_opts o;
-	fasvd_fixture_opts_init(&o);
+	fasvd_fixture_opts_init(&o, sizeof o);
 	o.n_layers = 1;
 	o.n_heads = 4;
 	o.n_kv_heads = 2;
@@ -255,7 +255,7 @@ static int setup(void **state)
 	if (fasvd_fixture_write(NULL, dir_llama, "llama", &o))
 		return -1;
 	/* MLA, FP8 with 4 x 4 blocks (partial edges), two shards. */
-	fasvd_fixture_opts_init(&o);
+	fasvd_fixture_opts_init(&o, sizeof o);
 	o.n_layers = 1;
 	o.n_heads = 2;
 	o.hidden = 32;
@@ -399,7 +399,7 @@ static int op_analyze(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
 	snprintf(json, sizeof json, "%s/summary.json", out_dir);
 	snprintf(csv, sizeof csv, "%s/summary.csv", out_dir);
 	fasvd_analyze_opts ao;
-	fasvd_analyze_opts_init(&ao);
+	fasvd_analyze_opts_init(&ao, sizeof ao);
 	ao.compute = o->compute;
 	ao.json_path = json;
 	ao.csv_path = csv;
@@ -489,7 +489,7 @@ static int op_layer_spectra(const op *o, fasvd_ctx *ctx, double *result, int64_t
 	assert_ok(fasvd_model_open(&m, NULL, o->dir, 0));
 	assert_ok(fasvd_model_layer_open(&l, m, 0, NULL));
 	fasvd_layer_opts lo;
-	fasvd_layer_opts_init(&lo);
+	fasvd_layer_opts_init(&lo, sizeof lo);
 	lo.compute = o->compute;
 	fasvd_spectra *s = NULL;
 	int rc = fasvd_layer_spectra(&s, ctx, fasvd_model_layer_desc(l), &lo);
@@ -521,7 +521,7 @@ static int op_svdvals(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	assert_ok(fasvd_st_tensor(&t, st, "model.layers.0.self_attn.o_proj.weight", 0));
 	fasvd_svd_opts so;
-	fasvd_svd_opts_init(&so);
+	fasvd_svd_opts_init(&so, sizeof so);
 	so.compute = o->compute;
 	so.backend = o->backend;
 	if (o->backend == FASVD_BACKEND_GESVDX || o->backend == FASVD_BACKEND_RANDOMIZED)
@@ -532,7 +532,7 @@ static int op_svdvals(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
 	if (so.rank)
 		k = so.rank;
 	fasvd_svd_report rep;
-	fasvd_svd_report_init(&rep);
+	fasvd_svd_report_init(&rep, sizeof rep);
 	int rc = fasvd_svdvals(s, 64, ctx, t, &so, &rep);
 	if (!rc && result) {
 		memcpy(result, s, (size_t)k * sizeof *s);
@@ -821,18 +821,18 @@ static void test_gesdd_fallback(void **state)
 		assert_ok(fasvd_st_open(&st, NULL, path));
 		assert_ok(fasvd_st_tensor(&t, st, "model.layers.0.self_attn.q_proj.weight", 0));
 		fasvd_svd_opts so;
-		fasvd_svd_opts_init(&so);
+		fasvd_svd_opts_init(&so, sizeof so);
 		so.compute = (fasvd_compute)c;
 		so.backend = FASVD_BACKEND_GESDD;
 		double s0[64], s1[64];
 		fasvd_svd_report rep;
-		fasvd_svd_report_init(&rep);
+		fasvd_svd_report_init(&rep, sizeof rep);
 		lapack_reset(-1, 0, 0);
 		assert_ok(fasvd_svdvals(s0, 64, NULL, t, &so, &rep));
 		assert_int_equal(rep.fallback, 0);
 		/* the second sgesdd/dgesdd call is the computation (the first, the query) */
 		lapack_reset(c == 1 ? R_sgesdd : R_dgesdd, 2, 7);
-		fasvd_svd_report_init(&rep);
+		fasvd_svd_report_init(&rep, sizeof rep);
 		assert_ok(fasvd_svdvals(s1, 64, NULL, t, &so, &rep));
 		assert_true(lf.injected);
 		assert_int_equal(rep.fallback, 1);

@@ -5,7 +5,7 @@
 static fasvd_rfactors *rfac(fasvd_ctx *ctx, const fasvd_heads *h, fasvd_compute c, int keep_q)
 {
 	fasvd_rfactors_opts o;
-	fasvd_rfactors_opts_init(&o);
+	fasvd_rfactors_opts_init(&o, sizeof o);
 	o.compute = c;
 	o.keep_q = keep_q;
 	fasvd_rfactors *f = NULL;
@@ -252,7 +252,7 @@ static void test_errors(void **state)
 	assert_fasvd(fasvd_rfactors_new(&x, NULL, NULL, NULL), FASVD_EINVAL);
 	assert_null(x);
 	fasvd_rfactors_opts o;
-	fasvd_rfactors_opts_init(&o);
+	fasvd_rfactors_opts_init(&o, sizeof o);
 	o.compute = (fasvd_compute)9;
 	assert_fasvd(fasvd_rfactors_new(&x, NULL, p.a, &o), FASVD_EINVAL);
 	o.compute = 0;
@@ -311,7 +311,7 @@ static int fuse_body(fasvd_ctx *ctx, void *arg)
 {
 	pair *p = arg;
 	fasvd_rfactors_opts o;
-	fasvd_rfactors_opts_init(&o);
+	fasvd_rfactors_opts_init(&o, sizeof o);
 	fasvd_rfactors *a = NULL, *b = NULL, *qa = NULL, *qb = NULL;
 	fasvd_tensor *u = NULL, *vt = NULL;
 	double s[4 * 7], nv[4];

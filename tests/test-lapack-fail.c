@@ -208,11 +208,11 @@ static void test_gesdd_fallback(void **state)
 				reset(NULL);
 				fail_gesdd = 1;
 				fasvd_svd_opts o;
-				fasvd_svd_opts_init(&o);
+				fasvd_svd_opts_init(&o, sizeof o);
 				o.backend = FASVD_BACKEND_GESDD;
 				o.compute = ci ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 				fasvd_svd_report rep;
-				fasvd_svd_report_init(&rep);
+				fasvd_svd_report_init(&rep, sizeof rep);
 				double s[36];
 				fasvd_tensor *u = NULL, *vt = NULL;
 				if (vec)
@@ -275,7 +275,7 @@ static void test_both_fail(void **state)
 		assert_ok(fasvd_tensor_new_borrowed(&t, ctx, FASVD_DTYPE_F64, f.a, 48, 36, 36, 1));
 		assert_ok(fasvd_tensor_set_name(t, "attn.w"));
 		fasvd_svd_opts o;
-		fasvd_svd_opts_init(&o);
+		fasvd_svd_opts_init(&o, sizeof o);
 		o.compute = ci ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 		o.backend = FASVD_BACKEND_GESDD;
 		double s[36];
@@ -311,13 +311,13 @@ static void test_other_drivers_fail(void **state)
 	assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F64, f.a, 48, 36, 36, 1));
 	fasvd_svd_opts o;
 	double s[36];
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.backend = FASVD_BACKEND_GRAM;
 	fail_syevd = 1;
 	assert_fasvd(fasvd_svdvals(s, 36, NULL, t, &o, NULL), FASVD_ELAPACK);
 	assert_non_null(strstr(fasvd_last_error(), "dsyevd"));
 	fail_syevd = 0;
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.backend = FASVD_BACKEND_GESVDX;
 	o.rank = 4;
 	fail_gesvdx_info = 1;
@@ -341,12 +341,12 @@ static void test_gesvdx_orthogonality_fallback(void **state)
 			assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F64, f.a, f.m, f.n, f.n,
 			                                    1));
 			fasvd_svd_opts o;
-			fasvd_svd_opts_init(&o);
+			fasvd_svd_opts_init(&o, sizeof o);
 			o.backend = FASVD_BACKEND_GESVDX;
 			o.compute = ci ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 			o.rank = 5;
 			fasvd_svd_report rep;
-			fasvd_svd_report_init(&rep);
+			fasvd_svd_report_init(&rep, sizeof rep);
 			double s[36];
 			assert_ok(fasvd_svd(&u, s, 5, &vt, NULL, t, &o, &rep));
 			/* only the wrapper of the compute's precision corrupts, and only the
@@ -383,7 +383,7 @@ static void test_fallback_alloc_failure(void **state)
 			fasvd_tensor *t = NULL, *u = NULL, *vt = NULL;
 			assert_ok(fasvd_tensor_new_borrowed(&t, ctx, FASVD_DTYPE_F64, f.a, 48, 36, 36, 1));
 			fasvd_svd_opts o;
-			fasvd_svd_opts_init(&o);
+			fasvd_svd_opts_init(&o, sizeof o);
 			o.compute = FASVD_COMPUTE_F64;
 			double s[36];
 			st.fail_at = st.allocs + fail_at;

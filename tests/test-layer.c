@@ -175,7 +175,7 @@ static void make_mla(layer *L, uint64_t seed, int64_t n)
 	assert_ok(fasvd_heads_set_col_scale(L->qpe, L->gq, L->qin));
 	assert_ok(fasvd_heads_set_col_scale(L->k, L->gkv, L->kvin));
 	assert_ok(fasvd_heads_set_col_scale(L->v, L->gkv, L->kvin));
-	fasvd_layer_desc_init(&L->d);
+	fasvd_layer_desc_init(&L->d, sizeof L->d);
 	L->d.n_heads = n;
 	L->d.n_kv_heads = n;
 	L->d.q = L->q;
@@ -239,7 +239,7 @@ static void make_gqa(layer *L, uint64_t seed, int64_t n, int64_t nkv)
 	assert_ok(fasvd_heads_set_col_scale(L->q, L->gin, H));
 	assert_ok(fasvd_heads_set_col_scale(L->k, L->gin, H));
 	assert_ok(fasvd_heads_set_col_scale(L->v, L->gin, H));
-	fasvd_layer_desc_init(&L->d);
+	fasvd_layer_desc_init(&L->d, sizeof L->d);
 	L->d.n_heads = n;
 	L->d.n_kv_heads = nkv;
 	L->d.q = L->q;
@@ -369,7 +369,7 @@ static void run_layer(layer *L, fasvd_compute c, fasvd_stack_norm norm, unsigned
 	ref_list R = {.n = 0};
 	ref_layer(L, norm, &R);
 	fasvd_layer_opts o;
-	fasvd_layer_opts_init(&o);
+	fasvd_layer_opts_init(&o, sizeof o);
 	o.compute = c;
 	o.stack_norm = norm;
 	o.groups = groups;
@@ -469,7 +469,7 @@ static void test_threads(void **state)
 			assert_ok(fasvd_ctx_new(&ctx, NULL));
 			assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, t));
 			fasvd_layer_opts o;
-			fasvd_layer_opts_init(&o);
+			fasvd_layer_opts_init(&o, sizeof o);
 			o.compute = computes[c];
 			fasvd_spectra *S = NULL;
 			assert_ok(fasvd_layer_spectra(&S, ctx, &L.d, &o));
@@ -528,16 +528,16 @@ static void test_errors(void **state)
 	assert_fasvd(fasvd_layer_spectra(&S, NULL, &d, NULL), FASVD_ESHAPE);
 	fasvd_heads_free(k3);
 	fasvd_layer_opts o;
-	fasvd_layer_opts_init(&o);
+	fasvd_layer_opts_init(&o, sizeof o);
 	o.stack_norm = (fasvd_stack_norm)9;
 	assert_fasvd(fasvd_layer_spectra(&S, NULL, &L.d, &o), FASVD_EINVAL);
-	fasvd_layer_opts_init(&o);
+	fasvd_layer_opts_init(&o, sizeof o);
 	o.groups = 0x10;
 	assert_fasvd(fasvd_layer_spectra(&S, NULL, &L.d, &o), FASVD_EINVAL);
-	fasvd_layer_opts_init(&o);
+	fasvd_layer_opts_init(&o, sizeof o);
 	o.compute = (fasvd_compute)5;
 	assert_fasvd(fasvd_layer_spectra(&S, NULL, &L.d, &o), FASVD_EINVAL);
-	fasvd_layer_opts_init(&o);
+	fasvd_layer_opts_init(&o, sizeof o);
 	o.size = 0;
 	assert_fasvd(fasvd_layer_spectra(&S, NULL, &L.d, &o), FASVD_EINVAL);
 	/* A subspace scale without its tensor. */

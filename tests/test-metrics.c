@@ -289,7 +289,7 @@ static void test_summary(void **state)
 	const double taus[3] = {0.01, 0.001, 0.5};
 	int64_t ranks[3] = {-1, -1, -1};
 	fasvd_metric_summary m;
-	fasvd_metric_summary_init(&m);
+	fasvd_metric_summary_init(&m, sizeof m);
 	assert_int_equal(m.size, sizeof m);
 	assert_ok(fasvd_metric_summarize(&m, ranks, s, 5, taus, 3));
 	for (int i = 0; i < 3; i++) {
@@ -323,7 +323,7 @@ static void test_summary(void **state)
 	assert_fasvd(fasvd_metric_summarize(NULL, ranks, s, 5, taus, 3), FASVD_EINVAL);
 	/* a struct shorter than the first published one is refused */
 	fasvd_metric_summary small;
-	fasvd_metric_summary_init(&small);
+	fasvd_metric_summary_init(&small, sizeof small);
 	small.size = offsetof(fasvd_metric_summary, frobenius);
 	assert_fasvd(fasvd_metric_summarize(&small, NULL, s, 5, NULL, 0), FASVD_EINVAL);
 	/* all-zero */
@@ -332,7 +332,7 @@ static void test_summary(void **state)
 	assert_int_equal(m.nonzero, 0);
 	assert_true(m.stable_rank == 0 && m.entropy_rank == 0 && m.frobenius == 0);
 	assert_int_equal(ranks[0], 0);
-	fasvd_metric_summary_init(NULL);
+	assert_fasvd(fasvd_metric_summary_init(NULL, sizeof(fasvd_metric_summary)), FASVD_EINVAL);
 }
 
 /* ----------------------------------------- the internal energy layer */

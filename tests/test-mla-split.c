@@ -25,7 +25,7 @@ typedef struct dense {
 static dense raw_matrix(const fasvd_st *st, const char *name, int64_t block)
 {
 	fasvd_st_info info;
-	fasvd_st_info_init(&info);
+	fasvd_st_info_init(&info, sizeof info);
 	assert_ok(fasvd_st_info_get(&info, st, name));
 	assert_int_equal(info.ndim, 2);
 	dense d = {info.shape[0], info.shape[1], NULL};
@@ -43,7 +43,7 @@ static dense raw_matrix(const fasvd_st *st, const char *name, int64_t block)
 		char sname[512];
 		snprintf(sname, sizeof sname, "%s_scale_inv", name);
 		fasvd_st_info si;
-		fasvd_st_info_init(&si);
+		fasvd_st_info_init(&si, sizeof si);
 		assert_ok(fasvd_st_info_get(&si, st, sname));
 		assert_string_equal(si.dtype, "F32");
 		int64_t gr = (d.rows + block - 1) / block, gc = (d.cols + block - 1) / block;
@@ -136,8 +136,8 @@ static void check_mla(const char *arch, const fasvd_fixture_opts *fo, int64_t bl
 	fasvd_model *m;
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.mla, 1);
 	const fasvd_st *st = fasvd_model_checkpoint(m);
 	const int64_t H = info.n_heads, nope = info.q_head, rope = info.q_rope, vh = info.v_head;
@@ -317,7 +317,7 @@ static void test_deepseek_v3_fp8_block64(void **state)
 {
 	(void)state;
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.block_size = 64;
 	fo.n_heads = 3;
 	fo.seed = 99;
@@ -331,7 +331,7 @@ static void test_deepseek_v2_lite(void **state)
 	check_mla("deepseek_v2", NULL, 128);
 	/* with compression */
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.q_lora_rank = 96;
 	fo.n_layers = 1;
 	check_mla("deepseek_v2", &fo, 128);
@@ -349,8 +349,8 @@ static void test_fixture_fp8_properties(void **state)
 	fasvd_model *m;
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_shards, 3);
 	assert_int_equal(info.block_rows, 128);
 	assert_int_equal(info.block_cols, 128);
@@ -358,7 +358,7 @@ static void test_fixture_fp8_properties(void **state)
 	int split = 0, partial = 0, scaled = 0;
 	for (int64_t i = 0; i < fasvd_model_input_count(m); i++) {
 		fasvd_model_input in;
-		fasvd_model_input_init(&in);
+		fasvd_model_input_init(&in, sizeof in);
 		assert_ok(fasvd_model_input_get(&in, m, i));
 		assert_int_equal(in.present, 1);
 		if (in.is_norm) {

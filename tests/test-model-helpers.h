@@ -66,7 +66,7 @@ static inline void writer_add_f32(fasvd_st_writer *w, const char *name, int ndim
 static inline double *raw_vector(const fasvd_st *st, const char *name, int64_t *n)
 {
 	fasvd_st_info info;
-	fasvd_st_info_init(&info);
+	fasvd_st_info_init(&info, sizeof info);
 	assert_ok(fasvd_st_info_get(&info, st, name));
 	assert_int_equal(info.ndim, 1);
 	fasvd_dtype dt;

@@ -94,8 +94,8 @@ static void test_stories260k(void **state)
 	fasvd_model *m;
 	assert_ok(fasvd_model_open(&m, NULL, stories(dir, sizeof dir), FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_string_equal(info.model_type, "llama");
 	assert_string_equal(info.arch, "llama");
 	assert_string_equal(info.layer_prefix, "model.layers.%d.");
@@ -125,7 +125,7 @@ static void test_stories260k(void **state)
 	const fasvd_st *st = fasvd_model_checkpoint(m);
 	for (int64_t layer = 0; layer < 5; layer += 4) {
 		fasvd_model_layer_opts lo;
-		fasvd_model_layer_opts_init(&lo);
+		fasvd_model_layer_opts_init(&lo, sizeof lo);
 		lo.fold_norms = 0;
 		fasvd_model_layer *l;
 		assert_ok(fasvd_model_layer_open(&l, m, layer, &lo));
@@ -202,7 +202,7 @@ static void test_stories260k(void **state)
 						p[a * 64 + b] = acc;
 					}
 				fasvd_svd_opts so;
-				fasvd_svd_opts_init(&so);
+				fasvd_svd_opts_init(&so, sizeof so);
 				so.compute = FASVD_COMPUTE_F64;
 				assert_ok(fasvd_svdvals(s, 64, NULL, prod, &so, NULL));
 				fasvd_tensor_free(prod);
@@ -236,8 +236,8 @@ static void test_open_paths(void **state)
 	fasvd_model *m;
 	assert_ok(fasvd_model_open(&m, NULL, path, 0));
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_layers, 5);
 	fasvd_model_free(m);
 
@@ -245,13 +245,13 @@ static void test_open_paths(void **state)
 	char tmp[1024];
 	tmpdir_make(tmp, sizeof tmp, "paths");
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.n_shards = 2;
 	assert_ok(fasvd_fixture_write(NULL, tmp, "qwen2", &fo));
 	snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
 	assert_ok(fasvd_model_open(&m, NULL, path, FASVD_MODEL_REQUIRE_ALL));
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_shards, 2);
 	assert_string_equal(info.dir, tmp);
 	fasvd_model_free(m);
@@ -261,11 +261,11 @@ static void test_open_paths(void **state)
 	 * tests/test-versioning.c) */
 	assert_ok(fasvd_model_open(&m, NULL, dir, 0));
 	fasvd_model_info small;
-	fasvd_model_info_init(&small);
+	fasvd_model_info_init(&small, sizeof small);
 	small.size = offsetof(fasvd_model_info, arch);
-	assert_fasvd(fasvd_model_get_info(&small, m), FASVD_EINVAL);
+	assert_fasvd(fasvd_model_info_get(&small, m), FASVD_EINVAL);
 	small.size = 0;
-	assert_fasvd(fasvd_model_get_info(&small, m), FASVD_EINVAL);
+	assert_fasvd(fasvd_model_info_get(&small, m), FASVD_EINVAL);
 	fasvd_model_free(m);
 }
 
@@ -286,9 +286,9 @@ static void test_bad_arguments(void **state)
 	assert_null(fasvd_model_checkpoint(NULL));
 	assert_null(fasvd_model_config_json(NULL));
 	assert_int_equal(fasvd_model_input_count(NULL), 0);
-	fasvd_model_info_init(NULL);
-	fasvd_model_input_init(NULL);
-	fasvd_model_layer_opts_init(NULL);
+	assert_fasvd(fasvd_model_info_init(NULL, sizeof(fasvd_model_info)), FASVD_EINVAL);
+	assert_fasvd(fasvd_model_input_init(NULL, sizeof(fasvd_model_input)), FASVD_EINVAL);
+	assert_fasvd(fasvd_model_layer_opts_init(NULL, sizeof(fasvd_model_layer_opts)), FASVD_EINVAL);
 
 	assert_ok(fasvd_model_open(&m, NULL, dir, 0));
 	fasvd_model_layer *l = (fasvd_model_layer *)&l;
@@ -299,14 +299,14 @@ static void test_bad_arguments(void **state)
 	assert_fasvd(fasvd_model_layer_open(NULL, m, 0, NULL), FASVD_EINVAL);
 	assert_fasvd(fasvd_model_layer_open(&l, NULL, 0, NULL), FASVD_EINVAL);
 	fasvd_model_layer_opts lo;
-	fasvd_model_layer_opts_init(&lo);
+	fasvd_model_layer_opts_init(&lo, sizeof lo);
 	lo.fold_norms = 2;
 	assert_fasvd(fasvd_model_layer_open(&l, m, 0, &lo), FASVD_EINVAL);
 	lo.size = 0;
 	lo.fold_norms = 1;
 	assert_fasvd(fasvd_model_layer_open(&l, m, 0, &lo), FASVD_EINVAL);
 	fasvd_model_input in;
-	fasvd_model_input_init(&in);
+	fasvd_model_input_init(&in, sizeof in);
 	assert_fasvd(fasvd_model_input_get(&in, m, 25), FASVD_EINVAL);
 	assert_fasvd(fasvd_model_input_get(&in, m, -1), FASVD_EINVAL);
 	assert_fasvd(fasvd_model_input_get(NULL, m, 0), FASVD_EINVAL);
@@ -401,8 +401,8 @@ static void test_missing_and_bad_tensors(void **state)
 	detail_has("'model.layers.1.self_attn.k_proj.weight'", "model.safetensors", NULL);
 	assert_ok(fasvd_model_open(&m, NULL, dir, 0));
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_needed, 10);
 	assert_int_equal(info.n_missing, 1);
 	uint64_t full = (16 * 16 + 8 * 16 + 8 * 16 + 16 * 16 + 16) * 4;
@@ -412,7 +412,7 @@ static void test_missing_and_bad_tensors(void **state)
 	int seen = 0;
 	for (int64_t i = first; i < first + count; i++) {
 		fasvd_model_input in;
-		fasvd_model_input_init(&in);
+		fasvd_model_input_init(&in, sizeof in);
 		assert_ok(fasvd_model_input_get(&in, m, i));
 		assert_int_equal(in.layer, 1);
 		if (strcmp(in.role, "k_proj") == 0) {
@@ -443,7 +443,7 @@ static void test_missing_and_bad_tensors(void **state)
 	assert_fasvd(fasvd_model_layer_open(&l, m, 0, NULL), FASVD_ENOTFOUND);
 	detail_has("'model.layers.0.input_layernorm.weight'", "norm folding", NULL);
 	fasvd_model_layer_opts lo;
-	fasvd_model_layer_opts_init(&lo);
+	fasvd_model_layer_opts_init(&lo, sizeof lo);
 	lo.fold_norms = 0;
 	assert_ok(fasvd_model_layer_open(&l, m, 0, &lo));
 	assert_null(fasvd_heads_col_scale(fasvd_model_layer_desc(l)->q));
@@ -518,7 +518,7 @@ static void test_nonfinite_norm(void **state)
 	assert_fasvd(fasvd_model_layer_open(&l, m, 1, NULL), FASVD_ENONFINITE);
 	detail_has("'model.layers.1.input_layernorm.weight'", "index 7", NULL);
 	fasvd_model_layer_opts lo;
-	fasvd_model_layer_opts_init(&lo);
+	fasvd_model_layer_opts_init(&lo, sizeof lo);
 	lo.fold_norms = 0;
 	assert_ok(fasvd_model_layer_open(&l, m, 1, &lo));
 	fasvd_model_layer_free(l);
@@ -539,7 +539,7 @@ static void rewrite_fp8(const char *dir, const char *victim, int mode)
 	for (int64_t i = 0; i < fasvd_st_count(st); i++) {
 		const char *name = fasvd_st_name(st, i);
 		fasvd_st_info info;
-		fasvd_st_info_init(&info);
+		fasvd_st_info_init(&info, sizeof info);
 		assert_ok(fasvd_st_info_get(&info, st, name));
 		const void *data;
 		uint64_t nbytes;
@@ -566,7 +566,7 @@ static void test_fp8_scale_errors(void **state)
 	(void)state;
 	char dir[1024];
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.n_shards = 1;
 	fo.n_layers = 1;
 	const char *w = "model.layers.0.self_attn.kv_b_proj.weight";
@@ -581,8 +581,8 @@ static void test_fp8_scale_errors(void **state)
 	detail_has(s, w, NULL);
 	assert_ok(fasvd_model_open(&m, NULL, dir, 0));
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	assert_int_equal(info.n_missing, 1);
 	assert_fasvd(fasvd_model_layer_open(&l, m, 0, NULL), FASVD_ENOTFOUND);
 	detail_has(s, "model.safetensors", NULL);
@@ -624,7 +624,7 @@ static void test_fixture_deterministic(void **state)
 	tmpdir_make(b, sizeof b, "det");
 	tmpdir_make(c, sizeof c, "det");
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.seed = 5;
 	fo.n_shards = 1;
 	assert_ok(fasvd_fixture_write(NULL, a, "gpt2", &fo));
@@ -658,7 +658,7 @@ static void test_fixture_errors(void **state)
 	char dir[1024];
 	tmpdir_make(dir, sizeof dir, "fxerr");
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	assert_fasvd(fasvd_fixture_write(NULL, dir, "mamba", NULL), FASVD_EARCH);
 	/* The generator's own checks report through its own detail. */
 	assert_non_null(strstr(fasvd_fixture_last_error(), "mamba"));
@@ -669,13 +669,13 @@ static void test_fixture_errors(void **state)
 	assert_fasvd(fasvd_fixture_write(NULL, dir, "gpt2", &fo), FASVD_EINVAL);
 	fo.n_kv_heads = 3;
 	assert_fasvd(fasvd_fixture_write(NULL, dir, "llama", &fo), FASVD_EINVAL);
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.head_dim = 8;
 	assert_fasvd(fasvd_fixture_write(NULL, dir, "bert", &fo), FASVD_EINVAL);
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.n_heads = -1;
 	assert_fasvd(fasvd_fixture_write(NULL, dir, "llama", &fo), FASVD_EINVAL);
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.size = 0;
 	assert_fasvd(fasvd_fixture_write(NULL, dir, "llama", &fo), FASVD_EINVAL);
 	assert_fasvd(fasvd_fixture_write(NULL, "/nonexistent/a/b", "llama", NULL), FASVD_EIO);
@@ -728,7 +728,7 @@ static int oom_open_layer(fasvd_ctx *ctx, const char *dir)
 static int oom_fixture(fasvd_ctx *ctx, const char *dir)
 {
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.n_layers = 1;
 	fo.n_shards = 2;
 	return fasvd_fixture_write(ctx, dir, "gpt2", &fo);
@@ -740,7 +740,7 @@ static void test_alloc_failures(void **state)
 	char dir[1024];
 	tmpdir_make(dir, sizeof dir, "oom");
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.n_layers = 1;
 	fo.n_shards = 2;
 	assert_ok(fasvd_fixture_write(NULL, dir, "deepseek_v3", &fo));
@@ -762,8 +762,8 @@ static void *layer_worker(void *arg)
 {
 	thread_job *j = arg;
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	j->rc = fasvd_model_get_info(&info, j->m);
+	fasvd_model_info_init(&info, sizeof info);
+	j->rc = fasvd_model_info_get(&info, j->m);
 	for (int64_t layer = 0; layer < info.n_layers && !j->rc; layer++) {
 		fasvd_model_layer *l;
 		if ((j->rc = fasvd_model_layer_open(&l, j->m, layer, NULL)))

@@ -46,11 +46,11 @@ static void check_same(const fasvd_onload *plan, const fasvd_factor_opts *o, fas
 		fasvd_tensor_free(g);
 	}
 	fasvd_factor_report r1, r2;
-	fasvd_factor_report_init(&r1);
-	fasvd_factor_report_init(&r2);
+	fasvd_factor_report_init(&r1, sizeof r1);
+	fasvd_factor_report_init(&r2, sizeof r2);
 	assert_ok(fasvd_factor(&a1, &b1, NULL, t, o, &r1));
 	fasvd_onload_input in;
-	fasvd_onload_input_init(&in);
+	fasvd_onload_input_init(&in, sizeof in);
 	in.name = "layer.w";
 	in.dtype = dt;
 	in.data = data;
@@ -107,7 +107,7 @@ static void test_dtypes(void **state)
 	float scale[4] = {0.025f, 0.02f, 0.03f, 0.01f}; /* 2 x 2 grid of 32-blocks (partial) */
 	for (int mode = 0; mode < 3; mode++) {
 		fasvd_factor_opts o;
-		fasvd_factor_opts_init(&o);
+		fasvd_factor_opts_init(&o, sizeof o);
 		if (mode == 1) {
 			o.rank = 5;
 			o.dtype = FASVD_DTYPE_BF16;
@@ -139,7 +139,7 @@ static void test_fp8_dequantised(void **state)
 	assert_ok(fasvd_dtype_encode(c, FASVD_DTYPE_F8_E4M3, w, 63));
 	float sc[6] = {1, 2, 0.5f, 0.25f, 4, 8}; /* 3 x 2 grid */
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.rank = 7; /* full */
 	o.dtype = FASVD_DTYPE_F64;
 	o.compute = FASVD_COMPUTE_F64;
@@ -147,7 +147,7 @@ static void test_fp8_dequantised(void **state)
 	fasvd_onload *plan;
 	assert_ok(fasvd_onload_new(&plan, NULL, &o));
 	fasvd_onload_input in;
-	fasvd_onload_input_init(&in);
+	fasvd_onload_input_init(&in, sizeof in);
 	in.dtype = FASVD_DTYPE_F8_E4M3;
 	in.data = c;
 	in.rows = m;
@@ -156,7 +156,7 @@ static void test_fp8_dequantised(void **state)
 	in.block_rows = in.block_cols = blk;
 	fasvd_tensor *a, *b;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	assert_ok(fasvd_onload_factor(&a, &b, plan, &in, &rep));
 	assert_close(rep.rel_error_sq, 0, 0, 1e-26);
 	const double *ad = fasvd_tensor_data(a), *bd = fasvd_tensor_data(b);
@@ -179,7 +179,7 @@ static void test_fp8_dequantised(void **state)
 	in.data = wide;
 	in.row_stride = 10;
 	fasvd_factor_report r2;
-	fasvd_factor_report_init(&r2);
+	fasvd_factor_report_init(&r2, sizeof r2);
 	assert_ok(fasvd_onload_factor(&a, &b, plan, &in, &r2));
 	assert_close(r2.energy, rep.energy, 0, 0);
 	fasvd_tensor_free(a);
@@ -201,7 +201,7 @@ static void *work(void *p)
 {
 	worker *w = p;
 	fasvd_onload_input in;
-	fasvd_onload_input_init(&in);
+	fasvd_onload_input_init(&in, sizeof in);
 	in.dtype = FASVD_DTYPE_F32;
 	in.data = w->data;
 	in.rows = w->m;
@@ -232,7 +232,7 @@ static void test_threads(void **state)
 	assert_ok(fasvd_ctx_new(&ctx, NULL));
 	assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, 1));
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.tau = 0.001;
 	fasvd_onload *plan;
 	assert_ok(fasvd_onload_new(&plan, ctx, &o));
@@ -276,13 +276,13 @@ static void test_cancel(void **state)
 	double w[32 * 16];
 	gaussian(w, 32 * 16, 5);
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.heads = 4;
 	fasvd_onload *plan;
 	assert_ok(fasvd_onload_new(&plan, NULL, &o));
 	int flag = 1;
 	fasvd_onload_input in;
-	fasvd_onload_input_init(&in);
+	fasvd_onload_input_init(&in, sizeof in);
 	in.name = "blk.7.attn_q";
 	in.dtype = FASVD_DTYPE_F64;
 	in.data = w;
@@ -311,14 +311,14 @@ static void test_errors(void **state)
 	gaussian(w, 12, 1);
 	fasvd_onload *plan = (fasvd_onload *)1;
 	fasvd_factor_opts o;
-	fasvd_factor_opts_init(&o);
+	fasvd_factor_opts_init(&o, sizeof o);
 	o.tau = -1;
 	assert_fasvd(fasvd_onload_new(&plan, NULL, &o), FASVD_EINVAL);
 	assert_null(plan);
 	assert_fasvd(fasvd_onload_new(NULL, NULL, NULL), FASVD_EINVAL);
 	assert_ok(fasvd_onload_new(&plan, NULL, NULL));
 	fasvd_onload_input in;
-	fasvd_onload_input_init(&in);
+	fasvd_onload_input_init(&in, sizeof in);
 	in.dtype = FASVD_DTYPE_F64;
 	in.data = w;
 	in.rows = 3;
@@ -344,7 +344,7 @@ static void test_errors(void **state)
 	in.heads = 0;
 	in.size = 0;
 	assert_fasvd(fasvd_onload_factor(&a, &b, plan, &in, NULL), FASVD_EINVAL);
-	fasvd_onload_input_init(&in);
+	fasvd_onload_input_init(&in, sizeof in);
 	in.dtype = FASVD_DTYPE_F64;
 	in.data = w;
 	in.rows = 3;
@@ -383,7 +383,7 @@ static void test_memory_bound(void **state)
 		fasvd_ctx *ctx;
 		assert_ok(fasvd_ctx_new(&ctx, &al));
 		fasvd_factor_opts o;
-		fasvd_factor_opts_init(&o);
+		fasvd_factor_opts_init(&o, sizeof o);
 		o.dtype = FASVD_DTYPE_BF16;
 		if (mode == 1)
 			o.rank = 16;
@@ -394,7 +394,7 @@ static void test_memory_bound(void **state)
 		long long base = st.live;
 		st.peak = base;
 		fasvd_onload_input in;
-		fasvd_onload_input_init(&in);
+		fasvd_onload_input_init(&in, sizeof in);
 		in.dtype = FASVD_DTYPE_BF16;
 		in.data = bf;
 		in.rows = m;

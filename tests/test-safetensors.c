@@ -264,7 +264,7 @@ static void test_roundtrip_all_dtypes(void **state)
 			assert_ok(fasvd_st_find(&idx, st, name));
 			assert_string_equal(fasvd_st_name(st, idx), name);
 			fasvd_st_info info;
-			fasvd_st_info_init(&info);
+			fasvd_st_info_init(&info, sizeof info);
 			assert_ok(fasvd_st_info_get(&info, st, name));
 			assert_string_equal(info.name, name);
 			assert_string_equal(info.dtype, all_dtypes[d]);
@@ -556,7 +556,7 @@ static void test_sharded_fp8_scales(void **state)
 		assert_string_equal(test_st_meta(st, "shard2only"), "yes");
 		assert_string_equal(test_st_meta(st, "total_size"), "12345");
 		fasvd_st_info info;
-		fasvd_st_info_init(&info);
+		fasvd_st_info_init(&info, sizeof info);
 		assert_ok(fasvd_st_info_get(&info, st, "layers.0.w.weight_scale_inv"));
 		assert_non_null(strstr(info.file, "model-00002"));
 
@@ -1129,7 +1129,7 @@ static void test_open_paths(void **state)
 	assert_null(fasvd_st_dir(NULL));
 	assert_fasvd(fasvd_st_set_block_size(NULL, 1, 1), FASVD_EINVAL);
 	assert_fasvd(fasvd_st_raw(NULL, NULL, NULL, "x"), FASVD_EINVAL);
-	fasvd_st_info_init(NULL);
+	assert_fasvd(fasvd_st_info_init(NULL, sizeof(fasvd_st_info)), FASVD_EINVAL);
 }
 
 /* ------------------------------------------------------------------ writer */

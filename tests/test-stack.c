@@ -60,7 +60,7 @@ static void ref_fused_stack(const pair *p, fasvd_stack_norm norm, double *s)
 static fasvd_rfactors *rfac(const fasvd_heads *h, fasvd_compute c)
 {
 	fasvd_rfactors_opts o;
-	fasvd_rfactors_opts_init(&o);
+	fasvd_rfactors_opts_init(&o, sizeof o);
 	o.compute = c;
 	fasvd_rfactors *f = NULL;
 	assert_ok(fasvd_rfactors_new(&f, NULL, h, &o));
@@ -85,12 +85,12 @@ static void check_plain(const pair *p, bool isb, fasvd_compute c, fasvd_stack_me
 	double *ref = calloc((size_t)w, 8), *got = calloc((size_t)(w + 3), 8);
 	ref_plain_stack(p, isb, norm, ref);
 	fasvd_stack_opts o;
-	fasvd_stack_opts_init(&o);
+	fasvd_stack_opts_init(&o, sizeof o);
 	o.compute = c;
 	o.method = m;
 	o.norm = norm;
 	fasvd_stack_report rep;
-	fasvd_stack_report_init(&rep);
+	fasvd_stack_report_init(&rep, sizeof rep);
 	for (int q = 0; q < w + 3; q++)
 		got[q] = -1;
 	assert_ok(fasvd_stack_svdvals(got, w + 3, NULL, h, &o, &rep));
@@ -122,11 +122,11 @@ static void check_fused(const pair *p, fasvd_compute c, fasvd_stack_method m,
 	ref_fused_stack(p, norm, ref);
 	fasvd_rfactors *a = rfac(p->a, c), *b = rfac(p->b, c);
 	fasvd_stack_opts o;
-	fasvd_stack_opts_init(&o);
+	fasvd_stack_opts_init(&o, sizeof o);
 	o.method = m;
 	o.norm = norm;
 	fasvd_stack_report rep;
-	fasvd_stack_report_init(&rep);
+	fasvd_stack_report_init(&rep, sizeof rep);
 	assert_ok(fasvd_stack_fused_svdvals(got, w, NULL, a, b, &o, &rep));
 	assert_spectra_close(got, ref, w, tol_for(c, m), true, what);
 	assert_int_equal(rep.rows, rows);
@@ -262,7 +262,7 @@ static void test_head_order(void **state)
 		double s1[25], s2[25];
 		for (int m = 1; m < 3; m++) {
 			fasvd_stack_opts o;
-			fasvd_stack_opts_init(&o);
+			fasvd_stack_opts_init(&o, sizeof o);
 			o.compute = computes[c];
 			o.method = methods[m];
 			assert_ok(fasvd_stack_svdvals(s1, 24, NULL, p.b, &o, NULL));
@@ -291,7 +291,7 @@ static void test_head_norms(void **state)
 	pair_make(&p, 10, 3, 3, 4, 10, 16, true, GEN_GAUSS, GEN_GAUSS, 1.0);
 	double d[3] = {2.0, 2.0, 2.0}, s1[16], s2[16];
 	fasvd_stack_opts o;
-	fasvd_stack_opts_init(&o);
+	fasvd_stack_opts_init(&o, sizeof o);
 	o.compute = FASVD_COMPUTE_F64;
 	o.norm = FASVD_STACK_NORM_NONE;
 	assert_ok(fasvd_stack_svdvals(s1, 12, NULL, p.b, &o, NULL));
@@ -370,12 +370,12 @@ static void test_large_two_stage(void **state)
 	assert_ok(fasvd_ctx_new(&ctx, NULL));
 	assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, 1));
 	fasvd_stack_opts o;
-	fasvd_stack_opts_init(&o);
+	fasvd_stack_opts_init(&o, sizeof o);
 	o.compute = FASVD_COMPUTE_F32;
 	o.norm = FASVD_STACK_NORM_NONE;
 	o.method = FASVD_STACK_GRAM;
 	fasvd_stack_report rep;
-	fasvd_stack_report_init(&rep);
+	fasvd_stack_report_init(&rep, sizeof rep);
 	assert_ok(fasvd_stack_svdvals(got, R, ctx, h, &o, &rep));
 	/* sv is sorted except for the boosted first ten; sort descending. */
 	for (int64_t i = 1; i < R; i++)
@@ -408,19 +408,19 @@ static void test_errors(void **state)
 	pair_make(&p, 13, 2, 3, 4, 10, 16, false, GEN_GAUSS, GEN_GAUSS, 1.0);
 	double s[16];
 	fasvd_stack_opts o;
-	fasvd_stack_opts_init(&o);
+	fasvd_stack_opts_init(&o, sizeof o);
 	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, NULL, &o, NULL), FASVD_EINVAL);
 	assert_fasvd(fasvd_stack_svdvals(NULL, 8, NULL, p.a, &o, NULL), FASVD_EINVAL);
 	assert_fasvd(fasvd_stack_svdvals(s, 0, NULL, p.a, &o, NULL), FASVD_EINVAL);
 	o.norm = (fasvd_stack_norm)7;
 	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, p.a, &o, NULL), FASVD_EINVAL);
-	fasvd_stack_opts_init(&o);
+	fasvd_stack_opts_init(&o, sizeof o);
 	o.method = (fasvd_stack_method)7;
 	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, p.a, &o, NULL), FASVD_EINVAL);
-	fasvd_stack_opts_init(&o);
+	fasvd_stack_opts_init(&o, sizeof o);
 	o.size = 4;
 	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, p.a, &o, NULL), FASVD_EINVAL);
-	fasvd_stack_opts_init(&o);
+	fasvd_stack_opts_init(&o, sizeof o);
 	fasvd_stack_report rep = {0};
 	assert_fasvd(fasvd_stack_svdvals(s, 8, NULL, p.a, &o, &rep), FASVD_EINVAL);
 	fasvd_rfactors *a = rfac(p.a, FASVD_COMPUTE_F32), *b = rfac(p.b, FASVD_COMPUTE_F32);
@@ -445,7 +445,7 @@ static int stack_body(fasvd_ctx *ctx, void *arg)
 	fasvd_rfactors *a = NULL, *b = NULL;
 	double s[64];
 	fasvd_stack_opts o;
-	fasvd_stack_opts_init(&o);
+	fasvd_stack_opts_init(&o, sizeof o);
 	int rc = fasvd_stack_svdvals(s, 9, ctx, p->b, &o, NULL);
 	o.method = FASVD_STACK_DIRECT;
 	if (!rc)

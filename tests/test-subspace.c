@@ -72,7 +72,7 @@ static fasvd_subspace *fit(const heads_fx *f, fasvd_compute c, fasvd_subspace_si
                            int64_t rank, double tau, int center, fasvd_subspace_weight w)
 {
 	fasvd_subspace_opts o;
-	fasvd_subspace_opts_init(&o);
+	fasvd_subspace_opts_init(&o, sizeof o);
 	o.compute = c;
 	o.side = side;
 	o.rank = rank;
@@ -313,26 +313,26 @@ static void test_errors(void **state)
 	assert_fasvd(fasvd_subspace_new(NULL, NULL, f.h, NULL), FASVD_EINVAL);
 	assert_fasvd(fasvd_subspace_new(&sp, NULL, NULL, NULL), FASVD_EINVAL);
 	assert_null(sp);
-	fasvd_subspace_opts_init(&o);
+	fasvd_subspace_opts_init(&o, sizeof o);
 	o.rank = 6; /* stack is 6 x 5 */
 	assert_fasvd(fasvd_subspace_new(&sp, NULL, f.h, &o), FASVD_EINVAL);
 	o.rank = -1;
 	assert_fasvd(fasvd_subspace_new(&sp, NULL, f.h, &o), FASVD_EINVAL);
-	fasvd_subspace_opts_init(&o);
+	fasvd_subspace_opts_init(&o, sizeof o);
 	o.tau = 1.5;
 	assert_fasvd(fasvd_subspace_new(&sp, NULL, f.h, &o), FASVD_EINVAL);
 	o.tau = NAN;
 	assert_fasvd(fasvd_subspace_new(&sp, NULL, f.h, &o), FASVD_EINVAL);
-	fasvd_subspace_opts_init(&o);
+	fasvd_subspace_opts_init(&o, sizeof o);
 	o.side = (fasvd_subspace_side)3;
 	assert_fasvd(fasvd_subspace_new(&sp, NULL, f.h, &o), FASVD_EINVAL);
-	fasvd_subspace_opts_init(&o);
+	fasvd_subspace_opts_init(&o, sizeof o);
 	o.weight = (fasvd_subspace_weight)3;
 	assert_fasvd(fasvd_subspace_new(&sp, NULL, f.h, &o), FASVD_EINVAL);
-	fasvd_subspace_opts_init(&o);
+	fasvd_subspace_opts_init(&o, sizeof o);
 	o.center = 2;
 	assert_fasvd(fasvd_subspace_new(&sp, NULL, f.h, &o), FASVD_EINVAL);
-	fasvd_subspace_opts_init(&o);
+	fasvd_subspace_opts_init(&o, sizeof o);
 	o.size = 1;
 	assert_fasvd(fasvd_subspace_new(&sp, NULL, f.h, &o), FASVD_EINVAL);
 	/* Accessors on NULL / out of range. */
@@ -362,7 +362,7 @@ static int subspace_body(fasvd_ctx *ctx, void *arg)
 {
 	heads_fx *f = arg;
 	fasvd_subspace_opts o;
-	fasvd_subspace_opts_init(&o);
+	fasvd_subspace_opts_init(&o, sizeof o);
 	o.side = FASVD_SUBSPACE_SHARED_OUTPUT;
 	o.center = 1;
 	o.weight = FASVD_SUBSPACE_WEIGHT_SIGMA1;

@@ -43,7 +43,7 @@ static fasvd_tensor *borrow(const double *a, int64_t m, int64_t n, int64_t lda, 
 
 static void opts_for(fasvd_svd_opts *o, fasvd_backend b, fasvd_compute c, int64_t rank)
 {
-	fasvd_svd_opts_init(o);
+	fasvd_svd_opts_init(o, sizeof *o);
 	o->backend = b;
 	o->compute = c;
 	o->rank = rank;
@@ -82,7 +82,7 @@ static void test_known_spectra(void **state)
 					fasvd_svd_opts o;
 					opts_for(&o, b, comp, 0);
 					fasvd_svd_report rep;
-					fasvd_svd_report_init(&rep);
+					fasvd_svd_report_init(&rep, sizeof rep);
 					memset(got, 0, sizeof(double) * (size_t)p);
 					assert_ok(fasvd_svdvals(got, p, NULL, t, &o, &rep));
 					assert_int_not_equal(rep.backend, FASVD_BACKEND_AUTO);
@@ -310,7 +310,7 @@ static void test_context_compute(void **state)
 	fasvd_tensor_free(vt);
 	assert_ok(fasvd_ctx_set_param(ctx, FASVD_CTX_COMPUTE, FASVD_COMPUTE_F64));
 	fasvd_svd_opts o;
-	fasvd_svd_opts_init(&o); /* compute 0: the context's */
+	fasvd_svd_opts_init(&o, sizeof o); /* compute 0: the context's */
 	assert_ok(fasvd_svd(&u, s, 2, &vt, ctx, t, &o, NULL));
 	assert_int_equal(fasvd_tensor_dtype(u), FASVD_DTYPE_F64);
 	/* singular values of [[1,2,3],[4,5,6]] */
@@ -505,7 +505,7 @@ static void test_arguments(void **state)
 	assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F64, a, 4, 3, 3, 1));
 	fasvd_svd_opts o;
 	fasvd_svd_report rep;
-	fasvd_svd_report_init(&rep);
+	fasvd_svd_report_init(&rep, sizeof rep);
 
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, NULL, NULL, NULL), FASVD_EINVAL);
 	assert_fasvd(fasvd_svdvals(NULL, 3, NULL, t, NULL, NULL), FASVD_EINVAL);
@@ -518,27 +518,27 @@ static void test_arguments(void **state)
 	memset(&o, 0, sizeof o); /* not initialised */
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "fasvd_svd_opts_init"));
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.compute = (fasvd_compute)7;
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "compute"));
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.backend = (fasvd_backend)6;
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.rank = -1;
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.oversample = -1;
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.power_iters = 101;
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.backend = FASVD_BACKEND_RANDOMIZED; /* needs a rank */
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, NULL), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "rank"));
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.backend = FASVD_BACKEND_GRAM; /* values only */
 	assert_fasvd(fasvd_svd(&u, s, 3, &vt, NULL, t, &o, &rep), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "gram"));
@@ -552,13 +552,13 @@ static void test_arguments(void **state)
 		fasvd_svd_opts o;
 		uint64_t extra;
 	} bigger;
-	fasvd_svd_opts_init(&bigger.o);
+	fasvd_svd_opts_init(&bigger.o, sizeof bigger.o);
 	bigger.o.size = sizeof bigger;
 	bigger.extra = 0;
 	assert_ok(fasvd_svdvals(s, 3, NULL, t, &bigger.o, NULL));
 	bigger.extra = 1;
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &bigger.o, NULL), FASVD_EINVAL);
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.size = offsetof(fasvd_svd_opts, backend);
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, &o, &rep), FASVD_EINVAL);
 	assert_non_null(strstr(fasvd_last_error(), "fasvd_svd_opts"));
@@ -568,13 +568,13 @@ static void test_arguments(void **state)
 	memset(&bad, 0, sizeof bad);
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, NULL, &bad), FASVD_EINVAL);
 	fasvd_svd_report small;
-	fasvd_svd_report_init(&small);
+	fasvd_svd_report_init(&small, sizeof small);
 	small.size = offsetof(fasvd_svd_report, fallback);
 	assert_fasvd(fasvd_svdvals(s, 3, NULL, t, NULL, &small), FASVD_EINVAL);
 
 	fasvd_tensor_free(t);
-	fasvd_svd_opts_init(NULL);
-	fasvd_svd_report_init(NULL);
+	assert_fasvd(fasvd_svd_opts_init(NULL, sizeof(fasvd_svd_opts)), FASVD_EINVAL);
+	assert_fasvd(fasvd_svd_report_init(NULL, sizeof(fasvd_svd_report)), FASVD_EINVAL);
 }
 
 static void test_names_and_defaults(void **state)
@@ -595,7 +595,7 @@ static void test_names_and_defaults(void **state)
 	assert_int_equal(FASVD_BACKEND_GRAM, 4);
 	assert_int_equal(FASVD_BACKEND_RANDOMIZED, 5);
 	fasvd_svd_opts o;
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	assert_int_equal(o.size, sizeof o);
 	assert_int_equal((int)o.compute, 0);
 	assert_int_equal(o.backend, FASVD_BACKEND_AUTO);
@@ -603,7 +603,7 @@ static void test_names_and_defaults(void **state)
 	assert_int_equal(o.oversample, 10);
 	assert_int_equal(o.power_iters, 2);
 	fasvd_svd_report r;
-	fasvd_svd_report_init(&r);
+	fasvd_svd_report_init(&r, sizeof r);
 	assert_int_equal(r.size, sizeof r);
 	assert_int_equal(r.fallback, 0);
 	assert_true(r.error_estimate == 0.0);
@@ -622,7 +622,7 @@ static void test_zero_matrix(void **state)
 			opts_for(&o, (fasvd_backend)bk, ci ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32,
 			         bk == FASVD_BACKEND_RANDOMIZED ? 2 : 0);
 			fasvd_svd_report rep;
-			fasvd_svd_report_init(&rep);
+			fasvd_svd_report_init(&rep, sizeof rep);
 			for (int i = 0; i < 5; i++)
 				s[i] = -1;
 			assert_ok(fasvd_svdvals(s, 5, NULL, t, &o, &rep));
@@ -649,7 +649,7 @@ static void *conc_worker(void *p)
 	for (int it = 0; it < 20; it++) {
 		double s[24];
 		fasvd_svd_opts o;
-		fasvd_svd_opts_init(&o);
+		fasvd_svd_opts_init(&o, sizeof o);
 		o.compute = FASVD_COMPUTE_F64;
 		o.backend = (fasvd_backend)(1 + it % 5);
 		o.rank = o.backend == FASVD_BACKEND_RANDOMIZED ? 24 : 0;
@@ -676,7 +676,7 @@ static void test_concurrent_calls(void **state)
 	fasvd_tensor *t = NULL;
 	assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F64, a, 40, 24, 24, 1));
 	fasvd_svd_opts o;
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.compute = FASVD_COMPUTE_F64;
 	o.backend = FASVD_BACKEND_GESDD;
 	assert_ok(fasvd_svdvals(want, 24, NULL, t, &o, NULL));

@@ -75,7 +75,7 @@ static int leftovers(const char *out)
 static double *read_f64(fasvd_st *st, const char *name, int64_t *shape, int *ndim)
 {
 	fasvd_st_info info;
-	fasvd_st_info_init(&info);
+	fasvd_st_info_init(&info, sizeof info);
 	assert_ok(fasvd_st_info_get(&info, st, name));
 	const void *data;
 	uint64_t nb;
@@ -236,8 +236,8 @@ static void check_round_trip(const char *in, const char *out, double tol, int64_
 		assert_int_equal(n1, n2);
 		assert_memory_equal(d1, d2, n1);
 		fasvd_st_info i1, i2;
-		fasvd_st_info_init(&i1);
-		fasvd_st_info_init(&i2);
+		fasvd_st_info_init(&i1, sizeof i1);
+		fasvd_st_info_init(&i2, sizeof i2);
 		assert_ok(fasvd_st_info_get(&i1, si, name));
 		assert_ok(fasvd_st_info_get(&i2, so, name));
 		assert_string_equal(i1.dtype, i2.dtype);
@@ -258,15 +258,15 @@ static void test_every_architecture(void **state)
 		char in[512], out[512];
 		snprintf(in, sizeof in, "%s/%s", tmpdir, arch);
 		fasvd_fixture_opts fx;
-		fasvd_fixture_opts_init(&fx);
+		fasvd_fixture_opts_init(&fx, sizeof fx);
 		fx.n_layers = 1;
 		assert_ok(fasvd_fixture_write(NULL, in, arch, &fx));
 		for (int per_head = 0; per_head <= 1; per_head++) {
 			snprintf(out, sizeof out, "%s/%s-out%d", tmpdir, arch, per_head);
 			fasvd_truncate_opts o;
-			fasvd_truncate_opts_init(&o);
+			fasvd_truncate_opts_init(&o, sizeof o);
 			fasvd_factor_opts fo;
-			fasvd_factor_opts_init(&fo);
+			fasvd_factor_opts_init(&fo, sizeof fo);
 			o.factor = &fo;
 			fo.tau = 0.05;
 			o.dtype = FASVD_DTYPE_F64;
@@ -292,22 +292,22 @@ static void test_fp8_sharded_bf16(void **state)
 	char in[512], out[512];
 	snprintf(in, sizeof in, "%s/dsv3", tmpdir);
 	fasvd_fixture_opts fx;
-	fasvd_fixture_opts_init(&fx);
+	fasvd_fixture_opts_init(&fx, sizeof fx);
 	fx.n_layers = 2;
 	assert_ok(fasvd_fixture_write(NULL, in, "deepseek_v3", &fx));
 	/* default dtype for FP8 weights: BF16 */
 	snprintf(out, sizeof out, "%s/dsv3-bf16", tmpdir);
 	fasvd_truncate_opts o;
-	fasvd_truncate_opts_init(&o);
+	fasvd_truncate_opts_init(&o, sizeof o);
 	fasvd_factor_opts fo;
-	fasvd_factor_opts_init(&fo);
+	fasvd_factor_opts_init(&fo, sizeof fo);
 	o.factor = &fo;
 	fo.rank = 6;
 	assert_ok(fasvd_truncate(NULL, in, out, &o, NULL, NULL));
 	fasvd_st *so;
 	assert_ok(fasvd_st_open(&so, NULL, out));
 	fasvd_st_info info;
-	fasvd_st_info_init(&info);
+	fasvd_st_info_init(&info, sizeof info);
 	assert_ok(fasvd_st_info_get(&info, so, "model.layers.1.self_attn.kv_b_proj.weight.A"));
 	assert_string_equal(info.dtype, "BF16");
 	assert_int_equal(info.shape[1], 6);
@@ -330,9 +330,9 @@ static void test_cancel_and_failures(void **state)
 	assert_ok(fasvd_fixture_write(NULL, in, "llama", NULL));
 	snprintf(out, sizeof out, "%s/llama-c-out", tmpdir);
 	fasvd_truncate_opts o;
-	fasvd_truncate_opts_init(&o);
+	fasvd_truncate_opts_init(&o, sizeof o);
 	fasvd_factor_opts fo;
-	fasvd_factor_opts_init(&fo);
+	fasvd_factor_opts_init(&fo, sizeof fo);
 	o.factor = &fo;
 	fo.rank = 3;
 	/* the callback stops it after the 3rd tensor */
@@ -403,7 +403,7 @@ static void test_cancel_and_failures(void **state)
 	o.n_patterns = 0;
 	o.size = 3;
 	assert_fasvd(fasvd_truncate(NULL, in, out, &o, NULL, NULL), FASVD_EINVAL);
-	fasvd_truncate_opts_init(&o);
+	fasvd_truncate_opts_init(&o, sizeof o);
 	o.dtype = FASVD_DTYPE_F8_E4M3;
 	assert_fasvd(fasvd_truncate(NULL, in, out, &o, NULL, NULL), FASVD_EINVAL);
 	assert_false(exists(out));
@@ -415,14 +415,14 @@ static void test_only_if_smaller(void **state)
 	char in[512], out[512];
 	snprintf(in, sizeof in, "%s/dsv3-s", tmpdir);
 	fasvd_fixture_opts fx;
-	fasvd_fixture_opts_init(&fx);
+	fasvd_fixture_opts_init(&fx, sizeof fx);
 	fx.n_layers = 1;
 	assert_ok(fasvd_fixture_write(NULL, in, "deepseek_v3", &fx));
 	snprintf(out, sizeof out, "%s/dsv3-s-out", tmpdir);
 	fasvd_truncate_opts o;
-	fasvd_truncate_opts_init(&o);
+	fasvd_truncate_opts_init(&o, sizeof o);
 	fasvd_factor_opts fo;
-	fasvd_factor_opts_init(&fo);
+	fasvd_factor_opts_init(&fo, sizeof fo);
 	o.factor = &fo;
 	/* rank 103: kv_b_proj [352, 144] would grow (103·496 >= 352·144), kv_a_proj
 	 * [176, 288] shrinks (103·464 < 176·288); a fixed rank decides without

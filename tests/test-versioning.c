@@ -9,7 +9,12 @@
  *       filled up to this library's size and its tail left alone;
  *   (d) a size below the first published one (and 0): refused, naming the
  *       function and the struct.
- * Output structs are written only up to the caller's size. */
+ * Output structs are written only up to the caller's size. In each case the
+ * struct is set up as such a caller does, by its *_init(p, size) in the
+ * caller's memory: a size of the struct gets the defaults, zero beyond what
+ * the library knows; a size below the first published one is refused naming
+ * the init and the struct, only `size` written; nothing past `size` is ever
+ * touched. */
 #include "test-helpers.h"
 #include "fixture.h"
 
@@ -28,15 +33,16 @@ typedef struct vstruct {
 	size_t first;  /* first published size: end of its last member in the first release */
 	size_t size;   /* sizeof in these headers */
 	bool output;   /* filled by the library */
-	void (*init)(void *);
+	int (*init)(void *, size_t);
+	const char *init_name;
 } vstruct;
 
 #define INIT_FN(type) \
-	static void init_##type(void *p) { type##_init(p); }
+	static int init_##type(void *p, size_t size) { return type##_init(p, size); }
 #define VSTRUCT(type, last, out)                                                  \
 	static const vstruct v_##type = {#type,                                      \
 	                                 offsetof(type, last) + sizeof(((type *)0)->last), \
-	                                 sizeof(type), out, init_##type}
+	                                 sizeof(type), out, init_##type, #type "_init"}
 
 INIT_FN(fasvd_svd_opts)
 INIT_FN(fasvd_svd_report)
@@ -115,7 +121,7 @@ static int setup(void **state)
 		return -1;
 	snprintf(G.model, sizeof G.model, "%s/llama", G.dir);
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.n_layers = 1;
 	if (fasvd_fixture_write(NULL, G.model, "llama", &fo) ||
 	    fasvd_model_open(&G.m, NULL, G.model, 0) ||
@@ -206,7 +212,7 @@ static void put_file(digest *d, const char *path)
 	assert_ok(fasvd_st_open(&st, NULL, path));
 	for (int64_t i = 0; i < fasvd_st_count(st); i++) {
 		fasvd_st_info info;
-		fasvd_st_info_init(&info);
+		fasvd_st_info_init(&info, sizeof info);
 		assert_ok(fasvd_st_info_get(&info, st, fasvd_st_name(st, i)));
 		if (info.ndim != 2)
 			continue;
@@ -456,10 +462,10 @@ static int c_analyze(void *const *a, digest *d)
 }
 
 /* Output structs: the digest is the fields, compared by the caller. */
-static int c_model_get_info(void *const *a, digest *d)
+static int c_model_info_get(void *const *a, digest *d)
 {
 	(void)d;
-	return fasvd_model_get_info(a[0], G.m);
+	return fasvd_model_info_get(a[0], G.m);
 }
 
 static int c_model_input_get(void *const *a, digest *d)
@@ -516,7 +522,7 @@ static const vcall calls[] = {
 	 {&v_fasvd_onload_input, &v_fasvd_factor_report}},
 	{"fasvd_truncate", c_truncate, {&v_fasvd_truncate_opts}},
 	{"fasvd_analyze", c_analyze, {&v_fasvd_analyze_opts}},
-	{"fasvd_model_get_info", c_model_get_info, {&v_fasvd_model_info}},
+	{"fasvd_model_info_get", c_model_info_get, {&v_fasvd_model_info}},
 	{"fasvd_model_input_get", c_model_input_get, {&v_fasvd_model_input}},
 	{"fasvd_model_layer_open", c_model_layer_open, {&v_fasvd_model_layer_opts}},
 	{"fasvd_st_info_get", c_st_info_get, {&v_fasvd_st_info}},
@@ -539,25 +545,64 @@ static int n_args(const vcall *c)
 	return n;
 }
 
-/* Call c with argument `arg` declaring `size`; the others as their *_init
- * leaves them. Bytes of arg's buffer past min(size, its sizeof) hold JUNK
- * (an older caller's memory), except a newer caller's tail, zero but for
- * `tail_byte` at its last byte. */
+/* v's *_init(b, size) on a caller's memory b holding JUNK: a size of the
+ * struct gets the defaults (as an init of the library's own size writes
+ * them), zero beyond what the library knows; another size is refused naming
+ * the init and the struct, with only `size` written (when it fits). No byte
+ * past `size` is touched. */
+static void check_init(const vstruct *v, unsigned char *b, size_t size)
+{
+	unsigned char ref[BUF];
+	assert_int_equal(v->init(ref, v->size), 0);
+	fasvd_clear_error();
+	int rc = v->init(b, size);
+	bool valid = size >= v->first && size <= 4096;
+	size_t known = size < v->size ? size : v->size;
+	if (!valid && (rc != FASVD_EINVAL || !strstr(fasvd_last_error(), v->init_name) ||
+	               !strstr(fasvd_last_error(), v->name)))
+		fail_msg("%s(p, %zu): rc %d, detail '%s' (want FASVD_EINVAL naming it and %s)",
+		         v->init_name, size, rc, fasvd_last_error(), v->name);
+	if (valid && rc)
+		fail_msg("%s(p, %zu): rc %d (%s)", v->init_name, size, rc, fasvd_last_error());
+	for (size_t i = sizeof(size_t); i < BUF; i++) {
+		unsigned char want = JUNK;
+		if (valid && i < known)
+			want = ref[i];
+		else if (valid && i < size)
+			want = 0;
+		if (b[i] != want)
+			fail_msg("%s(p, %zu): byte %zu is %#x, not %#x", v->init_name, size, i, b[i],
+			         want);
+	}
+	size_t got;
+	memcpy(&got, b, sizeof got);
+	if (size >= sizeof(size_t))
+		assert_int_equal(got, size);
+	else
+		for (size_t i = 0; i < sizeof(size_t); i++)
+			assert_int_equal(b[i], JUNK);
+}
+
+/* Call c with argument `arg` set up by a caller whose struct has `size`
+ * bytes (check_init), a newer caller's tail then holding `tail_byte` at its
+ * last byte; a `size` too small to hold the size member is written as the
+ * caller's (zeroed) struct. The other arguments as their *_init leaves them. */
 static int run(const vcall *c, int arg, size_t size, unsigned char tail_byte, bufs *B, digest *d)
 {
 	const vstruct *v = c->args[arg];
 	void *p[3] = {NULL, NULL, NULL};
 	for (int i = 0; i < n_args(c); i++) {
 		memset(B->b[i], 0, BUF);
-		c->args[i]->init(B->b[i]);
+		assert_int_equal(c->args[i]->init(B->b[i], c->args[i]->size), 0);
 		p[i] = B->b[i];
 	}
 	unsigned char *b = B->b[arg];
-	if (size <= v->size)
-		memset(b + size, JUNK, BUF - size);
-	else
+	memset(b, JUNK, BUF);
+	check_init(v, b, size);
+	if (size < sizeof size)
+		memcpy(b, &size, sizeof size);
+	if (size > v->size)
 		b[size - 1] = tail_byte;
-	memcpy(b, &size, sizeof size);
 	memset(d, 0, sizeof *d);
 	fasvd_clear_error();
 	return c->call(p, d);
@@ -647,11 +692,28 @@ static void test_first_sizes(void **state)
 			const vstruct *v = calls[i].args[arg];
 			assert_true(v->first <= v->size);
 			assert_true(v->size - v->first < sizeof(void *));
-			unsigned char b[BUF];
-			v->init(b);
-			size_t size;
-			memcpy(&size, b, sizeof size);
-			assert_int_equal(size, v->size);
+		}
+}
+
+/* Each *_init: NULL and a size above the largest are refused naming it, the
+ * latter with only `size` written; the library's own size and the first
+ * published one are set up. */
+static void test_init(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < N_CALLS; i++)
+		for (int arg = 0; arg < n_args(&calls[i]); arg++) {
+			const vstruct *v = calls[i].args[arg];
+			fasvd_clear_error();
+			assert_int_equal(v->init(NULL, v->size), FASVD_EINVAL);
+			assert_non_null(strstr(fasvd_last_error(), v->init_name));
+			unsigned char b[BUF + 8];
+			size_t sizes[] = {v->size, v->first, v->size + TAIL, 4096 + 1, v->first - 1,
+			                  sizeof(size_t), sizeof(size_t) - 1, 0};
+			for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+				memset(b, JUNK, sizeof b);
+				check_init(v, b, sizes[k]);
+			}
 		}
 }
 
@@ -659,6 +721,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_first_sizes),
+		cmocka_unit_test(test_init),
 		cmocka_unit_test(test_every_function),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

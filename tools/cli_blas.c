@@ -28,7 +28,7 @@ void cli_blas_reexec(char **argv)
 	if (getenv(ENV_CORETYPE) || getenv(ENV_MARKER) || env_on(ENV_OPT_OUT))
 		return;
 	fasvd_blas_info info;
-	fasvd_blas_info_init(&info);
+	fasvd_blas_info_init(&info, sizeof info);
 	if (fasvd_blas_info_get(&info) || !info.dynamic || !info.recommended ||
 	    !(info.fallback || env_on(ENV_TEST_FORCE)))
 		return;
@@ -48,7 +48,7 @@ void cli_blas_reexec(char **argv)
 void cli_blas_print(FILE *f)
 {
 	fasvd_blas_info info;
-	fasvd_blas_info_init(&info);
+	fasvd_blas_info_init(&info, sizeof info);
 	if (fasvd_blas_info_get(&info)) {
 		fprintf(f, "BLAS: unknown (%s)\n", fasvd_last_error());
 		return;

@@ -181,7 +181,7 @@ static int run(cli *c, int argc, char **argv)
 	int status = cli_parse(c, argc, argv, opts, pos, 1, 1, &npos);
 	double tau_v[64];
 	fasvd_analyze_opts ao;
-	fasvd_analyze_opts_init(&ao);
+	fasvd_analyze_opts_init(&ao, sizeof ao);
 	if (status)
 		goto done;
 	if (!out) {

@@ -37,7 +37,7 @@ static int row_of(fasvd_st *st, const char *name, const double **data, int64_t *
                   int64_t *cols)
 {
 	fasvd_st_info inf;
-	fasvd_st_info_init(&inf);
+	fasvd_st_info_init(&inf, sizeof inf);
 	const void *p;
 	uint64_t nb;
 	int rc = fasvd_st_info_get(&inf, st, name);
@@ -145,7 +145,7 @@ static int run(cli *c, int argc, char **argv)
 	snprintf(out, sizeof out, "%s/spectra.safetensors", dir);
 	snprintf(json, sizeof json, "%s/summary.json", dir);
 	fasvd_fixture_opts fo;
-	fasvd_fixture_opts_init(&fo);
+	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.n_layers = layers;
 	fo.n_heads = heads;
 	int status = CLI_EXIT_OK;
@@ -156,8 +156,8 @@ static int run(cli *c, int argc, char **argv)
 	}
 	fasvd_model *m = NULL;
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	if ((rc = fasvd_model_open(&m, c->ctx, model, 0)) || (rc = fasvd_model_get_info(&info, m))) {
+	fasvd_model_info_init(&info, sizeof info);
+	if ((rc = fasvd_model_open(&m, c->ctx, model, 0)) || (rc = fasvd_model_info_get(&info, m))) {
 		fasvd_model_free(m);
 		status = cli_lib_error(rc);
 		goto done;
@@ -174,7 +174,7 @@ static int run(cli *c, int argc, char **argv)
 	int64_t n_layers = info.n_layers;
 	fasvd_model_free(m);
 	fasvd_analyze_opts ao;
-	fasvd_analyze_opts_init(&ao);
+	fasvd_analyze_opts_init(&ao, sizeof ao);
 	ao.json_path = json;
 	if ((rc = fasvd_analyze(c->ctx, model, out, &ao))) {
 		status = cli_lib_error(rc);

@@ -114,7 +114,7 @@ static void print_text_inputs(fasvd_model *m, bool list_all)
 	int64_t n = fasvd_model_input_count(m), shown = 0;
 	for (int64_t i = 0; i < n; i++) {
 		fasvd_model_input t;
-		fasvd_model_input_init(&t);
+		fasvd_model_input_init(&t, sizeof t);
 		if (fasvd_model_input_get(&t, m, i))
 			continue;
 		if (list_all) {
@@ -280,7 +280,7 @@ static int print_json(fasvd_model *m, const fasvd_model_info *in)
 	int64_t n = fasvd_model_input_count(m);
 	for (int64_t i = 0; i < n && !bad; i++) {
 		fasvd_model_input t;
-		fasvd_model_input_init(&t);
+		fasvd_model_input_init(&t, sizeof t);
 		if (fasvd_model_input_get(&t, m, i))
 			continue;
 		json_t *e = json_object();
@@ -325,8 +325,8 @@ static int run(cli *c, int argc, char **argv)
 	if (rc)
 		return cli_lib_error(rc);
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	if ((rc = fasvd_model_get_info(&info, m))) {
+	fasvd_model_info_init(&info, sizeof info);
+	if ((rc = fasvd_model_info_get(&info, m))) {
 		fasvd_model_free(m);
 		return cli_lib_error(rc);
 	}

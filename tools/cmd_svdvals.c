@@ -99,7 +99,7 @@ static struct quant read_quant(const char *dir)
 static int check_scales(fasvd_st *st, const char *file, const char *name)
 {
 	fasvd_st_info inf;
-	fasvd_st_info_init(&inf);
+	fasvd_st_info_init(&inf, sizeof inf);
 	if (fasvd_st_info_get(&inf, st, name) != 0 ||
 	    (strcmp(inf.dtype, "F8_E4M3") != 0 && strcmp(inf.dtype, "F8_E5M2") != 0))
 		return CLI_EXIT_OK; /* fasvd_st_tensor reports the other problems */
@@ -177,12 +177,12 @@ static int run(cli *c, int argc, char **argv)
 		                 (long long)k);
 	}
 	fasvd_svd_opts o;
-	fasvd_svd_opts_init(&o);
+	fasvd_svd_opts_init(&o, sizeof o);
 	o.compute = dtype == 1 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 	o.backend = backends[backend];
 	o.rank = rank;
 	fasvd_svd_report rep;
-	fasvd_svd_report_init(&rep);
+	fasvd_svd_report_init(&rep, sizeof rep);
 	rc = fasvd_svdvals(s, k, c->ctx, t, &o, &rep);
 	int status = CLI_EXIT_OK;
 	if (rc)

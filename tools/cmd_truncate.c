@@ -180,7 +180,7 @@ static int run(cli *c, int argc, char **argv)
 	}
 
 	fasvd_factor_opts fo;
-	fasvd_factor_opts_init(&fo);
+	fasvd_factor_opts_init(&fo, sizeof fo);
 	fo.rank = rank >= 0 ? rank : FASVD_FACTOR_RANK_TAU;
 	if (rank < 0)
 		fo.tau = tau;
@@ -189,7 +189,7 @@ static int run(cli *c, int argc, char **argv)
 	fo.compute = compute == 1 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 	fo.backend = backends[backend];
 	fasvd_truncate_opts o;
-	fasvd_truncate_opts_init(&o);
+	fasvd_truncate_opts_init(&o, sizeof o);
 	o.factor = &fo;
 	if (dtype >= 0)
 		o.dtype = dtypes[dtype];

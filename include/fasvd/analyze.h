@@ -78,8 +78,9 @@ typedef struct fasvd_analyze_opts {
 	void *progress_user;
 } fasvd_analyze_opts;
 
-/* Defaults as noted above; sets size. Accepts NULL. */
-FASVD_API void fasvd_analyze_opts_init(fasvd_analyze_opts *opts);
+/* Defaults as noted above.
+ * Call as fasvd_analyze_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_analyze_opts_init(fasvd_analyze_opts *opts, size_t size);
 
 /* Analyse the model at `model_path` (a folder with config.json and a
  * safetensors checkpoint, see fasvd_model_open) and write the spectra file

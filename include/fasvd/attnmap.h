@@ -20,8 +20,9 @@ typedef struct fasvd_attnmap_opts {
 	double scale;          /* logit scale; 0 (default): 1/sqrt(d) */
 } fasvd_attnmap_opts;
 
-/* Defaults: compute 0, causal 0, scale 0 (1/sqrt(d)). */
-FASVD_API void fasvd_attnmap_opts_init(fasvd_attnmap_opts *opts);
+/* Defaults: compute 0, causal 0, scale 0 (1/sqrt(d)).
+ * Call as fasvd_attnmap_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_attnmap_opts_init(fasvd_attnmap_opts *opts, size_t size);
 
 /* The attention map A = softmax(scale·Q·Kᵀ) row-wise (masked entries 0),
  * computed stably (each row's maximum subtracted before exp), from query

@@ -49,11 +49,14 @@ typedef struct fasvd_blas_info {
 	                             x86-64 */
 } fasvd_blas_info;
 
-/* Zero `info` and set info->size = sizeof *info. Accepts NULL. */
-FASVD_API void fasvd_blas_info_init(fasvd_blas_info *info);
+/* Zero the caller's `size` bytes of `info` and set info->size = size.
+ * Call as fasvd_blas_info_init(&info, sizeof info) (versioned struct, see
+ * core.h). Errors: FASVD_EINVAL (NULL, or a size outside the sizes this
+ * struct has had). */
+FASVD_API int fasvd_blas_info_init(fasvd_blas_info *info, size_t size);
 
 /* Describe the BLAS in use and the CPU. Thread-safe. Errors: FASVD_EINVAL
- * (NULL, or info->size outside what fasvd_blas_info_init() sets). */
+ * (NULL, or info->size outside the sizes this struct has had). */
 FASVD_API int fasvd_blas_info_get(fasvd_blas_info *info);
 
 #ifdef __cplusplus

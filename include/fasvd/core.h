@@ -15,6 +15,11 @@
  *    matching *_free(), which accepts NULL;
  *  - a lookup by name that finds nothing fails with FASVD_ENOTFOUND;
  *  - a getter on a const handle hands out const handles and pointers;
+ *  - a struct whose first member is `size_t size` is versioned (docs/abi.md):
+ *    initialise it with `fasvd_X_init(&s, sizeof s)`, which writes the
+ *    defaults into the `sizeof s` bytes the caller has (never more: a newer
+ *    library's struct may be larger) and sets s.size; it returns 0, or
+ *    FASVD_EINVAL when s is NULL or the size is not one of that struct's;
  *  - dimensions and strides are int64_t, strides are counted in elements;
  *  - the library never prints, never exits and never aborts.
  */

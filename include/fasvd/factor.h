@@ -109,8 +109,9 @@ typedef struct fasvd_factor_opts {
 	void *cancel_arg;
 } fasvd_factor_opts;
 
-/* Defaults as noted above; sets `size`. Accepts NULL. */
-FASVD_API void fasvd_factor_opts_init(fasvd_factor_opts *opts);
+/* Defaults as noted above.
+ * Call as fasvd_factor_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_factor_opts_init(fasvd_factor_opts *opts, size_t size);
 
 /* What a factorisation did. Fill with fasvd_factor_report_init() first
  * (fields beyond `size` are not written, for ABI growth). */
@@ -147,8 +148,9 @@ typedef struct fasvd_factor_report {
 	                             ‖W − A·B‖₂ / σ₁ (the largest over heads); 0 otherwise */
 } fasvd_factor_report;
 
-/* Zero `r`, set r->size, rel_error_sq = -1. Accepts NULL. */
-FASVD_API void fasvd_factor_report_init(fasvd_factor_report *r);
+/* Zeroes the report but rel_error_sq = -1 (backend AUTO).
+ * Call as fasvd_factor_report_init(&r, sizeof r) (versioned struct, see core.h). */
+FASVD_API int fasvd_factor_report_init(fasvd_factor_report *r, size_t size);
 
 /* Name of a split ("balanced", "left", "right"; "?" when unknown). Static. */
 FASVD_API const char *fasvd_factor_split_name(fasvd_factor_split split);
@@ -231,8 +233,9 @@ typedef struct fasvd_factor_shared_opts {
 	fasvd_subspace_weight weight; /* per-head weights of the fit; default NONE */
 } fasvd_factor_shared_opts;
 
-/* Defaults as noted; sets `size`. Accepts NULL. */
-FASVD_API void fasvd_factor_shared_opts_init(fasvd_factor_shared_opts *opts);
+/* Defaults as noted.
+ * Call as fasvd_factor_shared_opts_init(&so, sizeof so) (versioned struct, see core.h). */
+FASVD_API int fasvd_factor_shared_opts_init(fasvd_factor_shared_opts *opts, size_t size);
 
 /* One shared basis for every head of several heads handles (the groups'
  * heads are taken in order: group 0's heads, then group 1's …; all heads

@@ -36,8 +36,9 @@ typedef struct fasvd_layer_desc {
 	const double *qa_col_scale, *kva_col_scale, *kva_pe_col_scale;
 } fasvd_layer_desc;
 
-/* Zero everything and set size. */
-FASVD_API void fasvd_layer_desc_init(fasvd_layer_desc *d);
+/* Zeroes the description.
+ * Call as fasvd_layer_desc_init(&d, sizeof d) (versioned struct, see core.h). */
+FASVD_API int fasvd_layer_desc_init(fasvd_layer_desc *d, size_t size);
 
 /* Spectrum groups (bits). */
 #define FASVD_LAYER_HEAD 0x1u  /* head.{Q,Q_pe,K,V,O,QK,KQ,VO} */
@@ -53,8 +54,9 @@ typedef struct fasvd_layer_opts {
 	unsigned groups;            /* FASVD_LAYER_* bits; default FASVD_LAYER_ALL */
 } fasvd_layer_opts;
 
-/* Defaults as noted above. */
-FASVD_API void fasvd_layer_opts_init(fasvd_layer_opts *opts);
+/* Defaults as noted above.
+ * Call as fasvd_layer_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_layer_opts_init(fasvd_layer_opts *opts, size_t size);
 
 /* Compute every spectrum of one layer (docs/spectra-schema.md) and return them as
  * a list: "head.Q", "head.Q_pe", "head.K", "head.V", "head.O", "head.QK",

@@ -80,8 +80,9 @@ typedef struct fasvd_metric_summary {
 	double entropy_rank;  /* exp(H(p)), p_i = σ_i / Σ σ */
 } fasvd_metric_summary;
 
-/* Zero *m and set m->size. NULL is ignored. */
-FASVD_API void fasvd_metric_summary_init(fasvd_metric_summary *m);
+/* Zeroes the summary.
+ * Call as fasvd_metric_summary_init(&m, sizeof m) (versioned struct, see core.h). */
+FASVD_API int fasvd_metric_summary_init(fasvd_metric_summary *m, size_t size);
 
 /* Fill *out (initialised with fasvd_metric_summary_init) with the metrics
  * of s, and ranks[i] with fasvd_metric_energy_rank(s, n, taus[i]) for

@@ -147,10 +147,11 @@ typedef struct fasvd_model_info {
 	uint64_t bytes_needed;
 } fasvd_model_info;
 
-/* Zero `info` and set info->size. Accepts NULL. */
-FASVD_API void fasvd_model_info_init(fasvd_model_info *info);
+/* Zeroes the info.
+ * Call as fasvd_model_info_init(&info, sizeof info) (versioned struct, see core.h). */
+FASVD_API int fasvd_model_info_init(fasvd_model_info *info, size_t size);
 /* Fill `info`. Errors: FASVD_EINVAL (NULL, info->size too small). */
-FASVD_API int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m);
+FASVD_API int fasvd_model_info_get(fasvd_model_info *info, const fasvd_model *m);
 
 /* The checkpoint (borrowed: valid until fasvd_model_free; for reading
  * other tensors such as FFN weights). NULL for NULL. */
@@ -185,8 +186,9 @@ typedef struct fasvd_model_input {
 	int has_bias;            /* a `.bias` sibling exists (reported, ignored) */
 } fasvd_model_input;
 
-/* Zero `input` and set input->size. Accepts NULL. */
-FASVD_API void fasvd_model_input_init(fasvd_model_input *input);
+/* Zeroes the input description.
+ * Call as fasvd_model_input_init(&in, sizeof in) (versioned struct, see core.h). */
+FASVD_API int fasvd_model_input_init(fasvd_model_input *input, size_t size);
 /* Number of inputs over all layers (layer-major order). */
 FASVD_API int64_t fasvd_model_input_count(const fasvd_model *m);
 /* Describe input `index`. Errors: FASVD_EINVAL (NULL, out of range,
@@ -211,8 +213,9 @@ typedef struct fasvd_model_layer_opts {
 	int fold_norms;
 } fasvd_model_layer_opts;
 
-/* Defaults: fold_norms = 1. */
-FASVD_API void fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts);
+/* Defaults: fold_norms = 1.
+ * Call as fasvd_model_layer_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts, size_t size);
 
 /* Build layer `layer`'s canonical per-head operands (heads.h) as
  * zero-copy views of the checkpoint:

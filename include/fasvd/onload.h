@@ -48,8 +48,9 @@ typedef struct fasvd_onload_input {
 	void *cancel_arg;
 } fasvd_onload_input;
 
-/* Zero `in` and set size. Accepts NULL. */
-FASVD_API void fasvd_onload_input_init(fasvd_onload_input *in);
+/* Zeroes the input.
+ * Call as fasvd_onload_input_init(&in, sizeof in) (versioned struct, see core.h). */
+FASVD_API int fasvd_onload_input_init(fasvd_onload_input *in, size_t size);
 
 /* Factorise one weight: *a, *b as fasvd_factor() (owned by the caller,
  * allocated through the plan's context; free with fasvd_tensor_free()).

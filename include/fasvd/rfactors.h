@@ -35,8 +35,9 @@ typedef struct fasvd_rfactors_opts {
 	                           precision) for fasvd_fuse_svd; implies the QR factor */
 } fasvd_rfactors_opts;
 
-/* Defaults: compute 0 (context), keep_q 0. */
-FASVD_API void fasvd_rfactors_opts_init(fasvd_rfactors_opts *opts);
+/* Defaults: compute 0 (context), keep_q 0.
+ * Call as fasvd_rfactors_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_rfactors_opts_init(fasvd_rfactors_opts *opts, size_t size);
 
 /* Factor every head of h (parallel over heads on the context's threads) and
  * compute the heads' singular values. The result borrows h (h and its tensor

@@ -114,8 +114,9 @@ typedef struct fasvd_st_info {
 	const char *file;   /* path of the shard holding it, borrowed from st */
 } fasvd_st_info;
 
-/* Zero `info` and set info->size = sizeof *info. Accepts NULL. */
-FASVD_API void fasvd_st_info_init(fasvd_st_info *info);
+/* Zeroes the info.
+ * Call as fasvd_st_info_init(&info, sizeof info) (versioned struct, see core.h). */
+FASVD_API int fasvd_st_info_init(fasvd_st_info *info, size_t size);
 
 /* Describe tensor `name`. Errors: FASVD_EINVAL (NULL argument, info->size
  * smaller than the size field), FASVD_ENOTFOUND. */

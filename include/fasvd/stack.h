@@ -64,8 +64,9 @@ typedef struct fasvd_stack_opts {
 	const double *head_norms;
 } fasvd_stack_opts;
 
-/* Defaults: compute 0, SIGMA1, AUTO, head_norms NULL. */
-FASVD_API void fasvd_stack_opts_init(fasvd_stack_opts *opts);
+/* Defaults: compute 0, SIGMA1, AUTO, head_norms NULL.
+ * Call as fasvd_stack_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_stack_opts_init(fasvd_stack_opts *opts, size_t size);
 
 /* What a stacked computation did. */
 typedef struct fasvd_stack_report {
@@ -79,7 +80,9 @@ typedef struct fasvd_stack_report {
 	                               compute precision) */
 } fasvd_stack_report;
 
-FASVD_API void fasvd_stack_report_init(fasvd_stack_report *r);
+/* Zeroes the report.
+ * Call as fasvd_stack_report_init(&r, sizeof r) (versioned struct, see core.h). */
+FASVD_API int fasvd_stack_report_init(fasvd_stack_report *r, size_t size);
 
 /* Singular values of the stack [W_1/s_1; …; W_n/s_n] of h's heads
  * (n·rows x cols): s gets n_s values, descending, zeros past

@@ -46,8 +46,9 @@ typedef struct fasvd_subspace_opts {
 	fasvd_subspace_weight weight; /* default NONE; zero heads get weight 1 */
 } fasvd_subspace_opts;
 
-/* Defaults: compute 0, SHARED_INPUT, rank 0, tau 0.01, center 0, NONE. */
-FASVD_API void fasvd_subspace_opts_init(fasvd_subspace_opts *opts);
+/* Defaults: compute 0, SHARED_INPUT, rank 0, tau 0.01, center 0, NONE.
+ * Call as fasvd_subspace_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_subspace_opts_init(fasvd_subspace_opts *opts, size_t size);
 
 typedef struct fasvd_subspace fasvd_subspace;
 

@@ -143,8 +143,9 @@ typedef struct fasvd_svd_opts {
 	                           equal inputs and options give equal results */
 } fasvd_svd_opts;
 
-/* Fill *opts with the defaults above and set opts->size. NULL is ignored. */
-FASVD_API void fasvd_svd_opts_init(fasvd_svd_opts *opts);
+/* The defaults above.
+ * Call as fasvd_svd_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_svd_opts_init(fasvd_svd_opts *opts, size_t size);
 
 /* What a call did. Initialise with fasvd_svd_report_init(). */
 typedef struct fasvd_svd_report {
@@ -158,8 +159,9 @@ typedef struct fasvd_svd_report {
 	                           (0 for a zero matrix); 0 for the exact backends */
 } fasvd_svd_report;
 
-/* Zero *r and set r->size (backend AUTO). NULL is ignored. */
-FASVD_API void fasvd_svd_report_init(fasvd_svd_report *r);
+/* Zeroes the report (backend AUTO).
+ * Call as fasvd_svd_report_init(&r, sizeof r) (versioned struct, see core.h). */
+FASVD_API int fasvd_svd_report_init(fasvd_svd_report *r, size_t size);
 
 /* Static name of a backend ("auto", "gesdd", "gesvd", "gesvdx", "gram",
  * "randomized"); "?" for a value that is not a fasvd_backend. */

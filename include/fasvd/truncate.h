@@ -54,8 +54,9 @@ typedef struct fasvd_truncate_opts {
 } fasvd_truncate_opts;
 
 /* Defaults: factor NULL (fasvd_factor_opts_init()'s), dtype 0 (auto), every
- * attention projection, whole matrices, no shared-o. Sets size. */
-FASVD_API void fasvd_truncate_opts_init(fasvd_truncate_opts *opts);
+ * attention projection, whole matrices, no shared-o.
+ * Call as fasvd_truncate_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_truncate_opts_init(fasvd_truncate_opts *opts, size_t size);
 
 /* One replaced tensor, reported as it is done. */
 typedef struct fasvd_truncate_entry {

@@ -198,7 +198,7 @@ static char blas_features[160];
 static void blas_init(void)
 {
 	unsigned f = fasvd__cpu_features();
-	fasvd_blas_info_init(&blas);
+	fasvd_blas_info_init(&blas, sizeof blas);
 	const char *config = openblas_get_config ? openblas_get_config() : NULL;
 	const char *core = openblas_get_corename ? openblas_get_corename() : NULL;
 	blas.name = config ? "OpenBLAS" : "unknown";
@@ -215,25 +215,23 @@ static void blas_init(void)
 	blas.cpu_features = fasvd__cpu_features_string(blas_features, sizeof blas_features, f);
 }
 
-void fasvd_blas_info_init(fasvd_blas_info *info)
+static const fasvd__struct_ver info_ver = FASVD__STRUCT_VER(fasvd_blas_info, cpu_features);
+
+int fasvd_blas_info_init(fasvd_blas_info *info, size_t size)
 {
-	if (!info)
-		return;
-	memset(info, 0, sizeof *info);
-	info->size = sizeof *info;
+	return fasvd__init_versioned(info, size, NULL, &info_ver);
 }
 
 int fasvd_blas_info_get(fasvd_blas_info *info)
 {
 	if (!info)
 		return fasvd__error(FASVD_EINVAL, "fasvd_blas_info_get: NULL argument");
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_blas_info, cpu_features);
-	int rc = fasvd__check_versioned(info, &ver, "fasvd_blas_info_get", "info");
+	int rc = fasvd__check_versioned(info, &info_ver, "fasvd_blas_info_get", "info");
 	if (rc)
 		return rc;
 	pthread_once(&blas_once, blas_init);
 	fasvd_blas_info full = blas;
 	full.threads = fasvd__blas_get_threads();
-	fasvd__store_versioned(info, &full, &ver);
+	fasvd__store_versioned(info, &full, &info_ver);
 	return 0;
 }

@@ -135,6 +135,26 @@ int fasvd__load_versioned(void *dst, const void *src, const fasvd__struct_ver *v
 	return 0;
 }
 
+int fasvd__init_versioned(void *o, size_t size, const void *defaults, const fasvd__struct_ver *v)
+{
+	if (!o)
+		return fasvd__error(FASVD_EINVAL, "%s: the %s to initialise is NULL", v->init,
+		                    v->name);
+	if (size < v->first || size > FASVD__MAX_STRUCT_SIZE) {
+		if (size >= sizeof size)
+			memcpy(o, &size, sizeof size);
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: size %zu is not a size of %s (%zu to %zu bytes): pass "
+		                    "the sizeof of the caller's struct",
+		                    v->init, size, v->name, v->first, (size_t)FASVD__MAX_STRUCT_SIZE);
+	}
+	memset(o, 0, size);
+	if (defaults)
+		memcpy(o, defaults, size < v->size ? size : v->size);
+	memcpy(o, &size, sizeof size);
+	return 0;
+}
+
 void fasvd__store_versioned(void *dst, const void *src, const fasvd__struct_ver *v)
 {
 	size_t size = struct_size(dst);

@@ -67,6 +67,15 @@ int fasvd__check_versioned(const void *s, const fasvd__struct_ver *v, const char
  * naming `fn` and the struct). dst's size (v->size, from the *_init) is kept. */
 int fasvd__load_versioned(void *dst, const void *src, const fasvd__struct_ver *v, const char *fn,
                           const char *what);
+/* The public `*_init(o, size)` of a versioned struct: writes `defaults` (the
+ * library's struct, its size member not used; NULL: all zero) into the first
+ * min(size, v->size) bytes of o, zeroes the rest of o's `size` bytes (the
+ * members of a newer caller's struct this library does not know) and sets
+ * o->size = size. Returns 0, or FASVD_EINVAL naming v->init when o is NULL or
+ * `size` is not a size of the struct; then only o->size is set (when the
+ * caller's memory has room for it), so that any later call with o is refused
+ * naming the struct. */
+int fasvd__init_versioned(void *o, size_t size, const void *defaults, const fasvd__struct_ver *v);
 /* Output struct: copy the library's full struct src into the caller's dst,
  * at most dst's size bytes (checked before with fasvd__check_versioned);
  * dst's size and a newer caller's unknown members are left as they are. */

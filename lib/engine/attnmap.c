@@ -7,12 +7,11 @@
 #include <math.h>
 #include <string.h>
 
-void fasvd_attnmap_opts_init(fasvd_attnmap_opts *opts)
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_attnmap_opts, scale);
+
+int fasvd_attnmap_opts_init(fasvd_attnmap_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
+	return fasvd__init_versioned(opts, size, NULL, &opts_ver);
 }
 
 /* Check that q and k (one row per query, per key) and the options fit. */
@@ -74,9 +73,8 @@ static int build(fasvd_ctx *ctx, const fasvd_tensor *q, const fasvd_tensor *k,
 	if (!q || !k)
 		return fasvd__error(FASVD_EINVAL, "%s: NULL query or key activations", fn);
 	fasvd_attnmap_opts o;
-	fasvd_attnmap_opts_init(&o);
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_attnmap_opts, scale);
-	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, fn, "opts") : 0;
+	fasvd_attnmap_opts_init(&o, sizeof o);
+	int rc = opts ? fasvd__load_versioned(&o, opts, &opts_ver, fn, "opts") : 0;
 	bool dbl;
 	if (rc || (rc = fasvd__compute_resolve(ctx, o.compute, &dbl, fn)))
 		return rc;

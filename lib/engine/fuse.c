@@ -42,12 +42,11 @@ static lapack_int lwork_of(double q)
  *    accurate to about sqrt(k·ε₆₄)·σ₁ ≈ 1e-7·σ₁ for the smallest ones, far
  *    inside the f32 contract (1e-4·σ₁). Used for FASVD_COMPUTE_F32. */
 
-void fasvd_rfactors_opts_init(fasvd_rfactors_opts *opts)
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_rfactors_opts, keep_q);
+
+int fasvd_rfactors_opts_init(fasvd_rfactors_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
+	return fasvd__init_versioned(opts, size, NULL, &opts_ver);
 }
 
 struct rfac_job {
@@ -323,9 +322,8 @@ int fasvd_rfactors_new(fasvd_rfactors **out, fasvd_ctx *ctx, const fasvd_heads *
 	if (!h)
 		return fasvd__error(FASVD_EINVAL, "fasvd_rfactors_new: heads is NULL");
 	fasvd_rfactors_opts o;
-	fasvd_rfactors_opts_init(&o);
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_rfactors_opts, keep_q);
-	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, "fasvd_rfactors_new", "opts") : 0;
+	fasvd_rfactors_opts_init(&o, sizeof o);
+	int rc = opts ? fasvd__load_versioned(&o, opts, &opts_ver, "fasvd_rfactors_new", "opts") : 0;
 	bool dbl;
 	if (rc || (rc = fasvd__compute_resolve(ctx, o.compute, &dbl, "fasvd_rfactors_new")))
 		return rc;

@@ -157,23 +157,23 @@ int fasvd_spectra_add(fasvd_spectra *s, const char *name, int64_t n_rows, int64_
 
 /* --------------------------------------------------------------- layer */
 
-void fasvd_layer_desc_init(fasvd_layer_desc *d)
+static const fasvd__struct_ver desc_ver = FASVD__STRUCT_VER(fasvd_layer_desc, kva_pe_col_scale);
+
+int fasvd_layer_desc_init(fasvd_layer_desc *d, size_t size)
 {
-	if (!d)
-		return;
-	memset(d, 0, sizeof *d);
-	d->size = sizeof *d;
+	return fasvd__init_versioned(d, size, NULL, &desc_ver);
 }
 
-void fasvd_layer_opts_init(fasvd_layer_opts *o)
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_layer_opts, groups);
+
+int fasvd_layer_opts_init(fasvd_layer_opts *o, size_t size)
 {
-	if (!o)
-		return;
-	memset(o, 0, sizeof *o);
-	o->size = sizeof *o;
-	o->stack_norm = FASVD_STACK_NORM_SIGMA1;
-	o->stack_method = FASVD_STACK_AUTO;
-	o->groups = FASVD_LAYER_ALL;
+	static const fasvd_layer_opts defaults = {
+		.stack_norm = FASVD_STACK_NORM_SIGMA1,
+		.stack_method = FASVD_STACK_AUTO,
+		.groups = FASVD_LAYER_ALL,
+	};
+	return fasvd__init_versioned(o, size, &defaults, &opts_ver);
 }
 
 static int64_t min64(int64_t a, int64_t b)
@@ -275,7 +275,7 @@ static int do_plain_heads(struct layer *L, bool need)
 		if (!h)
 			continue;
 		fasvd_rfactors_opts ro;
-		fasvd_rfactors_opts_init(&ro);
+		fasvd_rfactors_opts_init(&ro, sizeof ro);
 		ro.compute = L->compute;
 		int rc = fasvd_rfactors_new(&L->rf[p], L->ctx, h, &ro);
 		if (rc)
@@ -422,7 +422,7 @@ static int sjob_task(void *arg, int64_t idx, int worker)
 	struct layer *L = J->L;
 	struct sjob *j = &J->job[J->order[idx]];
 	fasvd_stack_opts so;
-	fasvd_stack_opts_init(&so);
+	fasvd_stack_opts_init(&so, sizeof so);
 	so.compute = L->compute;
 	so.norm = j->norm;
 	so.method = L->o.stack_method;
@@ -557,16 +557,13 @@ int fasvd_layer_spectra(fasvd_spectra **out, fasvd_ctx *ctx, const fasvd_layer_d
 	*out = NULL;
 	if (!d)
 		return fasvd__error(FASVD_EINVAL, "%s: desc is NULL", fn);
-	static const fasvd__struct_ver desc_ver = FASVD__STRUCT_VER(fasvd_layer_desc,
-	                                                            kva_pe_col_scale);
-	static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_layer_opts, groups);
 	struct layer L;
 	memset(&L, 0, sizeof L);
 	L.ctx = ctx;
 	fasvd_layer_desc desc;
-	fasvd_layer_desc_init(&desc);
+	fasvd_layer_desc_init(&desc, sizeof desc);
 	L.d = &desc;
-	fasvd_layer_opts_init(&L.o);
+	fasvd_layer_opts_init(&L.o, sizeof L.o);
 	int rc = fasvd__load_versioned(&desc, d, &desc_ver, fn, "desc");
 	if (rc || (opts && (rc = fasvd__load_versioned(&L.o, opts, &opts_ver, fn, "opts"))))
 		return rc;

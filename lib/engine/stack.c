@@ -19,22 +19,18 @@ static size_t esz(bool dbl)
 static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_stack_opts, head_norms);
 static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_stack_report, error_bound);
 
-void fasvd_stack_opts_init(fasvd_stack_opts *opts)
+int fasvd_stack_opts_init(fasvd_stack_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
-	opts->norm = FASVD_STACK_NORM_SIGMA1;
-	opts->method = FASVD_STACK_AUTO;
+	static const fasvd_stack_opts defaults = {
+		.norm = FASVD_STACK_NORM_SIGMA1,
+		.method = FASVD_STACK_AUTO,
+	};
+	return fasvd__init_versioned(opts, size, &defaults, &opts_ver);
 }
 
-void fasvd_stack_report_init(fasvd_stack_report *r)
+int fasvd_stack_report_init(fasvd_stack_report *r, size_t size)
 {
-	if (!r)
-		return;
-	memset(r, 0, sizeof *r);
-	r->size = sizeof *r;
+	return fasvd__init_versioned(r, size, NULL, &report_ver);
 }
 
 /* ------------------------------------------------------------- engine */
@@ -334,7 +330,7 @@ int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_
 	bound = ldexp(bound, src->out_exp);
 	if (rep) {
 		fasvd_stack_report full;
-		fasvd_stack_report_init(&full);
+		fasvd_stack_report_init(&full, sizeof full);
 		full.method = method;
 		full.rows = src->def_rows;
 		full.cols = C;
@@ -359,7 +355,7 @@ out:
 static int get_opts(const fasvd_stack_opts *opts, fasvd_stack_opts *o, fasvd_stack_report *rep,
                     const char *fn)
 {
-	fasvd_stack_opts_init(o);
+	fasvd_stack_opts_init(o, sizeof *o);
 	int rc = opts ? fasvd__load_versioned(o, opts, &opts_ver, fn, "opts") : 0;
 	if (rc)
 		return rc;
@@ -429,7 +425,7 @@ static int head_norms(fasvd_ctx *ctx, const fasvd_heads *h, bool dbl, fasvd_stac
                       double *out)
 {
 	fasvd_rfactors_opts ro;
-	fasvd_rfactors_opts_init(&ro);
+	fasvd_rfactors_opts_init(&ro, sizeof ro);
 	ro.compute = dbl ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 	fasvd_rfactors *f = NULL;
 	int rc = fasvd_rfactors_new(&f, ctx, h, &ro);

@@ -22,15 +22,16 @@ struct fasvd_subspace {
 	double *abs_err, *rel_err;
 };
 
-void fasvd_subspace_opts_init(fasvd_subspace_opts *opts)
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_subspace_opts, weight);
+
+int fasvd_subspace_opts_init(fasvd_subspace_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
-	opts->side = FASVD_SUBSPACE_SHARED_INPUT;
-	opts->tau = 0.01;
-	opts->weight = FASVD_SUBSPACE_WEIGHT_NONE;
+	static const fasvd_subspace_opts defaults = {
+		.side = FASVD_SUBSPACE_SHARED_INPUT,
+		.tau = 0.01,
+		.weight = FASVD_SUBSPACE_WEIGHT_NONE,
+	};
+	return fasvd__init_versioned(opts, size, &defaults, &opts_ver);
 }
 
 void fasvd_subspace_free(fasvd_subspace *sp)
@@ -329,9 +330,8 @@ int fasvd_subspace_new(fasvd_subspace **out, fasvd_ctx *ctx, const fasvd_heads *
 	if (!h)
 		return fasvd__error(FASVD_EINVAL, "%s: heads is NULL", fn);
 	fasvd_subspace_opts o;
-	fasvd_subspace_opts_init(&o);
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_subspace_opts, weight);
-	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, fn, "opts") : 0;
+	fasvd_subspace_opts_init(&o, sizeof o);
+	int rc = opts ? fasvd__load_versioned(&o, opts, &opts_ver, fn, "opts") : 0;
 	if (rc || (rc = check_opts(&o, fn)))
 		return rc;
 	sub_work s = {.ctx = ctx, .in = o.side == FASVD_SUBSPACE_SHARED_INPUT,

@@ -30,27 +30,25 @@ static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_factor_repor
 static const fasvd__struct_ver shared_opts_ver = FASVD__STRUCT_VER(fasvd_factor_shared_opts,
                                                                    weight);
 
-void fasvd_factor_opts_init(fasvd_factor_opts *opts)
+int fasvd_factor_opts_init(fasvd_factor_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
-	opts->rank = FASVD_FACTOR_RANK_TAU;
-	opts->tau = 0.01;
-	opts->split = FASVD_FACTOR_SPLIT_BALANCED;
-	opts->dtype = FASVD_DTYPE_F32;
-	opts->backend = FASVD_BACKEND_AUTO;
+	static const fasvd_factor_opts defaults = {
+		.rank = FASVD_FACTOR_RANK_TAU,
+		.tau = 0.01,
+		.split = FASVD_FACTOR_SPLIT_BALANCED,
+		.dtype = FASVD_DTYPE_F32,
+		.backend = FASVD_BACKEND_AUTO,
+	};
+	return fasvd__init_versioned(opts, size, &defaults, &opts_ver);
 }
 
-void fasvd_factor_report_init(fasvd_factor_report *r)
+int fasvd_factor_report_init(fasvd_factor_report *r, size_t size)
 {
-	if (!r)
-		return;
-	memset(r, 0, sizeof *r);
-	r->size = sizeof *r;
-	r->rel_error_sq = -1;
-	r->backend = FASVD_BACKEND_AUTO;
+	static const fasvd_factor_report defaults = {
+		.rel_error_sq = -1,
+		.backend = FASVD_BACKEND_AUTO,
+	};
+	return fasvd__init_versioned(r, size, &defaults, &report_ver);
 }
 
 const char *fasvd_factor_split_name(fasvd_factor_split split)
@@ -97,7 +95,7 @@ void fasvd__report_energy(fasvd_factor_report *rep, const fasvd__spectra *sp, in
 
 int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user, const char *fn)
 {
-	fasvd_factor_opts_init(o);
+	fasvd_factor_opts_init(o, sizeof *o);
 	if (user) {
 		int rc = fasvd__load_versioned(o, user, &opts_ver, fn, "opts");
 		if (rc)
@@ -353,7 +351,7 @@ static int unit_view(const job *j, int64_t u, fasvd_tensor **v)
 
 static void svd_opts(const job *j, fasvd_svd_opts *so, fasvd_backend backend, int64_t rank)
 {
-	fasvd_svd_opts_init(so);
+	fasvd_svd_opts_init(so, sizeof *so);
 	so->compute = j->dbl ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 	so->backend = backend;
 	so->rank = rank;
@@ -475,7 +473,7 @@ static int unit_svd(const job *j, fasvd_ctx *ctx, const fasvd_tensor *w, double 
 {
 	fasvd_svd_opts so;
 	fasvd_svd_report sr;
-	fasvd_svd_report_init(&sr);
+	fasvd_svd_report_init(&sr, sizeof sr);
 	svd_opts(j, &so, j->vec_backend, j->want_full ? 0 : j->r);
 	int rc;
 	if ((rc = fasvd_svd(tu, s, ns, tvt, ctx, w, &so, &sr)) || (rc = check_finite(j, s, ns)))
@@ -698,7 +696,7 @@ int fasvd__factor_run(fasvd_tensor **a, fasvd_tensor **b, void *abuf, void *bbuf
 {
 	job j;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	fasvd_tensor *ta = NULL, *tb = NULL;
 	int rc = check_report(report, fn);
 	if (rc)
@@ -775,7 +773,7 @@ int fasvd_factor_rank(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
 	static const char fn[] = "fasvd_factor_rank";
 	job j;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	if (!rank)
 		return fasvd__error(FASVD_EINVAL, "%s: rank is NULL", fn);
 	int rc = check_report(report, fn);
@@ -925,7 +923,7 @@ static int fused_open(fasvd_rfactors **ra, fasvd_rfactors **rb, int64_t *n, fasv
                       const fasvd_factor_opts *o, const char *fn)
 {
 	fasvd_rfactors_opts ro;
-	fasvd_rfactors_opts_init(&ro);
+	fasvd_rfactors_opts_init(&ro, sizeof ro);
 	ro.compute = o->compute;
 	ro.keep_q = 1;
 	int rc;
@@ -982,7 +980,7 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 	static const char fn[] = "fasvd_factor_fused";
 	fasvd_factor_opts o;
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	fasvd_rfactors *ra = NULL, *rb = NULL;
 	fasvd_tensor *ta = NULL, *tb = NULL;
 	if (a)
@@ -1027,14 +1025,13 @@ out:
 
 /* =================================================== shared subspace */
 
-void fasvd_factor_shared_opts_init(fasvd_factor_shared_opts *opts)
+int fasvd_factor_shared_opts_init(fasvd_factor_shared_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
-	opts->side = FASVD_SUBSPACE_SHARED_INPUT;
-	opts->weight = FASVD_SUBSPACE_WEIGHT_NONE;
+	static const fasvd_factor_shared_opts defaults = {
+		.side = FASVD_SUBSPACE_SHARED_INPUT,
+		.weight = FASVD_SUBSPACE_WEIGHT_NONE,
+	};
+	return fasvd__init_versioned(opts, size, &defaults, &shared_opts_ver);
 }
 
 /* Encode an F64 tensor (C order) into dst, or zeros when zero is set. */
@@ -1114,7 +1111,7 @@ static int shared_subspace(shared_job *sj, const fasvd_heads *h, fasvd_subspace 
 {
 	const fasvd_factor_opts *o = &sj->o;
 	fasvd_subspace_opts eo;
-	fasvd_subspace_opts_init(&eo);
+	fasvd_subspace_opts_init(&eo, sizeof eo);
 	eo.compute = o->compute;
 	eo.side = sj->so.side;
 	eo.center = sj->so.center;
@@ -1272,7 +1269,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 	static const char fn[] = "fasvd_factor_shared";
 	shared_job sj = {.fn = fn, .groups = groups, .n_groups = n_groups};
 	fasvd_factor_report rep;
-	fasvd_factor_report_init(&rep);
+	fasvd_factor_report_init(&rep, sizeof rep);
 	fasvd_tensor *comb = NULL;
 	fasvd_heads *hc = NULL;
 	fasvd_subspace *sp = NULL;
@@ -1291,7 +1288,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 	int rc = check_report(report, fn);
 	if (rc || (rc = fasvd__factor_opts_load(&sj.o, opts, fn)))
 		return rc;
-	fasvd_factor_shared_opts_init(&sj.so);
+	fasvd_factor_shared_opts_init(&sj.so, sizeof sj.so);
 	if (sopts && (rc = fasvd__load_versioned(&sj.so, sopts, &shared_opts_ver, fn, "sopts")))
 		return rc;
 	if (sj.so.center && !mean)

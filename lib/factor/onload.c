@@ -45,12 +45,11 @@ void fasvd_onload_free(fasvd_onload *plan)
 		fasvd__free(plan->ctx, plan);
 }
 
-void fasvd_onload_input_init(fasvd_onload_input *in)
+static const fasvd__struct_ver input_ver = FASVD__STRUCT_VER(fasvd_onload_input, cancel_arg);
+
+int fasvd_onload_input_init(fasvd_onload_input *in, size_t size)
 {
-	if (!in)
-		return;
-	memset(in, 0, sizeof *in);
-	in->size = sizeof *in;
+	return fasvd__init_versioned(in, size, NULL, &input_ver);
 }
 
 /* The input as a borrowed tensor with its scales attached. */
@@ -60,9 +59,8 @@ static int wrap_input(fasvd_tensor **out, const fasvd_onload *plan, const fasvd_
 	*out = NULL;
 	if (!plan || !user)
 		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !plan ? "plan" : "in");
-	fasvd_onload_input_init(in);
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_onload_input, cancel_arg);
-	int rc = fasvd__load_versioned(in, user, &ver, fn, "in");
+	fasvd_onload_input_init(in, sizeof *in);
+	int rc = fasvd__load_versioned(in, user, &input_ver, fn, "in");
 	if (rc)
 		return rc;
 	const char *name = in->name ? in->name : "on-load input";

@@ -1037,27 +1037,25 @@ int fasvd_st_find(int64_t *index, const fasvd_st *st, const char *name)
 	return 0;
 }
 
-void fasvd_st_info_init(fasvd_st_info *info)
+static const fasvd__struct_ver info_ver = FASVD__STRUCT_VER(fasvd_st_info, file);
+
+int fasvd_st_info_init(fasvd_st_info *info, size_t size)
 {
-	if (!info)
-		return;
-	memset(info, 0, sizeof *info);
-	info->size = sizeof *info;
+	return fasvd__init_versioned(info, size, NULL, &info_ver);
 }
 
 int fasvd_st_info_get(fasvd_st_info *info, const fasvd_st *st, const char *name)
 {
 	if (!st || !name || !info)
 		return fasvd__error(FASVD_EINVAL, "fasvd_st_info_get: NULL argument");
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_st_info, file);
-	int rc = fasvd__check_versioned(info, &ver, "fasvd_st_info_get", "info");
+	int rc = fasvd__check_versioned(info, &info_ver, "fasvd_st_info_get", "info");
 	if (rc)
 		return rc;
 	const st_entry *e = lookup(st, name);
 	if (!e)
 		return not_found(st, name);
 	fasvd_st_info full;
-	fasvd_st_info_init(&full);
+	fasvd_st_info_init(&full, sizeof full);
 	full.name = e->name;
 	full.dtype = e->dt->name;
 	full.ndim = e->ndim;
@@ -1065,7 +1063,7 @@ int fasvd_st_info_get(fasvd_st_info *info, const fasvd_st *st, const char *name)
 		full.shape[i] = e->shape[i];
 	full.nbytes = e->end - e->begin;
 	full.file = st->shards[e->shard].path;
-	fasvd__store_versioned(info, &full, &ver);
+	fasvd__store_versioned(info, &full, &info_ver);
 	return 0;
 }
 

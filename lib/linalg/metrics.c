@@ -296,12 +296,11 @@ int fasvd_metric_nuclear_norm(double *out, const double *s, int64_t n)
 	return scalar_metric(s, n, out, "fasvd_metric_nuclear_norm", nuclear_norm);
 }
 
-void fasvd_metric_summary_init(fasvd_metric_summary *m)
+static const fasvd__struct_ver summary_ver = FASVD__STRUCT_VER(fasvd_metric_summary, entropy_rank);
+
+int fasvd_metric_summary_init(fasvd_metric_summary *m, size_t size)
 {
-	if (!m)
-		return;
-	memset(m, 0, sizeof *m);
-	m->size = sizeof *m;
+	return fasvd__init_versioned(m, size, NULL, &summary_ver);
 }
 
 int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const double *s, int64_t n,
@@ -311,8 +310,7 @@ int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const doub
 	int rc;
 	if ((rc = check_args(s, n, out, fn)))
 		return rc;
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_metric_summary, entropy_rank);
-	if ((rc = fasvd__check_versioned(out, &ver, fn, "out")))
+	if ((rc = fasvd__check_versioned(out, &summary_ver, fn, "out")))
 		return rc;
 	if (n_taus < 0 || (n_taus > 0 && (!taus || !ranks)))
 		return fasvd__error(FASVD_EINVAL, "%s: bad tau list (n_taus = %lld, taus %s, ranks %s)",
@@ -325,7 +323,7 @@ int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const doub
 			return rc;
 	}
 	fasvd_metric_summary m;
-	fasvd_metric_summary_init(&m);
+	fasvd_metric_summary_init(&m, sizeof m);
 	m.n = n;
 	for (int64_t i = 0; i < n; i++)
 		m.nonzero += s[i] > 0.0;
@@ -337,6 +335,6 @@ int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const doub
 	fasvd__spectra sp = one(s, n);
 	for (int64_t i = 0; i < n_taus; i++)
 		ranks[i] = fasvd__energy_rank(&sp, taus[i]);
-	fasvd__store_versioned(out, &m, &ver);
+	fasvd__store_versioned(out, &m, &summary_ver);
 	return 0;
 }

@@ -30,27 +30,23 @@ size_t fasvd__gram_panel_bytes = (size_t)16 << 20;
 static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_svd_opts, seed);
 static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_svd_report, error_estimate);
 
-void fasvd_svd_opts_init(fasvd_svd_opts *opts)
+int fasvd_svd_opts_init(fasvd_svd_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
-	opts->compute = (fasvd_compute)0;
-	opts->backend = FASVD_BACKEND_AUTO;
-	opts->rank = 0;
-	opts->oversample = 10;
-	opts->power_iters = 2;
-	opts->seed = FASVD__DEFAULT_SEED;
+	static const fasvd_svd_opts defaults = {
+		.backend = FASVD_BACKEND_AUTO,
+		.oversample = 10,
+		.power_iters = 2,
+		.seed = FASVD__DEFAULT_SEED,
+	};
+	return fasvd__init_versioned(opts, size, &defaults, &opts_ver);
 }
 
-void fasvd_svd_report_init(fasvd_svd_report *r)
+int fasvd_svd_report_init(fasvd_svd_report *r, size_t size)
 {
-	if (!r)
-		return;
-	memset(r, 0, sizeof *r);
-	r->size = sizeof *r;
-	r->backend = FASVD_BACKEND_AUTO;
+	static const fasvd_svd_report defaults = {
+		.backend = FASVD_BACKEND_AUTO,
+	};
+	return fasvd__init_versioned(r, size, &defaults, &report_ver);
 }
 
 const char *fasvd_backend_name(fasvd_backend b)
@@ -69,7 +65,7 @@ const char *fasvd_backend_name(fasvd_backend b)
 static int load_opts(fasvd_svd_opts *o, const fasvd_svd_opts *in, const fasvd_ctx *ctx,
                      const char *fn)
 {
-	fasvd_svd_opts_init(o);
+	fasvd_svd_opts_init(o, sizeof *o);
 	if (in) {
 		int rc = fasvd__load_versioned(o, in, &opts_ver, fn, "opts");
 		if (rc)
@@ -607,7 +603,7 @@ static void report_out(fasvd_svd_report *r, const struct call *c)
 	if (!r)
 		return;
 	fasvd_svd_report full;
-	fasvd_svd_report_init(&full);
+	fasvd_svd_report_init(&full, sizeof full);
 	full.backend = c->backend;
 	full.fallback = c->fallback;
 	full.error_estimate = c->err;

@@ -331,7 +331,7 @@ static int build_inputs(fasvd_model *m)
 				return fasvd__error(FASVD_EINTERNAL, "tensor name too long");
 			if (!(in->name = fasvd__strdup(ctx, name)))
 				return FASVD_ENOMEM;
-			fasvd_st_info_init(&in->info);
+			fasvd_st_info_init(&in->info, sizeof in->info);
 			in->present = fasvd_st_info_get(&in->info, m->st, name) == 0;
 			m->n_needed++;
 			if (!in->present) {
@@ -356,7 +356,7 @@ static int build_inputs(fasvd_model *m)
 			 * checkpoint, and used whenever present. */
 			if (is_fp8(in->info.dtype)) {
 				snprintf(name, sizeof name, "%s_scale_inv", in->name);
-				fasvd_st_info_init(&in->scale_info);
+				fasvd_st_info_init(&in->scale_info, sizeof in->scale_info);
 				in->scale_present = fasvd_st_info_get(&in->scale_info, m->st, name) == 0;
 				if (quantised || in->scale_present) {
 					if (!(in->scale_name = fasvd__strdup(ctx, name)))
@@ -490,24 +490,22 @@ void fasvd_model_free(fasvd_model *m)
 
 /* ------------------------------------------------------------- getters */
 
-void fasvd_model_info_init(fasvd_model_info *info)
+static const fasvd__struct_ver info_ver = FASVD__STRUCT_VER(fasvd_model_info, bytes_needed);
+
+int fasvd_model_info_init(fasvd_model_info *info, size_t size)
 {
-	if (!info)
-		return;
-	memset(info, 0, sizeof *info);
-	info->size = sizeof *info;
+	return fasvd__init_versioned(info, size, NULL, &info_ver);
 }
 
-int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m)
+int fasvd_model_info_get(fasvd_model_info *info, const fasvd_model *m)
 {
 	if (!m || !info)
-		return fasvd__error(FASVD_EINVAL, "fasvd_model_get_info: NULL %s", m ? "info" : "model");
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_model_info, bytes_needed);
-	int rc = fasvd__check_versioned(info, &ver, "fasvd_model_get_info", "info");
+		return fasvd__error(FASVD_EINVAL, "fasvd_model_info_get: NULL %s", m ? "info" : "model");
+	int rc = fasvd__check_versioned(info, &info_ver, "fasvd_model_info_get", "info");
 	if (rc)
 		return rc;
 	fasvd_model_info v;
-	fasvd_model_info_init(&v);
+	fasvd_model_info_init(&v, sizeof v);
 	const fasvd__config *c = &m->cfg;
 	v.model_type = c->model_type;
 	v.arch = c->arch->name;
@@ -538,7 +536,7 @@ int fasvd_model_get_info(fasvd_model_info *info, const fasvd_model *m)
 	v.n_needed = m->n_needed;
 	v.n_missing = m->n_missing;
 	v.bytes_needed = m->bytes_needed;
-	fasvd__store_versioned(info, &v, &ver);
+	fasvd__store_versioned(info, &v, &info_ver);
 	return 0;
 }
 
@@ -552,12 +550,11 @@ const char *fasvd_model_config_json(const fasvd_model *m)
 	return m ? m->cfg.text : NULL;
 }
 
-void fasvd_model_input_init(fasvd_model_input *input)
+static const fasvd__struct_ver input_ver = FASVD__STRUCT_VER(fasvd_model_input, has_bias);
+
+int fasvd_model_input_init(fasvd_model_input *input, size_t size)
 {
-	if (!input)
-		return;
-	memset(input, 0, sizeof *input);
-	input->size = sizeof *input;
+	return fasvd__init_versioned(input, size, NULL, &input_ver);
 }
 
 int64_t fasvd_model_input_count(const fasvd_model *m)
@@ -570,8 +567,7 @@ int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_
 	if (!m || !input)
 		return fasvd__error(FASVD_EINVAL, "fasvd_model_input_get: NULL %s",
 		                    m ? "input" : "model");
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_model_input, has_bias);
-	int rc = fasvd__check_versioned(input, &ver, "fasvd_model_input_get", "input");
+	int rc = fasvd__check_versioned(input, &input_ver, "fasvd_model_input_get", "input");
 	if (rc)
 		return rc;
 	if (index < 0 || index >= m->n_inputs)
@@ -579,7 +575,7 @@ int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_
 		                    (long long)index, (long long)m->n_inputs);
 	const model_input *in = &m->inputs[index];
 	fasvd_model_input v;
-	fasvd_model_input_init(&v);
+	fasvd_model_input_init(&v, sizeof v);
 	v.layer = in->layer;
 	v.role = role_names[in->role];
 	v.name = in->name;
@@ -600,7 +596,7 @@ int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_
 		v.scale_nbytes = in->scale_info.nbytes;
 	}
 	v.has_bias = in->has_bias;
-	fasvd__store_versioned(input, &v, &ver);
+	fasvd__store_versioned(input, &v, &input_ver);
 	return 0;
 }
 
@@ -632,13 +628,15 @@ struct fasvd_model_layer {
 	fasvd_layer_desc desc;
 };
 
-void fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts)
+static const fasvd__struct_ver layer_opts_ver =
+	FASVD__STRUCT_VER(fasvd_model_layer_opts, fold_norms);
+
+int fasvd_model_layer_opts_init(fasvd_model_layer_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
-	opts->fold_norms = 1;
+	static const fasvd_model_layer_opts defaults = {
+		.fold_norms = 1,
+	};
+	return fasvd__init_versioned(opts, size, &defaults, &layer_opts_ver);
 }
 
 void fasvd_model_layer_free(fasvd_model_layer *l)
@@ -812,9 +810,9 @@ int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_
 		                    "fasvd_model_layer_open: layer %lld out of [0, %lld) (%s)",
 		                    (long long)layer, (long long)m->cfg.n_layers, m->cfg.label);
 	fasvd_model_layer_opts o;
-	fasvd_model_layer_opts_init(&o);
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_model_layer_opts, fold_norms);
-	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, "fasvd_model_layer_open", "opts") : 0;
+	fasvd_model_layer_opts_init(&o, sizeof o);
+	int rc = opts ? fasvd__load_versioned(&o, opts, &layer_opts_ver,
+	                                      "fasvd_model_layer_open", "opts") : 0;
 	if (rc)
 		return rc;
 	if (o.fold_norms != 0 && o.fold_norms != 1)
@@ -858,7 +856,7 @@ int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_
 		goto fail;
 
 	fasvd_layer_desc *d = &l->desc;
-	fasvd_layer_desc_init(d);
+	fasvd_layer_desc_init(d, sizeof *d);
 	d->n_heads = m->dims.n_heads;
 	d->n_kv_heads = m->dims.n_kv_heads;
 	d->q = l->heads[H_Q];

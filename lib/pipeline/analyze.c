@@ -22,16 +22,16 @@
 	"effective rank at tau = smallest r with 1 - sum_{i<=r} sigma_i^2 / sum sigma_i^2 <= " \
 	"tau; tau is a fraction of squared Frobenius energy lost"
 
-void fasvd_analyze_opts_init(fasvd_analyze_opts *o)
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_analyze_opts, progress_user);
+
+int fasvd_analyze_opts_init(fasvd_analyze_opts *o, size_t size)
 {
-	if (!o)
-		return;
-	memset(o, 0, sizeof *o);
-	o->size = sizeof *o;
-	o->layer_first = 0;
-	o->layer_last = -1;
-	o->fold_norms = 1;
-	o->stack_norm = FASVD_STACK_NORM_SIGMA1;
+	static const fasvd_analyze_opts defaults = {
+		.layer_last = -1,
+		.fold_norms = 1,
+		.stack_norm = FASVD_STACK_NORM_SIGMA1,
+	};
+	return fasvd__init_versioned(o, size, &defaults, &opts_ver);
 }
 
 /* One spectrum of the output (owned copy of the values). */
@@ -377,7 +377,7 @@ static int keep_done_spectra(struct run *r, const fasvd_st *old, const json_t *s
 		if (!keep_old_entry(r, name, &l))
 			continue;
 		fasvd_st_info inf;
-		fasvd_st_info_init(&inf);
+		fasvd_st_info_init(&inf, sizeof inf);
 		const void *data;
 		uint64_t nbytes;
 		int64_t mr, mc;
@@ -489,7 +489,7 @@ static int select_globs(struct run *r, int64_t n, bool *taken)
 				continue;
 			taken[i] = true;
 			fasvd_st_info inf;
-			fasvd_st_info_init(&inf);
+			fasvd_st_info_init(&inf, sizeof inf);
 			int rc = fasvd_st_info_get(&inf, r->st, name);
 			if (rc)
 				return rc;
@@ -523,7 +523,7 @@ static int check_layers(struct run *r)
 			return rc;
 		for (int64_t k = first; k < first + count; k++) {
 			fasvd_model_input in;
-			fasvd_model_input_init(&in);
+			fasvd_model_input_init(&in, sizeof in);
 			if ((rc = fasvd_model_input_get(&in, r->model, k)))
 				return rc;
 			if (in.is_norm && !r->o->fold_norms)
@@ -553,7 +553,7 @@ static uint64_t layer_bytes(struct run *r, int64_t l, bool release)
 	long page = sysconf(_SC_PAGESIZE);
 	for (int64_t k = first; k < first + count; k++) {
 		fasvd_model_input in;
-		fasvd_model_input_init(&in);
+		fasvd_model_input_init(&in, sizeof in);
 		if (fasvd_model_input_get(&in, r->model, k) || !in.present ||
 		    (in.is_norm && !r->o->fold_norms))
 			continue;
@@ -599,7 +599,7 @@ static int report(struct run *r, const char *stage, int64_t layer, const char *t
 static int run_layer(struct run *r, int64_t l)
 {
 	fasvd_model_layer_opts lo;
-	fasvd_model_layer_opts_init(&lo);
+	fasvd_model_layer_opts_init(&lo, sizeof lo);
 	lo.fold_norms = r->o->fold_norms;
 	fasvd_model_layer *layer = NULL;
 	fasvd_spectra *sp = NULL;
@@ -607,7 +607,7 @@ static int run_layer(struct run *r, int64_t l)
 	if (rc)
 		return rc;
 	fasvd_layer_opts opts;
-	fasvd_layer_opts_init(&opts);
+	fasvd_layer_opts_init(&opts, sizeof opts);
 	opts.compute = r->compute;
 	opts.stack_norm = r->o->stack_norm;
 	rc = fasvd_layer_spectra(&sp, r->ctx, fasvd_model_layer_desc(layer), &opts);
@@ -644,7 +644,7 @@ static int run_tensor(struct run *r, const char *name)
 		return FASVD_ENOMEM;
 	}
 	fasvd_svd_opts so;
-	fasvd_svd_opts_init(&so);
+	fasvd_svd_opts_init(&so, sizeof so);
 	so.compute = r->compute;
 	rc = fasvd_svdvals(s, k, r->ctx, t, &so, NULL);
 	if (!rc) {
@@ -940,8 +940,8 @@ static int open_selection(struct run *r, const char *model_path)
 	int rc = fasvd_model_open(&r->model, r->ctx, model_path, 0);
 	if (rc)
 		return rc;
-	fasvd_model_info_init(&r->info);
-	if ((rc = fasvd_model_get_info(&r->info, r->model)))
+	fasvd_model_info_init(&r->info, sizeof r->info);
+	if ((rc = fasvd_model_info_get(&r->info, r->model)))
 		return rc;
 	r->st = fasvd_model_checkpoint(r->model);
 	r->first = r->o->layer_first;
@@ -964,7 +964,7 @@ static int open_selection(struct run *r, const char *model_path)
 static uint64_t tensor_bytes(const struct run *r, int64_t i)
 {
 	fasvd_st_info inf;
-	fasvd_st_info_init(&inf);
+	fasvd_st_info_init(&inf, sizeof inf);
 	return fasvd_st_info_get(&inf, r->st, r->tensors[i]) == 0 ? inf.nbytes : 0;
 }
 
@@ -1015,12 +1015,11 @@ static int run_steps(struct run *r)
 int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
                   const fasvd_analyze_opts *opts)
 {
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_analyze_opts, progress_user);
 	fasvd_analyze_opts o;
-	fasvd_analyze_opts_init(&o);
+	fasvd_analyze_opts_init(&o, sizeof o);
 	if (!model_path || !out_path)
 		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: NULL model path or output path");
-	int rc = opts ? fasvd__load_versioned(&o, opts, &ver, "fasvd_analyze", "opts") : 0;
+	int rc = opts ? fasvd__load_versioned(&o, opts, &opts_ver, "fasvd_analyze", "opts") : 0;
 	const double *taus;
 	int64_t nt;
 	if (rc || (rc = check_opts(&o, &taus, &nt)))

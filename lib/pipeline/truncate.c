@@ -32,12 +32,11 @@
 #include <fasvd/safetensors.h>
 #include <fasvd/truncate.h>
 
-void fasvd_truncate_opts_init(fasvd_truncate_opts *opts)
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_truncate_opts, only_if_smaller);
+
+int fasvd_truncate_opts_init(fasvd_truncate_opts *opts, size_t size)
 {
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
+	return fasvd__init_versioned(opts, size, NULL, &opts_ver);
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -170,7 +169,7 @@ static int dtype_ok(const char *dt, fasvd_dtype *out)
 static int add_sel(trunc_t *t, const char *name, const char *role)
 {
 	fasvd_st_info info;
-	fasvd_st_info_init(&info);
+	fasvd_st_info_init(&info, sizeof info);
 	int rc = fasvd_st_info_get(&info, t->st, name);
 	if (rc)
 		return rc;
@@ -248,7 +247,7 @@ static const char *lookup_role(const trunc_t *t, const char *name)
 	int64_t n = fasvd_model_input_count(t->model);
 	for (int64_t i = 0; i < n; i++) {
 		fasvd_model_input in;
-		fasvd_model_input_init(&in);
+		fasvd_model_input_init(&in, sizeof in);
 		if (fasvd_model_input_get(&in, t->model, i) == 0 && !in.is_norm && in.name &&
 		    !strcmp(in.name, name))
 			return in.role;
@@ -285,7 +284,7 @@ static int select_tensors(trunc_t *t)
 			if (!match)
 				continue;
 			fasvd_st_info info;
-			fasvd_st_info_init(&info);
+			fasvd_st_info_init(&info, sizeof info);
 			fasvd_dtype dt;
 			if ((rc = fasvd_st_info_get(&info, t->st, name)))
 				break;
@@ -314,7 +313,7 @@ static int select_tensors(trunc_t *t)
 	int64_t ni = fasvd_model_input_count(t->model);
 	for (int64_t i = 0; i < ni && !rc; i++) {
 		fasvd_model_input in;
-		fasvd_model_input_init(&in);
+		fasvd_model_input_init(&in, sizeof in);
 		if ((rc = fasvd_model_input_get(&in, t->model, i)))
 			break;
 		if (in.is_norm || !in.present || find_sel(t, in.name))
@@ -382,7 +381,7 @@ static int decide_skips(trunc_t *t)
 		int64_t inner = r > 0 ? r : 1;
 		if (s->heads * inner * (rh + s->cols) >= s->rows * s->cols) {
 			s->skipped = 1;
-			fasvd_factor_report_init(&s->rep);
+			fasvd_factor_report_init(&s->rep, sizeof s->rep);
 			fasvd__report_shape(&s->rep, s->rows, s->cols, s->heads, r, p);
 			s->rep.params_before = s->rows * s->cols;
 			s->rep.params_after = s->rows * s->cols;
@@ -399,7 +398,7 @@ static int factor_one(trunc_t *t, sel *s, held *h)
 		return rc;
 	fasvd_factor_opts o;
 	factor_opts_for(t, s, &o);
-	fasvd_factor_report_init(&s->rep);
+	fasvd_factor_report_init(&s->rep, sizeof s->rep);
 	rc = fasvd_factor(&h->a, &h->b, t->ctx, w, &o, &s->rep);
 	fasvd_tensor_free(w);
 	if (rc)
@@ -445,7 +444,7 @@ static int build_maps(trunc_t *t)
 	int64_t last = 0;
 	for (int64_t i = 0; i < n; i++) {
 		fasvd_st_info info;
-		fasvd_st_info_init(&info);
+		fasvd_st_info_init(&info, sizeof info);
 		int rc = fasvd_st_info_get(&info, t->st, fasvd_st_name(t->st, i));
 		if (rc)
 			return rc;
@@ -533,7 +532,7 @@ static int add_factored(trunc_t *t, sel *s, held *h, fasvd_st_writer *w, const c
 static int add_copy(const trunc_t *t, const char *name, fasvd_st_writer *w, uint64_t *bytes)
 {
 	fasvd_st_info info;
-	fasvd_st_info_init(&info);
+	fasvd_st_info_init(&info, sizeof info);
 	const void *data;
 	uint64_t nbytes;
 	int rc;
@@ -757,8 +756,8 @@ static int open_checkpoint(trunc_t *t, const char *model_dir)
 	int rc = fasvd_model_open(&t->model, t->ctx, model_dir, 0);
 	if (!rc) {
 		t->have_model = true;
-		fasvd_model_info_init(&t->info);
-		if ((rc = fasvd_model_get_info(&t->info, t->model)))
+		fasvd_model_info_init(&t->info, sizeof t->info);
+		if ((rc = fasvd_model_info_get(&t->info, t->model)))
 			return rc;
 		t->st = fasvd_model_checkpoint(t->model);
 		return 0;
@@ -782,11 +781,9 @@ static int open_checkpoint(trunc_t *t, const char *model_dir)
 static int load_topts(fasvd_truncate_opts *o, fasvd_factor_opts *fo,
                       const fasvd_truncate_opts *user, const char *fn)
 {
-	fasvd_truncate_opts_init(o);
+	fasvd_truncate_opts_init(o, sizeof *o);
 	if (user) {
-		static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_truncate_opts,
-		                                                       only_if_smaller);
-		int rc = fasvd__load_versioned(o, user, &ver, fn, "opts");
+		int rc = fasvd__load_versioned(o, user, &opts_ver, fn, "opts");
 		if (rc)
 			return rc;
 	}

@@ -30,7 +30,7 @@ static int64_t n_archs;
  * partial. */
 static void fixture_opts(fasvd_fixture_opts *o, const char *arch)
 {
-	fasvd_fixture_opts_init(o);
+	fasvd_fixture_opts_init(o, sizeof *o);
 	o->n_layers = 2;
 	o->n_heads = 4;
 	o->hidden = 32;
@@ -95,7 +95,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void check_layer(fasvd_model *m, int64_t layer, unsigned flags)
 {
 	fasvd_model_layer_opts lo;
-	fasvd_model_layer_opts_init(&lo);
+	fasvd_model_layer_opts_init(&lo, sizeof lo);
 	lo.fold_norms = !(flags & 2);
 	fasvd_model_layer *l = (fasvd_model_layer *)1;
 	int rc = fasvd_model_layer_open(&l, m, layer, &lo);
@@ -128,7 +128,7 @@ static void check_layer(fasvd_model *m, int64_t layer, unsigned flags)
 	}
 	if (flags & 4) {
 		fasvd_layer_opts o;
-		fasvd_layer_opts_init(&o);
+		fasvd_layer_opts_init(&o, sizeof o);
 		o.compute = (flags & 8) ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 		fasvd_spectra *s = (fasvd_spectra *)1;
 		rc = fasvd_layer_spectra(&s, NULL, d, &o);
@@ -170,8 +170,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	FUZZ_CHECK(fasvd_model_get_info(&info, m) == 0, "info: %s", fasvd_last_error());
+	fasvd_model_info_init(&info, sizeof info);
+	FUZZ_CHECK(fasvd_model_info_get(&info, m) == 0, "info: %s", fasvd_last_error());
 	FUZZ_CHECK(info.model_type && info.arch && fasvd_arch_supported(info.arch),
 	           "model_type/arch");
 	FUZZ_CHECK(info.n_layers >= 1 && info.n_heads >= 1 && info.n_kv_heads >= 1 &&
@@ -184,7 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int64_t n_in = fasvd_model_input_count(m);
 	for (int64_t i = 0; i < n_in && i < 4096; i++) {
 		fasvd_model_input in;
-		fasvd_model_input_init(&in);
+		fasvd_model_input_init(&in, sizeof in);
 		FUZZ_CHECK(fasvd_model_input_get(&in, m, i) == 0, "input %lld: %s", (long long)i,
 		           fasvd_last_error());
 		FUZZ_CHECK(in.role && in.name, "input %lld has no role/name", (long long)i);

@@ -73,7 +73,7 @@ static void check_open_checkpoint(fasvd_st *st, unsigned mode)
 		FUZZ_CHECK(fasvd_st_find(&idx, st, name) == 0 && idx == i, "find('%s') gave %lld",
 		           name, (long long)idx);
 		fasvd_st_info info;
-		fasvd_st_info_init(&info);
+		fasvd_st_info_init(&info, sizeof info);
 		FUZZ_CHECK(fasvd_st_info_get(&info, st, name) == 0, "info('%s'): %s", name,
 		           fasvd_last_error());
 		FUZZ_CHECK(info.ndim >= 0 && info.ndim <= FASVD_ST_MAX_DIMS, "ndim %d", info.ndim);

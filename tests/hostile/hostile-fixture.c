@@ -51,7 +51,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	fasvd_fixture_opts o;
-	fasvd_fixture_opts_init(&o);
+	fasvd_fixture_opts_init(&o, sizeof o);
 	for (int i = 3; i < argc; i++) {
 		char key[64];
 		const char *eq = strchr(argv[i], '=');

@@ -6,7 +6,7 @@
  * MANIFEST is written by tests/hostile/gen-hostile.py. For every case and
  * every command it names, one CMocka test runs what that command runs:
  *   svdvals  fasvd_st_open + fasvd_st_tensor + fasvd_svdvals
- *   info     fasvd_model_open + fasvd_model_get_info
+ *   info     fasvd_model_open + fasvd_model_info_get
  *   analyze  fasvd_analyze into a fresh scratch folder
  * and checks the outcome the manifest asks for: the call fails with one of
  * the listed codes, every *out is NULL, the detail message is one line that
@@ -271,8 +271,8 @@ static int run_info(const hcase *hc, fasvd_ctx *ctx)
 		return rc;
 	}
 	fasvd_model_info info;
-	fasvd_model_info_init(&info);
-	assert_ok(fasvd_model_get_info(&info, m));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
 	fasvd_model_free(m);
 	return 0;
 }
@@ -287,7 +287,7 @@ static int run_analyze(const hcase *hc, fasvd_ctx *ctx, const scratch *s)
 	const char *c = json_string_value(json_object_get(args, "csv"));
 	resolve(s, o ? o : "spectra.safetensors", out, sizeof out);
 	fasvd_analyze_opts opts;
-	fasvd_analyze_opts_init(&opts);
+	fasvd_analyze_opts_init(&opts, sizeof opts);
 	if (j) {
 		resolve(s, j, json, sizeof json);
 		opts.json_path = json;
@@ -309,7 +309,7 @@ static int run_analyze(const hcase *hc, fasvd_ctx *ctx, const scratch *s)
 	for (int64_t i = 0; i < fasvd_st_count(st) && !bad_result[0]; i++) {
 		const char *name = fasvd_st_name(st, i);
 		fasvd_st_info info;
-		fasvd_st_info_init(&info);
+		fasvd_st_info_init(&info, sizeof info);
 		const void *raw = NULL;
 		uint64_t nb = 0;
 		if (fasvd_st_info_get(&info, st, name) || fasvd_st_raw(&raw, &nb, st, name) ||

@@ -14,7 +14,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	fasvd_fixture_opts o;
-	fasvd_fixture_opts_init(&o);
+	fasvd_fixture_opts_init(&o, sizeof o);
 	if (argc > 3)
 		o.n_layers = atoll(argv[3]);
 	if (argc > 4)

@@ -208,12 +208,24 @@ static const char *fx_arch_list(char *buf, size_t n)
 	return buf;
 }
 
-void fasvd_fixture_opts_init(fasvd_fixture_opts *opts)
+int fasvd_fixture_opts_init(fasvd_fixture_opts *opts, size_t size)
 {
+	/* The struct as first written ends with `noise`; no struct is larger
+	 * than 4096 bytes (the library's rule). */
+	size_t first = offsetof(fasvd_fixture_opts, noise) + sizeof opts->noise;
 	if (!opts)
-		return;
-	memset(opts, 0, sizeof *opts);
-	opts->size = sizeof *opts;
+		return fx_fail(FASVD_EINVAL, "fasvd_fixture_opts_init: opts is NULL");
+	if (size < first || size > 4096) {
+		if (size >= sizeof size)
+			opts->size = size;
+		return fx_fail(FASVD_EINVAL,
+		               "fasvd_fixture_opts_init: size %zu is not a size of "
+		               "fasvd_fixture_opts (%zu to 4096 bytes)",
+		               size, first);
+	}
+	memset(opts, 0, size);
+	opts->size = size;
+	return 0;
 }
 
 /* ------------------------------------------------------------- random */
@@ -1019,7 +1031,7 @@ static int write_fixture(fasvd_ctx *ctx, const char *dir, const char *arch,
 	if (!dir || !arch)
 		return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: NULL %s", dir ? "arch" : "dir");
 	fasvd_fixture_opts o;
-	fasvd_fixture_opts_init(&o);
+	fasvd_fixture_opts_init(&o, sizeof o);
 	if (opts) {
 		if (opts->size < sizeof opts->size)
 			return fx_fail(FASVD_EINVAL, "fasvd_fixture_write: opts->size not set (call "

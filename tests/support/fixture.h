@@ -73,8 +73,12 @@ typedef struct fasvd_fixture_opts {
 	double noise;             /* relative noise level, default 1e-3; < 0: none */
 } fasvd_fixture_opts;
 
-/* Set the defaults (all zero) and `size`. Accepts NULL. */
-void fasvd_fixture_opts_init(fasvd_fixture_opts *opts);
+/* Set the defaults (all zero) in the caller's struct of `size` bytes and
+ * `size`, as the library's *_init functions do: call as
+ * fasvd_fixture_opts_init(&o, sizeof o). Returns 0, or FASVD_EINVAL when
+ * opts is NULL or `size` is not a size of the struct (then only `size` is
+ * written, when it fits). */
+int fasvd_fixture_opts_init(fasvd_fixture_opts *opts, size_t size);
 
 /* Write a fixture of architecture `arch` (a canonical model_type of the
  * library, as fasvd_arch_name() lists them, e.g. "deepseek_v3", "gpt2";

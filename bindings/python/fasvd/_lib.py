@@ -31,7 +31,6 @@ import ctypes.util
 import os
 import sys
 import sysconfig
-import threading
 
 from . import _blas
 
@@ -104,8 +103,8 @@ layer_p = P(type("fasvd_model_layer", (_Opaque,), {}))
 
 # ----------------------------------------------------------------- structs
 # Each mirrors its C declaration field by field. Structs whose C side has an
-# *_init function are filled by it and passed with the binding's own size
-# (a newer library's may be larger): see struct_init().
+# *_init function are filled by it, within the binding's own size (a newer
+# library's may be larger), and passed with that size: see struct_init().
 
 
 class Bounds(ctypes.Structure):
@@ -282,7 +281,7 @@ _PROTOTYPES = {
     "fasvd_ctx_set_param": (c_int, [ctx_p, c_enum, c_int64]),
     "fasvd_ctx_get_param": (c_int, [P(c_int64), ctx_p, c_enum]),
     # blas.h
-    "fasvd_blas_info_init": (None, [P(BlasInfo)]),
+    "fasvd_blas_info_init": (c_int, [P(BlasInfo), c_size_t]),
     "fasvd_blas_info_get": (c_int, [P(BlasInfo)]),
     # tensor.h
     "fasvd_dtype_size": (c_size_t, [c_enum]),
@@ -306,8 +305,8 @@ _PROTOTYPES = {
     "fasvd_tensor_has_block_scales": (c_int, [tensor_p]),
     "fasvd_tensor_to_f64": (c_int, [P(c_double), c_int64, c_enum, tensor_p, c_unsigned]),
     # svd.h
-    "fasvd_svd_opts_init": (None, [P(SvdOpts)]),
-    "fasvd_svd_report_init": (None, [P(SvdReport)]),
+    "fasvd_svd_opts_init": (c_int, [P(SvdOpts), c_size_t]),
+    "fasvd_svd_report_init": (c_int, [P(SvdReport), c_size_t]),
     "fasvd_backend_name": (c_char_p, [c_enum]),
     "fasvd_svdvals": (c_int, [P(c_double), c_int64, ctx_p, tensor_p, P(SvdOpts), P(SvdReport)]),
     "fasvd_svd": (c_int, [P(tensor_p), P(c_double), c_int64, P(tensor_p), ctx_p, tensor_p,
@@ -322,7 +321,7 @@ _PROTOTYPES = {
     "fasvd_metric_spectral_norm": (c_int, [P(c_double), P(c_double), c_int64]),
     "fasvd_metric_frobenius_norm": (c_int, [P(c_double), P(c_double), c_int64]),
     "fasvd_metric_nuclear_norm": (c_int, [P(c_double), P(c_double), c_int64]),
-    "fasvd_metric_summary_init": (None, [P(MetricSummary)]),
+    "fasvd_metric_summary_init": (c_int, [P(MetricSummary), c_size_t]),
     "fasvd_metric_summarize": (c_int, [P(MetricSummary), P(c_int64), P(c_double), c_int64,
                                        P(c_double), c_int64]),
     # heads.h, rfactors.h, fuse.h, stack.h, subspace.h, attnmap.h, spectra.h, layer.h
@@ -335,20 +334,20 @@ _PROTOTYPES = {
     "fasvd_heads_cols": (c_int64, [heads_p]),
     "fasvd_heads_decode_f64": (c_int, [P(c_double), c_int64, c_enum, heads_p, c_int64]),
     "fasvd_gqa_group": (c_int64, [c_int64, c_int64, c_int64]),
-    "fasvd_rfactors_opts_init": (None, [P(RfactorsOpts)]),
+    "fasvd_rfactors_opts_init": (c_int, [P(RfactorsOpts), c_size_t]),
     "fasvd_rfactors_new": (c_int, [P(rfactors_p), ctx_p, heads_p, P(RfactorsOpts)]),
     "fasvd_rfactors_free": (None, [rfactors_p]),
     "fasvd_rfactors_svdvals": (c_int, [P(c_double), c_int64, rfactors_p]),
     "fasvd_fuse_count": (c_int64, [rfactors_p, rfactors_p]),
     "fasvd_fuse_svdvals": (c_int, [P(c_double), c_int64, ctx_p, rfactors_p, rfactors_p]),
     "fasvd_fuse_norms": (c_int, [P(c_double), ctx_p, rfactors_p, rfactors_p]),
-    "fasvd_stack_opts_init": (None, [P(StackOpts)]),
-    "fasvd_stack_report_init": (None, [P(StackReport)]),
+    "fasvd_stack_opts_init": (c_int, [P(StackOpts), c_size_t]),
+    "fasvd_stack_report_init": (c_int, [P(StackReport), c_size_t]),
     "fasvd_stack_svdvals": (c_int, [P(c_double), c_int64, ctx_p, heads_p, P(StackOpts),
                                     P(StackReport)]),
     "fasvd_stack_fused_svdvals": (c_int, [P(c_double), c_int64, ctx_p, rfactors_p, rfactors_p,
                                           P(StackOpts), P(StackReport)]),
-    "fasvd_subspace_opts_init": (None, [P(SubspaceOpts)]),
+    "fasvd_subspace_opts_init": (c_int, [P(SubspaceOpts), c_size_t]),
     "fasvd_subspace_new": (c_int, [P(subspace_p), ctx_p, heads_p, P(SubspaceOpts)]),
     "fasvd_subspace_free": (None, [subspace_p]),
     "fasvd_subspace_rank": (c_int64, [subspace_p]),
@@ -360,7 +359,7 @@ _PROTOTYPES = {
     "fasvd_subspace_mean": (tensor_p, [subspace_p]),
     "fasvd_subspace_error": (c_int, [P(c_double), P(c_double), subspace_p, c_int64]),
     "fasvd_subspace_reconstruct": (c_int, [P(c_double), c_int64, c_enum, subspace_p, c_int64]),
-    "fasvd_attnmap_opts_init": (None, [P(AttnmapOpts)]),
+    "fasvd_attnmap_opts_init": (c_int, [P(AttnmapOpts), c_size_t]),
     "fasvd_attnmap": (c_int, [P(tensor_p), ctx_p, tensor_p, tensor_p, P(AttnmapOpts)]),
     "fasvd_attnmap_svdvals": (c_int, [P(c_double), c_int64, ctx_p, tensor_p, tensor_p,
                                       P(AttnmapOpts)]),
@@ -370,15 +369,15 @@ _PROTOTYPES = {
     "fasvd_spectra_data": (P(c_double), [spectra_p, c_int64]),
     "fasvd_spectra_shape": (c_int, [P(c_int64), P(c_int64), P(c_int64), P(c_int64), spectra_p,
                                     c_int64]),
-    "fasvd_layer_desc_init": (None, [P(LayerDesc)]),
-    "fasvd_layer_opts_init": (None, [P(LayerOpts)]),
+    "fasvd_layer_desc_init": (c_int, [P(LayerDesc), c_size_t]),
+    "fasvd_layer_opts_init": (c_int, [P(LayerOpts), c_size_t]),
     "fasvd_layer_spectra": (c_int, [P(spectra_p), ctx_p, P(LayerDesc), P(LayerOpts)]),
     # safetensors.h (reader)
     "fasvd_st_open": (c_int, [P(st_p), ctx_p, c_char_p]),
     "fasvd_st_free": (None, [st_p]),
     "fasvd_st_count": (c_int64, [st_p]),
     "fasvd_st_name": (c_char_p, [st_p, c_int64]),
-    "fasvd_st_info_init": (None, [P(StInfo)]),
+    "fasvd_st_info_init": (c_int, [P(StInfo), c_size_t]),
     "fasvd_st_info_get": (c_int, [P(StInfo), st_p, c_char_p]),
     "fasvd_st_tensor": (c_int, [P(tensor_p), st_p, c_char_p, c_unsigned]),
     "fasvd_st_metadata": (c_int, [P(c_char_p), st_p, c_char_p]),
@@ -388,34 +387,34 @@ _PROTOTYPES = {
     "fasvd_arch_supported": (c_int, [c_char_p]),
     "fasvd_model_open": (c_int, [P(model_p), ctx_p, c_char_p, c_unsigned]),
     "fasvd_model_free": (None, [model_p]),
-    "fasvd_model_info_init": (None, [P(ModelInfo)]),
-    "fasvd_model_get_info": (c_int, [P(ModelInfo), model_p]),
+    "fasvd_model_info_init": (c_int, [P(ModelInfo), c_size_t]),
+    "fasvd_model_info_get": (c_int, [P(ModelInfo), model_p]),
     "fasvd_model_checkpoint": (st_p, [model_p]),
     "fasvd_model_config_json": (c_char_p, [model_p]),
-    "fasvd_model_input_init": (None, [P(ModelInput)]),
+    "fasvd_model_input_init": (c_int, [P(ModelInput), c_size_t]),
     "fasvd_model_input_count": (c_int64, [model_p]),
     "fasvd_model_input_get": (c_int, [P(ModelInput), model_p, c_int64]),
-    "fasvd_model_layer_opts_init": (None, [P(ModelLayerOpts)]),
+    "fasvd_model_layer_opts_init": (c_int, [P(ModelLayerOpts), c_size_t]),
     "fasvd_model_layer_open": (c_int, [P(layer_p), model_p, c_int64, P(ModelLayerOpts)]),
     "fasvd_model_layer_free": (None, [layer_p]),
     "fasvd_model_layer_desc": (P(LayerDesc), [layer_p]),
     # analyze.h
-    "fasvd_analyze_opts_init": (None, [P(AnalyzeOpts)]),
+    "fasvd_analyze_opts_init": (c_int, [P(AnalyzeOpts), c_size_t]),
     "fasvd_analyze": (c_int, [ctx_p, c_char_p, c_char_p, P(AnalyzeOpts)]),
     # factor.h
-    "fasvd_factor_opts_init": (None, [P(FactorOpts)]),
-    "fasvd_factor_report_init": (None, [P(FactorReport)]),
+    "fasvd_factor_opts_init": (c_int, [P(FactorOpts), c_size_t]),
+    "fasvd_factor_report_init": (c_int, [P(FactorReport), c_size_t]),
     "fasvd_factor_split_name": (c_char_p, [c_enum]),
     "fasvd_factor": (c_int, [P(tensor_p), P(tensor_p), ctx_p, tensor_p, P(FactorOpts),
                              P(FactorReport)]),
     "fasvd_factor_fused": (c_int, [P(tensor_p), P(tensor_p), ctx_p, heads_p, heads_p,
                                    P(FactorOpts), P(FactorReport)]),
-    "fasvd_truncate_opts_init": (None, [P(TruncateOpts)]),
+    "fasvd_truncate_opts_init": (c_int, [P(TruncateOpts), c_size_t]),
     "fasvd_truncate": (c_int, [ctx_p, c_char_p, c_char_p, P(TruncateOpts), TRUNCATE_FN,
                                c_void_p]),
 }
 
-# Which *_init function fills which struct (for the layout self-check).
+# Which *_init function fills which struct (struct_init()).
 _INITS = {
     BlasInfo: "fasvd_blas_info_init",
     SvdOpts: "fasvd_svd_opts_init", SvdReport: "fasvd_svd_report_init",
@@ -591,42 +590,28 @@ def call(name, *args):
     return rc
 
 
-_checked = set()
-_check_lock = threading.Lock()
-
-
-# Larger than any versioned struct (the library refuses sizes above 4096).
-_SCRATCH = 4096
-
-
 def struct_init(cls):
-    """A new struct of `cls` filled by its C *_init function, its `size` the
-    binding's sizeof.
+    """A new struct of `cls` holding the defaults of its C *_init function,
+    its `size` the binding's sizeof.
 
-    The init writes the library's struct, which a newer library may have made
-    longer, so it runs on a scratch buffer and the binding keeps the members
-    it knows; the library then reads and writes only those. A library struct
-    shorter than the binding's (a library older than the binding, or a
-    binding that disagrees with the headers) raises InternalError instead of
-    corrupting memory; so does a different size from a library of the very
-    version the binding was written for.
+    The init writes only the binding's ctypes.sizeof(cls) bytes: a newer
+    library, whose struct may be larger, fills the members the binding knows
+    and then takes the struct as an older caller's. A library that refuses
+    the binding's size (its struct's first published size is larger: a
+    library of another major version, or a binding that disagrees with the
+    headers) raises InternalError instead of corrupting memory.
     """
-    init = fn(_INITS[cls])
-    scratch = (ctypes.c_char * _SCRATCH)()
-    init(ctypes.cast(scratch, P(cls)))
-    if cls not in _checked:
-        with _check_lock:
-            c_size = c_size_t.from_buffer(scratch).value
-            same = (version_number // 100) == EXPECTED_VERSION[0] * 100 + EXPECTED_VERSION[1]
-            if c_size < ctypes.sizeof(cls) or (same and c_size != ctypes.sizeof(cls)):
-                raise errors.InternalError(
-                    "struct %s: the library's size is %d bytes, the binding's %d: binding "
-                    "and library %s (version %s) disagree"
-                    % (cls.__name__, c_size, ctypes.sizeof(cls), path, version),
-                    function=_INITS[cls])
-            _checked.add(cls)
-    s = cls.from_buffer_copy(scratch)
-    s.size = ctypes.sizeof(cls)
+    name = _INITS[cls]
+    init = fn(name)
+    s = cls()
+    lib.fasvd_clear_error()
+    rc = init(ctypes.byref(s), ctypes.sizeof(cls))
+    if rc < 0:
+        raise errors.InternalError(
+            "struct %s: the library %s (version %s) refuses the binding's size of %d "
+            "bytes: binding and library disagree (%s)"
+            % (cls.__name__, path, version, ctypes.sizeof(cls), last_error()),
+            code=rc, function=name)
     return s
 
 
@@ -643,8 +628,9 @@ def struct_from_library(p, cls, function):
 
 
 def check_struct_sizes():
-    """Check every struct with an *_init the library exports (tests use it).
-    Returns the names of the structs checked."""
+    """Initialise every struct with an *_init the library exports (tests use
+    it): the library accepts the binding's size of each. Returns the names of
+    the structs checked."""
     done = []
     for cls, init in _INITS.items():
         if available(init):

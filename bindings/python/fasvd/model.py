@@ -138,7 +138,7 @@ class Model(_Handle):
                L.MODEL_REQUIRE_ALL if require_all else 0)
         self._h = h
         info = L.struct_init(L.ModelInfo)
-        L.call("fasvd_model_get_info", ctypes.byref(info), self)
+        L.call("fasvd_model_info_get", ctypes.byref(info), self)
         self.info = _info_dict(info)
         self.config = json.loads(L.decode(L.lib.fasvd_model_config_json(self)) or "{}")
 

@@ -86,17 +86,17 @@ def _testsupport_library():
                     "FASVD_TESTSUPPORT_LIBRARY)" % path)
     lib = ctypes.CDLL(path)
     P = ctypes.POINTER(_FixtureOpts)
-    lib.fasvd_fixture_opts_init.argtypes = [P]
-    lib.fasvd_fixture_opts_init.restype = None
+    lib.fasvd_fixture_opts_init.argtypes = [P, ctypes.c_size_t]
+    lib.fasvd_fixture_opts_init.restype = ctypes.c_int
     lib.fasvd_fixture_write.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, P]
     lib.fasvd_fixture_write.restype = ctypes.c_int
     lib.fasvd_fixture_last_error.argtypes = []
     lib.fasvd_fixture_last_error.restype = ctypes.c_char_p
     o = _FixtureOpts()
-    lib.fasvd_fixture_opts_init(ctypes.byref(o))
-    if o.size != ctypes.sizeof(_FixtureOpts):
-        raise AssertionError("fasvd_fixture_opts is %d bytes in %s, %d here: update "
-                             "_FixtureOpts" % (o.size, path, ctypes.sizeof(_FixtureOpts)))
+    if lib.fasvd_fixture_opts_init(ctypes.byref(o), ctypes.sizeof(o)) != 0:
+        raise AssertionError("%s refuses a fasvd_fixture_opts of %d bytes (%s): update "
+                             "_FixtureOpts" % (path, ctypes.sizeof(o),
+                                               lib.fasvd_fixture_last_error().decode()))
     _testsupport = lib
     return lib
 
@@ -113,7 +113,7 @@ def write_fixture(directory, arch="deepseek_v3", seed=1, dtype=None, noise=None,
     from fasvd.errors import error_class
     lib = _testsupport_library()
     o = _FixtureOpts()
-    lib.fasvd_fixture_opts_init(ctypes.byref(o))
+    lib.fasvd_fixture_opts_init(ctypes.byref(o), ctypes.sizeof(o))
     o.seed = int(seed)
     for k, v in dims.items():
         if k not in _FIXTURE_DIMS:

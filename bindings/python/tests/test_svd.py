@@ -344,6 +344,50 @@ def test_struct_layouts_match_the_library():
     assert "SvdOpts" in checked and "AnalyzeOpts" in checked and "ModelInfo" in checked
 
 
+def _c_layouts():
+    """{struct: (size, [(member, offset, size)])} of the checkout's
+    tests/abi/struct-layout.txt (the C layout of the public structs in the
+    previous release), or None outside a checkout."""
+    path = os.path.join(PKG_ROOT, "..", "..", "tests", "abi", "struct-layout.txt")
+    if not os.path.exists(path):
+        return None
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            w = line.split(None, 4)
+            if w and w[0] == "struct":
+                cur = out[w[1]] = (int(w[2]), [])
+            elif w and w[0] == "member":
+                cur[1].append((w[1], int(w[2]), int(w[3])))
+    return out
+
+
+def test_struct_layouts_match_the_c_headers():
+    # Every struct the binding mirrors has the C layout: each member of the
+    # released struct at the same offset with the same size (the binding may
+    # know members appended since).
+    layouts = _c_layouts()
+    if layouts is None:
+        pytest.skip("no tests/abi/struct-layout.txt (not a checkout)")
+    classes = [c for c in vars(_lib).values() if isinstance(c, type) and
+               issubclass(c, ctypes.Structure) and c is not _lib._Opaque and c._fields_]
+    assert len(classes) >= 20
+    for cls in classes:
+        name = "fasvd_" + "".join("_" + ch.lower() if ch.isupper() else ch
+                                  for ch in cls.__name__).lstrip("_")
+        assert name in layouts, "%s: no C struct %s" % (cls.__name__, name)
+        size, members = layouts[name]
+        for member, offset, msize in members:
+            field = getattr(cls, member, None)
+            assert field is not None, "%s has no member %s" % (cls.__name__, member)
+            assert (field.offset, field.size) == (offset, msize), \
+                "%s.%s at %d (%d bytes), C: %d (%d bytes)" % (cls.__name__, member,
+                                                             field.offset, field.size,
+                                                             offset, msize)
+        if members[0][0] != "size":  # a frozen struct
+            assert ctypes.sizeof(cls) == size, cls.__name__
+
+
 def test_every_declared_function_is_exported():
     missing = sorted(n for n in _lib._PROTOTYPES if not _lib.available(n))
     assert not missing, missing
@@ -371,53 +415,51 @@ def test_a_newer_minor_is_accepted(monkeypatch):
         _lib._check_version()
 
 
-def _grown_init(monkeypatch, cls, extra, fill):
-    """Make cls's *_init behave as a newer library's: its struct `extra`
-    bytes longer, the new members set to `fill`."""
-    name = _lib._INITS[cls]
-    real = _lib.fn(name)
-
-    def init(p):
-        real(p)
-        base = ctypes.cast(p, ctypes.c_void_p).value
-        size = ctypes.c_size_t.from_address(base)
-        ctypes.memset(base + size.value, fill, extra)
-        size.value += extra
-
-    monkeypatch.setattr(_lib, "fn", lambda n: init if n == name else real_fn(n))
-    monkeypatch.setattr(_lib, "version_number", _lib.version_number + 100)
-    monkeypatch.setattr(_lib, "_checked", set())
-
-
 real_fn = _lib.fn
 
 
-def test_a_newer_library_with_larger_structs(monkeypatch):
-    # The newer library's init writes more than the binding's struct holds;
-    # the binding keeps its own members and passes its own size, which the
-    # library accepts: an older caller's struct.
-    a = np.random.default_rng(5).standard_normal((9, 6))
-    _grown_init(monkeypatch, _lib.SvdOpts, 40, 0x7f)
-    opts = _lib.struct_init(_lib.SvdOpts)
-    assert opts.size == ctypes.sizeof(_lib.SvdOpts)
-    assert opts.oversample == 10
-    check(fasvd.svdvals(a, rank=3, backend="randomized"), svals(a)[:3], 1e-6)
-    _grown_init(monkeypatch, _lib.SvdReport, 24, 0x55)
-    s, rep = fasvd.svdvals(a, backend="gesdd", return_report=True)
-    check(s, svals(a), F64_TOL)
-    assert rep["backend"] == "gesdd"
+def test_init_writes_only_the_binding_struct():
+    # The binding's struct in a larger buffer (as a newer library's larger
+    # struct would be): every *_init writes its defaults into the binding's
+    # bytes only, and sets size to the binding's sizeof.
+    for cls, name in _lib._INITS.items():
+        n = ctypes.sizeof(cls)
+        buf = (ctypes.c_ubyte * (n + 40))(*([0x7f] * (n + 40)))
+        assert _lib.fn(name)(ctypes.cast(buf, ctypes.POINTER(cls)), n) == 0
+        assert ctypes.c_size_t.from_buffer(buf).value == n, name
+        assert list(buf[n:]) == [0x7f] * 40, name
+        ref = _lib.struct_init(cls)
+        assert bytes(buf[:n]) == ctypes.string_at(ctypes.addressof(ref), n), name
 
 
-def test_an_older_library_struct_is_refused(monkeypatch):
-    name = _lib._INITS[_lib.StackOpts]
-    real = _lib.fn(name)
+def test_struct_init_passes_the_binding_size(monkeypatch):
+    # A newer library accepts an older caller's struct: the binding passes its
+    # own size, to the init and then to the call.
+    name = _lib._INITS[_lib.SvdOpts]
+    real = real_fn(name)
+    sizes = []
 
-    def init(p):
-        real(p)
-        ctypes.c_size_t.from_address(ctypes.cast(p, ctypes.c_void_p).value).value -= 8
+    def init(p, size):
+        sizes.append(size)
+        return real(p, size)
 
     monkeypatch.setattr(_lib, "fn", lambda n: init if n == name else real_fn(n))
-    monkeypatch.setattr(_lib, "_checked", set())
+    opts = _lib.struct_init(_lib.SvdOpts)
+    assert sizes == [ctypes.sizeof(_lib.SvdOpts)]
+    assert opts.size == ctypes.sizeof(_lib.SvdOpts) and opts.oversample == 10
+    a = np.random.default_rng(5).standard_normal((9, 6))
+    check(fasvd.svdvals(a, rank=3, backend="randomized"), svals(a)[:3], 1e-6)
+
+
+def test_a_refused_binding_size_is_an_internal_error(monkeypatch):
+    # A library whose StackOpts starts larger than the binding's (another
+    # major version, or a binding that disagrees with the headers) refuses the
+    # binding's size: InternalError naming the struct, not a corrupted call.
+    name = _lib._INITS[_lib.StackOpts]
+    real = real_fn(name)
+    monkeypatch.setattr(_lib, "fn",
+                        lambda n: (lambda p, size: real(p, size - 1)) if n == name else
+                        real_fn(n))
     with pytest.raises(fasvd.InternalError, match="StackOpts"):
         _lib.struct_init(_lib.StackOpts)
 
