@@ -289,9 +289,10 @@ static int index_names(fasvd_ctx *ctx, const char *file, const char *what, int64
 	qsort(v, (size_t)n, sizeof *v, cmp_name);
 	for (int64_t i = 1; i < n; i++)
 		if (strcmp(v[i - 1].s, v[i].s) == 0) {
+			int rc = fasvd__error(FASVD_EFORMAT, "%s: %s '%.200s' appears twice", file,
+			                      what, v[i].s);
 			fasvd__free(ctx, v);
-			return fasvd__error(FASVD_EFORMAT, "%s: %s '%.200s' appears twice", file, what,
-			                    v[i].s);
+			return rc;
 		}
 	*out = v;
 	return 0;
