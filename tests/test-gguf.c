@@ -377,6 +377,47 @@ static void test_unsupported_type(void **state)
 	gm_free(&m);
 }
 
+/* The per-head machinery reads a quantised tensor like any other: heads
+ * along rows (Q) and along columns (O) decode the values of the whole. */
+static void test_heads_on_quant(void **state)
+{
+	(void)state;
+	enum { R = 32, C = 64, NB = R * C / 32 };
+	static unsigned char q[NB * 34];
+	for (int b = 0; b < NB; b++) {
+		uint16_t d = (uint16_t)(0x3000 + 37 * b); /* finite F16 scales */
+		q[34 * b] = (unsigned char)d, q[34 * b + 1] = (unsigned char)(d >> 8);
+		for (int j = 0; j < 32; j++)
+			q[34 * b + 2 + j] = (unsigned char)(b * 31 + j * 7);
+	}
+	gmodel m;
+	gm_init(&m);
+	uint64_t ne[2] = {C, R};
+	gm_tensor(&m, "blk.0.attn_q.weight", 2, ne, 8, q, sizeof q);
+	fasvd_gguf *g = open_model(&m);
+	fasvd_tensor *t;
+	assert_ok(fasvd_gguf_tensor(&t, g, "blk.0.attn_q.weight"));
+	static double all[R * C], head[16 * R];
+	assert_ok(fasvd_tensor_to_f64(all, C, FASVD_LAYOUT_ROW_MAJOR, t, 0));
+	fasvd_heads *h;
+	assert_ok(fasvd_heads_new(&h, NULL, t, FASVD_AXIS_ROWS, 4, 8, 0, 8));
+	assert_ok(fasvd_heads_decode_f64(head, C, FASVD_LAYOUT_ROW_MAJOR, h, 2));
+	assert_memory_equal(head, all + 16 * C, 8 * C * sizeof(double));
+	fasvd_heads_free(h);
+	assert_ok(fasvd_heads_new(&h, NULL, t, FASVD_AXIS_COLS, 4, 16, 0, 16));
+	for (int layout = 0; layout < 2; layout++) {
+		fasvd_layout lay = layout ? FASVD_LAYOUT_COL_MAJOR : FASVD_LAYOUT_ROW_MAJOR;
+		assert_ok(fasvd_heads_decode_f64(head, layout ? 16 : R, lay, h, 3));
+		for (int r = 0; r < 16; r++) /* head row r = column 48 + r of t */
+			for (int c = 0; c < R; c++)
+				assert_true(head[layout ? c * 16 + r : r * R + c] == all[c * C + 48 + r]);
+	}
+	fasvd_heads_free(h);
+	fasvd_tensor_free(t);
+	close_model(g);
+	gm_free(&m);
+}
+
 /* ------------------------------------------------------------- validation */
 
 /* A valid model with one F32 tensor, then `edit` applied. */
@@ -706,6 +747,7 @@ int main(void)
 		cmocka_unit_test(test_metadata_types),
 		cmocka_unit_test(test_tensors_orientation),
 		cmocka_unit_test(test_unsupported_type),
+		cmocka_unit_test(test_heads_on_quant),
 		cmocka_unit_test(test_truncated_everywhere),
 		cmocka_unit_test(test_bad_header),
 		cmocka_unit_test(test_validation),
