@@ -178,8 +178,8 @@ static void test_names(void **s)
 	assert_int_equal(fasvd_dtype_size((fasvd_dtype)0), 0);
 	assert_string_equal(fasvd_dtype_name((fasvd_dtype)77), "?");
 	double x = 1;
-	assert_fasvd(fasvd_dtype_decode(&x, (fasvd_dtype)9, &x, 1), FASVD_EDTYPE);
-	assert_fasvd(fasvd_dtype_encode(&x, (fasvd_dtype)9, &x, 1), FASVD_EDTYPE);
+	assert_fasvd(fasvd_dtype_decode(&x, (fasvd_dtype)77, &x, 1), FASVD_EDTYPE);
+	assert_fasvd(fasvd_dtype_encode(&x, (fasvd_dtype)77, &x, 1), FASVD_EDTYPE);
 }
 
 static void test_f32_f64(void **s)

@@ -12,6 +12,7 @@
 #include <fasvd/svd.h>
 #include <fasvd/metrics.h>
 #include <fasvd/safetensors.h>
+#include <fasvd/gguf.h>
 #include <fasvd/heads.h>
 #include <fasvd/rfactors.h>
 #include <fasvd/fuse.h>

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -305,4 +306,28 @@ int fasvd__replace_file(fasvd_ctx *ctx, const char *path, const void *data, uint
 		rc = fasvd__tmp_commit(&f);
 	fasvd__tmp_discard(&f);
 	return rc;
+}
+
+int fasvd__map_file(const char *path, unsigned char **map, size_t *len)
+{
+	*map = NULL;
+	*len = 0;
+	int fd;
+	struct stat sb;
+	int rc = fasvd__open_regular(path, FASVD_EIO, &fd, &sb);
+	if (rc)
+		return rc;
+	if (sb.st_size <= 0 || (uint64_t)sb.st_size > SIZE_MAX) {
+		close(fd);
+		*len = 0;
+		return sb.st_size <= 0 ? 0 : fasvd__error(FASVD_ERANGE, "%s: file too large", path);
+	}
+	void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	int e = errno;
+	close(fd);
+	if (p == MAP_FAILED)
+		return fasvd__error(FASVD_EIO, "%s: cannot map: %s", path, strerror(e));
+	*map = p;
+	*len = (size_t)sb.st_size;
+	return 0;
 }

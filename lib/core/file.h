@@ -18,6 +18,11 @@ unsigned fasvd__new_file_mode(void);
  * FASVD_EIO. */
 struct stat;
 int fasvd__open_regular(const char *path, int enoent_code, int *fd, struct stat *sb);
+/* Map the whole regular file `path` read-only (mmap, MAP_PRIVATE) into
+ * *map, *len bytes; an empty file gives *map = NULL, *len = 0. FASVD_EIO
+ * (cannot open, not a regular file, cannot map) or FASVD_ERANGE (larger
+ * than the address space), naming path. Unmap with munmap(). */
+int fasvd__map_file(const char *path, unsigned char **map, size_t *len);
 /* "dir/name" through the context allocator (no second '/' when dir ends
  * with one); NULL with FASVD_ENOMEM detail when out of memory. */
 char *fasvd__path_join(fasvd_ctx *ctx, const char *dir, const char *name);

@@ -196,31 +196,6 @@ static int add_meta(fasvd_st *st, const char *key, const char *value)
 	return 0;
 }
 
-/* Map a whole regular file read-only. */
-static int map_file(const char *path, unsigned char **map, size_t *len)
-{
-	*map = NULL;
-	*len = 0;
-	int fd;
-	struct stat sb;
-	int rc = fasvd__open_regular(path, FASVD_EIO, &fd, &sb);
-	if (rc)
-		return rc;
-	if (sb.st_size <= 0 || (uint64_t)sb.st_size > SIZE_MAX) {
-		close(fd);
-		*len = 0;
-		return sb.st_size <= 0 ? 0 : fasvd__error(FASVD_ERANGE, "%s: file too large", path);
-	}
-	void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	int e = errno;
-	close(fd);
-	if (p == MAP_FAILED)
-		return fasvd__error(FASVD_EIO, "%s: cannot map: %s", path, strerror(e));
-	*map = p;
-	*len = (size_t)sb.st_size;
-	return 0;
-}
-
 /* ------------------------------------------------------------ header parse */
 
 static int cmp_entry_name(const void *a, const void *b)
@@ -536,7 +511,7 @@ static int parse_shard(fasvd_st *st, st_shard *sh, int64_t index)
 
 static int load_shard(fasvd_st *st, st_shard *sh, int64_t index)
 {
-	int rc = map_file(sh->path, &sh->map, &sh->map_len);
+	int rc = fasvd__map_file(sh->path, &sh->map, &sh->map_len);
 	return rc ? rc : parse_shard(st, sh, index);
 }
 
@@ -628,7 +603,7 @@ static int read_index(const char *index_file, json_t **root)
 {
 	unsigned char *map = NULL;
 	size_t len = 0;
-	int rc = map_file(index_file, &map, &len);
+	int rc = fasvd__map_file(index_file, &map, &len);
 	if (rc)
 		return rc;
 	if (len == 0)

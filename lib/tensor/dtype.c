@@ -1,7 +1,9 @@
 /* libfasvd — dtypes: names, exact decoding and round-to-nearest-even encoding
- * of F64, F32, F16, BF16, F8_E4M3 (e4m3fn) and F8_E5M2. */
+ * of F64, F32, F16, BF16, F8_E4M3 (e4m3fn) and F8_E5M2; names, block sizes
+ * and decoding of ggml's block quantisations (ggml_quant.c). */
 #include "tensor/tensor_int.h"
 #include "tensor/dtype.h"
+#include "tensor/ggml_quant.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -20,17 +22,52 @@ size_t fasvd_dtype_size(fasvd_dtype dtype)
 	}
 }
 
+int64_t fasvd_dtype_block_elems(fasvd_dtype dtype)
+{
+	return fasvd_dtype_size(dtype) ? 1 : fasvd__quant_block_elems(dtype);
+}
+
+size_t fasvd_dtype_block_bytes(fasvd_dtype dtype)
+{
+	size_t size = fasvd_dtype_size(dtype);
+	return size ? size : (size_t)fasvd__quant_block_bytes(dtype);
+}
+
+static const char *const dtype_names[] = {
+	[FASVD_DTYPE_F64] = "F64",       [FASVD_DTYPE_F32] = "F32",
+	[FASVD_DTYPE_F16] = "F16",       [FASVD_DTYPE_BF16] = "BF16",
+	[FASVD_DTYPE_F8_E4M3] = "F8_E4M3", [FASVD_DTYPE_F8_E5M2] = "F8_E5M2",
+	[FASVD_DTYPE_Q4_0] = "Q4_0",     [FASVD_DTYPE_Q4_1] = "Q4_1",
+	[FASVD_DTYPE_Q5_0] = "Q5_0",     [FASVD_DTYPE_Q5_1] = "Q5_1",
+	[FASVD_DTYPE_Q8_0] = "Q8_0",     [FASVD_DTYPE_Q2_K] = "Q2_K",
+	[FASVD_DTYPE_Q3_K] = "Q3_K",     [FASVD_DTYPE_Q4_K] = "Q4_K",
+	[FASVD_DTYPE_Q5_K] = "Q5_K",     [FASVD_DTYPE_Q6_K] = "Q6_K",
+	[FASVD_DTYPE_IQ4_NL] = "IQ4_NL", [FASVD_DTYPE_IQ4_XS] = "IQ4_XS",
+};
+
 const char *fasvd_dtype_name(fasvd_dtype dtype)
 {
-	switch (dtype) {
-	case FASVD_DTYPE_F64: return "F64";
-	case FASVD_DTYPE_F32: return "F32";
-	case FASVD_DTYPE_F16: return "F16";
-	case FASVD_DTYPE_BF16: return "BF16";
-	case FASVD_DTYPE_F8_E4M3: return "F8_E4M3";
-	case FASVD_DTYPE_F8_E5M2: return "F8_E5M2";
-	default: return "?";
+	if (dtype < FASVD_DTYPE_F64 || dtype > FASVD_DTYPE_IQ4_XS)
+		return "?";
+	return dtype_names[dtype];
+}
+
+/* Decode whole blocks of a quantised dtype (n elements). */
+static int decode_quant(double *dst, fasvd_dtype dtype, const unsigned char *p, size_t n)
+{
+	size_t be = (size_t)fasvd__quant_block_elems(dtype);
+	size_t bb = (size_t)fasvd__quant_block_bytes(dtype);
+	if (n % be)
+		return fasvd__error(FASVD_EINVAL,
+		                    "fasvd_dtype_decode: %zu %s elements are not whole blocks of %zu",
+		                    n, fasvd_dtype_name(dtype), be);
+	float buf[256];
+	for (size_t k = 0; k < n / be; k++) {
+		fasvd__quant_decode(dtype, p + k * bb, 0, (int64_t)be, buf);
+		for (size_t i = 0; i < be; i++)
+			dst[k * be + i] = buf[i];
 	}
+	return 0;
 }
 
 int fasvd_dtype_from_name(fasvd_dtype *out, const char *name)
@@ -121,6 +158,8 @@ int fasvd_dtype_decode(double *dst, fasvd_dtype dtype, const void *src, size_t n
 		return 0;
 	}
 	default:
+		if (fasvd__dtype_is_quant(dtype))
+			return decode_quant(dst, dtype, p, n);
 		return fasvd__error(FASVD_EDTYPE, "fasvd_dtype_decode: unknown dtype %d", (int)dtype);
 	}
 }
@@ -205,6 +244,11 @@ int fasvd_dtype_encode(void *dst, fasvd_dtype dtype, const double *src, size_t n
 	case FASVD_DTYPE_F8_E4M3: f = &fmt_e4m3; break;
 	case FASVD_DTYPE_F8_E5M2: f = &fmt_e5m2; break;
 	default:
+		if (fasvd__dtype_is_quant(dtype))
+			return fasvd__error(FASVD_EDTYPE,
+			                    "fasvd_dtype_encode: %s is a block quantisation, which "
+			                    "libfasvd decodes but does not encode",
+			                    fasvd_dtype_name(dtype));
 		return fasvd__error(FASVD_EDTYPE, "fasvd_dtype_encode: unknown dtype %d", (int)dtype);
 	}
 	size_t sz = fasvd_dtype_size(dtype);

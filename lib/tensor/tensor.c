@@ -2,6 +2,7 @@
  * block scales and decoding to dense float32/float64 buffers. */
 #include "tensor/tensor_int.h"
 #include "tensor/dtype.h"
+#include "tensor/ggml_quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -37,6 +38,31 @@ static int64_t byte_extent(int64_t rows, int64_t cols, int64_t rs, int64_t cs, s
 	return b;
 }
 
+/* Byte extent of a block-quantised tensor (rows of row_stride elements,
+ * whole blocks), or -1 when the layout is not one (the reason in *why). */
+static int64_t quant_extent(fasvd_dtype dt, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                            const char **why)
+{
+	int64_t be = fasvd__quant_block_elems(dt), bb = fasvd__quant_block_bytes(dt);
+	int64_t last, nblk, b;
+	*why = "overflow the address space";
+	if (cs != 1) {
+		*why = "need a column stride of 1";
+		return -1;
+	}
+	if (cols % be || (rows > 1 && (rs % be || rs < cols))) {
+		*why = "are not whole blocks";
+		return -1;
+	}
+	if (__builtin_mul_overflow(rows - 1, rows > 1 ? rs : 0, &last) ||
+	    __builtin_add_overflow(last, cols, &last))
+		return -1;
+	nblk = last / be;
+	if (__builtin_mul_overflow(nblk, bb, &b) || b > PTRDIFF_MAX)
+		return -1;
+	return b;
+}
+
 static fasvd_tensor *tensor_alloc(fasvd_ctx *ctx)
 {
 	fasvd_tensor *t = fasvd__calloc(ctx, 1, sizeof *t, "a tensor handle");
@@ -53,7 +79,8 @@ int fasvd_tensor_new_borrowed(fasvd_tensor **out, fasvd_ctx *ctx, fasvd_dtype dt
 		return fasvd__error(FASVD_EINVAL, "fasvd_tensor_new_borrowed: out is NULL");
 	*out = NULL;
 	size_t size = fasvd_dtype_size(dtype);
-	if (!size)
+	bool quant = fasvd__dtype_is_quant(dtype);
+	if (!size && !quant)
 		return fasvd__error(FASVD_EDTYPE, "fasvd_tensor_new_borrowed: unknown dtype %d",
 		                    (int)dtype);
 	if (!data)
@@ -63,12 +90,14 @@ int fasvd_tensor_new_borrowed(fasvd_tensor **out, fasvd_ctx *ctx, fasvd_dtype dt
 		                    "fasvd_tensor_new_borrowed: shape [%lld, %lld] has a "
 		                    "non-positive dimension",
 		                    (long long)rows, (long long)cols);
-	if (byte_extent(rows, cols, row_stride, col_stride, size) < 0)
+	const char *why = "overflow the address space";
+	if (quant ? quant_extent(dtype, rows, cols, row_stride, col_stride, &why) < 0
+	          : byte_extent(rows, cols, row_stride, col_stride, size) < 0)
 		return fasvd__error(FASVD_EINVAL,
 		                    "fasvd_tensor_new_borrowed: strides (%lld, %lld) over shape "
-		                    "[%lld, %lld] overflow the address space",
+		                    "[%lld, %lld] of %s %s",
 		                    (long long)row_stride, (long long)col_stride, (long long)rows,
-		                    (long long)cols);
+		                    (long long)cols, fasvd_dtype_name(dtype), why);
 	ctx = fasvd__ctx(ctx);
 	fasvd_tensor *t = tensor_alloc(ctx);
 	if (!t)
@@ -90,16 +119,23 @@ int fasvd_tensor_new(fasvd_tensor **out, fasvd_ctx *ctx, fasvd_dtype dtype, int6
 		return fasvd__error(FASVD_EINVAL, "fasvd_tensor_new: out is NULL");
 	*out = NULL;
 	size_t size = fasvd_dtype_size(dtype);
-	if (!size)
+	int64_t be = fasvd_dtype_block_elems(dtype);
+	if (!be)
 		return fasvd__error(FASVD_EDTYPE, "fasvd_tensor_new: unknown dtype %d", (int)dtype);
-	if (rows < 1 || cols < 1)
+	if (rows < 1 || cols < 1 || cols % be)
 		return fasvd__error(FASVD_EINVAL,
 		                    "fasvd_tensor_new: shape [%lld, %lld] has a non-positive "
-		                    "dimension",
-		                    (long long)rows, (long long)cols);
+		                    "dimension or rows that are not whole %s blocks",
+		                    (long long)rows, (long long)cols, fasvd_dtype_name(dtype));
 	int64_t n, bytes;
-	if (__builtin_mul_overflow(rows, cols, &n) ||
-	    __builtin_mul_overflow(n, (int64_t)size, &bytes) || bytes > PTRDIFF_MAX)
+	if (!size) { /* whole blocks */
+		size = fasvd_dtype_block_bytes(dtype);
+		cols /= be;
+	}
+	bool over = __builtin_mul_overflow(rows, cols, &n) ||
+	            __builtin_mul_overflow(n, (int64_t)size, &bytes) || bytes > PTRDIFF_MAX;
+	cols *= be;
+	if (over)
 		return fasvd__error(FASVD_ERANGE,
 		                    "fasvd_tensor_new: shape [%lld, %lld] x %s overflows",
 		                    (long long)rows, (long long)cols, fasvd_dtype_name(dtype));
@@ -359,6 +395,23 @@ static inline double decode_one(const fasvd_tensor *t, const unsigned char *p, c
 	}
 }
 
+/* Bytes between the rows of the tensor a quantised view was made from. */
+static int64_t quant_row_bytes(const fasvd_tensor *t)
+{
+	int64_t root_rs = t->transposed ? t->cs : t->rs;
+	return root_rs / fasvd__quant_block_elems(t->dtype) * fasvd__quant_block_bytes(t->dtype);
+}
+
+/* Element (row, col) of a quantised view: decodes the one block holding it. */
+static double quant_get(const fasvd_tensor *t, int64_t row, int64_t col)
+{
+	int64_t rr = t->row0 + (t->transposed ? col : row);
+	int64_t rc = t->col0 + (t->transposed ? row : col);
+	float f;
+	fasvd__quant_decode(t->dtype, t->data + rr * quant_row_bytes(t), rc, 1, &f);
+	return f;
+}
+
 int fasvd_tensor_get(double *out, const fasvd_tensor *t, int64_t row, int64_t col)
 {
 	if (!t || !out)
@@ -368,6 +421,10 @@ int fasvd_tensor_get(double *out, const fasvd_tensor *t, int64_t row, int64_t co
 		return fasvd__error(FASVD_EINVAL, "%s: element (%lld, %lld) is outside [%lld, %lld]",
 		                    fasvd__tensor_label(t, lab, sizeof lab), (long long)row,
 		                    (long long)col, (long long)t->rows, (long long)t->cols);
+	}
+	if (fasvd__dtype_is_quant(t->dtype)) {
+		*out = quant_get(t, row, col);
+		return 0;
 	}
 	const float *fp8 = (t->dtype == FASVD_DTYPE_F8_E4M3 || t->dtype == FASVD_DTYPE_F8_E5M2)
 	                           ? fasvd__fp8_table(t->dtype)
@@ -426,6 +483,9 @@ enum { TILE_I = 16, TILE_J = 128, CHUNK = 512 };
 
 struct plan {
 	fasvd_dtype dtype;
+	bool quant;           /* block-quantised: lines are rows of the root
+	                         tensor, line i its row f0 + i (so bytes apart),
+	                         element j its column r0 + j */
 	const float *fp8;
 	const unsigned char *base;
 	int64_t so, si;       /* byte strides between lines / along a line */
@@ -442,6 +502,17 @@ static void make_plan(const fasvd_tensor *t, struct plan *p)
 	int64_t ars = t->rs < 0 ? -t->rs : t->rs, acs = t->cs < 0 ? -t->cs : t->cs;
 	memset(p, 0, sizeof *p);
 	p->dtype = t->dtype;
+	if (fasvd__dtype_is_quant(t->dtype)) {
+		p->quant = true;
+		p->base = t->data;
+		p->swapped = t->transposed;
+		p->n_lines = p->swapped ? t->cols : t->rows;
+		p->len = p->swapped ? t->rows : t->cols;
+		p->so = quant_row_bytes(t);
+		p->f0 = t->row0;
+		p->r0 = t->col0;
+		return;
+	}
 	p->fp8 = (t->dtype == FASVD_DTYPE_F8_E4M3 || t->dtype == FASVD_DTYPE_F8_E5M2)
 	                 ? fasvd__fp8_table(t->dtype)
 	                 : NULL;
@@ -513,14 +584,34 @@ static void make_plan(const fasvd_tensor *t, struct plan *p)
 		}                                                                   \
 	} while (0)
 
+/* Elements [j0, j0 + n) of line i of a quantised view: the blocks holding
+ * them, and only those, are decoded. */
+static void line_quant(const struct plan *p, int64_t i, int64_t j0, int64_t n, float *out)
+{
+	fasvd__quant_decode(p->dtype, p->base + (p->f0 + i) * p->so, p->r0 + j0, n, out);
+}
+
 static void line_float(const struct plan *p, int64_t i, int64_t j0, int64_t n, float *out)
 {
-	LINE_DECODE(float);
+	if (p->quant)
+		line_quant(p, i, j0, n, out);
+	else
+		LINE_DECODE(float);
 }
 
 static void line_widened(const struct plan *p, int64_t i, int64_t j0, int64_t n, double *out)
 {
-	LINE_DECODE(double);
+	if (!p->quant) {
+		LINE_DECODE(double);
+		return;
+	}
+	float buf[CHUNK];
+	for (int64_t k0 = 0; k0 < n; k0 += CHUNK) {
+		int64_t m = n - k0 < CHUNK ? n - k0 : CHUNK;
+		line_quant(p, i, j0 + k0, m, buf);
+		for (int64_t k = 0; k < m; k++)
+			out[k0 + k] = buf[k];
+	}
 }
 #undef LINE_DECODE
 
@@ -648,18 +739,34 @@ static bool any_nonfinite_f32(const float *v, int64_t n)
 #undef ANY_NONFINITE
 
 /* Report the first non-finite value of t in row-major order (f32: of the
- * values rounded to float). */
-static int first_nonfinite(const fasvd_tensor *t, bool f32)
+ * values rounded to float), decoding line by line: when lines are view
+ * columns, the one with the smallest view row wins. */
+static int first_nonfinite(const fasvd_tensor *t, const struct plan *p, bool f32)
 {
-	for (int64_t r = 0; r < t->rows; r++)
-		for (int64_t c = 0; c < t->cols; c++) {
-			double v;
-			fasvd_tensor_get(&v, t, r, c);
-			float f = (float)v;
-			if (f32 ? !isfinite(f) : !isfinite(v))
-				return nonfinite_error(t, r, c, isfinite(v) ? (double)f : v);
+	int64_t bi = -1, bj = -1;
+	double bv = 0;
+	double buf[CHUNK];
+	float fb[CHUNK];
+	for (int64_t i = 0; i < p->n_lines && !(bi >= 0 && !p->swapped); i++) {
+		for (int64_t j0 = 0; j0 < p->len && !(bj >= 0 && j0 > bj); j0 += CHUNK) {
+			int64_t m = p->len - j0 < CHUNK ? p->len - j0 : CHUNK, k = 0;
+			if (f32)
+				line_to_f32(p, i, j0, m, fb);
+			else
+				line_double(p, i, j0, m, buf);
+			while (k < m && isfinite(f32 ? (double)fb[k] : buf[k]))
+				k++;
+			if (k < m && (bj < 0 || j0 + k < bj)) {
+				bi = i, bj = j0 + k;
+				bv = f32 ? (double)fb[k] : buf[k];
+			}
+			if (k < m)
+				break;
 		}
-	return fasvd__error(FASVD_EINTERNAL, "decode: a non-finite value vanished");
+	}
+	if (bi < 0)
+		return fasvd__error(FASVD_EINTERNAL, "decode: a non-finite value vanished");
+	return p->swapped ? nonfinite_error(t, bj, bi, bv) : nonfinite_error(t, bi, bj, bv);
 }
 
 static int decode(const fasvd_tensor *t, void *dst, int64_t ld, fasvd_layout layout,
@@ -676,12 +783,12 @@ static int decode(const fasvd_tensor *t, void *dst, int64_t ld, fasvd_layout lay
 				float *d = (float *)dst + i * ld;
 				line_to_f32(&p, i, 0, p.len, d);
 				if (check && any_nonfinite_f32(d, p.len))
-					return first_nonfinite(t, true);
+					return first_nonfinite(t, &p, true);
 			} else {
 				double *d = (double *)dst + i * ld;
 				line_double(&p, i, 0, p.len, d);
 				if (check && any_nonfinite_f64(d, p.len))
-					return first_nonfinite(t, false);
+					return first_nonfinite(t, &p, false);
 			}
 		}
 		return 0;
@@ -718,7 +825,7 @@ static int decode(const fasvd_tensor *t, void *dst, int64_t ld, fasvd_layout lay
 					bad = f32 ? any_nonfinite_f32(tf + ii * TILE_J, nj)
 					          : any_nonfinite_f64(tile + ii * TILE_J, nj);
 				if (bad)
-					return first_nonfinite(t, f32);
+					return first_nonfinite(t, &p, f32);
 			}
 		}
 	}

@@ -1,7 +1,9 @@
 /* fuzz-dtype: dtype decoding and encoding, block scales and tensor views.
  *
  * Input layout (little parameter header, then raw bytes):
- *   byte 0   dtype = byte % 8 (0 and 7 are not fasvd_dtype values)
+ *   byte 0   dtype = byte % 8 (0 and 7 stand for values that are not
+ *            fasvd_dtypes: 0 and 99; the block-quantised dtypes are
+ *            fuzzed by fuzz-gguf)
  *   byte 1   rows - 1 (mod 32)      byte 2   cols - 1 (mod 32)
  *   byte 3   storage: bit 0 column-major; bit 1 rows in reverse order
  *            (negative row stride); bit 2 padded leading stride; bit 3
@@ -9,7 +11,7 @@
  *            view; bit 6 per-head block view; bit 7 owned copy
  *            (fasvd_tensor_new) instead of borrowed bytes
  *   byte 4   block rows - 1 (mod 16)   byte 5  block cols - 1 (mod 16)
- *   byte 6   scale dtype = byte % 8
+ *   byte 6   scale dtype = byte % 8 (as byte 0)
  *   byte 7   scale grid: 0 the right [ceil(rows/br), ceil(cols/bc)], else
  *            perturbed by (byte & 3) - 1 rows and ((byte >> 2) & 3) - 1 cols
  *   byte 8   view parameters (row0, col0, heads)
@@ -120,11 +122,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 9 || size > (1u << 16))
 		return 0;
-	fasvd_dtype dt = (fasvd_dtype)(data[0] % 8);
+	fasvd_dtype dt = (fasvd_dtype)(data[0] % 8 == 7 ? 99 : data[0] % 8);
 	int64_t rows = data[1] % 32 + 1, cols = data[2] % 32 + 1;
 	unsigned st = data[3];
 	int64_t br = data[4] % 16 + 1, bc = data[5] % 16 + 1;
-	fasvd_dtype sdt = (fasvd_dtype)(data[6] % 8);
+	fasvd_dtype sdt = (fasvd_dtype)(data[6] % 8 == 7 ? 99 : data[6] % 8);
 	unsigned grid = data[7], vp = data[8];
 	const uint8_t *body = data + 9;
 	size_t len = size - 9;

@@ -367,6 +367,97 @@ def dtype_seeds(rng):
     return out
 
 
+# ------------------------------------------------------------------- gguf
+
+QTYPES = {  # ggml type id: (elements, bytes per block, offsets of F16 scales)
+    0: (1, 4, []), 1: (1, 2, []), 30: (1, 2, []), 28: (1, 8, []),
+    2: (32, 18, [0]), 3: (32, 20, [0, 2]), 6: (32, 22, [0]), 7: (32, 24, [0, 2]),
+    8: (32, 34, [0]), 10: (256, 84, [80, 82]), 11: (256, 110, [108]),
+    12: (256, 144, [0, 2]), 13: (256, 176, [0, 2]), 14: (256, 210, [208]),
+    20: (32, 18, [0]), 23: (256, 136, [0]), 16: (256, 66, [0]),
+}
+
+
+def gg_str(s):
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<Q", len(b)) + b
+
+
+def gg_value(t, v):
+    """Bytes of a metadata value of type t (9: v = (elem type, [values]))."""
+    fmt = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+           10: "<Q", 11: "<q", 12: "<d"}
+    if t == 8:
+        return gg_str(v)
+    if t == 9:
+        et, vals = v
+        return struct.pack("<IQ", et, len(vals)) + b"".join(gg_value(et, x) for x in vals)
+    return struct.pack(fmt[t], v)
+
+
+def gguf_bytes(kvs, tensors, version=3, align=32):
+    """kvs: [(key, type, value)]; tensors: [(name, ne, type id, raw)]."""
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))
+    for k, t, v in kvs:
+        out += gg_str(k) + struct.pack("<I", t) + gg_value(t, v)
+    data, infos = b"", b""
+    for name, ne, ty, raw in tensors:
+        data += b"\0" * (-len(data) % align)
+        infos += gg_str(name) + struct.pack("<I", len(ne)) + b"".join(
+            struct.pack("<Q", n) for n in ne) + struct.pack("<IQ", ty, len(data))
+        data += raw
+    out += infos
+    out += b"\0" * (-len(out) % align)
+    return out + data
+
+
+def gg_blocks(rng, ty, rows, cols):
+    blck, size, scales = QTYPES[ty]
+    raw = bytearray(rng.integers(0, 256, size=rows * cols // blck * size, dtype=np.uint8))
+    if blck == 1:
+        return bytes(raw)
+    for b in range(len(raw) // size):
+        for off in scales:  # finite F16 scales
+            raw[b * size + off + 1] &= 0xBB
+    return bytes(raw)
+
+
+def gguf_seeds(rng):
+    kvs = [("general.architecture", 8, "llama"), ("llama.block_count", 4, 2),
+           ("llama.attention.head_count", 9, (5, [4, 4])), ("u8", 0, 7), ("i8", 1, -3),
+           ("u16", 2, 9), ("i16", 3, -9), ("f32", 6, 0.5), ("b", 7, True),
+           ("u64", 10, 2 ** 63 + 5), ("i64", 11, -7), ("f64", 12, 1.25),
+           ("nested", 9, (9, [(8, ["a", "bc"]), (0, [1, 2, 3]), (9, [(9, [])])]))]
+    seeds = {}
+    for ty, (blck, size, _) in QTYPES.items():
+        cols = max(blck, 32)
+        name = "t%d" % ty
+        tensors = [(name + ".weight", [cols, 3], ty, gg_blocks(rng, ty, 3, cols))]
+        seeds["type-%02d" % ty] = b"\0" + gguf_bytes(kvs[:3], tensors)
+    mixed = [("blk.0.attn_q.weight", [64, 4], 8, gg_blocks(rng, 8, 4, 64)),
+             ("blk.0.attn_k.weight", [256, 2], 12, gg_blocks(rng, 12, 2, 256)),
+             ("cube", [8, 2, 3], 0, gg_blocks(rng, 0, 6, 8)),
+             ("norm", [8], 0, gg_blocks(rng, 0, 1, 8))]
+    seeds["all-metadata"] = b"\0" + gguf_bytes(kvs, mixed)
+    seeds["version2"] = b"\0" + gguf_bytes(kvs[:2], mixed, version=2)
+    seeds["align64"] = b"\0" + gguf_bytes(kvs[:1] + [("general.alignment", 4, 64)], mixed,
+                                          align=64)
+    parts = []
+    for no in range(3):
+        pk = [("split.no", 2, no), ("split.count", 2, 3), ("split.tensors.count", 5, 3)]
+        parts.append(gguf_bytes(pk, [mixed[no]]))
+    seeds["split3"] = b"\1" + SEP.join(parts)
+    whole = gguf_bytes(kvs, mixed)
+    seeds["trunc-half"] = b"\0" + whole[:len(whole) // 2]
+    seeds["bad-magic"] = b"\0GGUX" + whole[4:]
+    seeds["version1"] = b"\0" + whole[:4] + struct.pack("<I", 1) + whole[8:]
+    seeds["huge-counts"] = b"\0" + whole[:8] + b"\xff" * 16 + whole[24:]
+    nan = bytearray(gguf_bytes([], mixed[:1]))
+    nan[-(4 * 2 * 34) + 1] = 0x7E  # the first block's scale: NaN
+    seeds["nan-scale"] = b"\0" + bytes(nan)
+    return seeds
+
+
 def write(dirpath, files):
     os.makedirs(dirpath, exist_ok=True)
     for f in os.listdir(dirpath):
@@ -381,14 +472,20 @@ def write(dirpath, files):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", required=True, help="build folder with tests/fuzz/replay-config")
+    ap.add_argument("--build", help="build folder with tests/fuzz/replay-config (needed for "
+                    "the config corpus)")
+    ap.add_argument("--only", help="write only this target's corpus (e.g. gguf)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "corpora"))
     a = ap.parse_args()
     rng = np.random.default_rng(20240607)
+    if a.only == "gguf":  # its own generator: the other corpora stay as they are
+        write(os.path.join(a.out, "gguf"), gguf_seeds(np.random.default_rng(13)))
+        return
     write(os.path.join(a.out, "safetensors"), safetensors_seeds(rng))
     write(os.path.join(a.out, "config"), config_seeds(a.build))
     write(os.path.join(a.out, "dtype"), dtype_seeds(rng))
+    write(os.path.join(a.out, "gguf"), gguf_seeds(np.random.default_rng(13)))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ consumer must observe:
 
   {"cases": [{"id", "what", "dir" (model folder, relative to DIR),
               "checkpoint" (path given to `fasvd svdvals`), "tensor",
-              "svdvals" | "analyze" | "info": {"expect": "fail" | "ok" | "any",
+              "svdvals" | "analyze" | "info" | "gguf" (GGUF files, C API only):
+                  {"expect": "fail" | "ok" | "any",
                   "xfail": "known bug" (optional),
                   "codes": ["EFORMAT", ...]   (acceptable fasvd_error names),
                   "names": ["model.safetensors", "<tensor>", ...]
@@ -34,7 +35,16 @@ import shutil
 import struct
 import subprocess
 
+import importlib.util
+
 import numpy as np
+
+# The GGUF writer of the fuzz corpus (tests/fuzz/gen-corpus.py).
+_spec = importlib.util.spec_from_file_location(
+    "gen_corpus", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz",
+                               "gen-corpus.py"))
+GG = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(GG)
 
 LLAMA_OPTS = ["n_layers=2", "n_heads=4", "n_kv_heads=2", "hidden=32", "head_dim=8",
               "intermediate=-1", "dtype=F32"]
@@ -782,6 +792,121 @@ class Gen:
         cfg_case("config-quant-gptq", "quant_method \"gptq\"", D, qc(quant_method="gptq"),
                  "EARCH", ("config.json", "gptq"))
 
+    # ---------------------------------------------------------------- GGUF
+
+    def gguf_cases(self):
+        """GGUF files (docs/gguf.md), through the C API only (`gguf`:
+        fasvd_gguf_open + fasvd_gguf_tensor + fasvd_svdvals): the commands
+        do not take GGUF files yet. The writer is the fuzz corpus's."""
+        rng = np.random.default_rng(13)
+        Q = "blk.0.attn_q.weight"
+        kvs = [("general.architecture", 8, "llama"), ("llama.block_count", 4, 1)]
+
+        def tensors(ne0=256, qtype=12, q_raw=None):
+            raw = q_raw if q_raw is not None else GG.gg_blocks(rng, 12, 8, 256)
+            return [(Q, [ne0, 8], qtype, raw),
+                    ("blk.0.attn_k.weight", [64, 4], 8, GG.gg_blocks(rng, 8, 4, 64))]
+
+        base = GG.gguf_bytes(kvs, tensors())
+
+        def case(cid, what, data, codes, names=(Q,)):
+            d = os.path.join(self.root, cid)
+            os.makedirs(d)
+            p = os.path.join(d, "model.gguf")
+            write_bytes(p, data)
+            # a decoding failure names the tensor (as nan-weight), the others the file too
+            file = () if codes == "ENONFINITE" else ("model.gguf",)
+            exp = self.OK if codes == "ok" else self.fail(codes, *(file + tuple(names)))
+            self.add(cid, what, d, p, Q, gguf=exp)
+
+        case("gguf-valid", "a valid Q4_K / Q8_0 file", base, "ok")
+        case("gguf-empty", "the file is empty", b"", "EFORMAT", names=())
+        case("gguf-bad-magic", "magic GGUX", b"GGUX" + base[4:], "EFORMAT", names=())
+        case("gguf-version-1", "version 1", base[:4] + struct.pack("<I", 1) + base[8:],
+             "EFORMAT", names=("version",))
+        case("gguf-counts-huge", "tensor and metadata counts 2^64 - 1",
+             base[:8] + b"\xff" * 16 + base[24:], "EFORMAT", names=())
+        case("gguf-trunc-infos", "cut inside the tensor infos", base[:120], "EFORMAT", names=())
+        case("gguf-trunc-data", "the last data byte missing", base[:-1], "EFORMAT",
+             names=("blk.0.attn_k.weight",))
+        case("gguf-key-huge", "a key length of 2^63",
+             base[:24] + struct.pack("<Q", 1 << 63) + base[32:], "EFORMAT", names=())
+        case("gguf-array-huge", "an array of 2^60 UINT64",
+             GG.gguf_bytes(kvs + [("big", 9, (10, []))], tensors()).replace(
+                 struct.pack("<IQ", 10, 0), struct.pack("<IQ", 10, 1 << 60)),
+             "EFORMAT", names=("big",))
+        deep = (0, [])
+        for _ in range(12):
+            deep = (9, [deep])
+        case("gguf-arrays-deep", "arrays nested 12 deep",
+             GG.gguf_bytes(kvs + [("deep", 9, deep)], tensors()), "EFORMAT", names=("deep",))
+        case("gguf-dup-key", "a metadata key twice",
+             GG.gguf_bytes(kvs + kvs[:1], tensors()), "EFORMAT",
+             names=("general.architecture",))
+        case("gguf-dup-tensor", "a tensor name twice",
+             GG.gguf_bytes(kvs, tensors() + tensors()[:1]), "EFORMAT")
+        case("gguf-name-long", "a tensor name of 64 bytes",
+             GG.gguf_bytes(kvs, [("x" * 64, [32], 0, bytes(128))]), "EFORMAT", names=())
+        case("gguf-dims-5", "a tensor with 5 dimensions",
+             GG.gguf_bytes(kvs, [(Q, [256, 8, 1, 1, 1], 0, bytes(8192))]), "EFORMAT")
+        case("gguf-dim-zero", "a dimension of 0",
+             GG.gguf_bytes(kvs, [(Q, [256, 0], 0, b"")]), "EFORMAT")
+        case("gguf-numel-overflow", "element count overflowing 64 bits",
+             GG.gguf_bytes(kvs, [(Q, [1 << 32, 1 << 32, 1 << 32], 0, b"")]), "EFORMAT")
+        case("gguf-type-unknown", "ggml type id 4 (removed from the format)",
+             GG.gguf_bytes(kvs, tensors(qtype=4)), "EFORMAT")
+        case("gguf-partial-block", "Q4_K rows of 128 elements (half a block)",
+             GG.gguf_bytes(kvs, tensors(ne0=128)), "EFORMAT")
+        case("gguf-alignment-bad", "general.alignment 48",
+             GG.gguf_bytes(kvs + [("general.alignment", 4, 48)], tensors()), "EFORMAT",
+             names=("general.alignment",))
+        mis = bytearray(base)
+        off = base.index(struct.pack("<I", 8) + struct.pack("<Q", 8 * 144))
+        mis[off + 4] += 4
+        case("gguf-offset-misaligned", "a tensor offset 4 bytes past an aligned one",
+             bytes(mis), "EFORMAT", names=("blk.0.attn_k.weight",))
+        ovl = bytearray(base)
+        ovl[off + 4:off + 12] = bytes(8)
+        case("gguf-overlap", "two tensors at offset 0", bytes(ovl), "EFORMAT",
+             names=("overlaps",))
+        nan = bytearray(GG.gg_blocks(rng, 12, 8, 256))
+        nan[1] = 0x7E
+        case("gguf-nan-scale", "a NaN d in a Q4_K block of the queried tensor",
+             GG.gguf_bytes(kvs, tensors(q_raw=bytes(nan))), "ENONFINITE")
+        case("gguf-iq2", "an IQ2_XXS tensor (listed, not decoded)",
+             GG.gguf_bytes(kvs, [(Q, [256, 8], 16, GG.gg_blocks(rng, 16, 8, 256))]), "EDTYPE",
+             names=(Q, "IQ2_XXS"))
+        self.gguf_split_cases(rng, kvs, Q)
+
+    def gguf_split_cases(self, rng, kvs, Q):
+        def part(no, count, name):
+            pk = [("split.no", 2, no), ("split.count", 2, count)]
+            return GG.gguf_bytes(pk, [(name, [64, 4], 8, GG.gg_blocks(rng, 8, 4, 64))])
+
+        def split_case(cid, what, opened, codes, names, drop=(), link=None):
+            d = os.path.join(self.root, cid)
+            os.makedirs(d)
+            for k, name in ((0, Q), (1, "blk.0.attn_k.weight")):
+                f = os.path.join(d, "m-%05d-of-00002.gguf" % (k + 1))
+                if k in drop:
+                    continue
+                write_bytes(f, part(k, 2, name))
+            if link:
+                os.symlink(link, os.path.join(d, "m-00002-of-00002.gguf"))
+            p = os.path.join(d, opened)
+            exp = self.OK if codes == "ok" else self.fail(codes, *names)
+            self.add(cid, what, d, p, Q, gguf=exp)
+
+        split_case("gguf-split-valid", "a model split in two files", "m-00001-of-00002.gguf",
+                   "ok", ())
+        split_case("gguf-split-missing", "the second part is missing", "m-00001-of-00002.gguf",
+                   "EIO", ("m-00002-of-00002.gguf",), drop=(1,))
+        split_case("gguf-split-second", "the second part opened", "m-00002-of-00002.gguf",
+                   "EFORMAT", ("m-00002-of-00002.gguf", "first"))
+        split_case("gguf-split-outside", "the second part is a symlink out of the folder",
+                   "m-00001-of-00002.gguf", "EIO", ("m-00002-of-00002.gguf",), drop=(1,),
+                   link=os.path.join(self.out, "outside.safetensors"))
+
     # ------------------------------------------------------------- outputs
 
     def output_cases(self):
@@ -830,9 +955,17 @@ class Gen:
             fh.write("| case | what is broken | svdvals | info | analyze |\n")
             fh.write("| --- | --- | --- | --- | --- |\n")
             for c in self.cases:
+                if "gguf" in c:
+                    continue
                 fh.write("| `%s` | %s | %s | %s | %s |\n" % (
                     c["id"], c["what"].replace("|", "\\|"), fmt(c.get("svdvals")),
                     fmt(c.get("info")), fmt(c.get("analyze"))))
+            fh.write("\nGGUF files, through the C API (`gguf`: fasvd_gguf_open, "
+                     "fasvd_gguf_tensor, fasvd_svdvals):\n\n")
+            fh.write("| case | what is broken | gguf |\n| --- | --- | --- |\n")
+            for c in self.cases:
+                if "gguf" in c:
+                    fh.write("| `%s` | %s | %s |\n" % (c["id"], c["what"], fmt(c["gguf"])))
 
     def write_manifest(self, path):
         with open(path, "w") as fh:
@@ -857,6 +990,7 @@ def main():
     g.path_cases()
     g.config_cases()
     g.output_cases()
+    g.gguf_cases()
     g.apply_timeouts()
     g.apply_xfail()
     ids = [c["id"] for c in g.cases]

@@ -8,6 +8,7 @@
  *   svdvals  fasvd_st_open + fasvd_st_tensor + fasvd_svdvals
  *   info     fasvd_model_open + fasvd_model_info_get
  *   analyze  fasvd_analyze into a fresh scratch folder
+ *   gguf     fasvd_gguf_open + fasvd_gguf_tensor + fasvd_svdvals (GGUF cases)
  * and checks the outcome the manifest asks for: the call fails with one of
  * the listed codes, every *out is NULL, the detail message is one line that
  * contains every listed name (file, tensor, key); or it succeeds ("ok"); or
@@ -35,7 +36,7 @@ static const char *root; /* folder the manifest's relative paths start from */
 
 typedef struct {
 	json_t *c;        /* the case */
-	const char *cmd;  /* "svdvals", "info", "analyze" */
+	const char *cmd;  /* "svdvals", "info", "analyze", "gguf" */
 	char name[160];
 } hcase;
 
@@ -227,6 +228,9 @@ static void path_of(const char *rel, char *out, size_t n)
 		snprintf(out, n, "%s/%s", root, rel);
 }
 
+/* The singular values of t must be finite and non-negative. */
+static int svdvals_of(fasvd_tensor *t, fasvd_ctx *ctx);
+
 static int run_svdvals(const hcase *hc, fasvd_ctx *ctx)
 {
 	char path[1200];
@@ -245,6 +249,37 @@ static int run_svdvals(const hcase *hc, fasvd_ctx *ctx)
 		fasvd_st_free(st);
 		return rc;
 	}
+	rc = svdvals_of(t, ctx);
+	fasvd_st_free(st);
+	return rc;
+}
+
+static int run_gguf(const hcase *hc, fasvd_ctx *ctx)
+{
+	char path[1200];
+	path_of(json_string_value(json_object_get(hc->c, "checkpoint")), path, sizeof path);
+	const char *tensor = json_string_value(json_object_get(hc->c, "tensor"));
+	fasvd_gguf *g = (fasvd_gguf *)1;
+	fasvd_tensor *t = (fasvd_tensor *)1;
+	int rc = fasvd_gguf_open(&g, ctx, path);
+	if (rc) {
+		assert_null(g);
+		return rc;
+	}
+	rc = fasvd_gguf_tensor(&t, g, tensor);
+	if (rc) {
+		assert_null(t);
+		fasvd_gguf_free(g);
+		return rc;
+	}
+	rc = svdvals_of(t, ctx);
+	fasvd_gguf_free(g);
+	return rc;
+}
+
+static int svdvals_of(fasvd_tensor *t, fasvd_ctx *ctx)
+{
+	int rc;
 	int64_t m = fasvd_tensor_rows(t), n = fasvd_tensor_cols(t), k = m < n ? m : n;
 	double *s = malloc((size_t)k * sizeof *s);
 	assert_non_null(s);
@@ -256,7 +291,6 @@ static int run_svdvals(const hcase *hc, fasvd_ctx *ctx)
 			         (long long)k, s[i]);
 	free(s);
 	fasvd_tensor_free(t);
-	fasvd_st_free(st);
 	return rc;
 }
 
@@ -373,6 +407,8 @@ static void judge(const hcase *hc, const scratch *sp, verdict *v)
 		rc = run_svdvals(hc, ctx);
 	else if (!strcmp(hc->cmd, "info"))
 		rc = run_info(hc, ctx);
+	else if (!strcmp(hc->cmd, "gguf"))
+		rc = run_gguf(hc, ctx);
 	else
 		rc = run_analyze(hc, ctx, &s);
 	char detail[4096];
@@ -527,8 +563,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "test-hostile-api: %s: not a hostile-case manifest\n", argv[1]);
 		return 1;
 	}
-	static const char *const cmds[] = {"svdvals", "info", "analyze"};
-	size_t n = json_array_size(cases) * 3, count = 0;
+	static const char *const cmds[] = {"svdvals", "info", "analyze", "gguf"};
+	size_t n = json_array_size(cases) * 4, count = 0;
 	hcase *hcs = calloc(n, sizeof *hcs);
 	struct CMUnitTest *tests = calloc(n, sizeof *tests);
 	if (!hcs || !tests)
@@ -536,7 +572,7 @@ int main(int argc, char **argv)
 	size_t i;
 	json_t *c;
 	json_array_foreach(cases, i, c) {
-		for (int k = 0; k < 3; k++) {
+		for (int k = 0; k < 4; k++) {
 			if (!json_object_get(c, cmds[k]))
 				continue;
 			hcase *h = &hcs[count];
