@@ -56,6 +56,36 @@ static void test_last_error(void **state)
 	assert_string_equal(fasvd_last_error(), "");
 }
 
+/* docs/error-model.md, "One prefix per message": context is added once. */
+static void test_error_prefix_once(void **state)
+{
+	(void)state;
+	fasvd__error(FASVD_EINVAL, "fasvd_analyze: tau 2 is outside [0, 1]");
+	assert_int_equal(fasvd__error_prefix(FASVD_EINVAL, "fasvd_analyze"), FASVD_EINVAL);
+	assert_string_equal(fasvd_last_error(), "fasvd_analyze: tau 2 is outside [0, 1]");
+	/* A longer prefix keeps its context, not the function's name twice. */
+	fasvd__error(FASVD_EIO, "fasvd_fuse_svd: cannot compute");
+	fasvd__error_prefix(FASVD_EIO, "fasvd_fuse_svd: fused head %d", 3);
+	assert_string_equal(fasvd_last_error(), "fasvd_fuse_svd: fused head 3: cannot compute");
+	/* A detail that already starts with the whole prefix stays as it is. */
+	fasvd__error(FASVD_EFORMAT, "a.safetensors: tensor 'x': bad shape");
+	fasvd__error_prefix(FASVD_EFORMAT, "a.safetensors: tensor '%s'", "x");
+	assert_string_equal(fasvd_last_error(), "a.safetensors: tensor 'x': bad shape");
+	/* Other context is added in front, once per level. */
+	fasvd__error(FASVD_ENONFINITE, "q_proj: NaN at (1, 2)");
+	fasvd__error_prefix(FASVD_ENONFINITE, "layer %d", 2);
+	fasvd__error_prefix(FASVD_ENONFINITE, "fasvd_analyze");
+	assert_string_equal(fasvd_last_error(), "fasvd_analyze: layer 2: q_proj: NaN at (1, 2)");
+	/* A name that only begins like the prefix's is not taken for it. */
+	fasvd__error(FASVD_EINVAL, "fasvd_analyzer: x");
+	fasvd__error_prefix(FASVD_EINVAL, "fasvd_analyze");
+	assert_string_equal(fasvd_last_error(), "fasvd_analyze: fasvd_analyzer: x");
+	fasvd_clear_error();
+	fasvd__error_prefix(FASVD_EIO, "layer 1");
+	assert_string_equal(fasvd_last_error(), "layer 1: input/output error");
+	fasvd_clear_error();
+}
+
 static void *thread_error(void *p)
 {
 	(void)p;
@@ -434,6 +464,7 @@ int main(void)
 		cmocka_unit_test(test_version),
 		cmocka_unit_test(test_error_codes_pinned),
 		cmocka_unit_test(test_last_error),
+		cmocka_unit_test(test_error_prefix_once),
 		cmocka_unit_test(test_last_error_thread_local),
 		cmocka_unit_test(test_ctx_params),
 		cmocka_unit_test(test_ctx_allocator),

@@ -255,6 +255,14 @@ static void test_open_paths(void **state)
 	assert_int_equal(info.n_shards, 2);
 	assert_string_equal(info.dir, tmp);
 	fasvd_model_free(m);
+	/* one shard that the index lists stands for the whole checkpoint */
+	snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", tmp);
+	assert_ok(fasvd_model_open(&m, NULL, path, FASVD_MODEL_REQUIRE_ALL));
+	fasvd_model_info_init(&info, sizeof info);
+	assert_ok(fasvd_model_info_get(&info, m));
+	assert_int_equal(info.n_shards, 2);
+	assert_int_equal(info.n_missing, 0);
+	fasvd_model_free(m);
 	tmpdir_remove(tmp);
 
 	/* info->size below the first published size is refused (ABI growth:
@@ -384,6 +392,31 @@ static void test_config_errors(void **state)
 	assert_ok(fasvd_model_open(&m, NULL, dir, FASVD_MODEL_REQUIRE_ALL));
 	fasvd_model_free(m);
 	tmpdir_remove(dir);
+}
+
+/* A file of another format is named before config.json is looked at; a
+ * folder without config.json says what a model folder holds and lists
+ * what it found. */
+static void test_other_formats(void **state)
+{
+	(void)state;
+	char tmp[1024], path[1200];
+	tmpdir_make(tmp, sizeof tmp, "formats");
+	write_text(tmp, "model-Q8_0.gguf", "GGUF\3\4\5\6\7\10\11\12\13\14\15\16");
+	write_text(tmp, "tokenizer.json", "{}");
+	fasvd_model *m = (fasvd_model *)&m;
+	snprintf(path, sizeof path, "%s/model-Q8_0.gguf", tmp);
+	assert_fasvd(fasvd_model_open(&m, NULL, path, 0), FASVD_EFORMAT);
+	assert_null(m);
+	detail_has(path, "is a GGUF file", "libfasvd reads safetensors checkpoints", NULL);
+	assert_fasvd(fasvd_model_open(&m, NULL, tmp, 0), FASVD_ENOTFOUND);
+	detail_has("/config.json: no such file", "a Hugging Face model folder",
+	           "model-Q8_0.gguf (a GGUF file)", "tokenizer.json", NULL);
+	/* with config.json, the checkpoint search lists the folder */
+	write_text(tmp, "config.json", LLAMA_CFG);
+	assert_fasvd(fasvd_model_open(&m, NULL, tmp, 0), FASVD_ENOTFOUND);
+	detail_has("no safetensors checkpoint", "model-Q8_0.gguf (a GGUF file)", NULL);
+	tmpdir_remove(tmp);
 }
 
 static void test_missing_and_bad_tensors(void **state)
@@ -819,6 +852,7 @@ int main(void)
 		cmocka_unit_test(test_open_paths),
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_other_formats),
 		cmocka_unit_test(test_missing_and_bad_tensors),
 		cmocka_unit_test(test_nonfinite_norm),
 		cmocka_unit_test(test_fp8_scale_errors),

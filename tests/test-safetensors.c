@@ -17,6 +17,7 @@
 
 #include "core/internal.h"
 #include "io/st_int.h"
+#include "io/sniff.h"
 
 /* ------------------------------------------------------------- utilities */
 
@@ -1527,6 +1528,74 @@ static void test_duplicate_name_named(void **state)
 	                  "duplicate index entry");
 }
 
+/* Other formats are recognised by their first bytes (io/sniff.h) and
+ * named, and a safetensors file is never taken for one of them. */
+static void test_sniff_formats(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *head;
+		size_t n;
+		const char *name;
+		fasvd__format want;
+	} cases[] = {
+		{"GGUF\3\0\0\0\0\0\0\0\0\0\0\0", 16, "m.gguf", FASVD__FORMAT_GGUF},
+		{"tjgg\3\0\0\0", 8, "old.bin", FASVD__FORMAT_GGML},
+		{"lmgg\1\0\0\0", 8, "older.bin", FASVD__FORMAT_GGML},
+		{"PK\3\4\0\0\0\0\0\0", 10, "pytorch_model.bin", FASVD__FORMAT_ZIP},
+		{"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8", 12, "old.pt", FASVD__FORMAT_PICKLE},
+		{"\x93NUMPY\1\0v\0", 10, "w.npy", FASVD__FORMAT_NUMPY},
+		{"\x89HDF\r\n\x1a\n\0\0", 10, "tf_model.h5", FASVD__FORMAT_HDF5},
+		{"version https://git-lfs.github.com/spec/v1\n", 43, "model.safetensors",
+		 FASVD__FORMAT_GIT_LFS},
+		{"\x1f\x8b\x08\0", 4, "m.safetensors.gz", FASVD__FORMAT_GZIP},
+		{"\x08\x07\x12\x07pytorch", 12, "model.onnx", FASVD__FORMAT_ONNX},
+		{"\x08\x07\x12\x07pytorch", 12, "model.bin", FASVD__FORMAT_UNKNOWN},
+		/* Header length 0x280 whose first byte is pickle's 0x80: safetensors. */
+		{"\x80\x02\0\0\0\0\0\0{\"x\":1}", 15, "model.onnx", FASVD__FORMAT_SAFETENSORS},
+		{"\x10\0\0\0\0\0\0\0{}", 10, NULL, FASVD__FORMAT_SAFETENSORS},
+		{"GG", 2, NULL, FASVD__FORMAT_UNKNOWN},
+		{"", 0, NULL, FASVD__FORMAT_UNKNOWN},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		fasvd__format f = fasvd__sniff_format(cases[i].name, cases[i].head, cases[i].n);
+		if (f != cases[i].want)
+			fail_msg("case %zu (%s): format %d, expected %d", i,
+			         cases[i].name ? cases[i].name : "-", (int)f, (int)cases[i].want);
+	}
+	assert_int_equal(fasvd__sniff_format("x", NULL, 4), FASVD__FORMAT_UNKNOWN);
+	assert_string_equal(fasvd__format_name(FASVD__FORMAT_SAFETENSORS), "");
+
+	/* fasvd_st_open names the format instead of an absurd header length. */
+	char p[600], d[512];
+	tpath(p, sizeof p, "model.gguf");
+	unsigned char gguf[64] = "GGUF\3\0\0\0\x01\x02\x03\x04\x05\x06\x07\x08";
+	write_bytes(p, gguf, sizeof gguf);
+	expect_open_fails(p, FASVD_EFORMAT, "is a GGUF file", "reads safetensors", "GGUF file");
+	assert_null(strstr(fasvd_last_error(), "absurd"));
+	tpath(p, sizeof p, "pytorch_model.safetensors");
+	write_bytes(p, "PK\3\4\x14\0\0\0\0\0", 10);
+	expect_open_fails(p, FASVD_EFORMAT, "is a ZIP archive", "PyTorch", "ZIP named .safetensors");
+	tpath(p, sizeof p, "lfs.safetensors");
+	const char *lfs = "version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n";
+	write_bytes(p, lfs, strlen(lfs));
+	expect_open_fails(p, FASVD_EFORMAT, "Git LFS pointer", "git lfs pull", "LFS pointer");
+
+	/* A folder without a safetensors checkpoint lists what it holds. */
+	tpath(d, sizeof d, "gguf_only");
+	assert_int_equal(mkdir(d, 0755), 0);
+	snprintf(p, sizeof p, "%s/model-Q4_K_M.gguf", d);
+	write_bytes(p, gguf, sizeof gguf);
+	snprintf(p, sizeof p, "%s/README.md", d);
+	write_bytes(p, "# a model\n", 10);
+	expect_open_fails(d, FASVD_ENOTFOUND, "model-Q4_K_M.gguf (a GGUF file)", "README.md",
+	                  "folder of GGUF");
+	char buf[64];
+	tpath(d, sizeof d, "no-such-dir");
+	fasvd__describe_dir(d, buf, sizeof buf);
+	assert_string_equal(buf, "nothing");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1549,6 +1618,7 @@ int main(void)
 		cmocka_unit_test(test_many_keys_linear),
 		cmocka_unit_test(test_fifo_refused),
 		cmocka_unit_test(test_duplicate_name_named),
+		cmocka_unit_test(test_sniff_formats),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

@@ -191,6 +191,9 @@ static int apply(cli *c, const cli_opt *o, const char *value)
 		int64_t v;
 		if (!parse_i64(value, &v))
 			return cli_usage_error(c, "--%s: '%s' is not an integer", o->name, value);
+		if (o->min <= o->max && o->max == INT64_MAX && v < o->min)
+			return cli_usage_error(c, "--%s: %lld must be >= %lld", o->name, (long long)v,
+			                       (long long)o->min);
 		if (o->min <= o->max && (v < o->min || v > o->max))
 			return cli_usage_error(c, "--%s: %lld is outside [%lld, %lld]", o->name,
 			                       (long long)v, (long long)o->min, (long long)o->max);

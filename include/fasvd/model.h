@@ -75,7 +75,9 @@ typedef struct fasvd_model fasvd_model;
 
 /* Open a model: `path` is a model folder holding config.json and a
  * checkpoint, or a checkpoint file / index inside such a folder (config.json
- * is read from the same folder). Reads and validates config.json (see the
+ * is read from the same folder; a shard that the folder's
+ * model.safetensors.index.json lists opens the whole sharded checkpoint
+ * through that index). Reads and validates config.json (see the
  * errors below), opens the checkpoint with fasvd_st_open() (block size from
  * quantization_config.weight_block_size), detects the tensor name prefix
  * ("model.layers.N.", "transformer.h.N.", "bert.encoder.layer.N.",
@@ -87,11 +89,15 @@ typedef struct fasvd_model fasvd_model;
  * `ctx` may be NULL (default context) and must outlive the model otherwise.
  * Errors:
  *   FASVD_EINVAL    NULL out or path, unknown flag bits;
- *   FASVD_ENOTFOUND no config.json; no checkpoint; no attention tensor of
+ *   FASVD_ENOTFOUND no config.json (the detail lists what the folder
+ *                   holds); no checkpoint; no attention tensor of
  *                   the architecture found under any known prefix (the
  *                   detail lists the names tried); with REQUIRE_ALL, a
  *                   missing tensor (named, with the checkpoint);
  *   FASVD_EFORMAT   config.json is not a JSON object; checkpoint errors;
+ *                   `path` (or the checkpoint) is a file of another known
+ *                   format: GGUF, a PyTorch ZIP or pickle, .npy, HDF5,
+ *                   ONNX, a Git LFS pointer ... (named in the detail);
  *   FASVD_EARCH     unknown model_type (the detail lists the supported
  *                   ones); a required key missing, null, zero, negative,
  *                   non-integer or of the wrong type; inconsistent values

@@ -76,7 +76,17 @@ int fasvd__error_prefix(int code, const char *fmt, ...)
 	va_end(ap);
 	memcpy(old, errbuf, sizeof old);
 	const char *tail = old[0] ? old : fasvd_strerror(code);
-	size_t n = strlen(prefix);
+	/* One name per message (docs/error-model.md): a detail that already
+	 * starts with the whole prefix is kept as it is; one that starts with
+	 * the prefix's leading "name: " (a function naming itself) loses it. */
+	size_t n = strlen(prefix), lead = strcspn(prefix, ":");
+	if (strncmp(tail, prefix, n) == 0 && tail[n] == ':' && tail[n + 1] == ' ') {
+		if (!old[0])
+			snprintf(errbuf, sizeof errbuf, "%s", tail);
+		return code;
+	}
+	if (lead && strncmp(tail, prefix, lead) == 0 && tail[lead] == ':' && tail[lead + 1] == ' ')
+		tail += lead + 2;
 	if (n > sizeof errbuf - 3)
 		n = sizeof errbuf - 3;
 	memcpy(errbuf, prefix, n);

@@ -3,6 +3,7 @@
  * scales. See include/fasvd/safetensors.h for the contract. */
 #include "core/internal.h"
 #include "io/st_int.h"
+#include "io/sniff.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "core/utf8.h"
@@ -398,6 +399,10 @@ static int check_coverage(fasvd_ctx *ctx, const char *file, st_entry *e, int64_t
 static int shard_header(st_shard *sh, const char **hdr, uint64_t *len)
 {
 	const char *file = sh->path;
+	/* Another known format is named, not parsed as a broken header. */
+	fasvd__format f = fasvd__sniff_format(file, sh->map, sh->map_len);
+	if (f != FASVD__FORMAT_UNKNOWN && f != FASVD__FORMAT_SAFETENSORS)
+		return fasvd__format_error(file, f);
 	if (sh->map_len < 8)
 		return fasvd__error(FASVD_EFORMAT,
 		                    "%s: file is %zu bytes, shorter than the 8-byte header length",
@@ -875,10 +880,12 @@ static int pick_in_dir(fasvd_ctx *ctx, const char *dir, char **out, int *kind)
 			                  "%s: %d .safetensors files and no index: which checkpoint?", dir,
 			                  n_st);
 		} else {
+			char found[1024];
+			fasvd__describe_dir(dir, found, sizeof found);
 			rc = fasvd__error(FASVD_ENOTFOUND,
 			                  "%s: no safetensors checkpoint in this directory (no index, no "
-			                  "model.safetensors, no *.safetensors)",
-			                  dir);
+			                  "model.safetensors, no *.safetensors); it holds %s",
+			                  dir, found);
 		}
 	}
 	fasvd__free(ctx, idx);

@@ -2,6 +2,7 @@
  * → the canonical per-head views (docs/design.md), one layer at a time. */
 #include "model/model_int.h"
 #include "core/file.h"
+#include "io/sniff.h"
 
 #include <errno.h>
 #include <math.h>
@@ -9,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <jansson.h>
 
 /* One checkpoint tensor a layer needs. */
 typedef struct model_input {
@@ -403,6 +406,74 @@ static char *model_dir(fasvd_ctx *ctx, const char *path)
 	return fasvd__dir_of(ctx, path);
 }
 
+/* True when the index `index_file` (a small JSON document) maps some
+ * tensor to shard file `base`. */
+static bool index_lists(const char *index_file, const char *base)
+{
+	struct stat sb;
+	if (stat(index_file, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > (16 << 20))
+		return false;
+	json_t *root = json_load_file(index_file, JSON_REJECT_DUPLICATES, NULL);
+	json_t *wm = json_object_get(root, "weight_map"), *v;
+	const char *key;
+	bool found = false;
+	json_object_foreach(wm, key, v)
+	{
+		if (json_is_string(v) && strcmp(json_string_value(v), base) == 0) {
+			found = true;
+			break;
+		}
+	}
+	json_decref(root);
+	return found;
+}
+
+/* The checkpoint to open for `path`: a shard file that the folder's
+ * model.safetensors.index.json lists stands for the whole sharded
+ * checkpoint (its index, in *out); anything else is opened as given
+ * (*out NULL). */
+static int whole_checkpoint(fasvd_ctx *ctx, const char *path, bool is_dir, const char *dir,
+                            char **out)
+{
+	*out = NULL;
+	if (is_dir)
+		return 0;
+	const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+	size_t n = strlen(base);
+	if (n < 12 || strcmp(base + n - 12, ".safetensors") != 0)
+		return 0;
+	char *index = fasvd__path_join(ctx, dir, "model.safetensors.index.json");
+	if (!index)
+		return FASVD_ENOMEM;
+	if (index_lists(index, base))
+		*out = index;
+	else
+		fasvd__free(ctx, index);
+	return 0;
+}
+
+/* What the user pointed at, checked before config.json is read: a file of
+ * another format is named, and a folder without config.json says what a
+ * model folder holds and lists what this one holds. */
+static int check_model_path(const char *path, bool is_dir, const char *dir, const char *config)
+{
+	if (!is_dir) {
+		fasvd__format f = fasvd__sniff_file(path);
+		if (f != FASVD__FORMAT_UNKNOWN && f != FASVD__FORMAT_SAFETENSORS)
+			return fasvd__format_error(path, f);
+	}
+	struct stat sb;
+	if (stat(config, &sb) == 0 || errno != ENOENT)
+		return 0; /* fasvd__config_load() says what is wrong with it */
+	char found[1024];
+	fasvd__describe_dir(dir, found, sizeof found);
+	return fasvd__error(FASVD_ENOTFOUND,
+	                    "%s: no such file: a model is a Hugging Face model folder with "
+	                    "config.json and its *.safetensors checkpoint (one file, or shards "
+	                    "with model.safetensors.index.json); %s holds %s",
+	                    config, dir, found);
+}
+
 int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsigned flags)
 {
 	if (out)
@@ -423,15 +494,22 @@ int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsign
 		return FASVD_ENOMEM;
 	m->ctx = ctx;
 	int rc;
+	char *whole = NULL;
 	if (!(m->dir = model_dir(ctx, path)) ||
 	    !(m->config_path = fasvd__path_join(ctx, m->dir, "config.json"))) {
 		rc = FASVD_ENOMEM;
 		goto fail;
 	}
 	/* config.json first: its errors say what the folder is meant to be. */
-	if ((rc = fasvd__config_load(ctx, &m->cfg, m->config_path)))
+	if ((rc = check_model_path(path, S_ISDIR(sb.st_mode), m->dir, m->config_path)) ||
+	    (rc = fasvd__config_load(ctx, &m->cfg, m->config_path)))
 		goto fail;
 	fasvd__config_dims(&m->cfg, &m->dims);
+	/* One shard of a sharded checkpoint stands for the whole model. */
+	if ((rc = whole_checkpoint(ctx, path, S_ISDIR(sb.st_mode), m->dir, &whole)))
+		goto fail;
+	if (whole)
+		path = whole;
 	if ((rc = fasvd_st_open(&m->st, ctx, path)))
 		goto fail;
 	if (m->cfg.block_rows &&
@@ -462,9 +540,11 @@ int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsign
 		goto fail;
 	if ((flags & FASVD_MODEL_REQUIRE_ALL) && (rc = first_missing(m)))
 		goto fail;
+	fasvd__free(ctx, whole);
 	*out = m;
 	return 0;
 fail:
+	fasvd__free(ctx, whole);
 	fasvd_model_free(m);
 	return rc;
 }

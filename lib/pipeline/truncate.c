@@ -15,6 +15,7 @@
 #include "model/model_int.h"
 #include "core/file.h"
 #include "core/json.h"
+#include "io/sniff.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -699,6 +700,9 @@ static int check_out(const char *fn, const char *model_dir, const char *out_dir)
 	if (stat(model_dir, &sm) != 0)
 		return fasvd__error(errno == ENOENT ? FASVD_ENOTFOUND : FASVD_EIO, "%s: %s: %s", fn,
 		                    model_dir, strerror(errno));
+	fasvd__format f = S_ISDIR(sm.st_mode) ? FASVD__FORMAT_UNKNOWN : fasvd__sniff_file(model_dir);
+	if (f != FASVD__FORMAT_UNKNOWN && f != FASVD__FORMAT_SAFETENSORS)
+		return fasvd__error_prefix(fasvd__format_error(model_dir, f), "%s", fn);
 	if (!S_ISDIR(sm.st_mode))
 		return fasvd__error(FASVD_EINVAL, "%s: %s is not a model folder", fn, model_dir);
 	if (stat(out_dir, &so) == 0) {

@@ -16,31 +16,15 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-FASVD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "fasvd"
+from clitap import finish, report, run
+
 ROOT = os.environ.get("FASVD_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
 STORIES = os.path.join(ROOT, "tests", "data", "stories260K")
-results = []
-
-
-def report(ok, name, diag=""):
-    results.append(ok)
-    print(("ok" if ok else "not ok") + " %d - %s" % (len(results), name))
-    if not ok and diag:
-        for line in str(diag).splitlines()[:20]:
-            print("# " + line)
-    sys.stdout.flush()
-
-
-def run(*args):
-    p = subprocess.run([FASVD] + [str(a) for a in args], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=300)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
 def write_st(path, tensors):
@@ -239,8 +223,7 @@ def main():
         report(rc == 0 and "info" in out, "info listed in --help")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("1..%d" % len(results))
-    return 0 if all(results) else 1
+    return finish()
 
 
 if __name__ == "__main__":

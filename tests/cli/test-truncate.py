@@ -20,30 +20,12 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-FASVD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "fasvd"
-results = []
-
-
-def report(ok, name, diag=""):
-    results.append(bool(ok))
-    print(("ok" if ok else "not ok") + " %d - %s" % (len(results), name))
-    if not ok and diag:
-        for line in str(diag).splitlines()[:20]:
-            print("# " + line)
-    sys.stdout.flush()
-
-
-def run(*args):
-    p = subprocess.run([FASVD] + [str(a) for a in args], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=300)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), \
-        p.stderr.decode("utf-8", "replace")
+from clitap import finish, report, run
 
 
 # ------------------------------------------------------------- codecs
@@ -561,8 +543,7 @@ def main():
                "an empty output folder is filled; -q prints nothing", se)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("1..%d" % len(results))
-    return 0 if all(results) else 1
+    return finish()
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ class Error(Exception):
         self.detail = detail
         self.function = function
         text = detail or _DESCRIPTIONS.get(self.code, "error")
-        if function:
+        # One name per message (docs/error-model.md): the library's detail
+        # may already start with the function's name.
+        if function and not text.startswith(function + ":"):
             text = "%s: %s" % (function, text)
         super().__init__(text)
 

@@ -1,12 +1,15 @@
 """Model folders: open, describe, analyse (fasvd/model.h, analyze.h)."""
 
+import contextlib
 import ctypes
 import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 
 import numpy as np
 
@@ -99,6 +102,48 @@ def _c_strings(strings):
     strings = list(strings)
     arr = (L.c_char_p * max(1, len(strings)))(*[s.encode() for s in strings])
     return arr, (ctypes.cast(arr, L.P(L.c_char_p)) if strings else None), len(strings)
+
+
+@contextlib.contextmanager
+def _sigint_recorded(state):
+    """While a C call runs Python callbacks, make Ctrl-C set state["exc"]
+    instead of raising. A signal that arrives during the C work is raised as
+    the next callback is entered, before any ``try`` of its own, and ctypes
+    prints such an exception ("Exception ignored ...") and drops it. Recorded
+    here, it makes the callbacks return "cancel", and _call_cancellable
+    raises it once the C call has returned. Only in the main thread and when
+    SIGINT has Python's default handler (a program's own handler is left
+    alone)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def record(signum, frame):
+        if state["exc"] is None:
+            state["exc"] = KeyboardInterrupt()
+
+    old = signal.signal(signal.SIGINT, record)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _call_cancellable(state, name, *args):
+    """L.call(name, *args) for a C function whose callbacks store their
+    exception (or a Ctrl-C, see _sigint_recorded) in state["exc"] and return
+    1 to cancel: the stored exception is raised instead of Cancelled, or
+    after a call that ended anyway (raised at the last callback)."""
+    with _sigint_recorded(state):
+        try:
+            L.call(name, *args)
+        except errors.Cancelled:
+            if state["exc"] is not None:
+                raise state["exc"] from None
+            raise
+    if state["exc"] is not None:
+        raise state["exc"]
 
 
 def _progress_printer(stream=None):
@@ -316,6 +361,8 @@ class Model(_Handle):
 
         def trampoline(user, p):
             try:
+                if state["exc"] is not None:  # Ctrl-C recorded: cancel
+                    return 1
                 if progress is None:
                     return 0
                 c = L.struct_from_library(p, L.Progress, "fasvd_analyze")
@@ -323,7 +370,8 @@ class Model(_Handle):
                      "tensor": L.decode(c.tensor), "steps_done": c.steps_done,
                      "steps_total": c.steps_total, "bytes_done": c.bytes_done,
                      "bytes_total": c.bytes_total, "elapsed_s": c.elapsed_s}
-                return 1 if progress(d) is True else 0
+                cancel = progress(d) is True
+                return 1 if cancel or state["exc"] is not None else 0
             except BaseException as e:  # KeyboardInterrupt included: cancel, re-raise later
                 state["exc"] = e
                 return 1
@@ -340,15 +388,8 @@ class Model(_Handle):
         else:
             path = os.fspath(out)
         try:
-            try:
-                L.call("fasvd_analyze", ctx, self.path.encode(), path.encode(),
-                       ctypes.byref(o))
-            except errors.Cancelled:
-                if state["exc"] is not None:
-                    raise state["exc"] from None
-                raise
-            if state["exc"] is not None:  # raised on the last callback: the work is done
-                raise state["exc"]
+            _call_cancellable(state, "fasvd_analyze", ctx, self.path.encode(), path.encode(),
+                              ctypes.byref(o))
             spectra, meta = read_safetensors(path)
             if tmpdir is not None:
                 spectra = {k: np.array(v) for k, v in spectra.items()}
@@ -442,29 +483,25 @@ def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, ten
 
     def cb(user, ep):
         try:
+            if state["exc"] is not None:  # Ctrl-C recorded: cancel
+                return 1
             e = L.struct_from_library(ep, L.TruncateEntry, "fasvd_truncate")
             d = {"name": L.decode(e.name), "a_name": L.decode(e.a_name),
                  "b_name": L.decode(e.b_name), "role": L.decode(e.role),
                  "skipped": bool(e.skipped), "in_dtype": _DTYPE_NAMES.get(e.in_dtype, "?"),
                  "dtype": _DTYPE_NAMES.get(e.dtype, "?"), "report": _factor_report(e.report)}
             entries.append(d)
-            if progress is not None and progress(d) is True:
-                return 1
-            return 0
+            cancel = progress is not None and progress(d) is True
+            return 1 if cancel or state["exc"] is not None else 0
         except BaseException as exc:
             state["exc"] = exc
             return 1
 
     fn = L.TRUNCATE_FN(cb)
     try:
-        L.call("fasvd_truncate", get_context(threads), os.fspath(model_dir).encode(),
-               os.fspath(out_dir).encode(), ctypes.byref(o), fn, None)
-    except errors.Cancelled:
-        if state["exc"] is not None:
-            raise state["exc"] from None
-        raise
+        _call_cancellable(state, "fasvd_truncate", get_context(threads),
+                          os.fspath(model_dir).encode(), os.fspath(out_dir).encode(),
+                          ctypes.byref(o), fn, None)
     finally:
         del fn
-    if state["exc"] is not None:
-        raise state["exc"]
     return entries
