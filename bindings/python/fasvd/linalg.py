@@ -588,7 +588,11 @@ def _factor_report(rep):
             "rel_error_sq": None if rep.rel_error_sq < 0 else rep.rel_error_sq,
             "params_before": rep.params_before, "params_after": rep.params_after,
             "backend": _BACKEND_NAMES.get(rep.backend, "?"),
-            "error_estimate": rep.error_estimate}
+            "error_estimate": rep.error_estimate,
+            # randomised factors: energy_lost is what they achieve, not the optimum
+            "approximate": bool(rep.approximate),
+            "optimal_energy_lost": (None if rep.optimal_energy_lost < 0
+                                    else rep.optimal_energy_lost)}
 
 
 def factor(w, rank=None, energy_loss=None, max_rank=None, heads=None, split="balanced",

@@ -375,6 +375,24 @@ def test_truncate_writes_exact_factors(tmp_path):
     ents = fasvd.truncate(d, str(tmp_path / "ph"), rank=3, per_head=True,
                           tensors=["*q_proj.weight"])
     assert len(ents) == 2 and all(e["report"]["heads"] == 4 for e in ents)
+    assert all(not e["report"]["approximate"] and
+               e["report"]["optimal_energy_lost"] == e["report"]["energy_lost"] for e in ents)
+    # the randomised backend is opt-in and its reports say approximate
+    ents = fasvd.truncate(d, str(tmp_path / "rand"), rank=3, backend="randomized")
+    assert ents and all(e["report"]["approximate"] and
+                        e["report"]["optimal_energy_lost"] is None for e in ents)
+    ents = fasvd.truncate(d, str(tmp_path / "rand-tau"), energy_loss=0.3, backend="randomized")
+    assert all(e["report"]["approximate"] and
+               e["report"]["energy_lost"] >= e["report"]["optimal_energy_lost"] * (1 - 1e-9)
+               for e in ents if not e["skipped"])
+    # factors that would not be smaller: kept, or nothing written at all
+    with pytest.raises(fasvd.InvalidArgument, match="nothing to truncate"):
+        fasvd.truncate(d, str(tmp_path / "big"), rank=10000)
+    assert not os.path.exists(tmp_path / "big")
+    ents = fasvd.truncate(d, str(tmp_path / "big"), rank=10000, allow_larger=True)
+    assert ents and not any(e["skipped"] for e in ents)
+    with pytest.raises(fasvd.InvalidArgument):
+        fasvd.truncate(d, str(tmp_path / "x2"), rank=1, allow_larger=True, only_if_smaller=True)
     with pytest.raises(fasvd.Cancelled):
         fasvd.truncate(d, str(tmp_path / "cancel"), rank=2, progress=lambda e: True)
     assert not os.path.exists(tmp_path / "cancel")
