@@ -16,8 +16,8 @@ extern "C" {
  * "sub.KVA", or any caller name), a [n_rows x n_cols] row-major F64 array
  * (heads x values, n_rows = 1 for stack/sub entries; values descending along
  * each row, n_cols = min(rows, cols) of the matrix, zeros past the
- * structural rank) and the shape (mat_rows x mat_cols) of the matrix one row
- * describes. */
+ * structural rank), the shape (mat_rows x mat_cols) of the matrix one row
+ * describes and that structural rank bound (fasvd_spectra_max_rank()). */
 typedef struct fasvd_spectra fasvd_spectra;
 
 /* An empty list (for callers collecting their own spectra, e.g. T.* tensors).

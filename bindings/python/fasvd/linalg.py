@@ -608,9 +608,15 @@ def factor(w, rank=None, energy_loss=None, max_rank=None, heads=None, split="bal
     singular values go ("balanced": sqrt on both sides, "left", "right").
     ``out_dtype``: "f32" (default), "f16", "bf16" or "f64"; f16 / bf16
     factors are returned as float16 / float64 arrays (bf16 decoded).
-    A rank of 0 gives zero factors of inner dimension 1.
+    A rank of 0 gives zero factors of inner dimension 1. ``backend``: None
+    / "auto" (exact: the best rank-r approximation), "gesdd", "gesvd",
+    "gesvdx", or "randomized" (faster for rank << min(rows, cols), but
+    approximate: the report says ``approximate``, its ``energy_lost`` is the
+    loss achieved and ``optimal_energy_lost`` the optimum when known, in
+    τ mode).
     Returns ``(A, B, report)``; report is a dict (rank, inner, energy,
-    energy_lost, rel_error_sq when ``verify``, params_before / after ...).
+    energy_lost, optimal_energy_lost, approximate, rel_error_sq when
+    ``verify``, params_before / after ...).
     """
     cmp = _default_compute(compute, [w])
     t = _tensor(w, dtype=dtype, scale_inv=scale_inv, block=block, name="w", ctx=ctx,

@@ -15,6 +15,7 @@ values, F64, descending:
 import json
 import re
 import struct
+import warnings
 
 import numpy as np
 
@@ -284,4 +285,10 @@ def load_spectra(path, taus=(0.01, 0.001)):
     if bad:
         raise errors.FormatError("%s: tensor '%s' has dtype %s; spectra are F64"
                                  % (path, bad[0], dtypes[bad[0]]))
-    return Result(spectra, meta, path=path, taus=taus)
+    res = Result(spectra, meta, path=path, taus=taus)
+    if not res.max_ranks_stored:
+        warnings.warn("%s was written before spectra files stored their rank bounds "
+                      "(max_ranks): the maximum ranks are min(rows, cols), an over-estimate "
+                      "for fused and stacked matrices; `fasvd analyze` again gives the true "
+                      "bounds" % path, stacklevel=2)
+    return res

@@ -217,6 +217,22 @@ def test_older_spectra_files_without_bounds_still_load(tmp_path):
     res = fasvd.Result(tensors, meta)
     assert not res.max_ranks_stored
     assert res.max_rank("L0.head.VO") == 64 and res.max_rank("L0.stack.QK") == 64
+    # load_spectra says so
+    old = str(tmp_path / "old.safetensors")
+    hdr = {k: {"dtype": "F64", "shape": list(v.shape)} for k, v in tensors.items()}
+    off, blobs = 0, []
+    for k in sorted(tensors):
+        b = np.ascontiguousarray(tensors[k], dtype="<f8").tobytes()
+        hdr[k]["data_offsets"] = [off, off + len(b)]
+        off += len(b)
+        blobs.append(b)
+    hdr["__metadata__"] = meta
+    h = json.dumps(hdr).encode()
+    with open(old, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    with pytest.warns(UserWarning, match="max_ranks"):
+        back = fasvd.load_spectra(old)
+    assert back.max_rank("L0.head.VO") == 64
 
 
 def test_progress_cancel_and_resume(deepseek_dir, tmp_path):
