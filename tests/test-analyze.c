@@ -321,6 +321,22 @@ static void test_stories260k_vs_reference(void **state)
 		assert_ok(fasvd_analyze(NULL, model, out, &o));
 		check_llama(model, out, 5, 8, 4, 8, 64, true, compute ? 1e-10 : 1e-4);
 	}
+	/* Structural rank bounds (8 heads, 4 KV heads, head_dim 8, hidden 64):
+	 * a fused head has at most head_dim, the stacked QK at most
+	 * n_kv·head_dim (its rows lie in the span of the 4 key heads), the
+	 * stacked VO and KQ the full 64. */
+	fasvd_st *st = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, out));
+	const char *mr = test_st_meta(st, "max_ranks");
+	assert_non_null(mr);
+	const char *want[] = {"\"L0.head.VO\":8,", "\"L4.head.QK\":8,", "\"L0.head.KQ\":8,",
+	                      "\"L0.stack.QK\":32,", "\"L4.stack.QK\":32,", "\"L0.stack.VO\":64",
+	                      "\"L0.stack.KQ\":64,", "\"L0.head.Q\":8,", "\"L0.stack.K\":32,"};
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+		if (!strstr(mr, want[i]))
+			fail_msg("max_ranks lacks %s: %s", want[i], mr);
+	assert_string_equal(test_st_meta(st, "model_name"), "stories260K");
+	fasvd_st_free(st);
 }
 
 static void test_schema_and_metadata(void **state)
@@ -383,6 +399,8 @@ static void test_schema_and_metadata(void **state)
 	assert_true(vo[0] > 0);
 	for (int64_t j = 16; j < 64; j++)
 		assert_true(fabs(vo[j]) <= 1e-5 * vo[0]);
+	/* ... and says so: bound 16 = head_dim, where min(rows, cols) is 64 */
+	assert_non_null(strstr(test_st_meta(st, "max_ranks"), "\"L1.head.VO\":16,"));
 	fasvd_st_free(st);
 	/* summaries exist and say what tau is */
 	char buf[1 << 16];
@@ -396,7 +414,7 @@ static void test_schema_and_metadata(void **state)
 	f = fopen(csv, "r");
 	assert_non_null(f);
 	assert_non_null(fgets(buf, sizeof buf, f));
-	assert_non_null(strstr(buf, "layer,kind,name,head,rows,cols,sigma1"));
+	assert_non_null(strstr(buf, "layer,kind,name,head,rows,cols,max_rank,sigma1"));
 	assert_non_null(strstr(buf, "er@0.01"));
 	int lines = 0;
 	while (fgets(buf, sizeof buf, f))

@@ -658,10 +658,22 @@ static void test_randomized(void **state)
 	o.verify = 1;
 	fasvd_factor_report rep;
 	fasvd_factor_report_init(&rep, sizeof rep);
-	/* AUTO at a small fixed rank takes the randomised backend */
+	/* AUTO at a small fixed rank is exact (the best rank-r approximation
+	 * the report promises), not the randomised backend */
+	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
+	assert_int_equal(rep.backend, FASVD_BACKEND_GESVDX);
+	assert_int_equal(rep.approximate, 0);
+	assert_close(rep.rel_error_sq, opt, 1e-4, 1e-7);
+	assert_close(rep.optimal_energy_lost, rep.energy_lost, 0, 0);
+	fasvd_tensor_free(a);
+	fasvd_tensor_free(b);
+	/* the randomised backend, asked for: approximate, and says so */
+	o.backend = FASVD_BACKEND_RANDOMIZED;
 	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
 	assert_int_equal(rep.backend, FASVD_BACKEND_RANDOMIZED);
 	assert_int_equal(rep.spectrum_exact, 0);
+	assert_int_equal(rep.approximate, 1);
+	assert_true(rep.optimal_energy_lost == -1); /* unknown at a fixed rank */
 	/* never better than optimal, and within 1% of its loss */
 	assert_true(rep.rel_error_sq >= opt * (1 - 1e-4));
 	assert_true(rep.rel_error_sq <= opt * 1.01);
@@ -670,6 +682,19 @@ static void test_randomized(void **state)
 	assert_true(rep.error_estimate > 0);
 	fasvd_tensor_free(a);
 	fasvd_tensor_free(b);
+	/* in τ mode the exact spectrum chooses the rank: the optimum is known */
+	o.rank = FASVD_FACTOR_RANK_TAU;
+	o.tau = opt * (1 + 1e-6); /* rank r, safe from rounding */
+	o.compute = FASVD_COMPUTE_F64;
+	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
+	assert_int_equal(rep.rank, r);
+	assert_int_equal(rep.approximate, 1);
+	assert_close(rep.optimal_energy_lost, opt, 1e-9, 0);
+	assert_true(rep.energy_lost >= rep.optimal_energy_lost * (1 - 1e-9));
+	fasvd_tensor_free(a);
+	fasvd_tensor_free(b);
+	o.rank = r;
+	o.compute = 0;
 	/* explicit exact backend: optimal */
 	o.backend = FASVD_BACKEND_GESVDX;
 	o.compute = FASVD_COMPUTE_F64;

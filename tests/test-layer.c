@@ -589,6 +589,20 @@ static void test_spectra_list(void **state)
 	assert_int_equal(nr, 2);
 	assert_int_equal(mr, 7);
 	assert_fasvd(fasvd_spectra_shape(&nr, NULL, NULL, NULL, s, 5), FASVD_EINVAL);
+	/* The rank bound: min(rows, cols) until set; never above it. */
+	int64_t bound = -1;
+	assert_ok(fasvd_spectra_max_rank(&bound, s, 1));
+	assert_int_equal(bound, 1);
+	assert_ok(fasvd_spectra_shape(NULL, NULL, &mr, &nr, s, 0));
+	assert_ok(fasvd_spectra_max_rank(&bound, s, 0));
+	assert_int_equal(bound, mr < nr ? mr : nr);
+	assert_ok(fasvd_spectra_set_max_rank(s, 0, 2));
+	assert_ok(fasvd_spectra_max_rank(&bound, s, 0));
+	assert_int_equal(bound, 2);
+	assert_fasvd(fasvd_spectra_set_max_rank(s, 0, (mr < nr ? mr : nr) + 1), FASVD_EINVAL);
+	assert_fasvd(fasvd_spectra_set_max_rank(s, 0, -1), FASVD_EINVAL);
+	assert_fasvd(fasvd_spectra_max_rank(&bound, s, 2), FASVD_EINVAL);
+	assert_fasvd(fasvd_spectra_max_rank(NULL, s, 0), FASVD_EINVAL);
 	/* Growth past the initial capacity. */
 	for (int i = 0; i < 40; i++) {
 		char nm[16];

@@ -389,6 +389,7 @@ static void test_cancel_and_failures(void **state)
 	o.patterns = (const char *const[]){"w"};
 	fo.rank = 2;
 	o.dtype = FASVD_DTYPE_F64;
+	o.only_if_smaller = 0; /* 2·(4 + 4) >= 4·4: not smaller, written as asked */
 	fo.compute = FASVD_COMPUTE_F64;
 	assert_ok(fasvd_truncate(NULL, odd, out, &o, NULL, NULL));
 	int64_t nrep;
@@ -428,7 +429,7 @@ static void test_only_if_smaller(void **state)
 	 * [176, 288] shrinks (103·464 < 176·288); a fixed rank decides without
 	 * an SVD */
 	fo.rank = 103;
-	o.only_if_smaller = 1;
+	assert_int_equal(o.only_if_smaller, 1); /* the default */
 	count_state cs = {0, 0, 0, 0};
 	assert_ok(fasvd_truncate(NULL, in, out, &o, count_cb, &cs));
 	assert_true(cs.skipped > 0);
@@ -447,6 +448,24 @@ static void test_only_if_smaller(void **state)
 	int64_t n;
 	check_round_trip(in, out, 2e-2, &n);
 	assert_int_equal(n, cs.n - cs.skipped);
+	/* no selected tensor would be smaller: nothing written, each reported
+	 * as kept, and an error that says why */
+	snprintf(out, sizeof out, "%s/dsv3-s-none", tmpdir);
+	o.patterns = (const char *const[]){"*.kv_b_proj.weight"};
+	o.n_patterns = 1;
+	count_state none = {0, 0, 0, 0};
+	assert_fasvd(fasvd_truncate(NULL, in, out, &o, count_cb, &none), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "nothing to truncate"));
+	assert_false(exists(out));
+	assert_true(none.n > 0 && none.skipped == none.n);
+	/* only_if_smaller = 0 writes the larger factors as asked */
+	o.only_if_smaller = 0;
+	count_state all = {0, 0, 0, 0};
+	assert_ok(fasvd_truncate(NULL, in, out, &o, count_cb, &all));
+	assert_int_equal(all.skipped, 0);
+	assert_ok(fasvd_st_open(&so, NULL, out));
+	assert_ok(fasvd_st_find(NULL, so, "model.layers.0.self_attn.kv_b_proj.weight.A"));
+	fasvd_st_free(so);
 }
 
 int main(void)

@@ -78,7 +78,7 @@ VSTRUCT(fasvd_attnmap_opts, scale, false);
 VSTRUCT(fasvd_layer_desc, kva_pe_col_scale, false);
 VSTRUCT(fasvd_layer_opts, groups, false);
 VSTRUCT(fasvd_factor_opts, cancel_arg, false);
-VSTRUCT(fasvd_factor_report, error_estimate, true);
+VSTRUCT(fasvd_factor_report, approximate, true);
 VSTRUCT(fasvd_factor_shared_opts, weight, false);
 VSTRUCT(fasvd_onload_input, cancel_arg, false);
 VSTRUCT(fasvd_truncate_opts, only_if_smaller, false);

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -51,18 +52,30 @@ static int row_of(fasvd_st *st, const char *name, const double **data, int64_t *
 	return 0;
 }
 
+/* The structural rank bound of spectrum `name` from the file's max_ranks
+ * metadata (ranks: its parsed object, or NULL), else n (min(rows, cols)). */
+static int64_t bound_of(const json_t *ranks, const char *name, int64_t n)
+{
+	json_t *v = ranks ? json_object_get(ranks, name) : NULL;
+	return json_is_integer(v) ? (int64_t)json_integer_value(v) : n;
+}
+
 static int summarise(const char *spectra, int64_t n_layers)
 {
 	fasvd_st *st = NULL;
 	int rc = fasvd_st_open(&st, NULL, spectra);
 	if (rc)
 		return cli_lib_error(rc);
+	const char *mr = NULL;
+	fasvd_st_metadata(&mr, st, "max_ranks");
+	json_t *ranks = mr ? json_loads(mr, 0, NULL) : NULL;
 	const double taus[] = {0.01, 0.001};
-	printf("\nEffective rank at tau = fraction of squared Frobenius energy lost\n\n");
+	printf("\nEffective rank at tau = fraction of squared Frobenius energy lost, out of the\n"
+	       "structural maximum (the most rank the matrix can have)\n\n");
 	printf("%-5s  %-19s  %-19s  %-19s  %s\n", "layer", "stack.O", "stack.VO", "stack.QK",
 	       "lowest fused VO rank (tau 0.01)");
-	printf("%-5s  %-19s  %-19s  %-19s\n", "", "0.01 / 0.001 (max)", "0.01 / 0.001 (max)",
-	       "0.01 / 0.001 (max)");
+	printf("%-5s  %-19s  %-19s  %-19s\n", "", "0.01 / 0.001 of max", "0.01 / 0.001 of max",
+	       "0.01 / 0.001 of max");
 	for (int64_t l = 0; l < n_layers; l++) {
 		printf("%-5lld", (long long)l);
 		const char *kinds[] = {"stack.O", "stack.VO", "stack.QK"};
@@ -76,8 +89,8 @@ static int summarise(const char *spectra, int64_t n_layers)
 				continue;
 			}
 			char cell[64];
-			snprintf(cell, sizeof cell, "%lld / %lld (%lld)", (long long)erank(s, n, taus[0]),
-			         (long long)erank(s, n, taus[1]), (long long)n);
+			snprintf(cell, sizeof cell, "%lld / %lld of %lld", (long long)erank(s, n, taus[0]),
+			         (long long)erank(s, n, taus[1]), (long long)bound_of(ranks, name, n));
 			printf("  %-19s", cell);
 		}
 		char name[64];
@@ -102,12 +115,14 @@ static int summarise(const char *spectra, int64_t n_layers)
 				}
 			}
 			printf("  ");
+			int64_t b = bound_of(ranks, name, n);
 			for (int j = 0; j < 3 && best[j] >= 0; j++)
-				printf("%shead %lld: %lld", j ? ", " : "", (long long)best[j],
-				       (long long)rank[j]);
+				printf("%shead %lld: %lld/%lld", j ? ", " : "", (long long)best[j],
+				       (long long)rank[j], (long long)b);
 		}
 		printf("\n");
 	}
+	json_decref(ranks);
 	fasvd_st_free(st);
 	return CLI_EXIT_OK;
 }

@@ -10,10 +10,14 @@ static const char usage[] =
         "usage: fasvd truncate MODEL_DIR -o OUT_DIR (--rank R | --energy-loss TAU) [options]\n"
         "\n"
         "Write a copy of the checkpoint in MODEL_DIR to OUT_DIR in which every selected\n"
-        "weight W is replaced by two tensors W.A and W.B with W ~= W.A @ W.B, the best\n"
+        "weight W is replaced by two tensors W.A and W.B with W ~= W.A @ W.B: with the\n"
+        "exact backends (every one but randomized, the default auto included) the best\n"
         "rank-r approximation (truncated SVD). The rank is R (clamped to min(rows, cols)),\n"
         "or the smallest rank whose energy loss is at most TAU, where the energy loss\n"
         "sum_{i>r} sigma_i^2 / sum_i sigma_i^2 is a fraction of the SQUARED Frobenius norm.\n"
+        "A weight whose factors would not be smaller (rank * (rows + cols) >= rows * cols)\n"
+        "stays dense, with a line saying so (--allow-larger replaces it anyway); when no\n"
+        "selected weight would be smaller, nothing is written and the command fails.\n"
         "\n"
         "Every other tensor is copied byte for byte, into a shard of the same name as its\n"
         "input shard (the index is rewritten); FP8 weights are dequantised with their\n"
@@ -42,17 +46,26 @@ static const char usage[] =
         "                         F32/F16/BF16, bf16 for FP8, f32 for F64)\n"
         "  --split balanced|left|right  where the singular values go: sqrt on both sides\n"
         "                         (default), into A, or into B\n"
-        "  --compute f32|f64      SVD precision (default f32)\n"
-        "  --backend NAME         auto (default), gesdd, gesvd, gesvdx, randomized\n"
-        "  --only-if-smaller      keep weights whose factors would not be smaller\n"
+        "  --compute f32|f64      SVD precision (default f64: the reported losses are\n"
+        "                         exact to rounding; f32 is faster, its losses good to\n"
+        "                         about 1e-6 relative)\n"
+        "  --backend NAME         auto (default: exact, gesvdx for small ranks, else\n"
+        "                         gesdd), gesdd, gesvd, gesvdx, or randomized (faster\n"
+        "                         for rank << min(rows, cols) but approximate: its lines\n"
+        "                         say so, with the loss achieved and, with\n"
+        "                         --energy-loss, the optimum)\n"
+        "  --allow-larger         replace weights even by factors that are not smaller\n"
+        "  --only-if-smaller      the default (kept for older scripts)\n"
         "  -q, --quiet            no per-tensor report\n"
         "  -j, --threads N        threads (default 0: all CPUs)\n"
         "  -h, --help             this help\n"
         "\n"
         "Report (stdout): one line per replaced tensor with its shape, heads, rank, the\n"
-        "energy lost (optimal, from the spectrum), the measured relative squared error\n"
-        "||W - A B||_F^2 / ||W||_F^2 of the stored factors (equal up to their rounding) and\n"
-        "the parameters before and after; then the totals.\n"
+        "energy lost (the optimum for the exact backends; for randomized the loss its\n"
+        "factors achieve, the line ending \"approximate (optimum X)\"), the measured\n"
+        "relative squared error ||W - A B||_F^2 / ||W||_F^2 of the stored factors (equal\n"
+        "up to their rounding) and the parameters before and after; a line per weight\n"
+        "kept dense; then the totals.\n"
         "\n"
         "Examples:\n"
         "  fasvd truncate ./Llama-3.2-1B -o ./llama-lr --energy-loss 0.01 --dtype f32\n"
@@ -73,7 +86,7 @@ static const fasvd_backend backends[] = {FASVD_BACKEND_AUTO, FASVD_BACKEND_GESDD
 
 typedef struct report_state {
 	bool quiet;
-	int64_t n, skipped;
+	int64_t n, skipped, approximate;
 	long double before, after;
 	double worst;
 } report_state;
@@ -98,19 +111,27 @@ static int on_entry(void *arg, const fasvd_truncate_entry *e)
 	else
 		snprintf(shape, sizeof shape, "[%lld,%lld]", (long long)r->rows, (long long)r->cols);
 	if (e->skipped) {
-		printf("%-56s %-16s %5lld  kept (factors would have %lld >= %lld parameters)\n", e->name,
-		       shape, (long long)r->rank, (long long)(r->heads * r->inner *
-		                                             (r->rows / r->heads + r->cols)),
+		printf("%-56s %-16s %5lld  kept dense: rank-%lld factors would have %lld parameters, "
+		       "not fewer than its %lld\n",
+		       e->name, shape, (long long)r->rank, (long long)r->rank,
+		       (long long)(r->heads * r->inner * (r->rows / r->heads + r->cols)),
 		       (long long)r->params_before);
 		return 0;
 	}
 	double saved = r->params_before > 0
 	                       ? 100.0 * (1.0 - (double)r->params_after / (double)r->params_before)
 	                       : 0;
-	printf("%-56s %-16s %5lld %12.4e %12.4e %12lld %12lld %7.1f%% %-4s %s\n", e->name, shape,
-	       (long long)r->rank, r->energy_lost, r->rel_error_sq, (long long)r->params_before,
-	       (long long)r->params_after, saved, fasvd_dtype_name(e->dtype),
-	       fasvd_backend_name(r->backend));
+	char note[64] = "";
+	if (r->approximate && r->optimal_energy_lost >= 0)
+		snprintf(note, sizeof note, " approximate (optimum %.4e)", r->optimal_energy_lost);
+	else if (r->approximate)
+		snprintf(note, sizeof note, " approximate (optimum not computed)");
+	printf("%-56s %-16s %5lld %12.4e %12.4e %12lld %12lld %7.1f%% %-4s %s%s\n", e->name,
+	       shape, (long long)r->rank, r->energy_lost, r->rel_error_sq,
+	       (long long)r->params_before, (long long)r->params_after, saved,
+	       fasvd_dtype_name(e->dtype), fasvd_backend_name(r->backend), note);
+	if (r->approximate)
+		st->approximate++;
 	return 0;
 }
 
@@ -120,7 +141,8 @@ static void print_header(const char *model, const char *out, bool fixed_rank)
 	printf("# fasvd truncate %s -> %s (%s)\n", model, out,
 	       fixed_rank ? "fixed rank" : "energy loss");
 	printf("# energy_lost = sum_{i>r} sigma_i^2 / sum sigma_i^2 (fraction of the squared "
-	       "Frobenius norm); rel_err2 = ||W - A B||_F^2 / ||W||_F^2 of the stored factors\n");
+	       "Frobenius norm; the optimum, except on lines marked approximate: the loss of "
+	       "those factors); rel_err2 = ||W - A B||_F^2 / ||W||_F^2 of the stored factors\n");
 	printf("%-56s %-16s %5s %12s %12s %12s %12s %8s %-4s %s\n", "# tensor", "shape", "rank",
 	       "energy_lost", "rel_err2", "params", "params_lr", "saved", "type", "backend");
 }
@@ -128,10 +150,10 @@ static void print_header(const char *model, const char *out, bool fixed_rank)
 static void print_totals(const report_state *st, const char *out)
 {
 	double saved = st->before > 0 ? 100.0 * (1.0 - (double)(st->after / st->before)) : 0;
-	printf("# %lld tensors (%lld kept), parameters %.0Lf -> %.0Lf (%.1f%% saved in them), "
-	       "largest energy lost %.4e; written to %s\n",
+	printf("# %lld tensors (%lld kept dense: factors not smaller), parameters %.0Lf -> %.0Lf "
+	       "(%.1f%% saved in them), largest energy lost %.4e%s; written to %s\n",
 	       (long long)st->n, (long long)st->skipped, st->before, st->after, saved, st->worst,
-	       out);
+	       st->approximate ? " (approximate factors: see their lines)" : "", out);
 }
 
 static int run(cli *c, int argc, char **argv)
@@ -140,8 +162,9 @@ static int run(cli *c, int argc, char **argv)
 	int64_t rank = -1, max_rank = 0;
 	double tau = NAN; /* not given */
 	cli_list tensors = {NULL, 0};
-	bool per_head = false, shared_o = false, only_smaller = false, quiet = false;
-	int dtype = -1, split = 0, compute = 0, backend = 0;
+	bool per_head = false, shared_o = false, only_smaller = false, allow_larger = false;
+	bool quiet = false;
+	int dtype = -1, split = 0, compute = 1, backend = 0;
 	const cli_opt opts[] = {
 		{"output", 'o', CLI_OPT_STRING, &out, NULL, 0, 0},
 		{"rank", 0, CLI_OPT_INT, &rank, NULL, 0, INT64_MAX},
@@ -155,6 +178,7 @@ static int run(cli *c, int argc, char **argv)
 		{"compute", 0, CLI_OPT_CHOICE, &compute, compute_words, 0, 0},
 		{"backend", 0, CLI_OPT_CHOICE, &backend, backend_words, 0, 0},
 		{"only-if-smaller", 0, CLI_OPT_FLAG, &only_smaller, NULL, 0, 0},
+		{"allow-larger", 0, CLI_OPT_FLAG, &allow_larger, NULL, 0, 0},
 		{"quiet", 'q', CLI_OPT_FLAG, &quiet, NULL, 0, 0},
 		{NULL, 0, 0, NULL, NULL, 0, 0},
 	};
@@ -174,6 +198,9 @@ static int run(cli *c, int argc, char **argv)
 		                         tau);
 	else if (max_rank && rank >= 0)
 		status = cli_usage_error(c, "--max-rank goes with --energy-loss");
+	else if (only_smaller && allow_larger)
+		status = cli_usage_error(c, "--only-if-smaller and --allow-larger contradict each "
+		                            "other");
 	if (status) {
 		cli_list_free(&tensors);
 		return status;
@@ -197,9 +224,9 @@ static int run(cli *c, int argc, char **argv)
 	o.n_patterns = tensors.n;
 	o.per_head = per_head;
 	o.shared_o = shared_o;
-	o.only_if_smaller = only_smaller;
+	o.only_if_smaller = !allow_larger;
 
-	report_state st = {quiet, 0, 0, 0, 0, 0};
+	report_state st = {quiet, 0, 0, 0, 0, 0, 0};
 	if (!quiet)
 		print_header(pos[0], out, rank >= 0);
 	int rc = fasvd_truncate(c->ctx, pos[0], out, &o, on_entry, &st);

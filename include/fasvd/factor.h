@@ -89,11 +89,13 @@ typedef struct fasvd_factor_opts {
 	/* Backend of the singular vectors (svd.h). AUTO (default): in τ mode an
 	 * exact one (the spectrum is computed first, values only, then the
 	 * vectors at the chosen rank with gesvdx, or gesdd when the rank is a
-	 * large part of min(m, n)); at a fixed rank, fasvd_svd()'s AUTO policy,
-	 * which takes the randomised range finder when r << min(m, n). An
-	 * explicit backend is used for the vectors as given (RANDOMIZED in τ
-	 * mode: the rank is still chosen on the exact spectrum, but the
-	 * factors are only near-optimal; the report gives their true loss). */
+	 * large part of min(m, n)); at a fixed rank also an exact one (gesvdx
+	 * when r <= min(m, n) / 5, else gesdd): the factors are the best
+	 * rank-r approximation. An explicit backend is used for the vectors as
+	 * given. RANDOMIZED (opt-in, faster for r << min(m, n)) gives
+	 * near-optimal factors only: the report says `approximate`, gives
+	 * their achieved loss and, in τ mode (where the exact spectrum is
+	 * computed to choose the rank), the optimum. */
 	fasvd_backend backend;
 	int64_t oversample;       /* randomised backend; 0: fasvd_svd's default */
 	int64_t power_iters;      /* randomised backend; 0: fasvd_svd's default */
@@ -146,10 +148,20 @@ typedef struct fasvd_factor_report {
 	                             (AUTO when none was needed: rank 0) */
 	double error_estimate;    /* randomised: fasvd_svd's a-posteriori estimate of
 	                             ‖W − A·B‖₂ / σ₁ (the largest over heads); 0 otherwise */
+	/* The optimal loss at this rank, Σ_{i>r} σ_i² / Σ σ_i² (the best rank-r
+	 * approximation's), when known: equal to energy_lost for the exact
+	 * backends; from the exact spectrum for RANDOMIZED in τ mode; -1 when
+	 * unknown (RANDOMIZED at a fixed rank). */
+	double optimal_energy_lost;
+	/* 1: the factors are approximate (RANDOMIZED backend, 0 < rank <
+	 * full_rank): energy_lost is the loss they achieve, not the optimum;
+	 * 0: they are the best rank-r approximation (up to rounding). */
+	int approximate;
 } fasvd_factor_report;
 
-/* Zeroes the report but rel_error_sq = -1 (backend AUTO).
- * Call as fasvd_factor_report_init(&r, sizeof r) (versioned struct, see core.h). */
+/* Zeroes the report but rel_error_sq = optimal_energy_lost = -1 (backend
+ * AUTO). Call as fasvd_factor_report_init(&r, sizeof r) (versioned struct,
+ * see core.h). */
 FASVD_API int fasvd_factor_report_init(fasvd_factor_report *r, size_t size);
 
 /* Name of a split ("balanced", "left", "right"; "?" when unknown). Static. */

@@ -16,8 +16,8 @@ extern "C" {
  * "sub.KVA", or any caller name), a [n_rows x n_cols] row-major F64 array
  * (heads x values, n_rows = 1 for stack/sub entries; values descending along
  * each row, n_cols = min(rows, cols) of the matrix, zeros past the
- * structural rank) and the shape (mat_rows x mat_cols) of the matrix one row
- * describes. */
+ * structural rank), the shape (mat_rows x mat_cols) of the matrix one row
+ * describes and that structural rank bound (fasvd_spectra_max_rank()). */
 typedef struct fasvd_spectra fasvd_spectra;
 
 /* An empty list (for callers collecting their own spectra, e.g. T.* tensors).
@@ -45,6 +45,19 @@ FASVD_API const double *fasvd_spectra_data(const fasvd_spectra *s, int64_t i);
  * Errors: FASVD_EINVAL (NULL s, i out of range). */
 FASVD_API int fasvd_spectra_shape(int64_t *n_rows, int64_t *n_cols, int64_t *mat_rows,
                                   int64_t *mat_cols, const fasvd_spectra *s, int64_t i);
+/* The structural rank bound of entry i's matrices (the most rank they can
+ * have whatever the weights) into *out: min(rows, cols) for a plain matrix;
+ * for a fused head (QK, KQ, VO) at most the smaller of the two factors'
+ * ranks (a head dimension); for a stack at most the sum of its blocks'
+ * bounds and the rank of the shared factor (n_kv·head_dim for stack.QK
+ * under GQA). Values of the row past this bound are rounding noise (or
+ * zeros). Entries added with fasvd_spectra_add() have min(rows, cols) until
+ * fasvd_spectra_set_max_rank() says otherwise.
+ * Errors: FASVD_EINVAL (NULL out or s, i out of range). */
+FASVD_API int fasvd_spectra_max_rank(int64_t *out, const fasvd_spectra *s, int64_t i);
+/* Set entry i's rank bound (0 <= max_rank <= min(rows, cols)).
+ * Errors: FASVD_EINVAL (NULL s, i out of range, bound out of range). */
+FASVD_API int fasvd_spectra_set_max_rank(fasvd_spectra *s, int64_t i, int64_t max_rank);
 
 #ifdef __cplusplus
 }

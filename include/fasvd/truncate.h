@@ -47,14 +47,17 @@ typedef struct fasvd_truncate_opts {
 	 * B [r, n_heads·v_head] whose column block k is head k's latent map.
 	 * Its entry in config.json says "shared": "output". */
 	int shared_o;
-	/* 1: keep a selected tensor unchanged when its factors would not have
-	 * fewer parameters than it (reported as skipped). Default 0: replace
-	 * every selected tensor. */
+	/* 1 (default): keep a selected tensor unchanged (dense) when its
+	 * factors would not have fewer parameters than it, rank·(rows/heads +
+	 * cols)·heads >= rows·cols (reported as skipped); when that is so of
+	 * every selected tensor nothing is written and the call fails with
+	 * FASVD_EINVAL (a copy would only rename the input). 0: replace every
+	 * selected tensor, even by larger factors. */
 	int only_if_smaller;
 } fasvd_truncate_opts;
 
 /* Defaults: factor NULL (fasvd_factor_opts_init()'s), dtype 0 (auto), every
- * attention projection, whole matrices, no shared-o.
+ * attention projection, whole matrices, no shared-o, only_if_smaller 1.
  * Call as fasvd_truncate_opts_init(&o, sizeof o) (versioned struct, see core.h). */
 FASVD_API int fasvd_truncate_opts_init(fasvd_truncate_opts *opts, size_t size);
 
@@ -116,7 +119,8 @@ typedef int (*fasvd_truncate_fn)(void *arg, const fasvd_truncate_entry *e);
  * untouched. out_dir must not exist, or be an empty folder; it must not be
  * model_dir. cb may be NULL.
  * Errors: FASVD_EINVAL (NULL, out_dir is model_dir or a non-empty folder,
- * a pattern that matches no 2-D weight, a factor name that already exists),
+ * a pattern that matches no 2-D weight, a factor name that already exists,
+ * only_if_smaller and no selected tensor would be smaller),
  * FASVD_EARCH (no supported architecture and no patterns, or per_head /
  * shared_o without one), FASVD_ENOTFOUND (no such folder, no attention
  * weight, an FP8 weight without its scale_inv), FASVD_EFORMAT, FASVD_EIO,

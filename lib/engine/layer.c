@@ -11,6 +11,7 @@
 struct spectrum {
 	char *name;
 	int64_t n_rows, n_cols, mat_rows, mat_cols;
+	int64_t max_rank;   /* structural rank bound of the matrix a row describes */
 	double *data;
 };
 
@@ -96,6 +97,32 @@ int fasvd_spectra_shape(int64_t *n_rows, int64_t *n_cols, int64_t *mat_rows, int
 	return 0;
 }
 
+int fasvd_spectra_max_rank(int64_t *out, const fasvd_spectra *s, int64_t i)
+{
+	if (!out || !s || i < 0 || i >= s->n)
+		return fasvd__error(FASVD_EINVAL, "fasvd_spectra_max_rank: entry %lld does not exist",
+		                    (long long)i);
+	*out = s->e[i].max_rank;
+	return 0;
+}
+
+int fasvd_spectra_set_max_rank(fasvd_spectra *s, int64_t i, int64_t max_rank)
+{
+	if (!s || i < 0 || i >= s->n)
+		return fasvd__error(FASVD_EINVAL,
+		                    "fasvd_spectra_set_max_rank: entry %lld does not exist",
+		                    (long long)i);
+	struct spectrum *e = &s->e[i];
+	int64_t p = e->mat_rows < e->mat_cols ? e->mat_rows : e->mat_cols;
+	if (max_rank < 0 || max_rank > p)
+		return fasvd__error(FASVD_EINVAL,
+		                    "fasvd_spectra_set_max_rank: '%s': bound %lld is not in [0, %lld] "
+		                    "(min(rows, cols))",
+		                    e->name, (long long)max_rank, (long long)p);
+	e->max_rank = max_rank;
+	return 0;
+}
+
 static int check_entry(const fasvd_spectra *s, const char *name, int64_t n_rows, int64_t n_cols,
                        int64_t mat_rows, int64_t mat_cols)
 {
@@ -136,7 +163,8 @@ int fasvd__spectra_add_owned(fasvd_spectra *s, const char *name, int64_t n_rows,
 		fasvd__free(s->ctx, data);
 		return FASVD_ENOMEM;
 	}
-	s->e[s->n++] = (struct spectrum){nm, n_rows, n_cols, mat_rows, mat_cols, data};
+	int64_t p = mat_rows < mat_cols ? mat_rows : mat_cols;
+	s->e[s->n++] = (struct spectrum){nm, n_rows, n_cols, mat_rows, mat_cols, p, data};
 	return 0;
 }
 
@@ -261,11 +289,22 @@ static double *alloc_vals(struct layer *L, int64_t n, int64_t w)
 	return fasvd__calloc(L->ctx, (size_t)(n * w), sizeof(double), "spectra");
 }
 
-/* Copy a (n x w) array into the output list. */
+/* Copy a (n x w) array into the output list; bound: the structural rank of
+ * the matrices (0: min(mr, mc)). */
 static int emit(struct layer *L, const char *name, const double *v, int64_t n, int64_t w,
-                int64_t mr, int64_t mc)
+                int64_t mr, int64_t mc, int64_t bound)
 {
-	return fasvd_spectra_add(L->out, name, n, w, mr, mc, v);
+	int rc = fasvd_spectra_add(L->out, name, n, w, mr, mc, v);
+	if (!rc && bound)
+		rc = fasvd_spectra_set_max_rank(L->out, L->out->n - 1, min64(bound, min64(mr, mc)));
+	return rc;
+}
+
+/* The rank bound of a fused head A_iᵀ·B_j: each factor has rank at most
+ * min(its head rows, its head cols). */
+static int64_t fused_bound(const fasvd_rfactors *a, const fasvd_rfactors *b)
+{
+	return min64(a->r, b->r);
 }
 
 static int do_plain_heads(struct layer *L, bool need)
@@ -318,20 +357,21 @@ static int emit_heads(struct layer *L)
 		if (!h)
 			continue;
 		snprintf(name, sizeof name, "head.%s", plain_names[p]);
-		if ((rc = emit(L, name, L->hs[p], h->n, min64(h->rows, h->cols), h->rows, h->cols)))
+		if ((rc = emit(L, name, L->hs[p], h->n, min64(h->rows, h->cols), h->rows, h->cols,
+		               0)))
 			return rc;
 	}
 	if (L->fs[0]) {
 		const fasvd_heads *q = L->d->q, *k = L->d->k;
-		int64_t w = min64(q->cols, k->cols);
-		if ((rc = emit(L, "head.QK", L->fs[0], L->d->n_heads, w, q->cols, k->cols)) ||
-		    (rc = emit(L, "head.KQ", L->fs[0], L->d->n_heads, w, k->cols, q->cols)))
+		int64_t w = min64(q->cols, k->cols), b = fused_bound(L->rf[P_Q], L->rf[P_K]);
+		if ((rc = emit(L, "head.QK", L->fs[0], L->d->n_heads, w, q->cols, k->cols, b)) ||
+		    (rc = emit(L, "head.KQ", L->fs[0], L->d->n_heads, w, k->cols, q->cols, b)))
 			return rc;
 	}
 	if (L->fs[1]) {
 		const fasvd_heads *v = L->d->v, *o = L->d->o;
 		if ((rc = emit(L, "head.VO", L->fs[1], L->d->n_heads, min64(v->cols, o->cols), v->cols,
-		               o->cols)))
+		               o->cols, fused_bound(L->rf[P_V], L->rf[P_O]))))
 			return rc;
 	}
 	return 0;
@@ -396,6 +436,7 @@ struct sjob {
 	fasvd_stack_norm norm;
 	double *norms;                 /* owned, or NULL */
 	int64_t w, rows, cols;         /* values; the stacked matrix's shape */
+	int64_t bound;                 /* its structural rank bound */
 	double cost;                   /* for ordering */
 	double *s;                     /* result (owned until emitted) */
 };
@@ -475,6 +516,9 @@ static int add_jobs(struct layer *L, struct sjobs *J, struct fasvd_heads *subh)
 			j->rows = n * a->m;
 			j->cols = b->m;
 			j->w = min64(j->rows, j->cols);
+			/* n blocks of rank <= fused_bound, whose rows all lie in the
+			 * span of B's b->n heads (n_kv of them for QK under GQA) */
+			j->bound = min64(j->w, min64(n * fused_bound(a, b), b->n * b->r));
 			j->cost = gram_cost(n * a->r, b->m);
 			if ((rc = fused_norms(L, fused[f].which, a, b, &j->norms)))
 				return rc;
@@ -540,6 +584,8 @@ static int do_stacks(struct layer *L)
 		struct sjob *j = &J.job[i];
 		rc = fasvd__spectra_add_owned(L->out, j->name, 1, j->w, j->rows, j->cols, j->s);
 		j->s = NULL;
+		if (!rc && j->bound)
+			rc = fasvd_spectra_set_max_rank(L->out, L->out->n - 1, j->bound);
 	}
 	for (int i = 0; i < J.n; i++) {
 		fasvd__free(L->ctx, J.job[i].s);

@@ -26,7 +26,7 @@
 /* ------------------------------------------------------------ options */
 
 static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_factor_opts, cancel_arg);
-static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_factor_report, error_estimate);
+static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_factor_report, approximate);
 static const fasvd__struct_ver shared_opts_ver = FASVD__STRUCT_VER(fasvd_factor_shared_opts,
                                                                    weight);
 
@@ -46,6 +46,7 @@ int fasvd_factor_report_init(fasvd_factor_report *r, size_t size)
 {
 	static const fasvd_factor_report defaults = {
 		.rel_error_sq = -1,
+		.optimal_energy_lost = -1,
 		.backend = FASVD_BACKEND_AUTO,
 	};
 	return fasvd__init_versioned(r, size, &defaults, &report_ver);
@@ -90,6 +91,7 @@ void fasvd__report_energy(fasvd_factor_report *rep, const fasvd__spectra *sp, in
 	double scale = fasvd__energy_scale(sp);
 	rep->energy = energy_of(scale, fasvd__energy_sum(sp, scale, 0, sp->n));
 	rep->energy_lost = fasvd__energy_loss(sp, r);
+	rep->optimal_energy_lost = rep->energy_lost;
 	rep->spectrum_exact = 1;
 }
 
@@ -409,13 +411,11 @@ static void choose_vec_backend(job *j, bool tau_mode)
 		                j->vec_backend == FASVD_BACKEND_GESVD) && !tau_mode;
 		return;
 	}
-	int64_t over = j->o.oversample ? j->o.oversample : 10;
+	/* Exact in both modes: the best rank-r approximation is what the
+	 * report promises (the randomised backend is opt-in). */
 	if (r >= p) {
 		j->vec_backend = FASVD_BACKEND_GESDD;
 		j->want_full = !tau_mode;
-	} else if (!tau_mode && p >= FASVD__FACTOR_RANDOMIZED_MIN_P &&
-	           (r + over) * FASVD__FACTOR_RANDOMIZED_DIV <= p) {
-		j->vec_backend = FASVD_BACKEND_RANDOMIZED;
 	} else if (r * 5 <= p) {
 		j->vec_backend = FASVD_BACKEND_GESVDX;
 	} else {
@@ -666,17 +666,21 @@ static int job_vectors(job *j, fasvd_factor_report *rep)
 	}
 	rep->energy = energy;
 	bool randomized = j->r > 0 && j->r < j->p && j->vec_backend == FASVD_BACKEND_RANDOMIZED;
+	rep->approximate = randomized;
 	if (j->spec && !randomized) {
-		/* τ mode: energy_lost and spectrum_exact were set by job_rank from
-		 * the full spectrum */
+		/* τ mode: energy_lost, its optimum and spectrum_exact were set by
+		 * job_rank from the full spectrum */
 	} else if (j->spec) {
-		/* τ mode with randomised vectors: the true loss of these factors */
+		/* τ mode with randomised vectors: the true loss of these factors
+		 * (the optimum from the spectrum stays) */
 		double d = energy - kept;
 		rep->energy_lost = energy > 0 ? (d > 0 ? d : 0) / energy : 0;
 		rep->spectrum_exact = 0;
 	} else {
 		rep->energy_lost = energy > 0 ? lost / energy : 0;
 		rep->spectrum_exact = exact && !randomized ? 1 : 0;
+		/* exact vectors: Σ_{i>r} σ_i² (or ‖W‖² − Σ_{i<=r} σ_i²) is the optimum */
+		rep->optimal_energy_lost = randomized ? -1 : rep->energy_lost;
 	}
 	rep->rel_error_sq = j->o.verify ? (energy > 0 ? resid / energy : 0) : -1;
 	rep->backend = j->r == 0 ? FASVD_BACKEND_AUTO : j->uo[0].backend;

@@ -9,13 +9,6 @@
 
 #include <fasvd/factor.h>
 
-/* AUTO policy at a fixed rank: the randomised range finder when the matrix
- * has p = min(m, n) >= FASVD__FACTOR_RANDOMIZED_MIN_P and the sketch
- * (rank + oversample columns) is at most p / FASVD__FACTOR_RANDOMIZED_DIV
- * (bench/truncate_bench.py measures the crossover). */
-#define FASVD__FACTOR_RANDOMIZED_MIN_P 256
-#define FASVD__FACTOR_RANDOMIZED_DIV 4
-
 /* Load and validate factor options (NULL: defaults). */
 int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user, const char *fn);
 /* Copy a full report into the caller's struct, at most its size (checked

@@ -41,6 +41,7 @@ struct entry {
 	int64_t n_rows;    /* heads (head.*) or 1 */
 	int64_t n_cols;
 	int64_t mat_rows, mat_cols;
+	int64_t max_rank;  /* structural rank bound of that matrix */
 	int is_2d;         /* head.* entries are [n_rows, n_cols]; others 1-D */
 	double *data;
 };
@@ -53,6 +54,7 @@ struct run {
 	const fasvd_st *st;
 	fasvd_st_writer *w;
 	const char *out_path;
+	const char *model_path;
 	struct entry *e;
 	int64_t n_e, cap_e;
 	/* selection */
@@ -85,8 +87,8 @@ static double elapsed(const struct run *r)
 }
 
 static int add_entry(struct run *r, const char *name, int64_t layer, int64_t n_rows,
-                     int64_t n_cols, int64_t mat_rows, int64_t mat_cols, int is_2d,
-                     const double *data)
+                     int64_t n_cols, int64_t mat_rows, int64_t mat_cols, int64_t max_rank,
+                     int is_2d, const double *data)
 {
 	struct entry *ne = fasvd__grow(r->ctx, r->e, r->n_e, &r->cap_e, sizeof *ne, 64,
 	                               "spectra list");
@@ -109,6 +111,7 @@ static int add_entry(struct run *r, const char *name, int64_t layer, int64_t n_r
 	e->n_cols = n_cols;
 	e->mat_rows = mat_rows;
 	e->mat_cols = mat_cols;
+	e->max_rank = max_rank;
 	e->is_2d = is_2d;
 	r->n_e++;
 	int64_t shape[2] = {n_rows, n_cols};
@@ -158,22 +161,25 @@ static int set_progress_metadata(struct run *r)
 {
 	int rc = 0;
 	char *ld = join_done(r, true), *td = join_done(r, false);
-	json_t *shapes = json_object();
-	char *shapes_s = NULL;
-	if (!ld || !td || !shapes) {
+	json_t *shapes = json_object(), *ranks = json_object();
+	char *shapes_s = NULL, *ranks_s = NULL;
+	if (!ld || !td || !shapes || !ranks) {
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
 	for (int64_t i = 0; i < r->n_e; i++) {
 		json_t *a = json_pack("[II]", (json_int_t)r->e[i].mat_rows,
 		                      (json_int_t)r->e[i].mat_cols);
-		if (!a || json_object_set_new(shapes, r->e[i].name, a)) {
+		if (!a || json_object_set_new(shapes, r->e[i].name, a) ||
+		    json_object_set_new(ranks, r->e[i].name,
+		                        json_integer((json_int_t)r->e[i].max_rank))) {
 			rc = fasvd__error(FASVD_ENOMEM, "out of memory building metadata");
 			goto out;
 		}
 	}
 	shapes_s = json_dumps(shapes, JSON_COMPACT | JSON_SORT_KEYS);
-	if (!shapes_s) {
+	ranks_s = json_dumps(ranks, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!shapes_s || !ranks_s) {
 		rc = fasvd__error(FASVD_ENOMEM, "out of memory building metadata");
 		goto out;
 	}
@@ -181,14 +187,35 @@ static int set_progress_metadata(struct run *r)
 	if ((rc = fasvd_st_writer_set_metadata(r->w, "layers_done", ld)) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "tensors_done", td)) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "matrix_shapes", shapes_s)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "max_ranks", ranks_s)) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "complete", complete ? "true" : "false")))
 		goto out;
 out:
 	free(shapes_s);
+	free(ranks_s);
 	json_decref(shapes);
+	json_decref(ranks);
 	fasvd__free(r->ctx, ld);
 	fasvd__free(r->ctx, td);
 	return rc;
+}
+
+/* A short name of the model for titles: the config's _name_or_path (its
+ * last component) when it has one, else the last component of the path the
+ * model was opened from. */
+static void model_name(const struct run *r, const char *cfg, char *out, size_t n)
+{
+	json_t *root = cfg ? json_loads(cfg, 0, NULL) : NULL;
+	const char *nm = json_string_value(json_object_get(root, "_name_or_path"));
+	const char *src = nm && *nm ? nm : r->model_path ? r->model_path : "";
+	size_t len = strlen(src);
+	while (len > 1 && src[len - 1] == '/')
+		len--;
+	size_t start = len;
+	while (start > 0 && src[start - 1] != '/')
+		start--;
+	snprintf(out, n, "%.*s", (int)(len - start), src + start);
+	json_decref(root);
 }
 
 static int set_fixed_metadata(struct run *r)
@@ -197,10 +224,13 @@ static int set_fixed_metadata(struct run *r)
 	snprintf(layers, sizeof layers, "%lld-%lld", (long long)r->first, (long long)r->last);
 	snprintf(version, sizeof version, "%s", fasvd_version_string());
 	const char *cfg = fasvd_model_config_json(r->model);
+	char name[256];
+	model_name(r, cfg, name, sizeof name);
 	int rc;
 	if ((rc = fasvd_st_writer_set_metadata(r->w, "format", "fasvd.spectra")) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "schema_version", SCHEMA_VERSION)) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "model_type", r->info.model_type)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, "model_name", name)) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "fold_norms",
 	                                       r->o->fold_norms ? "true" : "false")) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "stack_normalisation",
@@ -366,9 +396,21 @@ static bool keep_old_entry(const struct run *r, const char *name, int64_t *layer
 	return false;
 }
 
+/* The rank bound of old entry name from the max_ranks object (NULL in a
+ * file written before it existed: min(rows, cols)). */
+static int64_t old_max_rank(const json_t *ranks, const char *name, int64_t mr, int64_t mc)
+{
+	int64_t p = mr < mc ? mr : mc;
+	json_t *v = ranks ? json_object_get(ranks, name) : NULL;
+	if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= p)
+		return (int64_t)json_integer_value(v);
+	return p;
+}
+
 /* Copy the spectra of the steps done from the old file (matrix shapes from
- * its matrix_shapes object). */
-static int keep_done_spectra(struct run *r, const fasvd_st *old, const json_t *shapes)
+ * its matrix_shapes object, rank bounds from max_ranks). */
+static int keep_done_spectra(struct run *r, const fasvd_st *old, const json_t *shapes,
+                             const json_t *ranks)
 {
 	int rc = 0;
 	for (int64_t i = 0; i < fasvd_st_count(old) && !rc; i++) {
@@ -391,7 +433,8 @@ static int keep_done_spectra(struct run *r, const fasvd_st *old, const json_t *s
 			                    r->out_path, name);
 		int64_t nr = inf.ndim == 2 ? inf.shape[0] : 1;
 		int64_t nc = inf.ndim == 2 ? inf.shape[1] : inf.shape[0];
-		rc = add_entry(r, name, l, nr, nc, mr, mc, inf.ndim == 2, data);
+		rc = add_entry(r, name, l, nr, nc, mr, mc, old_max_rank(ranks, name, mr, mc),
+		               inf.ndim == 2, data);
 	}
 	return rc;
 }
@@ -399,18 +442,21 @@ static int keep_done_spectra(struct run *r, const fasvd_st *old, const json_t *s
 /* Read the progress of the old file (already checked to match) into r. */
 static int resume_progress(struct run *r, const fasvd_st *old)
 {
-	const char *ld, *td, *shapes_s;
+	const char *ld, *td, *shapes_s, *ranks_s;
 	fasvd_st_metadata(&ld, old, "layers_done");
 	fasvd_st_metadata(&td, old, "tensors_done");
 	fasvd_st_metadata(&shapes_s, old, "matrix_shapes");
+	fasvd_st_metadata(&ranks_s, old, "max_ranks");
 	json_t *shapes = shapes_s ? json_loads(shapes_s, 0, NULL) : NULL;
+	json_t *ranks = ranks_s ? json_loads(ranks_s, 0, NULL) : NULL;
 	int rc;
 	if (!ld || !td || !json_is_object(shapes))
 		rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: progress metadata missing",
 		                  r->out_path);
 	else if (!(rc = mark_layers_done(r, ld)) && !(rc = mark_tensors_done(r, old)))
-		rc = keep_done_spectra(r, old, shapes);
+		rc = keep_done_spectra(r, old, shapes, json_is_object(ranks) ? ranks : NULL);
 	json_decref(shapes);
+	json_decref(ranks);
 	return rc;
 }
 
@@ -616,14 +662,15 @@ static int run_layer(struct run *r, int64_t l)
 		goto out;
 	}
 	for (int64_t i = 0; i < fasvd_spectra_count(sp) && !rc; i++) {
-		int64_t nr, nc, mr, mc;
+		int64_t nr, nc, mr, mc, bound;
 		const char *nm = fasvd_spectra_name(sp, i);
-		if ((rc = fasvd_spectra_shape(&nr, &nc, &mr, &mc, sp, i)))
+		if ((rc = fasvd_spectra_shape(&nr, &nc, &mr, &mc, sp, i)) ||
+		    (rc = fasvd_spectra_max_rank(&bound, sp, i)))
 			break;
 		char full[256];
 		snprintf(full, sizeof full, "L%lld.%s", (long long)l, nm);
 		bool is_head = strncmp(nm, "head.", 5) == 0;
-		rc = add_entry(r, full, l, nr, nc, mr, mc, is_head, fasvd_spectra_data(sp, i));
+		rc = add_entry(r, full, l, nr, nc, mr, mc, bound, is_head, fasvd_spectra_data(sp, i));
 	}
 out:
 	fasvd_spectra_free(sp);
@@ -649,7 +696,7 @@ static int run_tensor(struct run *r, const char *name)
 	rc = fasvd_svdvals(s, k, r->ctx, t, &so, NULL);
 	if (!rc) {
 		char *full = tensor_entry_name(r, name);
-		rc = full ? add_entry(r, full, -1, 1, k, t->rows, t->cols, 0, s) : FASVD_ENOMEM;
+		rc = full ? add_entry(r, full, -1, 1, k, t->rows, t->cols, k, 0, s) : FASVD_ENOMEM;
 		fasvd__free(r->ctx, full);
 	}
 	fasvd__free(r->ctx, s);
@@ -738,7 +785,7 @@ static FILE *csv_open(char **text, size_t *len, const double *taus, int64_t nt)
 	FILE *mem = open_memstream(text, len);
 	if (!mem)
 		return NULL;
-	fprintf(mem, "layer,kind,name,head,rows,cols,sigma1,frobenius,stable_rank,"
+	fprintf(mem, "layer,kind,name,head,rows,cols,max_rank,sigma1,frobenius,stable_rank,"
 	             "entropy_rank");
 	for (int64_t t = 0; t < nt; t++)
 		fprintf(mem, ",er@%.17g", taus[t]);
@@ -760,8 +807,9 @@ static void csv_row(FILE *mem, const struct entry *e, const char *kind, const ch
 	fprintf(mem, "%s,%s,\"", layer, kind);
 	for (const char *p = name; *p; p++)
 		fputs(*p == '"' ? "\"\"" : (char[]){*p, 0}, mem);
-	fprintf(mem, "\",%s,%lld,%lld,%.17g,%.17g,%.17g,%.17g", head, (long long)e->mat_rows,
-	        (long long)e->mat_cols, m->sigma1, m->frobenius, m->stable_rank, m->entropy_rank);
+	fprintf(mem, "\",%s,%lld,%lld,%lld,%.17g,%.17g,%.17g,%.17g", head, (long long)e->mat_rows,
+	        (long long)e->mat_cols, (long long)e->max_rank, m->sigma1, m->frobenius,
+	        m->stable_rank, m->entropy_rank);
 	for (int64_t t = 0; t < nt; t++)
 		fprintf(mem, ",%lld", (long long)m->er[t]);
 	fprintf(mem, "\n");
@@ -778,10 +826,11 @@ static json_t *json_row(const struct entry *e, const char *kind, const char *nam
 		snprintf(key, sizeof key, "%.17g", taus[t]);
 		json_object_set_new(er, key, json_integer((json_int_t)m->er[t]));
 	}
-	return json_pack("{s:I,s:s,s:s,s:o,s:I,s:I,s:f,s:f,s:f,s:f,s:o}", "layer",
+	return json_pack("{s:I,s:s,s:s,s:o,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o}", "layer",
 	                 (json_int_t)e->layer, "kind", kind, "name", name, "head",
 	                 e->is_2d ? json_integer((json_int_t)h) : json_null(), "rows",
-	                 (json_int_t)e->mat_rows, "cols", (json_int_t)e->mat_cols, "sigma1",
+	                 (json_int_t)e->mat_rows, "cols", (json_int_t)e->mat_cols, "max_rank",
+	                 (json_int_t)e->max_rank, "sigma1",
 	                 m->sigma1, "frobenius", m->frobenius, "stable_rank", m->stable_rank,
 	                 "entropy_rank", m->entropy_rank, "effective_rank", er);
 }
@@ -1025,7 +1074,7 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 	if (rc || (rc = check_opts(&o, &taus, &nt)))
 		return rc;
 	ctx = fasvd__ctx(ctx);
-	struct run r = {.ctx = ctx, .o = &o, .out_path = out_path};
+	struct run r = {.ctx = ctx, .o = &o, .out_path = out_path, .model_path = model_path};
 	clock_gettime(CLOCK_MONOTONIC, &r.t0);
 	r.compute = o.compute ? o.compute : (fasvd_compute)ctx->compute;
 	if (r.compute != FASVD_COMPUTE_F32 && r.compute != FASVD_COMPUTE_F64)

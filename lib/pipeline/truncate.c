@@ -37,7 +37,10 @@ static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_truncate_opts,
 
 int fasvd_truncate_opts_init(fasvd_truncate_opts *opts, size_t size)
 {
-	return fasvd__init_versioned(opts, size, NULL, &opts_ver);
+	static const fasvd_truncate_opts defaults = {
+		.only_if_smaller = 1,
+	};
+	return fasvd__init_versioned(opts, size, &defaults, &opts_ver);
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -116,6 +119,7 @@ typedef struct trunc {
 	json_t *config;          /* parsed config.json, or NULL */
 	sel *sels;
 	int64_t n_sels;
+	int64_t n_skipped;         /* only_if_smaller: sels kept unchanged */
 	char *tmp;               /* temporary output folder */
 	char *index_path;        /* sharded input: its index file, or NULL */
 	json_t *index;           /* its parsed index, or NULL */
@@ -381,6 +385,7 @@ static int decide_skips(trunc_t *t)
 		}
 		int64_t inner = r > 0 ? r : 1;
 		if (s->heads * inner * (rh + s->cols) >= s->rows * s->cols) {
+			t->n_skipped++;
 			s->skipped = 1;
 			fasvd_factor_report_init(&s->rep, sizeof s->rep);
 			fasvd__report_shape(&s->rep, s->rows, s->cols, s->heads, r, p);
@@ -389,6 +394,27 @@ static int decide_skips(trunc_t *t)
 		}
 	}
 	return 0;
+}
+
+static int report_sel(trunc_t *t, const sel *s);
+
+/* Every selected tensor would grow: a copy of the checkpoint would be the
+ * input under another name, so none is written (each tensor is reported
+ * as kept first). */
+static int nothing_smaller(trunc_t *t)
+{
+	for (int64_t i = 0; i < t->n_sels; i++) {
+		int rc = report_sel(t, &t->sels[i]);
+		if (rc)
+			return rc;
+	}
+	return fasvd__error(FASVD_EINVAL,
+	                    "%s: nothing to truncate: the factors of each of the %lld selected "
+	                    "tensors would have at least as many parameters as the tensor "
+	                    "(rank·(rows + cols) >= rows·cols); no output written (a lower rank "
+	                    "or energy loss makes them smaller; only_if_smaller = 0, the CLI's "
+	                    "--allow-larger, writes them anyway)",
+	                    t->fn, (long long)t->n_sels);
 }
 
 static int factor_one(trunc_t *t, sel *s, held *h)
@@ -645,6 +671,13 @@ static json_t *lowrank_section(const trunc_t *t)
 		bad |= json_object_set_new(e, "dtype", json_string(fasvd_dtype_name(s->dtype)));
 		bad |= json_object_set_new(e, "source_dtype", json_string(fasvd_dtype_name(s->in_dtype)));
 		bad |= json_object_set_new(e, "energy_lost", jreal(s->rep.energy_lost));
+		if (s->rep.approximate) {
+			/* randomised factors: energy_lost is what they achieve */
+			bad |= json_object_set_new(e, "approximate", json_true());
+			if (s->rep.optimal_energy_lost >= 0)
+				bad |= json_object_set_new(e, "optimal_energy_lost",
+				                           jreal(s->rep.optimal_energy_lost));
+		}
 		if (s->role)
 			bad |= json_object_set_new(e, "role", json_string(s->role));
 		if (s->shared) {
@@ -988,6 +1021,10 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 		goto out;
 	if ((o.only_if_smaller && (rc = decide_skips(&t))) || (rc = load_index(&t, model_dir)))
 		goto out;
+	if (t.n_sels && t.n_skipped == t.n_sels) {
+		rc = nothing_smaller(&t);
+		goto out;
+	}
 	if (!(t.tmp = make_tmp(t.ctx, out_dir, fn))) {
 		rc = fasvd_last_error()[0] ? FASVD_EIO : FASVD_ENOMEM;
 		goto out;

@@ -384,6 +384,74 @@ def check_fails(name, args, status=None, outdir=None):
     report(ok, name, "rc=%d stderr=%r" % (rc, err))
 
 
+def check_optimal_at_fixed_rank(tmp, rng):
+    """MiniLM-like weights (F32, 384 wide, slowly decaying spectra: the
+    case where a randomised sketch is visibly suboptimal): `truncate --rank
+    64` is exact by default and reports the optimum of every tensor within
+    1e-9 relative of numpy's; `--backend randomized` says `approximate` on
+    each line and in config.json, with the optimum it could not reach."""
+    d = os.path.join(tmp, "minilm-like")
+    os.makedirs(d)
+    shapes = {"enc.query.weight": (384, 384), "enc.value.weight": (384, 384),
+              "enc.intermediate.weight": (1536, 384), "enc.output.weight": (384, 1536)}
+    weights, tensors = {}, {}
+    for name, (m, n) in shapes.items():
+        p = min(m, n)
+        u, _ = np.linalg.qr(rng.standard_normal((m, p)))
+        v, _ = np.linalg.qr(rng.standard_normal((n, p)))
+        w = ((u * (np.arange(1, p + 1) ** -0.35)) @ v.T).astype(np.float32)
+        weights[name] = w.astype(np.float64)
+        tensors[name] = ("F32", w.shape, w.tobytes())
+    write_st(os.path.join(d, "model.safetensors"), tensors)
+    optimum = {}
+    for name, w in weights.items():
+        s = np.linalg.svd(w, compute_uv=False)
+        optimum[name] = np.sum(s[64:] ** 2) / np.sum(s ** 2)
+    out = os.path.join(tmp, "minilm-like-r64")
+    rc, so, se = run("truncate", d, "-o", out, "--rank", "64", "--tensors", "enc.*")
+    lines = [l for l in so.splitlines() if l.startswith("enc.")]
+    report(rc == 0 and len(lines) == 4 and
+           all("approximate" not in l and l.endswith("gesvdx") for l in lines),
+           "minilm-like: truncate --rank 64 (exact, gesvdx)", so + se)
+    if rc != 0:
+        return
+    ents = json.load(open(os.path.join(out, "config.json")))["fasvd_lowrank"]["tensors"]
+    bad = ["%s: %.17g vs numpy %.17g" % (k, ents[k]["energy_lost"], optimum[k])
+           for k in shapes if k not in ents or "approximate" in ents[k] or
+           abs(ents[k]["energy_lost"] - optimum[k]) > 1e-9 * optimum[k]]
+    report(not bad, "minilm-like --rank 64: every tensor's reported loss is the optimum "
+           "within 1e-9 relative", "\n".join(bad))
+    t = read_model(out)
+    bad = []
+    for k, w in weights.items():
+        got = np.linalg.norm(w - to_f64(t[k + ".A"]) @ to_f64(t[k + ".B"])) ** 2 / \
+            np.linalg.norm(w) ** 2
+        if abs(got - optimum[k]) > 1e-5 * optimum[k]:
+            bad.append("%s: factors lose %.9g, optimum %.9g" % (k, got, optimum[k]))
+    report(not bad, "minilm-like --rank 64: the stored factors achieve the optimum",
+           "\n".join(bad))
+    out = os.path.join(tmp, "minilm-like-rand")
+    rc, so, se = run("truncate", d, "-o", out, "--rank", "64", "--tensors", "enc.*",
+                     "--backend", "randomized")
+    lines = [l for l in so.splitlines() if l.startswith("enc.")]
+    report(rc == 0 and len(lines) == 4 and all("randomized approximate" in l for l in lines)
+           and "approximate factors" in so, "minilm-like --backend randomized: each line "
+           "says approximate", so + se)
+    if rc == 0:
+        ents = json.load(open(os.path.join(out, "config.json")))["fasvd_lowrank"]["tensors"]
+        report(all(ents[k].get("approximate") is True and
+                   ents[k]["energy_lost"] >= optimum[k] * (1 - 1e-9) for k in shapes),
+               "minilm-like randomized: config.json says approximate, loss >= optimum",
+               json.dumps(ents)[:2000])
+    out = os.path.join(tmp, "minilm-like-rand-tau")
+    tau = float(min(optimum.values())) * 1.2
+    rc, so, se = run("truncate", d, "-o", out, "--energy-loss", "%.17g" % tau, "--tensors",
+                     "enc.*", "--backend", "randomized", "--allow-larger")
+    report(rc == 0 and all("approximate (optimum " in l for l in so.splitlines()
+                           if l.startswith("enc.")),
+           "minilm-like randomized with --energy-loss: each line gives the optimum", so + se)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="fasvd-truncate-test-")
     try:
@@ -458,8 +526,10 @@ def main():
                 (["--energy-loss", "1"], "tau = 1", {"tau": 1.0}),
                 (["--energy-loss", "0"], "tau = 0", {"tau": 0.0})):
             out = os.path.join(tmp, "llama-" + label.replace(" ", "_"))
+            # full-rank factors are larger than the weight: asked for explicitly
+            larger = ["--allow-larger"] if label in ("rank beyond full", "tau = 0") else []
             rc, so, se = run("truncate", llama, "-o", out, "--dtype", "f32", "--compute",
-                             "f64", *args)
+                             "f64", *args, *larger)
             report(rc == 0, "llama: " + label, se)
             if rc == 0:
                 ents = check_truncated("llama " + label, llama, out, tol=1e-6, **kw)
@@ -468,6 +538,23 @@ def main():
                     zero = all(not to_f64(t[e["A"]]).any() and e["inner"] == 1 and e["rank"] == 0
                                for e in ents.values())
                     report(zero, "llama %s: zero factors of inner dimension 1" % label)
+
+        # ---- exact at a fixed rank; randomised only when asked, and labelled
+        check_optimal_at_fixed_rank(tmp, rng)
+
+        # ---- factors that would not be smaller are not written by default
+        out = os.path.join(tmp, "llama-larger")
+        rc, so, se = run("truncate", llama, "-o", out, "--rank", "1000")
+        kept = [l for l in so.splitlines() if "kept dense" in l]
+        report(rc != 0 and not os.path.exists(out) and "nothing to truncate" in se and
+               "--allow-larger" in se and len(kept) == 8 and
+               all("not fewer than" in l for l in kept),
+               "llama: factors larger than every weight: nothing written, each line says "
+               "why", "rc %d\n%s\n%s" % (rc, so, se))
+        rc, so, se = run("truncate", llama, "-o", out, "--rank", "1000", "--only-if-smaller",
+                         "--allow-larger")
+        report(rc == 2 and not os.path.exists(out), "--only-if-smaller contradicts "
+               "--allow-larger", se)
 
         # ---- globs, bf16 factors, unknown architecture
         out = os.path.join(tmp, "llama-glob")

@@ -57,17 +57,26 @@ def fetch_minilm(cache):
     return model
 
 
-def main():
-    fasvd, work = sys.argv[1:3]
+def minilm_or_skip(work):
+    """The cached model folder with an empty work folder made; or None
+    after printing the TAP skip line with the reason."""
     cache = os.environ.get("FASVD_MODEL_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "fasvd-test-models")
     try:
         model = fetch_minilm(cache)
     except RuntimeError as e:
         print("1..0 # SKIP all-MiniLM-L6-v2 unavailable: %s" % e)
-        return 0
+        return None
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
+    return model
+
+
+def main():
+    fasvd, work = sys.argv[1:3]
+    model = minilm_or_skip(work)
+    if model is None:
+        return 0
     cases = []
     for compute in ("f32", "f64"):
         out = os.path.join(work, "minilm-%s.safetensors" % compute)

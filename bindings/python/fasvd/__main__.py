@@ -1,7 +1,7 @@
 """python3 -m fasvd COMMAND ...
 
 Commands:
-  plot SPECTRA.safetensors -o DIR   render the plots of a spectra file as PNGs
+  plot SPECTRA.safetensors -o DIR   render the plots of a spectra file (PNG, SVG, PDF)
   summary SPECTRA.safetensors       print the effective ranks of the stacks
   info MODEL_DIR [--json]           describe a model folder
   demo DIR                          run `fasvd demo` into DIR, plot its spectra
@@ -51,7 +51,7 @@ def _parser():
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
-    pl = sub.add_parser("plot", help="render the plots of a spectra file (PNG)",
+    pl = sub.add_parser("plot", help="render the plots of a spectra file (PNG, SVG or PDF)",
                         description="Render the plots of a spectra file written by "
                         "`fasvd analyze`: layer_ranks (stacked heads and subspaces per "
                         "layer at each tau), heads_L<l> (head-wise ranks, V/O/VO and "
@@ -59,7 +59,9 @@ def _parser():
                         "layers) and grid_VO / grid_QK (all layers). tau is the fraction of "
                         "squared Frobenius energy lost.")
     pl.add_argument("spectra", help="spectra file (.safetensors)")
-    pl.add_argument("-o", "--output", required=True, help="folder for the PNGs")
+    pl.add_argument("-o", "--output", required=True, help="folder for the plots")
+    pl.add_argument("--format", choices=("png", "svg", "pdf"), default="png",
+                    help="file format of the plots (default png)")
     pl.add_argument("--tau", type=_taus, default=[0.01, 0.001],
                     help="tau values, comma-separated (default 0.01,0.001)")
     pl.add_argument("--layers", type=_layers, default=None,
@@ -94,14 +96,16 @@ def _summary(res, taus, out):
         parts = []
         for kind, view in (("stack", res.stacked), ("sub", res.subspaces)):
             for n in sorted(view.get(l, {})):
-                rk = "/".join(str(res.effective_ranks[t].stacked[l][n] if kind == "stack"
-                                  else res.effective_ranks[t].subspaces[l][n]) for t in taus)
-                parts.append("%s.%s %s (max %d)" % (kind, n, rk,
-                                                    res.max_rank("L%d.%s.%s" % (l, kind, n))))
+                mx = res.max_rank("L%d.%s.%s" % (l, kind, n))
+                rk = " ".join("%d/%d" % (res.effective_ranks[t].stacked[l][n] if kind == "stack"
+                                         else res.effective_ranks[t].subspaces[l][n], mx)
+                              for t in taus)
+                parts.append("%s.%s %s" % (kind, n, rk))
         out.write("layer %d: %s\n" % (l, ", ".join(parts)))
     for n in sorted(res.tensors):
-        rk = "/".join(str(res.effective_ranks[t].tensors[n]) for t in taus)
-        out.write("T.%s: %s (max %d)\n" % (n, rk, res.max_rank("T." + n)))
+        mx = res.max_rank("T." + n)
+        rk = " ".join("%d/%d" % (res.effective_ranks[t].tensors[n], mx) for t in taus)
+        out.write("T.%s: %s\n" % (n, rk))
 
 
 def _run_cli_demo(args):
@@ -129,13 +133,15 @@ def main(argv=None):
         if args.cmd == "plot":
             res = fasvd.load_spectra(args.spectra, taus=args.tau)
             paths = plot.render_all(res, args.output, taus=args.tau, layers=args.layers,
-                                    spectra_layers=args.spectra_layers, dpi=args.dpi)
+                                    spectra_layers=args.spectra_layers, dpi=args.dpi,
+                                    fmt=args.format)
             for p in paths:
                 print(p)
         elif args.cmd == "summary":
             res = fasvd.load_spectra(args.spectra, taus=args.tau)
-            print("%s, effective rank at tau = %s (%s)"
-                  % (res.model_type, "/".join("%g" % t for t in args.tau), plot.TAU_NOTE))
+            print("%s (%s), effective rank at tau = %s (%s) of the structural maximum"
+                  % (res.model_name(), res.model_type, " and ".join("%g" % t for t in args.tau),
+                     plot.TAU_NOTE))
             _summary(res, args.tau, sys.stdout)
         elif args.cmd == "info":
             with fasvd.open(args.model) as m:

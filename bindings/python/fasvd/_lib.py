@@ -243,7 +243,8 @@ class FactorReport(ctypes.Structure):
                 ("rank", c_int64), ("inner", c_int64), ("full_rank", c_int64),
                 ("energy", c_double), ("energy_lost", c_double), ("spectrum_exact", c_int),
                 ("rel_error_sq", c_double), ("params_before", c_int64),
-                ("params_after", c_int64), ("backend", c_enum), ("error_estimate", c_double)]
+                ("params_after", c_int64), ("backend", c_enum), ("error_estimate", c_double),
+                ("optimal_energy_lost", c_double), ("approximate", c_int)]
 
 
 class FactorSharedOpts(ctypes.Structure):

@@ -588,7 +588,11 @@ def _factor_report(rep):
             "rel_error_sq": None if rep.rel_error_sq < 0 else rep.rel_error_sq,
             "params_before": rep.params_before, "params_after": rep.params_after,
             "backend": _BACKEND_NAMES.get(rep.backend, "?"),
-            "error_estimate": rep.error_estimate}
+            "error_estimate": rep.error_estimate,
+            # randomised factors: energy_lost is what they achieve, not the optimum
+            "approximate": bool(rep.approximate),
+            "optimal_energy_lost": (None if rep.optimal_energy_lost < 0
+                                    else rep.optimal_energy_lost)}
 
 
 def factor(w, rank=None, energy_loss=None, max_rank=None, heads=None, split="balanced",
@@ -604,9 +608,15 @@ def factor(w, rank=None, energy_loss=None, max_rank=None, heads=None, split="bal
     singular values go ("balanced": sqrt on both sides, "left", "right").
     ``out_dtype``: "f32" (default), "f16", "bf16" or "f64"; f16 / bf16
     factors are returned as float16 / float64 arrays (bf16 decoded).
-    A rank of 0 gives zero factors of inner dimension 1.
+    A rank of 0 gives zero factors of inner dimension 1. ``backend``: None
+    / "auto" (exact: the best rank-r approximation), "gesdd", "gesvd",
+    "gesvdx", or "randomized" (faster for rank << min(rows, cols), but
+    approximate: the report says ``approximate``, its ``energy_lost`` is the
+    loss achieved and ``optimal_energy_lost`` the optimum when known, in
+    τ mode).
     Returns ``(A, B, report)``; report is a dict (rank, inner, energy,
-    energy_lost, rel_error_sq when ``verify``, params_before / after ...).
+    energy_lost, optimal_energy_lost, approximate, rel_error_sq when
+    ``verify``, params_before / after ...).
     """
     cmp = _default_compute(compute, [w])
     t = _tensor(w, dtype=dtype, scale_inv=scale_inv, block=block, name="w", ctx=ctx,

@@ -426,8 +426,9 @@ _DTYPE_NAMES = {L.DTYPE_F64: "F64", L.DTYPE_F32: "F32", L.DTYPE_F16: "F16",
 
 
 def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, tensors=(),
-             per_head=False, shared_o=False, dtype=None, split="balanced", compute="f32",
-             backend=None, only_if_smaller=False, threads=None, progress=None):
+             per_head=False, shared_o=False, dtype=None, split="balanced", compute="f64",
+             backend=None, allow_larger=False, threads=None, progress=None,
+             only_if_smaller=None):
     """Write a low-rank copy of a checkpoint (``fasvd truncate``): every
     selected weight W of ``model_dir`` is replaced in ``out_dir`` by
     ``<name>.A`` and ``<name>.B`` with W ≈ A @ B, everything else copied
@@ -440,9 +441,15 @@ def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, ten
     ``per_head``: factorise each head's rows separately; ``shared_o``:
     o_proj over one output basis shared by all heads; ``dtype``: factor
     dtype "f32", "f16", "bf16", "f64" (None: the weight's own for F32 / F16 /
-    BF16, bf16 for FP8, f32 for F64); ``split``, ``compute``, ``backend`` as
-    :func:`fasvd.factor`; ``only_if_smaller``: keep weights whose factors
-    would not be smaller. ``progress``: a callable receiving each replaced
+    BF16, bf16 for FP8, f32 for F64); ``split``, ``compute`` (default "f64":
+    the reported losses exact to rounding), ``backend`` as :func:`fasvd.factor`
+    (default exact; "randomized" is approximate: each report then says
+    ``approximate`` with the loss achieved and, with ``energy_loss``, the
+    ``optimal_energy_lost``). A weight whose factors would not be smaller
+    stays dense (its entry says ``skipped``); when no weight would be smaller
+    nothing is written (InvalidArgument). ``allow_larger=True`` replaces
+    them anyway (``only_if_smaller=False`` is the older spelling of it).
+    ``progress``: a callable receiving each replaced
     tensor's dict as it is done; returning True cancels (Cancelled; nothing
     is left behind). ``out_dir`` must not exist or be empty.
     Returns the list of replaced tensors: dicts with name, a_name, b_name,
@@ -477,7 +484,10 @@ def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, ten
     pats, o.patterns, o.n_patterns = _c_strings(tensors)
     o.per_head = 1 if per_head else 0
     o.shared_o = 1 if shared_o else 0
-    o.only_if_smaller = 1 if only_if_smaller else 0
+    if only_if_smaller is not None and bool(only_if_smaller) == bool(allow_larger):
+        raise errors.InvalidArgument("only_if_smaller=%r contradicts allow_larger=%r"
+                                     % (only_if_smaller, allow_larger))
+    o.only_if_smaller = 0 if allow_larger or only_if_smaller is False else 1
     entries = []
     state = {"exc": None}
 

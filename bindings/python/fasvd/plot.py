@@ -2,14 +2,20 @@
 
 Every function takes a :class:`fasvd.Result` (from :meth:`fasvd.Model.analyze`
 or :func:`fasvd.load_spectra`) or the path of a spectra file, returns a
-``matplotlib.figure.Figure`` and, given ``path=``, also saves it there (PNG
-by extension). Figures are made without pyplot (``Figure()`` rendered by
+``matplotlib.figure.Figure`` and, given ``path=``, also saves it there in the
+format of its extension (.png, .svg, .pdf ...). Figures are made without pyplot (``Figure()`` rendered by
 the Agg canvas), so they need no display and do not accumulate in pyplot's
 figure list; in Jupyter with the inline backend a returned figure is shown.
 
 τ is the fraction of SQUARED Frobenius energy lost by truncating to the
 effective rank: rank at τ = smallest r with
 1 - sum_{i<=r} s_i^2 / sum s_i^2 <= τ. Every rank axis says so.
+
+Maximum ranks are the structural bounds of the spectra file (a fused VO head
+has at most a head dimension, a stacked QK under GQA at most
+n_kv_heads·head_dim; :meth:`fasvd.Result.max_rank`), not min(rows, cols), and
+singular-value curves stop at them: what lies beyond is rounding noise.
+Titles name the model (:meth:`fasvd.Result.model_name`).
 """
 
 import math
@@ -21,7 +27,10 @@ from matplotlib.ticker import ScalarFormatter
 from . import errors
 from .spectra import Result, load_spectra
 
-__all__ = ["layer_ranks", "head_ranks", "spectra", "grid", "render_all", "TAU_NOTE"]
+__all__ = ["layer_ranks", "head_ranks", "spectra", "grid", "render_all", "TAU_NOTE",
+           "FORMATS"]
+
+FORMATS = ("png", "svg", "pdf")
 
 TAU_NOTE = "τ = fraction of squared Frobenius energy lost"
 _COLORS = {"Q": "C0", "K": "C1", "V": "C2", "O": "C3", "QK": "C4", "KQ": "C5", "VO": "C6",
@@ -60,27 +69,44 @@ def _rank_label(tau):
     return "effective rank at τ = %g\n(%s)" % (tau, TAU_NOTE)
 
 
+# "auto" keeps rank axes linear up to this maximum rank: small ranks read
+# best on a linear axis, whatever the ratio.
+_LOG_MIN_MAX = 128
+
+
+def _name(res):
+    """The model's name for titles, with its architecture when that adds
+    something ("stories260K (llama)")."""
+    name, arch = res.model_name(), res.model_type
+    return "%s (%s)" % (name, arch) if arch and arch != name else name
+
+
 def _rank_scale(ax, top_data, top_max, yscale):
-    """Linear rank axis, or logarithmic ("auto") when the maximum ranks
-    would squash the data (max > 4 x the largest rank plotted)."""
+    """Linear rank axis, or logarithmic ("auto") only when the maximum rank
+    is large (> _LOG_MIN_MAX) and would squash the data (> 4 x the largest
+    rank plotted)."""
     if yscale == "auto":
-        yscale = "log" if top_max > 4 * top_data else "linear"
+        yscale = "log" if top_max > _LOG_MIN_MAX and top_max > 4 * top_data else "linear"
     if yscale == "log":
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.set_ylim(0.8, top_max * 1.25)
     else:
         ax.set_yscale(yscale)
+        if yscale == "linear":
+            ax.set_ylim(0, top_max * 1.08)
+            ax.yaxis.get_major_locator().set_params(integer=True)
 
 
 def layer_ranks(result, taus=None, names=None, subspaces=None, yscale="auto", path=None,
                 dpi=100):
     """Layer-wise effective rank of the stacked heads (left) and of the MLA
     subspaces (right, when the file has them), one row per τ; each name's
-    maximum possible rank (min(rows, cols) of its stacked matrix) is drawn
-    as a dashed line of the same colour and given in the legend.
-    ``yscale``: "auto" (logarithmic when the maximum ranks dwarf the ranks
-    plotted), "linear" or "log". Axes: len(taus) x (1 or 2)."""
+    maximum possible rank (the structural bound of its stacked matrix) is
+    drawn as a dashed line of the same colour and given in the legend.
+    ``yscale``: "auto" (logarithmic only when the maximum ranks are large
+    and dwarf the ranks plotted), "linear" or "log". Axes: len(taus) x (1
+    or 2)."""
     res = _result(result)
     taus = _taus(res, taus)
     layers = sorted(res.stacked)
@@ -124,7 +150,7 @@ def layer_ranks(result, taus=None, names=None, subspaces=None, yscale="auto", pa
             if len(lays) <= 20:
                 ax.set_xticks(lays)
             ax.legend(fontsize=7, ncol=2)
-    fig.suptitle("%s: layer-wise effective rank" % (res.model_type or "model"), fontsize=11)
+    fig.suptitle("%s: layer-wise effective rank" % _name(res), fontsize=11)
     return _finish(fig, path, dpi)
 
 
@@ -191,8 +217,12 @@ def head_ranks(result, layer, taus=None, yscale="auto", path=None, dpi=100):
             ax.set_title("layer %d: %s, %s and fused %s, τ = %g" % (layer, trio[0], trio[1],
                                                                    trio[2], tau), fontsize=9)
     fig.suptitle("%s: head-wise effective rank, layer %d (dashed: maximum fused rank)"
-                 % (res.model_type or "model", layer), fontsize=11)
+                 % (_name(res), layer), fontsize=11)
     return _finish(fig, path, dpi)
+
+
+def _key(layer, kind, name):
+    return "L%d.%s.%s" % (layer, kind, name)
 
 
 def _default_layers(res):
@@ -226,8 +256,12 @@ def spectra(result, layers=None, kind="stack", names=None, taus=None, path=None,
         ns = _order(view[l].keys()) if names is None else [n for n in names if n in view[l]]
         ax_s, ax_e = axes[row]
         reach = 1  # the largest rank at the smallest τ: where the energy curves flatten
+        widest = 1  # the largest maximum rank drawn
         for i, n in enumerate(ns):
             arr = np.atleast_2d(view[l][n])
+            # past the structural rank the values are rounding noise: not drawn
+            arr = arr[:, :max(1, res.max_rank(_key(l, kind, n)))]
+            widest = max(widest, arr.shape[1])
             c = _color(n, i)
             for h, s in enumerate(arr):
                 lab = n if h == 0 else None
@@ -254,7 +288,7 @@ def spectra(result, layers=None, kind="stack", names=None, taus=None, path=None,
             ax_e.annotate("1 − τ, τ = %g" % t, (1.0, 1 - t), xycoords=("axes fraction", "data"),
                           fontsize=6, color="0.3", ha="right", va="top",
                           xytext=(-2, -1), textcoords="offset points")
-        ax_e.set_xlim(0, int(reach * 1.6) + 2)
+        ax_e.set_xlim(0, min(int(reach * 1.6) + 2, widest + 1))
         ax_e.legend(fontsize=7, ncol=2, loc="lower right")
         ax_e.set_xlabel("rank r")
         ax_e.set_ylabel("energy kept $\\sum_{j\\leq r}\\sigma_j^2 / \\sum_j \\sigma_j^2$\n(%s)"
@@ -262,7 +296,8 @@ def spectra(result, layers=None, kind="stack", names=None, taus=None, path=None,
         ax_e.set_title("layer %d: cumulative energy (%s)" % (l, kind), fontsize=9)
         ax_e.set_ylim(min(0.9, 1 - 2 * max(taus)) if taus else 0.9, 1.0005)
         ax_e.grid(alpha=0.3)
-    fig.suptitle("%s: spectra" % (res.model_type or "model"), fontsize=11)
+    fig.suptitle("%s: spectra (curves end at each matrix's maximum rank)" % _name(res),
+                 fontsize=11)
     return _finish(fig, path, dpi)
 
 
@@ -295,19 +330,22 @@ def grid(result, tau=None, names=("V", "O", "VO"), ncols=None, yscale="auto", pa
             ax.get_legend().remove()
     for k in range(n, nrows * ncols):
         fig.delaxes(axes[k // ncols, k % ncols])
-    fig.suptitle("%s: head-wise effective rank of %s per layer, τ = %g (%s)"
-                 % (res.model_type or "model", ", ".join(n_ for n_ in names if n_), tau,
+    fig.suptitle("%s: head-wise effective rank of %s per layer,\nτ = %g (%s)"
+                 % (_name(res), ", ".join(n_ for n_ in names if n_), tau,
                     TAU_NOTE), fontsize=10)
     return _finish(fig, path, dpi)
 
 
 def render_all(result, outdir, taus=None, layers=None, spectra_layers=None, dpi=100,
                fmt="png"):
-    """Write every plot of a result into ``outdir`` (created if needed):
-    layer_ranks, heads_L{l} for each layer of ``layers`` (default all),
-    spectra_L{l}s (stacks, default first / middle / last layer), and the
-    grids grid_VO and grid_QK. Returns the list of paths written."""
+    """Write every plot of a result into ``outdir`` (created if needed) as
+    ``fmt`` files ("png", "svg" or "pdf"): layer_ranks, heads_L{l} for each
+    layer of ``layers`` (default all), spectra (stacks, default first /
+    middle / last layer), and the grids grid_VO and grid_QK. Returns the
+    list of paths written."""
     import os
+    if fmt not in FORMATS:
+        raise errors.InvalidArgument("fmt=%r: use one of %s" % (fmt, ", ".join(FORMATS)))
     res = _result(result)
     os.makedirs(outdir, exist_ok=True)
     out = []

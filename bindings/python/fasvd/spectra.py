@@ -15,6 +15,7 @@ values, F64, descending:
 import json
 import re
 import struct
+import warnings
 
 import numpy as np
 
@@ -143,7 +144,11 @@ class Result:
     - ``metadata`` (strings as stored), ``config`` (the model's config.json,
       parsed), ``model_type``, ``layers`` (sorted), ``complete`` (False for
       a run that was interrupted), ``matrix_shapes`` (file name -> (rows,
-      cols) of the matrix one row describes), ``path``.
+      cols) of the matrix one row describes), ``max_ranks`` (file name ->
+      the structural rank bound of that matrix, see :meth:`max_rank`),
+      ``max_ranks_stored`` (False for a file written before libfasvd stored
+      the bounds: they are then min(rows, cols), an over-estimate for fused
+      and stacked matrices), ``path``.
     Arrays are read-only. τ is a fraction of SQUARED Frobenius energy lost.
     """
 
@@ -180,17 +185,43 @@ class Result:
             except (ValueError, TypeError, AttributeError):
                 raise errors.FormatError("%s: metadata matrix_shapes is not a JSON object of "
                                          "[rows, cols]" % (path or "spectra")) from None
+        self.max_ranks_stored = "max_ranks" in self.metadata
+        stored = {}
+        if self.max_ranks_stored:
+            try:
+                stored = {k: int(v) for k, v in json.loads(self.metadata["max_ranks"]).items()}
+            except (ValueError, TypeError, AttributeError):
+                raise errors.FormatError("%s: metadata max_ranks is not a JSON object of "
+                                         "integers" % (path or "spectra")) from None
+        self.max_ranks = {k: stored.get(k, self._plain_bound(k)) for k in spectra}
         self.taus = tuple(float(t) for t in taus)
         self.effective_ranks = _RankCache(self, self.taus)
 
-    def max_rank(self, key):
-        """min(rows, cols) of the matrix behind spectra key `key` (the
-        largest rank it can have): from matrix_shapes, else the length of
-        its spectrum."""
+    def _plain_bound(self, key):
         shp = self.matrix_shapes.get(key)
         if shp:
             return int(min(shp))
         return int(self.spectra[key].shape[-1])
+
+    def max_rank(self, key):
+        """The structural rank bound of the matrix behind spectra key `key`:
+        the most rank it can have whatever the weights. min(rows, cols) for a
+        plain matrix; a fused head (QK, KQ, VO) has at most a head dimension
+        (stories260K "head.VO" is 64 x 64 with bound 8), a stack at most the
+        sum of its blocks' bounds and the rank of its shared factor
+        (n_kv_heads·head_dim for "stack.QK" under GQA). Values of a
+        spectrum past it are rounding noise. From the file's max_ranks
+        metadata; older files without it give min(rows, cols)."""
+        return self.max_ranks[key]
+
+    def model_name(self):
+        """A short name of the model the spectra describe, for titles: the
+        file's model_name metadata (the config's ``_name_or_path``, else the
+        model folder's name), else the model_type."""
+        name = self.metadata.get("model_name")
+        if name:
+            return name
+        return self.model_type or "model"
 
     def effective_rank(self, tau):
         """:class:`Ranks` at `tau` (cached)."""
@@ -198,8 +229,8 @@ class Result:
 
     def table(self, taus=None):
         """One dict per matrix (per head for head spectra), like the CLI's
-        CSV: layer, kind, name, head, rows, cols, sigma1, frobenius,
-        stable_rank, entropy_rank and er@τ for each τ. ``pandas.DataFrame(
+        CSV: layer, kind, name, head, rows, cols, max_rank, sigma1,
+        frobenius, stable_rank, entropy_rank and er@τ for each τ. ``pandas.DataFrame(
         result.table())`` gives a tidy frame."""
         taus = self.taus if taus is None else tuple(float(t) for t in taus)
         rows = []
@@ -218,7 +249,7 @@ class Result:
                 s = metrics.summary(mat[h], taus)
                 row = {"layer": layer, "kind": kind, "name": name,
                        "head": h if arr.ndim == 2 else None, "rows": shp[0], "cols": shp[1],
-                       "sigma1": s["spectral"], "frobenius": s["frobenius"],
+                       "max_rank": self.max_ranks[key], "sigma1": s["spectral"], "frobenius": s["frobenius"],
                        "stable_rank": s["stable_rank"], "entropy_rank": s["entropy_rank"]}
                 for t in taus:
                     row["er@%.17g" % t] = s["effective_rank"][t]
@@ -254,4 +285,10 @@ def load_spectra(path, taus=(0.01, 0.001)):
     if bad:
         raise errors.FormatError("%s: tensor '%s' has dtype %s; spectra are F64"
                                  % (path, bad[0], dtypes[bad[0]]))
-    return Result(spectra, meta, path=path, taus=taus)
+    res = Result(spectra, meta, path=path, taus=taus)
+    if not res.max_ranks_stored:
+        warnings.warn("%s was written before spectra files stored their rank bounds "
+                      "(max_ranks): the maximum ranks are min(rows, cols), an over-estimate "
+                      "for fused and stacked matrices; `fasvd analyze` again gives the true "
+                      "bounds" % path, stacklevel=2)
+    return res

@@ -153,7 +153,9 @@ def test_load_spectra_views(deepseek_dir, tmp_path):
     assert back.taus == (0.05,)
     assert back.effective_ranks[0.05].stacked[0]["VO"] == fasvd.effective_rank(
         res.stacked[0]["VO"], 0.05)
-    assert back.max_rank("L0.stack.VO") == 288 and back.max_rank("L0.head.VO") == 144
+    # structural bounds, not min(rows, cols) = 288 / 144: 4 heads of v_head 40
+    assert back.max_rank("L0.stack.VO") == 160 and back.max_rank("L0.head.VO") == 40
+    assert back.max_ranks_stored
     # not a spectra file / not a safetensors file
     shard = os.path.join(deepseek_dir, "model-00001-of-00003.safetensors")
     with pytest.raises(fasvd.FormatError):
@@ -164,6 +166,73 @@ def test_load_spectra_views(deepseek_dir, tmp_path):
         fasvd.load_spectra(str(bad))
     with pytest.raises(fasvd.IOError):
         fasvd.load_spectra(str(tmp_path / "missing.safetensors"))
+
+
+STORIES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "data",
+                       "stories260K")
+
+
+def test_stories260k_structural_rank_bounds(tmp_path):
+    """8 heads, 4 KV heads, head_dim 8, hidden 64: a fused VO head is a
+    64 x 64 matrix of rank <= 8, the stacked QK a 512 x 64 matrix of rank
+    <= 4·8 = 32; the spectra file, the JSON, the CSV and the Python result
+    all say so, and no effective rank exceeds its bound."""
+    out, js, cs = (str(tmp_path / n) for n in ("s.safetensors", "s.json", "s.csv"))
+    with fasvd.open(STORIES) as m:
+        m.analyze(out, json_path=js, csv_path=cs, compute="f64")
+    res = fasvd.load_spectra(out)
+    assert res.model_name() == "stories260K"
+    for l in res.layers:
+        assert res.max_rank("L%d.head.VO" % l) == 8 and res.max_rank("L%d.head.QK" % l) == 8
+        assert res.max_rank("L%d.stack.QK" % l) == 32 and res.max_rank("L%d.stack.VO" % l) == 64
+        assert res.matrix_shapes["L%d.head.VO" % l] == (64, 64)
+        # the values past the bound are rounding noise
+        vo = res.heads[l]["VO"]
+        assert np.all(vo[:, 8:] <= 1e-12 * vo[:, :1])
+        qk = res.stacked[l]["QK"]
+        assert np.all(qk[32:] <= 1e-12 * qk[0])
+    summ = json.loads(open(js).read())
+    got = {(r["layer"], r["kind"], r["name"]): r["max_rank"] for r in summ["matrices"]}
+    assert got[(0, "head", "VO")] == 8 and got[(0, "stack", "QK")] == 32
+    for r in summ["matrices"]:
+        assert all(v <= r["max_rank"] for v in r["effective_rank"].values()), r
+    lines = open(cs).read().strip().splitlines()
+    header = lines[0].split(",")
+    assert header[:7] == ["layer", "kind", "name", "head", "rows", "cols", "max_rank"]
+    cells = [dict(zip(header, ln.split(","))) for ln in lines[1:]]
+    vo = [c for c in cells if c["kind"] == "head" and c["name"] == '"VO"']
+    sqk = [c for c in cells if c["kind"] == "stack" and c["name"] == '"QK"']
+    assert vo and all(c["max_rank"] == "8" and c["rows"] == "64" for c in vo)
+    assert sqk and all(c["max_rank"] == "32" for c in sqk)
+    assert [r["max_rank"] for r in res.table()] == [int(c["max_rank"]) for c in cells]
+
+
+def test_older_spectra_files_without_bounds_still_load(tmp_path):
+    """A file written before max_ranks existed: min(rows, cols), flagged."""
+    out = str(tmp_path / "s.safetensors")
+    with fasvd.open(STORIES) as m:
+        m.analyze(out, layers=0)
+    tensors, meta = fasvd.read_safetensors(out)
+    del meta["max_ranks"]
+    res = fasvd.Result(tensors, meta)
+    assert not res.max_ranks_stored
+    assert res.max_rank("L0.head.VO") == 64 and res.max_rank("L0.stack.QK") == 64
+    # load_spectra says so
+    old = str(tmp_path / "old.safetensors")
+    hdr = {k: {"dtype": "F64", "shape": list(v.shape)} for k, v in tensors.items()}
+    off, blobs = 0, []
+    for k in sorted(tensors):
+        b = np.ascontiguousarray(tensors[k], dtype="<f8").tobytes()
+        hdr[k]["data_offsets"] = [off, off + len(b)]
+        off += len(b)
+        blobs.append(b)
+    hdr["__metadata__"] = meta
+    h = json.dumps(hdr).encode()
+    with open(old, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    with pytest.warns(UserWarning, match="max_ranks"):
+        back = fasvd.load_spectra(old)
+    assert back.max_rank("L0.head.VO") == 64
 
 
 def test_progress_cancel_and_resume(deepseek_dir, tmp_path):
@@ -322,6 +391,24 @@ def test_truncate_writes_exact_factors(tmp_path):
     ents = fasvd.truncate(d, str(tmp_path / "ph"), rank=3, per_head=True,
                           tensors=["*q_proj.weight"])
     assert len(ents) == 2 and all(e["report"]["heads"] == 4 for e in ents)
+    assert all(not e["report"]["approximate"] and
+               e["report"]["optimal_energy_lost"] == e["report"]["energy_lost"] for e in ents)
+    # the randomised backend is opt-in and its reports say approximate
+    ents = fasvd.truncate(d, str(tmp_path / "rand"), rank=3, backend="randomized")
+    assert ents and all(e["report"]["approximate"] and
+                        e["report"]["optimal_energy_lost"] is None for e in ents)
+    ents = fasvd.truncate(d, str(tmp_path / "rand-tau"), energy_loss=0.3, backend="randomized")
+    assert all(e["report"]["approximate"] and
+               e["report"]["energy_lost"] >= e["report"]["optimal_energy_lost"] * (1 - 1e-9)
+               for e in ents if not e["skipped"])
+    # factors that would not be smaller: kept, or nothing written at all
+    with pytest.raises(fasvd.InvalidArgument, match="nothing to truncate"):
+        fasvd.truncate(d, str(tmp_path / "big"), rank=10000)
+    assert not os.path.exists(tmp_path / "big")
+    ents = fasvd.truncate(d, str(tmp_path / "big"), rank=10000, allow_larger=True)
+    assert ents and not any(e["skipped"] for e in ents)
+    with pytest.raises(fasvd.InvalidArgument):
+        fasvd.truncate(d, str(tmp_path / "x2"), rank=1, allow_larger=True, only_if_smaller=True)
     with pytest.raises(fasvd.Cancelled):
         fasvd.truncate(d, str(tmp_path / "cancel"), rank=2, progress=lambda e: True)
     assert not os.path.exists(tmp_path / "cancel")

@@ -36,6 +36,10 @@ def is_png(path):
     return head == PNG and os.path.getsize(path) > 1000
 
 
+def suptitle(fig):
+    return fig._suptitle.get_text()  # Figure.get_suptitle is matplotlib >= 3.8
+
+
 def data_axes(fig):
     return [ax for ax in fig.axes if ax.get_visible()]
 
@@ -57,7 +61,7 @@ def test_layer_ranks(spectra_file, tmp_path):
     ranks, maxes = ax.get_lines()[0], ax.get_lines()[1]
     assert list(ranks.get_ydata()) == [res.effective_ranks[0.01].stacked[l]["VO"]
                                        for l in res.layers]
-    assert set(maxes.get_ydata()) == {288}
+    assert set(maxes.get_ydata()) == {160}  # 4 heads x v_head 40, not min(576, 288)
 
 
 def test_head_ranks(spectra_file, tmp_path):
@@ -114,3 +118,66 @@ def test_python_m_fasvd_plot(spectra_file, tmp_path):
     r = subprocess.run([sys.executable, "-m", "fasvd", "summary", spectra_file],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "stack.VO" in r.stdout and "layer 2" in r.stdout
+
+
+STORIES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "data",
+                       "stories260K")
+
+
+@pytest.fixture(scope="module")
+def stories_file(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("stories") / "spectra.safetensors")
+    with fasvd.open(STORIES) as m:
+        m.analyze(out)
+    return out
+
+
+def test_stories260k_plots_use_the_true_bounds(stories_file, tmp_path):
+    """A fused VO head of stories260K is a 64 x 64 matrix of rank <= 8: the
+    plots say "max 8" on a linear axis (not "max 64" on a log axis that
+    squeezed the lines into a band), title the model, and the spectra
+    curves stop at each bound (8 per head, 32 for stack.QK)."""
+    res = fasvd.load_spectra(stories_file)
+    fig = plot.head_ranks(res, 0)
+    assert "stories260K" in suptitle(fig)
+    for ax in data_axes(fig):
+        assert ax.get_yscale() == "linear"
+        labels = [ln.get_label() for ln in ax.get_lines()]
+        assert any(l in ("VO (max 8)", "QK (max 8)") for l in labels), labels
+        dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+        assert dashed and set(dashed[0].get_ydata()) == {8}
+        assert ax.get_ylim()[1] < 10
+    fig = plot.layer_ranks(res, names=["QK", "VO"])
+    for ax in data_axes(fig):
+        assert ax.get_yscale() == "linear"
+        assert [ln.get_label() for ln in ax.get_lines()][::2] == ["QK (max 32)", "VO (max 64)"]
+    assert "stories260K" in suptitle(fig)
+    fig = plot.spectra(res, layers=[0], names=["QK", "VO"])
+    ax_s, ax_e = data_axes(fig)
+    qk, vo = ax_s.get_lines()[:2]
+    assert max(qk.get_xdata()) == 32 and max(vo.get_xdata()) == 64
+    assert max(ax_e.get_lines()[0].get_xdata()) == 32
+    fig = plot.spectra(res, layers=[0], kind="head", names=["VO"])
+    assert all(max(ln.get_xdata()) <= 8 for ln in data_axes(fig)[0].get_lines())
+
+
+def test_vector_formats(stories_file, tmp_path):
+    res = fasvd.load_spectra(stories_file)
+    plot.layer_ranks(res, path=str(tmp_path / "l.svg"))
+    plot.head_ranks(res, 1, path=str(tmp_path / "h.pdf"))
+    assert (tmp_path / "l.svg").read_text().lstrip().startswith("<?xml")
+    assert (tmp_path / "h.pdf").read_bytes().startswith(b"%PDF")
+    env = dict(os.environ, PYTHONPATH=PKG_ROOT)
+    out = tmp_path / "svgs"
+    r = subprocess.run([sys.executable, "-m", "fasvd", "plot", stories_file, "-o", str(out),
+                        "--layers", "0", "--format", "svg"], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == sorted(["layer_ranks.svg", "heads_L0.svg", "spectra.svg",
+                                              "grid_VO.svg", "grid_QK.svg"])
+    with pytest.raises(fasvd.InvalidArgument):
+        plot.render_all(res, str(tmp_path / "x"), fmt="gif")
+    r = subprocess.run([sys.executable, "-m", "fasvd", "summary", stories_file],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "stories260K" in r.stdout
+    assert "stack.QK 26/32 31/32" in r.stdout.splitlines()[1], r.stdout
