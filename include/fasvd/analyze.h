@@ -76,6 +76,9 @@ typedef struct fasvd_analyze_opts {
 	const char *csv_path;        /* optional tidy CSV table (NULL: none) */
 	fasvd_progress_fn progress;  /* optional */
 	void *progress_user;
+	int force;                   /* 1: replace an existing output file that is not the
+	                                spectra file of an interrupted run (refused
+	                                otherwise), or start afresh over OUT.partial */
 } fasvd_analyze_opts;
 
 /* Defaults as noted above; sets size. Accepts NULL. */

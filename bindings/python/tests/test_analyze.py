@@ -277,7 +277,7 @@ def test_open_errors(tmp_path, llama_dir):
         write_fixture(str(tmp_path / "x"), arch="not_a_model")
 
 
-def test_nan_weight_raises_and_leaves_no_file(tmp_path):
+def test_nan_weight_raises_and_keeps_the_completed_layer(tmp_path):
     d = str(tmp_path / "nan")
     write_fixture(d, arch="llama", dtype="f32")
     path = os.path.join(d, "model.safetensors")
@@ -297,8 +297,9 @@ def test_nan_weight_raises_and_leaves_no_file(tmp_path):
         with pytest.raises(fasvd.NonFiniteError) as ei:
             m.analyze(out)
     assert isinstance(ei.value, fasvd.Error)
-    assert name in str(ei.value)
-    assert not os.path.exists(out)
+    assert name in str(ei.value) and "resume" in str(ei.value)
+    part = fasvd.load_spectra(out)  # layer 0 kept, resumable
+    assert not part.complete and part.layers == [0]
 
 
 def test_truncate_writes_exact_factors(tmp_path):
