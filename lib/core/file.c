@@ -278,12 +278,15 @@ static int check_parent(fasvd_ctx *ctx, const char *path, const char *target)
 	return rc;
 }
 
-/* What target (path's links followed) names: kind, or a refusal. */
+/* What path names (target: path with its links followed): kind, or a
+ * refusal. The kernel follows the links first, so that a link to a stream
+ * whose name is no path (/dev/stdout -> /proc/self/fd/1 -> "pipe:[N]")
+ * is seen as the stream it is. */
 static int classify(fasvd_ctx *ctx, const char *path, const char *target, unsigned flags,
                     int *kind)
 {
 	struct stat sb;
-	if (stat(target, &sb) != 0) {
+	if (stat(path, &sb) != 0 && stat(target, &sb) != 0) {
 		if (errno != ENOENT)
 			return fasvd__error(FASVD_EIO, "%s: cannot stat: %s", path, strerror(errno));
 		*kind = FASVD__OUT_NEW;

@@ -58,6 +58,7 @@ struct run {
 	const char *write_path;  /* where the snapshots go: target or partial */
 	const char *resume_path; /* the file resumed (NULL: none) */
 	bool wrote;              /* this run created write_path */
+	bool published;          /* the complete spectra file is in place */
 	int64_t steps_before;    /* steps done by an earlier run (resumed) */
 	struct entry *e;
 	int64_t n_e, cap_e;
@@ -676,25 +677,32 @@ static int publish(struct run *r)
 
 /* Write the summaries present (JSON and / or CSV) and publish the spectra
  * file together: the summaries are written to finished temporaries first
- * (core/file.h; a stream is written in place), then the spectra file and
- * the summaries are renamed into place. A failure before the renames
- * leaves every earlier file as it was. */
+ * (core/file.h), then the spectra file is put in place, then the summaries
+ * (a stream, which cannot be taken back, is written last). A failure before
+ * the spectra file is in place leaves every earlier file as it was. */
 static int write_texts_atomic(struct run *r, const char *const *paths, const char *const *texts,
                               const size_t *lens, int count)
 {
 	fasvd__tmp_file tf[2] = {{r->ctx, NULL, NULL, -1, NULL, 0},
 	                         {r->ctx, NULL, NULL, -1, NULL, 0}};
-	int rc = 0;
+	int rc = 0, kind[2] = {0, 0};
 	for (int i = 0; i < count && !rc; i++)
 		if (paths[i] &&
+		    !(rc = fasvd__out_check(r->ctx, paths[i], FASVD__OUT_STREAMS, &kind[i], NULL)) &&
+		    kind[i] != FASVD__OUT_STREAM &&
+		    !(rc = fasvd__tmp_create(&tf[i], r->ctx, paths[i])) &&
+		    !(rc = fasvd__tmp_write(&tf[i], texts[i], lens[i])))
+			rc = fasvd__tmp_finish(&tf[i]);
+	if (!rc && !(rc = publish(r)))
+		r->published = true;
+	for (int i = 0; i < count && !rc; i++)
+		if (paths[i] && kind[i] != FASVD__OUT_STREAM)
+			rc = fasvd__tmp_commit(&tf[i]);
+	for (int i = 0; i < count && !rc; i++)
+		if (paths[i] && kind[i] == FASVD__OUT_STREAM &&
 		    !(rc = fasvd__tmp_open(&tf[i], r->ctx, paths[i], FASVD__OUT_STREAMS)) &&
 		    !(rc = fasvd__tmp_write(&tf[i], texts[i], lens[i])))
 			rc = fasvd__tmp_finish(&tf[i]);
-	if (!rc)
-		rc = publish(r);
-	for (int i = 0; i < count && !rc; i++)
-		if (paths[i])
-			rc = fasvd__tmp_commit(&tf[i]);
 	for (int i = 0; i < count; i++)
 		fasvd__tmp_discard(&tf[i]);
 	return rc;
@@ -859,8 +867,11 @@ static char *summary_json(const struct run *r, json_t *taus, json_t *rows)
 static int write_summaries(struct run *r, const double *taus, int64_t nt)
 {
 	const fasvd_analyze_opts *o = r->o;
-	if (!o->json_path && !o->csv_path)
-		return publish(r);
+	if (!o->json_path && !o->csv_path) {
+		int rc = publish(r);
+		r->published = !rc;
+		return rc;
+	}
 	qsort(r->e, (size_t)r->n_e, sizeof *r->e, cmp_entry);
 	int rc = 0;
 	json_t *rows = json_array(), *tj = json_array();
@@ -1044,6 +1055,8 @@ static int keep_or_remove(struct run *r, int rc)
 		return rc;
 	char saved[1024];
 	fasvd__error_copy(saved, sizeof saved);
+	if (r->published)
+		return fasvd__error(rc, "%s (the spectra file %s is complete)", saved, r->out_path);
 	if (r->steps_done == r->steps_before && r->resume_path != r->write_path) {
 		unlink(r->write_path);
 		return fasvd__error(rc, "%s", saved);
