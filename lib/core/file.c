@@ -278,6 +278,22 @@ static int check_parent(fasvd_ctx *ctx, const char *path, const char *target)
 	return rc;
 }
 
+int fasvd__check_parent(fasvd_ctx *ctx, const char *path)
+{
+	/* "out/" is the folder "out" in "." */
+	size_t n = strlen(path);
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	char *p = fasvd__alloc(ctx, n + 1, "a path");
+	if (!p)
+		return FASVD_ENOMEM;
+	memcpy(p, path, n);
+	p[n] = '\0';
+	int rc = check_parent(ctx, path, p);
+	fasvd__free(ctx, p);
+	return rc;
+}
+
 /* What path names (target: path with its links followed): kind, or a
  * refusal. The kernel follows the links first, so that a link to a stream
  * whose name is no path (/dev/stdout -> /proc/self/fd/1 -> "pipe:[N]")

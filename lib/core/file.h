@@ -73,6 +73,10 @@ enum {
 int fasvd__out_check(fasvd_ctx *ctx, const char *path, unsigned flags, int *kind,
                      char **target);
 
+/* The folder that would hold path (a file or a folder to create) exists and
+ * is writable: 0, or FASVD_EIO naming path and the folder. */
+int fasvd__check_parent(fasvd_ctx *ctx, const char *path);
+
 /* Atomic replacement of a file: a temporary "TARGET.tmp-XXXXXX" created
  * beside the target (mkostemp; TARGET is path with its symbolic links
  * followed, so that a link is left in place and its target replaced),
