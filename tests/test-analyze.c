@@ -817,6 +817,17 @@ static void test_links_fifos_devices(void **state)
 	assert_fasvd(fasvd_analyze(NULL, model, "-", &o), FASVD_EINVAL);
 	assert_int_equal(lstat(fifo, &sb), 0);
 	assert_true(S_ISFIFO(sb.st_mode));
+	/* a summary over the spectra file or over the other summary */
+	fasvd_analyze_opts_init(&o);
+	o.force = 1;
+	o.json_path = real;
+	assert_fasvd(fasvd_analyze(NULL, model, link, &o), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "spectra file"));
+	o.json_path = jlink;
+	o.csv_path = jreal;
+	assert_fasvd(fasvd_analyze(NULL, model, link, &o), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "same file"));
+	o.csv_path = NULL;
 	/* a folder where a file is expected */
 	o.json_path = tmpdir;
 	o.force = 1;

@@ -1006,6 +1006,26 @@ static bool is_interrupted_run(fasvd_ctx *ctx, const char *path)
 	return yes;
 }
 
+/* A summary path (NULL: none) must be writable and name neither the
+ * spectra file nor the other summary (a regular file written twice would
+ * keep only one of them). */
+static int check_summary_path(struct run *r, const char *path, const char *other)
+{
+	char *t = NULL, *u = NULL;
+	int kind, rc = 0;
+	if (!path || (rc = fasvd__out_check(r->ctx, path, FASVD__OUT_STREAMS, &kind, &t)))
+		return rc;
+	if (kind != FASVD__OUT_STREAM && !strcmp(t, r->target))
+		rc = fasvd__error(FASVD_EINVAL, "%s: the summary would overwrite the spectra file",
+		                  path);
+	else if (kind != FASVD__OUT_STREAM && other &&
+	         !fasvd__out_check(r->ctx, other, FASVD__OUT_STREAMS, NULL, &u) && !strcmp(t, u))
+		rc = fasvd__error(FASVD_EINVAL, "%s: --json and --csv name the same file", path);
+	fasvd__free(r->ctx, t);
+	fasvd__free(r->ctx, u);
+	return rc;
+}
+
 /* Check every output path before any work, and choose where this run
  * writes: a new output directly (kept, resumable, if the run fails); over
  * an existing file, "OUT.partial" beside its target, renamed over it only
@@ -1017,10 +1037,8 @@ static int plan_output(struct run *r)
 	const fasvd_analyze_opts *o = r->o;
 	int kind, pkind, rc;
 	if ((rc = fasvd__out_check(r->ctx, r->out_path, 0, &kind, &r->target)) ||
-	    (o->json_path &&
-	     (rc = fasvd__out_check(r->ctx, o->json_path, FASVD__OUT_STREAMS, NULL, NULL))) ||
-	    (o->csv_path &&
-	     (rc = fasvd__out_check(r->ctx, o->csv_path, FASVD__OUT_STREAMS, NULL, NULL))))
+	    (rc = check_summary_path(r, o->json_path, o->csv_path)) ||
+	    (rc = check_summary_path(r, o->csv_path, o->json_path)))
 		return rc;
 	size_t n = strlen(r->target);
 	if (!(r->partial = fasvd__alloc(r->ctx, n + sizeof ".partial", "a path")))

@@ -103,15 +103,18 @@ def _c_strings(strings):
 
 def _progress_printer(stream=None):
     stream = stream or sys.stderr
+    base = {}
 
     def show(p):
-        if p["stage"] == "start":
-            return
         frac = p["steps_done"] / p["steps_total"] if p["steps_total"] else 1.0
-        eta = (p["elapsed_s"] / frac - p["elapsed_s"]) if 0 < frac < 1 else 0.0
+        if p["stage"] == "start":
+            base["frac"] = frac  # the steps of an earlier run (resume) took no time now
+            return
+        mine = frac - base.get("frac", 0.0)
+        eta = "%.1f s" % ((1 - frac) * p["elapsed_s"] / mine) if mine > 0 else "--"
         what = ("layer %d" % p["layer"] if p["layer"] >= 0 else
                 (p["tensor"] or p["stage"]))
-        stream.write("fasvd: %3d%% %d/%d %s, %.1f s elapsed, ETA %.1f s\n"
+        stream.write("fasvd: %3d%% %d/%d %s, %.1f s elapsed, ETA %s\n"
                      % (round(100 * frac), p["steps_done"], p["steps_total"], what,
                         p["elapsed_s"], eta))
         stream.flush()

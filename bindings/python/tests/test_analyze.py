@@ -328,3 +328,18 @@ def test_truncate_writes_exact_factors(tmp_path):
     assert not os.path.exists(tmp_path / "cancel")
     with pytest.raises(fasvd.InvalidArgument):
         fasvd.truncate(d, str(tmp_path / "x"))
+
+
+def test_progress_eta_counts_only_this_runs_work():
+    import io
+    from fasvd.model import _progress_printer
+    out = io.StringIO()
+    show = _progress_printer(out)
+
+    def p(stage, done, t):
+        return {"stage": stage, "layer": done - 1, "tensor": None, "steps_done": done,
+                "steps_total": 10, "bytes_done": 0, "bytes_total": 0, "elapsed_s": t}
+
+    show(p("start", 8, 0.0))     # resumed: 8 of 10 layers done by an earlier run
+    show(p("layer", 9, 5.0))     # this run: one layer in 5 s, one left
+    assert out.getvalue().rstrip().endswith("ETA 5.0 s")
