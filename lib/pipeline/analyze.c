@@ -1141,7 +1141,7 @@ static int run_steps(struct run *r)
 int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
                   const fasvd_analyze_opts *opts)
 {
-	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_analyze_opts, progress_user);
+	static const fasvd__struct_ver ver = FASVD__STRUCT_VER(fasvd_analyze_opts, force);
 	fasvd_analyze_opts o;
 	fasvd_analyze_opts_init(&o);
 	if (!model_path || !out_path)
