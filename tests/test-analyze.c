@@ -302,6 +302,7 @@ static void test_llama_fixture_vs_reference(void **state)
 			fasvd_analyze_opts_init(&o, sizeof o);
 			o.compute = compute ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 			o.fold_norms = fold;
+			o.force = 1; /* replaces the previous iteration's file */
 			assert_ok(fasvd_analyze(NULL, model, out, &o));
 			check_llama(model, out, 2, 4, 2, 16, 64, fold, compute ? 1e-10 : 1e-4);
 		}
@@ -318,6 +319,7 @@ static void test_stories260k_vs_reference(void **state)
 		fasvd_analyze_opts o;
 		fasvd_analyze_opts_init(&o, sizeof o);
 		o.compute = compute ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+		o.force = 1;
 		assert_ok(fasvd_analyze(NULL, model, out, &o));
 		check_llama(model, out, 5, 8, 4, 8, 64, true, compute ? 1e-10 : 1e-4);
 	}
@@ -494,6 +496,36 @@ static void test_resume_after_cancel(void **state)
 	assert_same_file(full, part);
 }
 
+/* Analyse model into a new file out; the microseconds it took. */
+static double timed_analyze(const char *model, const char *out)
+{
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_ok(fasvd_analyze(NULL, model, out, NULL));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (t1.tv_sec - t0.tv_sec) * 1e6 + (t1.tv_nsec - t0.tv_nsec) / 1e3;
+}
+
+/* Run the analysis (resume, force as given) in a child and SIGKILL it
+ * after `us` microseconds; whether it was killed before it ended. */
+static bool kill_analyze(const char *model, const char *out, int resume, int force, double us)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		fasvd_analyze_opts o;
+		fasvd_analyze_opts_init(&o, sizeof o);
+		o.resume = resume;
+		o.force = force;
+		_exit(fasvd_analyze(NULL, model, out, &o) == 0 ? 0 : 1);
+	}
+	usleep((useconds_t)us);
+	kill(pid, SIGKILL);
+	int status;
+	waitpid(pid, &status, 0);
+	return WIFSIGNALED(status);
+}
+
 /* Kill a child running the analysis at arbitrary moments with SIGKILL; the
  * output is always absent or a readable spectra file, and --resume yields
  * the uninterrupted file byte for byte. */
@@ -505,30 +537,13 @@ static void test_resume_after_sigkill(void **state)
 	snprintf(full, sizeof full, "%s/kfull.safetensors", tmpdir);
 	snprintf(part, sizeof part, "%s/kpart.safetensors", tmpdir);
 	write_llama(model, 6, 96, 6, 16);
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	assert_ok(fasvd_analyze(NULL, model, full, NULL));
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	double run_us = (t1.tv_sec - t0.tv_sec) * 1e6 + (t1.tv_nsec - t0.tv_nsec) / 1e3;
+	double run_us = timed_analyze(model, full);
 	int killed_midway = 0;
 	/* under valgrind a few kills are enough (each run is 50x slower) */
 	int trials = getenv("FASVD_TEST_VALGRIND") ? 2 : 8;
 	for (int trial = 0; trial < trials; trial++) {
 		unlink(part);
-		pid_t pid = fork();
-		assert_true(pid >= 0);
-		if (pid == 0) {
-			fasvd_analyze_opts o;
-			fasvd_analyze_opts_init(&o, sizeof o);
-			o.resume = 1;
-			_exit(fasvd_analyze(NULL, model, part, &o) == 0 ? 0 : 1);
-		}
-		/* spread the kill over the run */
-		usleep((useconds_t)(run_us * (trial + 0.5) / trials));
-		kill(pid, SIGKILL);
-		int status;
-		waitpid(pid, &status, 0);
-		if (WIFSIGNALED(status))
+		if (kill_analyze(model, part, 1, 0, run_us * (trial + 0.5) / trials))
 			killed_midway++;
 		if (access(part, F_OK) == 0) {
 			fasvd_st *st = NULL;
@@ -585,42 +600,257 @@ static void test_failure_leaves_nothing(void **state)
 	assert_non_null(strstr(fasvd_last_error(), "s.csv"));
 	assert_int_equal(access(json, F_OK), -1);
 	assert_int_equal(access(out, F_OK), -1);
-	/* NaN in the last layer's o_proj: fails after writing layer 0, removes it */
-	char nanmodel[600];
-	snprintf(nanmodel, sizeof nanmodel, "%s/nan", tmpdir);
+}
+
+/* A copy of the llama fixture at dir; *off is the file offset of the
+ * third float of its last layer's o_proj (the victim for a NaN). */
+static void write_victim(const char *dir, char *file, size_t nfile, long *off)
+{
 	fasvd_fixture_opts fo;
 	fasvd_fixture_opts_init(&fo, sizeof fo);
 	fo.dtype = FASVD_DTYPE_F32;
-	assert_ok(fasvd_fixture_write(NULL, nanmodel, "llama", &fo));
+	assert_ok(fasvd_fixture_write(NULL, dir, "llama", &fo));
 	fasvd_st *st = NULL;
-	char file[700];
-	snprintf(file, sizeof file, "%s/model.safetensors", nanmodel);
+	snprintf(file, nfile, "%s/model.safetensors", dir);
 	assert_ok(fasvd_st_open(&st, NULL, file));
-	fasvd_st_info inf;
-	fasvd_st_info_init(&inf, sizeof inf);
 	const char *victim = "model.layers.1.self_attn.o_proj.weight";
-	assert_ok(fasvd_st_info_get(&inf, st, victim));
 	const void *p;
 	uint64_t nb;
 	assert_ok(fasvd_st_raw(&p, &nb, st, victim));
-	/* offset of the tensor's data in the file */
-	int fd = open(file, O_RDONLY);
-	char *whole = malloc(1 << 24);
-	ssize_t len = read(fd, whole, 1 << 24);
-	close(fd);
-	assert_true(len > 0);
-	char *hit = memmem(whole, (size_t)len, p, (size_t)nb);
+	char *whole;
+	size_t len;
+	read_file(file, &whole, &len);
+	char *hit = memmem(whole, len, p, (size_t)nb);
 	assert_non_null(hit);
-	long off = hit - whole;
-	fasvd_st_free(st);
-	float nanv = NAN;
-	fd = open(file, O_WRONLY);
-	assert_true(pwrite(fd, &nanv, 4, off + 8) == 4);
-	close(fd);
+	*off = (long)(hit - whole) + 8;
 	free(whole);
-	assert_fasvd(fasvd_analyze(NULL, nanmodel, out, NULL), FASVD_ENONFINITE);
+	fasvd_st_free(st);
+}
+
+/* Write the float v at offset off of file; the old value in *old. */
+static void poke(const char *file, long off, float v, float *old)
+{
+	int fd = open(file, O_RDWR);
+	assert_true(fd >= 0);
+	if (old)
+		assert_true(pread(fd, old, 4, off) == 4);
+	assert_true(pwrite(fd, &v, 4, off) == 4);
+	close(fd);
+}
+
+/* A NaN in the last layer of a new output: the completed layer is kept
+ * (incomplete, resumable) and the message says where. */
+static void test_nan_keeps_completed_layers(void **state)
+{
+	(void)state;
+	char model[600], out[600], file[700];
+	long off;
+	snprintf(model, sizeof model, "%s/nan", tmpdir);
+	snprintf(out, sizeof out, "%s/nan.safetensors", tmpdir);
+	write_victim(model, file, sizeof file, &off);
+	float old;
+	poke(file, off, NAN, &old);
+	assert_fasvd(fasvd_analyze(NULL, model, out, NULL), FASVD_ENONFINITE);
 	assert_non_null(strstr(fasvd_last_error(), "o_proj"));
-	assert_int_equal(access(out, F_OK), -1);
+	assert_non_null(strstr(fasvd_last_error(), "resume"));
+	fasvd_st *st = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, out));
+	assert_string_equal(test_st_meta(st, "complete"), "false");
+	assert_string_equal(test_st_meta(st, "layers_done"), "0");
+	fasvd_st_free(st);
+	/* the weight mended, --resume finishes the file */
+	poke(file, off, old, NULL);
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o, sizeof o);
+	o.resume = 1;
+	assert_ok(fasvd_analyze(NULL, model, out, &o));
+}
+
+/* Every failure over an earlier spectra file leaves it byte-identical: a
+ * bad --json folder (refused before any work), a NaN in the last layer
+ * (the run's layers go to OUT.partial, which --resume continues), replacing
+ * a complete file without force. */
+static void test_failures_keep_earlier_file(void **state)
+{
+	(void)state;
+	char model[600], keep[600], ref[600], partial[700], file[700], bad[700];
+	long off;
+	snprintf(model, sizeof model, "%s/keepm", tmpdir);
+	snprintf(keep, sizeof keep, "%s/keep.safetensors", tmpdir);
+	snprintf(ref, sizeof ref, "%s/keep-ref.safetensors", tmpdir);
+	snprintf(partial, sizeof partial, "%s.partial", keep);
+	snprintf(bad, sizeof bad, "%s/nonexistent_dir/s.json", tmpdir);
+	write_victim(model, file, sizeof file, &off);
+	assert_ok(fasvd_analyze(NULL, model, keep, NULL));
+	assert_ok(fasvd_analyze(NULL, model, ref, NULL));
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o, sizeof o);
+	/* a complete file is not replaced without force */
+	assert_fasvd(fasvd_analyze(NULL, model, keep, &o), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "force"));
+	assert_same_file(ref, keep);
+	/* a --json (or --csv) folder that does not exist: refused before work */
+	o.force = 1;
+	o.json_path = bad;
+	assert_fasvd(fasvd_analyze(NULL, model, keep, &o), FASVD_EIO);
+	assert_non_null(strstr(fasvd_last_error(), "nonexistent_dir"));
+	o.json_path = NULL;
+	o.csv_path = bad;
+	assert_fasvd(fasvd_analyze(NULL, model, keep, &o), FASVD_EIO);
+	assert_same_file(ref, keep);
+	assert_int_equal(access(partial, F_OK), -1);
+	/* NaN in the last layer: keep untouched, layer 0 in keep.partial */
+	float old;
+	poke(file, off, NAN, &old);
+	fasvd_analyze_opts_init(&o, sizeof o);
+	o.force = 1;
+	assert_fasvd(fasvd_analyze(NULL, model, keep, &o), FASVD_ENONFINITE);
+	assert_non_null(strstr(fasvd_last_error(), ".partial"));
+	assert_same_file(ref, keep);
+	fasvd_st *st = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, partial));
+	assert_string_equal(test_st_meta(st, "layers_done"), "0");
+	fasvd_st_free(st);
+	/* the partial file is neither replaced nor resumed silently */
+	fasvd_analyze_opts_init(&o, sizeof o);
+	assert_fasvd(fasvd_analyze(NULL, model, keep, &o), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), ".partial"));
+	/* mended, --resume continues the partial file and puts it in place */
+	poke(file, off, old, NULL);
+	o.resume = 1;
+	assert_ok(fasvd_analyze(NULL, model, keep, &o));
+	assert_int_equal(access(partial, F_OK), -1);
+	assert_same_file(ref, keep);
+}
+
+/* SIGKILL at arbitrary moments of a run replacing a complete file (force):
+ * the file is byte-identical whenever the run is killed, and --resume
+ * finishes the partial file. */
+static void test_sigkill_keeps_earlier_file(void **state)
+{
+	(void)state;
+	char model[600], ref[600], keep[600], partial[700];
+	snprintf(model, sizeof model, "%s/kill2", tmpdir);
+	snprintf(ref, sizeof ref, "%s/k2ref.safetensors", tmpdir);
+	snprintf(keep, sizeof keep, "%s/k2keep.safetensors", tmpdir);
+	snprintf(partial, sizeof partial, "%s.partial", keep);
+	write_llama(model, 6, 96, 6, 16);
+	double run_us = timed_analyze(model, ref);
+	assert_ok(fasvd_analyze(NULL, model, keep, NULL));
+	int trials = getenv("FASVD_TEST_VALGRIND") ? 2 : 6;
+	for (int trial = 0; trial < trials; trial++) {
+		kill_analyze(model, keep, 0, 1, run_us * (trial + 0.5) / trials);
+		assert_same_file(ref, keep);
+		fasvd_analyze_opts o;
+		fasvd_analyze_opts_init(&o, sizeof o);
+		o.resume = 1;
+		assert_ok(fasvd_analyze(NULL, model, keep, &o));
+		assert_int_equal(access(partial, F_OK), -1);
+		assert_same_file(ref, keep);
+	}
+}
+
+static bool is_link(const char *path)
+{
+	struct stat sb;
+	return lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode);
+}
+
+/* Outputs through a symbolic link write the link's target (the link stays);
+ * a FIFO or a character device takes a summary as a stream (and stays);
+ * the spectra file itself must be a regular file. */
+static void test_links_fifos_devices(void **state)
+{
+	(void)state;
+	char model[600], real[600], link[600], jreal[600], jlink[600], fifo[600], ref[600];
+	snprintf(model, sizeof model, "%s/links", tmpdir);
+	snprintf(real, sizeof real, "%s/real.safetensors", tmpdir);
+	snprintf(link, sizeof link, "%s/link.safetensors", tmpdir);
+	snprintf(jreal, sizeof jreal, "%s/real.json", tmpdir);
+	snprintf(jlink, sizeof jlink, "%s/link.json", tmpdir);
+	snprintf(fifo, sizeof fifo, "%s/fifo.json", tmpdir);
+	snprintf(ref, sizeof ref, "%s/links-ref.json", tmpdir);
+	write_llama(model, 2, 64, 4, 16);
+	/* dangling links: the spectra file and the summary are created */
+	assert_int_equal(symlink("real.safetensors", link), 0);
+	assert_int_equal(symlink(jreal, jlink), 0);
+	fasvd_analyze_opts o;
+	fasvd_analyze_opts_init(&o, sizeof o);
+	o.json_path = jlink;
+	assert_ok(fasvd_analyze(NULL, model, link, &o));
+	assert_true(is_link(link) && is_link(jlink));
+	fasvd_st *st = NULL;
+	assert_ok(fasvd_st_open(&st, NULL, real));
+	assert_string_equal(test_st_meta(st, "complete"), "true");
+	fasvd_st_free(st);
+	/* again over the existing targets (force): still links */
+	o.force = 1;
+	assert_ok(fasvd_analyze(NULL, model, link, &o));
+	assert_true(is_link(link) && is_link(jlink));
+	assert_int_equal(access(jreal, F_OK), 0);
+	o.json_path = ref;
+	assert_ok(fasvd_analyze(NULL, model, link, &o));
+	assert_same_file(ref, jreal);
+	/* a FIFO: its reader gets the whole summary, the FIFO stays */
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(fifo, O_RDONLY);
+		size_t n = 0;
+		char buf[4096];
+		ssize_t k;
+		while ((k = read(fd, buf, sizeof buf)) > 0)
+			n += (size_t)k;
+		_exit(write(pfd[1], &n, sizeof n) == sizeof n ? 0 : 1);
+	}
+	close(pfd[1]);
+	o.json_path = fifo;
+	assert_ok(fasvd_analyze(NULL, model, link, &o));
+	size_t got = 0;
+	assert_true(read(pfd[0], &got, sizeof got) == sizeof got);
+	close(pfd[0]);
+	waitpid(pid, NULL, 0);
+	char *want;
+	size_t nwant;
+	read_file(ref, &want, &nwant);
+	free(want);
+	assert_int_equal(got, nwant);
+	struct stat sb;
+	assert_int_equal(lstat(fifo, &sb), 0);
+	assert_true(S_ISFIFO(sb.st_mode));
+	/* a character device: written in place, left a device */
+	o.json_path = "/dev/null";
+	o.csv_path = "/dev/null";
+	assert_ok(fasvd_analyze(NULL, model, link, &o));
+	assert_int_equal(stat("/dev/null", &sb), 0);
+	assert_true(S_ISCHR(sb.st_mode));
+	/* the spectra file cannot be a stream */
+	fasvd_analyze_opts_init(&o, sizeof o);
+	assert_fasvd(fasvd_analyze(NULL, model, fifo, &o), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "regular file"));
+	assert_fasvd(fasvd_analyze(NULL, model, "/dev/null", &o), FASVD_EINVAL);
+	assert_fasvd(fasvd_analyze(NULL, model, "-", &o), FASVD_EINVAL);
+	assert_int_equal(lstat(fifo, &sb), 0);
+	assert_true(S_ISFIFO(sb.st_mode));
+	/* a summary over the spectra file or over the other summary */
+	fasvd_analyze_opts_init(&o, sizeof o);
+	o.force = 1;
+	o.json_path = real;
+	assert_fasvd(fasvd_analyze(NULL, model, link, &o), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "spectra file"));
+	o.json_path = jlink;
+	o.csv_path = jreal;
+	assert_fasvd(fasvd_analyze(NULL, model, link, &o), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "same file"));
+	o.csv_path = NULL;
+	/* a folder where a file is expected */
+	o.json_path = tmpdir;
+	o.force = 1;
+	assert_fasvd(fasvd_analyze(NULL, model, link, &o), FASVD_EIO);
+	assert_non_null(strstr(fasvd_last_error(), "folder"));
 }
 
 static bool running_under_sanitizer(void)
@@ -647,7 +877,10 @@ static long child_peak_kib(const char *model, const char *out)
 		fasvd_ctx *ctx = NULL;
 		if (fasvd_ctx_new(&ctx, NULL) || fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, 1))
 			_exit(2);
-		_exit(fasvd_analyze(ctx, model, out, NULL) == 0 ? 0 : 1);
+		fasvd_analyze_opts o;
+		fasvd_analyze_opts_init(&o, sizeof o);
+		o.force = 1;
+		_exit(fasvd_analyze(ctx, model, out, &o) == 0 ? 0 : 1);
 	}
 	int status;
 	struct rusage ru;
@@ -865,6 +1098,10 @@ int main(void)
 		cmocka_unit_test(test_tensors_skip_scales),
 		cmocka_unit_test(test_long_names_and_summary_mode),
 		cmocka_unit_test(test_resume_extra_tensors),
+		cmocka_unit_test(test_nan_keeps_completed_layers),
+		cmocka_unit_test(test_failures_keep_earlier_file),
+		cmocka_unit_test(test_sigkill_keeps_earlier_file),
+		cmocka_unit_test(test_links_fifos_devices),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -361,17 +361,38 @@ static void test_file_replace(void **state)
 	/* no folder for the temporary */
 	snprintf(sub, sizeof sub, "%s/missing/x.json", dir);
 	assert_fasvd(fasvd__replace_file(NULL, sub, "x", 1), FASVD_EIO);
-	assert_non_null(strstr(fasvd_last_error(), "temporary file beside it"));
-	/* the rename fails (the target is a folder): temporary removed, folder
+	assert_non_null(strstr(fasvd_last_error(), "does not exist"));
+	/* a folder as the target: refused before a temporary is made, folder
 	 * and its file untouched */
 	snprintf(sub, sizeof sub, "%s/d", dir);
 	snprintf(inner, sizeof inner, "%s/d/keep", dir);
 	assert_int_equal(mkdir(sub, 0755), 0);
 	assert_ok(fasvd__write_file(inner, "kept", 4));
 	assert_fasvd(fasvd__replace_file(NULL, sub, "x", 1), FASVD_EIO);
-	assert_non_null(strstr(fasvd_last_error(), "cannot rename"));
+	assert_non_null(strstr(fasvd_last_error(), "is a folder"));
 	assert_int_equal(count_temporaries(dir), 0);
 	assert_content(inner, "kept");
+
+	/* a symbolic link: its target is replaced, the link stays */
+	char link[256];
+	snprintf(link, sizeof link, "%s/link.json", dir);
+	assert_int_equal(symlink("out.json", link), 0);
+	assert_ok(fasvd__replace_file(NULL, link, "via link", 8));
+	assert_int_equal(lstat(link, &sb), 0);
+	assert_true(S_ISLNK(sb.st_mode));
+	assert_content(path, "via link");
+	assert_int_equal(count_temporaries(dir), 0);
+	unlink(link);
+	/* streams only where asked for */
+	assert_fasvd(fasvd__replace_file(NULL, "/dev/null", "x", 1), FASVD_EINVAL);
+	assert_fasvd(fasvd__replace_file(NULL, "-", "x", 1), FASVD_EINVAL);
+	assert_ok(fasvd__tmp_open(&f, NULL, "/dev/null", FASVD__OUT_STREAMS));
+	assert_ok(fasvd__tmp_write(&f, "x", 1));
+	assert_ok(fasvd__tmp_finish(&f));
+	assert_ok(fasvd__tmp_commit(&f));
+	fasvd__tmp_discard(&f);
+	assert_int_equal(stat("/dev/null", &sb), 0);
+	assert_true(S_ISCHR(sb.st_mode));
 
 	/* plain writes and copies inside a folder */
 	snprintf(cp, sizeof cp, "%s/copy", dir);

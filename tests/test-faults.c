@@ -8,7 +8,8 @@
  * documented graceful degradation, whose result must then equal the
  * unfailing run's) or FASVD_ENOMEM with a detail message; every successful
  * allocation must be freed; a failed fasvd_analyze must leave its output
- * folder as it found it.
+ * folder as it found it, but for the spectra of the steps it completed
+ * (resumable, named in the message).
  *
  * LAPACK failure: this program is linked with -Wl,--wrap=LAPACKE_<f>_work
  * for every LAPACK routine the library calls (grep lib/ for LAPACKE_), so
@@ -44,6 +45,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <lapacke.h>
+#include <stdbool.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -392,6 +394,22 @@ static void read_spectra(const char *path, double *result, int64_t *n)
 	fasvd_st_free(st);
 }
 
+/* Is out the spectra file that the failure message `detail` says keeps the
+ * completed steps (all of them, when the summaries failed)? */
+static bool kept_partial(const char *out, const char *detail)
+{
+	char named[1300];
+	snprintf(named, sizeof named, "%s keeps the", out);
+	fasvd_st *st = NULL;
+	if (!strstr(detail, named) || fasvd_st_open(&st, NULL, out))
+		return false;
+	const char *format = NULL;
+	fasvd_st_metadata(&format, st, "format");
+	bool ok = format && !strcmp(format, "fasvd.spectra");
+	fasvd_st_free(st);
+	return ok;
+}
+
 static int op_analyze(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
 {
 	char out[1200], json[1200], csv[1200];
@@ -410,11 +428,14 @@ static int op_analyze(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
 	}
 	int rc = fasvd_analyze(ctx, o->dir, out, &ao);
 	if (rc) {
-		/* No output file, no temporary, no summary left behind. */
-		char left[512];
+		/* No temporary, no summary left behind; the spectra file only
+		 * with the steps completed before the failure, resumable and
+		 * named in the message. */
+		char left[512], detail[1100];
+		snprintf(detail, sizeof detail, "%s", fasvd_last_error());
+		if (kept_partial(out, detail))
+			unlink(out);
 		if (count_entries(out_dir, left, sizeof left) != 0) {
-			char detail[512];
-			snprintf(detail, sizeof detail, "%s", fasvd_last_error());
 			scratch_rmtree(out_dir);
 			mkdir(out_dir, 0755);
 			problem("%s failed (%s: %s) but left files in its output folder:%s", o->name,

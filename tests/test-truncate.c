@@ -410,6 +410,95 @@ static void test_cancel_and_failures(void **state)
 	assert_false(exists(out));
 }
 
+/* The whole file at path, NUL-terminated (free it); its length in *n. */
+static char *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	char *buf = malloc(1 << 20);
+	assert_non_null(buf);
+	*n = fread(buf, 1, (1 << 20) - 1, f);
+	buf[*n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static void copy_into(const char *src, const char *dir, const char *name)
+{
+	char dst[1024];
+	snprintf(dst, sizeof dst, "%s/%s", dir, name);
+	size_t n;
+	char *data = slurp(src, &n);
+	FILE *f = fopen(dst, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, n, f), n);
+	fclose(f);
+	free(data);
+}
+
+/* A sentence-transformers-style folder (stories260K with 1_Pooling/ and a
+ * nested folder): subfolders are copied, config.json keeps every byte of
+ * the input (1e-05 stays 1e-05) before its new last member; an output
+ * folder whose parent does not exist is refused before any work. */
+static void test_subfolders_and_config_text(void **state)
+{
+	(void)state;
+	char data[512], in[512], out[512], p[1024], cfg_in[600];
+	test_data_path("stories260K", data, sizeof data);
+	snprintf(in, sizeof in, "%s/st", tmpdir);
+	snprintf(out, sizeof out, "%s/st-out", tmpdir);
+	assert_int_equal(mkdir(in, 0777), 0);
+	snprintf(cfg_in, sizeof cfg_in, "%s/config.json", data);
+	copy_into(cfg_in, in, "config.json");
+	snprintf(p, sizeof p, "%s/model.safetensors", data);
+	copy_into(p, in, "model.safetensors");
+	snprintf(p, sizeof p, "%s/1_Pooling", in);
+	assert_int_equal(mkdir(p, 0777), 0);
+	copy_into(cfg_in, p, "config.json");
+	snprintf(p, sizeof p, "%s/1_Pooling/deeper", in);
+	assert_int_equal(mkdir(p, 0777), 0);
+	copy_into(cfg_in, p, "x.txt");
+	fasvd_truncate_opts o;
+	fasvd_truncate_opts_init(&o, sizeof o);
+	fasvd_factor_opts fo;
+	fasvd_factor_opts_init(&fo, sizeof fo);
+	o.factor = &fo;
+	fo.rank = 4;
+	char bad[600];
+	snprintf(bad, sizeof bad, "%s/no/such/out", tmpdir);
+	count_state cs = {0, 0, 0, 0};
+	assert_fasvd(fasvd_truncate(NULL, in, bad, &o, count_cb, &cs), FASVD_EIO);
+	assert_non_null(strstr(fasvd_last_error(), "does not exist"));
+	assert_int_equal(cs.n, 0);
+	assert_ok(fasvd_truncate(NULL, in, out, &o, NULL, NULL));
+	size_t n_in, n_out, n_sub;
+	char *text_in = slurp(cfg_in, &n_in);
+	snprintf(p, sizeof p, "%s/config.json", out);
+	char *text_out = slurp(p, &n_out);
+	snprintf(p, sizeof p, "%s/1_Pooling/config.json", out);
+	char *sub = slurp(p, &n_sub);
+	assert_string_equal(sub, text_in);
+	snprintf(p, sizeof p, "%s/1_Pooling/deeper/x.txt", out);
+	assert_true(exists(p));
+	/* the input's text up to its closing brace, then the new section */
+	assert_non_null(strstr(text_in, "\"rms_norm_eps\": 1e-05"));
+	const char *close = strrchr(text_in, '}');
+	size_t keep = (size_t)(close - text_in);
+	while (keep && (text_in[keep - 1] == '\n' || text_in[keep - 1] == ' '))
+		keep--;
+	assert_memory_equal(text_out, text_in, keep);
+	static const char member[] = ",\n  \"fasvd_lowrank\": {";
+	assert_true(!strncmp(text_out + keep, member, strlen(member)));
+	json_error_t err;
+	json_t *j = json_loads(text_out, 0, &err);
+	assert_non_null(j);
+	assert_true(json_is_object(json_object_get(j, "fasvd_lowrank")));
+	json_decref(j);
+	free(text_in);
+	free(text_out);
+	free(sub);
+}
+
 static void test_only_if_smaller(void **state)
 {
 	(void)state;
@@ -475,6 +564,7 @@ int main(void)
 		cmocka_unit_test(test_fp8_sharded_bf16),
 		cmocka_unit_test(test_cancel_and_failures),
 		cmocka_unit_test(test_only_if_smaller),
+		cmocka_unit_test(test_subfolders_and_config_text),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -82,7 +82,7 @@ VSTRUCT(fasvd_factor_report, approximate, true);
 VSTRUCT(fasvd_factor_shared_opts, weight, false);
 VSTRUCT(fasvd_onload_input, cancel_arg, false);
 VSTRUCT(fasvd_truncate_opts, only_if_smaller, false);
-VSTRUCT(fasvd_analyze_opts, progress_user, false);
+VSTRUCT(fasvd_analyze_opts, force, false);
 VSTRUCT(fasvd_model_info, bytes_needed, true);
 VSTRUCT(fasvd_model_input, has_bias, true);
 VSTRUCT(fasvd_model_layer_opts, fold_norms, false);

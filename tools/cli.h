@@ -117,6 +117,14 @@ int cli_parse(cli *c, int argc, char **argv, const cli_opt *opts, const char **p
 /* Parse "R,C", "RxC" or "N" (= N,N) as two positive integers. */
 bool cli_parse_pair(const char *s, int64_t *a, int64_t *b);
 
+/* --------------------------------------------------------------- table */
+
+/* Print on stdout the per-layer table of the spectra file (cli_table.c):
+ * the effective ranks of stacked O, VO and QK at tau 0.01 and 0.001 and the
+ * heads with the lowest fused VO rank. The exit status (a library error is
+ * reported). */
+int cli_layer_table(const char *spectra);
+
 /* -------------------------------------------------------------- errors */
 
 /* Print "fasvd: <message>" as one line on stderr (control characters of

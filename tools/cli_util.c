@@ -66,6 +66,9 @@ int cli_finish(int status)
 {
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		int e = errno;
+		/* the reader closed the pipe: it has what it wanted */
+		if (e == EPIPE)
+			return status;
 		/* Report only if the command itself succeeded (one line). */
 		if (status == CLI_EXIT_OK)
 			return cli_error(CLI_EXIT_FAIL, "cannot write standard output: %s",

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t interrupted;
@@ -20,6 +21,8 @@ static void on_signal(int sig)
 struct progress_state {
 	bool tty, quiet;
 	int last_len;
+	bool started;       /* base_frac is set */
+	double base_frac;   /* the fraction done by earlier runs (--resume) */
 };
 
 static void fmt_time(char *buf, size_t n, double s)
@@ -41,10 +44,16 @@ static int on_progress(void *user, const fasvd_progress *p)
 		return 0;
 	double frac = p->bytes_total ? (double)p->bytes_done / (double)p->bytes_total
 	                             : (p->steps_total ? (double)p->steps_done / p->steps_total : 1);
+	if (!st->started) {
+		st->started = true;
+		st->base_frac = frac;
+	}
 	char el[32], eta[32];
 	fmt_time(el, sizeof el, p->elapsed_s);
-	/* ETA from this run's throughput (resumed steps were free). */
-	double rate = frac > 0 && p->elapsed_s > 0 ? frac / p->elapsed_s : 0;
+	/* ETA from this run's throughput: the steps of an earlier run
+	 * (--resume) took no time now, so they are left out. */
+	double mine = frac - st->base_frac;
+	double rate = mine > 0 && p->elapsed_s > 0 ? mine / p->elapsed_s : 0;
 	fmt_time(eta, sizeof eta, rate > 0 ? (1 - frac) / rate : -1);
 	char what[160];
 	if (strcmp(p->stage, "layer") == 0)
@@ -68,10 +77,9 @@ static int on_progress(void *user, const fasvd_progress *p)
 		st->last_len = len;
 		fflush(stderr);
 	} else if (strcmp(p->stage, "start") != 0) {
-		printf("%s: %lld/%lld steps, %.0f%% of %.1f MB, %s elapsed\n", what,
-		       (long long)p->steps_done, (long long)p->steps_total, 100 * frac,
-		       (double)p->bytes_total / 1e6, el);
-		fflush(stdout);
+		fprintf(stderr, "%s: %lld/%lld steps, %.0f%% of %.1f MB, %s elapsed, ETA %s\n",
+		        what, (long long)p->steps_done, (long long)p->steps_total, 100 * frac,
+		        (double)p->bytes_total / 1e6, el, eta);
 	}
 	return 0;
 }
@@ -127,6 +135,18 @@ static int parse_taus(cli *c, const cli_list *taus, double *tau_v, fasvd_analyze
 	return 0;
 }
 
+/* Does path write standard output ("-", /dev/stdout, a link to it ...)? */
+static bool is_stdout(const char *path)
+{
+	struct stat a, b;
+	if (!path)
+		return false;
+	if (!strcmp(path, "-"))
+		return true;
+	return stat(path, &a) == 0 && fstat(STDOUT_FILENO, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
 /* Run the analysis with progress and interruption by SIGINT/SIGTERM, and
  * report how it ended; the exit status. */
 static int analyze(cli *c, const char *model, const char *out, fasvd_analyze_opts *ao,
@@ -143,23 +163,23 @@ static int analyze(cli *c, const char *model, const char *out, fasvd_analyze_opt
 	if (ps.tty && ps.last_len && rc)
 		fputc('\n', stderr);
 	if (rc == FASVD_ECANCELED)
-		return cli_error(cli_exit_status(rc),
-		                 "interrupted: %s holds the layers done so far; run again with "
-		                 "--resume to continue",
-		                 out);
+		return cli_error(cli_exit_status(rc), "interrupted: %s", fasvd_last_error());
 	if (rc)
 		return cli_lib_error(rc);
+	if (quiet)
+		return CLI_EXIT_OK;
 	const char *json = ao->json_path, *csv = ao->csv_path;
-	if (!quiet)
-		printf("wrote %s%s%s%s%s\n", out, json ? " " : "", json ? json : "",
-		       csv ? " " : "", csv ? csv : "");
-	return CLI_EXIT_OK;
+	fprintf(stderr, "wrote %s%s%s%s%s\n", out, json ? " " : "", json ? json : "",
+	        csv ? " " : "", csv ? csv : "");
+	/* stdout carries the results: the table, unless a summary went there */
+	bool to_stdout = is_stdout(json) || is_stdout(csv);
+	return to_stdout ? CLI_EXIT_OK : cli_layer_table(out);
 }
 
 static int run(cli *c, int argc, char **argv)
 {
 	const char *out = NULL, *layers = NULL, *json = NULL, *csv = NULL;
-	bool no_fold = false, resume = false, quiet = false;
+	bool no_fold = false, resume = false, quiet = false, force = false;
 	int stack_norm = 0, compute = 0;
 	cli_list taus = {0}, tensors = {0};
 	const cli_opt opts[] = {
@@ -170,6 +190,7 @@ static int run(cli *c, int argc, char **argv)
 		{"stack-norm", 0, CLI_OPT_CHOICE, &stack_norm, stack_norms, 0, 0},
 		{"tensors", 0, CLI_OPT_LIST, &tensors, NULL, 0, 0},
 		{"resume", 0, CLI_OPT_FLAG, &resume, NULL, 0, 0},
+		{"force", 0, CLI_OPT_FLAG, &force, NULL, 0, 0},
 		{"json", 0, CLI_OPT_STRING, &json, NULL, 0, 0},
 		{"csv", 0, CLI_OPT_STRING, &csv, NULL, 0, 0},
 		{"compute", 0, CLI_OPT_CHOICE, &compute, computes, 0, 0},
@@ -202,6 +223,7 @@ static int run(cli *c, int argc, char **argv)
 	ao.tensor_globs = (const char *const *)tensors.v;
 	ao.n_tensor_globs = tensors.n;
 	ao.resume = resume;
+	ao.force = force;
 	ao.json_path = json;
 	ao.csv_path = csv;
 	status = analyze(c, pos[0], out, &ao, quiet);
@@ -221,10 +243,15 @@ const cli_cmd cli_cmd_analyze = {
 	"subspaces QA KVA KVA_pe) and writes them as F64 tensors L{layer}.head.NAME,\n"
 	"L{layer}.stack.NAME, L{layer}.sub.NAME and T.{tensor} (see docs/spectra-schema.md).\n"
 	"The file is rewritten atomically after every layer: it is always complete\n"
-	"and readable, and --resume continues an interrupted run.\n"
+	"and readable, and --resume continues an interrupted run. Every output path\n"
+	"is checked before any work. A run over an existing file writes\n"
+	"OUT.partial beside it and renames it over OUT only once the run (and its\n"
+	"summaries) are done: a failure leaves OUT as it was and keeps the\n"
+	"completed layers in OUT.partial (or in OUT when it is new) for --resume.\n"
 	"\n"
 	"Options:\n"
-	"  -o, --output FILE       spectra file to write (required)\n"
+	"  -o, --output FILE       spectra file to write (required; a regular file or a\n"
+	"                          new path; a symbolic link writes its target)\n"
 	"      --layers A-B        layers A to B inclusive (also A, or A- for A to the end)\n"
 	"      --tau T[,T...]      effective-rank thresholds for --json/--csv (default\n"
 	"                          0.01,0.001); tau is the fraction of squared Frobenius\n"
@@ -235,14 +262,20 @@ const cli_cmd cli_cmd_analyze = {
 	"      --tensors GLOB[,..] also the spectra of other 2-D tensors matching the\n"
 	"                          fnmatch patterns (FFN, experts ...), written as T.{name}\n"
 	"      --compute f32|f64   compute precision (default f32)\n"
-	"      --resume            continue OUT from the last completed layer\n"
-	"      --json FILE         JSON summary (metrics and effective ranks per matrix)\n"
-	"      --csv FILE          tidy CSV table, one row per matrix (per head)\n"
-	"  -q, --quiet             no progress output\n"
+	"      --resume            continue OUT (or OUT.partial) from the last completed\n"
+	"                          layer; on a complete OUT, rewrite it and the summaries\n"
+	"      --force             replace an existing OUT (a complete spectra file or\n"
+	"                          any other file; refused without it) or OUT.partial\n"
+	"      --json FILE         JSON summary (metrics and effective ranks per matrix);\n"
+	"                          a FIFO, a device or - (stdout) is written as a stream\n"
+	"      --csv FILE          tidy CSV table, one row per matrix (per head); as --json\n"
+	"  -q, --quiet             no progress and no table\n"
 	"  -j, --threads N         worker threads (default: all CPUs)\n"
 	"\n"
-	"Progress: a bar with ETA on stderr when it is a terminal, else one line per\n"
-	"layer on stdout. Ctrl-C stops after the current layer (a second one at once);\n"
-	"the file keeps every completed layer.\n",
+	"Output: progress, warnings and ETA on stderr (a bar on a terminal, else one\n"
+	"line per layer); stdout carries only results: the per-layer table of\n"
+	"effective ranks (as `fasvd demo` prints), or a summary written to -.\n"
+	"Ctrl-C stops after the current layer (a second one at once); the completed\n"
+	"layers are kept for --resume.\n",
 	run,
 };

@@ -25,108 +25,6 @@ static void remove_tree(const char *dir)
 	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Effective rank of one spectrum row at tau (prints "?" on error). */
-static int64_t erank(const double *s, int64_t n, double tau)
-{
-	int64_t r = -1;
-	if (fasvd_metric_energy_rank(&r, s, n, tau))
-		return -1;
-	return r;
-}
-
-static int row_of(fasvd_st *st, const char *name, const double **data, int64_t *rows,
-                  int64_t *cols)
-{
-	fasvd_st_info inf;
-	fasvd_st_info_init(&inf, sizeof inf);
-	const void *p;
-	uint64_t nb;
-	int rc = fasvd_st_info_get(&inf, st, name);
-	if (!rc)
-		rc = fasvd_st_raw(&p, &nb, st, name);
-	if (rc)
-		return rc;
-	*data = p;
-	*rows = inf.ndim == 2 ? inf.shape[0] : 1;
-	*cols = inf.ndim == 2 ? inf.shape[1] : inf.shape[0];
-	return 0;
-}
-
-/* The structural rank bound of spectrum `name` from the file's max_ranks
- * metadata (ranks: its parsed object, or NULL), else n (min(rows, cols)). */
-static int64_t bound_of(const json_t *ranks, const char *name, int64_t n)
-{
-	json_t *v = ranks ? json_object_get(ranks, name) : NULL;
-	return json_is_integer(v) ? (int64_t)json_integer_value(v) : n;
-}
-
-static int summarise(const char *spectra, int64_t n_layers)
-{
-	fasvd_st *st = NULL;
-	int rc = fasvd_st_open(&st, NULL, spectra);
-	if (rc)
-		return cli_lib_error(rc);
-	const char *mr = NULL;
-	fasvd_st_metadata(&mr, st, "max_ranks");
-	json_t *ranks = mr ? json_loads(mr, 0, NULL) : NULL;
-	const double taus[] = {0.01, 0.001};
-	printf("\nEffective rank at tau = fraction of squared Frobenius energy lost, out of the\n"
-	       "structural maximum (the most rank the matrix can have)\n\n");
-	printf("%-5s  %-19s  %-19s  %-19s  %s\n", "layer", "stack.O", "stack.VO", "stack.QK",
-	       "lowest fused VO rank (tau 0.01)");
-	printf("%-5s  %-19s  %-19s  %-19s\n", "", "0.01 / 0.001 of max", "0.01 / 0.001 of max",
-	       "0.01 / 0.001 of max");
-	for (int64_t l = 0; l < n_layers; l++) {
-		printf("%-5lld", (long long)l);
-		const char *kinds[] = {"stack.O", "stack.VO", "stack.QK"};
-		for (int k = 0; k < 3; k++) {
-			char name[64];
-			snprintf(name, sizeof name, "L%lld.%s", (long long)l, kinds[k]);
-			const double *s;
-			int64_t r, n;
-			if (row_of(st, name, &s, &r, &n)) {
-				printf("  %-19s", "-");
-				continue;
-			}
-			char cell[64];
-			snprintf(cell, sizeof cell, "%lld / %lld of %lld", (long long)erank(s, n, taus[0]),
-			         (long long)erank(s, n, taus[1]), (long long)bound_of(ranks, name, n));
-			printf("  %-19s", cell);
-		}
-		char name[64];
-		snprintf(name, sizeof name, "L%lld.head.VO", (long long)l);
-		const double *s;
-		int64_t heads, n;
-		if (row_of(st, name, &s, &heads, &n) == 0) {
-			/* three lowest-rank heads, ties by index */
-			int64_t best[3] = {-1, -1, -1}, rank[3] = {0, 0, 0};
-			for (int64_t h = 0; h < heads; h++) {
-				int64_t rr = erank(s + h * n, n, taus[0]);
-				for (int j = 0; j < 3; j++) {
-					if (best[j] < 0 || rr < rank[j]) {
-						for (int k = 2; k > j; k--) {
-							best[k] = best[k - 1];
-							rank[k] = rank[k - 1];
-						}
-						best[j] = h;
-						rank[j] = rr;
-						break;
-					}
-				}
-			}
-			printf("  ");
-			int64_t b = bound_of(ranks, name, n);
-			for (int j = 0; j < 3 && best[j] >= 0; j++)
-				printf("%shead %lld: %lld/%lld", j ? ", " : "", (long long)best[j],
-				       (long long)rank[j], (long long)b);
-		}
-		printf("\n");
-	}
-	json_decref(ranks);
-	fasvd_st_free(st);
-	return CLI_EXIT_OK;
-}
-
 static int run(cli *c, int argc, char **argv)
 {
 	const char *dir = NULL;
@@ -186,17 +84,17 @@ static int run(cli *c, int argc, char **argv)
 	       (long long)info.n_layers, (long long)info.n_heads, (long long)info.hidden,
 	       (long long)info.q_lora_rank, (long long)info.kv_lora_rank, (long long)info.q_head,
 	       (long long)info.q_rope, (long long)info.v_head);
-	int64_t n_layers = info.n_layers;
 	fasvd_model_free(m);
 	fasvd_analyze_opts ao;
 	fasvd_analyze_opts_init(&ao, sizeof ao);
 	ao.json_path = json;
+	ao.force = 1; /* a --dir used before: the demo's own files are replaced */
 	if ((rc = fasvd_analyze(c->ctx, model, out, &ao))) {
 		status = cli_lib_error(rc);
 		goto done;
 	}
-	printf("Analysed into %s (and %s)\n", out, json);
-	status = summarise(out, n_layers);
+	printf("Analysed into %s (and %s)\n\n", out, json);
+	status = cli_layer_table(out);
 done:
 	if (temp && !keep)
 		remove_tree(dir);

@@ -5,6 +5,7 @@
 #include "cli_blas.h"
 
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 
 static const cli_cmd *const commands[] = {
@@ -53,6 +54,10 @@ int main(int argc, char **argv)
 {
 	cli c = {0};
 	int i = 1;
+	/* A reader that stops early (`fasvd analyze ... | head -1`) is no
+	 * failure: writes to it fail with EPIPE (see cli_finish) instead of
+	 * killing the process. */
+	signal(SIGPIPE, SIG_IGN);
 	/* OpenBLAS on generic kernels: once more with the right ones. */
 	cli_blas_reexec(argv);
 	/* Global options before the command. */

@@ -76,6 +76,9 @@ typedef struct fasvd_analyze_opts {
 	const char *csv_path;        /* optional tidy CSV table (NULL: none) */
 	fasvd_progress_fn progress;  /* optional */
 	void *progress_user;
+	int force;                   /* 1: replace an existing output file that is not the
+	                                spectra file of an interrupted run (refused
+	                                otherwise), or start afresh over OUT.partial */
 } fasvd_analyze_opts;
 
 /* Defaults as noted above.
@@ -90,19 +93,29 @@ FASVD_API int fasvd_analyze_opts_init(fasvd_analyze_opts *opts, size_t size);
  * touched (mapped pages are released after the layer), so peak memory does
  * not grow with the number of layers (the spectra themselves, a few MB per
  * layer for the largest models, are kept).
- * Nothing lost: after every layer (and extra tensor) the output file is
- * rewritten atomically (temporary file + rename), so whenever it exists it
- * is a complete, readable spectra file; with resume = 1 a run killed at any
- * point continues and yields exactly the spectra of an uninterrupted run.
- * Before any computation every needed tensor is checked to exist; on failure
- * (other than cancellation) an output file this call created is removed, so
- * no partial result is left behind; the summaries are written (atomically)
- * only on success.
+ * Nothing lost: every output path is checked before any work (its folder
+ * exists and is writable; out_path is a regular file or a new path, a
+ * symbolic link writing its target; json_path and csv_path may also be a
+ * FIFO, a character device or "-" for standard output, written in place as
+ * streams). An existing out_path that is not the spectra file of an
+ * interrupted run is replaced only with force (or continued with resume).
+ * After every layer (and extra tensor) the spectra are rewritten atomically
+ * (temporary file + rename): into out_path when it did not exist, else into
+ * "out_path.partial" beside its target, renamed over it once every step and
+ * the summaries are done, so that a failure at any point (even SIGKILL)
+ * leaves every earlier file byte for byte. On failure (cancellation
+ * included) the completed steps are kept in the file written, named in the
+ * error; with resume = 1 a run continues it (out_path.partial first) and
+ * yields exactly the spectra of an uninterrupted run; an existing
+ * out_path.partial is replaced only with force. A file this call created
+ * with no completed step of its own is removed. Before any computation
+ * every needed tensor is checked to exist; the summaries are written only
+ * on success (a stream last).
  * Threads: the context's thread count (parallel over heads, threaded BLAS
  * for stacks). Not reentrant on the same output path.
  * Errors: FASVD_EINVAL (NULL, bad options, a layer range outside the model,
  * a glob matching nothing, resume with a file written by different options
- * or another model), FASVD_ENOTFOUND (a needed tensor is missing: the detail
+ * or another model, an existing output without force, out_path a stream), FASVD_ENOTFOUND (a needed tensor is missing: the detail
  * names it and the checkpoint), FASVD_EARCH, FASVD_EFORMAT, FASVD_ESHAPE,
  * FASVD_EDTYPE (from fasvd_model_open / the reader), FASVD_ENONFINITE
  * (NaN/Inf weight: tensor and element named), FASVD_EIO (output not

@@ -92,7 +92,10 @@ typedef int (*fasvd_truncate_fn)(void *arg, const fasvd_truncate_entry *e);
  *    the factors go to the shard of the weight they replace; a sharded
  *    input gets its model.safetensors.index.json rewritten (weight_map and
  *    metadata.total_size), each shard keeps its "__metadata__";
- *  - config.json is copied with a "fasvd_lowrank" object added:
+ *  - config.json is copied with a "fasvd_lowrank" object added as its last
+ *    member, every other byte of its text as it was (numbers such as 1e-05
+ *    are not rewritten; only an input that has such a section already is
+ *    written anew by jansson):
  *      {"format": "fasvd.lowrank", "version": 1, "library_version": "…",
  *       "mode": "rank" | "energy_loss", "rank": R | "energy_loss": τ,
  *       "split": "balanced" | "left" | "right",
@@ -107,8 +110,9 @@ typedef int (*fasvd_truncate_fn)(void *arg, const fasvd_truncate_entry *e);
  *    "shared", the named factor is the orthonormal output basis shared by
  *    the heads, and the other factor's blocks of head_dim columns (or rows)
  *    are the heads' maps into it);
- *  - every other regular file of model_dir's top level (tokenizer, generation
- *    config …) is copied, except other weight formats (*.bin, *.pt, *.pth,
+ *  - every other regular file of model_dir (tokenizer, generation config …)
+ *    and of its subfolders (sentence-transformers' 1_Pooling/ …) is copied,
+ *    except other weight formats (*.bin, *.pt, *.pth,
  *    *.gguf, *.ckpt, *.h5, *.msgpack, *.onnx, *.npz, *.pkl), other
  *    *.safetensors files and hidden files.
  * Memory: one weight's factorisation workspace (fasvd_factor_workspace())
@@ -116,7 +120,8 @@ typedef int (*fasvd_truncate_fn)(void *arg, const fasvd_truncate_entry *e);
  * copied (its pages are read as they are written out).
  * Everything is written into a temporary folder beside out_dir that is
  * renamed to out_dir at the end; on failure it is removed and out_dir is
- * untouched. out_dir must not exist, or be an empty folder; it must not be
+ * untouched. out_dir must not exist, or be an empty folder, in an existing
+ * writable folder (checked before any work); it must not be
  * model_dir. cb may be NULL.
  * Errors: FASVD_EINVAL (NULL, out_dir is model_dir or a non-empty folder,
  * a pattern that matches no 2-D weight, a factor name that already exists,

@@ -229,23 +229,165 @@ int fasvd__copy_file(const char *src, const char *dst)
 	return sync_close(out, dst, rc);
 }
 
+/* ------------------------------------------------------ output paths */
+
+/* path with its symbolic links followed, allocated: the link text replaces
+ * the last component (relative to the link's folder), up to 40 times; a
+ * dangling link gives the path it would create. */
+static int follow_links(fasvd_ctx *ctx, const char *path, char **out)
+{
+	char *cur = fasvd__strdup(ctx, path);
+	for (int hops = 0; cur; hops++) {
+		struct stat sb;
+		if (lstat(cur, &sb) != 0 || !S_ISLNK(sb.st_mode)) {
+			*out = cur;
+			return 0;
+		}
+		char link[4096];
+		ssize_t n = hops < 40 ? readlink(cur, link, sizeof link - 1) : -1;
+		if (n < 0) {
+			fasvd__free(ctx, cur);
+			return fasvd__error(FASVD_EIO, "%s: cannot follow its symbolic links%s", path,
+			                    hops < 40 ? "" : " (a loop?)");
+		}
+		link[n] = '\0';
+		char *dir = link[0] == '/' ? NULL : fasvd__dir_of(ctx, cur);
+		char *next = link[0] == '/' ? fasvd__strdup(ctx, link)
+		                            : dir ? fasvd__path_join(ctx, dir, link) : NULL;
+		fasvd__free(ctx, dir);
+		fasvd__free(ctx, cur);
+		cur = next;
+	}
+	return FASVD_ENOMEM;
+}
+
+/* The folder that will hold target must exist and be writable. */
+static int check_parent(fasvd_ctx *ctx, const char *path, const char *target)
+{
+	char *dir = fasvd__dir_of(ctx, target);
+	if (!dir)
+		return FASVD_ENOMEM;
+	struct stat sb;
+	int rc = 0;
+	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		rc = fasvd__error(FASVD_EIO, "%s: cannot create: the folder %s does not exist", path,
+		                  dir);
+	else if (access(dir, W_OK | X_OK) != 0)
+		rc = fasvd__error(FASVD_EIO, "%s: cannot create: the folder %s is not writable: %s",
+		                  path, dir, strerror(errno));
+	fasvd__free(ctx, dir);
+	return rc;
+}
+
+int fasvd__check_parent(fasvd_ctx *ctx, const char *path)
+{
+	/* "out/" is the folder "out" in "." */
+	size_t n = strlen(path);
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	char *p = fasvd__alloc(ctx, n + 1, "a path");
+	if (!p)
+		return FASVD_ENOMEM;
+	memcpy(p, path, n);
+	p[n] = '\0';
+	int rc = check_parent(ctx, path, p);
+	fasvd__free(ctx, p);
+	return rc;
+}
+
+/* What path names (target: path with its links followed): kind, or a
+ * refusal. The kernel follows the links first, so that a link to a stream
+ * whose name is no path (/dev/stdout -> /proc/self/fd/1 -> "pipe:[N]")
+ * is seen as the stream it is. */
+static int classify(fasvd_ctx *ctx, const char *path, const char *target, unsigned flags,
+                    int *kind)
+{
+	struct stat sb;
+	if (stat(path, &sb) != 0 && stat(target, &sb) != 0) {
+		if (errno != ENOENT)
+			return fasvd__error(FASVD_EIO, "%s: cannot stat: %s", path, strerror(errno));
+		*kind = FASVD__OUT_NEW;
+		return check_parent(ctx, path, target);
+	}
+	if (S_ISREG(sb.st_mode)) {
+		*kind = FASVD__OUT_FILE;
+		return check_parent(ctx, path, target);
+	}
+	if (S_ISDIR(sb.st_mode))
+		return fasvd__error(FASVD_EIO, "%s: is a folder, not a file", path);
+	if (!S_ISFIFO(sb.st_mode) && !S_ISCHR(sb.st_mode))
+		return fasvd__error(FASVD_EIO, "%s: not a regular file, FIFO or character device",
+		                    path);
+	if (!(flags & FASVD__OUT_STREAMS))
+		return fasvd__error(FASVD_EINVAL, "%s: is a %s; this output must be a regular file",
+		                    path, S_ISFIFO(sb.st_mode) ? "FIFO" : "device");
+	*kind = FASVD__OUT_STREAM;
+	return 0;
+}
+
+int fasvd__out_check(fasvd_ctx *ctx, const char *path, unsigned flags, int *kind,
+                     char **target)
+{
+	char *t = NULL;
+	int k = FASVD__OUT_STREAM, rc = 0;
+	if (target)
+		*target = NULL;
+	if (!strcmp(path, "-")) {
+		if (!(flags & FASVD__OUT_STREAMS))
+			return fasvd__error(FASVD_EINVAL, "-: standard output cannot take this output "
+			                    "(a regular file is needed)");
+	} else if (!(rc = follow_links(ctx, path, &t))) {
+		rc = classify(ctx, path, t, flags, &k);
+	}
+	if (!rc && k == FASVD__OUT_STREAM) {
+		fasvd__free(ctx, t);
+		t = fasvd__strdup(ctx, path);
+		if (!t)
+			rc = FASVD_ENOMEM;
+	}
+	if (!rc && kind)
+		*kind = k;
+	if (!rc && target)
+		*target = t;
+	else
+		fasvd__free(ctx, t);
+	return rc;
+}
+
 /* ------------------------------------------------- atomic replacement */
 
 static int tmp_fail(fasvd__tmp_file *f, const char *step)
 {
-	return fasvd__error(FASVD_EIO, "%s: cannot %s %s: %s", f->path, step, f->tmp,
-	                    strerror(errno));
+	return fasvd__error(FASVD_EIO, "%s: cannot %s %s: %s", f->path, step,
+	                    f->tmp ? f->tmp : "it", strerror(errno));
 }
 
-int fasvd__tmp_create(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path)
+/* Open the stream f->path for writing in place ("-": a copy of stdout). */
+static int open_stream(fasvd__tmp_file *f)
+{
+	f->stream = 1;
+	f->fd = !strcmp(f->path, "-") ? fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3)
+	                              : open(f->path, O_WRONLY | O_CLOEXEC);
+	if (f->fd < 0)
+		return fasvd__error(FASVD_EIO, "%s: cannot open for writing: %s", f->path,
+		                    strerror(errno));
+	return 0;
+}
+
+int fasvd__tmp_open(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path, unsigned flags)
 {
 	static const char suffix[] = ".tmp-XXXXXX";
-	*f = (fasvd__tmp_file){ctx, path, NULL, -1};
-	size_t plen = strlen(path);
+	*f = (fasvd__tmp_file){ctx, path, NULL, -1, NULL, 0};
+	int kind, rc = fasvd__out_check(ctx, path, flags, &kind, &f->target);
+	if (rc)
+		return rc;
+	if (kind == FASVD__OUT_STREAM)
+		return open_stream(f);
+	size_t plen = strlen(f->target);
 	char *tmp = fasvd__alloc(ctx, plen + sizeof suffix, "a temporary file name");
 	if (!tmp)
 		return FASVD_ENOMEM;
-	memcpy(tmp, path, plen);
+	memcpy(tmp, f->target, plen);
 	memcpy(tmp + plen, suffix, sizeof suffix);
 	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
@@ -259,6 +401,11 @@ int fasvd__tmp_create(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path)
 	return 0;
 }
 
+int fasvd__tmp_create(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path)
+{
+	return fasvd__tmp_open(f, ctx, path, 0);
+}
+
 int fasvd__tmp_write(fasvd__tmp_file *f, const void *p, uint64_t n)
 {
 	return fasvd__write_all(f->fd, p, n) ? tmp_fail(f, "write") : 0;
@@ -266,6 +413,11 @@ int fasvd__tmp_write(fasvd__tmp_file *f, const void *p, uint64_t n)
 
 int fasvd__tmp_finish(fasvd__tmp_file *f)
 {
+	if (f->stream) {
+		int fd = f->fd;
+		f->fd = -1;
+		return close(fd) != 0 ? tmp_fail(f, "close") : 0;
+	}
 	if (fchmod(f->fd, (mode_t)fasvd__new_file_mode()) != 0)
 		return tmp_fail(f, "set the mode of");
 	if (fsync(f->fd) != 0)
@@ -277,12 +429,14 @@ int fasvd__tmp_finish(fasvd__tmp_file *f)
 
 int fasvd__tmp_commit(fasvd__tmp_file *f)
 {
-	if (rename(f->tmp, f->path) != 0)
+	if (f->stream)
+		return 0;
+	if (rename(f->tmp, f->target) != 0)
 		return fasvd__error(FASVD_EIO, "%s: cannot rename %s over it: %s", f->path, f->tmp,
 		                    strerror(errno));
 	fasvd__free(f->ctx, f->tmp);
 	f->tmp = NULL;
-	fasvd__sync_dir_of(f->path);
+	fasvd__sync_dir_of(f->target);
 	return 0;
 }
 
@@ -296,6 +450,8 @@ void fasvd__tmp_discard(fasvd__tmp_file *f)
 		fasvd__free(f->ctx, f->tmp);
 		f->tmp = NULL;
 	}
+	fasvd__free(f->ctx, f->target);
+	f->target = NULL;
 }
 
 int fasvd__replace_file(fasvd_ctx *ctx, const char *path, const void *data, uint64_t n)
@@ -330,4 +486,19 @@ int fasvd__map_file(const char *path, unsigned char **map, size_t *len)
 	*map = p;
 	*len = (size_t)sb.st_size;
 	return 0;
+}
+
+int fasvd__rename_over(fasvd_ctx *ctx, const char *from, const char *to)
+{
+	char *target = NULL;
+	int rc = follow_links(ctx, to, &target);
+	if (rc)
+		return rc;
+	if (rename(from, target) != 0)
+		rc = fasvd__error(FASVD_EIO, "%s: cannot rename %s over it: %s", to, from,
+		                  strerror(errno));
+	else
+		fasvd__sync_dir_of(target);
+	fasvd__free(ctx, target);
+	return rc;
 }

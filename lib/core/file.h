@@ -56,22 +56,57 @@ void fasvd__sync_dir(const char *dir);
  * it is durable. */
 void fasvd__sync_dir_of(const char *path);
 
-/* Atomic replacement of a file: a temporary "PATH.tmp-XXXXXX" created
- * beside the target (mkostemp), written, given the mode of a new file,
- * fsynced and closed, then renamed over the target and the directory
- * fsynced. On any failure the temporary is removed and the old target is
- * left untouched. Several files can be committed together: finish them all,
- * then commit them one after another. Every step returns 0 or FASVD_EIO
- * naming the target, the temporary and the step. */
+/* What an output path names, checked before any work (fasvd__out_check). */
+enum {
+	FASVD__OUT_NEW = 0,    /* nothing yet: a new regular file in a writable folder */
+	FASVD__OUT_FILE = 1,   /* an existing regular file, replaced atomically */
+	FASVD__OUT_STREAM = 2, /* a FIFO, a character device or "-" (standard output),
+	                          written in place */
+};
+/* fasvd__out_check / fasvd__tmp_open flag: streams are accepted (a summary
+ * can be piped; a safetensors file cannot be written through one). */
+#define FASVD__OUT_STREAMS 1u
+
+/* Check that `path` can be written and say what it names (*kind, above),
+ * before any work is done. Symbolic links are followed (also dangling ones,
+ * to the file they would create): the file written is their target, the
+ * links stay. Refused (FASVD_EIO naming path): a folder, a missing or
+ * unwritable parent folder, a socket or block device, a link loop; a FIFO,
+ * a character device or "-" without FASVD__OUT_STREAMS (FASVD_EINVAL:
+ * "must be a regular file"). *target (NULL allowed) receives the path
+ * actually written, allocated through ctx (path itself for a stream). */
+int fasvd__out_check(fasvd_ctx *ctx, const char *path, unsigned flags, int *kind,
+                     char **target);
+
+/* The folder that would hold path (a file or a folder to create) exists and
+ * is writable: 0, or FASVD_EIO naming path and the folder. */
+int fasvd__check_parent(fasvd_ctx *ctx, const char *path);
+
+/* Atomic replacement of a file: a temporary "TARGET.tmp-XXXXXX" created
+ * beside the target (mkostemp; TARGET is path with its symbolic links
+ * followed, so that a link is left in place and its target replaced),
+ * written, given the mode of a new file, fsynced and closed, then renamed
+ * over the target and the directory fsynced. On any failure the temporary is
+ * removed and the old target is left untouched. Several files can be
+ * committed together: finish them all, then commit them one after another.
+ * A stream (FIFO, character device, "-", only with FASVD__OUT_STREAMS) is
+ * written in place instead: no temporary, commit does nothing. Every step
+ * returns 0 or FASVD_EIO naming the target, the temporary and the step. */
 typedef struct fasvd__tmp_file {
 	fasvd_ctx *ctx;
-	const char *path; /* the target (borrowed) */
+	const char *path; /* the path given (borrowed) */
 	char *tmp;        /* the temporary's name, NULL once none is left */
 	int fd;           /* -1 once closed */
+	char *target;     /* path with its links followed (owned) */
+	int stream;       /* 1: fd writes path itself */
 } fasvd__tmp_file;
 
-/* Create the temporary beside path (f is always set: discard it). */
+/* Create the temporary beside path (f is always set: discard it); the
+ * target must be a regular file or a new path. */
 int fasvd__tmp_create(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path);
+/* The same with flags (FASVD__OUT_STREAMS: a stream is opened for writing
+ * in place). */
+int fasvd__tmp_open(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path, unsigned flags);
 /* Append n bytes. */
 int fasvd__tmp_write(fasvd__tmp_file *f, const void *p, uint64_t n);
 /* Set the new-file mode (mkostemp creates 0600), fsync and close. */
@@ -83,5 +118,8 @@ int fasvd__tmp_commit(fasvd__tmp_file *f);
 void fasvd__tmp_discard(fasvd__tmp_file *f);
 /* The whole sequence for data[0 .. n). */
 int fasvd__replace_file(fasvd_ctx *ctx, const char *path, const void *data, uint64_t n);
+/* Rename the finished file `from` over `to` (links of `to` followed, as
+ * above) and fsync the folder: FASVD_EIO naming both on failure. */
+int fasvd__rename_over(fasvd_ctx *ctx, const char *from, const char *to);
 
 #endif /* FASVD_CORE_FILE_H */

@@ -22,7 +22,7 @@
 	"effective rank at tau = smallest r with 1 - sum_{i<=r} sigma_i^2 / sum sigma_i^2 <= " \
 	"tau; tau is a fraction of squared Frobenius energy lost"
 
-static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_analyze_opts, progress_user);
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_analyze_opts, force);
 
 int fasvd_analyze_opts_init(fasvd_analyze_opts *o, size_t size)
 {
@@ -53,7 +53,14 @@ struct run {
 	fasvd_model_info info;
 	const fasvd_st *st;
 	fasvd_st_writer *w;
-	const char *out_path;
+	const char *out_path;    /* as given (named in messages) */
+	char *target;            /* out_path with its links followed */
+	char *partial;           /* target + ".partial" */
+	const char *write_path;  /* where the snapshots go: target or partial */
+	const char *resume_path; /* the file resumed (NULL: none) */
+	bool wrote;              /* this run created write_path */
+	bool published;          /* the complete spectra file is in place */
+	int64_t steps_before;    /* steps done by an earlier run (resumed) */
 	const char *model_path;
 	struct entry *e;
 	int64_t n_e, cap_e;
@@ -249,7 +256,7 @@ static int write_snapshot(struct run *r)
 {
 	int rc = set_progress_metadata(r);
 	if (!rc)
-		rc = fasvd_st_writer_write(r->w, r->out_path);
+		rc = fasvd_st_writer_write(r->w, r->write_path);
 	return rc;
 }
 
@@ -343,7 +350,7 @@ static int check_resume_metadata(const struct run *r, const fasvd_st *old)
 			                    "cannot resume %s: its %s is \"%.60s\", this run's is "
 			                    "\"%.60s\" (remove the file or run with the same model "
 			                    "and options)",
-			                    r->out_path, checks[i].key, have ? have : "(missing)",
+			                    r->resume_path, checks[i].key, have ? have : "(missing)",
 			                    checks[i].want);
 	}
 	return 0;
@@ -358,7 +365,7 @@ static int mark_layers_done(struct run *r, const char *ld)
 		int64_t l;
 		if (!parse_index(p, n, &l) || l < r->first || l > r->last)
 			return fasvd__error(FASVD_EFORMAT, "cannot resume %s: bad layers_done \"%.60s\"",
-			                    r->out_path, ld);
+			                    r->resume_path, ld);
 		r->layer_done[l] = true;
 		p = q ? q + 1 : p + n;
 	}
@@ -430,7 +437,7 @@ static int keep_done_spectra(struct run *r, const fasvd_st *old, const json_t *s
 		if (strcmp(inf.dtype, "F64") != 0 || (inf.ndim != 1 && inf.ndim != 2) || !shaped)
 			return fasvd__error(FASVD_EFORMAT, "cannot resume %s: tensor '%s' is not a "
 			                    "spectrum of this schema",
-			                    r->out_path, name);
+			                    r->resume_path, name);
 		int64_t nr = inf.ndim == 2 ? inf.shape[0] : 1;
 		int64_t nc = inf.ndim == 2 ? inf.shape[1] : inf.shape[0];
 		rc = add_entry(r, name, l, nr, nc, mr, mc, old_max_rank(ranks, name, mr, mc),
@@ -452,7 +459,7 @@ static int resume_progress(struct run *r, const fasvd_st *old)
 	int rc;
 	if (!ld || !td || !json_is_object(shapes))
 		rc = fasvd__error(FASVD_EFORMAT, "cannot resume %s: progress metadata missing",
-		                  r->out_path);
+		                  r->resume_path);
 	else if (!(rc = mark_layers_done(r, ld)) && !(rc = mark_tensors_done(r, old)))
 		rc = keep_done_spectra(r, old, shapes, json_is_object(ranks) ? ranks : NULL);
 	json_decref(shapes);
@@ -460,16 +467,16 @@ static int resume_progress(struct run *r, const fasvd_st *old)
 	return rc;
 }
 
-/* Continue from the spectra file at r->out_path when there is one. */
+/* Continue from the spectra file at r->resume_path when there is one. */
 static int resume_from(struct run *r, bool *resumed)
 {
 	*resumed = false;
-	if (access(r->out_path, F_OK) != 0)
+	if (!r->resume_path)
 		return 0; /* nothing to resume: start afresh */
 	fasvd_st *old = NULL;
-	int rc = fasvd_st_open(&old, r->ctx, r->out_path);
+	int rc = fasvd_st_open(&old, r->ctx, r->resume_path);
 	if (rc)
-		return fasvd__error_prefix(rc, "cannot resume from %s", r->out_path);
+		return fasvd__error_prefix(rc, "cannot resume from %s", r->resume_path);
 	if (!(rc = check_resume_metadata(r, old)) && !(rc = resume_progress(r, old)))
 		*resumed = true;
 	fasvd_st_free(old);
@@ -706,27 +713,45 @@ static int run_tensor(struct run *r, const char *name)
 
 /* ---- summaries ---- */
 
-/* Write the summaries present (JSON and / or CSV) all or nothing: both are
- * written to finished temporaries first (core/file.h), then renamed into
- * place. */
-static int write_texts_atomic(fasvd_ctx *ctx, const char *const *paths, const char *const *texts,
+/* Put the finished spectra file in place: the partial file of a run over
+ * an existing file is renamed over it (until then that file is untouched). */
+static int publish(struct run *r)
+{
+	if (r->write_path != r->partial)
+		return 0;
+	return fasvd__rename_over(r->ctx, r->partial, r->target);
+}
+
+/* Write the summaries present (JSON and / or CSV) and publish the spectra
+ * file together: the summaries are written to finished temporaries first
+ * (core/file.h), then the spectra file is put in place, then the summaries
+ * (a stream, which cannot be taken back, is written last). A failure before
+ * the spectra file is in place leaves every earlier file as it was. */
+static int write_texts_atomic(struct run *r, const char *const *paths, const char *const *texts,
                               const size_t *lens, int count)
 {
-	fasvd__tmp_file tf[2] = {{ctx, NULL, NULL, -1}, {ctx, NULL, NULL, -1}};
-	int rc = 0, renamed = 0;
+	fasvd__tmp_file tf[2] = {{r->ctx, NULL, NULL, -1, NULL, 0},
+	                         {r->ctx, NULL, NULL, -1, NULL, 0}};
+	int rc = 0, kind[2] = {0, 0};
 	for (int i = 0; i < count && !rc; i++)
-		if (paths[i] && !(rc = fasvd__tmp_create(&tf[i], ctx, paths[i])) &&
+		if (paths[i] &&
+		    !(rc = fasvd__out_check(r->ctx, paths[i], FASVD__OUT_STREAMS, &kind[i], NULL)) &&
+		    kind[i] != FASVD__OUT_STREAM &&
+		    !(rc = fasvd__tmp_create(&tf[i], r->ctx, paths[i])) &&
 		    !(rc = fasvd__tmp_write(&tf[i], texts[i], lens[i])))
 			rc = fasvd__tmp_finish(&tf[i]);
+	if (!rc && !(rc = publish(r)))
+		r->published = true;
 	for (int i = 0; i < count && !rc; i++)
-		if (paths[i] && !(rc = fasvd__tmp_commit(&tf[i])))
-			renamed |= 1 << i;
-	for (int i = 0; i < count; i++) {
+		if (paths[i] && kind[i] != FASVD__OUT_STREAM)
+			rc = fasvd__tmp_commit(&tf[i]);
+	for (int i = 0; i < count && !rc; i++)
+		if (paths[i] && kind[i] == FASVD__OUT_STREAM &&
+		    !(rc = fasvd__tmp_open(&tf[i], r->ctx, paths[i], FASVD__OUT_STREAMS)) &&
+		    !(rc = fasvd__tmp_write(&tf[i], texts[i], lens[i])))
+			rc = fasvd__tmp_finish(&tf[i]);
+	for (int i = 0; i < count; i++)
 		fasvd__tmp_discard(&tf[i]);
-		/* a summary already in place while the other failed: no half result */
-		if (rc && (renamed & (1 << i)))
-			unlink(paths[i]);
-	}
 	return rc;
 }
 
@@ -891,8 +916,11 @@ static char *summary_json(const struct run *r, json_t *taus, json_t *rows)
 static int write_summaries(struct run *r, const double *taus, int64_t nt)
 {
 	const fasvd_analyze_opts *o = r->o;
-	if (!o->json_path && !o->csv_path)
-		return 0;
+	if (!o->json_path && !o->csv_path) {
+		int rc = publish(r);
+		r->published = !rc;
+		return rc;
+	}
 	qsort(r->e, (size_t)r->n_e, sizeof *r->e, cmp_entry);
 	int rc = 0;
 	json_t *rows = json_array(), *tj = json_array();
@@ -929,7 +957,7 @@ static int write_summaries(struct run *r, const double *taus, int64_t nt)
 		const char *paths[2] = {o->json_path, o->csv_path};
 		const char *texts[2] = {json_text, csv ? csv : ""};
 		size_t lens[2] = {json_text ? strlen(json_text) : 0, csv ? csv_len : 0};
-		rc = write_texts_atomic(r->ctx, paths, texts, lens, 2);
+		rc = write_texts_atomic(r, paths, texts, lens, 2);
 	}
 out:
 	if (mem)
@@ -957,6 +985,8 @@ static void run_free(struct run *r)
 	fasvd__free(r->ctx, r->layer_done);
 	fasvd_st_writer_free(r->w);
 	fasvd_model_free(r->model);
+	fasvd__free(r->ctx, r->target);
+	fasvd__free(r->ctx, r->partial);
 }
 
 /* The options that need no model: tau values (*taus, *nt, the defaults
@@ -1007,6 +1037,102 @@ static int open_selection(struct run *r, const char *model_path)
 	if ((rc = check_layers(r)) || (rc = select_tensors(r)))
 		return rc;
 	return 0;
+}
+
+/* Is the regular file at path a spectra file of an interrupted run (one
+ * that may be replaced without force)? */
+static bool is_interrupted_run(fasvd_ctx *ctx, const char *path)
+{
+	fasvd_st *st = NULL;
+	if (fasvd_st_open(&st, ctx, path))
+		return false;
+	const char *format, *complete;
+	fasvd_st_metadata(&format, st, "format");
+	fasvd_st_metadata(&complete, st, "complete");
+	bool yes = format && complete && !strcmp(format, "fasvd.spectra") &&
+	           !strcmp(complete, "false");
+	fasvd_st_free(st);
+	return yes;
+}
+
+/* A summary path (NULL: none) must be writable and name neither the
+ * spectra file nor the other summary (a regular file written twice would
+ * keep only one of them). */
+static int check_summary_path(struct run *r, const char *path, const char *other)
+{
+	char *t = NULL, *u = NULL;
+	int kind, rc = 0;
+	if (!path || (rc = fasvd__out_check(r->ctx, path, FASVD__OUT_STREAMS, &kind, &t)))
+		return rc;
+	if (kind != FASVD__OUT_STREAM && !strcmp(t, r->target))
+		rc = fasvd__error(FASVD_EINVAL, "%s: the summary would overwrite the spectra file",
+		                  path);
+	else if (kind != FASVD__OUT_STREAM && other &&
+	         !fasvd__out_check(r->ctx, other, FASVD__OUT_STREAMS, NULL, &u) && !strcmp(t, u))
+		rc = fasvd__error(FASVD_EINVAL, "%s: --json and --csv name the same file", path);
+	fasvd__free(r->ctx, t);
+	fasvd__free(r->ctx, u);
+	return rc;
+}
+
+/* Check every output path before any work, and choose where this run
+ * writes: a new output directly (kept, resumable, if the run fails); over
+ * an existing file, "OUT.partial" beside its target, renamed over it only
+ * once the run and its summaries are done. An existing OUT.partial is
+ * resumed (resume) or replaced (force), never silently; so is an existing
+ * OUT, unless it is the spectra file of an interrupted run. */
+static int plan_output(struct run *r)
+{
+	const fasvd_analyze_opts *o = r->o;
+	int kind, pkind, rc;
+	if ((rc = fasvd__out_check(r->ctx, r->out_path, 0, &kind, &r->target)) ||
+	    (rc = check_summary_path(r, o->json_path, o->csv_path)) ||
+	    (rc = check_summary_path(r, o->csv_path, o->json_path)))
+		return rc;
+	size_t n = strlen(r->target);
+	if (!(r->partial = fasvd__alloc(r->ctx, n + sizeof ".partial", "a path")))
+		return FASVD_ENOMEM;
+	memcpy(r->partial, r->target, n);
+	memcpy(r->partial + n, ".partial", sizeof ".partial");
+	if ((rc = fasvd__out_check(r->ctx, r->partial, 0, &pkind, NULL)))
+		return rc;
+	bool have_partial = pkind == FASVD__OUT_FILE, have_out = kind == FASVD__OUT_FILE;
+	if (o->resume)
+		r->resume_path = have_partial ? r->partial : have_out ? r->target : NULL;
+	else if (have_partial && !o->force)
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s holds the layers of an interrupted run: resume (--resume) "
+		                    "continues it, force (--force) starts afresh",
+		                    r->partial);
+	else if (have_out && !o->force && !is_interrupted_run(r->ctx, r->target))
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s exists (a complete spectra file or another file): force "
+		                    "(--force) replaces it once the new run is done, resume "
+		                    "(--resume) continues or rewrites a spectra file",
+		                    r->out_path);
+	r->write_path = have_out || have_partial ? r->partial : r->target;
+	return 0;
+}
+
+/* After a failure: a file this run created with nothing new in it is
+ * removed; otherwise it is kept, and the message says where. */
+static int keep_or_remove(struct run *r, int rc)
+{
+	if (!r->wrote)
+		return rc;
+	char saved[1024];
+	fasvd__error_copy(saved, sizeof saved);
+	if (r->published)
+		return fasvd__error(rc, "%s (the spectra file %s is complete)", saved, r->out_path);
+	if (r->steps_done == r->steps_before && r->resume_path != r->write_path) {
+		unlink(r->write_path);
+		return fasvd__error(rc, "%s", saved);
+	}
+	return fasvd__error(rc, "%s; %s keeps the %lld steps done so far (resume continues)%s%s%s",
+	                    saved, r->write_path, (long long)r->steps_done,
+	                    r->write_path == r->partial ? "; " : "",
+	                    r->write_path == r->partial ? r->out_path : "",
+	                    r->write_path == r->partial ? " is unchanged" : "");
 }
 
 /* The bytes of selected extra tensor i (0 when unknown). */
@@ -1079,32 +1205,29 @@ int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
 	r.compute = o.compute ? o.compute : (fasvd_compute)ctx->compute;
 	if (r.compute != FASVD_COMPUTE_F32 && r.compute != FASVD_COMPUTE_F64)
 		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: unknown compute %d", (int)o.compute);
-	bool created = false, resumed = false;
-	if ((rc = open_selection(&r, model_path)) || (rc = fasvd_st_writer_new(&r.w, ctx)) ||
-	    (rc = set_fixed_metadata(&r)))
+	bool resumed = false;
+	if ((rc = plan_output(&r)) || (rc = open_selection(&r, model_path)) ||
+	    (rc = fasvd_st_writer_new(&r.w, ctx)) || (rc = set_fixed_metadata(&r)))
 		goto out;
 	if (o.resume && (rc = resume_from(&r, &resumed)))
 		goto out;
 	count_done(&r);
-	/* Fail early (and leave nothing) when the output cannot be written. A
-	 * resumed file is rewritten too: spectra of the old file that this run
-	 * does not select (another --tensors) are dropped, so that the file is
-	 * exactly what an uninterrupted run with these options writes even when
-	 * no step is left to do. */
+	r.steps_before = r.steps_done;
+	/* Fail early when the output cannot be written. A resumed file is
+	 * rewritten too: spectra of the old file that this run does not select
+	 * (another --tensors) are dropped, so that the file is exactly what an
+	 * uninterrupted run with these options writes even when no step is left
+	 * to do. */
 	if ((rc = write_snapshot(&r)))
 		goto out;
-	created = !resumed;
+	r.wrote = true;
 	if ((rc = report(&r, "start", -1, NULL)) || (rc = run_steps(&r)) ||
 	    (rc = write_summaries(&r, taus, nt)))
 		goto out;
 	rc = report(&r, "done", -1, NULL);
 out:
-	if (rc && rc != FASVD_ECANCELED && created) {
-		char saved[1024];
-		fasvd__error_copy(saved, sizeof saved);
-		unlink(out_path);
-		fasvd__error(rc, "%s", saved);
-	}
+	if (rc)
+		rc = keep_or_remove(&r, rc);
 	run_free(&r);
 	return rc;
 }

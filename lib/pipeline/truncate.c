@@ -17,9 +17,11 @@
 #include "core/json.h"
 #include "io/sniff.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -57,32 +59,32 @@ static bool ends_with(const char *s, const char *suffix)
 	return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* Remove a temporary folder holding only regular files we wrote. */
-static void remove_tree(const char *dir)
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
-	DIR *d = opendir(dir);
-	if (d) {
-		struct dirent *e;
-		char path[PATH_MAX];
-		while ((e = readdir(d))) {
-			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-				continue;
-			if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
-				unlink(path);
-		}
-		closedir(d);
-	}
-	rmdir(dir);
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
 }
 
-/* Files of the model folder copied as they are: everything regular at its
- * top level except the checkpoint, config.json and other weight formats. */
-static bool copy_extra(const char *name)
+/* Remove a temporary folder holding only files and folders we wrote (its
+ * links are not followed). */
+static void remove_tree(const char *dir)
+{
+	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Files of the model folder copied as they are: everything regular, in
+ * its subfolders too (sentence-transformers' 1_Pooling/), except hidden
+ * ones, the checkpoint, other weight formats and the top-level config.json
+ * (written with its new section). */
+static bool copy_extra(const char *name, bool top)
 {
 	static const char *const skip[] = {".safetensors", ".safetensors.index.json", ".bin",
 	                                   ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack",
 	                                   ".onnx", ".npz", ".pkl"};
-	if (name[0] == '.' || !strcmp(name, "config.json"))
+	if (name[0] == '.' || (top && !strcmp(name, "config.json")))
 		return false;
 	for (size_t i = 0; i < sizeof skip / sizeof *skip; i++)
 		if (ends_with(name, skip[i]))
@@ -117,6 +119,8 @@ typedef struct trunc {
 	bool have_model;
 	fasvd_factor_opts fo;    /* validated factor options */
 	json_t *config;          /* parsed config.json, or NULL */
+	char *config_text;       /* its text (written back with only the new section) */
+	size_t config_len;
 	sel *sels;
 	int64_t n_sels;
 	int64_t n_skipped;         /* only_if_smaller: sels kept unchanged */
@@ -853,6 +857,12 @@ static int load_config(trunc_t *t, const char *model_dir)
 	    (rc = fasvd__json_load_file(t->ctx, path, JSON_REJECT_DUPLICATES, "config.json",
 	                                &t->config)))
 		fasvd__error_prefix(rc, "%s", t->fn);
+	FILE *f = !rc && t->config ? fopen(path, "rbe") : NULL;
+	if (f) {
+		rc = fasvd__read_all(t->ctx, f, path, "config.json", (size_t)64 << 20,
+		                     &t->config_text, &t->config_len);
+		fclose(f);
+	}
 	fasvd__free(t->ctx, path);
 	return rc;
 }
@@ -919,13 +929,63 @@ static int write_index(trunc_t *t, uint64_t total)
 	                      JSON_INDENT(2) | JSON_SORT_KEYS);
 }
 
+/* The text of the input's config.json with the section `sec` added as its
+ * last member, every other byte as it was (numbers such as 1e-05 are not
+ * rewritten as 1.0000000000000001e-5); NULL when out of memory (the text
+ * parsed as an object, so it ends with its '}'). */
+static char *splice_config(const trunc_t *t, const json_t *sec, size_t *len)
+{
+	const char *text = t->config_text;
+	size_t end = t->config_len;
+	while (end && isspace((unsigned char)text[end - 1]))
+		end--;
+	if (!end || text[end - 1] != '}')
+		return NULL;
+	size_t close = end - 1, body = close;
+	while (body && isspace((unsigned char)text[body - 1]))
+		body--;
+	char *s = json_dumps(sec, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	char *out = NULL;
+	size_t n = 0;
+	FILE *mem = s ? open_memstream(&out, &n) : NULL;
+	if (mem) {
+		fwrite(text, 1, body, mem);
+		fputs(body && text[body - 1] == '{' ? "\n  \"fasvd_lowrank\": "
+		                                    : ",\n  \"fasvd_lowrank\": ",
+		      mem);
+		for (const char *p = s; *p; p++)
+			fputs(*p == '\n' ? "\n  " : (char[]){*p, 0}, mem);
+		fputc('\n', mem);
+		fwrite(text + close, 1, t->config_len - close, mem);
+		if (fclose(mem) != 0) {
+			free(out);
+			out = NULL;
+		}
+	}
+	free(s);
+	*len = n;
+	return out;
+}
+
 /* config.json with the "fasvd_lowrank" section (created if the folder had
- * none). */
+ * none): the input's text with the section added, or (no input, or one with
+ * a section already) written by jansson. */
 static int write_config(trunc_t *t)
 {
 	json_t *sec = lowrank_section(t);
 	if (!sec)
 		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	if (t->config_text && !json_object_get(t->config, "fasvd_lowrank")) {
+		size_t n;
+		char *text = splice_config(t, sec, &n);
+		char *path = text ? fasvd__path_join(t->ctx, t->tmp, "config.json") : NULL;
+		int rc = path ? fasvd__write_file(path, text, n)
+		              : fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+		fasvd__free(t->ctx, path);
+		free(text);
+		json_decref(sec);
+		return rc;
+	}
 	if (!t->config && !(t->config = json_object())) {
 		json_decref(sec);
 		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
@@ -935,26 +995,39 @@ static int write_config(trunc_t *t)
 	return write_tmp_json(t, "config.json", t->config, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 }
 
-/* The other files of the model folder (tokenizer ...), copied as they are. */
-static int copy_extras(const trunc_t *t, const char *model_dir)
+/* The other files of the folder src (tokenizer ..., subfolders) copied as
+ * they are into dst; `depth` folders deep (links to folders are followed,
+ * so a loop ends at 16). */
+static int copy_extras(const trunc_t *t, const char *src, const char *dst, int depth)
 {
-	DIR *d = opendir(model_dir);
+	DIR *d = opendir(src);
 	if (!d)
-		return fasvd__error(FASVD_EIO, "%s: %s: %s", t->fn, model_dir, strerror(errno));
+		return fasvd__error(FASVD_EIO, "%s: %s: %s", t->fn, src, strerror(errno));
 	int rc = 0;
 	struct dirent *e;
 	while (!rc && (e = readdir(d))) {
-		if (!copy_extra(e->d_name))
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+		    !copy_extra(e->d_name, depth == 0))
 			continue;
-		char *src = fasvd__path_join(t->ctx, model_dir, e->d_name);
-		char *dst = fasvd__path_join(t->ctx, t->tmp, e->d_name);
+		char *from = fasvd__path_join(t->ctx, src, e->d_name);
+		char *to = fasvd__path_join(t->ctx, dst, e->d_name);
 		struct stat sb;
-		if (!src || !dst)
+		if (!from || !to)
 			rc = FASVD_ENOMEM;
-		else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
-			rc = fasvd__copy_file(src, dst);
-		fasvd__free(t->ctx, src);
-		fasvd__free(t->ctx, dst);
+		else if (stat(from, &sb) != 0)
+			; /* a dangling link: nothing to copy */
+		else if (S_ISREG(sb.st_mode))
+			rc = fasvd__copy_file(from, to);
+		else if (S_ISDIR(sb.st_mode) && depth >= 16)
+			rc = fasvd__error(FASVD_EIO, "%s: %s: folders nested too deep (a loop?)",
+			                  t->fn, from);
+		else if (S_ISDIR(sb.st_mode) && mkdir(to, (mode_t)fasvd__new_dir_mode()) != 0)
+			rc = fasvd__error(FASVD_EIO, "%s: cannot create %s: %s", t->fn, to,
+			                  strerror(errno));
+		else if (S_ISDIR(sb.st_mode))
+			rc = copy_extras(t, from, to, depth + 1);
+		fasvd__free(t->ctx, from);
+		fasvd__free(t->ctx, to);
 	}
 	closedir(d);
 	return rc;
@@ -984,6 +1057,7 @@ static void trunc_free(trunc_t *t)
 	fasvd__free(t->ctx, t->index_path);
 	json_decref(t->index);
 	json_decref(t->config);
+	fasvd__free(t->ctx, t->config_text);
 	for (int64_t i = 0; i < t->n_sels; i++) {
 		fasvd__free(t->ctx, t->sels[i].a_name);
 		fasvd__free(t->ctx, t->sels[i].b_name);
@@ -1009,9 +1083,10 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	if (!model_dir || !out_dir)
 		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !model_dir ? "model_dir" : "out_dir");
 	int rc = load_topts(&o, &t.fo, opts, fn);
-	if (rc || (rc = check_out(fn, model_dir, out_dir)))
-		return rc;
 	t.ctx = fasvd__ctx(ctx);
+	if (rc || (rc = check_out(fn, model_dir, out_dir)) ||
+	    (rc = fasvd__check_parent(t.ctx, out_dir)))
+		return rc;
 	t.o = &o;
 	t.fn = fn;
 	t.cb = cb;
@@ -1032,7 +1107,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	uint64_t total = 0;
 	if ((rc = build_maps(&t)) || (rc = write_shards(&t, &total)) ||
 	    (rc = write_index(&t, total)) || (rc = write_config(&t)) ||
-	    (rc = copy_extras(&t, model_dir)))
+	    (rc = copy_extras(&t, model_dir, t.tmp, 0)))
 		goto out;
 	rc = commit_out(&t, out_dir);
 out:

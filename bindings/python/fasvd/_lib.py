@@ -170,7 +170,7 @@ class AnalyzeOpts(ctypes.Structure):
                 ("stack_norm", c_enum), ("compute", c_enum),
                 ("tensor_globs", P(c_char_p)), ("n_tensor_globs", c_int64),
                 ("resume", c_int), ("json_path", c_char_p), ("csv_path", c_char_p),
-                ("progress", PROGRESS_FN), ("progress_user", c_void_p)]
+                ("progress", PROGRESS_FN), ("progress_user", c_void_p), ("force", c_int)]
 
 
 class ModelInfo(ctypes.Structure):

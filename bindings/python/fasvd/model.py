@@ -148,15 +148,18 @@ def _call_cancellable(state, name, *args):
 
 def _progress_printer(stream=None):
     stream = stream or sys.stderr
+    base = {}
 
     def show(p):
-        if p["stage"] == "start":
-            return
         frac = p["steps_done"] / p["steps_total"] if p["steps_total"] else 1.0
-        eta = (p["elapsed_s"] / frac - p["elapsed_s"]) if 0 < frac < 1 else 0.0
+        if p["stage"] == "start":
+            base["frac"] = frac  # the steps of an earlier run (resume) took no time now
+            return
+        mine = frac - base.get("frac", 0.0)
+        eta = "%.1f s" % ((1 - frac) * p["elapsed_s"] / mine) if mine > 0 else "--"
         what = ("layer %d" % p["layer"] if p["layer"] >= 0 else
                 (p["tensor"] or p["stage"]))
-        stream.write("fasvd: %3d%% %d/%d %s, %.1f s elapsed, ETA %.1f s\n"
+        stream.write("fasvd: %3d%% %d/%d %s, %.1f s elapsed, ETA %s\n"
                      % (round(100 * frac), p["steps_done"], p["steps_total"], what,
                         p["elapsed_s"], eta))
         stream.flush()
@@ -304,7 +307,7 @@ class Model(_Handle):
 
     def analyze(self, out=None, layers=None, tau=(0.01, 0.001), fold_norms=True,
                 stack_norm="sigma1", tensors=(), threads=None, resume=False, compute="f32",
-                progress=None, json_path=None, csv_path=None):
+                progress=None, json_path=None, csv_path=None, force=False):
         """Run the whole analysis (``fasvd analyze``) and return a
         :class:`fasvd.Result`.
 
@@ -317,9 +320,10 @@ class Model(_Handle):
         ``fold_norms``, ``stack_norm`` ("sigma1", "frobenius", "none"),
         ``tensors`` (fnmatch patterns of extra 2-D tensors, written as
         T.{name}), ``resume`` (continue ``out`` after an interrupted run),
-        ``compute`` ("f32" or "f64"), ``json_path`` / ``csv_path``: as the
-        CLI's --no-fold-norms, --stack-norm, --tensors, --resume, --compute,
-        --json, --csv. ``threads``: worker threads (default: the model's
+        ``compute`` ("f32" or "f64"), ``json_path`` / ``csv_path``,
+        ``force`` (replace an existing complete ``out``): as the CLI's
+        --no-fold-norms, --stack-norm, --tensors, --resume, --compute, --json,
+        --csv, --force. ``threads``: worker threads (default: the model's
         context, all CPUs).
         ``progress``: None, True (a line per step on stderr), or a callable
         receiving a dict (stage, layer, tensor, steps_done, steps_total,
@@ -348,6 +352,7 @@ class Model(_Handle):
         o.compute = parse_compute(compute)
         globs, o.tensor_globs, o.n_tensor_globs = _c_strings(tensors)
         o.resume = 1 if resume else 0
+        o.force = 1 if force else 0
         if json_path is not None:
             o.json_path = os.fspath(json_path).encode()
         if csv_path is not None:

@@ -346,7 +346,7 @@ def test_open_errors(tmp_path, llama_dir):
         write_fixture(str(tmp_path / "x"), arch="not_a_model")
 
 
-def test_nan_weight_raises_and_leaves_no_file(tmp_path):
+def test_nan_weight_raises_and_keeps_the_completed_layer(tmp_path):
     d = str(tmp_path / "nan")
     write_fixture(d, arch="llama", dtype="f32")
     path = os.path.join(d, "model.safetensors")
@@ -366,8 +366,9 @@ def test_nan_weight_raises_and_leaves_no_file(tmp_path):
         with pytest.raises(fasvd.NonFiniteError) as ei:
             m.analyze(out)
     assert isinstance(ei.value, fasvd.Error)
-    assert name in str(ei.value)
-    assert not os.path.exists(out)
+    assert name in str(ei.value) and "resume" in str(ei.value)
+    part = fasvd.load_spectra(out)  # layer 0 kept, resumable
+    assert not part.complete and part.layers == [0]
 
 
 def test_truncate_writes_exact_factors(tmp_path):
@@ -414,3 +415,18 @@ def test_truncate_writes_exact_factors(tmp_path):
     assert not os.path.exists(tmp_path / "cancel")
     with pytest.raises(fasvd.InvalidArgument):
         fasvd.truncate(d, str(tmp_path / "x"))
+
+
+def test_progress_eta_counts_only_this_runs_work():
+    import io
+    from fasvd.model import _progress_printer
+    out = io.StringIO()
+    show = _progress_printer(out)
+
+    def p(stage, done, t):
+        return {"stage": stage, "layer": done - 1, "tensor": None, "steps_done": done,
+                "steps_total": 10, "bytes_done": 0, "bytes_total": 0, "elapsed_s": t}
+
+    show(p("start", 8, 0.0))     # resumed: 8 of 10 layers done by an earlier run
+    show(p("layer", 9, 5.0))     # this run: one layer in 5 s, one left
+    assert out.getvalue().rstrip().endswith("ETA 5.0 s")
