@@ -405,7 +405,7 @@ static int report_sel(trunc_t *t, const sel *s);
 /* Every selected tensor would grow: a copy of the checkpoint would be the
  * input under another name, so none is written (each tensor is reported
  * as kept first). */
-static int nothing_smaller(trunc_t *t)
+static int nothing_smaller(trunc_t *t, const char *model_dir)
 {
 	for (int64_t i = 0; i < t->n_sels; i++) {
 		int rc = report_sel(t, &t->sels[i]);
@@ -418,7 +418,7 @@ static int nothing_smaller(trunc_t *t)
 	                    "(rank·(rows + cols) >= rows·cols); no output written (a lower rank "
 	                    "or energy loss makes them smaller; only_if_smaller = 0, the CLI's "
 	                    "--allow-larger, writes them anyway)",
-	                    t->fn, (long long)t->n_sels);
+	                    model_dir, (long long)t->n_sels);
 }
 
 static int factor_one(trunc_t *t, sel *s, held *h)
@@ -1097,7 +1097,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	if ((o.only_if_smaller && (rc = decide_skips(&t))) || (rc = load_index(&t, model_dir)))
 		goto out;
 	if (t.n_sels && t.n_skipped == t.n_sels) {
-		rc = nothing_smaller(&t);
+		rc = nothing_smaller(&t, model_dir);
 		goto out;
 	}
 	if (!(t.tmp = make_tmp(t.ctx, out_dir, fn))) {
