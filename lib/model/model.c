@@ -26,7 +26,8 @@ typedef struct model_input {
 
 struct fasvd_model {
 	fasvd_ctx *ctx;
-	fasvd_st *st;
+	fasvd_st *st;          /* the checkpoint: safetensors ... */
+	fasvd_gguf *gg;        /* ... or GGUF (then st is NULL) */
 	fasvd__config cfg;
 	fasvd__dims dims;
 	char *dir;
@@ -214,6 +215,22 @@ static bool st_has(const fasvd_st *st, const char *name)
 	return fasvd_st_find(NULL, st, name) == 0;
 }
 
+/* The checkpoint's tensors, whichever its format. */
+static bool ckpt_has(const fasvd_model *m, const char *name)
+{
+	return m->gg ? fasvd_gguf_find_tensor(NULL, m->gg, name) == 0 : st_has(m->st, name);
+}
+
+static int ckpt_info(fasvd_st_info *info, const fasvd_model *m, const char *name)
+{
+	return m->gg ? fasvd__gguf_st_info(info, m->gg, name) : fasvd_st_info_get(info, m->st, name);
+}
+
+static int ckpt_tensor(fasvd_tensor **t, const fasvd_model *m, const char *name)
+{
+	return m->gg ? fasvd_gguf_tensor(t, m->gg, name) : fasvd_st_tensor(t, m->st, name, 0);
+}
+
 /* Find the layer prefix: the first of the table's prefixes under which some
  * layer has some tensor of the layout. */
 static int detect_prefix(fasvd_model *m)
@@ -227,7 +244,7 @@ static int detect_prefix(fasvd_model *m)
 			for (int i = 0; i < ne; i++) {
 				if (!tensor_name(name, sizeof name, a->prefixes[p], l, a->suffix[e[i].role]))
 					continue;
-				if (st_has(m->st, name)) {
+				if (ckpt_has(m, name)) {
 					m->prefix = a->prefixes[p];
 					return 0;
 				}
@@ -271,8 +288,10 @@ static int check_input(fasvd_model *m, const model_input *in, const expect *e)
 	if (fasvd_dtype_from_name(&dt, info->dtype) != 0)
 		return fasvd__error(FASVD_EDTYPE,
 		                    "%s: tensor '%s' has dtype %s, which libfasvd cannot decode "
-		                    "(F64, F32, F16, BF16, F8_E4M3, F8_E5M2)",
-		                    info->file, in->name, info->dtype);
+		                    "(F64, F32, F16, BF16, F8_E4M3, F8_E5M2%s)",
+		                    info->file, in->name, info->dtype,
+		                    m->gg ? ", Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K, IQ4_NL, "
+		                            "IQ4_XS" : "");
 	int want_ndim = e->cols == D_NONE ? 1 : 2;
 	if (info->ndim != want_ndim) {
 		char shape[128];
@@ -335,7 +354,7 @@ static int build_inputs(fasvd_model *m)
 			if (!(in->name = fasvd__strdup(ctx, name)))
 				return FASVD_ENOMEM;
 			fasvd_st_info_init(&in->info, sizeof in->info);
-			in->present = fasvd_st_info_get(&in->info, m->st, name) == 0;
+			in->present = ckpt_info(&in->info, m, name) == 0;
 			m->n_needed++;
 			if (!in->present) {
 				m->n_missing++;
@@ -352,7 +371,7 @@ static int build_inputs(fasvd_model *m)
 			size_t n = strlen(name);
 			if (n > 7 && strcmp(name + n - 7, ".weight") == 0) {
 				snprintf(name + n - 7, sizeof name - (n - 7), ".bias");
-				in->has_bias = st_has(m->st, name);
+				in->has_bias = ckpt_has(m, name);
 				m->has_bias = m->has_bias || in->has_bias;
 			}
 			/* FP8 weights: `<name>_scale_inv` is needed in a quantised
@@ -474,6 +493,60 @@ static int check_model_path(const char *path, bool is_dir, const char *dir, cons
 	                    config, dir, found);
 }
 
+/* A Hugging Face folder (or one of its checkpoint files): config.json and
+ * the safetensors checkpoint. */
+static int open_hf(fasvd_model *m, const char *path, bool is_dir)
+{
+	fasvd_ctx *ctx = m->ctx;
+	char *whole = NULL;
+	int rc;
+	if (!(m->dir = model_dir(ctx, path)) ||
+	    !(m->config_path = fasvd__path_join(ctx, m->dir, "config.json")))
+		return FASVD_ENOMEM;
+	/* config.json first: its errors say what the folder is meant to be. */
+	if ((rc = check_model_path(path, is_dir, m->dir, m->config_path)) ||
+	    (rc = fasvd__config_load(ctx, &m->cfg, m->config_path)))
+		return rc;
+	fasvd__config_dims(&m->cfg, &m->dims);
+	/* One shard of a sharded checkpoint stands for the whole model. */
+	if ((rc = whole_checkpoint(ctx, path, is_dir, m->dir, &whole)))
+		return rc;
+	if (whole)
+		path = whole;
+	if ((rc = fasvd_st_open(&m->st, ctx, path)))
+		goto out;
+	if (m->cfg.block_rows &&
+	    (rc = fasvd_st_set_block_size(m->st, m->cfg.block_rows, m->cfg.block_cols)))
+		goto out;
+	/* The checkpoint as users know it: the single file, else the folder's
+	 * index. */
+	if (fasvd_st_shard_count(m->st) == 1)
+		m->ckpt_label = fasvd__strdup(ctx, fasvd_st_shard_path(m->st, 0));
+	else
+		m->ckpt_label = fasvd__strdup(ctx, path);
+	if (!m->ckpt_label)
+		rc = FASVD_ENOMEM;
+out:
+	fasvd__free(ctx, whole);
+	return rc;
+}
+
+/* A GGUF model: its metadata is the config, the file its checkpoint (also
+ * named as the model's config_path). */
+static int open_gguf(fasvd_model *m, const char *file)
+{
+	fasvd_ctx *ctx = m->ctx;
+	int rc;
+	if ((rc = fasvd_gguf_open(&m->gg, ctx, file)) ||
+	    (rc = fasvd__gguf_config(ctx, &m->cfg, m->gg, file)))
+		return rc;
+	if (!(m->dir = fasvd__dir_of(ctx, file)) || !(m->config_path = fasvd__strdup(ctx, file)) ||
+	    !(m->ckpt_label = fasvd__strdup(ctx, file)))
+		return FASVD_ENOMEM;
+	fasvd__config_dims(&m->cfg, &m->dims);
+	return 0;
+}
+
 int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsigned flags)
 {
 	if (out)
@@ -493,58 +566,32 @@ int fasvd_model_open(fasvd_model **out, fasvd_ctx *ctx, const char *path, unsign
 	if (!m)
 		return FASVD_ENOMEM;
 	m->ctx = ctx;
-	int rc;
-	char *whole = NULL;
-	if (!(m->dir = model_dir(ctx, path)) ||
-	    !(m->config_path = fasvd__path_join(ctx, m->dir, "config.json"))) {
-		rc = FASVD_ENOMEM;
+	char *gguf = NULL;
+	int rc = fasvd__gguf_model_path(ctx, path, S_ISDIR(sb.st_mode), &gguf);
+	if (!rc)
+		rc = gguf ? open_gguf(m, gguf) : open_hf(m, path, S_ISDIR(sb.st_mode));
+	fasvd__free(ctx, gguf);
+	if (rc)
 		goto fail;
-	}
-	/* config.json first: its errors say what the folder is meant to be. */
-	if ((rc = check_model_path(path, S_ISDIR(sb.st_mode), m->dir, m->config_path)) ||
-	    (rc = fasvd__config_load(ctx, &m->cfg, m->config_path)))
-		goto fail;
-	fasvd__config_dims(&m->cfg, &m->dims);
-	/* One shard of a sharded checkpoint stands for the whole model. */
-	if ((rc = whole_checkpoint(ctx, path, S_ISDIR(sb.st_mode), m->dir, &whole)))
-		goto fail;
-	if (whole)
-		path = whole;
-	if ((rc = fasvd_st_open(&m->st, ctx, path)))
-		goto fail;
-	if (m->cfg.block_rows &&
-	    (rc = fasvd_st_set_block_size(m->st, m->cfg.block_rows, m->cfg.block_cols)))
-		goto fail;
-	/* The checkpoint as users know it: the single file, else the folder's
-	 * index. */
-	if (fasvd_st_shard_count(m->st) == 1)
-		m->ckpt_label = fasvd__strdup(ctx, fasvd_st_shard_path(m->st, 0));
-	else
-		m->ckpt_label = fasvd__strdup(ctx, path);
-	if (!m->ckpt_label) {
-		rc = FASVD_ENOMEM;
-		goto fail;
-	}
 	/* Every layer has at least two tensors: a larger layer count is a
 	 * config for another checkpoint (and would make the scans below run
 	 * for nothing). */
-	if (m->cfg.n_layers > fasvd_st_count(m->st)) {
+	int64_t count = m->gg ? fasvd_gguf_tensor_count(m->gg) : fasvd_st_count(m->st);
+	if (m->cfg.n_layers > count) {
 		const char *k = m->cfg.arch->key_layers ? m->cfg.arch->key_layers : "num_hidden_layers";
 		rc = fasvd__error(FASVD_EARCH,
 		                  "%s: key '%s' = %lld, but the checkpoint %s holds only %lld tensors",
 		                  m->cfg.label, k, (long long)m->cfg.n_layers, m->ckpt_label,
-		                  (long long)fasvd_st_count(m->st));
+		                  (long long)count);
 		goto fail;
 	}
 	if ((rc = detect_prefix(m)) || (rc = build_inputs(m)))
 		goto fail;
 	if ((flags & FASVD_MODEL_REQUIRE_ALL) && (rc = first_missing(m)))
 		goto fail;
-	fasvd__free(ctx, whole);
 	*out = m;
 	return 0;
 fail:
-	fasvd__free(ctx, whole);
 	fasvd_model_free(m);
 	return rc;
 }
@@ -561,6 +608,7 @@ void fasvd_model_free(fasvd_model *m)
 	fasvd__free(ctx, m->inputs);
 	fasvd__free(ctx, m->layer_first);
 	fasvd_st_free(m->st);
+	fasvd_gguf_free(m->gg);
 	fasvd__config_clear(ctx, &m->cfg);
 	fasvd__free(ctx, m->dir);
 	fasvd__free(ctx, m->config_path);
@@ -612,7 +660,7 @@ int fasvd_model_info_get(fasvd_model_info *info, const fasvd_model *m)
 	v.block_cols = c->block_cols;
 	v.weight_dtypes = m->weight_dtypes;
 	v.has_bias = m->has_bias;
-	v.n_shards = fasvd_st_shard_count(m->st);
+	v.n_shards = m->gg ? fasvd_gguf_part_count(m->gg) : fasvd_st_shard_count(m->st);
 	v.n_needed = m->n_needed;
 	v.n_missing = m->n_missing;
 	v.bytes_needed = m->bytes_needed;
@@ -736,6 +784,33 @@ void fasvd_model_layer_free(fasvd_model_layer *l)
 	fasvd__free(ctx, l);
 }
 
+static int load_st_norm(double *v, const fasvd_model *m, const model_input *in, fasvd_dtype dt)
+{
+	const void *data;
+	uint64_t nbytes;
+	int rc = fasvd_st_raw(&data, &nbytes, m->st, in->name);
+	if (rc)
+		return rc;
+	int64_t n = in->info.shape[0];
+	if (nbytes != (uint64_t)n * fasvd_dtype_size(dt))
+		return fasvd__error(FASVD_EINTERNAL, "%s: tensor '%s': span does not match its shape",
+		                    in->info.file, in->name);
+	return fasvd_dtype_decode(v, dt, data, (size_t)n);
+}
+
+/* A GGUF norm vector (any of its types); non-finite values are checked by
+ * the caller, which names the index. */
+static int load_gguf_norm(double *v, const fasvd_model *m, const model_input *in)
+{
+	fasvd_tensor *t = NULL;
+	int rc = fasvd_gguf_tensor(&t, m->gg, in->name);
+	if (!rc)
+		rc = fasvd_tensor_to_f64(v, fasvd_tensor_cols(t), FASVD_LAYOUT_ROW_MAJOR, t,
+		                         FASVD_DECODE_ALLOW_NONFINITE);
+	fasvd_tensor_free(t);
+	return rc;
+}
+
 /* Decode a norm vector and turn it into the per-column scale it folds as. */
 static int load_norm(const fasvd_model *m, const model_input *in, double **out)
 {
@@ -743,18 +818,11 @@ static int load_norm(const fasvd_model *m, const model_input *in, double **out)
 	int rc = fasvd_dtype_from_name(&dt, in->info.dtype);
 	if (rc)
 		return rc;
-	const void *data;
-	uint64_t nbytes;
-	if ((rc = fasvd_st_raw(&data, &nbytes, m->st, in->name)))
-		return rc;
 	int64_t n = in->info.shape[0];
-	if (nbytes != (uint64_t)n * fasvd_dtype_size(dt))
-		return fasvd__error(FASVD_EINTERNAL, "%s: tensor '%s': span does not match its shape",
-		                    in->info.file, in->name);
 	double *v = fasvd__calloc(m->ctx, (size_t)n, sizeof *v, "norm vector");
 	if (!v)
 		return FASVD_ENOMEM;
-	if ((rc = fasvd_dtype_decode(v, dt, data, (size_t)n))) {
+	if ((rc = m->gg ? load_gguf_norm(v, m, in) : load_st_norm(v, m, in, dt))) {
 		fasvd__free(m->ctx, v);
 		return rc;
 	}
@@ -929,7 +997,7 @@ int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_
 			                  m->ckpt_label, in->name, in->info.file, in->scale_name);
 			goto fail;
 		}
-		if ((rc = fasvd_st_tensor(&l->root[in->role], m->st, in->name, 0)))
+		if ((rc = ckpt_tensor(&l->root[in->role], m, in->name)))
 			goto fail;
 	}
 	if ((rc = build_heads(l)) || (rc = apply_folding(l)))

@@ -6,6 +6,7 @@
 
 #include "tensor/tensor_int.h"
 
+#include <fasvd/gguf.h>
 #include <fasvd/model.h>
 
 /* How the attention projections are laid out in the checkpoint. */
@@ -111,5 +112,21 @@ typedef struct fasvd__dims {
 	int64_t n_heads, n_kv_heads;          /* K / V heads (MLA: = n_heads) */
 } fasvd__dims;
 void fasvd__config_dims(const fasvd__config *cfg, fasvd__dims *d);
+
+/* GGUF checkpoints (gguf_model.c). The GGUF file a model path names: the
+ * path itself when it is a GGUF file, the one .gguf model (single file or
+ * first part of a split set) of a folder without config.json; *out NULL
+ * when the path is no GGUF model. Errors: FASVD_EINVAL (a folder of several
+ * GGUF models), FASVD_ENOMEM. */
+int fasvd__gguf_model_path(fasvd_ctx *ctx, const char *path, bool is_dir, char **out);
+/* The config of a GGUF model from its metadata (general.architecture and
+ * the {arch}.* keys); `label` names the file. cfg->text is a synthesised
+ * config.json. Errors: FASVD_EARCH (unsupported architecture, missing or
+ * inconsistent key), FASVD_ENOMEM. On failure cfg is left cleared. */
+int fasvd__gguf_config(fasvd_ctx *ctx, fasvd__config *cfg, const fasvd_gguf *g,
+                       const char *label);
+/* Describe GGUF tensor `name` as a safetensors tensor: dtype ggml's type
+ * name, shape in PyTorch order (slowest first). Errors: FASVD_ENOTFOUND. */
+int fasvd__gguf_st_info(fasvd_st_info *info, const fasvd_gguf *g, const char *name);
 
 #endif /* FASVD_MODEL_INTERNAL_H */
