@@ -376,3 +376,15 @@ int fasvd__gguf_st_info(fasvd_st_info *info, const fasvd_gguf *g, const char *na
 	info->file = file;
 	return 0;
 }
+
+int fasvd__gguf_dtype(fasvd_dtype *out, const char *name)
+{
+	for (int d = FASVD_DTYPE_F64; d <= FASVD_DTYPE_IQ4_XS; d++) {
+		if (d != FASVD_DTYPE_F8_E4M3 && d != FASVD_DTYPE_F8_E5M2 &&
+		    strcmp(name, fasvd_dtype_name((fasvd_dtype)d)) == 0) {
+			*out = (fasvd_dtype)d;
+			return 0;
+		}
+	}
+	return fasvd__error(FASVD_EDTYPE, "ggml type %s is not decoded by libfasvd", name);
+}

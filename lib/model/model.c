@@ -285,7 +285,7 @@ static int check_input(fasvd_model *m, const model_input *in, const expect *e)
 {
 	const fasvd_st_info *info = &in->info;
 	fasvd_dtype dt;
-	if (fasvd_dtype_from_name(&dt, info->dtype) != 0)
+	if ((m->gg ? fasvd__gguf_dtype(&dt, info->dtype) : fasvd_dtype_from_name(&dt, info->dtype)))
 		return fasvd__error(FASVD_EDTYPE,
 		                    "%s: tensor '%s' has dtype %s, which libfasvd cannot decode "
 		                    "(F64, F32, F16, BF16, F8_E4M3, F8_E5M2%s)",
@@ -815,7 +815,8 @@ static int load_gguf_norm(double *v, const fasvd_model *m, const model_input *in
 static int load_norm(const fasvd_model *m, const model_input *in, double **out)
 {
 	fasvd_dtype dt;
-	int rc = fasvd_dtype_from_name(&dt, in->info.dtype);
+	int rc = m->gg ? fasvd__gguf_dtype(&dt, in->info.dtype)
+	               : fasvd_dtype_from_name(&dt, in->info.dtype);
 	if (rc)
 		return rc;
 	int64_t n = in->info.shape[0];

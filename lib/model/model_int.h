@@ -127,6 +127,9 @@ int fasvd__gguf_config(fasvd_ctx *ctx, fasvd__config *cfg, const fasvd_gguf *g,
                        const char *label);
 /* Describe GGUF tensor `name` as a safetensors tensor: dtype ggml's type
  * name, shape in PyTorch order (slowest first). Errors: FASVD_ENOTFOUND. */
+/* The dtype of a GGUF tensor whose info says dtype `name` (ggml's type
+ * names of the types libfasvd decodes). Errors: FASVD_EDTYPE. */
+int fasvd__gguf_dtype(fasvd_dtype *out, const char *name);
 int fasvd__gguf_st_info(fasvd_st_info *info, const fasvd_gguf *g, const char *name);
 
 #endif /* FASVD_MODEL_INTERNAL_H */
