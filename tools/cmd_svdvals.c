@@ -1,6 +1,7 @@
 /* fasvd svdvals — singular values of one 2-D tensor of a checkpoint. */
 #include "cli.h"
 
+#include <fasvd/gguf.h>
 #include <fasvd/svd.h>
 
 #include <fcntl.h>
@@ -15,8 +16,9 @@ static const char usage[] =
         "\n"
         "Print the singular values of the 2-D tensor TENSOR, one per line, descending,\n"
         "with 17 significant digits: exactly min(rows, cols) of them (or --rank of them).\n"
-        "CHECKPOINT is a .safetensors file, a *.safetensors.index.json, or a model\n"
-        "folder. Dtypes F64, F32, F16, BF16, F8_E4M3 and F8_E5M2 are read; an FP8 tensor\n"
+        "CHECKPOINT is a .safetensors file, a *.safetensors.index.json, a model folder,\n"
+        "or a GGUF file (TENSOR as llama.cpp names it: blk.0.attn_q.weight; every ggml\n"
+        "type of docs/gguf.md is dequantised exactly). Dtypes F64, F32, F16, BF16, F8_E4M3 and F8_E5M2 are read; an FP8 tensor\n"
         "with a sibling TENSOR_scale_inv is dequantised with its block scales; when the\n"
         "model folder's config.json declares block quantisation, an FP8 tensor without\n"
         "one is an error (--no-scales reads the raw codes).\n"
@@ -120,6 +122,70 @@ static int check_scales(fasvd_st *st, const char *file, const char *name)
 	return status;
 }
 
+/* True when `path` starts with GGUF's magic. */
+static bool is_gguf(const char *path)
+{
+	char magic[4];
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	bool yes = fd >= 0 && read(fd, magic, 4) == 4 && memcmp(magic, "GGUF", 4) == 0;
+	if (fd >= 0)
+		close(fd);
+	return yes;
+}
+
+/* Tensor `name` of GGUF file `path` (a matrix: 2-D). */
+static int gguf_tensor(fasvd_gguf **gg, fasvd_tensor **t, cli *c, const char *path,
+                       const char *name)
+{
+	int64_t i;
+	int nd = 0;
+	int rc = fasvd_gguf_open(gg, c->ctx, path);
+	if (!rc)
+		rc = fasvd_gguf_find_tensor(&i, *gg, name);
+	if (!rc)
+		rc = fasvd_gguf_tensor_info(NULL, &nd, NULL, NULL, NULL, NULL, *gg, i);
+	if (!rc && nd != 2)
+		return cli_error(CLI_EXIT_FAIL, "%s: tensor '%s' is %d-D; only a 2-D tensor has a "
+		                 "spectrum", path, name, nd);
+	if (!rc)
+		rc = fasvd_gguf_tensor(t, *gg, name);
+	return rc ? cli_lib_error(rc) : CLI_EXIT_OK;
+}
+
+/* Print the singular values of t (freed here). */
+static int print_svdvals(cli *c, fasvd_tensor *t, int dtype, int backend, int64_t rank)
+{
+	double *s = NULL;
+	int rc;
+	int64_t m = fasvd_tensor_rows(t), n = fasvd_tensor_cols(t);
+	int64_t k = m < n ? m : n;
+	if (rank && rank < k)
+		k = rank;
+	s = malloc((size_t)k * sizeof *s);
+	if (!s) {
+		fasvd_tensor_free(t);
+		return cli_error(CLI_EXIT_FAIL, "out of memory for %lld singular values",
+		                 (long long)k);
+	}
+	fasvd_svd_opts o;
+	fasvd_svd_opts_init(&o, sizeof o);
+	o.compute = dtype == 1 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+	o.backend = backends[backend];
+	o.rank = rank;
+	fasvd_svd_report rep;
+	fasvd_svd_report_init(&rep, sizeof rep);
+	rc = fasvd_svdvals(s, k, c->ctx, t, &o, &rep);
+	int status = CLI_EXIT_OK;
+	if (rc)
+		status = cli_lib_error(rc);
+	else
+		for (int64_t i = 0; i < k; i++)
+			printf("%.17g\n", s[i]);
+	free(s);
+	fasvd_tensor_free(t);
+	return status;
+}
+
 static int run(cli *c, int argc, char **argv)
 {
 	int dtype = 0, backend = 0;
@@ -143,14 +209,25 @@ static int run(cli *c, int argc, char **argv)
 		                       block);
 
 	fasvd_st *st = NULL;
+	fasvd_gguf *gg = NULL;
 	fasvd_tensor *t = NULL;
-	double *s = NULL;
+	int status;
+	if (is_gguf(pos[0])) {
+		status = gguf_tensor(&gg, &t, c, pos[0], pos[1]);
+		if (status) {
+			fasvd_gguf_free(gg);
+			return status;
+		}
+		status = print_svdvals(c, t, dtype, backend, rank);
+		fasvd_gguf_free(gg);
+		return status;
+	}
 	int rc = fasvd_st_open(&st, c->ctx, pos[0]);
 	if (!rc && !no_scales) {
 		struct quant q = read_quant(fasvd_st_dir(st));
 		if (!block && q.rows)
 			br = q.rows, bc = q.cols;
-		int status = q.quantised ? check_scales(st, pos[0], pos[1]) : CLI_EXIT_OK;
+		status = q.quantised ? check_scales(st, pos[0], pos[1]) : CLI_EXIT_OK;
 		if (status) {
 			fasvd_st_free(st);
 			return status;
@@ -161,37 +238,11 @@ static int run(cli *c, int argc, char **argv)
 	if (!rc)
 		rc = fasvd_st_tensor(&t, st, pos[1], no_scales ? FASVD_ST_NO_SCALES : 0);
 	if (rc) {
-		int status = cli_lib_error(rc);
+		status = cli_lib_error(rc);
 		fasvd_st_free(st);
 		return status;
 	}
-	int64_t m = fasvd_tensor_rows(t), n = fasvd_tensor_cols(t);
-	int64_t k = m < n ? m : n;
-	if (rank && rank < k)
-		k = rank;
-	s = malloc((size_t)k * sizeof *s);
-	if (!s) {
-		fasvd_tensor_free(t);
-		fasvd_st_free(st);
-		return cli_error(CLI_EXIT_FAIL, "out of memory for %lld singular values",
-		                 (long long)k);
-	}
-	fasvd_svd_opts o;
-	fasvd_svd_opts_init(&o, sizeof o);
-	o.compute = dtype == 1 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
-	o.backend = backends[backend];
-	o.rank = rank;
-	fasvd_svd_report rep;
-	fasvd_svd_report_init(&rep, sizeof rep);
-	rc = fasvd_svdvals(s, k, c->ctx, t, &o, &rep);
-	int status = CLI_EXIT_OK;
-	if (rc)
-		status = cli_lib_error(rc);
-	else
-		for (int64_t i = 0; i < k; i++)
-			printf("%.17g\n", s[i]);
-	free(s);
-	fasvd_tensor_free(t);
+	status = print_svdvals(c, t, dtype, backend, rank);
 	fasvd_st_free(st);
 	return status;
 }
