@@ -408,10 +408,10 @@ static void test_other_formats(void **state)
 	snprintf(path, sizeof path, "%s/model-Q8_0.gguf", tmp);
 	assert_fasvd(fasvd_model_open(&m, NULL, path, 0), FASVD_EFORMAT);
 	assert_null(m);
-	detail_has(path, "is a GGUF file", "libfasvd reads safetensors checkpoints", NULL);
-	assert_fasvd(fasvd_model_open(&m, NULL, tmp, 0), FASVD_ENOTFOUND);
-	detail_has("/config.json: no such file", "a Hugging Face model folder",
-	           "model-Q8_0.gguf (a GGUF file)", "tokenizer.json", NULL);
+	/* GGUF is read as a model: this one is truncated, and named so. */
+	detail_has(path, "shorter than the 24-byte GGUF header", NULL);
+	assert_fasvd(fasvd_model_open(&m, NULL, tmp, 0), FASVD_EFORMAT);
+	detail_has("model-Q8_0.gguf", "shorter than the 24-byte GGUF header", NULL);
 	/* with config.json, the checkpoint search lists the folder */
 	write_text(tmp, "config.json", LLAMA_CFG);
 	assert_fasvd(fasvd_model_open(&m, NULL, tmp, 0), FASVD_ENOTFOUND);

@@ -113,6 +113,13 @@ int fasvd__format_error(const char *path, fasvd__format f)
 {
 	static const fmt_info other = {"not a safetensors file", "unknown format",
 	                               "convert it to safetensors"};
+	if (f == FASVD__FORMAT_GGUF) /* read elsewhere: say where */
+		return fasvd__error(FASVD_EFORMAT,
+		                    "%s is a GGUF file (llama.cpp's format): it is read as a model "
+		                    "(fasvd info, svdvals and analyze; fasvd_model_open) or with "
+		                    "fasvd_gguf_open(); this step reads safetensors files only "
+		                    "(docs/gguf.md)",
+		                    path);
 	const fmt_info *i = (size_t)f < sizeof formats / sizeof *formats && formats[f].name ?
 	                            &formats[f] :
 	                            &other;

@@ -35,9 +35,9 @@ fasvd__format fasvd__sniff_file(const char *path);
 /* "a GGUF file", "a ZIP archive" ...; "" for UNKNOWN and SAFETENSORS. */
 const char *fasvd__format_name(fasvd__format f);
 
-/* Record "PATH is a GGUF file (llama.cpp's format); libfasvd reads
- * safetensors checkpoints: <what to do> (docs/...)" and return
- * FASVD_EFORMAT. */
+/* Record "PATH is a ZIP archive (...); libfasvd reads safetensors
+ * checkpoints: <what to do> (docs/...)" and return FASVD_EFORMAT. A GGUF
+ * file is named as read by the model layer, not by the caller's step. */
 int fasvd__format_error(const char *path, fasvd__format f);
 
 /* Write into buf[n] a short list of the entries of directory `dir`:

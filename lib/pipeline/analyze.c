@@ -506,6 +506,10 @@ static int select_tensors(struct run *r)
 	int64_t n = fasvd_st_count(r->st);
 	if (o->n_tensor_globs <= 0)
 		return 0;
+	if (!r->st) /* a GGUF model */
+		return fasvd__error(FASVD_EINVAL,
+		                    "--tensors reads safetensors checkpoints; for a tensor of a GGUF "
+		                    "model use fasvd svdvals FILE.gguf TENSOR (docs/gguf.md)");
 	r->tensors = fasvd__calloc(r->ctx, (size_t)n + 1, sizeof(char *), "tensor list");
 	r->tensor_done = fasvd__calloc(r->ctx, (size_t)n + 1, sizeof(bool), "tensor list");
 	/* taken[i]: checkpoint tensor i is selected already (by an earlier

@@ -801,6 +801,12 @@ static int open_checkpoint(trunc_t *t, const char *model_dir)
 		if ((rc = fasvd_model_info_get(&t->info, t->model)))
 			return rc;
 		t->st = fasvd_model_checkpoint(t->model);
+		if (!t->st) /* a GGUF model (docs/gguf.md) */
+			return fasvd__error(FASVD_EFORMAT,
+			                    "%s is a GGUF model: fasvd truncate rewrites safetensors "
+			                    "checkpoints only; analyse it with fasvd analyze, or "
+			                    "convert it to a Hugging Face folder first (docs/gguf.md)",
+			                    model_dir);
 		return 0;
 	}
 	/* Without a supported architecture, patterns still name the tensors. */

@@ -75,21 +75,22 @@ def main():
         gguf = os.path.join(only, "model-Q4_K_M.gguf")
         with open(gguf, "wb") as f:
             f.write(gguf_bytes())
-        named = [gguf + " is a GGUF file", "libfasvd reads safetensors checkpoints"]
-        wrong = ["absurd", "cannot open"]
-        check_error("info FILE.gguf names GGUF", ["info", gguf], 14, named, wrong)
-        check_error("analyze FILE.gguf names GGUF",
+        # GGUF is read as a model: a truncated one is named with the cause.
+        named = [gguf + ": 291 tensors and 24 metadata entries cannot fit", "truncated"]
+        wrong = ["absurd", "cannot open", "safetensors"]
+        check_error("info FILE.gguf reads GGUF: a truncated file is named",
+                    ["info", gguf], 14, named, wrong)
+        check_error("analyze FILE.gguf reads GGUF",
                     ["analyze", gguf, "-o", os.path.join(tmp, "g.safetensors")], 14, named, wrong)
-        check_error("truncate FILE.gguf names GGUF",
+        check_error("svdvals FILE.gguf reads GGUF", ["svdvals", gguf, "x"], 14, named, wrong)
+        check_error("truncate FILE.gguf: this step reads safetensors only",
                     ["truncate", gguf, "-o", os.path.join(tmp, "g-lr"), "--rank", "2"], 14,
-                    named, wrong)
-        check_error("svdvals FILE.gguf names GGUF", ["svdvals", gguf, "x"], 14, named, wrong)
-        no_cfg = ["config.json: no such file", "a Hugging Face model folder with config.json",
-                  "model-Q4_K_M.gguf (a GGUF file)"]
-        check_error("info on a folder of GGUF only: what a model folder holds, what it found",
-                    ["info", only], 20, no_cfg)
-        check_error("analyze on a folder of GGUF only",
-                    ["analyze", only, "-o", os.path.join(tmp, "g.safetensors")], 20, no_cfg)
+                    [gguf + " is a GGUF file", "reads safetensors files only", "docs/gguf.md"],
+                    ["absurd"])
+        check_error("info on a folder holding one GGUF model reads it",
+                    ["info", only], 14, named, wrong)
+        check_error("analyze on a folder holding one GGUF model reads it",
+                    ["analyze", only, "-o", os.path.join(tmp, "g.safetensors")], 14, named)
         report(not os.path.exists(os.path.join(tmp, "g.safetensors"))
                and not os.path.exists(os.path.join(tmp, "g-lr")), "nothing written for GGUF")
 
