@@ -28,6 +28,10 @@ _STORAGE = {
 }
 _NAMES = {L.DTYPE_F64: "f64", L.DTYPE_F32: "f32", L.DTYPE_F16: "f16", L.DTYPE_BF16: "bf16",
           L.DTYPE_F8_E4M3: "f8_e4m3", L.DTYPE_F8_E5M2: "f8_e5m2"}
+# GGUF tensors (read only: their blocks are decoded, never written)
+_NAMES.update({getattr(L, "DTYPE_" + n): n.lower() for n in (
+    "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+    "IQ4_NL", "IQ4_XS")})
 # numpy dtypes of the ml_dtypes package (if a caller uses it) by name
 _ML_DTYPES = {"bfloat16": L.DTYPE_BF16, "float8_e4m3fn": L.DTYPE_F8_E4M3,
               "float8_e5m2": L.DTYPE_F8_E5M2}

@@ -65,6 +65,9 @@ CTX_THREADS = 1
 CTX_COMPUTE = 2
 
 DTYPE_F64, DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_F8_E4M3, DTYPE_F8_E5M2 = 1, 2, 3, 4, 5, 6
+# ggml's block-quantised types (GGUF tensors; include/fasvd/tensor.h)
+(DTYPE_Q4_0, DTYPE_Q4_1, DTYPE_Q5_0, DTYPE_Q5_1, DTYPE_Q8_0, DTYPE_Q2_K, DTYPE_Q3_K, DTYPE_Q4_K,
+ DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_IQ4_NL, DTYPE_IQ4_XS) = range(7, 19)
 
 LAYOUT_ROW_MAJOR = 101
 LAYOUT_COL_MAJOR = 102
@@ -98,6 +101,7 @@ rfactors_p = P(type("fasvd_rfactors", (_Opaque,), {}))
 subspace_p = P(type("fasvd_subspace", (_Opaque,), {}))
 spectra_p = P(type("fasvd_spectra", (_Opaque,), {}))
 st_p = P(type("fasvd_st", (_Opaque,), {}))
+gguf_p = P(type("fasvd_gguf", (_Opaque,), {}))
 model_p = P(type("fasvd_model", (_Opaque,), {}))
 layer_p = P(type("fasvd_model_layer", (_Opaque,), {}))
 
@@ -382,6 +386,12 @@ _PROTOTYPES = {
     "fasvd_st_info_get": (c_int, [P(StInfo), st_p, c_char_p]),
     "fasvd_st_tensor": (c_int, [P(tensor_p), st_p, c_char_p, c_unsigned]),
     "fasvd_st_metadata": (c_int, [P(c_char_p), st_p, c_char_p]),
+    # gguf.h (reader)
+    "fasvd_gguf_open": (c_int, [P(gguf_p), ctx_p, c_char_p]),
+    "fasvd_gguf_free": (None, [gguf_p]),
+    "fasvd_gguf_tensor_count": (c_int64, [gguf_p]),
+    "fasvd_gguf_tensor_name": (c_char_p, [gguf_p, c_int64]),
+    "fasvd_gguf_tensor": (c_int, [P(tensor_p), gguf_p, c_char_p]),
     # model.h
     "fasvd_arch_count": (c_int64, []),
     "fasvd_arch_name": (c_char_p, [c_int64]),

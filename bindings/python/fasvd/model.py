@@ -168,7 +168,9 @@ def _progress_printer(stream=None):
 
 class Model(_Handle):
     """A model folder opened for analysis (config.json + safetensors
-    checkpoint, single or sharded; see docs/architectures.md).
+    checkpoint, single or sharded; see docs/architectures.md), or a GGUF
+    file (llama.cpp's format: architecture and dimensions from its
+    metadata, tensors dequantised exactly; docs/gguf.md).
 
     ``info``: a dict describing it (architecture, layers, heads, KV heads,
     head dimensions, latent ranks, dtypes, tensors needed / missing, bytes
@@ -209,21 +211,46 @@ class Model(_Handle):
             out.append(_input_dict(x))
         return out
 
+    def _gguf(self):
+        """The GGUF reader of a GGUF model (its checkpoint is no
+        safetensors one), opened on first use; None otherwise."""
+        if L.lib.fasvd_model_checkpoint(self) or self.info["config_path"] is None:
+            return None
+        if getattr(self, "_gg", None) is None:
+            g = L.gguf_p()
+            L.call("fasvd_gguf_open", ctypes.byref(g), self.ctx, self.info["config_path"].encode())
+            self._gg = g
+        return self._gg
+
+    def close(self):
+        g, self._gg = getattr(self, "_gg", None), None
+        if g and L is not None and L.lib is not None:
+            L.lib.fasvd_gguf_free(g)
+        super().close()
+
     def tensor_names(self):
         """Every tensor name of the checkpoint (sorted)."""
         self._require()
+        g = self._gguf()
+        if g:
+            return sorted(L.decode(L.lib.fasvd_gguf_tensor_name(g, i))
+                          for i in range(L.lib.fasvd_gguf_tensor_count(g)))
         st = L.lib.fasvd_model_checkpoint(self)
         return [L.decode(L.lib.fasvd_st_name(st, i)) for i in range(L.lib.fasvd_st_count(st))]
 
     def tensor(self, name, scales=True):
         """A 2-D checkpoint tensor decoded to float64 (FP8 block scales
-        applied unless ``scales=False``). Raises NotFoundError, ShapeError
-        (not 2-D), DtypeError."""
+        applied unless ``scales=False``; a GGUF tensor dequantised exactly
+        as ggml does, ``ne = {in, out}`` giving out rows). Raises
+        NotFoundError, ShapeError (not 2-D), DtypeError."""
         self._require()
-        st = L.lib.fasvd_model_checkpoint(self)
         t = L.tensor_p()
-        L.call("fasvd_st_tensor", ctypes.byref(t), st, name.encode(),
-               0 if scales else L.ST_NO_SCALES)
+        g = self._gguf()
+        if g:
+            L.call("fasvd_gguf_tensor", ctypes.byref(t), g, name.encode())
+        else:
+            L.call("fasvd_st_tensor", ctypes.byref(t), L.lib.fasvd_model_checkpoint(self),
+                   name.encode(), 0 if scales else L.ST_NO_SCALES)
         try:
             rows, cols = L.lib.fasvd_tensor_rows(t), L.lib.fasvd_tensor_cols(t)
             out = np.empty((rows, cols), dtype=np.float64)
@@ -414,8 +441,9 @@ class Model(_Handle):
 
 
 def open(model_dir, require_all=False, threads=None, ctx=None):  # noqa: A001 (fasvd.open)
-    """Open a model folder (config.json + safetensors checkpoint) or a
-    checkpoint file / index inside one: a :class:`Model`. ``require_all``:
+    """Open a model folder (config.json + safetensors checkpoint), a
+    checkpoint file / index inside one, or a GGUF file (or a folder holding
+    one GGUF model and no config.json): a :class:`Model`. ``require_all``:
     fail with NotFoundError when a tensor the layers need is missing
     (otherwise missing tensors are listed in ``info`` and refused by the
     analysis). Raises NotFoundError, ArchError (unknown architecture or an
