@@ -78,6 +78,28 @@ static const fasvd__arch gg_archs[] = {
 	},
 };
 
+/* deepseek2 as converters since 2025 write it: kv_b_proj split per head
+ * into attn_k_b (K transposed) and attn_v_b, without attn_kv_b. */
+static const fasvd__arch gg_mla_split = {
+	.name = "deepseek2",
+	.layout = FASVD__LAYOUT_MLA,
+	.norm = FASVD_NORM_RMS,
+	.prefixes = {"blk.%d."},
+	.suffix = {[FASVD__R_Q] = "attn_q.weight",
+	           [FASVD__R_QA] = "attn_q_a.weight",
+	           [FASVD__R_QB] = "attn_q_b.weight",
+	           [FASVD__R_KVA] = "attn_kv_a_mqa.weight",
+	           [FASVD__R_KB] = "attn_k_b.weight",
+	           [FASVD__R_VB] = "attn_v_b.weight",
+	           [FASVD__R_O] = "attn_output.weight",
+	           [FASVD__R_IN_NORM] = "attn_norm.weight",
+	           [FASVD__R_QA_NORM] = "attn_q_a_norm.weight",
+	           [FASVD__R_KVA_NORM] = "attn_kv_a_norm.weight"},
+	.key_hidden = "embedding_length",
+	.key_layers = "block_count",
+	.key_heads = "attention.head_count",
+};
+
 static const fasvd__arch *gg_arch_find(const char *name)
 {
 	for (size_t i = 0; i < sizeof gg_archs / sizeof *gg_archs; i++) {
@@ -343,6 +365,10 @@ int fasvd__gguf_config(fasvd_ctx *ctx, fasvd__config *c, const fasvd_gguf *g, co
 		fasvd__config_clear(ctx, c);
 		return rc;
 	}
+	if (fasvd__arch_is_mla(c->arch) &&
+	    fasvd_gguf_find_tensor(NULL, g, "blk.0.attn_kv_b.weight") != 0 &&
+	    fasvd_gguf_find_tensor(NULL, g, "blk.0.attn_k_b.weight") == 0)
+		c->arch = &gg_mla_split;
 	gg_keys k = {g, arch, label};
 	if ((rc = gg_dims(&k, c)) || !(c->text = synth_config(ctx, c))) {
 		fasvd__config_clear(ctx, c);
@@ -368,10 +394,13 @@ int fasvd__gguf_st_info(fasvd_st_info *info, const fasvd_gguf *g, const char *na
 	info->size = size;
 	info->name = fasvd_gguf_tensor_name(g, i);
 	info->dtype = fasvd_gguf_type_name(type);
-	/* PyTorch's order: the slowest dimension first. */
-	info->ndim = nd < FASVD_ST_MAX_DIMS ? nd : FASVD_ST_MAX_DIMS;
-	for (int d = 0; d < info->ndim; d++)
-		info->shape[d] = ne[nd - 1 - d];
+	/* PyTorch's order: rows (ne[1] · ne[2] · ne[3], as the GGUF reader
+	 * views a tensor), then ne[0]. */
+	info->ndim = nd < 2 ? nd : 2;
+	if (nd == 1)
+		info->shape[0] = ne[0];
+	else if (nd >= 2)
+		info->shape[0] = ne[1] * ne[2] * ne[3], info->shape[1] = ne[0];
 	info->nbytes = nbytes;
 	info->file = file;
 	return 0;

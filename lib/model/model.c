@@ -56,6 +56,8 @@ static const char *const role_names[FASVD__R_COUNT] = {
 	[FASVD__R_IN_NORM] = "input_norm",
 	[FASVD__R_QA_NORM] = "q_a_norm",
 	[FASVD__R_KVA_NORM] = "kv_a_norm",
+	[FASVD__R_KB] = "k_b_proj",
+	[FASVD__R_VB] = "v_b_proj",
 };
 
 static bool role_is_norm(fasvd__role r)
@@ -102,7 +104,9 @@ typedef enum dim_kind {
 	D_KVA,     /* kv_lora_rank + qk_rope */
 	D_KVLORA,  /* kv_lora_rank */
 	D_KVB,     /* heads · (qk_nope + v_head) */
-	D_OV       /* heads · v_head */
+	D_OV,      /* heads · v_head */
+	D_KB,      /* heads · kv_lora_rank (k_b's rows) */
+	D_NOPE     /* qk_nope */
 } dim_kind;
 
 static int64_t dim_value(const fasvd__config *c, dim_kind k)
@@ -120,6 +124,8 @@ static int64_t dim_value(const fasvd__config *c, dim_kind k)
 	case D_KVLORA: return c->kv_lora_rank;
 	case D_KVB: return c->n_heads * (c->qk_nope + c->v_head);
 	case D_OV: return c->n_heads * c->v_head;
+	case D_KB: return c->n_heads * c->kv_lora_rank;
+	case D_NOPE: return c->qk_nope;
 	}
 	return 0;
 }
@@ -147,6 +153,8 @@ static const char *dim_expr(const fasvd__config *c, dim_kind k, char *buf, size_
 	case D_KVLORA: snprintf(buf, n, "kv_lora_rank"); break;
 	case D_KVB: snprintf(buf, n, "%s*(qk_nope_head_dim+v_head_dim)", heads); break;
 	case D_OV: snprintf(buf, n, "%s*v_head_dim", heads); break;
+	case D_KB: snprintf(buf, n, "%s*kv_lora_rank", heads); break;
+	case D_NOPE: snprintf(buf, n, "qk_nope_head_dim"); break;
 	}
 	return buf;
 }
@@ -189,7 +197,12 @@ static int layer_expect(const fasvd__config *c, expect *e)
 			e[n++] = (expect){FASVD__R_Q, D_QB, D_HIDDEN};
 		}
 		e[n++] = (expect){FASVD__R_KVA, D_KVA, D_HIDDEN};
-		e[n++] = (expect){FASVD__R_KVB, D_KVB, D_KVLORA};
+		if (c->arch->suffix[FASVD__R_KVB]) {
+			e[n++] = (expect){FASVD__R_KVB, D_KVB, D_KVLORA};
+		} else { /* k_b / v_b, rows folded as the GGUF reader views them */
+			e[n++] = (expect){FASVD__R_KB, D_KB, D_NOPE};
+			e[n++] = (expect){FASVD__R_VB, D_OV, D_KVLORA};
+		}
 		e[n++] = (expect){FASVD__R_O, D_HIDDEN, D_OV};
 		if (norm) {
 			if (c->q_lora_rank)
@@ -751,6 +764,7 @@ struct fasvd_model_layer {
 	fasvd_tensor *root[FASVD__R_COUNT]; /* checkpoint tensors */
 	fasvd_tensor *qkv_t;                /* GPT-2: c_attn transposed */
 	fasvd_tensor *kva, *kva_pe;         /* MLA: row blocks of kv_a_proj_with_mqa */
+	fasvd_tensor *kvb;                  /* MLA: kv_b_proj rebuilt from k_b, v_b */
 	fasvd_heads *heads[H_COUNT];
 	double *norm[N_COUNT];              /* folded per-column scales */
 	fasvd_layer_desc desc;
@@ -777,6 +791,7 @@ void fasvd_model_layer_free(fasvd_model_layer *l)
 	fasvd_tensor_free(l->qkv_t);
 	fasvd_tensor_free(l->kva);
 	fasvd_tensor_free(l->kva_pe);
+	fasvd_tensor_free(l->kvb);
 	for (int i = 0; i < FASVD__R_COUNT; i++)
 		fasvd_tensor_free(l->root[i]);
 	for (int i = 0; i < N_COUNT; i++)
@@ -848,6 +863,31 @@ static int new_heads(fasvd_model_layer *l, int slot, const fasvd_tensor *t, fasv
 	return fasvd_heads_new(&l->heads[slot], l->m->ctx, t, axis, n, size, offset, stride);
 }
 
+/* kv_b_proj [heads·(nope + v), kv_lora] from its per-head split (GGUF
+ * attn_k_b: head h's K transposed, kv_lora x nope; attn_v_b: head h's V),
+ * decoded for this layer only: the values are ggml's floats, so F32 holds
+ * them exactly. */
+static int rebuild_kvb(fasvd_model_layer *l)
+{
+	const fasvd__config *c = &l->m->cfg;
+	int64_t H = c->n_heads, nope = c->qk_nope, vh = c->v_head, kvl = c->kv_lora_rank;
+	int rc = fasvd_tensor_new(&l->kvb, l->m->ctx, FASVD_DTYPE_F32, H * (nope + vh), kvl);
+	if (rc)
+		return rc;
+	float *dst = fasvd_tensor_data_mut(l->kvb);
+	for (int64_t h = 0; h < H && !rc; h++) {
+		fasvd_tensor *kb = NULL, *vb = NULL;
+		float *row = dst + h * (nope + vh) * kvl;
+		if (!(rc = fasvd_tensor_view(&kb, l->root[FASVD__R_KB], h * kvl, 0, kvl, nope)) &&
+		    !(rc = fasvd_tensor_view(&vb, l->root[FASVD__R_VB], h * vh, 0, vh, kvl)) &&
+		    !(rc = fasvd_tensor_to_f32(row, kvl, FASVD_LAYOUT_COL_MAJOR, kb, 0)))
+			rc = fasvd_tensor_to_f32(row + nope * kvl, kvl, FASVD_LAYOUT_ROW_MAJOR, vb, 0);
+		fasvd_tensor_free(kb);
+		fasvd_tensor_free(vb);
+	}
+	return rc;
+}
+
 static int build_heads(fasvd_model_layer *l)
 {
 	const fasvd__config *c = &l->m->cfg;
@@ -894,12 +934,15 @@ static int build_heads(fasvd_model_layer *l)
 	case FASVD__LAYOUT_MLA: {
 		int64_t nope = c->qk_nope, rope = c->qk_rope, vh = c->v_head, kvl = c->kv_lora_rank;
 		const fasvd_tensor *q = c->q_lora_rank ? r[FASVD__R_QB] : r[FASVD__R_Q];
+		if (!r[FASVD__R_KVB] && (rc = rebuild_kvb(l)))
+			return rc;
+		const fasvd_tensor *kvb = r[FASVD__R_KVB] ? r[FASVD__R_KVB] : l->kvb;
 		/* q_b_proj rows per head [nope | rope]; kv_b_proj rows per head
 		 * [k_nope ; v] — interleaved, never first half / second half. */
 		if ((rc = new_heads(l, H_Q, q, FASVD_AXIS_ROWS, H, nope, 0, nope + rope)) ||
 		    (rc = new_heads(l, H_QPE, q, FASVD_AXIS_ROWS, H, rope, nope, nope + rope)) ||
-		    (rc = new_heads(l, H_K, r[FASVD__R_KVB], FASVD_AXIS_ROWS, H, nope, 0, nope + vh)) ||
-		    (rc = new_heads(l, H_V, r[FASVD__R_KVB], FASVD_AXIS_ROWS, H, vh, nope, nope + vh)) ||
+		    (rc = new_heads(l, H_K, kvb, FASVD_AXIS_ROWS, H, nope, 0, nope + vh)) ||
+		    (rc = new_heads(l, H_V, kvb, FASVD_AXIS_ROWS, H, vh, nope, nope + vh)) ||
 		    (rc = new_heads(l, H_O, r[FASVD__R_O], FASVD_AXIS_COLS, H, vh, 0, vh)))
 			return rc;
 		/* kv_a_proj_with_mqa rows [kv_lora ; rope]. */

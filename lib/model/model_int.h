@@ -39,6 +39,9 @@ typedef enum fasvd__role {
 	FASVD__R_IN_NORM, /* norm before attention (input_layernorm, ln_1) */
 	FASVD__R_QA_NORM, /* MLA q_a_layernorm */
 	FASVD__R_KVA_NORM,/* MLA kv_a_layernorm */
+	FASVD__R_KB,      /* MLA kv_b_proj's K part, split per head and transposed
+	                   * ([heads, kv_lora_rank, qk_nope]: GGUF attn_k_b) */
+	FASVD__R_VB,      /* its V part ([heads, v_head, kv_lora_rank]: attn_v_b) */
 	FASVD__R_COUNT
 } fasvd__role;
 

@@ -4,7 +4,8 @@
 usage: test-gguf-models.py FASVD WORKDIR
 
 For each GGUF architecture libfasvd reads (llama, qwen2, qwen3, gemma2,
-gemma3, phi3, gpt2, gptneox, bert, deepseek2) a small two-layer model is
+gemma3, phi3, gpt2, gptneox, bert, deepseek2 with attn_kv_b or with the newer
+attn_k_b + attn_v_b split) a small two-layer model is
 drawn from a float64 generator in the Hugging Face layout, converted as
 llama.cpp's convert_hf_to_gguf.py converts it (llama's Q/K rows permuted
 inside each head, Gemma's norms stored as 1 + gamma, GPT-2's Conv1D weights
@@ -52,9 +53,12 @@ ARCHS = {
     "gemma2": ("gemma2", 2, 16), "gemma3": ("gemma3", 1, 32), "phi3": ("phi3", 2, 16),
     "gpt2": ("gpt2", 4, 16), "gptneox": ("gpt_neox", 4, 16), "bert": ("bert", 4, 16),
     "deepseek2": ("deepseek_v2", 4, 0),
+    # kv_b split per head into attn_k_b (K transposed) and attn_v_b, as
+    # converters write DeepSeek since 2025
+    "deepseek2-kb": ("deepseek_v2", 4, 0),
 }
-MLA = dict(q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
-           v_head_dim=16)
+MLA = dict(q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=32, qk_rope_head_dim=8,
+           v_head_dim=32)
 
 
 def permute(w, n_head, n_head_kv):
@@ -90,8 +94,14 @@ def draw(rng, shape):
 
 def gguf_shapes(arch, kv, hd):
     """GGUF tensor name suffix -> (rows, cols) of the Linear matrix, or (n,)."""
-    if arch == "deepseek2":
+    if arch.startswith("deepseek2"):
         m = MLA
+        if arch == "deepseek2-kb":
+            s = gguf_shapes("deepseek2", kv, hd)
+            del s["attn_kv_b"]
+            s["attn_k_b"] = (H, m["kv_lora_rank"], m["qk_nope_head_dim"])
+            s["attn_v_b"] = (H, m["v_head_dim"], m["kv_lora_rank"])
+            return s
         return {"attn_q_a": (m["q_lora_rank"], HIDDEN),
                 "attn_q_b": (H * (m["qk_nope_head_dim"] + m["qk_rope_head_dim"]),
                              m["q_lora_rank"]),
@@ -132,6 +142,11 @@ def to_hf(arch, kv, hd, l, t):
         return {p + "self.query.weight": t["attn_q"], p + "self.key.weight": t["attn_k"],
                 p + "self.value.weight": t["attn_v"], p + "output.dense.weight": t["attn_output"]}
     p = "model.layers.%d." % l
+    if arch == "deepseek2-kb":
+        t = dict(t)
+        kb, vb = t.pop("attn_k_b"), t.pop("attn_v_b")
+        t["attn_kv_b"] = np.concatenate([np.concatenate([kb[h].T, vb[h]]) for h in range(H)])
+        arch = "deepseek2"
     if arch == "deepseek2":
         names = {"attn_q_a": "self_attn.q_a_proj", "attn_q_b": "self_attn.q_b_proj",
                  "attn_kv_a_mqa": "self_attn.kv_a_proj_with_mqa",
@@ -154,11 +169,11 @@ def to_hf(arch, kv, hd, l, t):
 
 
 def write_gguf(path, arch, kv, hd, tensors, qtype):
-    w = gguf.GGUFWriter(path, arch)
+    w = gguf.GGUFWriter(path, arch.split("-")[0])
     w.add_block_count(LAYERS)
     w.add_embedding_length(HIDDEN)
     w.add_head_count(H)
-    if arch == "deepseek2":
+    if arch.startswith("deepseek2"):
         m = MLA
         w.add_head_count_kv(1)  # absorbed MQA form, as the converter writes it
         w.add_q_lora_rank(m["q_lora_rank"])
@@ -175,7 +190,7 @@ def write_gguf(path, arch, kv, hd, tensors, qtype):
             w.add_value_length(hd)
     for name, a in tensors.items():
         a32 = a.astype(np.float32)
-        if a.ndim == 2 and qtype != Q.F32:
+        if a.ndim >= 2 and qtype != Q.F32:
             w.add_tensor(name, gguf.quants.quantize(a32, qtype), raw_dtype=qtype)
         else:
             w.add_tensor(name, a32)
