@@ -41,11 +41,27 @@
 	.key_hidden = "embedding_length", .key_layers = "block_count",       \
 	.key_heads = "attention.head_count", .head_dim_key = true, .gqa = true
 
+/* DeepSeek's multi-head latent attention; the kv_b tensors as arguments. */
+#define GG_MLA(...)                                                          \
+	.name = "deepseek2", .layout = FASVD__LAYOUT_MLA, .norm = FASVD_NORM_RMS, \
+	.prefixes = {"blk.%d."},                                             \
+	.suffix = {[FASVD__R_Q] = "attn_q.weight",                           \
+	           [FASVD__R_QA] = "attn_q_a.weight",                        \
+	           [FASVD__R_QB] = "attn_q_b.weight",                        \
+	           [FASVD__R_KVA] = "attn_kv_a_mqa.weight",                  \
+	           [FASVD__R_O] = "attn_output.weight",                      \
+	           [FASVD__R_IN_NORM] = "attn_norm.weight",                  \
+	           [FASVD__R_QA_NORM] = "attn_q_a_norm.weight",              \
+	           [FASVD__R_KVA_NORM] = "attn_kv_a_norm.weight", __VA_ARGS__}, \
+	.key_hidden = "embedding_length", .key_layers = "block_count",       \
+	.key_heads = "attention.head_count"
+
 /* The architectures, named by general.architecture. Gemma's norms are
  * stored as (1 + γ) by the converter: they fold as plain RMS scales. */
 static const fasvd__arch gg_archs[] = {
-	{.name = "llama", .aliases = "mistral mistral3 deepseek granite", .norm = FASVD_NORM_RMS,
-	 GG_SEPARATE},
+	/* Llama, Mistral and DeepSeek-V1 ("deepseek") GGUFs: Q/K rows permuted
+	 * inside each head, which no spectrum sees (docs/architectures.md). */
+	{.name = "llama", .aliases = "deepseek", .norm = FASVD_NORM_RMS, GG_SEPARATE},
 	{.name = "qwen2", .aliases = "qwen2moe", .norm = FASVD_NORM_RMS, GG_SEPARATE},
 	{.name = "qwen3", .aliases = "qwen3moe", .norm = FASVD_NORM_RMS, GG_SEPARATE},
 	{.name = "gemma", .norm = FASVD_NORM_RMS, GG_SEPARATE},
@@ -58,46 +74,13 @@ static const fasvd__arch gg_archs[] = {
 	{.name = "gptneox", GG_QKV_ROWS(FASVD_NORM_LAYER)},
 	/* Post-norm encoder: nothing is folded. */
 	{.name = "bert", .norm = FASVD_NORM_NONE, GG_SEPARATE},
-	{
-		.name = "deepseek2",
-		.layout = FASVD__LAYOUT_MLA,
-		.norm = FASVD_NORM_RMS,
-		.prefixes = {"blk.%d."},
-		.suffix = {[FASVD__R_Q] = "attn_q.weight",
-		           [FASVD__R_QA] = "attn_q_a.weight",
-		           [FASVD__R_QB] = "attn_q_b.weight",
-		           [FASVD__R_KVA] = "attn_kv_a_mqa.weight",
-		           [FASVD__R_KVB] = "attn_kv_b.weight",
-		           [FASVD__R_O] = "attn_output.weight",
-		           [FASVD__R_IN_NORM] = "attn_norm.weight",
-		           [FASVD__R_QA_NORM] = "attn_q_a_norm.weight",
-		           [FASVD__R_KVA_NORM] = "attn_kv_a_norm.weight"},
-		.key_hidden = "embedding_length",
-		.key_layers = "block_count",
-		.key_heads = "attention.head_count",
-	},
+	{GG_MLA([FASVD__R_KVB] = "attn_kv_b.weight")},
 };
 
 /* deepseek2 as converters since 2025 write it: kv_b_proj split per head
  * into attn_k_b (K transposed) and attn_v_b, without attn_kv_b. */
 static const fasvd__arch gg_mla_split = {
-	.name = "deepseek2",
-	.layout = FASVD__LAYOUT_MLA,
-	.norm = FASVD_NORM_RMS,
-	.prefixes = {"blk.%d."},
-	.suffix = {[FASVD__R_Q] = "attn_q.weight",
-	           [FASVD__R_QA] = "attn_q_a.weight",
-	           [FASVD__R_QB] = "attn_q_b.weight",
-	           [FASVD__R_KVA] = "attn_kv_a_mqa.weight",
-	           [FASVD__R_KB] = "attn_k_b.weight",
-	           [FASVD__R_VB] = "attn_v_b.weight",
-	           [FASVD__R_O] = "attn_output.weight",
-	           [FASVD__R_IN_NORM] = "attn_norm.weight",
-	           [FASVD__R_QA_NORM] = "attn_q_a_norm.weight",
-	           [FASVD__R_KVA_NORM] = "attn_kv_a_norm.weight"},
-	.key_hidden = "embedding_length",
-	.key_layers = "block_count",
-	.key_heads = "attention.head_count",
+	GG_MLA([FASVD__R_KB] = "attn_k_b.weight", [FASVD__R_VB] = "attn_v_b.weight"),
 };
 
 static const fasvd__arch *gg_arch_find(const char *name)
