@@ -31,13 +31,19 @@ def test_one_prefix_per_message(deepseek_dir):
 def test_other_formats_are_named(tmp_path):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 291, 24) + bytes(64))
-    with pytest.raises(fasvd.FormatError) as e:
-        fasvd.open(str(gguf))
-    assert "is a GGUF file" in str(e.value) and "absurd" not in str(e.value)
+    # GGUF is read as a model: this truncated one is named with the cause,
+    # as a file and as the one GGUF model of a folder without config.json.
+    for path in (gguf, tmp_path):
+        with pytest.raises(fasvd.FormatError) as e:
+            fasvd.open(str(path))
+        assert str(gguf) in str(e.value) and "cannot fit" in str(e.value)
+        assert "absurd" not in str(e.value)
+    (tmp_path / "model.gguf").rename(tmp_path / "model.zip")
+    (tmp_path / "model.zip").write_bytes(b"PK\3\4" + bytes(60))
     with pytest.raises(fasvd.NotFoundError) as e:
         fasvd.open(str(tmp_path))
     assert "config.json: no such file" in str(e.value)
-    assert "model.gguf (a GGUF file)" in str(e.value)
+    assert "model.zip (a ZIP archive)" in str(e.value)
 
 
 def test_one_shard_opens_the_whole_model(deepseek_dir):
