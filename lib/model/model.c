@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -242,6 +244,26 @@ static int ckpt_info(fasvd_st_info *info, const fasvd_model *m, const char *name
 static int ckpt_tensor(fasvd_tensor **t, const fasvd_model *m, const char *name)
 {
 	return m->gg ? fasvd_gguf_tensor(t, m->gg, name) : fasvd_st_tensor(t, m->st, name, 0);
+}
+
+void fasvd__model_drop_pages(const fasvd_model *m, const char *name)
+{
+	int64_t i;
+	uint64_t nbytes;
+	fasvd_tensor *t = NULL;
+	long page = sysconf(_SC_PAGESIZE);
+	if (!m || !m->gg || page <= 0 || fasvd_gguf_find_tensor(&i, m->gg, name) ||
+	    fasvd_gguf_tensor_info(NULL, NULL, NULL, NULL, &nbytes, NULL, m->gg, i) ||
+	    fasvd_gguf_tensor(&t, m->gg, name))
+		return;
+	/* The view borrows the mapping (an element type that was misaligned is
+	 * a copy: nothing mapped to drop). */
+	const void *data = fasvd_tensor_data(t);
+	if (data && !fasvd_tensor_data_mut(t) && nbytes > 0) {
+		uintptr_t lo = (uintptr_t)data & ~(uintptr_t)(page - 1);
+		madvise((void *)lo, (uintptr_t)data + nbytes - lo, MADV_DONTNEED);
+	}
+	fasvd_tensor_free(t);
 }
 
 /* Find the layer prefix: the first of the table's prefixes under which some

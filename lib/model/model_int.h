@@ -135,4 +135,9 @@ int fasvd__gguf_config(fasvd_ctx *ctx, fasvd__config *cfg, const fasvd_gguf *g,
 int fasvd__gguf_dtype(fasvd_dtype *out, const char *name);
 int fasvd__gguf_st_info(fasvd_st_info *info, const fasvd_gguf *g, const char *name);
 
+/* Drop the mapped pages of GGUF model tensor `name` (analyze, after a
+ * layer), so that resident memory does not grow with the layers read. No-op
+ * for other models or an unknown name. */
+void fasvd__model_drop_pages(const fasvd_model *m, const char *name);
+
 #endif /* FASVD_MODEL_INTERNAL_H */

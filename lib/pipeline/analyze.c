@@ -2,6 +2,7 @@
  * engine into an atomically rewritten spectra file, resumable, with JSON and
  * CSV summaries derived from the same results. */
 #include "tensor/tensor_int.h"
+#include "model/model_int.h"
 #include "core/file.h"
 #include "core/json.h"
 
@@ -621,6 +622,10 @@ static uint64_t layer_bytes(struct run *r, int64_t l, bool release)
 		 * does not grow with the number of layers. */
 		const void *data;
 		uint64_t nbytes;
+		if (!r->st) { /* a GGUF model */
+			fasvd__model_drop_pages(r->model, in.name);
+			continue;
+		}
 		if (fasvd_st_raw(&data, &nbytes, r->st, in.name) == 0 && nbytes > 0 && page > 0) {
 			uintptr_t lo = (uintptr_t)data & ~(uintptr_t)(page - 1);
 			uintptr_t hi = (uintptr_t)data + nbytes;
