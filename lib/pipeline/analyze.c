@@ -590,7 +590,8 @@ static int check_layers(struct run *r)
 				return fasvd__error(FASVD_ENOTFOUND,
 				                    "%s: layer %lld needs tensor '%s' (%s), which the "
 				                    "checkpoint does not have",
-				                    r->info.dir, (long long)l, in.name, in.role);
+				                    r->st ? r->info.dir : r->info.config_path, /* GGUF: the file */
+				                    (long long)l, in.name, in.role);
 			if (in.scale_name && !in.scale_present)
 				return fasvd__error(FASVD_ENOTFOUND,
 				                    "%s: FP8 tensor '%s' needs its scale '%s', which the "

@@ -315,13 +315,79 @@ def check_case(fasvd, work, arch, qtype, rng):
     return n
 
 
+def write_llama(path, keys, drop=(), arch="llama"):
+    """A two-layer llama GGUF with metadata `keys` (name -> value, ints as
+    uint32, lists as arrays of uint32) and without tensors `drop`."""
+    rng = np.random.default_rng(1)
+    w = gguf.GGUFWriter(path, arch)
+    for k, v in keys.items():
+        if isinstance(v, list):
+            w.add_array(k, v)
+        else:
+            w.add_uint32(k, v)
+    for name, a in draw_gguf(rng, "llama", 2, 16).items():
+        if name not in drop:
+            w.add_tensor(name, a.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def error_cases(fasvd, work):
+    """Metadata and tensors a GGUF model may get wrong: (name, keys, drop,
+    arch, every text the message must hold)."""
+    base = {"llama.block_count": LAYERS, "llama.embedding_length": HIDDEN,
+            "llama.attention.head_count": H, "llama.attention.head_count_kv": 2}
+    cases = [
+        ("unknown architecture named, with the list", base, (), "mamba",
+         ['GGUF architecture "mamba" is not supported', "llama, qwen2", "deepseek2"]),
+        ("per-layer head counts that differ are refused, naming the layer",
+         dict(base, **{"llama.attention.head_count": [4, 8]}), (), "llama", 3,
+         ["'llama.attention.head_count' differs between layers", "layer 1"]),
+        ("a missing dimension key is named", {k: v for k, v in base.items()
+                                               if k != "llama.embedding_length"},
+         (), "llama", ["'llama.embedding_length' is missing"]),
+        ("key_length != value_length is refused",
+         dict(base, **{"llama.attention.key_length": 16, "llama.attention.value_length": 8}),
+         (), "llama", ["key_length 16 differs from value_length 8"]),
+        ("a missing tensor is named with its layer and role", base,
+         ("blk.1.attn_k.weight",), "llama", ["layer 1 needs tensor 'blk.1.attn_k.weight' (k_proj)"]),
+    ]
+    out = []
+    for name, keys, drop, arch, texts in cases:
+        path = os.path.join(work, "err-%d.gguf" % len(out))
+        write_llama(path, keys, drop, arch)
+        r = subprocess.run([fasvd, "analyze", path, "-o", path + ".s", "-q"],
+                           capture_output=True, text=True)
+        missing = [t for t in texts + [path] if t not in r.stderr]
+        ok = r.returncode != 0 and not missing and not os.path.exists(path + ".s")
+        out.append((name, ok, "exit %d, stderr %r lacks %r" % (r.returncode, r.stderr, missing)))
+    # equal per-layer arrays are one value
+    path = os.path.join(work, "array.gguf")
+    write_llama(path, dict(base, **{"llama.attention.head_count_kv": [2, 2]}))
+    r = subprocess.run([fasvd, "info", path], capture_output=True, text=True)
+    out.append(("per-layer arrays of one value are read", r.returncode == 0 and
+                "4 query, 2 key/value" in r.stdout, r.stdout + r.stderr))
+    # a folder of two GGUF models asks for the file
+    two = os.path.join(work, "two")
+    os.makedirs(two, exist_ok=True)
+    for n in ("a.gguf", "b.gguf"):
+        shutil.copy(path, os.path.join(two, n))
+    r = subprocess.run([fasvd, "info", two], capture_output=True, text=True)
+    out.append(("a folder of two GGUF models asks for the file", r.returncode != 0 and
+                "holds 2 GGUF models" in r.stderr, r.stderr))
+    return out
+
+
 def main():
     fasvd, work = sys.argv[1], sys.argv[2]
     cases = [(a, q) for a in ARCHS for q in ("F32", "Q8_0")]
-    print("1..%d" % len(cases))
+    n_errors = 7
+    print("1..%d" % (len(cases) + n_errors))
     if gguf is None:
-        for i, (a, q) in enumerate(cases, 1):
-            print("ok %d - %s %s # SKIP %s" % (i, a, q, WHY))
+        for i in range(1, len(cases) + n_errors + 1):
+            print("ok %d # SKIP %s" % (i, WHY))
         return 0
     os.makedirs(work, exist_ok=True)
     rng = np.random.default_rng(13)
@@ -337,6 +403,14 @@ def main():
             for line in str(e).splitlines()[:20]:
                 print("# " + line)
         sys.stdout.flush()
+    errs = error_cases(fasvd, work)
+    assert len(errs) == n_errors
+    for i, (name, ok, diag) in enumerate(errs, len(cases) + 1):
+        print(("ok" if ok else "not ok") + " %d - %s" % (i, name))
+        if not ok:
+            failed += 1
+            for line in diag.splitlines()[:10]:
+                print("# " + line)
     return 1 if failed else 0
 
 
