@@ -343,7 +343,7 @@ def error_cases(fasvd, work):
         ("unknown architecture named, with the list", base, (), "mamba",
          ['GGUF architecture "mamba" is not supported', "llama, qwen2", "deepseek2"]),
         ("per-layer head counts that differ are refused, naming the layer",
-         dict(base, **{"llama.attention.head_count": [4, 8]}), (), "llama", 3,
+         dict(base, **{"llama.attention.head_count": [4, 8]}), (), "llama",
          ["'llama.attention.head_count' differs between layers", "layer 1"]),
         ("a missing dimension key is named", {k: v for k, v in base.items()
                                                if k != "llama.embedding_length"},
