@@ -207,8 +207,17 @@ else
 	# pip install bindings/python, from a copy (pip builds in the source
 	# folder) with the meson.build that gives the version; the library is
 	# then found through the loader's path, here LD_LIBRARY_PATH.
-	if ! "$py" -m pip --version >/dev/null 2>&1 || ! "$py" -c 'import setuptools' 2>/dev/null; then
-		skip "pip install bindings/python finds the installed library" "no pip or setuptools for $py"
+	# An offline build (--no-build-isolation) needs setuptools, and wheel for
+	# the bdist_wheel command of setuptools older than 70.1.
+	wheel_ok='import setuptools
+try:
+    import wheel
+except ImportError:
+    v = tuple(int(x) for x in setuptools.__version__.split(".")[:2])
+    assert v >= (70, 1)'
+	if ! "$py" -m pip --version >/dev/null 2>&1 || ! "$py" -c "$wheel_ok" 2>/dev/null; then
+		skip "pip install bindings/python finds the installed library" \
+			"no pip, setuptools or wheel for $py to build offline"
 	else
 		mkdir -p "$tmp/pysrc/bindings" &&
 			cp "$src/meson.build" "$tmp/pysrc/" &&
