@@ -377,7 +377,7 @@ static int open_stream(fasvd__tmp_file *f)
 int fasvd__tmp_open(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path, unsigned flags)
 {
 	static const char suffix[] = ".tmp-XXXXXX";
-	*f = (fasvd__tmp_file){ctx, path, NULL, -1, NULL, 0};
+	*f = (fasvd__tmp_file){ctx, path, NULL, -1, NULL, 0, 0};
 	int kind, rc = fasvd__out_check(ctx, path, flags, &kind, &f->target);
 	if (rc)
 		return rc;
@@ -408,7 +408,13 @@ int fasvd__tmp_create(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path)
 
 int fasvd__tmp_write(fasvd__tmp_file *f, const void *p, uint64_t n)
 {
-	return fasvd__write_all(f->fd, p, n) ? tmp_fail(f, "write") : 0;
+	if (f->reader_gone || !fasvd__write_all(f->fd, p, n))
+		return 0;
+	if (f->stream && errno == EPIPE) {
+		f->reader_gone = 1;
+		return 0;
+	}
+	return tmp_fail(f, "write");
 }
 
 int fasvd__tmp_finish(fasvd__tmp_file *f)

@@ -99,6 +99,7 @@ typedef struct fasvd__tmp_file {
 	int fd;           /* -1 once closed */
 	char *target;     /* path with its links followed (owned) */
 	int stream;       /* 1: fd writes path itself */
+	int reader_gone;  /* a stream whose reader closed it (EPIPE) */
 } fasvd__tmp_file;
 
 /* Create the temporary beside path (f is always set: discard it); the
@@ -107,7 +108,9 @@ int fasvd__tmp_create(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path);
 /* The same with flags (FASVD__OUT_STREAMS: a stream is opened for writing
  * in place). */
 int fasvd__tmp_open(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path, unsigned flags);
-/* Append n bytes. */
+/* Append n bytes. A stream whose reader has closed it (EPIPE: `| head`)
+ * is no failure: the reader has what it wanted, the rest is dropped and
+ * reader_gone is set. */
 int fasvd__tmp_write(fasvd__tmp_file *f, const void *p, uint64_t n);
 /* Set the new-file mode (mkostemp creates 0600), fsync and close. */
 int fasvd__tmp_finish(fasvd__tmp_file *f);

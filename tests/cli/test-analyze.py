@@ -156,6 +156,15 @@ def main():
                 ok = False
             report(ok and read(out) == keep, "--json %s streams the summary" % dest,
                    so[:300] + se)
+        # a reader that stops early: no failure, the spectra file complete
+        p = subprocess.run(["bash", "-c", '"$0" analyze "$1" -o "$2" --force --json - '
+                            '--tau 0.5,0.25,0.1,0.05,0.01,0.001 | head -3; '
+                            'echo "status ${PIPESTATUS[0]}"', FASVD, model, out],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+        so, se = p.stdout.decode(), p.stderr.decode()
+        report(so.splitlines()[0] == "{" and so.splitlines()[-1] == "status 0" and
+               "pipe" not in se.lower() and "fasvd:" not in se and read(out) == keep,
+               "--json - | head -3 exits 0, the spectra file complete", so + se)
         after = os.lstat("/dev/stdout")
         report((before.st_mode, before.st_ino) == (after.st_mode, after.st_ino),
                "/dev/stdout is left as it was")
