@@ -231,10 +231,7 @@ int fasvd__copy_file(const char *src, const char *dst)
 
 /* ------------------------------------------------------ output paths */
 
-/* path with its symbolic links followed, allocated: the link text replaces
- * the last component (relative to the link's folder), up to 40 times; a
- * dangling link gives the path it would create. */
-static int follow_links(fasvd_ctx *ctx, const char *path, char **out)
+int fasvd__follow_links(fasvd_ctx *ctx, const char *path, char **out)
 {
 	char *cur = fasvd__strdup(ctx, path);
 	for (int hops = 0; cur; hops++) {
@@ -336,7 +333,7 @@ int fasvd__out_check(fasvd_ctx *ctx, const char *path, unsigned flags, int *kind
 		if (!(flags & FASVD__OUT_STREAMS))
 			return fasvd__error(FASVD_EINVAL, "-: standard output cannot take this output "
 			                    "(a regular file is needed)");
-	} else if (!(rc = follow_links(ctx, path, &t))) {
+	} else if (!(rc = fasvd__follow_links(ctx, path, &t))) {
 		rc = classify(ctx, path, t, flags, &k);
 	}
 	if (!rc && k == FASVD__OUT_STREAM) {
@@ -497,7 +494,7 @@ int fasvd__map_file(const char *path, unsigned char **map, size_t *len)
 int fasvd__rename_over(fasvd_ctx *ctx, const char *from, const char *to)
 {
 	char *target = NULL;
-	int rc = follow_links(ctx, to, &target);
+	int rc = fasvd__follow_links(ctx, to, &target);
 	if (rc)
 		return rc;
 	if (rename(from, target) != 0)

@@ -78,6 +78,12 @@ enum {
 int fasvd__out_check(fasvd_ctx *ctx, const char *path, unsigned flags, int *kind,
                      char **target);
 
+/* path with its symbolic links followed, allocated through ctx (*out): the
+ * link text replaces the last component (relative to the link's folder), up
+ * to 40 times; a dangling link gives the path it would create. 0, or
+ * FASVD_EIO naming path (a loop, an unreadable link), FASVD_ENOMEM. */
+int fasvd__follow_links(fasvd_ctx *ctx, const char *path, char **out);
+
 /* The folder that would hold path (a file or a folder to create) exists and
  * is writable: 0, or FASVD_EIO naming path and the folder. */
 int fasvd__check_parent(fasvd_ctx *ctx, const char *path);
