@@ -499,6 +499,16 @@ static void test_subfolders_and_config_text(void **state)
 	free(sub);
 }
 
+/* Options for rank `rank`, every selected weight replaced. */
+static void rank_opts(fasvd_truncate_opts *o, fasvd_factor_opts *fo, int64_t rank)
+{
+	fasvd_truncate_opts_init(o, sizeof *o);
+	fasvd_factor_opts_init(fo, sizeof *fo);
+	o->factor = fo;
+	fo->rank = rank;
+	o->only_if_smaller = 0;
+}
+
 static bool is_link(const char *p)
 {
 	struct stat sb;
@@ -521,12 +531,8 @@ static void test_output_links(void **state)
 	assert_int_equal(symlink("real", lnk), 0);
 	assert_int_equal(symlink("made", dang), 0);
 	fasvd_truncate_opts o;
-	fasvd_truncate_opts_init(&o, sizeof o);
 	fasvd_factor_opts fo;
-	fasvd_factor_opts_init(&fo, sizeof fo);
-	o.factor = &fo;
-	fo.rank = 2;
-	o.only_if_smaller = 0;
+	rank_opts(&o, &fo, 2);
 	snprintf(p, sizeof p, "%s/", lnk);
 	assert_ok(fasvd_truncate(NULL, data, p, &o, NULL, NULL));
 	assert_true(is_link(lnk));
@@ -556,12 +562,8 @@ static void test_truncate_twice(void **state)
 	snprintf(once, sizeof once, "%s/once", tmpdir);
 	snprintf(twice, sizeof twice, "%s/twice", tmpdir);
 	fasvd_truncate_opts o;
-	fasvd_truncate_opts_init(&o, sizeof o);
 	fasvd_factor_opts fo;
-	fasvd_factor_opts_init(&fo, sizeof fo);
-	o.factor = &fo;
-	fo.rank = 2;
-	o.only_if_smaller = 0;
+	rank_opts(&o, &fo, 2);
 	assert_ok(fasvd_truncate(NULL, data, once, &o, NULL, NULL));
 	/* a member after the section, written as jansson would not */
 	size_t n;

@@ -276,17 +276,25 @@ static int check_parent(fasvd_ctx *ctx, const char *path, const char *target)
 	return rc;
 }
 
-int fasvd__check_parent(fasvd_ctx *ctx, const char *path)
+char *fasvd__without_slashes(fasvd_ctx *ctx, const char *path)
 {
-	/* "out/" is the folder "out" in "." */
 	size_t n = strlen(path);
 	while (n > 1 && path[n - 1] == '/')
 		n--;
 	char *p = fasvd__alloc(ctx, n + 1, "a path");
+	if (p) {
+		memcpy(p, path, n);
+		p[n] = '\0';
+	}
+	return p;
+}
+
+int fasvd__check_parent(fasvd_ctx *ctx, const char *path)
+{
+	/* "out/" is the folder "out" in "." */
+	char *p = fasvd__without_slashes(ctx, path);
 	if (!p)
 		return FASVD_ENOMEM;
-	memcpy(p, path, n);
-	p[n] = '\0';
 	int rc = check_parent(ctx, path, p);
 	fasvd__free(ctx, p);
 	return rc;

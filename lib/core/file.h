@@ -84,6 +84,10 @@ int fasvd__out_check(fasvd_ctx *ctx, const char *path, unsigned flags, int *kind
  * FASVD_EIO naming path (a loop, an unreadable link), FASVD_ENOMEM. */
 int fasvd__follow_links(fasvd_ctx *ctx, const char *path, char **out);
 
+/* path without its trailing slashes ("out/" is the folder "out"; "/"
+ * stays), allocated through ctx; NULL when out of memory. */
+char *fasvd__without_slashes(fasvd_ctx *ctx, const char *path);
+
 /* The folder that would hold path (a file or a folder to create) exists and
  * is writable: 0, or FASVD_EIO naming path and the folder. */
 int fasvd__check_parent(fasvd_ctx *ctx, const char *path);

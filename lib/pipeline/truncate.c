@@ -774,14 +774,9 @@ static int check_out(const char *fn, const char *model_dir, const char *out_dir)
  * folder (or a dangling one) stays and names the new folder. */
 static int out_folder(fasvd_ctx *ctx, const char *out_dir, char **dst)
 {
-	size_t n = strlen(out_dir);
-	while (n > 1 && out_dir[n - 1] == '/')
-		n--;
-	char *p = fasvd__alloc(ctx, n + 1, "a path");
+	char *p = fasvd__without_slashes(ctx, out_dir);
 	if (!p)
 		return FASVD_ENOMEM;
-	memcpy(p, out_dir, n);
-	p[n] = '\0';
 	int rc = fasvd__follow_links(ctx, p, dst);
 	fasvd__free(ctx, p);
 	return rc;
