@@ -104,6 +104,11 @@ def main():
                any(x.startswith("4 ") for x in lines) and "steps" not in so and
                "wrote" not in so and "steps" in se and "wrote" in se,
                "stdout carries the per-layer table, progress goes to stderr", so + se)
+        row = [x for x in lines if x.startswith("0 ")]
+        report(all(len(x) <= 80 for x in lines) and row and
+               row[0].split()[5:7] == ["26/31", "(32)"] and row[0].endswith("(8)"),
+               "the table fits 80 columns and shows the structural bounds (stack.QK 32, "
+               "fused VO 8)", so)
         keep = read(out)
         rc, so, se = run("analyze", model, "-o", out, "--force", "-q")
         report(rc == 0 and so == "" and read(out) == keep, "-q: no table, no progress",
