@@ -372,12 +372,14 @@ def check_truncated(name, indir, outdir, tau=None, rank=None, per_head=False,
 
 
 def check_fails(name, args, status=None, outdir=None, reported=False):
-    """Fails with one line on stderr; stdout is empty (no report header
-    over nothing) unless tensors were `reported` before the failure."""
+    """Fails with one line on stderr, with one prefix ("fasvd: ", not also
+    the library function's name); stdout is empty (no report header over
+    nothing) unless tensors were `reported` before the failure."""
     rc, out, err = run(*args)
     lines = [l for l in err.splitlines() if l]
     ok = rc != 0 and (status is None or rc == status) and len(lines) == 1 and \
-        lines[0].startswith("fasvd: ") and (reported or out == "")
+        lines[0].startswith("fasvd: ") and not lines[0].startswith("fasvd: fasvd_") and \
+        (reported or out == "")
     if outdir is not None:
         parent = os.path.dirname(outdir.rstrip("/")) or "."
         leftovers = [f for f in os.listdir(parent)
