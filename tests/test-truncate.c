@@ -499,6 +499,113 @@ static void test_subfolders_and_config_text(void **state)
 	free(sub);
 }
 
+/* Options for rank `rank`, every selected weight replaced. */
+static void rank_opts(fasvd_truncate_opts *o, fasvd_factor_opts *fo, int64_t rank)
+{
+	fasvd_truncate_opts_init(o, sizeof *o);
+	fasvd_factor_opts_init(fo, sizeof *fo);
+	o->factor = fo;
+	fo->rank = rank;
+	o->only_if_smaller = 0;
+}
+
+static bool is_link(const char *p)
+{
+	struct stat sb;
+	return lstat(p, &sb) == 0 && S_ISLNK(sb.st_mode);
+}
+
+/* An output folder given as a symbolic link (to an empty folder, or
+ * dangling) stays a link: the folder it names is written, with no
+ * temporary left; a link to a folder that is not empty is refused. */
+static void test_output_links(void **state)
+{
+	(void)state;
+	char data[512], real[512], lnk[512], dang[512], made[512], p[1024];
+	test_data_path("stories260K", data, sizeof data);
+	snprintf(real, sizeof real, "%s/real", tmpdir);
+	snprintf(lnk, sizeof lnk, "%s/lnk", tmpdir);
+	snprintf(dang, sizeof dang, "%s/dang", tmpdir);
+	snprintf(made, sizeof made, "%s/made", tmpdir);
+	assert_int_equal(mkdir(real, 0777), 0);
+	assert_int_equal(symlink("real", lnk), 0);
+	assert_int_equal(symlink("made", dang), 0);
+	fasvd_truncate_opts o;
+	fasvd_factor_opts fo;
+	rank_opts(&o, &fo, 2);
+	snprintf(p, sizeof p, "%s/", lnk);
+	assert_ok(fasvd_truncate(NULL, data, p, &o, NULL, NULL));
+	assert_true(is_link(lnk));
+	snprintf(p, sizeof p, "%s/model.safetensors", real);
+	assert_true(exists(p));
+	assert_int_equal(leftovers(real), 0);
+	assert_int_equal(leftovers(lnk), 0);
+	assert_ok(fasvd_truncate(NULL, data, dang, &o, NULL, NULL));
+	assert_true(is_link(dang));
+	snprintf(p, sizeof p, "%s/model.safetensors", made);
+	assert_true(exists(p));
+	assert_int_equal(leftovers(made), 0);
+	assert_fasvd(fasvd_truncate(NULL, data, lnk, &o, NULL, NULL), FASVD_EINVAL);
+	assert_non_null(strstr(fasvd_last_error(), "not empty"));
+	assert_true(is_link(lnk));
+}
+
+/* A truncated model truncated again: the input's config.json text is kept
+ * byte for byte outside the value of its "fasvd_lowrank" section (a member
+ * after it included), and the section keeps the entries of the factors
+ * copied from the input beside this run's. */
+static void test_truncate_twice(void **state)
+{
+	(void)state;
+	char data[512], once[512], twice[512], p[1024];
+	test_data_path("stories260K", data, sizeof data);
+	snprintf(once, sizeof once, "%s/once", tmpdir);
+	snprintf(twice, sizeof twice, "%s/twice", tmpdir);
+	fasvd_truncate_opts o;
+	fasvd_factor_opts fo;
+	rank_opts(&o, &fo, 2);
+	assert_ok(fasvd_truncate(NULL, data, once, &o, NULL, NULL));
+	/* a member after the section, written as jansson would not */
+	size_t n;
+	snprintf(p, sizeof p, "%s/config.json", once);
+	char *text = slurp(p, &n);
+	char *close = strrchr(text, '}');
+	*close = '\0';
+	while (close > text && (close[-1] == '\n' || close[-1] == ' '))
+		*--close = '\0';
+	static const char tail[] = ",\n  \"after\": 1e-05 }\n";
+	FILE *f = fopen(p, "wb");
+	assert_non_null(f);
+	fprintf(f, "%s%s", text, tail);
+	fclose(f);
+	free(text);
+	text = slurp(p, &n);
+	static const char key[] = "\"fasvd_lowrank\": ";
+	size_t head = (size_t)(strstr(text, key) - text) + strlen(key);
+	o.patterns = (const char *const[]){"*.mlp.up_proj.weight"};
+	o.n_patterns = 1;
+	fo.rank = 1;
+	assert_ok(fasvd_truncate(NULL, once, twice, &o, NULL, NULL));
+	size_t m;
+	snprintf(p, sizeof p, "%s/config.json", twice);
+	char *out = slurp(p, &m);
+	assert_memory_equal(out, text, head);
+	assert_true(m > strlen(tail));
+	assert_string_equal(out + m - strlen(tail), tail);
+	json_error_t err;
+	json_t *j = json_loads(out, 0, &err);
+	assert_non_null(j);
+	json_t *tens = json_object_get(json_object_get(j, "fasvd_lowrank"), "tensors");
+	json_t *q = json_object_get(tens, "model.layers.0.self_attn.q_proj.weight");
+	json_t *u = json_object_get(tens, "model.layers.4.mlp.up_proj.weight");
+	assert_int_equal(json_integer_value(json_object_get(q, "rank")), 2);
+	assert_int_equal(json_integer_value(json_object_get(u, "rank")), 1);
+	assert_int_equal(json_object_size(tens), 25);
+	json_decref(j);
+	free(out);
+	free(text);
+}
+
 static void test_only_if_smaller(void **state)
 {
 	(void)state;
@@ -565,6 +672,8 @@ int main(void)
 		cmocka_unit_test(test_cancel_and_failures),
 		cmocka_unit_test(test_only_if_smaller),
 		cmocka_unit_test(test_subfolders_and_config_text),
+		cmocka_unit_test(test_output_links),
+		cmocka_unit_test(test_truncate_twice),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -135,8 +135,9 @@ int cli_error(int status, const char *fmt, ...) __attribute__((format(printf, 2,
  * CMD')"; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Report a failed libfasvd call: "fasvd: <fasvd_last_error()>" (or the
- * code's description when the detail is empty), and return its exit status. */
+/* Report a failed libfasvd call: "fasvd: <fasvd_last_error()>" without the
+ * library function's name it may start with (or the code's description when
+ * the detail is empty), and return its exit status. */
 int cli_lib_error(int code);
 
 /* Exit status of a libfasvd error code (10 + |code|, clamped to 1..125). */

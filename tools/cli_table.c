@@ -44,7 +44,7 @@ static int64_t bound_of(const json_t *ranks, const char *name, int64_t n)
 	return json_is_integer(v) ? (int64_t)json_integer_value(v) : n;
 }
 
-/* "  r@0.01 / r@0.001 of max" of L{l}.{kind}, "-" when the file has none. */
+/* "  r@0.01/r@0.001 (max)" of L{l}.{kind}, "-" when the file has none. */
 static void stack_cell(FILE *out, fasvd_st *st, const json_t *ranks, int64_t l,
                        const char *kind)
 {
@@ -53,17 +53,17 @@ static void stack_cell(FILE *out, fasvd_st *st, const json_t *ranks, int64_t l,
 	const double *s;
 	int64_t r, n;
 	if (row_of(st, name, &s, &r, &n)) {
-		fprintf(out, "  %-19s", "-");
+		fprintf(out, "  %-16s", "-");
 		return;
 	}
 	char cell[64];
-	snprintf(cell, sizeof cell, "%" PRId64 " / %" PRId64 " of %" PRId64, erank(s, n, 0.01),
+	snprintf(cell, sizeof cell, "%" PRId64 "/%" PRId64 " (%" PRId64 ")", erank(s, n, 0.01),
 	         erank(s, n, 0.001), bound_of(ranks, name, n));
-	fprintf(out, "  %-19s", cell);
+	fprintf(out, "  %-16s", cell);
 }
 
 /* The three heads of L{l}.head.VO with the lowest rank at tau 0.01 (ties
- * by index). */
+ * by index): "  h1:3 h3:3 h2:4 (40)", the bound last. */
 static void lowest_heads(FILE *out, fasvd_st *st, const json_t *ranks, int64_t l)
 {
 	char name[64];
@@ -87,11 +87,10 @@ static void lowest_heads(FILE *out, fasvd_st *st, const json_t *ranks, int64_t l
 			break;
 		}
 	}
-	fprintf(out, "  ");
-	int64_t b = bound_of(ranks, name, n);
+	fprintf(out, " ");
 	for (int j = 0; j < 3 && best[j] >= 0; j++)
-		fprintf(out, "%shead %" PRId64 ": %" PRId64 "/%" PRId64, j ? ", " : "", best[j],
-		        rank[j], b);
+		fprintf(out, " h%" PRId64 ":%" PRId64, best[j], rank[j]);
+	fprintf(out, " (%" PRId64 ")", bound_of(ranks, name, n));
 }
 
 int cli_layer_table(const char *spectra)
@@ -105,13 +104,13 @@ int cli_layer_table(const char *spectra)
 	fasvd_st_metadata(&layers, st, "layers");
 	if (!layers || sscanf(layers, "%lld-%lld", &first, &last) != 2)
 		first = 0, last = -1; /* no layers: extra tensors only */
-	printf("%-5s  %-19s  %-19s  %-19s  %s\n", "layer", "stack.O", "stack.VO", "stack.QK",
-	       "lowest fused VO rank (tau 0.01)");
+	printf("%-5s  %-16s  %-16s  %-16s  %s\n", "layer", "stack.O", "stack.VO", "stack.QK",
+	       "lowest fused VO");
 	const char *mr = NULL;
 	fasvd_st_metadata(&mr, st, "max_ranks");
 	json_t *ranks = mr ? json_loads(mr, 0, NULL) : NULL;
-	printf("%-5s  %-19s  %-19s  %-19s\n", "", "0.01 / 0.001 of max", "0.01 / 0.001 of max",
-	       "0.01 / 0.001 of max");
+	printf("%-5s  %-16s  %-16s  %-16s  %s\n", "", "0.01/0.001 (max)", "0.01/0.001 (max)",
+	       "0.01/0.001 (max)", "hN:0.01 (max)");
 	for (long long l = first; l <= last; l++) {
 		printf("%-5lld", l);
 		static const char *const kinds[] = {"stack.O", "stack.VO", "stack.QK"};
@@ -120,8 +119,9 @@ int cli_layer_table(const char *spectra)
 		lowest_heads(stdout, st, ranks, l);
 		printf("\n");
 	}
-	printf("(effective rank at tau = fraction of squared Frobenius energy lost; max = "
-	       "the structural rank bound, the most rank the matrix can have)\n");
+	printf("(effective rank at tau 0.01 and 0.001, tau = the fraction of squared\n"
+	       "Frobenius energy lost; max = the structural rank bound, the most rank the\n"
+	       "matrix can have)\n");
 	json_decref(ranks);
 	fasvd_st_free(st);
 	return CLI_EXIT_OK;

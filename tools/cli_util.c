@@ -52,11 +52,22 @@ int cli_exit_status(int code)
 	return CLI_EXIT_LIB_BASE + mag;
 }
 
+/* The library's detail without the name of the function it starts with
+ * ("fasvd_truncate: pattern ..." is "pattern ..."): the user ran a command,
+ * and "fasvd: " already names the program (docs/error-model.md). */
+static const char *lib_detail(const char *d)
+{
+	size_t n = strspn(d, "abcdefghijklmnopqrstuvwxyz0123456789_");
+	if (n > 6 && !strncmp(d, "fasvd_", 6) && d[n] == ':' && d[n + 1] == ' ' && d[n + 2])
+		return d + n + 2;
+	return d;
+}
+
 int cli_lib_error(int code)
 {
 	const char *d = fasvd_last_error();
 	if (d && d[0])
-		print_line(d);
+		print_line(lib_detail(d));
 	else
 		print_line(fasvd_strerror(code));
 	return cli_exit_status(code);

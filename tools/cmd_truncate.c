@@ -27,7 +27,8 @@ static const char usage[] =
         "of inner dimension 1. Other files of MODEL_DIR and its subfolders (tokenizer,\n"
         "1_Pooling/ ...) are copied; other weight formats (*.bin, *.pt ...) are not.\n"
         "The output is written to a temporary folder renamed to OUT_DIR at the end:\n"
-        "a failure leaves nothing. OUT_DIR must not exist (or be empty).\n"
+        "a failure leaves nothing. OUT_DIR must not exist (or be empty); a symbolic\n"
+        "link stays, and the folder it names (a new or empty one) is written.\n"
         "\n"
         "Options:\n"
         "  -o, --output DIR       output model folder (required)\n"
@@ -90,12 +91,19 @@ typedef struct report_state {
 	int64_t n, skipped, approximate;
 	long double before, after;
 	double worst;
+	const char *model, *out; /* for the header, printed before the first line */
+	bool fixed_rank;
 } report_state;
+
+static void print_header(const char *model, const char *out, bool fixed_rank);
 
 static int on_entry(void *arg, const fasvd_truncate_entry *e)
 {
 	report_state *st = arg;
 	const fasvd_factor_report *r = &e->report;
+	/* no header over a run that fails before its first tensor */
+	if (!st->quiet && st->n == 0)
+		print_header(st->model, st->out, st->fixed_rank);
 	st->n++;
 	st->before += (long double)r->params_before;
 	st->after += (long double)(e->skipped ? r->params_before : r->params_after);
@@ -227,9 +235,7 @@ static int run(cli *c, int argc, char **argv)
 	o.shared_o = shared_o;
 	o.only_if_smaller = !allow_larger;
 
-	report_state st = {quiet, 0, 0, 0, 0, 0, 0};
-	if (!quiet)
-		print_header(pos[0], out, rank >= 0);
+	report_state st = {quiet, 0, 0, 0, 0, 0, 0, pos[0], out, rank >= 0};
 	int rc = fasvd_truncate(c->ctx, pos[0], out, &o, on_entry, &st);
 	cli_list_free(&tensors);
 	if (rc)

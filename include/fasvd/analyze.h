@@ -110,7 +110,8 @@ FASVD_API int fasvd_analyze_opts_init(fasvd_analyze_opts *opts, size_t size);
  * out_path.partial is replaced only with force. A file this call created
  * with no completed step of its own is removed. Before any computation
  * every needed tensor is checked to exist; the summaries are written only
- * on success (a stream last).
+ * on success (a stream last; a stream whose reader closes it early, as
+ * `| head` does, is no failure: the rest of it is dropped).
  * Threads: the context's thread count (parallel over heads, threaded BLAS
  * for stacks). Not reentrant on the same output path.
  * Errors: FASVD_EINVAL (NULL, bad options, a layer range outside the model,

@@ -94,8 +94,9 @@ typedef int (*fasvd_truncate_fn)(void *arg, const fasvd_truncate_entry *e);
  *    metadata.total_size), each shard keeps its "__metadata__";
  *  - config.json is copied with a "fasvd_lowrank" object added as its last
  *    member, every other byte of its text as it was (numbers such as 1e-05
- *    are not rewritten; only an input that has such a section already is
- *    written anew by jansson):
+ *    are not rewritten; an input that has such a section already, a
+ *    truncated model truncated again, has its value replaced in place and
+ *    keeps its "tensors" entries, before this run's):
  *      {"format": "fasvd.lowrank", "version": 1, "library_version": "…",
  *       "mode": "rank" | "energy_loss", "rank": R | "energy_loss": τ,
  *       "split": "balanced" | "left" | "right",
@@ -122,7 +123,8 @@ typedef int (*fasvd_truncate_fn)(void *arg, const fasvd_truncate_entry *e);
  * renamed to out_dir at the end; on failure it is removed and out_dir is
  * untouched. out_dir must not exist, or be an empty folder, in an existing
  * writable folder (checked before any work); it must not be
- * model_dir. cb may be NULL.
+ * model_dir. A symbolic link (to an empty folder, or dangling) stays: the
+ * folder it names is written, the temporary beside it. cb may be NULL.
  * Errors: FASVD_EINVAL (NULL, out_dir is model_dir or a non-empty folder,
  * a pattern that matches no 2-D weight, a factor name that already exists,
  * only_if_smaller and no selected tensor would be smaller),

@@ -231,10 +231,7 @@ int fasvd__copy_file(const char *src, const char *dst)
 
 /* ------------------------------------------------------ output paths */
 
-/* path with its symbolic links followed, allocated: the link text replaces
- * the last component (relative to the link's folder), up to 40 times; a
- * dangling link gives the path it would create. */
-static int follow_links(fasvd_ctx *ctx, const char *path, char **out)
+int fasvd__follow_links(fasvd_ctx *ctx, const char *path, char **out)
 {
 	char *cur = fasvd__strdup(ctx, path);
 	for (int hops = 0; cur; hops++) {
@@ -279,17 +276,25 @@ static int check_parent(fasvd_ctx *ctx, const char *path, const char *target)
 	return rc;
 }
 
-int fasvd__check_parent(fasvd_ctx *ctx, const char *path)
+char *fasvd__without_slashes(fasvd_ctx *ctx, const char *path)
 {
-	/* "out/" is the folder "out" in "." */
 	size_t n = strlen(path);
 	while (n > 1 && path[n - 1] == '/')
 		n--;
 	char *p = fasvd__alloc(ctx, n + 1, "a path");
+	if (p) {
+		memcpy(p, path, n);
+		p[n] = '\0';
+	}
+	return p;
+}
+
+int fasvd__check_parent(fasvd_ctx *ctx, const char *path)
+{
+	/* "out/" is the folder "out" in "." */
+	char *p = fasvd__without_slashes(ctx, path);
 	if (!p)
 		return FASVD_ENOMEM;
-	memcpy(p, path, n);
-	p[n] = '\0';
 	int rc = check_parent(ctx, path, p);
 	fasvd__free(ctx, p);
 	return rc;
@@ -336,7 +341,7 @@ int fasvd__out_check(fasvd_ctx *ctx, const char *path, unsigned flags, int *kind
 		if (!(flags & FASVD__OUT_STREAMS))
 			return fasvd__error(FASVD_EINVAL, "-: standard output cannot take this output "
 			                    "(a regular file is needed)");
-	} else if (!(rc = follow_links(ctx, path, &t))) {
+	} else if (!(rc = fasvd__follow_links(ctx, path, &t))) {
 		rc = classify(ctx, path, t, flags, &k);
 	}
 	if (!rc && k == FASVD__OUT_STREAM) {
@@ -377,7 +382,7 @@ static int open_stream(fasvd__tmp_file *f)
 int fasvd__tmp_open(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path, unsigned flags)
 {
 	static const char suffix[] = ".tmp-XXXXXX";
-	*f = (fasvd__tmp_file){ctx, path, NULL, -1, NULL, 0};
+	*f = (fasvd__tmp_file){ctx, path, NULL, -1, NULL, 0, 0};
 	int kind, rc = fasvd__out_check(ctx, path, flags, &kind, &f->target);
 	if (rc)
 		return rc;
@@ -408,7 +413,13 @@ int fasvd__tmp_create(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path)
 
 int fasvd__tmp_write(fasvd__tmp_file *f, const void *p, uint64_t n)
 {
-	return fasvd__write_all(f->fd, p, n) ? tmp_fail(f, "write") : 0;
+	if (f->reader_gone || !fasvd__write_all(f->fd, p, n))
+		return 0;
+	if (f->stream && errno == EPIPE) {
+		f->reader_gone = 1;
+		return 0;
+	}
+	return tmp_fail(f, "write");
 }
 
 int fasvd__tmp_finish(fasvd__tmp_file *f)
@@ -491,7 +502,7 @@ int fasvd__map_file(const char *path, unsigned char **map, size_t *len)
 int fasvd__rename_over(fasvd_ctx *ctx, const char *from, const char *to)
 {
 	char *target = NULL;
-	int rc = follow_links(ctx, to, &target);
+	int rc = fasvd__follow_links(ctx, to, &target);
 	if (rc)
 		return rc;
 	if (rename(from, target) != 0)

@@ -78,6 +78,16 @@ enum {
 int fasvd__out_check(fasvd_ctx *ctx, const char *path, unsigned flags, int *kind,
                      char **target);
 
+/* path with its symbolic links followed, allocated through ctx (*out): the
+ * link text replaces the last component (relative to the link's folder), up
+ * to 40 times; a dangling link gives the path it would create. 0, or
+ * FASVD_EIO naming path (a loop, an unreadable link), FASVD_ENOMEM. */
+int fasvd__follow_links(fasvd_ctx *ctx, const char *path, char **out);
+
+/* path without its trailing slashes ("out/" is the folder "out"; "/"
+ * stays), allocated through ctx; NULL when out of memory. */
+char *fasvd__without_slashes(fasvd_ctx *ctx, const char *path);
+
 /* The folder that would hold path (a file or a folder to create) exists and
  * is writable: 0, or FASVD_EIO naming path and the folder. */
 int fasvd__check_parent(fasvd_ctx *ctx, const char *path);
@@ -99,6 +109,7 @@ typedef struct fasvd__tmp_file {
 	int fd;           /* -1 once closed */
 	char *target;     /* path with its links followed (owned) */
 	int stream;       /* 1: fd writes path itself */
+	int reader_gone;  /* a stream whose reader closed it (EPIPE) */
 } fasvd__tmp_file;
 
 /* Create the temporary beside path (f is always set: discard it); the
@@ -107,7 +118,9 @@ int fasvd__tmp_create(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path);
 /* The same with flags (FASVD__OUT_STREAMS: a stream is opened for writing
  * in place). */
 int fasvd__tmp_open(fasvd__tmp_file *f, fasvd_ctx *ctx, const char *path, unsigned flags);
-/* Append n bytes. */
+/* Append n bytes. A stream whose reader has closed it (EPIPE: `| head`)
+ * is no failure: the reader has what it wanted, the rest is dropped and
+ * reader_gone is set. */
 int fasvd__tmp_write(fasvd__tmp_file *f, const void *p, uint64_t n);
 /* Set the new-file mode (mkostemp creates 0600), fsync and close. */
 int fasvd__tmp_finish(fasvd__tmp_file *f);

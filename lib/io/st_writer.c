@@ -398,7 +398,7 @@ int fasvd_st_writer_write(fasvd_st_writer *w, const char *path)
 	wt_entry **by_layout = fasvd__calloc(ctx, n ? n : 1, sizeof *by_layout, "the tensor order");
 	char *header = NULL;
 	size_t hlen = 0;
-	fasvd__tmp_file tf = {ctx, path, NULL, -1, NULL, 0};
+	fasvd__tmp_file tf = {ctx, path, NULL, -1, NULL, 0, 0};
 	if (!by_name || !by_layout) {
 		rc = FASVD_ENOMEM;
 		goto done;

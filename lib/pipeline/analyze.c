@@ -740,8 +740,8 @@ static int publish(struct run *r)
 static int write_texts_atomic(struct run *r, const char *const *paths, const char *const *texts,
                               const size_t *lens, int count)
 {
-	fasvd__tmp_file tf[2] = {{r->ctx, NULL, NULL, -1, NULL, 0},
-	                         {r->ctx, NULL, NULL, -1, NULL, 0}};
+	fasvd__tmp_file tf[2] = {{r->ctx, NULL, NULL, -1, NULL, 0, 0},
+	                         {r->ctx, NULL, NULL, -1, NULL, 0, 0}};
 	int rc = 0, kind[2] = {0, 0};
 	for (int i = 0; i < count && !rc; i++)
 		if (paths[i] &&

@@ -769,19 +769,31 @@ static int check_out(const char *fn, const char *model_dir, const char *out_dir)
 	return 0;
 }
 
-static char *make_tmp(fasvd_ctx *ctx, const char *out_dir, const char *fn)
+/* The folder written for out_dir (*dst, allocated): out_dir without its
+ * trailing slashes and with its symbolic links followed, so that a link to a
+ * folder (or a dangling one) stays and names the new folder. */
+static int out_folder(fasvd_ctx *ctx, const char *out_dir, char **dst)
 {
-	size_t n = strlen(out_dir);
-	while (n > 1 && out_dir[n - 1] == '/')
-		n--;
+	char *p = fasvd__without_slashes(ctx, out_dir);
+	if (!p)
+		return FASVD_ENOMEM;
+	int rc = fasvd__follow_links(ctx, p, dst);
+	fasvd__free(ctx, p);
+	return rc;
+}
+
+/* A new temporary folder beside dst (the folder written for out_dir). */
+static char *make_tmp(fasvd_ctx *ctx, const char *out_dir, const char *dst)
+{
+	size_t n = strlen(dst);
 	char *t = fasvd__alloc(ctx, n + 16, "a temporary folder name");
 	if (!t)
 		return NULL;
-	memcpy(t, out_dir, n);
+	memcpy(t, dst, n);
 	memcpy(t + n, ".tmp-XXXXXX", 12);
 	if (!mkdtemp(t)) {
-		fasvd__error(FASVD_EIO, "%s: cannot create a temporary folder beside %s: %s", fn,
-		             out_dir, strerror(errno));
+		fasvd__error(FASVD_EIO, "%s: cannot create a temporary folder beside %s: %s",
+		             out_dir, dst, strerror(errno));
 		fasvd__free(ctx, t);
 		return NULL;
 	}
@@ -935,58 +947,146 @@ static int write_index(trunc_t *t, uint64_t total)
 	                      JSON_INDENT(2) | JSON_SORT_KEYS);
 }
 
-/* The text of the input's config.json with the section `sec` added as its
- * last member, every other byte as it was (numbers such as 1e-05 are not
- * rewritten as 1.0000000000000001e-5); NULL when out of memory (the text
- * parsed as an object, so it ends with its '}'). */
+/* The end of the JSON value that starts at s[i] (the text parsed as JSON,
+ * so it is well formed): after its closing quote, brace or bracket, or at
+ * the ',', '}', ']' or space that ends a number or a literal. */
+static size_t skip_value(const char *s, size_t i, size_t n)
+{
+	int depth = 0;
+	for (; i < n; i++) {
+		char c = s[i];
+		if (c == '"') {
+			for (i++; i < n && s[i] != '"'; i++)
+				i += s[i] == '\\';
+			if (!depth)
+				return i + 1;
+		} else if (c == '{' || c == '[') {
+			depth++;
+		} else if (c == '}' || c == ']') {
+			if (depth == 0)
+				return i;
+			if (--depth == 0)
+				return i + 1;
+		} else if (!depth && (c == ',' || isspace((unsigned char)c))) {
+			return i;
+		}
+	}
+	return i;
+}
+
+static size_t skip_space(const char *s, size_t i, size_t n)
+{
+	while (i < n && isspace((unsigned char)s[i]))
+		i++;
+	return i;
+}
+
+/* The span [*v, *e) of the value of the top-level member "fasvd_lowrank"
+ * in the text of an object; false when there is none. */
+static bool find_section(const char *s, size_t n, size_t *v, size_t *e)
+{
+	static const char key[] = "\"fasvd_lowrank\"";
+	size_t i = skip_space(s, 0, n) + 1;
+	for (;;) {
+		i = skip_space(s, i, n);
+		if (i >= n || s[i] != '"')
+			return false;
+		size_t k = i;
+		i = skip_value(s, i, n);
+		bool match = i - k == sizeof key - 1 && !memcmp(s + k, key, sizeof key - 1);
+		i = skip_space(s, i, n);
+		if (i >= n || s[i] != ':')
+			return false;
+		*v = skip_space(s, i + 1, n);
+		*e = i = skip_value(s, *v, n);
+		if (match)
+			return true;
+		i = skip_space(s, i, n);
+		if (i >= n || s[i] != ',')
+			return false;
+		i++;
+	}
+}
+
+/* The text of the input's config.json with the section `sec`: in place of
+ * its "fasvd_lowrank" value when it has one, else added as its last member;
+ * every other byte as it was (numbers such as 1e-05 are not rewritten as
+ * 1.0000000000000001e-5). NULL when out of memory (the text parsed as an
+ * object, so it ends with its '}'). */
 static char *splice_config(const trunc_t *t, const json_t *sec, size_t *len)
 {
-	const char *text = t->config_text;
-	size_t end = t->config_len;
+	const char *text = t->config_text, *lead = "";
+	size_t n = t->config_len, end = n, pre, post;
 	while (end && isspace((unsigned char)text[end - 1]))
 		end--;
 	if (!end || text[end - 1] != '}')
 		return NULL;
-	size_t close = end - 1, body = close;
-	while (body && isspace((unsigned char)text[body - 1]))
-		body--;
+	if (!find_section(text, n, &pre, &post)) {
+		post = end - 1;
+		pre = post;
+		while (pre && isspace((unsigned char)text[pre - 1]))
+			pre--;
+		lead = pre && text[pre - 1] == '{' ? "\n  \"fasvd_lowrank\": "
+		                                   : ",\n  \"fasvd_lowrank\": ";
+	}
 	char *s = json_dumps(sec, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 	char *out = NULL;
-	size_t n = 0;
-	FILE *mem = s ? open_memstream(&out, &n) : NULL;
+	size_t m = 0;
+	FILE *mem = s ? open_memstream(&out, &m) : NULL;
 	if (mem) {
-		fwrite(text, 1, body, mem);
-		fputs(body && text[body - 1] == '{' ? "\n  \"fasvd_lowrank\": "
-		                                    : ",\n  \"fasvd_lowrank\": ",
-		      mem);
+		fwrite(text, 1, pre, mem);
+		fputs(lead, mem);
 		for (const char *p = s; *p; p++)
 			fputs(*p == '\n' ? "\n  " : (char[]){*p, 0}, mem);
-		fputc('\n', mem);
-		fwrite(text + close, 1, t->config_len - close, mem);
+		if (*lead)
+			fputc('\n', mem);
+		fwrite(text + post, 1, n - post, mem);
 		if (fclose(mem) != 0) {
 			free(out);
 			out = NULL;
 		}
 	}
 	free(s);
-	*len = n;
+	*len = m;
 	return out;
 }
 
+/* The entries of the input's own "fasvd_lowrank" section (a truncated
+ * model truncated again: its factors are copied as they are) kept in sec,
+ * before this run's. */
+static int keep_old_entries(const trunc_t *t, json_t *sec)
+{
+	json_t *old = json_object_get(json_object_get(t->config, "fasvd_lowrank"), "tensors");
+	json_t *now = json_object_get(sec, "tensors"), *all = json_object();
+	if (!json_is_object(old)) {
+		json_decref(all);
+		return 0;
+	}
+	if (!all || json_object_update(all, old) || json_object_update(all, now) ||
+	    json_object_set_new(sec, "tensors", all))
+		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	return 0;
+}
+
 /* config.json with the "fasvd_lowrank" section (created if the folder had
- * none): the input's text with the section added, or (no input, or one with
- * a section already) written by jansson. */
+ * none): the input's text with the section added or replaced, or (no input)
+ * written by jansson. */
 static int write_config(trunc_t *t)
 {
 	json_t *sec = lowrank_section(t);
+	int rc;
 	if (!sec)
 		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
-	if (t->config_text && !json_object_get(t->config, "fasvd_lowrank")) {
+	if ((rc = keep_old_entries(t, sec))) {
+		json_decref(sec);
+		return rc;
+	}
+	if (t->config_text) {
 		size_t n;
 		char *text = splice_config(t, sec, &n);
 		char *path = text ? fasvd__path_join(t->ctx, t->tmp, "config.json") : NULL;
-		int rc = path ? fasvd__write_file(path, text, n)
-		              : fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+		rc = path ? fasvd__write_file(path, text, n)
+		          : fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
 		fasvd__free(t->ctx, path);
 		free(text);
 		json_decref(sec);
@@ -1039,15 +1139,16 @@ static int copy_extras(const trunc_t *t, const char *src, const char *dst, int d
 	return rc;
 }
 
-/* The finished temporary folder becomes out_dir, durably. */
-static int commit_out(trunc_t *t, const char *out_dir)
+/* The finished temporary folder becomes dst (the folder written for
+ * out_dir: an empty one is replaced), durably. */
+static int commit_out(trunc_t *t, const char *out_dir, const char *dst)
 {
 	fasvd__sync_dir(t->tmp);
-	if (rename(t->tmp, out_dir) != 0)
-		return fasvd__error(FASVD_EIO, "%s: cannot rename %s to %s: %s", t->fn, t->tmp,
-		                    out_dir, strerror(errno));
+	if (rename(t->tmp, dst) != 0)
+		return fasvd__error(FASVD_EIO, "%s: cannot rename %s to %s: %s", out_dir, t->tmp,
+		                    dst, strerror(errno));
 	/* fsync the parent folder so that the rename is durable */
-	fasvd__sync_dir_of(out_dir);
+	fasvd__sync_dir_of(dst);
 	fasvd__free(t->ctx, t->tmp);
 	t->tmp = NULL;
 	return 0;
@@ -1085,14 +1186,17 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	static const char fn[] = "fasvd_truncate";
 	fasvd_truncate_opts o;
 	trunc_t t;
+	char *dst = NULL;
 	memset(&t, 0, sizeof t);
 	if (!model_dir || !out_dir)
 		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !model_dir ? "model_dir" : "out_dir");
 	int rc = load_topts(&o, &t.fo, opts, fn);
 	t.ctx = fasvd__ctx(ctx);
 	if (rc || (rc = check_out(fn, model_dir, out_dir)) ||
-	    (rc = fasvd__check_parent(t.ctx, out_dir)))
+	    (rc = out_folder(t.ctx, out_dir, &dst)) || (rc = fasvd__check_parent(t.ctx, dst))) {
+		fasvd__free(t.ctx, dst);
 		return rc;
+	}
 	t.o = &o;
 	t.fn = fn;
 	t.cb = cb;
@@ -1106,7 +1210,7 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 		rc = nothing_smaller(&t, model_dir);
 		goto out;
 	}
-	if (!(t.tmp = make_tmp(t.ctx, out_dir, fn))) {
+	if (!(t.tmp = make_tmp(t.ctx, out_dir, dst))) {
 		rc = fasvd_last_error()[0] ? FASVD_EIO : FASVD_ENOMEM;
 		goto out;
 	}
@@ -1115,8 +1219,9 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	    (rc = write_index(&t, total)) || (rc = write_config(&t)) ||
 	    (rc = copy_extras(&t, model_dir, t.tmp, 0)))
 		goto out;
-	rc = commit_out(&t, out_dir);
+	rc = commit_out(&t, out_dir, dst);
 out:
 	trunc_free(&t);
+	fasvd__free(t.ctx, dst);
 	return rc;
 }

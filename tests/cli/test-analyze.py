@@ -104,6 +104,11 @@ def main():
                any(x.startswith("4 ") for x in lines) and "steps" not in so and
                "wrote" not in so and "steps" in se and "wrote" in se,
                "stdout carries the per-layer table, progress goes to stderr", so + se)
+        row = [x for x in lines if x.startswith("0 ")]
+        report(all(len(x) <= 80 for x in lines) and row and
+               row[0].split()[5:7] == ["26/31", "(32)"] and row[0].endswith("(8)"),
+               "the table fits 80 columns and shows the structural bounds (stack.QK 32, "
+               "fused VO 8)", so)
         keep = read(out)
         rc, so, se = run("analyze", model, "-o", out, "--force", "-q")
         report(rc == 0 and so == "" and read(out) == keep, "-q: no table, no progress",
@@ -156,6 +161,15 @@ def main():
                 ok = False
             report(ok and read(out) == keep, "--json %s streams the summary" % dest,
                    so[:300] + se)
+        # a reader that stops early: no failure, the spectra file complete
+        p = subprocess.run(["bash", "-c", '"$0" analyze "$1" -o "$2" --force --json - '
+                            '--tau 0.5,0.25,0.1,0.05,0.01,0.001 | head -3; '
+                            'echo "status ${PIPESTATUS[0]}"', FASVD, model, out],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+        so, se = p.stdout.decode(), p.stderr.decode()
+        report(so.splitlines()[0] == "{" and so.splitlines()[-1] == "status 0" and
+               "pipe" not in se.lower() and "fasvd:" not in se and read(out) == keep,
+               "--json - | head -3 exits 0, the spectra file complete", so + se)
         after = os.lstat("/dev/stdout")
         report((before.st_mode, before.st_ino) == (after.st_mode, after.st_ino),
                "/dev/stdout is left as it was")

@@ -33,7 +33,7 @@ from .linalg import (svdvals, svd, fused, fused_vo, fused_qk, stacked, shared_su
 from . import metrics
 from .metrics import (effective_rank, energy_loss, energy_kept, components_for_energy,
                       stable_rank, entropy_rank, spectral_norm, frobenius_norm, nuclear_norm)
-from .spectra import Result, Ranks, load_spectra, read_safetensors
+from .spectra import Result, Ranks, LayerSpectra, load_spectra, read_safetensors
 from .model import Model, open, architectures, truncate  # noqa: A004 (fasvd.open)
 
 #: Version of this Python package: the project version of meson.build (see
@@ -65,7 +65,7 @@ __all__ = [
     "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused",
     "metrics", "effective_rank", "energy_loss", "energy_kept", "components_for_energy",
     "stable_rank", "entropy_rank", "spectral_norm", "frobenius_norm", "nuclear_norm",
-    "Result", "Ranks", "load_spectra", "read_safetensors",
+    "Result", "Ranks", "LayerSpectra", "load_spectra", "read_safetensors",
     "Model", "architectures", "truncate",
     "__version__", "library_version", "library_path",
 ]

@@ -157,9 +157,14 @@ def main(argv=None):
             res = fasvd.load_spectra(out)
             for p in plot.render_all(res, os.path.join(args.dir, "plots"), dpi=args.dpi):
                 print(p)
+        sys.stdout.flush()
     except fasvd.Error as e:
         sys.stderr.write("fasvd: %s\n" % e)
         return 1
+    except BrokenPipeError:
+        # the reader stopped early (`| head`): it has what it wanted, as
+        # with the command-line tool; nothing more goes to the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -374,6 +374,7 @@ _PROTOTYPES = {
     "fasvd_spectra_data": (P(c_double), [spectra_p, c_int64]),
     "fasvd_spectra_shape": (c_int, [P(c_int64), P(c_int64), P(c_int64), P(c_int64), spectra_p,
                                     c_int64]),
+    "fasvd_spectra_max_rank": (c_int, [P(c_int64), spectra_p, c_int64]),
     "fasvd_layer_desc_init": (c_int, [P(LayerDesc), c_size_t]),
     "fasvd_layer_opts_init": (c_int, [P(LayerOpts), c_size_t]),
     "fasvd_layer_spectra": (c_int, [P(spectra_p), ctx_p, P(LayerDesc), P(LayerOpts)]),

@@ -16,7 +16,7 @@ import numpy as np
 from . import _lib as L
 from . import errors
 from ._core import _Handle, get_context, parse_choice, parse_compute
-from .spectra import Result, read_safetensors
+from .spectra import LayerSpectra, Result, read_safetensors
 
 __all__ = ["Model", "open", "architectures", "truncate"]
 
@@ -301,9 +301,12 @@ class Model(_Handle):
             L.lib.fasvd_model_layer_free(lh)
 
     def spectra(self, layer, fold_norms=True, stack_norm="sigma1", compute="f32"):
-        """Every spectrum of one layer, in memory (no file): a dict
-        "head.VO" -> [n_heads, k], "stack.O" -> [k], "sub.KVA" -> [k] ...,
-        computed exactly as :meth:`analyze` computes them."""
+        """Every spectrum of one layer, in memory (no file): a
+        :class:`fasvd.LayerSpectra`, the dict "head.VO" -> [n_heads, k],
+        "stack.O" -> [k], "sub.KVA" -> [k] ... with the structural rank
+        bound of each matrix (``max_rank(name)``, ``max_ranks``) and its
+        shape (``matrix_shapes``), computed exactly as :meth:`analyze`
+        computes them."""
         self._require()
         lopts = L.struct_init(L.ModelLayerOpts)
         lopts.fold_norms = 1 if fold_norms else 0
@@ -317,17 +320,20 @@ class Model(_Handle):
         try:
             L.call("fasvd_layer_spectra", ctypes.byref(sp), self.ctx,
                    L.lib.fasvd_model_layer_desc(lh), ctypes.byref(o))
-            out = {}
+            out, shapes, bounds = {}, {}, {}
             for i in range(L.lib.fasvd_spectra_count(sp)):
-                nr, nc = L.c_int64(), L.c_int64()
-                L.call("fasvd_spectra_shape", ctypes.byref(nr), ctypes.byref(nc), None, None, sp,
-                       i)
+                nr, nc, mr, mc, mx = (L.c_int64() for _ in range(5))
+                L.call("fasvd_spectra_shape", ctypes.byref(nr), ctypes.byref(nc),
+                       ctypes.byref(mr), ctypes.byref(mc), sp, i)
+                L.call("fasvd_spectra_max_rank", ctypes.byref(mx), sp, i)
                 name = L.decode(L.lib.fasvd_spectra_name(sp, i))
                 data = np.ctypeslib.as_array(L.lib.fasvd_spectra_data(sp, i),
                                              shape=(nr.value * nc.value,)).copy()
                 out[name] = data.reshape(nr.value, nc.value) if name.startswith("head.") \
                     else data
-            return out
+                shapes[name] = (mr.value, mc.value)
+                bounds[name] = mx.value
+            return LayerSpectra(out, shapes, bounds)
         finally:
             L.lib.fasvd_spectra_free(sp)
             L.lib.fasvd_model_layer_free(lh)

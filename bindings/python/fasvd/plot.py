@@ -177,7 +177,10 @@ def _head_panel(ax, res, ranks, layer, trio, tau, yscale="auto", sort=True):
         if r.size != n:  # K / V of GQA: head i uses KV head g(i)
             r = np.array([r[_gqa(i_, n, r.size)] for i_ in range(n)])
         mxn = res.max_rank("L%d.head.%s" % (layer, name))
-        ax.plot(x, r[order], marker="o" if n <= 64 else None, ms=3, lw=1.2 if name == f else 1,
+        # markers shrink from A to the fused one, drawn last: where the
+        # three ranks coincide (a full-rank head) all three stay visible
+        ax.plot(x, r[order], marker="o" if n <= 64 else None, ms=(6, 4.5, 3)[i],
+                lw=1.2 if name == f else 1,
                 color=_color(name, i), label="%s (max %d)" % (name, mxn))
         top = max(top, int(r.max()) if r.size else 1)
     mx = res.max_rank("L%d.head.%s" % (layer, f))

@@ -22,7 +22,7 @@ import numpy as np
 from . import errors
 from . import metrics
 
-__all__ = ["Result", "Ranks", "load_spectra", "read_safetensors"]
+__all__ = ["Result", "Ranks", "LayerSpectra", "load_spectra", "read_safetensors"]
 
 _KEY = re.compile(r"^L(\d+)\.(head|stack|sub)\.(.+)$")
 _NP_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "F8_E4M3": "u1",
@@ -129,6 +129,27 @@ class _RankCache(dict):
         r = Ranks(self._result, tau)
         self[float(tau)] = r
         return r
+
+
+class LayerSpectra(dict):
+    """The spectra of one layer in memory (:meth:`fasvd.Model.spectra`): a
+    dict "head.VO" -> [n_heads, k], "stack.O" -> [k], "sub.KVA" -> [k] ...,
+    with the same bounds as a :class:`Result` read from a file:
+    ``matrix_shapes`` (name -> (rows, cols) of the matrix one row
+    describes), ``max_ranks`` (name -> its structural rank bound) and
+    :meth:`max_rank`."""
+
+    def __init__(self, spectra, matrix_shapes, max_ranks):
+        super().__init__(spectra)
+        self.matrix_shapes = dict(matrix_shapes)
+        self.max_ranks = dict(max_ranks)
+
+    def max_rank(self, name):
+        """The structural rank bound of the matrix behind spectrum `name`
+        (as :meth:`Result.max_rank`: a fused head at most a head dimension,
+        stories260K "head.VO" 8 of 64 x 64; a stack the sum of its blocks'
+        bounds); values of the spectrum past it are rounding noise."""
+        return self.max_ranks[name]
 
 
 class Result:

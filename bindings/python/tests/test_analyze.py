@@ -205,6 +205,14 @@ def test_stories260k_structural_rank_bounds(tmp_path):
     assert vo and all(c["max_rank"] == "8" and c["rows"] == "64" for c in vo)
     assert sqk and all(c["max_rank"] == "32" for c in sqk)
     assert [r["max_rank"] for r in res.table()] == [int(c["max_rank"]) for c in cells]
+    # the in-memory spectra of a layer carry the same bounds and shapes
+    with fasvd.open(STORIES) as m:
+        sp = m.spectra(2, compute="f64")
+    assert isinstance(sp, fasvd.LayerSpectra) and isinstance(sp, dict)
+    assert sp.max_rank("head.VO") == 8 and sp.max_rank("stack.QK") == 32
+    assert sp.matrix_shapes["head.VO"] == (64, 64)
+    assert {"L2." + k: v for k, v in sp.max_ranks.items()} == \
+        {k: v for k, v in res.max_ranks.items() if k.startswith("L2.")}
 
 
 def test_older_spectra_files_without_bounds_still_load(tmp_path):

@@ -124,6 +124,18 @@ STORIES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "da
                        "stories260K")
 
 
+def test_python_m_fasvd_into_a_closed_pipe():
+    """`python -m fasvd info M --json | head -1`: a reader that stops early
+    is no failure (exit 0, nothing on stderr), as with the tool."""
+    env = dict(os.environ, PYTHONPATH=PKG_ROOT)
+    p = subprocess.Popen([sys.executable, "-m", "fasvd", "info", STORIES, "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    assert p.wait() == 0 and err == "", err
+
+
 @pytest.fixture(scope="module")
 def stories_file(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("stories") / "spectra.safetensors")
