@@ -38,6 +38,10 @@ typedef enum fasvd__role {
 	FASVD__R_IN_NORM, /* norm before attention (input_layernorm, ln_1) */
 	FASVD__R_QA_NORM, /* MLA q_a_layernorm */
 	FASVD__R_KVA_NORM,/* MLA kv_a_layernorm */
+	FASVD__R_Q_NORM,  /* q_norm: RMSNorm over head_dim after q_proj (Qwen3, Gemma3) */
+	FASVD__R_K_NORM,  /* k_norm: the same after k_proj */
+	FASVD__R_POST_NORM,/* norm of the attention output before the residual add
+	                      (Gemma2/Gemma3 post_attention_layernorm) */
 	FASVD__R_COUNT
 } fasvd__role;
 
