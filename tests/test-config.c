@@ -120,11 +120,13 @@ static void test_defaults_and_head_dim(void **state)
 	fasvd__config_clear(NULL, &cfg);
 	/* Without head_dim, transformers' config classes default it per
 	 * architecture, whatever hidden / heads is: Qwen3Config 128,
-	 * GemmaConfig and Gemma2Config 256. */
+	 * GemmaConfig and Gemma2Config 256; Qwen3MoeConfig has no such
+	 * default (hidden / heads = 1024 / 16). */
 	static const struct {
 		const char *type;
 		int64_t hd;
-	} defaults[] = {{"qwen3", 128}, {"qwen3_moe", 128}, {"gemma", 256}, {"gemma2", 256}};
+	} defaults[] = {{"qwen3", 128}, {"qwen3_moe", 64}, {"gemma", 256}, {"gemma2", 256},
+	                {"gemma3_text", 256}};
 	for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
 		char text[256];
 		snprintf(text, sizeof text,

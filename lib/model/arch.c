@@ -101,6 +101,8 @@ const fasvd__arch fasvd__archs[] = {
 		.classes = "Qwen3ForCausalLM Qwen3MoeForCausalLM",
 		LLAMA_FAMILY_WITH(FASVD_NORM_RMS, NORMED_SUFFIXES(Q_NORM, K_NORM, NULL)),
 		.def_head_dim = 128,
+		/* Qwen3MoeConfig has no head_dim: its models take hidden / heads. */
+		.no_def_head_dim = "qwen3_moe",
 	},
 	{
 		.name = "gemma",
@@ -239,6 +241,13 @@ const char *fasvd__arch_list(char *buf, size_t n)
 		used += (size_t)w;
 	}
 	return buf;
+}
+
+int64_t fasvd__arch_default_head_dim(const fasvd__arch *a, const char *model_type)
+{
+	if (!a || (model_type && in_list(a->no_def_head_dim, model_type)))
+		return 0;
+	return a->def_head_dim;
 }
 
 bool fasvd__arch_is_mla(const fasvd__arch *a)

@@ -138,8 +138,9 @@ static const char *dim_expr(const fasvd__config *c, dim_kind k, char *buf, size_
 	char hd[96];
 	if (c->head_dim_given)
 		snprintf(hd, sizeof hd, "head_dim");
-	else if (a->def_head_dim)
-		snprintf(hd, sizeof hd, "head_dim (default %lld)", (long long)a->def_head_dim);
+	else if (fasvd__arch_default_head_dim(a, c->model_type))
+		snprintf(hd, sizeof hd, "head_dim (default %lld)",
+		         (long long)fasvd__arch_default_head_dim(a, c->model_type));
 	else
 		snprintf(hd, sizeof hd, "(%s/%s)", hid, heads);
 	switch (k) {

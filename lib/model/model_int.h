@@ -67,6 +67,9 @@ typedef struct fasvd__arch {
 	/* Defaults of the HF config class for keys its config.json may omit
 	 * (0: the key is required). */
 	int64_t def_heads, def_kv_heads, def_head_dim;
+	/* Aliases (space separated) whose config class has no head_dim
+	 * default: def_head_dim does not apply to them. */
+	const char *no_def_head_dim;
 } fasvd__arch;
 
 /* The architecture table (arch.c). */
@@ -79,6 +82,10 @@ const fasvd__arch *fasvd__arch_find_class(const char *cls);
 /* "deepseek_v2, deepseek_v3, …" into buf (for error messages). */
 const char *fasvd__arch_list(char *buf, size_t n);
 bool fasvd__arch_is_mla(const fasvd__arch *a);
+/* The head_dim a config of `model_type` (as written; NULL: the canonical
+ * name) gets when it omits the key: the config class's default, or 0 when
+ * it has none (then hidden / heads). */
+int64_t fasvd__arch_default_head_dim(const fasvd__arch *a, const char *model_type);
 
 /* Parsed config.json (config.c): the dimensions of docs/design.md. */
 typedef struct fasvd__config {
