@@ -89,10 +89,9 @@ FASVD_API const double *fasvd_heads_col_scale(const fasvd_heads *h);
  * FASVD_ENOMEM. */
 FASVD_API int fasvd_heads_view(fasvd_tensor **out, const fasvd_heads *h, int64_t i);
 
-/* Decode head i (dequantised, column scale applied, and the per-row gains
- * a model layer folds into its heads, such as q_norm / k_norm) into a dense buffer:
- * element (r, c) to dst[r·ld + c] (row-major, ld >= cols) or dst[c·ld + r]
- * (column-major, ld >= rows). Thread-safe. Errors: FASVD_EINVAL,
+/* Decode head i (dequantised, column scale and a model's q/k-norm row gains
+ * applied): element (r, c) to dst[r·ld + c] (row-major, ld >= cols) or
+ * dst[c·ld + r] (column-major, ld >= rows). Thread-safe. Errors: FASVD_EINVAL,
  * FASVD_ENONFINITE (a NaN/Inf weight: the detail names tensor and element),
  * FASVD_ENOMEM. */
 FASVD_API int fasvd_heads_decode_f64(double *dst, int64_t ld, fasvd_layout layout,
