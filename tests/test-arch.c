@@ -3,15 +3,17 @@
  * head's Q/K/V/O (and Q_pe, KVA, KVA_pe) view equals the corresponding slice
  * of the raw checkpoint tensor element by element — with the layout formulas
  * written out here, independently of the library — and norm folding
- * multiplies the right columns by the right norm. */
+ * multiplies the right columns by the right norm (the input norm: columns of
+ * Q, K, V; q_norm / k_norm: rows of each Q, K head; the post-attention norm:
+ * O's columns, its hidden side). */
 #include "test-model-helpers.h"
 #include "fixture.h"
 
 typedef struct raw {
 	const fasvd_st *st;
 	fasvd_tensor *t[6]; /* by slot */
-	double *norm_in, *norm_qa, *norm_kva;
-	int64_t n_in, n_qa, n_kva;
+	double *norm_in, *norm_qa, *norm_kva, *norm_q, *norm_k, *norm_post;
+	int64_t n_in, n_qa, n_kva, n_q, n_k, n_post;
 } raw;
 
 enum { S_Q, S_K, S_V, S_O, S_QKV, S_KVA };
@@ -26,43 +28,49 @@ typedef struct arch_case {
 	const char *q, *k_, *v, *o, *qkv, *norm;
 	int gemma;           /* (1 + γ) */
 	int has_bias;
+	const char *qn, *kn; /* q_norm / k_norm over head_dim, or NULL */
+	const char *post;    /* norm of the attention output, or NULL */
 } arch_case;
 
 #define LL(p) p "self_attn.q_proj.weight", p "self_attn.k_proj.weight", \
 	p "self_attn.v_proj.weight", p "self_attn.o_proj.weight", NULL, p "input_layernorm.weight"
 
 static const arch_case cases[] = {
-	{"llama", K_SEP, "model.layers.1.", LL("model.layers.1."), 0, 0},
-	{"mistral", K_SEP, "model.layers.1.", LL("model.layers.1."), 0, 0},
-	{"qwen2", K_SEP, "model.layers.1.", LL("model.layers.1."), 0, 1},
-	{"qwen3", K_SEP, "model.layers.1.", LL("model.layers.1."), 0, 0},
-	{"gemma", K_SEP, "model.layers.1.", LL("model.layers.1."), 1, 0},
-	{"gemma2", K_SEP, "model.layers.1.", LL("model.layers.1."), 1, 0},
+	{"llama", K_SEP, "model.layers.1.", LL("model.layers.1."), 0, 0, NULL, NULL, NULL},
+	{"mistral", K_SEP, "model.layers.1.", LL("model.layers.1."), 0, 0, NULL, NULL, NULL},
+	{"qwen2", K_SEP, "model.layers.1.", LL("model.layers.1."), 0, 1, NULL, NULL, NULL},
+	{"qwen3", K_SEP, "model.layers.1.", LL("model.layers.1."), 0, 0,
+	 "model.layers.1.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight", NULL},
+	{"gemma", K_SEP, "model.layers.1.", LL("model.layers.1."), 1, 0, NULL, NULL, NULL},
+	{"gemma2", K_SEP, "model.layers.1.", LL("model.layers.1."), 1, 0, NULL, NULL,
+	 "model.layers.1.post_attention_layernorm.weight"},
 	{"gemma3", K_SEP, "language_model.model.layers.1.", LL("language_model.model.layers.1."),
-	 1, 0},
+	 1, 0, "language_model.model.layers.1.self_attn.q_norm.weight",
+	 "language_model.model.layers.1.self_attn.k_norm.weight",
+	 "language_model.model.layers.1.post_attention_layernorm.weight"},
 	{"phi3", K_QKV_ROWS, "model.layers.1.", NULL, NULL, NULL,
 	 "model.layers.1.self_attn.o_proj.weight", "model.layers.1.self_attn.qkv_proj.weight",
-	 "model.layers.1.input_layernorm.weight", 0, 0},
+	 "model.layers.1.input_layernorm.weight", 0, 0, NULL, NULL, NULL},
 	{"gpt2", K_CONV1D, "transformer.h.1.", NULL, NULL, NULL,
 	 "transformer.h.1.attn.c_proj.weight", "transformer.h.1.attn.c_attn.weight",
-	 "transformer.h.1.ln_1.weight", 0, 1},
+	 "transformer.h.1.ln_1.weight", 0, 1, NULL, NULL, NULL},
 	{"gpt_neox", K_NEOX, "gpt_neox.layers.1.", NULL, NULL, NULL,
 	 "gpt_neox.layers.1.attention.dense.weight",
 	 "gpt_neox.layers.1.attention.query_key_value.weight",
-	 "gpt_neox.layers.1.input_layernorm.weight", 0, 1},
+	 "gpt_neox.layers.1.input_layernorm.weight", 0, 1, NULL, NULL, NULL},
 	{"bert", K_SEP, "bert.encoder.layer.1.", "bert.encoder.layer.1.attention.self.query.weight",
 	 "bert.encoder.layer.1.attention.self.key.weight",
 	 "bert.encoder.layer.1.attention.self.value.weight",
-	 "bert.encoder.layer.1.attention.output.dense.weight", NULL, NULL, 0, 1},
+	 "bert.encoder.layer.1.attention.output.dense.weight", NULL, NULL, 0, 1, NULL, NULL, NULL},
 	{"deepseek_v2", K_MLA, "model.layers.1.", "model.layers.1.self_attn.q_proj.weight", NULL,
 	 NULL, "model.layers.1.self_attn.o_proj.weight", NULL,
-	 "model.layers.1.input_layernorm.weight", 0, 0},
+	 "model.layers.1.input_layernorm.weight", 0, 0, NULL, NULL, NULL},
 	{"deepseek_v3", K_MLA, "model.layers.1.", "model.layers.1.self_attn.q_b_proj.weight", NULL,
 	 NULL, "model.layers.1.self_attn.o_proj.weight", NULL,
-	 "model.layers.1.input_layernorm.weight", 0, 0},
+	 "model.layers.1.input_layernorm.weight", 0, 0, NULL, NULL, NULL},
 	{"kimi_k2", K_MLA, "model.layers.1.", "model.layers.1.self_attn.q_b_proj.weight", NULL,
 	 NULL, "model.layers.1.self_attn.o_proj.weight", NULL,
-	 "model.layers.1.input_layernorm.weight", 0, 0},
+	 "model.layers.1.input_layernorm.weight", 0, 0, NULL, NULL, NULL},
 };
 
 static double get(const fasvd_tensor *t, int64_t r, int64_t c)
@@ -145,12 +153,19 @@ static double expected(const arch_case *ac, const raw *rw, const dims *d, mat m,
 	return 0;
 }
 
-/* The fold scale of column c of matrix m (1 when not folded). */
-static double fold_scale(const arch_case *ac, const raw *rw, mat m, int64_t c, int q_lora)
+/* The fold scale of element (r, c) of matrix m (1 when not folded). */
+static double fold_scale(const arch_case *ac, const raw *rw, mat m, int64_t r, int64_t c,
+                         int q_lora)
 {
 	if (!ac->norm)
 		return 1.0;
-	double g;
+	double g, a = ac->gemma;
+	if (m == M_Q && rw->norm_q)
+		return (a + rw->norm_in[c]) * (a + rw->norm_q[r]);
+	if (m == M_K && rw->norm_k)
+		return (a + rw->norm_in[c]) * (a + rw->norm_k[r]);
+	if (m == M_O && rw->norm_post)
+		return a + rw->norm_post[c];
 	if (ac->k == K_MLA) {
 		if (m == M_K || m == M_V)
 			g = rw->norm_kva[c];
@@ -188,7 +203,7 @@ static void check_heads(const arch_case *ac, const raw *rw, const dims *d, const
 				double want = expected(ac, rw, d, m, i, r, c);
 				/* the raw view: exactly the checkpoint element */
 				assert_true(get(view, r, c) == want);
-				double s = folded ? fold_scale(ac, rw, m, c, q_lora) : 1.0;
+				double s = folded ? fold_scale(ac, rw, m, r, c, q_lora) : 1.0;
 				assert_close(buf[r * cols + c], want * s, 1e-12, 1e-300);
 			}
 		}
@@ -293,6 +308,16 @@ static void run_case(const arch_case *ac, const char *root)
 	rw.t[S_O] = load(rw.st, ac->o);
 	if (ac->norm)
 		rw.norm_in = raw_vector(rw.st, ac->norm, &rw.n_in);
+	if (ac->qn) {
+		rw.norm_q = raw_vector(rw.st, ac->qn, &rw.n_q);
+		rw.norm_k = raw_vector(rw.st, ac->kn, &rw.n_k);
+		assert_int_equal(rw.n_q, d.hd);
+		assert_int_equal(rw.n_k, d.hd);
+	}
+	if (ac->post) {
+		rw.norm_post = raw_vector(rw.st, ac->post, &rw.n_post);
+		assert_int_equal(rw.n_post, d.hidden);
+	}
 
 	/* deepseek_v3 / kimi_k2 fixtures: FP8 with block scales attached */
 	if (strcmp(ac->arch, "deepseek_v3") == 0 || strcmp(ac->arch, "kimi_k2") == 0) {
@@ -320,8 +345,11 @@ static void run_case(const arch_case *ac, const char *root)
 		check_heads(ac, &rw, &d, ld->k, M_K, d.KV, info.k_head, info.kv_in, fold, q_lora);
 		check_heads(ac, &rw, &d, ld->v, M_V, d.KV, info.v_head, info.kv_in, fold, q_lora);
 		check_heads(ac, &rw, &d, ld->o, M_O, d.H, info.v_head, info.hidden, fold, q_lora);
-		/* O is never folded (its norm is not before it) */
-		assert_null(fasvd_heads_col_scale(ld->o));
+		/* O is folded only with a norm of the attention output */
+		if (fold && ac->post)
+			assert_non_null(fasvd_heads_col_scale(ld->o));
+		else
+			assert_null(fasvd_heads_col_scale(ld->o));
 		if (ac->k == K_MLA) {
 			check_heads(ac, &rw, &d, ld->q_pe, M_QPE, d.H, info.q_rope, info.q_in, fold,
 			            q_lora);
@@ -357,6 +385,9 @@ static void run_case(const arch_case *ac, const char *root)
 	free(rw.norm_in);
 	free(rw.norm_qa);
 	free(rw.norm_kva);
+	free(rw.norm_q);
+	free(rw.norm_k);
+	free(rw.norm_post);
 	fasvd_model_free(m);
 }
 

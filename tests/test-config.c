@@ -118,6 +118,35 @@ static void test_defaults_and_head_dim(void **state)
 	assert_int_equal(cfg.head_dim, 16);
 	assert_int_equal(cfg.n_kv_heads, 2);
 	fasvd__config_clear(NULL, &cfg);
+	/* Without head_dim, transformers' config classes default it per
+	 * architecture, whatever hidden / heads is: Qwen3Config 128,
+	 * GemmaConfig and Gemma2Config 256; Qwen3MoeConfig has no such
+	 * default (hidden / heads = 1024 / 16). */
+	static const struct {
+		const char *type;
+		int64_t hd;
+	} defaults[] = {{"qwen3", 128}, {"qwen3_moe", 64}, {"gemma", 256}, {"gemma2", 256},
+	                {"gemma3_text", 256}};
+	for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+		char text[256];
+		snprintf(text, sizeof text,
+		         "{\"model_type\":\"%s\",\"hidden_size\":1024,"
+		         "\"num_hidden_layers\":2,\"num_attention_heads\":16,"
+		         "\"num_key_value_heads\":8}",
+		         defaults[i].type);
+		assert_ok(parse(&cfg, text));
+		assert_int_equal(cfg.head_dim, defaults[i].hd);
+		assert_false(cfg.head_dim_given);
+		fasvd__dims d;
+		fasvd__config_dims(&cfg, &d);
+		assert_int_equal(d.q_head, defaults[i].hd);
+		fasvd__config_clear(NULL, &cfg);
+	}
+	/* A Qwen3 config whose hidden / heads is no integer is read too. */
+	assert_ok(parse(&cfg, "{\"model_type\":\"qwen3\",\"hidden_size\":100,"
+	                      "\"num_hidden_layers\":1,\"num_attention_heads\":3}"));
+	assert_int_equal(cfg.head_dim, 128);
+	fasvd__config_clear(NULL, &cfg);
 }
 
 static void test_gpt2_bert_neox(void **state)

@@ -498,6 +498,120 @@ static void test_energy_exact_ties(void **state)
 	assert_int_equal(fasvd__energy_rank(&empty, 0.5), 0);
 }
 
+/* WeightWatcher's fit written out plainly, every candidate to the end: α_i
+ * from the tail's log sum, D_i over the whole tail, the first least D. */
+static void naive_powerlaw(const double *s, int64_t N, double *alpha, double *d, double *xmin)
+{
+	double best = INFINITY;
+	for (int64_t i = 0; i < N - 1; i++) {
+		double xi = s[N - 1 - i] * s[N - 1 - i], m = (double)(N - i), ls = 0.0;
+		for (int64_t k = i; k < N; k++)
+			ls += log(s[N - 1 - k] * s[N - 1 - k]) - log(xi);
+		double a = 1.0 + m / ls, di = 1.0;
+		if (a > 1.0) {
+			di = 0.0;
+			for (int64_t k = 0; k < N - i; k++) {
+				double x = s[N - 1 - i - k] * s[N - 1 - i - k];
+				di = fmax(di, fabs(1.0 - pow(x / xi, 1.0 - a) - (double)k / m));
+			}
+		}
+		if (di < best) {
+			best = di;
+			*alpha = a;
+			*d = di;
+			*xmin = xi;
+		}
+	}
+}
+
+static void test_powerlaw(void **state)
+{
+	(void)state;
+	/* a Pareto-like spectrum with noise: σ_i² = (i + 1)^(-1/(α-1)) jittered */
+	enum { N = 120 };
+	double s[N + 10], alpha, d, xmin, na = 0, nd = 0, nx = 0;
+	int64_t tail;
+	uint64_t seed = 99;
+	for (int i = 0; i < N; i++) {
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		double u = (double)(seed >> 11) / 9007199254740992.0;
+		s[i] = sqrt(pow(i + 1.0, -1.0 / 1.5) * (1.0 + 0.3 * u));
+	}
+	for (int i = 1; i < N; i++) /* keep it descending */
+		if (s[i] > s[i - 1])
+			s[i] = s[i - 1];
+	for (int i = N; i < N + 10; i++)
+		s[i] = i % 2 ? 1e-4 : 0.0; /* λ <= 1e-5: never enters */
+	for (int i = N; i < N + 10; i++)
+		if (s[i] > s[i - 1])
+			s[i] = s[i - 1];
+	assert_ok(fasvd_metric_powerlaw(&alpha, &d, &xmin, &tail, s, N + 10));
+	naive_powerlaw(s, N, &na, &nd, &nx);
+	assert_close(alpha, na, 1e-12, 0);
+	assert_close(d, nd, 1e-12, 0);
+	assert_true(xmin == nx);
+	int64_t want_tail = 0;
+	for (int i = 0; i < N; i++)
+		want_tail += s[i] * s[i] >= xmin;
+	assert_int_equal(tail, want_tail);
+	assert_true(alpha > 1.5 && alpha < 5.0);
+	/* α-weighted and the log norms */
+	double aw, lf, lm;
+	assert_ok(fasvd_metric_alpha_weighted(&aw, s, N + 10));
+	assert_ok(fasvd_metric_log_norms(&lf, &lm, s, N + 10));
+	assert_close(lm, log10(s[0] * s[0]), 1e-14, 0);
+	assert_close(aw, alpha * lm, 1e-14, 0);
+	double f = 0.0;
+	for (int i = 0; i < N + 10; i++)
+		f += s[i] * s[i];
+	assert_close(lf, log10(f), 1e-14, 0);
+
+	/* undefined: fewer than 20 eigenvalues above 1e-5, all zero, empty */
+	fasvd_clear_error();
+	assert_fasvd(fasvd_metric_powerlaw(&alpha, &d, &xmin, &tail, s, 19), FASVD_ERANGE);
+	assert_non_null(strstr(fasvd_last_error(), "undefined"));
+	assert_non_null(strstr(fasvd_last_error(), "19 eigenvalues"));
+	const double z[3] = {0, 0, 0};
+	assert_fasvd(fasvd_metric_alpha_weighted(&aw, s, 5), FASVD_ERANGE);
+	assert_fasvd(fasvd_metric_log_norms(&lf, &lm, z, 3), FASVD_ERANGE);
+	assert_fasvd(fasvd_metric_log_norms(&lf, &lm, z, 0), FASVD_ERANGE);
+	assert_non_null(strstr(fasvd_last_error(), "empty"));
+	/* a flat spectrum has no exponent above 1 at any xmin */
+	double flat[30];
+	for (int i = 0; i < 30; i++)
+		flat[i] = 2.0;
+	assert_fasvd(fasvd_metric_powerlaw(&alpha, &d, &xmin, &tail, flat, 30), FASVD_ERANGE);
+	/* invalid arguments stay EINVAL */
+	assert_fasvd(fasvd_metric_powerlaw(&alpha, NULL, &xmin, &tail, s, N), FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_powerlaw(&alpha, &d, &xmin, &tail, s, -1), FASVD_EINVAL);
+}
+
+static void test_marchenko_pastur(void **state)
+{
+	(void)state;
+	const double s[4] = {10.0, 3.0, 2.0, 1.0};
+	double edge, soft;
+	int64_t spikes;
+	/* 6 x 4: σ² = 114 / 24, λ+ = σ²(√6 + 2)² */
+	assert_ok(fasvd_metric_marchenko_pastur(&edge, &soft, &spikes, s, 4, 6, 4));
+	double want = 114.0 / 24.0 * pow(sqrt(6.0) + 2.0, 2);
+	assert_close(edge, want, 1e-14, 0);
+	assert_close(soft, want / 100.0, 1e-14, 0);
+	assert_int_equal(spikes, 1); /* 100 > 94.1 > 9 */
+	/* the missing values of a 10 x 8 matrix are zeros */
+	assert_ok(fasvd_metric_marchenko_pastur(&edge, &soft, &spikes, s, 4, 10, 8));
+	assert_close(edge, 114.0 / 80.0 * pow(sqrt(10.0) + sqrt(8.0), 2), 1e-14, 0);
+	const double z[2] = {0, 0};
+	assert_fasvd(fasvd_metric_marchenko_pastur(&edge, &soft, &spikes, z, 2, 3, 2),
+	             FASVD_ERANGE);
+	assert_fasvd(fasvd_metric_marchenko_pastur(&edge, &soft, &spikes, s, 4, 3, 5),
+	             FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_marchenko_pastur(&edge, &soft, &spikes, s, 4, 0, 5),
+	             FASVD_EINVAL);
+	assert_fasvd(fasvd_metric_marchenko_pastur(&edge, NULL, &spikes, s, 4, 6, 4),
+	             FASVD_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -512,6 +626,8 @@ int main(void)
 		cmocka_unit_test(test_energy_agrees_with_former_rules),
 		cmocka_unit_test(test_energy_extreme_scales),
 		cmocka_unit_test(test_energy_exact_ties),
+		cmocka_unit_test(test_powerlaw),
+		cmocka_unit_test(test_marchenko_pastur),
 	};
 	if (getenv("FASVD_TEST_FILTER")) /* e.g. FASVD_TEST_FILTER=test_gram* */
 		cmocka_set_test_filter(getenv("FASVD_TEST_FILTER"));

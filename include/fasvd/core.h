@@ -64,7 +64,7 @@ typedef enum fasvd_error {
 	FASVD_EDTYPE = -5,      /* unsupported or mismatched dtype */
 	FASVD_ESHAPE = -6,      /* wrong or inconsistent shape */
 	FASVD_ENONFINITE = -7,  /* NaN or Inf in an input matrix or spectrum */
-	FASVD_ERANGE = -8,      /* a size exceeds what the library or LAPACK can index */
+	FASVD_ERANGE = -8,      /* a size beyond what libfasvd/LAPACK index; an undefined metric */
 	FASVD_ELAPACK = -9,     /* LAPACK reported failure (no convergence, bad argument) */
 	FASVD_ENOTFOUND = -10,  /* a tensor, key or file that is needed does not exist */
 	FASVD_EARCH = -11,      /* unknown architecture or inconsistent model config */

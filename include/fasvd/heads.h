@@ -83,15 +83,15 @@ FASVD_API const fasvd_tensor *fasvd_heads_tensor(const fasvd_heads *h);
 /* The column scale (fasvd_heads_cols values, owned by h) or NULL if none. */
 FASVD_API const double *fasvd_heads_col_scale(const fasvd_heads *h);
 
-/* Zero-copy tensor view of head i (head_size x cols; the column scale is NOT
+/* Zero-copy tensor view of head i (head_size x cols; no folded scale is
  * applied). The view borrows h's tensor: that tensor must outlive it; free it
  * with fasvd_tensor_free(). Errors: FASVD_EINVAL (NULL, i out of range),
  * FASVD_ENOMEM. */
 FASVD_API int fasvd_heads_view(fasvd_tensor **out, const fasvd_heads *h, int64_t i);
 
-/* Decode head i (dequantised, column scale applied) into a dense buffer:
- * element (r, c) to dst[r·ld + c] (row-major, ld >= cols) or dst[c·ld + r]
- * (column-major, ld >= rows). Thread-safe. Errors: FASVD_EINVAL,
+/* Decode head i (dequantised, column scale and a model's q/k-norm row gains
+ * applied): element (r, c) to dst[r·ld + c] (row-major, ld >= cols) or
+ * dst[c·ld + r] (column-major, ld >= rows). Thread-safe. Errors: FASVD_EINVAL,
  * FASVD_ENONFINITE (a NaN/Inf weight: the detail names tensor and element),
  * FASVD_ENOMEM. */
 FASVD_API int fasvd_heads_decode_f64(double *dst, int64_t ld, fasvd_layout layout,

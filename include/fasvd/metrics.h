@@ -93,6 +93,52 @@ FASVD_API int fasvd_metric_summary_init(fasvd_metric_summary *m, size_t size);
 FASVD_API int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const double *s,
                                      int64_t n, const double *taus, int64_t n_taus);
 
+/* ---- Heavy-tailed (random-matrix) metrics, as WeightWatcher measures
+ * weights (Martin & Mahoney). They describe the eigenvalues λ_i = σ_i² of
+ * WᵀW (no normalisation by the matrix size). Where a metric is undefined
+ * for the spectrum given they return FASVD_ERANGE with a detail saying why
+ * (too few eigenvalues, an all-zero spectrum) and write nothing; pass only
+ * the values the matrix can have (a fused product of rank <= r: its first
+ * r values), so that a structural zero tail never enters a fit. */
+
+/* Power-law fit of the tail of the eigenvalues λ = σ² above 1e-5, by
+ * WeightWatcher's method (its WWFit, the default since 0.7): with λ sorted
+ * ascending, every λ_i but the largest is a candidate xmin; its exponent is
+ * the Clauset–Shalizi–Newman maximum-likelihood estimate of the tail of
+ * m = N − i values, α_i = 1 + m / Σ_{k>=i} ln(λ_k / λ_i), and its
+ * Kolmogorov–Smirnov distance D_i = max_k |1 − (λ_{i+k}/λ_i)^(1−α_i) − k/m|
+ * (D_i = 1 when α_i <= 1). The candidate of least D wins; among equal D the
+ * smallest xmin (numpy's argmin). Out: alpha, ks_d = D, xmin = λ_i, n_tail
+ * = the number of λ >= xmin. FASVD_ERANGE when fewer than 20 eigenvalues
+ * exceed 1e-5 (WeightWatcher switches to another estimator there), when no
+ * candidate has a finite α > 1, or when σ₁² overflows. O(N²) in the worst
+ * case, much less in practice (a candidate stops once its D exceeds the
+ * best so far). */
+FASVD_API int fasvd_metric_powerlaw(double *alpha, double *ks_d, double *xmin, int64_t *n_tail,
+                                    const double *s, int64_t n);
+
+/* α-weighted: α · log10 λ_max (fasvd_metric_powerlaw()'s α, λ_max = σ₁²).
+ * FASVD_ERANGE where α is undefined. */
+FASVD_API int fasvd_metric_alpha_weighted(double *out, const double *s, int64_t n);
+
+/* log10 ‖W‖_F² = log10 Σ σ_i² and log10 λ_max = log10 σ₁², computed
+ * without overflow. FASVD_ERANGE for an empty or all-zero spectrum. */
+FASVD_API int fasvd_metric_log_norms(double *log10_frobenius_sq, double *log10_lambda_max,
+                                     const double *s, int64_t n);
+
+/* Marchenko–Pastur bulk of a rows x cols matrix W whose n <= min(rows, cols)
+ * largest singular values are s (the others zero). The entry variance is
+ * estimated from the Frobenius norm, σ² = ‖W‖_F² / (rows·cols); the bulk
+ * edge of WᵀW for an i.i.d. matrix of that variance is
+ * λ+ = σ²(√rows + √cols)² (aspect ratio Q = max/min of rows and cols:
+ * λ+ = σ²·max·(1 + 1/√Q)²). Out: bulk_edge = λ+, soft_rank = λ+ / λ_max
+ * (the MP soft rank; > 1 when no eigenvalue leaves the bulk), n_spikes =
+ * the number of λ_i = σ_i² > λ+. EINVAL for rows or cols < 1 or n too
+ * large; FASVD_ERANGE for an empty or all-zero spectrum. */
+FASVD_API int fasvd_metric_marchenko_pastur(double *bulk_edge, double *soft_rank,
+                                            int64_t *n_spikes, const double *s, int64_t n,
+                                            int64_t rows, int64_t cols);
+
 #ifdef __cplusplus
 }
 #endif

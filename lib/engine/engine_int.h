@@ -23,6 +23,7 @@ struct fasvd_heads {
 	int64_t n, rows, cols;     /* heads; each head is rows x cols */
 	int64_t offset, stride;    /* along t's rows (ROWS) or columns (COLS) */
 	double *scale;             /* cols values or NULL */
+	double *row_scale;         /* rows values (the same for every head) or NULL */
 };
 
 /* Initialise a heads struct on the stack (no allocation, no scale copy):
@@ -32,12 +33,18 @@ int fasvd__heads_init(struct fasvd_heads *h, fasvd_ctx *ctx, const fasvd_tensor 
                       fasvd_axis axis, int64_t n_heads, int64_t head_size, int64_t offset,
                       int64_t stride, const double *borrowed_scale);
 
+/* Multiply every head's row r by scale[r] when decoding (a norm that acts
+ * on each head's output, such as q_norm / k_norm, folded in); n must be the
+ * head size. The scale is copied; NULL with n = 0 removes it. Errors as
+ * fasvd_heads_set_col_scale. */
+int fasvd__heads_set_row_scale(fasvd_heads *h, const double *scale, int64_t n);
+
 /* The layout in which decoding head matrices reads the source sequentially
  * (ROW_MAJOR when the head's columns are the source's contiguous axis). */
 fasvd_layout fasvd__heads_natural(const fasvd_heads *h);
 
 /* Decode head i as float (dbl = false) or double into dst (ld, layout),
- * dequantised, NaN/Inf refused, column scale applied. */
+ * dequantised, NaN/Inf refused, column and row scales applied. */
 int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, int64_t ld,
                         fasvd_layout layout);
 

@@ -90,40 +90,53 @@ void fasvd_heads_free(fasvd_heads *h)
 	if (!h)
 		return;
 	fasvd__free(h->ctx, h->scale);
+	fasvd__free(h->ctx, h->row_scale);
 	fasvd__free(h->ctx, h);
+}
+
+/* Check and copy n finite values into *slot (freeing what was there);
+ * `want` is the size they must have, `what` names it in messages. */
+static int set_scale(fasvd_heads *h, double **slot, const double *scale, int64_t n,
+                     int64_t want, const char *fn, const char *what)
+{
+	if (!h)
+		return fasvd__error(FASVD_EINVAL, "%s: h is NULL", fn);
+	if (!scale && n == 0) {
+		fasvd__free(h->ctx, *slot);
+		*slot = NULL;
+		return 0;
+	}
+	if (!scale)
+		return fasvd__error(FASVD_EINVAL, "%s: scale is NULL", fn);
+	if (n != want) {
+		char lab[300];
+		return fasvd__error(FASVD_ESHAPE, "%s: %lld values for heads of %s with %lld %s", fn,
+		                    (long long)n, fasvd__tensor_label(h->t, lab, sizeof lab),
+		                    (long long)want, what);
+	}
+	for (int64_t j = 0; j < n; j++)
+		if (!isfinite(scale[j]))
+			return fasvd__error(FASVD_ENONFINITE, "%s: scale[%lld] is not finite", fn,
+			                    (long long)j);
+	double *copy = fasvd__calloc(h->ctx, (size_t)n, sizeof *copy, "a head scale");
+	if (!copy)
+		return FASVD_ENOMEM;
+	memcpy(copy, scale, (size_t)n * sizeof *copy);
+	fasvd__free(h->ctx, *slot);
+	*slot = copy;
+	return 0;
 }
 
 int fasvd_heads_set_col_scale(fasvd_heads *h, const double *scale, int64_t n)
 {
-	if (!h)
-		return fasvd__error(FASVD_EINVAL, "fasvd_heads_set_col_scale: h is NULL");
-	if (!scale && n == 0) {
-		fasvd__free(h->ctx, h->scale);
-		h->scale = NULL;
-		return 0;
-	}
-	if (!scale)
-		return fasvd__error(FASVD_EINVAL, "fasvd_heads_set_col_scale: scale is NULL");
-	if (n != h->cols) {
-		char lab[300];
-		return fasvd__error(FASVD_ESHAPE,
-		                    "fasvd_heads_set_col_scale: %lld values for heads of %s with %lld "
-		                    "columns",
-		                    (long long)n, fasvd__tensor_label(h->t, lab, sizeof lab),
-		                    (long long)h->cols);
-	}
-	for (int64_t j = 0; j < n; j++)
-		if (!isfinite(scale[j]))
-			return fasvd__error(FASVD_ENONFINITE,
-			                    "fasvd_heads_set_col_scale: scale[%lld] is not finite",
-			                    (long long)j);
-	double *copy = fasvd__calloc(h->ctx, (size_t)n, sizeof *copy, "a column scale");
-	if (!copy)
-		return FASVD_ENOMEM;
-	memcpy(copy, scale, (size_t)n * sizeof *copy);
-	fasvd__free(h->ctx, h->scale);
-	h->scale = copy;
-	return 0;
+	return set_scale(h, h ? &h->scale : NULL, scale, n, h ? h->cols : 0,
+	                 "fasvd_heads_set_col_scale", "columns");
+}
+
+int fasvd__heads_set_row_scale(fasvd_heads *h, const double *scale, int64_t n)
+{
+	return set_scale(h, h ? &h->row_scale : NULL, scale, n, h ? h->rows : 0,
+	                 "fasvd__heads_set_row_scale", "rows");
 }
 
 int64_t fasvd_heads_count(const fasvd_heads *h) { return h ? h->n : 0; }
@@ -184,16 +197,18 @@ fasvd_layout fasvd__heads_natural(const fasvd_heads *h)
 	return along_head_row <= along_head_col ? FASVD_LAYOUT_ROW_MAJOR : FASVD_LAYOUT_COL_MAJOR;
 }
 
+/* Column scale s[c] and row scale rs[r] (either may be NULL). */
 static void apply_scale(const fasvd_heads *h, bool dbl, void *dst, int64_t ld, fasvd_layout lay)
 {
-	const double *s = h->scale;
+	const double *s = h->scale, *rs = h->row_scale;
 	for (int64_t r = 0; r < h->rows; r++)
 		for (int64_t c = 0; c < h->cols; c++) {
 			int64_t p = lay == FASVD_LAYOUT_ROW_MAJOR ? r * ld + c : c * ld + r;
+			double f = (s ? s[c] : 1.0) * (rs ? rs[r] : 1.0);
 			if (dbl)
-				((double *)dst)[p] *= s[c];
+				((double *)dst)[p] *= f;
 			else
-				((float *)dst)[p] = (float)((double)((float *)dst)[p] * s[c]);
+				((float *)dst)[p] = (float)((double)((float *)dst)[p] * f);
 		}
 }
 
@@ -213,7 +228,7 @@ int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, in
 	fasvd_tensor_free(b);
 	if (rc)
 		return fasvd__error_prefix(rc, "head %lld", (long long)i);
-	if (h->scale)
+	if (h->scale || h->row_scale)
 		apply_scale(h, dbl, dst, ld, layout);
 	return 0;
 }

@@ -338,3 +338,160 @@ int fasvd_metric_summarize(fasvd_metric_summary *out, int64_t *ranks, const doub
 	fasvd__store_versioned(out, &m, &summary_ver);
 	return 0;
 }
+
+/* ------------------------------------------ heavy-tailed metrics (RMT) */
+
+/* Eigenvalues λ = σ² at or below this never enter a power-law fit
+ * (WeightWatcher's EVALS_THRESH); below POWERLAW_MIN_EVALS of them
+ * WeightWatcher replaces the fit by another, small-sample estimator. */
+#define POWERLAW_THRESH 1e-5
+#define POWERLAW_MIN_EVALS 20
+
+/* Eigenvalue k of the n largest, ascending: λ_k = s[n - 1 - k]². */
+static double lambda_asc(const double *s, int64_t n, int64_t k)
+{
+	double v = s[n - 1 - k];
+	return v * v;
+}
+
+/* The Kolmogorov–Smirnov distance of the tail λ_i … λ_{N-1} (ascending)
+ * from the power law of exponent alpha above xmin = λ_i, as WeightWatcher
+ * computes it: max_k |1 − (λ_{i+k}/xmin)^(1−α) − k/m| with m = N − i.
+ * Stops early, returning a value > stop, once the distance exceeds stop. */
+static double ks_distance(const double *s, int64_t N, int64_t i, double alpha, double stop)
+{
+	double xmin = lambda_asc(s, N, i), m = (double)(N - i), d = 0.0;
+	for (int64_t k = 0; k < N - i; k++) {
+		double t = fabs(1.0 - pow(lambda_asc(s, N, i + k) / xmin, -alpha + 1.0) - (double)k / m);
+		if (t > d)
+			d = t;
+		if (d > stop)
+			break;
+	}
+	return d;
+}
+
+/* Number of eigenvalues σ_i² above the fit threshold (s descending). */
+static int64_t count_fit_evals(const double *s, int64_t n)
+{
+	int64_t N = 0;
+	while (N < n && s[N] * s[N] > POWERLAW_THRESH)
+		N++;
+	return N;
+}
+
+int fasvd_metric_powerlaw(double *alpha, double *ks_d, double *xmin, int64_t *n_tail,
+                          const double *s, int64_t n)
+{
+	static const char fn[] = "fasvd_metric_powerlaw";
+	int rc = check_args(s, n, alpha, fn);
+	if (!rc && (!ks_d || !xmin || !n_tail))
+		rc = fasvd__error(FASVD_EINVAL, "%s: an out argument is NULL", fn);
+	if (rc)
+		return rc;
+	int64_t N = count_fit_evals(s, n);
+	if (N < POWERLAW_MIN_EVALS)
+		return fasvd__error(FASVD_ERANGE,
+		                    "%s: undefined: %lld eigenvalues λ = σ² above %g, fewer than the "
+		                    "%d a power-law fit needs",
+		                    fn, (long long)N, POWERLAW_THRESH, POWERLAW_MIN_EVALS);
+	if (!isfinite(s[0] * s[0]))
+		return fasvd__error(FASVD_ERANGE, "%s: undefined: λ = σ₁² = %.17g² overflows", fn, s[0]);
+	/* Every λ_i but the largest is a candidate xmin; α_i is the
+	 * Clauset–Shalizi–Newman MLE of its tail, 1 + m / Σ_{k>=i} ln(λ_k/λ_i),
+	 * and the candidate of least D wins, the smallest xmin among equals.
+	 * Walking down from the top keeps the tail's log sum as it grows. */
+	double log_sum = log(lambda_asc(s, N, N - 1)), best_d = INFINITY, best_a = 0.0;
+	int64_t best_i = -1;
+	for (int64_t i = N - 2; i >= 0; i--) {
+		double li = log(lambda_asc(s, N, i)), m = (double)(N - i);
+		log_sum += li;
+		double a = 1.0 + m / (log_sum - m * li);
+		double d = a > 1.0 ? ks_distance(s, N, i, a, best_d) : 1.0;
+		if (d <= best_d) {
+			best_d = d;
+			best_a = a;
+			best_i = i;
+		}
+	}
+	if (!isfinite(best_a) || best_a <= 1.0)
+		return fasvd__error(FASVD_ERANGE,
+		                    "%s: undefined: no tail of the %lld eigenvalues above %g has a "
+		                    "finite exponent above 1",
+		                    fn, (long long)N, POWERLAW_THRESH);
+	double x = lambda_asc(s, N, best_i);
+	int64_t tail = 0;
+	while (tail < N && s[tail] * s[tail] >= x)
+		tail++;
+	*alpha = best_a;
+	*ks_d = best_d;
+	*xmin = x;
+	*n_tail = tail;
+	return 0;
+}
+
+/* log10 of σ₁ for an all-zero-checked spectrum, or FASVD_ERANGE. */
+static int log10_sigma1(double *out, const double *s, int64_t n, const char *fn)
+{
+	if (all_zero(s, n))
+		return fasvd__error(FASVD_ERANGE, "%s: undefined: the spectrum is %s", fn,
+		                    n ? "all zero" : "empty");
+	*out = log10(s[0]);
+	return 0;
+}
+
+int fasvd_metric_log_norms(double *log10_frobenius_sq, double *log10_lambda_max, const double *s,
+                           int64_t n)
+{
+	static const char fn[] = "fasvd_metric_log_norms";
+	int rc = check_args(s, n, log10_frobenius_sq, fn);
+	if (!rc && !log10_lambda_max)
+		rc = fasvd__error(FASVD_EINVAL, "%s: log10_lambda_max is NULL", fn);
+	double l1 = 0.0;
+	if (rc || (rc = log10_sigma1(&l1, s, n, fn)))
+		return rc;
+	*log10_lambda_max = 2.0 * l1;
+	*log10_frobenius_sq = 2.0 * l1 + log10(energy_ratio(s, n));
+	return 0;
+}
+
+int fasvd_metric_alpha_weighted(double *out, const double *s, int64_t n)
+{
+	static const char fn[] = "fasvd_metric_alpha_weighted";
+	double a, d, x, l1 = 0.0;
+	int64_t t;
+	int rc = check_args(s, n, out, fn);
+	if (rc || (rc = fasvd_metric_powerlaw(&a, &d, &x, &t, s, n)) ||
+	    (rc = log10_sigma1(&l1, s, n, fn)))
+		return rc;
+	*out = a * 2.0 * l1;
+	return 0;
+}
+
+int fasvd_metric_marchenko_pastur(double *bulk_edge, double *soft_rank, int64_t *n_spikes,
+                                  const double *s, int64_t n, int64_t rows, int64_t cols)
+{
+	static const char fn[] = "fasvd_metric_marchenko_pastur";
+	int rc = check_args(s, n, bulk_edge, fn);
+	if (!rc && (!soft_rank || !n_spikes))
+		rc = fasvd__error(FASVD_EINVAL, "%s: an out argument is NULL", fn);
+	if (!rc && (rows < 1 || cols < 1 || n > (rows < cols ? rows : cols)))
+		rc = fasvd__error(FASVD_EINVAL,
+		                  "%s: %lld singular values for a %lld x %lld matrix (at most "
+		                  "min(rows, cols), rows and cols >= 1)",
+		                  fn, (long long)n, (long long)rows, (long long)cols);
+	double l1 = 0.0;
+	if (rc || (rc = log10_sigma1(&l1, s, n, fn)))
+		return rc;
+	/* σ² = ‖W‖_F² / (rows·cols), λ+ = σ²(√rows + √cols)², all relative
+	 * to λ_max = σ₁² so that nothing overflows on the way. */
+	double r = (double)rows, c = (double)cols, q = sqrt(r) + sqrt(c);
+	double soft = energy_ratio(s, n) * (q / r) * (q / c);
+	int64_t spikes = 0;
+	while (spikes < n && (s[spikes] / s[0]) * (s[spikes] / s[0]) > soft)
+		spikes++;
+	*soft_rank = soft;
+	*bulk_edge = soft * s[0] * s[0];
+	*n_spikes = spikes;
+	return 0;
+}

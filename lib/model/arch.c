@@ -7,15 +7,28 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Llama-style names (self_attn.{q,k,v,o}_proj, input_layernorm). */
-#define LLAMA_SUFFIXES                                        \
-	{                                                     \
-		[FASVD__R_Q] = "self_attn.q_proj.weight",     \
-		[FASVD__R_K] = "self_attn.k_proj.weight",     \
-		[FASVD__R_V] = "self_attn.v_proj.weight",     \
-		[FASVD__R_O] = "self_attn.o_proj.weight",     \
-		[FASVD__R_IN_NORM] = "input_layernorm.weight", \
+/* Llama-style names (self_attn.{q,k,v,o}_proj, input_layernorm), with
+ * the names of the per-head q_norm / k_norm gains (RMSNorm over head_dim
+ * after the projection) and of the norm of the attention output before the
+ * residual add where the family has them (NULL: it has not). */
+#define NORMED_SUFFIXES(q_norm_, k_norm_, post_)                 \
+	{                                                        \
+		[FASVD__R_Q] = "self_attn.q_proj.weight",        \
+		[FASVD__R_K] = "self_attn.k_proj.weight",        \
+		[FASVD__R_V] = "self_attn.v_proj.weight",        \
+		[FASVD__R_O] = "self_attn.o_proj.weight",        \
+		[FASVD__R_IN_NORM] = "input_layernorm.weight",    \
+		[FASVD__R_Q_NORM] = q_norm_,                      \
+		[FASVD__R_K_NORM] = k_norm_,                      \
+		[FASVD__R_POST_NORM] = post_,                     \
 	}
+#define LLAMA_SUFFIXES NORMED_SUFFIXES(NULL, NULL, NULL)
+#define Q_NORM "self_attn.q_norm.weight"
+#define K_NORM "self_attn.k_norm.weight"
+/* Gemma2/Gemma3 norm the attention output (post_attention_layernorm; in
+ * Llama and Qwen that name is the norm before the MLP, not used here). */
+#define POST_ATTN_NORM "post_attention_layernorm.weight"
+
 /* Layer prefixes of decoder checkpoints: plain, and as multimodal wrappers
  * (LLaVA, Mistral-3, Gemma-3) save their language model. */
 #define DECODER_PREFIXES                                                                  \
@@ -23,9 +36,10 @@
 	 "model.language_model.layers.%d."}
 
 /* The Llama family: separate q/k/v/o_proj, GQA, a "head_dim" key. */
-#define LLAMA_FAMILY(norm_)                                                               \
+#define LLAMA_FAMILY_WITH(norm_, suffixes_)                                               \
 	.layout = FASVD__LAYOUT_SEPARATE, .norm = norm_, .prefixes = DECODER_PREFIXES,    \
-	.suffix = LLAMA_SUFFIXES, .head_dim_key = true, .gqa = true
+	.suffix = suffixes_, .head_dim_key = true, .gqa = true
+#define LLAMA_FAMILY(norm_) LLAMA_FAMILY_WITH(norm_, LLAMA_SUFFIXES)
 
 /* DeepSeek multi-head latent attention. q_proj is used when q_lora_rank is
  * null (no query compression), q_a_proj / q_b_proj otherwise. */
@@ -80,31 +94,41 @@ const fasvd__arch fasvd__archs[] = {
 		LLAMA_FAMILY(FASVD_NORM_RMS),
 	},
 	{
-		/* q_norm / k_norm act on each head's output after the projection
-		 * (a normalisation, not a linear map): not folded. */
+		/* q_norm / k_norm: per-head gains over head_dim, folded into
+		 * the rows of Q and K. Qwen3Config's head_dim defaults to 128. */
 		.name = "qwen3",
 		.aliases = "qwen3_moe",
 		.classes = "Qwen3ForCausalLM Qwen3MoeForCausalLM",
-		LLAMA_FAMILY(FASVD_NORM_RMS),
+		LLAMA_FAMILY_WITH(FASVD_NORM_RMS, NORMED_SUFFIXES(Q_NORM, K_NORM, NULL)),
+		.def_head_dim = 128,
+		/* Qwen3MoeConfig has no head_dim: its models take hidden / heads. */
+		.no_def_head_dim = "qwen3_moe",
 	},
 	{
 		.name = "gemma",
 		.classes = "GemmaForCausalLM",
 		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
+		.def_head_dim = 256,
 	},
 	{
+		/* post_attention_layernorm: (1 + gamma) on the attention
+		 * output, folded into O's columns. */
 		.name = "gemma2",
 		.classes = "Gemma2ForCausalLM",
-		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
+		LLAMA_FAMILY_WITH(FASVD_NORM_RMS_GEMMA, NORMED_SUFFIXES(NULL, NULL, POST_ATTN_NORM)),
+		.def_head_dim = 256,
 	},
 	{
 		/* The multimodal gemma3 config nests the text model in
 		 * "text_config", whose saved form omits keys left at the
-		 * Gemma3TextConfig defaults (8 heads, 4 KV heads, head_dim 256). */
+		 * Gemma3TextConfig defaults (8 heads, 4 KV heads, head_dim 256).
+		 * Folded: q_norm / k_norm into Q / K rows, post_attention_layernorm
+		 * into O's columns (all (1 + gamma)). */
 		.name = "gemma3",
 		.aliases = "gemma3_text",
 		.classes = "Gemma3ForConditionalGeneration Gemma3ForCausalLM",
-		LLAMA_FAMILY(FASVD_NORM_RMS_GEMMA),
+		LLAMA_FAMILY_WITH(FASVD_NORM_RMS_GEMMA,
+		                  NORMED_SUFFIXES(Q_NORM, K_NORM, POST_ATTN_NORM)),
 		.def_heads = 8,
 		.def_kv_heads = 4,
 		.def_head_dim = 256,
@@ -217,6 +241,13 @@ const char *fasvd__arch_list(char *buf, size_t n)
 		used += (size_t)w;
 	}
 	return buf;
+}
+
+int64_t fasvd__arch_default_head_dim(const fasvd__arch *a, const char *model_type)
+{
+	if (!a || (model_type && in_list(a->no_def_head_dim, model_type)))
+		return 0;
+	return a->def_head_dim;
 }
 
 bool fasvd__arch_is_mla(const fasvd__arch *a)

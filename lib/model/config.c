@@ -277,7 +277,7 @@ static int parse_head_dim(const parse_state *ps, fasvd__config *cfg, const char 
 		return rc;
 	cfg->head_dim_given = hd != 0;
 	if (hd == 0)
-		hd = cfg->arch->def_head_dim;
+		hd = fasvd__arch_default_head_dim(cfg->arch, cfg->model_type);
 	if (hd == 0) {
 		if (cfg->hidden % cfg->n_heads != 0)
 			return fasvd__error(FASVD_EARCH,

@@ -21,16 +21,23 @@
 
 #include <jansson.h>
 
-/* Separate q/k/v/output projections with the norm before attention. */
-#define GG_SEPARATE                                                          \
+/* Separate q/k/v/output projections with the norm before attention; the
+ * arguments name further norms (q/k norms, the post-attention norm). */
+#define GG_SEPARATE(...)                                                     \
 	.layout = FASVD__LAYOUT_SEPARATE, .prefixes = {"blk.%d."},           \
 	.suffix = {[FASVD__R_Q] = "attn_q.weight",                           \
 	           [FASVD__R_K] = "attn_k.weight",                           \
 	           [FASVD__R_V] = "attn_v.weight",                           \
 	           [FASVD__R_O] = "attn_output.weight",                      \
-	           [FASVD__R_IN_NORM] = "attn_norm.weight"},                 \
+	           [FASVD__R_IN_NORM] = "attn_norm.weight", __VA_ARGS__},    \
 	.key_hidden = "embedding_length", .key_layers = "block_count",       \
 	.key_heads = "attention.head_count", .head_dim_key = true, .gqa = true
+
+/* The norms over head_dim after the Q and K projections (Qwen3, Gemma 3). */
+#define GG_QK_NORMS                                                          \
+	[FASVD__R_Q_NORM] = "attn_q_norm.weight", [FASVD__R_K_NORM] = "attn_k_norm.weight"
+/* The norm of the attention output before the residual add (Gemma 2/3). */
+#define GG_POST_NORM [FASVD__R_POST_NORM] = "post_attention_norm.weight"
 
 /* A fused attn_qkv of rows [Q ; K ; V] (Linear layout). */
 #define GG_QKV_ROWS(norm_)                                                   \
@@ -56,24 +63,25 @@
 	.key_hidden = "embedding_length", .key_layers = "block_count",       \
 	.key_heads = "attention.head_count"
 
-/* The architectures, named by general.architecture. Gemma's norms are
- * stored as (1 + γ) by the converter: they fold as plain RMS scales. */
+/* The architectures, named by general.architecture. Gemma's norms (the
+ * q/k and post-attention norms included: every *norm.weight) are stored as
+ * (1 + γ) by the converter: they fold as plain RMS scales. */
 static const fasvd__arch gg_archs[] = {
 	/* Llama, Mistral and DeepSeek-V1 ("deepseek") GGUFs: Q/K rows permuted
 	 * inside each head, which no spectrum sees (docs/architectures.md). */
-	{.name = "llama", .aliases = "deepseek", .norm = FASVD_NORM_RMS, GG_SEPARATE},
-	{.name = "qwen2", .aliases = "qwen2moe", .norm = FASVD_NORM_RMS, GG_SEPARATE},
-	{.name = "qwen3", .aliases = "qwen3moe", .norm = FASVD_NORM_RMS, GG_SEPARATE},
-	{.name = "gemma", .norm = FASVD_NORM_RMS, GG_SEPARATE},
-	{.name = "gemma2", .norm = FASVD_NORM_RMS, GG_SEPARATE},
-	{.name = "gemma3", .norm = FASVD_NORM_RMS, GG_SEPARATE},
+	{.name = "llama", .aliases = "deepseek", .norm = FASVD_NORM_RMS, GG_SEPARATE()},
+	{.name = "qwen2", .aliases = "qwen2moe", .norm = FASVD_NORM_RMS, GG_SEPARATE()},
+	{.name = "qwen3", .aliases = "qwen3moe", .norm = FASVD_NORM_RMS, GG_SEPARATE(GG_QK_NORMS)},
+	{.name = "gemma", .norm = FASVD_NORM_RMS, GG_SEPARATE()},
+	{.name = "gemma2", .norm = FASVD_NORM_RMS, GG_SEPARATE(GG_POST_NORM)},
+	{.name = "gemma3", .norm = FASVD_NORM_RMS, GG_SEPARATE(GG_QK_NORMS, GG_POST_NORM)},
 	{.name = "phi3", GG_QKV_ROWS(FASVD_NORM_RMS)},
 	/* The converter transposes GPT-2's Conv1D weights to Linear. */
 	{.name = "gpt2", GG_QKV_ROWS(FASVD_NORM_LAYER)},
 	/* The converter reorders NeoX's per-head [q ; k ; v] into [Q ; K ; V]. */
 	{.name = "gptneox", GG_QKV_ROWS(FASVD_NORM_LAYER)},
 	/* Post-norm encoder: nothing is folded. */
-	{.name = "bert", .norm = FASVD_NORM_NONE, GG_SEPARATE},
+	{.name = "bert", .norm = FASVD_NORM_NONE, GG_SEPARATE()},
 	{GG_MLA([FASVD__R_KVB] = "attn_kv_b.weight")},
 };
 

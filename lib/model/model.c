@@ -1,6 +1,7 @@
 /* libfasvd — model handles: config.json + checkpoint + architecture adapter
  * → the canonical per-head views (docs/design.md), one layer at a time. */
 #include "model/model_int.h"
+#include "engine/engine_int.h"
 #include "core/file.h"
 #include "io/sniff.h"
 
@@ -60,11 +61,15 @@ static const char *const role_names[FASVD__R_COUNT] = {
 	[FASVD__R_KVA_NORM] = "kv_a_norm",
 	[FASVD__R_KB] = "k_b_proj",
 	[FASVD__R_VB] = "v_b_proj",
+	[FASVD__R_Q_NORM] = "q_norm",
+	[FASVD__R_K_NORM] = "k_norm",
+	[FASVD__R_POST_NORM] = "post_attn_norm",
 };
 
 static bool role_is_norm(fasvd__role r)
 {
-	return r == FASVD__R_IN_NORM || r == FASVD__R_QA_NORM || r == FASVD__R_KVA_NORM;
+	return r == FASVD__R_IN_NORM || r == FASVD__R_QA_NORM || r == FASVD__R_KVA_NORM ||
+	       r == FASVD__R_Q_NORM || r == FASVD__R_K_NORM || r == FASVD__R_POST_NORM;
 }
 
 /* Substitute the layer index for "%d" in a prefix of the table (the table
@@ -97,6 +102,7 @@ static bool tensor_name(char *buf, size_t n, const char *prefix, int64_t layer,
 typedef enum dim_kind {
 	D_NONE = 0,
 	D_HIDDEN,  /* hidden */
+	D_HD,      /* head_dim */
 	D_QH,      /* heads · head_dim */
 	D_KVH,     /* kv_heads · head_dim */
 	D_QKV,     /* (heads + 2 kv_heads) · head_dim */
@@ -116,6 +122,7 @@ static int64_t dim_value(const fasvd__config *c, dim_kind k)
 	switch (k) {
 	case D_NONE: return 0;
 	case D_HIDDEN: return c->hidden;
+	case D_HD: return c->head_dim;
 	case D_QH: return c->n_heads * c->head_dim;
 	case D_KVH: return c->n_kv_heads * c->head_dim;
 	case D_QKV: return (c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
@@ -140,11 +147,15 @@ static const char *dim_expr(const fasvd__config *c, dim_kind k, char *buf, size_
 	char hd[96];
 	if (c->head_dim_given)
 		snprintf(hd, sizeof hd, "head_dim");
+	else if (fasvd__arch_default_head_dim(a, c->model_type))
+		snprintf(hd, sizeof hd, "head_dim (default %lld)",
+		         (long long)fasvd__arch_default_head_dim(a, c->model_type));
 	else
 		snprintf(hd, sizeof hd, "(%s/%s)", hid, heads);
 	switch (k) {
 	case D_NONE: snprintf(buf, n, "-"); break;
 	case D_HIDDEN: snprintf(buf, n, "%s", hid); break;
+	case D_HD: snprintf(buf, n, "%s", hd); break;
 	case D_QH: snprintf(buf, n, "%s*%s", heads, hd); break;
 	case D_KVH: snprintf(buf, n, "num_key_value_heads*%s", hd); break;
 	case D_QKV: snprintf(buf, n, "(%s+2*num_key_value_heads)*%s", heads, hd); break;
@@ -178,6 +189,11 @@ static int layer_expect(const fasvd__config *c, expect *e)
 		e[n++] = (expect){FASVD__R_K, D_KVH, D_HIDDEN};
 		e[n++] = (expect){FASVD__R_V, D_KVH, D_HIDDEN};
 		e[n++] = (expect){FASVD__R_O, D_HIDDEN, D_QH};
+		/* Gains over head_dim after q_proj / k_proj (Qwen3, Gemma3). */
+		if (norm && c->arch->suffix[FASVD__R_Q_NORM]) {
+			e[n++] = (expect){FASVD__R_Q_NORM, D_HD, D_NONE};
+			e[n++] = (expect){FASVD__R_K_NORM, D_HD, D_NONE};
+		}
 		break;
 	case FASVD__LAYOUT_QKV_ROWS:
 		e[n++] = (expect){FASVD__R_QKV, D_QKV, D_HIDDEN};
@@ -215,6 +231,8 @@ static int layer_expect(const fasvd__config *c, expect *e)
 	}
 	if (norm)
 		e[n++] = (expect){FASVD__R_IN_NORM, D_HIDDEN, D_NONE};
+	if (norm && c->arch->suffix[FASVD__R_POST_NORM])
+		e[n++] = (expect){FASVD__R_POST_NORM, D_HIDDEN, D_NONE};
 	return n;
 }
 
@@ -778,7 +796,7 @@ int fasvd_model_layer_inputs(int64_t *first, int64_t *count, const fasvd_model *
 /* --------------------------------------------------------------- layers */
 
 enum { H_Q, H_QPE, H_K, H_V, H_O, H_COUNT };
-enum { N_IN, N_QA, N_KVA, N_COUNT };
+enum { N_IN, N_QA, N_KVA, N_Q, N_K, N_POST, N_COUNT };
 
 struct fasvd_model_layer {
 	const fasvd_model *m;
@@ -788,7 +806,7 @@ struct fasvd_model_layer {
 	fasvd_tensor *kva, *kva_pe;         /* MLA: row blocks of kv_a_proj_with_mqa */
 	fasvd_tensor *kvb;                  /* MLA: kv_b_proj rebuilt from k_b, v_b */
 	fasvd_heads *heads[H_COUNT];
-	double *norm[N_COUNT];              /* folded per-column scales */
+	double *norm[N_COUNT];              /* folded gains (docs/design.md) */
 	fasvd_layer_desc desc;
 };
 
@@ -819,6 +837,19 @@ void fasvd_model_layer_free(fasvd_model_layer *l)
 	for (int i = 0; i < N_COUNT; i++)
 		fasvd__free(ctx, l->norm[i]);
 	fasvd__free(ctx, l);
+}
+
+/* The slot of l->norm a norm role is loaded into. */
+static int norm_slot(fasvd__role r)
+{
+	switch (r) {
+	case FASVD__R_QA_NORM: return N_QA;
+	case FASVD__R_KVA_NORM: return N_KVA;
+	case FASVD__R_Q_NORM: return N_Q;
+	case FASVD__R_K_NORM: return N_K;
+	case FASVD__R_POST_NORM: return N_POST;
+	default: return N_IN;
+	}
 }
 
 static int load_st_norm(double *v, const fasvd_model *m, const model_input *in, fasvd_dtype dt)
@@ -1008,6 +1039,15 @@ static int apply_folding(fasvd_model_layer *l)
 	           (rc = fasvd_heads_set_col_scale(l->heads[H_K], in, c->hidden)) ||
 	           (rc = fasvd_heads_set_col_scale(l->heads[H_V], in, c->hidden))))
 		return rc;
+	/* q_norm / k_norm scale each head's output coordinates: rows of Q, K. */
+	const double *qn = l->norm[N_Q], *kn = l->norm[N_K], *post = l->norm[N_POST];
+	if ((qn && (rc = fasvd__heads_set_row_scale(l->heads[H_Q], qn, c->head_dim))) ||
+	    (kn && (rc = fasvd__heads_set_row_scale(l->heads[H_K], kn, c->head_dim))))
+		return rc;
+	/* The post-attention norm scales the hidden coordinates every head
+	 * writes: head i's O (head_dim x hidden) gains it as a column scale. */
+	if (post && (rc = fasvd_heads_set_col_scale(l->heads[H_O], post, c->hidden)))
+		return rc;
 	return 0;
 }
 
@@ -1050,9 +1090,7 @@ int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_
 			goto fail;
 		}
 		if (in->is_norm) {
-			int slot = in->role == FASVD__R_IN_NORM ? N_IN
-			         : in->role == FASVD__R_QA_NORM ? N_QA : N_KVA;
-			if ((rc = load_norm(m, in, &l->norm[slot])))
+			if ((rc = load_norm(m, in, &l->norm[norm_slot(in->role)])))
 				goto fail;
 			continue;
 		}

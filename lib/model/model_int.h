@@ -42,6 +42,10 @@ typedef enum fasvd__role {
 	FASVD__R_KB,      /* MLA kv_b_proj's K part, split per head and transposed
 	                   * ([heads, kv_lora_rank, qk_nope]: GGUF attn_k_b) */
 	FASVD__R_VB,      /* its V part ([heads, v_head, kv_lora_rank]: attn_v_b) */
+	FASVD__R_Q_NORM,  /* q_norm: RMSNorm over head_dim after q_proj (Qwen3, Gemma3) */
+	FASVD__R_K_NORM,  /* k_norm: the same after k_proj */
+	FASVD__R_POST_NORM,/* norm of the attention output before the residual add
+	                      (Gemma2/Gemma3 post_attention_layernorm) */
 	FASVD__R_COUNT
 } fasvd__role;
 
@@ -67,6 +71,9 @@ typedef struct fasvd__arch {
 	/* Defaults of the HF config class for keys its config.json may omit
 	 * (0: the key is required). */
 	int64_t def_heads, def_kv_heads, def_head_dim;
+	/* Aliases (space separated) whose config class has no head_dim
+	 * default: def_head_dim does not apply to them. */
+	const char *no_def_head_dim;
 } fasvd__arch;
 
 /* The architecture table (arch.c). */
@@ -79,6 +86,10 @@ const fasvd__arch *fasvd__arch_find_class(const char *cls);
 /* "deepseek_v2, deepseek_v3, …" into buf (for error messages). */
 const char *fasvd__arch_list(char *buf, size_t n);
 bool fasvd__arch_is_mla(const fasvd__arch *a);
+/* The head_dim a config of `model_type` (as written; NULL: the canonical
+ * name) gets when it omits the key: the config class's default, or 0 when
+ * it has none (then hidden / heads). */
+int64_t fasvd__arch_default_head_dim(const fasvd__arch *a, const char *model_type);
 
 /* Parsed config.json (config.c): the dimensions of docs/design.md. */
 typedef struct fasvd__config {

@@ -765,15 +765,63 @@ static int write_texts_atomic(struct run *r, const char *const *paths, const cha
 	return rc;
 }
 
+/* The heavy-tailed metrics of a row (metrics.h), in summary order; each
+ * is undefined (null in JSON, empty in CSV) where its flag is false. */
+enum { HT_ALPHA, HT_D, HT_XMIN, HT_TAIL, HT_AW, HT_LOGF, HT_LOGL, HT_MP_EDGE, HT_MP_SOFT,
+       HT_MP_SPIKES, HT_COUNT };
+static const char *const ht_names[HT_COUNT] = {
+	"alpha", "alpha_D", "alpha_xmin", "alpha_tail", "alpha_weighted", "log10_frobenius_sq",
+	"log10_lambda_max", "mp_bulk_edge", "mp_soft_rank", "mp_spikes",
+};
+
 struct row_metrics {
 	double sigma1, frobenius, stable_rank, entropy_rank;
 	int64_t er[64];
+	double ht[HT_COUNT];
+	bool ht_defined[HT_COUNT];
+	bool ht_integer[HT_COUNT];
 };
 
-static int metrics_of(const double *s, int64_t n, const double *taus, int64_t nt,
+/* The heavy-tailed metrics of s, the first n values of a rows x cols matrix
+ * of structural rank max_rank: only values it can have enter the fits, and
+ * the Marchenko–Pastur bulk (a law of full-rank random matrices) is
+ * undefined for a structurally rank-deficient product. An undefined metric
+ * (FASVD_ERANGE) is marked so, never a number. */
+static int heavy_tailed_of(const double *s, int64_t n, int64_t rows, int64_t cols,
+                           int64_t max_rank, struct row_metrics *m)
+{
+	double *v = m->ht;
+	bool *ok = m->ht_defined;
+	int64_t tail = 0, spikes = 0, full = rows < cols ? rows : cols;
+	if (max_rank >= 0 && max_rank < n)
+		n = max_rank;
+	int rc = fasvd_metric_powerlaw(&v[HT_ALPHA], &v[HT_D], &v[HT_XMIN], &tail, s, n);
+	if (rc && rc != FASVD_ERANGE)
+		return rc;
+	ok[HT_ALPHA] = ok[HT_D] = ok[HT_XMIN] = ok[HT_TAIL] = rc == 0;
+	v[HT_TAIL] = (double)tail;
+	if ((rc = fasvd_metric_log_norms(&v[HT_LOGF], &v[HT_LOGL], s, n)) && rc != FASVD_ERANGE)
+		return rc;
+	ok[HT_LOGF] = ok[HT_LOGL] = rc == 0;
+	ok[HT_AW] = ok[HT_ALPHA] && ok[HT_LOGL];
+	v[HT_AW] = ok[HT_AW] ? v[HT_ALPHA] * v[HT_LOGL] : 0.0;
+	rc = FASVD_ERANGE;
+	if ((max_rank < 0 || max_rank >= full) && n <= full &&
+	    (rc = fasvd_metric_marchenko_pastur(&v[HT_MP_EDGE], &v[HT_MP_SOFT], &spikes, s, n,
+	                                        rows, cols)) && rc != FASVD_ERANGE)
+		return rc;
+	ok[HT_MP_EDGE] = ok[HT_MP_SOFT] = ok[HT_MP_SPIKES] = rc == 0;
+	v[HT_MP_SPIKES] = (double)spikes;
+	m->ht_integer[HT_TAIL] = m->ht_integer[HT_MP_SPIKES] = true;
+	return 0;
+}
+
+static int metrics_of(const struct entry *e, const double *s, const double *taus, int64_t nt,
                       struct row_metrics *m)
 {
 	int rc;
+	int64_t n = e->n_cols;
+	memset(m, 0, sizeof *m);
 	m->sigma1 = n ? s[0] : 0;
 	if ((rc = fasvd_metric_frobenius_norm(&m->frobenius, s, n)) ||
 	    (rc = fasvd_metric_stable_rank(&m->stable_rank, s, n)) ||
@@ -782,7 +830,7 @@ static int metrics_of(const double *s, int64_t n, const double *taus, int64_t nt
 	for (int64_t t = 0; t < nt; t++)
 		if ((rc = fasvd_metric_energy_rank(&m->er[t], s, n, taus[t])))
 			return rc;
-	return 0;
+	return heavy_tailed_of(s, n, e->mat_rows, e->mat_cols, e->max_rank, m);
 }
 
 /* Split "L3.head.VO" into kind "head" and name "VO"; T.* → kind "tensor". */
@@ -824,6 +872,8 @@ static FILE *csv_open(char **text, size_t *len, const double *taus, int64_t nt)
 	             "entropy_rank");
 	for (int64_t t = 0; t < nt; t++)
 		fprintf(mem, ",er@%.17g", taus[t]);
+	for (int k = 0; k < HT_COUNT; k++)
+		fprintf(mem, ",%s", ht_names[k]);
 	fprintf(mem, "\n");
 	return mem;
 }
@@ -847,6 +897,14 @@ static void csv_row(FILE *mem, const struct entry *e, const char *kind, const ch
 	        m->stable_rank, m->entropy_rank);
 	for (int64_t t = 0; t < nt; t++)
 		fprintf(mem, ",%lld", (long long)m->er[t]);
+	for (int k = 0; k < HT_COUNT; k++) {
+		if (!m->ht_defined[k])
+			fprintf(mem, ",");
+		else if (m->ht_integer[k])
+			fprintf(mem, ",%lld", (long long)m->ht[k]);
+		else
+			fprintf(mem, ",%.17g", m->ht[k]);
+	}
 	fprintf(mem, "\n");
 }
 
@@ -861,13 +919,23 @@ static json_t *json_row(const struct entry *e, const char *kind, const char *nam
 		snprintf(key, sizeof key, "%.17g", taus[t]);
 		json_object_set_new(er, key, json_integer((json_int_t)m->er[t]));
 	}
-	return json_pack("{s:I,s:s,s:s,s:o,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o}", "layer",
-	                 (json_int_t)e->layer, "kind", kind, "name", name, "head",
-	                 e->is_2d ? json_integer((json_int_t)h) : json_null(), "rows",
-	                 (json_int_t)e->mat_rows, "cols", (json_int_t)e->mat_cols, "max_rank",
-	                 (json_int_t)e->max_rank, "sigma1",
-	                 m->sigma1, "frobenius", m->frobenius, "stable_rank", m->stable_rank,
-	                 "entropy_rank", m->entropy_rank, "effective_rank", er);
+	json_t *row = json_pack("{s:I,s:s,s:s,s:o,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o}", "layer",
+	                        (json_int_t)e->layer, "kind", kind, "name", name, "head",
+	                        e->is_2d ? json_integer((json_int_t)h) : json_null(), "rows",
+	                        (json_int_t)e->mat_rows, "cols", (json_int_t)e->mat_cols,
+	                        "max_rank", (json_int_t)e->max_rank, "sigma1", m->sigma1,
+	                        "frobenius", m->frobenius, "stable_rank", m->stable_rank,
+	                        "entropy_rank", m->entropy_rank, "effective_rank", er);
+	for (int k = 0; row && k < HT_COUNT; k++) {
+		json_t *v = !m->ht_defined[k] ? json_null()
+		          : m->ht_integer[k]  ? json_integer((json_int_t)m->ht[k])
+		                              : json_real(m->ht[k]);
+		if (json_object_set_new(row, ht_names[k], v)) {
+			json_decref(row);
+			return NULL;
+		}
+	}
+	return row;
 }
 
 /* One row per matrix (per head) into the JSON array rows and, when csv is
@@ -882,7 +950,7 @@ static int summary_rows(const struct run *r, const double *taus, int64_t nt, jso
 		split_name(e->name, kind, sizeof kind, &name);
 		for (int64_t h = 0; h < e->n_rows; h++) {
 			struct row_metrics m;
-			int rc = metrics_of(e->data + h * e->n_cols, e->n_cols, taus, nt, &m);
+			int rc = metrics_of(e, e->data + h * e->n_cols, taus, nt, &m);
 			if (rc)
 				return fasvd__error_prefix(rc, "metrics of %s", e->name);
 			json_t *row = json_row(e, kind, name, h, &m, taus, nt);

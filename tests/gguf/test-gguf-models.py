@@ -119,6 +119,11 @@ def gguf_shapes(arch, kv, hd):
                   "attn_v": (kv * hd, HIDDEN)})
     if arch != "bert":
         s["attn_norm"] = (HIDDEN,)
+    if arch in ("qwen3", "gemma3"):
+        s["attn_q_norm"] = (hd,)
+        s["attn_k_norm"] = (hd,)
+    if arch in ("gemma2", "gemma3"):
+        s["post_attention_norm"] = (HIDDEN,)
     return s
 
 
@@ -163,8 +168,15 @@ def to_hf(arch, kv, hd, l, t):
             q, k = unpermute(q, H, H), unpermute(k, H, kv)
         out.update({p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k,
                     p + "self_attn.v_proj.weight": t["attn_v"]})
-    g = t["attn_norm"]
-    out[p + "input_layernorm.weight"] = g - 1.0 if arch.startswith("gemma") else g
+    # Gemma's norms are stored as 1 + gamma by the converter (every
+    # *norm.weight), the q/k and post-attention norms included.
+    norms = {"attn_norm": "input_layernorm", "attn_q_norm": "self_attn.q_norm",
+             "attn_k_norm": "self_attn.k_norm",
+             "post_attention_norm": "post_attention_layernorm"}
+    for k, hf in norms.items():
+        if k in t:
+            g = t[k]
+            out[p + hf + ".weight"] = g - 1.0 if arch.startswith("gemma") else g
     return out
 
 

@@ -121,8 +121,11 @@ def check(fasvd, work, path):
     by_name = {t.name: t for t in reader.tensors}
     for l in range(LAYERS):
         lt = {}
-        for suffix in ("attn_q", "attn_k", "attn_v", "attn_output", "attn_norm"):
-            t = by_name["blk.%d.%s.weight" % (l, suffix)]
+        for suffix in ("attn_q", "attn_k", "attn_v", "attn_output", "attn_norm",
+                       "attn_q_norm", "attn_k_norm", "post_attention_norm"):
+            t = by_name.get("blk.%d.%s.weight" % (l, suffix))
+            if t is None:
+                continue  # norms this architecture does not have
             a = gguf.quants.dequantize(t.data, t.tensor_type)
             lt[suffix] = a.astype("float64").reshape([int(x) for x in reversed(list(t.shape))])
         hf.update(models.to_hf(arch, kv, hd, l, lt))

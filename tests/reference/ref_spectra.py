@@ -6,7 +6,10 @@ make-fixture) is analysed by the `fasvd` CLI; this script reads the same
 checkpoint with its own numpy safetensors reader (F16/BF16/FP8 decoding and
 block scales written here from the format definitions), builds the canonical
 per-head matrices (docs/design.md) from the tensor names and config.json
-alone (written from the layout rules, not from the library's adapters), materialises
+alone (written from the layout rules, not from the library's adapters), folds
+the gains of the norms as the model applies them (input norm into the columns
+of Q, K, V; q_norm / k_norm over head_dim into the rows of each Q, K head;
+Gemma2/Gemma3's post-attention norm into O's hidden side), materialises
 every fused and stacked matrix, takes numpy.linalg.svd in float64, and checks
 every spectrum of the output file: values within 1e-4*sigma1 (f32 compute) or
 1e-10*sigma1 (f64), effective ranks at tau = 0.01 and 0.001 equal.
@@ -181,7 +184,8 @@ def canonical(st, cfg, layer, fold):
     H = c.get("num_attention_heads", 8)
     KV = c.get("num_key_value_heads", H if mt not in ("gemma3",) else 4)
     hidden = c["hidden_size"]
-    hd = c.get("head_dim") or hidden // H
+    # the head_dim defaults of transformers' config classes
+    hd = c.get("head_dim") or HEAD_DIM_DEFAULT.get(mt) or hidden // H
     if mt == "gpt_neox":
         p = find_prefix(st, ["gpt_neox.layers.{}.", "layers.{}."],
                         "attention.query_key_value.weight").format(layer)
@@ -216,16 +220,35 @@ def canonical(st, cfg, layer, fold):
             wv = st.get(p + "self_attn.v_proj.weight")
         o = st.get(p + "self_attn.o_proj.weight")
         if fold:
-            g = st.get(p + "input_layernorm.weight")
-            if mt.startswith("gemma"):
-                g = 1.0 + g
+            g = gain(st, p + "input_layernorm.weight", mt)
             wq, wk, wv = wq * g, wk * g, wv * g
     Q = [wq[i * hd:(i + 1) * hd] for i in range(H)]
     K = [wk[g * hd:(g + 1) * hd] for g in range(KV)]
     V = [wv[g * hd:(g + 1) * hd] for g in range(KV)]
     O = [o[:, i * hd:(i + 1) * hd].T for i in range(H)]
+    if fold and mt in QK_NORM:
+        # RMSNorm over head_dim of every head's q and k: diag(g) on the left
+        gq = gain(st, p + "self_attn.q_norm.weight", mt)
+        gk = gain(st, p + "self_attn.k_norm.weight", mt)
+        Q = [gq[:, None] * m for m in Q]
+        K = [gk[:, None] * m for m in K]
+    if fold and mt in POST_NORM:
+        # y = diag(gp) sum_i O_i^T v_i: O_i (hd x hidden) times diag(gp)
+        gp = gain(st, p + "post_attention_layernorm.weight", mt)
+        O = [m * gp for m in O]
     out.update({"Q": Q, "K": K, "V": V, "O": O})
     return out, H, KV
+
+
+HEAD_DIM_DEFAULT = {"qwen3": 128, "gemma": 256, "gemma2": 256, "gemma3": 256}
+QK_NORM = ("qwen3", "gemma3")
+POST_NORM = ("gemma2", "gemma3")
+
+
+def gain(st, name, mt):
+    """A norm's gain vector: Gemma stores gain - 1."""
+    g = st.get(name)
+    return 1.0 + g if mt.startswith("gemma") else g
 
 
 def svals(m):

@@ -78,6 +78,9 @@ typedef enum fx_role {
 	FX_R_IN_NORM, /* norm before attention */
 	FX_R_QA_NORM, /* MLA q_a_layernorm */
 	FX_R_KVA_NORM,/* MLA kv_a_layernorm */
+	FX_R_Q_NORM,  /* q_norm over head_dim after q_proj (Qwen3, Gemma3) */
+	FX_R_K_NORM,  /* k_norm over head_dim after k_proj */
+	FX_R_POST_NORM,/* norm of the attention output (Gemma2, Gemma3) */
 	FX_R_COUNT
 } fx_role;
 
@@ -102,18 +105,27 @@ typedef struct fx_arch {
 	                       LayerNorm biases come with FASVD_NORM_LAYER */
 } fx_arch;
 
-#define FX_LLAMA_SUFFIXES                                     \
+/* With q_norm / k_norm (q_ and k_ set) and a post-attention norm (post_). */
+#define FX_NORMED_SUFFIXES(q_, k_, post_)                     \
 	{                                                     \
 		[FX_R_Q] = "self_attn.q_proj.weight",         \
 		[FX_R_K] = "self_attn.k_proj.weight",         \
 		[FX_R_V] = "self_attn.v_proj.weight",         \
 		[FX_R_O] = "self_attn.o_proj.weight",         \
 		[FX_R_IN_NORM] = "input_layernorm.weight",    \
+		[FX_R_Q_NORM] = q_,                           \
+		[FX_R_K_NORM] = k_,                           \
+		[FX_R_POST_NORM] = post_,                     \
 	}
+#define FX_LLAMA_SUFFIXES FX_NORMED_SUFFIXES(NULL, NULL, NULL)
+#define FX_Q_NORM "self_attn.q_norm.weight"
+#define FX_K_NORM "self_attn.k_norm.weight"
+#define FX_POST_NORM "post_attention_layernorm.weight"
 #define FX_LLAMA_FFN {"mlp.up_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"}
-#define FX_LLAMA_AT(norm_, prefix_)                                                       \
+#define FX_LLAMA_WITH(norm_, prefix_, suffix_)                                            \
 	.layout = FX_SEPARATE, .norm = norm_, .prefix = prefix_,                           \
-	.suffix = FX_LLAMA_SUFFIXES, .ffn = FX_LLAMA_FFN, .head_dim_key = true, .gqa = true
+	.suffix = suffix_, .ffn = FX_LLAMA_FFN, .head_dim_key = true, .gqa = true
+#define FX_LLAMA_AT(norm_, prefix_) FX_LLAMA_WITH(norm_, prefix_, FX_LLAMA_SUFFIXES)
 #define FX_LLAMA(norm_) FX_LLAMA_AT(norm_, "model.layers.%d.")
 #define FX_MLA_FAMILY                                                           \
 	.layout = FX_MLA, .norm = FASVD_NORM_RMS, .prefix = "model.layers.%d.",  \
@@ -144,17 +156,22 @@ static const fx_arch fx_archs[] = {
 	 .dtype = FASVD_DTYPE_F16},
 	{.name = "qwen2", .cls = "Qwen2ForCausalLM", FX_LLAMA(FASVD_NORM_RMS),
 	 .dtype = FASVD_DTYPE_BF16, .biases = 1u << FX_R_Q | 1u << FX_R_K | 1u << FX_R_V},
-	{.name = "qwen3", .cls = "Qwen3ForCausalLM", FX_LLAMA(FASVD_NORM_RMS),
+	{.name = "qwen3", .cls = "Qwen3ForCausalLM",
+	 FX_LLAMA_WITH(FASVD_NORM_RMS, "model.layers.%d.",
+	               FX_NORMED_SUFFIXES(FX_Q_NORM, FX_K_NORM, NULL)),
 	 .dtype = FASVD_DTYPE_BF16},
 	{.name = "gemma", .cls = "GemmaForCausalLM", FX_LLAMA(FASVD_NORM_RMS_GEMMA),
 	 .dtype = FASVD_DTYPE_F32},
-	{.name = "gemma2", .cls = "Gemma2ForCausalLM", FX_LLAMA(FASVD_NORM_RMS_GEMMA),
+	{.name = "gemma2", .cls = "Gemma2ForCausalLM",
+	 FX_LLAMA_WITH(FASVD_NORM_RMS_GEMMA, "model.layers.%d.",
+	               FX_NORMED_SUFFIXES(NULL, NULL, FX_POST_NORM)),
 	 .dtype = FASVD_DTYPE_BF16},
 	/* Saved as the multimodal model: the language model under its own
 	 * prefix, its dimensions nested in "text_config". */
 	{.name = "gemma3", .cls = "Gemma3ForConditionalGeneration",
-	 FX_LLAMA_AT(FASVD_NORM_RMS_GEMMA, "language_model.model.layers.%d."), .nested = true,
-	 .dtype = FASVD_DTYPE_BF16},
+	 FX_LLAMA_WITH(FASVD_NORM_RMS_GEMMA, "language_model.model.layers.%d.",
+	               FX_NORMED_SUFFIXES(FX_Q_NORM, FX_K_NORM, FX_POST_NORM)),
+	 .nested = true, .dtype = FASVD_DTYPE_BF16},
 	{.name = "phi3", .cls = "Phi3ForCausalLM", .layout = FX_QKV_ROWS, .norm = FASVD_NORM_RMS,
 	 .prefix = "model.layers.%d.",
 	 .suffix = {[FX_R_QKV] = "self_attn.qkv_proj.weight", [FX_R_O] = "self_attn.o_proj.weight",
@@ -633,9 +650,13 @@ static int emit_norm(fx *f, int64_t layer, fx_role role, int64_t n)
 	if (!g)
 		return FASVD_ENOMEM;
 	rng r = rng_for(f->seed, layer, P_NORM * 4096 + (uint64_t)role);
-	double base = f->a->norm == FASVD_NORM_RMS_GEMMA ? 0.0 : 1.0;
+	bool gemma = f->a->norm == FASVD_NORM_RMS_GEMMA;
+	/* q/k and post-attention gains spread as trained ones do (a factor of
+	 * about e^±0.6, log-normal: always positive); Gemma stores gain - 1. */
+	bool spread = role == FX_R_Q_NORM || role == FX_R_K_NORM || role == FX_R_POST_NORM;
 	for (int64_t i = 0; i < n; i++)
-		g[i] = base + 0.2 * normal(&r);
+		g[i] = spread ? exp(0.6 * normal(&r)) - (gemma ? 1.0 : 0.0)
+		              : (gemma ? 0.0 : 1.0) + 0.2 * normal(&r);
 	rc = emit(f, name, n, 0, g, f->norm_dtype);
 	if (!rc && f->a->norm == FASVD_NORM_LAYER && bias_name(name, sizeof name)) {
 		for (int64_t i = 0; i < n; i++)
@@ -822,6 +843,10 @@ static int write_layer(fx *f, int64_t layer)
 #undef CLEAR
 	if (f->a->norm != FASVD_NORM_NONE && f->a->suffix[FX_R_IN_NORM] &&
 	    (rc = emit_norm(f, layer, FX_R_IN_NORM, hid)))
+		goto out;
+	if ((f->a->suffix[FX_R_Q_NORM] && ((rc = emit_norm(f, layer, FX_R_Q_NORM, hd)) ||
+	                                   (rc = emit_norm(f, layer, FX_R_K_NORM, hd)))) ||
+	    (f->a->suffix[FX_R_POST_NORM] && (rc = emit_norm(f, layer, FX_R_POST_NORM, hid))))
 		goto out;
 	rc = emit_ffn(f, layer);
 out:

@@ -56,8 +56,9 @@ def _parser():
                         "`fasvd analyze`: layer_ranks (stacked heads and subspaces per "
                         "layer at each tau), heads_L<l> (head-wise ranks, V/O/VO and "
                         "Q/K/QK), spectra (singular values and cumulative energy of chosen "
-                        "layers) and grid_VO / grid_QK (all layers). tau is the fraction of "
-                        "squared Frobenius energy lost.")
+                        "layers), esd (eigenvalue densities of stacked O with the fitted "
+                        "power-law tail) and grid_VO / grid_QK (all layers). tau is the "
+                        "fraction of squared Frobenius energy lost.")
     pl.add_argument("spectra", help="spectra file (.safetensors)")
     pl.add_argument("-o", "--output", required=True, help="folder for the plots")
     pl.add_argument("--format", choices=("png", "svg", "pdf"), default="png",

@@ -103,7 +103,9 @@ class NonFiniteError(Error, ValueError):
 
 
 class RangeError(Error, OverflowError):
-    """FASVD_ERANGE: a size beyond what the library or LAPACK can index."""
+    """FASVD_ERANGE: a size beyond what the library or LAPACK can index, or a
+    metric undefined for its spectrum (the fasvd.metrics functions return
+    None for those)."""
     code = ERANGE
 
 

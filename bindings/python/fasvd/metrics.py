@@ -7,6 +7,12 @@ files give them. A 1-D ``s`` gives a scalar; an array [..., k] (e.g. the
 per-head spectra [n_heads, k]) gives one result per row. Invalid spectra
 (negative, not descending) raise InvalidArgument, NaN/Inf NonFiniteError.
 
+The heavy-tailed metrics (:func:`powerlaw`, :func:`alpha_weighted`,
+:func:`log_norms`, :func:`marchenko_pastur`, :func:`heavy_tailed`) describe
+the eigenvalues λ = s² as WeightWatcher does; where one is undefined (fewer
+than 20 eigenvalues above 1e-5, an all-zero spectrum) it is None, never a
+number.
+
 τ is a fraction of SQUARED Frobenius energy (not of the Frobenius norm):
 the effective rank at τ is the smallest r with
 sum_{i>r} s_i^2 / sum s_i^2 <= τ. An all-zero spectrum has rank 0.
@@ -21,7 +27,8 @@ from . import errors
 
 __all__ = ["effective_rank", "energy_loss", "energy_kept", "components_for_energy",
            "stable_rank", "entropy_rank", "spectral_norm", "frobenius_norm", "nuclear_norm",
-           "summary"]
+           "summary", "powerlaw", "alpha_weighted", "log_norms", "marchenko_pastur",
+           "heavy_tailed"]
 
 
 def _rows(s):
@@ -125,3 +132,90 @@ def summary(s, taus=(0.01, 0.001)):
             "nuclear": m.nuclear, "stable_rank": m.stable_rank,
             "entropy_rank": m.entropy_rank,
             "effective_rank": {float(t): int(r) for t, r in zip(tv, ranks)}}
+
+
+def _one(s, name):
+    a = np.ascontiguousarray(s, dtype=np.float64)
+    if a.ndim != 1:
+        raise errors.ShapeError("%s() takes one 1-D spectrum, got shape %s" % (name, a.shape))
+    return a, a.ctypes.data_as(L.P(L.c_double))
+
+
+def _defined(fn, *args):
+    """Call fn; False where the metric is undefined (FASVD_ERANGE)."""
+    try:
+        L.call(fn, *args)
+    except errors.RangeError:
+        return False
+    return True
+
+
+def powerlaw(s):
+    """Power-law fit of the eigenvalues λ = s² above 1e-5 by WeightWatcher's
+    method (Clauset–Shalizi–Newman MLE of α for every candidate xmin, the
+    xmin of least Kolmogorov–Smirnov distance D): a dict with ``alpha``,
+    ``D``, ``xmin`` and ``n_tail`` (eigenvalues >= xmin), or None where the
+    fit is undefined (fewer than 20 eigenvalues above 1e-5). Pass only the
+    values the matrix can have (the first r of a rank-r product)."""
+    a, p = _one(s, "powerlaw")
+    al, d, x, t = L.c_double(), L.c_double(), L.c_double(), L.c_int64()
+    if not _defined("fasvd_metric_powerlaw", ctypes.byref(al), ctypes.byref(d),
+                    ctypes.byref(x), ctypes.byref(t), p, a.size):
+        return None
+    return {"alpha": al.value, "D": d.value, "xmin": x.value, "n_tail": t.value}
+
+
+def alpha_weighted(s):
+    """α · log10 λ_max (None where α is undefined)."""
+    a, p = _one(s, "alpha_weighted")
+    v = L.c_double()
+    return v.value if _defined("fasvd_metric_alpha_weighted", ctypes.byref(v), p, a.size) \
+        else None
+
+
+def log_norms(s):
+    """(log10 ‖W‖_F², log10 λ_max); (None, None) for an all-zero spectrum."""
+    a, p = _one(s, "log_norms")
+    f, m = L.c_double(), L.c_double()
+    if not _defined("fasvd_metric_log_norms", ctypes.byref(f), ctypes.byref(m), p, a.size):
+        return None, None
+    return f.value, m.value
+
+
+def marchenko_pastur(s, rows, cols):
+    """Marchenko–Pastur bulk of a rows x cols matrix with singular values s
+    (at most min(rows, cols) of them): a dict with ``bulk_edge`` λ+ =
+    σ²(√rows + √cols)² for σ² = ‖W‖_F² / (rows·cols), ``soft_rank`` λ+ /
+    λ_max and ``spikes`` (eigenvalues above λ+), or None for an all-zero
+    spectrum."""
+    a, p = _one(s, "marchenko_pastur")
+    e, r, k = L.c_double(), L.c_double(), L.c_int64()
+    if not _defined("fasvd_metric_marchenko_pastur", ctypes.byref(e), ctypes.byref(r),
+                    ctypes.byref(k), p, a.size, int(rows), int(cols)):
+        return None
+    return {"bulk_edge": e.value, "soft_rank": r.value, "spikes": k.value}
+
+
+def heavy_tailed(s, rows=None, cols=None, max_rank=None):
+    """Every heavy-tailed metric of one spectrum as a flat dict, with the
+    keys of the analyze summaries: alpha, alpha_D, alpha_xmin, alpha_tail,
+    alpha_weighted, log10_frobenius_sq, log10_lambda_max, mp_bulk_edge,
+    mp_soft_rank, mp_spikes; None where undefined. Only the first
+    ``max_rank`` values enter (a structurally rank-deficient matrix: its
+    zero tail never enters a fit); the MP keys need ``rows`` and ``cols``
+    and are None for such a matrix (max_rank < min(rows, cols))."""
+    a = np.ascontiguousarray(s, dtype=np.float64)
+    full = a.size if max_rank is None else min(a.size, int(max_rank))
+    a = a[:full]
+    fit = powerlaw(a)
+    lf, lm = log_norms(a)
+    mp = None
+    if rows is not None and cols is not None and (max_rank is None or
+                                                  int(max_rank) >= min(rows, cols)):
+        mp = marchenko_pastur(a, rows, cols)
+    return {"alpha": fit and fit["alpha"], "alpha_D": fit and fit["D"],
+            "alpha_xmin": fit and fit["xmin"], "alpha_tail": fit and fit["n_tail"],
+            "alpha_weighted": fit["alpha"] * lm if fit and lm is not None else None,
+            "log10_frobenius_sq": lf, "log10_lambda_max": lm,
+            "mp_bulk_edge": mp and mp["bulk_edge"], "mp_soft_rank": mp and mp["soft_rank"],
+            "mp_spikes": mp and mp["spikes"]}

@@ -24,10 +24,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
-from . import errors
+from . import errors, metrics
 from .spectra import Result, load_spectra
 
-__all__ = ["layer_ranks", "head_ranks", "spectra", "grid", "render_all", "TAU_NOTE",
+__all__ = ["layer_ranks", "head_ranks", "spectra", "grid", "esd", "render_all", "TAU_NOTE",
            "FORMATS"]
 
 FORMATS = ("png", "svg", "pdf")
@@ -339,12 +339,80 @@ def grid(result, tau=None, names=("V", "O", "VO"), ncols=None, yscale="auto", pa
     return _finish(fig, path, dpi)
 
 
+def _tail_density(fit, n_fit, x):
+    """Density in log10 λ of the fitted power-law tail, weighted by the
+    tail's share of the fitted eigenvalues: at λ = 10^x >= xmin,
+    (n_tail / N) · (α − 1)/xmin · (λ/xmin)^(−α) · λ · ln 10."""
+    a, xmin = fit["alpha"], fit["xmin"]
+    lam = 10.0 ** x
+    return (fit["n_tail"] / n_fit) * (a - 1) / xmin * (lam / xmin) ** (-a) * lam * np.log(10)
+
+
+def esd(result, layers=None, names=("O",), kind="stack", bins=40, path=None, dpi=100):
+    """Empirical spectral density of the eigenvalues λ = σ² (above 1e-5,
+    the values up to each matrix's maximum rank) as a density in log10 λ,
+    with the power-law tail fitted as WeightWatcher fits it
+    (:func:`fasvd.metrics.powerlaw`: the curve from xmin on, a dashed line at
+    xmin) and the Marchenko–Pastur bulk edge λ+ (dotted) where defined; the
+    legend gives α, D and the spike count, or says that α is undefined.
+    One panel per layer (default: first, middle and last) and name."""
+    res = _result(result)
+    view = {"stack": res.stacked, "sub": res.subspaces}.get(kind)
+    if view is None:
+        raise errors.InvalidArgument("kind=%r: use 'stack' or 'sub'" % (kind,))
+    layers = _default_layers(res) if layers is None else (
+        [int(layers)] if np.ndim(layers) == 0 else [int(l) for l in layers])
+    panels = [(l, n) for l in layers if l in view for n in names if n in view[l]]
+    if not panels:
+        raise errors.InvalidArgument("no %s spectra named %s for the layers asked"
+                                     % (kind, ", ".join(names)))
+    fig = Figure(figsize=(5.0 * len(names), 3.0 * len(layers)), layout="constrained")
+    axes = fig.subplots(len(layers), len(names), squeeze=False)
+    for r, l in enumerate(layers):
+        for c, n in enumerate(names):
+            ax = axes[r, c]
+            if (l, n) not in panels:
+                ax.set_visible(False)
+                continue
+            key = _key(l, kind, n)
+            s = np.asarray(view[l][n], dtype=np.float64)[:max(1, res.max_rank(key))]
+            lam = s ** 2
+            lam = lam[lam > 1e-5]
+            x = np.log10(lam) if lam.size else np.zeros(0)
+            ax.hist(x, bins=bins, density=True, color=_color(n, c), alpha=0.5,
+                    label="λ = σ² (%d)" % lam.size)
+            fit = metrics.powerlaw(s)
+            rows, cols = res.matrix_shapes.get(key, (None, None))
+            ht = metrics.heavy_tailed(s, rows, cols, res.max_rank(key))
+            if fit is not None:
+                xt = np.linspace(np.log10(fit["xmin"]), x.max(), 200)
+                ax.plot(xt, _tail_density(fit, lam.size, xt), color="k", lw=1.2,
+                        label="power law α = %.3g, D = %.3g" % (fit["alpha"], fit["D"]))
+                ax.axvline(np.log10(fit["xmin"]), color="k", ls="--", lw=0.8,
+                           label="xmin (tail of %d)" % fit["n_tail"])
+            else:
+                ax.plot([], [], " ", label="α undefined (%d eigenvalues above 1e-5)"
+                        % lam.size)
+            if ht["mp_bulk_edge"] is not None:
+                ax.axvline(np.log10(ht["mp_bulk_edge"]), color="0.4", ls=":", lw=1.0,
+                           label="MP bulk edge (%d spikes)" % ht["mp_spikes"])
+            ax.set_xlabel("log10 λ")
+            ax.set_ylabel("density")
+            ax.set_title("layer %d: %s.%s" % (l, kind, n), fontsize=9)
+            ax.legend(fontsize=6)
+            ax.grid(alpha=0.3)
+    fig.suptitle("%s: eigenvalue densities with the fitted power-law tail" % _name(res),
+                 fontsize=11)
+    return _finish(fig, path, dpi)
+
+
 def render_all(result, outdir, taus=None, layers=None, spectra_layers=None, dpi=100,
                fmt="png"):
     """Write every plot of a result into ``outdir`` (created if needed) as
     ``fmt`` files ("png", "svg" or "pdf"): layer_ranks, heads_L{l} for each
     layer of ``layers`` (default all), spectra (stacks, default first /
-    middle / last layer), and the grids grid_VO and grid_QK. Returns the
+    middle / last layer), esd (the stacked O's eigenvalue densities with the
+    fitted tail, same layers), and the grids grid_VO and grid_QK. Returns the
     list of paths written."""
     import os
     if fmt not in FORMATS:
@@ -367,6 +435,8 @@ def render_all(result, outdir, taus=None, layers=None, spectra_layers=None, dpi=
     sl = [l for l in sl if l in res.stacked]
     if sl:
         save(spectra(res, layers=sl, taus=taus), "spectra")
+        if any("O" in res.stacked[l] for l in sl):
+            save(esd(res, layers=sl), "esd")
     t0 = _taus(res, taus)[0]
     for trio in (("V", "O", "VO"), ("Q", "K", "QK")):
         if any(trio[2] in res.heads[l] for l in res.heads):

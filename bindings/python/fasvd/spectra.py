@@ -251,8 +251,9 @@ class Result:
     def table(self, taus=None):
         """One dict per matrix (per head for head spectra), like the CLI's
         CSV: layer, kind, name, head, rows, cols, max_rank, sigma1,
-        frobenius, stable_rank, entropy_rank and er@τ for each τ. ``pandas.DataFrame(
-        result.table())`` gives a tidy frame."""
+        frobenius, stable_rank, entropy_rank, er@τ for each τ and the
+        heavy-tailed metrics (:func:`fasvd.metrics.heavy_tailed`, None where
+        undefined). ``pandas.DataFrame(result.table())`` gives a tidy frame."""
         taus = self.taus if taus is None else tuple(float(t) for t in taus)
         rows = []
         for key in sorted(self.spectra, key=_sort_key):
@@ -274,6 +275,7 @@ class Result:
                        "stable_rank": s["stable_rank"], "entropy_rank": s["entropy_rank"]}
                 for t in taus:
                     row["er@%.17g" % t] = s["effective_rank"][t]
+                row.update(metrics.heavy_tailed(mat[h], shp[0], shp[1], self.max_ranks[key]))
                 rows.append(row)
         return rows
 

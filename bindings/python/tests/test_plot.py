@@ -106,8 +106,8 @@ def test_python_m_fasvd_plot(spectra_file, tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     names = sorted(os.listdir(out))
-    assert names == sorted(["layer_ranks.png", "heads_L2.png", "spectra.png", "grid_VO.png",
-                            "grid_QK.png"])
+    assert names == sorted(["layer_ranks.png", "heads_L2.png", "spectra.png", "esd.png",
+                            "grid_VO.png", "grid_QK.png"])
     for n in names:
         assert is_png(str(out / n))
     assert sorted(r.stdout.split()) == sorted(str(out / n) for n in names)
@@ -186,10 +186,38 @@ def test_vector_formats(stories_file, tmp_path):
                        env=env)
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(out)) == sorted(["layer_ranks.svg", "heads_L0.svg", "spectra.svg",
-                                              "grid_VO.svg", "grid_QK.svg"])
+                                              "esd.svg", "grid_VO.svg", "grid_QK.svg"])
     with pytest.raises(fasvd.InvalidArgument):
         plot.render_all(res, str(tmp_path / "x"), fmt="gif")
     r = subprocess.run([sys.executable, "-m", "fasvd", "summary", stories_file],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "stories260K" in r.stdout
     assert "stack.QK 26/32 31/32" in r.stdout.splitlines()[1], r.stdout
+
+
+def test_esd_draws_the_fitted_tail(stories_file):
+    """The eigenvalue density of stories260K's stacked O (64 values) with
+    the power-law tail of fasvd.metrics.powerlaw: the curve starts at
+    log10 xmin and is the fitted density there; the MP edge is drawn."""
+    import numpy as np
+    res = fasvd.load_spectra(stories_file)
+    fig = plot.esd(res, layers=[0, 1], names=("O", "QK"))
+    axes = data_axes(fig)
+    assert len(axes) == 4
+    s = np.asarray(res.stacked[0]["O"], dtype=np.float64)
+    fit = fasvd.metrics.powerlaw(s)
+    ax = axes[0]
+    curve = ax.get_lines()[0]
+    x0 = curve.get_xdata()[0]
+    assert x0 == pytest.approx(np.log10(fit["xmin"]))
+    n = int(np.sum(s ** 2 > 1e-5))
+    want = fit["n_tail"] / n * (fit["alpha"] - 1) / fit["xmin"] * np.log(10) * fit["xmin"]
+    assert curve.get_ydata()[0] == pytest.approx(want, rel=1e-9)
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert any(l.startswith("power law α = ") for l in labels), labels
+    assert any(l.startswith("MP bulk edge") for l in labels), labels
+    # stacked QK has rank <= 32 < min(rows, cols) = 64: no MP edge
+    assert not any(l.startswith("MP bulk edge") for l in
+                   (ln.get_label() for ln in axes[1].get_lines()))
+    with pytest.raises(fasvd.InvalidArgument):
+        plot.esd(res, names=("nothing",))
