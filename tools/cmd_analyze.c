@@ -112,6 +112,23 @@ static bool parse_layers(const char *s, int64_t *first, int64_t *last)
 	return true;
 }
 
+/* "I/N" with 0 <= I < N */
+static bool parse_shard(const char *s, int64_t *index, int64_t *count)
+{
+	char *end;
+	errno = 0;
+	long long i = strtoll(s, &end, 10);
+	if (errno || end == s || *end != '/' || i < 0)
+		return false;
+	const char *t = end + 1;
+	long long n = strtoll(t, &end, 10);
+	if (errno || end == t || *end || n <= i)
+		return false;
+	*index = i;
+	*count = n;
+	return true;
+}
+
 static const char *const stack_norms[] = {"sigma1", "frobenius", "none", NULL};
 static const char *const computes[] = {"f32", "f64", NULL};
 
@@ -178,7 +195,7 @@ static int analyze(cli *c, const char *model, const char *out, fasvd_analyze_opt
 
 static int run(cli *c, int argc, char **argv)
 {
-	const char *out = NULL, *layers = NULL, *json = NULL, *csv = NULL;
+	const char *out = NULL, *layers = NULL, *json = NULL, *csv = NULL, *shard = NULL;
 	bool no_fold = false, resume = false, quiet = false, force = false;
 	int stack_norm = 0, compute = 0;
 	cli_list taus = {0}, tensors = {0};
@@ -194,6 +211,7 @@ static int run(cli *c, int argc, char **argv)
 		{"json", 0, CLI_OPT_STRING, &json, NULL, 0, 0},
 		{"csv", 0, CLI_OPT_STRING, &csv, NULL, 0, 0},
 		{"compute", 0, CLI_OPT_CHOICE, &compute, computes, 0, 0},
+		{"shard", 0, CLI_OPT_STRING, &shard, NULL, 0, 0},
 		{"quiet", 'q', CLI_OPT_FLAG, &quiet, NULL, 0, 0},
 		{NULL, 0, 0, NULL, NULL, 0, 0},
 	};
@@ -215,6 +233,10 @@ static int run(cli *c, int argc, char **argv)
 	}
 	if (taus.n && (status = parse_taus(c, &taus, tau_v, &ao)))
 		goto done;
+	if (shard && !parse_shard(shard, &ao.shard_index, &ao.shard_count)) {
+		status = cli_usage_error(c, "--shard: '%s' is not I/N with 0 <= I < N", shard);
+		goto done;
+	}
 	ao.fold_norms = !no_fold;
 	ao.stack_norm = stack_norm == 0   ? FASVD_STACK_NORM_SIGMA1
 	                : stack_norm == 1 ? FASVD_STACK_NORM_FROBENIUS
@@ -262,6 +284,9 @@ const cli_cmd cli_cmd_analyze = {
 	"      --tensors GLOB[,..] also the spectra of other 2-D tensors matching the\n"
 	"                          fnmatch patterns (FFN, experts ...), written as T.{name}\n"
 	"      --compute f32|f64   compute precision (default f32)\n"
+	"      --shard I/N         only shard I (0 to N-1) of the layers and tensors,\n"
+	"                          dealt by estimated cost; `fasvd merge` joins the N\n"
+	"                          shard files into the file of a whole run\n"
 	"      --resume            continue OUT (or OUT.partial) from the last completed\n"
 	"                          layer; on a complete OUT, rewrite it and the summaries\n"
 	"      --force             replace an existing OUT (a complete spectra file or\n"

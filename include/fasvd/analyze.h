@@ -79,6 +79,13 @@ typedef struct fasvd_analyze_opts {
 	int force;                   /* 1: replace an existing output file that is not the
 	                                spectra file of an interrupted run (refused
 	                                otherwise), or start afresh over OUT.partial */
+	/* Work items (appended in 0.2): with shard_count N > 0, only shard
+	 * shard_index (0 ≤ I < N) of the selected steps (layers and extra
+	 * tensors) is computed, the steps being dealt to N shards by estimated
+	 * cost (fasvd_analyze below); the file written is a partial spectra file
+	 * that fasvd_merge() joins with the other N − 1. 0: the whole selection. */
+	int64_t shard_index;
+	int64_t shard_count;
 } fasvd_analyze_opts;
 
 /* Defaults as noted above.
@@ -111,6 +118,18 @@ FASVD_API int fasvd_analyze_opts_init(fasvd_analyze_opts *opts, size_t size);
  * with no completed step of its own is removed. Before any computation
  * every needed tensor is checked to exist; the summaries are written only
  * on success (a stream last).
+ * Shards: the selected steps are dealt deterministically (from the model
+ * and the options only) by estimated cost: a layer costs 4 × the elements
+ * of its weight matrices (per-head, fused and stacked spectra of each), an
+ * extra tensor its elements; greedily, largest first (ties: layers in
+ * order, then tensors by name), each to the shard with the least cost so
+ * far (ties: the lowest index). A shard file has the metadata of a whole
+ * run plus shard ("I/N"), shard_layers (its layers, comma-separated),
+ * shard_tensors (a JSON array of its extra tensors), shard_plan (a
+ * fingerprint of the whole selection and its dealing) and shard_checkpoint
+ * (a fingerprint of the checkpoint: names, dtypes, shapes and the first and
+ * last bytes of every tensor selected); complete is "true" once its own
+ * steps are done. Resume continues a shard file only with the same shard.
  * Threads: the context's thread count (parallel over heads, threaded BLAS
  * for stacks). Not reentrant on the same output path.
  * Errors: FASVD_EINVAL (NULL, bad options, a layer range outside the model,
@@ -122,6 +141,32 @@ FASVD_API int fasvd_analyze_opts_init(fasvd_analyze_opts *opts, size_t size);
  * writable), FASVD_ELAPACK, FASVD_ERANGE, FASVD_ENOMEM, FASVD_ECANCELED. */
 FASVD_API int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
                             const fasvd_analyze_opts *opts);
+
+typedef struct fasvd_merge_opts {
+	size_t size;                 /* set by fasvd_merge_opts_init */
+	int force;                   /* 1: replace an existing output file */
+} fasvd_merge_opts;
+
+/* Defaults: force = 0.
+ * Call as fasvd_merge_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_merge_opts_init(fasvd_merge_opts *opts, size_t size);
+
+/* Join the shard files parts[0 .. n_parts) (written by fasvd_analyze with
+ * shard_count = n_parts, every shard index once, in any order) into the
+ * spectra file out_path, byte for byte the file one fasvd_analyze run with
+ * the same options writes (and the same thread count: the spectra are
+ * copied, not recomputed). Checked first: every part is a complete shard
+ * file; all have the same model (config, model type and name, checkpoint
+ * fingerprint), options, library version, selection and shard count; each
+ * shard index appears once; every selected layer is in exactly one part.
+ * The output is written atomically (temporary + rename); an existing
+ * out_path is replaced only with force. No model is read.
+ * Errors: FASVD_EINVAL (NULL, no part, parts that do not match or do not
+ * cover the selection exactly once: the detail names the part and the
+ * layer or key; an existing output without force), FASVD_EFORMAT (a part
+ * that is not a shard spectra file), FASVD_EIO, FASVD_ENOMEM. */
+FASVD_API int fasvd_merge(fasvd_ctx *ctx, const char *const *parts, int64_t n_parts,
+                          const char *out_path, const fasvd_merge_opts *opts);
 
 #ifdef __cplusplus
 }
