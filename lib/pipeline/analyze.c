@@ -23,7 +23,7 @@
 	"effective rank at tau = smallest r with 1 - sum_{i<=r} sigma_i^2 / sum sigma_i^2 <= " \
 	"tau; tau is a fraction of squared Frobenius energy lost"
 
-static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_analyze_opts, shard_count);
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_analyze_opts, force);
 
 int fasvd_analyze_opts_init(fasvd_analyze_opts *o, size_t size)
 {
