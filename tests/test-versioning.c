@@ -66,6 +66,7 @@ INIT_FN(fasvd_onload_input)
 INIT_FN(fasvd_truncate_opts)
 INIT_FN(fasvd_analyze_opts)
 INIT_FN(fasvd_merge_opts)
+INIT_FN(fasvd_survey_opts)
 INIT_FN(fasvd_model_info)
 INIT_FN(fasvd_model_input)
 INIT_FN(fasvd_model_layer_opts)
@@ -90,6 +91,7 @@ VSTRUCT(fasvd_onload_input, cancel_arg, false);
 VSTRUCT(fasvd_truncate_opts, only_if_smaller, false);
 VSTRUCT_GROWN(fasvd_analyze_opts, force, shard_count, false); /* shard_*: 0.2.0 */
 VSTRUCT(fasvd_merge_opts, force, false);
+VSTRUCT(fasvd_survey_opts, progress_user, false);
 VSTRUCT(fasvd_model_info, bytes_needed, true);
 VSTRUCT(fasvd_model_input, has_bias, true);
 VSTRUCT(fasvd_model_layer_opts, fold_norms, false);
@@ -488,6 +490,21 @@ static int c_merge(void *const *a, digest *d)
 	return rc;
 }
 
+/* A survey of the one fixture model (its folder written afresh each time). */
+static int c_survey(void *const *a, digest *d)
+{
+	char dir[320], file[360], cmd[400];
+	snprintf(dir, sizeof dir, "%s/survey", G.dir);
+	snprintf(file, sizeof file, "%s/llama.spectra.safetensors", dir);
+	const char *models[] = {G.model};
+	int rc = fasvd_survey(NULL, models, 1, dir, a[0]);
+	if (rc == 0)
+		put_file(d, file);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	return rc;
+}
+
 /* Output structs: the digest is the fields, compared by the caller. */
 static int c_model_info_get(void *const *a, digest *d)
 {
@@ -550,6 +567,7 @@ static const vcall calls[] = {
 	{"fasvd_truncate", c_truncate, {&v_fasvd_truncate_opts}},
 	{"fasvd_analyze", c_analyze, {&v_fasvd_analyze_opts}},
 	{"fasvd_merge", c_merge, {&v_fasvd_merge_opts}},
+	{"fasvd_survey", c_survey, {&v_fasvd_survey_opts}},
 	{"fasvd_model_info_get", c_model_info_get, {&v_fasvd_model_info}},
 	{"fasvd_model_input_get", c_model_input_get, {&v_fasvd_model_input}},
 	{"fasvd_model_layer_open", c_model_layer_open, {&v_fasvd_model_layer_opts}},

@@ -168,6 +168,74 @@ FASVD_API int fasvd_merge_opts_init(fasvd_merge_opts *opts, size_t size);
 FASVD_API int fasvd_merge(fasvd_ctx *ctx, const char *const *parts, int64_t n_parts,
                           const char *out_path, const fasvd_merge_opts *opts);
 
+/* ---- many models: fasvd_survey ---- */
+
+/* One model of a survey, passed to the survey's callback. */
+typedef struct fasvd_survey_event {
+	size_t size;                 /* sizeof(fasvd_survey_event) of the library */
+	const char *state;           /* "start", "done" or "failed" */
+	int64_t index;               /* the model's index in the list (0-based) */
+	int64_t count;               /* models in the list */
+	const char *model;           /* its path, as listed */
+	const char *name;            /* its name in the survey (file names, table) */
+	const char *spectra;         /* its spectra file in the survey folder */
+	int64_t steps_total;         /* steps of its analysis (0 before it opened) */
+	int64_t steps_resumed;       /* steps found done by an earlier run */
+	double elapsed_s;            /* seconds spent on it ("done", "failed") */
+	const char *error;           /* the failure ("failed"), else NULL */
+} fasvd_survey_event;
+
+/* Called from the thread that called fasvd_survey before and after each
+ * model; return 0 to go on, any other value to stop (FASVD_ECANCELED). */
+typedef int (*fasvd_survey_fn)(void *user, const fasvd_survey_event *event);
+
+typedef struct fasvd_survey_opts {
+	size_t size;                 /* set by fasvd_survey_opts_init */
+	/* The options of every analysis (NULL: the defaults), borrowed for the
+	 * call; its progress callback is called within each model (and may
+	 * cancel). json_path, csv_path, resume, force and the shard must be
+	 * unset: the survey sets them. */
+	const fasvd_analyze_opts *analyze;
+	int force;                   /* 1: start every model afresh (earlier files of the
+	                                survey folder are replaced), 0: resume */
+	fasvd_survey_fn progress;    /* optional */
+	void *progress_user;
+} fasvd_survey_opts;
+
+/* Defaults: analyze NULL, force 0, no callback.
+ * Call as fasvd_survey_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_survey_opts_init(fasvd_survey_opts *opts, size_t size);
+
+/* Analyse every model of models[0 .. n_models) (model folders, as
+ * fasvd_analyze takes) with the same options into the folder out_dir
+ * (created if missing; its parent must exist): per model NAME, the spectra
+ * file NAME.spectra.safetensors and its summaries NAME.json and NAME.csv;
+ * then, across all models, survey.csv (the tidy table: a first column
+ * `model` (NAME), then the columns of the per-model CSV: layer, kind, name,
+ * head, rows, cols, max_rank (the structural rank bound), the metrics and
+ * er@τ for each τ) and survey.json (format "fasvd.survey": the settings,
+ * the models with their paths and files, and every row with its model).
+ * NAME is the last component of the model path (without a .safetensors /
+ * .gguf / .json extension, the folder's name for a file inside one),
+ * characters outside [A-Za-z0-9._-] replaced by '_'; models whose names
+ * collide take as many parent components as tell them apart ("a_ckpt-100",
+ * "b_ckpt-100"), then a "-2", "-3" … suffix in list order. A path listed
+ * twice is refused.
+ * Resumable: each model continues its spectra file (fasvd_analyze with
+ * resume), so that a survey killed at any point and run again skips the
+ * models done (their files are rewritten unchanged with their summaries)
+ * and continues the one it was in. A model that fails does not stop the
+ * others: the event says why, the table covers the models done, and the
+ * call returns the first failure's code, its detail naming the model and
+ * how many failed (a rerun retries them). The survey files are written
+ * atomically, last.
+ * Errors: FASVD_EINVAL (NULL, no model, a path listed twice, analysis
+ * options the survey sets), FASVD_EIO (out_dir cannot be made or written),
+ * FASVD_ECANCELED, FASVD_ENOMEM, or the first model's failure (any code of
+ * fasvd_analyze). */
+FASVD_API int fasvd_survey(fasvd_ctx *ctx, const char *const *models, int64_t n_models,
+                           const char *out_dir, const fasvd_survey_opts *opts);
+
 #ifdef __cplusplus
 }
 #endif
