@@ -20,7 +20,7 @@ import struct
 import sys
 import tempfile
 
-from clitap import finish, report, run
+from clitap import finish, mend, poke_nan, report, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STORIES = os.path.join(HERE, "..", "data", "stories260K")
@@ -57,25 +57,6 @@ def shards(model, prefix, n, *opts):
             raise RuntimeError("shard %d/%d: %s" % (i, n, err))
         paths.append(p)
     return paths
-
-
-def poke_nan(model, name):
-    path = os.path.join(model, "model.safetensors")
-    h, _ = header(path)
-    n = struct.unpack("<Q", read(path)[:8])[0]
-    off = 8 + n + h[name]["data_offsets"][0] + 12
-    with open(path, "r+b") as f:
-        f.seek(off)
-        old = f.read(4)
-        f.seek(off)
-        f.write(struct.pack("<f", float("nan")))
-    return off, old
-
-
-def mend(model, off, old):
-    with open(os.path.join(model, "model.safetensors"), "r+b") as f:
-        f.seek(off)
-        f.write(old)
 
 
 def test_identical(tmp):

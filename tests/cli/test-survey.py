@@ -21,12 +21,11 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 
-from clitap import FASVD, finish, report, run
+from clitap import FASVD, finish, mend, poke_nan, report, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STORIES = os.path.join(HERE, "..", "data", "stories260K")
@@ -47,25 +46,6 @@ def minilm():
         return real_models.fetch_minilm(cache), None
     except Exception as e:  # noqa: BLE001 (any reason is a reason to skip)
         return None, str(e)
-
-
-def poke_nan(model, name):
-    path = os.path.join(model, "model.safetensors")
-    b = read(path)
-    n = struct.unpack("<Q", b[:8])[0]
-    off = 8 + n + json.loads(b[8:8 + n])[name]["data_offsets"][0] + 12
-    with open(path, "r+b") as f:
-        f.seek(off)
-        old = f.read(4)
-        f.seek(off)
-        f.write(struct.pack("<f", float("nan")))
-    return off, old
-
-
-def mend(model, off, old):
-    with open(os.path.join(model, "model.safetensors"), "r+b") as f:
-        f.seek(off)
-        f.write(old)
 
 
 def tables(d):
