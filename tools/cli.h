@@ -145,6 +145,12 @@ extern const char *const cli_computes[];
 int cli_analysis_apply(cli *c, cli_analysis *a, fasvd_analyze_opts *ao);
 void cli_analysis_free(cli_analysis *a);
 
+/* The model paths of a survey's LIST ("-": standard input) into *models
+ * (*n of them, each and the array to free()): one a line, surrounding
+ * blanks removed, empty lines and lines starting with '#' skipped. An
+ * empty list is a usage error. The exit status (an error is reported). */
+int cli_read_list(const char *path, char ***models, int *n);
+
 /* --------------------------------------------------------------- table */
 
 /* Print on stdout the per-layer table of the spectra file (cli_table.c):

@@ -1,9 +1,11 @@
 /* The analysis options `fasvd analyze` and `fasvd survey` share (cli.h,
- * cli_analysis). */
+ * cli_analysis), and the model list of a survey. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* "A-B", "A" or "A-" */
 static bool parse_layers(const char *s, int64_t *first, int64_t *last)
@@ -78,4 +80,41 @@ void cli_analysis_free(cli_analysis *a)
 {
 	cli_list_free(&a->taus);
 	cli_list_free(&a->tensors);
+}
+
+/* The model paths of LIST ("-": standard input): one a line, surrounding
+ * blanks removed, empty lines and lines starting with '#' skipped. */
+int cli_read_list(const char *path, char ***models, int *n)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+	if (!f)
+		return cli_error(CLI_EXIT_FAIL, "cannot read %s: %s", path, strerror(errno));
+	char *line = NULL;
+	size_t cap = 0;
+	int status = CLI_EXIT_OK;
+	*models = NULL;
+	*n = 0;
+	while (getline(&line, &cap, f) >= 0) {
+		char *s = line, *e = line + strlen(line);
+		while (isspace((unsigned char)*s))
+			s++;
+		while (e > s && isspace((unsigned char)e[-1]))
+			*--e = '\0';
+		if (!*s || *s == '#')
+			continue;
+		char **nm = realloc(*models, (size_t)(*n + 1) * sizeof *nm);
+		if (!nm || !(nm[*n] = strdup(s))) {
+			*models = nm ? nm : *models;
+			status = cli_error(CLI_EXIT_FAIL, "out of memory reading %s", path);
+			break;
+		}
+		*models = nm;
+		(*n)++;
+	}
+	free(line);
+	if (f != stdin)
+		fclose(f);
+	if (!status && !*n)
+		status = cli_error(CLI_EXIT_USAGE, "%s lists no model", path);
+	return status;
 }

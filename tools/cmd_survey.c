@@ -2,7 +2,6 @@
  * folder, with one tidy table across all of them. */
 #include "cli.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -42,43 +41,6 @@ static int on_model(void *user, const fasvd_survey_event *e)
 		        (long long)e->steps_total, (long long)e->steps_resumed, e->elapsed_s,
 		        e->spectra);
 	return 0;
-}
-
-/* The model paths of LIST ("-": standard input): one a line, surrounding
- * blanks removed, empty lines and lines starting with '#' skipped. */
-static int read_list(const char *path, char ***models, int *n)
-{
-	FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
-	if (!f)
-		return cli_error(CLI_EXIT_FAIL, "cannot read %s: %s", path, strerror(errno));
-	char *line = NULL;
-	size_t cap = 0;
-	int status = CLI_EXIT_OK;
-	*models = NULL;
-	*n = 0;
-	while (getline(&line, &cap, f) >= 0) {
-		char *s = line, *e = line + strlen(line);
-		while (isspace((unsigned char)*s))
-			s++;
-		while (e > s && isspace((unsigned char)e[-1]))
-			*--e = '\0';
-		if (!*s || *s == '#')
-			continue;
-		char **nm = realloc(*models, (size_t)(*n + 1) * sizeof *nm);
-		if (!nm || !(nm[*n] = strdup(s))) {
-			*models = nm ? nm : *models;
-			status = cli_error(CLI_EXIT_FAIL, "out of memory reading %s", path);
-			break;
-		}
-		*models = nm;
-		(*n)++;
-	}
-	free(line);
-	if (f != stdin)
-		fclose(f);
-	if (!status && !*n)
-		status = cli_error(CLI_EXIT_USAGE, "%s lists no model", path);
-	return status;
 }
 
 static int survey(cli *c, char **models, int n, const char *dir, fasvd_analyze_opts *ao,
@@ -129,7 +91,7 @@ static int run(cli *c, int argc, char **argv)
 	else if (!dir)
 		status = cli_usage_error(c, "missing -o DIR");
 	else if (!(status = cli_analysis_apply(c, &an, &ao)) &&
-	         !(status = read_list(pos[0], &models, &n)))
+	         !(status = cli_read_list(pos[0], &models, &n)))
 		status = survey(c, models, n, dir, &ao, force, quiet);
 	for (int i = 0; i < n; i++)
 		free(models[i]);

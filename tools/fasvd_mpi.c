@@ -23,8 +23,8 @@ struct job {
 	cli *c;
 	int rank, size;
 	const char *model, *out;
-	char parts[4096];
-	bool resume, force, quiet;
+	char parts[4200];
+	bool resume, force, quiet, survey;
 	fasvd_analyze_opts ao;
 	long long n_items;
 };
@@ -46,7 +46,7 @@ static int stop_at_start(void *user, const fasvd_progress *p)
  * cancelled at its start (which leaves no file). */
 static int count_items(struct job *j)
 {
-	char path[4200];
+	char path[4300];
 	snprintf(path, sizeof path, "%s/.count.safetensors", j->parts);
 	fasvd_analyze_opts ao = j->ao;
 	ao.progress = stop_at_start;
@@ -70,7 +70,7 @@ static void clear_parts(const struct job *j)
 	struct dirent *e;
 	while (d && (e = readdir(d)))
 		if (!strncmp(e->d_name, "part-", 5) || !strncmp(e->d_name, ".count", 6)) {
-			char p[4400];
+			char p[4600];
 			snprintf(p, sizeof p, "%s/%s", j->parts, e->d_name);
 			unlink(p);
 		}
@@ -90,10 +90,29 @@ static int refuse(struct outcome *o, int rc, const char *fmt, ...)
 	return rc;
 }
 
-/* Rank 0, before any work: the output paths and the number of items. */
+/* Is path the spectra file of a complete whole run? */
+static bool complete_file(const struct job *j, const char *path)
+{
+	fasvd_st *st = NULL;
+	const char *complete = NULL, *shard = NULL;
+	if (fasvd_st_open(&st, j->c->ctx, path))
+		return false;
+	fasvd_st_metadata(&complete, st, "complete");
+	fasvd_st_metadata(&shard, st, "shard");
+	bool yes = complete && !strcmp(complete, "true") && !shard;
+	fasvd_st_free(st);
+	return yes;
+}
+
+/* Rank 0, before any work: the output paths and the number of items (0
+ * when resuming a survey's complete model). */
 static int prepare(struct job *j, struct outcome *o)
 {
 	struct stat sb;
+	if (j->survey && j->resume && !stat(j->out, &sb) && complete_file(j, j->out)) {
+		j->n_items = 0;
+		return 0;
+	}
 	if (!stat(j->out, &sb) && !j->force && !j->resume)
 		return refuse(o, FASVD_EINVAL, "%s exists: --force replaces it", j->out);
 	if (!stat(j->parts, &sb) && !j->force && !j->resume)
@@ -147,8 +166,8 @@ static int finish_run(struct job *j, const struct outcome *all, double t0)
 			                   "%lld: %s (the items done are kept in %s; --resume "
 			                   "continues)", r, all[r].item, j->n_items, all[r].msg,
 			                   j->parts);
-	if (status)
-		return status;
+	if (status || !j->n_items)
+		return status; /* nothing left of a survey's model */
 	char **parts = calloc((size_t)j->n_items + 1, sizeof *parts);
 	for (long long k = 0; parts && k < j->n_items; k++)
 		if ((parts[k] = malloc(4400)))
@@ -168,7 +187,7 @@ static int finish_run(struct job *j, const struct outcome *all, double t0)
 	free(parts);
 	if (rc)
 		return cli_lib_error(rc);
-	if (!j->quiet)
+	if (!j->quiet && !j->survey)
 		fprintf(stderr, "wrote %s: %lld items on %d ranks in %.1f s\n", j->out, j->n_items,
 		        j->size, MPI_Wtime() - t0);
 	return CLI_EXIT_OK;
@@ -263,6 +282,107 @@ static int run(cli *c, int argc, char **argv)
 	return status;
 }
 
+/* Model i of a survey over every rank into DIR/NAME.spectra.safetensors;
+ * the exit status (rank 0 reports, with a progress line). */
+static int survey_model(struct job *j, char **models, int n, int i, const char *dir)
+{
+	char name[512];
+	int rc = fasvd_survey_name(name, sizeof name, (const char *const *)models, n, i);
+	if (rc)
+		return cli_lib_error(rc);
+	char out[4096];
+	snprintf(out, sizeof out, "%s/%s.spectra.safetensors", dir, name);
+	j->model = models[i];
+	j->out = out;
+	snprintf(j->parts, sizeof j->parts, "%s.parts", out);
+	double t0 = MPI_Wtime();
+	int status = distribute(j);
+	if (j->rank == 0 && !j->quiet)
+		fprintf(stderr, "[%d/%d] %s (%s): %s, %lld items on %d ranks in %.1f s\n", i + 1, n,
+		        name, models[i], status ? "FAILED" : j->n_items ? "done" : "complete already",
+		        j->n_items, j->size, MPI_Wtime() - t0);
+	return status;
+}
+
+/* After every model: rank 0 writes the summaries and tables (fasvd_survey
+ * finds every model complete). */
+static int survey_tables(struct job *j, char **models, int n, const char *dir)
+{
+	int status = CLI_EXIT_OK;
+	if (j->rank == 0) {
+		fasvd_survey_opts so;
+		fasvd_survey_opts_init(&so, sizeof so);
+		so.analyze = &j->ao;
+		int rc = fasvd_survey(j->c->ctx, (const char *const *)models, n, dir, &so);
+		status = rc ? cli_lib_error(rc) : CLI_EXIT_OK;
+		if (!rc && !j->quiet)
+			fprintf(stderr, "wrote %s/survey.csv and %s/survey.json (%d models)\n", dir, dir,
+			        n);
+	}
+	MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD);
+	return status;
+}
+
+static int run_survey(cli *c, int argc, char **argv)
+{
+	struct job j = {.c = c, .survey = true};
+	MPI_Comm_rank(MPI_COMM_WORLD, &j.rank);
+	MPI_Comm_size(MPI_COMM_WORLD, &j.size);
+	const char *dir = NULL;
+	cli_analysis an = {0};
+	const cli_opt opts[] = {
+		{"output", 'o', CLI_OPT_STRING, &dir, NULL, 0, 0},
+		CLI_ANALYSIS_OPTS(&an),
+		{"force", 0, CLI_OPT_FLAG, &j.force, NULL, 0, 0},
+		{"quiet", 'q', CLI_OPT_FLAG, &j.quiet, NULL, 0, 0},
+		{NULL, 0, 0, NULL, NULL, 0, 0},
+	};
+	const char *pos[1];
+	int npos = 0, n = 0, failed = 0;
+	char **models = NULL;
+	fasvd_analyze_opts_init(&j.ao, sizeof j.ao);
+	int status = cli_parse(c, argc, argv, opts, pos, 1, 1, &npos);
+	if (status)
+		status = status < 0 ? CLI_EXIT_OK : status;
+	else if (!dir || strlen(dir) > 3000)
+		status = cli_usage_error(c, "missing -o DIR (or too long)");
+	else if (!(status = cli_analysis_apply(c, &an, &j.ao)) &&
+	         !(status = cli_read_list(pos[0], &models, &n))) {
+		j.resume = !j.force;
+		if (j.rank == 0 && mkdir(dir, 0777) && errno != EEXIST)
+			status = cli_error(CLI_EXIT_FAIL, "cannot create %s: %s", dir, strerror(errno));
+		MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD);
+		for (int i = 0; i < n && !status; i++)
+			failed += survey_model(&j, models, n, i, dir) != CLI_EXIT_OK;
+		if (!status && failed)
+			status = j.rank ? CLI_EXIT_FAIL
+			                : cli_error(CLI_EXIT_FAIL, "%d of %d models failed (see above); "
+			                            "run again to resume", failed, n);
+		else if (!status)
+			status = survey_tables(&j, models, n, dir);
+	}
+	for (int i = 0; i < n; i++)
+		free(models[i]);
+	free(models);
+	cli_analysis_free(&an);
+	return status;
+}
+
+static const cli_cmd cmd_survey = {
+	"survey",
+	"Analyse a list of models over the ranks of an MPI job",
+	"usage: mpirun -np P fasvd-mpi [-j THREADS] survey LIST -o DIR [options]\n"
+	"\n"
+	"Writes what `fasvd survey LIST -o DIR` writes (see its help), each model's\n"
+	"items distributed over the ranks as `fasvd-mpi analyze` does, one model\n"
+	"after another; resumable (a new run skips the models done and continues\n"
+	"the items of the others); a model that fails does not stop the others.\n"
+	"\n"
+	"Options: as fasvd survey (--layers, --tau, --no-fold-norms, --stack-norm,\n"
+	"--tensors, --compute, --force, -q).\n",
+	run_survey,
+};
+
 int main(int argc, char **argv)
 {
 	MPI_Init(&argc, &argv);
@@ -283,13 +403,13 @@ int main(int argc, char **argv)
 	}
 	if (c.threads < 0) {
 		status = cli_usage_error(NULL, "--threads: not an integer in [0, 1024]");
-	} else if (i >= argc || strcmp(argv[i], "analyze") != 0) {
+	} else if (i >= argc || (strcmp(argv[i], "analyze") && strcmp(argv[i], "survey"))) {
 		status = cli_usage_error(NULL, "usage: mpirun -np P fasvd-mpi [-j N] analyze MODEL "
-		                         "-o OUT [options] (fasvd-mpi analyze --help)");
+		                         "-o OUT | survey LIST -o DIR [options] (--help)");
 	} else if ((status = fasvd_ctx_new(&c.ctx, NULL))) {
 		status = cli_lib_error(status);
 	} else {
-		c.cmd = &cmd_analyze;
+		c.cmd = strcmp(argv[i], "analyze") ? &cmd_survey : &cmd_analyze;
 		if (c.threads)
 			fasvd_ctx_set_param(c.ctx, FASVD_CTX_THREADS, c.threads);
 		status = c.cmd->run(&c, argc - i, argv + i);

@@ -236,6 +236,14 @@ FASVD_API int fasvd_survey_opts_init(fasvd_survey_opts *opts, size_t size);
 FASVD_API int fasvd_survey(fasvd_ctx *ctx, const char *const *models, int64_t n_models,
                            const char *out_dir, const fasvd_survey_opts *opts);
 
+/* The NAME fasvd_survey gives models[index] of models[0 .. n_models) into
+ * buf (cap bytes, NUL-terminated; a name is at most 511 bytes), for drivers
+ * that compute a survey's models themselves (fasvd-mpi). Quadratic in
+ * n_models. Errors: FASVD_EINVAL (bad argument, a path listed twice),
+ * FASVD_ERANGE (cap too small), FASVD_ENOMEM. */
+FASVD_API int fasvd_survey_name(char *buf, size_t cap, const char *const *models,
+                                int64_t n_models, int64_t index);
+
 #ifdef __cplusplus
 }
 #endif

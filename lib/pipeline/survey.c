@@ -470,6 +470,31 @@ static int survey_run(struct survey *s)
 	return 0;
 }
 
+int fasvd_survey_name(char *buf, size_t cap, const char *const *models, int64_t n_models,
+                      int64_t index)
+{
+	if (!buf || !cap || !models || n_models <= 0 || index < 0 || index >= n_models)
+		return fasvd__error(FASVD_EINVAL, "fasvd_survey_name: bad argument");
+	struct survey s = {.ctx = fasvd__ctx(NULL), .models = models, .n = n_models};
+	int *depth = fasvd__calloc(s.ctx, (size_t)n_models, sizeof *depth, "survey names");
+	s.names = fasvd__calloc(s.ctx, (size_t)n_models, sizeof *s.names, "survey names");
+	int rc = depth && s.names ? 0 : FASVD_ENOMEM;
+	for (int64_t i = 0; i < n_models && !rc; i++)
+		depth[i] = 1;
+	if (!rc && !(rc = check_unique(&s)) && !(rc = make_names(&s, depth))) {
+		if (strlen(s.names[index]) >= cap)
+			rc = fasvd__error(FASVD_ERANGE, "fasvd_survey_name: %zu bytes needed",
+			                  strlen(s.names[index]) + 1);
+		else
+			strcpy(buf, s.names[index]);
+	}
+	for (int64_t i = 0; s.names && i < n_models; i++)
+		fasvd__free(s.ctx, s.names[i]);
+	fasvd__free(s.ctx, s.names);
+	fasvd__free(s.ctx, depth);
+	return rc;
+}
+
 int fasvd_survey(fasvd_ctx *ctx, const char *const *models, int64_t n_models,
                  const char *out_dir, const fasvd_survey_opts *opts)
 {

@@ -8,7 +8,9 @@ format model writes a file byte-identical to `fasvd analyze` with the same
 --threads (with extra tensors too); a rank that fails (a NaN weight) fails
 the run naming the rank, item and message, and --resume completes it after
 the weight is mended; a rank killed with SIGKILL fails the run, and
---resume completes it; an existing output needs --force.
+--resume completes it; an existing output needs --force; `fasvd-mpi survey`
+writes the spectra files and tables of `fasvd survey`, and a rerun finds
+every model complete.
 Open MPI refuses to run as root without an explicit opt-in: this script
 (only) sets it when it runs as root.
 """
@@ -107,12 +109,34 @@ def test_kill(tmp):
     report(rc == 0 and read(out) == read(whole), "--resume completes it, byte-identical", err)
 
 
+def test_survey(tmp):
+    for r in ("run1", "run2"):
+        shutil.copytree(STORIES, os.path.join(tmp, r, "ck"))
+    with open(os.path.join(tmp, "list"), "w") as f:
+        f.write("# two checkpoints and a DeepSeek-V3\n%s\n%s\n%s\n" % (
+            os.path.join(tmp, "run1", "ck"), os.path.join(tmp, "run2", "ck"),
+            os.path.join(tmp, "d", "model")))
+    one, many = os.path.join(tmp, "s1"), os.path.join(tmp, "sp")
+    run("survey", os.path.join(tmp, "list"), "-o", one, "-q", "-j", "1")
+    rc, _, err = mpi("survey", os.path.join(tmp, "list"), "-o", many)
+    names = ("run1_ck", "run2_ck", "model")
+    same = rc == 0 and all(
+        read(os.path.join(one, n + ".spectra.safetensors")) ==
+        read(os.path.join(many, n + ".spectra.safetensors")) for n in names) and \
+        read(os.path.join(one, "survey.csv")) == read(os.path.join(many, "survey.csv"))
+    report(same, "fasvd-mpi survey writes the spectra files and table of fasvd survey", err)
+    rc, _, err = mpi("survey", os.path.join(tmp, "list"), "-o", many)
+    report(rc == 0 and err.count("complete already") == 3,
+           "a second fasvd-mpi survey finds every model complete", err)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="fasvd-test-mpi-")
     try:
         test_identical(tmp)
         test_failing_rank(tmp)
         test_kill(tmp)
+        test_survey(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return finish()
