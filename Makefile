@@ -37,7 +37,8 @@ DEMO_MODE = demo
 # Debian 12 packages that building, testing and the demo need.
 DEB_PACKAGES = build-essential meson ninja-build pkg-config libopenblas-dev \
 	liblapacke-dev libcmocka-dev libjansson-dev python3-numpy python3-pytest \
-	python3-matplotlib python3-pip valgrind abigail-tools clang libclang-rt-14-dev
+	python3-matplotlib python3-pip valgrind abigail-tools clang libclang-rt-14-dev \
+	openmpi-bin libopenmpi-dev
 
 # Sanitizer runtime options. The suites also set OPENBLAS_NUM_THREADS=1
 # (tests/meson.build); OpenBLAS is not instrumented for TSan.

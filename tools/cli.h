@@ -117,6 +117,40 @@ int cli_parse(cli *c, int argc, char **argv, const cli_opt *opts, const char **p
 /* Parse "R,C", "RxC" or "N" (= N,N) as two positive integers. */
 bool cli_parse_pair(const char *s, int64_t *a, int64_t *b);
 
+/* ------------------------------------------------------------ analysis */
+
+/* The options of an analysis that `fasvd analyze` and `fasvd survey` share
+ * (cli_analysis.c): put CLI_ANALYSIS_OPTS(&a) in the command's option
+ * table, then cli_analysis_apply() (a usage error is reported: its exit
+ * status) and cli_analysis_free(). */
+typedef struct cli_analysis {
+	const char *layers;
+	cli_list taus, tensors;
+	bool no_fold;
+	int stack_norm, compute;
+	double tau_v[64];
+} cli_analysis;
+
+extern const char *const cli_stack_norms[];
+extern const char *const cli_computes[];
+
+#define CLI_ANALYSIS_OPTS(a)                                                         \
+	{"layers", 0, CLI_OPT_STRING, &(a)->layers, NULL, 0, 0},                     \
+	{"tau", 0, CLI_OPT_LIST, &(a)->taus, NULL, 0, 0},                            \
+	{"no-fold-norms", 0, CLI_OPT_FLAG, &(a)->no_fold, NULL, 0, 0},               \
+	{"stack-norm", 0, CLI_OPT_CHOICE, &(a)->stack_norm, cli_stack_norms, 0, 0},  \
+	{"tensors", 0, CLI_OPT_LIST, &(a)->tensors, NULL, 0, 0},                     \
+	{"compute", 0, CLI_OPT_CHOICE, &(a)->compute, cli_computes, 0, 0}
+
+int cli_analysis_apply(cli *c, cli_analysis *a, fasvd_analyze_opts *ao);
+void cli_analysis_free(cli_analysis *a);
+
+/* The model paths of a survey's LIST ("-": standard input) into *models
+ * (*n of them, each and the array to free()): one a line, surrounding
+ * blanks removed, empty lines and lines starting with '#' skipped. An
+ * empty list is a usage error. The exit status (an error is reported). */
+int cli_read_list(const char *path, char ***models, int *n);
+
 /* --------------------------------------------------------------- table */
 
 /* Print on stdout the per-layer table of the spectra file (cli_table.c):

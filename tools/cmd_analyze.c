@@ -84,55 +84,21 @@ static int on_progress(void *user, const fasvd_progress *p)
 	return 0;
 }
 
-/* "A-B", "A" or "A-" */
-static bool parse_layers(const char *s, int64_t *first, int64_t *last)
+/* "I/N" with 0 <= I < N */
+static bool parse_shard(const char *s, int64_t *index, int64_t *count)
 {
 	char *end;
 	errno = 0;
-	long long a = strtoll(s, &end, 10);
-	if (errno || end == s || a < 0)
-		return false;
-	if (*end == '\0') {
-		*first = *last = a;
-		return true;
-	}
-	if (*end != '-')
+	long long i = strtoll(s, &end, 10);
+	if (errno || end == s || *end != '/' || i < 0)
 		return false;
 	const char *t = end + 1;
-	if (*t == '\0') {
-		*first = a;
-		*last = -1;
-		return true;
-	}
-	long long b = strtoll(t, &end, 10);
-	if (errno || end == t || *end || b < a)
+	long long n = strtoll(t, &end, 10);
+	if (errno || end == t || *end || n <= i)
 		return false;
-	*first = a;
-	*last = b;
+	*index = i;
+	*count = n;
 	return true;
-}
-
-static const char *const stack_norms[] = {"sigma1", "frobenius", "none", NULL};
-static const char *const computes[] = {"f32", "f64", NULL};
-
-/* --tau T[,T...]: at most 64 fractions in [0, 1], into tau_v and ao. */
-static int parse_taus(cli *c, const cli_list *taus, double *tau_v, fasvd_analyze_opts *ao)
-{
-	if (taus->n > 64)
-		return cli_usage_error(c, "--tau: at most 64 values");
-	for (int i = 0; i < taus->n; i++) {
-		char *end;
-		double v = strtod(taus->v[i], &end);
-		if (end == taus->v[i] || *end || !(v >= 0 && v <= 1))
-			return cli_usage_error(
-			        c, "--tau: '%s' is not a number in [0, 1] (a fraction of squared "
-			           "Frobenius energy)",
-			        taus->v[i]);
-		tau_v[i] = v;
-	}
-	ao->taus = tau_v;
-	ao->n_taus = taus->n;
-	return 0;
 }
 
 /* Does path write standard output ("-", /dev/stdout, a link to it ...)? */
@@ -178,29 +144,23 @@ static int analyze(cli *c, const char *model, const char *out, fasvd_analyze_opt
 
 static int run(cli *c, int argc, char **argv)
 {
-	const char *out = NULL, *layers = NULL, *json = NULL, *csv = NULL;
-	bool no_fold = false, resume = false, quiet = false, force = false;
-	int stack_norm = 0, compute = 0;
-	cli_list taus = {0}, tensors = {0};
+	const char *out = NULL, *json = NULL, *csv = NULL, *shard = NULL;
+	bool resume = false, quiet = false, force = false;
+	cli_analysis an = {0};
 	const cli_opt opts[] = {
 		{"output", 'o', CLI_OPT_STRING, &out, NULL, 0, 0},
-		{"layers", 0, CLI_OPT_STRING, &layers, NULL, 0, 0},
-		{"tau", 0, CLI_OPT_LIST, &taus, NULL, 0, 0},
-		{"no-fold-norms", 0, CLI_OPT_FLAG, &no_fold, NULL, 0, 0},
-		{"stack-norm", 0, CLI_OPT_CHOICE, &stack_norm, stack_norms, 0, 0},
-		{"tensors", 0, CLI_OPT_LIST, &tensors, NULL, 0, 0},
+		CLI_ANALYSIS_OPTS(&an),
 		{"resume", 0, CLI_OPT_FLAG, &resume, NULL, 0, 0},
 		{"force", 0, CLI_OPT_FLAG, &force, NULL, 0, 0},
 		{"json", 0, CLI_OPT_STRING, &json, NULL, 0, 0},
 		{"csv", 0, CLI_OPT_STRING, &csv, NULL, 0, 0},
-		{"compute", 0, CLI_OPT_CHOICE, &compute, computes, 0, 0},
+		{"shard", 0, CLI_OPT_STRING, &shard, NULL, 0, 0},
 		{"quiet", 'q', CLI_OPT_FLAG, &quiet, NULL, 0, 0},
 		{NULL, 0, 0, NULL, NULL, 0, 0},
 	};
 	const char *pos[1];
 	int npos = 0;
 	int status = cli_parse(c, argc, argv, opts, pos, 1, 1, &npos);
-	double tau_v[64];
 	fasvd_analyze_opts ao;
 	fasvd_analyze_opts_init(&ao, sizeof ao);
 	if (status)
@@ -209,27 +169,19 @@ static int run(cli *c, int argc, char **argv)
 		status = cli_usage_error(c, "missing -o OUT.safetensors");
 		goto done;
 	}
-	if (layers && !parse_layers(layers, &ao.layer_first, &ao.layer_last)) {
-		status = cli_usage_error(c, "--layers: '%s' is not A-B, A or A-", layers);
+	if ((status = cli_analysis_apply(c, &an, &ao)))
+		goto done;
+	if (shard && !parse_shard(shard, &ao.shard_index, &ao.shard_count)) {
+		status = cli_usage_error(c, "--shard: '%s' is not I/N with 0 <= I < N", shard);
 		goto done;
 	}
-	if (taus.n && (status = parse_taus(c, &taus, tau_v, &ao)))
-		goto done;
-	ao.fold_norms = !no_fold;
-	ao.stack_norm = stack_norm == 0   ? FASVD_STACK_NORM_SIGMA1
-	                : stack_norm == 1 ? FASVD_STACK_NORM_FROBENIUS
-	                                  : FASVD_STACK_NORM_NONE;
-	ao.compute = compute == 1 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
-	ao.tensor_globs = (const char *const *)tensors.v;
-	ao.n_tensor_globs = tensors.n;
 	ao.resume = resume;
 	ao.force = force;
 	ao.json_path = json;
 	ao.csv_path = csv;
 	status = analyze(c, pos[0], out, &ao, quiet);
 done:
-	cli_list_free(&taus);
-	cli_list_free(&tensors);
+	cli_analysis_free(&an);
 	return status;
 }
 
@@ -262,6 +214,9 @@ const cli_cmd cli_cmd_analyze = {
 	"      --tensors GLOB[,..] also the spectra of other 2-D tensors matching the\n"
 	"                          fnmatch patterns (FFN, experts ...), written as T.{name}\n"
 	"      --compute f32|f64   compute precision (default f32)\n"
+	"      --shard I/N         only shard I (0 to N-1) of the layers and tensors,\n"
+	"                          dealt by estimated cost; `fasvd merge` joins the N\n"
+	"                          shard files into the file of a whole run\n"
 	"      --resume            continue OUT (or OUT.partial) from the last completed\n"
 	"                          layer; on a complete OUT, rewrite it and the summaries\n"
 	"      --force             replace an existing OUT (a complete spectra file or\n"

@@ -79,6 +79,13 @@ typedef struct fasvd_analyze_opts {
 	int force;                   /* 1: replace an existing output file that is not the
 	                                spectra file of an interrupted run (refused
 	                                otherwise), or start afresh over OUT.partial */
+	/* Work items (appended in 0.2): with shard_count N > 0, only shard
+	 * shard_index (0 ≤ I < N) of the selected steps (layers and extra
+	 * tensors) is computed, the steps being dealt to N shards by estimated
+	 * cost (fasvd_analyze below); the file written is a partial spectra file
+	 * that fasvd_merge() joins with the other N − 1. 0: the whole selection. */
+	int64_t shard_index;
+	int64_t shard_count;
 } fasvd_analyze_opts;
 
 /* Defaults as noted above.
@@ -112,6 +119,18 @@ FASVD_API int fasvd_analyze_opts_init(fasvd_analyze_opts *opts, size_t size);
  * every needed tensor is checked to exist; the summaries are written only
  * on success (a stream last; a stream whose reader closes it early, as
  * `| head` does, is no failure: the rest of it is dropped).
+ * Shards: the selected steps are dealt deterministically (from the model
+ * and the options only) by estimated cost: a layer costs 4 × the elements
+ * of its weight matrices (per-head, fused and stacked spectra of each), an
+ * extra tensor its elements; greedily, largest first (ties: layers in
+ * order, then tensors by name), each to the shard with the least cost so
+ * far (ties: the lowest index). A shard file has the metadata of a whole
+ * run plus shard ("I/N"), shard_layers (its layers, comma-separated),
+ * shard_tensors (a JSON array of its extra tensors), shard_plan (a
+ * fingerprint of the whole selection and its dealing) and shard_checkpoint
+ * (a fingerprint of the checkpoint: names, dtypes, shapes and the first and
+ * last bytes of every tensor selected); complete is "true" once its own
+ * steps are done. Resume continues a shard file only with the same shard.
  * Threads: the context's thread count (parallel over heads, threaded BLAS
  * for stacks). Not reentrant on the same output path.
  * Errors: FASVD_EINVAL (NULL, bad options, a layer range outside the model,
@@ -123,6 +142,108 @@ FASVD_API int fasvd_analyze_opts_init(fasvd_analyze_opts *opts, size_t size);
  * writable), FASVD_ELAPACK, FASVD_ERANGE, FASVD_ENOMEM, FASVD_ECANCELED. */
 FASVD_API int fasvd_analyze(fasvd_ctx *ctx, const char *model_path, const char *out_path,
                             const fasvd_analyze_opts *opts);
+
+typedef struct fasvd_merge_opts {
+	size_t size;                 /* set by fasvd_merge_opts_init */
+	int force;                   /* 1: replace an existing output file */
+} fasvd_merge_opts;
+
+/* Defaults: force = 0.
+ * Call as fasvd_merge_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_merge_opts_init(fasvd_merge_opts *opts, size_t size);
+
+/* Join the shard files parts[0 .. n_parts) (written by fasvd_analyze with
+ * shard_count = n_parts, every shard index once, in any order) into the
+ * spectra file out_path, byte for byte the file one fasvd_analyze run with
+ * the same options writes (and the same thread count: the spectra are
+ * copied, not recomputed). Checked first: every part is a complete shard
+ * file; all have the same model (config, model type and name, checkpoint
+ * fingerprint), options, library version, selection and shard count; each
+ * shard index appears once; every selected layer is in exactly one part.
+ * The output is written atomically (temporary + rename); an existing
+ * out_path is replaced only with force. No model is read.
+ * Errors: FASVD_EINVAL (NULL, no part, parts that do not match or do not
+ * cover the selection exactly once: the detail names the part and the
+ * layer or key; an existing output without force), FASVD_EFORMAT (a part
+ * that is not a shard spectra file), FASVD_EIO, FASVD_ENOMEM. */
+FASVD_API int fasvd_merge(fasvd_ctx *ctx, const char *const *parts, int64_t n_parts,
+                          const char *out_path, const fasvd_merge_opts *opts);
+
+/* ---- many models: fasvd_survey ---- */
+
+/* One model of a survey, passed to the survey's callback. */
+typedef struct fasvd_survey_event {
+	size_t size;                 /* sizeof(fasvd_survey_event) of the library */
+	const char *state;           /* "start", "done" or "failed" */
+	int64_t index;               /* the model's index in the list (0-based) */
+	int64_t count;               /* models in the list */
+	const char *model;           /* its path, as listed */
+	const char *name;            /* its name in the survey (file names, table) */
+	const char *spectra;         /* its spectra file in the survey folder */
+	int64_t steps_total;         /* steps of its analysis (0 before it opened) */
+	int64_t steps_resumed;       /* steps found done by an earlier run */
+	double elapsed_s;            /* seconds spent on it ("done", "failed") */
+	const char *error;           /* the failure ("failed"), else NULL */
+} fasvd_survey_event;
+
+/* Called from the thread that called fasvd_survey before and after each
+ * model; return 0 to go on, any other value to stop (FASVD_ECANCELED). */
+typedef int (*fasvd_survey_fn)(void *user, const fasvd_survey_event *event);
+
+typedef struct fasvd_survey_opts {
+	size_t size;                 /* set by fasvd_survey_opts_init */
+	/* The options of every analysis (NULL: the defaults), borrowed for the
+	 * call; its progress callback is called within each model (and may
+	 * cancel). json_path, csv_path, resume, force and the shard must be
+	 * unset: the survey sets them. */
+	const fasvd_analyze_opts *analyze;
+	int force;                   /* 1: start every model afresh (earlier files of the
+	                                survey folder are replaced), 0: resume */
+	fasvd_survey_fn progress;    /* optional */
+	void *progress_user;
+} fasvd_survey_opts;
+
+/* Defaults: analyze NULL, force 0, no callback.
+ * Call as fasvd_survey_opts_init(&o, sizeof o) (versioned struct, see core.h). */
+FASVD_API int fasvd_survey_opts_init(fasvd_survey_opts *opts, size_t size);
+
+/* Analyse every model of models[0 .. n_models) (model folders, as
+ * fasvd_analyze takes) with the same options into the folder out_dir
+ * (created if missing; its parent must exist): per model NAME, the spectra
+ * file NAME.spectra.safetensors and its summaries NAME.json and NAME.csv;
+ * then, across all models, survey.csv (the tidy table: a first column
+ * `model` (NAME), then the columns of the per-model CSV: layer, kind, name,
+ * head, rows, cols, max_rank (the structural rank bound), the metrics and
+ * er@τ for each τ) and survey.json (format "fasvd.survey": the settings,
+ * the models with their paths and files, and every row with its model).
+ * NAME is the last component of the model path (without a .safetensors /
+ * .gguf / .json extension, the folder's name for a file inside one),
+ * characters outside [A-Za-z0-9._-] replaced by '_'; models whose names
+ * collide take as many parent components as tell them apart ("a_ckpt-100",
+ * "b_ckpt-100"), then a "-2", "-3" … suffix in list order. A path listed
+ * twice is refused.
+ * Resumable: each model continues its spectra file (fasvd_analyze with
+ * resume), so that a survey killed at any point and run again skips the
+ * models done (their files are rewritten unchanged with their summaries)
+ * and continues the one it was in. A model that fails does not stop the
+ * others: the event says why, the table covers the models done, and the
+ * call returns the first failure's code, its detail naming the model and
+ * how many failed (a rerun retries them). The survey files are written
+ * atomically, last.
+ * Errors: FASVD_EINVAL (NULL, no model, a path listed twice, analysis
+ * options the survey sets), FASVD_EIO (out_dir cannot be made or written),
+ * FASVD_ECANCELED, FASVD_ENOMEM, or the first model's failure (any code of
+ * fasvd_analyze). */
+FASVD_API int fasvd_survey(fasvd_ctx *ctx, const char *const *models, int64_t n_models,
+                           const char *out_dir, const fasvd_survey_opts *opts);
+
+/* The NAME fasvd_survey gives models[index] of models[0 .. n_models) into
+ * buf (cap bytes, NUL-terminated; a name is at most 511 bytes), for drivers
+ * that compute a survey's models themselves (fasvd-mpi). Quadratic in
+ * n_models. Errors: FASVD_EINVAL (bad argument, a path listed twice),
+ * FASVD_ERANGE (cap too small), FASVD_ENOMEM. */
+FASVD_API int fasvd_survey_name(char *buf, size_t cap, const char *const *models,
+                                int64_t n_models, int64_t index);
 
 #ifdef __cplusplus
 }

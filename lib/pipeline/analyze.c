@@ -5,6 +5,7 @@
 #include "model/model_int.h"
 #include "core/file.h"
 #include "core/json.h"
+#include "pipeline/shard.h"
 
 #include <errno.h>
 #include <fnmatch.h>
@@ -23,7 +24,7 @@
 	"effective rank at tau = smallest r with 1 - sum_{i<=r} sigma_i^2 / sum sigma_i^2 <= " \
 	"tau; tau is a fraction of squared Frobenius energy lost"
 
-static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_analyze_opts, force);
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_analyze_opts, shard_count);
 
 int fasvd_analyze_opts_init(fasvd_analyze_opts *o, size_t size)
 {
@@ -67,6 +68,8 @@ struct run {
 	int64_t n_e, cap_e;
 	/* selection */
 	int64_t first, last;
+	int64_t steps_total;     /* steps of this run's selection (its shard's) */
+	fasvd__shard_plan shard; /* layer_mine NULL: not sharded */
 	bool *layer_done;        /* [n_layers] */
 	char **tensors;          /* extra tensors, sorted, unique */
 	bool *tensor_done;
@@ -191,7 +194,7 @@ static int set_progress_metadata(struct run *r)
 		rc = fasvd__error(FASVD_ENOMEM, "out of memory building metadata");
 		goto out;
 	}
-	bool complete = r->steps_done == (r->last - r->first + 1) + r->n_tensors;
+	bool complete = r->steps_done == r->steps_total;
 	if ((rc = fasvd_st_writer_set_metadata(r->w, "layers_done", ld)) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "tensors_done", td)) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "matrix_shapes", shapes_s)) ||
@@ -226,6 +229,33 @@ static void model_name(const struct run *r, const char *cfg, char *out, size_t n
 	json_decref(root);
 }
 
+/* The metadata keys of a shard file (none for a whole run). */
+static int set_shard_metadata(struct run *r)
+{
+	const fasvd__shard_plan *p = &r->shard;
+	int rc;
+	if (!p->layer_mine)
+		return 0;
+	if ((rc = fasvd_st_writer_set_metadata(r->w, SHARD_KEY, p->shard)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, SHARD_KEY_LAYERS, p->layers)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, SHARD_KEY_TENSORS, p->tensors)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, SHARD_KEY_PLAN, p->plan)) ||
+	    (rc = fasvd_st_writer_set_metadata(r->w, SHARD_KEY_CHECKPOINT, p->checkpoint)))
+		return rc;
+	return 0;
+}
+
+/* Is layer l / extra tensor i one of this run's steps (its shard's)? */
+static bool layer_mine(const struct run *r, int64_t l)
+{
+	return !r->shard.layer_mine || r->shard.layer_mine[l];
+}
+
+static bool tensor_mine(const struct run *r, int64_t i)
+{
+	return !r->shard.tensor_mine || r->shard.tensor_mine[i];
+}
+
 static int set_fixed_metadata(struct run *r)
 {
 	char layers[64], version[32];
@@ -250,7 +280,7 @@ static int set_fixed_metadata(struct run *r)
 	    (rc = fasvd_st_writer_set_metadata(r->w, "layers", layers)) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "tau_definition", TAU_DEFINITION)))
 		return rc;
-	return 0;
+	return set_shard_metadata(r);
 }
 
 static int write_snapshot(struct run *r)
@@ -342,10 +372,14 @@ static int check_resume_metadata(const struct run *r, const fasvd_st *old)
 		{"compute_dtype", r->compute == FASVD_COMPUTE_F64 ? "f64" : "f32"},
 		{"layers", layers},
 		{"config", cfg ? cfg : "{}"},
+		{SHARD_KEY, r->shard.layer_mine ? r->shard.shard : "(none)"},
+		{SHARD_KEY_PLAN, r->shard.layer_mine ? r->shard.plan : "(none)"},
 	};
 	for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
 		const char *have;
 		fasvd_st_metadata(&have, old, checks[i].key);
+		if (!have && !strncmp(checks[i].key, SHARD_KEY_PREFIX, strlen(SHARD_KEY_PREFIX)))
+			have = "(none)"; /* a whole run's file */
 		if (!have || strcmp(have, checks[i].want) != 0)
 			return fasvd__error(FASVD_EINVAL,
 			                    "cannot resume %s: its %s is \"%.60s\", this run's is "
@@ -364,7 +398,7 @@ static int mark_layers_done(struct run *r, const char *ld)
 		const char *q = strchr(p, ',');
 		size_t n = q ? (size_t)(q - p) : strlen(p);
 		int64_t l;
-		if (!parse_index(p, n, &l) || l < r->first || l > r->last)
+		if (!parse_index(p, n, &l) || l < r->first || l > r->last || !layer_mine(r, l))
 			return fasvd__error(FASVD_EFORMAT, "cannot resume %s: bad layers_done \"%.60s\"",
 			                    r->resume_path, ld);
 		r->layer_done[l] = true;
@@ -636,6 +670,14 @@ static uint64_t layer_bytes(struct run *r, int64_t l, bool release)
 	return b;
 }
 
+/* The bytes of selected extra tensor i (0 when unknown). */
+static uint64_t tensor_bytes(const struct run *r, int64_t i)
+{
+	fasvd_st_info inf;
+	fasvd_st_info_init(&inf, sizeof inf);
+	return fasvd_st_info_get(&inf, r->st, r->tensors[i]) == 0 ? inf.nbytes : 0;
+}
+
 static int report(struct run *r, const char *stage, int64_t layer, const char *tensor)
 {
 	if (!r->o->progress)
@@ -646,7 +688,7 @@ static int report(struct run *r, const char *stage, int64_t layer, const char *t
 		.layer = layer,
 		.tensor = tensor,
 		.steps_done = r->steps_done,
-		.steps_total = (r->last - r->first + 1) + r->n_tensors,
+		.steps_total = r->steps_total,
 		.bytes_done = r->bytes_done,
 		.bytes_total = r->bytes_total,
 		.elapsed_s = elapsed(r),
@@ -1061,6 +1103,7 @@ static void run_free(struct run *r)
 	fasvd__free(r->ctx, r->tensors);
 	fasvd__free(r->ctx, r->tensor_done);
 	fasvd__free(r->ctx, r->layer_done);
+	fasvd__shard_plan_free(&r->shard, r->ctx);
 	fasvd_st_writer_free(r->w);
 	fasvd_model_free(r->model);
 	fasvd__free(r->ctx, r->target);
@@ -1087,11 +1130,35 @@ static int check_opts(const fasvd_analyze_opts *o, const double **taus, int64_t 
 		                    (int)o->stack_norm);
 	if (o->n_tensor_globs < 0 || (o->n_tensor_globs > 0 && !o->tensor_globs))
 		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: bad tensor pattern list");
+	if (o->shard_count < 0 || o->shard_index < 0 ||
+	    (o->shard_count ? o->shard_index >= o->shard_count : o->shard_index != 0))
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: shard %lld of %lld (0 <= I < N "
+		                    "needed)", (long long)o->shard_index, (long long)o->shard_count);
+	return 0;
+}
+
+/* Keep the steps of shard shard_index of shard_count (only their bytes
+ * are counted). */
+static int select_shard(struct run *r)
+{
+	int rc = fasvd__shard_plan_make(&r->shard, r->ctx, r->model, r->first, r->last,
+	                                r->tensors, r->n_tensors, r->o->fold_norms,
+	                                r->o->shard_index, r->o->shard_count);
+	if (rc)
+		return rc;
+	r->steps_total = r->shard.steps;
+	r->bytes_total = 0;
+	for (int64_t l = r->first; l <= r->last; l++)
+		if (layer_mine(r, l))
+			r->bytes_total += layer_bytes(r, l, false);
+	for (int64_t i = 0; i < r->n_tensors; i++)
+		if (tensor_mine(r, i))
+			r->bytes_total += tensor_bytes(r, i);
 	return 0;
 }
 
 /* Open the model, check the layer range and every input of the selected
- * layers, select the extra tensors. */
+ * layers, select the extra tensors (and the shard's steps). */
 static int open_selection(struct run *r, const char *model_path)
 {
 	int rc = fasvd_model_open(&r->model, r->ctx, model_path, 0);
@@ -1114,7 +1181,8 @@ static int open_selection(struct run *r, const char *model_path)
 		return FASVD_ENOMEM;
 	if ((rc = check_layers(r)) || (rc = select_tensors(r)))
 		return rc;
-	return 0;
+	r->steps_total = r->last - r->first + 1 + r->n_tensors;
+	return r->o->shard_count ? select_shard(r) : 0;
 }
 
 /* Is the regular file at path a spectra file of an interrupted run (one
@@ -1213,24 +1281,16 @@ static int keep_or_remove(struct run *r, int rc)
 	                    r->write_path == r->partial ? " is unchanged" : "");
 }
 
-/* The bytes of selected extra tensor i (0 when unknown). */
-static uint64_t tensor_bytes(const struct run *r, int64_t i)
-{
-	fasvd_st_info inf;
-	fasvd_st_info_init(&inf, sizeof inf);
-	return fasvd_st_info_get(&inf, r->st, r->tensors[i]) == 0 ? inf.nbytes : 0;
-}
-
 /* Count the steps (and their bytes) a resumed file has done already. */
 static void count_done(struct run *r)
 {
 	for (int64_t l = r->first; l <= r->last; l++)
-		if (r->layer_done[l]) {
+		if (r->layer_done[l] && layer_mine(r, l)) {
 			r->steps_done++;
 			r->bytes_done += layer_bytes(r, l, false);
 		}
 	for (int64_t i = 0; i < r->n_tensors; i++)
-		if (r->tensor_done[i]) {
+		if (r->tensor_done[i] && tensor_mine(r, i)) {
 			r->bytes_done += tensor_bytes(r, i);
 			r->steps_done++;
 		}
@@ -1241,7 +1301,7 @@ static int run_steps(struct run *r)
 {
 	int rc;
 	for (int64_t l = r->first; l <= r->last; l++) {
-		if (r->layer_done[l])
+		if (r->layer_done[l] || !layer_mine(r, l))
 			continue;
 		if ((rc = run_layer(r, l)))
 			return rc;
@@ -1252,7 +1312,7 @@ static int run_steps(struct run *r)
 			return rc;
 	}
 	for (int64_t i = 0; i < r->n_tensors; i++) {
-		if (r->tensor_done[i])
+		if (r->tensor_done[i] || !tensor_mine(r, i))
 			continue;
 		if ((rc = run_tensor(r, r->tensors[i])))
 			return rc;

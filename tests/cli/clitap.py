@@ -1,6 +1,8 @@
 """Shared helpers of the CLI tests (tests/cli/test-*.py): TAP lines and
 running the `fasvd` tool named by the script's first argument."""
+import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -29,3 +31,24 @@ def finish():
     """Print the TAP plan; the exit status of the script."""
     print("1..%d" % len(results))
     return 0 if all(results) else 1
+
+
+def poke_nan(model, name):
+    """Write a NaN into the F32 tensor `name` of model/model.safetensors (its
+    fourth element); the offset and the old bytes, for mend()."""
+    path = os.path.join(model, "model.safetensors")
+    with open(path, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        off = 8 + n + json.loads(f.read(n))[name]["data_offsets"][0] + 12
+        f.seek(off)
+        old = f.read(4)
+        f.seek(off)
+        f.write(struct.pack("<f", float("nan")))
+    return off, old
+
+
+def mend(model, off, old):
+    """Undo poke_nan()."""
+    with open(os.path.join(model, "model.safetensors"), "r+b") as f:
+        f.seek(off)
+        f.write(old)

@@ -34,7 +34,7 @@ from . import metrics
 from .metrics import (effective_rank, energy_loss, energy_kept, components_for_energy,
                       stable_rank, entropy_rank, spectral_norm, frobenius_norm, nuclear_norm)
 from .spectra import Result, Ranks, LayerSpectra, load_spectra, read_safetensors
-from .model import Model, open, architectures, truncate  # noqa: A004 (fasvd.open)
+from .model import Model, open, architectures, truncate, merge  # noqa: A004 (fasvd.open)
 
 #: Version of this Python package: the project version of meson.build (see
 #: fasvd._version); it needs a libfasvd of the same major and the same or a
@@ -66,6 +66,6 @@ __all__ = [
     "metrics", "effective_rank", "energy_loss", "energy_kept", "components_for_energy",
     "stable_rank", "entropy_rank", "spectral_norm", "frobenius_norm", "nuclear_norm",
     "Result", "Ranks", "LayerSpectra", "load_spectra", "read_safetensors",
-    "Model", "architectures", "truncate",
+    "Model", "architectures", "truncate", "merge",
     "__version__", "library_version", "library_path",
 ]

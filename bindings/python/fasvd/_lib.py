@@ -174,7 +174,12 @@ class AnalyzeOpts(ctypes.Structure):
                 ("stack_norm", c_enum), ("compute", c_enum),
                 ("tensor_globs", P(c_char_p)), ("n_tensor_globs", c_int64),
                 ("resume", c_int), ("json_path", c_char_p), ("csv_path", c_char_p),
-                ("progress", PROGRESS_FN), ("progress_user", c_void_p), ("force", c_int)]
+                ("progress", PROGRESS_FN), ("progress_user", c_void_p), ("force", c_int),
+                ("shard_index", c_int64), ("shard_count", c_int64)]
+
+
+class MergeOpts(ctypes.Structure):
+    _fields_ = [("size", c_size_t), ("force", c_int)]
 
 
 class ModelInfo(ctypes.Structure):
@@ -419,6 +424,8 @@ _PROTOTYPES = {
     # analyze.h
     "fasvd_analyze_opts_init": (c_int, [P(AnalyzeOpts), c_size_t]),
     "fasvd_analyze": (c_int, [ctx_p, c_char_p, c_char_p, P(AnalyzeOpts)]),
+    "fasvd_merge_opts_init": (c_int, [P(MergeOpts), c_size_t]),
+    "fasvd_merge": (c_int, [ctx_p, P(c_char_p), c_int64, c_char_p, P(MergeOpts)]),
     # factor.h
     "fasvd_factor_opts_init": (c_int, [P(FactorOpts), c_size_t]),
     "fasvd_factor_report_init": (c_int, [P(FactorReport), c_size_t]),
@@ -439,6 +446,7 @@ _INITS = {
     RfactorsOpts: "fasvd_rfactors_opts_init", StackOpts: "fasvd_stack_opts_init",
     StackReport: "fasvd_stack_report_init", SubspaceOpts: "fasvd_subspace_opts_init",
     AttnmapOpts: "fasvd_attnmap_opts_init", AnalyzeOpts: "fasvd_analyze_opts_init",
+    MergeOpts: "fasvd_merge_opts_init",
     ModelInfo: "fasvd_model_info_init",
     ModelInput: "fasvd_model_input_init", ModelLayerOpts: "fasvd_model_layer_opts_init",
     LayerDesc: "fasvd_layer_desc_init", LayerOpts: "fasvd_layer_opts_init",

@@ -340,7 +340,7 @@ class Model(_Handle):
 
     def analyze(self, out=None, layers=None, tau=(0.01, 0.001), fold_norms=True,
                 stack_norm="sigma1", tensors=(), threads=None, resume=False, compute="f32",
-                progress=None, json_path=None, csv_path=None, force=False):
+                progress=None, json_path=None, csv_path=None, force=False, shard=None):
         """Run the whole analysis (``fasvd analyze``) and return a
         :class:`fasvd.Result`.
 
@@ -357,7 +357,13 @@ class Model(_Handle):
         ``force`` (replace an existing complete ``out``): as the CLI's
         --no-fold-norms, --stack-norm, --tensors, --resume, --compute, --json,
         --csv, --force. ``threads``: worker threads (default: the model's
-        context, all CPUs).
+        context, all CPUs). ``shard``: None (everything) or (i, n), only
+        work item i of n (0 <= i < n) of the selected layers and tensors,
+        dealt by estimated cost, as the CLI's --shard I/N: ``out`` is a
+        partial spectra file (needed: shard=... requires out=) that
+        :func:`fasvd.merge` joins with the other n - 1 into the file of a
+        whole run; each can run in its own process or on its own node (Ray,
+        Dask, a job array).
         ``progress``: None, True (a line per step on stderr), or a callable
         receiving a dict (stage, layer, tensor, steps_done, steps_total,
         bytes_done, bytes_total, elapsed_s); returning True cancels. A
@@ -386,6 +392,15 @@ class Model(_Handle):
         globs, o.tensor_globs, o.n_tensor_globs = _c_strings(tensors)
         o.resume = 1 if resume else 0
         o.force = 1 if force else 0
+        if shard is not None:
+            try:
+                o.shard_index, o.shard_count = (int(v) for v in shard)
+            except (TypeError, ValueError):
+                raise errors.InvalidArgument("shard=%r: give (i, n)" % (shard,)) from None
+            if not 0 <= o.shard_index < o.shard_count:
+                raise errors.InvalidArgument("shard=%r: 0 <= i < n needed" % (shard,))
+            if out is None:
+                raise errors.InvalidArgument("shard= needs out= (the shard file to keep)")
         if json_path is not None:
             o.json_path = os.fspath(json_path).encode()
         if csv_path is not None:
@@ -462,6 +477,27 @@ _TRUNC_DTYPES = {None: 0, "f32": L.DTYPE_F32, "f16": L.DTYPE_F16, "bf16": L.DTYP
                  "f64": L.DTYPE_F64}
 _DTYPE_NAMES = {L.DTYPE_F64: "F64", L.DTYPE_F32: "F32", L.DTYPE_F16: "F16",
                 L.DTYPE_BF16: "BF16", L.DTYPE_F8_E4M3: "F8_E4M3", L.DTYPE_F8_E5M2: "F8_E5M2"}
+
+
+def merge(parts, out, force=False, threads=None):
+    """Join the shard files ``parts`` (written by :meth:`Model.analyze`
+    with shard=(i, n) for every i of n, in any order) into the spectra file
+    ``out`` of a whole run, byte for byte what one analysis with the same
+    options and thread count writes (``fasvd merge``). The parts must be
+    complete shards of the same model, checkpoint, options and library
+    version, each layer in exactly one; an existing ``out`` is replaced only
+    with ``force``. Returns ``out``. Raises InvalidArgument (parts that do not
+    belong together or do not cover every layer once, naming the part and
+    the layer; an existing ``out``), FormatError, fasvd.IOError."""
+    paths = [os.fspath(p).encode() for p in parts]
+    if not paths:
+        raise errors.InvalidArgument("merge: no parts")
+    arr = (ctypes.c_char_p * len(paths))(*paths)
+    o = L.struct_init(L.MergeOpts)
+    o.force = 1 if force else 0
+    L.call("fasvd_merge", get_context(threads), arr, len(paths), os.fspath(out).encode(),
+           ctypes.byref(o))
+    return os.fspath(out)
 
 
 def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, tensors=(),
