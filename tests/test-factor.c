@@ -1051,6 +1051,42 @@ static void test_shared_output_latent(void **state)
 	fasvd_tensor_free(to);
 }
 
+/* compute left at 0 follows the input: float64 weights are factorised in
+ * float64 (error at rounding, not float32's ~1e-7), by fasvd_factor and
+ * fasvd_factor_shared alike, with the context's default (F32) unchanged. */
+static void test_default_compute_follows_input(void **state)
+{
+	(void)state;
+	int64_t m = 24, n = 18, r = 5;
+	double w[24 * 18], s[18];
+	make_gaussian(w, m * n, 77);
+	ref_svals(w, m, n, s);
+	fasvd_tensor *t = borrow(w, m, n), *a = NULL, *b = NULL;
+	fasvd_factor_opts o;
+	fasvd_factor_opts_init(&o, sizeof o);
+	assert_int_equal(o.compute, 0);
+	o.rank = r;
+	o.dtype = FASVD_DTYPE_F64;
+	o.verify = 1;
+	fasvd_factor_report rep;
+	fasvd_factor_report_init(&rep, sizeof rep);
+	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
+	assert_close(rep.rel_error_sq, tail_frac(s, n, r), 0, 1e-13);
+	fasvd_tensor_free(a);
+	fasvd_tensor_free(b);
+	/* the same matrix split in 3 heads of 8 rows, one shared input basis */
+	fasvd_heads *h;
+	assert_ok(fasvd_heads_new(&h, NULL, t, FASVD_AXIS_ROWS, 3, 8, 0, 0));
+	const fasvd_heads *g[1] = {h};
+	fasvd_tensor *bs = NULL, *fs = NULL;
+	assert_ok(fasvd_factor_shared(&bs, &fs, NULL, NULL, g, 1, &o, NULL, &rep));
+	assert_close(rep.rel_error_sq, tail_frac(s, n, r), 0, 1e-13);
+	fasvd_tensor_free(bs);
+	fasvd_tensor_free(fs);
+	fasvd_heads_free(h);
+	fasvd_tensor_free(t);
+}
+
 static void test_shared_kv_pca(void **state)
 {
 	(void)state;
@@ -1166,6 +1202,7 @@ int main(void)
 		cmocka_unit_test(test_fused),
 		cmocka_unit_test(test_shared_output_latent),
 		cmocka_unit_test(test_shared_kv_pca),
+		cmocka_unit_test(test_default_compute_follows_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

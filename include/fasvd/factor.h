@@ -85,7 +85,9 @@ typedef struct fasvd_factor_opts {
 	fasvd_factor_split split; /* default BALANCED */
 	fasvd_dtype dtype;        /* factor dtype: FASVD_DTYPE_F32 (default), F16,
 	                             BF16 or F64 */
-	fasvd_compute compute;    /* 0: the context's FASVD_CTX_COMPUTE */
+	fasvd_compute compute;    /* 0 (default): F64 for F64 input (every operand
+	                             F64, as the Python binding chooses), else the
+	                             context's FASVD_CTX_COMPUTE */
 	/* Backend of the singular vectors (svd.h). AUTO (default): in τ mode an
 	 * exact one (the spectrum is computed first, values only, then the
 	 * vectors at the chosen rank with gesvdx, or gesdd when the rank is a

@@ -144,6 +144,26 @@ int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user,
 
 /* ------------------------------------------------------- shared helpers */
 
+/* The compute precision of validated options o: opts->compute, or when it
+ * is 0 float64 for float64 input (f64_input; as the Python binding
+ * chooses), else the context's FASVD_CTX_COMPUTE. */
+static fasvd_compute resolve_compute(const fasvd_factor_opts *o, const fasvd_ctx *ctx,
+                                     bool f64_input)
+{
+	if (o->compute)
+		return o->compute;
+	return f64_input ? FASVD_COMPUTE_F64 : (fasvd_compute)ctx->compute;
+}
+
+/* Whether every heads handle of groups[0 .. n) holds float64 weights. */
+static bool heads_f64(const fasvd_heads *const *groups, int64_t n)
+{
+	for (int64_t g = 0; g < n; g++)
+		if (!groups[g] || fasvd_tensor_dtype(fasvd_heads_tensor(groups[g])) != FASVD_DTYPE_F64)
+			return false;
+	return true;
+}
+
 bool fasvd__factor_canceled(const fasvd_factor_opts *o, fasvd_cancel_fn extra, void *extra_arg)
 {
 	return (o->cancel && o->cancel(o->cancel_arg)) || (extra && extra(extra_arg));
@@ -562,8 +582,8 @@ static int job_setup(job *j, fasvd_ctx *ctx, const fasvd_tensor *w, const fasvd_
 	j->inner.is_default = false;
 	j->w = w;
 	fasvd__tensor_label(w, j->label, sizeof j->label);
-	int64_t compute = j->o.compute ? j->o.compute : j->ctx->compute;
-	j->dbl = compute == FASVD_COMPUTE_F64;
+	j->dbl = resolve_compute(&j->o, j->ctx, fasvd_tensor_dtype(w) == FASVD_DTYPE_F64) ==
+	         FASVD_COMPUTE_F64;
 	int64_t m = fasvd_tensor_rows(w);
 	j->n = fasvd_tensor_cols(w);
 	j->h = j->o.heads > 1 ? j->o.heads : 1;
@@ -873,8 +893,8 @@ int fasvd_factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols,
 	int rc = fasvd__factor_opts_load(&o, opts, fn);
 	if (rc)
 		return rc;
-	bool dbl = o.compute ? o.compute == FASVD_COMPUTE_F64
-	                     : fasvd__ctx(NULL)->compute == FASVD_COMPUTE_F64;
+	/* compute 0 follows the input, unknown here: bound the float64 case */
+	bool dbl = o.compute ? o.compute == FASVD_COMPUTE_F64 : true;
 	return fasvd__factor_workspace(bytes, rows, cols, &o, dbl, workers);
 }
 
@@ -998,6 +1018,7 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 	if (rc || (rc = fasvd__factor_opts_load(&o, opts, fn)))
 		return rc;
 	ctx = fasvd__ctx(ctx);
+	o.compute = resolve_compute(&o, ctx, heads_f64((const fasvd_heads *const[]){left, right}, 2));
 	struct fasvd_ctx inner = *ctx;
 	inner.threads = 1;
 	inner.is_default = false;
@@ -1300,6 +1321,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 	sj.ctx = fasvd__ctx(ctx);
 	if ((rc = shared_shape(&sj)))
 		return rc;
+	sj.o.compute = resolve_compute(&sj.o, sj.ctx, heads_f64(groups, n_groups));
 	if (fasvd__factor_canceled(&sj.o, NULL, NULL))
 		return fasvd__canceled_error(fn, "shared subspace");
 	/* Heads of one handle (no copy), or every group decoded into one stack. */

@@ -34,7 +34,9 @@ int fasvd_onload_new(fasvd_onload **out, fasvd_ctx *ctx, const fasvd_factor_opts
 		return FASVD_ENOMEM;
 	p->ctx = ctx;
 	p->opts = o;
-	p->dbl = (o.compute ? o.compute : ctx->compute) == FASVD_COMPUTE_F64;
+	/* compute 0 follows each input (float64 for float64 weights): the
+	 * workspace bound takes the float64 case */
+	p->dbl = o.compute ? o.compute == FASVD_COMPUTE_F64 : true;
 	*out = p;
 	return 0;
 }

@@ -29,7 +29,8 @@ from .errors import (Error, InvalidArgument, OutOfMemory, IOError, FormatError, 
                      NotFoundError, ArchError, Cancelled, StateError, InternalError)
 from ._core import Context, Tensor, Heads, tensor, heads, dequantize, DTYPES
 from .linalg import (svdvals, svd, fused, fused_vo, fused_qk, stacked, shared_subspace,
-                     SharedSubspace, attention_map, attention_svdvals, factor, factor_fused)
+                     SharedSubspace, attention_map, attention_svdvals, factor, factor_fused,
+                     factor_shared)
 from . import metrics
 from .metrics import (effective_rank, energy_loss, energy_kept, components_for_energy,
                       stable_rank, entropy_rank, spectral_norm, frobenius_norm, nuclear_norm)
@@ -62,7 +63,7 @@ __all__ = [
     "StateError", "InternalError",
     "Context", "Tensor", "Heads", "tensor", "heads", "dequantize", "DTYPES",
     "svdvals", "svd", "fused", "fused_vo", "fused_qk", "stacked", "shared_subspace",
-    "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused",
+    "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused", "factor_shared",
     "metrics", "effective_rank", "energy_loss", "energy_kept", "components_for_energy",
     "stable_rank", "entropy_rank", "spectral_norm", "frobenius_norm", "nuclear_norm",
     "Result", "Ranks", "load_spectra", "read_safetensors",

@@ -410,6 +410,10 @@ _PROTOTYPES = {
                              P(FactorReport)]),
     "fasvd_factor_fused": (c_int, [P(tensor_p), P(tensor_p), ctx_p, heads_p, heads_p,
                                    P(FactorOpts), P(FactorReport)]),
+    "fasvd_factor_shared_opts_init": (c_int, [P(FactorSharedOpts), c_size_t]),
+    "fasvd_factor_shared": (c_int, [P(tensor_p), P(tensor_p), P(tensor_p), ctx_p, P(heads_p),
+                                    c_int64, P(FactorOpts), P(FactorSharedOpts),
+                                    P(FactorReport)]),
     "fasvd_truncate_opts_init": (c_int, [P(TruncateOpts), c_size_t]),
     "fasvd_truncate": (c_int, [ctx_p, c_char_p, c_char_p, P(TruncateOpts), TRUNCATE_FN,
                                c_void_p]),
@@ -426,7 +430,7 @@ _INITS = {
     ModelInput: "fasvd_model_input_init", ModelLayerOpts: "fasvd_model_layer_opts_init",
     LayerDesc: "fasvd_layer_desc_init", LayerOpts: "fasvd_layer_opts_init",
     StInfo: "fasvd_st_info_init", MetricSummary: "fasvd_metric_summary_init",
-    FactorOpts: "fasvd_factor_opts_init",
+    FactorOpts: "fasvd_factor_opts_init", FactorSharedOpts: "fasvd_factor_shared_opts_init",
     FactorReport: "fasvd_factor_report_init", TruncateOpts: "fasvd_truncate_opts_init",
 }
 

@@ -11,7 +11,8 @@ from ._core import (Heads, Tensor, get_context, heads as _heads, parse_choice, p
                     tensor as _tensor)
 
 __all__ = ["svdvals", "svd", "fused_vo", "fused_qk", "fused", "stacked", "shared_subspace",
-           "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused"]
+           "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused",
+           "factor_shared"]
 
 _BACKEND_NAMES = {v: k for k, v in L.BACKENDS.items()}
 _METHOD_NAMES = {v: k for k, v in L.STACK_METHODS.items()}
@@ -659,6 +660,56 @@ def factor_fused(a, b, kind="VO", rank=None, energy_loss=None, max_rank=None,
     n = rep.heads
     return (A.reshape(n, A.shape[0] // n, A.shape[1]), B.reshape(n, B.shape[0] // n, B.shape[1]),
             _factor_report(rep))
+
+
+def factor_shared(weights, n_heads=None, kind=None, head_dim=None, rank=None,
+                  energy_loss=None, max_rank=None, side="input", center=False, weight="none",
+                  out_dtype="f32", dtype=None, compute=None, verify=False, threads=None,
+                  ctx=None):
+    """Low-rank factors with one basis shared by every head of one or more
+    weights (factor.h fasvd_factor_shared). ``weights``: one weight or a
+    list (their heads are taken in order: all of the first's, then the
+    second's ...; every head of one shape), each split into heads as for
+    :func:`shared_subspace` (``kind`` "Q", "K", "V" (default) or "O";
+    ``n_heads`` one count for all, or one per weight).
+    ``side="input"``: W_i ≈ [mean] + A_i @ basis, basis [r, cols] with
+    orthonormal rows, factors [n, rows, r] (shared K/V PCA: weights
+    [K, V], ``center=True``); ``side="output"``: W_i ≈ [mean] + basis @ A_i,
+    basis [rows, r], factors [n, r, cols]. The MLA-o shared output latent is
+    ``factor_shared(o_proj, kind="O", side="input")``. ``rank`` or
+    ``energy_loss`` (τ, default 0.01, of the weighted, centred stack) and
+    ``max_rank`` as :func:`factor`; ``weight``: "none", "sigma1" or
+    "frobenius" per-head weights of the fit. Returns
+    ``(basis, factors, mean, report)`` (mean None without ``center``;
+    report as :func:`factor`, ``rel_error_sq`` with ``verify``)."""
+    ws = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+    if not ws:
+        raise errors.InvalidArgument("weights is empty")
+    counts = list(n_heads) if isinstance(n_heads, (list, tuple)) else [n_heads] * len(ws)
+    if len(counts) != len(ws):
+        raise errors.InvalidArgument("n_heads has %d counts for %d weights"
+                                     % (len(counts), len(ws)))
+    role = (kind or "V").upper()
+    hs = [_one_weight_heads(w, role, n, head_dim, dtype, None, 128, ctx, threads)
+          for w, n in zip(ws, counts)]
+    cmp = _default_compute(compute, hs)
+    o = _factor_opts(rank, energy_loss, max_rank, "balanced", out_dtype, cmp, None, None)
+    o.verify = 1 if verify else 0
+    so = L.struct_init(L.FactorSharedOpts)
+    so.side = parse_choice(side, L.SUBSPACE_SIDES, "side")
+    so.center = 1 if center else 0
+    so.weight = parse_choice(weight, L.SUBSPACE_WEIGHTS, "weight")
+    groups = (L.heads_p * len(hs))(*[h._as_parameter_ for h in hs])
+    rep = L.struct_init(L.FactorReport)
+    tb, tf, tm = L.tensor_p(), L.tensor_p(), L.tensor_p()
+    L.call("fasvd_factor_shared", ctypes.byref(tb), ctypes.byref(tf), ctypes.byref(tm),
+           get_context(threads, ctx), groups, len(hs),
+           ctypes.byref(o), ctypes.byref(so), ctypes.byref(rep))
+    basis, factors = _owned_any(tb), _owned_any(tf)
+    mean = _owned_any(tm) if tm else None
+    n = rep.heads
+    factors = factors.reshape(n, factors.shape[0] // n, factors.shape[1])
+    return basis, factors, mean, _factor_report(rep)
 
 
 def _owned_any(t):

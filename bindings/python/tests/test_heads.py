@@ -324,3 +324,40 @@ def test_factor_fused_matches_materialised_products():
         f = Q[i].T @ K[i // 3]
         assert abs(np.linalg.norm(f - A[i] @ B[i]) ** 2 - np.sum(svals(f)[3:] ** 2)) <= \
             1e-10 * np.linalg.norm(f) ** 2
+
+
+def test_factor_shared_kv_pca_and_mla_o():
+    """fasvd.factor_shared: the shared K/V basis (centred) reconstructs each
+    head as mean + A_i @ basis with the loss of the stack's spectrum, and
+    float64 input is factorised in float64 by default (C and Python)."""
+    q, k, v, o = gqa_model()
+    basis, factors, mean, rep = fasvd.factor_shared([k, v], n_heads=2, kind="K",
+                                                    energy_loss=0.05, center=True,
+                                                    out_dtype="f64", verify=True)
+    heads = per_head(k, 2, 8) + per_head(v, 2, 8)
+    r = rep["rank"]
+    assert basis.shape == (r, 40) and factors.shape == (4, 8, r) and mean.shape == (1, 40)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(r), atol=1e-10)
+    total = sum(np.linalg.norm(h) ** 2 for h in heads)
+    lost = sum(np.linalg.norm(h - mean - factors[i] @ basis) ** 2
+               for i, h in enumerate(heads)) / total
+    assert abs(lost - rep["rel_error_sq"]) <= 1e-10
+    # no centring: the loss is the optimum of the stacked heads' spectrum,
+    # to float64 rounding (float32 compute would be ~1e-7 off)
+    basis, factors, mean, rep = fasvd.factor_shared([k, v], n_heads=2, kind="K", rank=5,
+                                                    out_dtype="f64", verify=True)
+    stack = np.vstack(heads)
+    opt = np.sum(svals(stack)[5:] ** 2) / np.linalg.norm(stack) ** 2
+    assert mean is None and abs(rep["rel_error_sq"] - opt) <= 1e-12
+    assert abs(rep["energy_lost"] - opt) <= 1e-12
+    # MLA-o: o_proj ≈ basis.T @ [A_1.T | ... ]: one output basis for all heads
+    basis, factors, _, rep = fasvd.factor_shared(o, n_heads=6, kind="O", rank=4,
+                                                 out_dtype="f64")
+    O = per_head(o, 6, 8, "cols")
+    assert rep["heads"] == 6 and basis.shape == (4, 40) and factors.shape == (6, 8, 4)
+    stack = np.vstack(O)
+    lost = sum(np.linalg.norm(O[i] - factors[i] @ basis) ** 2 for i in range(6))
+    assert abs(lost / np.linalg.norm(stack) ** 2 -
+               np.sum(svals(stack)[4:] ** 2) / np.linalg.norm(stack) ** 2) <= 1e-12
+    with pytest.raises(fasvd.InvalidArgument):
+        fasvd.factor_shared([k, v], n_heads=[2], kind="K")
