@@ -55,6 +55,12 @@ static const char usage[] =
         "                         for rank << min(rows, cols) but approximate: its lines\n"
         "                         say so, with the loss achieved and, with\n"
         "                         --energy-loss, the optimum)\n"
+        "  --format factors|dense  factors (default): W.A and W.B, and for a transformers\n"
+        "                         model a loader (fasvd_lowrank.py, auto_map, model_type\n"
+        "                         fasvd_lowrank: load with trust_remote_code=True; plain\n"
+        "                         loading fails); dense: W' = A @ B under W's own name,\n"
+        "                         dtype and shape (a drop-in checkpoint; every weight is\n"
+        "                         written, none kept dense)\n"
         "  --allow-larger         replace weights even by factors that are not smaller\n"
         "  --only-if-smaller      the default (kept for older scripts)\n"
         "  -q, --quiet            no per-tensor report\n"
@@ -78,6 +84,7 @@ static const fasvd_dtype dtypes[] = {FASVD_DTYPE_F32, FASVD_DTYPE_F16, FASVD_DTY
 static const char *const split_words[] = {"balanced", "left", "right", NULL};
 static const fasvd_factor_split splits[] = {FASVD_FACTOR_SPLIT_BALANCED, FASVD_FACTOR_SPLIT_LEFT,
                                             FASVD_FACTOR_SPLIT_RIGHT};
+static const char *const format_words[] = {"factors", "dense", NULL};
 static const char *const compute_words[] = {"f32", "f64", NULL};
 static const char *const backend_words[] = {"auto", "gesdd", "gesvd", "gesvdx", "randomized",
                                             NULL};
@@ -165,7 +172,7 @@ static int run(cli *c, int argc, char **argv)
 	cli_list tensors = {NULL, 0};
 	bool per_head = false, shared_o = false, only_smaller = false, allow_larger = false;
 	bool quiet = false;
-	int dtype = -1, split = 0, compute = 1, backend = 0;
+	int dtype = -1, split = 0, compute = 1, backend = 0, format = 0;
 	const cli_opt opts[] = {
 		{"output", 'o', CLI_OPT_STRING, &out, NULL, 0, 0},
 		{"rank", 0, CLI_OPT_INT, &rank, NULL, 0, INT64_MAX},
@@ -178,6 +185,7 @@ static int run(cli *c, int argc, char **argv)
 		{"split", 0, CLI_OPT_CHOICE, &split, split_words, 0, 0},
 		{"compute", 0, CLI_OPT_CHOICE, &compute, compute_words, 0, 0},
 		{"backend", 0, CLI_OPT_CHOICE, &backend, backend_words, 0, 0},
+		{"format", 0, CLI_OPT_CHOICE, &format, format_words, 0, 0},
 		{"only-if-smaller", 0, CLI_OPT_FLAG, &only_smaller, NULL, 0, 0},
 		{"allow-larger", 0, CLI_OPT_FLAG, &allow_larger, NULL, 0, 0},
 		{"quiet", 'q', CLI_OPT_FLAG, &quiet, NULL, 0, 0},
@@ -226,6 +234,7 @@ static int run(cli *c, int argc, char **argv)
 	o.per_head = per_head;
 	o.shared_o = shared_o;
 	o.only_if_smaller = !allow_larger;
+	o.format = format == 1 ? FASVD_TRUNCATE_FORMAT_DENSE : FASVD_TRUNCATE_FORMAT_FACTORS;
 
 	report_state st = {quiet, 0, 0, 0, 0, 0, 0};
 	if (!quiet)

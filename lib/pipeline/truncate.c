@@ -31,6 +31,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include <fasvd/model.h>
 #include <fasvd/safetensors.h>
 #include <fasvd/truncate.h>
@@ -146,6 +148,23 @@ static sel *find_sel(const trunc_t *t, const char *name)
 }
 
 /* Heads along rows of a weight, for per-head mode. */
+/* The transformers loader of factor outputs: fasvd__lowrank_py, the text
+ * of lib/pipeline/fasvd_lowrank.py (generated header). */
+#include "pipeline/lowrank_py.h"
+
+static bool dense_out(const trunc_t *t)
+{
+	return t->o->format == FASVD_TRUNCATE_FORMAT_DENSE;
+}
+
+/* A factor output whose config.json is a transformers one (a "model_type"):
+ * it gets the loader, the auto_map and its own model_type. */
+static bool hf_factors(const trunc_t *t)
+{
+	return !dense_out(t) && json_is_string(json_object_get(t->config, "model_type")) &&
+	       t->config_text;
+}
+
 static int64_t role_heads(const trunc_t *t, const char *role, int64_t rows)
 {
 	const fasvd_model_info *in = &t->info;
@@ -237,6 +256,11 @@ static int add_sel(trunc_t *t, const char *name, const char *role)
 			return FASVD_ENOMEM;
 	}
 	fasvd_clear_error();
+	if (dense_out(t) && (s->in_dtype == FASVD_DTYPE_F8_E4M3 || s->in_dtype == FASVD_DTYPE_F8_E5M2))
+		return fasvd__error(FASVD_EDTYPE,
+		                    "%s: FP8 tensor '%s': a dense output would need it re-quantised; "
+		                    "write factors (the default format) instead",
+		                    t->fn, name);
 	/* FP8 codes without their block scales are not the weight: never
 	 * factorise them as if they were */
 	if ((s->in_dtype == FASVD_DTYPE_F8_E4M3 || s->in_dtype == FASVD_DTYPE_F8_E5M2) &&
@@ -340,6 +364,7 @@ static int select_tensors(trunc_t *t)
 
 typedef struct held {
 	fasvd_tensor *a, *b;
+	void *dense; /* dense format: W' = A·B in the weight's dtype (ctx) */
 } held;
 
 static int shape_of(const sel *s, bool is_a, int64_t *shape)
@@ -523,6 +548,10 @@ static int copy_shard_metadata(const trunc_t *t, int64_t shard, fasvd_st_writer 
 			rc = fasvd_st_writer_set_metadata(w, key, val);
 	}
 	fasvd_st_free(own);
+	/* transformers refuses to load a shard of another "format": the
+	 * factors are never read as the dense architecture's weights */
+	if (!rc && hf_factors(t))
+		rc = fasvd_st_writer_set_metadata(w, "format", "fasvd.lowrank");
 	return rc;
 }
 
@@ -541,14 +570,49 @@ static int add_factor(const sel *s, bool is_a, const fasvd_tensor *x, fasvd_st_w
 	return rc;
 }
 
+/* Dense format: W' = A·B (per head) in the weight's dtype into h->dense,
+ * added to w under the weight's own name and shape. */
+static int add_dense(trunc_t *t, const sel *s, held *h, fasvd_st_writer *w, uint64_t *bytes)
+{
+	int64_t rows = s->rows, cols = s->cols, hd = s->heads, rh = rows / hd, in = s->rep.inner;
+	size_t n = (size_t)(rows * cols);
+	double *a = fasvd__alloc(t->ctx, (size_t)(rows * in) * sizeof(double), "factor A");
+	double *b = fasvd__alloc(t->ctx, (size_t)(hd * in * cols) * sizeof(double), "factor B");
+	double *p = fasvd__alloc(t->ctx, n * sizeof(double), "dense product");
+	h->dense = fasvd__alloc(t->ctx, n * fasvd_dtype_size(s->in_dtype), "dense weight");
+	int rc = !a || !b || !p || !h->dense ? FASVD_ENOMEM : 0;
+	if (!rc && !(rc = fasvd_tensor_to_f64(a, in, FASVD_LAYOUT_ROW_MAJOR, h->a, 0)) &&
+	    !(rc = fasvd_tensor_to_f64(b, cols, FASVD_LAYOUT_ROW_MAJOR, h->b, 0))) {
+		for (int64_t k = 0; k < hd; k++)
+			cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rh,
+			            (blasint)cols, (blasint)in, 1.0, a + k * rh * in, (blasint)in,
+			            b + k * in * cols, (blasint)cols, 0.0, p + k * rh * cols,
+			            (blasint)cols);
+		rc = fasvd__encode_checked(s->in_dtype, p, n, h->dense, NULL, s->name);
+	}
+	int64_t shape[2] = {rows, cols};
+	uint64_t nb = (uint64_t)n * fasvd_dtype_size(s->in_dtype);
+	if (!rc && !(rc = fasvd_st_writer_add(w, s->name, fasvd_dtype_name(s->in_dtype), 2, shape,
+	                                      h->dense, nb, FASVD_ST_BORROW)))
+		*bytes += nb;
+	fasvd__free(t->ctx, a);
+	fasvd__free(t->ctx, b);
+	fasvd__free(t->ctx, p);
+	return rc;
+}
+
 /* Factorise s into h (held until its shard is written), report it, add
- * both factors to w and list them in the index in place of the weight. */
+ * both factors to w and list them in the index in place of the weight
+ * (dense format: W' under the weight's name, the index unchanged). */
 static int add_factored(trunc_t *t, sel *s, held *h, fasvd_st_writer *w, const char *shard_base,
                         uint64_t *bytes)
 {
 	int rc;
-	if ((rc = factor_one(t, s, h)) || (rc = report_sel(t, s)) ||
-	    (rc = add_factor(s, true, h->a, w, bytes)) || (rc = add_factor(s, false, h->b, w, bytes)))
+	if ((rc = factor_one(t, s, h)) || (rc = report_sel(t, s)))
+		return rc;
+	if (dense_out(t))
+		return add_dense(t, s, h, w, bytes);
+	if ((rc = add_factor(s, true, h->a, w, bytes)) || (rc = add_factor(s, false, h->b, w, bytes)))
 		return rc;
 	if (!t->weight_map)
 		return 0;
@@ -610,6 +674,7 @@ static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t
 	for (int64_t i = 0; i < t->n_sels; i++) {
 		fasvd_tensor_free(hs[i].a);
 		fasvd_tensor_free(hs[i].b);
+		fasvd__free(t->ctx, hs[i].dense);
 	}
 	fasvd__free(t->ctx, hs);
 	return rc;
@@ -636,6 +701,10 @@ static json_t *lowrank_section(const trunc_t *t)
 	bad |= json_object_set_new(sec, "format", json_string("fasvd.lowrank"));
 	bad |= json_object_set_new(sec, "version", json_integer(1));
 	bad |= json_object_set_new(sec, "library_version", json_string(fasvd_version_string()));
+	/* "factors": each tensor is its entry's A and B; "dense": W' = A·B was
+	 * written under the weight's own name (the entries record the
+	 * truncation) */
+	bad |= json_object_set_new(sec, "storage", json_string(dense_out(t) ? "dense" : "factors"));
 	bad |= json_object_set_new(
 		sec, "convention",
 		json_string("W ~= A @ B for heads = 1; for heads = h > 1, "
@@ -665,8 +734,10 @@ static json_t *lowrank_section(const trunc_t *t)
 			bad = 1;
 			break;
 		}
-		bad |= json_object_set_new(e, "A", json_string(s->a_name));
-		bad |= json_object_set_new(e, "B", json_string(s->b_name));
+		if (!dense_out(t)) {
+			bad |= json_object_set_new(e, "A", json_string(s->a_name));
+			bad |= json_object_set_new(e, "B", json_string(s->b_name));
+		}
 		bad |= json_object_set_new(e, "rank", json_integer(s->rep.rank));
 		bad |= json_object_set_new(e, "heads", json_integer(s->heads));
 		bad |= json_object_set_new(e, "inner", json_integer(s->rep.inner));
@@ -839,6 +910,9 @@ static int load_topts(fasvd_truncate_opts *o, fasvd_factor_opts *fo,
 		return fasvd__error(FASVD_EINVAL,
 		                    "%s: opts->dtype = %s (%d): factors are F32, F16, BF16 or F64", fn,
 		                    fasvd_dtype_name(o->dtype), (int)o->dtype);
+	if (o->format != FASVD_TRUNCATE_FORMAT_FACTORS && o->format != FASVD_TRUNCATE_FORMAT_DENSE)
+		return fasvd__error(FASVD_EINVAL, "%s: opts->format = %d is not a fasvd_truncate_format",
+		                    fn, (int)o->format);
 	if (o->n_patterns < 0 || (o->n_patterns > 0 && !o->patterns))
 		return fasvd__error(FASVD_EINVAL, "%s: opts->patterns is NULL with n_patterns = %lld",
 		                    fn, (long long)o->n_patterns);
@@ -929,70 +1003,231 @@ static int write_index(trunc_t *t, uint64_t total)
 	                      JSON_INDENT(2) | JSON_SORT_KEYS);
 }
 
-/* The text of the input's config.json with the section `sec` added as its
- * last member, every other byte as it was (numbers such as 1e-05 are not
- * rewritten as 1.0000000000000001e-5); NULL when out of memory (the text
- * parsed as an object, so it ends with its '}'). */
-static char *splice_config(const trunc_t *t, const json_t *sec, size_t *len)
+/* One top-level member of config.json to set. */
+typedef struct member {
+	const char *key;
+	json_t *value; /* owned */
+} member;
+
+/* The index just after the JSON string that starts at text[i] ('"'). */
+static size_t skip_string(const char *text, size_t len, size_t i)
+{
+	for (i++; i < len && text[i] != '"'; i++)
+		if (text[i] == '\\')
+			i++;
+	return i + 1;
+}
+
+/* The end of the JSON value that starts at text[i] (text parsed already). */
+static size_t skip_value(const char *text, size_t len, size_t i)
+{
+	int depth = 0;
+	for (; i < len; i++) {
+		char c = text[i];
+		if (c == '"') {
+			i = skip_string(text, len, i) - 1;
+			if (depth == 0)
+				return i + 1;
+		} else if (c == '{' || c == '[') {
+			depth++;
+		} else if (c == '}' || c == ']') {
+			if (depth == 0)
+				return i; /* the enclosing object ends: a scalar ended */
+			if (--depth == 0)
+				return i + 1;
+		} else if (c == ',' && depth == 0) {
+			return i;
+		}
+	}
+	return i;
+}
+
+/* The span [*vb, *ve) of the value of the top-level member `key` of the
+ * JSON object text; false when it has none. */
+static bool member_span(const char *text, size_t len, const char *key, size_t *vb, size_t *ve)
+{
+	size_t i = 0, klen = strlen(key);
+	while (i < len && text[i] != '{')
+		i++;
+	for (i++; i < len;) {
+		while (i < len && (isspace((unsigned char)text[i]) || text[i] == ','))
+			i++;
+		if (i >= len || text[i] != '"')
+			return false;
+		size_t ks = i + 1, ke = skip_string(text, len, i);
+		bool match = ke - 1 - ks == klen && !memcmp(text + ks, key, klen);
+		i = ke;
+		while (i < len && (isspace((unsigned char)text[i]) || text[i] == ':'))
+			i++;
+		size_t b = i, e = skip_value(text, len, i);
+		while (e > b && isspace((unsigned char)text[e - 1]))
+			e--;
+		if (match) {
+			*vb = b;
+			*ve = e;
+			return true;
+		}
+		i = e;
+	}
+	return false;
+}
+
+/* v dumped as a member of the top-level object (lines indented by two). */
+static void put_value(FILE *mem, const json_t *v)
+{
+	char *s = json_dumps(v, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+	for (const char *p = s ? s : "null"; *p; p++)
+		fputs(*p == '\n' ? "\n  " : (char[]){*p, 0}, mem);
+	free(s);
+}
+
+#define MAX_MEMBERS 4
+
+/* The text of the input's config.json with the members m set: a member it
+ * has gets its value replaced in place, the others are added at the end
+ * (the "fasvd_lowrank" section last); every other byte as it was (numbers
+ * such as 1e-05 are not rewritten as 1.0000000000000001e-5). NULL when out
+ * of memory (the text parsed as an object, so it ends with its '}'). */
+static char *splice_config(const trunc_t *t, const member *m, size_t nm, size_t *len)
 {
 	const char *text = t->config_text;
-	size_t end = t->config_len;
+	size_t tl = t->config_len, end = tl;
 	while (end && isspace((unsigned char)text[end - 1]))
 		end--;
 	if (!end || text[end - 1] != '}')
 		return NULL;
-	size_t close = end - 1, body = close;
+	size_t close = end - 1, body = close, vb[MAX_MEMBERS], ve[MAX_MEMBERS];
+	bool found[MAX_MEMBERS], put[MAX_MEMBERS] = {false};
 	while (body && isspace((unsigned char)text[body - 1]))
 		body--;
-	char *s = json_dumps(sec, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	for (size_t k = 0; k < nm; k++)
+		found[k] = member_span(text, body, m[k].key, &vb[k], &ve[k]);
 	char *out = NULL;
-	size_t n = 0;
-	FILE *mem = s ? open_memstream(&out, &n) : NULL;
-	if (mem) {
-		fwrite(text, 1, body, mem);
-		fputs(body && text[body - 1] == '{' ? "\n  \"fasvd_lowrank\": "
-		                                    : ",\n  \"fasvd_lowrank\": ",
-		      mem);
-		for (const char *p = s; *p; p++)
-			fputs(*p == '\n' ? "\n  " : (char[]){*p, 0}, mem);
-		fputc('\n', mem);
-		fwrite(text + close, 1, t->config_len - close, mem);
-		if (fclose(mem) != 0) {
-			free(out);
-			out = NULL;
-		}
+	size_t n = 0, at = 0;
+	FILE *mem = open_memstream(&out, &n);
+	if (!mem)
+		return NULL;
+	for (;;) { /* replacements in the order of the text */
+		size_t best = nm;
+		for (size_t k = 0; k < nm; k++)
+			if (found[k] && !put[k] && (best == nm || vb[k] < vb[best]))
+				best = k;
+		if (best == nm)
+			break;
+		fwrite(text + at, 1, vb[best] - at, mem);
+		put_value(mem, m[best].value);
+		at = ve[best];
+		put[best] = true;
 	}
-	free(s);
+	fwrite(text + at, 1, body - at, mem);
+	bool first = body && text[body - 1] == '{';
+	for (size_t k = 0; k < nm; k++) {
+		if (found[k])
+			continue;
+		fprintf(mem, "%s\n  \"%s\": ", first ? "" : ",", m[k].key);
+		put_value(mem, m[k].value);
+		first = false;
+	}
+	fputc('\n', mem);
+	fwrite(text + close, 1, tl - close, mem);
+	if (fclose(mem) != 0) {
+		free(out);
+		out = NULL;
+	}
 	*len = n;
 	return out;
 }
 
+/* The loader class of an architecture: ...ForCausalLM -> FasvdLowRankForCausalLM,
+ * BertModel -> FasvdLowRankModel. */
+static const char *loader_class(const char *arch)
+{
+	static const char *const kinds[] = {"ForCausalLM", "ForMaskedLM", "ForSequenceClassification",
+	                                    "ForTokenClassification", "ForQuestionAnswering"};
+	static const char *const classes[] = {
+		"FasvdLowRankForCausalLM", "FasvdLowRankForMaskedLM",
+		"FasvdLowRankForSequenceClassification", "FasvdLowRankForTokenClassification",
+		"FasvdLowRankForQuestionAnswering"};
+	for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+		if (arch && ends_with(arch, kinds[i]))
+			return classes[i];
+	return "FasvdLowRankModel";
+}
+
+/* The members a transformers factor output changes: its architectures
+ * (the loader classes), model_type and auto_map; the base model type and
+ * architectures go into sec. Returns how many were set in m. */
+static size_t hf_members(const trunc_t *t, json_t *sec, member *m)
+{
+	json_t *archs = json_object_get(t->config, "architectures"), *la = json_array();
+	json_t *am = json_pack("{ss}", "AutoConfig", "fasvd_lowrank.FasvdLowRankConfig");
+	static const char *const autos[] = {"AutoModel", "AutoModelForCausalLM",
+	                                    "AutoModelForMaskedLM",
+	                                    "AutoModelForSequenceClassification",
+	                                    "AutoModelForTokenClassification",
+	                                    "AutoModelForQuestionAnswering"};
+	char ref[96];
+	for (size_t i = 0; am && i < sizeof autos / sizeof *autos; i++) {
+		snprintf(ref, sizeof ref, "fasvd_lowrank.%s",
+		         i == 0 ? "FasvdLowRankModel" : loader_class(autos[i] + 9));
+		json_object_set_new(am, autos[i], json_string(ref));
+	}
+	size_t i;
+	json_t *a;
+	json_array_foreach(archs, i, a)
+		json_array_append_new(la, json_string(loader_class(json_string_value(a))));
+	json_object_set(sec, "base_model_type", json_object_get(t->config, "model_type"));
+	json_object_set_new(sec, "base_architectures",
+	                    json_is_array(archs) ? json_deep_copy(archs) : json_array());
+	m[0] = (member){"architectures", la};
+	m[1] = (member){"model_type", json_string("fasvd_lowrank")};
+	m[2] = (member){"auto_map", am};
+	return 3;
+}
+
 /* config.json with the "fasvd_lowrank" section (created if the folder had
- * none): the input's text with the section added, or (no input, or one with
- * a section already) written by jansson. */
+ * none) and, for a transformers factor output, the members that make it
+ * load through the loader only: the input's text with them spliced in, or
+ * (no input, or one with a section already) written by jansson. */
 static int write_config(trunc_t *t)
 {
+	member m[MAX_MEMBERS];
+	size_t nm = 0;
 	json_t *sec = lowrank_section(t);
-	if (!sec)
-		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
-	if (t->config_text && !json_object_get(t->config, "fasvd_lowrank")) {
+	if (sec && hf_factors(t))
+		nm = hf_members(t, sec, m);
+	m[nm++] = (member){"fasvd_lowrank", sec};
+	int rc = 0;
+	for (size_t k = 0; k < nm; k++)
+		if (!m[k].value)
+			rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	if (!rc && t->config_text && !json_object_get(t->config, "fasvd_lowrank")) {
 		size_t n;
-		char *text = splice_config(t, sec, &n);
+		char *text = splice_config(t, m, nm, &n);
 		char *path = text ? fasvd__path_join(t->ctx, t->tmp, "config.json") : NULL;
-		int rc = path ? fasvd__write_file(path, text, n)
-		              : fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+		rc = path ? fasvd__write_file(path, text, n)
+		          : fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
 		fasvd__free(t->ctx, path);
 		free(text);
-		json_decref(sec);
-		return rc;
+	} else if (!rc) {
+		if (!t->config && !(t->config = json_object()))
+			rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+		for (size_t k = 0; k < nm && !rc; k++)
+			if (json_object_set(t->config, m[k].key, m[k].value))
+				rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+		if (!rc)
+			rc = write_tmp_json(t, "config.json", t->config,
+			                    JSON_INDENT(2) | JSON_ENSURE_ASCII);
 	}
-	if (!t->config && !(t->config = json_object())) {
-		json_decref(sec);
-		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	for (size_t k = 0; k < nm; k++)
+		json_decref(m[k].value);
+	if (!rc && hf_factors(t)) {
+		char *path = fasvd__path_join(t->ctx, t->tmp, "fasvd_lowrank.py");
+		rc = path ? fasvd__write_file(path, fasvd__lowrank_py, fasvd__lowrank_py_len)
+		          : FASVD_ENOMEM;
+		fasvd__free(t->ctx, path);
 	}
-	if (json_object_set_new(t->config, "fasvd_lowrank", sec))
-		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
-	return write_tmp_json(t, "config.json", t->config, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	return rc;
 }
 
 /* The other files of the folder src (tokenizer ..., subfolders) copied as
@@ -1094,7 +1329,9 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	if ((rc = load_config(&t, model_dir)) || (rc = open_checkpoint(&t, model_dir)) ||
 	    (rc = select_tensors(&t)))
 		goto out;
-	if ((o.only_if_smaller && (rc = decide_skips(&t))) || (rc = load_index(&t, model_dir)))
+	/* a dense output has the weight's parameters whatever the rank: no skips */
+	if ((o.only_if_smaller && !dense_out(&t) && (rc = decide_skips(&t))) ||
+	    (rc = load_index(&t, model_dir)))
 		goto out;
 	if (t.n_sels && t.n_skipped == t.n_sels) {
 		rc = nothing_smaller(&t, model_dir);

@@ -279,8 +279,13 @@ def check_truncated(name, indir, outdir, tau=None, rank=None, per_head=False,
     sec = cfg.get("fasvd_lowrank")
     report(sec is not None and sec["format"] == "fasvd.lowrank",
            name + ": config.json has the fasvd_lowrank section")
-    keys_kept = all(cfg.get(k) == v for k, v in cfg_in.items())
-    report(keys_kept, name + ": config.json keeps every input key")
+    # a transformers config's model_type and architectures move into the
+    # section (base_*): the folder loads only through its loader
+    moved = {"model_type": sec.get("base_model_type"),
+             "architectures": sec.get("base_architectures")} if "base_model_type" in sec else {}
+    keys_kept = all((moved[k] if k in moved else cfg.get(k)) == v for k, v in cfg_in.items())
+    report(keys_kept and (cfg.get("model_type") == "fasvd_lowrank") == bool(moved),
+           name + ": config.json keeps every input key (model_type, architectures as base_*)")
     ents = sec["tensors"]
     errs = []
     replaced = set(ents)

@@ -254,7 +254,7 @@ class FactorSharedOpts(ctypes.Structure):
 class TruncateOpts(ctypes.Structure):
     _fields_ = [("size", c_size_t), ("factor", P(FactorOpts)), ("dtype", c_enum),
                 ("patterns", P(c_char_p)), ("n_patterns", c_int64), ("per_head", c_int),
-                ("shared_o", c_int), ("only_if_smaller", c_int)]
+                ("shared_o", c_int), ("only_if_smaller", c_int), ("format", c_enum)]
 
 
 class TruncateEntry(ctypes.Structure):

@@ -371,6 +371,30 @@ def test_nan_weight_raises_and_keeps_the_completed_layer(tmp_path):
     assert not part.complete and part.layers == [0]
 
 
+def test_truncate_dense_format_is_the_product(tmp_path):
+    """format="dense": each replaced weight is A @ B of the factors, under its
+    own name, dtype and shape; every other tensor as it was."""
+    d = write_fixture(str(tmp_path / "m"), arch="llama", dtype="f32")
+    weights, _ = read_checkpoint(d)
+    fasvd.truncate(d, str(tmp_path / "f"), rank=3, per_head=True)
+    ents = fasvd.truncate(d, str(tmp_path / "d"), rank=3, per_head=True, format="dense")
+    facs, _ = read_checkpoint(str(tmp_path / "f"))
+    dense, _ = read_checkpoint(str(tmp_path / "d"))
+    assert set(dense) == set(weights) and len(ents) == 8
+    for e in ents:
+        A, B = facs[e["a_name"]].astype(np.float64), facs[e["b_name"]].astype(np.float64)
+        W = np.matmul(A, B).reshape(weights[e["name"]].shape) if A.ndim == 3 else A @ B
+        got = dense[e["name"]]
+        assert got.dtype == weights[e["name"]].dtype and got.shape == W.shape
+        np.testing.assert_allclose(got, W, rtol=1e-6, atol=1e-6)
+        assert np.abs(got - weights[e["name"]]).max() > 1e-3  # truncated
+    for k in set(weights) - {e["name"] for e in ents}:
+        assert np.array_equal(dense[k], weights[k])
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert cfg["fasvd_lowrank"]["storage"] == "dense" and cfg["model_type"] == "llama"
+    assert "A" not in cfg["fasvd_lowrank"]["tensors"][ents[0]["name"]]
+
+
 def test_truncate_writes_exact_factors(tmp_path):
     d = write_fixture(str(tmp_path / "m"), arch="llama", dtype="f32")
     weights, _ = read_checkpoint(d)
