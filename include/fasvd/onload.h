@@ -19,11 +19,13 @@ extern "C" {
  * tensor. */
 typedef struct fasvd_onload fasvd_onload;
 
-/* Create a plan (opts copied; NULL = defaults). The plan borrows ctx (NULL =
+/* Create a plan (opts copied; NULL = defaults; opts->calibration must be
+ * NULL: calibration statistics are per weight, given with each input). The plan borrows ctx (NULL =
  * default context), whose allocator receives every allocation made while
  * factorising (workspace and owned factors). For concurrent use give it a
  * context with FASVD_CTX_THREADS = 1, or calls will each use threaded BLAS.
- * Errors: FASVD_EINVAL (an option out of range), FASVD_ENOMEM. */
+ * Errors: FASVD_EINVAL (an option out of range, opts->calibration set),
+ * FASVD_ENOMEM. */
 FASVD_API int fasvd_onload_new(fasvd_onload **out, fasvd_ctx *ctx,
                                const fasvd_factor_opts *opts);
 /* Accepts NULL. */
@@ -46,6 +48,12 @@ typedef struct fasvd_onload_input {
 	int64_t heads;          /* 0: the plan's opts.heads */
 	fasvd_cancel_fn cancel; /* per call, polled with the plan's (either cancels) */
 	void *cancel_arg;
+	/* Activation-aware truncation of this weight (factor.h): the Gram XᵀX
+	 * [cols, cols] of its inputs, or with calibration_cholesky = 1 its lower
+	 * Cholesky factor; borrowed for the call; NULL (default): plain SVD. The
+	 * plan's calibration_eps and whiten apply. */
+	const fasvd_tensor *calibration;
+	int calibration_cholesky;
 } fasvd_onload_input;
 
 /* Zeroes the input.

@@ -68,6 +68,13 @@ typedef struct fasvd_truncate_opts {
 	 * selected tensor, even by larger factors. */
 	int only_if_smaller;
 	fasvd_truncate_format format; /* default FACTORS */
+	/* Activation-aware truncation (factor.h, whiten and calibration_eps of
+	 * `factor` apply): a safetensors file holding, for each replaced weight
+	 * `<module>.weight`, the Gram XᵀX [cols, cols] of its inputs as
+	 * `<module>.input_gram` (any float dtype; docs/truncation.md, written
+	 * by fasvd.calibration.collect); a weight without one is an error
+	 * (FASVD_ENOTFOUND, before any work). NULL (default): none. */
+	const char *calibration;
 } fasvd_truncate_opts;
 
 /* Defaults: factor NULL (fasvd_factor_opts_init()'s), dtype 0 (auto), every

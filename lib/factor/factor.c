@@ -25,8 +25,8 @@
 
 /* ------------------------------------------------------------ options */
 
-static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_factor_opts, cancel_arg);
-static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_factor_report, approximate);
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_factor_opts, whiten);
+static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_factor_report, calibration_shift);
 static const fasvd__struct_ver shared_opts_ver = FASVD__STRUCT_VER(fasvd_factor_shared_opts,
                                                                    weight);
 
@@ -38,6 +38,8 @@ int fasvd_factor_opts_init(fasvd_factor_opts *opts, size_t size)
 		.split = FASVD_FACTOR_SPLIT_BALANCED,
 		.dtype = FASVD_DTYPE_F32,
 		.backend = FASVD_BACKEND_AUTO,
+		.calibration_eps = 1e-6,
+		.whiten = 1,
 	};
 	return fasvd__init_versioned(opts, size, &defaults, &opts_ver);
 }
@@ -48,6 +50,9 @@ int fasvd_factor_report_init(fasvd_factor_report *r, size_t size)
 		.rel_error_sq = -1,
 		.optimal_energy_lost = -1,
 		.backend = FASVD_BACKEND_AUTO,
+		.act_energy = -1,
+		.act_energy_lost = -1,
+		.act_optimal_energy_lost = -1,
 	};
 	return fasvd__init_versioned(r, size, &defaults, &report_ver);
 }
@@ -139,6 +144,9 @@ int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user,
 	if (o->heads < 0)
 		return fasvd__error(FASVD_EINVAL, "%s: opts->heads = %lld: must be >= 0", fn,
 		                    (long long)o->heads);
+	if (!(o->calibration_eps >= 0 && o->calibration_eps < INFINITY))
+		return fasvd__error(FASVD_EINVAL, "%s: opts->calibration_eps = %g: must be >= 0", fn,
+		                    o->calibration_eps);
 	return 0;
 }
 
@@ -713,6 +721,11 @@ static int check_report(fasvd_factor_report *report, const char *fn)
 	return report ? fasvd__check_versioned(report, &report_ver, fn, "report") : 0;
 }
 
+int fasvd__factor_check_report(fasvd_factor_report *report, const char *fn)
+{
+	return check_report(report, fn);
+}
+
 int fasvd__factor_run(fasvd_tensor **a, fasvd_tensor **b, void *abuf, void *bbuf,
                       int64_t capacity, fasvd_ctx *ctx, const fasvd_tensor *w,
                       const fasvd_factor_opts *opts, fasvd_cancel_fn cancel2, void *cancel2_arg,
@@ -769,32 +782,10 @@ out:
 	return rc;
 }
 
-int fasvd_factor(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx, const fasvd_tensor *w,
-                 const fasvd_factor_opts *opts, fasvd_factor_report *report)
+int fasvd__factor_rank_run(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
+                           const fasvd_factor_opts *opts, fasvd_factor_report *report,
+                           const char *fn)
 {
-	static const char fn[] = "fasvd_factor";
-	if (a)
-		*a = NULL;
-	if (b)
-		*b = NULL;
-	if (!a || !b)
-		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !a ? "a" : "b");
-	return fasvd__factor_run(a, b, NULL, NULL, 0, ctx, w, opts, NULL, NULL, report, fn);
-}
-
-int fasvd_factor_into(void *a, void *b, int64_t capacity, fasvd_ctx *ctx, const fasvd_tensor *w,
-                      const fasvd_factor_opts *opts, fasvd_factor_report *report)
-{
-	static const char fn[] = "fasvd_factor_into";
-	if (!a || !b)
-		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !a ? "a" : "b");
-	return fasvd__factor_run(NULL, NULL, a, b, capacity, ctx, w, opts, NULL, NULL, report, fn);
-}
-
-int fasvd_factor_rank(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
-                      const fasvd_factor_opts *opts, fasvd_factor_report *report)
-{
-	static const char fn[] = "fasvd_factor_rank";
 	job j;
 	fasvd_factor_report rep;
 	fasvd_factor_report_init(&rep, sizeof rep);
@@ -874,6 +865,9 @@ int fasvd__factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols,
 	double store = 8 * (2 * (big > r ? big : r) + 2 * r) + 8 * (m * r + r * n) +
 	               (double)FACTOR_VERIFY_BLOCK_BYTES + 8 * n;
 	double per = (values > vectors ? values : vectors) + store + 4096;
+	/* calibrated: W, W·S_ε, G, S_ε, the residual and M·G (float64) */
+	if (o->calibration)
+		per += 8 * (4 * m * h * n + 2 * n * n) + 8 * (m * h + h * n) * r;
 	double total = per * (double)workers + 8 * p * (double)h + 64 * (double)h + 4096;
 	if (!(total < 1.8e19))
 		return fasvd__error(FASVD_ERANGE, "fasvd_factor_workspace: bound overflows");

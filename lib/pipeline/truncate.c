@@ -37,7 +37,7 @@
 #include <fasvd/safetensors.h>
 #include <fasvd/truncate.h>
 
-static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_truncate_opts, only_if_smaller);
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_truncate_opts, calibration);
 
 int fasvd_truncate_opts_init(fasvd_truncate_opts *opts, size_t size)
 {
@@ -106,6 +106,7 @@ typedef struct sel {
 	int64_t head_dim;       /* shared: columns (or rows) per head */
 	fasvd_dtype in_dtype, dtype;
 	int64_t rows, cols;
+	char *gram_name;        /* calibration: "<module>.input_gram" (owned) */
 	/* results */
 	int done, skipped;
 	fasvd_factor_report rep;
@@ -120,6 +121,7 @@ typedef struct trunc {
 	fasvd_model_info info;
 	bool have_model;
 	fasvd_factor_opts fo;    /* validated factor options */
+	fasvd_st *calib;         /* opts->calibration opened, or NULL */
 	json_t *config;          /* parsed config.json, or NULL */
 	char *config_text;       /* its text (written back with only the new section) */
 	size_t config_len;
@@ -194,6 +196,35 @@ static int dtype_ok(const char *dt, fasvd_dtype *out)
 	return fasvd_dtype_from_name(out, dt) == 0;
 }
 
+/* The calibration Gram of s, "<module>.input_gram" for a weight
+ * "<module>.weight" (else "<name>.input_gram"): its name into s->gram_name;
+ * FASVD_ENOTFOUND when the file has none, FASVD_ESHAPE when it is not
+ * [cols, cols]. */
+static int find_gram(trunc_t *t, sel *s)
+{
+	size_t nl = strlen(s->name);
+	if (ends_with(s->name, ".weight"))
+		nl -= strlen(".weight");
+	s->gram_name = fasvd__alloc(t->ctx, nl + sizeof ".input_gram", "a Gram name");
+	if (!s->gram_name)
+		return FASVD_ENOMEM;
+	memcpy(s->gram_name, s->name, nl);
+	memcpy(s->gram_name + nl, ".input_gram", sizeof ".input_gram");
+	fasvd_st_info info;
+	fasvd_st_info_init(&info, sizeof info);
+	if (fasvd_st_info_get(&info, t->calib, s->gram_name))
+		return fasvd__error(FASVD_ENOTFOUND,
+		                    "%s: the calibration file %s has no '%s' for the weight '%s'",
+		                    t->fn, t->o->calibration, s->gram_name, s->name);
+	if (info.ndim != 2 || info.shape[0] != s->cols || info.shape[1] != s->cols)
+		return fasvd__error(FASVD_ESHAPE,
+		                    "%s: calibration '%s' is %d-D [%lld, ...]; the weight '%s' needs "
+		                    "[%lld, %lld] (its inputs)",
+		                    t->fn, s->gram_name, info.ndim, (long long)info.shape[0], s->name,
+		                    (long long)s->cols, (long long)s->cols);
+	return 0;
+}
+
 static int add_sel(trunc_t *t, const char *name, const char *role)
 {
 	fasvd_st_info info;
@@ -256,6 +287,8 @@ static int add_sel(trunc_t *t, const char *name, const char *role)
 			return FASVD_ENOMEM;
 	}
 	fasvd_clear_error();
+	if (t->calib && (rc = find_gram(t, s)))
+		return rc;
 	if (dense_out(t) && (s->in_dtype == FASVD_DTYPE_F8_E4M3 || s->in_dtype == FASVD_DTYPE_F8_E5M2))
 		return fasvd__error(FASVD_EDTYPE,
 		                    "%s: FP8 tensor '%s': a dense output would need it re-quantised; "
@@ -381,9 +414,21 @@ static int shape_of(const sel *s, bool is_a, int64_t *shape)
 	return 2;
 }
 
-static int factor_opts_for(const trunc_t *t, const sel *s, fasvd_factor_opts *o)
+/* The factor options of s; with calibration, *gram (owned by the caller)
+ * is its Gram, borrowed by o. */
+static int factor_opts_for(const trunc_t *t, const sel *s, fasvd_factor_opts *o,
+                           fasvd_tensor **gram)
 {
 	*o = t->fo;
+	if (gram) {
+		*gram = NULL;
+		if (s->gram_name) {
+			int rc = fasvd_st_tensor(gram, t->calib, s->gram_name, 0);
+			if (rc)
+				return rc;
+			o->calibration = *gram;
+		}
+	}
 	o->dtype = s->dtype;
 	o->heads = s->heads;
 	o->verify = 1;
@@ -399,16 +444,19 @@ static int decide_skips(trunc_t *t)
 	for (int64_t i = 0; i < t->n_sels; i++) {
 		sel *s = &t->sels[i];
 		fasvd_factor_opts o;
-		factor_opts_for(t, s, &o);
+		factor_opts_for(t, s, &o, NULL);
 		int64_t rh = s->rows / s->heads, p = rh < s->cols ? rh : s->cols, r;
 		if (o.rank >= 0) {
 			r = o.rank < p ? o.rank : p;
 		} else {
-			fasvd_tensor *w = NULL;
-			int rc = fasvd_st_tensor(&w, t->st, s->name, 0);
+			fasvd_tensor *w = NULL, *g = NULL;
+			int rc = factor_opts_for(t, s, &o, &g);
+			if (!rc)
+				rc = fasvd_st_tensor(&w, t->st, s->name, 0);
 			if (!rc)
 				rc = fasvd_factor_rank(&r, t->ctx, w, &o, NULL);
 			fasvd_tensor_free(w);
+			fasvd_tensor_free(g);
 			if (rc)
 				return fasvd__error_prefix(rc, "%s", t->fn);
 		}
@@ -453,10 +501,15 @@ static int factor_one(trunc_t *t, sel *s, held *h)
 	if (rc)
 		return rc;
 	fasvd_factor_opts o;
-	factor_opts_for(t, s, &o);
+	fasvd_tensor *g = NULL;
+	if ((rc = factor_opts_for(t, s, &o, &g))) {
+		fasvd_tensor_free(w);
+		return fasvd__error_prefix(rc, "%s", t->fn);
+	}
 	fasvd_factor_report_init(&s->rep, sizeof s->rep);
 	rc = fasvd_factor(&h->a, &h->b, t->ctx, w, &o, &s->rep);
 	fasvd_tensor_free(w);
+	fasvd_tensor_free(g);
 	if (rc)
 		return fasvd__error_prefix(rc, "%s", t->fn);
 	s->done = 1;
@@ -688,6 +741,48 @@ static json_t *jreal(double x)
 	return isfinite(x) ? json_real(x) : json_null();
 }
 
+/* The section's entry of one replaced tensor, into tens; non-zero when out
+ * of memory. */
+static int add_entry(const trunc_t *t, const sel *s, json_t *tens)
+{
+	json_t *e = json_object();
+	if (!e)
+		return 1;
+	int bad = 0;
+	if (!dense_out(t)) {
+		bad |= json_object_set_new(e, "A", json_string(s->a_name));
+		bad |= json_object_set_new(e, "B", json_string(s->b_name));
+	}
+	bad |= json_object_set_new(e, "rank", json_integer(s->rep.rank));
+	bad |= json_object_set_new(e, "heads", json_integer(s->heads));
+	bad |= json_object_set_new(e, "inner", json_integer(s->rep.inner));
+	bad |= json_object_set_new(e, "shape", json_pack("[II]", (json_int_t)s->rows,
+	                                                 (json_int_t)s->cols));
+	bad |= json_object_set_new(e, "dtype", json_string(fasvd_dtype_name(s->dtype)));
+	bad |= json_object_set_new(e, "source_dtype", json_string(fasvd_dtype_name(s->in_dtype)));
+	bad |= json_object_set_new(e, "energy_lost", jreal(s->rep.energy_lost));
+	if (s->rep.act_energy_lost >= 0)
+		bad |= json_object_set_new(e, "activation_energy_lost",
+		                           jreal(s->rep.act_energy_lost));
+	if (s->rep.approximate) {
+		/* randomised factors: energy_lost is what they achieve */
+		bad |= json_object_set_new(e, "approximate", json_true());
+		if (s->rep.optimal_energy_lost >= 0)
+			bad |= json_object_set_new(e, "optimal_energy_lost",
+			                           jreal(s->rep.optimal_energy_lost));
+	}
+	if (s->role)
+		bad |= json_object_set_new(e, "role", json_string(s->role));
+	if (s->shared) {
+		bad |= json_object_set_new(e, "shared", json_string("output"));
+		bad |= json_object_set_new(e, "shared_factor",
+		                           json_string(s->shared == 'A' ? "A" : "B"));
+		bad |= json_object_set_new(e, "head_dim", json_integer(s->head_dim));
+	}
+	bad |= json_object_set_new(tens, s->name, e);
+	return bad;
+}
+
 static json_t *lowrank_section(const trunc_t *t)
 {
 	const fasvd_factor_opts *fo = &t->fo;
@@ -724,45 +819,13 @@ static json_t *lowrank_section(const trunc_t *t)
 	}
 	bad |= json_object_set_new(sec, "split", json_string(fasvd_factor_split_name(fo->split)));
 	bad |= json_object_set_new(sec, "per_head", json_boolean(t->o->per_head));
+	if (t->calib)
+		bad |= json_object_set_new(sec, "calibration",
+		                           json_string(fo->whiten ? "whitened" : "measured"));
 	bad |= json_object_set_new(sec, "shared_o", json_boolean(t->o->shared_o));
-	for (int64_t i = 0; i < t->n_sels && !bad; i++) {
-		const sel *s = &t->sels[i];
-		if (s->skipped)
-			continue;
-		json_t *e = json_object();
-		if (!e) {
-			bad = 1;
-			break;
-		}
-		if (!dense_out(t)) {
-			bad |= json_object_set_new(e, "A", json_string(s->a_name));
-			bad |= json_object_set_new(e, "B", json_string(s->b_name));
-		}
-		bad |= json_object_set_new(e, "rank", json_integer(s->rep.rank));
-		bad |= json_object_set_new(e, "heads", json_integer(s->heads));
-		bad |= json_object_set_new(e, "inner", json_integer(s->rep.inner));
-		bad |= json_object_set_new(e, "shape", json_pack("[II]", (json_int_t)s->rows,
-		                                                 (json_int_t)s->cols));
-		bad |= json_object_set_new(e, "dtype", json_string(fasvd_dtype_name(s->dtype)));
-		bad |= json_object_set_new(e, "source_dtype", json_string(fasvd_dtype_name(s->in_dtype)));
-		bad |= json_object_set_new(e, "energy_lost", jreal(s->rep.energy_lost));
-		if (s->rep.approximate) {
-			/* randomised factors: energy_lost is what they achieve */
-			bad |= json_object_set_new(e, "approximate", json_true());
-			if (s->rep.optimal_energy_lost >= 0)
-				bad |= json_object_set_new(e, "optimal_energy_lost",
-				                           jreal(s->rep.optimal_energy_lost));
-		}
-		if (s->role)
-			bad |= json_object_set_new(e, "role", json_string(s->role));
-		if (s->shared) {
-			bad |= json_object_set_new(e, "shared", json_string("output"));
-			bad |= json_object_set_new(e, "shared_factor",
-			                           json_string(s->shared == 'A' ? "A" : "B"));
-			bad |= json_object_set_new(e, "head_dim", json_integer(s->head_dim));
-		}
-		bad |= json_object_set_new(tens, s->name, e);
-	}
+	for (int64_t i = 0; i < t->n_sels && !bad; i++)
+		if (!t->sels[i].skipped)
+			bad |= add_entry(t, &t->sels[i], tens);
 	bad |= json_object_set_new(sec, "tensors", tens);
 	if (bad) {
 		json_decref(sec);
@@ -1297,11 +1360,13 @@ static void trunc_free(trunc_t *t)
 		fasvd__free(t->ctx, t->sels[i].a_name);
 		fasvd__free(t->ctx, t->sels[i].b_name);
 		fasvd__free(t->ctx, (char *)t->sels[i].scale_name);
+		fasvd__free(t->ctx, t->sels[i].gram_name);
 	}
 	fasvd__free(t->ctx, t->sels);
 	fasvd__free(t->ctx, t->shard_of);
 	fasvd__free(t->ctx, t->sel_of);
 	fasvd__free(t->ctx, t->drop);
+	fasvd_st_free(t->calib);
 	if (t->have_model)
 		fasvd_model_free(t->model);
 	else
@@ -1326,6 +1391,8 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	t.fn = fn;
 	t.cb = cb;
 	t.cb_arg = arg;
+	if (o.calibration && (rc = fasvd_st_open(&t.calib, t.ctx, o.calibration)))
+		goto out;
 	if ((rc = load_config(&t, model_dir)) || (rc = open_checkpoint(&t, model_dir)) ||
 	    (rc = select_tensors(&t)))
 		goto out;

@@ -31,7 +31,7 @@ from ._core import Context, Tensor, Heads, tensor, heads, dequantize, DTYPES
 from .linalg import (svdvals, svd, fused, fused_vo, fused_qk, stacked, shared_subspace,
                      SharedSubspace, attention_map, attention_svdvals, factor, factor_fused,
                      factor_shared)
-from . import metrics
+from . import calibration, metrics
 from .metrics import (effective_rank, energy_loss, energy_kept, components_for_energy,
                       stable_rank, entropy_rank, spectral_norm, frobenius_norm, nuclear_norm)
 from .spectra import Result, Ranks, load_spectra, read_safetensors
@@ -63,8 +63,8 @@ __all__ = [
     "StateError", "InternalError",
     "Context", "Tensor", "Heads", "tensor", "heads", "dequantize", "DTYPES",
     "svdvals", "svd", "fused", "fused_vo", "fused_qk", "stacked", "shared_subspace",
-    "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused", "factor_shared",
-    "metrics", "effective_rank", "energy_loss", "energy_kept", "components_for_energy",
+    "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused",
+    "factor_shared", "calibration", "metrics", "effective_rank", "energy_loss", "energy_kept", "components_for_energy",
     "stable_rank", "entropy_rank", "spectral_norm", "frobenius_norm", "nuclear_norm",
     "Result", "Ranks", "load_spectra", "read_safetensors",
     "Model", "architectures", "truncate",

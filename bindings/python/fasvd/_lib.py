@@ -235,7 +235,9 @@ class FactorOpts(ctypes.Structure):
                 ("max_rank", c_int64), ("split", c_enum), ("dtype", c_enum),
                 ("compute", c_enum), ("backend", c_enum), ("oversample", c_int64),
                 ("power_iters", c_int64), ("seed", c_uint64), ("heads", c_int64),
-                ("verify", c_int), ("cancel", CANCEL_FN), ("cancel_arg", c_void_p)]
+                ("verify", c_int), ("cancel", CANCEL_FN), ("cancel_arg", c_void_p),
+                ("calibration", tensor_p), ("calibration_cholesky", c_int),
+                ("calibration_eps", c_double), ("whiten", c_int)]
 
 
 class FactorReport(ctypes.Structure):
@@ -244,7 +246,9 @@ class FactorReport(ctypes.Structure):
                 ("energy", c_double), ("energy_lost", c_double), ("spectrum_exact", c_int),
                 ("rel_error_sq", c_double), ("params_before", c_int64),
                 ("params_after", c_int64), ("backend", c_enum), ("error_estimate", c_double),
-                ("optimal_energy_lost", c_double), ("approximate", c_int)]
+                ("optimal_energy_lost", c_double), ("approximate", c_int),
+                ("act_energy", c_double), ("act_energy_lost", c_double),
+                ("act_optimal_energy_lost", c_double), ("calibration_shift", c_double)]
 
 
 class FactorSharedOpts(ctypes.Structure):
@@ -254,7 +258,8 @@ class FactorSharedOpts(ctypes.Structure):
 class TruncateOpts(ctypes.Structure):
     _fields_ = [("size", c_size_t), ("factor", P(FactorOpts)), ("dtype", c_enum),
                 ("patterns", P(c_char_p)), ("n_patterns", c_int64), ("per_head", c_int),
-                ("shared_o", c_int), ("only_if_smaller", c_int), ("format", c_enum)]
+                ("shared_o", c_int), ("only_if_smaller", c_int), ("format", c_enum),
+                ("calibration", c_char_p)]
 
 
 class TruncateEntry(ctypes.Structure):

@@ -593,12 +593,19 @@ def _factor_report(rep):
             # randomised factors: energy_lost is what they achieve, not the optimum
             "approximate": bool(rep.approximate),
             "optimal_energy_lost": (None if rep.optimal_energy_lost < 0
-                                    else rep.optimal_energy_lost)}
+                                    else rep.optimal_energy_lost),
+            # calibration: the activation-space loss (and the whitened optimum)
+            "act_energy": None if rep.act_energy < 0 else rep.act_energy,
+            "act_energy_lost": None if rep.act_energy_lost < 0 else rep.act_energy_lost,
+            "act_optimal_energy_lost": (None if rep.act_optimal_energy_lost < 0
+                                        else rep.act_optimal_energy_lost),
+            "calibration_shift": rep.calibration_shift}
 
 
 def factor(w, rank=None, energy_loss=None, max_rank=None, heads=None, split="balanced",
            out_dtype="f32", dtype=None, scale_inv=None, block=128, compute=None,
-           backend=None, verify=False, threads=None, ctx=None):
+           backend=None, verify=False, calibration=None, calibration_cholesky=False,
+           whiten=True, calibration_eps=None, threads=None, ctx=None):
     """Low-rank factors ``W ≈ A @ B`` (factor.h).
 
     ``rank`` fixes the rank (clamped to the full rank); otherwise the
@@ -615,15 +622,31 @@ def factor(w, rank=None, energy_loss=None, max_rank=None, heads=None, split="bal
     approximate: the report says ``approximate``, its ``energy_lost`` is the
     loss achieved and ``optimal_energy_lost`` the optimum when known, in
     τ mode).
+    ``calibration``: activation-aware truncation (SVD-LLM whitening): the
+    Gram X^T X [cols, cols] of the inputs X [tokens, cols] of the layer (or,
+    with ``calibration_cholesky``, its lower Cholesky factor); the factors
+    then minimise ||(W - A B) X^T||_F (``whiten=False``: plain SVD, the
+    activation loss only measured); ``calibration_eps``: the regularisation
+    ε (default 1e-6 of the mean diagonal, docs/truncation.md).
     Returns ``(A, B, report)``; report is a dict (rank, inner, energy,
     energy_lost, optimal_energy_lost, approximate, rel_error_sq when
-    ``verify``, params_before / after ...).
+    ``verify``, params_before / after, and with calibration act_energy,
+    act_energy_lost, act_optimal_energy_lost, calibration_shift ...).
     """
     cmp = _default_compute(compute, [w])
     t = _tensor(w, dtype=dtype, scale_inv=scale_inv, block=block, name="w", ctx=ctx,
                 threads=threads)
     o = _factor_opts(rank, energy_loss, max_rank, split, out_dtype, cmp, backend, heads)
     o.verify = 1 if verify else 0
+    g = None
+    if calibration is not None:
+        g = _tensor(np.ascontiguousarray(calibration, dtype=np.float64), name="calibration",
+                    ctx=t.ctx)
+        o.calibration = g._as_parameter_
+        o.calibration_cholesky = 1 if calibration_cholesky else 0
+        o.whiten = 1 if whiten else 0
+        if calibration_eps is not None:
+            o.calibration_eps = float(calibration_eps)
     rep = L.struct_init(L.FactorReport)
     a, b = L.tensor_p(), L.tensor_p()
     L.call("fasvd_factor", ctypes.byref(a), ctypes.byref(b), t.ctx, t, ctypes.byref(o),

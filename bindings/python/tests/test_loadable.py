@@ -136,3 +136,46 @@ def _whole_factors(model, tmp_path):
     out = str(tmp_path / "whole")
     fasvd.truncate(model, out, rank=96)
     return out
+
+
+def _held_out(n, length, seed):
+    g = np.random.default_rng(seed)
+    return [[1] + list(g.integers(3, 512, length)) for _ in range(n)]
+
+
+def test_calibration_collect_and_activation_aware_truncation(tmp_path):
+    """fasvd.calibration.collect writes the Gram of each Linear's inputs
+    (checked against hooks of our own); truncating stories260K with it
+    gives every weight a smaller activation-space loss than plain SVD at
+    the same rank (both measured on those Grams)."""
+    from transformers import LlamaForCausalLM
+    import fasvd.calibration as cal
+    model = LlamaForCausalLM.from_pretrained(STORIES)
+    seqs = _held_out(6, 40, 3)
+    path = str(tmp_path / "calib.safetensors")
+    grams = cal.collect(model, seqs, path, dtype="f64")
+    assert "model.layers.0.self_attn.q_proj.input_gram" in grams
+    x = []
+    h = model.model.layers[2].self_attn.o_proj.register_forward_hook(
+        lambda m, i, o: x.append(i[0].reshape(-1, i[0].shape[-1]).double()))
+    with torch.no_grad():
+        for s in seqs:
+            model(input_ids=torch.tensor([s]))
+    h.remove()
+    X = torch.cat(x).numpy()
+    np.testing.assert_allclose(grams["model.layers.2.self_attn.o_proj.input_gram"], X.T @ X,
+                               rtol=1e-10, atol=1e-10)
+    white = fasvd.truncate(STORIES, str(tmp_path / "w"), rank=4, calibration=path,
+                           format="dense")
+    plain = fasvd.truncate(STORIES, str(tmp_path / "p"), rank=4, calibration=path,
+                           whiten=False, format="dense")
+    assert len(white) == len(plain) == 20
+    for a, b in zip(white, plain):
+        assert a["name"] == b["name"]
+        assert a["report"]["act_energy_lost"] < b["report"]["act_energy_lost"]
+        assert a["report"]["energy_lost"] > b["report"]["energy_lost"]
+    with pytest.raises(fasvd.NotFoundError, match="input_gram"):
+        cal.write_grams(str(tmp_path / "few.safetensors"),
+                        {"model.layers.0.self_attn.q_proj.input_gram": np.eye(64)})
+        fasvd.truncate(STORIES, str(tmp_path / "x"), rank=4,
+                       calibration=str(tmp_path / "few.safetensors"))
