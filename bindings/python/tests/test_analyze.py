@@ -395,6 +395,28 @@ def test_truncate_dense_format_is_the_product(tmp_path):
     assert "A" not in cfg["fasvd_lowrank"]["tensors"][ents[0]["name"]]
 
 
+def test_factored_folder_reads_as_the_product(tmp_path):
+    """A factor output opens as its architecture: every replaced weight is
+    A @ B (per head too), so its layers and spectra are those of the
+    truncated model, and analyze runs on it."""
+    d = write_fixture(str(tmp_path / "m"), arch="llama", dtype="f32")
+    out = str(tmp_path / "f")
+    ents = fasvd.truncate(d, out, rank=3, per_head=True, tensors=["*q_proj.weight"],
+                          dtype="f64")
+    fasvd.truncate(d, str(tmp_path / "dense"), rank=3, per_head=True,
+                   tensors=["*q_proj.weight"], dtype="f64", format="dense")
+    with fasvd.open(out) as m, fasvd.open(str(tmp_path / "dense")) as ref:
+        assert all(i["present"] for i in m.inputs)
+        a, b = m.layer(1, fold_norms=False), ref.layer(1, fold_norms=False)
+        for k in ("Q", "K", "V", "O"):
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+        assert max(np.linalg.matrix_rank(h) for h in a["Q"]) == 3
+        sp = m.spectra(1, compute="f64")
+        assert np.sum(sp["head.Q"][:, 3:] ** 2) <= 1e-10 * np.sum(sp["head.Q"] ** 2)
+        m.analyze(str(tmp_path / "an"))
+    assert len(ents) == 2
+
+
 def test_truncate_writes_exact_factors(tmp_path):
     d = write_fixture(str(tmp_path / "m"), arch="llama", dtype="f32")
     weights, _ = read_checkpoint(d)
