@@ -91,7 +91,11 @@ FASVD_API int fasvd_onload_max_inner(int64_t *out, const fasvd_onload *plan, int
 
 /* Upper bound of the bytes one fasvd_onload_factor() call allocates for a
  * rows x cols weight besides the factors (fasvd_factor_workspace() with the
- * plan's options and its context's worker count). */
+ * plan's options and its context's worker count). An input with
+ * calibration needs besides about 8·(4·rows·cols + 2·cols² + 2·(rows +
+ * cols)·inner) bytes (decoded W, W·S, residual, its product with G, G and
+ * S, float64 factors): what fasvd_factor_workspace() adds for options with
+ * a calibration. */
 FASVD_API int fasvd_onload_workspace(uint64_t *bytes, const fasvd_onload *plan, int64_t rows,
                                      int64_t cols, int64_t heads);
 
