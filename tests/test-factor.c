@@ -1051,6 +1051,205 @@ static void test_shared_output_latent(void **state)
 	fasvd_tensor_free(to);
 }
 
+/* compute left at 0 follows the input: float64 weights are factorised in
+ * float64 (error at rounding, not float32's ~1e-7), by fasvd_factor and
+ * fasvd_factor_shared alike, with the context's default (F32) unchanged. */
+static void test_default_compute_follows_input(void **state)
+{
+	(void)state;
+	int64_t m = 24, n = 18, r = 5;
+	double w[24 * 18], s[18];
+	make_gaussian(w, m * n, 77);
+	ref_svals(w, m, n, s);
+	fasvd_tensor *t = borrow(w, m, n), *a = NULL, *b = NULL;
+	fasvd_factor_opts o;
+	fasvd_factor_opts_init(&o, sizeof o);
+	assert_int_equal(o.compute, 0);
+	o.rank = r;
+	o.dtype = FASVD_DTYPE_F64;
+	o.verify = 1;
+	fasvd_factor_report rep;
+	fasvd_factor_report_init(&rep, sizeof rep);
+	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, &rep));
+	assert_close(rep.rel_error_sq, tail_frac(s, n, r), 0, 1e-13);
+	fasvd_tensor_free(a);
+	fasvd_tensor_free(b);
+	/* the same matrix split in 3 heads of 8 rows, one shared input basis */
+	fasvd_heads *h;
+	assert_ok(fasvd_heads_new(&h, NULL, t, FASVD_AXIS_ROWS, 3, 8, 0, 0));
+	const fasvd_heads *g[1] = {h};
+	fasvd_tensor *bs = NULL, *fs = NULL;
+	assert_ok(fasvd_factor_shared(&bs, &fs, NULL, NULL, g, 1, &o, NULL, &rep));
+	assert_close(rep.rel_error_sq, tail_frac(s, n, r), 0, 1e-13);
+	fasvd_tensor_free(bs);
+	fasvd_tensor_free(fs);
+	fasvd_heads_free(h);
+	fasvd_tensor_free(t);
+}
+
+/* ------------------------------------------- activation-aware truncation */
+
+/* G = XᵀX of X [t, n] (row-major, columns of decaying scale). */
+static void make_gram(double *g, int64_t t, int64_t n, uint64_t seed)
+{
+	double *x = malloc(sizeof(double) * (size_t)(t * n));
+	make_gaussian(x, t * n, seed);
+	for (int64_t i = 0; i < t; i++)
+		for (int64_t j = 0; j < n; j++)
+			x[i * n + j] *= pow(10, -(double)j / 4);
+	for (int64_t a = 0; a < n; a++)
+		for (int64_t b = 0; b < n; b++) {
+			double acc = 0;
+			for (int64_t i = 0; i < t; i++)
+				acc += x[i * n + a] * x[i * n + b];
+			g[a * n + b] = acc;
+		}
+	free(x);
+}
+
+/* tr(M·G·Mᵀ) of M [m, n]. */
+static double act_energy(const double *mat, const double *g, int64_t m, int64_t n)
+{
+	double acc = 0;
+	for (int64_t i = 0; i < m; i++)
+		for (int64_t a = 0; a < n; a++)
+			for (int64_t b = 0; b < n; b++)
+				acc += mat[i * n + a] * g[a * n + b] * mat[i * n + b];
+	return acc;
+}
+
+/* Factorise w [m, n] with the calibration g at rank r; *act: the
+ * activation-space loss measured here from the factors. */
+static void calibrated(const double *w, const double *g, int64_t m, int64_t n, int64_t r,
+                       int whiten, int cholesky, fasvd_factor_report *rep, double *act)
+{
+	fasvd_tensor *t = borrow(w, m, n), *tg = NULL, *a = NULL, *b = NULL;
+	assert_ok(fasvd_tensor_new_borrowed(&tg, NULL, FASVD_DTYPE_F64, g, n, n, n, 1));
+	fasvd_factor_opts o;
+	fasvd_factor_opts_init(&o, sizeof o);
+	assert_true(o.whiten == 1 && o.calibration_eps == 1e-6);
+	o.rank = r;
+	o.dtype = FASVD_DTYPE_F64;
+	o.calibration = tg;
+	o.calibration_cholesky = cholesky;
+	o.whiten = whiten;
+	o.verify = 1;
+	fasvd_factor_report_init(rep, sizeof *rep);
+	assert_ok(fasvd_factor(&a, &b, NULL, t, &o, rep));
+	double *ad = decode_all(a), *bd = decode_all(b), *d = malloc(sizeof(double) * (size_t)(m * n));
+	for (int64_t i = 0; i < m; i++)
+		for (int64_t j = 0; j < n; j++) {
+			double acc = 0;
+			for (int64_t q = 0; q < rep->inner; q++)
+				acc += ad[i * rep->inner + q] * bd[q * n + j];
+			d[i * n + j] = w[i * n + j] - acc;
+		}
+	*act = 0;
+	if (!cholesky)
+		*act = act_energy(d, g, m, n) / act_energy(w, g, m, n);
+	assert_close(rep->rel_error_sq, recon_err(w, m, n, ad, bd, rep->inner, 1), 0, 1e-12);
+	free(ad);
+	free(bd);
+	free(d);
+	fasvd_tensor_free(a);
+	fasvd_tensor_free(b);
+	fasvd_tensor_free(tg);
+	fasvd_tensor_free(t);
+}
+
+/* Σ_{i>r} σ_i(W·S)² / Σ σ_i(W·S)², S the Cholesky factor of G + shift·I. */
+static double whitened_optimum(const double *w, const double *g, int64_t m, int64_t n, int64_t r,
+                               double shift)
+{
+	double *s = malloc(sizeof(double) * (size_t)(n * n));
+	double *ws = malloc(sizeof(double) * (size_t)(m * n)), *sv = malloc(sizeof(double) * (size_t)n);
+	memcpy(s, g, sizeof(double) * (size_t)(n * n));
+	for (int64_t i = 0; i < n; i++)
+		s[i * n + i] += shift;
+	assert_int_equal(LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', (int)n, s, (int)n), 0);
+	for (int64_t i = 0; i < m; i++)
+		for (int64_t j = 0; j < n; j++) {
+			double acc = 0;
+			for (int64_t k = j; k < n; k++)
+				acc += w[i * n + k] * s[k * n + j];
+			ws[i * n + j] = acc;
+		}
+	int64_t p = m < n ? m : n;
+	ref_svals(ws, m, n, sv);
+	double out = tail_frac(sv, p, r);
+	free(s);
+	free(ws);
+	free(sv);
+	return out;
+}
+
+/* Whitened truncation attains the activation-space optimum
+ * Σ_{i>r} σ_i(W·S)² / Σ σ_i(W·S)² (S: Cholesky factor of XᵀX) and beats
+ * plain SVD there (which wins in weight space); a singular XᵀX is
+ * regularised; a Cholesky factor gives the same factors as its Gram. */
+static void test_calibrated_whitening(void **state)
+{
+	(void)state;
+	int64_t m = 20, n = 12;
+	double w[20 * 12], g[12 * 12], s[12 * 12];
+	make_gaussian(w, m * n, 91);
+	make_gram(g, 40, n, 92);
+	memcpy(s, g, sizeof s);
+	assert_int_equal(LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', (int)n, s, (int)n), 0);
+	for (int64_t i = 0; i < n; i++)
+		for (int64_t j = i + 1; j < n; j++)
+			s[i * n + j] = 0;
+	for (int64_t r = 2; r <= 8; r += 3) {
+		fasvd_factor_report wr, pr, cr;
+		double wact, pact, cact;
+		calibrated(w, g, m, n, r, 1, 0, &wr, &wact);
+		calibrated(w, g, m, n, r, 0, 0, &pr, &pact);
+		double opt = whitened_optimum(w, g, m, n, r, 0);
+		assert_close(wact, opt, 0, 1e-5 * opt);
+		assert_close(wr.act_energy_lost, wact, 0, 1e-10);
+		/* the optimum for G + λ·I, which the factors attain */
+		assert_close(wr.act_optimal_energy_lost, whitened_optimum(w, g, m, n, r,
+		                                                          wr.calibration_shift),
+		             0, 1e-10);
+		assert_close(pr.act_energy_lost, pact, 0, 1e-10);
+		assert_true(wact < pact);                        /* activation space */
+		assert_true(pr.energy_lost < wr.energy_lost);    /* weight space */
+		assert_true(wr.calibration_shift > 0 && pr.calibration_shift == 0);
+		assert_close(wr.act_energy, act_energy(w, g, m, n), 1e-10, 0);
+		/* the Cholesky factor itself: the same factorisation */
+		calibrated(w, s, m, n, r, 1, 1, &cr, &cact);
+		assert_close(cr.act_energy_lost, wr.act_energy_lost, 0, 1e-9);
+	}
+	/* singular XᵀX (5 tokens, 12 inputs): regularised, and a rank-5 W'
+	 * reproduces W on every input seen */
+	make_gram(g, 5, n, 93);
+	fasvd_factor_report wr, pr;
+	double wact, pact;
+	calibrated(w, g, m, n, 3, 1, 0, &wr, &wact);
+	calibrated(w, g, m, n, 3, 0, 0, &pr, &pact);
+	assert_true(wact < pact && wr.calibration_shift > 0);
+	calibrated(w, g, m, n, 5, 1, 0, &wr, &wact);
+	assert_true(wact < 1e-5);
+	/* errors: a Gram of the wrong size, an all-zero Gram */
+	fasvd_tensor *t = borrow(w, m, n), *tg = NULL, *a = NULL, *b = NULL;
+	double zero[12 * 12] = {0};
+	fasvd_factor_opts o;
+	fasvd_factor_opts_init(&o, sizeof o);
+	assert_ok(fasvd_tensor_new_borrowed(&tg, NULL, FASVD_DTYPE_F64, g, n - 1, n - 1, n - 1, 1));
+	o.calibration = tg;
+	assert_fasvd(fasvd_factor(&a, &b, NULL, t, &o, NULL), FASVD_ESHAPE);
+	fasvd_tensor_free(tg);
+	assert_ok(fasvd_tensor_new_borrowed(&tg, NULL, FASVD_DTYPE_F64, zero, n, n, n, 1));
+	o.calibration = tg;
+	assert_fasvd(fasvd_factor(&a, &b, NULL, t, &o, NULL), FASVD_EINVAL);
+	int64_t rank = -5;
+	o.calibration = NULL;
+	o.calibration_eps = -1;
+	assert_fasvd(fasvd_factor_rank(&rank, NULL, t, &o, NULL), FASVD_EINVAL);
+	fasvd_tensor_free(tg);
+	fasvd_tensor_free(t);
+}
+
 static void test_shared_kv_pca(void **state)
 {
 	(void)state;
@@ -1166,6 +1365,8 @@ int main(void)
 		cmocka_unit_test(test_fused),
 		cmocka_unit_test(test_shared_output_latent),
 		cmocka_unit_test(test_shared_kv_pca),
+		cmocka_unit_test(test_default_compute_follows_input),
+		cmocka_unit_test(test_calibrated_whitening),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

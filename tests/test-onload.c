@@ -422,6 +422,68 @@ static void test_memory_bound(void **state)
 	free(w);
 }
 
+/* Calibration statistics come with each input: the same factors as
+ * fasvd_factor with opts.calibration, into owned tensors and buffers; a
+ * plan with calibration in its options is refused. */
+static void test_calibrated(void **state)
+{
+	(void)state;
+	int64_t m = 16, n = 10, r = 3;
+	float w[16 * 10];
+	double g[10 * 10];
+	test_rng rng = {5};
+	for (int64_t i = 0; i < m * n; i++)
+		w[i] = (float)test_rng_normal(&rng);
+	for (int64_t a = 0; a < n; a++)
+		for (int64_t b = 0; b <= a; b++)
+			g[a * n + b] = g[b * n + a] = (a == b ? 2.0 + (double)a : 0.3) / (1 + (double)(a * b));
+	fasvd_tensor *t, *tg, *a1, *b1, *a2, *b2;
+	assert_ok(fasvd_tensor_new_borrowed(&t, NULL, FASVD_DTYPE_F32, w, m, n, n, 1));
+	assert_ok(fasvd_tensor_new_borrowed(&tg, NULL, FASVD_DTYPE_F64, g, n, n, n, 1));
+	fasvd_factor_opts o;
+	fasvd_factor_opts_init(&o, sizeof o);
+	o.rank = r;
+	fasvd_onload *plan;
+	o.calibration = tg;
+	assert_fasvd(fasvd_onload_new(&plan, NULL, &o), FASVD_EINVAL);
+	fasvd_factor_report r1, r2;
+	fasvd_factor_report_init(&r1, sizeof r1);
+	fasvd_factor_report_init(&r2, sizeof r2);
+	assert_ok(fasvd_factor(&a1, &b1, NULL, t, &o, &r1));
+	o.calibration = NULL;
+	assert_ok(fasvd_onload_new(&plan, NULL, &o));
+	fasvd_onload_input in;
+	fasvd_onload_input_init(&in, sizeof in);
+	in.dtype = FASVD_DTYPE_F32;
+	in.data = w;
+	in.rows = m;
+	in.cols = n;
+	in.calibration = tg;
+	assert_ok(fasvd_onload_factor(&a2, &b2, plan, &in, &r2));
+	assert_true(r2.act_energy_lost >= 0 && r2.calibration_shift > 0);
+	assert_close(r1.act_energy_lost, r2.act_energy_lost, 0, 0);
+	assert_memory_equal(fasvd_tensor_data(a1), fasvd_tensor_data(a2), (size_t)(m * r) * 4);
+	assert_memory_equal(fasvd_tensor_data(b1), fasvd_tensor_data(b2), (size_t)(r * n) * 4);
+	float abuf[16 * 10], bbuf[10 * 10];
+	assert_ok(fasvd_onload_factor_into(abuf, bbuf, n, plan, &in, &r2));
+	assert_memory_equal(abuf, fasvd_tensor_data(a1), (size_t)(m * r) * 4);
+	assert_memory_equal(bbuf, fasvd_tensor_data(b1), (size_t)(r * n) * 4);
+	assert_fasvd(fasvd_onload_factor_into(abuf, bbuf, 2, plan, &in, &r2), FASVD_ERANGE);
+	/* without it: the plain truncation, no activation loss */
+	fasvd_tensor_free(a2);
+	fasvd_tensor_free(b2);
+	in.calibration = NULL;
+	assert_ok(fasvd_onload_factor(&a2, &b2, plan, &in, &r2));
+	assert_true(r2.act_energy_lost == -1 && r2.energy_lost < r1.energy_lost);
+	fasvd_tensor_free(a1);
+	fasvd_tensor_free(b1);
+	fasvd_tensor_free(a2);
+	fasvd_tensor_free(b2);
+	fasvd_onload_free(plan);
+	fasvd_tensor_free(tg);
+	fasvd_tensor_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -431,6 +493,7 @@ int main(void)
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_memory_bound),
+		cmocka_unit_test(test_calibrated),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

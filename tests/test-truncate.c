@@ -438,7 +438,8 @@ static void copy_into(const char *src, const char *dir, const char *name)
 
 /* A sentence-transformers-style folder (stories260K with 1_Pooling/ and a
  * nested folder): subfolders are copied, config.json keeps every byte of
- * the input (1e-05 stays 1e-05) before its new last member; an output
+ * the input (1e-05 stays 1e-05) before its new last member (dense format;
+ * factors replace model_type and architectures in place); an output
  * folder whose parent does not exist is refused before any work. */
 static void test_subfolders_and_config_text(void **state)
 {
@@ -480,8 +481,23 @@ static void test_subfolders_and_config_text(void **state)
 	assert_string_equal(sub, text_in);
 	snprintf(p, sizeof p, "%s/1_Pooling/deeper/x.txt", out);
 	assert_true(exists(p));
-	/* the input's text up to its closing brace, then the new section */
+	/* factors of a transformers model: model_type and architectures
+	 * replaced in place (the loader's), numbers as written */
 	assert_non_null(strstr(text_in, "\"rms_norm_eps\": 1e-05"));
+	assert_non_null(strstr(text_out, "\"rms_norm_eps\": 1e-05"));
+	assert_non_null(strstr(text_out, "\"model_type\": \"fasvd_lowrank\""));
+	assert_non_null(strstr(text_out, "\"base_model_type\": \"llama\""));
+	snprintf(p, sizeof p, "%s/fasvd_lowrank.py", out);
+	assert_true(exists(p));
+	free(text_out);
+	/* dense: the input's text up to its closing brace, then the new section */
+	snprintf(out, sizeof out, "%s/st-dense", tmpdir);
+	o.format = FASVD_TRUNCATE_FORMAT_DENSE;
+	assert_ok(fasvd_truncate(NULL, in, out, &o, NULL, NULL));
+	snprintf(p, sizeof p, "%s/config.json", out);
+	text_out = slurp(p, &n_out);
+	snprintf(p, sizeof p, "%s/fasvd_lowrank.py", out);
+	assert_false(exists(p));
 	const char *close = strrchr(text_in, '}');
 	size_t keep = (size_t)(close - text_in);
 	while (keep && (text_in[keep - 1] == '\n' || text_in[keep - 1] == ' '))

@@ -56,6 +56,18 @@ static const char usage[] =
         "                         for rank << min(rows, cols) but approximate: its lines\n"
         "                         say so, with the loss achieved and, with\n"
         "                         --energy-loss, the optimum)\n"
+        "  --format factors|dense  factors (default): W.A and W.B, and for a transformers\n"
+        "                         model a loader (fasvd_lowrank.py, auto_map, model_type\n"
+        "                         fasvd_lowrank: load with trust_remote_code=True; plain\n"
+        "                         loading fails); dense: W' = A @ B under W's own name,\n"
+        "                         dtype and shape (a drop-in checkpoint; every weight is\n"
+        "                         written, none kept dense)\n"
+        "  --calibration FILE     activation-aware (SVD-LLM whitening): FILE holds the\n"
+        "                         Gram X^T X of each weight's inputs, <module>.input_gram\n"
+        "                         (docs/truncation.md); the factors minimise\n"
+        "                         ||(W - A B) X^T||_F, the rank and TAU apply to it, and\n"
+        "                         each line ends with act_lost, the activation-space loss\n"
+        "  --no-whiten            with --calibration: plain SVD, act_lost only measured\n"
         "  --allow-larger         replace weights even by factors that are not smaller\n"
         "  --only-if-smaller      the default (kept for older scripts)\n"
         "  -q, --quiet            no per-tensor report\n"
@@ -79,6 +91,7 @@ static const fasvd_dtype dtypes[] = {FASVD_DTYPE_F32, FASVD_DTYPE_F16, FASVD_DTY
 static const char *const split_words[] = {"balanced", "left", "right", NULL};
 static const fasvd_factor_split splits[] = {FASVD_FACTOR_SPLIT_BALANCED, FASVD_FACTOR_SPLIT_LEFT,
                                             FASVD_FACTOR_SPLIT_RIGHT};
+static const char *const format_words[] = {"factors", "dense", NULL};
 static const char *const compute_words[] = {"f32", "f64", NULL};
 static const char *const backend_words[] = {"auto", "gesdd", "gesvd", "gesvdx", "randomized",
                                             NULL};
@@ -135,6 +148,9 @@ static int on_entry(void *arg, const fasvd_truncate_entry *e)
 		snprintf(note, sizeof note, " approximate (optimum %.4e)", r->optimal_energy_lost);
 	else if (r->approximate)
 		snprintf(note, sizeof note, " approximate (optimum not computed)");
+	if (r->act_energy_lost >= 0) /* --calibration: the loss on the layer's inputs */
+		snprintf(note + strlen(note), sizeof note - strlen(note), " act_lost %.4e",
+		         r->act_energy_lost);
 	printf("%-56s %-16s %5lld %12.4e %12.4e %12lld %12lld %7.1f%% %-4s %s%s\n", e->name,
 	       shape, (long long)r->rank, r->energy_lost, r->rel_error_sq,
 	       (long long)r->params_before, (long long)r->params_after, saved,
@@ -165,15 +181,35 @@ static void print_totals(const report_state *st, const char *out)
 	       st->approximate ? " (approximate factors: see their lines)" : "", out);
 }
 
+/* Usage errors of the options that go together (0: none). */
+static int check_args(cli *c, const char *out, int64_t rank, double tau, int64_t max_rank,
+                      bool only_smaller, bool allow_larger)
+{
+	if (!out)
+		return cli_usage_error(c, "-o OUT_DIR is required");
+	if ((rank >= 0) == !isnan(tau))
+		return cli_usage_error(c, "give exactly one of --rank R and --energy-loss TAU");
+	if (!isnan(tau) && !(tau >= 0 && tau <= 1))
+		return cli_usage_error(c, "--energy-loss %g: must be in [0, 1] (a fraction of the "
+		                          "squared Frobenius norm)",
+		                       tau);
+	if (max_rank && rank >= 0)
+		return cli_usage_error(c, "--max-rank goes with --energy-loss");
+	if (only_smaller && allow_larger)
+		return cli_usage_error(c, "--only-if-smaller and --allow-larger contradict each "
+		                          "other");
+	return 0;
+}
+
 static int run(cli *c, int argc, char **argv)
 {
-	const char *out = NULL;
+	const char *out = NULL, *calibration = NULL;
 	int64_t rank = -1, max_rank = 0;
 	double tau = NAN; /* not given */
 	cli_list tensors = {NULL, 0};
 	bool per_head = false, shared_o = false, only_smaller = false, allow_larger = false;
-	bool quiet = false;
-	int dtype = -1, split = 0, compute = 1, backend = 0;
+	bool quiet = false, no_whiten = false;
+	int dtype = -1, split = 0, compute = 1, backend = 0, format = 0;
 	const cli_opt opts[] = {
 		{"output", 'o', CLI_OPT_STRING, &out, NULL, 0, 0},
 		{"rank", 0, CLI_OPT_INT, &rank, NULL, 0, INT64_MAX},
@@ -186,6 +222,9 @@ static int run(cli *c, int argc, char **argv)
 		{"split", 0, CLI_OPT_CHOICE, &split, split_words, 0, 0},
 		{"compute", 0, CLI_OPT_CHOICE, &compute, compute_words, 0, 0},
 		{"backend", 0, CLI_OPT_CHOICE, &backend, backend_words, 0, 0},
+		{"format", 0, CLI_OPT_CHOICE, &format, format_words, 0, 0},
+		{"calibration", 0, CLI_OPT_STRING, &calibration, NULL, 0, 0},
+		{"no-whiten", 0, CLI_OPT_FLAG, &no_whiten, NULL, 0, 0},
 		{"only-if-smaller", 0, CLI_OPT_FLAG, &only_smaller, NULL, 0, 0},
 		{"allow-larger", 0, CLI_OPT_FLAG, &allow_larger, NULL, 0, 0},
 		{"quiet", 'q', CLI_OPT_FLAG, &quiet, NULL, 0, 0},
@@ -197,19 +236,9 @@ static int run(cli *c, int argc, char **argv)
 		cli_list_free(&tensors);
 		return status < 0 ? 0 : status;
 	}
-	if (!out)
-		status = cli_usage_error(c, "-o OUT_DIR is required");
-	else if ((rank >= 0) == !isnan(tau))
-		status = cli_usage_error(c, "give exactly one of --rank R and --energy-loss TAU");
-	else if (!isnan(tau) && !(tau >= 0 && tau <= 1))
-		status = cli_usage_error(c, "--energy-loss %g: must be in [0, 1] (a fraction of the "
-		                            "squared Frobenius norm)",
-		                         tau);
-	else if (max_rank && rank >= 0)
-		status = cli_usage_error(c, "--max-rank goes with --energy-loss");
-	else if (only_smaller && allow_larger)
-		status = cli_usage_error(c, "--only-if-smaller and --allow-larger contradict each "
-		                            "other");
+	status = check_args(c, out, rank, tau, max_rank, only_smaller, allow_larger);
+	if (!status && no_whiten && !calibration)
+		status = cli_usage_error(c, "--no-whiten goes with --calibration");
 	if (status) {
 		cli_list_free(&tensors);
 		return status;
@@ -224,6 +253,7 @@ static int run(cli *c, int argc, char **argv)
 	fo.split = splits[split];
 	fo.compute = compute == 1 ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
 	fo.backend = backends[backend];
+	fo.whiten = !no_whiten;
 	fasvd_truncate_opts o;
 	fasvd_truncate_opts_init(&o, sizeof o);
 	o.factor = &fo;
@@ -234,6 +264,8 @@ static int run(cli *c, int argc, char **argv)
 	o.per_head = per_head;
 	o.shared_o = shared_o;
 	o.only_if_smaller = !allow_larger;
+	o.format = format == 1 ? FASVD_TRUNCATE_FORMAT_DENSE : FASVD_TRUNCATE_FORMAT_FACTORS;
+	o.calibration = calibration;
 
 	report_state st = {quiet, 0, 0, 0, 0, 0, 0, pos[0], out, rank >= 0};
 	int rc = fasvd_truncate(c->ctx, pos[0], out, &o, on_entry, &st);

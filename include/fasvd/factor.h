@@ -85,7 +85,9 @@ typedef struct fasvd_factor_opts {
 	fasvd_factor_split split; /* default BALANCED */
 	fasvd_dtype dtype;        /* factor dtype: FASVD_DTYPE_F32 (default), F16,
 	                             BF16 or F64 */
-	fasvd_compute compute;    /* 0: the context's FASVD_CTX_COMPUTE */
+	fasvd_compute compute;    /* 0 (default): F64 for F64 input (every operand
+	                             F64, as the Python binding chooses), else the
+	                             context's FASVD_CTX_COMPUTE */
 	/* Backend of the singular vectors (svd.h). AUTO (default): in τ mode an
 	 * exact one (the spectrum is computed first, values only, then the
 	 * vectors at the chosen rank with gesvdx, or gesdd when the rank is a
@@ -109,6 +111,27 @@ typedef struct fasvd_factor_opts {
 	int verify;
 	fasvd_cancel_fn cancel;   /* NULL (default): not cancellable */
 	void *cancel_arg;
+	/* Activation-aware truncation (SVD-LLM's whitening; docs/truncation.md).
+	 * calibration (borrowed, NULL by default: none): the Gram G = XᵀX
+	 * [cols, cols] of the inputs X [tokens, cols] the layer sees (any scale:
+	 * a sum or a mean), or, with calibration_cholesky = 1, a lower
+	 * triangular S with G = S·Sᵀ (its upper triangle is ignored). W is in
+	 * Linear layout (rows = outputs, cols = inputs). With whiten = 1
+	 * (default) the factors minimise ‖(W − A·B)·Xᵀ‖_F: W·S_ε is truncated,
+	 * W·S_ε ≈ U_r·Σ_r·V_rᵀ, and A·B = U_r·Σ_r·V_rᵀ·S_ε⁻¹ (σ split as
+	 * `split` says), where S_ε is the Cholesky factor of G + λ·I with
+	 * λ = calibration_eps · mean(diag G) (default ε = 1e-6; while G + λ·I
+	 * is not numerically positive definite, λ is multiplied by 10, at most
+	 * up to mean(diag G)); τ and the rank then apply to the spectrum of
+	 * W·S_ε (activation space). whiten = 0: the plain (weight-space)
+	 * truncation, with the activation-space loss reported. The report's
+	 * act_* fields give the activation-space loss in both cases, its
+	 * energy_lost the weight-space loss. One G per call: an on-load plan
+	 * takes it per input (fasvd_onload_input.calibration). */
+	const fasvd_tensor *calibration;
+	int calibration_cholesky;
+	double calibration_eps;   /* ε >= 0 (default 1e-6) */
+	int whiten;               /* default 1 */
 } fasvd_factor_opts;
 
 /* Defaults as noted above.
@@ -157,6 +180,20 @@ typedef struct fasvd_factor_report {
 	 * full_rank): energy_lost is the loss they achieve, not the optimum;
 	 * 0: they are the best rank-r approximation (up to rounding). */
 	int approximate;
+	/* With calibration (opts->calibration; -1 without): act_energy =
+	 * tr(W·G·Wᵀ) = ‖W·Xᵀ‖²_F for the given G (not regularised);
+	 * act_energy_lost = tr(D·G·Dᵀ) / act_energy, D = W − A·B with the
+	 * stored factors: the activation-space loss; act_optimal_energy_lost
+	 * (whitening only) = Σ_{i>r} σ_i(W·S_ε)² / Σ σ_i(W·S_ε)², the optimum at
+	 * this rank for G + λ·I, which the factors attain up to rounding and λ;
+	 * calibration_shift = λ (0 when whiten = 0). energy_lost is then the
+	 * measured weight-space ‖W − A·B‖²_F / ‖W‖²_F of the stored factors
+	 * (spectrum_exact = 0; optimal_energy_lost the plain optimum is not
+	 * computed: -1). */
+	double act_energy;
+	double act_energy_lost;
+	double act_optimal_energy_lost;
+	double calibration_shift;
 } fasvd_factor_report;
 
 /* Zeroes the report but rel_error_sq = optimal_energy_lost = -1 (backend

@@ -19,11 +19,13 @@ extern "C" {
  * tensor. */
 typedef struct fasvd_onload fasvd_onload;
 
-/* Create a plan (opts copied; NULL = defaults). The plan borrows ctx (NULL =
+/* Create a plan (opts copied; NULL = defaults; opts->calibration must be
+ * NULL: calibration statistics are per weight, given with each input). The plan borrows ctx (NULL =
  * default context), whose allocator receives every allocation made while
  * factorising (workspace and owned factors). For concurrent use give it a
  * context with FASVD_CTX_THREADS = 1, or calls will each use threaded BLAS.
- * Errors: FASVD_EINVAL (an option out of range), FASVD_ENOMEM. */
+ * Errors: FASVD_EINVAL (an option out of range, opts->calibration set),
+ * FASVD_ENOMEM. */
 FASVD_API int fasvd_onload_new(fasvd_onload **out, fasvd_ctx *ctx,
                                const fasvd_factor_opts *opts);
 /* Accepts NULL. */
@@ -46,6 +48,12 @@ typedef struct fasvd_onload_input {
 	int64_t heads;          /* 0: the plan's opts.heads */
 	fasvd_cancel_fn cancel; /* per call, polled with the plan's (either cancels) */
 	void *cancel_arg;
+	/* Activation-aware truncation of this weight (factor.h): the Gram XᵀX
+	 * [cols, cols] of its inputs, or with calibration_cholesky = 1 its lower
+	 * Cholesky factor; borrowed for the call; NULL (default): plain SVD. The
+	 * plan's calibration_eps and whiten apply. */
+	const fasvd_tensor *calibration;
+	int calibration_cholesky;
 } fasvd_onload_input;
 
 /* Zeroes the input.
@@ -83,7 +91,11 @@ FASVD_API int fasvd_onload_max_inner(int64_t *out, const fasvd_onload *plan, int
 
 /* Upper bound of the bytes one fasvd_onload_factor() call allocates for a
  * rows x cols weight besides the factors (fasvd_factor_workspace() with the
- * plan's options and its context's worker count). */
+ * plan's options and its context's worker count). An input with
+ * calibration needs besides about 8·(4·rows·cols + 2·cols² + 2·(rows +
+ * cols)·inner) bytes (decoded W, W·S, residual, its product with G, G and
+ * S, float64 factors): what fasvd_factor_workspace() adds for options with
+ * a calibration. */
 FASVD_API int fasvd_onload_workspace(uint64_t *bytes, const fasvd_onload *plan, int64_t rows,
                                      int64_t cols, int64_t heads);
 

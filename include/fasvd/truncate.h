@@ -14,6 +14,19 @@
 extern "C" {
 #endif
 
+/* What fasvd_truncate writes for each replaced weight. */
+typedef enum fasvd_truncate_format {
+	/* `<name>.A` and `<name>.B` (default); a transformers config.json gets
+	 * "model_type": "fasvd_lowrank", an "auto_map" to the loader
+	 * fasvd_lowrank.py written beside the weights (trust_remote_code=True)
+	 * and safetensors metadata "format": "fasvd.lowrank", so that no
+	 * runtime loads the factors as the dense architecture by mistake. */
+	FASVD_TRUNCATE_FORMAT_FACTORS = 0,
+	/* W' = A·B under the weight's own name, dtype and shape: a drop-in
+	 * checkpoint (FP8 weights are refused: FASVD_EDTYPE). */
+	FASVD_TRUNCATE_FORMAT_DENSE = 1
+} fasvd_truncate_format;
+
 typedef struct fasvd_truncate_opts {
 	size_t size;              /* set by fasvd_truncate_opts_init */
 	/* Rank / tau / max_rank / split / compute / backend / oversample /
@@ -54,6 +67,14 @@ typedef struct fasvd_truncate_opts {
 	 * FASVD_EINVAL (a copy would only rename the input). 0: replace every
 	 * selected tensor, even by larger factors. */
 	int only_if_smaller;
+	fasvd_truncate_format format; /* default FACTORS */
+	/* Activation-aware truncation (factor.h, whiten and calibration_eps of
+	 * `factor` apply): a safetensors file holding, for each replaced weight
+	 * `<module>.weight`, the Gram XᵀX [cols, cols] of its inputs as
+	 * `<module>.input_gram` (any float dtype; docs/truncation.md, written
+	 * by fasvd.calibration.collect); a weight without one is an error
+	 * (FASVD_ENOTFOUND, before any work). NULL (default): none. */
+	const char *calibration;
 } fasvd_truncate_opts;
 
 /* Defaults: factor NULL (fasvd_factor_opts_init()'s), dtype 0 (auto), every

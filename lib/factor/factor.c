@@ -25,8 +25,8 @@
 
 /* ------------------------------------------------------------ options */
 
-static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_factor_opts, cancel_arg);
-static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_factor_report, approximate);
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_factor_opts, whiten);
+static const fasvd__struct_ver report_ver = FASVD__STRUCT_VER(fasvd_factor_report, calibration_shift);
 static const fasvd__struct_ver shared_opts_ver = FASVD__STRUCT_VER(fasvd_factor_shared_opts,
                                                                    weight);
 
@@ -38,6 +38,8 @@ int fasvd_factor_opts_init(fasvd_factor_opts *opts, size_t size)
 		.split = FASVD_FACTOR_SPLIT_BALANCED,
 		.dtype = FASVD_DTYPE_F32,
 		.backend = FASVD_BACKEND_AUTO,
+		.calibration_eps = 1e-6,
+		.whiten = 1,
 	};
 	return fasvd__init_versioned(opts, size, &defaults, &opts_ver);
 }
@@ -48,6 +50,9 @@ int fasvd_factor_report_init(fasvd_factor_report *r, size_t size)
 		.rel_error_sq = -1,
 		.optimal_energy_lost = -1,
 		.backend = FASVD_BACKEND_AUTO,
+		.act_energy = -1,
+		.act_energy_lost = -1,
+		.act_optimal_energy_lost = -1,
 	};
 	return fasvd__init_versioned(r, size, &defaults, &report_ver);
 }
@@ -139,10 +144,33 @@ int fasvd__factor_opts_load(fasvd_factor_opts *o, const fasvd_factor_opts *user,
 	if (o->heads < 0)
 		return fasvd__error(FASVD_EINVAL, "%s: opts->heads = %lld: must be >= 0", fn,
 		                    (long long)o->heads);
+	if (!(o->calibration_eps >= 0 && o->calibration_eps < INFINITY))
+		return fasvd__error(FASVD_EINVAL, "%s: opts->calibration_eps = %g: must be >= 0", fn,
+		                    o->calibration_eps);
 	return 0;
 }
 
 /* ------------------------------------------------------- shared helpers */
+
+/* The compute precision of validated options o: opts->compute, or when it
+ * is 0 float64 for float64 input (f64_input; as the Python binding
+ * chooses), else the context's FASVD_CTX_COMPUTE. */
+static fasvd_compute resolve_compute(const fasvd_factor_opts *o, const fasvd_ctx *ctx,
+                                     bool f64_input)
+{
+	if (o->compute)
+		return o->compute;
+	return f64_input ? FASVD_COMPUTE_F64 : (fasvd_compute)ctx->compute;
+}
+
+/* Whether every heads handle of groups[0 .. n) holds float64 weights. */
+static bool heads_f64(const fasvd_heads *const *groups, int64_t n)
+{
+	for (int64_t g = 0; g < n; g++)
+		if (!groups[g] || fasvd_tensor_dtype(fasvd_heads_tensor(groups[g])) != FASVD_DTYPE_F64)
+			return false;
+	return true;
+}
 
 bool fasvd__factor_canceled(const fasvd_factor_opts *o, fasvd_cancel_fn extra, void *extra_arg)
 {
@@ -562,8 +590,8 @@ static int job_setup(job *j, fasvd_ctx *ctx, const fasvd_tensor *w, const fasvd_
 	j->inner.is_default = false;
 	j->w = w;
 	fasvd__tensor_label(w, j->label, sizeof j->label);
-	int64_t compute = j->o.compute ? j->o.compute : j->ctx->compute;
-	j->dbl = compute == FASVD_COMPUTE_F64;
+	j->dbl = resolve_compute(&j->o, j->ctx, fasvd_tensor_dtype(w) == FASVD_DTYPE_F64) ==
+	         FASVD_COMPUTE_F64;
 	int64_t m = fasvd_tensor_rows(w);
 	j->n = fasvd_tensor_cols(w);
 	j->h = j->o.heads > 1 ? j->o.heads : 1;
@@ -693,6 +721,11 @@ static int check_report(fasvd_factor_report *report, const char *fn)
 	return report ? fasvd__check_versioned(report, &report_ver, fn, "report") : 0;
 }
 
+int fasvd__factor_check_report(fasvd_factor_report *report, const char *fn)
+{
+	return check_report(report, fn);
+}
+
 int fasvd__factor_run(fasvd_tensor **a, fasvd_tensor **b, void *abuf, void *bbuf,
                       int64_t capacity, fasvd_ctx *ctx, const fasvd_tensor *w,
                       const fasvd_factor_opts *opts, fasvd_cancel_fn cancel2, void *cancel2_arg,
@@ -749,32 +782,10 @@ out:
 	return rc;
 }
 
-int fasvd_factor(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx, const fasvd_tensor *w,
-                 const fasvd_factor_opts *opts, fasvd_factor_report *report)
+int fasvd__factor_rank_run(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
+                           const fasvd_factor_opts *opts, fasvd_factor_report *report,
+                           const char *fn)
 {
-	static const char fn[] = "fasvd_factor";
-	if (a)
-		*a = NULL;
-	if (b)
-		*b = NULL;
-	if (!a || !b)
-		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !a ? "a" : "b");
-	return fasvd__factor_run(a, b, NULL, NULL, 0, ctx, w, opts, NULL, NULL, report, fn);
-}
-
-int fasvd_factor_into(void *a, void *b, int64_t capacity, fasvd_ctx *ctx, const fasvd_tensor *w,
-                      const fasvd_factor_opts *opts, fasvd_factor_report *report)
-{
-	static const char fn[] = "fasvd_factor_into";
-	if (!a || !b)
-		return fasvd__error(FASVD_EINVAL, "%s: %s is NULL", fn, !a ? "a" : "b");
-	return fasvd__factor_run(NULL, NULL, a, b, capacity, ctx, w, opts, NULL, NULL, report, fn);
-}
-
-int fasvd_factor_rank(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
-                      const fasvd_factor_opts *opts, fasvd_factor_report *report)
-{
-	static const char fn[] = "fasvd_factor_rank";
 	job j;
 	fasvd_factor_report rep;
 	fasvd_factor_report_init(&rep, sizeof rep);
@@ -854,6 +865,9 @@ int fasvd__factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols,
 	double store = 8 * (2 * (big > r ? big : r) + 2 * r) + 8 * (m * r + r * n) +
 	               (double)FACTOR_VERIFY_BLOCK_BYTES + 8 * n;
 	double per = (values > vectors ? values : vectors) + store + 4096;
+	/* calibrated: W, W·S_ε, G, S_ε, the residual and M·G (float64) */
+	if (o->calibration)
+		per += 8 * (4 * m * h * n + 2 * n * n) + 8 * (m * h + h * n) * r;
 	double total = per * (double)workers + 8 * p * (double)h + 64 * (double)h + 4096;
 	if (!(total < 1.8e19))
 		return fasvd__error(FASVD_ERANGE, "fasvd_factor_workspace: bound overflows");
@@ -873,8 +887,8 @@ int fasvd_factor_workspace(uint64_t *bytes, int64_t rows, int64_t cols,
 	int rc = fasvd__factor_opts_load(&o, opts, fn);
 	if (rc)
 		return rc;
-	bool dbl = o.compute ? o.compute == FASVD_COMPUTE_F64
-	                     : fasvd__ctx(NULL)->compute == FASVD_COMPUTE_F64;
+	/* compute 0 follows the input, unknown here: bound the float64 case */
+	bool dbl = o.compute ? o.compute == FASVD_COMPUTE_F64 : true;
 	return fasvd__factor_workspace(bytes, rows, cols, &o, dbl, workers);
 }
 
@@ -998,6 +1012,7 @@ int fasvd_factor_fused(fasvd_tensor **a, fasvd_tensor **b, fasvd_ctx *ctx,
 	if (rc || (rc = fasvd__factor_opts_load(&o, opts, fn)))
 		return rc;
 	ctx = fasvd__ctx(ctx);
+	o.compute = resolve_compute(&o, ctx, heads_f64((const fasvd_heads *const[]){left, right}, 2));
 	struct fasvd_ctx inner = *ctx;
 	inner.threads = 1;
 	inner.is_default = false;
@@ -1300,6 +1315,7 @@ int fasvd_factor_shared(fasvd_tensor **basis, fasvd_tensor **factors, fasvd_tens
 	sj.ctx = fasvd__ctx(ctx);
 	if ((rc = shared_shape(&sj)))
 		return rc;
+	sj.o.compute = resolve_compute(&sj.o, sj.ctx, heads_f64(groups, n_groups));
 	if (fasvd__factor_canceled(&sj.o, NULL, NULL))
 		return fasvd__canceled_error(fn, "shared subspace");
 	/* Heads of one handle (no copy), or every group decoded into one stack. */

@@ -48,6 +48,21 @@ int fasvd__factor_run(fasvd_tensor **a, fasvd_tensor **b, void *abuf, void *bbuf
                       const fasvd_factor_opts *opts, fasvd_cancel_fn cancel2, void *cancel2_arg,
                       fasvd_factor_report *report, const char *fn);
 
+/* FASVD_EINVAL unless report (not NULL) has a valid size (factor.c). */
+int fasvd__factor_check_report(fasvd_factor_report *report, const char *fn);
+/* fasvd_factor_rank without calibration (factor.c). */
+int fasvd__factor_rank_run(int64_t *rank, fasvd_ctx *ctx, const fasvd_tensor *w,
+                           const fasvd_factor_opts *opts, fasvd_factor_report *report,
+                           const char *fn);
+
+/* fasvd__factor_run, or with opts->calibration the activation-aware
+ * factorisation (whiten.c): what fasvd_factor, _into and the on-load API
+ * call. */
+int fasvd__factor_any(fasvd_tensor **a, fasvd_tensor **b, void *abuf, void *bbuf,
+                      int64_t capacity, fasvd_ctx *ctx, const fasvd_tensor *w,
+                      const fasvd_factor_opts *opts, fasvd_cancel_fn cancel2, void *cancel2_arg,
+                      fasvd_factor_report *report, const char *fn);
+
 /* The largest rank validated options o can choose for a full rank p:
  * o->rank, or max_rank in τ mode (each only when below p). */
 int64_t fasvd__factor_max_rank(const fasvd_factor_opts *o, int64_t p);

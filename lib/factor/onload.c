@@ -28,13 +28,20 @@ int fasvd_onload_new(fasvd_onload **out, fasvd_ctx *ctx, const fasvd_factor_opts
 	int rc = fasvd__factor_opts_load(&o, opts, fn);
 	if (rc)
 		return rc;
+	if (o.calibration)
+		return fasvd__error(FASVD_EINVAL,
+		                    "%s: opts->calibration is set: a plan serves many weights; give "
+		                    "each weight's statistics with its input (in->calibration)",
+		                    fn);
 	ctx = fasvd__ctx(ctx);
 	fasvd_onload *p = fasvd__calloc(ctx, 1, sizeof *p, "an on-load plan");
 	if (!p)
 		return FASVD_ENOMEM;
 	p->ctx = ctx;
 	p->opts = o;
-	p->dbl = (o.compute ? o.compute : ctx->compute) == FASVD_COMPUTE_F64;
+	/* compute 0 follows each input (float64 for float64 weights): the
+	 * workspace bound takes the float64 case */
+	p->dbl = o.compute ? o.compute == FASVD_COMPUTE_F64 : true;
 	*out = p;
 	return 0;
 }
@@ -45,7 +52,7 @@ void fasvd_onload_free(fasvd_onload *plan)
 		fasvd__free(plan->ctx, plan);
 }
 
-static const fasvd__struct_ver input_ver = FASVD__STRUCT_VER(fasvd_onload_input, cancel_arg);
+static const fasvd__struct_ver input_ver = FASVD__STRUCT_VER(fasvd_onload_input, calibration_cholesky);
 
 int fasvd_onload_input_init(fasvd_onload_input *in, size_t size)
 {
@@ -83,6 +90,8 @@ static int wrap_input(fasvd_tensor **out, const fasvd_onload *plan, const fasvd_
 	*o = plan->opts;
 	if (in->heads > 0)
 		o->heads = in->heads;
+	o->calibration = in->calibration;
+	o->calibration_cholesky = in->calibration_cholesky;
 	fasvd_tensor *t = NULL;
 	int64_t rs = in->row_stride ? in->row_stride : in->cols;
 	if ((rc = fasvd_tensor_new_borrowed(&t, plan->ctx, in->dtype, in->data, in->rows, in->cols,
@@ -128,7 +137,7 @@ int fasvd_onload_factor(fasvd_tensor **a, fasvd_tensor **b, const fasvd_onload *
 	int rc = wrap_input(&t, plan, in, &i, &o, fn);
 	if (rc)
 		return rc;
-	rc = fasvd__factor_run(a, b, NULL, NULL, 0, plan->ctx, t, &o, i.cancel, i.cancel_arg, report,
+	rc = fasvd__factor_any(a, b, NULL, NULL, 0, plan->ctx, t, &o, i.cancel, i.cancel_arg, report,
 	                       fn);
 	fasvd_tensor_free(t);
 	return rc;
@@ -146,7 +155,7 @@ int fasvd_onload_factor_into(void *a, void *b, int64_t capacity, const fasvd_onl
 	int rc = wrap_input(&t, plan, in, &i, &o, fn);
 	if (rc)
 		return rc;
-	rc = fasvd__factor_run(NULL, NULL, a, b, capacity, plan->ctx, t, &o, i.cancel, i.cancel_arg,
+	rc = fasvd__factor_any(NULL, NULL, a, b, capacity, plan->ctx, t, &o, i.cancel, i.cancel_arg,
 	                       report, fn);
 	fasvd_tensor_free(t);
 	return rc;

@@ -175,6 +175,12 @@ static int pick_arch(fasvd_ctx *ctx, parse_state *ps, fasvd__config *cfg)
 		                    ps->label, json_kind(tmt));
 	if (mt)
 		type = json_string_value(mt);
+	/* a factor output of fasvd truncate: the original architecture is the
+	 * section's base_model_type (docs/truncation.md) */
+	const json_t *sec = json_object_get(ps->root, "fasvd_lowrank");
+	const json_t *base = json_is_object(sec) ? json_object_get(sec, "base_model_type") : NULL;
+	if (type && !strcmp(type, "fasvd_lowrank") && json_is_string(base))
+		type = json_string_value(base);
 	if (type && (cfg->arch = fasvd__arch_find(type)) != NULL) {
 		/* A multimodal wrapper (gemma3) keeps its language model's dimensions
 		 * in text_config. */

@@ -23,6 +23,7 @@ typedef struct model_input {
 	char *name;
 	char *scale_name;      /* NULL when no scale is needed */
 	bool present, scale_present, is_norm, has_bias;
+	bool factored;         /* stored as <name>.A / <name>.B (factored.c) */
 	fasvd_st_info info;    /* valid when present */
 	fasvd_st_info scale_info;
 } model_input;
@@ -408,6 +409,9 @@ static int build_inputs(fasvd_model *m)
 				return FASVD_ENOMEM;
 			fasvd_st_info_init(&in->info, sizeof in->info);
 			in->present = ckpt_info(&in->info, m, name) == 0;
+			if (!in->present && !in->is_norm && m->st &&
+			    (in->factored = fasvd__factored_info(m->st, name, &in->info)))
+				in->present = true;
 			m->n_needed++;
 			if (!in->present) {
 				m->n_missing++;
@@ -1101,7 +1105,9 @@ int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_
 			                  m->ckpt_label, in->name, in->info.file, in->scale_name);
 			goto fail;
 		}
-		if ((rc = ckpt_tensor(&l->root[in->role], m, in->name)))
+		if ((rc = in->factored
+		              ? fasvd__factored_tensor(&l->root[in->role], m->ctx, m->st, in->name)
+		              : ckpt_tensor(&l->root[in->role], m, in->name)))
 			goto fail;
 	}
 	if ((rc = build_heads(l)) || (rc = apply_folding(l)))

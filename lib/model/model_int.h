@@ -151,4 +151,13 @@ int fasvd__gguf_st_info(fasvd_st_info *info, const fasvd_gguf *g, const char *na
  * for other models or an unknown name. */
 void fasvd__model_drop_pages(const fasvd_model *m, const char *name);
 
+/* factored.c: a weight stored by fasvd truncate as `<name>.A` / `<name>.B`.
+ * fasvd__factored_info: true when both factors are there, with *info
+ * describing W = A·B (2-D [rows, cols], A's dtype and file, the bytes of
+ * both). fasvd__factored_tensor: W = A·B (per head) as an owned tensor
+ * (F32; F64 for F64 factors) named `name`. */
+bool fasvd__factored_info(const fasvd_st *st, const char *name, fasvd_st_info *info);
+int fasvd__factored_tensor(fasvd_tensor **out, fasvd_ctx *ctx, const fasvd_st *st,
+                           const char *name);
+
 #endif /* FASVD_MODEL_INTERNAL_H */

@@ -31,11 +31,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include <fasvd/model.h>
 #include <fasvd/safetensors.h>
 #include <fasvd/truncate.h>
 
-static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_truncate_opts, only_if_smaller);
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_truncate_opts, calibration);
 
 int fasvd_truncate_opts_init(fasvd_truncate_opts *opts, size_t size)
 {
@@ -104,6 +106,7 @@ typedef struct sel {
 	int64_t head_dim;       /* shared: columns (or rows) per head */
 	fasvd_dtype in_dtype, dtype;
 	int64_t rows, cols;
+	char *gram_name;        /* calibration: "<module>.input_gram" (owned) */
 	/* results */
 	int done, skipped;
 	fasvd_factor_report rep;
@@ -118,6 +121,7 @@ typedef struct trunc {
 	fasvd_model_info info;
 	bool have_model;
 	fasvd_factor_opts fo;    /* validated factor options */
+	fasvd_st *calib;         /* opts->calibration opened, or NULL */
 	json_t *config;          /* parsed config.json, or NULL */
 	char *config_text;       /* its text (written back with only the new section) */
 	size_t config_len;
@@ -146,6 +150,23 @@ static sel *find_sel(const trunc_t *t, const char *name)
 }
 
 /* Heads along rows of a weight, for per-head mode. */
+/* The transformers loader of factor outputs: fasvd__lowrank_py, the text
+ * of lib/pipeline/fasvd_lowrank.py (generated header). */
+#include "pipeline/lowrank_py.h"
+
+static bool dense_out(const trunc_t *t)
+{
+	return t->o->format == FASVD_TRUNCATE_FORMAT_DENSE;
+}
+
+/* A factor output whose config.json is a transformers one (a "model_type"):
+ * it gets the loader, the auto_map and its own model_type. */
+static bool hf_factors(const trunc_t *t)
+{
+	return !dense_out(t) && json_is_string(json_object_get(t->config, "model_type")) &&
+	       t->config_text;
+}
+
 static int64_t role_heads(const trunc_t *t, const char *role, int64_t rows)
 {
 	const fasvd_model_info *in = &t->info;
@@ -173,6 +194,35 @@ static int64_t role_heads(const trunc_t *t, const char *role, int64_t rows)
 static int dtype_ok(const char *dt, fasvd_dtype *out)
 {
 	return fasvd_dtype_from_name(out, dt) == 0;
+}
+
+/* The calibration Gram of s, "<module>.input_gram" for a weight
+ * "<module>.weight" (else "<name>.input_gram"): its name into s->gram_name;
+ * FASVD_ENOTFOUND when the file has none, FASVD_ESHAPE when it is not
+ * [cols, cols]. */
+static int find_gram(trunc_t *t, sel *s)
+{
+	size_t nl = strlen(s->name);
+	if (ends_with(s->name, ".weight"))
+		nl -= strlen(".weight");
+	s->gram_name = fasvd__alloc(t->ctx, nl + sizeof ".input_gram", "a Gram name");
+	if (!s->gram_name)
+		return FASVD_ENOMEM;
+	memcpy(s->gram_name, s->name, nl);
+	memcpy(s->gram_name + nl, ".input_gram", sizeof ".input_gram");
+	fasvd_st_info info;
+	fasvd_st_info_init(&info, sizeof info);
+	if (fasvd_st_info_get(&info, t->calib, s->gram_name))
+		return fasvd__error(FASVD_ENOTFOUND,
+		                    "%s: the calibration file %s has no '%s' for the weight '%s'",
+		                    t->fn, t->o->calibration, s->gram_name, s->name);
+	if (info.ndim != 2 || info.shape[0] != s->cols || info.shape[1] != s->cols)
+		return fasvd__error(FASVD_ESHAPE,
+		                    "%s: calibration '%s' is %d-D [%lld, ...]; the weight '%s' needs "
+		                    "[%lld, %lld] (its inputs)",
+		                    t->fn, s->gram_name, info.ndim, (long long)info.shape[0], s->name,
+		                    (long long)s->cols, (long long)s->cols);
+	return 0;
 }
 
 static int add_sel(trunc_t *t, const char *name, const char *role)
@@ -237,6 +287,13 @@ static int add_sel(trunc_t *t, const char *name, const char *role)
 			return FASVD_ENOMEM;
 	}
 	fasvd_clear_error();
+	if (t->calib && (rc = find_gram(t, s)))
+		return rc;
+	if (dense_out(t) && (s->in_dtype == FASVD_DTYPE_F8_E4M3 || s->in_dtype == FASVD_DTYPE_F8_E5M2))
+		return fasvd__error(FASVD_EDTYPE,
+		                    "%s: FP8 tensor '%s': a dense output would need it re-quantised; "
+		                    "write factors (the default format) instead",
+		                    t->fn, name);
 	/* FP8 codes without their block scales are not the weight: never
 	 * factorise them as if they were */
 	if ((s->in_dtype == FASVD_DTYPE_F8_E4M3 || s->in_dtype == FASVD_DTYPE_F8_E5M2) &&
@@ -340,6 +397,7 @@ static int select_tensors(trunc_t *t)
 
 typedef struct held {
 	fasvd_tensor *a, *b;
+	void *dense; /* dense format: W' = A·B in the weight's dtype (ctx) */
 } held;
 
 static int shape_of(const sel *s, bool is_a, int64_t *shape)
@@ -356,9 +414,21 @@ static int shape_of(const sel *s, bool is_a, int64_t *shape)
 	return 2;
 }
 
-static int factor_opts_for(const trunc_t *t, const sel *s, fasvd_factor_opts *o)
+/* The factor options of s; with calibration, *gram (owned by the caller)
+ * is its Gram, borrowed by o. */
+static int factor_opts_for(const trunc_t *t, const sel *s, fasvd_factor_opts *o,
+                           fasvd_tensor **gram)
 {
 	*o = t->fo;
+	if (gram) {
+		*gram = NULL;
+		if (s->gram_name) {
+			int rc = fasvd_st_tensor(gram, t->calib, s->gram_name, 0);
+			if (rc)
+				return rc;
+			o->calibration = *gram;
+		}
+	}
 	o->dtype = s->dtype;
 	o->heads = s->heads;
 	o->verify = 1;
@@ -374,16 +444,19 @@ static int decide_skips(trunc_t *t)
 	for (int64_t i = 0; i < t->n_sels; i++) {
 		sel *s = &t->sels[i];
 		fasvd_factor_opts o;
-		factor_opts_for(t, s, &o);
+		factor_opts_for(t, s, &o, NULL);
 		int64_t rh = s->rows / s->heads, p = rh < s->cols ? rh : s->cols, r;
 		if (o.rank >= 0) {
 			r = o.rank < p ? o.rank : p;
 		} else {
-			fasvd_tensor *w = NULL;
-			int rc = fasvd_st_tensor(&w, t->st, s->name, 0);
+			fasvd_tensor *w = NULL, *g = NULL;
+			int rc = factor_opts_for(t, s, &o, &g);
+			if (!rc)
+				rc = fasvd_st_tensor(&w, t->st, s->name, 0);
 			if (!rc)
 				rc = fasvd_factor_rank(&r, t->ctx, w, &o, NULL);
 			fasvd_tensor_free(w);
+			fasvd_tensor_free(g);
 			if (rc)
 				return fasvd__error_prefix(rc, "%s", t->fn);
 		}
@@ -428,10 +501,15 @@ static int factor_one(trunc_t *t, sel *s, held *h)
 	if (rc)
 		return rc;
 	fasvd_factor_opts o;
-	factor_opts_for(t, s, &o);
+	fasvd_tensor *g = NULL;
+	if ((rc = factor_opts_for(t, s, &o, &g))) {
+		fasvd_tensor_free(w);
+		return fasvd__error_prefix(rc, "%s", t->fn);
+	}
 	fasvd_factor_report_init(&s->rep, sizeof s->rep);
 	rc = fasvd_factor(&h->a, &h->b, t->ctx, w, &o, &s->rep);
 	fasvd_tensor_free(w);
+	fasvd_tensor_free(g);
 	if (rc)
 		return fasvd__error_prefix(rc, "%s", t->fn);
 	s->done = 1;
@@ -523,6 +601,10 @@ static int copy_shard_metadata(const trunc_t *t, int64_t shard, fasvd_st_writer 
 			rc = fasvd_st_writer_set_metadata(w, key, val);
 	}
 	fasvd_st_free(own);
+	/* transformers refuses to load a shard of another "format": the
+	 * factors are never read as the dense architecture's weights */
+	if (!rc && hf_factors(t))
+		rc = fasvd_st_writer_set_metadata(w, "format", "fasvd.lowrank");
 	return rc;
 }
 
@@ -541,14 +623,49 @@ static int add_factor(const sel *s, bool is_a, const fasvd_tensor *x, fasvd_st_w
 	return rc;
 }
 
+/* Dense format: W' = A·B (per head) in the weight's dtype into h->dense,
+ * added to w under the weight's own name and shape. */
+static int add_dense(trunc_t *t, const sel *s, held *h, fasvd_st_writer *w, uint64_t *bytes)
+{
+	int64_t rows = s->rows, cols = s->cols, hd = s->heads, rh = rows / hd, in = s->rep.inner;
+	size_t n = (size_t)(rows * cols);
+	double *a = fasvd__alloc(t->ctx, (size_t)(rows * in) * sizeof(double), "factor A");
+	double *b = fasvd__alloc(t->ctx, (size_t)(hd * in * cols) * sizeof(double), "factor B");
+	double *p = fasvd__alloc(t->ctx, n * sizeof(double), "dense product");
+	h->dense = fasvd__alloc(t->ctx, n * fasvd_dtype_size(s->in_dtype), "dense weight");
+	int rc = !a || !b || !p || !h->dense ? FASVD_ENOMEM : 0;
+	if (!rc && !(rc = fasvd_tensor_to_f64(a, in, FASVD_LAYOUT_ROW_MAJOR, h->a, 0)) &&
+	    !(rc = fasvd_tensor_to_f64(b, cols, FASVD_LAYOUT_ROW_MAJOR, h->b, 0))) {
+		for (int64_t k = 0; k < hd; k++)
+			cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rh,
+			            (blasint)cols, (blasint)in, 1.0, a + k * rh * in, (blasint)in,
+			            b + k * in * cols, (blasint)cols, 0.0, p + k * rh * cols,
+			            (blasint)cols);
+		rc = fasvd__encode_checked(s->in_dtype, p, n, h->dense, NULL, s->name);
+	}
+	int64_t shape[2] = {rows, cols};
+	uint64_t nb = (uint64_t)n * fasvd_dtype_size(s->in_dtype);
+	if (!rc && !(rc = fasvd_st_writer_add(w, s->name, fasvd_dtype_name(s->in_dtype), 2, shape,
+	                                      h->dense, nb, FASVD_ST_BORROW)))
+		*bytes += nb;
+	fasvd__free(t->ctx, a);
+	fasvd__free(t->ctx, b);
+	fasvd__free(t->ctx, p);
+	return rc;
+}
+
 /* Factorise s into h (held until its shard is written), report it, add
- * both factors to w and list them in the index in place of the weight. */
+ * both factors to w and list them in the index in place of the weight
+ * (dense format: W' under the weight's name, the index unchanged). */
 static int add_factored(trunc_t *t, sel *s, held *h, fasvd_st_writer *w, const char *shard_base,
                         uint64_t *bytes)
 {
 	int rc;
-	if ((rc = factor_one(t, s, h)) || (rc = report_sel(t, s)) ||
-	    (rc = add_factor(s, true, h->a, w, bytes)) || (rc = add_factor(s, false, h->b, w, bytes)))
+	if ((rc = factor_one(t, s, h)) || (rc = report_sel(t, s)))
+		return rc;
+	if (dense_out(t))
+		return add_dense(t, s, h, w, bytes);
+	if ((rc = add_factor(s, true, h->a, w, bytes)) || (rc = add_factor(s, false, h->b, w, bytes)))
 		return rc;
 	if (!t->weight_map)
 		return 0;
@@ -610,6 +727,7 @@ static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t
 	for (int64_t i = 0; i < t->n_sels; i++) {
 		fasvd_tensor_free(hs[i].a);
 		fasvd_tensor_free(hs[i].b);
+		fasvd__free(t->ctx, hs[i].dense);
 	}
 	fasvd__free(t->ctx, hs);
 	return rc;
@@ -621,6 +739,48 @@ static int write_shard(trunc_t *t, int64_t shard, const char *out_path, uint64_t
 static json_t *jreal(double x)
 {
 	return isfinite(x) ? json_real(x) : json_null();
+}
+
+/* The section's entry of one replaced tensor, into tens; non-zero when out
+ * of memory. */
+static int add_entry(const trunc_t *t, const sel *s, json_t *tens)
+{
+	json_t *e = json_object();
+	if (!e)
+		return 1;
+	int bad = 0;
+	if (!dense_out(t)) {
+		bad |= json_object_set_new(e, "A", json_string(s->a_name));
+		bad |= json_object_set_new(e, "B", json_string(s->b_name));
+	}
+	bad |= json_object_set_new(e, "rank", json_integer(s->rep.rank));
+	bad |= json_object_set_new(e, "heads", json_integer(s->heads));
+	bad |= json_object_set_new(e, "inner", json_integer(s->rep.inner));
+	bad |= json_object_set_new(e, "shape", json_pack("[II]", (json_int_t)s->rows,
+	                                                 (json_int_t)s->cols));
+	bad |= json_object_set_new(e, "dtype", json_string(fasvd_dtype_name(s->dtype)));
+	bad |= json_object_set_new(e, "source_dtype", json_string(fasvd_dtype_name(s->in_dtype)));
+	bad |= json_object_set_new(e, "energy_lost", jreal(s->rep.energy_lost));
+	if (s->rep.act_energy_lost >= 0)
+		bad |= json_object_set_new(e, "activation_energy_lost",
+		                           jreal(s->rep.act_energy_lost));
+	if (s->rep.approximate) {
+		/* randomised factors: energy_lost is what they achieve */
+		bad |= json_object_set_new(e, "approximate", json_true());
+		if (s->rep.optimal_energy_lost >= 0)
+			bad |= json_object_set_new(e, "optimal_energy_lost",
+			                           jreal(s->rep.optimal_energy_lost));
+	}
+	if (s->role)
+		bad |= json_object_set_new(e, "role", json_string(s->role));
+	if (s->shared) {
+		bad |= json_object_set_new(e, "shared", json_string("output"));
+		bad |= json_object_set_new(e, "shared_factor",
+		                           json_string(s->shared == 'A' ? "A" : "B"));
+		bad |= json_object_set_new(e, "head_dim", json_integer(s->head_dim));
+	}
+	bad |= json_object_set_new(tens, s->name, e);
+	return bad;
 }
 
 static json_t *lowrank_section(const trunc_t *t)
@@ -636,6 +796,10 @@ static json_t *lowrank_section(const trunc_t *t)
 	bad |= json_object_set_new(sec, "format", json_string("fasvd.lowrank"));
 	bad |= json_object_set_new(sec, "version", json_integer(1));
 	bad |= json_object_set_new(sec, "library_version", json_string(fasvd_version_string()));
+	/* "factors": each tensor is its entry's A and B; "dense": W' = A·B was
+	 * written under the weight's own name (the entries record the
+	 * truncation) */
+	bad |= json_object_set_new(sec, "storage", json_string(dense_out(t) ? "dense" : "factors"));
 	bad |= json_object_set_new(
 		sec, "convention",
 		json_string("W ~= A @ B for heads = 1; for heads = h > 1, "
@@ -655,43 +819,13 @@ static json_t *lowrank_section(const trunc_t *t)
 	}
 	bad |= json_object_set_new(sec, "split", json_string(fasvd_factor_split_name(fo->split)));
 	bad |= json_object_set_new(sec, "per_head", json_boolean(t->o->per_head));
+	if (t->calib)
+		bad |= json_object_set_new(sec, "calibration",
+		                           json_string(fo->whiten ? "whitened" : "measured"));
 	bad |= json_object_set_new(sec, "shared_o", json_boolean(t->o->shared_o));
-	for (int64_t i = 0; i < t->n_sels && !bad; i++) {
-		const sel *s = &t->sels[i];
-		if (s->skipped)
-			continue;
-		json_t *e = json_object();
-		if (!e) {
-			bad = 1;
-			break;
-		}
-		bad |= json_object_set_new(e, "A", json_string(s->a_name));
-		bad |= json_object_set_new(e, "B", json_string(s->b_name));
-		bad |= json_object_set_new(e, "rank", json_integer(s->rep.rank));
-		bad |= json_object_set_new(e, "heads", json_integer(s->heads));
-		bad |= json_object_set_new(e, "inner", json_integer(s->rep.inner));
-		bad |= json_object_set_new(e, "shape", json_pack("[II]", (json_int_t)s->rows,
-		                                                 (json_int_t)s->cols));
-		bad |= json_object_set_new(e, "dtype", json_string(fasvd_dtype_name(s->dtype)));
-		bad |= json_object_set_new(e, "source_dtype", json_string(fasvd_dtype_name(s->in_dtype)));
-		bad |= json_object_set_new(e, "energy_lost", jreal(s->rep.energy_lost));
-		if (s->rep.approximate) {
-			/* randomised factors: energy_lost is what they achieve */
-			bad |= json_object_set_new(e, "approximate", json_true());
-			if (s->rep.optimal_energy_lost >= 0)
-				bad |= json_object_set_new(e, "optimal_energy_lost",
-				                           jreal(s->rep.optimal_energy_lost));
-		}
-		if (s->role)
-			bad |= json_object_set_new(e, "role", json_string(s->role));
-		if (s->shared) {
-			bad |= json_object_set_new(e, "shared", json_string("output"));
-			bad |= json_object_set_new(e, "shared_factor",
-			                           json_string(s->shared == 'A' ? "A" : "B"));
-			bad |= json_object_set_new(e, "head_dim", json_integer(s->head_dim));
-		}
-		bad |= json_object_set_new(tens, s->name, e);
-	}
+	for (int64_t i = 0; i < t->n_sels && !bad; i++)
+		if (!t->sels[i].skipped)
+			bad |= add_entry(t, &t->sels[i], tens);
 	bad |= json_object_set_new(sec, "tensors", tens);
 	if (bad) {
 		json_decref(sec);
@@ -857,6 +991,9 @@ static int load_topts(fasvd_truncate_opts *o, fasvd_factor_opts *fo,
 		return fasvd__error(FASVD_EINVAL,
 		                    "%s: opts->dtype = %s (%d): factors are F32, F16, BF16 or F64", fn,
 		                    fasvd_dtype_name(o->dtype), (int)o->dtype);
+	if (o->format != FASVD_TRUNCATE_FORMAT_FACTORS && o->format != FASVD_TRUNCATE_FORMAT_DENSE)
+		return fasvd__error(FASVD_EINVAL, "%s: opts->format = %d is not a fasvd_truncate_format",
+		                    fn, (int)o->format);
 	if (o->n_patterns < 0 || (o->n_patterns > 0 && !o->patterns))
 		return fasvd__error(FASVD_EINVAL, "%s: opts->patterns is NULL with n_patterns = %lld",
 		                    fn, (long long)o->n_patterns);
@@ -947,107 +1084,143 @@ static int write_index(trunc_t *t, uint64_t total)
 	                      JSON_INDENT(2) | JSON_SORT_KEYS);
 }
 
-/* The end of the JSON value that starts at s[i] (the text parsed as JSON,
- * so it is well formed): after its closing quote, brace or bracket, or at
- * the ',', '}', ']' or space that ends a number or a literal. */
-static size_t skip_value(const char *s, size_t i, size_t n)
+/* One top-level member of config.json to set. */
+typedef struct member {
+	const char *key;
+	json_t *value; /* owned */
+} member;
+
+/* The index just after the JSON string that starts at text[i] ('"'). */
+static size_t skip_string(const char *text, size_t len, size_t i)
+{
+	for (i++; i < len && text[i] != '"'; i++)
+		if (text[i] == '\\')
+			i++;
+	return i + 1;
+}
+
+/* The end of the JSON value that starts at text[i] (text parsed already). */
+static size_t skip_value(const char *text, size_t len, size_t i)
 {
 	int depth = 0;
-	for (; i < n; i++) {
-		char c = s[i];
+	for (; i < len; i++) {
+		char c = text[i];
 		if (c == '"') {
-			for (i++; i < n && s[i] != '"'; i++)
-				i += s[i] == '\\';
-			if (!depth)
+			i = skip_string(text, len, i) - 1;
+			if (depth == 0)
 				return i + 1;
 		} else if (c == '{' || c == '[') {
 			depth++;
 		} else if (c == '}' || c == ']') {
 			if (depth == 0)
-				return i;
+				return i; /* the enclosing object ends: a scalar ended */
 			if (--depth == 0)
 				return i + 1;
-		} else if (!depth && (c == ',' || isspace((unsigned char)c))) {
+		} else if (c == ',' && depth == 0) {
 			return i;
 		}
 	}
 	return i;
 }
 
-static size_t skip_space(const char *s, size_t i, size_t n)
+/* The span [*vb, *ve) of the value of the top-level member `key` of the
+ * JSON object text; false when it has none. */
+static bool member_span(const char *text, size_t len, const char *key, size_t *vb, size_t *ve)
 {
-	while (i < n && isspace((unsigned char)s[i]))
+	size_t i = 0, klen = strlen(key);
+	while (i < len && text[i] != '{')
 		i++;
-	return i;
-}
-
-/* The span [*v, *e) of the value of the top-level member "fasvd_lowrank"
- * in the text of an object; false when there is none. */
-static bool find_section(const char *s, size_t n, size_t *v, size_t *e)
-{
-	static const char key[] = "\"fasvd_lowrank\"";
-	size_t i = skip_space(s, 0, n) + 1;
-	for (;;) {
-		i = skip_space(s, i, n);
-		if (i >= n || s[i] != '"')
+	for (i++; i < len;) {
+		while (i < len && (isspace((unsigned char)text[i]) || text[i] == ','))
+			i++;
+		if (i >= len || text[i] != '"')
 			return false;
-		size_t k = i;
-		i = skip_value(s, i, n);
-		bool match = i - k == sizeof key - 1 && !memcmp(s + k, key, sizeof key - 1);
-		i = skip_space(s, i, n);
-		if (i >= n || s[i] != ':')
-			return false;
-		*v = skip_space(s, i + 1, n);
-		*e = i = skip_value(s, *v, n);
-		if (match)
+		size_t ks = i + 1, ke = skip_string(text, len, i);
+		bool match = ke - 1 - ks == klen && !memcmp(text + ks, key, klen);
+		i = ke;
+		while (i < len && (isspace((unsigned char)text[i]) || text[i] == ':'))
+			i++;
+		size_t b = i, e = skip_value(text, len, i);
+		while (e > b && isspace((unsigned char)text[e - 1]))
+			e--;
+		if (match) {
+			*vb = b;
+			*ve = e;
 			return true;
-		i = skip_space(s, i, n);
-		if (i >= n || s[i] != ',')
-			return false;
-		i++;
+		}
+		i = e;
 	}
+	return false;
 }
 
-/* The text of the input's config.json with the section `sec`: in place of
- * its "fasvd_lowrank" value when it has one, else added as its last member;
- * every other byte as it was (numbers such as 1e-05 are not rewritten as
- * 1.0000000000000001e-5). NULL when out of memory (the text parsed as an
- * object, so it ends with its '}'). */
-static char *splice_config(const trunc_t *t, const json_t *sec, size_t *len)
+/* v dumped as a member of the top-level object (lines indented by two). */
+static void put_value(FILE *mem, const json_t *v)
 {
-	const char *text = t->config_text, *lead = "";
-	size_t n = t->config_len, end = n, pre, post;
+	char *s = json_dumps(v, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+	for (const char *p = s ? s : "null"; *p; p++)
+		fputs(*p == '\n' ? "\n  " : (char[]){*p, 0}, mem);
+	free(s);
+}
+
+#define MAX_MEMBERS 4
+
+/* The text of the input's config.json with the members m set: a member it
+ * has gets its value replaced in place, the others are added at the end
+ * (the "fasvd_lowrank" section last); every other byte as it was (numbers
+ * such as 1e-05 are not rewritten as 1.0000000000000001e-5). NULL when out
+ * of memory (the text parsed as an object, so it ends with its '}'). */
+static char *splice_config(const trunc_t *t, const member *m, size_t nm, size_t *len)
+{
+	const char *text = t->config_text;
+	size_t tl = t->config_len, end = tl;
 	while (end && isspace((unsigned char)text[end - 1]))
 		end--;
 	if (!end || text[end - 1] != '}')
 		return NULL;
-	if (!find_section(text, n, &pre, &post)) {
-		post = end - 1;
-		pre = post;
-		while (pre && isspace((unsigned char)text[pre - 1]))
-			pre--;
-		lead = pre && text[pre - 1] == '{' ? "\n  \"fasvd_lowrank\": "
-		                                   : ",\n  \"fasvd_lowrank\": ";
-	}
-	char *s = json_dumps(sec, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	size_t close = end - 1, body = close, vb[MAX_MEMBERS], ve[MAX_MEMBERS];
+	bool found[MAX_MEMBERS], put[MAX_MEMBERS] = {false};
+	while (body && isspace((unsigned char)text[body - 1]))
+		body--;
+	for (size_t k = 0; k < nm; k++)
+		found[k] = member_span(text, body, m[k].key, &vb[k], &ve[k]);
 	char *out = NULL;
-	size_t m = 0;
-	FILE *mem = s ? open_memstream(&out, &m) : NULL;
-	if (mem) {
-		fwrite(text, 1, pre, mem);
-		fputs(lead, mem);
-		for (const char *p = s; *p; p++)
-			fputs(*p == '\n' ? "\n  " : (char[]){*p, 0}, mem);
-		if (*lead)
-			fputc('\n', mem);
-		fwrite(text + post, 1, n - post, mem);
-		if (fclose(mem) != 0) {
-			free(out);
-			out = NULL;
-		}
+	size_t n = 0, at = 0;
+	FILE *mem = open_memstream(&out, &n);
+	if (!mem)
+		return NULL;
+	for (;;) { /* replacements in the order of the text */
+		size_t best = nm;
+		for (size_t k = 0; k < nm; k++)
+			if (found[k] && !put[k] && (best == nm || vb[k] < vb[best]))
+				best = k;
+		if (best == nm)
+			break;
+		fwrite(text + at, 1, vb[best] - at, mem);
+		put_value(mem, m[best].value);
+		at = ve[best];
+		put[best] = true;
 	}
-	free(s);
-	*len = m;
+	bool first = body && text[body - 1] == '{', added = false;
+	for (size_t k = 0; k < nm; k++) {
+		if (found[k])
+			continue;
+		if (!added) { /* the text up to its last member, then the new ones */
+			fwrite(text + at, 1, body - at, mem);
+			at = close;
+		}
+		fprintf(mem, "%s\n  \"%s\": ", first ? "" : ",", m[k].key);
+		put_value(mem, m[k].value);
+		first = false;
+		added = true;
+	}
+	if (added)
+		fputc('\n', mem);
+	fwrite(text + at, 1, tl - at, mem);
+	if (fclose(mem) != 0) {
+		free(out);
+		out = NULL;
+	}
+	*len = n;
 	return out;
 }
 
@@ -1068,37 +1241,104 @@ static int keep_old_entries(const trunc_t *t, json_t *sec)
 	return 0;
 }
 
+/* The loader class of an architecture: ...ForCausalLM -> FasvdLowRankForCausalLM,
+ * BertModel -> FasvdLowRankModel. */
+static const char *loader_class(const char *arch)
+{
+	static const char *const kinds[] = {"ForCausalLM", "ForMaskedLM", "ForSequenceClassification",
+	                                    "ForTokenClassification", "ForQuestionAnswering"};
+	static const char *const classes[] = {
+		"FasvdLowRankForCausalLM", "FasvdLowRankForMaskedLM",
+		"FasvdLowRankForSequenceClassification", "FasvdLowRankForTokenClassification",
+		"FasvdLowRankForQuestionAnswering"};
+	for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+		if (arch && ends_with(arch, kinds[i]))
+			return classes[i];
+	return "FasvdLowRankModel";
+}
+
+/* The members a transformers factor output changes: its architectures
+ * (the loader classes), model_type and auto_map; the base model type and
+ * architectures go into sec. Returns how many were set in m. */
+static size_t hf_members(const trunc_t *t, json_t *sec, member *m)
+{
+	/* A truncated model truncated again: its base is in its own section. */
+	json_t *prev = json_object_get(t->config, "fasvd_lowrank");
+	json_t *base_type = json_object_get(prev, "base_model_type");
+	json_t *archs = json_object_get(prev, "base_architectures");
+	if (!json_is_string(base_type))
+		base_type = json_object_get(t->config, "model_type");
+	if (!json_is_array(archs))
+		archs = json_object_get(t->config, "architectures");
+	json_t *la = json_array();
+	json_t *am = json_pack("{ss}", "AutoConfig", "fasvd_lowrank.FasvdLowRankConfig");
+	static const char *const autos[] = {"AutoModel", "AutoModelForCausalLM",
+	                                    "AutoModelForMaskedLM",
+	                                    "AutoModelForSequenceClassification",
+	                                    "AutoModelForTokenClassification",
+	                                    "AutoModelForQuestionAnswering"};
+	char ref[96];
+	for (size_t i = 0; am && i < sizeof autos / sizeof *autos; i++) {
+		snprintf(ref, sizeof ref, "fasvd_lowrank.%s",
+		         i == 0 ? "FasvdLowRankModel" : loader_class(autos[i] + 9));
+		json_object_set_new(am, autos[i], json_string(ref));
+	}
+	size_t i;
+	json_t *a;
+	json_array_foreach(archs, i, a)
+		json_array_append_new(la, json_string(loader_class(json_string_value(a))));
+	json_object_set(sec, "base_model_type", base_type);
+	json_object_set_new(sec, "base_architectures",
+	                    json_is_array(archs) ? json_deep_copy(archs) : json_array());
+	m[0] = (member){"architectures", la};
+	m[1] = (member){"model_type", json_string("fasvd_lowrank")};
+	m[2] = (member){"auto_map", am};
+	return 3;
+}
+
 /* config.json with the "fasvd_lowrank" section (created if the folder had
- * none): the input's text with the section added or replaced, or (no input)
- * written by jansson. */
+ * none) and, for a transformers factor output, the members that make it
+ * load through the loader only: the input's text with them spliced in, or
+ * (no input, or one with a section already) written by jansson. */
 static int write_config(trunc_t *t)
 {
+	member m[MAX_MEMBERS];
+	size_t nm = 0;
 	json_t *sec = lowrank_section(t);
-	int rc;
-	if (!sec)
-		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
-	if ((rc = keep_old_entries(t, sec))) {
-		json_decref(sec);
-		return rc;
-	}
-	if (t->config_text) {
+	int rc = sec ? keep_old_entries(t, sec) : 0;
+	if (sec && !rc && hf_factors(t))
+		nm = hf_members(t, sec, m);
+	m[nm++] = (member){"fasvd_lowrank", sec};
+	for (size_t k = 0; k < nm; k++)
+		if (!m[k].value && !rc)
+			rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	if (!rc && t->config_text) {
 		size_t n;
-		char *text = splice_config(t, sec, &n);
+		char *text = splice_config(t, m, nm, &n);
 		char *path = text ? fasvd__path_join(t->ctx, t->tmp, "config.json") : NULL;
 		rc = path ? fasvd__write_file(path, text, n)
 		          : fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
 		fasvd__free(t->ctx, path);
 		free(text);
-		json_decref(sec);
-		return rc;
+	} else if (!rc) {
+		if (!t->config && !(t->config = json_object()))
+			rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+		for (size_t k = 0; k < nm && !rc; k++)
+			if (json_object_set(t->config, m[k].key, m[k].value))
+				rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+		if (!rc)
+			rc = write_tmp_json(t, "config.json", t->config,
+			                    JSON_INDENT(2) | JSON_ENSURE_ASCII);
 	}
-	if (!t->config && !(t->config = json_object())) {
-		json_decref(sec);
-		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	for (size_t k = 0; k < nm; k++)
+		json_decref(m[k].value);
+	if (!rc && hf_factors(t)) {
+		char *path = fasvd__path_join(t->ctx, t->tmp, "fasvd_lowrank.py");
+		rc = path ? fasvd__write_file(path, fasvd__lowrank_py, fasvd__lowrank_py_len)
+		          : FASVD_ENOMEM;
+		fasvd__free(t->ctx, path);
 	}
-	if (json_object_set_new(t->config, "fasvd_lowrank", sec))
-		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
-	return write_tmp_json(t, "config.json", t->config, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	return rc;
 }
 
 /* The other files of the folder src (tokenizer ..., subfolders) copied as
@@ -1169,11 +1409,13 @@ static void trunc_free(trunc_t *t)
 		fasvd__free(t->ctx, t->sels[i].a_name);
 		fasvd__free(t->ctx, t->sels[i].b_name);
 		fasvd__free(t->ctx, (char *)t->sels[i].scale_name);
+		fasvd__free(t->ctx, t->sels[i].gram_name);
 	}
 	fasvd__free(t->ctx, t->sels);
 	fasvd__free(t->ctx, t->shard_of);
 	fasvd__free(t->ctx, t->sel_of);
 	fasvd__free(t->ctx, t->drop);
+	fasvd_st_free(t->calib);
 	if (t->have_model)
 		fasvd_model_free(t->model);
 	else
@@ -1201,10 +1443,14 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	t.fn = fn;
 	t.cb = cb;
 	t.cb_arg = arg;
+	if (o.calibration && (rc = fasvd_st_open(&t.calib, t.ctx, o.calibration)))
+		goto out;
 	if ((rc = load_config(&t, model_dir)) || (rc = open_checkpoint(&t, model_dir)) ||
 	    (rc = select_tensors(&t)))
 		goto out;
-	if ((o.only_if_smaller && (rc = decide_skips(&t))) || (rc = load_index(&t, model_dir)))
+	/* a dense output has the weight's parameters whatever the rank: no skips */
+	if ((o.only_if_smaller && !dense_out(&t) && (rc = decide_skips(&t))) ||
+	    (rc = load_index(&t, model_dir)))
 		goto out;
 	if (t.n_sels && t.n_skipped == t.n_sels) {
 		rc = nothing_smaller(&t, model_dir);

@@ -279,8 +279,13 @@ def check_truncated(name, indir, outdir, tau=None, rank=None, per_head=False,
     sec = cfg.get("fasvd_lowrank")
     report(sec is not None and sec["format"] == "fasvd.lowrank",
            name + ": config.json has the fasvd_lowrank section")
-    keys_kept = all(cfg.get(k) == v for k, v in cfg_in.items())
-    report(keys_kept, name + ": config.json keeps every input key")
+    # a transformers config's model_type and architectures move into the
+    # section (base_*): the folder loads only through its loader
+    moved = {"model_type": sec.get("base_model_type"),
+             "architectures": sec.get("base_architectures")} if "base_model_type" in sec else {}
+    keys_kept = all((moved[k] if k in moved else cfg.get(k)) == v for k, v in cfg_in.items())
+    report(keys_kept and (cfg.get("model_type") == "fasvd_lowrank") == bool(moved),
+           name + ": config.json keeps every input key (model_type, architectures as base_*)")
     ents = sec["tensors"]
     errs = []
     replaced = set(ents)
@@ -626,6 +631,30 @@ def main():
                     outdir=os.path.join(tmp, "nan-lr"), reported=True)
         rc, _, se = run("truncate", bad, "-o", os.path.join(tmp, "nan-lr2"), "--rank", "3")
         report(name in se, "NaN error names the tensor", se)
+        # --format dense: the weights under their own names, dtypes and
+        # shapes, each the product of the factors of a --format factors run
+        dense, fac = os.path.join(tmp, "dense"), os.path.join(tmp, "fac")
+        rc, so, se = run("truncate", llama, "-o", dense, "--rank", "3", "--format", "dense",
+                         "-q")
+        rc2, _, se2 = run("truncate", llama, "-o", fac, "--rank", "3", "-q")
+        tin, tden, tfac = read_model(llama), read_model(dense), read_model(fac)
+        ok = rc == 0 and rc2 == 0 and set(tden) == set(tin)
+        for k, v in (tin.items() if ok else []):
+            if k + ".A" in tfac:
+                prod = to_f64(tfac[k + ".A"]) @ to_f64(tfac[k + ".B"])
+                ok = ok and tden[k][:2] == v[:2] and \
+                    np.abs(to_f64(tden[k]) - prod).max() <= 1e-2 * np.abs(prod).max()
+            else:
+                ok = ok and tden[k][2] == v[2]
+        report(ok, "--format dense: each replaced weight is A @ B, in its own dtype and shape",
+               se + se2)
+        check_fails("usage: --no-whiten without --calibration",
+                    ["truncate", llama, "-o", os.path.join(tmp, "nw"), "--rank", "3",
+                     "--no-whiten"], 2)
+        check_fails("--calibration without a weight's Gram",
+                    ["truncate", llama, "-o", os.path.join(tmp, "cal"), "--rank", "3",
+                     "--calibration", os.path.join(llama, "model.safetensors")],
+                    outdir=os.path.join(tmp, "cal"))
         # empty existing output folder is fine
         empty = os.path.join(tmp, "empty")
         os.makedirs(empty)

@@ -29,8 +29,9 @@ from .errors import (Error, InvalidArgument, OutOfMemory, IOError, FormatError, 
                      NotFoundError, ArchError, Cancelled, StateError, InternalError)
 from ._core import Context, Tensor, Heads, tensor, heads, dequantize, DTYPES
 from .linalg import (svdvals, svd, fused, fused_vo, fused_qk, stacked, shared_subspace,
-                     SharedSubspace, attention_map, attention_svdvals, factor, factor_fused)
-from . import metrics
+                     SharedSubspace, attention_map, attention_svdvals, factor, factor_fused,
+                     factor_shared)
+from . import calibration, metrics
 from .metrics import (effective_rank, energy_loss, energy_kept, components_for_energy,
                       stable_rank, entropy_rank, spectral_norm, frobenius_norm, nuclear_norm)
 from .spectra import Result, Ranks, LayerSpectra, load_spectra, read_safetensors
@@ -63,7 +64,7 @@ __all__ = [
     "Context", "Tensor", "Heads", "tensor", "heads", "dequantize", "DTYPES",
     "svdvals", "svd", "fused", "fused_vo", "fused_qk", "stacked", "shared_subspace",
     "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused",
-    "metrics", "effective_rank", "energy_loss", "energy_kept", "components_for_energy",
+    "factor_shared", "calibration", "metrics", "effective_rank", "energy_loss", "energy_kept", "components_for_energy",
     "stable_rank", "entropy_rank", "spectral_norm", "frobenius_norm", "nuclear_norm",
     "Result", "Ranks", "LayerSpectra", "load_spectra", "read_safetensors",
     "Model", "architectures", "truncate", "merge",

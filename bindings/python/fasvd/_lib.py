@@ -244,7 +244,9 @@ class FactorOpts(ctypes.Structure):
                 ("max_rank", c_int64), ("split", c_enum), ("dtype", c_enum),
                 ("compute", c_enum), ("backend", c_enum), ("oversample", c_int64),
                 ("power_iters", c_int64), ("seed", c_uint64), ("heads", c_int64),
-                ("verify", c_int), ("cancel", CANCEL_FN), ("cancel_arg", c_void_p)]
+                ("verify", c_int), ("cancel", CANCEL_FN), ("cancel_arg", c_void_p),
+                ("calibration", tensor_p), ("calibration_cholesky", c_int),
+                ("calibration_eps", c_double), ("whiten", c_int)]
 
 
 class FactorReport(ctypes.Structure):
@@ -253,7 +255,9 @@ class FactorReport(ctypes.Structure):
                 ("energy", c_double), ("energy_lost", c_double), ("spectrum_exact", c_int),
                 ("rel_error_sq", c_double), ("params_before", c_int64),
                 ("params_after", c_int64), ("backend", c_enum), ("error_estimate", c_double),
-                ("optimal_energy_lost", c_double), ("approximate", c_int)]
+                ("optimal_energy_lost", c_double), ("approximate", c_int),
+                ("act_energy", c_double), ("act_energy_lost", c_double),
+                ("act_optimal_energy_lost", c_double), ("calibration_shift", c_double)]
 
 
 class FactorSharedOpts(ctypes.Structure):
@@ -263,7 +267,8 @@ class FactorSharedOpts(ctypes.Structure):
 class TruncateOpts(ctypes.Structure):
     _fields_ = [("size", c_size_t), ("factor", P(FactorOpts)), ("dtype", c_enum),
                 ("patterns", P(c_char_p)), ("n_patterns", c_int64), ("per_head", c_int),
-                ("shared_o", c_int), ("only_if_smaller", c_int)]
+                ("shared_o", c_int), ("only_if_smaller", c_int), ("format", c_enum),
+                ("calibration", c_char_p)]
 
 
 class TruncateEntry(ctypes.Structure):
@@ -434,6 +439,10 @@ _PROTOTYPES = {
                              P(FactorReport)]),
     "fasvd_factor_fused": (c_int, [P(tensor_p), P(tensor_p), ctx_p, heads_p, heads_p,
                                    P(FactorOpts), P(FactorReport)]),
+    "fasvd_factor_shared_opts_init": (c_int, [P(FactorSharedOpts), c_size_t]),
+    "fasvd_factor_shared": (c_int, [P(tensor_p), P(tensor_p), P(tensor_p), ctx_p, P(heads_p),
+                                    c_int64, P(FactorOpts), P(FactorSharedOpts),
+                                    P(FactorReport)]),
     "fasvd_truncate_opts_init": (c_int, [P(TruncateOpts), c_size_t]),
     "fasvd_truncate": (c_int, [ctx_p, c_char_p, c_char_p, P(TruncateOpts), TRUNCATE_FN,
                                c_void_p]),
@@ -451,7 +460,7 @@ _INITS = {
     ModelInput: "fasvd_model_input_init", ModelLayerOpts: "fasvd_model_layer_opts_init",
     LayerDesc: "fasvd_layer_desc_init", LayerOpts: "fasvd_layer_opts_init",
     StInfo: "fasvd_st_info_init", MetricSummary: "fasvd_metric_summary_init",
-    FactorOpts: "fasvd_factor_opts_init",
+    FactorOpts: "fasvd_factor_opts_init", FactorSharedOpts: "fasvd_factor_shared_opts_init",
     FactorReport: "fasvd_factor_report_init", TruncateOpts: "fasvd_truncate_opts_init",
 }
 

@@ -11,7 +11,8 @@ from ._core import (Heads, Tensor, get_context, heads as _heads, parse_choice, p
                     tensor as _tensor)
 
 __all__ = ["svdvals", "svd", "fused_vo", "fused_qk", "fused", "stacked", "shared_subspace",
-           "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused"]
+           "SharedSubspace", "attention_map", "attention_svdvals", "factor", "factor_fused",
+           "factor_shared"]
 
 _BACKEND_NAMES = {v: k for k, v in L.BACKENDS.items()}
 _METHOD_NAMES = {v: k for k, v in L.STACK_METHODS.items()}
@@ -592,12 +593,19 @@ def _factor_report(rep):
             # randomised factors: energy_lost is what they achieve, not the optimum
             "approximate": bool(rep.approximate),
             "optimal_energy_lost": (None if rep.optimal_energy_lost < 0
-                                    else rep.optimal_energy_lost)}
+                                    else rep.optimal_energy_lost),
+            # calibration: the activation-space loss (and the whitened optimum)
+            "act_energy": None if rep.act_energy < 0 else rep.act_energy,
+            "act_energy_lost": None if rep.act_energy_lost < 0 else rep.act_energy_lost,
+            "act_optimal_energy_lost": (None if rep.act_optimal_energy_lost < 0
+                                        else rep.act_optimal_energy_lost),
+            "calibration_shift": rep.calibration_shift}
 
 
 def factor(w, rank=None, energy_loss=None, max_rank=None, heads=None, split="balanced",
            out_dtype="f32", dtype=None, scale_inv=None, block=128, compute=None,
-           backend=None, verify=False, threads=None, ctx=None):
+           backend=None, verify=False, calibration=None, calibration_cholesky=False,
+           whiten=True, calibration_eps=None, threads=None, ctx=None):
     """Low-rank factors ``W ≈ A @ B`` (factor.h).
 
     ``rank`` fixes the rank (clamped to the full rank); otherwise the
@@ -614,15 +622,31 @@ def factor(w, rank=None, energy_loss=None, max_rank=None, heads=None, split="bal
     approximate: the report says ``approximate``, its ``energy_lost`` is the
     loss achieved and ``optimal_energy_lost`` the optimum when known, in
     τ mode).
+    ``calibration``: activation-aware truncation (SVD-LLM whitening): the
+    Gram X^T X [cols, cols] of the inputs X [tokens, cols] of the layer (or,
+    with ``calibration_cholesky``, its lower Cholesky factor); the factors
+    then minimise ||(W - A B) X^T||_F (``whiten=False``: plain SVD, the
+    activation loss only measured); ``calibration_eps``: the regularisation
+    ε (default 1e-6 of the mean diagonal, docs/truncation.md).
     Returns ``(A, B, report)``; report is a dict (rank, inner, energy,
     energy_lost, optimal_energy_lost, approximate, rel_error_sq when
-    ``verify``, params_before / after ...).
+    ``verify``, params_before / after, and with calibration act_energy,
+    act_energy_lost, act_optimal_energy_lost, calibration_shift ...).
     """
     cmp = _default_compute(compute, [w])
     t = _tensor(w, dtype=dtype, scale_inv=scale_inv, block=block, name="w", ctx=ctx,
                 threads=threads)
     o = _factor_opts(rank, energy_loss, max_rank, split, out_dtype, cmp, backend, heads)
     o.verify = 1 if verify else 0
+    g = None
+    if calibration is not None:
+        g = _tensor(np.ascontiguousarray(calibration, dtype=np.float64), name="calibration",
+                    ctx=t.ctx)
+        o.calibration = g._as_parameter_
+        o.calibration_cholesky = 1 if calibration_cholesky else 0
+        o.whiten = 1 if whiten else 0
+        if calibration_eps is not None:
+            o.calibration_eps = float(calibration_eps)
     rep = L.struct_init(L.FactorReport)
     a, b = L.tensor_p(), L.tensor_p()
     L.call("fasvd_factor", ctypes.byref(a), ctypes.byref(b), t.ctx, t, ctypes.byref(o),
@@ -659,6 +683,56 @@ def factor_fused(a, b, kind="VO", rank=None, energy_loss=None, max_rank=None,
     n = rep.heads
     return (A.reshape(n, A.shape[0] // n, A.shape[1]), B.reshape(n, B.shape[0] // n, B.shape[1]),
             _factor_report(rep))
+
+
+def factor_shared(weights, n_heads=None, kind=None, head_dim=None, rank=None,
+                  energy_loss=None, max_rank=None, side="input", center=False, weight="none",
+                  out_dtype="f32", dtype=None, compute=None, verify=False, threads=None,
+                  ctx=None):
+    """Low-rank factors with one basis shared by every head of one or more
+    weights (factor.h fasvd_factor_shared). ``weights``: one weight or a
+    list (their heads are taken in order: all of the first's, then the
+    second's ...; every head of one shape), each split into heads as for
+    :func:`shared_subspace` (``kind`` "Q", "K", "V" (default) or "O";
+    ``n_heads`` one count for all, or one per weight).
+    ``side="input"``: W_i ≈ [mean] + A_i @ basis, basis [r, cols] with
+    orthonormal rows, factors [n, rows, r] (shared K/V PCA: weights
+    [K, V], ``center=True``); ``side="output"``: W_i ≈ [mean] + basis @ A_i,
+    basis [rows, r], factors [n, r, cols]. The MLA-o shared output latent is
+    ``factor_shared(o_proj, kind="O", side="input")``. ``rank`` or
+    ``energy_loss`` (τ, default 0.01, of the weighted, centred stack) and
+    ``max_rank`` as :func:`factor`; ``weight``: "none", "sigma1" or
+    "frobenius" per-head weights of the fit. Returns
+    ``(basis, factors, mean, report)`` (mean None without ``center``;
+    report as :func:`factor`, ``rel_error_sq`` with ``verify``)."""
+    ws = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+    if not ws:
+        raise errors.InvalidArgument("weights is empty")
+    counts = list(n_heads) if isinstance(n_heads, (list, tuple)) else [n_heads] * len(ws)
+    if len(counts) != len(ws):
+        raise errors.InvalidArgument("n_heads has %d counts for %d weights"
+                                     % (len(counts), len(ws)))
+    role = (kind or "V").upper()
+    hs = [_one_weight_heads(w, role, n, head_dim, dtype, None, 128, ctx, threads)
+          for w, n in zip(ws, counts)]
+    cmp = _default_compute(compute, hs)
+    o = _factor_opts(rank, energy_loss, max_rank, "balanced", out_dtype, cmp, None, None)
+    o.verify = 1 if verify else 0
+    so = L.struct_init(L.FactorSharedOpts)
+    so.side = parse_choice(side, L.SUBSPACE_SIDES, "side")
+    so.center = 1 if center else 0
+    so.weight = parse_choice(weight, L.SUBSPACE_WEIGHTS, "weight")
+    groups = (L.heads_p * len(hs))(*[h._as_parameter_ for h in hs])
+    rep = L.struct_init(L.FactorReport)
+    tb, tf, tm = L.tensor_p(), L.tensor_p(), L.tensor_p()
+    L.call("fasvd_factor_shared", ctypes.byref(tb), ctypes.byref(tf), ctypes.byref(tm),
+           get_context(threads, ctx), groups, len(hs),
+           ctypes.byref(o), ctypes.byref(so), ctypes.byref(rep))
+    basis, factors = _owned_any(tb), _owned_any(tf)
+    mean = _owned_any(tm) if tm else None
+    n = rep.heads
+    factors = factors.reshape(n, factors.shape[0] // n, factors.shape[1])
+    return basis, factors, mean, _factor_report(rep)
 
 
 def _owned_any(t):

@@ -503,7 +503,8 @@ def merge(parts, out, force=False, threads=None):
 def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, tensors=(),
              per_head=False, shared_o=False, dtype=None, split="balanced", compute="f64",
              backend=None, allow_larger=False, threads=None, progress=None,
-             only_if_smaller=None):
+             only_if_smaller=None, format="factors", calibration=None,  # noqa: A002
+             whiten=True):
     """Write a low-rank copy of a checkpoint (``fasvd truncate``): every
     selected weight W of ``model_dir`` is replaced in ``out_dir`` by
     ``<name>.A`` and ``<name>.B`` with W ≈ A @ B, everything else copied
@@ -524,6 +525,14 @@ def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, ten
     stays dense (its entry says ``skipped``); when no weight would be smaller
     nothing is written (InvalidArgument). ``allow_larger=True`` replaces
     them anyway (``only_if_smaller=False`` is the older spelling of it).
+    ``format``: "factors" (default: ``<name>.A`` / ``<name>.B``; a
+    transformers model gets the loader fasvd_lowrank.py and an auto_map, to
+    load with ``trust_remote_code=True``) or "dense" (W' = A @ B under the
+    weight's own name, dtype and shape: a drop-in checkpoint).
+    ``calibration``: a safetensors file of input Grams ``<module>.input_gram``
+    (:func:`fasvd.calibration.collect` writes one): activation-aware
+    truncation (``whiten=False``: plain, the activation loss measured);
+    each report then has ``act_energy_lost``.
     ``progress``: a callable receiving each replaced
     tensor's dict as it is done; returning True cancels (Cancelled; nothing
     is left behind). ``out_dir`` must not exist or be empty.
@@ -563,6 +572,10 @@ def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, ten
         raise errors.InvalidArgument("only_if_smaller=%r contradicts allow_larger=%r"
                                      % (only_if_smaller, allow_larger))
     o.only_if_smaller = 0 if allow_larger or only_if_smaller is False else 1
+    o.format = parse_choice(format, {"factors": 0, "dense": 1}, "format")
+    f.whiten = 1 if whiten else 0
+    cal = os.fsencode(calibration) if calibration is not None else None
+    o.calibration = cal
     entries = []
     state = {"exc": None}
 

@@ -379,6 +379,52 @@ def test_nan_weight_raises_and_keeps_the_completed_layer(tmp_path):
     assert not part.complete and part.layers == [0]
 
 
+def test_truncate_dense_format_is_the_product(tmp_path):
+    """format="dense": each replaced weight is A @ B of the factors, under its
+    own name, dtype and shape; every other tensor as it was."""
+    d = write_fixture(str(tmp_path / "m"), arch="llama", dtype="f32")
+    weights, _ = read_checkpoint(d)
+    fasvd.truncate(d, str(tmp_path / "f"), rank=3, per_head=True)
+    ents = fasvd.truncate(d, str(tmp_path / "d"), rank=3, per_head=True, format="dense")
+    facs, _ = read_checkpoint(str(tmp_path / "f"))
+    dense, _ = read_checkpoint(str(tmp_path / "d"))
+    assert set(dense) == set(weights) and len(ents) == 8
+    for e in ents:
+        A, B = facs[e["a_name"]].astype(np.float64), facs[e["b_name"]].astype(np.float64)
+        W = np.matmul(A, B).reshape(weights[e["name"]].shape) if A.ndim == 3 else A @ B
+        got = dense[e["name"]]
+        assert got.dtype == weights[e["name"]].dtype and got.shape == W.shape
+        np.testing.assert_allclose(got, W, rtol=1e-6, atol=1e-6)
+        assert np.abs(got - weights[e["name"]]).max() > 1e-3  # truncated
+    for k in set(weights) - {e["name"] for e in ents}:
+        assert np.array_equal(dense[k], weights[k])
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert cfg["fasvd_lowrank"]["storage"] == "dense" and cfg["model_type"] == "llama"
+    assert "A" not in cfg["fasvd_lowrank"]["tensors"][ents[0]["name"]]
+
+
+def test_factored_folder_reads_as_the_product(tmp_path):
+    """A factor output opens as its architecture: every replaced weight is
+    A @ B (per head too), so its layers and spectra are those of the
+    truncated model, and analyze runs on it."""
+    d = write_fixture(str(tmp_path / "m"), arch="llama", dtype="f32")
+    out = str(tmp_path / "f")
+    ents = fasvd.truncate(d, out, rank=3, per_head=True, tensors=["*q_proj.weight"],
+                          dtype="f64")
+    fasvd.truncate(d, str(tmp_path / "dense"), rank=3, per_head=True,
+                   tensors=["*q_proj.weight"], dtype="f64", format="dense")
+    with fasvd.open(out) as m, fasvd.open(str(tmp_path / "dense")) as ref:
+        assert all(i["present"] for i in m.inputs)
+        a, b = m.layer(1, fold_norms=False), ref.layer(1, fold_norms=False)
+        for k in ("Q", "K", "V", "O"):
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+        assert max(np.linalg.matrix_rank(h) for h in a["Q"]) == 3
+        sp = m.spectra(1, compute="f64")
+        assert np.sum(sp["head.Q"][:, 3:] ** 2) <= 1e-10 * np.sum(sp["head.Q"] ** 2)
+        m.analyze(str(tmp_path / "an"))
+    assert len(ents) == 2
+
+
 def test_truncate_writes_exact_factors(tmp_path):
     d = write_fixture(str(tmp_path / "m"), arch="llama", dtype="f32")
     weights, _ = read_checkpoint(d)

@@ -324,3 +324,76 @@ def test_factor_fused_matches_materialised_products():
         f = Q[i].T @ K[i // 3]
         assert abs(np.linalg.norm(f - A[i] @ B[i]) ** 2 - np.sum(svals(f)[3:] ** 2)) <= \
             1e-10 * np.linalg.norm(f) ** 2
+
+
+def test_factor_shared_kv_pca_and_mla_o():
+    """fasvd.factor_shared: the shared K/V basis (centred) reconstructs each
+    head as mean + A_i @ basis with the loss of the stack's spectrum, and
+    float64 input is factorised in float64 by default (C and Python)."""
+    q, k, v, o = gqa_model()
+    basis, factors, mean, rep = fasvd.factor_shared([k, v], n_heads=2, kind="K",
+                                                    energy_loss=0.05, center=True,
+                                                    out_dtype="f64", verify=True)
+    heads = per_head(k, 2, 8) + per_head(v, 2, 8)
+    r = rep["rank"]
+    assert basis.shape == (r, 40) and factors.shape == (4, 8, r) and mean.shape == (1, 40)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(r), atol=1e-10)
+    total = sum(np.linalg.norm(h) ** 2 for h in heads)
+    lost = sum(np.linalg.norm(h - mean - factors[i] @ basis) ** 2
+               for i, h in enumerate(heads)) / total
+    assert abs(lost - rep["rel_error_sq"]) <= 1e-10
+    # no centring: the loss is the optimum of the stacked heads' spectrum,
+    # to float64 rounding (float32 compute would be ~1e-7 off)
+    basis, factors, mean, rep = fasvd.factor_shared([k, v], n_heads=2, kind="K", rank=5,
+                                                    out_dtype="f64", verify=True)
+    stack = np.vstack(heads)
+    opt = np.sum(svals(stack)[5:] ** 2) / np.linalg.norm(stack) ** 2
+    assert mean is None and abs(rep["rel_error_sq"] - opt) <= 1e-12
+    assert abs(rep["energy_lost"] - opt) <= 1e-12
+    # MLA-o: o_proj ≈ basis.T @ [A_1.T | ... ]: one output basis for all heads
+    basis, factors, _, rep = fasvd.factor_shared(o, n_heads=6, kind="O", rank=4,
+                                                 out_dtype="f64")
+    O = per_head(o, 6, 8, "cols")
+    assert rep["heads"] == 6 and basis.shape == (4, 40) and factors.shape == (6, 8, 4)
+    stack = np.vstack(O)
+    lost = sum(np.linalg.norm(O[i] - factors[i] @ basis) ** 2 for i in range(6))
+    assert abs(lost / np.linalg.norm(stack) ** 2 -
+               np.sum(svals(stack)[4:] ** 2) / np.linalg.norm(stack) ** 2) <= 1e-12
+    with pytest.raises(fasvd.InvalidArgument):
+        fasvd.factor_shared([k, v], n_heads=[2], kind="K")
+
+
+def test_factor_calibrated_whitening():
+    """Activation-aware factors (SVD-LLM): the activation-space loss
+    ||(W - AB) X^T||^2 / ||W X^T||^2 is the optimum sum_{i>r} s_i(W S)^2 of the
+    whitened matrix (S: Cholesky of X^T X) and beats plain SVD's; a
+    singular X^T X (fewer tokens than inputs) is regularised."""
+    w = rng.standard_normal((24, 16))
+    x = rng.standard_normal((60, 16)) * np.logspace(0, -2, 16)
+    g = x.T @ x
+    s = np.linalg.cholesky(g)
+
+    def act(a, b):
+        return np.linalg.norm((w - a @ b) @ x.T) ** 2 / np.linalg.norm(w @ x.T) ** 2
+
+    for r in (2, 5, 9):
+        A, B, rep = fasvd.factor(w, rank=r, out_dtype="f64", calibration=g, verify=True)
+        sv = svals(w @ s)
+        opt = np.sum(sv[r:] ** 2) / np.sum(sv ** 2)
+        assert abs(act(A, B) - opt) <= 1e-4 * opt
+        assert abs(rep["act_energy_lost"] - act(A, B)) <= 1e-10
+        assert abs(rep["energy_lost"] - np.linalg.norm(w - A @ B) ** 2 /
+                   np.linalg.norm(w) ** 2) <= 1e-10
+        P, Q, prep = fasvd.factor(w, rank=r, out_dtype="f64", calibration=g, whiten=False)
+        assert act(A, B) < act(P, Q) and abs(prep["act_energy_lost"] - act(P, Q)) <= 1e-10
+        assert prep["energy_lost"] < rep["energy_lost"] and prep["act_optimal_energy_lost"] is None
+        # the Cholesky factor gives the same factors
+        C, D, _ = fasvd.factor(w, rank=r, out_dtype="f64", calibration=s,
+                               calibration_cholesky=True)
+        np.testing.assert_allclose(C @ D, A @ B, atol=1e-8)
+    x5 = x[:5]
+    A, B, rep = fasvd.factor(w, rank=5, out_dtype="f64", calibration=x5.T @ x5)
+    assert rep["calibration_shift"] > 0
+    assert np.linalg.norm((w - A @ B) @ x5.T) ** 2 <= 1e-5 * np.linalg.norm(w @ x5.T) ** 2
+    A, B, rep = fasvd.factor(w, rank=3)
+    assert rep["act_energy_lost"] is None
