@@ -87,6 +87,20 @@ static double json_num(const char *js, const char *key, double def)
 	return end == p ? def : v;
 }
 
+/* Whether "key" is present with a value other than null / false. */
+static int json_set(const char *js, const char *key)
+{
+	char pat[80];
+	snprintf(pat, sizeof pat, "\"%s\"", key);
+	const char *p = strstr(js, pat);
+	if (!p)
+		return 0;
+	p += strlen(pat);
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ':')
+		p++;
+	return strncmp(p, "null", 4) && strncmp(p, "false", 5);
+}
+
 static int read_config(config *c, const char *dir)
 {
 	char path[4096];
@@ -111,11 +125,15 @@ static int read_config(config *c, const char *dir)
 	c->eps = json_num(js, "rms_norm_eps", 1e-6);
 	c->theta = json_num(js, "rope_theta", 10000.0);
 	c->tied = json_num(js, "tie_word_embeddings", 0) != 0;
-	if (c->dim < 1 || c->hidden < 1 || c->layers < 1 || c->heads < 1 || c->kv_heads < 1 ||
+	/* what this forward pass does not implement is refused, not ignored */
+	if (!strstr(js, "\"llama\"") || json_set(js, "rope_scaling") ||
+	    json_set(js, "attention_bias") || json_set(js, "mlp_bias") ||
+	    json_set(js, "text_config") || n == sizeof js - 1 ||
+	    c->dim < 1 || c->hidden < 1 || c->layers < 1 || c->heads < 1 || c->kv_heads < 1 ||
 	    c->heads % c->kv_heads || c->head_dim < 2 || c->head_dim % 2 || c->vocab < 1 ||
 	    c->max_pos < 1) {
-		fprintf(stderr, "llama_onload: %s: not a Llama configuration this program runs\n",
-		        path);
+		fprintf(stderr, "llama_onload: %s: not a Llama configuration this program runs "
+		        "(model_type llama without rope_scaling or biases, under 16 KiB)\n", path);
 		return -1;
 	}
 	return 0;

@@ -136,6 +136,17 @@ def check_errors():
            "an unknown option: usage, exit status 2", err)
     rc, out, err = run(os.path.join(STORIES, "missing"))
     report(rc == 1 and "config.json" in err, "a missing model: exit 1 naming config.json", err)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(STORIES, "config.json")) as f:
+            cfg = json.load(f)
+        cfg["rope_scaling"] = {"type": "linear", "factor": 2.0}
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        os.symlink(os.path.abspath(os.path.join(STORIES, "model.safetensors")),
+                   os.path.join(tmp, "model.safetensors"))
+        rc, out, err = run(tmp)
+    report(rc == 1 and out == "" and "rope_scaling" in err,
+           "a configuration it does not implement (rope_scaling) is refused", err)
     rc, out, err = run(STORIES, "--prompt", "1,99999")
     report(rc == 1 and "--prompt" in err, "a token id out of the vocabulary is refused", err)
 
