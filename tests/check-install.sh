@@ -6,9 +6,10 @@
 #   meson install --destdir TMP, then check that TMP holds libfasvd.so.0 (and
 #   the libfasvd.so link), fasvd.pc, bin/fasvd, every include/fasvd/*.h and
 #   the headers generated from include/fasvd/*.h.in; build every examples/*.c
-#   with `CC prog.c $(pkg-config --cflags --libs fasvd)` against that tree
-#   only (PKG_CONFIG_SYSROOT_DIR); run the installed `fasvd --version`
-#   against the installed library.
+#   with `CC prog.c $(pkg-config --cflags --libs fasvd) -lm` against that
+#   tree only (PKG_CONFIG_SYSROOT_DIR; -lm: an example using <math.h> links
+#   it itself); run the installed `fasvd --version` against the installed
+#   library.
 #
 #   With FASVD_CHECK_PYTHON set (the interpreter meson installs the Python
 #   package for): the installed package holds every bindings/python/fasvd/*.py
@@ -125,8 +126,8 @@ for ex in "${examples[@]}"; do
 	[ -e "$ex" ] || continue
 	name=${ex##*/}
 	# shellcheck disable=SC2086 # flags is a word list by design
-	"${cc[@]}" -Wall -Wextra -Werror "$ex" $flags -o "$tmp/${name%.c}" >"$log" 2>&1
-	result $? "examples/$name builds with \$(pkg-config --cflags --libs fasvd)" "$log"
+	"${cc[@]}" -Wall -Wextra -Werror "$ex" $flags -lm -o "$tmp/${name%.c}" >"$log" 2>&1
+	result $? "examples/$name builds with \$(pkg-config --cflags --libs fasvd) -lm" "$log"
 done
 
 if [ -n "$bin" ]; then
