@@ -1530,7 +1530,10 @@ static int role_index(const char *role)
 		[FASVD__R_V] = "v_proj",       [FASVD__R_O] = "o_proj",
 		[FASVD__R_QKV] = "qkv_proj",   [FASVD__R_QA] = "q_a_proj",
 		[FASVD__R_QB] = "q_b_proj",    [FASVD__R_KVA] = "kv_a_proj_with_mqa",
-		[FASVD__R_KVB] = "kv_b_proj",
+		[FASVD__R_KVB] = "kv_b_proj",  [FASVD__R_IN_NORM] = "input_norm",
+		[FASVD__R_QA_NORM] = "q_a_norm", [FASVD__R_KVA_NORM] = "kv_a_norm",
+		[FASVD__R_Q_NORM] = "q_norm",  [FASVD__R_K_NORM] = "k_norm",
+		[FASVD__R_POST_NORM] = "post_attn_norm",
 	};
 	for (int r = 0; r < (int)(sizeof names / sizeof *names); r++)
 		if (role && names[r] && !strcmp(role, names[r]))
@@ -1660,9 +1663,60 @@ static int add_kept(trunc_t *t, const sel *s, held *h, fasvd_st_writer *w, uint6
 	return rc;
 }
 
+/* A norm vector of the attention block, dequantised, under its Hugging
+ * Face name: F32, or for Gemma F64 gamma = x - 1 (the converter stored
+ * x = 1 + gamma; Hugging Face's Gemma computes with 1 + gamma, which gives
+ * x back exactly). */
+static int add_norm(trunc_t *t, const fasvd_model_input *in, fasvd_st_writer *w,
+                    uint64_t *bytes)
+{
+	fasvd_tensor *x = NULL;
+	bool gemma = t->hf->norm == FASVD_NORM_RMS_GEMMA;
+	fasvd_dtype dt = gemma ? FASVD_DTYPE_F64 : FASVD_DTYPE_F32;
+	char *name = hf_name(t, in);
+	int rc = name ? fasvd_gguf_tensor(&x, t->gg, in->name) : FASVD_ENOMEM;
+	int64_t n = x ? fasvd_tensor_rows(x) * fasvd_tensor_cols(x) : 0;
+	double *v = rc ? NULL : fasvd__alloc(t->ctx, (size_t)n * sizeof *v, "a norm vector");
+	void *buf = v ? fasvd__alloc(t->ctx, (size_t)n * fasvd_dtype_size(dt), "a norm vector")
+	              : NULL;
+	if (!rc && !buf)
+		rc = FASVD_ENOMEM;
+	if (!rc && !(rc = fasvd_tensor_to_f64(v, n, FASVD_LAYOUT_ROW_MAJOR, x, 0))) {
+		for (int64_t i = 0; gemma && i < n; i++)
+			v[i] -= 1.0;
+		rc = fasvd__encode_checked(dt, v, (size_t)n, buf, NULL, in->name);
+	}
+	int64_t shape[1] = {n};
+	if (!rc && !(rc = fasvd_st_writer_add(w, name, fasvd_dtype_name(dt), 1, shape, buf,
+	                                      (uint64_t)n * fasvd_dtype_size(dt), FASVD_ST_COPY)))
+		*bytes += (uint64_t)n * fasvd_dtype_size(dt);
+	fasvd_tensor_free(x);
+	fasvd__free(t->ctx, v);
+	fasvd__free(t->ctx, buf);
+	fasvd__free(t->ctx, name);
+	return rc;
+}
+
+/* Every norm vector of the attention blocks that the model has (and the
+ * Hugging Face checkpoint names), to w. */
+static int add_norms(trunc_t *t, fasvd_st_writer *w, uint64_t *bytes)
+{
+	int rc = 0;
+	for (int64_t i = 0; i < fasvd_model_input_count(t->model) && !rc; i++) {
+		fasvd_model_input in;
+		fasvd_model_input_init(&in, sizeof in);
+		if ((rc = fasvd_model_input_get(&in, t->model, i)) || !in.is_norm || !in.present)
+			continue;
+		int r = role_index(in.role);
+		if (r >= 0 && t->hf->suffix[r])
+			rc = add_norm(t, &in, w, bytes);
+	}
+	return rc;
+}
+
 /* The one safetensors file of a GGUF output: each selected weight's
  * factors (or W', or the weight kept dense), the other attention weights
- * dequantised, in the model's order. */
+ * dequantised, in the model's order, and the norms. */
 static int write_gguf_file(trunc_t *t)
 {
 	held *hs = fasvd__calloc(t->ctx, (size_t)t->n_sels, sizeof *hs, "the factors");
@@ -1677,7 +1731,7 @@ static int write_gguf_file(trunc_t *t)
 		else if (!(rc = s->copy ? 0 : report_sel(t, s)))
 			rc = add_kept(t, s, &hs[i], w, &bytes);
 	}
-	if (!rc)
+	if (!rc && !(rc = add_norms(t, w, &bytes)))
 		rc = fasvd_st_writer_write(w, path);
 	fasvd_st_writer_free(w);
 	for (int64_t i = 0; hs && i < t->n_sels; i++) {
