@@ -10,6 +10,10 @@
  * factors of one shard at most are held in memory), then the index,
  * config.json with its "fasvd_lowrank" section and the other small files,
  * and finally one rename of the folder.
+ *
+ * A GGUF model (truncate_gguf) is not rewritten: its attention weights and
+ * norms, dequantised, go to a new safetensors file under their Hugging Face
+ * names, with a config.json synthesised from its metadata.
  */
 #include "factor/factor_int.h"
 #include "model/model_int.h"
