@@ -137,6 +137,17 @@ typedef int (*fasvd_truncate_fn)(void *arg, const fasvd_truncate_entry *e);
  *    except other weight formats (*.bin, *.pt, *.pth,
  *    *.gguf, *.ckpt, *.h5, *.msgpack, *.onnx, *.npz, *.pkl), other
  *    *.safetensors files and hidden files.
+ * model_dir may also be a GGUF model (a .gguf file, the first part of a
+ * split set, or a folder without config.json holding one; docs/gguf.md):
+ * out_dir then gets one model.safetensors holding only the model's attention
+ * weights (the selected ones as factors, or W' for the dense format; the
+ * others, and those kept dense, dequantised) and their norm vectors, named
+ * as the Hugging Face checkpoint of the architecture names them, and a
+ * config.json synthesised from the metadata with the section (each entry
+ * also gives its "gguf_name"); the weights are dequantised exactly,
+ * factors F32 by default for ggml block types. Architectures whose GGUF
+ * layout differs from the Hugging Face one (gpt2, gptneox, deepseek2 with
+ * attn_k_b / attn_v_b) are refused with FASVD_EARCH.
  * Memory: one weight's factorisation workspace (fasvd_factor_workspace())
  * plus the factors of one output shard; the checkpoint is mapped, never
  * copied (its pages are read as they are written out).

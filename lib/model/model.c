@@ -298,7 +298,11 @@ static int detect_prefix(fasvd_model *m)
 			for (int i = 0; i < ne; i++) {
 				if (!tensor_name(name, sizeof name, a->prefixes[p], l, a->suffix[e[i].role]))
 					continue;
-				if (ckpt_has(m, name)) {
+				fasvd_st_info fi;
+				fasvd_st_info_init(&fi, sizeof fi);
+				/* a weight written by fasvd truncate as factors counts */
+				if (ckpt_has(m, name) ||
+				    (m->st && fasvd__factored_info(m->st, name, &fi))) {
 					m->prefix = a->prefixes[p];
 					return 0;
 				}

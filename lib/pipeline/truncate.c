@@ -10,6 +10,10 @@
  * factors of one shard at most are held in memory), then the index,
  * config.json with its "fasvd_lowrank" section and the other small files,
  * and finally one rename of the folder.
+ *
+ * A GGUF model (truncate_gguf) is not rewritten: its attention weights and
+ * norms, dequantised, go to a new safetensors file under their Hugging Face
+ * names, with a config.json synthesised from its metadata.
  */
 #include "factor/factor_int.h"
 #include "model/model_int.h"
@@ -97,7 +101,10 @@ static bool copy_extra(const char *name, bool top)
 /* ------------------------------------------------------------ the plan */
 
 typedef struct sel {
-	const char *name;       /* borrowed from st */
+	const char *name;       /* borrowed from st (GGUF: own_name) */
+	char *own_name;         /* GGUF: the Hugging Face name written (owned) */
+	const char *gguf_name;  /* GGUF: the tensor read (borrowed from gg), else NULL */
+	int copy;               /* GGUF: not selected, written dequantised (not reported) */
 	const char *role;       /* borrowed from the model, or NULL */
 	const char *scale_name; /* "<name>_scale_inv" when present (owned), else NULL */
 	char *a_name, *b_name;  /* owned */
@@ -118,6 +125,8 @@ typedef struct trunc {
 	fasvd_model *model;
 	const fasvd_st *st;
 	fasvd_st *own_st;        /* without a model: the checkpoint opened here */
+	fasvd_gguf *gg;          /* a GGUF model: its file (then st is NULL) */
+	const fasvd__arch *hf;   /* GGUF: the Hugging Face architecture named in the output */
 	fasvd_model_info info;
 	bool have_model;
 	fasvd_factor_opts fo;    /* validated factor options */
@@ -128,6 +137,7 @@ typedef struct trunc {
 	sel *sels;
 	int64_t n_sels;
 	int64_t n_skipped;         /* only_if_smaller: sels kept unchanged */
+	int64_t n_copies;          /* GGUF: sels not selected, written dequantised */
 	char *tmp;               /* temporary output folder */
 	char *index_path;        /* sharded input: its index file, or NULL */
 	json_t *index;           /* its parsed index, or NULL */
@@ -163,7 +173,7 @@ static bool dense_out(const trunc_t *t)
  * it gets the loader, the auto_map and its own model_type. */
 static bool hf_factors(const trunc_t *t)
 {
-	return !dense_out(t) && json_is_string(json_object_get(t->config, "model_type")) &&
+	return !dense_out(t) && !t->gg && json_is_string(json_object_get(t->config, "model_type")) &&
 	       t->config_text;
 }
 
@@ -196,6 +206,20 @@ static int dtype_ok(const char *dt, fasvd_dtype *out)
 	return fasvd_dtype_from_name(out, dt) == 0;
 }
 
+/* The dtype W' (dense format) or a kept-dense GGUF weight is written in:
+ * the weight's own, or the factor dtype for a ggml block type. */
+static fasvd_dtype dense_dtype(const sel *s)
+{
+	return fasvd_dtype_size(s->in_dtype) ? s->in_dtype : s->dtype;
+}
+
+/* The weight of s, decoded on demand from the checkpoint. */
+static int sel_tensor(const trunc_t *t, const sel *s, fasvd_tensor **w)
+{
+	return t->gg ? fasvd_gguf_tensor(w, t->gg, s->gguf_name)
+	             : fasvd_st_tensor(w, t->st, s->name, 0);
+}
+
 /* The calibration Gram of s, "<module>.input_gram" for a weight
  * "<module>.weight" (else "<name>.input_gram"): its name into s->gram_name;
  * FASVD_ENOTFOUND when the file has none, FASVD_ESHAPE when it is not
@@ -225,6 +249,18 @@ static int find_gram(trunc_t *t, sel *s)
 	return 0;
 }
 
+/* The default factor dtype: the weight's own for F32/F16/BF16, F32 for
+ * F64 and the ggml block types (dequantised exactly), BF16 for FP8. */
+static fasvd_dtype default_dtype(fasvd_dtype in)
+{
+	if (in == FASVD_DTYPE_F32 || in == FASVD_DTYPE_F16 || in == FASVD_DTYPE_BF16)
+		return in;
+	return in == FASVD_DTYPE_F8_E4M3 || in == FASVD_DTYPE_F8_E5M2 ? FASVD_DTYPE_BF16
+	                                                              : FASVD_DTYPE_F32;
+}
+
+static int init_sel(trunc_t *t, sel *s, const fasvd_st_info *info, const char *name);
+
 static int add_sel(trunc_t *t, const char *name, const char *role)
 {
 	fasvd_st_info info;
@@ -239,15 +275,18 @@ static int add_sel(trunc_t *t, const char *name, const char *role)
 	if (!dtype_ok(info.dtype, &s->in_dtype) || info.ndim != 2)
 		return fasvd__error(FASVD_EDTYPE, "%s: tensor '%s' (%s, %d-D) is not a 2-D float weight",
 		                    t->fn, name, info.dtype, info.ndim);
-	s->rows = info.shape[0];
-	s->cols = info.shape[1];
-	fasvd_dtype fd = t->o->dtype;
-	if (!fd)
-		fd = s->in_dtype == FASVD_DTYPE_F32 || s->in_dtype == FASVD_DTYPE_F16 ||
-		             s->in_dtype == FASVD_DTYPE_BF16
-		         ? s->in_dtype
-		     : s->in_dtype == FASVD_DTYPE_F64 ? FASVD_DTYPE_F32
-		                                      : FASVD_DTYPE_BF16;
+	return init_sel(t, s, &info, name);
+}
+
+/* The rest of s (its dtype, heads, factor names ...) from its info; s
+ * joins the selection. */
+static int init_sel(trunc_t *t, sel *s, const fasvd_st_info *info, const char *name)
+{
+	int rc;
+	const char *role = s->role;
+	s->rows = info->shape[0];
+	s->cols = info->shape[1];
+	fasvd_dtype fd = t->o->dtype ? t->o->dtype : default_dtype(s->in_dtype);
 	s->dtype = fd;
 	s->heads = 1;
 	if (t->o->per_head && role) {
@@ -273,6 +312,8 @@ static int add_sel(trunc_t *t, const char *name, const char *role)
 	snprintf(s->a_name, nl + 3, "%s.A", name);
 	snprintf(s->b_name, nl + 3, "%s.B", name);
 	t->n_sels++;
+	if (t->gg)
+		return t->calib && !s->copy ? find_gram(t, s) : 0;
 	if (fasvd_st_find(NULL, t->st, s->a_name) == 0 || fasvd_st_find(NULL, t->st, s->b_name) == 0)
 		return fasvd__error(FASVD_EINVAL,
 		                    "%s: the checkpoint already has a tensor '%s' or '%s': was it "
@@ -443,6 +484,8 @@ static int decide_skips(trunc_t *t)
 {
 	for (int64_t i = 0; i < t->n_sels; i++) {
 		sel *s = &t->sels[i];
+		if (s->copy)
+			continue;
 		fasvd_factor_opts o;
 		factor_opts_for(t, s, &o, NULL);
 		int64_t rh = s->rows / s->heads, p = rh < s->cols ? rh : s->cols, r;
@@ -452,7 +495,7 @@ static int decide_skips(trunc_t *t)
 			fasvd_tensor *w = NULL, *g = NULL;
 			int rc = factor_opts_for(t, s, &o, &g);
 			if (!rc)
-				rc = fasvd_st_tensor(&w, t->st, s->name, 0);
+				rc = sel_tensor(t, s, &w);
 			if (!rc)
 				rc = fasvd_factor_rank(&r, t->ctx, w, &o, NULL);
 			fasvd_tensor_free(w);
@@ -481,7 +524,7 @@ static int report_sel(trunc_t *t, const sel *s);
 static int nothing_smaller(trunc_t *t, const char *model_dir)
 {
 	for (int64_t i = 0; i < t->n_sels; i++) {
-		int rc = report_sel(t, &t->sels[i]);
+		int rc = t->sels[i].copy ? 0 : report_sel(t, &t->sels[i]);
 		if (rc)
 			return rc;
 	}
@@ -491,13 +534,13 @@ static int nothing_smaller(trunc_t *t, const char *model_dir)
 	                    "(rank·(rows + cols) >= rows·cols); no output written (a lower rank "
 	                    "or energy loss makes them smaller; only_if_smaller = 0, the CLI's "
 	                    "--allow-larger, writes them anyway)",
-	                    model_dir, (long long)t->n_sels);
+	                    model_dir, (long long)(t->n_sels - t->n_copies));
 }
 
 static int factor_one(trunc_t *t, sel *s, held *h)
 {
 	fasvd_tensor *w = NULL;
-	int rc = fasvd_st_tensor(&w, t->st, s->name, 0);
+	int rc = sel_tensor(t, s, &w);
 	if (rc)
 		return rc;
 	fasvd_factor_opts o;
@@ -632,7 +675,8 @@ static int add_dense(trunc_t *t, const sel *s, held *h, fasvd_st_writer *w, uint
 	double *a = fasvd__alloc(t->ctx, (size_t)(rows * in) * sizeof(double), "factor A");
 	double *b = fasvd__alloc(t->ctx, (size_t)(hd * in * cols) * sizeof(double), "factor B");
 	double *p = fasvd__alloc(t->ctx, n * sizeof(double), "dense product");
-	h->dense = fasvd__alloc(t->ctx, n * fasvd_dtype_size(s->in_dtype), "dense weight");
+	fasvd_dtype dt = dense_dtype(s);
+	h->dense = fasvd__alloc(t->ctx, n * fasvd_dtype_size(dt), "dense weight");
 	int rc = !a || !b || !p || !h->dense ? FASVD_ENOMEM : 0;
 	if (!rc && !(rc = fasvd_tensor_to_f64(a, in, FASVD_LAYOUT_ROW_MAJOR, h->a, 0)) &&
 	    !(rc = fasvd_tensor_to_f64(b, cols, FASVD_LAYOUT_ROW_MAJOR, h->b, 0))) {
@@ -641,11 +685,11 @@ static int add_dense(trunc_t *t, const sel *s, held *h, fasvd_st_writer *w, uint
 			            (blasint)cols, (blasint)in, 1.0, a + k * rh * in, (blasint)in,
 			            b + k * in * cols, (blasint)cols, 0.0, p + k * rh * cols,
 			            (blasint)cols);
-		rc = fasvd__encode_checked(s->in_dtype, p, n, h->dense, NULL, s->name);
+		rc = fasvd__encode_checked(dt, p, n, h->dense, NULL, s->name);
 	}
 	int64_t shape[2] = {rows, cols};
-	uint64_t nb = (uint64_t)n * fasvd_dtype_size(s->in_dtype);
-	if (!rc && !(rc = fasvd_st_writer_add(w, s->name, fasvd_dtype_name(s->in_dtype), 2, shape,
+	uint64_t nb = (uint64_t)n * fasvd_dtype_size(dt);
+	if (!rc && !(rc = fasvd_st_writer_add(w, s->name, fasvd_dtype_name(dt), 2, shape,
 	                                      h->dense, nb, FASVD_ST_BORROW)))
 		*bytes += nb;
 	fasvd__free(t->ctx, a);
@@ -760,6 +804,11 @@ static int add_entry(const trunc_t *t, const sel *s, json_t *tens)
 	                                                 (json_int_t)s->cols));
 	bad |= json_object_set_new(e, "dtype", json_string(fasvd_dtype_name(s->dtype)));
 	bad |= json_object_set_new(e, "source_dtype", json_string(fasvd_dtype_name(s->in_dtype)));
+	if (s->gguf_name)
+		bad |= json_object_set_new(e, "gguf_name", json_string(s->gguf_name));
+	if (dense_out(t) && dense_dtype(s) != s->in_dtype)
+		bad |= json_object_set_new(e, "dense_dtype",
+		                           json_string(fasvd_dtype_name(dense_dtype(s))));
 	bad |= json_object_set_new(e, "energy_lost", jreal(s->rep.energy_lost));
 	if (s->rep.act_energy_lost >= 0)
 		bad |= json_object_set_new(e, "activation_energy_lost",
@@ -872,9 +921,9 @@ static int check_out(const char *fn, const char *model_dir, const char *out_dir)
 		return fasvd__error(errno == ENOENT ? FASVD_ENOTFOUND : FASVD_EIO, "%s: %s: %s", fn,
 		                    model_dir, strerror(errno));
 	fasvd__format f = S_ISDIR(sm.st_mode) ? FASVD__FORMAT_UNKNOWN : fasvd__sniff_file(model_dir);
-	if (f != FASVD__FORMAT_UNKNOWN && f != FASVD__FORMAT_SAFETENSORS)
+	if (f != FASVD__FORMAT_UNKNOWN && f != FASVD__FORMAT_SAFETENSORS && f != FASVD__FORMAT_GGUF)
 		return fasvd__error_prefix(fasvd__format_error(model_dir, f), "%s", fn);
-	if (!S_ISDIR(sm.st_mode))
+	if (!S_ISDIR(sm.st_mode) && f != FASVD__FORMAT_GGUF)
 		return fasvd__error(FASVD_EINVAL, "%s: %s is not a model folder", fn, model_dir);
 	if (stat(out_dir, &so) == 0) {
 		if (so.st_dev == sm.st_dev && so.st_ino == sm.st_ino)
@@ -936,6 +985,65 @@ static char *make_tmp(fasvd_ctx *ctx, const char *out_dir, const char *dst)
 	return t;
 }
 
+/* ---------------------------------------------------------------- GGUF */
+
+/* The Hugging Face model_type whose checkpoint layout a GGUF architecture
+ * keeps (docs/gguf.md): its factors are named as that checkpoint names the
+ * weights. GPT-2 (Conv1D), GPT-NeoX (per-head [q ; k ; v]) and DeepSeek's
+ * attn_k_b / attn_v_b split store them otherwise: not listed. */
+static const char *const gguf_hf[][2] = {
+	{"llama", "llama"}, {"qwen2", "qwen2"}, {"qwen3", "qwen3"}, {"gemma", "gemma"},
+	{"gemma2", "gemma2"}, {"gemma3", "gemma3_text"}, {"phi3", "phi3"}, {"bert", "bert"},
+	{"deepseek2", "deepseek_v2"},
+};
+
+/* The synthesised config.json of the GGUF model with the Hugging Face
+ * model_type, into t->config (written by jansson with the section). */
+static int gguf_config(trunc_t *t, const char *hf_type)
+{
+	json_error_t err;
+	json_decref(t->config);
+	t->config = json_loads(fasvd_model_config_json(t->model), 0, &err);
+	if (!t->config || json_object_set_new(t->config, "model_type", json_string(hf_type)))
+		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
+	json_t *q = json_object_get(t->config, "q_lora_rank");
+	/* no query compression: null, as DeepSeek-V2-Lite's config says */
+	if (json_is_integer(q) && json_integer_value(q) == 0)
+		json_object_set_new(t->config, "q_lora_rank", json_null());
+	fasvd__free(t->ctx, t->config_text);
+	t->config_text = NULL;
+	return 0;
+}
+
+/* A GGUF model: its file opened for the tensors, the Hugging Face
+ * architecture its output is named after, its config. */
+static int open_gguf(trunc_t *t)
+{
+	const char *arch = t->info.arch ? t->info.arch : "";
+	const char *hf = NULL;
+	for (size_t i = 0; i < sizeof gguf_hf / sizeof *gguf_hf; i++)
+		if (!strcmp(arch, gguf_hf[i][0]))
+			hf = gguf_hf[i][1];
+	int64_t first, count;
+	fasvd_model_input in;
+	fasvd_model_input_init(&in, sizeof in);
+	/* the attn_k_b / attn_v_b split has a "k_b_proj" input */
+	for (int64_t i = 0; hf && !fasvd_model_layer_inputs(&first, &count, t->model, 0) &&
+	                    i < count && !fasvd_model_input_get(&in, t->model, first + i);
+	     i++)
+		if (in.role && !strcmp(in.role, "k_b_proj"))
+			hf = NULL;
+	if (!hf || !(t->hf = fasvd__arch_find(hf)))
+		return fasvd__error(FASVD_EARCH,
+		                    "%s: fasvd truncate does not yet write GGUF %s models (their "
+		                    "attention weights are stored in another layout than the Hugging "
+		                    "Face checkpoint's; docs/gguf.md lists the architectures it "
+		                    "writes); fasvd analyze reads them",
+		                    t->info.config_path, arch);
+	int rc = fasvd_gguf_open(&t->gg, t->ctx, t->info.config_path);
+	return rc ? rc : gguf_config(t, hf);
+}
+
 /* -------------------------------------------------------------- driver */
 
 static int open_checkpoint(trunc_t *t, const char *model_dir)
@@ -947,13 +1055,7 @@ static int open_checkpoint(trunc_t *t, const char *model_dir)
 		if ((rc = fasvd_model_info_get(&t->info, t->model)))
 			return rc;
 		t->st = fasvd_model_checkpoint(t->model);
-		if (!t->st) /* a GGUF model (docs/gguf.md) */
-			return fasvd__error(FASVD_EFORMAT,
-			                    "%s is a GGUF model: fasvd truncate rewrites safetensors "
-			                    "checkpoints only; analyse it with fasvd analyze, or "
-			                    "convert it to a Hugging Face folder first (docs/gguf.md)",
-			                    model_dir);
-		return 0;
+		return t->st ? 0 : open_gguf(t); /* a GGUF model (docs/gguf.md) */
 	}
 	/* Without a supported architecture, patterns still name the tensors. */
 	if ((rc != FASVD_EARCH && rc != FASVD_ENOTFOUND) || t->o->n_patterns == 0 ||
@@ -1410,16 +1512,259 @@ static void trunc_free(trunc_t *t)
 		fasvd__free(t->ctx, t->sels[i].b_name);
 		fasvd__free(t->ctx, (char *)t->sels[i].scale_name);
 		fasvd__free(t->ctx, t->sels[i].gram_name);
+		fasvd__free(t->ctx, t->sels[i].own_name);
 	}
 	fasvd__free(t->ctx, t->sels);
 	fasvd__free(t->ctx, t->shard_of);
 	fasvd__free(t->ctx, t->sel_of);
 	fasvd__free(t->ctx, t->drop);
 	fasvd_st_free(t->calib);
+	fasvd_gguf_free(t->gg);
 	if (t->have_model)
 		fasvd_model_free(t->model);
 	else
 		fasvd_st_free(t->own_st);
+}
+
+/* The role of the table of a model input's role name. */
+static int role_index(const char *role)
+{
+	static const char *const names[] = {
+		[FASVD__R_Q] = "q_proj",       [FASVD__R_K] = "k_proj",
+		[FASVD__R_V] = "v_proj",       [FASVD__R_O] = "o_proj",
+		[FASVD__R_QKV] = "qkv_proj",   [FASVD__R_QA] = "q_a_proj",
+		[FASVD__R_QB] = "q_b_proj",    [FASVD__R_KVA] = "kv_a_proj_with_mqa",
+		[FASVD__R_KVB] = "kv_b_proj",  [FASVD__R_IN_NORM] = "input_norm",
+		[FASVD__R_QA_NORM] = "q_a_norm", [FASVD__R_KVA_NORM] = "kv_a_norm",
+		[FASVD__R_Q_NORM] = "q_norm",  [FASVD__R_K_NORM] = "k_norm",
+		[FASVD__R_POST_NORM] = "post_attn_norm",
+	};
+	for (int r = 0; r < (int)(sizeof names / sizeof *names); r++)
+		if (role && names[r] && !strcmp(role, names[r]))
+			return r;
+	return -1;
+}
+
+/* The Hugging Face name of GGUF model input `in` (its layer and role under
+ * the architecture's first prefix), owned; NULL when out of memory or the
+ * role has no Hugging Face tensor. */
+static char *hf_name(const trunc_t *t, const fasvd_model_input *in)
+{
+	int r = role_index(in->role);
+	const char *suffix = r >= 0 ? t->hf->suffix[r] : NULL;
+	const char *pre = t->hf->prefixes[0], *d = strstr(pre, "%d");
+	if (!suffix || !d)
+		return NULL;
+	char buf[512];
+	int n = snprintf(buf, sizeof buf, "%.*s%lld%s%s", (int)(d - pre), pre,
+	                 (long long)in->layer, d + 2, suffix);
+	return n > 0 && (size_t)n < sizeof buf ? fasvd__strdup(t->ctx, buf) : NULL;
+}
+
+/* Whether a GGUF weight is selected: by the patterns (on its GGUF or its
+ * Hugging Face name; hits counted), or by default. */
+static bool gguf_selected(const trunc_t *t, const char *gname, const char *hname, int64_t *hits)
+{
+	bool match = t->o->n_patterns == 0;
+	for (int64_t p = 0; p < t->o->n_patterns; p++)
+		if (fnmatch(t->o->patterns[p], gname, 0) == 0 ||
+		    fnmatch(t->o->patterns[p], hname, 0) == 0) {
+			hits[p]++;
+			match = true;
+		}
+	return match;
+}
+
+/* One GGUF attention weight into the selection, named hname (owned);
+ * copy: not selected (written dequantised). */
+static int add_gguf_sel(trunc_t *t, const fasvd_model_input *in, char *hname, bool copy)
+{
+	sel *s = &t->sels[t->n_sels];
+	memset(s, 0, sizeof *s);
+	s->name = s->own_name = hname;
+	s->copy = s->skipped = copy;
+	s->role = in->role;
+	fasvd_st_info info;
+	fasvd_st_info_init(&info, sizeof info);
+	int64_t before = t->n_sels;
+	int rc = fasvd__gguf_st_info(&info, t->gg, in->name);
+	if (rc || (rc = fasvd__gguf_dtype(&s->in_dtype, info.dtype)) ||
+	    (info.ndim != 2 && (rc = FASVD_ESHAPE)))
+		rc = fasvd__error(rc, "%s: GGUF tensor '%s' (%s, %d-D) is not a 2-D weight "
+		                      "libfasvd decodes",
+		                  t->fn, in->name, info.dtype ? info.dtype : "?", info.ndim);
+	s->gguf_name = info.name;
+	if (!rc)
+		rc = init_sel(t, s, &info, hname);
+	if (rc && t->n_sels == before) { /* not in the selection: freed here */
+		fasvd__free(t->ctx, hname);
+		s->name = s->own_name = NULL;
+	}
+	return rc;
+}
+
+/* The attention weights of a GGUF model to replace: every one, or those
+ * the patterns match (the others are sels too, marked copy). */
+static int select_gguf(trunc_t *t)
+{
+	int64_t n = fasvd_model_input_count(t->model), np = t->o->n_patterns;
+	t->sels = fasvd__calloc(t->ctx, (size_t)(n > 0 ? n : 1), sizeof *t->sels, "the selection");
+	int64_t *hits = fasvd__calloc(t->ctx, (size_t)(np > 0 ? np : 1), sizeof *hits,
+	                              "pattern counts");
+	int rc = !t->sels || !hits ? FASVD_ENOMEM : 0;
+	for (int64_t p = 0; p < np && !rc; p++)
+		if (!t->o->patterns[p])
+			rc = fasvd__error(FASVD_EINVAL, "%s: patterns[%lld] is NULL", t->fn, (long long)p);
+	for (int64_t i = 0; i < n && !rc; i++) {
+		fasvd_model_input in;
+		fasvd_model_input_init(&in, sizeof in);
+		if ((rc = fasvd_model_input_get(&in, t->model, i)))
+			break;
+		if (in.is_norm || !in.present)
+			continue;
+		char *hname = hf_name(t, &in);
+		if (!hname) {
+			rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (a tensor name)", t->fn);
+			break;
+		}
+		bool copy = !gguf_selected(t, in.name, hname, hits);
+		if (!(rc = add_gguf_sel(t, &in, hname, copy)) && copy)
+			t->n_copies++;
+	}
+	for (int64_t p = 0; p < np && !rc; p++)
+		if (hits[p] == 0)
+			rc = fasvd__error(FASVD_EINVAL,
+			                  "%s: pattern '%s' matches no attention weight of the GGUF "
+			                  "model (GGUF or Hugging Face names)",
+			                  t->fn, t->o->patterns[p]);
+	if (!rc && t->n_sels == 0)
+		rc = fasvd__error(FASVD_ENOTFOUND, "%s: the GGUF model has no attention weight",
+		                  t->fn);
+	t->n_skipped = t->n_copies;
+	fasvd__free(t->ctx, hits);
+	return rc;
+}
+
+/* A GGUF weight kept (only_if_smaller) or not selected: written
+ * dequantised, in the dtype of dense_dtype(), under its Hugging Face name. */
+static int add_kept(trunc_t *t, const sel *s, held *h, fasvd_st_writer *w, uint64_t *bytes)
+{
+	size_t n = (size_t)(s->rows * s->cols);
+	fasvd_dtype dt = dense_dtype(s);
+	fasvd_tensor *x = NULL;
+	double *p = fasvd__alloc(t->ctx, n * sizeof(double), "a dequantised weight");
+	h->dense = fasvd__alloc(t->ctx, n * fasvd_dtype_size(dt), "a dequantised weight");
+	int rc = !p || !h->dense ? FASVD_ENOMEM : sel_tensor(t, s, &x);
+	if (!rc && !(rc = fasvd_tensor_to_f64(p, s->cols, FASVD_LAYOUT_ROW_MAJOR, x, 0)))
+		rc = fasvd__encode_checked(dt, p, n, h->dense, NULL, s->name);
+	int64_t shape[2] = {s->rows, s->cols};
+	uint64_t nb = (uint64_t)n * fasvd_dtype_size(dt);
+	if (!rc && !(rc = fasvd_st_writer_add(w, s->name, fasvd_dtype_name(dt), 2, shape, h->dense,
+	                                      nb, FASVD_ST_BORROW)))
+		*bytes += nb;
+	fasvd_tensor_free(x);
+	fasvd__free(t->ctx, p);
+	return rc;
+}
+
+/* A norm vector of the attention block, dequantised, under its Hugging
+ * Face name: F32, or for Gemma F64 gamma = x - 1 (the converter stored
+ * x = 1 + gamma; Hugging Face's Gemma computes with 1 + gamma, which gives
+ * x back exactly). */
+static int add_norm(trunc_t *t, const fasvd_model_input *in, fasvd_st_writer *w,
+                    uint64_t *bytes)
+{
+	fasvd_tensor *x = NULL;
+	bool gemma = t->hf->norm == FASVD_NORM_RMS_GEMMA;
+	fasvd_dtype dt = gemma ? FASVD_DTYPE_F64 : FASVD_DTYPE_F32;
+	char *name = hf_name(t, in);
+	int rc = name ? fasvd_gguf_tensor(&x, t->gg, in->name) : FASVD_ENOMEM;
+	int64_t n = x ? fasvd_tensor_rows(x) * fasvd_tensor_cols(x) : 0;
+	double *v = rc ? NULL : fasvd__alloc(t->ctx, (size_t)n * sizeof *v, "a norm vector");
+	void *buf = v ? fasvd__alloc(t->ctx, (size_t)n * fasvd_dtype_size(dt), "a norm vector")
+	              : NULL;
+	if (!rc && !buf)
+		rc = FASVD_ENOMEM;
+	if (!rc && !(rc = fasvd_tensor_to_f64(v, n, FASVD_LAYOUT_ROW_MAJOR, x, 0))) {
+		for (int64_t i = 0; gemma && i < n; i++)
+			v[i] -= 1.0;
+		rc = fasvd__encode_checked(dt, v, (size_t)n, buf, NULL, in->name);
+	}
+	int64_t shape[1] = {n};
+	if (!rc && !(rc = fasvd_st_writer_add(w, name, fasvd_dtype_name(dt), 1, shape, buf,
+	                                      (uint64_t)n * fasvd_dtype_size(dt), FASVD_ST_COPY)))
+		*bytes += (uint64_t)n * fasvd_dtype_size(dt);
+	fasvd_tensor_free(x);
+	fasvd__free(t->ctx, v);
+	fasvd__free(t->ctx, buf);
+	fasvd__free(t->ctx, name);
+	return rc;
+}
+
+/* Every norm vector of the attention blocks that the model has (and the
+ * Hugging Face checkpoint names), to w. */
+static int add_norms(trunc_t *t, fasvd_st_writer *w, uint64_t *bytes)
+{
+	int rc = 0;
+	for (int64_t i = 0; i < fasvd_model_input_count(t->model) && !rc; i++) {
+		fasvd_model_input in;
+		fasvd_model_input_init(&in, sizeof in);
+		if ((rc = fasvd_model_input_get(&in, t->model, i)) || !in.is_norm || !in.present)
+			continue;
+		int r = role_index(in.role);
+		if (r >= 0 && t->hf->suffix[r])
+			rc = add_norm(t, &in, w, bytes);
+	}
+	return rc;
+}
+
+/* The one safetensors file of a GGUF output: each selected weight's
+ * factors (or W', or the weight kept dense), the other attention weights
+ * dequantised, in the model's order, and the norms. */
+static int write_gguf_file(trunc_t *t)
+{
+	held *hs = fasvd__calloc(t->ctx, (size_t)t->n_sels, sizeof *hs, "the factors");
+	char *path = fasvd__path_join(t->ctx, t->tmp, "model.safetensors");
+	fasvd_st_writer *w = NULL;
+	uint64_t bytes = 0;
+	int rc = !hs || !path ? FASVD_ENOMEM : fasvd_st_writer_new(&w, t->ctx);
+	for (int64_t i = 0; i < t->n_sels && !rc; i++) {
+		sel *s = &t->sels[i];
+		if (!s->skipped)
+			rc = add_factored(t, s, &hs[i], w, "model.safetensors", &bytes);
+		else if (!(rc = s->copy ? 0 : report_sel(t, s)))
+			rc = add_kept(t, s, &hs[i], w, &bytes);
+	}
+	if (!rc && !(rc = add_norms(t, w, &bytes)))
+		rc = fasvd_st_writer_write(w, path);
+	fasvd_st_writer_free(w);
+	for (int64_t i = 0; hs && i < t->n_sels; i++) {
+		fasvd_tensor_free(hs[i].a);
+		fasvd_tensor_free(hs[i].b);
+		fasvd__free(t->ctx, hs[i].dense);
+	}
+	fasvd__free(t->ctx, hs);
+	fasvd__free(t->ctx, path);
+	return rc;
+}
+
+/* Truncation of a GGUF model (docs/gguf.md): a new folder of the selected
+ * attention weights' factors, named as the Hugging Face checkpoint names
+ * them, and a config.json synthesised from the metadata. */
+static int truncate_gguf(trunc_t *t, const char *model_dir, const char *out_dir,
+                         const char *dst)
+{
+	int rc;
+	if ((rc = select_gguf(t)) ||
+	    (t->o->only_if_smaller && !dense_out(t) && (rc = decide_skips(t))))
+		return rc;
+	if (t->n_skipped == t->n_sels)
+		return nothing_smaller(t, model_dir);
+	if (!(t->tmp = make_tmp(t->ctx, out_dir, dst)))
+		return fasvd_last_error()[0] ? FASVD_EIO : FASVD_ENOMEM;
+	if ((rc = write_gguf_file(t)) || (rc = write_config(t)))
+		return rc;
+	return commit_out(t, out_dir, dst);
 }
 
 int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
@@ -1445,8 +1790,13 @@ int fasvd_truncate(fasvd_ctx *ctx, const char *model_dir, const char *out_dir,
 	t.cb_arg = arg;
 	if (o.calibration && (rc = fasvd_st_open(&t.calib, t.ctx, o.calibration)))
 		goto out;
-	if ((rc = load_config(&t, model_dir)) || (rc = open_checkpoint(&t, model_dir)) ||
-	    (rc = select_tensors(&t)))
+	if ((rc = load_config(&t, model_dir)) || (rc = open_checkpoint(&t, model_dir)))
+		goto out;
+	if (t.gg) {
+		rc = truncate_gguf(&t, model_dir, out_dir, dst);
+		goto out;
+	}
+	if ((rc = select_tensors(&t)))
 		goto out;
 	/* a dense output has the weight's parameters whatever the rank: no skips */
 	if ((o.only_if_smaller && !dense_out(&t) && (rc = decide_skips(&t))) ||

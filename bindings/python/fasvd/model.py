@@ -586,7 +586,9 @@ def truncate(model_dir, out_dir, rank=None, energy_loss=None, max_rank=None, ten
             e = L.struct_from_library(ep, L.TruncateEntry, "fasvd_truncate")
             d = {"name": L.decode(e.name), "a_name": L.decode(e.a_name),
                  "b_name": L.decode(e.b_name), "role": L.decode(e.role),
-                 "skipped": bool(e.skipped), "in_dtype": _DTYPE_NAMES.get(e.in_dtype, "?"),
+                 "skipped": bool(e.skipped),
+                 "in_dtype": _DTYPE_NAMES.get(e.in_dtype)
+                 or L.decode(L.lib.fasvd_dtype_name(e.in_dtype)),  # ggml types (GGUF)
                  "dtype": _DTYPE_NAMES.get(e.dtype, "?"), "report": _factor_report(e.report)}
             entries.append(d)
             cancel = progress is not None and progress(d) is True

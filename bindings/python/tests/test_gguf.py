@@ -87,3 +87,26 @@ def test_open_gguf_folder_and_errors(tmp_path):
         assert m.info["config_path"] == path
     with fasvd.open(path) as m, pytest.raises(fasvd.NotFoundError, match="nope"):
         m.tensor("nope")
+
+
+def test_truncate_gguf(tmp_path):
+    """fasvd.truncate of a GGUF model: the Hugging Face names, the ggml type
+    reported, the optimum loss of numpy's SVD of the package's
+    dequantisation, and the weights not selected written dequantised."""
+    path, folder, hf = write_pair(tmp_path, gguf.GGMLQuantizationType.Q4_0)
+    out = str(tmp_path / "lr")
+    entries = fasvd.truncate(path, out, rank=3, tensors=["blk.1.*"])
+    assert sorted(e["name"] for e in entries) == sorted(
+        n for n in hf if n.startswith("model.layers.1.") and n.endswith("proj.weight"))
+    for e in entries:
+        assert e["in_dtype"] == "Q4_0" and e["dtype"] == "F32" and not e["skipped"]
+        s = np.linalg.svd(hf[e["name"]].astype(np.float64), compute_uv=False)
+        want = np.sum(s[3:] ** 2) / np.sum(s ** 2)
+        assert abs(e["report"]["energy_lost"] - want) <= 1e-9 * want
+    name = "model.layers.0.self_attn.q_proj.weight"
+    with fasvd.open(out) as m:
+        assert np.array_equal(m.tensor(name), hf[name].astype(np.float64))
+    with open(os.path.join(out, "config.json")) as f:
+        sec = json.load(f)["fasvd_lowrank"]
+    assert sec["tensors"]["model.layers.1.self_attn.q_proj.weight"]["gguf_name"] == \
+        "blk.1.attn_q.weight"
