@@ -101,6 +101,23 @@ static bool parse_shard(const char *s, int64_t *index, int64_t *count)
 	return true;
 }
 
+/* "D[,D...]": at most max integer offsets into out; the count or -1. */
+static int64_t parse_offsets(const char *s, int64_t *out, int64_t max)
+{
+	int64_t n = 0;
+	for (const char *p = s;; p++) {
+		char *end;
+		errno = 0;
+		long long v = strtoll(p, &end, 10);
+		if (errno || end == p || n == max || (*end && *end != ','))
+			return -1;
+		out[n++] = v;
+		if (!*end)
+			return n;
+		p = end;
+	}
+}
+
 /* Does path write standard output ("-", /dev/stdout, a link to it ...)? */
 static bool is_stdout(const char *path)
 {
@@ -144,7 +161,8 @@ static int analyze(cli *c, const char *model, const char *out, fasvd_analyze_opt
 
 static int run(cli *c, int argc, char **argv)
 {
-	const char *out = NULL, *json = NULL, *csv = NULL, *shard = NULL;
+	const char *out = NULL, *json = NULL, *csv = NULL, *shard = NULL, *rope = NULL;
+	int64_t offsets[64];
 	bool resume = false, quiet = false, force = false;
 	cli_analysis an = {0};
 	const cli_opt opts[] = {
@@ -155,6 +173,7 @@ static int run(cli *c, int argc, char **argv)
 		{"json", 0, CLI_OPT_STRING, &json, NULL, 0, 0},
 		{"csv", 0, CLI_OPT_STRING, &csv, NULL, 0, 0},
 		{"shard", 0, CLI_OPT_STRING, &shard, NULL, 0, 0},
+		{"rope-offsets", 0, CLI_OPT_STRING, &rope, NULL, 0, 0},
 		{"quiet", 'q', CLI_OPT_FLAG, &quiet, NULL, 0, 0},
 		{NULL, 0, 0, NULL, NULL, 0, 0},
 	};
@@ -175,6 +194,12 @@ static int run(cli *c, int argc, char **argv)
 		status = cli_usage_error(c, "--shard: '%s' is not I/N with 0 <= I < N", shard);
 		goto done;
 	}
+	if (rope && (ao.n_rope_offsets = parse_offsets(rope, offsets, 64)) < 0) {
+		status = cli_usage_error(c, "--rope-offsets: '%s' is not a list of at most 64 "
+		                         "integers D[,D...]", rope);
+		goto done;
+	}
+	ao.rope_offsets = rope ? offsets : NULL;
 	ao.resume = resume;
 	ao.force = force;
 	ao.json_path = json;
@@ -214,6 +239,11 @@ const cli_cmd cli_cmd_analyze = {
 	"      --tensors GLOB[,..] also the spectra of other 2-D tensors matching the\n"
 	"                          fnmatch patterns (FFN, experts ...), written as T.{name}\n"
 	"      --compute f32|f64   compute precision (default f32)\n"
+	"      --rope-offsets D[,D...]\n"
+	"                          also head.QK@D and stack.QK@D: the spectra of\n"
+	"                          W_Q^T R(D)^T W_K, the score between a query and the key\n"
+	"                          D positions before it under the model's rotary\n"
+	"                          embedding (refused for models without RoPE, MLA, GGUF)\n"
 	"      --shard I/N         only shard I (0 to N-1) of the layers and tensors,\n"
 	"                          dealt by estimated cost; `fasvd merge` joins the N\n"
 	"                          shard files into the file of a whole run\n"

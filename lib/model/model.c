@@ -265,6 +265,36 @@ static int ckpt_tensor(fasvd_tensor **t, const fasvd_model *m, const char *name)
 	return m->gg ? fasvd_gguf_tensor(t, m->gg, name) : fasvd_st_tensor(t, m->st, name, 0);
 }
 
+int fasvd__model_rope(fasvd__rope *r, const fasvd_model *m, int64_t layer)
+{
+	return fasvd__config_rope(m->ctx, r, &m->cfg, m->gg != NULL, m->dims.q_head, layer);
+}
+
+int fasvd__model_rope_heads(fasvd_heads **out, const fasvd_model *m, const fasvd_heads *q,
+                            int64_t layer, int64_t delta)
+{
+	*out = NULL;
+	fasvd__rope r;
+	int rc = fasvd__model_rope(&r, m, layer);
+	if (rc)
+		return rc;
+	double *ang = fasvd__calloc(m->ctx, (size_t)r.n_pairs, sizeof *ang, "rope angles");
+	if (!ang) {
+		fasvd__rope_clear(m->ctx, &r);
+		return FASVD_ENOMEM;
+	}
+	for (int64_t j = 0; j < r.n_pairs; j++)
+		ang[j] = (double)delta * r.inv_freq[j];
+	if (!(rc = fasvd__heads_clone(out, q)) &&
+	    (rc = fasvd__heads_set_row_rotation(*out, r.a, r.b, ang, r.n_pairs))) {
+		fasvd_heads_free(*out);
+		*out = NULL;
+	}
+	fasvd__free(m->ctx, ang);
+	fasvd__rope_clear(m->ctx, &r);
+	return rc;
+}
+
 void fasvd__model_drop_pages(const fasvd_model *m, const char *name)
 {
 	int64_t i;
