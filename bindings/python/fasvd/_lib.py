@@ -175,7 +175,8 @@ class AnalyzeOpts(ctypes.Structure):
                 ("tensor_globs", P(c_char_p)), ("n_tensor_globs", c_int64),
                 ("resume", c_int), ("json_path", c_char_p), ("csv_path", c_char_p),
                 ("progress", PROGRESS_FN), ("progress_user", c_void_p), ("force", c_int),
-                ("shard_index", c_int64), ("shard_count", c_int64)]
+                ("shard_index", c_int64), ("shard_count", c_int64),
+                ("rope_offsets", P(c_int64)), ("n_rope_offsets", c_int64)]
 
 
 class MergeOpts(ctypes.Structure):

@@ -340,7 +340,8 @@ class Model(_Handle):
 
     def analyze(self, out=None, layers=None, tau=(0.01, 0.001), fold_norms=True,
                 stack_norm="sigma1", tensors=(), threads=None, resume=False, compute="f32",
-                progress=None, json_path=None, csv_path=None, force=False, shard=None):
+                progress=None, json_path=None, csv_path=None, force=False, shard=None,
+                rope_offsets=()):
         """Run the whole analysis (``fasvd analyze``) and return a
         :class:`fasvd.Result`.
 
@@ -363,7 +364,11 @@ class Model(_Handle):
         partial spectra file (needed: shard=... requires out=) that
         :func:`fasvd.merge` joins with the other n - 1 into the file of a
         whole run; each can run in its own process or on its own node (Ray,
-        Dask, a job array).
+        Dask, a job array). ``rope_offsets``: integer offsets Δ (at most
+        64), as the CLI's --rope-offsets: the result also holds head.QK@Δ
+        and stack.QK@Δ, the spectra of W_Qᵀ·R(Δ)ᵀ·W_K (a query and the key
+        Δ positions before it under the model's rotary embedding); models
+        without RoPE, MLA and GGUF inputs raise.
         ``progress``: None, True (a line per step on stderr), or a callable
         receiving a dict (stage, layer, tensor, steps_done, steps_total,
         bytes_done, bytes_total, elapsed_s); returning True cancels. A
@@ -401,6 +406,10 @@ class Model(_Handle):
                 raise errors.InvalidArgument("shard=%r: 0 <= i < n needed" % (shard,))
             if out is None:
                 raise errors.InvalidArgument("shard= needs out= (the shard file to keep)")
+        rv = np.ascontiguousarray([int(d) for d in rope_offsets], dtype=np.int64)
+        if rv.size:
+            o.rope_offsets = rv.ctypes.data_as(L.P(L.c_int64))
+            o.n_rope_offsets = rv.size
         if json_path is not None:
             o.json_path = os.fspath(json_path).encode()
         if csv_path is not None:
