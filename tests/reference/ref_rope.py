@@ -129,6 +129,42 @@ def check(fasvd, model, out, compute):
     return n
 
 
+def check_bands(fasvd, model, out, compute):
+    """--rope-bands: each rotary pair's share of the head's QK energy,
+    |Q pair rows|_F * |K pair rows|_F normalised per head."""
+    csv = out + ".csv"
+    r = subprocess.run([fasvd, "analyze", model, "-o", out, "-q", "--force", "--compute", compute,
+                        "--rope-bands", csv], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError("fasvd analyze --rope-bands failed: " + r.stderr.strip())
+    rows = np.loadtxt(csv, delimiter=",", skiprows=1, ndmin=2)
+    st = SafeTensors(model)
+    with open(os.path.join(model, "config.json")) as fh:
+        cfg = json.load(fh)
+    n = 0
+    for layer in range(text_cfg(cfg)["num_hidden_layers"]):
+        mats, H, KV = canonical(st, cfg, layer, True)
+        f, dim = inv_freq(cfg, layer, mats["Q"][0].shape[0])
+        pairs = [[j, j + dim // 2] for j in range(dim // 2)]
+        pq = np.array([[np.linalg.norm(q[p]) for p in pairs] for q in mats["Q"]])
+        pk = np.array([[np.linalg.norm(k[p]) for p in pairs] for k in mats["K"]])
+        ref = pq * pk[np.arange(H) // (H // KV)]
+        ref /= ref.sum(axis=1, keepdims=True)
+        got = rows[rows[:, 0] == layer]
+        if got.shape[0] != ref.size:
+            raise AssertionError("layer %d: %d rows, %d expected" % (layer, got.shape[0], ref.size))
+        if not (np.array_equal(got[:, 3], np.tile([p[0] for p in pairs], H)) and
+                np.array_equal(got[:, 4], np.tile([p[1] for p in pairs], H))):
+            raise AssertionError("layer %d: wrong pair rows" % layer)
+        if np.max(np.abs(got[:, 5] - np.tile(f, H))) > 1e-14 * f.max():
+            raise AssertionError("layer %d: inv_freq differs" % layer)
+        if np.max(np.abs(got[:, 6] - ref.ravel())) > 1e-12:
+            raise AssertionError("layer %d: shares differ by %.3g"
+                                 % (layer, np.max(np.abs(got[:, 6] - ref.ravel()))))
+        n += H
+    return n
+
+
 def edit_config(model, **keys):
     path = os.path.join(model, "config.json")
     with open(path) as fh:
@@ -184,7 +220,14 @@ def main():
         ("yarn scaling refused by name", "mistral",
          {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, ["'yarn'", "not supported"]),
     ]
-    print("1..%d" % (len(cases) + len(refusals)))
+    bands = [("stories260K", lambda: stories), ("gpt_neox (rotary_pct 0.25)",
+                                                 lambda: fixture("gpt_neox", "b-neox")),
+             ("qwen3", lambda: fixture("qwen3", "b-qwen3")),
+             ("gemma3 (local and global bases)",
+              lambda: fixture("gemma3", "b-gemma3",
+                              layer_types=["sliding_attention", "full_attention"],
+                              rope_scaling={"rope_type": "linear", "factor": 8.0}))]
+    print("1..%d" % (len(cases) + len(refusals) + len(bands)))
     failed, n = 0, 0
     for name, make, compute in cases:
         n += 1
@@ -194,6 +237,15 @@ def main():
         except Exception as e:  # noqa: BLE001
             failed += 1
             print("not ok %d - %s compute=%s" % (n, name, compute))
+            print("\n".join("# " + line for line in str(e).splitlines()))
+    for name, make in bands:
+        n += 1
+        try:
+            k = check_bands(fasvd, make(), os.path.join(work, "out-%d.safetensors" % n), "f32")
+            print("ok %d - --rope-bands %s (%d heads)" % (n, name, k))
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            print("not ok %d - --rope-bands %s" % (n, name))
             print("\n".join("# " + line for line in str(e).splitlines()))
     for name, arch, keys, words in refusals:
         n += 1

@@ -53,3 +53,29 @@ def test_rope_offsets_refused_without_rope(tmp_path):
     write_fixture(d, "gpt2")
     with fasvd.open(d) as m, pytest.raises(fasvd.errors.ArchError, match="no rotary"):
         m.analyze(rope_offsets=(1,))
+
+
+def test_rope_bands_on_stories():
+    with open(os.path.join(STORIES, "config.json")) as f:
+        theta = json.load(f)["rope_theta"]
+    with fasvd.open(STORIES) as m:
+        for layer in (0, 4):
+            share, freq = m.rope_bands(layer)
+            w = m.layer(layer)
+            q, k = w["Q"], w["K"]
+            d, grp = q.shape[1], q.shape[0] // k.shape[0]
+            np.testing.assert_allclose(freq, theta ** (-np.arange(0, d, 2) / d), rtol=1e-14)
+            pq = np.array([[np.linalg.norm(h[[j, j + d // 2]]) for j in range(d // 2)] for h in q])
+            pk = np.array([[np.linalg.norm(h[[j, j + d // 2]]) for j in range(d // 2)] for h in k])
+            ref = pq * pk[np.arange(q.shape[0]) // grp]
+            ref /= ref.sum(axis=1, keepdims=True)
+            np.testing.assert_allclose(share, ref, rtol=1e-12)
+            # the bands are not uniform: the test would see a constant
+            assert share.std() > 1e-3
+
+
+def test_rope_bands_refused_for_mla(tmp_path):
+    d = str(tmp_path / "ds")
+    write_fixture(d, "deepseek_v2")
+    with fasvd.open(d) as m, pytest.raises(fasvd.errors.ArchError, match="latent attention"):
+        m.rope_bands(0)
