@@ -85,7 +85,7 @@ VSTRUCT(fasvd_factor_report, calibration_shift, true);
 VSTRUCT(fasvd_factor_shared_opts, weight, false);
 VSTRUCT(fasvd_onload_input, calibration_cholesky, false);
 VSTRUCT(fasvd_truncate_opts, calibration, false);
-VSTRUCT(fasvd_analyze_opts, shard_count, false);
+VSTRUCT(fasvd_analyze_opts, n_rope_offsets, false);
 VSTRUCT(fasvd_merge_opts, force, false);
 VSTRUCT(fasvd_survey_opts, progress_user, false);
 VSTRUCT(fasvd_model_info, bytes_needed, true);

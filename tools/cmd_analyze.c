@@ -101,6 +101,84 @@ static bool parse_shard(const char *s, int64_t *index, int64_t *count)
 	return true;
 }
 
+/* "D[,D...]": at most max integer offsets into out; the count or -1. */
+static int64_t parse_offsets(const char *s, int64_t *out, int64_t max)
+{
+	int64_t n = 0;
+	for (const char *p = s;; p++) {
+		char *end;
+		errno = 0;
+		long long v = strtoll(p, &end, 10);
+		if (errno || end == p || n == max || (*end && *end != ','))
+			return -1;
+		out[n++] = v;
+		if (!*end)
+			return n;
+		p = end;
+	}
+}
+
+/* The rows of one layer's frequency-band table. */
+static int band_rows(FILE *f, const fasvd_model *m, int64_t l, const fasvd_analyze_opts *ao)
+{
+	fasvd_model_layer_opts lo;
+	fasvd_model_layer_opts_init(&lo, sizeof lo);
+	lo.fold_norms = ao->fold_norms;
+	fasvd_model_layer *layer = NULL;
+	double *share = NULL, *freq = NULL;
+	int64_t np = 0, nh = 0;
+	int rc = fasvd_model_layer_open(&layer, m, l, &lo);
+	if (!rc && !(rc = fasvd_model_layer_rope_bands(NULL, 0, NULL, &np, layer))) {
+		nh = fasvd_model_layer_desc(layer)->n_heads;
+		share = calloc((size_t)(nh * np), sizeof *share);
+		freq = calloc((size_t)np, sizeof *freq);
+		rc = share && freq ? fasvd_model_layer_rope_bands(share, nh * np, freq, &np, layer)
+		                   : FASVD_ENOMEM;
+	}
+	for (int64_t i = 0; !rc && i < nh; i++)
+		for (int64_t j = 0; j < np; j++)
+			fprintf(f, "%lld,%lld,%lld,%lld,%lld,%.17g,%.17g\n", (long long)l, (long long)i,
+			        (long long)j, (long long)j, (long long)(j + np), freq[j],
+			        share[i * np + j]);
+	free(share);
+	free(freq);
+	fasvd_model_layer_free(layer);
+	return rc;
+}
+
+/* --rope-bands FILE: the per-head RoPE frequency-band table of the selected
+ * layers as CSV (written before the analysis, so that a model without RoPE
+ * is refused before any work). The exit status. */
+static int write_rope_bands(cli *c, const char *model, const fasvd_analyze_opts *ao,
+                            const char *path)
+{
+	fasvd_model *m = NULL;
+	fasvd_model_info info;
+	fasvd_model_info_init(&info, sizeof info);
+	int rc = fasvd_model_open(&m, c->ctx, model, 0);
+	if (!rc)
+		rc = fasvd_model_info_get(&info, m);
+	int64_t last = ao->layer_last < 0 ? info.n_layers - 1 : ao->layer_last;
+	FILE *f = rc ? NULL : fopen(path, "w");
+	if (!rc && !f) {
+		fasvd_model_free(m);
+		return cli_error(cli_exit_status(FASVD_EIO), "--rope-bands: cannot write %s: %s", path,
+		                 strerror(errno));
+	}
+	if (f)
+		fprintf(f, "layer,head,pair,row_a,row_b,inv_freq,share\n");
+	for (int64_t l = ao->layer_first; !rc && l <= last; l++)
+		rc = band_rows(f, m, l, ao);
+	if (f && fclose(f) && !rc) {
+		fasvd_model_free(m);
+		return cli_error(cli_exit_status(FASVD_EIO), "--rope-bands: cannot write %s", path);
+	}
+	fasvd_model_free(m);
+	if (rc && f)
+		unlink(path);
+	return rc ? cli_lib_error(rc) : CLI_EXIT_OK;
+}
+
 /* Does path write standard output ("-", /dev/stdout, a link to it ...)? */
 static bool is_stdout(const char *path)
 {
@@ -144,7 +222,9 @@ static int analyze(cli *c, const char *model, const char *out, fasvd_analyze_opt
 
 static int run(cli *c, int argc, char **argv)
 {
-	const char *out = NULL, *json = NULL, *csv = NULL, *shard = NULL;
+	const char *out = NULL, *json = NULL, *csv = NULL, *shard = NULL, *rope = NULL;
+	const char *bands = NULL;
+	int64_t offsets[64];
 	bool resume = false, quiet = false, force = false;
 	cli_analysis an = {0};
 	const cli_opt opts[] = {
@@ -155,6 +235,8 @@ static int run(cli *c, int argc, char **argv)
 		{"json", 0, CLI_OPT_STRING, &json, NULL, 0, 0},
 		{"csv", 0, CLI_OPT_STRING, &csv, NULL, 0, 0},
 		{"shard", 0, CLI_OPT_STRING, &shard, NULL, 0, 0},
+		{"rope-offsets", 0, CLI_OPT_STRING, &rope, NULL, 0, 0},
+		{"rope-bands", 0, CLI_OPT_STRING, &bands, NULL, 0, 0},
 		{"quiet", 'q', CLI_OPT_FLAG, &quiet, NULL, 0, 0},
 		{NULL, 0, 0, NULL, NULL, 0, 0},
 	};
@@ -175,6 +257,14 @@ static int run(cli *c, int argc, char **argv)
 		status = cli_usage_error(c, "--shard: '%s' is not I/N with 0 <= I < N", shard);
 		goto done;
 	}
+	if (rope && (ao.n_rope_offsets = parse_offsets(rope, offsets, 64)) < 0) {
+		status = cli_usage_error(c, "--rope-offsets: '%s' is not a list of at most 64 "
+		                         "integers D[,D...]", rope);
+		goto done;
+	}
+	ao.rope_offsets = rope ? offsets : NULL;
+	if (bands && (status = write_rope_bands(c, pos[0], &ao, bands)))
+		goto done;
 	ao.resume = resume;
 	ao.force = force;
 	ao.json_path = json;
@@ -214,6 +304,16 @@ const cli_cmd cli_cmd_analyze = {
 	"      --tensors GLOB[,..] also the spectra of other 2-D tensors matching the\n"
 	"                          fnmatch patterns (FFN, experts ...), written as T.{name}\n"
 	"      --compute f32|f64   compute precision (default f32)\n"
+	"      --rope-offsets D[,D...]\n"
+	"                          also head.QK@D and stack.QK@D: the spectra of\n"
+	"                          W_Q^T R(D)^T W_K, the score between a query and the key\n"
+	"                          D positions before it under the model's rotary\n"
+	"                          embedding (refused for models without RoPE, MLA, GGUF)\n"
+	"      --rope-bands FILE   the per-head RoPE frequency-band table as CSV (layer,\n"
+	"                          head, pair, row_a, row_b, inv_freq, share): each\n"
+	"                          rotary pair's share of the head's QK energy,\n"
+	"                          |Q pair rows|*|K pair rows| normalised per head\n"
+	"                          (written first; refused as --rope-offsets)\n"
 	"      --shard I/N         only shard I (0 to N-1) of the layers and tensors,\n"
 	"                          dealt by estimated cost; `fasvd merge` joins the N\n"
 	"                          shard files into the file of a whole run\n"

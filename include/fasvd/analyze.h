@@ -86,6 +86,14 @@ typedef struct fasvd_analyze_opts {
 	 * that fasvd_merge() joins with the other N − 1. 0: the whole selection. */
 	int64_t shard_index;
 	int64_t shard_count;
+	/* Position-aware QK (appended in 0.3): for each offset Δ of
+	 * rope_offsets (borrowed for the call), L{l}.head.QK@{Δ} and
+	 * L{l}.stack.QK@{Δ}: the spectra of W_Qᵀ·R(Δ)ᵀ·W_K, the bilinear form
+	 * between a query and the key Δ positions before it under the model's
+	 * rotary embedding (docs/spectra-schema.md). Models without RoPE, MLA
+	 * and GGUF inputs are refused (FASVD_EARCH). */
+	const int64_t *rope_offsets;
+	int64_t n_rope_offsets;
 } fasvd_analyze_opts;
 
 /* Defaults as noted above.

@@ -250,6 +250,21 @@ FASVD_API const fasvd_layer_desc *fasvd_model_layer_desc(const fasvd_model_layer
 /* The layer index. -1 for NULL. */
 FASVD_API int64_t fasvd_model_layer_index(const fasvd_model_layer *l);
 
+/* RoPE frequency bands of an open layer: which rotary pairs carry each
+ * head's QK. Pair j rotates head rows j and j + d/2 (d the rotated rows:
+ * docs/architectures.md) at inv_freq[j] radians per position (θ_j, scaled
+ * as the model scales it); share[i·n_pairs + j] = ‖Q_i rows of pair j‖_F ·
+ * ‖K_g(i) rows of pair j‖_F, divided by its sum over j (0 for all when that
+ * sum is 0), from the heads as folded when l was opened — the weight-space
+ * score by which MHA2MLA ranks a head's frequencies. *n_pairs is always set
+ * on success; share (n_share ≥ n_heads·n_pairs values) and inv_freq
+ * (n_pairs values) may be NULL to ask for the size first.
+ * Errors: FASVD_EINVAL (NULL l or n_pairs, n_share too small),
+ * FASVD_EARCH (no RoPE, MLA, GGUF, unsupported scaling: as
+ * fasvd_analyze_opts.rope_offsets), FASVD_ENONFINITE, FASVD_ENOMEM. */
+FASVD_API int fasvd_model_layer_rope_bands(double *share, int64_t n_share, double *inv_freq,
+                                           int64_t *n_pairs, const fasvd_model_layer *l);
+
 #ifdef __cplusplus
 }
 #endif

@@ -24,6 +24,10 @@ struct fasvd_heads {
 	int64_t offset, stride;    /* along t's rows (ROWS) or columns (COLS) */
 	double *scale;             /* cols values or NULL */
 	double *row_scale;         /* rows values (the same for every head) or NULL */
+	/* Plane rotations of row pairs (rot_a[j], rot_b[j]) by angle rot[j]
+	 * (the same for every head), applied after the scales; NULL: none. */
+	int64_t *rot_a, *rot_b, n_rot;
+	double *rot;
 };
 
 /* Initialise a heads struct on the stack (no allocation, no scale copy):
@@ -38,6 +42,19 @@ int fasvd__heads_init(struct fasvd_heads *h, fasvd_ctx *ctx, const fasvd_tensor 
  * head size. The scale is copied; NULL with n = 0 removes it. Errors as
  * fasvd_heads_set_col_scale. */
 int fasvd__heads_set_row_scale(fasvd_heads *h, const double *scale, int64_t n);
+
+/* A new handle on h's heads with copies of its scales and rotations
+ * (fasvd_heads_free frees it). Errors: FASVD_EINVAL, FASVD_ENOMEM. */
+int fasvd__heads_clone(fasvd_heads **out, const fasvd_heads *h);
+
+/* Rotate every head's row pair (a[j], b[j]) by angle[j] when decoding:
+ * row a ← cos·a − sin·b, row b ← sin·a + cos·b (a rotary position
+ * embedding R(Δ) acting on the head's output, after any row scale). The
+ * pairs must be disjoint rows of the head. The values are copied; n = 0
+ * removes the rotations. Errors: FASVD_EINVAL (a row outside the head or
+ * used twice, an angle not finite), FASVD_ENOMEM. */
+int fasvd__heads_set_row_rotation(fasvd_heads *h, const int64_t *a, const int64_t *b,
+                                  const double *angle, int64_t n);
 
 /* The layout in which decoding head matrices reads the source sequentially
  * (ROW_MAJOR when the head's columns are the source's contiguous axis). */

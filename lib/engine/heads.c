@@ -91,7 +91,100 @@ void fasvd_heads_free(fasvd_heads *h)
 		return;
 	fasvd__free(h->ctx, h->scale);
 	fasvd__free(h->ctx, h->row_scale);
+	fasvd__free(h->ctx, h->rot_a);
+	fasvd__free(h->ctx, h->rot_b);
+	fasvd__free(h->ctx, h->rot);
 	fasvd__free(h->ctx, h);
+}
+
+/* A copy of n elements of size es in *out (NULL when src is NULL). */
+static int dup_array(fasvd_ctx *ctx, void **out, const void *src, int64_t n, size_t es)
+{
+	*out = NULL;
+	if (!src || n == 0)
+		return 0;
+	*out = fasvd__calloc(ctx, (size_t)n, es, "a head scale");
+	if (!*out)
+		return FASVD_ENOMEM;
+	memcpy(*out, src, (size_t)n * es);
+	return 0;
+}
+
+int fasvd__heads_clone(fasvd_heads **out, const fasvd_heads *h)
+{
+	*out = NULL;
+	if (!h)
+		return fasvd__error(FASVD_EINVAL, "fasvd__heads_clone: h is NULL");
+	fasvd_heads *c = fasvd__calloc(h->ctx, 1, sizeof *c, "a heads handle");
+	if (!c)
+		return FASVD_ENOMEM;
+	*c = *h;
+	c->scale = c->row_scale = c->rot = NULL;
+	c->rot_a = c->rot_b = NULL;
+	c->n_rot = 0;
+	int rc = 0;
+	if ((rc = dup_array(h->ctx, (void **)&c->scale, h->scale, h->cols, sizeof(double))) ||
+	    (rc = dup_array(h->ctx, (void **)&c->row_scale, h->row_scale, h->rows,
+	                    sizeof(double))) ||
+	    (rc = fasvd__heads_set_row_rotation(c, h->rot_a, h->rot_b, h->rot, h->n_rot))) {
+		fasvd_heads_free(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+static int check_rotation(const fasvd_heads *h, const int64_t *a, const int64_t *b,
+                          const double *angle, int64_t n)
+{
+	const char *fn = "fasvd__heads_set_row_rotation";
+	if (n < 0 || (n > 0 && (!a || !b || !angle)))
+		return fasvd__error(FASVD_EINVAL, "%s: bad rotation list", fn);
+	bool *used = fasvd__calloc(h->ctx, (size_t)h->rows, sizeof *used, "a rotation check");
+	if (!used)
+		return FASVD_ENOMEM;
+	int rc = 0;
+	for (int64_t j = 0; j < n && !rc; j++) {
+		if (a[j] < 0 || b[j] < 0 || a[j] >= h->rows || b[j] >= h->rows || a[j] == b[j] ||
+		    used[a[j]] || used[b[j]])
+			rc = fasvd__error(FASVD_EINVAL,
+			                  "%s: pair (%lld, %lld) is not two unused rows of [0, %lld)", fn,
+			                  (long long)a[j], (long long)b[j], (long long)h->rows);
+		else if (!isfinite(angle[j]))
+			rc = fasvd__error(FASVD_ENONFINITE, "%s: angle %lld is not finite", fn,
+			                  (long long)j);
+		else
+			used[a[j]] = used[b[j]] = true;
+	}
+	fasvd__free(h->ctx, used);
+	return rc;
+}
+
+int fasvd__heads_set_row_rotation(fasvd_heads *h, const int64_t *a, const int64_t *b,
+                                  const double *angle, int64_t n)
+{
+	if (!h)
+		return fasvd__error(FASVD_EINVAL, "fasvd__heads_set_row_rotation: h is NULL");
+	int rc = check_rotation(h, a, b, angle, n);
+	if (rc)
+		return rc;
+	int64_t *ca = NULL, *cb = NULL;
+	double *cr = NULL;
+	if ((rc = dup_array(h->ctx, (void **)&ca, a, n, sizeof *ca)) ||
+	    (rc = dup_array(h->ctx, (void **)&cb, b, n, sizeof *cb)) ||
+	    (rc = dup_array(h->ctx, (void **)&cr, angle, n, sizeof *cr))) {
+		fasvd__free(h->ctx, ca);
+		fasvd__free(h->ctx, cb);
+		return rc;
+	}
+	fasvd__free(h->ctx, h->rot_a);
+	fasvd__free(h->ctx, h->rot_b);
+	fasvd__free(h->ctx, h->rot);
+	h->rot_a = ca;
+	h->rot_b = cb;
+	h->rot = cr;
+	h->n_rot = n;
+	return 0;
 }
 
 /* Check and copy n finite values into *slot (freeing what was there);
@@ -212,6 +305,30 @@ static void apply_scale(const fasvd_heads *h, bool dbl, void *dst, int64_t ld, f
 		}
 }
 
+/* The row rotations (rows a, b of the decoded head, in double). */
+static void apply_rotation(const fasvd_heads *h, bool dbl, void *dst, int64_t ld,
+                           fasvd_layout lay)
+{
+	int64_t rs = lay == FASVD_LAYOUT_ROW_MAJOR ? ld : 1;
+	int64_t cs = lay == FASVD_LAYOUT_ROW_MAJOR ? 1 : ld;
+	for (int64_t j = 0; j < h->n_rot; j++) {
+		double c = cos(h->rot[j]), s = sin(h->rot[j]);
+		int64_t pa = h->rot_a[j] * rs, pb = h->rot_b[j] * rs;
+		for (int64_t k = 0; k < h->cols; k++, pa += cs, pb += cs) {
+			if (dbl) {
+				double *d = dst, x = d[pa], y = d[pb];
+				d[pa] = c * x - s * y;
+				d[pb] = s * x + c * y;
+			} else {
+				float *d = dst;
+				double x = d[pa], y = d[pb];
+				d[pa] = (float)(c * x - s * y);
+				d[pb] = (float)(s * x + c * y);
+			}
+		}
+	}
+}
+
 int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, int64_t ld,
                         fasvd_layout layout)
 {
@@ -230,6 +347,8 @@ int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, in
 		return fasvd__error_prefix(rc, "head %lld", (long long)i);
 	if (h->scale || h->row_scale)
 		apply_scale(h, dbl, dst, ld, layout);
+	if (h->n_rot)
+		apply_rotation(h, dbl, dst, ld, layout);
 	return 0;
 }
 

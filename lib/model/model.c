@@ -265,6 +265,36 @@ static int ckpt_tensor(fasvd_tensor **t, const fasvd_model *m, const char *name)
 	return m->gg ? fasvd_gguf_tensor(t, m->gg, name) : fasvd_st_tensor(t, m->st, name, 0);
 }
 
+int fasvd__model_rope(fasvd__rope *r, const fasvd_model *m, int64_t layer)
+{
+	return fasvd__config_rope(m->ctx, r, &m->cfg, m->gg != NULL, m->dims.q_head, layer);
+}
+
+int fasvd__model_rope_heads(fasvd_heads **out, const fasvd_model *m, const fasvd_heads *q,
+                            int64_t layer, int64_t delta)
+{
+	*out = NULL;
+	fasvd__rope r;
+	int rc = fasvd__model_rope(&r, m, layer);
+	if (rc)
+		return rc;
+	double *ang = fasvd__calloc(m->ctx, (size_t)r.n_pairs, sizeof *ang, "rope angles");
+	if (!ang) {
+		fasvd__rope_clear(m->ctx, &r);
+		return FASVD_ENOMEM;
+	}
+	for (int64_t j = 0; j < r.n_pairs; j++)
+		ang[j] = (double)delta * r.inv_freq[j];
+	if (!(rc = fasvd__heads_clone(out, q)) &&
+	    (rc = fasvd__heads_set_row_rotation(*out, r.a, r.b, ang, r.n_pairs))) {
+		fasvd_heads_free(*out);
+		*out = NULL;
+	}
+	fasvd__free(m->ctx, ang);
+	fasvd__rope_clear(m->ctx, &r);
+	return rc;
+}
+
 void fasvd__model_drop_pages(const fasvd_model *m, const char *name)
 {
 	int64_t i;
@@ -1142,6 +1172,77 @@ fail:
 const fasvd_layer_desc *fasvd_model_layer_desc(const fasvd_model_layer *l)
 {
 	return l ? &l->desc : NULL;
+}
+
+/* nrm[i·np + j]: the Frobenius norm of rows a[j], b[j] of head i of h. */
+static int pair_norms(double *nrm, const fasvd_heads *h, const fasvd__rope *r)
+{
+	int64_t rows = fasvd_heads_rows(h), cols = fasvd_heads_cols(h);
+	double *w = fasvd__calloc(h->ctx, (size_t)(rows * cols), sizeof *w, "a decoded head");
+	if (!w)
+		return FASVD_ENOMEM;
+	int rc = 0;
+	for (int64_t i = 0; i < fasvd_heads_count(h) && !rc; i++) {
+		if ((rc = fasvd__heads_decode(h, i, true, w, cols, FASVD_LAYOUT_ROW_MAJOR)))
+			break;
+		for (int64_t j = 0; j < r->n_pairs; j++) {
+			double ss = 0;
+			for (int64_t c = 0; c < cols; c++)
+				ss += w[r->a[j] * cols + c] * w[r->a[j] * cols + c] +
+				      w[r->b[j] * cols + c] * w[r->b[j] * cols + c];
+			nrm[i * r->n_pairs + j] = sqrt(ss);
+		}
+	}
+	fasvd__free(h->ctx, w);
+	return rc;
+}
+
+/* share[i·np + j] = q[i, j]·k[g(i), j] normalised per head. */
+static void band_shares(double *share, const double *q, const double *k, int64_t nh,
+                        int64_t nkv, int64_t np)
+{
+	for (int64_t i = 0; i < nh; i++) {
+		const double *kr = k + (i / (nh / nkv)) * np;
+		double *s = share + i * np, tot = 0;
+		for (int64_t j = 0; j < np; j++)
+			tot += s[j] = q[i * np + j] * kr[j];
+		for (int64_t j = 0; j < np; j++)
+			s[j] = tot > 0 ? s[j] / tot : 0;
+	}
+}
+
+int fasvd_model_layer_rope_bands(double *share, int64_t n_share, double *inv_freq,
+                                 int64_t *n_pairs, const fasvd_model_layer *l)
+{
+	const char *fn = "fasvd_model_layer_rope_bands";
+	if (!l || !n_pairs)
+		return fasvd__error(FASVD_EINVAL, "%s: NULL argument", fn);
+	fasvd_ctx *ctx = l->m->ctx;
+	const fasvd_layer_desc *d = &l->desc;
+	fasvd__rope r;
+	int rc = fasvd__model_rope(&r, l->m, l->layer);
+	if (rc)
+		return rc;
+	*n_pairs = r.n_pairs;
+	int64_t np = r.n_pairs, nh = d->n_heads, nkv = d->n_kv_heads;
+	double *q = NULL, *k = NULL;
+	if (share && n_share < nh * np) {
+		rc = fasvd__error(FASVD_EINVAL, "%s: room for %lld shares, %lld heads x %lld pairs "
+		                  "needed", fn, (long long)n_share, (long long)nh, (long long)np);
+	} else if (share) {
+		q = fasvd__calloc(ctx, (size_t)(nh * np), sizeof *q, "rope bands");
+		k = fasvd__calloc(ctx, (size_t)(nkv * np), sizeof *k, "rope bands");
+		if (!q || !k)
+			rc = FASVD_ENOMEM;
+		else if (!(rc = pair_norms(q, d->q, &r)) && !(rc = pair_norms(k, d->k, &r)))
+			band_shares(share, q, k, nh, nkv, np);
+	}
+	if (!rc && inv_freq)
+		memcpy(inv_freq, r.inv_freq, (size_t)np * sizeof *inv_freq);
+	fasvd__free(ctx, q);
+	fasvd__free(ctx, k);
+	fasvd__rope_clear(ctx, &r);
+	return rc;
 }
 
 int64_t fasvd_model_layer_index(const fasvd_model_layer *l)

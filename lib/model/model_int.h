@@ -146,6 +146,30 @@ int fasvd__gguf_config(fasvd_ctx *ctx, fasvd__config *cfg, const fasvd_gguf *g,
 int fasvd__gguf_dtype(fasvd_dtype *out, const char *name);
 int fasvd__gguf_st_info(fasvd_st_info *info, const fasvd_gguf *g, const char *name);
 
+/* Rotary position embedding of one layer (rope.c): head rows a[j] and
+ * b[j] are rotated together by angle position · inv_freq[j]. */
+typedef struct fasvd__rope {
+	int64_t n_pairs;
+	int64_t *a, *b;
+	double *inv_freq;
+} fasvd__rope;
+/* The RoPE of layer `layer` of a model with this config (rope_theta,
+ * partial_rotary_factor / rotary_pct, rope_scaling default, linear and
+ * llama3; Gemma3's local base on sliding layers), heads of head_dim rows.
+ * Errors: FASVD_EARCH (no RoPE: GPT-2, BERT; MLA; a GGUF model; an
+ * unsupported scaling type, named), FASVD_ENOMEM. Clear with
+ * fasvd__rope_clear. */
+int fasvd__config_rope(fasvd_ctx *ctx, fasvd__rope *r, const fasvd__config *cfg, bool gguf,
+                       int64_t head_dim, int64_t layer);
+void fasvd__rope_clear(fasvd_ctx *ctx, fasvd__rope *r);
+/* The same for a model (model.c). */
+int fasvd__model_rope(fasvd__rope *r, const fasvd_model *m, int64_t layer);
+/* A copy of the query heads q of `layer` with R(delta) applied to each
+ * head's rows: their bilinear form with the keys is the score between a
+ * query and the key delta positions before it. Free with fasvd_heads_free. */
+int fasvd__model_rope_heads(fasvd_heads **out, const fasvd_model *m, const fasvd_heads *q,
+                            int64_t layer, int64_t delta);
+
 /* Drop the mapped pages of GGUF model tensor `name` (analyze, after a
  * layer), so that resident memory does not grow with the layers read. No-op
  * for other models or an unknown name. */

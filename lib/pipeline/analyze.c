@@ -24,7 +24,7 @@
 	"effective rank at tau = smallest r with 1 - sum_{i<=r} sigma_i^2 / sum sigma_i^2 <= " \
 	"tau; tau is a fraction of squared Frobenius energy lost"
 
-static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_analyze_opts, shard_count);
+static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_analyze_opts, n_rope_offsets);
 
 int fasvd_analyze_opts_init(fasvd_analyze_opts *o, size_t size)
 {
@@ -47,6 +47,11 @@ struct entry {
 	int is_2d;         /* head.* entries are [n_rows, n_cols]; others 1-D */
 	double *data;
 };
+
+/* Rotary offsets: how many, how far, and room for them in the metadata. */
+#define ROPE_MAX 64
+#define ROPE_OFFSET_MAX ((int64_t)1 << 40)
+#define ROPE_META_MAX (ROPE_MAX * 16)
 
 struct run {
 	fasvd_ctx *ctx;
@@ -256,6 +261,18 @@ static bool tensor_mine(const struct run *r, int64_t i)
 	return !r->shard.tensor_mine || r->shard.tensor_mine[i];
 }
 
+#define ROPE_KEY "rope_offsets"
+
+/* The rotary offsets as written in the metadata ("(none)" without). */
+static void rope_meta(const struct run *r, char *buf, size_t n)
+{
+	size_t used = 0;
+	snprintf(buf, n, "(none)");
+	for (int64_t j = 0; j < r->o->n_rope_offsets && used < n; j++)
+		used += (size_t)snprintf(buf + used, n - used, "%s%lld", j ? "," : "",
+		                         (long long)r->o->rope_offsets[j]);
+}
+
 static int set_fixed_metadata(struct run *r)
 {
 	char layers[64], version[32];
@@ -279,6 +296,10 @@ static int set_fixed_metadata(struct run *r)
 	    (rc = fasvd_st_writer_set_metadata(r->w, "config", cfg ? cfg : "{}")) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "layers", layers)) ||
 	    (rc = fasvd_st_writer_set_metadata(r->w, "tau_definition", TAU_DEFINITION)))
+		return rc;
+	char rope[ROPE_META_MAX];
+	rope_meta(r, rope, sizeof rope);
+	if (r->o->n_rope_offsets && (rc = fasvd_st_writer_set_metadata(r->w, ROPE_KEY, rope)))
 		return rc;
 	return set_shard_metadata(r);
 }
@@ -358,8 +379,9 @@ static char *tensor_entry_name(const struct run *r, const char *name)
 /* The old file must have been written by the same model and options. */
 static int check_resume_metadata(const struct run *r, const fasvd_st *old)
 {
-	char layers[64];
+	char layers[64], rope[ROPE_META_MAX];
 	snprintf(layers, sizeof layers, "%lld-%lld", (long long)r->first, (long long)r->last);
+	rope_meta(r, rope, sizeof rope);
 	const char *cfg = fasvd_model_config_json(r->model);
 	struct {
 		const char *key, *want;
@@ -374,12 +396,14 @@ static int check_resume_metadata(const struct run *r, const fasvd_st *old)
 		{"config", cfg ? cfg : "{}"},
 		{SHARD_KEY, r->shard.layer_mine ? r->shard.shard : "(none)"},
 		{SHARD_KEY_PLAN, r->shard.layer_mine ? r->shard.plan : "(none)"},
+		{ROPE_KEY, rope},
 	};
 	for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
 		const char *have;
 		fasvd_st_metadata(&have, old, checks[i].key);
-		if (!have && !strncmp(checks[i].key, SHARD_KEY_PREFIX, strlen(SHARD_KEY_PREFIX)))
-			have = "(none)"; /* a whole run's file */
+		if (!have && (!strncmp(checks[i].key, SHARD_KEY_PREFIX, strlen(SHARD_KEY_PREFIX)) ||
+		              !strcmp(checks[i].key, ROPE_KEY)))
+			have = "(none)"; /* a whole run's file, one without rotary offsets */
 		if (!have || strcmp(have, checks[i].want) != 0)
 			return fasvd__error(FASVD_EINVAL,
 			                    "cannot resume %s: its %s is \"%.60s\", this run's is "
@@ -701,36 +725,84 @@ static int report(struct run *r, const char *stage, int64_t layer, const char *t
 
 /* ---- one step ---- */
 
+/* Add the spectra of sp as L{l}.{name}{suffix}; with a suffix (a rotary
+ * offset) only the QK ones. */
+static int add_layer_entries(struct run *r, int64_t l, const fasvd_spectra *sp,
+                             const char *suffix)
+{
+	int rc = 0;
+	for (int64_t i = 0; i < fasvd_spectra_count(sp) && !rc; i++) {
+		int64_t nr, nc, mr, mc, bound;
+		const char *nm = fasvd_spectra_name(sp, i);
+		if (suffix && strcmp(nm, "head.QK") != 0 && strcmp(nm, "stack.QK") != 0)
+			continue;
+		if ((rc = fasvd_spectra_shape(&nr, &nc, &mr, &mc, sp, i)) ||
+		    (rc = fasvd_spectra_max_rank(&bound, sp, i)))
+			break;
+		char full[256];
+		snprintf(full, sizeof full, "L%lld.%s%s", (long long)l, nm, suffix ? suffix : "");
+		bool is_head = strncmp(nm, "head.", 5) == 0;
+		rc = add_entry(r, full, l, nr, nc, mr, mc, bound, is_head, fasvd_spectra_data(sp, i));
+	}
+	return rc;
+}
+
+/* head.QK@Δ and stack.QK@Δ: the layer's Q heads rotated by R(Δ) against
+ * its K heads, through the same engine as head.QK. */
+static int run_rope_offset(struct run *r, int64_t l, const fasvd_model_layer *layer,
+                           const fasvd_layer_opts *opts, int64_t delta)
+{
+	const fasvd_layer_desc *d = fasvd_model_layer_desc(layer);
+	fasvd_layer_desc rd;
+	fasvd_layer_desc_init(&rd, sizeof rd);
+	rd.n_heads = d->n_heads;
+	rd.n_kv_heads = d->n_kv_heads;
+	rd.k = d->k;
+	fasvd_heads *q = NULL;
+	fasvd_spectra *sp = NULL;
+	int rc = fasvd__model_rope_heads(&q, r->model, d->q, l, delta);
+	if (rc)
+		return fasvd__error_prefix(rc, "layer %lld, rotary offset %lld", (long long)l,
+		                           (long long)delta);
+	rd.q = q;
+	fasvd_layer_opts ro = *opts;
+	ro.groups = FASVD_LAYER_HEAD | FASVD_LAYER_STACK;
+	rc = fasvd_layer_spectra(&sp, r->ctx, &rd, &ro);
+	if (!rc) {
+		char suffix[32];
+		snprintf(suffix, sizeof suffix, "@%lld", (long long)delta);
+		rc = add_layer_entries(r, l, sp, suffix);
+	} else {
+		fasvd__error_prefix(rc, "layer %lld, rotary offset %lld", (long long)l,
+		                    (long long)delta);
+	}
+	fasvd_spectra_free(sp);
+	fasvd_heads_free(q);
+	return rc;
+}
+
 static int run_layer(struct run *r, int64_t l)
 {
 	fasvd_model_layer_opts lo;
 	fasvd_model_layer_opts_init(&lo, sizeof lo);
+	fasvd_layer_opts opts;
+	fasvd_layer_opts_init(&opts, sizeof opts);
+	opts.compute = r->compute;
+	opts.stack_norm = r->o->stack_norm;
 	lo.fold_norms = r->o->fold_norms;
 	fasvd_model_layer *layer = NULL;
 	fasvd_spectra *sp = NULL;
 	int rc = fasvd_model_layer_open(&layer, r->model, l, &lo);
 	if (rc)
 		return rc;
-	fasvd_layer_opts opts;
-	fasvd_layer_opts_init(&opts, sizeof opts);
-	opts.compute = r->compute;
-	opts.stack_norm = r->o->stack_norm;
 	rc = fasvd_layer_spectra(&sp, r->ctx, fasvd_model_layer_desc(layer), &opts);
 	if (rc) {
 		fasvd__error_prefix(rc, "layer %lld", (long long)l);
 		goto out;
 	}
-	for (int64_t i = 0; i < fasvd_spectra_count(sp) && !rc; i++) {
-		int64_t nr, nc, mr, mc, bound;
-		const char *nm = fasvd_spectra_name(sp, i);
-		if ((rc = fasvd_spectra_shape(&nr, &nc, &mr, &mc, sp, i)) ||
-		    (rc = fasvd_spectra_max_rank(&bound, sp, i)))
-			break;
-		char full[256];
-		snprintf(full, sizeof full, "L%lld.%s", (long long)l, nm);
-		bool is_head = strncmp(nm, "head.", 5) == 0;
-		rc = add_entry(r, full, l, nr, nc, mr, mc, bound, is_head, fasvd_spectra_data(sp, i));
-	}
+	rc = add_layer_entries(r, l, sp, NULL);
+	for (int64_t j = 0; j < r->o->n_rope_offsets && !rc; j++)
+		rc = run_rope_offset(r, l, layer, &opts, r->o->rope_offsets[j]);
 out:
 	fasvd_spectra_free(sp);
 	fasvd_model_layer_free(layer);
@@ -1134,6 +1206,15 @@ static int check_opts(const fasvd_analyze_opts *o, const double **taus, int64_t 
 	    (o->shard_count ? o->shard_index >= o->shard_count : o->shard_index != 0))
 		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: shard %lld of %lld (0 <= I < N "
 		                    "needed)", (long long)o->shard_index, (long long)o->shard_count);
+	if (o->n_rope_offsets < 0 || o->n_rope_offsets > ROPE_MAX ||
+	    (o->n_rope_offsets > 0 && !o->rope_offsets))
+		return fasvd__error(FASVD_EINVAL, "fasvd_analyze: %lld rotary offsets (0 to %d "
+		                    "allowed)", (long long)o->n_rope_offsets, ROPE_MAX);
+	for (int64_t j = 0; j < o->n_rope_offsets; j++)
+		if (llabs(o->rope_offsets[j]) > ROPE_OFFSET_MAX)
+			return fasvd__error(FASVD_EINVAL, "fasvd_analyze: rotary offset %lld is "
+			                    "outside ±%lld", (long long)o->rope_offsets[j],
+			                    (long long)ROPE_OFFSET_MAX);
 	return 0;
 }
 
@@ -1159,6 +1240,20 @@ static int select_shard(struct run *r)
 
 /* Open the model, check the layer range and every input of the selected
  * layers, select the extra tensors (and the shard's steps). */
+/* Refuse rotary offsets before any work when a selected layer has no
+ * RoPE that can be computed exactly. */
+static int check_rope(struct run *r)
+{
+	for (int64_t l = r->first; l <= r->last && r->o->n_rope_offsets; l++) {
+		fasvd__rope rope;
+		int rc = fasvd__model_rope(&rope, r->model, l);
+		if (rc)
+			return fasvd__error_prefix(rc, "--rope-offsets");
+		fasvd__rope_clear(r->ctx, &rope);
+	}
+	return 0;
+}
+
 static int open_selection(struct run *r, const char *model_path)
 {
 	int rc = fasvd_model_open(&r->model, r->ctx, model_path, 0);
@@ -1179,7 +1274,7 @@ static int open_selection(struct run *r, const char *model_path)
 	                              "layer flags");
 	if (!r->layer_done)
 		return FASVD_ENOMEM;
-	if ((rc = check_layers(r)) || (rc = select_tensors(r)))
+	if ((rc = check_layers(r)) || (rc = check_rope(r)) || (rc = select_tensors(r)))
 		return rc;
 	r->steps_total = r->last - r->first + 1 + r->n_tensors;
 	return r->o->shard_count ? select_shard(r) : 0;

@@ -303,6 +303,24 @@ def read_output(path):
     return got
 
 
+def compare(key, got, rs, tol):
+    """Output values `got` of spectrum `key` against the reference rows rs:
+    within tol*sigma1 per row, effective ranks at 0.01 and 0.001 equal."""
+    g = got.reshape(rs.shape[0], -1)
+    if g.shape != rs.shape:
+        raise AssertionError("%s: shape %s, reference %s" % (key, g.shape, rs.shape))
+    for h in range(rs.shape[0]):
+        err = np.max(np.abs(g[h] - rs[h]))
+        if not err <= tol * rs[h][0] + 1e-300:
+            raise AssertionError("%s[%d]: max |error| %.3g > %.0e * sigma1 %.6g"
+                                 % (key, h, err, tol, rs[h][0]))
+        for tau in (0.01, 0.001):
+            a, b = energy_rank(g[h], tau), energy_rank(rs[h], tau)
+            if a != b:
+                raise AssertionError("%s[%d]: effective rank at %g is %d, reference %d"
+                                     % (key, h, tau, a, b))
+
+
 def check_model(fasvd, model, out, compute, fold):
     """Run `fasvd analyze` on model and compare every spectrum with the
     reference. Returns the number of spectra checked; raises on mismatch."""
@@ -330,19 +348,7 @@ def check_model(fasvd, model, out, compute, fold):
         for key, rs in ref.items():
             if key not in names:
                 raise AssertionError("output lacks " + key)
-            g = got.get(key).reshape(rs.shape[0], -1)
-            if g.shape != rs.shape:
-                raise AssertionError("%s: shape %s, reference %s" % (key, g.shape, rs.shape))
-            for h in range(rs.shape[0]):
-                err = np.max(np.abs(g[h] - rs[h]))
-                if not err <= tol * rs[h][0] + 1e-300:
-                    raise AssertionError("%s[%d]: max |error| %.3g > %.0e * sigma1 %.6g"
-                                         % (key, h, err, tol, rs[h][0]))
-                for tau in (0.01, 0.001):
-                    a, b = energy_rank(g[h], tau), energy_rank(rs[h], tau)
-                    if a != b:
-                        raise AssertionError("%s[%d]: effective rank at %g is %d, reference %d"
-                                             % (key, h, tau, a, b))
+            compare(key, got.get(key), rs, tol)
     extra = names - want
     if extra:
         raise AssertionError("unexpected spectra: " + ", ".join(sorted(extra)))

@@ -175,7 +175,8 @@ class AnalyzeOpts(ctypes.Structure):
                 ("tensor_globs", P(c_char_p)), ("n_tensor_globs", c_int64),
                 ("resume", c_int), ("json_path", c_char_p), ("csv_path", c_char_p),
                 ("progress", PROGRESS_FN), ("progress_user", c_void_p), ("force", c_int),
-                ("shard_index", c_int64), ("shard_count", c_int64)]
+                ("shard_index", c_int64), ("shard_count", c_int64),
+                ("rope_offsets", P(c_int64)), ("n_rope_offsets", c_int64)]
 
 
 class MergeOpts(ctypes.Structure):
@@ -426,6 +427,8 @@ _PROTOTYPES = {
     "fasvd_model_layer_open": (c_int, [P(layer_p), model_p, c_int64, P(ModelLayerOpts)]),
     "fasvd_model_layer_free": (None, [layer_p]),
     "fasvd_model_layer_desc": (P(LayerDesc), [layer_p]),
+    "fasvd_model_layer_rope_bands": (c_int, [P(c_double), c_int64, P(c_double), P(c_int64),
+                                             layer_p]),
     # analyze.h
     "fasvd_analyze_opts_init": (c_int, [P(AnalyzeOpts), c_size_t]),
     "fasvd_analyze": (c_int, [ctx_p, c_char_p, c_char_p, P(AnalyzeOpts)]),

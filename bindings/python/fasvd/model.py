@@ -260,18 +260,26 @@ class Model(_Handle):
         finally:
             L.lib.fasvd_tensor_free(t)
 
-    def layer(self, layer, fold_norms=True):
-        """The canonical per-head matrices of one layer (docs/design.md),
-        decoded to float64 with the norms folded (unless ``fold_norms`` is
-        False): a dict with "Q", "Q_pe", "K", "V", "O" ([heads, rows, cols])
-        and, for MLA, "QA", "KVA", "KVA_pe" (2-D); absent parts are left out.
-        Materialises the layer's attention weights in memory."""
+    @contextlib.contextmanager
+    def _layer_handle(self, layer, fold_norms):
+        """An open fasvd_model_layer of this model, freed on exit."""
         self._require()
         opts = L.struct_init(L.ModelLayerOpts)
         opts.fold_norms = 1 if fold_norms else 0
         lh = L.layer_p()
         L.call("fasvd_model_layer_open", ctypes.byref(lh), self, int(layer), ctypes.byref(opts))
         try:
+            yield lh
+        finally:
+            L.lib.fasvd_model_layer_free(lh)
+
+    def layer(self, layer, fold_norms=True):
+        """The canonical per-head matrices of one layer (docs/design.md),
+        decoded to float64 with the norms folded (unless ``fold_norms`` is
+        False): a dict with "Q", "Q_pe", "K", "V", "O" ([heads, rows, cols])
+        and, for MLA, "QA", "KVA", "KVA_pe" (2-D); absent parts are left out.
+        Materialises the layer's attention weights in memory."""
+        with self._layer_handle(layer, fold_norms) as lh:
             d = L.struct_from_library(L.lib.fasvd_model_layer_desc(lh), L.LayerDesc,
                                       "fasvd_model_layer_desc")
             out = {}
@@ -297,8 +305,22 @@ class Model(_Handle):
                     arr *= np.ctypeslib.as_array(sc, shape=(c,))
                 out[name] = arr
             return out
-        finally:
-            L.lib.fasvd_model_layer_free(lh)
+
+    def rope_bands(self, layer, fold_norms=True):
+        """RoPE frequency bands of one layer: ``(share, inv_freq)``, share
+        [n_heads, n_pairs] the part of each rotary pair (head rows j and
+        j + d/2) in the head's QK, ‖Q_i pair rows‖_F·‖K_g(i) pair rows‖_F
+        normalised per head (MHA2MLA's ranking, on the weights), inv_freq
+        [n_pairs] the pair's radians per position. Raises ArchError for
+        models without RoPE, MLA, GGUF and unsupported rope scaling."""
+        with self._layer_handle(layer, fold_norms) as lh:
+            n = L.c_int64()
+            L.call("fasvd_model_layer_rope_bands", None, 0, None, ctypes.byref(n), lh)
+            share = np.empty((self.info["n_heads"], n.value), dtype=np.float64)
+            freq = np.empty(n.value, dtype=np.float64)
+            L.call("fasvd_model_layer_rope_bands", share.ctypes.data_as(L.P(L.c_double)),
+                   share.size, freq.ctypes.data_as(L.P(L.c_double)), ctypes.byref(n), lh)
+            return share, freq
 
     def spectra(self, layer, fold_norms=True, stack_norm="sigma1", compute="f32"):
         """Every spectrum of one layer, in memory (no file): a
@@ -340,7 +362,8 @@ class Model(_Handle):
 
     def analyze(self, out=None, layers=None, tau=(0.01, 0.001), fold_norms=True,
                 stack_norm="sigma1", tensors=(), threads=None, resume=False, compute="f32",
-                progress=None, json_path=None, csv_path=None, force=False, shard=None):
+                progress=None, json_path=None, csv_path=None, force=False, shard=None,
+                rope_offsets=()):
         """Run the whole analysis (``fasvd analyze``) and return a
         :class:`fasvd.Result`.
 
@@ -363,7 +386,11 @@ class Model(_Handle):
         partial spectra file (needed: shard=... requires out=) that
         :func:`fasvd.merge` joins with the other n - 1 into the file of a
         whole run; each can run in its own process or on its own node (Ray,
-        Dask, a job array).
+        Dask, a job array). ``rope_offsets``: integer offsets Δ (at most
+        64), as the CLI's --rope-offsets: the result also holds head.QK@Δ
+        and stack.QK@Δ, the spectra of W_Qᵀ·R(Δ)ᵀ·W_K (a query and the key
+        Δ positions before it under the model's rotary embedding); models
+        without RoPE, MLA and GGUF inputs raise.
         ``progress``: None, True (a line per step on stderr), or a callable
         receiving a dict (stage, layer, tensor, steps_done, steps_total,
         bytes_done, bytes_total, elapsed_s); returning True cancels. A
@@ -401,6 +428,10 @@ class Model(_Handle):
                 raise errors.InvalidArgument("shard=%r: 0 <= i < n needed" % (shard,))
             if out is None:
                 raise errors.InvalidArgument("shard= needs out= (the shard file to keep)")
+        rv = np.ascontiguousarray([int(d) for d in rope_offsets], dtype=np.int64)
+        if rv.size:
+            o.rope_offsets = rv.ctypes.data_as(L.P(L.c_int64))
+            o.n_rope_offsets = rv.size
         if json_path is not None:
             o.json_path = os.fspath(json_path).encode()
         if csv_path is not None:
