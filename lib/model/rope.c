@@ -3,7 +3,7 @@
  * architecture read from safetensors with RoPE applies it as Hugging Face's
  * rotate_half: row i pairs with row i + d/2 of the first d = head_dim ·
  * partial factor rows of each head, at the inverse frequency
- * θ^(−2i/d) (scaled per rope_scaling). */
+ * θ^(−2i/d) (scaled per rope_scaling: linear, llama3, YaRN). */
 #include "model/model_int.h"
 
 #include <jansson.h>
@@ -84,10 +84,56 @@ static int scale_llama3(const rope_src *s, const json_t *sc, double factor, doub
 	return 0;
 }
 
-/* Apply rope_scaling (or rope_parameters' type) to the inverse
- * frequencies; unknown types are refused rather than guessed. */
-static int apply_scaling(const rope_src *s, const json_t *sc, double *f, int64_t n)
+/* The dimension (of d rotated rows, base theta) whose pair turns
+ * `rot` times over `len` positions (YaRN's find_correction_dim). */
+static double yarn_dim(double rot, double d, double theta, double len)
 {
+	return d * log(len / (rot * 2 * M_PI)) / (2 * log(theta));
+}
+
+/* YaRN (transformers' _compute_yarn_parameters): pairs below the
+ * beta_fast correction dimension keep their frequency, pairs above the
+ * beta_slow one are interpolated (θ_i / factor), with a linear ramp in
+ * between. The attention factor (mscale) multiplies cos and sin alike, so
+ * the whole QK form of a layer by a positive constant: it is left out
+ * (docs/architectures.md), as QK@0 must equal QK. */
+static int scale_yarn(const rope_src *s, const json_t *sc, double factor, double *f, int64_t d,
+                      double theta)
+{
+	double fast, slow, len;
+	int rc;
+	if ((rc = rnum(s, sc, "beta_fast", 32, &fast)) || (rc = rnum(s, sc, "beta_slow", 1, &slow)) ||
+	    (rc = rnum(s, NULL, "max_position_embeddings", 0, &len)) ||
+	    (rc = rnum(s, sc, "original_max_position_embeddings", len, &len)))
+		return rc;
+	const json_t *tr = json_object_get(sc, "truncate");
+	if (!(len > 0) || !(fast > 0) || !(slow > 0))
+		return fasvd__error(FASVD_EARCH, "%s: yarn rope scaling needs positive beta_fast, "
+		                    "beta_slow and original_max_position_embeddings (or "
+		                    "max_position_embeddings)", s->label);
+	double lo = yarn_dim(fast, (double)d, theta, len);
+	double hi = yarn_dim(slow, (double)d, theta, len);
+	if (!json_is_false(tr)) {
+		lo = floor(lo);
+		hi = ceil(hi);
+	}
+	lo = fmax(lo, 0);
+	hi = fmin(hi, (double)(d - 1));
+	if (lo == hi)
+		hi += 0.001;
+	for (int64_t i = 0; i < d / 2; i++) {
+		double ramp = fmin(fmax(((double)i - lo) / (hi - lo), 0), 1);
+		f[i] = f[i] / factor * ramp + f[i] * (1 - ramp);
+	}
+	return 0;
+}
+
+/* Apply rope_scaling (or rope_parameters' type) to the inverse
+ * frequencies of d rotated rows at base theta; unknown types are refused
+ * rather than guessed. */
+static int apply_scaling(const rope_src *s, const json_t *sc, double *f, int64_t d, double theta)
+{
+	int64_t n = d / 2;
 	if (!sc || json_is_null(sc))
 		return 0;
 	if (!json_is_object(sc))
@@ -112,8 +158,10 @@ static int apply_scaling(const rope_src *s, const json_t *sc, double *f, int64_t
 	}
 	if (strcmp(type, "llama3") == 0)
 		return scale_llama3(s, sc, factor, f, n);
+	if (strcmp(type, "yarn") == 0)
+		return scale_yarn(s, sc, factor, f, d, theta);
 	return fasvd__error(FASVD_EARCH, "%s: rope scaling type '%s' is not supported (default, "
-	                    "linear and llama3 are)", s->label, type);
+	                    "linear, llama3 and yarn are)", s->label, type);
 }
 
 /* rope_theta (rope_parameters.rope_theta, rotary_emb_base for GPT-NeoX),
@@ -169,7 +217,7 @@ static int fill_pairs(fasvd_ctx *ctx, fasvd__rope *r, const rope_src *s, int64_t
 		r->b[i] = i + d / 2;
 		r->inv_freq[i] = pow(theta, -(double)(2 * i) / (double)d);
 	}
-	return apply_scaling(s, scaling, r->inv_freq, r->n_pairs);
+	return apply_scaling(s, scaling, r->inv_freq, d, theta);
 }
 
 int fasvd__config_rope(fasvd_ctx *ctx, fasvd__rope *r, const fasvd__config *cfg, bool gguf,

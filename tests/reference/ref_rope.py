@@ -67,9 +67,32 @@ def inv_freq(cfg, layer, head_dim):
         smoothed = (1 - smooth) * g / factor + smooth * g
         medium = ~(wavelen < old / hi) & ~(wavelen > old / lo)
         f = np.where(medium, smoothed, g)
+    elif kind == "yarn":
+        f = yarn(c, scaling, f, dim, base)
     else:
         assert kind == "default", kind
     return f, dim
+
+
+def yarn(c, sc, f, dim, base):
+    """transformers' _compute_yarn_parameters (the inverse frequencies; its
+    attention factor scales cos and sin alike, so every singular value of
+    the layer, and is left out as the library documents)."""
+    factor = sc["factor"]
+    old = sc.get("original_max_position_embeddings") or c["max_position_embeddings"]
+    fast, slow = sc.get("beta_fast") or 32, sc.get("beta_slow") or 1
+
+    def corr(rot):
+        return dim * math.log(old / (rot * 2 * math.pi)) / (2 * math.log(base))
+    lo, hi = corr(fast), corr(slow)
+    if sc.get("truncate", True):
+        lo, hi = math.floor(lo), math.ceil(hi)
+    lo, hi = max(lo, 0), min(hi, dim - 1)
+    if lo == hi:
+        hi += 0.001
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - lo) / (hi - lo), 0, 1)
+    extra = 1 - ramp
+    return f / factor * (1 - extra) + f * extra
 
 
 def rotary(m, pos, f, dim):
@@ -201,6 +224,10 @@ def main():
 
     llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    yarn_a = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096,
+              "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707}
+    yarn_b = {"type": "yarn", "factor": 16.0, "beta_fast": 24.5, "beta_slow": 1.5,
+              "truncate": False}
     cases = [
         ("stories260K (llama, GQA)", lambda: stories, "f64"),
         ("stories260K (llama, GQA)", lambda: stories, "f32"),
@@ -212,13 +239,19 @@ def main():
          lambda: fixture("gemma3", layer_types=["sliding_attention", "full_attention"],
                          rope_scaling={"rope_type": "linear", "factor": 8.0}), "f64"),
         ("llama (llama3 scaling)", lambda: fixture("llama", rope_scaling=llama3), "f64"),
+        ("mistral (yarn scaling, truncated ramp, mscale)",
+         lambda: fixture("mistral", "yarn-a", rope_scaling=yarn_a), "f64"),
+        ("qwen2 (yarn, untruncated ramp, max_position_embeddings)",
+         lambda: fixture("qwen2", "yarn-b", max_position_embeddings=1000,
+                         rope_scaling=yarn_b), "f64"),
     ]
     refusals = [
         ("gpt2 refused (no RoPE)", "gpt2", {}, ["gpt2", "no rotary"]),
         ("bert refused (no RoPE)", "bert", {}, ["bert", "no rotary"]),
         ("deepseek_v2 refused (MLA)", "deepseek_v2", {}, ["latent attention"]),
-        ("yarn scaling refused by name", "mistral",
-         {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, ["'yarn'", "not supported"]),
+        ("dynamic scaling refused by name", "mistral",
+         {"rope_scaling": {"rope_type": "dynamic", "factor": 4.0}},
+         ["'dynamic'", "not supported"]),
     ]
     bands = [("stories260K", lambda: stories), ("gpt_neox (rotary_pct 0.25)",
                                                  lambda: fixture("gpt_neox", "b-neox")),
