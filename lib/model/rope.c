@@ -2,7 +2,8 @@
  * rows of a head are rotated together, at which frequency. Every
  * architecture read from safetensors with RoPE applies it as Hugging Face's
  * rotate_half: row i pairs with row i + d/2 of the first d = head_dim ·
- * partial factor rows of each head, at the inverse frequency
+ * partial factor rows of each head; MLA's rope rows (qk_rope_head_dim) pair
+ * rows 2i and 2i + 1 instead. Pair i turns at the inverse frequency
  * θ^(−2i/d) (scaled per rope_scaling: linear, llama3, YaRN). */
 #include "model/model_int.h"
 
@@ -194,7 +195,7 @@ static int rope_params(const rope_src *s, int64_t layer, double *theta, double *
 }
 
 static int fill_pairs(fasvd_ctx *ctx, fasvd__rope *r, const rope_src *s, int64_t layer,
-                      int64_t head_dim)
+                      int64_t head_dim, bool interleave)
 {
 	double theta, frac;
 	const json_t *scaling;
@@ -213,8 +214,8 @@ static int fill_pairs(fasvd_ctx *ctx, fasvd__rope *r, const rope_src *s, int64_t
 	if (!r->a || !r->b || !r->inv_freq)
 		return FASVD_ENOMEM;
 	for (int64_t i = 0; i < r->n_pairs; i++) {
-		r->a[i] = i;
-		r->b[i] = i + d / 2;
+		r->a[i] = interleave ? 2 * i : i;
+		r->b[i] = interleave ? 2 * i + 1 : i + d / 2;
 		r->inv_freq[i] = pow(theta, -(double)(2 * i) / (double)d);
 	}
 	return apply_scaling(s, scaling, r->inv_freq, d, theta);
@@ -229,9 +230,6 @@ int fasvd__config_rope(fasvd_ctx *ctx, fasvd__rope *r, const fasvd__config *cfg,
 		return fasvd__error(FASVD_EARCH, "%s: rotary offsets are not read from GGUF files "
 		                    "(whose Q/K rows may be permuted); use the safetensors "
 		                    "checkpoint", cfg->label);
-	if (fasvd__arch_is_mla(cfg->arch))
-		return fasvd__error(FASVD_EARCH, "%s: rotary offsets of multi-head latent attention "
-		                    "(%s: a separate rope part) are not supported", cfg->label, arch);
 	if (strcmp(arch, "gpt2") == 0 || strcmp(arch, "bert") == 0)
 		return fasvd__error(FASVD_EARCH, "%s: %s has no rotary position embedding (its "
 		                    "positions are absolute): rotary offsets do not apply",
@@ -242,7 +240,11 @@ int fasvd__config_rope(fasvd_ctx *ctx, fasvd__rope *r, const fasvd__config *cfg,
 		return fasvd__error(FASVD_EFORMAT, "%s: %s", cfg->label, err.text);
 	const json_t *tc = json_object_get(root, "text_config");
 	rope_src s = {cfg->label, root, cfg->nested && json_is_object(tc) ? tc : NULL, arch};
-	int rc = fill_pairs(ctx, r, &s, layer, head_dim);
+	/* MLA rotates q_pe and k_pe in interleaved pairs (2i, 2i + 1): the
+	 * DeepSeek reference multiplies complex pairs, transformers
+	 * de-interleaves before rotate_half unless rope_interleave is false. */
+	bool interleave = fasvd__arch_is_mla(cfg->arch) && !json_is_false(rget(&s, "rope_interleave"));
+	int rc = fill_pairs(ctx, r, &s, layer, head_dim, interleave);
 	json_decref(root);
 	if (rc)
 		fasvd__rope_clear(ctx, r);
