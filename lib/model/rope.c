@@ -145,10 +145,17 @@ static int apply_scaling(const rope_src *s, const json_t *sc, double *f, int64_t
 	const char *type = json_is_string(t) ? json_string_value(t) : "default";
 	if (strcmp(type, "default") == 0)
 		return 0;
-	double factor;
+	double factor, len, old;
 	int rc = rnum(s, sc, "factor", 1, &factor);
 	if (rc)
 		return rc;
+	/* YaRN without a factor: the context extension it was set up for. */
+	if (strcmp(type, "yarn") == 0 && !json_object_get(sc, "factor") &&
+	    ((rc = rnum(s, NULL, "max_position_embeddings", 0, &len)) ||
+	     (rc = rnum(s, sc, "original_max_position_embeddings", 0, &old))))
+		return rc;
+	if (strcmp(type, "yarn") == 0 && !json_object_get(sc, "factor"))
+		factor = old > 0 ? len / old : 0;
 	if (!(factor > 0))
 		return fasvd__error(FASVD_EARCH, "%s: rope scaling factor %g is not positive",
 		                    s->label, factor);

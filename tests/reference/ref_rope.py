@@ -81,8 +81,8 @@ def yarn(c, sc, f, dim, base):
     """transformers' _compute_yarn_parameters (the inverse frequencies; its
     attention factor scales cos and sin alike, so every singular value of
     the layer, and is left out as the library documents)."""
-    factor = sc["factor"]
     old = sc.get("original_max_position_embeddings") or c["max_position_embeddings"]
+    factor = sc.get("factor") or c["max_position_embeddings"] / old
     fast, slow = sc.get("beta_fast") or 32, sc.get("beta_slow") or 1
 
     def corr(rot):
@@ -278,6 +278,10 @@ def main():
         ("llama (llama3 scaling)", lambda: fixture("llama", rope_scaling=llama3), "f64"),
         ("mistral (yarn scaling, truncated ramp, mscale)",
          lambda: fixture("mistral", "yarn-a", rope_scaling=yarn_a), "f64"),
+        ("llama (yarn without factor: max_position_embeddings / original)",
+         lambda: fixture("llama", "yarn-c", max_position_embeddings=24576,
+                         rope_scaling={"rope_type": "yarn",
+                                       "original_max_position_embeddings": 4096}), "f64"),
         ("qwen2 (yarn, untruncated ramp, max_position_embeddings)",
          lambda: fixture("qwen2", "yarn-b", max_position_embeddings=1000,
                          rope_scaling=yarn_b), "f64"),
