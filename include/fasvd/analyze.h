@@ -90,8 +90,10 @@ typedef struct fasvd_analyze_opts {
 	 * rope_offsets (borrowed for the call), L{l}.head.QK@{Δ} and
 	 * L{l}.stack.QK@{Δ}: the spectra of W_Qᵀ·R(Δ)ᵀ·W_K, the bilinear form
 	 * between a query and the key Δ positions before it under the model's
-	 * rotary embedding (docs/spectra-schema.md). Models without RoPE, MLA
-	 * and GGUF inputs are refused (FASVD_EARCH). */
+	 * rotary embedding (docs/spectra-schema.md); MLA models give
+	 * L{l}.head.QK_pe@{Δ} and L{l}.stack.QK_pe@{Δ} instead (each head's
+	 * Q_pe against the shared k_pe). Models without RoPE and GGUF inputs
+	 * are refused (FASVD_EARCH). */
 	const int64_t *rope_offsets;
 	int64_t n_rope_offsets;
 } fasvd_analyze_opts;

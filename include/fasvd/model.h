@@ -260,7 +260,7 @@ FASVD_API int64_t fasvd_model_layer_index(const fasvd_model_layer *l);
  * on success; share (n_share ≥ n_heads·n_pairs values) and inv_freq
  * (n_pairs values) may be NULL to ask for the size first.
  * Errors: FASVD_EINVAL (NULL l or n_pairs, n_share too small),
- * FASVD_EARCH (no RoPE, MLA, GGUF, unsupported scaling: as
+ * FASVD_EARCH (no RoPE, MLA (not supported here), GGUF, unsupported scaling: as
  * fasvd_analyze_opts.rope_offsets), FASVD_ENONFINITE, FASVD_ENOMEM. */
 FASVD_API int fasvd_model_layer_rope_bands(double *share, int64_t n_share, double *inv_freq,
                                            int64_t *n_pairs, const fasvd_model_layer *l);

@@ -267,7 +267,8 @@ static int ckpt_tensor(fasvd_tensor **t, const fasvd_model *m, const char *name)
 
 int fasvd__model_rope(fasvd__rope *r, const fasvd_model *m, int64_t layer)
 {
-	return fasvd__config_rope(m->ctx, r, &m->cfg, m->gg != NULL, m->dims.q_head, layer);
+	int64_t rows = fasvd__arch_is_mla(m->cfg.arch) ? m->dims.q_pe : m->dims.q_head;
+	return fasvd__config_rope(m->ctx, r, &m->cfg, m->gg != NULL, rows, layer);
 }
 
 int fasvd__model_rope_heads(fasvd_heads **out, const fasvd_model *m, const fasvd_heads *q,
@@ -1219,6 +1220,9 @@ int fasvd_model_layer_rope_bands(double *share, int64_t n_share, double *inv_fre
 		return fasvd__error(FASVD_EINVAL, "%s: NULL argument", fn);
 	fasvd_ctx *ctx = l->m->ctx;
 	const fasvd_layer_desc *d = &l->desc;
+	if (d->q_pe)
+		return fasvd__error(FASVD_EARCH, "%s: the rope bands of multi-head latent attention "
+		                    "(a rope part shared by all heads) are not supported", fn);
 	fasvd__rope r;
 	int rc = fasvd__model_rope(&r, l->m, l->layer);
 	if (rc)

@@ -154,9 +154,10 @@ typedef struct fasvd__rope {
 	double *inv_freq;
 } fasvd__rope;
 /* The RoPE of layer `layer` of a model with this config (rope_theta,
- * partial_rotary_factor / rotary_pct, rope_scaling default, linear and
- * llama3; Gemma3's local base on sliding layers), heads of head_dim rows.
- * Errors: FASVD_EARCH (no RoPE: GPT-2, BERT; MLA; a GGUF model; an
+ * partial_rotary_factor / rotary_pct, rope_scaling default, linear,
+ * llama3 and yarn; Gemma3's local base on sliding layers), heads of head_dim rows.
+ * MLA: head_dim is qk_rope_head_dim, pairs interleaved (2i, 2i + 1).
+ * Errors: FASVD_EARCH (no RoPE: GPT-2, BERT; a GGUF model; an
  * unsupported scaling type, named), FASVD_ENOMEM. Clear with
  * fasvd__rope_clear. */
 int fasvd__config_rope(fasvd_ctx *ctx, fasvd__rope *r, const fasvd__config *cfg, bool gguf,

@@ -2,8 +2,9 @@
  * rows of a head are rotated together, at which frequency. Every
  * architecture read from safetensors with RoPE applies it as Hugging Face's
  * rotate_half: row i pairs with row i + d/2 of the first d = head_dim ·
- * partial factor rows of each head, at the inverse frequency
- * θ^(−2i/d) (scaled per rope_scaling). */
+ * partial factor rows of each head; MLA's rope rows (qk_rope_head_dim) pair
+ * rows 2i and 2i + 1 instead. Pair i turns at the inverse frequency
+ * θ^(−2i/d) (scaled per rope_scaling: linear, llama3, YaRN). */
 #include "model/model_int.h"
 
 #include <jansson.h>
@@ -84,10 +85,56 @@ static int scale_llama3(const rope_src *s, const json_t *sc, double factor, doub
 	return 0;
 }
 
-/* Apply rope_scaling (or rope_parameters' type) to the inverse
- * frequencies; unknown types are refused rather than guessed. */
-static int apply_scaling(const rope_src *s, const json_t *sc, double *f, int64_t n)
+/* The dimension (of d rotated rows, base theta) whose pair turns
+ * `rot` times over `len` positions (YaRN's find_correction_dim). */
+static double yarn_dim(double rot, double d, double theta, double len)
 {
+	return d * log(len / (rot * 2 * M_PI)) / (2 * log(theta));
+}
+
+/* YaRN (transformers' _compute_yarn_parameters): pairs below the
+ * beta_fast correction dimension keep their frequency, pairs above the
+ * beta_slow one are interpolated (θ_i / factor), with a linear ramp in
+ * between. The attention factor (mscale) multiplies cos and sin alike, so
+ * the whole QK form of a layer by a positive constant: it is left out
+ * (docs/architectures.md), as QK@0 must equal QK. */
+static int scale_yarn(const rope_src *s, const json_t *sc, double factor, double *f, int64_t d,
+                      double theta)
+{
+	double fast, slow, len;
+	int rc;
+	if ((rc = rnum(s, sc, "beta_fast", 32, &fast)) || (rc = rnum(s, sc, "beta_slow", 1, &slow)) ||
+	    (rc = rnum(s, NULL, "max_position_embeddings", 0, &len)) ||
+	    (rc = rnum(s, sc, "original_max_position_embeddings", len, &len)))
+		return rc;
+	const json_t *tr = json_object_get(sc, "truncate");
+	if (!(len > 0) || !(fast > 0) || !(slow > 0))
+		return fasvd__error(FASVD_EARCH, "%s: yarn rope scaling needs positive beta_fast, "
+		                    "beta_slow and original_max_position_embeddings (or "
+		                    "max_position_embeddings)", s->label);
+	double lo = yarn_dim(fast, (double)d, theta, len);
+	double hi = yarn_dim(slow, (double)d, theta, len);
+	if (!json_is_false(tr)) {
+		lo = floor(lo);
+		hi = ceil(hi);
+	}
+	lo = fmax(lo, 0);
+	hi = fmin(hi, (double)(d - 1));
+	if (lo == hi)
+		hi += 0.001;
+	for (int64_t i = 0; i < d / 2; i++) {
+		double ramp = fmin(fmax(((double)i - lo) / (hi - lo), 0), 1);
+		f[i] = f[i] / factor * ramp + f[i] * (1 - ramp);
+	}
+	return 0;
+}
+
+/* Apply rope_scaling (or rope_parameters' type) to the inverse
+ * frequencies of d rotated rows at base theta; unknown types are refused
+ * rather than guessed. */
+static int apply_scaling(const rope_src *s, const json_t *sc, double *f, int64_t d, double theta)
+{
+	int64_t n = d / 2;
 	if (!sc || json_is_null(sc))
 		return 0;
 	if (!json_is_object(sc))
@@ -98,10 +145,17 @@ static int apply_scaling(const rope_src *s, const json_t *sc, double *f, int64_t
 	const char *type = json_is_string(t) ? json_string_value(t) : "default";
 	if (strcmp(type, "default") == 0)
 		return 0;
-	double factor;
+	double factor, len, old;
 	int rc = rnum(s, sc, "factor", 1, &factor);
 	if (rc)
 		return rc;
+	/* YaRN without a factor: the context extension it was set up for. */
+	if (strcmp(type, "yarn") == 0 && !json_object_get(sc, "factor") &&
+	    ((rc = rnum(s, NULL, "max_position_embeddings", 0, &len)) ||
+	     (rc = rnum(s, sc, "original_max_position_embeddings", 0, &old))))
+		return rc;
+	if (strcmp(type, "yarn") == 0 && !json_object_get(sc, "factor"))
+		factor = old > 0 ? len / old : 0;
 	if (!(factor > 0))
 		return fasvd__error(FASVD_EARCH, "%s: rope scaling factor %g is not positive",
 		                    s->label, factor);
@@ -112,8 +166,10 @@ static int apply_scaling(const rope_src *s, const json_t *sc, double *f, int64_t
 	}
 	if (strcmp(type, "llama3") == 0)
 		return scale_llama3(s, sc, factor, f, n);
+	if (strcmp(type, "yarn") == 0)
+		return scale_yarn(s, sc, factor, f, d, theta);
 	return fasvd__error(FASVD_EARCH, "%s: rope scaling type '%s' is not supported (default, "
-	                    "linear and llama3 are)", s->label, type);
+	                    "linear, llama3 and yarn are)", s->label, type);
 }
 
 /* rope_theta (rope_parameters.rope_theta, rotary_emb_base for GPT-NeoX),
@@ -146,7 +202,7 @@ static int rope_params(const rope_src *s, int64_t layer, double *theta, double *
 }
 
 static int fill_pairs(fasvd_ctx *ctx, fasvd__rope *r, const rope_src *s, int64_t layer,
-                      int64_t head_dim)
+                      int64_t head_dim, bool interleave)
 {
 	double theta, frac;
 	const json_t *scaling;
@@ -165,11 +221,11 @@ static int fill_pairs(fasvd_ctx *ctx, fasvd__rope *r, const rope_src *s, int64_t
 	if (!r->a || !r->b || !r->inv_freq)
 		return FASVD_ENOMEM;
 	for (int64_t i = 0; i < r->n_pairs; i++) {
-		r->a[i] = i;
-		r->b[i] = i + d / 2;
+		r->a[i] = interleave ? 2 * i : i;
+		r->b[i] = interleave ? 2 * i + 1 : i + d / 2;
 		r->inv_freq[i] = pow(theta, -(double)(2 * i) / (double)d);
 	}
-	return apply_scaling(s, scaling, r->inv_freq, r->n_pairs);
+	return apply_scaling(s, scaling, r->inv_freq, d, theta);
 }
 
 int fasvd__config_rope(fasvd_ctx *ctx, fasvd__rope *r, const fasvd__config *cfg, bool gguf,
@@ -181,9 +237,6 @@ int fasvd__config_rope(fasvd_ctx *ctx, fasvd__rope *r, const fasvd__config *cfg,
 		return fasvd__error(FASVD_EARCH, "%s: rotary offsets are not read from GGUF files "
 		                    "(whose Q/K rows may be permuted); use the safetensors "
 		                    "checkpoint", cfg->label);
-	if (fasvd__arch_is_mla(cfg->arch))
-		return fasvd__error(FASVD_EARCH, "%s: rotary offsets of multi-head latent attention "
-		                    "(%s: a separate rope part) are not supported", cfg->label, arch);
 	if (strcmp(arch, "gpt2") == 0 || strcmp(arch, "bert") == 0)
 		return fasvd__error(FASVD_EARCH, "%s: %s has no rotary position embedding (its "
 		                    "positions are absolute): rotary offsets do not apply",
@@ -194,7 +247,11 @@ int fasvd__config_rope(fasvd_ctx *ctx, fasvd__rope *r, const fasvd__config *cfg,
 		return fasvd__error(FASVD_EFORMAT, "%s: %s", cfg->label, err.text);
 	const json_t *tc = json_object_get(root, "text_config");
 	rope_src s = {cfg->label, root, cfg->nested && json_is_object(tc) ? tc : NULL, arch};
-	int rc = fill_pairs(ctx, r, &s, layer, head_dim);
+	/* MLA rotates q_pe and k_pe in interleaved pairs (2i, 2i + 1): the
+	 * DeepSeek reference multiplies complex pairs, transformers
+	 * de-interleaves before rotate_half unless rope_interleave is false. */
+	bool interleave = fasvd__arch_is_mla(cfg->arch) && !json_is_false(rget(&s, "rope_interleave"));
+	int rc = fill_pairs(ctx, r, &s, layer, head_dim, interleave);
 	json_decref(root);
 	if (rc)
 		fasvd__rope_clear(ctx, r);

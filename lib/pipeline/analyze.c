@@ -747,30 +747,51 @@ static int add_layer_entries(struct run *r, int64_t l, const fasvd_spectra *sp,
 	return rc;
 }
 
+/* MLA's shared rope key: the last rope rows of kv_a_proj_with_mqa as one
+ * head (with the input norm's gain when folded). */
+static int mla_k_pe(fasvd_heads **k, fasvd_ctx *ctx, const fasvd_layer_desc *d)
+{
+	const fasvd_tensor *t = d->kva_pe;
+	int64_t rows = fasvd_tensor_rows(t), cols = fasvd_tensor_cols(t);
+	int rc = fasvd_heads_new(k, ctx, t, FASVD_AXIS_ROWS, 1, rows, 0, 0);
+	if (!rc && d->kva_pe_col_scale && (rc = fasvd_heads_set_col_scale(*k, d->kva_pe_col_scale,
+	                                                                  cols))) {
+		fasvd_heads_free(*k);
+		*k = NULL;
+	}
+	return rc;
+}
+
 /* head.QK@Δ and stack.QK@Δ: the layer's Q heads rotated by R(Δ) against
- * its K heads, through the same engine as head.QK. */
+ * its K heads, through the same engine as head.QK. MLA: head.QK_pe@Δ and
+ * stack.QK_pe@Δ, each head's Q_pe rotated against the shared k_pe (the
+ * nope part QK does not depend on Δ). */
 static int run_rope_offset(struct run *r, int64_t l, const fasvd_model_layer *layer,
                            const fasvd_layer_opts *opts, int64_t delta)
 {
 	const fasvd_layer_desc *d = fasvd_model_layer_desc(layer);
+	bool mla = d->q_pe != NULL;
 	fasvd_layer_desc rd;
 	fasvd_layer_desc_init(&rd, sizeof rd);
 	rd.n_heads = d->n_heads;
-	rd.n_kv_heads = d->n_kv_heads;
+	rd.n_kv_heads = mla ? 1 : d->n_kv_heads;
 	rd.k = d->k;
-	fasvd_heads *q = NULL;
+	fasvd_heads *q = NULL, *kpe = NULL;
 	fasvd_spectra *sp = NULL;
-	int rc = fasvd__model_rope_heads(&q, r->model, d->q, l, delta);
-	if (rc)
-		return fasvd__error_prefix(rc, "layer %lld, rotary offset %lld", (long long)l,
-		                           (long long)delta);
-	rd.q = q;
-	fasvd_layer_opts ro = *opts;
-	ro.groups = FASVD_LAYER_HEAD | FASVD_LAYER_STACK;
-	rc = fasvd_layer_spectra(&sp, r->ctx, &rd, &ro);
+	int rc = mla ? mla_k_pe(&kpe, r->ctx, d) : 0;
+	if (!rc)
+		rc = fasvd__model_rope_heads(&q, r->model, mla ? d->q_pe : d->q, l, delta);
+	if (!rc) {
+		rd.q = q;
+		if (mla)
+			rd.k = kpe;
+		fasvd_layer_opts ro = *opts;
+		ro.groups = FASVD_LAYER_HEAD | FASVD_LAYER_STACK;
+		rc = fasvd_layer_spectra(&sp, r->ctx, &rd, &ro);
+	}
 	if (!rc) {
 		char suffix[32];
-		snprintf(suffix, sizeof suffix, "@%lld", (long long)delta);
+		snprintf(suffix, sizeof suffix, "%s@%lld", mla ? "_pe" : "", (long long)delta);
 		rc = add_layer_entries(r, l, sp, suffix);
 	} else {
 		fasvd__error_prefix(rc, "layer %lld, rotary offset %lld", (long long)l,
@@ -778,6 +799,7 @@ static int run_rope_offset(struct run *r, int64_t l, const fasvd_model_layer *la
 	}
 	fasvd_spectra_free(sp);
 	fasvd_heads_free(q);
+	fasvd_heads_free(kpe);
 	return rc;
 }
 

@@ -9,8 +9,11 @@ inverse frequencies from rope_theta and rope_scaling written here from
 transformers' formulas) to a query at position p + Δ and a key at position p,
 and checks head.QK@Δ and stack.QK@Δ against the singular values of
 (R(p+Δ)·Q_i)ᵀ·(R(p)·K_g(i)) in float64; head.QK@0 must equal head.QK.
-Architectures without RoPE, MLA and unknown scaling types must be refused
-with a message naming the reason.
+MLA (deepseek_v2/v3, kimi_k2): head.QK_pe@Δ and stack.QK_pe@Δ against
+each head's Q_pe and the shared k_pe rotated as DeepSeek-V3's
+apply_rotary_pos_emb_interleave does (de-interleave, then rotate_half).
+Architectures without RoPE and unknown scaling types must be refused with a
+message naming the reason; MLA's --rope-bands too.
 
 Prints TAP. Usage: ref_rope.py FASVD MAKE_FIXTURE STORIES_DIR WORKDIR
 """
@@ -67,9 +70,32 @@ def inv_freq(cfg, layer, head_dim):
         smoothed = (1 - smooth) * g / factor + smooth * g
         medium = ~(wavelen < old / hi) & ~(wavelen > old / lo)
         f = np.where(medium, smoothed, g)
+    elif kind == "yarn":
+        f = yarn(c, scaling, f, dim, base)
     else:
         assert kind == "default", kind
     return f, dim
+
+
+def yarn(c, sc, f, dim, base):
+    """transformers' _compute_yarn_parameters (the inverse frequencies; its
+    attention factor scales cos and sin alike, so every singular value of
+    the layer, and is left out as the library documents)."""
+    old = sc.get("original_max_position_embeddings") or c["max_position_embeddings"]
+    factor = sc.get("factor") or c["max_position_embeddings"] / old
+    fast, slow = sc.get("beta_fast") or 32, sc.get("beta_slow") or 1
+
+    def corr(rot):
+        return dim * math.log(old / (rot * 2 * math.pi)) / (2 * math.log(base))
+    lo, hi = corr(fast), corr(slow)
+    if sc.get("truncate", True):
+        lo, hi = math.floor(lo), math.ceil(hi)
+    lo, hi = max(lo, 0), min(hi, dim - 1)
+    if lo == hi:
+        hi += 0.001
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - lo) / (hi - lo), 0, 1)
+    extra = 1 - ramp
+    return f / factor * (1 - extra) + f * extra
 
 
 def rotary(m, pos, f, dim):
@@ -83,8 +109,36 @@ def rotary(m, pos, f, dim):
     return np.concatenate([rot * cos + rotate_half * sin, rest])
 
 
+def rotary_mla(m, pos, f, interleave):
+    """DeepSeek-V3's apply_rotary_pos_emb_interleave on the rope rows m:
+    view (d/2, 2), transpose, reshape (rows 0, 2, 4, …, 1, 3, 5, …), then
+    rotate_half; rope_interleave false skips the de-interleaving."""
+    d = m.shape[0]
+    if interleave:
+        m = m.reshape(d // 2, 2, -1).transpose(1, 0, 2).reshape(d, -1)
+    return rotary(m, pos, f, d)
+
+
+def reference_mla(st, cfg, layer, mats, H):
+    """MLA: every head's Q_pe against the one k_pe (the last rope rows of
+    kv_a_proj_with_mqa), both rotated."""
+    Qpe, kpe = mats["Q_pe"], mats["sub.KVA_pe"][0]
+    f, dim = inv_freq(cfg, layer, kpe.shape[0])
+    assert dim == kpe.shape[0]
+    il = text_cfg(cfg).get("rope_interleave", True)
+    ref = {}
+    for d in OFFSETS:
+        p = 7
+        qk = [rotary_mla(Qpe[i], p + d, f, il).T @ rotary_mla(kpe, p, f, il) for i in range(H)]
+        ref["L%d.head.QK_pe@%d" % (layer, d)] = np.array([svals(m) for m in qk])
+        ref["L%d.stack.QK_pe@%d" % (layer, d)] = stack(qk)[None, :]
+    return ref
+
+
 def reference(st, cfg, layer):
     mats, H, KV = canonical(st, cfg, layer, True)
+    if "Q_pe" in mats:
+        return reference_mla(st, cfg, layer, mats, H)
     Q, K = mats["Q"], mats["K"]
     f, dim = inv_freq(cfg, layer, Q[0].shape[0])
     ref = {}
@@ -118,6 +172,10 @@ def check(fasvd, model, out, compute):
         for key, rs in ref.items():
             compare(key, got.get(key), rs, tol)
             n += 1
+        if "L%d.head.QK_pe@1" % layer in ref:
+            if np.allclose(got.get("L%d.head.QK_pe@1" % layer), got.get("L%d.head.QK_pe@0" % layer)):
+                raise AssertionError("QK_pe@1 equals QK_pe@0: no rotation applied")
+            continue
         for kind in ("head", "stack"):
             plain = got.get("L%d.%s.QK" % (layer, kind))
             at0 = got.get("L%d.%s.QK@0" % (layer, kind))
@@ -175,8 +233,8 @@ def edit_config(model, **keys):
         json.dump(cfg, fh, indent=2)
 
 
-def refused(fasvd, model, out, words):
-    r = analyze(fasvd, model, out, "f32")
+def refused(fasvd, model, out, words, extra=()):
+    r = analyze(fasvd, model, out, "f32", extra)
     if r.returncode == 0:
         raise AssertionError("--rope-offsets accepted")
     for w in words:
@@ -201,6 +259,12 @@ def main():
 
     llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    yarn_a = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096,
+              "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707}
+    yarn_b = {"type": "yarn", "factor": 16.0, "beta_fast": 24.5, "beta_slow": 1.5,
+              "truncate": False}
+    yarn_ds = {"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+               "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
     cases = [
         ("stories260K (llama, GQA)", lambda: stories, "f64"),
         ("stories260K (llama, GQA)", lambda: stories, "f32"),
@@ -212,13 +276,31 @@ def main():
          lambda: fixture("gemma3", layer_types=["sliding_attention", "full_attention"],
                          rope_scaling={"rope_type": "linear", "factor": 8.0}), "f64"),
         ("llama (llama3 scaling)", lambda: fixture("llama", rope_scaling=llama3), "f64"),
+        ("mistral (yarn scaling, truncated ramp, mscale)",
+         lambda: fixture("mistral", "yarn-a", rope_scaling=yarn_a), "f64"),
+        ("llama (yarn without factor: max_position_embeddings / original)",
+         lambda: fixture("llama", "yarn-c", max_position_embeddings=24576,
+                         rope_scaling={"rope_type": "yarn",
+                                       "original_max_position_embeddings": 4096}), "f64"),
+        ("qwen2 (yarn, untruncated ramp, max_position_embeddings)",
+         lambda: fixture("qwen2", "yarn-b", max_position_embeddings=1000,
+                         rope_scaling=yarn_b), "f64"),
+        ("deepseek_v3 (MLA: interleaved q_pe/k_pe, yarn with mscale)",
+         lambda: fixture("deepseek_v3", "mla-v3", rope_theta=5000.0, rope_scaling=yarn_ds), "f64"),
+        ("deepseek_v3 (MLA, rope_interleave false)",
+         lambda: fixture("deepseek_v3", "mla-v3-half", rope_interleave=False), "f64"),
+        ("deepseek_v2 (MLA, no query compression)",
+         lambda: fixture("deepseek_v2", "mla-v2"), "f64"),
+        ("kimi_k2 (MLA)", lambda: fixture("kimi_k2", "mla-k2"), "f64"),
     ]
     refusals = [
         ("gpt2 refused (no RoPE)", "gpt2", {}, ["gpt2", "no rotary"]),
         ("bert refused (no RoPE)", "bert", {}, ["bert", "no rotary"]),
-        ("deepseek_v2 refused (MLA)", "deepseek_v2", {}, ["latent attention"]),
-        ("yarn scaling refused by name", "mistral",
-         {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, ["'yarn'", "not supported"]),
+        ("MLA rope bands refused (deepseek_v3)", "deepseek_v3", {},
+         ["rope bands", "latent attention"]),
+        ("dynamic scaling refused by name", "mistral",
+         {"rope_scaling": {"rope_type": "dynamic", "factor": 4.0}},
+         ["'dynamic'", "not supported"]),
     ]
     bands = [("stories260K", lambda: stories), ("gpt_neox (rotary_pct 0.25)",
                                                  lambda: fixture("gpt_neox", "b-neox")),
@@ -249,9 +331,10 @@ def main():
             print("\n".join("# " + line for line in str(e).splitlines()))
     for name, arch, keys, words in refusals:
         n += 1
+        out = os.path.join(work, "out-%d.safetensors" % n)
         try:
-            refused(fasvd, fixture(arch, "r-" + arch, **keys),
-                    os.path.join(work, "out-%d.safetensors" % n), words)
+            extra = ["--rope-bands", out + ".csv"] if "bands" in name else []
+            refused(fasvd, fixture(arch, "r-" + arch, **keys), out, words, extra)
             print("ok %d - %s" % (n, name))
         except Exception as e:  # noqa: BLE001
             failed += 1

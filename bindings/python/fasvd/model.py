@@ -389,8 +389,9 @@ class Model(_Handle):
         Dask, a job array). ``rope_offsets``: integer offsets Δ (at most
         64), as the CLI's --rope-offsets: the result also holds head.QK@Δ
         and stack.QK@Δ, the spectra of W_Qᵀ·R(Δ)ᵀ·W_K (a query and the key
-        Δ positions before it under the model's rotary embedding); models
-        without RoPE, MLA and GGUF inputs raise.
+        Δ positions before it under the model's rotary embedding; MLA
+        models: head.QK_pe@Δ and stack.QK_pe@Δ, each head's Q_pe against
+        the shared k_pe); models without RoPE and GGUF inputs raise.
         ``progress``: None, True (a line per step on stderr), or a callable
         receiving a dict (stage, layer, tensor, steps_done, steps_total,
         bytes_done, bytes_total, elapsed_s); returning True cancels. A
