@@ -12,9 +12,8 @@ one GGUF file per quant type. Q8_0 and Q4_0 tensors are gguf.quants.quantize
 of Gaussian weights; the K-quants (which the package cannot quantise) are
 random blocks with a fixed F16 super-block scale. Each quant type gets its
 own F32 safetensors folder (safetensors.numpy) holding exactly the weights
-that file decodes to
-(gguf.quants.dequantize, Q/K rows un-permuted to the Hugging Face order),
-so both inputs ask `analyze` for the same arithmetic and differ only in how
+that file decodes to (gguf.quants.dequantize, Q/K rows un-permuted to the
+Hugging Face order), so both inputs ask `analyze` for the same arithmetic and differ only in how
 the weights are read.
 
 `fasvd analyze MODEL -o OUT -q -j T` runs for every input, the inputs
