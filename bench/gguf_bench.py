@@ -6,15 +6,15 @@ usage: gguf_bench.py [--build DIR] [--layers N] [--hidden N] [--heads N]
                      [--kv-heads N] [--types Q8_0,Q4_0,Q4_K,Q6_K]
                      [--reps N] [--threads N] [--keep DIR]
 
-A llama model (default hidden 2048, 16 heads, 8 KV heads, head_dim 128,
-4 layers: attention tensors and norms) is written by the `gguf` package as
-one GGUF file per quant type. Q8_0 and Q4_0 tensors are gguf.quants.quantize
-of Gaussian weights; the K-quants (which the package cannot quantise) are
+A llama model (default hidden 2048, 16 heads, 8 KV heads, head_dim 128, 4
+layers: attention tensors and norms) is written by the `gguf` package as one
+GGUF file per quant type. Q8_0 and Q4_0 tensors are gguf.quants.quantize of
+Gaussian weights; the K-quants (which the package cannot quantise) are
 random blocks with a fixed F16 super-block scale. Each quant type gets its
 own F32 safetensors folder (safetensors.numpy) holding exactly the weights
 that file decodes to (gguf.quants.dequantize, Q/K rows un-permuted to the
-Hugging Face order), so both inputs ask `analyze` for the same arithmetic and differ only in how
-the weights are read.
+Hugging Face order), so both inputs ask `analyze` for the same arithmetic
+and differ only in how the weights are read.
 
 `fasvd analyze MODEL -o OUT -q -j T` runs for every input, the inputs
 alternating, --reps rounds (best wall-clock time of each); the table gives
