@@ -695,6 +695,18 @@ static int emit_ffn(fx *f, int64_t layer)
 	return rc;
 }
 
+/* o_proj as a Linear [hidden, H·vh] (zero-filled first): head i's columns
+ * hold O_iᵀ (O_i: vh x hidden). */
+static int emit_o_linear(fx *f, int64_t layer, const layer_mats *lm, double *buf, int64_t cap,
+                         int64_t vh)
+{
+	int64_t H = f->H, hid = f->hidden;
+	memset(buf, 0, (size_t)cap * sizeof *buf);
+	for (int64_t i = 0; i < H; i++)
+		put(buf, H * vh, 0, i * vh, lm->o[i], vh, hid, true);
+	return emit_weight(f, layer, FX_R_O, hid, H * vh, buf, hid);
+}
+
 static int write_layer(fx *f, int64_t layer)
 {
 	layer_mats lm;
@@ -738,11 +750,7 @@ static int write_layer(fx *f, int64_t layer)
 			put(buf, hid, g * hd, 0, lm.v[g], hd, hid, false);
 		if ((rc = emit_weight(f, layer, FX_R_V, KV * hd, hid, buf, KV * hd)))
 			goto out;
-		CLEAR();
-		/* o_proj [hidden, H·hd]: head i's columns hold O_iᵀ. */
-		for (int64_t i = 0; i < H; i++)
-			put(buf, H * hd, 0, i * hd, lm.o[i], hd, hid, true);
-		if ((rc = emit_weight(f, layer, FX_R_O, hid, H * hd, buf, hid)))
+		if ((rc = emit_o_linear(f, layer, &lm, buf, cap, hd)))
 			goto out;
 		break;
 	case FX_QKV_ROWS:
@@ -768,16 +776,14 @@ static int write_layer(fx *f, int64_t layer)
 		}
 		if ((rc = emit_weight(f, layer, FX_R_QKV, conv ? hid : n, conv ? n : hid, buf, n)))
 			goto out;
-		CLEAR();
 		if (conv) {
 			/* c_proj [in = H·hd, out = hidden]: head i's rows are O_i. */
+			CLEAR();
 			for (int64_t i = 0; i < H; i++)
 				put(buf, hid, i * hd, 0, lm.o[i], hd, hid, false);
 			rc = emit_weight(f, layer, FX_R_O, H * hd, hid, buf, hid);
 		} else {
-			for (int64_t i = 0; i < H; i++)
-				put(buf, H * hd, 0, i * hd, lm.o[i], hd, hid, true);
-			rc = emit_weight(f, layer, FX_R_O, hid, H * hd, buf, hid);
+			rc = emit_o_linear(f, layer, &lm, buf, cap, hd);
 		}
 		if (rc)
 			goto out;
@@ -793,10 +799,7 @@ static int write_layer(fx *f, int64_t layer)
 		}
 		if ((rc = emit_weight(f, layer, FX_R_QKV, 3 * H * hd, hid, buf, 3 * H * hd)))
 			goto out;
-		CLEAR();
-		for (int64_t i = 0; i < H; i++)
-			put(buf, H * hd, 0, i * hd, lm.o[i], hd, hid, true);
-		if ((rc = emit_weight(f, layer, FX_R_O, hid, H * hd, buf, hid)))
+		if ((rc = emit_o_linear(f, layer, &lm, buf, cap, hd)))
 			goto out;
 		break;
 	case FX_MLA: {
@@ -832,10 +835,7 @@ static int write_layer(fx *f, int64_t layer)
 		}
 		if ((rc = emit_weight(f, layer, FX_R_KVB, H * (nope + vh), kvl, buf, H * (nope + vh))))
 			goto out;
-		CLEAR();
-		for (int64_t i = 0; i < H; i++)
-			put(buf, H * vh, 0, i * vh, lm.o[i], vh, hid, true);
-		if ((rc = emit_weight(f, layer, FX_R_O, hid, H * vh, buf, hid)))
+		if ((rc = emit_o_linear(f, layer, &lm, buf, cap, vh)))
 			goto out;
 		break;
 	}
