@@ -3,7 +3,9 @@
  * `fasvd analyze --shard K/N` with N the number of steps (one layer or
  * extra tensor each, numbered largest first), handed out dynamically from a
  * counter on rank 0 that every rank, rank 0 included, takes the next item
- * from; each rank writes its items' shard files into OUT.parts/ (a folder
+ * from (rank 0's own items run while a thread of it answers the other
+ * ranks' requests, so no rank waits for rank 0 to finish an item, whatever
+ * the transport); each rank writes its items' shard files into OUT.parts/ (a folder
  * every rank sees: on a cluster, a shared file system) and rank 0 merges
  * them into OUT, byte for byte the file of one `fasvd analyze` run. */
 #include "cli.h"
@@ -12,28 +14,46 @@
 #include <stdarg.h>
 #include <errno.h>
 #include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-enum { MSG = 4600 };
+enum { MSG = 4600, TAG_ASK = 46001, TAG_ITEM = 46002 };
+
+/* MPI_THREAD_SERIALIZED or better: rank 0 computes items too (else it only
+ * hands them out). */
+static bool threads_ok;
 
 struct job {
 	cli *c;
 	int rank, size;
 	const char *model, *out;
 	char parts[4200];
-	bool resume, force, quiet, survey;
+	bool resume, force, quiet, survey, verbose;
 	fasvd_analyze_opts ao;
 	long long n_items;
 };
 
-/* The outcome of a rank: 0, or the failed item and the message. */
+/* The outcome of a rank: 0, or the failed item and the message; the items
+ * it computed, the seconds inside them, and the seconds from the start of
+ * the items to its last one's end (for --verbose). */
 struct outcome {
 	int rc;
 	long long item;
+	int items;
+	double compute, span;
 	char msg[MSG];
+};
+
+/* Rank 0's counter of the items handed out. */
+struct dealer {
+	atomic_llong next;
+	long long n;
+	int size;
 };
 
 static int stop_at_start(void *user, const fasvd_progress *p)
@@ -128,32 +148,94 @@ static int prepare(struct job *j, struct outcome *o)
 	return rc;
 }
 
-/* Take items from the counter until none is left or one fails. */
-static void work(struct job *j, MPI_Win win, struct outcome *o, int *done)
+/* Rank 0's thread: answer every other rank's requests for an item (an
+ * item number, n or more when none is left) until each has taken its last
+ * one or left after a failure. Polls with a short sleep rather than a
+ * blocking receive, which Open MPI spins on: rank 0's own items share its
+ * cores. */
+static void *serve(void *arg)
 {
-	const long long one = 1;
+	struct dealer *d = arg;
+	const struct timespec pause = {0, 1000000};
+	for (int left = d->size - 1; left > 0;) {
+		int leaving = 0, flag = 0;
+		MPI_Status st;
+		MPI_Request rq;
+		MPI_Irecv(&leaving, 1, MPI_INT, MPI_ANY_SOURCE, TAG_ASK, MPI_COMM_WORLD, &rq);
+		while (MPI_Test(&rq, &flag, &st) == MPI_SUCCESS && !flag)
+			nanosleep(&pause, NULL);
+		if (leaving) {
+			left--;
+			continue;
+		}
+		long long k = atomic_fetch_add(&d->next, 1);
+		MPI_Send(&k, 1, MPI_LONG_LONG, st.MPI_SOURCE, TAG_ITEM, MPI_COMM_WORLD);
+		left -= k >= d->n;
+	}
+	return NULL;
+}
+
+/* The next item for this rank (from rank 0's counter); leaving: tell rank
+ * 0 this rank takes no more (after a failure). */
+static long long next_item(const struct job *j, struct dealer *d, int leaving)
+{
+	long long k = j->n_items;
+	if (j->rank == 0)
+		return leaving ? k : atomic_fetch_add(&d->next, 1);
+	MPI_Send(&leaving, 1, MPI_INT, 0, TAG_ASK, MPI_COMM_WORLD);
+	if (!leaving)
+		MPI_Recv(&k, 1, MPI_LONG_LONG, 0, TAG_ITEM, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+	return k;
+}
+
+/* Take items until none is left or one fails. */
+static void work(struct job *j, struct dealer *d, struct outcome *o)
+{
+	double t0 = MPI_Wtime();
 	for (;;) {
-		long long k;
-		MPI_Win_lock(MPI_LOCK_SHARED, 0, 0, win);
-		MPI_Fetch_and_op(&one, &k, MPI_LONG_LONG, 0, 0, MPI_SUM, win);
-		MPI_Win_unlock(0, win);
+		long long k = next_item(j, d, 0);
 		if (k >= j->n_items)
-			return;
+			break;
 		char path[4400];
 		part_path(j, k, path, sizeof path);
 		fasvd_analyze_opts ao = j->ao;
 		ao.shard_index = k;
 		ao.shard_count = j->n_items;
 		ao.resume = 1; /* a complete part of an earlier run is kept */
+		double t = MPI_Wtime();
 		int rc = fasvd_analyze(j->c->ctx, j->model, path, &ao);
+		o->compute += MPI_Wtime() - t;
 		if (rc) {
 			o->rc = rc;
 			o->item = k;
 			snprintf(o->msg, MSG, "%s", fasvd_last_error());
-			return;
+			next_item(j, d, 1);
+			break;
 		}
-		++*done;
+		o->items++;
 	}
+	o->span = MPI_Wtime() - t0;
+}
+
+/* Every rank's items; on rank 0 its own in this thread while another
+ * serves the other ranks (or, without MPI threads, only the serving). */
+static void work_all(struct job *j, struct outcome *o)
+{
+	struct dealer d = {.n = j->n_items, .size = j->size};
+	atomic_init(&d.next, 0);
+	pthread_t server;
+	bool serving = j->rank == 0 && j->size > 1;
+	if (serving && !threads_ok) {
+		serve(&d);
+		return;
+	}
+	if (serving && pthread_create(&server, NULL, serve, &d)) {
+		serve(&d); /* no thread: hand out every item, compute none */
+		return;
+	}
+	work(j, &d, o);
+	if (serving)
+		pthread_join(server, NULL);
 }
 
 /* Rank 0: report the failures, or merge the items into OUT. */
@@ -193,31 +275,44 @@ static int finish_run(struct job *j, const struct outcome *all, double t0)
 	return CLI_EXIT_OK;
 }
 
+/* Rank 0, --verbose: where the time went, a line per rank (idle: from the
+ * start of the items to the last rank's end, the time outside its items). */
+static void report_timing(const struct job *j, const struct outcome *all, double prep,
+                          double merge)
+{
+	double last = 0;
+	for (int r = 0; r < j->size; r++)
+		last = all[r].span > last ? all[r].span : last;
+	fprintf(stderr, "timing: %lld items on %d ranks: prepare %.3f s, items %.3f s, merge "
+	        "%.3f s (rank 0)\n", j->n_items, j->size, prep, last, merge);
+	for (int r = 0; r < j->size; r++)
+		fprintf(stderr, "timing: rank %d: %d items, compute %.3f s, idle %.3f s\n", r,
+		        all[r].items, all[r].compute, last - all[r].compute);
+}
+
 /* Every rank: the items, then the outcomes gathered on rank 0. */
 static int distribute(struct job *j)
 {
 	struct outcome o = {0};
 	double t0 = MPI_Wtime();
 	int rc = j->rank == 0 ? prepare(j, &o) : 0;
+	double prep = MPI_Wtime() - t0;
 	MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
 	MPI_Bcast(&j->n_items, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
 	if (rc)
 		return j->rank ? CLI_EXIT_FAIL : cli_error(cli_exit_status(rc), "%s", o.msg);
-	long long *counter = NULL;
-	MPI_Win win;
-	MPI_Win_allocate(j->rank == 0 ? (MPI_Aint)sizeof(long long) : 0, sizeof(long long),
-	                 MPI_INFO_NULL, MPI_COMM_WORLD, &counter, &win);
-	if (j->rank == 0)
-		*counter = 0;
-	MPI_Barrier(MPI_COMM_WORLD);
-	int done = 0;
-	work(j, win, &o, &done);
+	work_all(j, &o);
 	struct outcome *all = j->rank == 0 ? calloc((size_t)j->size, sizeof *all) : NULL;
 	MPI_Gather(&o, (int)sizeof o, MPI_BYTE, all, (int)sizeof o, MPI_BYTE, 0, MPI_COMM_WORLD);
-	MPI_Win_free(&win);
 	int status = CLI_EXIT_FAIL;
-	if (j->rank == 0)
-		status = all ? finish_run(j, all, t0) : cli_error(CLI_EXIT_FAIL, "out of memory");
+	if (j->rank == 0 && all) {
+		double t = MPI_Wtime();
+		status = finish_run(j, all, t0);
+		if (j->verbose)
+			report_timing(j, all, prep, MPI_Wtime() - t);
+	} else if (j->rank == 0) {
+		status = cli_error(CLI_EXIT_FAIL, "out of memory");
+	}
 	free(all);
 	MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD);
 	return status;
@@ -245,7 +340,10 @@ static const cli_cmd cmd_analyze = {
 	"  -o, --output FILE   the spectra file (required)\n"
 	"      --resume        continue the items of an interrupted run in OUT.parts/\n"
 	"      --force         replace OUT and start afresh\n"
-	"  -q, --quiet         no summary line\n",
+	"  -q, --quiet         no summary line\n"
+	"  -v, --verbose       where the time went: the preparation, the items and\n"
+	"                      the merge, and per rank its items, the seconds in\n"
+	"                      them and the seconds idle\n",
 	run,
 };
 
@@ -261,6 +359,7 @@ static int run(cli *c, int argc, char **argv)
 		{"resume", 0, CLI_OPT_FLAG, &j.resume, NULL, 0, 0},
 		{"force", 0, CLI_OPT_FLAG, &j.force, NULL, 0, 0},
 		{"quiet", 'q', CLI_OPT_FLAG, &j.quiet, NULL, 0, 0},
+		{"verbose", 'v', CLI_OPT_FLAG, &j.verbose, NULL, 0, 0},
 		{NULL, 0, 0, NULL, NULL, 0, 0},
 	};
 	const char *pos[1];
@@ -335,6 +434,7 @@ static int run_survey(cli *c, int argc, char **argv)
 		CLI_ANALYSIS_OPTS(&an),
 		{"force", 0, CLI_OPT_FLAG, &j.force, NULL, 0, 0},
 		{"quiet", 'q', CLI_OPT_FLAG, &j.quiet, NULL, 0, 0},
+		{"verbose", 'v', CLI_OPT_FLAG, &j.verbose, NULL, 0, 0},
 		{NULL, 0, 0, NULL, NULL, 0, 0},
 	};
 	const char *pos[1];
@@ -379,14 +479,16 @@ static const cli_cmd cmd_survey = {
 	"the items of the others); a model that fails does not stop the others.\n"
 	"\n"
 	"Options: as fasvd survey (--layers, --tau, --no-fold-norms, --stack-norm,\n"
-	"--tensors, --compute, --force, -q).\n",
+	"--tensors, --compute, --force, -q) and -v (as fasvd-mpi analyze, per\n"
+	"model).\n",
 	run_survey,
 };
 
 int main(int argc, char **argv)
 {
-	MPI_Init(&argc, &argv);
-	int rank;
+	int level = MPI_THREAD_SINGLE, rank;
+	MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &level);
+	threads_ok = level >= MPI_THREAD_SERIALIZED;
 	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
 	/* One report per run: rank 0's (the others' failures reach it). */
 	if (rank != 0 && !freopen("/dev/null", "w", stderr))

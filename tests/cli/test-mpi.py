@@ -67,6 +67,27 @@ def test_identical(tmp):
     report(rc != 0 and "exists: --force" in err, "an existing output needs --force", err)
 
 
+def test_verbose(tmp):
+    """--verbose: a timing line per rank, whose items add up to the run's;
+    rank 0 hands items out from a thread, so a run on one rank (no other
+    rank to serve) and on three give the same file."""
+    model, out = os.path.join(tmp, "d", "model"), os.path.join(tmp, "v.st")
+    whole = os.path.join(tmp, "vw.st")
+    run("analyze", model, "-o", whole, "-q", "-j", "1")
+    rc, _, err = mpi("analyze", model, "-o", out, "--force", "-v", "-q")
+    lines = [l for l in err.splitlines() if l.startswith("timing: rank ")]
+    items = sum(int(l.split(": ")[2].split()[0]) for l in lines)
+    report(rc == 0 and len(lines) == 3 and items == 6 and "prepare" in err and
+           "merge" in err and read(out) == read(whole),
+           "fasvd-mpi -v reports every rank's items, compute and idle seconds", err)
+    p = subprocess.run([MPIRUN, "-np", "1", MPI, "-j", "1", "analyze", model, "-o", out,
+                        "--force", "-v"], capture_output=True, env=ENV, timeout=300)
+    err = p.stderr.decode("utf-8", "replace")
+    report(p.returncode == 0 and "timing: rank 0: 6 items" in err and
+           read(out) == read(whole),
+           "fasvd-mpi on one rank computes every item itself", err)
+
+
 def test_failing_rank(tmp):
     model = os.path.join(tmp, "stories")
     shutil.copytree(STORIES, model)
@@ -142,6 +163,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="fasvd-test-mpi-")
     try:
         test_identical(tmp)
+        test_verbose(tmp)
         test_failing_rank(tmp)
         test_kill(tmp)
         test_survey(tmp)
