@@ -36,6 +36,7 @@ from .metrics import (effective_rank, energy_loss, energy_kept, components_for_e
                       stable_rank, entropy_rank, spectral_norm, frobenius_norm, nuclear_norm)
 from .spectra import Result, Ranks, LayerSpectra, load_spectra, read_safetensors
 from .model import Model, open, architectures, truncate, merge  # noqa: A004 (fasvd.open)
+from .survey import Survey, survey, survey_name
 
 #: Version of this Python package: the project version of meson.build (see
 #: fasvd._version); it needs a libfasvd of the same major and the same or a
@@ -67,6 +68,6 @@ __all__ = [
     "factor_shared", "calibration", "metrics", "effective_rank", "energy_loss", "energy_kept", "components_for_energy",
     "stable_rank", "entropy_rank", "spectral_norm", "frobenius_norm", "nuclear_norm",
     "Result", "Ranks", "LayerSpectra", "load_spectra", "read_safetensors",
-    "Model", "architectures", "truncate", "merge",
+    "Model", "architectures", "truncate", "merge", "Survey", "survey", "survey_name",
     "__version__", "library_version", "library_path",
 ]

@@ -183,6 +183,21 @@ class MergeOpts(ctypes.Structure):
     _fields_ = [("size", c_size_t), ("force", c_int)]
 
 
+class SurveyEvent(ctypes.Structure):
+    _fields_ = [("size", c_size_t), ("state", c_char_p), ("index", c_int64),
+                ("count", c_int64), ("model", c_char_p), ("name", c_char_p),
+                ("spectra", c_char_p), ("steps_total", c_int64), ("steps_resumed", c_int64),
+                ("elapsed_s", c_double), ("error", c_char_p)]
+
+
+SURVEY_FN = ctypes.CFUNCTYPE(c_int, c_void_p, P(SurveyEvent))
+
+
+class SurveyOpts(ctypes.Structure):
+    _fields_ = [("size", c_size_t), ("analyze", P(AnalyzeOpts)), ("force", c_int),
+                ("progress", SURVEY_FN), ("progress_user", c_void_p)]
+
+
 class ModelInfo(ctypes.Structure):
     _fields_ = [("size", c_size_t), ("model_type", c_char_p), ("arch", c_char_p),
                 ("dir", c_char_p), ("config_path", c_char_p), ("layer_prefix", c_char_p),
@@ -434,6 +449,9 @@ _PROTOTYPES = {
     "fasvd_analyze": (c_int, [ctx_p, c_char_p, c_char_p, P(AnalyzeOpts)]),
     "fasvd_merge_opts_init": (c_int, [P(MergeOpts), c_size_t]),
     "fasvd_merge": (c_int, [ctx_p, P(c_char_p), c_int64, c_char_p, P(MergeOpts)]),
+    "fasvd_survey_opts_init": (c_int, [P(SurveyOpts), c_size_t]),
+    "fasvd_survey": (c_int, [ctx_p, P(c_char_p), c_int64, c_char_p, P(SurveyOpts)]),
+    "fasvd_survey_name": (c_int, [c_char_p, c_size_t, P(c_char_p), c_int64, c_int64]),
     # factor.h
     "fasvd_factor_opts_init": (c_int, [P(FactorOpts), c_size_t]),
     "fasvd_factor_report_init": (c_int, [P(FactorReport), c_size_t]),
@@ -458,7 +476,7 @@ _INITS = {
     RfactorsOpts: "fasvd_rfactors_opts_init", StackOpts: "fasvd_stack_opts_init",
     StackReport: "fasvd_stack_report_init", SubspaceOpts: "fasvd_subspace_opts_init",
     AttnmapOpts: "fasvd_attnmap_opts_init", AnalyzeOpts: "fasvd_analyze_opts_init",
-    MergeOpts: "fasvd_merge_opts_init",
+    MergeOpts: "fasvd_merge_opts_init", SurveyOpts: "fasvd_survey_opts_init",
     ModelInfo: "fasvd_model_info_init",
     ModelInput: "fasvd_model_input_init", ModelLayerOpts: "fasvd_model_layer_opts_init",
     LayerDesc: "fasvd_layer_desc_init", LayerOpts: "fasvd_layer_opts_init",

@@ -60,9 +60,13 @@ def _input_dict(x):
 
 def _parse_layers(layers, n_layers):
     """(first, last) inclusive from None, an int, "A-B" / "A" / "A-", a
-    contiguous range or list, or a (first, last) pair (inclusive)."""
+    contiguous range or list, or a (first, last) pair (inclusive). n_layers
+    None (several models): negative indexes are refused."""
     def norm(i):
         i = int(i)
+        if i < 0 and n_layers is None:
+            raise errors.InvalidArgument("layers=%r: negative indexes need one model's layer "
+                                         "count" % (layers,))
         return i + n_layers if i < 0 else i
     if layers is None:
         return 0, -1
@@ -102,6 +106,25 @@ def _c_strings(strings):
     strings = list(strings)
     arr = (L.c_char_p * max(1, len(strings)))(*[s.encode() for s in strings])
     return arr, (ctypes.cast(arr, L.P(L.c_char_p)) if strings else None), len(strings)
+
+
+def analysis_opts(first_last, tau, fold_norms, stack_norm, tensors, compute):
+    """A fasvd_analyze_opts of the analysis options shared by Model.analyze
+    and fasvd.survey, and what must stay alive while C reads it: (opts,
+    (taus, tau array, tensor pattern array))."""
+    taus = (float(tau),) if np.ndim(tau) == 0 else tuple(float(t) for t in tau)
+    if not taus:
+        raise errors.InvalidArgument("tau: give at least one value")
+    o = L.struct_init(L.AnalyzeOpts)
+    o.layer_first, o.layer_last = first_last
+    tv = np.ascontiguousarray(taus, dtype=np.float64)
+    o.taus = tv.ctypes.data_as(L.P(L.c_double))
+    o.n_taus = tv.size
+    o.fold_norms = 1 if fold_norms else 0
+    o.stack_norm = parse_choice(stack_norm, L.STACK_NORMS, "stack_norm")
+    o.compute = parse_compute(compute)
+    globs, o.tensor_globs, o.n_tensor_globs = _c_strings(tensors)
+    return o, (taus, tv, globs)
 
 
 @contextlib.contextmanager
@@ -404,20 +427,10 @@ class Model(_Handle):
         (a needed tensor is missing), NonFiniteError, fasvd.IOError, ...
         """
         self._require()
-        taus = (float(tau),) if np.ndim(tau) == 0 else tuple(float(t) for t in tau)
-        if not taus:
-            raise errors.InvalidArgument("tau: give at least one value")
-        first, last = _parse_layers(layers, self.n_layers)
         ctx = self.ctx if threads is None else get_context(threads)
-        o = L.struct_init(L.AnalyzeOpts)
-        o.layer_first, o.layer_last = first, last
-        tv = np.ascontiguousarray(taus, dtype=np.float64)
-        o.taus = tv.ctypes.data_as(L.P(L.c_double))
-        o.n_taus = tv.size
-        o.fold_norms = 1 if fold_norms else 0
-        o.stack_norm = parse_choice(stack_norm, L.STACK_NORMS, "stack_norm")
-        o.compute = parse_compute(compute)
-        globs, o.tensor_globs, o.n_tensor_globs = _c_strings(tensors)
+        o, keep = analysis_opts(_parse_layers(layers, self.n_layers), tau, fold_norms,
+                                stack_norm, tensors, compute)
+        taus = keep[0]
         o.resume = 1 if resume else 0
         o.force = 1 if force else 0
         if shard is not None:
