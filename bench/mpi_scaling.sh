@@ -8,7 +8,10 @@
 # efficiency (speed-up / ranks), the driver's own timing of the last run of
 # each (fasvd-mpi -v: preparation, items, merge, and per rank its items,
 # compute and idle seconds), and checks that every output is byte-identical
-# to `fasvd analyze -j 1`.
+# to `fasvd analyze -j 1`. As a control, each repetition also times one
+# plain `fasvd analyze -j 1` and NP plain `fasvd analyze --shard I/NP -j 1`
+# processes at once (no MPI, no merge): the ratio of their best times is the
+# speed-up the machine itself allows (on a shared machine, less than NP).
 #
 #   bench/mpi_scaling.sh                  # 6 layers, 16 heads, 3 repetitions
 #   HEADS=4 REPS=1 bench/mpi_scaling.sh   # a smoke run (a fraction of a second a layer)
@@ -53,8 +56,28 @@ t0=$(now)
 echo "fasvd analyze -j 1: $(since "$t0") s (the reference output)"
 
 min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }'; }
-best1=; bestn=
+plain() {
+	if [ "$1" = 1 ]; then
+		"$FASVD" analyze "$model" -o "$OUT/plain.st" -j 1 -q --force >/dev/null
+		return
+	fi
+	i=0
+	while [ "$i" -lt "$1" ]; do
+		"$FASVD" analyze "$model" -o "$OUT/shard$i.st" --shard "$i/$1" -j 1 -q --force \
+			>/dev/null &
+		i=$((i + 1))
+	done
+	wait
+}
+best1=; bestn=; bestp1=; bestpn=
 for rep in $(seq "$REPS"); do
+	for np in 1 "$NP"; do
+		t0=$(now)
+		plain "$np"
+		t=$(since "$t0")
+		echo "rep $rep  $np plain process(es) (control)  $t s"
+		if [ "$np" = 1 ]; then bestp1=$(min "$bestp1" "$t"); else bestpn=$(min "$bestpn" "$t"); fi
+	done
 	for np in 1 "$NP"; do
 		t0=$(now)
 		mpirun -np "$np" --oversubscribe "$MPI" -j 1 analyze "$model" -o "$OUT/np$np.st" \
@@ -69,8 +92,10 @@ for np in 1 "$NP"; do
 	echo "fasvd-mpi -v, last -np $np run:"
 	sed -n 's/^timing: /  /p' "$OUT/np$np.log"
 done
-awk -v l="$LAYERS" -v h="$HEADS" -v a="$best1" -v b="$bestn" -v p="$NP" 'BEGIN {
+awk -v l="$LAYERS" -v h="$HEADS" -v a="$best1" -v b="$bestn" -v p="$NP" -v c1="$bestp1" -v cn="$bestpn" 'BEGIN {
 	printf "%d layers, %d heads: best -np 1 %.2f s, best -np %d %.2f s, speed-up %.2fx, efficiency %.0f%%\n",
-	       l, h, a, p, b, a / b, 100 * a / b / p }'
+	       l, h, a, p, b, a / b, 100 * a / b / p
+	printf "control without MPI: 1 process %.2f s, %d processes %.2f s: the machine allows %.2fx\n",
+	       c1, p, cn, c1 / cn }'
 echo "outputs of -np 1 and -np $NP byte-identical to fasvd analyze -j 1"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
