@@ -26,8 +26,8 @@
 # the parallel efficiency.
 #
 #   bench/mpi_project.sh                          # measures all three at 128 heads
-#   LAYER_S=38.2 bench/mpi_project.sh             # a given layer time; merge measured
-#   LAYER_S=38.2 MERGE_S=0.05 START_S=1.2 bench/mpi_project.sh   # arithmetic only
+#   LAYER_S=SECONDS bench/mpi_project.sh          # a given layer time; the rest measured
+#   LAYER_S=S MERGE_S=M START_S=T bench/mpi_project.sh   # arithmetic only
 #
 # Environment: BUILD (default build-bench, configured release if absent),
 # OUT (default /tmp/fasvd-mpi-project), HEADS (128), THREADS (2), LAYERS
@@ -75,7 +75,7 @@ fi
 if [ -z "${MERGE_S:-}" ]; then
 	for rep in $(seq "$REPS"); do
 		t0=$(now)
-		"$FASVD" merge "$OUT/part.st" -o "$OUT/merged.st" --force >/dev/null
+		"$FASVD" merge "$OUT/part.st" -o "$OUT/merged.st" --force -q >/dev/null
 		MERGE_S=$(min "${MERGE_S:-}" "$(since "$t0")")
 	done
 	src_merge="measured: fasvd merge of one $HEADS-head layer, best of $REPS"
