@@ -955,29 +955,56 @@ static int new_heads(fasvd_model_layer *l, int slot, const fasvd_tensor *t, fasv
 	return fasvd_heads_new(&l->heads[slot], l->m->ctx, t, axis, n, size, offset, stride);
 }
 
-/* kv_b_proj [heads·(nope + v), kv_lora] from its per-head split (GGUF
- * attn_k_b: head h's K transposed, kv_lora x nope; attn_v_b: head h's V),
- * decoded for this layer only: the values are ggml's floats, so F32 holds
- * them exactly. */
-static int rebuild_kvb(fasvd_model_layer *l)
+int fasvd__regroup_heads(fasvd_tensor **out, fasvd_ctx *ctx, fasvd_dtype dt,
+                         const fasvd_tensor *const *parts, const bool *transposed, int n_parts,
+                         int64_t heads)
 {
-	const fasvd__config *c = &l->m->cfg;
-	int64_t H = c->n_heads, nope = c->qk_nope, vh = c->v_head, kvl = c->kv_lora_rank;
-	int rc = fasvd_tensor_new(&l->kvb, l->m->ctx, FASVD_DTYPE_F32, H * (nope + vh), kvl);
-	if (rc)
-		return rc;
-	float *dst = fasvd_tensor_data_mut(l->kvb);
-	for (int64_t h = 0; h < H && !rc; h++) {
-		fasvd_tensor *kb = NULL, *vb = NULL;
-		float *row = dst + h * (nope + vh) * kvl;
-		if (!(rc = fasvd_tensor_view(&kb, l->root[FASVD__R_KB], h * kvl, 0, kvl, nope)) &&
-		    !(rc = fasvd_tensor_view(&vb, l->root[FASVD__R_VB], h * vh, 0, vh, kvl)) &&
-		    !(rc = fasvd_tensor_to_f32(row, kvl, FASVD_LAYOUT_COL_MAJOR, kb, 0)))
-			rc = fasvd_tensor_to_f32(row + nope * kvl, kvl, FASVD_LAYOUT_ROW_MAJOR, vb, 0);
-		fasvd_tensor_free(kb);
-		fasvd_tensor_free(vb);
+	int64_t rows = 0, cols = -1;
+	*out = NULL;
+	if (heads < 1 || n_parts < 1)
+		return fasvd__error(FASVD_EINVAL, "regrouping heads: %lld heads, %d parts",
+		                    (long long)heads, n_parts);
+	for (int p = 0; p < n_parts; p++) {
+		int64_t r = fasvd_tensor_rows(parts[p]), c = fasvd_tensor_cols(parts[p]);
+		int64_t bc = transposed[p] ? r / heads : c;
+		if (r % heads || bc < 1 || (cols >= 0 && bc != cols))
+			return fasvd__error(FASVD_ESHAPE,
+			                    "regrouping heads: part %d [%lld, %lld] does not split into "
+			                    "%lld heads of %lld columns",
+			                    p, (long long)r, (long long)c, (long long)heads,
+			                    (long long)(cols >= 0 ? cols : bc));
+		cols = bc;
+		rows += r * c / bc;
+	}
+	int rc = fasvd_tensor_new(out, ctx, dt, rows, cols);
+	unsigned char *dst = rc ? NULL : fasvd_tensor_data_mut(*out);
+	for (int64_t h = 0; h < heads && !rc; h++) {
+		for (int p = 0; p < n_parts && !rc; p++) {
+			fasvd_tensor *b = NULL;
+			fasvd_layout lay = transposed[p] ? FASVD_LAYOUT_COL_MAJOR : FASVD_LAYOUT_ROW_MAJOR;
+			if ((rc = fasvd_tensor_block(&b, parts[p], FASVD_AXIS_ROWS, heads, h)))
+				break;
+			rc = dt == FASVD_DTYPE_F64 ? fasvd_tensor_to_f64((double *)dst, cols, lay, b, 0)
+			                           : fasvd_tensor_to_f32((float *)dst, cols, lay, b, 0);
+			dst += (size_t)(fasvd_tensor_rows(b) * fasvd_tensor_cols(b)) * fasvd_dtype_size(dt);
+			fasvd_tensor_free(b);
+		}
+	}
+	if (rc) {
+		fasvd_tensor_free(*out);
+		*out = NULL;
 	}
 	return rc;
+}
+
+/* kv_b_proj from its per-head split (GGUF attn_k_b + attn_v_b), decoded
+ * for this layer only: the values are ggml's floats, so F32 holds them
+ * exactly. */
+static int rebuild_kvb(fasvd_model_layer *l)
+{
+	const fasvd_tensor *parts[2] = {l->root[FASVD__R_KB], l->root[FASVD__R_VB]};
+	return fasvd__regroup_heads(&l->kvb, l->m->ctx, FASVD_DTYPE_F32, parts,
+	                            (const bool[]){true, false}, 2, l->m->cfg.n_heads);
 }
 
 static int build_heads(fasvd_model_layer *l)

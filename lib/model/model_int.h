@@ -171,6 +171,19 @@ int fasvd__model_rope(fasvd__rope *r, const fasvd_model *m, int64_t layer);
 int fasvd__model_rope_heads(fasvd_heads **out, const fasvd_model *m, const fasvd_heads *q,
                             int64_t layer, int64_t delta);
 
+/* A new tensor of dtype dt (F32 or F64; ggml's decoded values are floats,
+ * so F32 holds them exactly) whose rows are, head after head, the head's
+ * block of each part in turn: head h's block of parts[p] is its rows
+ * [h·r/heads, (h + 1)·r/heads), transposed when transposed[p]; every block
+ * must then have the same number of columns. GGUF conversions undone with
+ * it: DeepSeek's kv_b_proj (rows per head [k_nope ; v]) from attn_k_b (K
+ * transposed per head) and attn_v_b, GPT-NeoX's per-head [q ; k ; v] from
+ * [Q ; K ; V], GPT-2's Conv1D (one part transposed, heads = 1).
+ * Errors: FASVD_ESHAPE, FASVD_ENOMEM, decoding's (FASVD_ENONFINITE). */
+int fasvd__regroup_heads(fasvd_tensor **out, fasvd_ctx *ctx, fasvd_dtype dt,
+                         const fasvd_tensor *const *parts, const bool *transposed, int n_parts,
+                         int64_t heads);
+
 /* Drop the mapped pages of GGUF model tensor `name` (analyze, after a
  * layer), so that resident memory does not grow with the layers read. No-op
  * for other models or an unknown name. */

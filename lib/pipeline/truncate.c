@@ -13,7 +13,8 @@
  *
  * A GGUF model (truncate_gguf) is not rewritten: its attention weights and
  * norms, dequantised, go to a new safetensors file under their Hugging Face
- * names, with a config.json synthesised from its metadata.
+ * names (in its layout: CONV_*), with a config.json synthesised from its
+ * metadata.
  */
 #include "factor/factor_int.h"
 #include "model/model_int.h"
@@ -100,11 +101,21 @@ static bool copy_extra(const char *name, bool top)
 
 /* ------------------------------------------------------------ the plan */
 
+/* How the Hugging Face checkpoint stores a GGUF weight (docs/gguf.md). */
+enum {
+	CONV_NONE,  /* as the GGUF does: the Linear out x in matrix */
+	CONV_T,     /* GPT-2's Conv1D: transposed, [in, out] */
+	CONV_NEOX,  /* GPT-NeoX's query_key_value: rows per head [q ; k ; v] */
+	CONV_KVB,   /* DeepSeek's kv_b_proj, from attn_k_b and attn_v_b */
+};
+
 typedef struct sel {
 	const char *name;       /* borrowed from st (GGUF: own_name) */
 	char *own_name;         /* GGUF: the Hugging Face name written (owned) */
 	const char *gguf_name;  /* GGUF: the tensor read (borrowed from gg), else NULL */
 	int copy;               /* GGUF: not selected, written dequantised (not reported) */
+	int conv;               /* GGUF: CONV_* (the weight is converted when read) */
+	const char *gguf_v_name; /* GGUF, CONV_KVB: the attn_v_b read (borrowed from gg) */
 	const char *role;       /* borrowed from the model, or NULL */
 	const char *scale_name; /* "<name>_scale_inv" when present (owned), else NULL */
 	char *a_name, *b_name;  /* owned */
@@ -177,10 +188,17 @@ static bool hf_factors(const trunc_t *t)
 	       t->config_text;
 }
 
+/* The architecture whose layout the weights are written in: for a GGUF
+ * model the Hugging Face one (its weights are converted to it). */
+static const char *arch_name(const trunc_t *t)
+{
+	return t->hf ? t->hf->name : t->info.arch ? t->info.arch : "";
+}
+
 static int64_t role_heads(const trunc_t *t, const char *role, int64_t rows)
 {
 	const fasvd_model_info *in = &t->info;
-	const char *arch = in->arch ? in->arch : "";
+	const char *arch = arch_name(t);
 	if (!role)
 		return 1;
 	if (!strcmp(role, "q_proj") || !strcmp(role, "q_b_proj") || !strcmp(role, "kv_b_proj"))
@@ -213,9 +231,46 @@ static fasvd_dtype dense_dtype(const sel *s)
 	return fasvd_dtype_size(s->in_dtype) ? s->in_dtype : s->dtype;
 }
 
+/* A GGUF weight in the Hugging Face layout (s->conv), decoded into a new
+ * tensor named as the Hugging Face weight: F32 (F64 for an F64 weight),
+ * which holds ggml's decoded values exactly. */
+static int gguf_converted(const trunc_t *t, const sel *s, fasvd_tensor **w)
+{
+	fasvd_tensor *g = NULL, *v = NULL, *qkv[3] = {NULL, NULL, NULL};
+	fasvd_dtype dt = s->in_dtype == FASVD_DTYPE_F64 ? FASVD_DTYPE_F64 : FASVD_DTYPE_F32;
+	const fasvd_tensor *parts[3];
+	bool tr[3] = {s->conv == CONV_T || s->conv == CONV_KVB, false, false};
+	int n = s->conv == CONV_NEOX ? 3 : s->conv == CONV_KVB ? 2 : 1;
+	int rc = fasvd_gguf_tensor(&g, t->gg, s->gguf_name);
+	if (!rc && s->conv == CONV_KVB)
+		rc = fasvd_gguf_tensor(&v, t->gg, s->gguf_v_name);
+	parts[0] = g;
+	parts[1] = v;
+	/* NeoX: the GGUF's [Q ; K ; V] thirds, each of heads x head_dim rows */
+	for (int k = 0; k < 3 && !rc && s->conv == CONV_NEOX; k++) {
+		int64_t third = fasvd_tensor_rows(g) / 3;
+		rc = fasvd_tensor_view(&qkv[k], g, k * third, 0, third, fasvd_tensor_cols(g));
+		parts[k] = qkv[k];
+	}
+	if (!rc)
+		rc = fasvd__regroup_heads(w, t->ctx, dt, parts, tr, n,
+		                          s->conv == CONV_T ? 1 : t->info.n_heads);
+	if (!rc && (rc = fasvd_tensor_set_name(*w, s->name))) {
+		fasvd_tensor_free(*w);
+		*w = NULL;
+	}
+	for (int k = 0; k < 3; k++)
+		fasvd_tensor_free(qkv[k]);
+	fasvd_tensor_free(v);
+	fasvd_tensor_free(g);
+	return rc;
+}
+
 /* The weight of s, decoded on demand from the checkpoint. */
 static int sel_tensor(const trunc_t *t, const sel *s, fasvd_tensor **w)
 {
+	if (t->gg && s->conv != CONV_NONE)
+		return gguf_converted(t, s, w);
 	return t->gg ? fasvd_gguf_tensor(w, t->gg, s->gguf_name)
 	             : fasvd_st_tensor(w, t->st, s->name, 0);
 }
@@ -296,7 +351,7 @@ static int init_sel(trunc_t *t, sel *s, const fasvd_st_info *info, const char *n
 			                    t->fn, name, (long long)s->rows, (long long)s->heads);
 	}
 	if (t->o->shared_o && role && !strcmp(role, "o_proj")) {
-		bool gpt2 = t->info.arch && !strcmp(t->info.arch, "gpt2");
+		bool gpt2 = !strcmp(arch_name(t), "gpt2");
 		s->heads = 1;
 		s->shared = gpt2 ? 'B' : 'A';
 		s->head_dim = gpt2 ? s->rows / t->info.n_heads : s->cols / t->info.n_heads;
@@ -785,6 +840,13 @@ static json_t *jreal(double x)
 	return isfinite(x) ? json_real(x) : json_null();
 }
 
+/* What was done to a GGUF weight to give the Hugging Face one (CONV_*). */
+static const char *const conv_names[] = {
+	[CONV_T] = "transposed (Conv1D)",
+	[CONV_NEOX] = "rows regrouped per head [q ; k ; v]",
+	[CONV_KVB] = "rebuilt from attn_k_b (per head, transposed) and attn_v_b",
+};
+
 /* The section's entry of one replaced tensor, into tens; non-zero when out
  * of memory. */
 static int add_entry(const trunc_t *t, const sel *s, json_t *tens)
@@ -806,6 +868,10 @@ static int add_entry(const trunc_t *t, const sel *s, json_t *tens)
 	bad |= json_object_set_new(e, "source_dtype", json_string(fasvd_dtype_name(s->in_dtype)));
 	if (s->gguf_name)
 		bad |= json_object_set_new(e, "gguf_name", json_string(s->gguf_name));
+	if (s->gguf_v_name)
+		bad |= json_object_set_new(e, "gguf_v_name", json_string(s->gguf_v_name));
+	if (s->conv != CONV_NONE)
+		bad |= json_object_set_new(e, "gguf_conversion", json_string(conv_names[s->conv]));
 	if (dense_out(t) && dense_dtype(s) != s->in_dtype)
 		bad |= json_object_set_new(e, "dense_dtype",
 		                           json_string(fasvd_dtype_name(dense_dtype(s))));
@@ -987,24 +1053,69 @@ static char *make_tmp(fasvd_ctx *ctx, const char *out_dir, const char *dst)
 
 /* ---------------------------------------------------------------- GGUF */
 
-/* The Hugging Face model_type whose checkpoint layout a GGUF architecture
- * keeps (docs/gguf.md): its factors are named as that checkpoint names the
- * weights. GPT-2 (Conv1D), GPT-NeoX (per-head [q ; k ; v]) and DeepSeek's
- * attn_k_b / attn_v_b split store them otherwise: not listed. */
+/* The Hugging Face model_type of each GGUF architecture: the output is
+ * named and laid out as that checkpoint (docs/gguf.md). GPT-2's Conv1D
+ * weights, GPT-NeoX's per-head [q ; k ; v] rows and DeepSeek's kv_b_proj
+ * split into attn_k_b / attn_v_b are converted back when read (CONV_*). */
 static const char *const gguf_hf[][2] = {
 	{"llama", "llama"}, {"qwen2", "qwen2"}, {"qwen3", "qwen3"}, {"gemma", "gemma"},
-	{"gemma2", "gemma2"}, {"gemma3", "gemma3_text"}, {"phi3", "phi3"}, {"bert", "bert"},
-	{"deepseek2", "deepseek_v2"},
+	{"gemma2", "gemma2"}, {"gemma3", "gemma3_text"}, {"phi3", "phi3"}, {"gpt2", "gpt2"},
+	{"gptneox", "gpt_neox"}, {"bert", "bert"}, {"deepseek2", "deepseek_v2"},
 };
 
+/* GPT-NeoX's rotary fraction and base into the config: rope.dimension_count
+ * / head_dim (llama.cpp's default when the key is absent: the whole head)
+ * and rope.freq_base when the file has it; non-zero when out of memory. */
+static int neox_rope(trunc_t *t)
+{
+	const char *ga = json_string_value(json_object_get(t->config, "gguf_architecture"));
+	char key[128];
+	int64_t hd = t->info.head_dim, rot = hd;
+	double base;
+	int bad = 0;
+	snprintf(key, sizeof key, "%s.rope.dimension_count", ga ? ga : "");
+	if (fasvd_gguf_get_int(&rot, t->gg, key) || rot < 2 || rot > hd)
+		rot = hd;
+	bad |= json_object_set_new(t->config, "rotary_pct", json_real((double)rot / (double)hd));
+	snprintf(key, sizeof key, "%s.rope.freq_base", ga ? ga : "");
+	if (!fasvd_gguf_get_float(&base, t->gg, key) && base > 0)
+		bad |= json_object_set_new(t->config, "rotary_emb_base", json_real(base));
+	fasvd_clear_error();
+	return bad;
+}
+
+/* The dimension keys of the synthesised config as the Hugging Face config
+ * class names them (GPT-2: n_embd, n_layer, n_head), without those it does
+ * not have (num_key_value_heads, head_dim); non-zero when out of memory. */
+static int hf_keys(trunc_t *t)
+{
+	const fasvd__arch *a = t->hf;
+	const char *from[3] = {"hidden_size", "num_hidden_layers", "num_attention_heads"};
+	const char *to[3] = {a->key_hidden, a->key_layers, a->key_heads};
+	int bad = 0;
+	for (int k = 0; k < 3; k++) {
+		if (!to[k])
+			continue;
+		bad |= json_object_set(t->config, to[k], json_object_get(t->config, from[k]));
+		json_object_del(t->config, from[k]);
+	}
+	if (!fasvd__arch_is_mla(a) && !a->gqa)
+		json_object_del(t->config, "num_key_value_heads");
+	if (!fasvd__arch_is_mla(a) && !a->head_dim_key)
+		json_object_del(t->config, "head_dim");
+	return bad || (a->layout == FASVD__LAYOUT_QKV_HEADS && neox_rope(t));
+}
+
 /* The synthesised config.json of the GGUF model with the Hugging Face
- * model_type, into t->config (written by jansson with the section). */
+ * model_type and keys, into t->config (written by jansson with the
+ * section). */
 static int gguf_config(trunc_t *t, const char *hf_type)
 {
 	json_error_t err;
 	json_decref(t->config);
 	t->config = json_loads(fasvd_model_config_json(t->model), 0, &err);
-	if (!t->config || json_object_set_new(t->config, "model_type", json_string(hf_type)))
+	if (!t->config || json_object_set_new(t->config, "model_type", json_string(hf_type)) ||
+	    hf_keys(t))
 		return fasvd__error(FASVD_ENOMEM, "%s: out of memory (config.json)", t->fn);
 	json_t *q = json_object_get(t->config, "q_lora_rank");
 	/* no query compression: null, as DeepSeek-V2-Lite's config says */
@@ -1019,28 +1130,30 @@ static int gguf_config(trunc_t *t, const char *hf_type)
  * architecture its output is named after, its config. */
 static int open_gguf(trunc_t *t)
 {
-	const char *arch = t->info.arch ? t->info.arch : "";
+	const fasvd_model_info *in = &t->info;
+	const char *arch = in->arch ? in->arch : "";
 	const char *hf = NULL;
 	for (size_t i = 0; i < sizeof gguf_hf / sizeof *gguf_hf; i++)
 		if (!strcmp(arch, gguf_hf[i][0]))
 			hf = gguf_hf[i][1];
-	int64_t first, count;
-	fasvd_model_input in;
-	fasvd_model_input_init(&in, sizeof in);
-	/* the attn_k_b / attn_v_b split has a "k_b_proj" input */
-	for (int64_t i = 0; hf && !fasvd_model_layer_inputs(&first, &count, t->model, 0) &&
-	                    i < count && !fasvd_model_input_get(&in, t->model, first + i);
-	     i++)
-		if (in.role && !strcmp(in.role, "k_b_proj"))
-			hf = NULL;
 	if (!hf || !(t->hf = fasvd__arch_find(hf)))
 		return fasvd__error(FASVD_EARCH,
-		                    "%s: fasvd truncate does not yet write GGUF %s models (their "
-		                    "attention weights are stored in another layout than the Hugging "
-		                    "Face checkpoint's; docs/gguf.md lists the architectures it "
-		                    "writes); fasvd analyze reads them",
-		                    t->info.config_path, arch);
-	int rc = fasvd_gguf_open(&t->gg, t->ctx, t->info.config_path);
+		                    "%s: fasvd truncate does not write GGUF %s models (docs/gguf.md "
+		                    "lists the architectures it writes); fasvd analyze reads them",
+		                    in->config_path, arch);
+	/* GPT-2, GPT-NeoX and BERT checkpoints have no key/value head count
+	 * and no head_dim of their own */
+	bool mla = fasvd__arch_is_mla(t->hf);
+	if (!mla && ((!t->hf->gqa && in->n_kv_heads != in->n_heads) ||
+	             (!t->hf->head_dim_key && in->head_dim * in->n_heads != in->hidden)))
+		return fasvd__error(FASVD_EARCH,
+		                    "%s: this GGUF %s model has %lld key/value heads and heads of "
+		                    "%lld for %lld heads of width %lld: the Hugging Face %s layout "
+		                    "(as many key/value heads, width / heads) cannot hold it",
+		                    in->config_path, arch, (long long)in->n_kv_heads,
+		                    (long long)in->head_dim, (long long)in->n_heads,
+		                    (long long)in->hidden, hf);
+	int rc = fasvd_gguf_open(&t->gg, t->ctx, in->config_path);
 	return rc ? rc : gguf_config(t, hf);
 }
 
@@ -1561,13 +1674,16 @@ static char *hf_name(const trunc_t *t, const fasvd_model_input *in)
 	return n > 0 && (size_t)n < sizeof buf ? fasvd__strdup(t->ctx, buf) : NULL;
 }
 
-/* Whether a GGUF weight is selected: by the patterns (on its GGUF or its
- * Hugging Face name; hits counted), or by default. */
-static bool gguf_selected(const trunc_t *t, const char *gname, const char *hname, int64_t *hits)
+/* Whether a GGUF weight is selected: by the patterns (on its GGUF names,
+ * vname the attn_v_b of a rebuilt kv_b or NULL, or its Hugging Face name;
+ * hits counted), or by default. */
+static bool gguf_selected(const trunc_t *t, const char *gname, const char *vname,
+                          const char *hname, int64_t *hits)
 {
 	bool match = t->o->n_patterns == 0;
 	for (int64_t p = 0; p < t->o->n_patterns; p++)
 		if (fnmatch(t->o->patterns[p], gname, 0) == 0 ||
+		    (vname && fnmatch(t->o->patterns[p], vname, 0) == 0) ||
 		    fnmatch(t->o->patterns[p], hname, 0) == 0) {
 			hits[p]++;
 			match = true;
@@ -1575,25 +1691,78 @@ static bool gguf_selected(const trunc_t *t, const char *gname, const char *hname
 	return match;
 }
 
+/* The GGUF tensor `name` (a weight libfasvd decodes): its info and dtype. */
+static int gguf_weight_info(const trunc_t *t, const char *name, fasvd_st_info *info,
+                            fasvd_dtype *dt)
+{
+	fasvd_st_info_init(info, sizeof *info);
+	int rc = fasvd__gguf_st_info(info, t->gg, name);
+	if (rc || (rc = fasvd__gguf_dtype(dt, info->dtype)) ||
+	    (info->ndim != 2 && (rc = FASVD_ESHAPE)))
+		rc = fasvd__error(rc, "%s: GGUF tensor '%s' (%s, %d-D) is not a 2-D weight "
+		                      "libfasvd decodes",
+		                  t->fn, name, info->dtype ? info->dtype : "?", info->ndim);
+	return rc;
+}
+
+/* The conversion of a GGUF weight of role `role` to the Hugging Face
+ * layout (the kv_b rebuilt from attn_k_b and attn_v_b: set by the caller). */
+static int gguf_conv(const trunc_t *t, const char *role)
+{
+	if (t->hf->layout == FASVD__LAYOUT_CONV1D)
+		return CONV_T;
+	if (t->hf->layout == FASVD__LAYOUT_QKV_HEADS && role && !strcmp(role, "qkv_proj"))
+		return CONV_NEOX;
+	return CONV_NONE;
+}
+
+/* The Hugging Face shape of a converted weight into info: the transpose,
+ * or kv_b_proj [heads·(qk_nope + v_head), kv_lora_rank] whose dtype is that
+ * of attn_k_b and attn_v_b (F32, F64 if one is, when they differ). */
+static int hf_shape(const trunc_t *t, sel *s, fasvd_st_info *info)
+{
+	const fasvd_model_info *mi = &t->info;
+	fasvd_st_info vi;
+	fasvd_dtype vt;
+	int64_t r = info->shape[0];
+	if (s->conv == CONV_T) {
+		info->shape[0] = info->shape[1];
+		info->shape[1] = r;
+	}
+	if (s->conv != CONV_KVB)
+		return 0;
+	int rc = gguf_weight_info(t, s->gguf_v_name, &vi, &vt);
+	if (rc)
+		return rc;
+	s->gguf_v_name = vi.name;
+	if (vt != s->in_dtype)
+		s->in_dtype = vt == FASVD_DTYPE_F64 || s->in_dtype == FASVD_DTYPE_F64
+		                      ? FASVD_DTYPE_F64
+		                      : FASVD_DTYPE_F32;
+	info->shape[0] = mi->n_heads * (mi->k_head + mi->v_head);
+	info->shape[1] = mi->kv_lora_rank;
+	return 0;
+}
+
 /* One GGUF attention weight into the selection, named hname (owned);
- * copy: not selected (written dequantised). */
-static int add_gguf_sel(trunc_t *t, const fasvd_model_input *in, char *hname, bool copy)
+ * copy: not selected (written dequantised); vname: the attn_v_b of a kv_b
+ * rebuilt from in (attn_k_b), else NULL. */
+static int add_gguf_sel(trunc_t *t, const fasvd_model_input *in, const char *vname,
+                        char *hname, bool copy)
 {
 	sel *s = &t->sels[t->n_sels];
 	memset(s, 0, sizeof *s);
 	s->name = s->own_name = hname;
 	s->copy = s->skipped = copy;
 	s->role = in->role;
+	s->conv = vname ? CONV_KVB : gguf_conv(t, in->role);
+	s->gguf_v_name = vname;
 	fasvd_st_info info;
-	fasvd_st_info_init(&info, sizeof info);
 	int64_t before = t->n_sels;
-	int rc = fasvd__gguf_st_info(&info, t->gg, in->name);
-	if (rc || (rc = fasvd__gguf_dtype(&s->in_dtype, info.dtype)) ||
-	    (info.ndim != 2 && (rc = FASVD_ESHAPE)))
-		rc = fasvd__error(rc, "%s: GGUF tensor '%s' (%s, %d-D) is not a 2-D weight "
-		                      "libfasvd decodes",
-		                  t->fn, in->name, info.dtype ? info.dtype : "?", info.ndim);
+	int rc = gguf_weight_info(t, in->name, &info, &s->in_dtype);
 	s->gguf_name = info.name;
+	if (!rc)
+		rc = hf_shape(t, s, &info);
 	if (!rc)
 		rc = init_sel(t, s, &info, hname);
 	if (rc && t->n_sels == before) { /* not in the selection: freed here */
@@ -1601,6 +1770,22 @@ static int add_gguf_sel(trunc_t *t, const fasvd_model_input *in, char *hname, bo
 		s->name = s->own_name = NULL;
 	}
 	return rc;
+}
+
+/* The attn_v_b that goes with the attn_k_b of `layer` (a model input's
+ * name), or NULL when the layer has none. */
+static const char *gguf_vb(const trunc_t *t, int64_t layer)
+{
+	int64_t first, count;
+	fasvd_model_input in;
+	fasvd_model_input_init(&in, sizeof in);
+	if (fasvd_model_layer_inputs(&first, &count, t->model, layer))
+		return NULL;
+	for (int64_t i = 0; i < count; i++)
+		if (!fasvd_model_input_get(&in, t->model, first + i) && in.present && in.role &&
+		    !strcmp(in.role, "v_b_proj"))
+			return in.name;
+	return NULL;
 }
 
 /* The attention weights of a GGUF model to replace: every one, or those
@@ -1620,15 +1805,24 @@ static int select_gguf(trunc_t *t)
 		fasvd_model_input_init(&in, sizeof in);
 		if ((rc = fasvd_model_input_get(&in, t->model, i)))
 			break;
-		if (in.is_norm || !in.present)
+		if (in.is_norm || !in.present || !strcmp(in.role, "v_b_proj"))
 			continue;
+		/* attn_k_b + attn_v_b: the one kv_b_proj they split */
+		const char *vname = strcmp(in.role, "k_b_proj") ? NULL : gguf_vb(t, in.layer);
+		if (!strcmp(in.role, "k_b_proj") && !vname) {
+			rc = fasvd__error(FASVD_ENOTFOUND, "%s: layer %lld has '%s' but no attn_v_b",
+			                  t->info.config_path, (long long)in.layer, in.name);
+			break;
+		}
+		if (vname)
+			in.role = "kv_b_proj";
 		char *hname = hf_name(t, &in);
 		if (!hname) {
 			rc = fasvd__error(FASVD_ENOMEM, "%s: out of memory (a tensor name)", t->fn);
 			break;
 		}
-		bool copy = !gguf_selected(t, in.name, hname, hits);
-		if (!(rc = add_gguf_sel(t, &in, hname, copy)) && copy)
+		bool copy = !gguf_selected(t, in.name, vname, hname, hits);
+		if (!(rc = add_gguf_sel(t, &in, vname, hname, copy)) && copy)
 			t->n_copies++;
 	}
 	for (int64_t p = 0; p < np && !rc; p++)
@@ -1728,6 +1922,10 @@ static int write_gguf_file(trunc_t *t)
 	fasvd_st_writer *w = NULL;
 	uint64_t bytes = 0;
 	int rc = !hs || !path ? FASVD_ENOMEM : fasvd_st_writer_new(&w, t->ctx);
+	/* dense: PyTorch weights transformers loads; factors: never read as
+	 * the dense architecture's weights */
+	if (!rc)
+		rc = fasvd_st_writer_set_metadata(w, "format", dense_out(t) ? "pt" : "fasvd.lowrank");
 	for (int64_t i = 0; i < t->n_sels && !rc; i++) {
 		sel *s = &t->sels[i];
 		if (!s->skipped)

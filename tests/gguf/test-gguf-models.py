@@ -223,8 +223,8 @@ def read_gguf(path):
     return out
 
 
-def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
+def write_safetensors(path, tensors, metadata=None):
+    header, blobs, off = ({"__metadata__": metadata} if metadata else {}), [], 0
     for name in sorted(tensors):
         a = tensors[name]
         dt, b = ("F64", a.astype("<f8").tobytes()) if a.ndim == 1 else \

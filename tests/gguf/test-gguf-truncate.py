@@ -4,11 +4,15 @@ package's own dequantisation (TAP).
 
 usage: test-gguf-truncate.py FASVD WORKDIR
 
-For each GGUF architecture fasvd truncate writes (llama, qwen2, qwen3,
-gemma2, gemma3, phi3, bert, deepseek2 with attn_kv_b) a two-layer model is
-written by gguf.GGUFWriter as tests/gguf/test-gguf-models.py writes it, in
-Q8_0 (and a few in F32 / Q4_0), and truncated at --rank R and at
---energy-loss TAU (default f64 compute). For every replaced weight:
+For each GGUF architecture (llama, qwen2, qwen3, gemma2, gemma3, phi3, gpt2,
+gptneox, bert, deepseek2 with attn_kv_b or with attn_k_b + attn_v_b) a
+two-layer model is written by gguf.GGUFWriter as
+tests/gguf/test-gguf-models.py writes it, in Q8_0 (and a few in F32 / Q4_0),
+and truncated at --rank R and at --energy-loss TAU (default f64 compute).
+For every replaced weight (W: the dequantised GGUF tensor; for gpt2, gptneox
+and the attn_k_b split, which fasvd truncate writes in the Hugging Face
+layout, the Hugging Face weight that test-gguf-models.py's to_hf() makes of
+the dequantised tensors):
 
 - the reported energy_lost (config.json's fasvd_lowrank section) equals the
   optimum sum_{i>r} s_i^2 / sum s_i^2 of numpy's SVD of the weight
@@ -22,8 +26,16 @@ Q8_0 (and a few in F32 / Q4_0), and truncated at --rank R and at
   the names, the norms (Gemma's stored 1 + gamma written as gamma) and the
   layout are those of the Hugging Face checkpoint.
 
-Then the format dense, the kept-dense rule, nothing smaller (no output), an
-architecture not written yet (refused, no output), and the real
+For gpt2, gptneox and the attn_k_b split, the GGUF and the same dequantised
+weights written as a Hugging Face safetensors folder are truncated alike
+(rank, energy loss, --per-head, --shared-o, --format dense, a pattern): the
+outputs hold the same tensors, bit for bit, and the same entries. The dense
+output of a gpt2 GGUF loads in transformers' GPT2LMHeadModel as that of the
+folder does, with the same weights and logits (skipped with the reason
+without transformers).
+
+Then the format dense, the kept-dense rule, nothing smaller (no output), a
+GGUF no Hugging Face layout holds (refused, no output), and the real
 SmolLM2-135M Q4_1 when cached (layers 0 and 1 only; skipped otherwise).
 Without the gguf package every case is skipped with the reason.
 """
@@ -44,15 +56,25 @@ spec.loader.exec_module(models)
 gguf = models.gguf
 Q = models.Q if gguf else None
 
-ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "bert", "deepseek2"]
+ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2", "gptneox", "bert",
+         "deepseek2", "deepseek2-kb"]
+# written in the Hugging Face layout, not as the GGUF stores them; the
+# pattern of their layer 1 by Hugging Face name
+CONVERTED = {"gpt2": "h.1.*", "gptneox": "gpt_neox.layers.1.*",
+             "deepseek2-kb": "model.layers.1.*"}
 RANK, TAU = 7, 0.3
 
 
-def read_safetensors(path):
+def read_header(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
+        return json.loads(f.read(n)), n
+
+
+def read_safetensors(path):
+    header, n = read_header(path)
+    with open(path, "rb") as f:
+        data = f.read()[8 + n:]
     dts = {"F32": "<f4", "F64": "<f8", "F16": "<f2"}
     out = {}
     for name, h in header.items():
@@ -114,15 +136,29 @@ def analyze_ok(fasvd, out, *args):
         raise AssertionError("fasvd analyze %s failed: %s" % (out, r.stderr.strip()))
 
 
-def check_out(fasvd, model, out, deq, args, tau=None, n_layers=None):
+def check_out(fasvd, model, out, deq, args, tau=None, n_layers=None, hfw=None):
+    """hfw: the weights by Hugging Face name, for an architecture written in
+    that layout (CONVERTED), else None (deq by GGUF name)."""
     cfg, st = truncated(fasvd, model, out, *args)
     tens = cfg["fasvd_lowrank"]["tensors"]
     if not tens:
         raise AssertionError("no tensor replaced")
     for name, e in tens.items():
-        check_entry(name, e, deq[e["gguf_name"]], st[e["A"]], st[e["B"]], tau)
+        w = hfw[name] if hfw is not None else deq[e["gguf_name"]]
+        check_entry(name, e, w, st[e["A"]], st[e["B"]], tau)
     analyze_ok(fasvd, out, *(["--layers", "0-%d" % (n_layers - 1)] if n_layers else []))
     return cfg, st, len(tens)
+
+
+def hf_weights(arch, kv, hd, deq):
+    """The dequantised GGUF tensors (read_gguf) in the Hugging Face layout,
+    by Hugging Face name."""
+    hf = {}
+    for l in range(models.LAYERS):
+        p = "blk.%d." % l
+        lt = {k[len(p):-len(".weight")]: v for k, v in deq.items() if k.startswith(p)}
+        hf.update(models.to_hf(arch, kv, hd, l, lt))
+    return hf
 
 
 def check_case(fasvd, work, arch, qtype, rng):
@@ -133,13 +169,15 @@ def check_case(fasvd, work, arch, qtype, rng):
     path = os.path.join(d, "model.gguf")
     models.write_gguf(path, arch, kv, hd, models.draw_gguf(rng, arch, kv, hd), qtype)
     deq = models.read_gguf(path)
+    hfw = hf_weights(arch, kv, hd, deq) if arch in CONVERTED else None
     deq = {k: v.reshape(v.shape[0], -1) for k, v in deq.items() if v.ndim >= 2}
-    n = check_out(fasvd, path, os.path.join(d, "rank"), deq, ["--rank", str(RANK)])[2]
+    n = check_out(fasvd, path, os.path.join(d, "rank"), deq, ["--rank", str(RANK)],
+                  hfw=hfw)[2]
     n += check_out(fasvd, path, os.path.join(d, "tau"), deq, ["--energy-loss", str(TAU)],
-                   tau=TAU)[2]
+                   tau=TAU, hfw=hfw)[2]
     # a pattern: layer 1 replaced, layer 0 written dequantised
     cfg, st, k = check_out(fasvd, path, os.path.join(d, "pat"), deq,
-                           ["--rank", str(RANK), "--tensors", "blk.1.*"])
+                           ["--rank", str(RANK), "--tensors", "blk.1.*"], hfw=hfw)
     hf = [e["gguf_name"] for e in cfg["fasvd_lowrank"]["tensors"].values()]
     if any(not g.startswith("blk.1.") for g in hf):
         raise AssertionError("--tensors blk.1.* replaced %s" % hf)
@@ -149,8 +187,11 @@ def check_case(fasvd, work, arch, qtype, rng):
     for nm in dense:
         g = nm.replace("layers.1.", "layers.0.")
         src = [v for v in deq if v.startswith("blk.0.")]
-        if not any(st[nm].shape == deq[s].shape and np.array_equal(st[nm], deq[s])
-                   for s in src):
+        if hfw is not None and not np.array_equal(st[nm], hfw[nm]):
+            raise AssertionError("%s is not the dequantised weight of layer 0 in the Hugging "
+                                 "Face layout" % nm)
+        if hfw is None and not any(st[nm].shape == deq[s].shape and
+                                   np.array_equal(st[nm], deq[s]) for s in src):
             raise AssertionError("%s is not a dequantised weight of layer 0 (%s)" % (nm, g))
     return n + k + check_full(fasvd, path, os.path.join(d, "full"))
 
@@ -179,8 +220,105 @@ def check_full(fasvd, path, out, *args):
     return models.compare(got, want, 1e-9, "truncated at full rank vs the GGUF:")
 
 
+def write_pair(work, name, arch, qtype, rng):
+    """A GGUF of arch and the same dequantised weights as a Hugging Face
+    folder (safetensors with format "pt", as transformers saves it): their
+    paths, in work/name."""
+    mt, kv, hd = models.ARCHS[arch]
+    d = os.path.join(work, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "hf"))
+    path = os.path.join(d, "model.gguf")
+    models.write_gguf(path, arch, kv, hd, models.draw_gguf(rng, arch, kv, hd), qtype)
+    with open(os.path.join(d, "hf", "config.json"), "w") as f:
+        json.dump(models.hf_config(mt, kv, hd), f)
+    models.write_safetensors(os.path.join(d, "hf", "model.safetensors"),
+                             hf_weights(arch, kv, hd, models.read_gguf(path)), {"format": "pt"})
+    return path, os.path.join(d, "hf")
+
+
+# entry keys that only the GGUF's output has, or that name its source
+GGUF_KEYS = ("gguf_name", "gguf_v_name", "gguf_conversion", "source_dtype", "dense_dtype")
+
+
+def same_outputs(g, h, what):
+    """The outputs g (from the GGUF) and h (from the folder): the same
+    tensors, bit for bit (2-D ones in the same dtype; norms are F32 from the
+    GGUF, as stored in the folder from it), and the same entries."""
+    hg, hh = read_header(os.path.join(g, "model.safetensors"))[0], \
+        read_header(os.path.join(h, "model.safetensors"))[0]
+    sg, sh = read_safetensors(os.path.join(g, "model.safetensors")), \
+        read_safetensors(os.path.join(h, "model.safetensors"))
+    if set(sg) != set(sh):
+        raise AssertionError("%s: tensors differ: %s" % (what, sorted(set(sg) ^ set(sh))))
+    for n in sg:
+        if sg[n].shape != sh[n].shape or not np.array_equal(sg[n], sh[n]):
+            raise AssertionError("%s: %s differs (shape %s, from the folder %s)"
+                                 % (what, n, sg[n].shape, sh[n].shape))
+        if sg[n].ndim > 1 and hg[n]["dtype"] != hh[n]["dtype"]:
+            raise AssertionError("%s: %s is %s, from the folder %s"
+                                 % (what, n, hg[n]["dtype"], hh[n]["dtype"]))
+    with open(os.path.join(g, "config.json")) as f:
+        tg = json.load(f)["fasvd_lowrank"]["tensors"]
+    with open(os.path.join(h, "config.json")) as f:
+        th = json.load(f)["fasvd_lowrank"]["tensors"]
+    strip = {n: {k: v for k, v in e.items() if k not in GGUF_KEYS} for n, e in tg.items()}
+    th = {n: {k: v for k, v in e.items() if k not in GGUF_KEYS} for n, e in th.items()}
+    if strip != th:
+        raise AssertionError("%s: entries differ:\n%s\n%s" % (what, strip, th))
+    return len(tg)
+
+
+def check_route(fasvd, work, arch, qtype, rng):
+    """A converted architecture: truncating the GGUF gives what truncating
+    the same weights as a Hugging Face folder gives."""
+    path, hf = write_pair(work, "route-%s-%s" % (arch, qtype.name), arch, qtype, rng)
+    n = 0
+    for args in (["--rank", str(RANK)], ["--energy-loss", str(TAU)],
+                 ["--rank", "5", "--per-head"], ["--rank", "6", "--shared-o"],
+                 ["--rank", "5", "--format", "dense"],
+                 ["--rank", str(RANK), "--tensors", CONVERTED[arch]]):
+        g, h = path + ".out", hf + ".out"
+        truncated(fasvd, path, g, *args)
+        truncated(fasvd, hf, h, *args)
+        n += same_outputs(g, h, "%s %s" % (arch, " ".join(args)))
+        analyze_ok(fasvd, g)
+    return n
+
+
+def check_transformers(fasvd, work, rng):
+    """The dense output of a gpt2 GGUF in transformers: GPT2LMHeadModel
+    loads it with the weights and logits of the folder's dense output."""
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        return None, "transformers (with torch) is not installed: %s" % e
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    transformers.logging.set_verbosity_error()
+    path, hf = write_pair(work, "transformers", "gpt2", Q.Q8_0, rng)
+    loaded = []
+    for src in (path, hf):
+        out = src + ".dense"
+        truncated(fasvd, src, out, "--rank", "5", "--format", "dense")
+        torch.manual_seed(0)  # the weights the file lacks are drawn alike
+        m = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+        with torch.no_grad():
+            logits = m(torch.arange(12)[None]).logits
+        loaded.append((m.state_dict(), logits, read_safetensors(
+            os.path.join(out, "model.safetensors"))))
+    (sg, lg, fg), (sh, lh, _) = loaded
+    for n in fg:  # the file's tensors, as GPT2LMHeadModel names them
+        if not np.array_equal(sg["transformer." + n].double().numpy(), fg[n]):
+            raise AssertionError("transformers read %s otherwise than the file has it" % n)
+    bad = [n for n in sg if not torch.equal(sg[n], sh[n])]
+    if bad or not torch.equal(lg, lh):
+        raise AssertionError("GGUF and folder outputs differ in transformers: %s" % bad)
+    return len(fg), None
+
+
 def check_special(fasvd, work, rng):
-    """dense format, kept dense, nothing smaller, gpt2 refused."""
+    """dense format, kept dense, nothing smaller, GQA gpt2 refused."""
     mt, kv, hd = models.ARCHS["llama"]
     d = os.path.join(work, "special")
     shutil.rmtree(d, ignore_errors=True)
@@ -215,15 +353,16 @@ def check_special(fasvd, work, rng):
     res.append(("nothing smaller: refused, no output",
                 r.returncode != 0 and "nothing to truncate" in r.stderr and
                 not os.path.exists(out), r.stderr))
-    # gpt2: refused naming the file and the architecture, no output
-    kv2, hd2 = models.ARCHS["gpt2"][1:]
+    # gpt2 with 2 key/value heads (analyze reads it): no Hugging Face GPT-2
+    # holds it, refused naming the file and the architecture, no output
+    hd2 = models.ARCHS["gpt2"][2]
     g2 = os.path.join(d, "gpt2.gguf")
-    models.write_gguf(g2, "gpt2", kv2, hd2, models.draw_gguf(rng, "gpt2", kv2, hd2), Q.F32)
+    models.write_gguf(g2, "gpt2", 2, hd2, models.draw_gguf(rng, "gpt2", 2, hd2), Q.F32)
     out = os.path.join(d, "gpt2")
     r = truncate(fasvd, g2, out, "--rank", "4")
-    res.append(("gpt2: refused naming the file, no output",
+    res.append(("gpt2 with 2 key/value heads: refused naming the file, no output",
                 r.returncode != 0 and g2 in r.stderr and "gpt2" in r.stderr and
-                not os.path.exists(out), r.stderr))
+                "2 key/value heads" in r.stderr and not os.path.exists(out), r.stderr))
     return res
 
 
@@ -249,12 +388,32 @@ def check_real(fasvd, work):
     return n, None
 
 
+def run(i, label, what, fn):
+    """TAP test i: fn() returns (count, None), or (None, why) to skip; 1 if
+    it failed."""
+    try:
+        n, why = fn()
+        if why:
+            print("ok %d - %s # SKIP %s" % (i, label, why))
+        else:
+            print("ok %d - %s: %d %s" % (i, label, n, what))
+        failed = 0
+    except Exception as e:  # noqa: BLE001
+        failed = 1
+        print("not ok %d - %s" % (i, label))
+        for line in str(e).splitlines()[:20]:
+            print("# " + line)
+    sys.stdout.flush()
+    return failed
+
+
 def main():
     fasvd, work = sys.argv[1], sys.argv[2]
     cases = [(a, "Q8_0") for a in ARCHS] + [("llama", "F32"), ("qwen3", "Q4_0"),
                                             ("deepseek2", "Q4_0")]
+    routes = [("gpt2", "Q8_0"), ("gpt2", "F32"), ("gptneox", "Q4_0"), ("deepseek2-kb", "Q8_0")]
     n_special = 4
-    total = len(cases) + n_special + 1
+    total = len(cases) + len(routes) + 1 + n_special + 1
     print("1..%d" % total)
     if gguf is None:
         for i in range(1, total + 1):
@@ -266,15 +425,17 @@ def main():
     i = 0
     for arch, q in cases:
         i += 1
-        try:
-            n = check_case(fasvd, work, arch, Q[q], rng)
-            print("ok %d - %s %s: %d weights and spectra checked" % (i, arch, q, n))
-        except Exception as e:  # noqa: BLE001
-            failed += 1
-            print("not ok %d - %s %s" % (i, arch, q))
-            for line in str(e).splitlines()[:20]:
-                print("# " + line)
-        sys.stdout.flush()
+        failed += run(i, "%s %s" % (arch, q), "weights and spectra checked",
+                      lambda: (check_case(fasvd, work, arch, Q[q], rng), None))
+    for arch, q in routes:
+        i += 1
+        failed += run(i, "%s %s as its Hugging Face folder" % (arch, q),
+                      "weights equal, bit for bit",
+                      lambda: (check_route(fasvd, work, arch, Q[q], rng), None))
+    i += 1
+    failed += run(i, "gpt2 dense output in transformers' GPT2LMHeadModel",
+                  "tensors as the folder's, the same logits",
+                  lambda: check_transformers(fasvd, work, rng))
     try:
         special = check_special(fasvd, work, rng)
     except Exception as e:  # noqa: BLE001
@@ -287,18 +448,8 @@ def main():
             for line in diag.splitlines()[:10]:
                 print("# " + line)
     i += 1
-    try:
-        n, why = check_real(fasvd, work)
-        if why:
-            print("ok %d - SmolLM2-135M Q4_1 # SKIP %s" % (i, why))
-        else:
-            print("ok %d - SmolLM2-135M Q4_1 layers 0-1: %d weights and spectra checked"
-                  % (i, n))
-    except Exception as e:  # noqa: BLE001
-        failed += 1
-        print("not ok %d - SmolLM2-135M Q4_1" % i)
-        for line in str(e).splitlines()[:20]:
-            print("# " + line)
+    failed += run(i, "SmolLM2-135M Q4_1 layers 0-1", "weights and spectra checked",
+                  lambda: check_real(fasvd, work))
     return 1 if failed else 0
 
 
