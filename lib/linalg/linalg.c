@@ -681,7 +681,10 @@ int fasvd__gram_solver(int64_t k)
  * (at order 7168, Cooperlake: sy2sb 7.06 / 6.47 / 6.30 s and sb2st
  * 1.55 / 1.88 / 2.38 s for kd 64 / 96 / 128; dsterf 0.49 s). Hence 64, and
  * 96 from order 5632 (even there) on; never more than n - 1. The
- * eigenvalues equal dsyevd_2stage's to 3e-14 relative to the largest. */
+ * eigenvalues equal dsyevd_2stage's to 3e-14 relative to the largest. With
+ * two BLAS threads the tuned band does not beat dsyevd (order 4096,
+ * Cooperlake, wall: 1.4x, 2.0x, 1.6x dsyevd's 1.8-1.9 s at kd 64, 96, 128;
+ * sb2st runs on one thread), so fasvd__gram_solver keeps dsyevd there. */
 #define FASVD__GRAM_WIDE_BAND_MIN 5632
 
 int64_t fasvd__gram_band_kd(int64_t n)
