@@ -15,8 +15,11 @@
  * Usage: engine-bench [--heads N] [--threads T] [--dir DIR] [--reps R]
  *                     [--dtype f32|bf16|fp8] [--compute f32|f64]
  *                     [--no-weights] [--skip-floor] [--timings FILE]
+ *        engine-bench --eig-kd ORDER [--reps R]
  * (--no-weights: do not write the weights and checkpoint; the spectra and
- * timings are written still. --timings: where the timings go.)
+ * timings are written still. --timings: where the timings go. --eig-kd:
+ * only the band widths of the two-stage eigensolver at that order,
+ * single-threaded, against dsyevd_2stage; bench/README.md.)
  * Like the `fasvd` tool it re-executes itself once with the CPU's OpenBLAS
  * kernels when OpenBLAS fell back to generic ones, and prints the BLAS it
  * runs first (docs/blas.md).
@@ -281,7 +284,7 @@ static double floor_time(fasvd_ctx *ctx, const gram_problem *p, int np, int thre
 		double t2 = now();
 		fprintf(stderr, "  floor %-10s %6lld x %6lld: gram %7.3f s  eig(%lld, %s) %7.3f s\n",
 		        p[i].name, (long long)p[i].rows, (long long)p[i].cols, t1 - t0, (long long)m,
-		        fasvd__gram_uses_2stage(m) ? "2-stage" : "1-stage", t2 - t1);
+		        fasvd__gram_solver(m) == FASVD__EIG_BAND ? "2-stage" : "1-stage", t2 - t1);
 		fprintf(js, "%s{\"name\": \"%s\", \"rows\": %lld, \"cols\": %lld, \"gram_s\": %.4f, "
 		            "\"eig_s\": %.4f}",
 		        i ? ", " : "", p[i].name, (long long)p[i].rows, (long long)p[i].cols, t1 - t0,
@@ -295,10 +298,12 @@ static double floor_time(fasvd_ctx *ctx, const gram_problem *p, int np, int thre
 }
 
 /* The fastest values-only eigensolver for one single-threaded worker (the
- * engine's policy, lib/engine/stack.c): dsyevd_2stage from order 2048 on. */
+ * engine's policy, lib/engine/stack.c): the two-stage band path from order
+ * 2048 on. */
 static void eig_single(fasvd_ctx *ctx, int64_t m, double *g, double *s)
 {
-	CHECK(fasvd__gram_svdvals_with(ctx, m, g, m, s, m < 2048 ? -1 : 1));
+	CHECK(fasvd__gram_svdvals_with(ctx, m, g, m, s,
+	                               m < 2048 ? FASVD__EIG_AUTO : FASVD__EIG_BAND));
 }
 
 struct floor_pool {
@@ -371,10 +376,60 @@ static double floor_concurrent(fasvd_ctx *ctx, gram_problem *p, int np, int thre
 
 /* ---------------------------------------------------------------- main */
 
+static double thread_cpu_now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* --eig-kd ORDER: the band width of the two-stage eigensolver. For reps
+ * rounds, dsyevd_2stage (LAPACK's band width) and then the library's band
+ * path at several widths on the same Gram matrix of that order, single-
+ * threaded, alternated; thread CPU seconds (robust to other jobs sharing
+ * the machine) and the ratio to dsyevd_2stage of the same round. */
+static void eig_kd_bench(fasvd_ctx *ctx, int64_t m, int reps)
+{
+	static const int64_t kds[] = {32, 48, 64, 96, 128};
+	size_t mm = (size_t)(m * m);
+	double *x = xmalloc(mm * 2 * 8), *g = calloc(mm, 8), *a = xmalloc(mm * 8);
+	double *w0 = xmalloc((size_t)m * 8), *w1 = xmalloc((size_t)m * 8);
+	if (!g)
+		die("eig-kd: Gram allocation", FASVD_ENOMEM);
+	for (size_t q = 0; q < mm * 2; q++)
+		x[q] = rng_normal();
+	openblas_set_num_threads(1);
+	cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)m, (blasint)(2 * m), 1.0, x,
+	            (blasint)m, 0.0, g, (blasint)m);
+	fprintf(stderr, "  eig-kd order %lld (auto band width %lld), load %.1f\n", (long long)m,
+	        (long long)fasvd__gram_band_kd(m), load1());
+	for (int r = 0; r < reps; r++) {
+		memcpy(a, g, mm * 8);
+		double c0 = thread_cpu_now();
+		CHECK(fasvd__gram_svdvals_with(ctx, m, a, m, w0, FASVD__EIG_2STAGE));
+		double ref = thread_cpu_now() - c0;
+		fprintf(stderr, "  round %d: dsyevd_2stage %.2f s", r + 1, ref);
+		for (size_t k = 0; k < sizeof kds / sizeof kds[0]; k++) {
+			memcpy(a, g, mm * 8);
+			c0 = thread_cpu_now();
+			CHECK(fasvd__sym_eigvals_band(ctx, m, a, m, kds[k], w1));
+			double t = thread_cpu_now() - c0;
+			fprintf(stderr, "  kd %lld %.2f s (%.3f)", (long long)kds[k], t, t / ref);
+		}
+		fprintf(stderr, "\n");
+	}
+	free(x);
+	free(g);
+	free(a);
+	free(w0);
+	free(w1);
+}
+
 int main(int argc, char **argv)
 {
 	int64_t n = 32;
 	int threads = 2, reps = 1, write_weights = 1, do_floor = 1;
+	int64_t eig_kd = 0;
 	const char *dir = "/tmp/fasvd-bench", *timings = NULL;
 	fasvd_dtype dtype = FASVD_DTYPE_F32;
 	fasvd_compute compute = FASVD_COMPUTE_F32;
@@ -404,11 +459,14 @@ int main(int argc, char **argv)
 			write_weights = 0;
 		else if (!strcmp(a, "--skip-floor"))
 			do_floor = 0;
+		else if (!strcmp(a, "--eig-kd") && v)
+			eig_kd = atoll(argv[++i]);
 		else {
 			fprintf(stderr,
 			        "usage: engine-bench [--heads N] [--threads T] [--dir DIR] [--reps R]\n"
 			        "                    [--dtype f32|bf16|fp8] [--compute f32|f64]\n"
-			        "                    [--no-weights] [--skip-floor] [--timings FILE]\n");
+			        "                    [--no-weights] [--skip-floor] [--timings FILE]\n"
+			        "       engine-bench --eig-kd ORDER [--reps R]\n");
 			return 2;
 		}
 	}
@@ -420,6 +478,11 @@ int main(int argc, char **argv)
 	CHECK(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, threads));
 	openblas_set_num_threads(threads);
 	cli_blas_print(stderr);
+	if (eig_kd > 0) {
+		eig_kd_bench(ctx, eig_kd, reps);
+		fasvd_ctx_free(ctx);
+		return 0;
+	}
 
 	/* Weights (row-major, checkpoint layouts). */
 	double t0 = now();

@@ -130,19 +130,24 @@ static void test_gram_bound(void **state)
 	}
 	/* the two eigensolvers on the same Gram matrix */
 	double *g0 = calloc((size_t)(p * p), sizeof(double)), *g1 = calloc((size_t)(p * p), 8);
-	double s0[100], s1[100];
+	double *g2 = calloc((size_t)(p * p), 8);
+	double s0[100], s1[100], s2[100];
 	cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (int)p, (int)m, 1.0, a, (int)n, 0.0, g0,
 	            (int)p);
 	memcpy(g1, g0, sizeof(double) * (size_t)(p * p));
-	assert_ok(fasvd__gram_svdvals_with(NULL, p, g0, p, s0, 0));
-	assert_ok(fasvd__gram_svdvals_with(NULL, p, g1, p, s1, 1));
+	memcpy(g2, g0, sizeof(double) * (size_t)(p * p));
+	assert_ok(fasvd__gram_svdvals_with(NULL, p, g0, p, s0, FASVD__EIG_DSYEVD));
+	assert_ok(fasvd__gram_svdvals_with(NULL, p, g1, p, s1, FASVD__EIG_2STAGE));
+	assert_ok(fasvd__gram_svdvals_with(NULL, p, g2, p, s2, FASVD__EIG_BAND));
 	for (int64_t i = 0; i < p; i++) {
-		assert_true(s0[i] >= 0 && s1[i] >= 0);
+		assert_true(s0[i] >= 0 && s1[i] >= 0 && s2[i] >= 0);
 		assert_close(s0[i] * s0[i], s1[i] * s1[i], 0, 4 * p * DBL_EPSILON * s0[0] * s0[0]);
+		assert_close(s0[i] * s0[i], s2[i] * s2[i], 0, 4 * p * DBL_EPSILON * s0[0] * s0[0]);
 		assert_close(s0[i] * s0[i], want[i] * want[i], 0, 4 * p * DBL_EPSILON * s0[0] * s0[0]);
 	}
 	free(g0);
 	free(g1);
+	free(g2);
 	fasvd_tensor_free(t);
 	free(a);
 }
@@ -152,13 +157,111 @@ static void test_gram_solver_choice(void **state)
 	(void)state;
 	int saved = fasvd__blas_get_threads();
 	fasvd__blas_set_threads(1);
-	assert_int_equal(fasvd__gram_uses_2stage(500), 0);
+	assert_int_equal(fasvd__gram_solver(500), FASVD__EIG_DSYEVD);
 	if (fasvd__blas_get_threads() == 1)
-		assert_int_equal(fasvd__gram_uses_2stage(4000), 1);
+		assert_int_equal(fasvd__gram_solver(4000), FASVD__EIG_BAND);
 	fasvd__blas_set_threads(2);
 	if (fasvd__blas_get_threads() == 2)
-		assert_int_equal(fasvd__gram_uses_2stage(4000), 0);
+		assert_int_equal(fasvd__gram_solver(4000), FASVD__EIG_DSYEVD);
 	fasvd__blas_set_threads(saved);
+	/* the band width: at least 1, below the order, the tuned value for
+	 * the big stacks */
+	for (int64_t n = 1; n <= 300; n++) {
+		int64_t kd = fasvd__gram_band_kd(n);
+		assert_true(kd >= 1 && (n == 1 || kd < n));
+	}
+	assert_int_equal(fasvd__gram_band_kd(4096), 64);
+	assert_int_equal(fasvd__gram_band_kd(7168), 96);
+}
+
+/* Eigenvalues (ascending) of the symmetric n x n a by dsyevd, into w. */
+static void eig_reference(int64_t n, const double *a, double *w)
+{
+	double *c = malloc(sizeof(double) * (size_t)(n * n));
+	memcpy(c, a, sizeof(double) * (size_t)(n * n));
+	assert_int_equal(LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'N', 'L', (lapack_int)n, c,
+	                                (lapack_int)n, w),
+	                 0);
+	free(c);
+}
+
+/* The band path (given kd) against dsyevd on a copy of a: equal within
+ * 4 n ε max|λ|. */
+static void band_vs_dsyevd(int64_t n, const double *a, int64_t kd)
+{
+	double *c = malloc(sizeof(double) * (size_t)(n * n));
+	double *w0 = malloc(sizeof(double) * (size_t)n), *w1 = malloc(sizeof(double) * (size_t)n);
+	memcpy(c, a, sizeof(double) * (size_t)(n * n));
+	eig_reference(n, a, w0);
+	assert_ok(fasvd__sym_eigvals_band(NULL, n, c, n, kd, w1));
+	double big = fmax(fabs(w0[0]), fabs(w0[n - 1]));
+	for (int64_t i = 0; i < n; i++)
+		if (!(fabs(w1[i] - w0[i]) <= 4.0 * (double)n * DBL_EPSILON * big)) {
+			print_error("band path n = %lld kd = %lld: eigenvalue %lld is %.17g, dsyevd "
+			            "%.17g\n",
+			            (long long)n, (long long)kd, (long long)i, w1[i], w0[i]);
+			fail();
+		}
+	free(c);
+	free(w0);
+	free(w1);
+}
+
+/* The two-stage band path at several orders and band widths (kd above,
+ * equal to and below the order, 1, the tuned rule), on Gram matrices,
+ * indefinite matrices and matrices that dsyevd scales (tiny and huge
+ * entries); a zero matrix; NaN and Inf entries. */
+static void test_gram_band_path(void **state)
+{
+	(void)state;
+	test_rng r = {0x5eed};
+	static const int64_t orders[] = {1, 2, 5, 33, 64, 65, 130, 257};
+	for (size_t oi = 0; oi < sizeof orders / sizeof orders[0]; oi++) {
+		int64_t n = orders[oi];
+		double *x = malloc(sizeof(double) * (size_t)(n * (n + 3)));
+		double *a = calloc((size_t)(n * n), sizeof(double));
+		for (int64_t i = 0; i < n * (n + 3); i++)
+			x[i] = test_rng_normal(&r);
+		/* Gram (semidefinite), then indefinite, then scaled tiny and huge */
+		for (int kind = 0; kind < 4; kind++) {
+			if (kind == 0)
+				cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (int)n, (int)(n + 3),
+				            1.0, x, (int)n, 0.0, a, (int)n);
+			else
+				for (int64_t q = 0; q < n * n; q++)
+					a[q] = kind == 1 ? x[q] : x[q] * (kind == 2 ? 1e-300 : 1e300);
+			const int64_t kds[] = {1, 3, 16, 64, n, n + 7, fasvd__gram_band_kd(n)};
+			for (size_t k = 0; k < sizeof kds / sizeof kds[0]; k++)
+				band_vs_dsyevd(n, a, kds[k]);
+		}
+		/* zero matrix: exact zeros */
+		memset(a, 0, sizeof(double) * (size_t)(n * n));
+		double *w = malloc(sizeof(double) * (size_t)n);
+		assert_ok(fasvd__sym_eigvals_band(NULL, n, a, n, fasvd__gram_band_kd(n), w));
+		for (int64_t i = 0; i < n; i++)
+			assert_true(w[i] == 0.0);
+		/* a NaN or an Inf in the lower triangle: a clear error */
+		for (int v = 0; v < 2; v++) {
+			memset(a, 0, sizeof(double) * (size_t)(n * n));
+			a[n * n - 1] = v ? INFINITY : NAN;
+			assert_int_equal(fasvd__sym_eigvals_band(NULL, n, a, n, 8, w), FASVD_ENONFINITE);
+			assert_non_null(strstr(fasvd_last_error(), "NaN or Inf"));
+			memset(a, 0, sizeof(double) * (size_t)(n * n));
+			a[n - 1] = NAN;
+			assert_int_equal(fasvd__gram_svdvals_with(NULL, n, a, n, w, FASVD__EIG_BAND),
+			                 FASVD_ENONFINITE);
+		}
+		free(w);
+		free(x);
+		free(a);
+	}
+	/* bad arguments */
+	double a1 = 1.0, w1;
+	assert_int_equal(fasvd__sym_eigvals_band(NULL, 1, &a1, 1, 0, &w1), FASVD_EINVAL);
+	assert_int_equal(fasvd__sym_eigvals_band(NULL, 0, &a1, 1, 4, &w1), FASVD_EINVAL);
+	assert_int_equal(fasvd__sym_eigvals_band(NULL, 1, NULL, 1, 4, &w1), FASVD_EINVAL);
+	assert_ok(fasvd__sym_eigvals_band(NULL, 1, &a1, 1, 4, &w1));
+	assert_true(w1 == 1.0);
 }
 
 /* Several panels (64 rows or columns each, the minimum), and entries whose
@@ -875,6 +978,7 @@ int main(void)
 		cmocka_unit_test(test_gesvdx_ranges),
 		cmocka_unit_test(test_gram_bound),
 		cmocka_unit_test(test_gram_solver_choice),
+		cmocka_unit_test(test_gram_band_path),
 		cmocka_unit_test(test_gram_panels_and_scaling),
 		cmocka_unit_test(test_randomized_accuracy),
 		cmocka_unit_test(test_randomized_slow_decay),

@@ -12,7 +12,9 @@
  * (resumable, named in the message).
  *
  * LAPACK failure: this program is linked with -Wl,--wrap=LAPACKE_<f>_work
- * for every LAPACK routine the library calls (grep lib/ for LAPACKE_), so
+ * for every LAPACK routine the library calls (grep lib/ for LAPACKE_), and
+ * with -Wl,--wrap=<f>_ for the Fortran routines it calls directly (grep
+ * lib/ for FASVD__FORTRAN), so
  * the library's calls reach the __wrap_ functions below; they count calls
  * and make the k-th call of one routine return an error: info > 0 (a
  * numerical failure: no convergence) or info < 0 (an illegal argument).
@@ -34,6 +36,7 @@
 #include "test-helpers.h"
 #include "hostile/scratch.h"
 #include "fixture.h"
+#include "engine/engine_int.h"
 
 #if defined(__GNUC__)
 #define FASVD_TEST_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -55,7 +58,7 @@
 #define LAPACK_ROUTINES(X)                                                                   \
 	X(sgesdd) X(dgesdd) X(sgesvd) X(dgesvd) X(sgesvdx) X(dgesvdx) X(sgeqrf) X(dgeqrf)      \
 	X(sgelqf) X(dgelqf) X(sorgqr) X(dorgqr) X(sorglq) X(dorglq) X(dsyevd) X(dsyevd_2stage) \
-	X(sgetrf) X(dgetrf) X(slaswp) X(dlaswp)
+	X(sgetrf) X(dgetrf) X(slaswp) X(dlaswp) X(dsterf) X(dsytrd_sy2sb) X(dsytrd_sb2st)
 
 enum {
 #define X(f) R_##f,
@@ -72,14 +75,16 @@ static const char *const routine_names[N_ROUTINES] = {
 
 /* Routines that can return info > 0 (LAPACK's documentation): no
  * convergence (gesdd, gesvd, gesvdx, syevd) or an exactly singular U
- * (getrf, not a failure). The QR / LQ factorisations, their Q generation and
- * laswp only ever report illegal arguments (info < 0), so only those are
- * injected into them. */
+ * (getrf, not a failure) or dsterf's no convergence. The QR / LQ
+ * factorisations, their Q generation, laswp and the two-stage band
+ * reduction (sy2sb, sb2st) only ever report illegal arguments (info < 0), so
+ * only those are injected into them. */
 static int positive_info_possible(int r)
 {
 	switch (r) {
 	case R_sgesdd: case R_dgesdd: case R_sgesvd: case R_dgesvd: case R_sgesvdx:
 	case R_dgesvdx: case R_dsyevd: case R_dsyevd_2stage: case R_sgetrf: case R_dgetrf:
+	case R_dsterf:
 		return 1;
 	default:
 		return 0;
@@ -207,6 +212,32 @@ GETRF(dgetrf, double)
 	     (layout, n, a, lda, k1, k2, ipiv, incx))
 LASWP(slaswp, float)
 LASWP(dlaswp, double)
+
+WRAP(dsterf, 0, (lapack_int n, double *d, double *e), (n, d, e))
+
+/* The two-stage band reduction has no LAPACKE interface: the library calls
+ * the Fortran routines (hidden string lengths last), wrapped here as
+ * __wrap_<name>_ (tests/meson.build). */
+#define FWRAP(f, query, params, args)                                                         \
+	void __real_##f##_ params;                                                            \
+	void __wrap_##f##_ params;                                                            \
+	void __wrap_##f##_ params                                                             \
+	{                                                                                     \
+		if (!lapack_fault(R_##f, (query), info))                                      \
+			__real_##f##_ args;                                                   \
+	}
+FWRAP(dsytrd_sy2sb, *lwork == -1,
+      (const char *uplo, const lapack_int *n, const lapack_int *kd, double *a,
+       const lapack_int *lda, double *ab, const lapack_int *ldab, double *tau, double *work,
+       const lapack_int *lwork, lapack_int *info, size_t l_uplo),
+      (uplo, n, kd, a, lda, ab, ldab, tau, work, lwork, info, l_uplo))
+FWRAP(dsytrd_sb2st, *lhous == -1 || *lwork == -1,
+      (const char *stage1, const char *vect, const char *uplo, const lapack_int *n,
+       const lapack_int *kd, double *ab, const lapack_int *ldab, double *d, double *e,
+       double *hous, const lapack_int *lhous, double *work, const lapack_int *lwork,
+       lapack_int *info, size_t l_stage1, size_t l_vect, size_t l_uplo),
+      (stage1, vect, uplo, n, kd, ab, ldab, d, e, hous, lhous, work, lwork, info, l_stage1,
+       l_vect, l_uplo))
 
 /* ================================================================ fixtures */
 
@@ -532,6 +563,18 @@ static int op_layer_spectra(const op *o, fasvd_ctx *ctx, double *result, int64_t
 	return rc;
 }
 
+/* fasvd_layer_spectra with the eigenvalues of every Gram stack by the
+ * two-stage band path (dsytrd_sy2sb + dsytrd_sb2st + dsterf): its order
+ * threshold, for a single-threaded worker, lowered to 1. */
+static int op_layer_band(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
+{
+	int64_t saved = fasvd__stack_2stage_min;
+	fasvd__stack_2stage_min = 1;
+	int rc = op_layer_spectra(o, ctx, result, n);
+	fasvd__stack_2stage_min = saved;
+	return rc;
+}
+
 /* fasvd_svdvals of one tensor with a given backend and precision. */
 static int op_svdvals(const op *o, fasvd_ctx *ctx, double *result, int64_t *n)
 {
@@ -830,6 +873,23 @@ static void test_lapack_analyze(void **state)
 	problems_check();
 }
 
+/* The two-stage band eigensolver of the big stacks: every allocation and
+ * every LAPACK call of it failed in turn. */
+static void test_band_eigensolver(void **state)
+{
+	(void)state;
+	problems_reset(__func__);
+	op o = {"fasvd_layer_spectra (llama, f32, two-stage band eigensolver)", op_layer_band,
+	        dir_llama, FASVD_COMPUTE_F32, 0, 0, 1e-4};
+	int64_t n_ref = 0;
+	baseline(&o, 1, &n_ref);
+	if (!lf.calls[R_dsytrd_sy2sb] || !lf.calls[R_dsytrd_sb2st] || !lf.calls[R_dsterf])
+		problem("%s: the band path was not used", o.name);
+	sweep_alloc(&o, 1, 1);
+	sweep_lapack(&o);
+	problems_check();
+}
+
 /* The documented fallback: gesdd not converging (info > 0) -> gesvd. */
 static void test_gesdd_fallback(void **state)
 {
@@ -866,33 +926,52 @@ static void test_gesdd_fallback(void **state)
 	}
 }
 
-/* Every LAPACKE_*_work routine in path calls is wrapped (else its failures
- * go untested). */
+/* The identifier at q (letters, digits, '_') into name; its length. */
+static size_t ident_at(const char *q, char *name, size_t size)
+{
+	size_t n = 0;
+	while (n + 1 < size && (isalnum((unsigned char)q[n]) || q[n] == '_'))
+		n++;
+	memcpy(name, q, n);
+	name[n] = '\0';
+	return n;
+}
+
+static void check_wrapped(const char *shown, const char *name, const char *call)
+{
+	int found = 0;
+	for (int r = 0; r < N_ROUTINES; r++)
+		found |= !strcmp(routine_names[r], name);
+	if (!found)
+		fail_msg("%s calls %s, which tests/test-faults.c does not wrap: add %s to "
+		         "LAPACK_ROUTINES and to the --wrap list in tests/meson.build",
+		         shown, call, name);
+}
+
+/* Every LAPACKE_*_work routine in path calls, and every Fortran LAPACK
+ * routine it calls through FASVD__FORTRAN(name), is wrapped (else its
+ * failures go untested). */
 static void check_wrapped_calls(const char *path, const char *shown)
 {
 	FILE *f = fopen(path, "r");
 	assert_non_null(f);
 	char line[4096];
 	while (fgets(line, sizeof line, f)) {
+		char name[64], call[96];
 		for (char *p = strstr(line, "LAPACKE_"); p; p = strstr(p + 8, "LAPACKE_")) {
-			char name[64];
-			size_t n = 0;
-			const char *q = p + 8;
-			while (n + 1 < sizeof name && (isalnum((unsigned char)q[n]) || q[n] == '_'))
-				n++;
-			memcpy(name, q, n);
-			name[n] = '\0';
+			size_t n = ident_at(p + 8, name, sizeof name);
 			if (n < 6 || strcmp(name + n - 5, "_work"))
 				continue; /* LAPACK_COL_MAJOR, lapack_int ... */
 			name[n - 5] = '\0';
-			int found = 0;
-			for (int r = 0; r < N_ROUTINES; r++)
-				found |= !strcmp(routine_names[r], name);
-			if (!found)
-				fail_msg("%s calls LAPACKE_%s_work, which tests/test-faults.c does not "
-				         "wrap: add it to LAPACK_ROUTINES and to the --wrap list in "
-				         "tests/meson.build",
-				         shown, name);
+			snprintf(call, sizeof call, "LAPACKE_%s_work", name);
+			check_wrapped(shown, name, call);
+		}
+		if (strstr(line, "#define"))
+			continue; /* the macro itself */
+		for (char *p = strstr(line, "FASVD__FORTRAN("); p; p = strstr(p + 15, "FASVD__FORTRAN(")) {
+			ident_at(p + 15, name, sizeof name);
+			snprintf(call, sizeof call, "the Fortran %s_", name);
+			check_wrapped(shown, name, call);
 		}
 	}
 	fclose(f);
@@ -954,6 +1033,7 @@ int main(void)
 		cmocka_unit_test(test_alloc_svdvals),
 		cmocka_unit_test(test_lapack_svdvals),
 		cmocka_unit_test(test_lapack_analyze),
+		cmocka_unit_test(test_band_eigensolver),
 		cmocka_unit_test(test_gesdd_fallback),
 		cmocka_unit_test(test_wrap_list_complete),
 	};

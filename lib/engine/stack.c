@@ -214,13 +214,15 @@ static int gram_build(fasvd_ctx *ctx, const fasvd__stack_src *src, double *g, ch
  * once the matrix leaves the cache, while dsyevd_2stage reduces to a band
  * with BLAS-3 and chases bulges in cache: measured on the 2-core development
  * machine (lower triangle, values only), the two are even at n = 2048 and
- * 2-stage wins above (1.1x at 2304, 1.4x at 3072, 1.5x at 4096). */
+ * 2-stage wins above (1.1x at 2304, 1.4x at 3072, 1.5x at 4096). The
+ * two-stage solver is linalg's band path (FASVD__EIG_BAND: its band width
+ * tuned, see fasvd__gram_band_kd). */
 int64_t fasvd__stack_2stage_min = 2048;
 
 static int gram_eigvals(fasvd_ctx *ctx, int64_t m, double *g, double *s, int threads)
 {
 	bool two = threads <= 1 && m >= fasvd__stack_2stage_min;
-	return fasvd__gram_svdvals_with(ctx, m, g, m, s, two ? 1 : -1);
+	return fasvd__gram_svdvals_with(ctx, m, g, m, s, two ? FASVD__EIG_BAND : FASVD__EIG_AUTO);
 }
 
 /* Check that the stack (R x C rows and columns) fits the method. */

@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 #include <lapacke.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -625,10 +626,13 @@ int fasvd__orth_defect(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t k, const 
 
 /* ------------------------------------------------------------------- Gram */
 
-/* dsyevd_2stage reduces to band form with BLAS-3 and then chases bulges
- * sequentially; dsyevd's one-stage dsytrd is half BLAS-2 but every part of it
- * is threaded by OpenBLAS. Measured on the 2-core development machine
- * (OpenBLAS 0.3.21, values only, seconds):
+/* Values-only symmetric eigensolvers. dsyevd's one-stage dsytrd is half
+ * BLAS-2 but every part of it is threaded by OpenBLAS. The two-stage
+ * reduction brings the matrix to a band of width kd with BLAS-3
+ * (dsytrd_sy2sb, the bulk of the time), chases the bulges of the band down
+ * to a tridiagonal sequentially in cache (dsytrd_sb2st), and dsterf finds
+ * the eigenvalues of the tridiagonal. Measured on the 2-core development
+ * machine (OpenBLAS 0.3.21, values only, seconds):
  *
  *   order   1 thread: dsyevd  2stage    2 threads: dsyevd  2stage
  *   1024              0.063   0.087                0.044   0.099
@@ -640,32 +644,197 @@ int fasvd__orth_defect(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t k, const 
  *
  * so the two-stage solver is used only single-threaded (inside a parallel
  * region, or with one thread) from order 2048 on. The Gram matrix is kept in
- * its lower triangle: LAPACK's band reduction (dsytrd_sy2sb) factors column
- * panels by QR for the lower triangle but row panels by LQ for the upper one,
- * and the upper triangle made dsyevd_2stage 27-37 % slower (order 7168: 22.0 s
- * against 17.3 s) and dsyevd 4-21 % slower at the orders above. */
+ * its lower triangle: dsytrd_sy2sb factors column panels by QR for the lower
+ * triangle but row panels by LQ for the upper one, and the upper triangle
+ * made dsyevd_2stage 27-37 % slower (order 7168: 22.0 s against 17.3 s) and
+ * dsyevd 4-21 % slower at the orders above.
+ *
+ * The two-stage solver is called directly (FASVD__EIG_BAND) rather than
+ * through dsyevd_2stage, to choose the band width: see fasvd__gram_band_kd
+ * for the rule and its measurements. */
 #define FASVD__GRAM_2STAGE_MIN 2048
 
-int fasvd__gram_uses_2stage(int64_t k)
+int fasvd__gram_solver(int64_t k)
 {
-	return k >= FASVD__GRAM_2STAGE_MIN && fasvd__blas_get_threads() <= 1;
+	return k >= FASVD__GRAM_2STAGE_MIN && fasvd__blas_get_threads() <= 1 ? FASVD__EIG_BAND
+	                                                                       : FASVD__EIG_DSYEVD;
+}
+
+/* Band width of the two-stage reduction. A wider band makes dsytrd_sy2sb
+ * faster (bigger matrix products) and dsytrd_sb2st slower (more bulges to
+ * chase); dsyevd_2stage takes LAPACK's default, ilaenv2stage's 32 for
+ * values only. Measured single-threaded on the 2-core development machine
+ * (AMD EPYC, AVX-512; OpenBLAS 0.3.21) while other jobs shared it: thread
+ * CPU seconds of sy2sb + sb2st + dsterf, and the ratio to dsyevd_2stage on
+ * the same matrix in the same run (Gram matrices; OPENBLAS_CORETYPE
+ * Haswell = AVX2 kernels, Cooperlake = AVX-512; order 4096: two rounds):
+ *
+ *   order  kernels      2stage   kd 32   kd 48   kd 64   kd 96   kd 128
+ *   4096   Haswell      2.92 s   -       0.91    0.86    0.89    0.97
+ *                       2.87 s   -       0.88    0.87    0.91    1.02
+ *   4096   Cooperlake   2.21 s   -       0.88    0.89    0.91    0.96
+ *                       2.11 s   -       0.95    0.94    0.97    1.02
+ *   5632   Cooperlake   5.30 s   -       -       0.86    0.86    -
+ *   7168   Haswell     14.38 s   0.97    -       0.86    0.84    -
+ *   7168   Cooperlake  10.44 s   -       -       0.87    0.85    0.88
+ *
+ * (at order 7168, Cooperlake: sy2sb 7.06 / 6.47 / 6.30 s and sb2st
+ * 1.55 / 1.88 / 2.38 s for kd 64 / 96 / 128; dsterf 0.49 s). Hence 64, and
+ * 96 from order 5632 (even there) on; never more than n - 1. The
+ * eigenvalues equal dsyevd_2stage's to 3e-14 relative to the largest. With
+ * two BLAS threads the tuned band does not beat dsyevd (order 4096,
+ * Cooperlake, wall: 1.4x, 2.0x, 1.6x dsyevd's 1.8-1.9 s at kd 64, 96, 128;
+ * sb2st runs on one thread), so fasvd__gram_solver keeps dsyevd there. */
+#define FASVD__GRAM_WIDE_BAND_MIN 5632
+
+int64_t fasvd__gram_band_kd(int64_t n)
+{
+	int64_t kd = n >= FASVD__GRAM_WIDE_BAND_MIN ? 96 : 64;
+	if (kd > n - 1)
+		kd = n - 1;
+	return kd < 1 ? 1 : kd;
+}
+
+/* LAPACK's two-stage reduction has no LAPACKE interface (LAPACKE 3.11): the
+ * Fortran routines are called directly, with the hidden lengths of their
+ * character arguments passed at the end as gfortran's calling convention
+ * has them (size_t; leaving them out breaks with gfortran >= 8's sibling
+ * calls). FASVD__FORTRAN names every such call, so that the fault-injection
+ * test (tests/test-faults.c) finds and wraps them. */
+#define FASVD__FORTRAN(f) f##_
+void FASVD__FORTRAN(dsytrd_sy2sb)(const char *uplo, const lapack_int *n, const lapack_int *kd,
+                                  double *a, const lapack_int *lda, double *ab,
+                                  const lapack_int *ldab, double *tau, double *work,
+                                  const lapack_int *lwork, lapack_int *info, size_t l_uplo);
+void FASVD__FORTRAN(dsytrd_sb2st)(const char *stage1, const char *vect, const char *uplo,
+                                  const lapack_int *n, const lapack_int *kd, double *ab,
+                                  const lapack_int *ldab, double *d, double *e, double *hous,
+                                  const lapack_int *lhous, double *work, const lapack_int *lwork,
+                                  lapack_int *info, size_t l_stage1, size_t l_vect,
+                                  size_t l_uplo);
+
+/* max |a_ij| over the lower triangle into *amax; false at a NaN or Inf. */
+static bool lower_max(int64_t n, const double *a, int64_t lda, double *amax)
+{
+	double m = 0.0;
+	for (int64_t j = 0; j < n; j++)
+		for (int64_t i = j; i < n; i++) {
+			double v = fabs(a[j * lda + i]);
+			if (!(v <= DBL_MAX))
+				return false;
+			m = v > m ? v : m;
+		}
+	*amax = m;
+	return true;
+}
+
+/* dsyevd's scaling: a matrix whose largest entry is below √(smlnum) or
+ * above its inverse is scaled into that range first. */
+static double eig_scale(double amax)
+{
+	double smlnum = DBL_MIN / DBL_EPSILON, rmin = sqrt(smlnum), rmax = sqrt(1.0 / smlnum);
+	if (amax > 0.0 && amax < rmin)
+		return rmin / amax;
+	return amax > rmax ? rmax / amax : 1.0;
+}
+
+/* The band path's workspace: band (ldab x n), tau, off-diagonal e, the
+ * Householder store of sb2st and the work array of both, in one block. */
+struct band_ws {
+	lapack_int n, kd, ldab, lhous, lwork;
+	double *ab, *tau, *e, *hous, *work;
+};
+
+static int band_alloc(fasvd_ctx *ctx, struct band_ws *b, double *a, lapack_int lda)
+{
+	lapack_int info, m1 = -1, lw1 = 1, lw2 = 1, lh = 1;
+	double q = 0.0, qh = 0.0, qw = 0.0;
+	int rc;
+	FASVD__FORTRAN(dsytrd_sy2sb)("L", &b->n, &b->kd, a, &lda, &q, &b->ldab, &q, &q, &m1, &info,
+	                             1);
+	if ((rc = lwork_from_query("dsytrd_sy2sb", info, q, true, &lw1)))
+		return rc;
+	FASVD__FORTRAN(dsytrd_sb2st)("Y", "N", "L", &b->n, &b->kd, &q, &b->ldab, &q, &q, &qh, &m1,
+	                             &qw, &m1, &info, 1, 1, 1);
+	if ((rc = lwork_from_query("dsytrd_sb2st", info, qh, true, &lh)) ||
+	    (rc = lwork_from_query("dsytrd_sb2st", info, qw, true, &lw2)))
+		return rc;
+	b->lhous = lh;
+	b->lwork = lw1 > lw2 ? lw1 : lw2;
+	size_t band, total = 0;
+	if (!fasvd__mul_size((size_t)b->ldab, (size_t)b->n, &band) ||
+	    !fasvd__mul_size(band + 2 * (size_t)b->n + (size_t)lh + (size_t)b->lwork,
+	                     sizeof(double), &total))
+		return fasvd__error(FASVD_ENOMEM, "dsytrd_sy2sb: workspace size overflows");
+	if (!(b->ab = fasvd__alloc(ctx, total, "eigensolver workspace")))
+		return FASVD_ENOMEM;
+	b->tau = b->ab + band;
+	b->e = b->tau + b->n;
+	b->hous = b->e + b->n;
+	b->work = b->hous + lh;
+	return 0;
+}
+
+/* Full -> band -> tridiagonal (d into w, off-diagonal into b->e) -> values. */
+static int band_run(struct band_ws *b, double *a, lapack_int lda, double *w)
+{
+	lapack_int info;
+	FASVD__FORTRAN(dsytrd_sy2sb)("L", &b->n, &b->kd, a, &lda, b->ab, &b->ldab, b->tau, b->work,
+	                             &b->lwork, &info, 1);
+	if (info)
+		return info < 0 ? illegal("dsytrd_sy2sb", info)
+		                : fasvd__error(FASVD_ELAPACK, "dsytrd_sy2sb: info = %d", (int)info);
+	FASVD__FORTRAN(dsytrd_sb2st)("Y", "N", "L", &b->n, &b->kd, b->ab, &b->ldab, w, b->e,
+	                             b->hous, &b->lhous, b->work, &b->lwork, &info, 1, 1, 1);
+	if (info)
+		return info < 0 ? illegal("dsytrd_sb2st", info)
+		                : fasvd__error(FASVD_ELAPACK, "dsytrd_sb2st: info = %d", (int)info);
+	info = LAPACKE_dsterf_work(b->n, w, b->e);
+	if (info > 0)
+		return fasvd__error(FASVD_ELAPACK,
+		                    "dsterf: eigenvalue iteration did not converge (info = %d) for a "
+		                    "tridiagonal matrix of order %d",
+		                    (int)info, (int)b->n);
+	return info < 0 ? illegal("dsterf", info) : 0;
+}
+
+int fasvd__sym_eigvals_band(fasvd_ctx *ctx, int64_t n, double *a, int64_t lda, int64_t kd,
+                            double *w)
+{
+	const char *routine = "two-stage eigensolver";
+	int rc = check_matrix(routine, n, n, lda);
+	if (rc)
+		return rc;
+	if (!a || !w || kd < 1 || kd >= FASVD__LAPACK_INT_MAX)
+		return fasvd__error(FASVD_EINVAL, "%s: NULL matrix or value buffer, or band width %lld",
+		                    routine, (long long)kd);
+	double amax;
+	if (!lower_max(n, a, lda, &amax))
+		return fasvd__error(FASVD_ENONFINITE, "%s: the %lld x %lld matrix has a NaN or Inf entry",
+		                    routine, (long long)n, (long long)n);
+	double sigma = eig_scale(amax);
+	for (int64_t j = 0; sigma != 1.0 && j < n; j++)
+		for (int64_t i = j; i < n; i++)
+			a[j * lda + i] *= sigma;
+	struct band_ws b = {.n = (lapack_int)n, .kd = (lapack_int)kd, .ldab = (lapack_int)kd + 1};
+	if ((rc = band_alloc(ctx, &b, a, (lapack_int)lda)))
+		return rc;
+	rc = band_run(&b, a, (lapack_int)lda, w);
+	fasvd__free(ctx, b.ab);
+	for (int64_t i = 0; !rc && sigma != 1.0 && i < n; i++)
+		w[i] *= 1.0 / sigma;
+	return rc;
 }
 
 int fasvd__gram_svdvals(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s)
 {
-	return fasvd__gram_svdvals_with(ctx, k, g, ldg, s, -1);
+	return fasvd__gram_svdvals_with(ctx, k, g, ldg, s, FASVD__EIG_AUTO);
 }
 
-int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s,
-                             int two_stage)
+/* dsyevd or dsyevd_2stage, values ascending into s. */
+static int syevd_vals(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s, bool two)
 {
-	bool two = two_stage < 0 ? fasvd__gram_uses_2stage(k) != 0 : two_stage != 0;
 	const char *routine = two ? "dsyevd_2stage" : "dsyevd";
-	int rc = check_matrix(routine, k, k, ldg);
-	if (rc)
-		return rc;
-	if (!g || !s)
-		return fasvd__error(FASVD_EINVAL, "%s: NULL matrix or value buffer", routine);
 	lapack_int n = (lapack_int)k, lda = (lapack_int)ldg, info, iq = 0;
 	double q = 0.0;
 	if (two)
@@ -674,6 +843,7 @@ int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, 
 	else
 		info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'L', n, g, lda, s, &q, -1, &iq, -1);
 	lapack_int lwork = 1, liwork = iq < 1 ? 1 : iq, *iwork;
+	int rc;
 	if ((rc = lwork_from_query(routine, info, q, true, &lwork)))
 		return rc;
 	double *work = alloc_work(ctx, routine, lwork, sizeof(double), (size_t)liwork,
@@ -691,6 +861,25 @@ int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, 
 		                    "%s: eigenvalue iteration did not converge (info = %d) for a %lld x "
 		                    "%lld Gram matrix",
 		                    routine, (int)info, (long long)k, (long long)k);
+	return rc;
+}
+
+int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s,
+                             int solver)
+{
+	if (solver == FASVD__EIG_AUTO)
+		solver = fasvd__gram_solver(k);
+	const char *routine = solver == FASVD__EIG_BAND     ? "two-stage eigensolver"
+	                      : solver == FASVD__EIG_2STAGE ? "dsyevd_2stage"
+	                                                    : "dsyevd";
+	int rc = check_matrix(routine, k, k, ldg);
+	if (rc)
+		return rc;
+	if (!g || !s)
+		return fasvd__error(FASVD_EINVAL, "%s: NULL matrix or value buffer", routine);
+	rc = solver == FASVD__EIG_BAND
+	             ? fasvd__sym_eigvals_band(ctx, k, g, ldg, fasvd__gram_band_kd(k), s)
+	             : syevd_vals(ctx, k, g, ldg, s, solver == FASVD__EIG_2STAGE);
 	if (rc)
 		return rc;
 	/* Eigenvalues come ascending: reverse into descending singular values.

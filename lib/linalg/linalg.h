@@ -118,14 +118,28 @@ int fasvd__lu_basis(fasvd_ctx *ctx, bool dbl, int64_t m, int64_t n, void *a, int
 int fasvd__orth_defect(fasvd_ctx *ctx, bool dbl, int64_t rows, int64_t k, const void *q,
                        int64_t ldq, bool row_block, double *out);
 
-/* Which symmetric eigensolver fasvd__gram_svdvals uses for order k with
- * the current BLAS thread count (1: dsyevd_2stage, 0: dsyevd). Exposed for
- * tests and benchmarks. */
-int fasvd__gram_uses_2stage(int64_t k);
-/* fasvd__gram_svdvals with the solver forced: two_stage 1 (dsyevd_2stage),
- * 0 (dsyevd) or -1 (the automatic choice above). */
+/* The symmetric eigensolvers of fasvd__gram_svdvals (values only). */
+enum {
+	FASVD__EIG_AUTO = -1,  /* fasvd__gram_solver's choice */
+	FASVD__EIG_DSYEVD = 0, /* one-stage dsytrd + dsterf */
+	FASVD__EIG_2STAGE = 1, /* dsyevd_2stage (LAPACK's own band width) */
+	FASVD__EIG_BAND = 2,   /* dsytrd_sy2sb + dsytrd_sb2st + dsterf, fasvd__gram_band_kd */
+};
+/* Which solver fasvd__gram_svdvals uses for order k with the current BLAS
+ * thread count (FASVD__EIG_BAND or FASVD__EIG_DSYEVD). Exposed for tests
+ * and benchmarks. */
+int fasvd__gram_solver(int64_t k);
+/* fasvd__gram_svdvals with the solver forced (FASVD__EIG_*). */
 int fasvd__gram_svdvals_with(fasvd_ctx *ctx, int64_t k, double *g, int64_t ldg, double *s,
-                             int two_stage);
+                             int solver);
+/* The band width of FASVD__EIG_BAND at order n (at most n - 1, at least 1). */
+int64_t fasvd__gram_band_kd(int64_t n);
+/* Eigenvalues (ascending) of the symmetric n x n matrix a (lower triangle,
+ * overwritten) into w by the two-stage reduction with band width kd >= 1:
+ * dsytrd_sy2sb (full to band), dsytrd_sb2st (band to tridiagonal), dsterf.
+ * Scaled as dsyevd scales; FASVD_ENONFINITE for a NaN or Inf entry. */
+int fasvd__sym_eigvals_band(fasvd_ctx *ctx, int64_t n, double *a, int64_t lda, int64_t kd,
+                            double *w);
 
 /* Bytes of one decoded panel of the GRAM backend (svd.c; default 16 MiB,
  * at least 64 rows or columns are decoded at a time). Tests lower it to
