@@ -279,7 +279,7 @@ typedef struct {
 static double floor_time(fasvd_ctx *ctx, const gram_problem *p, int np, int threads, FILE *js)
 {
 	double total = 0;
-	openblas_set_num_threads(threads);
+	fasvd__blas_set_threads(threads);
 	for (int i = 0; i < np; i++) {
 		int64_t m = p[i].rows < p[i].cols ? p[i].rows : p[i].cols;
 		int64_t k = p[i].rows < p[i].cols ? p[i].cols : p[i].rows;
@@ -370,7 +370,7 @@ static double floor_concurrent(fasvd_ctx *ctx, gram_problem *p, int np, int thre
 	struct floor_pool fp = {ctx, p, np, 0, xmalloc(most * 8), PTHREAD_MUTEX_INITIALIZER};
 	for (size_t q = 0; q < most; q++)
 		fp.x[q] = rng_normal();
-	openblas_set_num_threads(1);
+	fasvd__blas_set_threads(1);
 	pthread_t tid[64];
 	int nt = threads < 64 ? threads : 64;
 	double t0 = now();
@@ -380,7 +380,7 @@ static double floor_concurrent(fasvd_ctx *ctx, gram_problem *p, int np, int thre
 	for (int t = 1; t < nt; t++)
 		pthread_join(tid[t], NULL);
 	double el = now() - t0;
-	openblas_set_num_threads(threads);
+	fasvd__blas_set_threads(threads);
 	free(fp.x);
 	return el;
 }
@@ -439,7 +439,7 @@ int main(int argc, char **argv)
 	fasvd_ctx *ctx = NULL;
 	CHECK(fasvd_ctx_new(&ctx, NULL));
 	CHECK(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, threads));
-	openblas_set_num_threads(threads);
+	fasvd__blas_set_threads(threads);
 	cli_blas_print(stderr);
 
 	/* Weights (row-major, checkpoint layouts). */
