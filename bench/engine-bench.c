@@ -15,9 +15,12 @@
  * Usage: engine-bench [--heads N] [--threads T] [--dir DIR] [--reps R]
  *                     [--dtype f32|bf16|fp8] [--compute f32|f64]
  *                     [--no-weights] [--skip-floor] [--timings FILE]
+ *                     [--layers L] [--checkpoint-only]
  *        engine-bench --eig-kd ORDER [--reps R]
  * (--no-weights: do not write the weights and checkpoint; the spectra and
- * timings are written still. --timings: where the timings go. --eig-kd:
+ * timings are written still. --timings: where the timings go. --layers: the
+ * checkpoint has L layers, all with these weights (default 1).
+ * --checkpoint-only: write the checkpoint alone, then exit. --eig-kd:
  * only the band widths of the two-stage eigensolver at that order,
  * single-threaded, against dsyevd_2stage; bench/README.md.)
  * Like the `fasvd` tool it re-executes itself once with the CPU's OpenBLAS
@@ -191,9 +194,33 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
 	}
 }
 
-/* A one-layer DeepSeek-V3 checkpoint of the same weights (config.json +
- * model.safetensors, norms all ones) for `fasvd analyze` end to end. */
-static void write_checkpoint(const char *dir, weight *w, int64_t n, fasvd_dtype dt)
+/* Weight `name` of layer l (and its FP8 block scales) into the writer,
+ * borrowed: every layer shares the buffers. */
+static void add_weight(fasvd_st_writer *wr, long long l, const char *name, const weight *w,
+                       fasvd_dtype dt)
+{
+	char nm[256];
+	snprintf(nm, sizeof nm, "model.layers.%lld.self_attn.%s.weight", l, name);
+	int64_t shape[2] = {w->rows, w->cols};
+	uint64_t cnt = (uint64_t)(w->rows * w->cols);
+	if (dt == FASVD_DTYPE_F32)
+		CHECK(fasvd_st_writer_add(wr, nm, "F32", 2, shape, w->f32, cnt * 4, FASVD_ST_BORROW));
+	else
+		CHECK(fasvd_st_writer_add(wr, nm, fasvd_dtype_name(dt), 2, shape, w->codes,
+		                          cnt * fasvd_dtype_size(dt), FASVD_ST_BORROW));
+	if (w->scale_inv) {
+		int64_t gs[2] = {(w->rows + 127) / 128, (w->cols + 127) / 128};
+		snprintf(nm, sizeof nm, "model.layers.%lld.self_attn.%s.weight_scale_inv", l, name);
+		CHECK(fasvd_st_writer_add(wr, nm, "F32", 2, gs, w->scale_inv,
+		                          (uint64_t)(gs[0] * gs[1]) * 4, FASVD_ST_BORROW));
+	}
+}
+
+/* A DeepSeek-V3 checkpoint of `layers` layers that all hold the same
+ * weights (config.json + model.safetensors, norms all ones) for `fasvd
+ * analyze` end to end (bench/project_v3.sh times several layers). */
+static void write_checkpoint(const char *dir, weight *w, int64_t n, fasvd_dtype dt,
+                             int64_t layers)
 {
 	char sub[4096], path[4200];
 	snprintf(sub, sizeof sub, "%s/ckpt", dir);
@@ -202,13 +229,14 @@ static void write_checkpoint(const char *dir, weight *w, int64_t n, fasvd_dtype 
 	int len = snprintf(cfg, sizeof cfg,
 	                   "{\n \"architectures\": [\"DeepseekV3ForCausalLM\"],\n"
 	                   " \"model_type\": \"deepseek_v3\",\n \"hidden_size\": %d,\n"
-	                   " \"num_hidden_layers\": 1,\n \"num_attention_heads\": %lld,\n"
+	                   " \"num_hidden_layers\": %lld,\n \"num_attention_heads\": %lld,\n"
 	                   " \"num_key_value_heads\": %lld,\n \"intermediate_size\": 18432,\n"
 	                   " \"rms_norm_eps\": 1e-06,\n \"kv_lora_rank\": %d,\n"
 	                   " \"q_lora_rank\": %d,\n \"qk_nope_head_dim\": %d,\n"
 	                   " \"qk_rope_head_dim\": %d,\n \"v_head_dim\": %d,\n"
 	                   " \"vocab_size\": 129280%s\n}\n",
-	                   HIDDEN, (long long)n, (long long)n, KVLORA, QLORA, NOPE, ROPE, VHEAD,
+	                   HIDDEN, (long long)layers, (long long)n, (long long)n, KVLORA, QLORA,
+	                   NOPE, ROPE, VHEAD,
 	                   dt == FASVD_DTYPE_F8_E4M3
 	                           ? ",\n \"quantization_config\": {\"quant_method\": \"fp8\", "
 	                             "\"fmt\": \"e4m3\", \"weight_block_size\": [128, 128]}"
@@ -218,38 +246,26 @@ static void write_checkpoint(const char *dir, weight *w, int64_t n, fasvd_dtype 
 	CHECK(fasvd_st_writer_new(&wr, NULL));
 	const char *names[5] = {"q_b_proj", "kv_b_proj", "o_proj", "q_a_proj",
 	                        "kv_a_proj_with_mqa"};
-	for (int i = 0; i < 5; i++) {
-		char nm[256];
-		snprintf(nm, sizeof nm, "model.layers.0.self_attn.%s.weight", names[i]);
-		int64_t shape[2] = {w[i].rows, w[i].cols};
-		uint64_t cnt = (uint64_t)(w[i].rows * w[i].cols);
-		if (dt == FASVD_DTYPE_F32)
-			CHECK(fasvd_st_writer_add(wr, nm, "F32", 2, shape, w[i].f32, cnt * 4,
-			                          FASVD_ST_BORROW));
-		else
-			CHECK(fasvd_st_writer_add(wr, nm, fasvd_dtype_name(dt), 2, shape, w[i].codes,
-			                          cnt * fasvd_dtype_size(dt), FASVD_ST_BORROW));
-		if (w[i].scale_inv) {
-			int64_t gs[2] = {(w[i].rows + 127) / 128, (w[i].cols + 127) / 128};
-			snprintf(nm, sizeof nm, "model.layers.0.self_attn.%s.weight_scale_inv", names[i]);
-			CHECK(fasvd_st_writer_add(wr, nm, "F32", 2, gs, w[i].scale_inv,
-			                          (uint64_t)(gs[0] * gs[1]) * 4, FASVD_ST_BORROW));
-		}
-	}
-	const char *norms[3] = {"model.layers.0.input_layernorm.weight",
-	                        "model.layers.0.self_attn.q_a_layernorm.weight",
-	                        "model.layers.0.self_attn.kv_a_layernorm.weight"};
+	const char *norms[3] = {"input_layernorm", "self_attn.q_a_layernorm",
+	                        "self_attn.kv_a_layernorm"};
 	int64_t nlen[3] = {HIDDEN, QLORA, KVLORA};
 	float *ones = xmalloc(HIDDEN * 4);
 	for (int i = 0; i < HIDDEN; i++)
 		ones[i] = 1.0f;
-	for (int i = 0; i < 3; i++)
-		CHECK(fasvd_st_writer_add(wr, norms[i], "F32", 1, &nlen[i], ones,
-		                          (uint64_t)nlen[i] * 4, FASVD_ST_COPY));
-	free(ones);
+	for (long long l = 0; l < layers; l++) {
+		for (int i = 0; i < 5; i++)
+			add_weight(wr, l, names[i], &w[i], dt);
+		for (int i = 0; i < 3; i++) {
+			char nm[256];
+			snprintf(nm, sizeof nm, "model.layers.%lld.%s.weight", l, norms[i]);
+			CHECK(fasvd_st_writer_add(wr, nm, "F32", 1, &nlen[i], ones,
+			                          (uint64_t)nlen[i] * 4, FASVD_ST_BORROW));
+		}
+	}
 	snprintf(path, sizeof path, "%s/model.safetensors", sub);
 	CHECK(fasvd_st_writer_write(wr, path));
 	fasvd_st_writer_free(wr);
+	free(ones);
 }
 
 /* --------------------------------------------------------------- floor */
@@ -266,7 +282,7 @@ typedef struct {
 static double floor_time(fasvd_ctx *ctx, const gram_problem *p, int np, int threads, FILE *js)
 {
 	double total = 0;
-	openblas_set_num_threads(threads);
+	fasvd__blas_set_threads(threads);
 	for (int i = 0; i < np; i++) {
 		int64_t m = p[i].rows < p[i].cols ? p[i].rows : p[i].cols;
 		int64_t k = p[i].rows < p[i].cols ? p[i].cols : p[i].rows;
@@ -359,7 +375,7 @@ static double floor_concurrent(fasvd_ctx *ctx, gram_problem *p, int np, int thre
 	struct floor_pool fp = {ctx, p, np, 0, xmalloc(most * 8), PTHREAD_MUTEX_INITIALIZER};
 	for (size_t q = 0; q < most; q++)
 		fp.x[q] = rng_normal();
-	openblas_set_num_threads(1);
+	fasvd__blas_set_threads(1);
 	pthread_t tid[64];
 	int nt = threads < 64 ? threads : 64;
 	double t0 = now();
@@ -369,7 +385,7 @@ static double floor_concurrent(fasvd_ctx *ctx, gram_problem *p, int np, int thre
 	for (int t = 1; t < nt; t++)
 		pthread_join(tid[t], NULL);
 	double el = now() - t0;
-	openblas_set_num_threads(threads);
+	fasvd__blas_set_threads(threads);
 	free(fp.x);
 	return el;
 }
@@ -398,7 +414,7 @@ static void eig_kd_bench(fasvd_ctx *ctx, int64_t m, int reps)
 		die("eig-kd: Gram allocation", FASVD_ENOMEM);
 	for (size_t q = 0; q < mm * 2; q++)
 		x[q] = rng_normal();
-	openblas_set_num_threads(1);
+	fasvd__blas_set_threads(1);
 	cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, (blasint)m, (blasint)(2 * m), 1.0, x,
 	            (blasint)m, 0.0, g, (blasint)m);
 	fprintf(stderr, "  eig-kd order %lld (auto band width %lld), load %.1f\n", (long long)m,
@@ -427,8 +443,8 @@ static void eig_kd_bench(fasvd_ctx *ctx, int64_t m, int reps)
 
 int main(int argc, char **argv)
 {
-	int64_t n = 32;
-	int threads = 2, reps = 1, write_weights = 1, do_floor = 1;
+	int64_t n = 32, layers = 1;
+	int threads = 2, reps = 1, write_weights = 1, do_floor = 1, checkpoint_only = 0;
 	int64_t eig_kd = 0;
 	const char *dir = "/tmp/fasvd-bench", *timings = NULL;
 	fasvd_dtype dtype = FASVD_DTYPE_F32;
@@ -461,22 +477,27 @@ int main(int argc, char **argv)
 			do_floor = 0;
 		else if (!strcmp(a, "--eig-kd") && v)
 			eig_kd = atoll(argv[++i]);
+		else if (!strcmp(a, "--layers") && v)
+			layers = atoll(argv[++i]);
+		else if (!strcmp(a, "--checkpoint-only"))
+			checkpoint_only = 1;
 		else {
 			fprintf(stderr,
 			        "usage: engine-bench [--heads N] [--threads T] [--dir DIR] [--reps R]\n"
 			        "                    [--dtype f32|bf16|fp8] [--compute f32|f64]\n"
 			        "                    [--no-weights] [--skip-floor] [--timings FILE]\n"
+			        "                    [--layers L] [--checkpoint-only]\n"
 			        "       engine-bench --eig-kd ORDER [--reps R]\n");
 			return 2;
 		}
 	}
-	if (n < 1 || threads < 1 || reps < 1)
+	if (n < 1 || threads < 1 || reps < 1 || layers < 1)
 		return 2;
 	mkdir(dir, 0755);
 	fasvd_ctx *ctx = NULL;
 	CHECK(fasvd_ctx_new(&ctx, NULL));
 	CHECK(fasvd_ctx_set_param(ctx, FASVD_CTX_THREADS, threads));
-	openblas_set_num_threads(threads);
+	fasvd__blas_set_threads(threads);
 	cli_blas_print(stderr);
 	if (eig_kd > 0) {
 		eig_kd_bench(ctx, eig_kd, reps);
@@ -514,6 +535,11 @@ int main(int argc, char **argv)
 	                "%.1f s\n",
 	        (long long)n, threads, fasvd_dtype_name(dtype),
 	        compute == FASVD_COMPUTE_F64 ? "f64" : "f32", now() - t0);
+	if (checkpoint_only) {
+		write_checkpoint(dir, w, n, dtype, layers);
+		fprintf(stderr, "engine-bench: wrote %s/ckpt (%lld layers)\n", dir, (long long)layers);
+		return 0;
+	}
 	if (write_weights) {
 		char meta[4096];
 		int len = snprintf(meta, sizeof meta,
@@ -530,7 +556,7 @@ int main(int argc, char **argv)
 		}
 		len += snprintf(meta + len, sizeof meta - (size_t)len, "}}\n");
 		write_file(dir, "meta.json", meta, (size_t)len);
-		write_checkpoint(dir, w, n, dtype);
+		write_checkpoint(dir, w, n, dtype, layers);
 	}
 
 	/* The layer, as the DeepSeek adapter builds it (weights already folded). */

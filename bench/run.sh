@@ -34,14 +34,8 @@ ninja -C "$BUILD" bench/engine-bench tools/fasvd >/dev/null
 	echo "bench/run.sh: needs python3-torch and python3-numpy for $PY" >&2
 	exit 1
 }
-blas=$("$BUILD/tools/fasvd" --version --verbose)
-echo "$blas"
-core=$(echo "$blas" | sed -n 's/^OPENBLAS_CORETYPE: \([A-Za-z0-9_]*\) (set by fasvd.*/\1/p')
-if [ -n "$core" ]; then
-	echo "bench/run.sh: OpenBLAS falls back to generic kernels here: OPENBLAS_CORETYPE=$core for every run below"
-	OPENBLAS_CORETYPE=$core
-	export OPENBLAS_CORETYPE
-fi
+. "$ROOT/bench/blas_env.sh"
+bench_blas_env "$BUILD/tools/fasvd" bench/run.sh
 echo
 status=0
 for h in $HEADS; do

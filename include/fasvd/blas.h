@@ -26,19 +26,25 @@ extern "C" {
  * (valid for the life of the process), never NULL except `recommended`. */
 typedef struct fasvd_blas_info {
 	size_t size;
-	const char *name;     /* "OpenBLAS", or "unknown" (another BLAS) */
-	const char *version;  /* "0.3.21"; "" when unknown */
+	const char *name;     /* "OpenBLAS", "FlexiBLAS", "BLIS", or "unknown" (another
+	                         BLAS) */
+	const char *version;  /* "0.3.21" (FlexiBLAS's own version under FlexiBLAS);
+	                         "" when unknown */
 	const char *config;   /* OpenBLAS's build description ("OpenBLAS 0.3.21
-	                         DYNAMIC_ARCH ... MAX_THREADS=64"); "" when unknown */
-	const char *core;     /* kernel set running: "Haswell", "SkylakeX", "Prescott" ...;
-	                         "unknown" */
+	                         DYNAMIC_ARCH ... MAX_THREADS=64"); under FlexiBLAS
+	                         "FlexiBLAS 3.4.2, backend OPENBLAS-OPENMP: " and the
+	                         backend's description; BLIS: "BLIS 0.9.0"; "" when
+	                         unknown */
+	const char *core;     /* kernel set running: OpenBLAS's "Haswell", "SkylakeX",
+	                         "Prescott" ... (also as FlexiBLAS's backend), BLIS's
+	                         configuration ("skx", "zen3", "generic"); "unknown" */
 	int threads;          /* BLAS threads now */
 	int dynamic;          /* 1: the kernels are chosen at load (DYNAMIC_ARCH), so
 	                         OPENBLAS_CORETYPE applies */
-	int fallback;         /* 1: `core` is a generic or older kernel set that the CPU
-	                         outclasses (pre-AVX kernels on an AVX CPU, or AVX
-	                         kernels on an AVX2 CPU; AVX2 kernels on an AVX-512
-	                         CPU are not counted: OpenBLAS chooses them on
+	int fallback;         /* 1: `core` is an OpenBLAS generic or older kernel set
+	                         that the CPU outclasses (pre-AVX kernels on an AVX
+	                         CPU, or AVX kernels on an AVX2 CPU; AVX2 kernels on
+	                         an AVX-512 CPU are not counted: OpenBLAS chooses them on
 	                         purpose where it has no AVX-512 kernels) */
 	const char *recommended; /* the best OpenBLAS core whose instructions the CPU and
 	                            the OS support ("Cooperlake", "SkylakeX", "Zen",

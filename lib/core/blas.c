@@ -4,6 +4,8 @@
 
 #include <fasvd/blas.h>
 
+#include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,9 +16,6 @@
 #define FASVD__HAVE_CPUID 1
 #endif
 
-/* OpenBLAS exports these; weak so that another BLAS works too. */
-extern char *openblas_get_corename(void) __attribute__((weak));
-extern char *openblas_get_config(void) __attribute__((weak));
 
 /* ------------------------------------------------------------ the CPU */
 
@@ -194,23 +193,107 @@ static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static fasvd_blas_info blas;
 static char blas_version[32];
 static char blas_features[160];
+static char blas_config[512];
+static char blas_core[64];
+
+/* Everything is looked up by name at run time, never linked: the library
+ * builds against OpenBLAS or FlexiBLAS (meson -Dblas), and FlexiBLAS loads
+ * its backend (OpenBLAS, BLIS ...) privately, where only a search of the
+ * loaded objects finds it. */
+struct sym_search {
+	const char *name;
+	void *found;
+};
+
+static int search_object(struct dl_phdr_info *obj, size_t size, void *arg)
+{
+	struct sym_search *ss = arg;
+	if (!obj->dlpi_name || !*obj->dlpi_name)
+		return 0;
+	void *h = dlopen(obj->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
+	if (!h)
+		return 0;
+	ss->found = dlsym(h, ss->name);
+	dlclose(h); /* still loaded: RTLD_NOLOAD took one more reference */
+	return ss->found != NULL;
+}
+
+/* The function `name` of the process, or of any object loaded privately. */
+static void *find_symbol(const char *name)
+{
+	struct sym_search ss = {name, dlsym(RTLD_DEFAULT, name)};
+	if (!ss.found)
+		dl_iterate_phdr(search_object, &ss);
+	return ss.found;
+}
+
+/* FlexiBLAS: "FlexiBLAS <version>, backend <name>" into blas_config. */
+static bool probe_flexiblas(void)
+{
+	int (*backend)(char *, size_t) =
+	        (int (*)(char *, size_t))dlsym(RTLD_DEFAULT, "flexiblas_current_backend");
+	void (*version)(int *, int *, int *) =
+	        (void (*)(int *, int *, int *))dlsym(RTLD_DEFAULT, "flexiblas_get_version");
+	if (!backend)
+		return false;
+	char name[64] = "";
+	int major = 0, minor = 0, patch = 0;
+	backend(name, sizeof name);
+	if (version) {
+		version(&major, &minor, &patch);
+		snprintf(blas_version, sizeof blas_version, "%d.%d.%d", major, minor, patch);
+	}
+	snprintf(blas_config, sizeof blas_config, "FlexiBLAS %s, backend %s", blas_version,
+	         *name ? name : "unknown");
+	return true;
+}
+
+/* BLIS (linked, or FlexiBLAS's backend): its version and the kernel
+ * configuration it chose ("skx", "zen3", "generic" ...) as the core. */
+static bool probe_blis(bool append)
+{
+	const char *(*version)(void) = (const char *(*)(void))find_symbol("bli_info_get_version_str");
+	int (*arch)(void) = (int (*)(void))find_symbol("bli_arch_query_id");
+	const char *(*arch_name)(int) = (const char *(*)(int))find_symbol("bli_arch_string");
+	if (!version)
+		return false;
+	if (arch && arch_name)
+		snprintf(blas_core, sizeof blas_core, "%s", arch_name(arch()));
+	size_t len = append ? strlen(blas_config) : 0;
+	snprintf(blas_config + len, sizeof blas_config - len, "%sBLIS %s", append ? ": " : "",
+	         version());
+	if (!append)
+		snprintf(blas_version, sizeof blas_version, "%s", version());
+	return true;
+}
 
 static void blas_init(void)
 {
 	unsigned f = fasvd__cpu_features();
 	fasvd_blas_info_init(&blas, sizeof blas);
-	const char *config = openblas_get_config ? openblas_get_config() : NULL;
-	const char *core = openblas_get_corename ? openblas_get_corename() : NULL;
-	blas.name = config ? "OpenBLAS" : "unknown";
-	blas.config = config ? config : "";
-	/* "OpenBLAS 0.3.21 DYNAMIC_ARCH ...": the second word. */
-	if (config && !strncmp(config, "OpenBLAS ", 9))
-		snprintf(blas_version, sizeof blas_version, "%.*s", (int)strcspn(config + 9, " "),
-		         config + 9);
+	bool flexi = probe_flexiblas();
+	char *(*get_config)(void) = (char *(*)(void))find_symbol("openblas_get_config");
+	char *(*get_core)(void) = (char *(*)(void))find_symbol("openblas_get_corename");
+	const char *config = get_config ? get_config() : NULL;
+	const char *core = get_core ? get_core() : NULL;
+	bool blis = !config && probe_blis(flexi);
+	blas.name = flexi ? "FlexiBLAS" : config ? "OpenBLAS" : blis ? "BLIS" : "unknown";
+	if (config && flexi) {
+		size_t len = strlen(blas_config);
+		snprintf(blas_config + len, sizeof blas_config - len, ": %s", config);
+	} else if (config) {
+		snprintf(blas_config, sizeof blas_config, "%s", config);
+		/* "OpenBLAS 0.3.21 DYNAMIC_ARCH ...": the second word. */
+		if (!strncmp(config, "OpenBLAS ", 9))
+			snprintf(blas_version, sizeof blas_version, "%.*s",
+			         (int)strcspn(config + 9, " "), config + 9);
+	}
+	blas.config = blas_config;
 	blas.version = blas_version;
-	blas.core = core && *core ? core : "unknown";
+	blas.core = core && *core ? core : *blas_core ? blas_core : "unknown";
 	blas.dynamic = config && strstr(config, "DYNAMIC_ARCH") != NULL;
-	blas.fallback = fasvd__blas_is_fallback(blas.core, f);
+	/* Only OpenBLAS's cores are ranked (OPENBLAS_CORETYPE is the fix). */
+	blas.fallback = config && fasvd__blas_is_fallback(blas.core, f);
 	blas.recommended = fasvd__blas_best_core(f);
 	blas.cpu_features = fasvd__cpu_features_string(blas_features, sizeof blas_features, f);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """CLI tests of the BLAS kernels the `fasvd` tool runs (TAP output).
 
-usage: test-blas.py PATH/TO/fasvd
+usage: test-blas.py PATH/TO/fasvd [PATH/TO/libfake-flexiblas.so]
 
 `fasvd --version --verbose` reports the BLAS, its core and the CPU. When
 OpenBLAS runs generic kernels the CPU outclasses, the tool re-executes itself
@@ -12,7 +12,9 @@ re-execution must then choose a core whose instructions /proc/cpuinfo lists,
 that OpenBLAS then reports running, happen once although the re-executed
 process sees the hook too (a second one would loop: the run would time
 out), and never happen when the user set OPENBLAS_CORETYPE or
-FASVD_NO_REEXEC.
+FASVD_NO_REEXEC. With the second argument, a library holding FlexiBLAS's
+query functions is preloaded: the report must then name FlexiBLAS, its
+version and backend, and still OpenBLAS's core.
 """
 import os
 import re
@@ -23,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tap  # noqa: E402
 
 FASVD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "fasvd"
+FAKE_FLEXIBLAS = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
 
 # The instructions each OpenBLAS core's kernels need (/proc/cpuinfo names),
 # best first: what the tool may choose on this CPU.
@@ -77,6 +80,22 @@ def run(env_changes, *args):
     return p.returncode, out, p.stderr.decode("utf-8", "replace"), info
 
 
+def flexiblas(plain):
+    """Under FlexiBLAS (its query functions preloaded) the report names it,
+    its version and backend, then the backend's own description."""
+    if not FAKE_FLEXIBLAS:
+        tap.case("the report under FlexiBLAS", True, skip="no stand-in library given")
+        return
+    # An ASan build wants its runtime first; the stand-in needs none.
+    st, out, err, info = run({"LD_PRELOAD": FAKE_FLEXIBLAS,
+                              "ASAN_OPTIONS": "verify_asan_link_order=0"})
+    config = "FlexiBLAS 9.8.7, backend TEST-BACKEND: %s" % plain.get("BLAS config")
+    report(st == 0 and info.get("name") == "FlexiBLAS" and info.get("version") == "9.8.7"
+           and info.get("BLAS config") == config and info.get("core") == plain.get("core"),
+           "under FlexiBLAS the report names it, its version and backend, and OpenBLAS's "
+           "core", out + err)
+
+
 def main():
     flags, vendor = cpu()
     best = expected_core(flags, vendor)
@@ -96,6 +115,7 @@ def main():
                "OpenBLAS's own choice (%s) is kept when it is no fallback" % info.get("core"),
                out)
 
+    flexiblas(info)
     if not best or "DYNAMIC_ARCH" not in (info.get("BLAS config") or ""):
         tap.case("re-execution", True, skip="no AVX, or an OpenBLAS built for one CPU type: "
                  "nothing to re-execute with")
