@@ -3,6 +3,7 @@
  * compared with the input; byte identity of the other tensors; the
  * config.json section; cancellation and failures leave no output. */
 #include "test-helpers.h"
+#include "test-peak-alloc.h"
 #include "fixture.h"
 
 #include <dirent.h>
@@ -680,6 +681,86 @@ static void test_only_if_smaller(void **state)
 	fasvd_st_free(so);
 }
 
+/* Peak bytes live while layer 0 of `dir` is opened and analysed (every
+ * spectrum, f32 and f64 compute) through a tracking context; its head.Q
+ * and stack.O spectra in q and o (n_q and n_o values, f64 compute). */
+static long long layer_peak(const char *dir, double *q, int64_t n_q, double *o, int64_t n_o)
+{
+	peak_state ps = {0, 0};
+	fasvd_allocator al = {peak_alloc, peak_free, &ps};
+	fasvd_ctx *ctx = NULL;
+	fasvd_model *m = NULL;
+	assert_ok(fasvd_ctx_new(&ctx, &al));
+	assert_ok(fasvd_model_open(&m, ctx, dir, 0));
+	long long base = ps.live;
+	ps.peak = base;
+	for (int c = 0; c < 2; c++) {
+		fasvd_model_layer *l = NULL;
+		fasvd_spectra *sp = NULL;
+		fasvd_layer_opts lo;
+		fasvd_layer_opts_init(&lo, sizeof lo);
+		lo.compute = c ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+		assert_ok(fasvd_model_layer_open(&l, m, 0, NULL));
+		assert_ok(fasvd_layer_spectra(&sp, ctx, fasvd_model_layer_desc(l), &lo));
+		int64_t iq, io, nr, nc;
+		assert_ok(fasvd_spectra_find(&iq, sp, "head.Q"));
+		assert_ok(fasvd_spectra_find(&io, sp, "stack.O"));
+		assert_ok(fasvd_spectra_shape(&nr, &nc, NULL, NULL, sp, iq));
+		assert_int_equal(nr * nc, n_q);
+		memcpy(q, fasvd_spectra_data(sp, iq), (size_t)n_q * sizeof *q);
+		assert_ok(fasvd_spectra_shape(&nr, &nc, NULL, NULL, sp, io));
+		assert_int_equal(nr * nc, n_o);
+		memcpy(o, fasvd_spectra_data(sp, io), (size_t)n_o * sizeof *o);
+		fasvd_spectra_free(sp);
+		fasvd_model_layer_free(l);
+	}
+	fasvd_model_free(m);
+	fasvd_ctx_free(ctx);
+	assert_int_equal(ps.live, 0);
+	return ps.peak - base;
+}
+
+/* A factor output is analysed from its factors (docs/design.md "Factored
+ * weights"): no m x n product is ever live — the layer's whole peak stays
+ * below one dense q_proj in double, where the same truncation written
+ * dense needs more — and the spectra are the dense route's. */
+static void test_factored_analysis_memory(void **state)
+{
+	(void)state;
+	char in[512], fac[512], den[512];
+	snprintf(in, sizeof in, "%s/big-llama", tmpdir);
+	snprintf(fac, sizeof fac, "%s/big-llama-f", tmpdir);
+	snprintf(den, sizeof den, "%s/big-llama-d", tmpdir);
+	fasvd_fixture_opts fx;
+	fasvd_fixture_opts_init(&fx, sizeof fx);
+	fx.n_layers = 1;
+	fx.hidden = 512;
+	fx.head_dim = 128;
+	fx.intermediate = -1;
+	fx.dtype = FASVD_DTYPE_F32;
+	assert_ok(fasvd_fixture_write(NULL, in, "llama", &fx));
+	fasvd_truncate_opts o;
+	fasvd_factor_opts fo;
+	rank_opts(&o, &fo, 4);
+	o.dtype = FASVD_DTYPE_F64;
+	assert_ok(fasvd_truncate(NULL, in, fac, &o, NULL, NULL));
+	o.format = FASVD_TRUNCATE_FORMAT_DENSE;
+	assert_ok(fasvd_truncate(NULL, in, den, &o, NULL, NULL));
+	enum { NQ = 4 * 128, NO = 512 };
+	double qf[NQ], of[NO], qd[NQ], od[NO];
+	long long pf = layer_peak(fac, qf, NQ, of, NO), pd = layer_peak(den, qd, NQ, od, NO);
+	long long dense_q = 512LL * 512 * (long long)sizeof(double);
+	print_message("# layer peak: factored %lld bytes, dense %lld bytes (one q_proj in "
+	              "double: %lld)\n", pf, pd, dense_q);
+	assert_true(pf < dense_q);
+	assert_true(pd > 4 * pf);
+	for (int i = 0; i < NQ; i++)
+		assert_true(fabs(qf[i] - qd[i]) <= 1e-6 * qd[(i / 128) * 128]);
+	for (int i = 0; i < NO; i++)
+		assert_true(fabs(of[i] - od[i]) <= 1e-6 * od[0]);
+	assert_true(qf[4] <= 1e-10 * qf[0] && of[4] <= 1e-10 * of[0]); /* rank 4 */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -690,6 +771,7 @@ int main(void)
 		cmocka_unit_test(test_subfolders_and_config_text),
 		cmocka_unit_test(test_output_links),
 		cmocka_unit_test(test_truncate_twice),
+		cmocka_unit_test(test_factored_analysis_memory),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
