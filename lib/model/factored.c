@@ -40,7 +40,8 @@ static bool factor_infos(const fasvd_st *st, const char *name, fasvd_st_info *a,
 	return a->shape[1] == b->shape[0];
 }
 
-bool fasvd__factored_info(const fasvd_st *st, const char *name, fasvd_st_info *info)
+bool fasvd__factored_info(const fasvd_st *st, const char *name, fasvd_st_info *info,
+                          int64_t *rank, int64_t *heads)
 {
 	fasvd_st_info a, b;
 	int64_t h;
@@ -53,6 +54,10 @@ bool fasvd__factored_info(const fasvd_st *st, const char *name, fasvd_st_info *i
 	info->shape[0] = nd == 3 ? h * a.shape[1] : a.shape[0];
 	info->shape[1] = b.shape[nd - 1];
 	info->nbytes = a.nbytes + b.nbytes;
+	if (rank)
+		*rank = a.shape[nd - 1];
+	if (heads)
+		*heads = h;
 	return true;
 }
 

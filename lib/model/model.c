@@ -24,6 +24,7 @@ typedef struct model_input {
 	char *scale_name;      /* NULL when no scale is needed */
 	bool present, scale_present, is_norm, has_bias;
 	bool factored;         /* stored as <name>.A / <name>.B (factored.c) */
+	int64_t rank, factor_heads; /* when factored */
 	fasvd_st_info info;    /* valid when present */
 	fasvd_st_info scale_info;
 } model_input;
@@ -333,7 +334,7 @@ static int detect_prefix(fasvd_model *m)
 				fasvd_st_info_init(&fi, sizeof fi);
 				/* a weight written by fasvd truncate as factors counts */
 				if (ckpt_has(m, name) ||
-				    (m->st && fasvd__factored_info(m->st, name, &fi))) {
+				    (m->st && fasvd__factored_info(m->st, name, &fi, NULL, NULL))) {
 					m->prefix = a->prefixes[p];
 					return 0;
 				}
@@ -445,7 +446,8 @@ static int build_inputs(fasvd_model *m)
 			fasvd_st_info_init(&in->info, sizeof in->info);
 			in->present = ckpt_info(&in->info, m, name) == 0;
 			if (!in->present && !in->is_norm && m->st &&
-			    (in->factored = fasvd__factored_info(m->st, name, &in->info)))
+			    (in->factored = fasvd__factored_info(m->st, name, &in->info, &in->rank,
+			                                         &in->factor_heads)))
 				in->present = true;
 			m->n_needed++;
 			if (!in->present) {
@@ -770,7 +772,7 @@ const char *fasvd_model_config_json(const fasvd_model *m)
 	return m ? m->cfg.text : NULL;
 }
 
-static const fasvd__struct_ver input_ver = FASVD__STRUCT_VER(fasvd_model_input, has_bias);
+static const fasvd__struct_ver input_ver = FASVD__STRUCT_VER(fasvd_model_input, factor_heads);
 
 int fasvd_model_input_init(fasvd_model_input *input, size_t size)
 {
@@ -816,6 +818,9 @@ int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_
 		v.scale_nbytes = in->scale_info.nbytes;
 	}
 	v.has_bias = in->has_bias;
+	v.factored = in->factored;
+	v.rank = in->rank;
+	v.factor_heads = in->factor_heads;
 	fasvd__store_versioned(input, &v, &input_ver);
 	return 0;
 }

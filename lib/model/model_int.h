@@ -179,9 +179,11 @@ void fasvd__model_drop_pages(const fasvd_model *m, const char *name);
 /* factored.c: a weight stored by fasvd truncate as `<name>.A` / `<name>.B`.
  * fasvd__factored_info: true when both factors are there, with *info
  * describing W = A·B (2-D [rows, cols], A's dtype and file, the bytes of
- * both). fasvd__factored_tensor: W = A·B (per head) as an owned tensor
- * (F32; F64 for F64 factors) named `name`. */
-bool fasvd__factored_info(const fasvd_st *st, const char *name, fasvd_st_info *info);
+ * both), and (each may be NULL) the inner dimension r and the number of row
+ * blocks with their own factors. fasvd__factored_tensor: W = A·B (per
+ * head) as an owned tensor (F32; F64 for F64 factors) named `name`. */
+bool fasvd__factored_info(const fasvd_st *st, const char *name, fasvd_st_info *info,
+                          int64_t *rank, int64_t *heads);
 int fasvd__factored_tensor(fasvd_tensor **out, fasvd_ctx *ctx, const fasvd_st *st,
                            const char *name);
 

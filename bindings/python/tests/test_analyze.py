@@ -418,6 +418,9 @@ def test_factored_folder_reads_as_the_product(tmp_path):
                    tensors=["*q_proj.weight"], dtype="f64", format="dense")
     with fasvd.open(out) as m, fasvd.open(str(tmp_path / "dense")) as ref:
         assert all(i["present"] for i in m.inputs)
+        q = [i for i in m.inputs if i["role"] == "q_proj"]
+        assert all(i["factored"] and i["rank"] == 3 and i["factor_heads"] == 4 for i in q)
+        assert not any(i["factored"] for i in m.inputs if i["role"] != "q_proj")
         a, b = m.layer(1, fold_norms=False), ref.layer(1, fold_norms=False)
         for k in ("Q", "K", "V", "O"):
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
