@@ -720,6 +720,28 @@ static long long layer_peak(const char *dir, double *q, int64_t n_q, double *o, 
 	return ps.peak - base;
 }
 
+/* A llama fixture of one layer (fx's other fields) at tmpdir/<base>,
+ * truncated at rank `rank` (factors in F64) into <base>-f as factors and
+ * <base>-d as a dense checkpoint; their paths in fac and den (512 bytes). */
+static void truncated_pair(const char *base, fasvd_fixture_opts *fx, int64_t rank,
+                           int per_head, char *fac, char *den)
+{
+	char in[512];
+	snprintf(in, sizeof in, "%s/%s", tmpdir, base);
+	snprintf(fac, 512, "%s/%s-f", tmpdir, base);
+	snprintf(den, 512, "%s/%s-d", tmpdir, base);
+	fx->n_layers = 1;
+	assert_ok(fasvd_fixture_write(NULL, in, "llama", fx));
+	fasvd_truncate_opts o;
+	fasvd_factor_opts fo;
+	rank_opts(&o, &fo, rank);
+	o.dtype = FASVD_DTYPE_F64;
+	o.per_head = per_head;
+	assert_ok(fasvd_truncate(NULL, in, fac, &o, NULL, NULL));
+	o.format = FASVD_TRUNCATE_FORMAT_DENSE;
+	assert_ok(fasvd_truncate(NULL, in, den, &o, NULL, NULL));
+}
+
 /* A factor output is analysed from its factors (docs/design.md "Factored
  * weights"): no m x n product is ever live — the layer's whole peak stays
  * below one dense q_proj in double, where the same truncation written
@@ -727,25 +749,14 @@ static long long layer_peak(const char *dir, double *q, int64_t n_q, double *o, 
 static void test_factored_analysis_memory(void **state)
 {
 	(void)state;
-	char in[512], fac[512], den[512];
-	snprintf(in, sizeof in, "%s/big-llama", tmpdir);
-	snprintf(fac, sizeof fac, "%s/big-llama-f", tmpdir);
-	snprintf(den, sizeof den, "%s/big-llama-d", tmpdir);
+	char fac[512], den[512];
 	fasvd_fixture_opts fx;
 	fasvd_fixture_opts_init(&fx, sizeof fx);
-	fx.n_layers = 1;
 	fx.hidden = 512;
 	fx.head_dim = 128;
 	fx.intermediate = -1;
 	fx.dtype = FASVD_DTYPE_F32;
-	assert_ok(fasvd_fixture_write(NULL, in, "llama", &fx));
-	fasvd_truncate_opts o;
-	fasvd_factor_opts fo;
-	rank_opts(&o, &fo, 4);
-	o.dtype = FASVD_DTYPE_F64;
-	assert_ok(fasvd_truncate(NULL, in, fac, &o, NULL, NULL));
-	o.format = FASVD_TRUNCATE_FORMAT_DENSE;
-	assert_ok(fasvd_truncate(NULL, in, den, &o, NULL, NULL));
+	truncated_pair("big-llama", &fx, 4, 0, fac, den);
 	enum { NQ = 4 * 128, NO = 512 };
 	double qf[NQ], of[NO], qd[NQ], od[NO];
 	long long pf = layer_peak(fac, qf, NQ, of, NO), pd = layer_peak(den, qd, NQ, od, NO);
@@ -761,6 +772,62 @@ static void test_factored_analysis_memory(void **state)
 	assert_true(qf[4] <= 1e-10 * qf[0] && of[4] <= 1e-10 * of[0]); /* rank 4 */
 }
 
+/* The heads of a factored weight, held reduced, still decode to the exact
+ * heads of W = A·B (f64 and f32, either layout), as the same truncation
+ * written dense does; they cannot be viewed or rescaled. */
+static void test_factored_heads_decode(void **state)
+{
+	(void)state;
+	char fac[512], den[512];
+	fasvd_fixture_opts fx;
+	fasvd_fixture_opts_init(&fx, sizeof fx);
+	fx.dtype = FASVD_DTYPE_F64;
+	truncated_pair("dec-llama", &fx, 3, 1, fac, den);
+	fasvd_model *mf = NULL, *md = NULL;
+	fasvd_model_layer *lf = NULL, *ld = NULL;
+	assert_ok(fasvd_model_open(&mf, NULL, fac, 0));
+	assert_ok(fasvd_model_open(&md, NULL, den, 0));
+	assert_ok(fasvd_model_layer_open(&lf, mf, 0, NULL));
+	assert_ok(fasvd_model_layer_open(&ld, md, 0, NULL));
+	const fasvd_layer_desc *df = fasvd_model_layer_desc(lf), *dd = fasvd_model_layer_desc(ld);
+	const fasvd_heads *hf[4] = {df->q, df->k, df->v, df->o}, *hd[4] = {dd->q, dd->k, dd->v, dd->o};
+	for (int p = 0; p < 4; p++) {
+		int64_t k = fasvd_heads_rows(hf[p]), n = fasvd_heads_cols(hf[p]);
+		assert_int_equal(k, fasvd_heads_rows(hd[p]));
+		assert_int_equal(n, fasvd_heads_cols(hd[p]));
+		double *a = calloc((size_t)(k * n), sizeof *a), *b = calloc((size_t)(k * n), sizeof *b);
+		float *f = calloc((size_t)(k * n), sizeof *f);
+		assert_non_null(a);
+		assert_non_null(b);
+		assert_non_null(f);
+		for (int64_t i = 0; i < fasvd_heads_count(hf[p]); i++) {
+			assert_ok(fasvd_heads_decode_f64(b, n, FASVD_LAYOUT_ROW_MAJOR, hd[p], i));
+			assert_ok(fasvd_heads_decode_f64(a, n, FASVD_LAYOUT_ROW_MAJOR, hf[p], i));
+			assert_ok(fasvd_heads_decode_f32(f, k, FASVD_LAYOUT_COL_MAJOR, hf[p], i));
+			double big = 0;
+			for (int64_t x = 0; x < k * n; x++)
+				big = fmax(big, fabs(b[x]));
+			for (int64_t r = 0; r < k; r++)
+				for (int64_t c = 0; c < n; c++) {
+					assert_true(fabs(a[r * n + c] - b[r * n + c]) <= 1e-12 * big);
+					assert_true(fabs(f[c * k + r] - b[r * n + c]) <= 1e-6 * big);
+				}
+		}
+		free(a);
+		free(b);
+		free(f);
+		fasvd_tensor *v = NULL;
+		assert_fasvd(fasvd_heads_view(&v, hf[p], 0), FASVD_EINVAL);
+		assert_null(v);
+		double one[1] = {1.0};
+		assert_fasvd(fasvd_heads_set_col_scale((fasvd_heads *)hf[p], one, 1), FASVD_EINVAL);
+	}
+	fasvd_model_layer_free(lf);
+	fasvd_model_layer_free(ld);
+	fasvd_model_free(mf);
+	fasvd_model_free(md);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -772,6 +839,7 @@ int main(void)
 		cmocka_unit_test(test_output_links),
 		cmocka_unit_test(test_truncate_twice),
 		cmocka_unit_test(test_factored_analysis_memory),
+		cmocka_unit_test(test_factored_heads_decode),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
