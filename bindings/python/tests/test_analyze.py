@@ -490,6 +490,38 @@ def test_factored_folder_spectra_from_the_factors(tmp_path, case, per_head, comp
                 assert np.max(np.abs(g - r)) <= CONTRACT[compute] * max(top, 1e-300), key
 
 
+def _arch_names():
+    return [a if isinstance(a, str) else a["name"] for a in fasvd.architectures()]
+
+
+@pytest.mark.parametrize("arch", _arch_names())
+def test_factored_folder_equals_dense_every_architecture(tmp_path, arch):
+    """Every layout's factor output (per weight and per head: Q/K/V row heads,
+    fused qkv with offsets and strides, o_proj column heads, GPT-2's Conv1D,
+    q_norm / k_norm row scales, Gemma's post-attention norm, MLA) gives,
+    within the contract, the spectra of the same truncation written dense."""
+    d = write_fixture(str(tmp_path / "m"), arch=arch, dtype="f64", n_layers=1)
+    for per_head in (False, True):
+        kw = dict(rank=2, per_head=per_head, dtype="f64", allow_larger=True)
+        out, dense = str(tmp_path / ("f%d" % per_head)), str(tmp_path / ("d%d" % per_head))
+        fasvd.truncate(d, out, **kw)
+        fasvd.truncate(d, dense, format="dense", **kw)
+        for compute in ("f32", "f64"):
+            with fasvd.open(out) as m:
+                res = m.analyze(compute=compute)
+            with fasvd.open(dense) as m:
+                mat = m.analyze(compute=compute)
+            for kind in ("heads", "stacked", "subspaces"):
+                assert getattr(res, kind).keys() == getattr(mat, kind).keys()
+                for layer, group in getattr(res, kind).items():
+                    assert group.keys() == getattr(mat, kind)[layer].keys()
+                    for name, g in group.items():
+                        r = getattr(mat, kind)[layer][name]
+                        top = np.max(np.atleast_2d(r)[:, :1])
+                        assert g.shape == r.shape and \
+                            np.max(np.abs(g - r)) <= CONTRACT[compute] * top, (name, per_head)
+
+
 def test_truncate_writes_exact_factors(tmp_path):
     d = write_fixture(str(tmp_path / "m"), arch="llama", dtype="f32")
     weights, _ = read_checkpoint(d)
