@@ -3,6 +3,7 @@
  * compared with the input; byte identity of the other tensors; the
  * config.json section; cancellation and failures leave no output. */
 #include "test-helpers.h"
+#include "test-peak-alloc.h"
 #include "fixture.h"
 
 #include <dirent.h>
@@ -680,6 +681,153 @@ static void test_only_if_smaller(void **state)
 	fasvd_st_free(so);
 }
 
+/* Peak bytes live while layer 0 of `dir` is opened and analysed (every
+ * spectrum, f32 and f64 compute) through a tracking context; its head.Q
+ * and stack.O spectra in q and o (n_q and n_o values, f64 compute). */
+static long long layer_peak(const char *dir, double *q, int64_t n_q, double *o, int64_t n_o)
+{
+	peak_state ps = {0, 0};
+	fasvd_allocator al = {peak_alloc, peak_free, &ps};
+	fasvd_ctx *ctx = NULL;
+	fasvd_model *m = NULL;
+	assert_ok(fasvd_ctx_new(&ctx, &al));
+	assert_ok(fasvd_model_open(&m, ctx, dir, 0));
+	long long base = ps.live;
+	ps.peak = base;
+	for (int c = 0; c < 2; c++) {
+		fasvd_model_layer *l = NULL;
+		fasvd_spectra *sp = NULL;
+		fasvd_layer_opts lo;
+		fasvd_layer_opts_init(&lo, sizeof lo);
+		lo.compute = c ? FASVD_COMPUTE_F64 : FASVD_COMPUTE_F32;
+		assert_ok(fasvd_model_layer_open(&l, m, 0, NULL));
+		assert_ok(fasvd_layer_spectra(&sp, ctx, fasvd_model_layer_desc(l), &lo));
+		int64_t iq, io, nr, nc;
+		assert_ok(fasvd_spectra_find(&iq, sp, "head.Q"));
+		assert_ok(fasvd_spectra_find(&io, sp, "stack.O"));
+		assert_ok(fasvd_spectra_shape(&nr, &nc, NULL, NULL, sp, iq));
+		assert_int_equal(nr * nc, n_q);
+		memcpy(q, fasvd_spectra_data(sp, iq), (size_t)n_q * sizeof *q);
+		assert_ok(fasvd_spectra_shape(&nr, &nc, NULL, NULL, sp, io));
+		assert_int_equal(nr * nc, n_o);
+		memcpy(o, fasvd_spectra_data(sp, io), (size_t)n_o * sizeof *o);
+		fasvd_spectra_free(sp);
+		fasvd_model_layer_free(l);
+	}
+	fasvd_model_free(m);
+	fasvd_ctx_free(ctx);
+	assert_int_equal(ps.live, 0);
+	return ps.peak - base;
+}
+
+/* A llama fixture of one layer (fx's other fields) at tmpdir/<base>,
+ * truncated at rank `rank` (factors in F64) into <base>-f as factors and
+ * <base>-d as a dense checkpoint; their paths in fac and den (512 bytes). */
+static void truncated_pair(const char *base, fasvd_fixture_opts *fx, int64_t rank,
+                           int per_head, char *fac, char *den)
+{
+	char in[512];
+	snprintf(in, sizeof in, "%s/%s", tmpdir, base);
+	snprintf(fac, 512, "%s/%s-f", tmpdir, base);
+	snprintf(den, 512, "%s/%s-d", tmpdir, base);
+	fx->n_layers = 1;
+	assert_ok(fasvd_fixture_write(NULL, in, "llama", fx));
+	fasvd_truncate_opts o;
+	fasvd_factor_opts fo;
+	rank_opts(&o, &fo, rank);
+	o.dtype = FASVD_DTYPE_F64;
+	o.per_head = per_head;
+	assert_ok(fasvd_truncate(NULL, in, fac, &o, NULL, NULL));
+	o.format = FASVD_TRUNCATE_FORMAT_DENSE;
+	assert_ok(fasvd_truncate(NULL, in, den, &o, NULL, NULL));
+}
+
+/* A factor output is analysed from its factors (docs/design.md "Factored
+ * weights"): no m x n product is ever live — the layer's whole peak stays
+ * below one dense q_proj in double, where the same truncation written
+ * dense needs more — and the spectra are the dense route's. */
+static void test_factored_analysis_memory(void **state)
+{
+	(void)state;
+	char fac[512], den[512];
+	fasvd_fixture_opts fx;
+	fasvd_fixture_opts_init(&fx, sizeof fx);
+	fx.hidden = 512;
+	fx.head_dim = 128;
+	fx.intermediate = -1;
+	fx.dtype = FASVD_DTYPE_F32;
+	truncated_pair("big-llama", &fx, 4, 0, fac, den);
+	enum { NQ = 4 * 128, NO = 512 };
+	double qf[NQ], of[NO], qd[NQ], od[NO];
+	long long pf = layer_peak(fac, qf, NQ, of, NO), pd = layer_peak(den, qd, NQ, od, NO);
+	long long dense_q = 512LL * 512 * (long long)sizeof(double);
+	print_message("# layer peak: factored %lld bytes, dense %lld bytes (one q_proj in "
+	              "double: %lld)\n", pf, pd, dense_q);
+	assert_true(pf < dense_q);
+	assert_true(pd > 4 * pf);
+	for (int i = 0; i < NQ; i++)
+		assert_true(fabs(qf[i] - qd[i]) <= 1e-6 * qd[(i / 128) * 128]);
+	for (int i = 0; i < NO; i++)
+		assert_true(fabs(of[i] - od[i]) <= 1e-6 * od[0]);
+	assert_true(qf[4] <= 1e-10 * qf[0] && of[4] <= 1e-10 * of[0]); /* rank 4 */
+}
+
+/* The heads of a factored weight, held reduced, still decode to the exact
+ * heads of W = A·B (f64 and f32, either layout), as the same truncation
+ * written dense does; they cannot be viewed or rescaled. */
+static void test_factored_heads_decode(void **state)
+{
+	(void)state;
+	char fac[512], den[512];
+	fasvd_fixture_opts fx;
+	fasvd_fixture_opts_init(&fx, sizeof fx);
+	fx.dtype = FASVD_DTYPE_F64;
+	truncated_pair("dec-llama", &fx, 3, 1, fac, den);
+	fasvd_model *mf = NULL, *md = NULL;
+	fasvd_model_layer *lf = NULL, *ld = NULL;
+	assert_ok(fasvd_model_open(&mf, NULL, fac, 0));
+	assert_ok(fasvd_model_open(&md, NULL, den, 0));
+	assert_ok(fasvd_model_layer_open(&lf, mf, 0, NULL));
+	assert_ok(fasvd_model_layer_open(&ld, md, 0, NULL));
+	const fasvd_layer_desc *df = fasvd_model_layer_desc(lf), *dd = fasvd_model_layer_desc(ld);
+	const fasvd_heads *hf[4] = {df->q, df->k, df->v, df->o}, *hd[4] = {dd->q, dd->k, dd->v, dd->o};
+	for (int p = 0; p < 4; p++) {
+		int64_t k = fasvd_heads_rows(hf[p]), n = fasvd_heads_cols(hf[p]);
+		assert_int_equal(k, fasvd_heads_rows(hd[p]));
+		assert_int_equal(n, fasvd_heads_cols(hd[p]));
+		double *a = calloc((size_t)(k * n), sizeof *a), *b = calloc((size_t)(k * n), sizeof *b);
+		float *f = calloc((size_t)(k * n), sizeof *f);
+		assert_non_null(a);
+		assert_non_null(b);
+		assert_non_null(f);
+		for (int64_t i = 0; i < fasvd_heads_count(hf[p]); i++) {
+			assert_ok(fasvd_heads_decode_f64(b, n, FASVD_LAYOUT_ROW_MAJOR, hd[p], i));
+			assert_ok(fasvd_heads_decode_f64(a, n, FASVD_LAYOUT_ROW_MAJOR, hf[p], i));
+			assert_ok(fasvd_heads_decode_f32(f, k, FASVD_LAYOUT_COL_MAJOR, hf[p], i));
+			double big = 0;
+			for (int64_t x = 0; x < k * n; x++)
+				big = fmax(big, fabs(b[x]));
+			for (int64_t r = 0; r < k; r++)
+				for (int64_t c = 0; c < n; c++) {
+					assert_true(fabs(a[r * n + c] - b[r * n + c]) <= 1e-12 * big);
+					assert_true(fabs(f[c * k + r] - b[r * n + c]) <= 1e-6 * big);
+				}
+		}
+		free(a);
+		free(b);
+		free(f);
+		fasvd_tensor *v = NULL;
+		assert_fasvd(fasvd_heads_view(&v, hf[p], 0), FASVD_EINVAL);
+		assert_null(v);
+		double one[1] = {1.0};
+		assert_fasvd(fasvd_heads_set_col_scale((fasvd_heads *)hf[p], one, 1), FASVD_EINVAL);
+	}
+	fasvd_model_layer_free(lf);
+	fasvd_model_layer_free(ld);
+	fasvd_model_free(mf);
+	fasvd_model_free(md);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -690,6 +838,8 @@ int main(void)
 		cmocka_unit_test(test_subfolders_and_config_text),
 		cmocka_unit_test(test_output_links),
 		cmocka_unit_test(test_truncate_twice),
+		cmocka_unit_test(test_factored_analysis_memory),
+		cmocka_unit_test(test_factored_heads_decode),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -89,7 +89,7 @@ VSTRUCT(fasvd_analyze_opts, n_rope_offsets, false);
 VSTRUCT(fasvd_merge_opts, force, false);
 VSTRUCT(fasvd_survey_opts, progress_user, false);
 VSTRUCT(fasvd_model_info, bytes_needed, true);
-VSTRUCT(fasvd_model_input, has_bias, true);
+VSTRUCT(fasvd_model_input, factor_heads, true);
 VSTRUCT(fasvd_model_layer_opts, fold_norms, false);
 VSTRUCT(fasvd_st_info, file, true);
 VSTRUCT(fasvd_blas_info, cpu_features, true);

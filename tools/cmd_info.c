@@ -18,7 +18,10 @@ static const char usage[] =
         "Q_pe, K, V, O: head dimension as rows), MLA latent ranks, weight dtypes and FP8\n"
         "block size, whether projections have biases (ignored), the checkpoint tensors\n"
         "the analysis needs — found and missing — and the bytes `fasvd analyze` will\n"
-        "read. Nothing but headers is read.\n"
+        "read. A `fasvd truncate` output is described as its architecture; each weight\n"
+        "stored as factors A·B is listed with its rank (and heads, --per-head), with\n"
+        "the parameters kept against the dense ones (JSON: \"factored\", \"rank\",\n"
+        "\"factor_heads\", \"params\", \"params_dense\"). Nothing but headers is read.\n"
         "\n"
         "A model with missing tensors is still described (exit status 0); `fasvd analyze`\n"
         "refuses it.\n"
@@ -109,6 +112,55 @@ static void print_text_dims(const fasvd_model_info *in)
 	}
 }
 
+/* Parameters a factored input keeps (A's and B's elements) and those of
+ * the dense weight it stands for. */
+static void factored_params(const fasvd_model_input *t, int64_t *kept, int64_t *dense)
+{
+	int64_t h = t->factor_heads > 0 ? t->factor_heads : 1;
+	*kept = h * t->rank * (t->shape[0] / h + t->shape[1]);
+	*dense = t->shape[0] * t->shape[1];
+}
+
+/* Weights stored as factors A·B (fasvd truncate): their count, parameters
+ * kept against dense, and each one's rank (one line per layer). */
+static void print_text_factored(fasvd_model *m)
+{
+	int64_t n = fasvd_model_input_count(m), nf = 0, nw = 0, kept = 0, dense = 0, line = -1;
+	for (int64_t i = 0; i < n; i++) {
+		fasvd_model_input t;
+		fasvd_model_input_init(&t, sizeof t);
+		if (fasvd_model_input_get(&t, m, i) || t.is_norm)
+			continue;
+		nw++;
+		if (!t.factored)
+			continue;
+		int64_t k, d;
+		factored_params(&t, &k, &d);
+		kept += k;
+		dense += d;
+		nf++;
+	}
+	if (!nf)
+		return;
+	printf("factored     %lld of %lld weights stored as A·B (fasvd truncate): %lld of %lld "
+	       "parameters (%.1f %%); spectra are computed from the factors\n",
+	       (long long)nf, (long long)nw, (long long)kept, (long long)dense,
+	       100.0 * (double)kept / (double)dense);
+	for (int64_t i = 0; i < n; i++) {
+		fasvd_model_input t;
+		fasvd_model_input_init(&t, sizeof t);
+		if (fasvd_model_input_get(&t, m, i) || !t.factored)
+			continue;
+		if (t.layer != line)
+			printf("%s  L%-3lld", line < 0 ? "" : "\n", (long long)t.layer);
+		line = t.layer;
+		printf(" %s rank %lld", t.role, (long long)t.rank);
+		if (t.factor_heads > 1)
+			printf(" x %lld heads", (long long)t.factor_heads);
+	}
+	printf("\n");
+}
+
 /* The needed tensors: every one with list_all, else the first 20 missing. */
 static void print_text_inputs(fasvd_model *m, bool list_all)
 {
@@ -125,7 +177,11 @@ static void print_text_inputs(fasvd_model *m, bool list_all)
 				         (long long)t.shape[1]);
 			else
 				snprintf(shape, sizeof shape, "[%lld]", (long long)t.shape[0]);
-			if (t.present)
+			if (t.present && t.factored)
+				printf("  L%-3lld %-18s %-7s %-12s %10llu  %s.A/.B (rank %lld)\n",
+				       (long long)t.layer, t.role, t.dtype, shape,
+				       (unsigned long long)t.nbytes, t.name, (long long)t.rank);
+			else if (t.present)
 				printf("  L%-3lld %-18s %-7s %-12s %10llu  %s\n", (long long)t.layer, t.role,
 				       t.dtype, shape, (unsigned long long)(t.nbytes + t.scale_nbytes), t.name);
 			else
@@ -164,6 +220,7 @@ static void print_text(fasvd_model *m, const fasvd_model_info *in, bool list_all
 	char hb[96];
 	human_bytes(in->bytes_needed, hb, sizeof hb);
 	printf("reads        %s\n", hb);
+	print_text_factored(m);
 	print_text_inputs(m, list_all);
 }
 
@@ -219,6 +276,15 @@ static int json_input(json_t *e, json_t *miss, const fasvd_model_input *t)
 		bad |= json_object_set_new(e, "bytes", json_integer((json_int_t)t->nbytes));
 		if (t->has_bias)
 			bad |= json_object_set_new(e, "has_bias", json_true());
+		if (t->factored) {
+			int64_t kept, dense;
+			factored_params(t, &kept, &dense);
+			bad |= json_object_set_new(e, "factored", json_true());
+			bad |= json_object_set_new(e, "rank", jint(t->rank));
+			bad |= json_object_set_new(e, "factor_heads", jint(t->factor_heads));
+			bad |= json_object_set_new(e, "params", jint(kept));
+			bad |= json_object_set_new(e, "params_dense", jint(dense));
+		}
 	} else {
 		bad |= json_array_append_new(miss, json_string(t->name));
 	}

@@ -69,8 +69,15 @@ FASVD_API void fasvd_heads_free(fasvd_heads *h);
  * fasvd_heads_cols(h); the values are copied; calling again replaces them;
  * scale = NULL with n = 0 removes the scale. Not thread-safe with respect to
  * concurrent users of h. Errors: FASVD_EINVAL (NULL h, NULL scale with
- * n > 0), FASVD_ESHAPE (n != cols), FASVD_ENONFINITE (NaN/Inf in scale),
- * FASVD_ENOMEM. */
+ * n > 0, or heads of a factored weight, below), FASVD_ESHAPE (n != cols),
+ * FASVD_ENONFINITE (NaN/Inf in scale), FASVD_ENOMEM.
+ *
+ * Heads of a weight stored as factors A·B (a fasvd truncate output opened
+ * with fasvd_model_layer_open) are held reduced, W never formed
+ * (docs/design.md "Factored weights"): decoding them gives the exact heads
+ * of W (with the folded norm), but their tensor is a smaller stand-in,
+ * they have no column scale of their own (it is folded in) and can neither
+ * be viewed nor rescaled. */
 FASVD_API int fasvd_heads_set_col_scale(fasvd_heads *h, const double *scale, int64_t n);
 
 /* Number of heads; head rows (head_size); head columns (cols(t) for ROWS,
@@ -78,15 +85,16 @@ FASVD_API int fasvd_heads_set_col_scale(fasvd_heads *h, const double *scale, int
 FASVD_API int64_t fasvd_heads_count(const fasvd_heads *h);
 FASVD_API int64_t fasvd_heads_rows(const fasvd_heads *h);
 FASVD_API int64_t fasvd_heads_cols(const fasvd_heads *h);
-/* The tensor the handle borrows (NULL for NULL). */
+/* The tensor the handle borrows (NULL for NULL; for the heads of a factored
+ * weight, the reduced stand-in, see fasvd_heads_set_col_scale). */
 FASVD_API const fasvd_tensor *fasvd_heads_tensor(const fasvd_heads *h);
 /* The column scale (fasvd_heads_cols values, owned by h) or NULL if none. */
 FASVD_API const double *fasvd_heads_col_scale(const fasvd_heads *h);
 
 /* Zero-copy tensor view of head i (head_size x cols; no folded scale is
  * applied). The view borrows h's tensor: that tensor must outlive it; free it
- * with fasvd_tensor_free(). Errors: FASVD_EINVAL (NULL, i out of range),
- * FASVD_ENOMEM. */
+ * with fasvd_tensor_free(). Errors: FASVD_EINVAL (NULL, i out of range, the
+ * heads of a factored weight), FASVD_ENOMEM. */
 FASVD_API int fasvd_heads_view(fasvd_tensor **out, const fasvd_heads *h, int64_t i);
 
 /* Decode head i (dequantised, column scale and a model's q/k-norm row gains

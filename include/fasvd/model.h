@@ -190,6 +190,14 @@ typedef struct fasvd_model_input {
 	const char *scale_file;  /* NULL when missing */
 	uint64_t scale_nbytes;
 	int has_bias;            /* a `.bias` sibling exists (reported, ignored) */
+	/* A weight stored by fasvd truncate as `<name>.A` and `<name>.B` (W = A·B,
+	 * docs/truncation.md): dtype and file are A's, shape is W's, nbytes both
+	 * factors'. factor_heads row blocks of W each have their own factors of
+	 * inner dimension rank (1 block without --per-head), so the weight keeps
+	 * factor_heads·rank·(shape[0]/factor_heads + shape[1]) parameters. */
+	int factored;            /* 1 for such a weight */
+	int64_t rank;            /* its inner dimension (0 when not factored) */
+	int64_t factor_heads;    /* its row blocks (0 when not factored) */
 } fasvd_model_input;
 
 /* Zeroes the input description.

@@ -28,6 +28,13 @@ struct fasvd_heads {
 	 * (the same for every head), applied after the scales; NULL: none. */
 	int64_t *rot_a, *rot_b, n_rot;
 	double *rot;
+	/* The heads of a factored weight held reduced (lib/model/factored.c,
+	 * docs/design.md "Factored weights"): t's rows are the heads' rows and
+	 * it has dcols columns; head i = (its block of t) · basisᵀ, basis
+	 * (cols x dcols, orthonormal columns, borrowed) with any column scale
+	 * folded in. Without a basis dcols = cols. */
+	const fasvd_tensor *basis;
+	int64_t dcols;
 };
 
 /* Initialise a heads struct on the stack (no allocation, no scale copy):
@@ -65,6 +72,19 @@ fasvd_layout fasvd__heads_natural(const fasvd_heads *h);
 int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, int64_t ld,
                         fasvd_layout layout);
 
+/* Decode head i reduced: rows x h->dcols values whose row Gram (and that of
+ * every stack or product of heads of h taken along rows) is the head's;
+ * the head itself when h has no basis. Arguments as fasvd__heads_decode. */
+int fasvd__heads_decode_red(const fasvd_heads *h, int64_t i, bool dbl, void *dst, int64_t ld,
+                            fasvd_layout layout);
+
+/* Rebind h to the reduced stand-in t of a factored weight: t's rows are
+ * the heads' rows (h's offset and stride now run along them, axis ROWS),
+ * basis is cols x p with orthonormal columns, t has p columns, and h's
+ * column scale (already folded into t) is dropped. Both are borrowed.
+ * Errors: FASVD_EINVAL, FASVD_ESHAPE. */
+int fasvd__heads_set_basis(fasvd_heads *h, const fasvd_tensor *t, const fasvd_tensor *basis);
+
 /* Resolve a fasvd_compute option: 0 -> context default; EINVAL otherwise. */
 int fasvd__compute_resolve(fasvd_ctx *ctx, int compute, bool *dbl, const char *fn);
 
@@ -90,7 +110,9 @@ struct fasvd_rfactors {
 	int64_t n;      /* heads */
 	int64_t k;      /* head rows (the shared inner dimension) */
 	int64_t m;      /* head cols */
-	int64_t r;      /* min(m, k): rows of each R */
+	int64_t dm;     /* cols of the decoded heads: m, or h->dcols when the
+	                   heads are held reduced and no Q is kept */
+	int64_t r;      /* min(dm, k): rows of each R */
 	void *R;        /* n blocks of r x k, column-major, ld r, in the compute precision
 	                   (upper trapezoidal for QR factors), scaled: see rexp */
 	void *Q;        /* keep_q: n blocks, see q_trans; else NULL */
@@ -145,6 +167,8 @@ typedef struct fasvd__stack_src {
 	size_t work_elems;     /* scratch per worker (elements of the block type) */
 	int64_t def_rows;      /* rows of the stacked matrix as defined (for the report
 	                          and the number of structurally possible values) */
+	int64_t def_cols;      /* its columns as defined, when the blocks are reduced
+	                          to fewer (cols) with the same values; 0: cols */
 	int out_exp;           /* the blocks are the true stack times 2^-out_exp */
 } fasvd__stack_src;
 

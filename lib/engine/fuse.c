@@ -61,7 +61,7 @@ struct rfac_job {
 static int rfac_query(struct rfac_job *j)
 {
 	fasvd_rfactors *f = j->f;
-	lapack_int m = (lapack_int)f->m, k = (lapack_int)f->k, r = (lapack_int)f->r, info;
+	lapack_int m = (lapack_int)f->dm, k = (lapack_int)f->k, r = (lapack_int)f->r, info;
 	double q1 = 0, q2 = 0;
 	if (f->gram) {
 		double w = 0, dummy = 0, lam = 0;
@@ -125,10 +125,18 @@ static void store_native_from_rd(fasvd_rfactors *f, int64_t i)
 	}
 }
 
+/* Head i of f's heads as f->dm columns (reduced or whole). */
+static int decode_head(const fasvd_rfactors *f, int64_t i, bool dbl, void *dst, int64_t ld,
+                       fasvd_layout layout)
+{
+	return f->dm == f->m ? fasvd__heads_decode(f->h, i, dbl, dst, ld, layout)
+	                     : fasvd__heads_decode_red(f->h, i, dbl, dst, ld, layout);
+}
+
 static int rfac_gram(struct rfac_job *j, int64_t i)
 {
 	fasvd_rfactors *f = j->f;
-	int64_t m = f->m, k = f->k, r = f->r;
+	int64_t m = f->dm, k = f->k, r = f->r;
 	size_t n_a = (size_t)(m * k), n_g = (size_t)(k * k);
 	double *buf = fasvd__calloc(f->ctx, n_a + n_g + (size_t)k + (size_t)j->lwork,
 	                            sizeof(double), "a Gram workspace");
@@ -140,7 +148,7 @@ static int rfac_gram(struct rfac_job *j, int64_t i)
 	}
 	double *a = buf, *g = buf + n_a, *lam = g + n_g, *work = lam + k;
 	bool rm = j->natural == FASVD_LAYOUT_ROW_MAJOR;
-	if ((rc = fasvd__heads_decode(f->h, i, true, a, rm ? m : k, j->natural)))
+	if ((rc = decode_head(f, i, true, a, rm ? m : k, j->natural)))
 		goto out;
 	/* G = W·Wᵀ: row-major W (k x m) is column-major Wᵀ (m x k, ld m). */
 	if (rm)
@@ -199,7 +207,7 @@ static int scale_pow2(bool dbl, void *a, size_t n)
  * (QR: ld m; LQ: Lᵀ, ld k): native scaled, and true-scale double (·2^e). */
 static void store_r(fasvd_rfactors *f, int64_t i, const void *a, bool qr, int e)
 {
-	int64_t m = f->m, k = f->k, r = f->r;
+	int64_t m = f->dm, k = f->k, r = f->r;
 	void *R = fasvd__rfac_r(f, i);
 	double *rd = f->Rd + (size_t)(i * r * k);
 	for (int64_t c = 0; c < k; c++)
@@ -222,7 +230,7 @@ static void store_r(fasvd_rfactors *f, int64_t i, const void *a, bool qr, int e)
 static int store_q(struct rfac_job *j, int64_t i, void *a, void *tau, void *work, bool qr)
 {
 	fasvd_rfactors *f = j->f;
-	int64_t m = f->m, k = f->k, r = f->r;
+	int64_t m = f->dm, k = f->k, r = f->r;
 	size_t es = esz(f->dbl);
 	lapack_int M = (lapack_int)m, K = (lapack_int)k, Rr = (lapack_int)r, info;
 	if (f->dbl)
@@ -268,8 +276,7 @@ static int rfac_svdvals(fasvd_rfactors *f, int64_t i, void *buf, size_t len)
 static int rfac_qr(struct rfac_job *j, int64_t i)
 {
 	fasvd_rfactors *f = j->f;
-	const fasvd_heads *h = f->h;
-	int64_t m = f->m, k = f->k, r = f->r;
+	int64_t m = f->dm, k = f->k, r = f->r;
 	size_t es = esz(f->dbl);
 	size_t n_a = (size_t)(m * k), n_tau = (size_t)r;
 	char *buf = fasvd__calloc(f->ctx, n_a + n_tau + (size_t)j->lwork, es, "a QR workspace");
@@ -280,7 +287,7 @@ static int rfac_qr(struct rfac_job *j, int64_t i)
 	/* Row-major decode of W_i (k x m) is W_iᵀ column-major (m x k, ld m):
 	 * QR of it. Column-major decode is W_i itself (ld k): LQ of it,
 	 * W_i = L·Q', so W_iᵀ = Q'ᵀ·Lᵀ and R = Lᵀ. */
-	int rc = fasvd__heads_decode(h, i, f->dbl, a, qr ? m : k, j->natural);
+	int rc = decode_head(f, i, f->dbl, a, qr ? m : k, j->natural);
 	if (rc)
 		goto out;
 	int e = scale_pow2(f->dbl, a, n_a);
@@ -341,11 +348,16 @@ int fasvd_rfactors_new(fasvd_rfactors **out, fasvd_ctx *ctx, const fasvd_heads *
 	f->ctx = ctx;
 	f->h = h;
 	f->dbl = dbl;
-	f->gram = !dbl && !o.keep_q;
 	f->n = h->n;
 	f->k = h->rows;
 	f->m = h->cols;
-	f->r = f->m < f->k ? f->m : f->k;
+	/* Reduced heads (a factored weight) give the same R from fewer
+	 * columns; kept Q factors must span the heads' own columns. */
+	f->dm = o.keep_q ? h->cols : h->dcols;
+	f->r = f->dm < f->k ? f->dm : f->k;
+	/* The Gram path pays a k x k eigensolver; a head of fewer columns
+	 * than rows (reduced heads) takes the cheaper QR of its dm x k. */
+	f->gram = !dbl && !o.keep_q && f->dm >= f->k;
 	struct rfac_job j = {.f = f, .natural = fasvd__heads_natural(h), .keep_q = o.keep_q != 0};
 	f->q_trans = j.natural == FASVD_LAYOUT_COL_MAJOR;
 	size_t nr;
@@ -409,8 +421,14 @@ int fasvd_rfactors_svdvals(double *s, int64_t lds, const fasvd_rfactors *f)
 	if (lds < f->r)
 		return fasvd__error(FASVD_EINVAL, "fasvd_rfactors_svdvals: lds %lld < %lld values",
 		                    (long long)lds, (long long)f->r);
-	for (int64_t i = 0; i < f->n; i++)
+	/* Reduced heads have fewer R rows than min(m, k): the rest are zeros. */
+	int64_t w = f->m < f->k ? f->m : f->k;
+	w = w < lds ? w : lds;
+	for (int64_t i = 0; i < f->n; i++) {
 		memcpy(s + i * lds, f->sv + i * f->r, (size_t)f->r * sizeof *s);
+		for (int64_t q = f->r; q < w; q++)
+			s[i * lds + q] = 0.0;
+	}
 	return 0;
 }
 

@@ -1,6 +1,7 @@
 /* libfasvd — per-head operands over a tensor (zero-copy), GQA mapping. */
 #include "engine/engine_int.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -64,6 +65,7 @@ int fasvd__heads_init(struct fasvd_heads *h, fasvd_ctx *ctx, const fasvd_tensor 
 	h->offset = offset;
 	h->stride = stride;
 	h->scale = (double *)borrowed_scale;
+	h->dcols = h->cols;
 	return 0;
 }
 
@@ -222,6 +224,10 @@ static int set_scale(fasvd_heads *h, double **slot, const double *scale, int64_t
 
 int fasvd_heads_set_col_scale(fasvd_heads *h, const double *scale, int64_t n)
 {
+	if (h && h->basis)
+		return fasvd__error(FASVD_EINVAL,
+		                    "fasvd_heads_set_col_scale: the heads of a factored weight are "
+		                    "held reduced, with their column scale folded in");
 	return set_scale(h, h ? &h->scale : NULL, scale, n, h ? h->cols : 0,
 	                 "fasvd_heads_set_col_scale", "columns");
 }
@@ -238,14 +244,14 @@ int64_t fasvd_heads_cols(const fasvd_heads *h) { return h ? h->cols : 0; }
 const fasvd_tensor *fasvd_heads_tensor(const fasvd_heads *h) { return h ? h->t : NULL; }
 const double *fasvd_heads_col_scale(const fasvd_heads *h) { return h ? h->scale : NULL; }
 
-/* The block of t holding head i, untransposed (rows x cols for ROWS,
- * cols x rows for COLS). */
+/* The block of t holding head i, untransposed (rows x dcols for ROWS,
+ * dcols x rows for COLS). */
 static int head_block(fasvd_tensor **out, const fasvd_heads *h, int64_t i)
 {
 	int64_t start = h->offset + i * h->stride;
 	if (h->axis == FASVD_AXIS_ROWS)
-		return fasvd_tensor_view(out, h->t, start, 0, h->rows, h->cols);
-	return fasvd_tensor_view(out, h->t, 0, start, h->cols, h->rows);
+		return fasvd_tensor_view(out, h->t, start, 0, h->rows, h->dcols);
+	return fasvd_tensor_view(out, h->t, 0, start, h->dcols, h->rows);
 }
 
 int fasvd_heads_view(fasvd_tensor **out, const fasvd_heads *h, int64_t i)
@@ -258,6 +264,10 @@ int fasvd_heads_view(fasvd_tensor **out, const fasvd_heads *h, int64_t i)
 	if (i < 0 || i >= h->n)
 		return fasvd__error(FASVD_EINVAL, "fasvd_heads_view: head %lld outside [0, %lld)",
 		                    (long long)i, (long long)h->n);
+	if (h->basis)
+		return fasvd__error(FASVD_EINVAL,
+		                    "fasvd_heads_view: the heads of a factored weight (.A/.B) are not "
+		                    "stored as such: decode them instead");
 	fasvd_tensor *b = NULL;
 	int rc = head_block(&b, h, i);
 	if (rc || h->axis == FASVD_AXIS_ROWS) {
@@ -295,7 +305,7 @@ static void apply_scale(const fasvd_heads *h, bool dbl, void *dst, int64_t ld, f
 {
 	const double *s = h->scale, *rs = h->row_scale;
 	for (int64_t r = 0; r < h->rows; r++)
-		for (int64_t c = 0; c < h->cols; c++) {
+		for (int64_t c = 0; c < h->dcols; c++) {
 			int64_t p = lay == FASVD_LAYOUT_ROW_MAJOR ? r * ld + c : c * ld + r;
 			double f = (s ? s[c] : 1.0) * (rs ? rs[r] : 1.0);
 			if (dbl)
@@ -314,7 +324,7 @@ static void apply_rotation(const fasvd_heads *h, bool dbl, void *dst, int64_t ld
 	for (int64_t j = 0; j < h->n_rot; j++) {
 		double c = cos(h->rot[j]), s = sin(h->rot[j]);
 		int64_t pa = h->rot_a[j] * rs, pb = h->rot_b[j] * rs;
-		for (int64_t k = 0; k < h->cols; k++, pa += cs, pb += cs) {
+		for (int64_t k = 0; k < h->dcols; k++, pa += cs, pb += cs) {
 			if (dbl) {
 				double *d = dst, x = d[pa], y = d[pb];
 				d[pa] = c * x - s * y;
@@ -329,8 +339,8 @@ static void apply_rotation(const fasvd_heads *h, bool dbl, void *dst, int64_t ld
 	}
 }
 
-int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, int64_t ld,
-                        fasvd_layout layout)
+int fasvd__heads_decode_red(const fasvd_heads *h, int64_t i, bool dbl, void *dst, int64_t ld,
+                            fasvd_layout layout)
 {
 	fasvd_tensor *b = NULL;
 	int rc = head_block(&b, h, i);
@@ -349,6 +359,72 @@ int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, in
 		apply_scale(h, dbl, dst, ld, layout);
 	if (h->n_rot)
 		apply_rotation(h, dbl, dst, ld, layout);
+	return 0;
+}
+
+/* Head i of reduced heads, lifted: (reduced block, k x p) · basisᵀ (p x
+ * cols), in double (k x p and, for float output, k x cols of scratch). */
+static int decode_lifted(const fasvd_heads *h, int64_t i, bool dbl, void *dst, int64_t ld,
+                         fasvd_layout layout)
+{
+	int64_t k = h->rows, p = h->dcols, n = h->cols;
+	double *w = fasvd__calloc(h->ctx, (size_t)(k * p + (dbl ? 0 : k * n)), sizeof *w,
+	                          "a decoded head");
+	if (!w)
+		return FASVD_ENOMEM;
+	int rc = fasvd__heads_decode_red(h, i, true, w, p, FASVD_LAYOUT_ROW_MAJOR);
+	if (rc) {
+		fasvd__free(h->ctx, w);
+		return rc;
+	}
+	const double *q = fasvd_tensor_data(h->basis); /* cols x p, row-major */
+	bool rm = layout == FASVD_LAYOUT_ROW_MAJOR;
+	double *out = dbl ? dst : w + k * p;
+	int64_t ldo = dbl ? ld : rm ? n : k;
+	/* Row-major: out (k x n) = w·qᵀ; column-major out is row-major outᵀ = q·wᵀ. */
+	if (rm)
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)k, (blasint)n,
+		            (blasint)p, 1.0, w, (blasint)p, q, (blasint)p, 0.0, out, (blasint)ldo);
+	else
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)k,
+		            (blasint)p, 1.0, q, (blasint)p, w, (blasint)p, 0.0, out, (blasint)ldo);
+	if (!dbl)
+		for (int64_t a = 0; a < (rm ? k : n); a++)
+			for (int64_t c = 0; c < (rm ? n : k); c++)
+				((float *)dst)[a * ld + c] = (float)out[a * ldo + c];
+	fasvd__free(h->ctx, w);
+	return 0;
+}
+
+int fasvd__heads_decode(const fasvd_heads *h, int64_t i, bool dbl, void *dst, int64_t ld,
+                        fasvd_layout layout)
+{
+	return h->basis ? decode_lifted(h, i, dbl, dst, ld, layout)
+	                : fasvd__heads_decode_red(h, i, dbl, dst, ld, layout);
+}
+
+int fasvd__heads_set_basis(fasvd_heads *h, const fasvd_tensor *t, const fasvd_tensor *basis)
+{
+	const char *fn = "fasvd__heads_set_basis";
+	if (!h || !t || !basis || basis->dtype != FASVD_DTYPE_F64 || basis->cs != 1 ||
+	    basis->rs != basis->cols)
+		return fasvd__error(FASVD_EINVAL, "%s: NULL argument or a basis not contiguous F64",
+		                    fn);
+	int64_t p = fasvd_tensor_cols(t), end = h->offset + (h->n - 1) * h->stride + h->rows;
+	if (fasvd_tensor_rows(basis) != h->cols || fasvd_tensor_cols(basis) != p ||
+	    fasvd_tensor_rows(t) < end)
+		return fasvd__error(FASVD_ESHAPE, "%s: a %lld x %lld stand-in with a %lld x %lld "
+		                    "basis for heads of %lld columns ending at row %lld", fn,
+		                    (long long)fasvd_tensor_rows(t), (long long)p,
+		                    (long long)fasvd_tensor_rows(basis),
+		                    (long long)fasvd_tensor_cols(basis), (long long)h->cols,
+		                    (long long)end);
+	fasvd__free(h->ctx, h->scale);
+	h->scale = NULL;
+	h->t = t;
+	h->axis = FASVD_AXIS_ROWS;
+	h->basis = basis;
+	h->dcols = p;
 	return 0;
 }
 

@@ -300,11 +300,18 @@ static int emit(struct layer *L, const char *name, const double *v, int64_t n, i
 	return rc;
 }
 
+/* The rank bound of a head's matrix: min(its rows, its cols) (not f->r,
+ * which is smaller for the reduced heads of a factored weight). */
+static int64_t head_bound(const fasvd_rfactors *f)
+{
+	return min64(f->m, f->k);
+}
+
 /* The rank bound of a fused head A_iᵀ·B_j: each factor has rank at most
  * min(its head rows, its head cols). */
 static int64_t fused_bound(const fasvd_rfactors *a, const fasvd_rfactors *b)
 {
-	return min64(a->r, b->r);
+	return min64(head_bound(a), head_bound(b));
 }
 
 static int do_plain_heads(struct layer *L, bool need)
@@ -518,7 +525,7 @@ static int add_jobs(struct layer *L, struct sjobs *J, struct fasvd_heads *subh)
 			j->w = min64(j->rows, j->cols);
 			/* n blocks of rank <= fused_bound, whose rows all lie in the
 			 * span of B's b->n heads (n_kv of them for QK under GQA) */
-			j->bound = min64(j->w, min64(n * fused_bound(a, b), b->n * b->r));
+			j->bound = min64(j->w, min64(n * fused_bound(a, b), b->n * head_bound(b)));
 			j->cost = gram_cost(n * a->r, b->m);
 			if ((rc = fused_norms(L, fused[f].which, a, b, &j->norms)))
 				return rc;

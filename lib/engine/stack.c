@@ -335,7 +335,7 @@ int fasvd__stack_solve(fasvd_ctx *ctx, const fasvd__stack_src *src, fasvd_stack_
 		fasvd_stack_report_init(&full, sizeof full);
 		full.method = method;
 		full.rows = src->def_rows;
-		full.cols = C;
+		full.cols = src->def_cols ? src->def_cols : C;
 		full.solved_rows = R;
 		full.solved_cols = C;
 		full.error_bound = bound;
@@ -415,10 +415,10 @@ static int plain_fill(void *arg, int64_t i, void *dst, int64_t ld, fasvd_layout 
 {
 	(void)work;
 	struct plain_src *p = arg;
-	int rc = fasvd__heads_decode(p->h, i, p->dbl, dst, ld, layout);
+	int rc = fasvd__heads_decode_red(p->h, i, p->dbl, dst, ld, layout);
 	if (rc)
 		return rc;
-	scale_block(p->dbl, dst, ld, layout, p->h->rows, p->h->cols, p->inv[i]);
+	scale_block(p->dbl, dst, ld, layout, p->h->rows, p->h->dcols, p->inv[i]);
 	return 0;
 }
 
@@ -491,7 +491,8 @@ int fasvd_stack_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx, const fasvd_head
 	fasvd__stack_src src = {
 		.n = h->n,
 		.rows_b = h->rows,
-		.cols = h->cols,
+		.cols = h->dcols, /* reduced heads: the same values (design.md) */
+		.def_cols = h->cols,
 		.dbl = edbl,
 		.layout = fasvd__heads_natural(h),
 		.fill = plain_fill,
@@ -528,10 +529,10 @@ static int fused_fill(void *arg, int64_t i, void *dst, int64_t ld, fasvd_layout 
 {
 	struct fused_src *p = arg;
 	const fasvd_rfactors *a = p->a, *b = p->b;
-	int64_t ia, ib, k = a->k, mb = b->m, r = a->r;
+	int64_t ia, ib, k = a->k, mb = b->h->dcols, r = a->r;
 	fasvd__fuse_map(i, a->n, b->n, &ia, &ib);
 	bool brm = p->blay == FASVD_LAYOUT_ROW_MAJOR;
-	int rc = fasvd__heads_decode(b->h, ib, p->dbl, work, brm ? mb : k, p->blay);
+	int rc = fasvd__heads_decode_red(b->h, ib, p->dbl, work, brm ? mb : k, p->blay);
 	if (rc)
 		return rc;
 	const void *R;
@@ -638,12 +639,13 @@ int fasvd_stack_fused_svdvals(double *s, int64_t n_s, fasvd_ctx *ctx, const fasv
 	fasvd__stack_src src = {
 		.n = n,
 		.rows_b = a->r,
-		.cols = b->m,
+		.cols = b->h->dcols,
+		.def_cols = b->m,
 		.dbl = fs.dbl,
 		.layout = fs.blay,
 		.fill = fused_fill,
 		.arg = &fs,
-		.work_elems = (size_t)(b->k * b->m),
+		.work_elems = (size_t)(b->k * b->h->dcols),
 		.def_rows = n * a->m,
 		.out_exp = fs.out_exp,
 	};

@@ -24,6 +24,7 @@ typedef struct model_input {
 	char *scale_name;      /* NULL when no scale is needed */
 	bool present, scale_present, is_norm, has_bias;
 	bool factored;         /* stored as <name>.A / <name>.B (factored.c) */
+	int64_t rank, factor_heads; /* when factored */
 	fasvd_st_info info;    /* valid when present */
 	fasvd_st_info scale_info;
 } model_input;
@@ -333,7 +334,7 @@ static int detect_prefix(fasvd_model *m)
 				fasvd_st_info_init(&fi, sizeof fi);
 				/* a weight written by fasvd truncate as factors counts */
 				if (ckpt_has(m, name) ||
-				    (m->st && fasvd__factored_info(m->st, name, &fi))) {
+				    (m->st && fasvd__factored_info(m->st, name, &fi, NULL, NULL))) {
 					m->prefix = a->prefixes[p];
 					return 0;
 				}
@@ -445,7 +446,8 @@ static int build_inputs(fasvd_model *m)
 			fasvd_st_info_init(&in->info, sizeof in->info);
 			in->present = ckpt_info(&in->info, m, name) == 0;
 			if (!in->present && !in->is_norm && m->st &&
-			    (in->factored = fasvd__factored_info(m->st, name, &in->info)))
+			    (in->factored = fasvd__factored_info(m->st, name, &in->info, &in->rank,
+			                                         &in->factor_heads)))
 				in->present = true;
 			m->n_needed++;
 			if (!in->present) {
@@ -770,7 +772,7 @@ const char *fasvd_model_config_json(const fasvd_model *m)
 	return m ? m->cfg.text : NULL;
 }
 
-static const fasvd__struct_ver input_ver = FASVD__STRUCT_VER(fasvd_model_input, has_bias);
+static const fasvd__struct_ver input_ver = FASVD__STRUCT_VER(fasvd_model_input, factor_heads);
 
 int fasvd_model_input_init(fasvd_model_input *input, size_t size)
 {
@@ -816,6 +818,9 @@ int fasvd_model_input_get(fasvd_model_input *input, const fasvd_model *m, int64_
 		v.scale_nbytes = in->scale_info.nbytes;
 	}
 	v.has_bias = in->has_bias;
+	v.factored = in->factored;
+	v.rank = in->rank;
+	v.factor_heads = in->factor_heads;
 	fasvd__store_versioned(input, &v, &input_ver);
 	return 0;
 }
@@ -847,6 +852,18 @@ struct fasvd_model_layer {
 	fasvd_heads *heads[H_COUNT];
 	double *norm[N_COUNT];              /* folded gains (docs/design.md) */
 	fasvd_layer_desc desc;
+	/* Factored weights whose heads are held reduced (factored.c): the
+	 * factors until the heads are rebound, root[] a shape-only stand-in,
+	 * and one reduced tensor with its basis per distinct use. */
+	fasvd__factors fac[FASVD__R_COUNT];
+	struct reduced {
+		int role;
+		bool rows;
+		const double *scale;        /* that of the first heads using it */
+		int64_t n_scale;
+		fasvd_tensor *t, *basis;
+	} red[H_COUNT];
+	int n_red;
 };
 
 static const fasvd__struct_ver layer_opts_ver =
@@ -871,8 +888,14 @@ void fasvd_model_layer_free(fasvd_model_layer *l)
 	fasvd_tensor_free(l->kva);
 	fasvd_tensor_free(l->kva_pe);
 	fasvd_tensor_free(l->kvb);
-	for (int i = 0; i < FASVD__R_COUNT; i++)
+	for (int i = 0; i < FASVD__R_COUNT; i++) {
 		fasvd_tensor_free(l->root[i]);
+		fasvd__factors_clear(&l->fac[i], ctx);
+	}
+	for (int i = 0; i < l->n_red; i++) {
+		fasvd_tensor_free(l->red[i].t);
+		fasvd_tensor_free(l->red[i].basis);
+	}
 	for (int i = 0; i < N_COUNT; i++)
 		fasvd__free(ctx, l->norm[i]);
 	fasvd__free(ctx, l);
@@ -1117,6 +1140,85 @@ static int apply_folding(fasvd_model_layer *l)
 	return 0;
 }
 
+/* Roles read only through heads: a factored one is held reduced. */
+static bool heads_only_role(fasvd__role r)
+{
+	return r == FASVD__R_Q || r == FASVD__R_K || r == FASVD__R_V || r == FASVD__R_O ||
+	       r == FASVD__R_QKV || r == FASVD__R_QB || r == FASVD__R_KVB;
+}
+
+/* A factored weight: its factors and a shape-only root when its heads can
+ * be held reduced (smaller than W), else W = A·B formed as today. */
+static int open_factored(fasvd_model_layer *l, const model_input *in)
+{
+	const fasvd_model *m = l->m;
+	fasvd__factors *f = &l->fac[in->role];
+	if (!heads_only_role(in->role))
+		return fasvd__factored_tensor(&l->root[in->role], m->ctx, m->st, in->name);
+	int rc = fasvd__factors_load(f, m->ctx, m->st, in->name);
+	if (rc)
+		return rc;
+	if (fasvd__factors_reducible(f))
+		return fasvd__factors_placeholder(&l->root[in->role], m->ctx, f, in->name);
+	fasvd__factors_clear(f, m->ctx);
+	return fasvd__factored_tensor(&l->root[in->role], m->ctx, m->st, in->name);
+}
+
+/* The reduced stand-in of factored role `role` for heads h (cached: heads
+ * of one weight with the same orientation and column scale share it). */
+static int reduced_for(fasvd_model_layer *l, int role, bool rows, const fasvd_heads *h,
+                       struct reduced **out)
+{
+	const double *sc = fasvd_heads_col_scale(h);
+	int64_t ns = sc ? fasvd_heads_cols(h) : 0;
+	for (int i = 0; i < l->n_red; i++) {
+		struct reduced *e = &l->red[i];
+		if (e->role == role && e->rows == rows && e->n_scale == ns &&
+		    (!ns || !memcmp(e->scale, sc, (size_t)ns * sizeof *sc))) {
+			*out = e;
+			return 0;
+		}
+	}
+	struct reduced *e = &l->red[l->n_red];
+	int rc = fasvd__factors_reduce(&e->t, &e->basis, l->m->ctx, &l->fac[role], rows, sc,
+	                               fasvd_tensor_name(l->root[role]));
+	if (rc)
+		return rc;
+	e->role = role;
+	e->rows = rows;
+	e->scale = sc;
+	e->n_scale = ns;
+	l->n_red++;
+	*out = e;
+	return 0;
+}
+
+/* Rebind every heads laid over a factored weight's stand-in to its reduced
+ * tensor (docs/design.md "Factored weights"), then drop the factors. */
+static int reduce_factored(fasvd_model_layer *l)
+{
+	int rc = 0;
+	for (int s = 0; s < H_COUNT && !rc; s++) {
+		fasvd_heads *h = l->heads[s];
+		const fasvd_tensor *t = h ? fasvd_heads_tensor(h) : NULL;
+		for (int role = 0; t && role < FASVD__R_COUNT && !rc; role++) {
+			bool direct = t == l->root[role], transposed = t == l->qkv_t &&
+			                                              role == FASVD__R_QKV;
+			if (!l->fac[role].a || (!direct && !transposed))
+				continue;
+			/* Heads' rows are W's rows: ROWS heads of W, COLS heads of Wᵀ. */
+			bool rows = (h->axis == FASVD_AXIS_ROWS) == direct;
+			struct reduced *e;
+			if (!(rc = reduced_for(l, role, rows, h, &e)))
+				rc = fasvd__heads_set_basis(h, e->t, e->basis);
+			t = NULL;
+		}
+	}
+	for (int role = 0; role < FASVD__R_COUNT; role++)
+		fasvd__factors_clear(&l->fac[role], l->m->ctx);
+	return rc;
+}
+
 int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_t layer,
                            const fasvd_model_layer_opts *opts)
 {
@@ -1167,12 +1269,11 @@ int fasvd_model_layer_open(fasvd_model_layer **out, const fasvd_model *m, int64_
 			                  m->ckpt_label, in->name, in->info.file, in->scale_name);
 			goto fail;
 		}
-		if ((rc = in->factored
-		              ? fasvd__factored_tensor(&l->root[in->role], m->ctx, m->st, in->name)
-		              : ckpt_tensor(&l->root[in->role], m, in->name)))
+		if ((rc = in->factored ? open_factored(l, in)
+		                       : ckpt_tensor(&l->root[in->role], m, in->name)))
 			goto fail;
 	}
-	if ((rc = build_heads(l)) || (rc = apply_folding(l)))
+	if ((rc = build_heads(l)) || (rc = apply_folding(l)) || (rc = reduce_factored(l)))
 		goto fail;
 
 	fasvd_layer_desc *d = &l->desc;
@@ -1205,13 +1306,14 @@ const fasvd_layer_desc *fasvd_model_layer_desc(const fasvd_model_layer *l)
 /* nrm[i·np + j]: the Frobenius norm of rows a[j], b[j] of head i of h. */
 static int pair_norms(double *nrm, const fasvd_heads *h, const fasvd__rope *r)
 {
-	int64_t rows = fasvd_heads_rows(h), cols = fasvd_heads_cols(h);
+	/* Row norms are those of the reduced heads of a factored weight. */
+	int64_t rows = fasvd_heads_rows(h), cols = h->dcols;
 	double *w = fasvd__calloc(h->ctx, (size_t)(rows * cols), sizeof *w, "a decoded head");
 	if (!w)
 		return FASVD_ENOMEM;
 	int rc = 0;
 	for (int64_t i = 0; i < fasvd_heads_count(h) && !rc; i++) {
-		if ((rc = fasvd__heads_decode(h, i, true, w, cols, FASVD_LAYOUT_ROW_MAJOR)))
+		if ((rc = fasvd__heads_decode_red(h, i, true, w, cols, FASVD_LAYOUT_ROW_MAJOR)))
 			break;
 		for (int64_t j = 0; j < r->n_pairs; j++) {
 			double ss = 0;

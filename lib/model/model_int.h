@@ -192,10 +192,45 @@ void fasvd__model_drop_pages(const fasvd_model *m, const char *name);
 /* factored.c: a weight stored by fasvd truncate as `<name>.A` / `<name>.B`.
  * fasvd__factored_info: true when both factors are there, with *info
  * describing W = A·B (2-D [rows, cols], A's dtype and file, the bytes of
- * both). fasvd__factored_tensor: W = A·B (per head) as an owned tensor
- * (F32; F64 for F64 factors) named `name`. */
-bool fasvd__factored_info(const fasvd_st *st, const char *name, fasvd_st_info *info);
+ * both), and (each may be NULL) the inner dimension r and the number of row
+ * blocks with their own factors. fasvd__factored_tensor: W = A·B (per
+ * head) as an owned tensor (F32; F64 for F64 factors) named `name`. */
+bool fasvd__factored_info(const fasvd_st *st, const char *name, fasvd_st_info *info,
+                          int64_t *rank, int64_t *heads);
 int fasvd__factored_tensor(fasvd_tensor **out, fasvd_ctx *ctx, const fasvd_st *st,
                            const char *name);
+
+/* The factors of such a weight decoded to double: W = A·B is m x n, in h
+ * row blocks of m/h rows (block k = A[k]·B[k]; h = 1 for 2-D factors) with
+ * inner dimension r. */
+typedef struct fasvd__factors {
+	int64_t h, m, n, r;
+	double *a;   /* h blocks of (m/h) x r, row-major */
+	double *b;   /* h blocks of r x n, row-major */
+} fasvd__factors;
+
+/* Load `name`'s factors. Errors: FASVD_ENOTFOUND, FASVD_EFORMAT, FASVD_ENOMEM. */
+int fasvd__factors_load(fasvd__factors *f, fasvd_ctx *ctx, const fasvd_st *st,
+                        const char *name);
+void fasvd__factors_clear(fasvd__factors *f, fasvd_ctx *ctx);
+
+/* True when the stand-ins of fasvd__factors_reduce are smaller than W on
+ * either side (h·r < min(m, n), r <= m/h). */
+bool fasvd__factors_reducible(const fasvd__factors *f);
+
+/* A shape-only stand-in for W (m x n, every element reads 0, no storage)
+ * that heads can be laid over until fasvd__heads_set_basis rebinds them. */
+int fasvd__factors_placeholder(fasvd_tensor **out, fasvd_ctx *ctx, const fasvd__factors *f,
+                               const char *name);
+
+/* The reduced stand-in of W_s = W·diag(scale) (rows: heads' rows are W's
+ * rows, scale has n values) or W_s = (diag(scale)·W)ᵀ (!rows: heads' rows
+ * are W's columns, scale has m values), scale NULL for none: *t (F64,
+ * heads' rows x p) and *basis (F64, the other side x p, orthonormal
+ * columns) with W_s = t·basisᵀ, p <= h·r, from the QR of the factors; never
+ * forming W. See docs/design.md "Factored weights". */
+int fasvd__factors_reduce(fasvd_tensor **t, fasvd_tensor **basis, fasvd_ctx *ctx,
+                          const fasvd__factors *f, bool rows, const double *scale,
+                          const char *name);
 
 #endif /* FASVD_MODEL_INTERNAL_H */

@@ -504,6 +504,22 @@ def main():
             hs = {e["role"]: e["heads"] for e in ents.values()}
             report(hs == {"q_proj": 4, "k_proj": 2, "v_proj": 2, "o_proj": 1},
                    "llama per-head: heads per role", hs)
+            # info reads the factor output: each weight's rank, heads and
+            # parameters kept (those of A and B) against the dense weight's
+            rc, so, se = run("info", out, "--json")
+            tout = read_model(out)
+            got = {t["name"]: t for t in json.loads(so)["tensors"]} if rc == 0 else {}
+            bad = [w for w, e in ents.items()
+                   if not got.get(w, {}).get("factored") or got[w]["rank"] != e["rank"] or
+                   got[w]["factor_heads"] != e["heads"] or
+                   got[w]["params"] != sum(int(np.prod(tout[e[k]][1])) for k in "AB") or
+                   got[w]["params_dense"] != int(np.prod(got[w]["shape"]))]
+            report(rc == 0 and not bad, "llama per-head: info --json gives rank, heads and "
+                   "parameters of every factored weight", bad or se)
+            rc, so, se = run("info", out)
+            report(rc == 0 and "factored     8 of 8 weights stored as A·B" in so and
+                   "q_proj rank" in so, "llama per-head: info says the weights are factored",
+                   so)
         out = os.path.join(tmp, "dsv3-ph")
         rc, so, se = run("truncate", dsv3, "-o", out, "--rank", "5", "--per-head",
                          "--dtype", "f32", "--compute", "f64")

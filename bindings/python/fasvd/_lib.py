@@ -218,7 +218,8 @@ class ModelInput(ctypes.Structure):
                 ("dtype", c_char_p), ("file", c_char_p), ("ndim", c_int),
                 ("shape", c_int64 * 2), ("nbytes", c_uint64), ("scale_name", c_char_p),
                 ("scale_present", c_int), ("scale_file", c_char_p),
-                ("scale_nbytes", c_uint64), ("has_bias", c_int)]
+                ("scale_nbytes", c_uint64), ("has_bias", c_int), ("factored", c_int),
+                ("rank", c_int64), ("factor_heads", c_int64)]
 
 
 class ModelLayerOpts(ctypes.Structure):

@@ -55,6 +55,7 @@ def _input_dict(x):
         "shape": tuple(x.shape[:x.ndim]), "nbytes": x.nbytes, "scale_name": _s(x.scale_name),
         "scale_present": bool(x.scale_present), "scale_file": _s(x.scale_file),
         "scale_nbytes": x.scale_nbytes, "has_bias": bool(x.has_bias),
+        "factored": bool(x.factored), "rank": x.rank, "factor_heads": x.factor_heads,
     }
 
 

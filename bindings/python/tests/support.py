@@ -246,6 +246,17 @@ def reference_layer(weights, cfg, layer, fold=True):
     W = lambda n: weights[p + n]  # noqa: E731
     ones = lambda n: np.ones(n)  # noqa: E731
     mt = cfg["model_type"]
+    if mt == "gpt2":  # Conv1D: c_attn [hidden, 3·hidden] columns [Q | K | V]
+        n_h, hidden = cfg["n_head"], cfg["n_embd"]
+        hd = hidden // n_h
+        t = "transformer.h.%d." % layer
+        g = weights[t + "ln_1.weight"] if fold else ones(hidden)
+        qkv = weights[t + "attn.c_attn.weight"].T * g
+        o = weights[t + "attn.c_proj.weight"]  # [heads·hd, hidden]: head i's rows
+        return {"Q": [qkv[i * hd:(i + 1) * hd] for i in range(n_h)],
+                "K": [qkv[hidden + i * hd:hidden + (i + 1) * hd] for i in range(n_h)],
+                "V": [qkv[2 * hidden + i * hd:2 * hidden + (i + 1) * hd] for i in range(n_h)],
+                "O": [o[i * hd:(i + 1) * hd] for i in range(n_h)]}
     n_h = cfg["num_attention_heads"]
     if mt in ("deepseek_v2", "deepseek_v3", "kimi_k2"):
         nope, rope = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"]

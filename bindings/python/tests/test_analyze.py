@@ -27,11 +27,14 @@ def view(res, layer, key):
     return {"head": res.heads, "stack": res.stacked, "sub": res.subspaces}[kind][layer][name]
 
 
-def compare_to_reference(res, model_dir, compute, fold=True):
-    weights, cfg = read_checkpoint(model_dir)
+def compare_to_reference(res, model_dir, compute, fold=True, weights=None):
+    """Check res against the float64 reference of model_dir's checkpoint (or
+    of ``weights``, with model_dir's config)."""
+    read, cfg = read_checkpoint(model_dir)
+    weights = read if weights is None else weights
     tol = CONTRACT[compute]
     n_checked = 0
-    for layer in range(cfg["num_hidden_layers"]):
+    for layer in range(cfg.get("num_hidden_layers") or cfg["n_layer"]):
         ref = reference_spectra(reference_layer(weights, cfg, layer, fold))
         got_keys = {"%s.%s" % (k, n) for k, v in (("head", res.heads), ("stack", res.stacked),
                                                   ("sub", res.subspaces))
@@ -415,6 +418,9 @@ def test_factored_folder_reads_as_the_product(tmp_path):
                    tensors=["*q_proj.weight"], dtype="f64", format="dense")
     with fasvd.open(out) as m, fasvd.open(str(tmp_path / "dense")) as ref:
         assert all(i["present"] for i in m.inputs)
+        q = [i for i in m.inputs if i["role"] == "q_proj"]
+        assert all(i["factored"] and i["rank"] == 3 and i["factor_heads"] == 4 for i in q)
+        assert not any(i["factored"] for i in m.inputs if i["role"] != "q_proj")
         a, b = m.layer(1, fold_norms=False), ref.layer(1, fold_norms=False)
         for k in ("Q", "K", "V", "O"):
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
@@ -423,6 +429,97 @@ def test_factored_folder_reads_as_the_product(tmp_path):
         assert np.sum(sp["head.Q"][:, 3:] ** 2) <= 1e-10 * np.sum(sp["head.Q"] ** 2)
         m.analyze(str(tmp_path / "an"))
     assert len(ents) == 2
+
+
+def product_weights(factored_dir):
+    """{name: float64 array} of a factor output with every `X.A`/`X.B` pair
+    replaced by X = A @ B (per head: the rows of head k are A[k] @ B[k])."""
+    w, _ = read_checkpoint(factored_dir)
+    for a in [k for k in w if k.endswith(".A")]:
+        A, B = w.pop(a), w.pop(a[:-2] + ".B")
+        w[a[:-2]] = (np.matmul(A, B).reshape(-1, B.shape[-1]) if A.ndim == 3 else A @ B)
+    return w
+
+
+# (fixture arch, its options, fasvd.truncate tensors)
+FACTORED_CASES = {
+    "llama-gqa": ("llama", {"dtype": "f64"}, None),
+    "gpt2": ("gpt2", {"dtype": "f64"}, None),
+    "mla": ("deepseek_v3", {"dtype": "f64"}, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FACTORED_CASES))
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("compute", ["f64", "f32"])
+def test_factored_folder_spectra_from_the_factors(tmp_path, case, per_head, compute):
+    """analyze on a factor output (its heads held reduced, W = A·B never
+    formed: docs/design.md "Factored weights") meets the accuracy contract
+    against a numpy float64 reference built from A @ B, and agrees with the
+    materialised route (the same truncation written as a dense checkpoint)."""
+    arch, opts, tensors = FACTORED_CASES[case]
+    d = write_fixture(str(tmp_path / "m"), arch=arch, **opts)
+    out, dense = str(tmp_path / "f"), str(tmp_path / "d")
+    kw = dict(rank=2, per_head=per_head, dtype="f64", allow_larger=True)
+    if tensors:
+        kw["tensors"] = tensors
+    ents = fasvd.truncate(d, out, **kw)
+    fasvd.truncate(d, dense, format="dense", **kw)
+    assert ents and all(e["a_name"] for e in ents)
+    rope = (3,) if case != "gpt2" else ()  # rotated heads (QK@3) are reduced too
+    runs = []
+    for folder in (out, dense):
+        with fasvd.open(folder) as m:
+            if case == "llama-gqa":
+                assert m.info["n_kv_heads"] < m.info["n_heads"]
+            plain = m.analyze(compute=compute)
+            runs.append(m.analyze(compute=compute, rope_offsets=rope) if rope else plain)
+        # both routes against the numpy float64 reference from A @ B
+        assert compare_to_reference(plain, d, compute, weights=product_weights(out)) > 10
+    res, mat = runs
+    assert not rope or any("@3" in k for k in res.heads[0])
+    for kind in ("heads", "stacked", "subspaces"):
+        for layer, group in getattr(res, kind).items():
+            for name, g in group.items():
+                r = getattr(mat, kind)[layer][name]
+                assert g.shape == r.shape
+                key = "L%d.%s.%s" % (layer, {"heads": "head", "stacked": "stack",
+                                             "subspaces": "sub"}[kind], name)
+                assert res.matrix_shapes[key] == mat.matrix_shapes[key]
+                top = np.max(np.atleast_2d(r)[:, :1])
+                assert np.max(np.abs(g - r)) <= CONTRACT[compute] * max(top, 1e-300), key
+
+
+def _arch_names():
+    return [a if isinstance(a, str) else a["name"] for a in fasvd.architectures()]
+
+
+@pytest.mark.parametrize("arch", _arch_names())
+def test_factored_folder_equals_dense_every_architecture(tmp_path, arch):
+    """Every layout's factor output (per weight and per head: Q/K/V row heads,
+    fused qkv with offsets and strides, o_proj column heads, GPT-2's Conv1D,
+    q_norm / k_norm row scales, Gemma's post-attention norm, MLA) gives,
+    within the contract, the spectra of the same truncation written dense."""
+    d = write_fixture(str(tmp_path / "m"), arch=arch, dtype="f64", n_layers=1)
+    for per_head in (False, True):
+        kw = dict(rank=2, per_head=per_head, dtype="f64", allow_larger=True)
+        out, dense = str(tmp_path / ("f%d" % per_head)), str(tmp_path / ("d%d" % per_head))
+        fasvd.truncate(d, out, **kw)
+        fasvd.truncate(d, dense, format="dense", **kw)
+        for compute in ("f32", "f64"):
+            with fasvd.open(out) as m:
+                res = m.analyze(compute=compute)
+            with fasvd.open(dense) as m:
+                mat = m.analyze(compute=compute)
+            for kind in ("heads", "stacked", "subspaces"):
+                assert getattr(res, kind).keys() == getattr(mat, kind).keys()
+                for layer, group in getattr(res, kind).items():
+                    assert group.keys() == getattr(mat, kind)[layer].keys()
+                    for name, g in group.items():
+                        r = getattr(mat, kind)[layer][name]
+                        top = np.max(np.atleast_2d(r)[:, :1])
+                        assert g.shape == r.shape and \
+                            np.max(np.abs(g - r)) <= CONTRACT[compute] * top, (name, per_head)
 
 
 def test_truncate_writes_exact_factors(tmp_path):
