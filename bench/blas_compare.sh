@@ -148,7 +148,7 @@ awk -v calls="$CALLS" '
 				s = sec[order[j], c[i]]; ref = sec["openblas-best" SUBSEP rt[2], c[i]]
 				if (s != "")
 					printf "result %s %s %s %.4f %s\n", rt[1], rt[2], c[i], s,
-					       ref > 0 ? sprintf("%.3f", s / ref) : "-"
+					       (ref > 0 ? sprintf("%.3f", s / ref) : "-")
 			}
 		}
 	}' "$results"
