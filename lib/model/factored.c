@@ -14,6 +14,7 @@
 
 #include <cblas.h>
 #include <lapacke.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -76,6 +77,18 @@ static int decode_raw(double *dst, size_t n, const fasvd_st *st, const fasvd_st_
 	return fasvd_dtype_decode(dst, dt, data, n);
 }
 
+/* A NaN or Inf in a factor is named there, in the factor's own (row,
+ * column) as a rows x cols matrix (rows of all heads stacked for 3-D). */
+static int all_finite(const double *v, int64_t rows, int64_t cols, const fasvd_st_info *info)
+{
+	for (int64_t i = 0; i < rows * cols; i++)
+		if (!isfinite(v[i]))
+			return fasvd__error(FASVD_ENONFINITE, "factor '%s': element (%lld, %lld) is %s",
+			                    info->name, (long long)(i / cols), (long long)(i % cols),
+			                    isnan(v[i]) ? "NaN" : (v[i] > 0 ? "+Inf" : "-Inf"));
+	return 0;
+}
+
 void fasvd__factors_clear(fasvd__factors *f, fasvd_ctx *ctx)
 {
 	fasvd__free(ctx, f->a);
@@ -100,8 +113,10 @@ int fasvd__factors_load(fasvd__factors *f, fasvd_ctx *ctx, const fasvd_st *st,
 	f->a = fasvd__alloc(ctx, (size_t)(f->m * f->r) * sizeof(double), "factor A");
 	f->b = fasvd__alloc(ctx, (size_t)(h * f->r * f->n) * sizeof(double), "factor B");
 	int rc = !f->a || !f->b ? FASVD_ENOMEM : 0;
-	if (!rc && !(rc = decode_raw(f->a, (size_t)(f->m * f->r), st, &ai)))
-		rc = decode_raw(f->b, (size_t)(h * f->r * f->n), st, &bi);
+	if (!rc && !(rc = decode_raw(f->a, (size_t)(f->m * f->r), st, &ai)) &&
+	    !(rc = all_finite(f->a, f->m, f->r, &ai)) &&
+	    !(rc = decode_raw(f->b, (size_t)(h * f->r * f->n), st, &bi)))
+		rc = all_finite(f->b, h * f->r, f->n, &bi);
 	if (rc)
 		fasvd__factors_clear(f, ctx);
 	return rc;

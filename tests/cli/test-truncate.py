@@ -664,6 +664,24 @@ def main():
                 ok = ok and tden[k][2] == v[2]
         report(ok, "--format dense: each replaced weight is A @ B, in its own dtype and shape",
                se + se2)
+        # a NaN in a factor of a factored folder: analyze names the factor
+        # and writes nothing
+        nanfac = os.path.join(tmp, "fac-nan")
+        shutil.copytree(fac, nanfac)
+        fp = [os.path.join(nanfac, f) for f in os.listdir(nanfac) if f.endswith(".safetensors")]
+        fname = "model.layers.0.self_attn.k_proj.weight.A"
+        for f in fp:
+            ts, meta = read_st(f)
+            if fname in ts:
+                dt, shape, raw = ts[fname]
+                a = np.frombuffer(raw, dtype="<f4" if dt == "F32" else "<f8").copy()
+                a[5] = np.nan
+                ts[fname] = (dt, shape, a.tobytes())
+                write_st(f, ts, meta)
+        spec = os.path.join(tmp, "fac-nan.safetensors")
+        rc, _, se = run("analyze", nanfac, "-o", spec)
+        report(rc == 17 and fname in se and "NaN" in se and not os.path.exists(spec),
+               "analyze of a factored folder with a NaN in a factor names the factor", se)
         check_fails("usage: --no-whiten without --calibration",
                     ["truncate", llama, "-o", os.path.join(tmp, "nw"), "--rank", "3",
                      "--no-whiten"], 2)
