@@ -859,7 +859,8 @@ struct fasvd_model_layer {
 	struct reduced {
 		int role;
 		bool rows;
-		const double *scale;        /* that of the first heads using it */
+		double *scale;              /* a copy of the first heads' (rebinding
+		                               them frees theirs) */
 		int64_t n_scale;
 		fasvd_tensor *t, *basis;
 	} red[H_COUNT];
@@ -895,6 +896,7 @@ void fasvd_model_layer_free(fasvd_model_layer *l)
 	for (int i = 0; i < l->n_red; i++) {
 		fasvd_tensor_free(l->red[i].t);
 		fasvd_tensor_free(l->red[i].basis);
+		fasvd__free(ctx, l->red[i].scale);
 	}
 	for (int i = 0; i < N_COUNT; i++)
 		fasvd__free(ctx, l->norm[i]);
@@ -1180,13 +1182,20 @@ static int reduced_for(fasvd_model_layer *l, int role, bool rows, const fasvd_he
 		}
 	}
 	struct reduced *e = &l->red[l->n_red];
+	double *copy = NULL;
+	if (ns && !(copy = fasvd__alloc(l->m->ctx, (size_t)ns * sizeof *sc, "a column scale")))
+		return FASVD_ENOMEM;
 	int rc = fasvd__factors_reduce(&e->t, &e->basis, l->m->ctx, &l->fac[role], rows, sc,
 	                               fasvd_tensor_name(l->root[role]));
-	if (rc)
+	if (rc) {
+		fasvd__free(l->m->ctx, copy);
 		return rc;
+	}
+	if (ns)
+		memcpy(copy, sc, (size_t)ns * sizeof *sc);
 	e->role = role;
 	e->rows = rows;
-	e->scale = sc;
+	e->scale = copy;
 	e->n_scale = ns;
 	l->n_red++;
 	*out = e;
