@@ -281,7 +281,7 @@ static int finish_run(struct job *j, const struct outcome *all, double t0)
 		return cli_lib_error(rc);
 	if (!j->quiet && !j->survey)
 		fprintf(stderr, "wrote %s: %lld items on %d ranks in %.1f s\n", j->out, j->n_items,
-		        j->size, MPI_Wtime() - t0);
+		        j->size, mono_now() - t0);
 	return CLI_EXIT_OK;
 }
 
@@ -304,9 +304,9 @@ static void report_timing(const struct job *j, const struct outcome *all, double
 static int distribute(struct job *j)
 {
 	struct outcome o = {0};
-	double t0 = MPI_Wtime();
+	double t0 = mono_now();
 	int rc = j->rank == 0 ? prepare(j, &o) : 0;
-	double prep = MPI_Wtime() - t0;
+	double prep = mono_now() - t0;
 	MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
 	MPI_Bcast(&j->n_items, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
 	if (rc)
@@ -316,10 +316,10 @@ static int distribute(struct job *j)
 	MPI_Gather(&o, (int)sizeof o, MPI_BYTE, all, (int)sizeof o, MPI_BYTE, 0, MPI_COMM_WORLD);
 	int status = CLI_EXIT_FAIL;
 	if (j->rank == 0 && all) {
-		double t = MPI_Wtime();
+		double t = mono_now();
 		status = finish_run(j, all, t0);
 		if (j->verbose)
-			report_timing(j, all, prep, MPI_Wtime() - t);
+			report_timing(j, all, prep, mono_now() - t);
 	} else if (j->rank == 0) {
 		status = cli_error(CLI_EXIT_FAIL, "out of memory");
 	}
@@ -404,12 +404,12 @@ static int survey_model(struct job *j, char **models, int n, int i, const char *
 	j->model = models[i];
 	j->out = out;
 	snprintf(j->parts, sizeof j->parts, "%s.parts", out);
-	double t0 = MPI_Wtime();
+	double t0 = mono_now();
 	int status = distribute(j);
 	if (j->rank == 0 && !j->quiet)
 		fprintf(stderr, "[%d/%d] %s (%s): %s, %lld items on %d ranks in %.1f s\n", i + 1, n,
 		        name, models[i], status ? "FAILED" : j->n_items ? "done" : "complete already",
-		        j->n_items, j->size, MPI_Wtime() - t0);
+		        j->n_items, j->size, mono_now() - t0);
 	return status;
 }
 
