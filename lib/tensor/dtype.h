@@ -27,6 +27,17 @@ static inline float fasvd__f16_to_float_inline(uint16_t h)
 	return f;
 }
 
+/* Exact bfloat16 (the 2 bytes at s) -> binary32. */
+static inline float fasvd__bf16_at(const unsigned char *s)
+{
+	uint16_t h;
+	memcpy(&h, s, 2);
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
 float fasvd__f16_to_float(uint16_t h);
 /* 256-entry decode table of an FP8 dtype (exact floats). Thread-safe. */
 const float *fasvd__fp8_table(fasvd_dtype dtype);

@@ -383,14 +383,7 @@ static inline double decode_one(const fasvd_tensor *t, const unsigned char *p, c
 		memcpy(&h, p, 2);
 		return fasvd__f16_to_float(h);
 	}
-	case FASVD_DTYPE_BF16: {
-		uint16_t h;
-		memcpy(&h, p, 2);
-		uint32_t u = (uint32_t)h << 16;
-		float f;
-		memcpy(&f, &u, 4);
-		return f;
-	}
+	case FASVD_DTYPE_BF16: return fasvd__bf16_at(p);
 	default: return fp8[*p];
 	}
 }
@@ -547,6 +540,14 @@ static void make_plan(const fasvd_tensor *t, struct plan *p)
 		const int64_t st = p->si;                                           \
 		switch (p->dtype) {                                                 \
 		case FASVD_DTYPE_F32:                                               \
+			if (st == 4) { /* contiguous: a loop that vectorises */     \
+				for (int64_t k = 0; k < n; k++) {                   \
+					float f;                                    \
+					memcpy(&f, s + 4 * k, 4);                   \
+					out[k] = f;                                 \
+				}                                                   \
+				break;                                              \
+			}                                                           \
 			for (int64_t k = 0; k < n; k++, s += st) {                  \
 				float f;                                            \
 				memcpy(&f, s, 4);                                   \
@@ -561,14 +562,13 @@ static void make_plan(const fasvd_tensor *t, struct plan *p)
 			}                                                           \
 			break;                                                      \
 		case FASVD_DTYPE_BF16:                                              \
-			for (int64_t k = 0; k < n; k++, s += st) {                  \
-				uint16_t h;                                         \
-				memcpy(&h, s, 2);                                   \
-				uint32_t u = (uint32_t)h << 16;                     \
-				float f;                                            \
-				memcpy(&f, &u, 4);                                  \
-				out[k] = f;                                         \
+			if (st == 2) { /* contiguous: a loop that vectorises */     \
+				for (int64_t k = 0; k < n; k++)                     \
+					out[k] = fasvd__bf16_at(s + 2 * k);         \
+				break;                                              \
 			}                                                           \
+			for (int64_t k = 0; k < n; k++, s += st)                    \
+				out[k] = fasvd__bf16_at(s);                         \
 			break;                                                      \
 		default: {                                                          \
 			const float *tab = p->fp8;                                  \
@@ -769,6 +769,23 @@ static int first_nonfinite(const fasvd_tensor *t, const struct plan *p, bool f32
 	return p->swapped ? nonfinite_error(t, bj, bi, bv) : nonfinite_error(t, bi, bj, bv);
 }
 
+/* Lines of a row-major root tensor's column block are a page or more apart:
+ * the hardware prefetcher stops at each page, so each line would cost a
+ * memory latency. Ask for the line PREFETCH_AHEAD lines on early. */
+enum { PREFETCH_AHEAD = 8, CACHE_LINE = 64 };
+
+static void prefetch_line(const struct plan *p, int64_t i)
+{
+	if (i >= p->n_lines || p->quant)
+		return;
+	int64_t size = (int64_t)fasvd_dtype_size(p->dtype);
+	if (p->si != size && p->len > 1)
+		return; /* strided lines: the hardware copes or nothing would */
+	const unsigned char *s = p->base + i * p->so;
+	for (int64_t b = 0; b < p->len * size; b += CACHE_LINE)
+		__builtin_prefetch(s + b, 0, 0);
+}
+
 static int decode(const fasvd_tensor *t, void *dst, int64_t ld, fasvd_layout layout,
                   unsigned flags, bool f32)
 {
@@ -779,6 +796,7 @@ static int decode(const fasvd_tensor *t, void *dst, int64_t ld, fasvd_layout lay
 	if (direct) {
 		/* Line i is dst[i * ld + j]. */
 		for (int64_t i = 0; i < p.n_lines; i++) {
+			prefetch_line(&p, i + PREFETCH_AHEAD);
 			if (f32) {
 				float *d = (float *)dst + i * ld;
 				line_to_f32(&p, i, 0, p.len, d);
