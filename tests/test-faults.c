@@ -22,7 +22,8 @@
  * workspace query (lwork = -1), nor into geqrf / gelqf / orgqr / orglq /
  * laswp; for getrf, where it only reports an exactly zero pivot, the
  * routine still runs. Each run must return FASVD_ELAPACK or, for
- * a documented fallback (gesdd not converging -> gesvd), succeed with the
+ * a documented fallback (gesdd not converging -> gesvd; potrf finding a
+ * Gram matrix not positive definite -> its eigendecomposition), succeed with the
  * unfailing run's result; and free everything.
  *
  * Everything runs with one worker thread, so the k-th allocation or call is
@@ -58,7 +59,8 @@
 #define LAPACK_ROUTINES(X)                                                                   \
 	X(sgesdd) X(dgesdd) X(sgesvd) X(dgesvd) X(sgesvdx) X(dgesvdx) X(sgeqrf) X(dgeqrf)      \
 	X(sgelqf) X(dgelqf) X(sorgqr) X(dorgqr) X(sorglq) X(dorglq) X(dsyevd) X(dsyevd_2stage) \
-	X(sgetrf) X(dgetrf) X(slaswp) X(dlaswp) X(dsterf) X(dsytrd_sy2sb) X(dsytrd_sb2st)
+	X(sgetrf) X(dgetrf) X(slaswp) X(dlaswp) X(dsterf) X(dsytrd_sy2sb) X(dsytrd_sb2st)  \
+	X(dpotrf)
 
 enum {
 #define X(f) R_##f,
@@ -75,7 +77,9 @@ static const char *const routine_names[N_ROUTINES] = {
 
 /* Routines that can return info > 0 (LAPACK's documentation): no
  * convergence (gesdd, gesvd, gesvdx, syevd) or an exactly singular U
- * (getrf, not a failure) or dsterf's no convergence. The QR / LQ
+ * (getrf, not a failure) or dsterf's no convergence, or a matrix that is
+ * not positive definite (potrf: the Gram R factors then take the
+ * eigendecomposition, a documented fallback). The QR / LQ
  * factorisations, their Q generation, laswp and the two-stage band
  * reduction (sy2sb, sb2st) only ever report illegal arguments (info < 0), so
  * only those are injected into them. */
@@ -84,7 +88,7 @@ static int positive_info_possible(int r)
 	switch (r) {
 	case R_sgesdd: case R_dgesdd: case R_sgesvd: case R_dgesvd: case R_sgesvdx:
 	case R_dgesvdx: case R_dsyevd: case R_dsyevd_2stage: case R_sgetrf: case R_dgetrf:
-	case R_dsterf:
+	case R_dsterf: case R_dpotrf:
 		return 1;
 	default:
 		return 0;
@@ -214,6 +218,8 @@ LASWP(slaswp, float)
 LASWP(dlaswp, double)
 
 WRAP(dsterf, 0, (lapack_int n, double *d, double *e), (n, d, e))
+WRAP(dpotrf, 0, (int layout, char uplo, lapack_int n, double *a, lapack_int lda),
+     (layout, uplo, n, a, lda))
 
 /* The two-stage band reduction has no LAPACKE interface: the library calls
  * the Fortran routines (hidden string lengths last), wrapped here as

@@ -36,11 +36,14 @@ static lapack_int lwork_of(double q)
  * (F·B)ᵀ(F·B) = Bᵀ·Wᵀ·W... per block):
  *  - QR (Householder) of W_iᵀ: F = R, backward stable to ε·‖W_i‖ in the
  *    compute precision. Used for FASVD_COMPUTE_F64 and whenever Q is kept.
- *  - Gram: G_i = W_i·W_iᵀ accumulated in double from the decoded values, its
- *    eigendecomposition G_i = U·Λ·Uᵀ (dsyevd) and F = Λ^½·Uᵀ. The Gram costs
- *    half the flops of the QR and runs at BLAS-3 speed; the values are
- *    accurate to about sqrt(k·ε₆₄)·σ₁ ≈ 1e-7·σ₁ for the smallest ones, far
- *    inside the f32 contract (1e-4·σ₁). Used for FASVD_COMPUTE_F32. */
+ *  - Gram: G_i = W_i·W_iᵀ accumulated in double from the decoded values and
+ *    F = U, its Cholesky factor (G_i = Uᵀ·U), the head's values from G_i's
+ *    eigenvalues alone; a G_i that is not numerically positive definite
+ *    takes its eigendecomposition G_i = V·Λ·Vᵀ (dsyevd) and F = Λ^½·Vᵀ. The
+ *    Gram costs half the flops of the QR and runs at BLAS-3 speed; the
+ *    values are accurate to about sqrt(k·ε₆₄)·σ₁ ≈ 1e-7·σ₁ for the smallest
+ *    ones, far inside the f32 contract (1e-4·σ₁). Used for
+ *    FASVD_COMPUTE_F32. */
 
 static const fasvd__struct_ver opts_ver = FASVD__STRUCT_VER(fasvd_rfactors_opts, keep_q);
 
@@ -133,12 +136,67 @@ static int decode_head(const fasvd_rfactors *f, int64_t i, bool dbl, void *dst, 
 	                     : fasvd__heads_decode_red(f->h, i, dbl, dst, ld, layout);
 }
 
+/* F = Λ^½·Uᵀ from the eigendecomposition of G (overwritten): rows by
+ * descending eigenvalue, negative rounding-level eigenvalues taken as 0. */
+static int gram_factor_eig(struct rfac_job *j, int64_t i, double *g, double *lam, double *work,
+                           lapack_int *iw)
+{
+	fasvd_rfactors *f = j->f;
+	int64_t k = f->k, r = f->r;
+	lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', (lapack_int)k, g,
+	                                      (lapack_int)k, lam, work, j->lwork, iw, j->liwork);
+	if (info)
+		return lapack_fail("dsyevd", info, i);
+	/* Eigenvalues ascending: F row q = sqrt(λ_{k-1-q})·u_{k-1-q}ᵀ. */
+	double *rd = f->Rd + (size_t)(i * r * k), *sv = f->sv + (size_t)(i * r);
+	for (int64_t q = 0; q < r; q++) {
+		int64_t idx = k - 1 - q;
+		double sg = lam[idx] > 0 ? sqrt(lam[idx]) : 0.0;
+		sv[q] = sg;
+		for (int64_t c = 0; c < k; c++)
+			rd[c * r + q] = sg * g[idx * k + c];
+	}
+	return 0;
+}
+
+/* F = U from the Cholesky factorisation G = Uᵀ·U (in c, a copy of G) and
+ * the head's values from the eigenvalues alone of G (overwritten): about
+ * half the time of the eigendecomposition. Returns 1, leaving G intact,
+ * when G is not numerically positive definite (a head of lower rank than
+ * k): the caller then takes gram_factor_eig. */
+static int gram_factor_chol(struct rfac_job *j, int64_t i, double *g, double *c, double *lam,
+                            double *work, lapack_int *iw)
+{
+	fasvd_rfactors *f = j->f;
+	int64_t k = f->k, r = f->r;
+	lapack_int K = (lapack_int)k;
+	lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', K, c, K);
+	if (info > 0)
+		return 1;
+	if (info < 0)
+		return lapack_fail("dpotrf", info, i);
+	info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'N', 'U', K, g, K, lam, work, j->lwork, iw,
+	                           j->liwork);
+	if (info)
+		return lapack_fail("dsyevd", info, i);
+	double *rd = f->Rd + (size_t)(i * r * k), *sv = f->sv + (size_t)(i * r);
+	for (int64_t q = 0; q < r; q++)
+		sv[q] = lam[k - 1 - q] > 0 ? sqrt(lam[k - 1 - q]) : 0.0;
+	for (int64_t col = 0; col < k; col++)
+		for (int64_t q = 0; q < r; q++)
+			rd[col * r + q] = q <= col ? c[col * k + q] : 0.0;
+	return 0;
+}
+
+/* F from the Gram G = W·Wᵀ of head i: the Cholesky factor when G is
+ * positive definite (r = k always here: the Gram path needs m >= k), else
+ * the scaled eigenvectors. Either satisfies Fᵀ·F = G (docs/design.md). */
 static int rfac_gram(struct rfac_job *j, int64_t i)
 {
 	fasvd_rfactors *f = j->f;
-	int64_t m = f->dm, k = f->k, r = f->r;
+	int64_t m = f->dm, k = f->k;
 	size_t n_a = (size_t)(m * k), n_g = (size_t)(k * k);
-	double *buf = fasvd__calloc(f->ctx, n_a + n_g + (size_t)k + (size_t)j->lwork,
+	double *buf = fasvd__calloc(f->ctx, n_a + 2 * n_g + (size_t)k + (size_t)j->lwork,
 	                            sizeof(double), "a Gram workspace");
 	lapack_int *iw = fasvd__calloc(f->ctx, (size_t)j->liwork, sizeof *iw, "a Gram workspace");
 	int rc = 0;
@@ -146,7 +204,7 @@ static int rfac_gram(struct rfac_job *j, int64_t i)
 		rc = FASVD_ENOMEM;
 		goto out;
 	}
-	double *a = buf, *g = buf + n_a, *lam = g + n_g, *work = lam + k;
+	double *a = buf, *g = buf + n_a, *c = g + n_g, *lam = c + n_g, *work = lam + k;
 	bool rm = j->natural == FASVD_LAYOUT_ROW_MAJOR;
 	if ((rc = decode_head(f, i, true, a, rm ? m : k, j->natural)))
 		goto out;
@@ -157,22 +215,12 @@ static int rfac_gram(struct rfac_job *j, int64_t i)
 	else
 		cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)k, (blasint)m, 1.0, a,
 		            (blasint)k, 0.0, g, (blasint)k);
-	lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', (lapack_int)k, g,
-	                                      (lapack_int)k, lam, work, j->lwork, iw, j->liwork);
-	if (info) {
-		rc = lapack_fail("dsyevd", info, i);
-		goto out;
-	}
-	/* Eigenvalues ascending: F row q = sqrt(λ_{k-1-q})·u_{k-1-q}ᵀ. */
-	double *rd = f->Rd + (size_t)(i * r * k), *sv = f->sv + (size_t)(i * r);
-	for (int64_t q = 0; q < r; q++) {
-		int64_t idx = k - 1 - q;
-		double sg = lam[idx] > 0 ? sqrt(lam[idx]) : 0.0;
-		sv[q] = sg;
-		for (int64_t c = 0; c < k; c++)
-			rd[c * r + q] = sg * g[idx * k + c];
-	}
-	store_native_from_rd(f, i);
+	memcpy(c, g, n_g * sizeof *g);
+	rc = gram_factor_chol(j, i, g, c, lam, work, iw);
+	if (rc == 1)
+		rc = gram_factor_eig(j, i, g, lam, work, iw);
+	if (!rc)
+		store_native_from_rd(f, i);
 out:
 	fasvd__free(f->ctx, buf);
 	fasvd__free(f->ctx, iw);
@@ -483,6 +531,20 @@ struct fsv_job {
 	double *norms; /* Frobenius norms or NULL */
 };
 
+/* Float32 compute: the values of the ra x rb fused core m from the
+ * eigenvalues of its smaller Gram matrix (into g, p x p), in double. Squaring
+ * costs accuracy only below √(p·ε₆₄)·σ₁ ≈ 1e-7·σ₁, the level the Gram R
+ * factors already have and far inside the float32 contract; it takes half
+ * the time of the SVD of m. */
+static int fused_gram_values(fasvd_ctx *ctx, int64_t ra, int64_t rb, const double *m,
+                             double *g, double *s)
+{
+	int64_t p = ra < rb ? ra : rb;
+	cblas_dsyrk(CblasColMajor, CblasLower, ra <= rb ? CblasNoTrans : CblasTrans, (blasint)p,
+	            (blasint)(ra <= rb ? rb : ra), 1.0, m, (blasint)ra, 0.0, g, (blasint)p);
+	return fasvd__gram_svdvals(ctx, p, g, p, s);
+}
+
 static int fsv_task(void *arg, int64_t i, int worker)
 {
 	(void)worker;
@@ -492,30 +554,31 @@ static int fsv_task(void *arg, int64_t i, int worker)
 	fasvd__fuse_map(i, a->n, b->n, &ia, &ib);
 	/* In double from the true-scale factors, each first scaled by its power
 	 * of two (exact) so that no product over- or underflows. */
-	double *m = fasvd__calloc(a->ctx, (size_t)(ra * rb + ra * k + rb * k), sizeof *m,
+	int64_t p = ra < rb ? ra : rb;
+	double *m = fasvd__calloc(a->ctx, (size_t)(ra * rb + ra * k + rb * k + p * p), sizeof *m,
 	                          "a fused head");
 	if (!m)
 		return FASVD_ENOMEM;
 	double *xa = m + ra * rb, *xb = xa + ra * k;
 	const double *da = a->Rd + (size_t)(ia * ra * k), *db = b->Rd + (size_t)(ib * rb * k);
 	int ea = a->rexp[ia], eb = b->rexp[ib];
-	for (int64_t p = 0; p < ra * k; p++)
-		xa[p] = ldexp(da[p], -ea);
-	for (int64_t p = 0; p < rb * k; p++)
-		xb[p] = ldexp(db[p], -eb);
+	for (int64_t t = 0; t < ra * k; t++)
+		xa[t] = ldexp(da[t], -ea);
+	for (int64_t t = 0; t < rb * k; t++)
+		xb[t] = ldexp(db[t], -eb);
 	cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, (blasint)ra, (blasint)rb, (blasint)k,
 	            1.0, xa, (blasint)ra, xb, (blasint)rb, 0.0, m, (blasint)ra);
 	int rc = 0;
 	if (j->norms) {
 		double ss = 0;
-		for (int64_t p = 0; p < ra * rb; p++)
-			ss += m[p] * m[p];
+		for (int64_t t = 0; t < ra * rb; t++)
+			ss += m[t] * m[t];
 		j->norms[i] = ldexp(sqrt(ss), ea + eb);
 	}
 	if (j->s) {
 		double *s = j->s + i * j->lds;
-		int64_t p = ra < rb ? ra : rb;
-		rc = fasvd__svdvals_d(a->ctx, ra, rb, m, ra, s);
+		rc = a->dbl ? fasvd__svdvals_d(a->ctx, ra, rb, m, ra, s)
+		            : fused_gram_values(a->ctx, ra, rb, m, xb + rb * k, s);
 		if (rc) {
 			fasvd__error_prefix(rc, "fused head %lld", (long long)i);
 		} else {
