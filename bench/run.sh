@@ -47,7 +47,7 @@ for h in $HEADS; do
 	OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS \
 		"$PY" "$ROOT/bench/compare.py" --dir "$dir" --threads "$THREADS" \
 		--json "$dir/result.json" \
-		--analyze "$BUILD/tools/fasvd analyze $dir/ckpt -o $dir/analyze.safetensors -j $THREADS -q" \
+		--analyze "$BUILD/tools/fasvd analyze $dir/ckpt -o $dir/analyze.safetensors --force -j $THREADS -q" \
 		--analyze-out "$dir/analyze.safetensors" \
 		--engine-again "$BUILD/bench/engine-bench --heads $h --threads $THREADS --dir $dir --dtype $DTYPE --reps $REPS --no-weights --timings $dir/timings-after.json" \
 		--engine-again-timings "$dir/timings-after.json" || status=1
