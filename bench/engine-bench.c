@@ -15,14 +15,15 @@
  * Usage: engine-bench [--heads N] [--threads T] [--dir DIR] [--reps R]
  *                     [--dtype f32|bf16|fp8] [--compute f32|f64]
  *                     [--no-weights] [--skip-floor] [--timings FILE]
- *                     [--layers L] [--checkpoint-only]
+ *                     [--layers L] [--checkpoint-only] [--vo-parts]
  *        engine-bench --eig-kd ORDER [--reps R]
  * (--no-weights: do not write the weights and checkpoint; the spectra and
  * timings are written still. --timings: where the timings go. --layers: the
  * checkpoint has L layers, all with these weights (default 1).
  * --checkpoint-only: write the checkpoint alone, then exit. --eig-kd:
  * only the band widths of the two-stage eigensolver at that order,
- * single-threaded, against dsyevd_2stage; bench/README.md.)
+ * single-threaded, against dsyevd_2stage; bench/README.md. --vo-parts: after
+ * the per-head VO timing, where an O head's time goes, single-threaded.)
  * Like the `fasvd` tool it re-executes itself once with the CPU's OpenBLAS
  * kernels when OpenBLAS fell back to generic ones, and prints the BLAS it
  * runs first (docs/blas.md).
@@ -441,10 +442,61 @@ static void eig_kd_bench(fasvd_ctx *ctx, int64_t m, int reps)
 	free(w1);
 }
 
+/* --vo-parts: where a VO head's time goes, single-threaded, per O head of
+ * the layer (bench/README.md): decoding it into double, its Gram matrix,
+ * and the three ways to factor that Gram matrix. Best of reps passes. */
+static void vo_parts(const fasvd_heads *o, int reps)
+{
+	int saved = fasvd__blas_get_threads();
+	fasvd__blas_set_threads(1);
+	int64_t k = VHEAD, m = HIDDEN, n = fasvd_heads_count(o);
+	double *a = xmalloc((size_t)(k * m) * 8), *g = xmalloc((size_t)(k * k) * 8);
+	double *c = xmalloc((size_t)(k * k) * 8), *lam = xmalloc((size_t)k * 8);
+	const char *nm[5] = {"decode into double", "dsyrk (Gram)", "dsyevd, vectors",
+	                     "dsyevd, values only", "dpotrf (Cholesky)"};
+	double best[5] = {INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
+	for (int r = 0; r < reps; r++) {
+		double t[5] = {0};
+		for (int64_t h = 0; h < n; h++) {
+			double t0 = now();
+			CHECK(fasvd__heads_decode(o, h, true, a, k, FASVD_LAYOUT_COL_MAJOR));
+			double t1 = now();
+			cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, (blasint)k, (blasint)m, 1.0,
+			            a, (blasint)k, 0.0, g, (blasint)k);
+			t[0] += t1 - t0;
+			t[1] += now() - t1;
+			for (int q = 2; q < 5; q++) {
+				memcpy(c, g, (size_t)(k * k) * 8);
+				double u = now();
+				lapack_int info =
+				        q == 4 ? LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', (lapack_int)k, c,
+				                                (lapack_int)k)
+				               : LAPACKE_dsyevd(LAPACK_COL_MAJOR, q == 2 ? 'V' : 'N', 'U',
+				                                (lapack_int)k, c, (lapack_int)k, lam);
+				t[q] += now() - u;
+				if (info)
+					fprintf(stderr, "engine-bench: %s: info %d\n", nm[q], (int)info);
+			}
+		}
+		for (int q = 0; q < 5; q++)
+			best[q] = t[q] < best[q] ? t[q] : best[q];
+	}
+	fprintf(stderr, "  VO parts, per O head (%lld x %lld), 1 thread, best of %d:\n",
+	        (long long)k, (long long)m, reps);
+	for (int q = 0; q < 5; q++)
+		fprintf(stderr, "    %-20s %.3f ms\n", nm[q], 1e3 * best[q] / (double)n);
+	free(a);
+	free(g);
+	free(c);
+	free(lam);
+	fasvd__blas_set_threads(saved);
+}
+
 int main(int argc, char **argv)
 {
 	int64_t n = 32, layers = 1;
 	int threads = 2, reps = 1, write_weights = 1, do_floor = 1, checkpoint_only = 0;
+	int do_vo_parts = 0;
 	int64_t eig_kd = 0;
 	const char *dir = "/tmp/fasvd-bench", *timings = NULL;
 	fasvd_dtype dtype = FASVD_DTYPE_F32;
@@ -481,12 +533,14 @@ int main(int argc, char **argv)
 			layers = atoll(argv[++i]);
 		else if (!strcmp(a, "--checkpoint-only"))
 			checkpoint_only = 1;
+		else if (!strcmp(a, "--vo-parts"))
+			do_vo_parts = 1;
 		else {
 			fprintf(stderr,
 			        "usage: engine-bench [--heads N] [--threads T] [--dir DIR] [--reps R]\n"
 			        "                    [--dtype f32|bf16|fp8] [--compute f32|f64]\n"
 			        "                    [--no-weights] [--skip-floor] [--timings FILE]\n"
-			        "                    [--layers L] [--checkpoint-only]\n"
+			        "                    [--layers L] [--checkpoint-only] [--vo-parts]\n"
 			        "       engine-bench --eig-kd ORDER [--reps R]\n");
 			return 2;
 		}
@@ -714,6 +768,8 @@ int main(int argc, char **argv)
 		free(s);
 	}
 	fprintf(js, ", \"vo_s\": %.4f", best);
+	if (do_vo_parts)
+		vo_parts(o, reps);
 
 	/* 3. The floor: the Gram + eigensolver calls of the stacked and subspace
 	 * problems, at the shapes the engine solves (stacked fused kinds reduced
