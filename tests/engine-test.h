@@ -238,7 +238,10 @@ static inline void set_head(pair *p, bool isb, int64_t i, const double *h)
 		}
 }
 
-enum gen { GEN_GAUSS, GEN_LOWRANK, GEN_CLUSTER, GEN_ZERO };
+/* GEN_GRADED: σ_j = scale·10^(-j) (a Gram matrix of condition 10^(2(k-1)):
+ * from well inside to far beyond what a Cholesky factorisation takes);
+ * GEN_GRADED2: σ_j = scale·10^(-2j). */
+enum gen { GEN_GAUSS, GEN_LOWRANK, GEN_CLUSTER, GEN_ZERO, GEN_GRADED, GEN_GRADED2 };
 
 static inline void gen_head(test_rng *rng, enum gen g, int64_t k, int64_t m, double scale, double *h)
 {
@@ -254,6 +257,11 @@ static inline void gen_head(test_rng *rng, enum gen g, int64_t k, int64_t m, dou
 	case GEN_CLUSTER:
 		for (int64_t j = 0; j < q; j++)
 			s[j] = scale * (1.0 + 1e-6 * (double)j);
+		break;
+	case GEN_GRADED:
+	case GEN_GRADED2:
+		for (int64_t j = 0; j < q; j++)
+			s[j] = scale * pow(10.0, -(double)j * (g == GEN_GRADED ? 1.0 : 2.0));
 		break;
 	}
 	rand_with_spectrum(rng, k, m, s, h);

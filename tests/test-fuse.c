@@ -118,6 +118,15 @@ static void test_structured(void **state)
 		pair_make(&p, 9, 2, 2, 6, 18, 22, false, GEN_GAUSS, GEN_GAUSS, 1e30);
 		check_pair(&p, computes[c], "huge scale");
 		pair_free(&p);
+		/* Graded heads: float32 compute factors their Gram matrices by
+		 * Cholesky where it succeeds (condition up to 1e10 here) and by
+		 * the eigendecomposition where it does not (1e20). */
+		pair_make(&p, 13, 2, 2, 6, 18, 22, true, GEN_GRADED, GEN_GRADED, 1.0);
+		check_pair(&p, computes[c], "graded 1e-5");
+		pair_free(&p);
+		pair_make(&p, 14, 2, 2, 6, 18, 22, false, GEN_GRADED2, GEN_GAUSS, 1.0);
+		check_pair(&p, computes[c], "graded 1e-10");
+		pair_free(&p);
 		/* Wider head than its input (Q_pe-like rank deficiency: k > m). */
 		pair_make(&p, 10, 2, 2, 8, 5, 12, true, GEN_GAUSS, GEN_GAUSS, 1.0);
 		check_pair(&p, computes[c], "k > m");
