@@ -769,20 +769,23 @@ static int first_nonfinite(const fasvd_tensor *t, const struct plan *p, bool f32
 	return p->swapped ? nonfinite_error(t, bj, bi, bv) : nonfinite_error(t, bi, bj, bv);
 }
 
-/* Lines of a row-major root tensor's column block are a page or more apart:
- * the hardware prefetcher stops at each page, so each line would cost a
- * memory latency. Ask for the line PREFETCH_AHEAD lines on early. */
-enum { PREFETCH_AHEAD = 8, CACHE_LINE = 64 };
+/* Short lines of a row-major root tensor's column block (a head's 128
+ * values of each o_proj row) are a page or more apart: the hardware
+ * prefetcher stops at each page, so each line would cost a memory latency.
+ * Ask for the line PREFETCH_AHEAD lines on early. Lines longer than
+ * PREFETCH_MAX_BYTES span pages the hardware prefetcher streams itself;
+ * strided lines are left alone too. */
+enum { PREFETCH_AHEAD = 8, PREFETCH_MAX_BYTES = 4096, CACHE_LINE = 64 };
 
 static void prefetch_line(const struct plan *p, int64_t i)
 {
 	if (i >= p->n_lines || p->quant)
 		return;
-	int64_t size = (int64_t)fasvd_dtype_size(p->dtype);
-	if (p->si != size && p->len > 1)
-		return; /* strided lines: the hardware copes or nothing would */
+	int64_t size = (int64_t)fasvd_dtype_size(p->dtype), bytes = p->len * size;
+	if ((p->si != size && p->len > 1) || bytes > PREFETCH_MAX_BYTES)
+		return;
 	const unsigned char *s = p->base + i * p->so;
-	for (int64_t b = 0; b < p->len * size; b += CACHE_LINE)
+	for (int64_t b = 0; b < bytes; b += CACHE_LINE)
 		__builtin_prefetch(s + b, 0, 0);
 }
 
