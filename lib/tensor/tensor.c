@@ -487,7 +487,27 @@ struct plan {
 	/* scale(i, j) = scales[((f0 + i) / fblk) * sf + ((r0 + j) / rblk) * sr] */
 	const double *scales;
 	int64_t f0, fblk, sf, r0, rblk, sr;
+	int64_t prefetch_bytes; /* bytes of a line to prefetch ahead, 0: none
+	                           (see prefetch_line) */
 };
+
+/* Short lines of a row-major root tensor's column block (a head's 128
+ * values of each o_proj row) are a page or more apart: the hardware
+ * prefetcher stops at each page, so each line would cost a memory latency.
+ * Ask for the line PREFETCH_AHEAD lines on early. Lines longer than
+ * PREFETCH_MAX_BYTES span pages the hardware prefetcher streams itself;
+ * strided lines are left alone too. */
+enum { PREFETCH_AHEAD = 8, PREFETCH_MAX_BYTES = 4096, CACHE_LINE = 64 };
+
+/* The bytes of each line prefetch_line asks for: a contiguous, short line
+ * of a non-quantised tensor, else none. */
+static int64_t line_prefetch_bytes(const struct plan *p, int64_t size)
+{
+	int64_t bytes = p->len * size;
+	if ((p->si != size && p->len > 1) || bytes > PREFETCH_MAX_BYTES)
+		return 0;
+	return bytes;
+}
 
 static void make_plan(const fasvd_tensor *t, struct plan *p)
 {
@@ -518,6 +538,7 @@ static void make_plan(const fasvd_tensor *t, struct plan *p)
 	 * (its byte value may not even fit in int64_t). */
 	p->so = p->n_lines > 1 ? (p->swapped ? t->cs : t->rs) * size : 0;
 	p->si = p->len > 1 ? (p->swapped ? t->rs : t->cs) * size : 0;
+	p->prefetch_bytes = line_prefetch_bytes(p, size);
 	if (!t->scales)
 		return;
 	p->scales = t->scales;
@@ -769,23 +790,13 @@ static int first_nonfinite(const fasvd_tensor *t, const struct plan *p, bool f32
 	return p->swapped ? nonfinite_error(t, bj, bi, bv) : nonfinite_error(t, bi, bj, bv);
 }
 
-/* Short lines of a row-major root tensor's column block (a head's 128
- * values of each o_proj row) are a page or more apart: the hardware
- * prefetcher stops at each page, so each line would cost a memory latency.
- * Ask for the line PREFETCH_AHEAD lines on early. Lines longer than
- * PREFETCH_MAX_BYTES span pages the hardware prefetcher streams itself;
- * strided lines are left alone too. */
-enum { PREFETCH_AHEAD = 8, PREFETCH_MAX_BYTES = 4096, CACHE_LINE = 64 };
-
+/* Ask for line i's first p->prefetch_bytes bytes (see make_plan). */
 static void prefetch_line(const struct plan *p, int64_t i)
 {
-	if (i >= p->n_lines || p->quant)
-		return;
-	int64_t size = (int64_t)fasvd_dtype_size(p->dtype), bytes = p->len * size;
-	if ((p->si != size && p->len > 1) || bytes > PREFETCH_MAX_BYTES)
+	if (i >= p->n_lines)
 		return;
 	const unsigned char *s = p->base + i * p->so;
-	for (int64_t b = 0; b < bytes; b += CACHE_LINE)
+	for (int64_t b = 0; b < p->prefetch_bytes; b += CACHE_LINE)
 		__builtin_prefetch(s + b, 0, 0);
 }
 
