@@ -104,34 +104,35 @@ static void test_gqa(void **state)
 static void test_structured(void **state)
 {
 	(void)state;
-	for (int c = 0; c < 2; c++) {
-		pair p;
-		pair_make(&p, 6, 3, 3, 6, 20, 25, true, GEN_LOWRANK, GEN_GAUSS, 1.0);
-		check_pair(&p, computes[c], "exact low rank");
-		pair_free(&p);
-		pair_make(&p, 7, 3, 3, 6, 20, 25, false, GEN_CLUSTER, GEN_CLUSTER, 1.0);
-		check_pair(&p, computes[c], "clustered");
-		pair_free(&p);
-		pair_make(&p, 8, 2, 2, 6, 18, 22, true, GEN_GAUSS, GEN_LOWRANK, 1e-30);
-		check_pair(&p, computes[c], "tiny scale");
-		pair_free(&p);
-		pair_make(&p, 9, 2, 2, 6, 18, 22, false, GEN_GAUSS, GEN_GAUSS, 1e30);
-		check_pair(&p, computes[c], "huge scale");
-		pair_free(&p);
+	static const struct {
+		uint64_t seed;
+		int64_t na, nb, k, ma, mb;
+		bool b_cols;
+		enum gen ga, gb;
+		double scale;
+		const char *what;
+	} cases[] = {
+		{6, 3, 3, 6, 20, 25, true, GEN_LOWRANK, GEN_GAUSS, 1.0, "exact low rank"},
+		{7, 3, 3, 6, 20, 25, false, GEN_CLUSTER, GEN_CLUSTER, 1.0, "clustered"},
+		{8, 2, 2, 6, 18, 22, true, GEN_GAUSS, GEN_LOWRANK, 1e-30, "tiny scale"},
+		{9, 2, 2, 6, 18, 22, false, GEN_GAUSS, GEN_GAUSS, 1e30, "huge scale"},
 		/* Graded heads: float32 compute factors their Gram matrices by
 		 * Cholesky where it succeeds (condition up to 1e10 here) and by
 		 * the eigendecomposition where it does not (1e20). */
-		pair_make(&p, 13, 2, 2, 6, 18, 22, true, GEN_GRADED, GEN_GRADED, 1.0);
-		check_pair(&p, computes[c], "graded 1e-5");
-		pair_free(&p);
-		pair_make(&p, 14, 2, 2, 6, 18, 22, false, GEN_GRADED2, GEN_GAUSS, 1.0);
-		check_pair(&p, computes[c], "graded 1e-10");
-		pair_free(&p);
+		{13, 2, 2, 6, 18, 22, true, GEN_GRADED, GEN_GRADED, 1.0, "graded 1e-5"},
+		{14, 2, 2, 6, 18, 22, false, GEN_GRADED2, GEN_GAUSS, 1.0, "graded 1e-10"},
 		/* Wider head than its input (Q_pe-like rank deficiency: k > m). */
-		pair_make(&p, 10, 2, 2, 8, 5, 12, true, GEN_GAUSS, GEN_GAUSS, 1.0);
-		check_pair(&p, computes[c], "k > m");
-		pair_free(&p);
-	}
+		{10, 2, 2, 8, 5, 12, true, GEN_GAUSS, GEN_GAUSS, 1.0, "k > m"},
+	};
+	for (int c = 0; c < 2; c++)
+		for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+			pair p;
+			pair_make(&p, cases[t].seed, cases[t].na, cases[t].nb, cases[t].k,
+			          cases[t].ma, cases[t].mb, cases[t].b_cols, cases[t].ga, cases[t].gb,
+			          cases[t].scale);
+			check_pair(&p, computes[c], cases[t].what);
+			pair_free(&p);
+		}
 }
 
 /* A zero head: σ₁ = 0 gives all-zero spectra, never NaN. */
